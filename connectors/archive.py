@@ -1,0 +1,521 @@
+"""The account archive: a documented directory or zip that is both a sink and a source.
+
+Layout (``format_version`` 1), the same inside a zip::
+
+    manifest.json                      written last: format, version, account, exported_at,
+                                       counts per entity, {path: {sha256, size}} of every file
+    users.jsonl                        one user per line, as served by GET /users
+    groups.jsonl                       one group per line, as served by GET /groups
+    lists.jsonl                        one external list per line, with its raw item lines
+    forms.jsonl                        one form summary per line (id, name, class, update_time)
+    forms/<id>/form.json               the form definition, as served by GET /forms/{id}
+    forms/<id>/submissions.jsonl       one submission per line, as served (nested or flat shape)
+    forms/<id>/media.jsonl             one media per line: submission_id, field, subform, row, name,
+                                       path, content_type, size, sha256
+    forms/<id>/media/<sub id>/<name>   the media bytes (names made safe; original name in media.jsonl)
+
+JSON is UTF-8, written with the service's key order, so archive -> source -> archive reproduces
+every file byte for byte and the manifest hashes match.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, Sequence
+
+from exporter.capabilities import Capabilities
+from exporter.errors import ArchiveError, BadAnswerError, ConfigError, NotFoundError
+from exporter.model import (
+    Account, Checkpoint, ExternalList, Form, Group, Media, Submission, User,
+)
+from exporter.naming import safe_filename
+from exporter.records import parse_form, parse_group, parse_list, parse_submission, parse_user
+from exporter.sinks import RunContext
+
+FORMAT = "exporter-account-archive"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def form_dir(form_id: str) -> str:
+    return "forms/" + safe_filename(str(form_id))
+
+
+def media_path(form_id: str, submission_id: str, name: str) -> str:
+    return f"{form_dir(form_id)}/media/{safe_filename(str(submission_id))}/{safe_filename(name)}"
+
+
+# ============================================================================================
+# Reading
+# ============================================================================================
+
+
+class ArchiveReader:
+    """Read an archive directory or zip. Files are streamed; nothing is loaded whole except the
+    manifest and one form definition at a time."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._zip: zipfile.ZipFile | None = None
+        if self.path.is_file():
+            try:
+                self._zip = zipfile.ZipFile(self.path)
+            except zipfile.BadZipFile:
+                raise ArchiveError(f"{self.path} is not a zip archive") from None
+            names = self._zip.namelist()
+            # a zip may hold the archive at its root or inside one top folder
+            self._prefix = ""
+            if MANIFEST not in names:
+                tops = [n for n in names if n.endswith("/" + MANIFEST) and n.count("/") == 1]
+                if tops:
+                    self._prefix = tops[0][: -len(MANIFEST)]
+        elif self.path.is_dir():
+            self._prefix = ""
+        else:
+            raise ArchiveError(f"no account archive at {self.path}")
+        if not self.exists(MANIFEST):
+            raise ArchiveError(f"{self.path} has no {MANIFEST}: not an account archive")
+        try:
+            self.manifest = json.loads(self.read_bytes(MANIFEST))
+        except ValueError as e:
+            raise ArchiveError(f"{MANIFEST} is not valid JSON: {e}") from None
+        if self.manifest.get("format") != FORMAT:
+            raise ArchiveError(f"{self.path}: not an {FORMAT} (format={self.manifest.get('format')!r})")
+        if int(self.manifest.get("format_version", 0)) > FORMAT_VERSION:
+            raise ArchiveError(f"{self.path}: format version {self.manifest.get('format_version')} is newer "
+                               f"than this exporter understands ({FORMAT_VERSION})")
+
+    def close(self) -> None:
+        if self._zip:
+            self._zip.close()
+
+    # ---- files ---------------------------------------------------------------------------
+    def exists(self, rel: str) -> bool:
+        if self._zip:
+            try:
+                self._zip.getinfo(self._prefix + rel)
+                return True
+            except KeyError:
+                return False
+        return (self.path / rel).is_file()
+
+    def open(self, rel: str) -> IO[bytes]:
+        if ".." in rel.split("/"):
+            raise ArchiveError(f"unsafe path in archive: {rel}")
+        try:
+            if self._zip:
+                return self._zip.open(self._prefix + rel)
+            return open(self.path / rel, "rb")
+        except (KeyError, FileNotFoundError):
+            raise ArchiveError(f"{rel} is missing from the archive") from None
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.open(rel) as fh:
+            return fh.read()
+
+    def file_list(self) -> Iterator[str]:
+        """Every file in the archive (relative paths), manifest included."""
+        if self._zip:
+            for n in self._zip.namelist():
+                if n.startswith(self._prefix) and not n.endswith("/"):
+                    yield n[len(self._prefix):]
+        else:
+            for p in sorted(self.path.rglob("*")):
+                if p.is_file():
+                    yield p.relative_to(self.path).as_posix()
+
+    def jsonl(self, rel: str) -> Iterator[dict]:
+        if not self.exists(rel):
+            return
+        with self.open(rel) as fh:
+            for n, line in enumerate(io.TextIOWrapper(fh, encoding="utf-8"), 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)
+                except ValueError as e:
+                    raise ArchiveError(f"{rel} line {n} is not valid JSON: {e}") from None
+
+    def json(self, rel: str) -> Any:
+        try:
+            return json.loads(self.read_bytes(rel))
+        except ValueError as e:
+            raise ArchiveError(f"{rel} is not valid JSON: {e}") from None
+
+    # ---- entities ------------------------------------------------------------------------
+    def account(self) -> dict:
+        return dict(self.manifest.get("account") or {})
+
+    def forms_index(self) -> Iterator[dict]:
+        return self.jsonl("forms.jsonl")
+
+    def has_form(self, form_id: str) -> bool:
+        return self.exists(f"{form_dir(form_id)}/form.json")
+
+    def form_raw(self, form_id: str) -> dict:
+        if not self.has_form(form_id):
+            raise NotFoundError(f"unknown form id {form_id!r}")
+        return self.json(f"{form_dir(form_id)}/form.json")
+
+    def submissions_raw(self, form_id: str) -> Iterator[dict]:
+        return self.jsonl(f"{form_dir(form_id)}/submissions.jsonl")
+
+    def media_index(self, form_id: str) -> Iterator[dict]:
+        return self.jsonl(f"{form_dir(form_id)}/media.jsonl")
+
+    def users_raw(self) -> Iterator[dict]:
+        return self.jsonl("users.jsonl")
+
+    def groups_raw(self) -> Iterator[dict]:
+        return self.jsonl("groups.jsonl")
+
+    def lists_raw(self) -> Iterator[dict]:
+        return self.jsonl("lists.jsonl")
+
+
+# ============================================================================================
+# Source
+# ============================================================================================
+
+
+def minus_overlap(cursor: str, overlap_seconds: int) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` minus the overlap window (text in, text out)."""
+    try:
+        t = dt.datetime.strptime(cursor[:19], "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return cursor
+    return (t - dt.timedelta(seconds=overlap_seconds)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class ArchiveSource:
+    """Replay an archive as if it were the live service (offline, after the contract ended)."""
+
+    def __init__(self, path: str | os.PathLike, *, forms: Sequence[str] | None = None,
+                 mode: str = "full", overlap_seconds: int = 300, **_ignored: Any):
+        if mode == "unread":
+            raise ConfigError("an archive has no server read markers: use --incremental cursor or full")
+        self.reader = ArchiveReader(path)
+        self.forms = list(forms) if forms else None
+        self.mode = mode
+        self.overlap = overlap_seconds
+        self.description = f"archive {self.reader.path}"
+        if self.forms:
+            for fid in self.forms:
+                if not self.reader.has_form(fid):
+                    raise NotFoundError(f"unknown form id {fid!r} (not in archive {self.reader.path})")
+
+    def form_ids(self) -> list[str]:
+        if self.forms:
+            return self.forms
+        return [str(f["id"]) for f in self.reader.forms_index()]
+
+    def records(self, state: dict[str, str | None] | None = None) -> Iterator:
+        state = state or {}
+        acc = self.reader.account()
+        yield Account(source=self.description, timezone=acc.get("timezone"),
+                      exported_at=self.reader.manifest.get("exported_at"), raw=acc)
+        for u in self.reader.users_raw():
+            yield parse_user(u)
+        for g in self.reader.groups_raw():
+            yield parse_group(g)
+        for lst in self.reader.lists_raw():
+            yield parse_list(lst)
+        for fid in self.form_ids():
+            yield from self._form_records(fid, state.get(fid))
+
+    def _form_records(self, fid: str, cursor: str | None) -> Iterator:
+        form = parse_form(self.reader.form_raw(fid))
+        yield form
+        since = minus_overlap(cursor, self.overlap) if (cursor and self.mode == "cursor") else None
+        # media index, grouped per submission; streamed alongside submissions (same order)
+        media_iter = self.reader.media_index(fid)
+        pending_media: dict | None = next(media_iter, None)
+        max_time = cursor
+        for raw in self.reader.submissions_raw(fid):
+            try:
+                sub = parse_submission(form, raw)
+            except BadAnswerError as e:
+                raise ArchiveError(e.message, context=e.context) from None
+            medias = []
+            while pending_media is not None and str(pending_media.get("submission_id")) == sub.id:
+                medias.append(pending_media)
+                pending_media = next(media_iter, None)
+            ut = sub.update_time
+            if since and ut and ut < since:
+                continue
+            if ut and (max_time is None or ut > max_time):
+                max_time = ut
+            yield sub
+            by_name = {(m.get("subform"), m.get("row"), m.get("field"), m.get("name")): m for m in medias}
+            for ref in sub.media:
+                m = by_name.get((ref.subform, ref.row, ref.field, ref.name))
+                if m is None:
+                    continue  # referenced by the submission but never downloaded (missing on the server)
+                rel = m["path"]
+                yield Media(ref, m.get("content_type") or "application/octet-stream",
+                            (lambda rel=rel: self.reader.open(rel)), size=m.get("size"), sha256=m.get("sha256"))
+        yield Checkpoint(form.id, max_time, self.mode)
+
+    def acknowledge(self, batch: Iterable) -> None:
+        """Archives have no read markers: nothing to acknowledge."""
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+# ============================================================================================
+# Sink
+# ============================================================================================
+
+
+class _HashingWriter:
+    def __init__(self, fh: IO[bytes]):
+        self.fh = fh
+        self.h = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.h.update(data)
+        self.size += len(data)
+        return self.fh.write(data)
+
+
+class ArchiveSink:
+    """Write a full account snapshot. The archive is assembled under a temporary name and moved
+    into place only when complete (manifest written last); a failed run leaves nothing."""
+
+    capabilities = Capabilities(transactions=False, rename=True, streaming=True, checksum="sha256",
+                                tested="archive round trip, verify, replay as a source")
+
+    def __init__(self, path: str | os.PathLike, *, zip_output: bool | None = None):
+        self.target = Path(path)
+        self.zip = zip_output if zip_output is not None else self.target.suffix.lower() == ".zip"
+        self.name = f"archive {self.target}"
+        self.files: dict[str, dict] = {}
+        self.counts = {"forms": 0, "submissions": 0, "media": 0, "users": 0, "groups": 0, "lists": 0}
+        self._streams: dict[str, tuple[IO, _HashingWriter]] = {}
+        self._forms: dict[str, Form] = {}
+        self._account: dict = {}
+        self._exported_at: str | None = None
+
+    # ---- low level -------------------------------------------------------------------------
+    def open(self, ctx: RunContext) -> None:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        if self.zip:
+            fd, self._tmp = tempfile.mkstemp(prefix="." + self.target.name + ".", suffix=".partial",
+                                             dir=self.target.parent)
+            os.close(fd)
+            self._zf = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+        else:
+            self._tmp = tempfile.mkdtemp(prefix="." + self.target.name + ".", suffix=".partial",
+                                         dir=self.target.parent)
+        self._exported_at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _open_file(self, rel: str) -> IO[bytes]:
+        if self.zip:
+            return self._zf.open(rel, "w", force_zip64=True)
+        p = Path(self._tmp) / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return open(p, "wb")
+
+    def _stream(self, rel: str) -> _HashingWriter:
+        """A JSONL file kept open while its entity streams in. In a zip, members cannot be
+        written side by side, so a growing JSONL goes to a temporary file on disk and is copied
+        into the zip when it ends (bounded by disk, never by memory)."""
+        if rel not in self._streams:
+            if rel in self.files:
+                raise ArchiveError(f"{rel} written twice: records out of order")
+            if self.zip:
+                fh = tempfile.TemporaryFile(dir=self.target.parent)
+            else:
+                fh = self._open_file(rel)
+            self._streams[rel] = (fh, _HashingWriter(fh))
+        return self._streams[rel][1]
+
+    def _end_stream(self, rel: str) -> None:
+        fh, hw = self._streams.pop(rel)
+        if self.zip:
+            fh.seek(0)
+            with self._zf.open(rel, "w", force_zip64=True) as member:
+                shutil.copyfileobj(fh, member, 1 << 20)
+        fh.close()
+        self.files[rel] = {"sha256": hw.h.hexdigest(), "size": hw.size}
+
+    def _end_form_streams(self) -> None:
+        for rel in list(self._streams):
+            if rel.startswith("forms/"):
+                self._end_stream(rel)
+
+    def _line(self, rel: str, obj: Any) -> None:
+        self._stream(rel).write((dumps(obj) + "\n").encode("utf-8"))
+
+    def _whole(self, rel: str, data: bytes) -> None:
+        with self._open_file(rel) as fh:
+            fh.write(data)
+        self.files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+    # ---- protocol --------------------------------------------------------------------------
+    def write(self, batch: Sequence) -> None:
+        for r in batch:
+            k = r.kind
+            if k == "account":
+                self._account = dict(r.raw) if r.raw else {"source": r.source, "timezone": r.timezone}
+            elif k == "user":
+                self._line("users.jsonl", r.raw)
+                self.counts["users"] += 1
+            elif k == "group":
+                self._line("groups.jsonl", r.raw)
+                self.counts["groups"] += 1
+            elif k == "list":
+                self._line("lists.jsonl", r.raw)
+                self.counts["lists"] += 1
+            elif k == "form":
+                self._end_form_streams()
+                summary = {key: r.raw[key] for key in ("id", "name", "class", "update_time") if key in r.raw}
+                self._line("forms.jsonl", summary or {"id": r.id, "name": r.name})
+                self._whole(f"{form_dir(r.id)}/form.json", (dumps(r.raw) + "\n").encode("utf-8"))
+                self.counts["forms"] += 1
+            elif k == "submission":
+                self._line(f"{form_dir(r.form_id)}/submissions.jsonl", r.raw)
+                self.counts["submissions"] += 1
+            elif k == "media":
+                self._write_media(r)
+            # checkpoints: an archive is a full snapshot, it keeps no incremental state
+
+    def _write_media(self, m: Media) -> None:
+        ref = m.ref
+        rel = media_path(ref.form_id, ref.submission_id, ref.name)
+        if rel in self.files:  # the same media used by two fields: stored once
+            entry = self.files[rel]
+        else:
+            with self._open_file(rel) as fh:
+                hw = _HashingWriter(fh)
+                with m.open() as src:
+                    while chunk := src.read(1 << 16):
+                        hw.write(chunk)
+            entry = {"sha256": hw.h.hexdigest(), "size": hw.size}
+            self.files[rel] = entry
+            self.counts["media"] += 1
+        self._line(f"{form_dir(ref.form_id)}/media.jsonl", {
+            "submission_id": ref.submission_id, "field": ref.field, "subform": ref.subform,
+            "row": ref.row, "name": ref.name, "path": rel, "content_type": m.content_type,
+            "size": entry["size"], "sha256": entry["sha256"],
+        })
+
+    def commit(self) -> None:
+        """A snapshot is only complete at the end; nothing to make durable per batch."""
+
+    def close(self, ok: bool) -> None:
+        if not ok:
+            self._abort()
+            return
+        for rel in list(self._streams):
+            self._end_stream(rel)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "account": self._account,
+            "exported_at": self._exported_at,
+            "counts": self.counts,
+            "files": dict(sorted(self.files.items())),
+        }
+        data = (json.dumps(manifest, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+        if self.zip:
+            with self._zf.open(MANIFEST, "w") as fh:
+                fh.write(data)
+            self._zf.close()
+            with open(self._tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(self._tmp, self.target)
+        else:
+            (Path(self._tmp) / MANIFEST).write_bytes(data)
+            if self.target.exists():
+                old = Path(tempfile.mkdtemp(prefix="." + self.target.name + ".", suffix=".old",
+                                            dir=self.target.parent))
+                os.rename(self.target, old / "x")
+                os.rename(self._tmp, self.target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(self._tmp, self.target)
+
+    def _abort(self) -> None:
+        for fh, _ in self._streams.values():
+            with contextlib.suppress(Exception):
+                fh.close()
+        self._streams.clear()
+        if self.zip:
+            with contextlib.suppress(Exception):
+                self._zf.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+        else:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def create_sink(url: str, options: dict) -> ArchiveSink:
+    path = url.split("://", 1)[1] if "://" in url else url
+    if not path:
+        raise ConfigError("archive:// needs a path, e.g. archive:///backups/account.zip")
+    return ArchiveSink(path, zip_output=options.get("zip"))
+
+
+# ============================================================================================
+# Verify
+# ============================================================================================
+
+
+def verify(path: str | os.PathLike) -> list[str]:
+    """Re-hash every file and check the counts. Returns the list of differences (empty = OK)."""
+    reader = ArchiveReader(path)
+    problems: list[str] = []
+    try:
+        listed: dict = reader.manifest.get("files") or {}
+        present = set(reader.file_list()) - {MANIFEST}
+        for rel in sorted(listed):
+            if rel not in present:
+                problems.append(f"missing file: {rel}")
+                continue
+            h = hashlib.sha256()
+            size = 0
+            with reader.open(rel) as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+                    size += len(chunk)
+            want = listed[rel]
+            if size != want.get("size"):
+                problems.append(f"size mismatch: {rel} is {size} bytes, manifest says {want.get('size')}")
+            if h.hexdigest() != want.get("sha256"):
+                problems.append(f"checksum mismatch: {rel}")
+        for rel in sorted(present - set(listed)):
+            if not Path(rel).name.startswith("."):
+                problems.append(f"file not in manifest: {rel}")
+        if not problems:
+            counts = _count(reader)
+            for key, want in (reader.manifest.get("counts") or {}).items():
+                if counts.get(key) != want:
+                    problems.append(f"count mismatch: {key} is {counts.get(key)}, manifest says {want}")
+    finally:
+        reader.close()
+    return problems
+
+
+def _count(reader: ArchiveReader) -> dict[str, int]:
+    counts = {"users": sum(1 for _ in reader.users_raw()), "groups": sum(1 for _ in reader.groups_raw()),
+              "lists": sum(1 for _ in reader.lists_raw())}
+    forms = [str(f["id"]) for f in reader.forms_index()]
+    counts["forms"] = len(forms)
+    counts["submissions"] = sum(sum(1 for _ in reader.submissions_raw(f)) for f in forms)
+    counts["media"] = len({m["path"] for f in forms for m in reader.media_index(f)})
+    return counts

@@ -1,0 +1,609 @@
+"""HTTP client for the Kizeo Forms REST API v3.
+
+One ``requests.Session`` per client (connection pool sized to the worker count, connect/read
+timeouts, TLS verified by default with TLS 1.2 as the floor). Every call goes through
+``exporter.retry.retry_call``: 429/502/503/504, resets and timeouts are retried with exponential
+backoff and jitter, and a ``Retry-After`` header (seconds or HTTP date) is honoured.
+
+Errors are translated here, where they enter our code (see ``exporter.errors``)::
+
+    401 403 410                    -> AuthError        (after one token renewal for a login token)
+    404 501, "unknown id" messages -> NotFoundError
+    429                            -> RateLimitError   (transient, carries retry_after)
+    502 503 504, resets, timeouts  -> TransientSourceError
+    other 4xx/5xx, status:error    -> SourceError / BadAnswerError with the server's message
+    malformed JSON                 -> BadAnswerError naming the URL path
+
+The token is secret: it is sent raw in the ``Authorization`` header (no ``Bearer``), comes from a
+``TokenProvider`` (environment variable, file, or legacy ``POST /login`` with credentials from
+environment variables) and never appears in a repr, a log line or an error message.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+import os
+import ssl
+import threading
+import time
+from typing import Any, Callable, Iterator
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+import requests.auth
+from requests.adapters import HTTPAdapter
+from urllib3.util.ssl_ import create_urllib3_context
+
+from exporter.errors import (
+    AuthError, BadAnswerError, ConfigError, NotFoundError, RateLimitError, SourceError,
+    TransientSourceError,
+)
+from exporter.retry import retry_call
+
+log = logging.getLogger("exporter.kizeo")
+
+DEFAULT_BASE_URL = "https://forms.kizeo.com/rest/v3"
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_NOT_FOUND_HINTS = ("unknown", "not found", "does not exist", "doesn't exist", "introuvable",
+                    "inexistant", "n'existe pas", "mismatch", "invalid id")
+
+
+def mask_url(url: str) -> str:
+    """A URL without user info, query or fragment (what we show in logs and descriptions)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    if parts.username or parts.password:
+        host = "***@" + host
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+# ============================================================================================
+# Tokens
+# ============================================================================================
+
+
+class TokenProvider:
+    """Where the API token comes from. ``token(client)`` returns the current token;
+    ``invalidate(token)`` is called once when the service answers 401 to it. Only a provider
+    that can renew (``renewable``) gets a second chance."""
+
+    renewable = False
+
+    def token(self, client: "KizeoClient") -> str:  # pragma: no cover - interface
+        raise TypeError(f"{type(self).__name__} does not provide a token")
+
+    def invalidate(self, token: str) -> None:
+        """The service refused ``token``."""
+
+    def secrets(self) -> tuple[str, ...]:
+        """Secret values this provider knows (for redaction)."""
+        return ()
+
+
+class StaticToken(TokenProvider):
+    """A token handed over by code (library use and tests). The CLI never builds one from an
+    argument: it uses ``EnvToken`` or ``FileToken``."""
+
+    def __init__(self, value: str):
+        if not value or not value.strip():
+            raise ConfigError("empty API token")
+        self._value = value.strip()
+
+    def token(self, client: "KizeoClient") -> str:
+        return self._value
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self._value,)
+
+    def __repr__(self) -> str:
+        return "StaticToken(***)"
+
+
+class EnvToken(TokenProvider):
+    """The token is the value of an environment variable (read at first use)."""
+
+    def __init__(self, name: str = "KIZEO_TOKEN"):
+        self.name = name
+        self._value: str | None = None
+
+    def token(self, client: "KizeoClient") -> str:
+        if self._value is None:
+            value = os.environ.get(self.name, "").strip()
+            if not value:
+                raise ConfigError(f"environment variable {self.name} is not set (it must hold the API token)")
+            self._value = value
+        return self._value
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self._value,) if self._value else ()
+
+    def __repr__(self) -> str:
+        return f"EnvToken({self.name!r})"
+
+
+class FileToken(TokenProvider):
+    """The token is the content of a file (surrounding whitespace removed)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._value: str | None = None
+
+    def token(self, client: "KizeoClient") -> str:
+        if self._value is None:
+            try:
+                with open(self.path, encoding="utf-8") as fh:
+                    value = fh.read().strip()
+            except OSError as e:
+                raise ConfigError(f"cannot read the token file {self.path}: {e.strerror}") from None
+            if not value:
+                raise ConfigError(f"the token file {self.path} is empty")
+            self._value = value
+        return self._value
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self._value,) if self._value else ()
+
+    def __repr__(self) -> str:
+        return f"FileToken({self.path!r})"
+
+
+class LoginToken(TokenProvider):
+    """Legacy ``POST /login`` with user, password and company read from environment variables.
+
+    Such tokens were documented as valid about three days: the token is renewed proactively after
+    ``renew_after`` seconds (two days by default) and once when the service answers 401.
+    """
+
+    renewable = True
+
+    def __init__(self, user_env: str = "KIZEO_USER", password_env: str = "KIZEO_PASSWORD",
+                 company_env: str = "KIZEO_COMPANY", *, renew_after: float = 2 * 24 * 3600,
+                 clock: Callable[[], float] = time.monotonic):
+        self.user_env, self.password_env, self.company_env = user_env, password_env, company_env
+        self.renew_after = renew_after
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._value: str | None = None
+        self._obtained = 0.0
+        self._old: list[str] = []
+        self.logins = 0
+
+    def _credentials(self) -> tuple[str, str, str]:
+        values = []
+        for name in (self.user_env, self.password_env, self.company_env):
+            v = os.environ.get(name, "")
+            if not v:
+                raise ConfigError(f"environment variable {name} is not set (needed to log in)")
+            values.append(v)
+        return values[0], values[1], values[2]
+
+    def token(self, client: "KizeoClient") -> str:
+        with self._lock:
+            if self._value is None or self._clock() - self._obtained >= self.renew_after:
+                if self._value is not None:
+                    log.info("renewing the login token for %s", mask_url(client.base_url))
+                    self._old.append(self._value)
+                user, password, company = self._credentials()
+                self._value = client.login(user, password, company)
+                self._obtained = self._clock()
+                self.logins += 1
+            return self._value
+
+    def invalidate(self, token: str) -> None:
+        with self._lock:
+            if self._value == token:
+                self._old.append(token)
+                self._value = None
+
+    def secrets(self) -> tuple[str, ...]:
+        out = list(self._old)
+        if self._value:
+            out.append(self._value)
+        pw = os.environ.get(self.password_env)
+        if pw:
+            out.append(pw)
+        return tuple(out)
+
+    def __repr__(self) -> str:
+        return f"LoginToken(user_env={self.user_env!r}, company_env={self.company_env!r}, password=***)"
+
+
+# ============================================================================================
+# Transport
+# ============================================================================================
+
+
+class TLSAdapter(HTTPAdapter):
+    """An HTTPAdapter whose SSL context refuses anything older than TLS 1.2."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        ctx = create_urllib3_context(ssl_minimum_version=ssl.TLSVersion.TLSv1_2,
+                                     cert_reqs=ssl.CERT_REQUIRED)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.ssl_context = ctx
+        super().__init__(*args, **kwargs)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        pool_kwargs["ssl_context"] = self.ssl_context
+        super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any):
+        proxy_kwargs.setdefault("ssl_context", self.ssl_context)
+        return super().proxy_manager_for(proxy, **proxy_kwargs)
+
+
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """``Retry-After`` as seconds: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, when.timestamp() - now())
+
+
+def _server_message(resp: requests.Response) -> str:
+    """The ``message`` of an error envelope, or a short piece of the body."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        msg = body.get("message") or body.get("error")
+        if msg:
+            return str(msg)[:500]
+    text = (resp.text or "").strip().replace("\n", " ")
+    return text[:200] if text else (resp.reason or "no message")
+
+
+class KizeoClient:
+    """A thread-safe client for one Kizeo Forms account."""
+
+    def __init__(
+        self,
+        token: TokenProvider,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        workers: int = 4,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 120.0,
+        verify: bool = True,
+        ca_bundle: str | os.PathLike | None = None,
+        attempts: int = 6,
+        backoff: float = 0.5,
+        max_backoff: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        user_agent: str = "exporter (Kizeo Forms data reversibility)",
+    ):
+        if not isinstance(token, TokenProvider):
+            raise ConfigError("the client needs a TokenProvider (EnvToken, FileToken, LoginToken)")
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"invalid web service URL {mask_url(base_url)!r} (expected https://host/rest/v3)")
+        if parts.username or parts.password:
+            raise ConfigError("do not put credentials in the web service URL; use a token variable or file")
+        self.base_url = base_url.rstrip("/")
+        self.tokens = token
+        self.timeout = (connect_timeout, read_timeout)
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.sleep = sleep
+        self.session = requests.Session()
+        # proxies and REQUESTS_CA_BUNDLE from the environment still apply; every request passes
+        # its own ``auth`` so a ~/.netrc entry can never replace the token header
+        self.session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
+        if ca_bundle is not None:
+            if not os.path.exists(ca_bundle):
+                raise ConfigError(f"CA bundle {os.fspath(ca_bundle)} does not exist")
+            self.session.verify = os.fspath(ca_bundle)
+        elif verify is False:
+            log.warning("TLS certificate verification is OFF for %s", mask_url(self.base_url))
+            self.session.verify = False
+        else:
+            self.session.verify = True
+        size = max(4, workers + 2)
+        adapter = TLSAdapter(pool_connections=2, pool_maxsize=size, max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", HTTPAdapter(pool_connections=2, pool_maxsize=size, max_retries=0))
+        self._adapter = adapter
+
+    # ---- housekeeping -----------------------------------------------------------------------
+    @property
+    def description(self) -> str:
+        return mask_url(self.base_url)
+
+    def __repr__(self) -> str:
+        return f"KizeoClient({self.description!r}, token={self.tokens!r})"
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> "KizeoClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _redact(self, text: str) -> str:
+        for s in self.tokens.secrets():
+            if s:
+                text = text.replace(s, "***")
+        return text
+
+    # ---- one request ------------------------------------------------------------------------
+    def _url(self, path: str) -> str:
+        return self.base_url + path
+
+    def _send_once(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
+                   stream: bool = False, auth: bool = True) -> requests.Response:
+        """One attempt (plus one immediate retry after a token renewal on 401)."""
+        renewed = False
+        while True:
+            token = self.tokens.token(self) if auth else None
+            try:
+                resp = self.session.request(
+                    method, self._url(path), json=body, params=params, auth=_HeaderAuth(token),
+                    timeout=self.timeout, stream=stream, allow_redirects=False,
+                )
+            except requests.exceptions.SSLError as e:
+                raise SourceError(
+                    f"TLS handshake with {mask_url(self.base_url)} failed: {self._redact(_ssl_reason(e))} "
+                    "(certificate verification is on; give a CA bundle for a private certificate authority)",
+                ) from None
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                    requests.exceptions.ChunkedEncodingError) as e:
+                raise TransientSourceError(
+                    f"{type(e).__name__} talking to {mask_url(self.base_url)}", context=f"{method} {path}",
+                ) from None
+            except requests.exceptions.RequestException as e:
+                raise SourceError(self._redact(f"request failed: {type(e).__name__}: {e}"),
+                                  context=f"{method} {path}") from None
+            if resp.status_code == 401 and auth and self.tokens.renewable and not renewed:
+                resp.close()
+                log.info("the service refused the token on %s %s; logging in again", method, path)
+                self.tokens.invalidate(token)
+                renewed = True
+                continue
+            if resp.status_code >= 300:
+                self._raise_for_status(resp, method, path)
+            return resp
+
+    def _raise_for_status(self, resp: requests.Response, method: str, path: str) -> None:
+        status = resp.status_code
+        try:
+            msg = self._redact(_server_message(resp))
+        finally:
+            resp.close()
+        ctx = f"{method} {path}"
+        if status == 429:
+            raise RateLimitError(f"rate limited (HTTP 429): {msg}", context=ctx,
+                                 retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+        if status in RETRY_STATUSES:
+            raise TransientSourceError(f"HTTP {status}: {msg}", context=ctx,
+                                       retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+        if status in (401, 403, 410):
+            raise AuthError(f"the service refused the credentials (HTTP {status}): {msg}", context=ctx)
+        if status in (404, 501) or (status == 400 and any(h in msg.lower() for h in _NOT_FOUND_HINTS)):
+            raise NotFoundError(f"not found (HTTP {status}): {msg}", context=ctx)
+        if 300 <= status < 400:
+            raise SourceError(f"unexpected redirect (HTTP {status}) to {mask_url(resp.headers.get('Location', ''))}",
+                              context=ctx)
+        raise SourceError(f"the service answered HTTP {status}: {msg}", context=ctx)
+
+    def _json(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
+              auth: bool = True) -> Any:
+        def attempt() -> Any:
+            resp = self._send_once(method, path, body=body, params=params, auth=auth)
+            try:
+                data = resp.json()
+            except ValueError:
+                ctype = resp.headers.get("Content-Type", "?")
+                raise BadAnswerError(f"the answer is not valid JSON (HTTP {resp.status_code}, {ctype})",
+                                     context=f"{method} {path}") from None
+            except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError):
+                raise TransientSourceError("connection lost while reading the answer",
+                                           context=f"{method} {path}") from None
+            finally:
+                resp.close()
+            if isinstance(data, dict) and data.get("status") == "error":
+                msg = self._redact(str(data.get("message") or "the service reported an error"))
+                if any(h in msg.lower() for h in _NOT_FOUND_HINTS):
+                    raise NotFoundError(msg, context=f"{method} {path}")
+                raise BadAnswerError(msg, context=f"{method} {path}")
+            return data
+
+        return self._retry(attempt, f"{method} {path}")
+
+    def _retry(self, fn: Callable[[], Any], describe: str) -> Any:
+        return retry_call(fn, attempts=self.attempts, base_delay=self.backoff, max_delay=self.max_backoff,
+                          describe=describe, sleep=self.sleep)
+
+    @staticmethod
+    def _key(payload: Any, keys: tuple[str, ...], context: str) -> Any:
+        """``payload[key]`` for the first key present, at top level or under ``data``."""
+        if not isinstance(payload, dict):
+            raise BadAnswerError(f"expected a JSON object, got {type(payload).__name__}", context=context)
+        scopes = [payload]
+        if isinstance(payload.get("data"), dict):
+            scopes.append(payload["data"])
+        for scope in scopes:
+            for k in keys:
+                if k in scope:
+                    return scope[k]
+        raise BadAnswerError(f"the answer has none of: {', '.join(keys)}", context=context)
+
+    def _list(self, payload: Any, keys: tuple[str, ...], context: str) -> list:
+        value = self._key(payload, keys, context)
+        if value is None:
+            return []
+        if isinstance(value, dict):  # some answers key objects by id
+            value = list(value.values())
+        if not isinstance(value, list):
+            raise BadAnswerError(f"'{keys[0]}' is a {type(value).__name__}, expected a list", context=context)
+        return value
+
+    # ---- API --------------------------------------------------------------------------------
+    def login(self, user: str, password: str, company: str) -> str:
+        """Legacy ``POST /login``: returns a token (secret; never logged)."""
+        payload = self._json("POST", "/login", body={"user": user, "password": password, "company": company},
+                             auth=False)
+        token = self._key(payload, ("token",), "POST /login")
+        if not isinstance(token, str) or not token:
+            raise AuthError("login answered without a token", context="POST /login")
+        return token
+
+    def list_forms(self) -> list[dict]:
+        return self._list(self._json("GET", "/forms"), ("forms",), "GET /forms")
+
+    def get_form(self, form_id: str) -> dict:
+        path = f"/forms/{_seg(form_id)}"
+        form = self._key(self._json("GET", path), ("form",), f"GET {path}")
+        if not isinstance(form, dict):
+            raise BadAnswerError("'form' is not an object", context=f"GET {path}")
+        return form
+
+    def list_data_ids(self, form_id: str) -> list[dict]:
+        """Summaries of every submission of a form (``data/all``): id, record_number, times."""
+        path = f"/forms/{_seg(form_id)}/data/all"
+        return self._list(self._json("GET", path), ("data",), f"GET {path}")
+
+    def get_data(self, form_id: str, data_id: str) -> dict:
+        """One submission, nested shape (``fields`` with ``{"value": ...}`` cells)."""
+        path = f"/forms/{_seg(form_id)}/data/{_seg(data_id)}"
+        data = self._key(self._json("GET", path), ("data",), f"GET {path}")
+        if not isinstance(data, dict):
+            raise BadAnswerError(f"'data' is a {type(data).__name__}, expected an object", context=f"GET {path}")
+        return data
+
+    def advanced(self, form_id: str, filters: list | None = None, order: list | None = None,
+                 format: str = "basic") -> list[dict]:
+        """``POST data/advanced``: flat records matching ``filters`` in ``order``."""
+        path = f"/forms/{_seg(form_id)}/data/advanced"
+        body: dict[str, Any] = {"filters": filters or [], "format": format}
+        if order:
+            body["order"] = order
+        return self._list(self._json("POST", path, body=body), ("data",), f"POST {path}")
+
+    def unread(self, form_id: str, action: str, limit: int = 500, include_updated: bool = True) -> list[dict]:
+        """Flat records not yet marked read for ``action`` (at most ``limit``)."""
+        path = f"/forms/{_seg(form_id)}/data/unread/{_seg(action)}/{int(limit)}"
+        params = {"includeupdated": ""} if include_updated else None
+        return self._list(self._json("GET", path, params=params), ("data",), f"GET {path}")
+
+    def mark_read(self, form_id: str, action: str, ids: list[str]) -> None:
+        """``POST markasreadbyaction``: only after every destination committed these ids."""
+        if not ids:
+            return
+        path = f"/forms/{_seg(form_id)}/markasreadbyaction/{_seg(action)}"
+        self._json("POST", path, body={"data_ids": [str(i) for i in ids]})
+
+    def media_response(self, form_id: str, data_id: str, name: str) -> requests.Response:
+        """Open a media download (status checked, body not read yet). Retried until it opens."""
+        path = f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/medias/{_seg(name)}"
+        return self._retry(lambda: self._send_once("GET", path, stream=True), f"GET {path}")
+
+    def stream_media(self, form_id: str, data_id: str, name: str,
+                     chunk_size: int = 1 << 16) -> tuple[Iterator[bytes], str]:
+        """``(chunks, content_type)``: the media bytes, streamed, never all in memory. A
+        connection lost mid-stream raises TransientSourceError from the iterator (the caller
+        restarts the download; see ``WebSource``)."""
+        path = f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/medias/{_seg(name)}"
+        resp = self.media_response(form_id, data_id, name)
+        ctype = (resp.headers.get("Content-Type") or "application/octet-stream").split(";")[0].strip()
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                for chunk in resp.iter_content(chunk_size):
+                    if chunk:
+                        yield chunk
+            except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.Timeout):
+                raise TransientSourceError("connection lost while downloading", context=f"GET {path}") from None
+            finally:
+                resp.close()
+
+        return chunks(), ctype
+
+    def users(self) -> list[dict]:
+        return self._list(self._json("GET", "/users"), ("users",), "GET /users")
+
+    def groups(self) -> list[dict]:
+        return self._list(self._json("GET", "/groups"), ("groups",), "GET /groups")
+
+    def group_users(self, group_id: str) -> list[dict]:
+        path = f"/group/{_seg(group_id)}/users"
+        return self._list(self._json("GET", path), ("users", "data"), f"GET {path}")
+
+    def group_leaders(self, group_id: str) -> list[dict]:
+        path = f"/group/{_seg(group_id)}/leaders"
+        return self._list(self._json("GET", path), ("leaders", "users", "data"), f"GET {path}")
+
+    def lists(self) -> list[dict]:
+        return self._list(self._json("GET", "/lists"), ("lists",), "GET /lists")
+
+    def get_list(self, list_id: str) -> dict:
+        path = f"/lists/{_seg(list_id)}"
+        lst = self._key(self._json("GET", path), ("list",), f"GET {path}")
+        if not isinstance(lst, dict):
+            raise BadAnswerError("'list' is not an object", context=f"GET {path}")
+        return lst
+
+
+class _HeaderAuth(requests.auth.AuthBase):
+    """Sets the raw token (no ``Bearer``) on one request; ``None`` sends no Authorization."""
+
+    def __init__(self, token: str | None):
+        self._token = token
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self._token is not None:
+            r.headers["Authorization"] = self._token
+        else:
+            r.headers.pop("Authorization", None)
+        return r
+
+    def __repr__(self) -> str:
+        return "_HeaderAuth(***)"
+
+
+def _seg(value: Any) -> str:
+    """One URL path segment: everything escaped, slashes included."""
+    text = str(value)
+    if not text:
+        raise ConfigError("empty id in a web service path")
+    return quote(text, safe="")
+
+
+def _ssl_reason(e: Exception) -> str:
+    """The innermost SSL error's reason (certificate verify failed, wrong version, ...)."""
+    seen = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ssl.SSLError):
+            return getattr(cur, "verify_message", None) or cur.reason or str(cur)
+        nxt = None
+        for arg in getattr(cur, "args", ()):
+            if isinstance(arg, BaseException):
+                nxt = arg
+                break
+        cur = nxt or cur.__cause__ or cur.__context__
+    return "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(e) else str(e)[:200]
+

@@ -1,0 +1,310 @@
+"""The web-service source: a whole account read through the REST v3 API as canonical records.
+
+Stream order (see ``exporter.model``): ``Account``, users, groups, external lists (``GET /lists``
+then ``GET /lists/{id}`` each), then per form its ``Form``, its ``Submission``\\ s each followed
+by its ``Media`` (bytes spooled to disk, hashed, size known), and a ``Checkpoint``.
+
+Three modes:
+
+``full``
+    ``data/all`` for the ids, then ``GET data/{id}`` per submission through a bounded pool of
+    workers (media downloaded in the pool too); results come back in ``data/all`` order, and
+    at most ``2 * workers`` submissions are in flight, so memory stays bounded.
+``cursor``
+    ``data/advanced`` with ``_update_time >= cursor - overlap`` ordered by ``_update_time``
+    (flat records, ``format=basic`` so sub-forms come as rows). A form with no cursor in the
+    state is read in full. The checkpoint is the greatest ``update_time`` seen.
+``unread``
+    The server's read markers for one ``action``: ``data/unread/{action}/{limit}?includeupdated``.
+    Markers are set (``markasreadbyaction``) only by ``acknowledge(batch)``, which the pipeline
+    calls after every sink committed that batch. See ``WebSource`` for how pages and
+    acknowledgements interleave; the source never marks before commit and never loops forever.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import datetime as dt
+import logging
+import threading
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from exporter.errors import ConfigError, NotFoundError
+from exporter.model import Account, Checkpoint, Form, Media, MediaRef, Submission
+from exporter.records import parse_form, parse_group, parse_list, parse_submission, parse_user
+from exporter.retry import retry_call
+
+from .client import KizeoClient, mask_url
+
+log = logging.getLogger("exporter.kizeo")
+
+MODES = ("full", "cursor", "unread")
+MARK_CHUNK = 500  # ids per markasreadbyaction call
+
+
+def minus_overlap(cursor: str, overlap_seconds: int) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` minus the overlap window (text in, text out)."""
+    try:
+        t = dt.datetime.strptime(cursor[:19], "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return cursor
+    return (t - dt.timedelta(seconds=overlap_seconds)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class WebSource:
+    """Read a Kizeo Forms account through ``client``.
+
+    ``forms`` limits the export to these form ids (checked at construction: an unknown id raises
+    ``NotFoundError("unknown form id 'X'")`` before anything is written).
+
+    Unread mode and acknowledgement: a page of at most ``unread_limit`` records is fetched per
+    form; its records are yielded, then, when the page was full (more may be waiting), a
+    ``Checkpoint`` closes the page and ``pending_ack`` becomes True. A pipeline should commit the
+    current batch and call ``acknowledge`` whenever ``pending_ack`` is True (the records yielded
+    so far are then all in the batch). When the generator is resumed it asks for the next page
+    only if every id of the previous page was acknowledged; otherwise it stops this form (the
+    next run, e.g. from cron, continues where the markers are). So a pipeline that acknowledges
+    only at its own batch boundaries still gets a correct, finite run. At most
+    ``unread_max_pages`` pages are read per form per run, and a page that brings no new id stops
+    the form (a service that does not honour the markers cannot make us loop).
+    """
+
+    def __init__(self, client: KizeoClient, *, forms: Sequence[str] | None = None, mode: str = "full",
+                 action: str | None = None, overlap_seconds: int = 300, workers: int = 4,
+                 timezone: str | None = None, unread_limit: int = 500, unread_max_pages: int = 1000,
+                 include_updated: bool = True):
+        if mode not in MODES:
+            raise ConfigError(f"unknown incremental mode {mode!r} (use one of {', '.join(MODES)})")
+        if mode == "unread" and not (action and action.strip()):
+            raise ConfigError("unread mode needs an action name (the consumer whose read markers are used)")
+        if workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if unread_limit < 1:
+            raise ConfigError("the unread page size must be at least 1")
+        if timezone:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ConfigError(f"unknown time zone {timezone!r} (use an IANA name like Europe/Paris)") from None
+        self.client = client
+        self.mode = mode
+        self.action = action.strip() if action else None
+        self.overlap = int(overlap_seconds)
+        self.workers = workers
+        self.timezone = timezone
+        self.unread_limit = unread_limit
+        self.unread_max_pages = unread_max_pages
+        self.include_updated = include_updated
+        self.description = f"Kizeo Forms web service {client.description}"
+        self._pool: cf.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._acked: dict[str, set[str]] = collections.defaultdict(set)
+        self._awaiting: dict[str, set[str]] = {}
+        self.pending_ack = False
+        self._forms_index: list[dict] | None = None
+        self.forms = [str(f) for f in forms] if forms else None
+        if self.forms:
+            known = {str(f.get("id")) for f in self._index()}
+            for fid in self.forms:
+                if fid not in known:
+                    raise NotFoundError(f"unknown form id {fid!r}", context=client.description)
+
+    def __repr__(self) -> str:
+        return f"WebSource({self.client.description!r}, mode={self.mode!r})"
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _index(self) -> list[dict]:
+        if self._forms_index is None:
+            self._forms_index = [f for f in self.client.list_forms() if isinstance(f, dict)]
+        return self._forms_index
+
+    def form_ids(self) -> list[str]:
+        if self.forms:
+            return list(self.forms)
+        return [str(f["id"]) for f in self._index() if f.get("id") not in (None, "")]
+
+    def _executor(self) -> cf.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="kizeo")
+        return self._pool
+
+    def _ordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        """``map(fn, items)`` on the pool, in order, with at most ``2 * workers`` in flight."""
+        window = 2 * self.workers
+        pending: collections.deque[cf.Future] = collections.deque()
+        it = iter(items)
+        pool = self._executor()
+        try:
+            for item in it:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    # ---- records -------------------------------------------------------------------------------
+    def records(self, state: dict[str, str | None] | None = None) -> Iterator:
+        state = state or {}
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        yield Account(source=self.client.description, timezone=self.timezone, exported_at=now,
+                      raw={"source": self.client.description, "timezone": self.timezone})
+        for u in self.client.users():
+            yield parse_user(u)
+        for g in self.client.groups():
+            yield parse_group(g)
+        for summary in self.client.lists():
+            lid = summary.get("id") if isinstance(summary, dict) else summary
+            if lid in (None, ""):
+                continue
+            yield parse_list(self.client.get_list(str(lid)))
+        for fid in self.form_ids():
+            yield from self._form_records(fid, state.get(fid))
+
+    def _form_records(self, fid: str, cursor: str | None) -> Iterator:
+        form = parse_form(self.client.get_form(fid))
+        yield form
+        if self.mode == "unread":
+            yield from self._unread(form, cursor)
+            return
+        if self.mode == "cursor" and cursor:
+            since = minus_overlap(cursor, self.overlap)
+            log.info("form %s: reading submissions updated since %s", fid, since)
+            rows = collections.deque(self.client.advanced(
+                fid,
+                filters=[{"field": "_update_time", "operator": ">=", "type": "simple", "val": since}],
+                order=[{"col": "_update_time", "type": "asc"}],
+                format="basic",
+            ))
+            results = self._ordered(lambda raw: self._with_media(form, raw), _drain(rows))
+        else:
+            ids = collections.deque(str(x) for x in _ids(self.client.list_data_ids(fid)))
+            log.info("form %s: %d submissions", fid, len(ids))
+            results = self._ordered(lambda did: self._fetch(form, did), _drain(ids))
+        max_time = cursor
+        for sub, medias in results:
+            ut = sub.update_time
+            if ut and (max_time is None or ut > max_time):
+                max_time = ut
+            yield sub
+            yield from medias
+        yield Checkpoint(form.id, max_time, self.mode)
+
+    def _fetch(self, form: Form, data_id: str) -> tuple[Submission, list[Media]]:
+        return self._with_media(form, self.client.get_data(form.id, data_id))
+
+    def _with_media(self, form: Form, raw: dict) -> tuple[Submission, list[Media]]:
+        sub = parse_submission(form, raw)
+        medias: list[Media] = []
+        downloaded: dict[str, Media | None] = {}
+        for ref in sub.media:
+            if ref.name not in downloaded:
+                downloaded[ref.name] = self._download(ref)
+            got = downloaded[ref.name]
+            if got is None:
+                continue
+            if got.ref == ref:
+                medias.append(got)
+            else:  # the same file used by another field/row: share the spool
+                medias.append(Media(ref, got.content_type, got.open, size=got.size, sha256=got.sha256))
+        return sub, medias
+
+    def _download(self, ref: MediaRef) -> Media | None:
+        def attempt() -> Media:
+            chunks, ctype = self.client.stream_media(ref.form_id, ref.submission_id, ref.name)
+            return Media.spooled(ref, ctype, chunks)
+
+        try:
+            return retry_call(attempt, attempts=self.client.attempts, base_delay=self.client.backoff,
+                              max_delay=self.client.max_backoff, sleep=self.client.sleep,
+                              describe=f"media {ref.name!r} of submission {ref.submission_id}")
+        except NotFoundError as e:
+            log.warning("form %s submission %s: media %r is missing on the service (%s); skipped",
+                        ref.form_id, ref.submission_id, ref.name, e.message)
+            return None
+
+    # ---- unread mode ---------------------------------------------------------------------------
+    def _unread(self, form: Form, cursor: str | None) -> Iterator:
+        fid = form.id
+        seen: set[str] = set()
+        max_time = cursor
+        pages = 0
+        while True:
+            page = self.client.unread(fid, self.action, self.unread_limit, self.include_updated)
+            fresh = [r for r in page if isinstance(r, dict) and _rid(r) not in seen]
+            if not fresh:
+                if page:
+                    log.warning("form %s: the service served again %d records already read in this run "
+                                "(read markers not applied?); stopping this form", fid, len(page))
+                break
+            pages += 1
+            ids = set()
+            for sub, medias in self._ordered(lambda raw: self._with_media(form, raw), fresh):
+                seen.add(sub.id)
+                ids.add(sub.id)
+                ut = sub.update_time
+                if ut and (max_time is None or ut > max_time):
+                    max_time = ut
+                yield sub
+                yield from medias
+            if len(page) < self.unread_limit:
+                break  # the last page: nothing more is waiting
+            if pages >= self.unread_max_pages:
+                log.info("form %s: read %d pages of unread records; the next run continues", fid, pages)
+                break
+            with self._lock:
+                self._awaiting[fid] = ids
+                self.pending_ack = True
+            yield Checkpoint(fid, max_time, self.mode)  # page boundary: commit and acknowledge here
+            with self._lock:
+                self.pending_ack = False
+                waiting = self._awaiting.pop(fid, set()) - self._acked[fid]
+            if waiting:
+                log.info("form %s: %d records of the last page are not acknowledged yet; "
+                         "the next run continues with the remaining unread records", fid, len(waiting))
+                return
+        yield Checkpoint(fid, max_time, self.mode)
+
+    def acknowledge(self, batch: Iterable) -> None:
+        """Mark the batch's submissions read for ``action`` (unread mode only). Call it only
+        after every sink committed the batch."""
+        if self.mode != "unread":
+            return
+        by_form: dict[str, list[str]] = {}
+        for r in batch:
+            if getattr(r, "kind", None) == "submission":
+                by_form.setdefault(r.form_id, []).append(r.id)
+        for fid, ids in by_form.items():
+            for i in range(0, len(ids), MARK_CHUNK):
+                chunk = ids[i:i + MARK_CHUNK]
+                self.client.mark_read(fid, self.action, chunk)
+                with self._lock:
+                    self._acked[fid].update(chunk)
+            log.info("form %s: marked %d submissions read for action %r", fid, len(ids), self.action)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self.client.close()
+
+
+def _drain(dq: collections.deque) -> Iterator:
+    """Pop items as they are consumed, so a long id list shrinks while we go."""
+    while dq:
+        yield dq.popleft()
+
+
+def _rid(raw: dict) -> str:
+    return str(raw.get("_id", raw.get("id")))
+
+
+def _ids(rows: Iterable[Any]) -> Iterator[str]:
+    for r in rows:
+        v = r.get("id", r.get("_id")) if isinstance(r, dict) else r
+        if v not in (None, ""):
+            yield str(v)

@@ -1,0 +1,301 @@
+"""FTP and FTPS (explicit TLS) remote, on the standard library's ftplib.
+
+URL: ``ftp://user@host:21/path`` or ``ftps://user@host:21/path``. As in RFC 1738 the path is
+relative to the login directory; start it with two slashes (``ftp://user@host//srv/export``) for an
+absolute path. The password comes from ``password_env`` (name of an environment variable) or
+``password_file``; never from the URL. No user means anonymous FTP.
+
+FTPS is explicit TLS (``AUTH TLS`` then ``PROT P``: the data connections are encrypted too). The
+server certificate is verified against the system trust store, or ``ca_file``, and must match the
+host name; there is no switch to turn verification off.
+
+Errors are translated where ftplib raises them: 530 -> login refused, 550 -> permission denied
+or no such path, 552/452 -> disk full or quota exceeded, 553 -> name refused (all terminal);
+connection refused/reset, timeouts, 421 and other 4xx -> ``TransientSinkError``, after which the
+connection is reopened by the next call.
+"""
+from __future__ import annotations
+
+import contextlib
+import ftplib
+import posixpath
+import socket
+import ssl
+from typing import BinaryIO, Callable, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from exporter.capabilities import Capabilities
+from exporter.errors import ConfigError, SinkError, TransientSinkError
+
+from .base import RemoteStat
+from .sink import read_secret, refuse_plain_secrets
+
+T = TypeVar("T")
+BLOCK = 64 * 1024
+
+
+def _code(e: BaseException) -> str:
+    return str(e)[:3]
+
+
+class FtpRemote:
+    """One FTP(S) connection, opened on demand and reopened after a transient failure."""
+
+    def __init__(self, host: str, port: int = 21, user: str = "anonymous", password: str = "",
+                 root: str = "", *, tls: bool = False, ca_file: str | None = None,
+                 timeout: float = 60.0, passive: bool = True, capabilities: Capabilities | None = None,
+                 relative_root: bool = True):
+        self.host = host
+        self.port = port
+        self.user = user
+        self._password = password
+        self.tls = tls
+        self.ca_file = ca_file
+        self.timeout = timeout
+        self.passive = passive
+        self._root_arg = root.strip("/")
+        self._relative_root = relative_root
+        self.root = ("" if relative_root else "/") + self._root_arg  # refined once connected
+        scheme = "ftps" if tls else "ftp"
+        self.name = f"{scheme}://{user}@{host}:{port}/{'' if relative_root else '/'}{self._root_arg}"
+        self.capabilities = capabilities or Capabilities(
+            max_path_length=4096, max_name_length=255, rename=True, checksum=None,
+            max_simple_upload=None, streaming=True,
+            tested="pyftpdlib server on loopback (FTP and FTPS with a generated certificate)",
+        )
+        self._ftp: ftplib.FTP | None = None
+        self._size_ok = True
+
+    def __repr__(self) -> str:
+        return f"FtpRemote({self.name})"
+
+    # ---- connection ------------------------------------------------------------------------
+    def _context(self) -> ssl.SSLContext:
+        try:
+            return ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"{self.name}: cannot load ca_file {self.ca_file}: {e}") from None
+
+    def connect(self) -> None:
+        if self._ftp is not None:
+            return
+        ftp: ftplib.FTP = ftplib.FTP_TLS(context=self._context()) if self.tls else ftplib.FTP()
+        try:
+            ftp.connect(self.host, self.port, timeout=self.timeout)
+            ftp.login(self.user, self._password)
+            if self.tls:
+                ftp.prot_p()
+            ftp.set_pasv(self.passive)
+            ftp.voidcmd("TYPE I")
+            home = ftp.pwd()
+        except BaseException as e:
+            with contextlib.suppress(Exception):
+                ftp.close()
+            raise self._translate(e, "connect") from None
+        self._ftp = ftp
+        base = posixpath.join(home, self._root_arg) if self._relative_root else "/" + self._root_arg
+        self.root = posixpath.normpath(base) if base else "/"
+        if self.root != "/":
+            self.mkdir("")
+
+    def close(self) -> None:
+        ftp, self._ftp = self._ftp, None
+        if ftp is not None:
+            try:
+                ftp.quit()
+            except Exception:  # noqa: BLE001 - the connection may already be gone
+                with contextlib.suppress(Exception):
+                    ftp.close()
+
+    def _abs(self, path: str) -> str:
+        path = path.strip("/")
+        return posixpath.join(self.root, path) if path else self.root
+
+    def _call(self, what: str, fn: Callable[[ftplib.FTP], T]) -> T:
+        self.connect()
+        try:
+            return fn(self._ftp)
+        except BaseException as e:
+            err = self._translate(e, what)
+            if isinstance(err, TransientSinkError):
+                self._drop()
+            raise err from None
+
+    def _drop(self) -> None:
+        ftp, self._ftp = self._ftp, None
+        if ftp is not None:
+            with contextlib.suppress(Exception):
+                ftp.close()
+
+    def _translate(self, e: BaseException, what: str) -> BaseException:
+        """ftplib / socket / ssl exception -> our error tree (KeyboardInterrupt passes through)."""
+        if isinstance(e, (SinkError, ConfigError)) or not isinstance(e, Exception):
+            return e
+        where = f"{self.name}: {what}"
+        if isinstance(e, ftplib.error_perm):
+            code = _code(e)
+            if code == "530":
+                return SinkError(f"login refused for user {self.user!r} ({e}); check the user and "
+                                 "the password (password_env / password_file)", context=where)
+            if code == "550":
+                return SinkError(f"permission denied or no such file or folder ({e})", context=where)
+            if code == "552":
+                return SinkError(f"disk full or quota exceeded on the server ({e})", context=where)
+            if code == "553":
+                return SinkError(f"file name refused by the server ({e})", context=where)
+            return SinkError(f"refused by the server ({e})", context=where)
+        if isinstance(e, ftplib.error_temp):
+            if _code(e) == "452":
+                return SinkError(f"disk full on the server ({e})", context=where)
+            return TransientSinkError(f"server busy or closing ({e})", context=where)
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return SinkError(f"TLS certificate of {self.host} not trusted ({e.verify_message}); "
+                             "give its CA with the ca_file option", context=where)
+        if isinstance(e, socket.gaierror):
+            return SinkError(f"cannot resolve host {self.host!r} ({e})", context=where)
+        if isinstance(e, ssl.SSLError):
+            return TransientSinkError(f"TLS error ({e})", context=where)
+        if isinstance(e, (OSError, EOFError)):
+            kind = "timed out" if isinstance(e, TimeoutError) else "connection failed"
+            return TransientSinkError(f"{kind} ({type(e).__name__}: {e})", context=where)
+        if isinstance(e, ftplib.Error):  # error_reply / error_proto: an answer we did not expect
+            return TransientSinkError(f"unexpected answer ({e})", context=where)
+        return e
+
+    # ---- Remote ----------------------------------------------------------------------------
+    def stat(self, path: str) -> RemoteStat | None:
+        target = self._abs(path)
+
+        def size(ftp: ftplib.FTP) -> RemoteStat | None:
+            if self._size_ok:
+                try:
+                    n = ftp.size(target)
+                    return RemoteStat(int(n)) if n is not None else None
+                except ftplib.error_perm as e:
+                    if _code(e) == "550":
+                        return None  # no such file (or a folder)
+                    if _code(e) not in ("500", "501", "502", "504"):
+                        raise
+                    self._size_ok = False  # SIZE not supported: fall back to MLST
+            try:
+                resp = ftp.sendcmd(f"MLST {target}")
+            except ftplib.error_perm as e:
+                if _code(e) == "550":
+                    return None
+                raise
+            for line in resp.splitlines()[1:]:
+                facts = line.strip().split(" ", 1)[0]
+                parsed = dict(f.split("=", 1) for f in facts.split(";") if "=" in f)
+                if parsed.get("type", "file").lower() != "file":
+                    return None
+                if "size" in parsed:
+                    return RemoteStat(int(parsed["size"]))
+            return None
+
+        return self._call(f"stat {target}", size)
+
+    def get(self, path: str, dest: BinaryIO) -> bool:
+        target = self._abs(path)
+        if self.stat(path) is None:
+            return False
+        self._call(f"download {target}", lambda ftp: ftp.retrbinary(f"RETR {target}", dest.write, BLOCK))
+        return True
+
+    def put(self, path: str, data: BinaryIO, size: int) -> None:
+        target = self._abs(path)
+        self._call(f"upload {target}", lambda ftp: ftp.storbinary(f"STOR {target}", data, BLOCK))
+
+    def mkdir(self, path: str) -> None:
+        target = self._abs(path)
+
+        def mkdirs(ftp: ftplib.FTP) -> None:
+            parts = [p for p in target.split("/") if p]
+            current = ""
+            for p in parts:
+                current = f"{current}/{p}"
+                try:
+                    ftp.mkd(current)
+                except ftplib.error_perm as e:
+                    if _code(e) != "550":
+                        raise
+                    try:  # 550 on MKD: it exists, or we may not create it
+                        ftp.cwd(current)
+                    except ftplib.error_perm:
+                        raise e from None
+
+        self._call(f"create folder {target}", mkdirs)
+
+    def rename(self, src: str, dst: str) -> None:
+        a, b = self._abs(src), self._abs(dst)
+
+        def move(ftp: ftplib.FTP) -> None:
+            try:
+                ftp.rename(a, b)
+            except ftplib.error_perm as e:
+                # servers on Windows refuse RNTO onto an existing file: remove it, rename again
+                if _code(e) != "550" or self.stat(dst) is None:
+                    raise
+                ftp.delete(b)
+                ftp.rename(a, b)
+
+        self._call(f"rename {a} to {b}", move)
+
+    def delete(self, path: str) -> None:
+        target = self._abs(path)
+
+        def remove(ftp: ftplib.FTP) -> None:
+            try:
+                ftp.delete(target)
+            except ftplib.error_perm as e:
+                if _code(e) == "550" and self.stat(path) is None:
+                    return
+                raise
+
+        self._call(f"delete {target}", remove)
+
+
+def create_remote(url: str, options: dict) -> FtpRemote:
+    refuse_plain_secrets(options, "ftp")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ftp", "ftps"):
+        raise ConfigError(f"not an FTP URL: {url!r}")
+    if parts.password:
+        raise ConfigError("put the FTP password in an environment variable (--to-password-env) or a "
+                          "file (password_file), not in the URL")
+    if not parts.hostname:
+        raise ConfigError(f"{scheme}:// URL without a host: {url!r}")
+    try:
+        port = parts.port or 21
+    except ValueError:
+        raise ConfigError(f"bad port in {url!r}") from None
+    user = unquote(parts.username) if parts.username else "anonymous"
+    password = read_secret(options, "password", f"{scheme}://{user}@{parts.hostname}")
+    if password is None:
+        password = "anonymous@" if user == "anonymous" else ""
+    path = unquote(parts.path or "")
+    relative = not path.startswith("//")
+    defaults = Capabilities(
+        max_path_length=4096, max_name_length=255, rename=True, checksum=None, streaming=True,
+        tested="pyftpdlib server on loopback (FTP and FTPS with a generated certificate)",
+    )
+    caps = Capabilities(
+        max_path_length=_opt_int(options, "max_path_length", defaults.max_path_length),
+        max_name_length=_opt_int(options, "max_name_length", defaults.max_name_length),
+        forbidden_chars=str(options.get("forbidden_chars") or ""),
+        case_insensitive=bool(options.get("case_insensitive", False)),
+        rename=True, checksum=None, streaming=True, tested=defaults.tested,
+    )
+    return FtpRemote(parts.hostname, port, user, password, path, tls=scheme == "ftps",
+                     ca_file=options.get("ca_file"), timeout=float(options.get("timeout", 60)),
+                     passive=bool(options.get("passive", True)), capabilities=caps, relative_root=relative)
+
+
+def _opt_int(options: dict, key: str, default: int | None) -> int | None:
+    value = options.get(key, default)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"option {key} must be a whole number, not {value!r}") from None

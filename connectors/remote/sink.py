@@ -1,0 +1,453 @@
+"""The remote sink: any file format of the files sink, plus media, published onto a remote.
+
+Files are first written into a local staging directory by the files sink (``connectors.files``),
+exactly as a local export would write them; what it publishes (``OutputDir.published``) is then
+uploaded:
+
+* at each ``commit()`` the files published since the previous commit (media, per-submission files);
+* at ``close(ok=True)`` the aggregate files the files sink publishes at the end (CSV, XLSX, ...);
+* ``close(ok=False)`` uploads no more data and removes the staging directory.
+
+Uploads are atomic where the remote can rename: bytes go to ``<name>.<short hash>.partial`` in
+the same folder and are renamed into place, so a reader never sees half a file. A remote without
+rename (``Capabilities.rename=False``) receives the file directly under its final name. Files
+larger than ``Capabilities.max_simple_upload`` go through the remote's upload session
+(``ChunkedRemote``).
+
+Skipping: a file is not sent again when the remote already holds the same bytes. With a remote
+checksum kind (Dropbox, SharePoint) that means same size and same checksum. Remotes without
+checksums (FTP, SFTP) get a manifest, ``.exporter-manifest.json`` at the remote root, mapping each
+path we uploaded to its size and sha256: a file is skipped when the remote size matches and the
+manifest's sha256 equals the local one. A file we never uploaded (not in the manifest) with the
+same size as the local one is considered identical (size-only comparison: the only fact FTP and
+SFTP give cheaply). The manifest is written at the end of every run, also a failed one (it only
+records files that really are on the remote), through a ``.partial`` + rename.
+
+Incremental state: cursors from ``Checkpoint`` records are kept in ``.exporter-state.json`` at the
+remote root, written only by a successful ``close``; a failed run never advances it.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from exporter.errors import ConfigError, ExporterError, SinkError
+from exporter.naming import safe_filename, short_hash
+from exporter.retry import retry_call
+from exporter.sinks import RunContext
+
+from .base import ChunkedRemote, ReadableRemote, Remote, RemoteStat, local_checksum
+
+log = logging.getLogger("exporter.remote")
+
+STATE_FILE = ".exporter-state.json"
+MANIFEST_FILE = ".exporter-manifest.json"
+RESERVED = frozenset({STATE_FILE, MANIFEST_FILE})
+STATE_FORMAT = "exporter-remote-state"
+MANIFEST_FORMAT = "exporter-remote-manifest"
+#: default chunk for upload sessions: a multiple of Dropbox's 4 MiB and SharePoint's 320 KiB
+DEFAULT_CHUNK = 20 * 1024 * 1024
+#: length added to a file name by the temporary upload name ``.<8 hex>.partial``
+PARTIAL_SUFFIX_LEN = len(".12345678.partial")
+
+
+def _default_inner(root: Path, options: dict):
+    from connectors.files import FilesSink
+
+    return FilesSink(str(root), options)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclasses.dataclass
+class UploadStats:
+    uploaded: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    uploaded_paths: list[str] = dataclasses.field(default_factory=list)
+
+
+class RemoteSink:
+    """Stage with the files sink, upload what it publishes. See the module docstring."""
+
+    def __init__(self, remote: Remote, options: dict | None = None, *,
+                 inner_factory: Callable[[Path, dict], Any] | None = None):
+        self.options = dict(options or {})
+        self.remote = remote
+        self.name = remote.name
+        self.capabilities = dataclasses.replace(
+            remote.capabilities,
+            tested=remote.capabilities.tested or "real servers on loopback",
+        )
+        self._inner_factory = inner_factory or _default_inner
+        self.attempts = int(self.options.get("retries", 5)) + 1
+        self.base_delay = float(self.options.get("retry_base_delay", 0.5))
+        self.max_delay = float(self.options.get("retry_max_delay", 30.0))
+        self.chunk_size = int(self.options.get("chunk_size", DEFAULT_CHUNK))
+        self.stats = UploadStats()
+        self.inner = None
+        self.staging: Path | None = None
+        self._connected = False
+        self._upto = 0  # index in out.published already handled
+        self._dirs: set[str] = set()  # remote folders known to exist
+        self._planned: dict[str, str] = {}  # folded remote path -> local relative path
+        self._partials: set[str] = set()  # temporary names that may be left on the remote
+        self._manifest: dict[str, dict] | None = None
+        self._manifest_dirty = False
+        self._state_loaded: dict[str, str | None] | None = None
+        self._pending_cursors: dict[str, str | None] = {}
+        self._committed_cursors: dict[str, str | None] = {}
+        self._run_id = ""
+
+    def __repr__(self) -> str:
+        return f"RemoteSink({self.name})"
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _retry(self, fn: Callable[[], Any], describe: str, attempts: int | None = None):
+        return retry_call(fn, attempts=attempts or self.attempts, base_delay=self.base_delay,
+                          max_delay=self.max_delay, describe=f"{self.name}: {describe}")
+
+    def _connect(self) -> None:
+        if not self._connected:
+            self._retry(self.remote.connect, "connect")
+            self._connected = True
+
+    def _read_json(self, path: str) -> Any | None:
+        """Download a small JSON file we wrote (state, manifest); None when absent."""
+        if not isinstance(self.remote, ReadableRemote):
+            log.warning("%s cannot read files back: %s is not used", self.name, path)
+            return None
+        buf = io.BytesIO()
+        found = self._retry(lambda: self.remote.get(path, _reset(buf)), f"read {path}")
+        if found is False:
+            return None
+        try:
+            return json.loads(buf.getvalue().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SinkError(f"{path} on {self.name} is not valid JSON ({e}); remove it to start over") from None
+
+    def _write_small(self, path: str, data: bytes, attempts: int | None = None) -> None:
+        tmp = self._partial_name(path, hashlib.sha256(data).hexdigest())
+        if self.capabilities.rename:
+            self._retry(lambda: self.remote.put(tmp, io.BytesIO(data), len(data)), f"upload {tmp}", attempts)
+            self._partials.add(tmp)
+            self._retry(lambda: self._rename(tmp, path, len(data)), f"rename {tmp}", attempts)
+            self._partials.discard(tmp)
+        else:
+            self._retry(lambda: self.remote.put(path, io.BytesIO(data), len(data)), f"upload {path}", attempts)
+
+    # ---- planning ------------------------------------------------------------------------
+    def remote_path(self, rel: str) -> str:
+        """Map a staged relative path onto the remote: components holding a character the remote
+        forbids, or too long for it, are renamed with ``safe_filename`` (deterministic, with a hash
+        of the original name, so re-runs land on the same names)."""
+        caps = self.capabilities
+        forbidden = caps.forbidden_chars or ""
+        max_name = caps.max_name_length or 255
+        parts = []
+        for comp in rel.split("/"):
+            if not comp:
+                continue
+            if any(c in forbidden for c in comp) or len(comp.encode("utf-8")) > max_name:
+                new = safe_filename(comp, max_bytes=max_name, forbidden=forbidden)
+                log.info("%s: %r renamed to %r for %s", rel, comp, new, self.name)
+                comp = new
+            parts.append(comp)
+        return "/".join(parts)
+
+    def _check_path(self, rel: str, remote_rel: str) -> None:
+        caps = self.capabilities
+        root = str(getattr(self.remote, "root", "") or "").rstrip("/")
+        full = f"{root}/{remote_rel}" if root else remote_rel
+        extra = PARTIAL_SUFFIX_LEN if caps.rename else 0
+        if caps.max_path_length is not None and len(full) + extra > caps.max_path_length:
+            raise SinkError(
+                f"path too long for {self.name}: {full!r} is {len(full)} characters"
+                f"{' (+' + str(extra) + ' while uploading)' if extra else ''}, the limit is "
+                f"{caps.max_path_length}; use a shorter destination folder or shorter form names"
+            )
+        key = remote_rel.casefold() if caps.case_insensitive else remote_rel
+        other = self._planned.get(key)
+        if other is not None and other != rel:
+            raise SinkError(f"{rel!r} and {other!r} would both be stored as {remote_rel!r} on {self.name}"
+                            f"{' (names compared without case)' if caps.case_insensitive else ''}")
+        self._planned[key] = rel
+
+    def _plan(self, rels: Sequence[str]) -> list[tuple[str, str]]:
+        """Every path of a step is checked before any of them is uploaded."""
+        plan = []
+        for rel in rels:
+            if rel in RESERVED:
+                continue  # our own files: written by this sink, never copied from staging
+            remote_rel = self.remote_path(rel)
+            self._check_path(rel, remote_rel)
+            plan.append((rel, remote_rel))
+        return plan
+
+    # ---- uploading -----------------------------------------------------------------------
+    def _partial_name(self, remote_rel: str, content_hash: str) -> str:
+        folder, _, name = remote_rel.rpartition("/")
+        h = short_hash(content_hash + (self._run_id or ""), 8)
+        max_name = self.capabilities.max_name_length or 255
+        if len(name.encode("utf-8")) + PARTIAL_SUFFIX_LEN > max_name:
+            name = short_hash(name, 16)
+        tmp = f"{name}.{h}.partial"
+        return f"{folder}/{tmp}" if folder else tmp
+
+    def _ensure_dir(self, remote_rel: str) -> None:
+        folder = remote_rel.rpartition("/")[0]
+        if not folder or folder in self._dirs:
+            return
+        self._retry(lambda: self.remote.mkdir(folder), f"create folder {folder}")
+        parts = folder.split("/")
+        for i in range(1, len(parts) + 1):
+            self._dirs.add("/".join(parts[:i]))
+
+    def _same(self, remote_rel: str, local: Path, size: int, sha: str, st: RemoteStat | None) -> bool:
+        if st is None or st.size != size:
+            return False
+        kind = self.capabilities.checksum
+        if kind is not None and st.checksum is not None:
+            return st.checksum == (sha if kind == "sha256" else local_checksum(kind, local))
+        entry = (self._manifest or {}).get(remote_rel)
+        if entry is not None:
+            return entry.get("sha256") == sha
+        return True  # size-only: nothing better is known about a file we did not upload
+
+    def _rename(self, src: str, dst: str, size: int) -> None:
+        try:
+            self.remote.rename(src, dst)
+        except SinkError:
+            # a retried rename whose first answer was lost: the source is gone, the target is there
+            st_src = self.remote.stat(src)
+            st_dst = self.remote.stat(dst)
+            if st_src is None and st_dst is not None and st_dst.size == size:
+                return
+            raise
+
+    def _put(self, path: str, local: Path, size: int) -> None:
+        caps = self.capabilities
+        with open(local, "rb") as fh:
+            if caps.max_simple_upload is not None and size > caps.max_simple_upload:
+                if not isinstance(self.remote, ChunkedRemote):
+                    raise SinkError(f"{local.name} is {size} bytes, more than {self.name} accepts in one "
+                                    f"upload ({caps.max_simple_upload}), and it has no upload sessions")
+                chunk = min(self.chunk_size, caps.max_simple_upload)
+                self.remote.put_chunked(path, fh, size, chunk)
+            else:
+                self.remote.put(path, fh, size)
+
+    def _upload(self, rel: str, remote_rel: str) -> None:
+        local = self.staging / rel
+        size = local.stat().st_size
+        sha = _sha256(local)
+        st = self._retry(lambda: self.remote.stat(remote_rel), f"stat {remote_rel}")
+        if self._same(remote_rel, local, size, sha, st):
+            self.stats.skipped += 1
+            self._remember(remote_rel, size, sha)
+            return
+        self._ensure_dir(remote_rel)
+        if self.capabilities.rename:
+            tmp = self._partial_name(remote_rel, sha)
+            self._partials.add(tmp)
+            try:
+                self._retry(lambda: self._put(tmp, local, size), f"upload {remote_rel}")
+                self._retry(lambda: self._rename(tmp, remote_rel, size), f"rename into {remote_rel}")
+            except BaseException:
+                self._drop_partial(tmp)
+                raise
+            self._partials.discard(tmp)
+        else:
+            # no rename on this remote: the file is written under its final name directly
+            self._retry(lambda: self._put(remote_rel, local, size), f"upload {remote_rel}")
+        self.stats.uploaded += 1
+        self.stats.bytes += size
+        self.stats.uploaded_paths.append(remote_rel)
+        self._remember(remote_rel, size, sha)
+
+    def _drop_partial(self, tmp: str) -> None:
+        try:
+            self._retry(lambda: self.remote.delete(tmp), f"remove {tmp}", attempts=2)
+            self._partials.discard(tmp)
+        except Exception as e:  # noqa: BLE001 - best effort, the original error matters more
+            log.warning("%s: could not remove %s: %s", self.name, tmp, e)
+
+    def _remember(self, remote_rel: str, size: int, sha: str) -> None:
+        if self._manifest is not None:
+            if self._manifest.get(remote_rel) != {"size": size, "sha256": sha}:
+                self._manifest[remote_rel] = {"size": size, "sha256": sha}
+                self._manifest_dirty = True
+
+    def _upload_new(self) -> None:
+        out = self.inner.out
+        fresh = [p.as_posix() if isinstance(p, Path) else str(p) for p in out.published[self._upto:]]
+        plan = self._plan(fresh)
+        for rel, remote_rel in plan:
+            self._upload(rel, remote_rel)
+        self._upto += len(fresh)
+
+    # ---- manifest and state --------------------------------------------------------------
+    def _load_manifest(self) -> None:
+        if self.capabilities.checksum is not None:
+            return  # the remote checksums content itself
+        data = self._read_json(MANIFEST_FILE)
+        files = data.get("files") if isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT else None
+        if data is not None and files is None:
+            log.warning("%s: %s is not ours or unreadable; starting a new one", self.name, MANIFEST_FILE)
+        self._manifest = dict(files or {})
+
+    def _save_manifest(self, attempts: int | None = None) -> None:
+        if self._manifest is None or not self._manifest_dirty:
+            return
+        doc = {"format": MANIFEST_FORMAT, "version": 1, "run_id": self._run_id,
+               "files": dict(sorted(self._manifest.items()))}
+        self._write_small(MANIFEST_FILE, (json.dumps(doc, ensure_ascii=False, indent=0) + "\n").encode(),
+                          attempts)
+        self._manifest_dirty = False
+
+    def load_state(self) -> dict[str, str | None]:
+        if self._state_loaded is None:
+            self._connect()
+            data = self._read_json(STATE_FILE)
+            cursors = data.get("cursors") if isinstance(data, dict) else None
+            if data is not None and (data.get("format") != STATE_FORMAT or not isinstance(cursors, dict)):
+                raise SinkError(f"{STATE_FILE} on {self.name} is not an exporter state file; "
+                                "remove it to start over")
+            self._state_loaded = dict(cursors or {})
+        return dict(self._state_loaded)
+
+    def _save_state(self) -> None:
+        if not self._committed_cursors:
+            return
+        before = self.load_state()
+        cursors = {**before, **self._committed_cursors}
+        if cursors == before:
+            return  # nothing advanced: nothing to send
+        doc = {"format": STATE_FORMAT, "version": 1, "run_id": self._run_id,
+               "cursors": dict(sorted(cursors.items()))}
+        self._write_small(STATE_FILE, (json.dumps(doc, ensure_ascii=False, indent=1) + "\n").encode())
+        self._state_loaded = cursors
+
+    # ---- Sink protocol -------------------------------------------------------------------
+    def open(self, ctx: RunContext) -> None:
+        self._run_id = ctx.run_id
+        root = getattr(self.remote, "root", "") or ""
+        caps = self.capabilities
+        if caps.max_path_length is not None and len(root) + 1 >= caps.max_path_length:
+            raise SinkError(f"destination folder {root!r} is already as long as {self.name} allows "
+                            f"({caps.max_path_length} characters)")
+        staging_parent = self.options.get("staging_dir")
+        if staging_parent:
+            Path(staging_parent).mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix="exporter-remote-", dir=staging_parent))
+        try:
+            self._connect()  # a remote creates its root folder when it connects
+            self._load_manifest()
+            self.inner = self._inner_factory(self.staging, self.options)
+            self.inner.open(ctx)
+        except BaseException:
+            self._cleanup()
+            raise
+
+    def write(self, batch: Sequence) -> None:
+        for r in batch:
+            if getattr(r, "kind", None) == "checkpoint":
+                self._pending_cursors[r.form_id] = r.cursor
+        self.inner.write(batch)
+
+    def commit(self) -> None:
+        self.inner.commit()
+        self._upload_new()
+        self._committed_cursors.update(self._pending_cursors)
+        self._pending_cursors.clear()
+
+    def close(self, ok: bool) -> None:
+        if self.inner is None:  # never opened
+            self._cleanup()
+            return
+        if not ok:
+            try:
+                with contextlib.suppress(Exception):
+                    self.inner.close(False)
+                self._abandon()
+            finally:
+                self._cleanup()
+            return
+        try:
+            self.inner.close(True)
+            self._upload_new()
+            self._committed_cursors.update(self._pending_cursors)
+            self._pending_cursors.clear()
+            self._save_manifest()
+            self._save_state()
+            log.info("%s: %d file(s) uploaded (%d bytes), %d already there", self.name,
+                     self.stats.uploaded, self.stats.bytes, self.stats.skipped)
+        except BaseException:
+            self._abandon()
+            self._cleanup()
+            raise
+        self._cleanup()
+
+    def _abandon(self) -> None:
+        """After a failure: remove temporary uploads, record what really got there."""
+        for tmp in list(self._partials):
+            self._drop_partial(tmp)
+        try:
+            self._save_manifest(attempts=1)
+        except ExporterError as e:
+            log.warning("%s: manifest not updated: %s", self.name, e)
+
+    def _cleanup(self) -> None:
+        with contextlib.suppress(Exception):
+            self.remote.close()
+        self._connected = False
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+
+
+def _reset(buf: io.BytesIO) -> io.BytesIO:
+    buf.seek(0)
+    buf.truncate()
+    return buf
+
+
+def refuse_plain_secrets(options: dict, scheme: str) -> None:
+    """Refuse secrets passed as plain option values (they belong in env variables or files)."""
+    for key in ("password", "passphrase", "key_passphrase", "token"):
+        if options.get(key):
+            raise ConfigError(f"{scheme}: pass the secret through an environment variable or a file "
+                              f"({key}_env / {key}_file), never as a value")
+
+
+def read_secret(options: dict, base: str, what: str) -> str | None:
+    """A secret from ``<base>_env`` (name of an environment variable) or ``<base>_file``."""
+    env = options.get(f"{base}_env")
+    path = options.get(f"{base}_file")
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(f"{what}: environment variable {env} is not set")
+        return value
+    if path:
+        try:
+            with open(os.path.expanduser(path), encoding="utf-8") as fh:
+                return fh.read().rstrip("\r\n")
+        except OSError as e:
+            raise ConfigError(f"{what}: cannot read {path}: {e.strerror}") from None
+    return None

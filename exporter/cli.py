@@ -1,0 +1,397 @@
+"""Command line: ``exporter export | archive | verify | serve | demo | destinations``.
+
+Exit codes: 0 success, 1 failure (one readable line on stderr), 2 usage error. Tracebacks only
+with ``--debug``. The core never imports click; this module turns core errors into click ones.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import ConfigError, ExporterError
+from .secrets import SecretFilter, mask
+
+log = logging.getLogger("exporter")
+
+DEFAULT_FORMATS = "json,csv"
+
+
+# --------------------------------------------------------------------------------------------
+# logging, errors
+# --------------------------------------------------------------------------------------------
+
+
+def _setup_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.addFilter(SecretFilter())
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_exporter", False):
+            root.removeHandler(h)
+    handler._exporter = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+class _Ctx:
+    def __init__(self, quiet: bool, verbose: bool, debug: bool):
+        self.quiet, self.verbose, self.debug = quiet, verbose, debug
+
+
+def _fail(e: BaseException, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exception(e, file=sys.stderr)
+    msg = mask(str(e)) if isinstance(e, ExporterError) else mask(f"{type(e).__name__}: {e}")
+    if isinstance(e, ConfigError):
+        raise click.UsageError(msg)
+    raise click.ClickException(msg)
+
+
+def _run_guarded(ctx: click.Context, fn):
+    debug = ctx.find_object(_Ctx).debug if ctx.find_object(_Ctx) else False
+    try:
+        return fn()
+    except click.ClickException:
+        raise
+    except KeyboardInterrupt:
+        click.echo("interrupted: nothing was committed after the last completed batch", err=True)
+        sys.exit(130)
+    except ExporterError as e:
+        _fail(e, debug)
+    except Exception as e:  # noqa: BLE001 - an unexpected error still gets one line
+        _fail(e, debug)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="exporter")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress, no summary.")
+@click.option("-v", "--verbose", is_flag=True, help="Log each step (INFO).")
+@click.option("--debug", is_flag=True, help="Log everything and show tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, verbose: bool, debug: bool) -> None:
+    """Take a whole Kizeo Forms account out: forms, submissions, sub-forms, media, users, groups and
+    external lists, to files, SQL databases and remote storage.
+
+    Secrets (tokens, passwords) are read from environment variables or files, never from the
+    command line. Run `exporter demo` for a first look.
+    """
+    _setup_logging(logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING)
+    ctx.obj = _Ctx(quiet, verbose, debug)
+
+
+# --------------------------------------------------------------------------------------------
+# shared options
+# --------------------------------------------------------------------------------------------
+
+
+def source_options(fn):
+    opts = [
+        click.option("--source", "-s", required=True, metavar="URL|ARCHIVE",
+                     help="Web-service base URL (https://forms.kizeo.com/rest/v3) or an account archive (directory or .zip)."),
+        click.option("--token-env", metavar="NAME", help="Environment variable holding the API token."),
+        click.option("--token-file", type=click.Path(dir_okay=False), metavar="PATH", help="File holding the API token."),
+        click.option("--login-env", metavar="PREFIX",
+                     help="Legacy POST /login with PREFIX_USER, PREFIX_PASSWORD and PREFIX_COMPANY from the environment (renewed before expiry)."),
+        click.option("--form", "forms", multiple=True, metavar="ID", help="Only this form (repeatable). Default: every form."),
+        click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True,
+                     help="Parallel requests for submissions and media."),
+        click.option("--timezone", metavar="IANA", help="Account time zone (e.g. Europe/Paris), recorded with the data; served times have no offset."),
+        click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="CA bundle for TLS verification (verification is always on)."),
+        click.option("--timeout", type=float, default=120.0, show_default=True, help="Read timeout per request, in seconds."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def build_source(source: str, *, token_env=None, token_file=None, login_env=None, forms=(), workers=4,
+                 timezone=None, ca_bundle=None, timeout=120.0, mode="full", action=None, overlap=300):
+    if source.startswith(("http://", "https://")):
+        from connectors.kizeo import build_web_source
+
+        return build_web_source(source, token_env=token_env, token_file=token_file, login_env=login_env,
+                                forms=list(forms), mode=mode, action=action, overlap_seconds=overlap,
+                                workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout)
+    if token_env or token_file or login_env:
+        log.info("an archive source needs no token; ignoring the token options")
+    from connectors.archive import ArchiveSource
+
+    return ArchiveSource(source, forms=list(forms), mode=mode, overlap_seconds=overlap)
+
+
+def _progress(obj: _Ctx):
+    from .progress import make_progress
+
+    return make_progress(quiet=obj.quiet)
+
+
+def _print_summary(obj: _Ctx, summary, sinks) -> None:
+    if obj.quiet:
+        return
+    from .progress import format_summary
+
+    click.echo(format_summary(summary, sinks))
+
+
+# --------------------------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@source_options
+@click.option("--to", "destinations", multiple=True, required=True, metavar="DEST",
+              help="Destination (repeatable): a directory, file:///dir, sqlite:///x.db, postgresql+psycopg2://..., "
+                   "mysql+pymysql://..., mssql+pyodbc://..., access+pyodbc://..., ftp://, ftps://, sftp://, "
+                   "dropbox:///path, sharepoint://..., archive:///path[.zip]. See `exporter destinations`.")
+@click.option("--format", "formats", default=DEFAULT_FORMATS, show_default=True, metavar="LIST",
+              help="File formats for file and remote destinations: json,csv,xlsx,xml,docx,pdf.")
+@click.option("--incremental", type=click.Choice(["none", "cursor", "unread"]), default="none", show_default=True,
+              help="none: everything; cursor: what changed since each destination's stored cursor "
+                   "(by _update_time, with an overlap window); unread: the server's read markers for --action.")
+@click.option("--action", metavar="NAME", help="Read-marker name for --incremental unread (one per consumer).")
+@click.option("--overlap", type=click.IntRange(0), default=300, show_default=True,
+              help="Seconds re-read before a stored cursor, so nothing on the boundary is missed.")
+@click.option("--to-password-env", metavar="NAME", help="Environment variable holding the destination password.")
+@click.option("--to-password-file", type=click.Path(dir_okay=False), help="File holding the destination password.")
+@click.option("--to-url-env", metavar="NAME", help="Environment variable holding a whole destination URL (password included); used as one more --to.")
+@click.option("--media-in-db", is_flag=True, help="SQL destinations: also store media bytes as BLOBs.")
+@click.option("--option", "-o", "raw_options", multiple=True, metavar="KEY=VALUE",
+              help="Destination or format option (repeatable), e.g. -o csv_delimiter=';' -o csv_bom=true -o known_hosts=PATH.")
+@click.option("--batch-size", type=click.IntRange(1), default=500, show_default=True,
+              help="Submissions per batch (one transaction per batch in SQL).")
+@click.pass_context
+def export(ctx, source, token_env, token_file, login_env, forms, workers, timezone, ca_bundle, timeout,
+           destinations, formats, incremental, action, overlap, to_password_env, to_password_file, to_url_env,
+           media_in_db, raw_options, batch_size):
+    """Export an account (or some forms) to one or more destinations in one pass.
+
+    \b
+    Examples:
+      KIZEO_TOKEN=... exporter export --source https://forms.kizeo.com/rest/v3 \\
+          --token-env KIZEO_TOKEN --to ./out --to sqlite:///kizeo.db --format json,csv,xlsx
+      exporter export --source account.zip --to postgresql+psycopg2://etl@db/forms --to-password-env PGPASS
+    """
+
+    def go():
+        from .pipeline import new_run_id, run
+        from .registry import create_sink
+        from .sinks import RunContext
+
+        mode = {"none": "full"}.get(incremental, incremental)
+        if mode == "unread" and not action:
+            raise ConfigError("--incremental unread needs --action NAME (the read-marker name)")
+        fmt = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
+        from formats.base import get_writer_class
+
+        for f in fmt:
+            get_writer_class(f)
+        options = _parse_options(raw_options)
+        options.update({"password_env": to_password_env, "password_file": to_password_file,
+                        "media_in_db": media_in_db})
+        urls = list(destinations)
+        if to_url_env:
+            from .secrets import read_secret
+
+            urls.append(read_secret(env=to_url_env, what="destination URL"))
+        sinks = [create_sink(u, options) for u in urls]
+        src = build_source(source, token_env=token_env, token_file=token_file, login_env=login_env, forms=forms,
+                           workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, mode=mode,
+                           action=action, overlap=overlap)
+        rc = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, options=options)
+        summary = run(src, sinks, rc, batch_size=batch_size, progress=_progress(ctx.obj))
+        _print_summary(ctx.obj, summary, sinks)
+
+    _run_guarded(ctx, go)
+
+
+def _parse_options(raw: tuple[str, ...]) -> dict:
+    out: dict = {}
+    for item in raw:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE")
+        v: object = value
+        if value.lower() in ("true", "yes", "on"):
+            v = True
+        elif value.lower() in ("false", "no", "off"):
+            v = False
+        elif value.isdigit():
+            v = int(value)
+        out[key.strip()] = v
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# archive, verify
+# --------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@source_options
+@click.option("--out", required=True, type=click.Path(), help="Archive directory, or a .zip file.")
+@click.option("--zip", "as_zip", is_flag=True, help="Write a single zip file (implied by a .zip name).")
+@click.pass_context
+def archive(ctx, source, token_env, token_file, login_env, forms, workers, timezone, ca_bundle, timeout, out, as_zip):
+    """Write a complete account archive (manifest, JSON, media): a full snapshot that `verify`
+    checks and that any command taking --source can replay offline."""
+
+    def go():
+        from connectors.archive import ArchiveSink
+
+        from .pipeline import new_run_id, run
+        from .sinks import RunContext
+
+        src = build_source(source, token_env=token_env, token_file=token_file, login_env=login_env, forms=forms,
+                           workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout)
+        sink = ArchiveSink(out, zip_output=True if as_zip else None)
+        summary = run(src, [sink], RunContext(run_id=new_run_id(), source=src.description),
+                      progress=_progress(ctx.obj))
+        _print_summary(ctx.obj, summary, [sink])
+        if not ctx.obj.quiet:
+            click.echo(f"archive written: {sink.target}")
+
+    _run_guarded(ctx, go)
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.pass_context
+def verify(ctx, path):
+    """Re-hash every file of an account archive and check the counts.
+
+    Exit 0 only if everything matches; otherwise each difference is printed and the exit code is 1.
+    """
+
+    def go():
+        from connectors.archive import ArchiveReader, verify as verify_archive
+
+        problems = verify_archive(path)
+        if problems:
+            for p in problems:
+                click.echo(p, err=True)
+            raise click.ClickException(f"{len(problems)} problem(s) found in {path}")
+        if not ctx.obj.quiet:
+            r = ArchiveReader(path)
+            counts = r.manifest.get("counts", {})
+            n = len(r.manifest.get("files", {}))
+            r.close()
+            click.echo(f"OK: {n} files match their SHA-256; counts "
+                       + ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+    _run_guarded(ctx, go)
+
+
+# --------------------------------------------------------------------------------------------
+# serve
+# --------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--source", "-s", required=True, type=click.Path(exists=True), help="Account archive to serve.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--token-env", metavar="NAME", required=True, help="Environment variable holding the token clients must send.")
+@click.option("--rate-limit-every", type=click.IntRange(0), default=0, help="Answer every Nth request with 429 + Retry-After.")
+@click.option("--retry-after", type=float, default=1.0, show_default=True, help="Retry-After seconds sent with injected 429s.")
+@click.option("--fail-every", type=click.IntRange(0), default=0, help="Answer every Nth request with 503.")
+@click.option("--drop-every", type=click.IntRange(0), default=0, help="Drop the connection on every Nth request.")
+@click.option("--latency", type=float, default=0.0, help="Seconds added to every answer.")
+@click.pass_context
+def serve(ctx, source, host, port, token_env, rate_limit_every, retry_after, fail_every, drop_every, latency):
+    """Serve an account archive with the REST v3 routes and shapes (a fake Kizeo Forms), with
+    optional injected faults, so the whole tool can be tried and tested without an account."""
+
+    def go():
+        from connectors.kizeo.fake_server import FakeKizeoServer, Faults
+
+        from .secrets import read_secret
+
+        token = read_secret(env=token_env, what="token")
+        faults = Faults(rate_limit_every=rate_limit_every, retry_after=retry_after, fail_503_every=fail_every,
+                        drop_every=drop_every, latency=latency)
+        server = FakeKizeoServer(source, token, host=host, port=port, faults=faults)
+        click.echo(f"serving {source} at {server.base_url} (Ctrl-C to stop)", err=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+
+    _run_guarded(ctx, go)
+
+
+# --------------------------------------------------------------------------------------------
+# demo, destinations
+# --------------------------------------------------------------------------------------------
+
+
+def sample_data_path() -> Path:
+    """The bundled sample archive: from a checkout, or from the installed package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "sample_data", here.parent / "sample_data"):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    raise ConfigError("the bundled sample_data archive is missing from this installation")
+
+
+@cli.command()
+@click.option("--out", default="exporter-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for the demo output.")
+@click.option("--format", "formats", default=None, metavar="LIST",
+              help="File formats (default: every available format).")
+@click.pass_context
+def demo(ctx, out, formats):
+    """Export the bundled sample account to SQLite and files, and print what was written where."""
+
+    def go():
+        from connectors.archive import ArchiveSource
+        from connectors.files import FilesSink
+        from formats.base import known_formats
+
+        from .pipeline import new_run_id, run
+        from .registry import create_sink
+        from .sinks import RunContext
+
+        out_p = Path(out).resolve()
+        fmt = tuple(f.strip() for f in formats.split(",")) if formats else tuple(known_formats())
+        src = ArchiveSource(sample_data_path())
+        db = out_p / "demo.db"
+        sinks = [create_sink(f"sqlite:///{db}", {}), FilesSink(out_p / "files")]
+        summary = run(src, sinks, RunContext(run_id=new_run_id(), source=src.description, formats=fmt),
+                      progress=_progress(ctx.obj))
+        _print_summary(ctx.obj, summary, sinks)
+        click.echo(f"\nSQLite database: {db}")
+        click.echo(f"  try: sqlite3 {db} '.tables'")
+        click.echo(f"Files ({', '.join(fmt)}): {out_p / 'files'}")
+        for p in sorted((out_p / "files").glob("*"))[:12]:
+            click.echo(f"  {p.relative_to(out_p)}{'/' if p.is_dir() else ''}")
+
+    _run_guarded(ctx, go)
+
+
+@cli.command()
+def destinations():
+    """List every destination kind with its URL form."""
+    from .registry import SINKS
+
+    width = max(len(k) for k in SINKS)
+    for key, e in SINKS.items():
+        click.echo(f"{key:<{width}}  {e.url_form:<60}  {e.description}")
+
+
+def main() -> None:
+    cli(prog_name="exporter")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

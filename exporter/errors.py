@@ -1,0 +1,86 @@
+"""One error tree for the whole toolkit.
+
+    ExporterError                 every error this package raises on purpose
+    ├── ConfigError               bad command line, URL, option, missing secret      (terminal)
+    ├── SourceError               anything coming from where data is read
+    │   ├── AuthError             401/403/410, bad token or login                     (terminal)
+    │   ├── NotFoundError         unknown form/submission/media id                     (terminal)
+    │   ├── BadAnswerError        malformed JSON, unexpected shape, status:error       (terminal)
+    │   ├── RateLimitError        429 (carries retry_after)                           (transient)
+    │   └── TransientSourceError  5xx, connection reset, timeout                      (transient)
+    ├── ArchiveError              an account archive is missing, corrupt or mismatched (terminal)
+    ├── SinkError                 anything a destination refuses                       (terminal)
+    │   └── TransientSinkError    a destination that may answer later                 (transient)
+    └── FormatError               a file writer cannot write a value                  (terminal)
+
+Lower-level library errors (requests, SQLAlchemy, SDKs) are translated into this tree where they
+enter our code; the CLI turns any ExporterError into one readable line and a non-zero exit.
+"""
+from __future__ import annotations
+
+
+class ExporterError(Exception):
+    """Root of every error raised on purpose by the toolkit."""
+
+    transient = False
+
+    def __init__(self, message: str, *, context: str | None = None):
+        self.message = message
+        self.context = context
+        super().__init__(f"{context}: {message}" if context else message)
+
+
+class ConfigError(ExporterError):
+    """The command line, a URL or a setting is wrong."""
+
+
+class SourceError(ExporterError):
+    """Data could not be read from the source."""
+
+
+class AuthError(SourceError):
+    """The token or the login was refused."""
+
+
+class NotFoundError(SourceError):
+    """The service does not know this id."""
+
+
+class BadAnswerError(SourceError):
+    """The service answered something that is not what the API promises."""
+
+
+class TransientSourceError(SourceError):
+    """A failure worth retrying (5xx, reset connection, timeout)."""
+
+    transient = True
+
+    def __init__(self, message: str, *, context: str | None = None, retry_after: float | None = None):
+        super().__init__(message, context=context)
+        self.retry_after = retry_after
+
+
+class RateLimitError(TransientSourceError):
+    """HTTP 429: the service asks us to slow down."""
+
+
+class ArchiveError(ExporterError):
+    """An account archive is missing, corrupt, or does not match its manifest."""
+
+
+class SinkError(ExporterError):
+    """A destination refused the data."""
+
+
+class TransientSinkError(SinkError):
+    """A destination failure worth retrying."""
+
+    transient = True
+
+    def __init__(self, message: str, *, context: str | None = None, retry_after: float | None = None):
+        super().__init__(message, context=context)
+        self.retry_after = retry_after
+
+
+class FormatError(ExporterError):
+    """A file writer could not write a value or a document."""

@@ -1,0 +1,345 @@
+"""The canonical model: typed records that every sink consumes.
+
+A source yields, in this order: ``Account`` (once), ``User``\\ s, ``Group``\\ s, ``ExternalList``\\ s,
+then for each form its ``Form`` record followed by its ``Submission``\\ s, each submission followed by
+the ``Media`` records it references, and finally a ``Checkpoint`` for the form (its incremental
+cursor). A sink may rely on a form's ``Form`` record arriving before any of its submissions.
+
+Natural keys come from the service: form id, submission id, (sub-form field, row index), media name.
+The original service payload is kept in ``raw`` on every record, and the original text of every
+typed value in ``Submission.text``, so that nothing typing could lose is lost.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, BinaryIO, Callable, Iterator, Union
+
+# --------------------------------------------------------------------------------------------
+# Field kinds: the service's field type mapped onto the value type we store.
+# --------------------------------------------------------------------------------------------
+
+#: canonical value kinds
+TEXT, NUMBER, DATE, TIME, DATETIME, BOOLEAN, GEOLOC, MEDIA, CHOICE, SUBFORM, LAYOUT = (
+    "text", "number", "date", "time", "datetime", "boolean", "geoloc", "media", "choice",
+    "subform", "layout",
+)
+
+_KIND_BY_TYPE = {
+    "text": TEXT, "textarea": TEXT, "barcode": TEXT, "nfc": TEXT, "email": TEXT, "phone": TEXT,
+    "number": NUMBER, "slider": NUMBER, "calcul": NUMBER, "counter": NUMBER,
+    "date": DATE, "time": TIME, "datetime": DATETIME, "hour": TIME,
+    "checkbox": BOOLEAN,
+    "geoloc": GEOLOC,
+    "photo": MEDIA, "signature": MEDIA, "audio": MEDIA, "paint": MEDIA, "schema": MEDIA,
+    "attached": MEDIA, "file": MEDIA, "video": MEDIA,
+    "choice": CHOICE, "list": CHOICE, "select": CHOICE,
+    "subform": SUBFORM, "table": SUBFORM,
+    "section": LAYOUT, "fixed_text": LAYOUT, "fixed_image": LAYOUT, "fixed_attached": LAYOUT,
+    "separator": LAYOUT, "tab": LAYOUT,
+}
+
+
+def kind_of(field_type: str | None) -> str:
+    """Canonical kind of a service field type; unknown types are kept as text (nothing lost)."""
+    return _KIND_BY_TYPE.get((field_type or "").lower(), TEXT)
+
+
+@dataclass(frozen=True)
+class GeoPoint:
+    latitude: float
+    longitude: float
+
+    def __str__(self) -> str:
+        return f"{self.latitude},{self.longitude}"
+
+
+#: a typed value: what ``Submission.values`` holds
+Value = Union[None, str, Decimal, dt.date, dt.time, dt.datetime, bool, GeoPoint, tuple]
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    """One field of a form definition, in definition order."""
+
+    name: str
+    type: str
+    kind: str
+    caption: str = ""
+    subtype: str | None = None
+    required: bool = False
+    list_id: str | None = None
+    children: tuple["FieldDef", ...] = ()  # sub-form fields (kind == SUBFORM)
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def has_value(self) -> bool:
+        return self.kind not in (LAYOUT, SUBFORM)
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Account:
+    """Where the data comes from; first record of every stream."""
+
+    source: str  # base URL or archive path, secrets masked
+    timezone: str | None = None  # IANA name when configured; served times have no offset
+    exported_at: str | None = None  # ISO time the source snapshot was taken (archive) or now
+    raw: dict = field(default_factory=dict, repr=False)
+
+    kind = "account"
+
+
+@dataclass
+class User:
+    id: str
+    login: str = ""
+    first_name: str = ""
+    last_name: str = ""
+    email: str = ""
+    phone: str = ""
+    admin: bool = False
+    main_group_id: str | None = None
+    create_time: str | None = None
+    raw: dict = field(default_factory=dict, repr=False)
+
+    kind = "user"
+
+
+@dataclass
+class Group:
+    id: str
+    name: str
+    parent_id: str | None = None
+    users: tuple[str, ...] = ()
+    leaders: tuple[str, ...] = ()
+    children: tuple[str, ...] = ()
+    raw: dict = field(default_factory=dict, repr=False)
+
+    kind = "group"
+
+
+@dataclass(frozen=True)
+class ListColumn:
+    label: str
+    code: str | None
+
+
+@dataclass(frozen=True)
+class ListItem:
+    """One external-list line: hierarchy ``levels`` (split on ``\\``), each a tuple of columns
+    (split on ``|``), each column ``label:code``. ``line`` keeps the raw text."""
+
+    index: int
+    line: str
+    levels: tuple[tuple[ListColumn, ...], ...]
+
+
+def parse_list_item(line: str, index: int = 0) -> ListItem:
+    levels = []
+    for level in line.split("\\"):
+        cols = []
+        for col in level.split("|"):
+            label, sep, code = col.partition(":")
+            cols.append(ListColumn(label, code if sep else None))
+        levels.append(tuple(cols))
+    return ListItem(index=index, line=line, levels=tuple(levels))
+
+
+@dataclass
+class ExternalList:
+    id: str
+    name: str
+    class_: str | None = None
+    update_time: str | None = None
+    items: tuple[str, ...] = ()  # raw lines exactly as served
+    raw: dict = field(default_factory=dict, repr=False)
+
+    kind = "list"
+
+    def parsed_items(self) -> Iterator[ListItem]:
+        for i, line in enumerate(self.items):
+            yield parse_list_item(line, i)
+
+
+@dataclass
+class Form:
+    id: str
+    name: str
+    fields: tuple[FieldDef, ...]
+    class_: str | None = None
+    update_time: str | None = None
+    options: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict, repr=False)
+
+    kind = "form"
+
+    def value_fields(self) -> list[FieldDef]:
+        """Top-level fields that hold a value (no layout, no sub-form)."""
+        return [f for f in self.fields if f.has_value]
+
+    def subforms(self) -> list[FieldDef]:
+        return [f for f in self.fields if f.kind == SUBFORM]
+
+    def field(self, name: str) -> FieldDef | None:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        return None
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """Where a media name is used: natural key (form, submission, name)."""
+
+    form_id: str
+    submission_id: str
+    field: str
+    name: str
+    subform: str | None = None  # sub-form field name when the media sits in a sub-form row
+    row: int | None = None  # row index in that sub-form
+
+
+#: metadata keys of a submission, in the order sinks should present them
+META_KEYS = (
+    "record_number", "user_id", "create_time", "update_time", "answer_time", "update_answer_time",
+    "start_time", "end_time", "update_user_id", "direction", "recipient_id", "form_unique_id",
+    "origin_answer", "user_name", "first_name", "last_name", "login", "email", "phone",
+    "update_user_name", "recipient_name", "history",
+)
+
+
+@dataclass
+class SubformRow:
+    index: int
+    values: dict[str, Value]
+    text: dict[str, str | None]  # original text of every value
+
+
+@dataclass
+class Submission:
+    form_id: str
+    id: str
+    meta: dict[str, str | None]  # META_KEYS (strings exactly as served, times without offset)
+    values: dict[str, Value]  # top-level typed values, keyed by field name
+    text: dict[str, str | None]  # original served text for every top-level value
+    subforms: dict[str, list[SubformRow]] = field(default_factory=dict)
+    media: tuple[MediaRef, ...] = ()
+    raw: dict = field(default_factory=dict, repr=False)  # the record as served (either shape)
+
+    kind = "submission"
+
+    @property
+    def update_time(self) -> str | None:
+        return self.meta.get("update_time") or self.meta.get("create_time")
+
+
+class Media:
+    """A media file: metadata plus its bytes, streamed, never all held in memory.
+
+    ``open()`` returns a new binary reader each time it is called, so several sinks can read the
+    same media one after another. ``size`` and ``sha256`` are known once the media is spooled.
+    """
+
+    kind = "media"
+
+    def __init__(
+        self,
+        ref: MediaRef,
+        content_type: str,
+        opener: Callable[[], BinaryIO],
+        size: int | None = None,
+        sha256: str | None = None,
+    ):
+        self.ref = ref
+        self.content_type = content_type
+        self._opener = opener
+        self.size = size
+        self.sha256 = sha256
+
+    def open(self) -> BinaryIO:
+        return self._opener()
+
+    def iter_bytes(self, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+        with self.open() as fh:
+            while chunk := fh.read(chunk_size):
+                yield chunk
+
+    def __repr__(self) -> str:
+        return f"Media({self.ref!r}, {self.content_type!r}, size={self.size}, sha256={self.sha256})"
+
+    @classmethod
+    def spooled(cls, ref: MediaRef, content_type: str, chunks: Iterator[bytes],
+                max_memory: int = 1 << 20) -> "Media":
+        """Spool a byte stream to a temporary file (in memory up to ``max_memory``), hashing it."""
+        spool = tempfile.SpooledTemporaryFile(max_size=max_memory)
+        h = hashlib.sha256()
+        size = 0
+        for chunk in chunks:
+            h.update(chunk)
+            size += len(chunk)
+            spool.write(chunk)
+        spool.flush()
+
+        def opener() -> BinaryIO:
+            spool.seek(0)
+            return _NoClose(spool)
+
+        media = cls(ref, content_type, opener, size=size, sha256=h.hexdigest())
+        media._spool = spool  # keep alive with the record; freed with it
+        return media
+
+    @classmethod
+    def from_path(cls, ref: MediaRef, content_type: str, path: str,
+                  size: int | None = None, sha256: str | None = None) -> "Media":
+        return cls(ref, content_type, lambda: open(path, "rb"), size=size, sha256=sha256)
+
+
+class _NoClose(io.RawIOBase):
+    """A reader over a shared spool that does not close it."""
+
+    def __init__(self, fh):
+        self._fh = fh
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self._fh.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._fh.read(n)
+
+
+def copy_media(media: Media, dest: BinaryIO) -> None:
+    with media.open() as src:
+        shutil.copyfileobj(src, dest, 1 << 16)
+
+
+@dataclass
+class Checkpoint:
+    """The incremental cursor of one form, emitted once everything before it has been yielded.
+
+    A sink stores it with the data it has committed (same transaction where it can), so its state
+    never runs ahead of its data.
+    """
+
+    form_id: str
+    cursor: str | None  # greatest ``update_time`` seen ("YYYY-MM-DD HH:MM:SS"), None if no data
+    mode: str = "full"
+
+    kind = "checkpoint"
+
+
+Record = Union[Account, User, Group, ExternalList, Form, Submission, Media, Checkpoint]

@@ -1,0 +1,177 @@
+"""Source -> batches -> every sink, in one streaming pass.
+
+The pipeline pulls records from the source, groups them into bounded batches, hands each batch to
+every sink, commits every sink, and only then acknowledges the batch to the source (server read
+markers advance only after every sink has committed). A batch is closed when it holds
+``batch_size`` submissions, ``batch_bytes`` of media, or at each ``Checkpoint`` (the end of a form
+or of a page of unread records), so a sink's stored cursor is committed with the data it covers.
+
+Any failure closes every sink with ``ok=False`` (roll back, discard unfinished files) and is raised
+again; nothing is acknowledged.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
+
+from .errors import ExporterError, SinkError
+from .model import Record
+from .sinks import RunContext, StatefulSink
+
+log = logging.getLogger("exporter.pipeline")
+
+
+class Source(Protocol):
+    description: str
+
+    def records(self, state: dict[str, str | None]) -> Iterator[Record]: ...
+
+    def acknowledge(self, batch: Sequence[Record]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    source: str
+    counts: dict[str, int] = field(default_factory=dict)
+    per_sink: dict[str, dict[str, int]] = field(default_factory=dict)
+    media_bytes: int = 0
+    seconds: float = 0.0
+    batches: int = 0
+    status: str = "ok"
+
+    def rate(self) -> float:
+        n = self.counts.get("submission", 0)
+        return n / self.seconds if self.seconds > 0 else 0.0
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def merged_state(sinks: Sequence) -> dict[str, str | None]:
+    """The cursor the source may start from, per form: the oldest among the stateful sinks, so
+    that every sink gets everything it has not yet committed. A form that one stateful sink has
+    never seen is read in full (absent from the result)."""
+    states = []
+    for s in sinks:
+        if not isinstance(s, StatefulSink):
+            return {}  # a sink without state (e.g. an archive) needs everything
+        states.append(s.load_state())
+    if not states:
+        return {}
+    common = set(states[0])
+    for st in states[1:]:
+        common &= set(st)
+    out: dict[str, str | None] = {}
+    for fid in common:
+        values = [st[fid] for st in states]
+        out[fid] = None if any(v is None for v in values) else min(values)
+    return out
+
+
+class Progress(Protocol):
+    def update(self, summary: RunSummary, current: str | None) -> None: ...
+
+    def done(self, summary: RunSummary) -> None: ...
+
+
+def batches(records: Iterable[Record], batch_size: int, batch_bytes: int) -> Iterator[list[Record]]:
+    batch: list[Record] = []
+    subs = 0
+    size = 0
+    for r in records:
+        batch.append(r)
+        if r.kind == "submission":
+            subs += 1
+        elif r.kind == "media":
+            size += r.size or 0
+        if r.kind == "checkpoint" or subs >= batch_size or size >= batch_bytes:
+            yield batch
+            batch, subs, size = [], 0, 0
+    if batch:
+        yield batch
+
+
+def run(
+    source: Source,
+    sinks: Sequence,
+    ctx: RunContext,
+    *,
+    batch_size: int = 500,
+    batch_bytes: int = 64 << 20,
+    progress: Progress | None = None,
+    state: dict[str, str | None] | None = None,
+) -> RunSummary:
+    summary = RunSummary(run_id=ctx.run_id, source=source.description)
+    start = time.monotonic()
+    opened: list = []
+    current: str | None = None
+    try:
+        for s in sinks:
+            s.open(ctx)
+            opened.append(s)
+            summary.per_sink[s.name] = {}
+        start_state = state if state is not None else (merged_state(sinks) if ctx.mode == "cursor" else {})
+        for batch in batches(source.records(start_state), batch_size, batch_bytes):
+            for s in sinks:
+                _guard(s, "write", lambda s=s: s.write(batch))
+            for s in sinks:
+                _guard(s, "commit", s.commit)
+            source.acknowledge(batch)
+            summary.batches += 1
+            for r in batch:
+                summary.counts[r.kind] = summary.counts.get(r.kind, 0) + 1
+                if r.kind == "media":
+                    summary.media_bytes += r.size or 0
+                elif r.kind == "form":
+                    current = f"form {r.id} {r.name}"
+                for s in sinks:
+                    per = summary.per_sink[s.name]
+                    per[r.kind] = per.get(r.kind, 0) + 1
+            summary.seconds = time.monotonic() - start
+            if progress:
+                progress.update(summary, current)
+    except BaseException:
+        summary.status = "failed"
+        for s in reversed(opened):
+            try:
+                s.close(False)
+            except Exception as e:  # noqa: BLE001 - report the first failure, not the cleanup
+                log.warning("while rolling back %s: %s", s.name, e)
+        raise
+    finally:
+        try:
+            source.close()
+        except Exception as e:  # noqa: BLE001
+            log.debug("closing the source: %s", e)
+    first_error: BaseException | None = None
+    for s in opened:
+        try:
+            _guard(s, "close", lambda s=s: s.close(True))
+        except BaseException as e:  # noqa: BLE001 - close every sink, raise the first error
+            summary.status = "failed"
+            first_error = first_error or e
+    summary.seconds = time.monotonic() - start
+    if progress:
+        progress.done(summary)
+    if first_error:
+        raise first_error
+    return summary
+
+
+def _guard(sink, what: str, fn: Callable[[], None]) -> None:
+    """Run a sink step; any error that is not already ours is wrapped with the sink's name."""
+    try:
+        fn()
+    except ExporterError:
+        raise
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # noqa: BLE001 - translated at the boundary
+        raise SinkError(f"{type(e).__name__}: {e}", context=f"{sink.name} ({what})") from e

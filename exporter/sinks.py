@@ -1,0 +1,54 @@
+"""The sink protocol: small and required, plus optional abilities detected at run time.
+
+A sink is opened once, receives batches of canonical records (see ``exporter.model`` for the
+order), commits after each batch (its durable point: state it stores advances only here) and is
+closed with ``ok=False`` after any failure, when it must roll back or remove what is unfinished.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+from .capabilities import Capabilities
+from .model import Record
+
+
+@dataclass
+class RunContext:
+    """What every sink is told when it opens."""
+
+    run_id: str  # UTC timestamp "YYYYMMDDTHHMMSSZ", unique per run
+    source: str  # masked source description
+    mode: str = "full"  # "full", "cursor" or "unread"
+    formats: tuple[str, ...] = ("json", "csv")
+    options: dict = field(default_factory=dict)  # sink-specific switches from the CLI
+
+
+@runtime_checkable
+class Sink(Protocol):
+    name: str  # human-readable destination, secrets masked
+    capabilities: Capabilities
+
+    def open(self, ctx: RunContext) -> None: ...
+
+    def write(self, batch: Sequence[Record]) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def close(self, ok: bool) -> None: ...
+
+
+@runtime_checkable
+class StatefulSink(Protocol):
+    """A sink that remembers each form's incremental cursor, stored with its data."""
+
+    def load_state(self) -> dict[str, str | None]: ...
+
+
+@dataclass
+class SinkStats:
+    counts: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+
+    def add(self, kind: str, n: int = 1) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + n

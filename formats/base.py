@@ -1,0 +1,175 @@
+"""What every file writer shares: the output directory, the layout of paths, the writer protocol.
+
+The files sink (``connectors.files``) owns an ``OutputDir`` and feeds every record of the stream,
+in stream order, to each selected writer. A writer creates its files through the ``OutputDir``:
+``pending()`` for a file built over the whole run (published at the end, discarded on failure) or
+``atomic()`` for a file written in one go. Nothing is ever visible under its final name before it
+is complete, and nothing can be written outside the directory.
+
+Remote sinks reuse the same writers: they write into a local staging ``OutputDir`` and upload
+what it published (``OutputDir.published``).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, ClassVar, Iterator, Protocol, runtime_checkable
+
+from exporter.errors import ConfigError
+from exporter.fsutil import PendingFile, atomic_write
+from exporter.model import Form, MediaRef
+from exporter.naming import safe_filename, safe_join
+
+
+@dataclass(frozen=True)
+class FormatLimits:
+    """A format's limits, declared as data (read by writers and the README)."""
+
+    max_cell_chars: int | None = None
+    max_rows_per_sheet: int | None = None
+    max_sheet_name: int | None = None
+    holds_whole_document: bool = False  # True when a writer must keep a document open per form
+    per_submission_files: bool = False
+
+
+class OutputDir:
+    """A local directory the run writes into, with safe paths and atomic publication."""
+
+    def __init__(self, root: str | os.PathLike, *, run_id: str = "", incremental: bool = False,
+                 max_name_bytes: int = 255, forbidden: str = ""):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.run_id = run_id
+        self.incremental = incremental
+        self.max_name_bytes = max_name_bytes
+        self.forbidden = forbidden
+        self._pending: dict[Path, PendingFile] = {}
+        self.published: list[Path] = []  # relative paths made visible by this run, in order
+
+    # ---- names -------------------------------------------------------------------------
+    def safe(self, name: str) -> str:
+        return safe_filename(name, max_bytes=self.max_name_bytes, forbidden=self.forbidden)
+
+    def form_dir(self, form: Form | str, form_name: str | None = None) -> str:
+        """``forms/<id>-<name>``: the id keeps it stable and unique, the name keeps it readable."""
+        fid = form.id if isinstance(form, Form) else form
+        name = form.name if isinstance(form, Form) else (form_name or "")
+        return "forms/" + self.safe(f"{fid}-{name}" if name else fid)
+
+    def aggregate_dir(self, form: Form) -> str:
+        """Where per-form aggregate files (CSV, JSONL, XLSX, XML, whole-form PDF) go: the form
+        folder on a full run, ``runs/<run_id>`` below it on an incremental run, so an incremental
+        run never overwrites a complete snapshot with a partial one."""
+        d = self.form_dir(form)
+        return f"{d}/runs/{self.safe(self.run_id)}" if self.incremental else d
+
+    def media_relpath(self, ref: MediaRef, form_name: str | None = None) -> str:
+        """``forms/<form>/media/<submission id>/<media name>``, every part made safe."""
+        return "/".join([self.form_dir(ref.form_id, form_name), "media", self.safe(ref.submission_id),
+                         self.safe(ref.name)])
+
+    def path(self, relpath: str) -> Path:
+        parts = [p for p in relpath.split("/") if p]
+        for p in parts:
+            if p in (".", "..") or "\\" in p or "\x00" in p:
+                raise ConfigError(f"unsafe path component {p!r} in {relpath!r}")
+        return safe_join(self.root, *parts)
+
+    # ---- writing -----------------------------------------------------------------------
+    def pending(self, relpath: str, mode: str = "w", encoding: str | None = "utf-8",
+                newline: str | None = "") -> IO:
+        """Open a file published at the end of the run (``publish_all``), discarded on failure."""
+        p = self.path(relpath)
+        if p in self._pending:
+            raise ConfigError(f"{relpath} is already being written")
+        pf = PendingFile(p, mode, encoding, newline)
+        self._pending[p] = pf
+        return pf.fh
+
+    def pending_path(self, relpath: str) -> Path:
+        """For libraries that write to a path themselves (openpyxl, python-docx, reportlab):
+        returns a temporary path, renamed to ``relpath`` by ``publish_all``."""
+        fh = self.pending(relpath, "wb")
+        return Path(fh.name)
+
+    @contextlib.contextmanager
+    def atomic(self, relpath: str, mode: str = "wb", encoding: str | None = None,
+               newline: str | None = None) -> Iterator[IO]:
+        p = self.path(relpath)
+        with atomic_write(p, mode, encoding, newline) as fh:
+            yield fh
+        self.published.append(p.relative_to(self.root.resolve()))
+
+    def finish(self, relpath: str) -> None:
+        """Close a pending file that is complete (frees its descriptor); it is still published
+        by ``publish_all`` / discarded by ``discard_all`` like any pending file."""
+        self._pending[self.path(relpath)].finish()
+
+    def publish(self, relpath: str) -> None:
+        p = self.path(relpath)
+        pf = self._pending.pop(p)
+        pf.publish()
+        self.published.append(p.relative_to(self.root.resolve()))
+
+    def publish_all(self) -> None:
+        for p in list(self._pending):
+            pf = self._pending.pop(p)
+            pf.publish()
+            self.published.append(p.relative_to(self.root.resolve()))
+
+    def discard_all(self) -> None:
+        for pf in self._pending.values():
+            pf.discard()
+        self._pending.clear()
+
+
+@runtime_checkable
+class FormatWriter(Protocol):
+    """A file format. Constructed once per run with the output directory and its options, then
+    given every record of the stream in order. ``close(ok=True)`` finishes its documents (the
+    files sink then publishes every pending file); ``close(ok=False)`` abandons them."""
+
+    key: ClassVar[str]
+    description: ClassVar[str]
+    limits: ClassVar[FormatLimits]
+
+    def write(self, record) -> None: ...
+
+    def close(self, ok: bool) -> None: ...
+
+
+#: format key -> "module:Class"; imported only when used
+FORMATS: dict[str, str] = {
+    "json": "formats.json_writer:JsonWriter",
+    "csv": "formats.csv_writer:CsvWriter",
+    "xlsx": "formats.xlsx_writer:XlsxWriter",
+    "xml": "formats.xml_writer:XmlWriter",
+    "docx": "formats.docx_writer:DocxWriter",
+    "pdf": "formats.pdf_writer:PdfWriter",
+}
+
+
+def known_formats() -> list[str]:
+    out = []
+    for key, target in FORMATS.items():
+        module = target.partition(":")[0]
+        if importlib.util.find_spec(module) is not None:
+            out.append(key)
+    return out
+
+
+def get_writer_class(key: str):
+    target = FORMATS.get(key.lower().strip())
+    if target is None:
+        raise ConfigError(f"unknown format '{key}' (known: {', '.join(known_formats())})")
+    module, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            raise ConfigError(f"format '{key}' is not available in this version") from None
+        raise ConfigError(f"format '{key}' needs a package that is not installed: {e.name}") from None

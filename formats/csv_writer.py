@@ -1,0 +1,232 @@
+"""CSV (RFC 4180, UTF-8): a table per form and per sub-form, users, groups, members, lists.
+
+Files (relative to the output directory)::
+
+    <aggregate dir>/submissions.csv                  metadata columns + one column per field
+    <aggregate dir>/subform-<name>.csv               one row per sub-form row (_submission_id, _row_index)
+    users.csv, groups.csv, group_members.csv         (group_id, user_id, role member|leader)
+    lists/<id>-<name>.txt                            the list's lines exactly as served
+    list_items.csv                                   list_id, index, line, label/code per level and column
+
+Cells: dates/times ISO 8601, numbers in plain notation with a ``.``, booleans ``true``/``false``,
+geoloc ``lat,lon``, media as paths relative to the CSV file joined by ``"; "``; where a value did
+not type, the original text. Records end with CRLF; fields holding the delimiter, a quote or a line
+break are quoted. Text cells starting with ``= + - @``, tab or CR get a leading ``'`` (formula
+injection guard, ``csv_formula_guard=False`` turns it off); typed numbers are never touched.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tempfile
+from typing import IO, Iterable
+
+from exporter.errors import ConfigError, FormatError
+from exporter.model import MEDIA, FieldDef, Form, ListColumn, ListItem, Submission
+from formats.base import FormatLimits, OutputDir
+from formats.tabular import (
+    GROUP_FIELDS, ROW_INDEX, USER_FIELDS, Column, form_columns, group_members, guard_formula,
+    list_item_cells, list_item_headers, media_links, row_cells, subform_columns, text_cell,
+)
+
+_TRUE_OPTS = {"1", "true", "yes", "on"}
+_FALSE_OPTS = {"0", "false", "no", "off", ""}
+
+
+def _bool_option(options: dict, key: str, default: bool) -> bool:
+    v = options.get(key, default)
+    if isinstance(v, bool):
+        return v
+    if str(v).strip().lower() in _TRUE_OPTS:
+        return True
+    if str(v).strip().lower() in _FALSE_OPTS:
+        return False
+    raise ConfigError(f"option {key} must be true or false, not {v!r}")
+
+
+class CsvFile:
+    """One CSV file written row by row to a pending file of the output directory."""
+
+    def __init__(self, out: OutputDir, relpath: str, header: Iterable[str], *, delimiter: str, bom: bool,
+                 guard: bool):
+        self.out, self.relpath, self.guard = out, relpath, guard
+        raw = out.pending(relpath, "wb")
+        # lone surrogates (possible in service strings) cannot be UTF-8: written visibly as \udXXX
+        self.fh = io.TextIOWrapper(raw, encoding="utf-8-sig" if bom else "utf-8",
+                                   errors="backslashreplace", newline="", write_through=False)
+        self.writer = csv.writer(self.fh, delimiter=delimiter, quotechar='"', lineterminator="\r\n",
+                                 quoting=csv.QUOTE_MINIMAL, doublequote=True, strict=True)
+        self.rows = 0
+        self.writer.writerow([self.text(h) for h in header])
+
+    def text(self, value: str | None) -> str:
+        if value is None:
+            return ""
+        return guard_formula(value) if self.guard else value
+
+    def write(self, cells: list[tuple[str, bool]]) -> None:
+        """``cells``: (text, is_free_text) pairs; only free text gets the formula guard."""
+        self.writer.writerow([guard_formula(t) if (free and self.guard) else t for t, free in cells])
+        self.rows += 1
+
+    def write_text(self, values: Iterable[str | None]) -> None:
+        self.writer.writerow([self.text(v) for v in values])
+        self.rows += 1
+
+    def finish(self) -> None:
+        self.fh.flush()
+        self.fh.detach()
+        self.out.finish(self.relpath)
+
+
+class CsvWriter:
+    key = "csv"
+    description = ("CSV (RFC 4180, UTF-8): one table per form and per sub-form, users, groups, group "
+                   "members, external lists")
+    limits = FormatLimits()
+
+    def __init__(self, out: OutputDir, options: dict):
+        self.out = out
+        delim = options.get("csv_delimiter", ",")
+        if delim not in (",", ";"):
+            raise ConfigError(f"option csv_delimiter must be ',' or ';', not {delim!r}")
+        self.fmt = dict(delimiter=delim, bom=_bool_option(options, "csv_bom", False),
+                        guard=_bool_option(options, "csv_formula_guard", True))
+        self._form: Form | None = None
+        self._main: CsvFile | None = None
+        self._main_cols: list[Column] = []
+        self._subs: list[tuple[FieldDef, list[Column], CsvFile]] = []
+        self._users: CsvFile | None = None
+        self._groups: CsvFile | None = None
+        self._members: CsvFile | None = None
+        self._items_spool: IO | None = None  # list items, kept on disk until the widest is known
+        self._items_shape = (0, 0)
+        self._account_seen = False
+
+    def _file(self, relpath: str, header) -> CsvFile:
+        return CsvFile(self.out, relpath, header, **self.fmt)
+
+    # ---- records -----------------------------------------------------------------------
+    def write(self, record) -> None:
+        kind = record.kind
+        if kind == "account":
+            self._account_seen = True
+        elif kind == "user":
+            self._open_people()
+            self._users.write_text(_user_cells(record))
+        elif kind == "group":
+            self._open_people()
+            self._groups.write_text([record.id, record.name, record.parent_id])
+            for gid, uid, role in group_members(record):
+                self._members.write_text([gid, uid, role])
+        elif kind == "list":
+            self._write_list(record)
+        elif kind == "form":
+            self._finish_form()
+            self._start_form(record)
+        elif kind == "submission":
+            self._write_submission(record)
+        elif kind == "checkpoint":
+            if self._form is not None and record.form_id == self._form.id:
+                self._finish_form()
+
+    def _open_people(self) -> None:
+        if self._users is None:
+            self._users = self._file("users.csv", USER_FIELDS)
+            self._groups = self._file("groups.csv", GROUP_FIELDS)
+            self._members = self._file("group_members.csv", ("group_id", "user_id", "role"))
+
+    def _write_list(self, lst) -> None:
+        rel = "lists/" + self.out.safe(f"{lst.id}-{lst.name}") + ".txt"
+        with self.out.atomic(rel, "wb") as fh:
+            for line in lst.items:
+                fh.write(line.encode("utf-8", "backslashreplace") + b"\n")
+        if self._items_spool is None:
+            self._items_spool = tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogatepass")
+        levels, cols = self._items_shape
+        for item in lst.parsed_items():
+            levels = max(levels, len(item.levels))
+            cols = max(cols, *(len(lv) for lv in item.levels))
+            self._items_spool.write(json.dumps([lst.id, item.index, item.line,
+                                                [[[c.label, c.code] for c in lv] for lv in item.levels]]) + "\n")
+        self._items_shape = (levels, cols)
+
+    def _finish_list_items(self) -> None:
+        if self._items_spool is None:
+            return
+        levels, cols = self._items_shape
+        f = self._file("list_items.csv", ["list_id", "index", "line", *list_item_headers(levels, cols)])
+        self._items_spool.seek(0)
+        for line in self._items_spool:
+            list_id, index, raw, lvls = json.loads(line)
+            item = ListItem(index, raw, tuple(tuple(ListColumn(lb, cd) for lb, cd in lv) for lv in lvls))
+            f.write_text([list_id, str(index), raw, *list_item_cells(item, levels, cols)])
+        f.finish()
+        self._items_spool.close()
+        self._items_spool = None
+
+    def _start_form(self, form: Form) -> None:
+        self._form = form
+        agg = self.out.aggregate_dir(form)
+        self._main_cols = form_columns(form)
+        self._main = self._file(f"{agg}/submissions.csv", [c.header for c in self._main_cols])
+        self._subs = []
+        for sf in form.subforms():
+            cols = subform_columns(sf)
+            rel = f"{agg}/" + self.out.safe(f"subform-{sf.name}.csv")
+            self._subs.append((sf, cols, self._file(rel, [c.header for c in cols])))
+
+    def _finish_form(self) -> None:
+        if self._main is not None:
+            self._main.finish()
+            for _, _, f in self._subs:
+                f.finish()
+        self._main, self._subs, self._form = None, [], None
+
+    def _cells(self, form: Form, sub: Submission, cols: list[Column], base: str, sf: FieldDef | None = None,
+               row=None) -> list[tuple[str, bool]]:
+        out = []
+        for col, value, text in row_cells(cols, sub, row):
+            if col.source == ROW_INDEX:
+                out.append((str(value), False))
+                continue
+            links = None
+            if col.field is not None and col.field.kind == MEDIA:
+                links = media_links(self.out, form, sub, col.key, value, base,
+                                    sf.name if sf else None, row.index if row else None)
+            out.append(text_cell(value, text, links))
+        return out
+
+    def _write_submission(self, sub: Submission) -> None:
+        form = self._form
+        if form is None or sub.form_id != form.id:
+            raise FormatError("submission arrived before its form definition",
+                              context=f"form {sub.form_id} submission {sub.id}")
+        base = self.out.aggregate_dir(form)
+        self._main.write(self._cells(form, sub, self._main_cols, base))
+        for sf, cols, f in self._subs:
+            for row in sub.subforms.get(sf.name, []):
+                f.write(self._cells(form, sub, cols, base, sf, row))
+
+    # ---- end ---------------------------------------------------------------------------
+    def close(self, ok: bool) -> None:
+        if not ok:
+            if self._items_spool is not None:
+                self._items_spool.close()
+            return  # pending files are discarded by the sink
+        self._finish_form()
+        if self._account_seen:
+            self._open_people()
+        for f in (self._users, self._groups, self._members):
+            if f is not None:
+                f.finish()
+        self._finish_list_items()
+
+
+def _user_cells(u) -> list[str | None]:
+    out = []
+    for k in USER_FIELDS:
+        v = getattr(u, k)
+        out.append(("true" if v else "false") if isinstance(v, bool) else v)
+    return out

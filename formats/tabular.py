@@ -1,0 +1,214 @@
+"""What the tabular and document writers share: column plans and value conversion.
+
+A *column plan* lists, for a form (or one of its sub-forms), the columns of its table in a stable
+order: the metadata columns first (``_id`` then every ``META_KEYS`` entry prefixed with ``_``, the
+way the service's flat records name them, so a field called ``email`` never collides with the
+submitter's e-mail), then one column per value field in definition order, headed by the field name.
+Sub-form tables start with ``_submission_id`` and ``_row_index``. Headers are made unique (a field
+whose name collides with an earlier header gets ``~2``, ``~3``...).
+
+Cell conversion keeps the original served text wherever typing failed, so nothing is lost.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Iterator
+
+from exporter.model import (
+    BOOLEAN, GEOLOC, MEDIA, META_KEYS, FieldDef, Form, GeoPoint, MediaRef, Submission, SubformRow, Value,
+)
+
+# ---- columns -------------------------------------------------------------------------------
+
+META, VALUE, SUBMISSION_ID, ROW_INDEX = "meta", "value", "submission_id", "row_index"
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    source: str  # META | VALUE | SUBMISSION_ID | ROW_INDEX
+    key: str  # meta key or field name
+    field: FieldDef | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.field is not None:
+            return self.field.kind
+        return "number" if self.source == ROW_INDEX else "text"
+
+
+def _unique(columns: list[Column]) -> list[Column]:
+    seen: set[str] = set()
+    out = []
+    for c in columns:
+        header, n = c.header, 1
+        while header.casefold() in seen:
+            n += 1
+            header = f"{c.header}~{n}"
+        seen.add(header.casefold())
+        out.append(c if header == c.header else Column(header, c.source, c.key, c.field))
+    return out
+
+
+def form_columns(form: Form) -> list[Column]:
+    cols = [Column("_id", SUBMISSION_ID, "id")]
+    cols += [Column("_" + k, META, k) for k in META_KEYS]
+    cols += [Column(f.name, VALUE, f.name, f) for f in form.value_fields()]
+    return _unique(cols)
+
+
+def subform_columns(sub: FieldDef) -> list[Column]:
+    cols = [Column("_submission_id", SUBMISSION_ID, "id"), Column("_row_index", ROW_INDEX, "index")]
+    cols += [Column(f.name, VALUE, f.name, f) for f in sub.children if f.has_value]
+    return _unique(cols)
+
+
+# ---- cells ---------------------------------------------------------------------------------
+
+
+def iso(value: dt.date | dt.time | dt.datetime) -> str:
+    return value.isoformat()
+
+
+def decimal_text(d: Decimal) -> str:
+    """Plain notation (no exponent) for finite numbers; ``NaN``/``Infinity`` as such."""
+    if not d.is_finite():
+        return str(d)
+    return format(d, "f")
+
+
+def media_links(out, form: Form, sub: Submission, field: str, names, base_dir: str,
+                subform: str | None = None, row: int | None = None) -> list[tuple[str, str]]:
+    """(name, path relative to ``base_dir``) for every media name of one cell."""
+    links = []
+    for name in names or ():
+        ref = MediaRef(form.id, sub.id, field, name, subform, row)
+        links.append((name, relative(out.media_relpath(ref, form.name), base_dir)))
+    return links
+
+
+def relative(target: str, base_dir: str) -> str:
+    """POSIX path of ``target`` relative to the directory ``base_dir`` (both relative to the
+    output root)."""
+    return posixpath.relpath(target, base_dir or ".")
+
+
+def text_cell(value: Value, text: str | None, links: list[tuple[str, str]] | None = None) -> tuple[str, bool]:
+    """(cell text, is_free_text): the canonical text of a typed value, or the original text when
+    typing failed (``value is None``). ``is_free_text`` is True when the text came from a person
+    (not from our own formatting of a typed value): that is what formula guards apply to."""
+    if value is None:
+        return (text or ""), bool(text)
+    if isinstance(value, bool):
+        return ("true" if value else "false"), False
+    if isinstance(value, Decimal):
+        return decimal_text(value), False
+    if isinstance(value, (dt.date, dt.time, dt.datetime)):
+        return iso(value), False
+    if isinstance(value, GeoPoint):
+        return f"{value.latitude},{value.longitude}", False
+    if isinstance(value, tuple):
+        if links is not None:
+            return "; ".join(p for _, p in links), False
+        return "; ".join(value), True
+    return str(value), True
+
+
+def json_value(value: Value, text: str | None, links: list[tuple[str, str]] | None = None) -> Any:
+    """A typed value as JSON data: dates ISO, Decimal as a string (keeps every digit), GeoPoint
+    as ``{"lat", "lon"}``, media as ``[{"name", "path"}]``; ``None`` where typing failed (the
+    original text is kept next to it)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    if isinstance(value, (dt.date, dt.time, dt.datetime)):
+        return iso(value)
+    if isinstance(value, GeoPoint):
+        return {"lat": value.latitude, "lon": value.longitude}
+    if isinstance(value, tuple):
+        if links is not None:
+            return [{"name": n, "path": p} for n, p in links]
+        return list(value)
+    return str(value)
+
+
+def row_cells(columns: list[Column], sub: Submission, row: SubformRow | None = None) -> Iterator[tuple[Column, Any, str | None]]:
+    """(column, typed value, original text) for every column of a form row or sub-form row."""
+    values = row.values if row is not None else sub.values
+    texts = row.text if row is not None else sub.text
+    for c in columns:
+        if c.source == SUBMISSION_ID:
+            yield c, sub.id, sub.id
+        elif c.source == ROW_INDEX:
+            yield c, row.index if row is not None else None, None
+        elif c.source == META:
+            v = sub.meta.get(c.key)
+            yield c, v, v
+        else:
+            yield c, values.get(c.key), texts.get(c.key)
+
+
+# ---- text hygiene --------------------------------------------------------------------------
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def guard_formula(text: str) -> str:
+    """Neutralise a spreadsheet formula: text starting with ``= + - @``, tab or CR gets ``'``."""
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+#: characters XML 1.0 (and so XLSX) cannot hold
+XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def escape_forbidden(text: str) -> str:
+    """Replace every character XML 1.0 forbids by a visible ``\\uXXXX`` escape."""
+    return XML_FORBIDDEN.sub(lambda m: "\\u%04x" % ord(m.group()), text)
+
+
+def list_item_columns(items) -> tuple[int, int]:
+    """(levels, columns per level) needed to show every item of a list."""
+    levels = cols = 0
+    for item in items:
+        levels = max(levels, len(item.levels))
+        for lv in item.levels:
+            cols = max(cols, len(lv))
+    return levels, cols
+
+
+def list_item_headers(levels: int, cols: int) -> list[str]:
+    out = []
+    for lv in range(1, levels + 1):
+        for c in range(1, cols + 1):
+            out += [f"level{lv}_col{c}_label", f"level{lv}_col{c}_code"]
+    return out
+
+
+def list_item_cells(item, levels: int, cols: int) -> list[str | None]:
+    out: list[str | None] = []
+    for lv in range(levels):
+        level = item.levels[lv] if lv < len(item.levels) else ()
+        for c in range(cols):
+            col = level[c] if c < len(level) else None
+            out += [col.label if col else None, col.code if col else None]
+    return out
+
+
+USER_FIELDS = ("id", "login", "first_name", "last_name", "email", "phone", "admin", "main_group_id",
+               "create_time")
+GROUP_FIELDS = ("id", "name", "parent_id")
+
+
+def group_members(group) -> Iterator[tuple[str, str, str]]:
+    """(group_id, user_id, role) with role ``member`` or ``leader``; a leader who is also listed
+    as a member appears once per role."""
+    for uid in group.users:
+        yield group.id, uid, "member"
+    for uid in group.leaders:
+        yield group.id, uid, "leader"

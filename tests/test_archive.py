@@ -1,0 +1,120 @@
+import json
+import shutil
+import zipfile
+
+import pytest
+
+from connectors.archive import ArchiveReader, ArchiveSink, ArchiveSource, verify
+from exporter.errors import ArchiveError, NotFoundError
+from exporter.pipeline import new_run_id, run
+from exporter.sinks import RunContext
+
+
+def _ctx():
+    return RunContext(run_id=new_run_id(), source="test")
+
+
+def test_sample_data_verifies(sample_archive):
+    assert verify(sample_archive) == []
+    m = ArchiveReader(sample_archive).manifest
+    c = m["counts"]
+    assert c["forms"] >= 3 and 40 <= c["submissions"] <= 60 and c["media"] > 0
+    assert c["users"] >= 5 and c["groups"] >= 3 and c["lists"] == 2
+    forms = [json.loads(l) for l in open(sample_archive / "forms.jsonl")]
+    defs = [json.load(open(sample_archive / "forms" / f["id"] / "form.json")) for f in forms]
+    assert any(any(fd.get("type") == "subform" for fd in d["fields"].values()) for d in defs)
+    media = [json.loads(l) for f in forms if (sample_archive / "forms" / f["id"] / "media.jsonl").exists()
+             for l in open(sample_archive / "forms" / f["id"] / "media.jsonl")]
+    kinds = {m["content_type"] for m in media}
+    assert {"image/jpeg", "image/png"} <= kinds
+    groups = [json.loads(l) for l in open(sample_archive / "groups.jsonl")]
+    assert any(g.get("parent_group_id") for g in groups)  # nested groups
+
+
+@pytest.mark.parametrize("name", ["copy", "copy.zip"])
+def test_round_trip_gives_identical_manifest_hashes(sample_archive, tmp_path, name):
+    out = tmp_path / name
+    summary = run(ArchiveSource(sample_archive), [ArchiveSink(out)], _ctx())
+    assert summary.counts["submission"] == ArchiveReader(sample_archive).manifest["counts"]["submissions"]
+    assert verify(out) == []
+    assert ArchiveReader(out).manifest["files"] == ArchiveReader(sample_archive).manifest["files"]
+    # and once more from the copy (zip -> dir or dir -> dir)
+    out2 = tmp_path / "again"
+    run(ArchiveSource(out), [ArchiveSink(out2)], _ctx())
+    assert ArchiveReader(out2).manifest["files"] == ArchiveReader(sample_archive).manifest["files"]
+
+
+def test_verify_names_every_difference(sample_archive, tmp_path):
+    copy = tmp_path / "a"
+    shutil.copytree(sample_archive, copy)
+    sub = copy / "forms" / "1001" / "submissions.jsonl"
+    sub.write_bytes(sub.read_bytes().replace(b"R\xc3\xa9sidence", b"Residence", 1))
+    media = sorted((copy / "forms" / "1002" / "media").rglob("*.png"))[0]
+    media.unlink()
+    (copy / "stray.txt").write_text("x")
+    problems = verify(copy)
+    text = "\n".join(problems)
+    assert "forms/1001/submissions.jsonl" in text and "mismatch" in text
+    assert f"missing file: {media.relative_to(copy).as_posix()}" in text
+    assert "file not in manifest: stray.txt" in text
+
+
+def test_verify_counts_mismatch(sample_archive, tmp_path):
+    copy = tmp_path / "a"
+    shutil.copytree(sample_archive, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["counts"]["submissions"] += 1
+    (copy / "manifest.json").write_text(json.dumps(m))
+    assert any(p.startswith("count mismatch: submissions") for p in verify(copy))
+
+
+def test_failed_run_leaves_no_archive(sample_archive, tmp_path):
+    class Boom(Exception):
+        pass
+
+    class Failing(ArchiveSource):
+        def records(self, state=None):
+            for i, r in enumerate(super().records(state)):
+                if i == 40:
+                    raise Boom("source died")
+                yield r
+
+    for name in ("x", "x.zip"):
+        with pytest.raises(Boom):
+            run(Failing(sample_archive), [ArchiveSink(tmp_path / name)], _ctx())
+        assert not (tmp_path / name).exists()
+    assert list(tmp_path.iterdir()) == []  # no .partial left behind
+
+
+def test_unknown_form_and_bad_archives(sample_archive, tmp_path):
+    with pytest.raises(NotFoundError, match="unknown form id '999'"):
+        ArchiveSource(sample_archive, forms=["999"])
+    with pytest.raises(ArchiveError, match="no account archive"):
+        ArchiveReader(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArchiveError, match="manifest.json"):
+        ArchiveReader(tmp_path / "empty")
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    with pytest.raises(ArchiveError, match="not a zip"):
+        ArchiveReader(tmp_path / "junk.zip")
+
+
+def test_zip_with_top_folder_is_read(sample_archive, tmp_path):
+    z = tmp_path / "wrapped.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for p in sample_archive.rglob("*"):
+            if p.is_file():
+                zf.write(p, "account/" + p.relative_to(sample_archive).as_posix())
+    assert verify(z) == []
+
+
+def test_cursor_replay_only_newer(sample_archive):
+    src = ArchiveSource(sample_archive, forms=["1003"], mode="cursor", overlap_seconds=0)
+    all_subs = [r for r in ArchiveSource(sample_archive, forms=["1003"]).records({}) if r.kind == "submission"]
+    times = sorted(s.update_time for s in all_subs)
+    cursor = times[len(times) // 2]
+    newer = [r for r in src.records({"1003": cursor}) if r.kind == "submission"]
+    assert newer and all(s.update_time >= cursor for s in newer)
+    assert len(newer) == sum(1 for t in times if t >= cursor)
+    ck = [r for r in ArchiveSource(sample_archive, forms=["1003"]).records({}) if r.kind == "checkpoint"]
+    assert ck[0].cursor == times[-1]
