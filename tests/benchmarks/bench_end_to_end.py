@@ -1,0 +1,96 @@
+"""End-to-end throughput and peak memory: synthetic account -> exporter -> SQLite + files.
+
+    python tests/benchmarks/bench_end_to_end.py --sizes 10000 100000 [--web] [--formats json,csv]
+
+For each size N it builds (once, cached in --work) a synthetic archive of N submissions with
+sub-form rows and small media, then runs ``exporter export`` in a child process and reports
+submissions/s and the child's peak RSS. The baseline in the same run is a bare replay of the archive
+(read + parse every record, no sink), which bounds what the exporter could reach. With ``--web`` the
+source is the fake web service over real HTTP instead of the archive.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+_WRAP = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
+         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def child_run(args: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Run a command in a fresh intermediate process (so the peak RSS is this command's alone);
+    return (seconds, peak RSS in MiB)."""
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", _WRAP, *args], check=True, env=env, cwd=ROOT,
+                         capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    return seconds, int(res.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10000, 100000])
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "exporter-bench"))
+    ap.add_argument("--formats", default="json,csv")
+    ap.add_argument("--web", action="store_true", help="read through the fake web service over HTTP")
+    a = ap.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in a.sizes:
+        arch = work / f"account-{n}"
+        if not (arch / "manifest.json").exists():
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "tests/benchmarks/synth_account.py", str(arch), "--submissions", str(n),
+                            "--tiny-media"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+            print(f"built {arch} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+        # baseline: read and parse every record of the archive, no sink (a separate process, so
+        # peak memory is its own)
+        base_s, base_mb = child_run([sys.executable, "-c",
+                                     "import sys; sys.path.insert(0, '.');"
+                                     "from connectors.archive import ArchiveSource;"
+                                     f"n = sum(1 for r in ArchiveSource({str(arch)!r}).records({{}}) "
+                                     "if r.kind == 'submission'); print(n)"])
+        out = work / f"out-{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        cmd = [sys.executable, "-m", "exporter", "-q", "export", "--to", f"sqlite:///{out / 'x.db'}",
+               "--to", str(out / "files"), "--format", a.formats]
+        env = dict(os.environ)
+        server = None
+        if a.web:
+            from connectors.kizeo.fake_server import FakeKizeoServer
+
+            env["BENCH_TOKEN"] = "bench-token-0123456789"
+            server = FakeKizeoServer(str(arch), env["BENCH_TOKEN"])
+            url = server.start()
+            cmd[4:4] = ["--source", url, "--token-env", "BENCH_TOKEN"]
+        else:
+            cmd[4:4] = ["--source", str(arch)]
+        try:
+            secs, peak = child_run(cmd, env)
+        finally:
+            if server:
+                server.stop()
+        rows.append((n, secs, n / secs, peak, base_s, n / base_s, base_mb))
+        shutil.rmtree(out, ignore_errors=True)
+    src = "fake web service (HTTP)" if a.web else "archive"
+    print(f"\nsource: {src}; sinks: SQLite + files ({a.formats}); media: tiny images")
+    print("| submissions | exporter s | exporter sub/s | exporter peak RSS MiB | baseline replay sub/s | baseline peak RSS MiB | ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for n, secs, rate, peak, bs, brate, bmb in rows:
+        print(f"| {n} | {secs:.1f} | {rate:.0f} | {peak:.0f} | {brate:.0f} | {bmb:.0f} | {rate / brate:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The command line: exit codes, one-line errors, every command's --help."""
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from exporter.cli import cli
+
+COMMANDS = ["export", "archive", "verify", "serve", "demo", "destinations"]
+
+
+def invoke(*args, env=None):
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.mark.parametrize("cmd", [None] + COMMANDS)
+def test_help(cmd):
+    r = invoke(*([cmd] if cmd else []), "--help")
+    assert r.exit_code == 0
+    assert "Usage:" in r.output
+    if cmd in ("export", "archive"):
+        assert "--token-env" in r.output and "--token-file" in r.output
+        assert "--token " not in r.output  # a token is never a command-line value
+
+
+def test_verify_ok_and_tampered(sample_archive, tmp_path):
+    r = invoke("verify", str(sample_archive))
+    assert r.exit_code == 0 and r.output.startswith("OK:")
+    copy = tmp_path / "a"
+    shutil.copytree(sample_archive, copy)
+    (copy / "users.jsonl").write_text("{}\n")
+    r = invoke("verify", str(copy))
+    assert r.exit_code == 1
+    assert "users.jsonl" in r.output and "problem" in r.output
+
+
+def test_export_archive_to_files(sample_archive, tmp_path):
+    out = tmp_path / "out"
+    r = invoke("export", "--source", str(sample_archive), "--to", str(out), "--format", "json,csv")
+    assert r.exit_code == 0, r.output
+    assert "50 submissions" in r.output
+    assert (out / "users.csv").is_file()
+
+
+def test_export_one_form(sample_archive, tmp_path):
+    out = tmp_path / "out"
+    r = invoke("export", "-s", str(sample_archive), "--form", "1003", "--to", str(out))
+    assert r.exit_code == 0, r.output
+    assert [p.name for p in (out / "forms").iterdir()] == ["1003-Relevé de compteur"]
+
+
+def test_unknown_form_is_one_line_and_writes_nothing(sample_archive, tmp_path):
+    out = tmp_path / "out"
+    r = invoke("export", "-s", str(sample_archive), "--form", "999", "--to", str(out))
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines() == ["Error: unknown form id '999' (not in archive " + str(sample_archive) + ")"]
+    assert "Traceback" not in r.output
+    assert not out.exists() or not any(out.rglob("*.csv"))
+
+
+def test_usage_errors_exit_2(sample_archive, tmp_path):
+    r = invoke("export", "-s", str(sample_archive), "--to", "nosuch://x")
+    assert r.exit_code == 2 and "unknown destination scheme 'nosuch://'" in r.output
+    r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path), "--format", "json,yaml")
+    assert r.exit_code == 2 and "unknown format 'yaml'" in r.output
+    r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path), "--incremental", "unread")
+    assert r.exit_code == 2 and "--action" in r.output
+
+
+def test_missing_source_is_clear(tmp_path):
+    r = invoke("export", "-s", str(tmp_path / "none"), "--to", str(tmp_path / "o"))
+    assert r.exit_code == 1 and "no account archive" in r.output
+
+
+def test_archive_command_writes_a_verifiable_zip(sample_archive, tmp_path):
+    out = tmp_path / "acc.zip"
+    r = invoke("archive", "-s", str(sample_archive), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert invoke("verify", str(out)).exit_code == 0
+
+
+def test_destinations_lists_every_sink():
+    r = invoke("destinations")
+    for key in ("files", "sqlite", "postgres", "mysql", "mssql", "access", "ftp", "sftp", "dropbox", "sharepoint"):
+        assert key in r.output
+
+
+def test_debug_shows_traceback(sample_archive, tmp_path):
+    r = CliRunner().invoke(cli, ["--debug", "export", "-s", str(tmp_path / "none"), "--to", str(tmp_path)])
+    assert r.exit_code == 1 and "Traceback" in r.output

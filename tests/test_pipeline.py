@@ -1,0 +1,111 @@
+"""Pipeline semantics: batching, fan-out, commit-then-acknowledge, rollback on failure, state."""
+import pytest
+
+from connectors.archive import ArchiveSource
+from exporter.capabilities import Capabilities
+from exporter.errors import SinkError
+from exporter.model import Checkpoint
+from exporter.pipeline import batches, merged_state, new_run_id, run
+from exporter.sinks import RunContext
+
+
+class RecordingSink:
+    capabilities = Capabilities()
+
+    def __init__(self, name, log, fail_on=None, state=None):
+        self.name, self.log, self.fail_on, self._state = name, log, fail_on, state
+        self.committed = []
+        self.pending = []
+        self.closed = None
+
+    def open(self, ctx):
+        self.log.append((self.name, "open"))
+
+    def write(self, batch):
+        for r in batch:
+            if self.fail_on and self.fail_on(r):
+                raise RuntimeError(f"cannot store {r.kind}")
+        self.pending.extend(batch)
+        self.log.append((self.name, "write", len(batch)))
+
+    def commit(self):
+        self.committed.extend(self.pending)
+        self.pending = []
+        self.log.append((self.name, "commit"))
+
+    def close(self, ok):
+        self.closed = ok
+        if not ok:
+            self.pending = []
+        self.log.append((self.name, "close", ok))
+
+
+class StatefulRecordingSink(RecordingSink):
+    def load_state(self):
+        return dict(self._state or {})
+
+
+class AckingSource(ArchiveSource):
+    def __init__(self, path, log):
+        super().__init__(path)
+        self.log = log
+        self.acked = []
+
+    def acknowledge(self, batch):
+        self.acked.extend(r.id for r in batch if r.kind == "submission")
+        self.log.append(("source", "ack", len(batch)))
+
+
+def ctx():
+    return RunContext(run_id=new_run_id(), source="test")
+
+
+def test_fan_out_commit_before_acknowledge(sample_archive):
+    log = []
+    a, b = RecordingSink("a", log), RecordingSink("b", log)
+    src = AckingSource(sample_archive, log)
+    summary = run(src, [a, b], ctx(), batch_size=7)
+    assert [r.kind for r in a.committed] == [r.kind for r in b.committed]
+    assert summary.counts["submission"] == 50 == len(src.acked)
+    # every acknowledgement comes after both sinks committed that batch
+    for i, entry in enumerate(log):
+        if entry[:2] == ("source", "ack"):
+            assert log[i - 1] == ("b", "commit") and log[i - 2] == ("a", "commit")
+    assert a.closed is True and b.closed is True
+    assert summary.per_sink["a"]["submission"] == 50
+
+
+def test_batches_are_bounded_and_close_at_checkpoints(sample_archive):
+    recs = list(ArchiveSource(sample_archive).records({}))
+    out = list(batches(recs, batch_size=5, batch_bytes=1 << 30))
+    assert sum(len(b) for b in out) == len(recs)
+    for b in out:
+        assert sum(1 for r in b if r.kind == "submission") <= 5
+        assert all(r.kind != "checkpoint" for r in b[:-1])  # a checkpoint always ends its batch
+
+
+def test_failure_rolls_back_every_sink_and_acknowledges_nothing_more(sample_archive):
+    log = []
+    a = RecordingSink("a", log)
+    b = RecordingSink("b", log, fail_on=lambda r: r.kind == "submission" and r.id == "700010")
+    src = AckingSource(sample_archive, log)
+    with pytest.raises(SinkError, match=r"b \(write\).*cannot store submission"):
+        run(src, [a, b], ctx(), batch_size=5)
+    assert a.closed is False and b.closed is False
+    assert "700010" not in src.acked
+    committed_ids = {r.id for r in b.committed if r.kind == "submission"}
+    assert set(src.acked) == committed_ids  # acknowledged == committed everywhere, no more
+
+
+def test_merged_state_takes_the_oldest_cursor():
+    s1 = StatefulRecordingSink("a", [], state={"f1": "2026-01-02 00:00:00", "f2": "2026-03-01 00:00:00"})
+    s2 = StatefulRecordingSink("b", [], state={"f1": "2026-01-01 00:00:00"})
+    assert merged_state([s1, s2]) == {"f1": "2026-01-01 00:00:00"}  # f2 unknown to b: full read
+    assert merged_state([s1, RecordingSink("c", [])]) == {}  # a stateless sink needs everything
+
+
+def test_checkpoint_reaches_sinks_once_per_form(sample_archive):
+    a = RecordingSink("a", [])
+    run(ArchiveSource(sample_archive), [a], ctx())
+    cks = [r for r in a.committed if isinstance(r, Checkpoint)]
+    assert [c.form_id for c in cks] == ["1001", "1002", "1003"] and all(c.cursor for c in cks)
