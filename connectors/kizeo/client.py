@@ -27,7 +27,8 @@ import os
 import ssl
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, Self
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -36,10 +37,16 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.ssl_ import create_urllib3_context
 
 from exporter.errors import (
-    AuthError, BadAnswerError, ConfigError, NotFoundError, RateLimitError, SourceError,
+    AuthError,
+    BadAnswerError,
+    ConfigError,
+    NotFoundError,
+    RateLimitError,
+    SourceError,
     TransientSourceError,
 )
 from exporter.retry import retry_call
+from exporter.secrets import register_secret
 
 log = logging.getLogger("exporter.kizeo")
 
@@ -47,6 +54,10 @@ DEFAULT_BASE_URL = "https://forms.kizeo.com/rest/v3"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _NOT_FOUND_HINTS = ("unknown", "not found", "does not exist", "doesn't exist", "introuvable",
                     "inexistant", "n'existe pas", "mismatch", "invalid id")
+
+
+class StreamInterrupted(TransientSourceError):
+    """A download broke after it started: worth restarting from the beginning."""
 
 
 def mask_url(url: str) -> str:
@@ -75,7 +86,7 @@ class TokenProvider:
 
     renewable = False
 
-    def token(self, client: "KizeoClient") -> str:  # pragma: no cover - interface
+    def token(self, client: KizeoClient) -> str:  # pragma: no cover - interface
         raise TypeError(f"{type(self).__name__} does not provide a token")
 
     def invalidate(self, token: str) -> None:
@@ -94,8 +105,9 @@ class StaticToken(TokenProvider):
         if not value or not value.strip():
             raise ConfigError("empty API token")
         self._value = value.strip()
+        register_secret(self._value)
 
-    def token(self, client: "KizeoClient") -> str:
+    def token(self, client: KizeoClient) -> str:
         return self._value
 
     def secrets(self) -> tuple[str, ...]:
@@ -112,11 +124,12 @@ class EnvToken(TokenProvider):
         self.name = name
         self._value: str | None = None
 
-    def token(self, client: "KizeoClient") -> str:
+    def token(self, client: KizeoClient) -> str:
         if self._value is None:
             value = os.environ.get(self.name, "").strip()
             if not value:
                 raise ConfigError(f"environment variable {self.name} is not set (it must hold the API token)")
+            register_secret(value)
             self._value = value
         return self._value
 
@@ -134,7 +147,7 @@ class FileToken(TokenProvider):
         self.path = os.fspath(path)
         self._value: str | None = None
 
-    def token(self, client: "KizeoClient") -> str:
+    def token(self, client: KizeoClient) -> str:
         if self._value is None:
             try:
                 with open(self.path, encoding="utf-8") as fh:
@@ -143,6 +156,7 @@ class FileToken(TokenProvider):
                 raise ConfigError(f"cannot read the token file {self.path}: {e.strerror}") from None
             if not value:
                 raise ConfigError(f"the token file {self.path} is empty")
+            register_secret(value)
             self._value = value
         return self._value
 
@@ -181,9 +195,10 @@ class LoginToken(TokenProvider):
             if not v:
                 raise ConfigError(f"environment variable {name} is not set (needed to log in)")
             values.append(v)
+        register_secret(values[1])
         return values[0], values[1], values[2]
 
-    def token(self, client: "KizeoClient") -> str:
+    def token(self, client: KizeoClient) -> str:
         with self._lock:
             if self._value is None or self._clock() - self._obtained >= self.renew_after:
                 if self._value is not None:
@@ -191,6 +206,7 @@ class LoginToken(TokenProvider):
                     self._old.append(self._value)
                 user, password, company = self._credentials()
                 self._value = client.login(user, password, company)
+                register_secret(self._value)
                 self._obtained = self._clock()
                 self.logins += 1
             return self._value
@@ -222,10 +238,13 @@ class LoginToken(TokenProvider):
 class TLSAdapter(HTTPAdapter):
     """An HTTPAdapter whose SSL context refuses anything older than TLS 1.2."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, verify: bool = True, **kwargs: Any):
         ctx = create_urllib3_context(ssl_minimum_version=ssl.TLSVersion.TLSv1_2,
-                                     cert_reqs=ssl.CERT_REQUIRED)
+                                     cert_reqs=ssl.CERT_REQUIRED if verify else ssl.CERT_NONE)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if not verify:  # only when explicitly asked (verify=False); logged as a warning
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
         self.ssl_context = ctx
         super().__init__(*args, **kwargs)
 
@@ -254,7 +273,7 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
     if when is None:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return max(0.0, when.timestamp() - now())
 
 
@@ -319,7 +338,8 @@ class KizeoClient:
         else:
             self.session.verify = True
         size = max(4, workers + 2)
-        adapter = TLSAdapter(pool_connections=2, pool_maxsize=size, max_retries=0)
+        adapter = TLSAdapter(pool_connections=2, pool_maxsize=size, max_retries=0,
+                             verify=self.session.verify is not False)
         self.session.mount("https://", adapter)
         self.session.mount("http://", HTTPAdapter(pool_connections=2, pool_maxsize=size, max_retries=0))
         self._adapter = adapter
@@ -335,10 +355,10 @@ class KizeoClient:
     def close(self) -> None:
         self.session.close()
 
-    def __enter__(self) -> "KizeoClient":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _redact(self, text: str) -> str:
@@ -361,6 +381,7 @@ class KizeoClient:
                 resp = self.session.request(
                     method, self._url(path), json=body, params=params, auth=_HeaderAuth(token),
                     timeout=self.timeout, stream=stream, allow_redirects=False,
+                    verify=self.session.verify,  # per request: an explicit CA bundle beats REQUESTS_CA_BUNDLE
                 )
             except requests.exceptions.SSLError as e:
                 raise SourceError(
@@ -521,9 +542,10 @@ class KizeoClient:
 
     def stream_media(self, form_id: str, data_id: str, name: str,
                      chunk_size: int = 1 << 16) -> tuple[Iterator[bytes], str]:
-        """``(chunks, content_type)``: the media bytes, streamed, never all in memory. A
-        connection lost mid-stream raises TransientSourceError from the iterator (the caller
-        restarts the download; see ``WebSource``)."""
+        """``(chunks, content_type)``: the media bytes, streamed, never all in memory. Opening
+        the download is retried here; a connection lost mid-stream (or a body shorter than its
+        Content-Length) raises ``StreamInterrupted`` from the iterator, and the caller restarts
+        the download (see ``WebSource``)."""
         path = f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/medias/{_seg(name)}"
         resp = self.media_response(form_id, data_id, name)
         ctype = (resp.headers.get("Content-Type") or "application/octet-stream").split(";")[0].strip()
@@ -535,7 +557,7 @@ class KizeoClient:
                         yield chunk
             except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.Timeout):
-                raise TransientSourceError("connection lost while downloading", context=f"GET {path}") from None
+                raise StreamInterrupted("connection lost while downloading", context=f"GET {path}") from None
             finally:
                 resp.close()
 

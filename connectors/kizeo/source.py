@@ -27,28 +27,35 @@ import concurrent.futures as cf
 import datetime as dt
 import logging
 import threading
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
+from connectors.archive import minus_overlap
 from exporter.errors import ConfigError, NotFoundError
 from exporter.model import Account, Checkpoint, Form, Media, MediaRef, Submission
-from exporter.records import parse_form, parse_group, parse_list, parse_submission, parse_user
+from exporter.records import (
+    parse_form,
+    parse_group,
+    parse_list,
+    parse_submission,
+    parse_user,
+)
 from exporter.retry import retry_call
 
-from .client import KizeoClient, mask_url
+from .client import (
+    DEFAULT_BASE_URL,
+    EnvToken,
+    FileToken,
+    KizeoClient,
+    LoginToken,
+    StreamInterrupted,
+    TokenProvider,
+)
 
 log = logging.getLogger("exporter.kizeo")
 
 MODES = ("full", "cursor", "unread")
 MARK_CHUNK = 500  # ids per markasreadbyaction call
-
-
-def minus_overlap(cursor: str, overlap_seconds: int) -> str:
-    """``YYYY-MM-DD HH:MM:SS`` minus the overlap window (text in, text out)."""
-    try:
-        t = dt.datetime.strptime(cursor[:19], "%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return cursor
-    return (t - dt.timedelta(seconds=overlap_seconds)).strftime("%Y-%m-%d %H:%M:%S")
 
 
 class WebSource:
@@ -59,9 +66,10 @@ class WebSource:
 
     Unread mode and acknowledgement: a page of at most ``unread_limit`` records is fetched per
     form; its records are yielded, then, when the page was full (more may be waiting), a
-    ``Checkpoint`` closes the page and ``pending_ack`` becomes True. A pipeline should commit the
-    current batch and call ``acknowledge`` whenever ``pending_ack`` is True (the records yielded
-    so far are then all in the batch). When the generator is resumed it asks for the next page
+    ``Checkpoint`` closes the page and ``pending_ack`` becomes True. ``exporter.pipeline`` closes a
+    batch at every Checkpoint, commits every sink and acknowledges before it asks for the next
+    record, so pages follow one another within one run; any other driver should do the same
+    whenever ``pending_ack`` is True. When the generator is resumed it asks for the next page
     only if every id of the previous page was acknowledged; otherwise it stops this form (the
     next run, e.g. from cron, continues where the markers are). So a pipeline that acknowledges
     only at its own batch boundaries still gets a correct, finite run. At most
@@ -150,7 +158,7 @@ class WebSource:
     # ---- records -------------------------------------------------------------------------------
     def records(self, state: dict[str, str | None] | None = None) -> Iterator:
         state = state or {}
-        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         yield Account(source=self.client.description, timezone=self.timezone, exported_at=now,
                       raw={"source": self.client.description, "timezone": self.timezone})
         for u in self.client.users():
@@ -186,7 +194,10 @@ class WebSource:
             log.info("form %s: %d submissions", fid, len(ids))
             results = self._ordered(lambda did: self._fetch(form, did), _drain(ids))
         max_time = cursor
-        for sub, medias in results:
+        for result in results:
+            if result is None:
+                continue
+            sub, medias = result
             ut = sub.update_time
             if ut and (max_time is None or ut > max_time):
                 max_time = ut
@@ -194,8 +205,15 @@ class WebSource:
             yield from medias
         yield Checkpoint(form.id, max_time, self.mode)
 
-    def _fetch(self, form: Form, data_id: str) -> tuple[Submission, list[Media]]:
-        return self._with_media(form, self.client.get_data(form.id, data_id))
+    def _fetch(self, form: Form, data_id: str) -> tuple[Submission, list[Media]] | None:
+        try:
+            raw = self.client.get_data(form.id, data_id)
+        except NotFoundError as e:
+            # listed by data/all, gone by the time we ask: deleted during the export
+            log.warning("form %s: submission %s disappeared during the export (%s); skipped",
+                        form.id, data_id, e.message)
+            return None
+        return self._with_media(form, raw)
 
     def _with_media(self, form: Form, raw: dict) -> tuple[Submission, list[Media]]:
         sub = parse_submission(form, raw)
@@ -219,8 +237,10 @@ class WebSource:
             return Media.spooled(ref, ctype, chunks)
 
         try:
+            # opening is retried inside the client; here only a download cut mid-stream restarts
             return retry_call(attempt, attempts=self.client.attempts, base_delay=self.client.backoff,
                               max_delay=self.client.max_backoff, sleep=self.client.sleep,
+                              is_retryable=lambda e: isinstance(e, StreamInterrupted),
                               describe=f"media {ref.name!r} of submission {ref.submission_id}")
         except NotFoundError as e:
             log.warning("form %s submission %s: media %r is missing on the service (%s); skipped",
@@ -291,6 +311,36 @@ class WebSource:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self.client.close()
+
+
+def build_web_source(base_url: str = DEFAULT_BASE_URL, *, token_env: str | None = None,
+                     token_file: str | None = None, login_env: str | None = None,
+                     forms: Sequence[str] | None = None, mode: str = "full", action: str | None = None,
+                     overlap_seconds: int = 300, workers: int = 4, timezone: str | None = None,
+                     ca_bundle: str | None = None, timeout: float = 120.0, **client_options: Any) -> WebSource:
+    """What the CLI calls: a ``WebSource`` over a ``KizeoClient`` whose token comes from
+    ``token_env`` (a variable name), ``token_file`` (a path) or ``login_env`` (a prefix:
+    ``PREFIX_USER``, ``PREFIX_PASSWORD``, ``PREFIX_COMPANY`` for the legacy ``POST /login``).
+    With none of them, the token is read from ``$KIZEO_TOKEN``."""
+    given = [x for x in (token_env, token_file, login_env) if x]
+    if len(given) > 1:
+        raise ConfigError("give only one of --token-env, --token-file, --login-env")
+    provider: TokenProvider
+    if token_file:
+        provider = FileToken(token_file)
+    elif login_env:
+        prefix = login_env.rstrip("_")
+        provider = LoginToken(f"{prefix}_USER", f"{prefix}_PASSWORD", f"{prefix}_COMPANY")
+    else:
+        provider = EnvToken(token_env or "KIZEO_TOKEN")
+    client = KizeoClient(provider, base_url=base_url, workers=workers, ca_bundle=ca_bundle,
+                         read_timeout=timeout, **client_options)
+    try:
+        return WebSource(client, forms=forms, mode=mode, action=action, overlap_seconds=overlap_seconds,
+                         workers=workers, timezone=timezone)
+    except BaseException:
+        client.close()
+        raise
 
 
 def _drain(dq: collections.deque) -> Iterator:

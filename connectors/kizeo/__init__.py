@@ -1,0 +1,24 @@
+"""Kizeo Forms REST v3: the HTTP client, the web-service source and a fake service for tests.
+
+    from connectors.kizeo import KizeoClient, EnvToken, WebSource
+    client = KizeoClient(EnvToken("KIZEO_TOKEN"))
+    source = WebSource(client, mode="cursor")
+
+The fake service (``connectors.kizeo.fake_server``) is imported on demand only.
+"""
+from .client import (
+    DEFAULT_BASE_URL,
+    EnvToken,
+    FileToken,
+    KizeoClient,
+    LoginToken,
+    StaticToken,
+    TokenProvider,
+    mask_url,
+)
+from .source import WebSource, build_web_source
+
+__all__ = [
+    "DEFAULT_BASE_URL", "EnvToken", "FileToken", "KizeoClient", "LoginToken", "StaticToken",
+    "TokenProvider", "WebSource", "build_web_source", "mask_url",
+]
