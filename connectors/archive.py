@@ -33,6 +33,7 @@ from typing import IO, Any, Iterable, Iterator, Sequence
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ArchiveError, BadAnswerError, ConfigError, NotFoundError
+from exporter.fsutil import FILE_MODE
 from exporter.model import (
     Account, Checkpoint, ExternalList, Form, Group, Media, Submission, User,
 )
@@ -316,6 +317,7 @@ class ArchiveSink:
         if self.zip:
             fd, self._tmp = tempfile.mkstemp(prefix="." + self.target.name + ".", suffix=".partial",
                                              dir=self.target.parent)
+            os.fchmod(fd, FILE_MODE)
             os.close(fd)
             self._zf = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
         else:

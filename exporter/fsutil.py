@@ -8,6 +8,24 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: mode of published files: what ``open()`` would give (mkstemp alone makes them 0600)
+FILE_MODE = 0o666 & ~_read_umask()
+
+
+def temp_sibling(path: Path) -> tuple[int, str]:
+    """A temporary file next to ``path`` (same file system, so ``os.replace`` is atomic), with
+    the permissions a normally created file would have."""
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".partial", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
+    return fd, tmp
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None,
                  newline: str | None = None) -> Iterator[IO]:
@@ -17,7 +35,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".partial", dir=path.parent)
+    fd, tmp = temp_sibling(path)
     try:
         with os.fdopen(fd, mode, encoding=encoding if "b" not in mode else None,
                        newline=newline if "b" not in mode else None) as fh:
@@ -41,7 +59,7 @@ class PendingFile:
                  newline: str | None = ""):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=".", suffix=".partial", dir=self.path.parent)
+        fd, self.tmp = temp_sibling(self.path)
         binary = "b" in mode
         self.fh = os.fdopen(fd, mode, encoding=None if binary else encoding,
                             newline=None if binary else newline)

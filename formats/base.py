@@ -15,9 +15,10 @@ import contextlib
 import importlib
 import importlib.util
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, ClassVar, Iterator, Protocol, runtime_checkable
+from typing import IO, ClassVar, Protocol, runtime_checkable
 
 from exporter.errors import ConfigError
 from exporter.fsutil import PendingFile, atomic_write
@@ -93,8 +94,8 @@ class OutputDir:
     def pending_path(self, relpath: str) -> Path:
         """For libraries that write to a path themselves (openpyxl, python-docx, reportlab):
         returns a temporary path, renamed to ``relpath`` by ``publish_all``."""
-        fh = self.pending(relpath, "wb")
-        return Path(fh.name)
+        self.pending(relpath, "wb")
+        return Path(self._pending[self.path(relpath)].tmp)  # fdopen'd handles are named by fd
 
     @contextlib.contextmanager
     def atomic(self, relpath: str, mode: str = "wb", encoding: str | None = None,

@@ -16,18 +16,31 @@ injection guard, ``csv_formula_guard=False`` turns it off); typed numbers are ne
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import tempfile
-from typing import IO, Iterable
+from collections.abc import Iterable
+from typing import IO
 
 from exporter.errors import ConfigError, FormatError
 from exporter.model import MEDIA, FieldDef, Form, ListColumn, ListItem, Submission
 from formats.base import FormatLimits, OutputDir
 from formats.tabular import (
-    GROUP_FIELDS, ROW_INDEX, USER_FIELDS, Column, form_columns, group_members, guard_formula,
-    list_item_cells, list_item_headers, media_links, row_cells, subform_columns, text_cell,
+    GROUP_FIELDS,
+    ROW_INDEX,
+    USER_FIELDS,
+    Column,
+    form_columns,
+    group_members,
+    guard_formula,
+    list_item_cells,
+    list_item_headers,
+    media_links,
+    row_cells,
+    subform_columns,
+    text_cell,
 )
 
 _TRUE_OPTS = {"1", "true", "yes", "on"}
@@ -79,6 +92,11 @@ class CsvFile:
         self.fh.detach()
         self.out.finish(self.relpath)
 
+    def abandon(self) -> None:
+        """Let go of the file without finishing it (the sink discards it)."""
+        with contextlib.suppress(ValueError, OSError):
+            self.fh.detach()
+
 
 class CsvWriter:
     key = "csv"
@@ -91,8 +109,8 @@ class CsvWriter:
         delim = options.get("csv_delimiter", ",")
         if delim not in (",", ";"):
             raise ConfigError(f"option csv_delimiter must be ',' or ';', not {delim!r}")
-        self.fmt = dict(delimiter=delim, bom=_bool_option(options, "csv_bom", False),
-                        guard=_bool_option(options, "csv_formula_guard", True))
+        self.fmt = {"delimiter": delim, "bom": _bool_option(options, "csv_bom", False),
+                    "guard": _bool_option(options, "csv_formula_guard", True)}
         self._form: Form | None = None
         self._main: CsvFile | None = None
         self._main_cols: list[Column] = []
@@ -127,9 +145,8 @@ class CsvWriter:
             self._start_form(record)
         elif kind == "submission":
             self._write_submission(record)
-        elif kind == "checkpoint":
-            if self._form is not None and record.form_id == self._form.id:
-                self._finish_form()
+        elif kind == "checkpoint" and self._form is not None and record.form_id == self._form.id:
+            self._finish_form()
 
     def _open_people(self) -> None:
         if self._users is None:
@@ -143,7 +160,7 @@ class CsvWriter:
             for line in lst.items:
                 fh.write(line.encode("utf-8", "backslashreplace") + b"\n")
         if self._items_spool is None:
-            self._items_spool = tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogatepass")
+            self._items_spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed in close()
         levels, cols = self._items_shape
         for item in lst.parsed_items():
             levels = max(levels, len(item.levels))
@@ -214,6 +231,9 @@ class CsvWriter:
         if not ok:
             if self._items_spool is not None:
                 self._items_spool.close()
+            for f in [self._main, self._users, self._groups, self._members, *(f for _, _, f in self._subs)]:
+                if f is not None:
+                    f.abandon()
             return  # pending files are discarded by the sink
         self._finish_form()
         if self._account_seen:

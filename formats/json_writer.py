@@ -24,15 +24,17 @@ from exporter.model import MEDIA, Form, Submission
 from formats.base import FormatLimits, OutputDir
 from formats.tabular import USER_FIELDS, json_value, media_links, relative
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+#: lone surrogates cannot be UTF-8; U+0085, U+2028, U+2029 are line breaks to many line readers
+_ESCAPE = re.compile("[\ud800-\udfff\x85\u2028\u2029]")
 
 
 def dumps(data: Any, indent: int | None = None) -> str:
-    """JSON text that is always valid UTF-8: lone surrogates (possible in service strings) are
-    written as ``\\udXXX`` escapes, which ``json.loads`` reads back to the same string."""
+    """JSON text that is always valid UTF-8 and one line unless indented: lone surrogates
+    (possible in service strings) and the Unicode line separators are written as ``\\uXXXX``
+    escapes, which ``json.loads`` reads back to the same string."""
     text = json.dumps(data, ensure_ascii=False, indent=indent, separators=None if indent else (",", ":"),
                       default=str)
-    return _LONE_SURROGATE.sub(lambda m: "\\u%04x" % ord(m.group()), text)
+    return _ESCAPE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 class _JsonArray:
@@ -92,9 +94,8 @@ class JsonWriter:
             self._start_form(record)
         elif kind == "submission":
             self._write_submission(record)
-        elif kind == "checkpoint":
-            if self._form is not None and record.form_id == self._form.id:
-                self._finish_form()
+        elif kind == "checkpoint" and self._form is not None and record.form_id == self._form.id:
+            self._finish_form()
 
     def _write_list(self, lst) -> None:
         doc = {

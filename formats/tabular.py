@@ -14,12 +14,20 @@ from __future__ import annotations
 import datetime as dt
 import posixpath
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 from exporter.model import (
-    BOOLEAN, GEOLOC, MEDIA, META_KEYS, FieldDef, Form, GeoPoint, MediaRef, Submission, SubformRow, Value,
+    META_KEYS,
+    FieldDef,
+    Form,
+    GeoPoint,
+    MediaRef,
+    SubformRow,
+    Submission,
+    Value,
 )
 
 # ---- columns -------------------------------------------------------------------------------
@@ -169,7 +177,7 @@ XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff
 
 def escape_forbidden(text: str) -> str:
     """Replace every character XML 1.0 forbids by a visible ``\\uXXXX`` escape."""
-    return XML_FORBIDDEN.sub(lambda m: "\\u%04x" % ord(m.group()), text)
+    return XML_FORBIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def list_item_columns(items) -> tuple[int, int]:

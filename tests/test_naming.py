@@ -52,3 +52,16 @@ def test_shorten_identifier_deterministic_and_distinct():
     assert len(a) == 63 and len(b) == 63 and a != b
     assert shorten_identifier("short", 63) == "short"
     assert a == shorten_identifier("x" * 70 + "a", 63)
+
+
+def test_published_files_have_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from exporter.fsutil import atomic_write
+
+    with atomic_write(tmp_path / "a.txt", "w", encoding="utf-8") as fh:
+        fh.write("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~mask

@@ -13,14 +13,31 @@ Media, a Checkpoint). ``run_writer`` feeds a writer and publishes what it wrote.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Iterator
 
 import pytest
 
-from exporter.model import Account, Checkpoint, ExternalList, Form, Group, Media, MediaRef, Submission, User
-from exporter.records import flatten_submission, parse_form, parse_group, parse_list, parse_submission, parse_user
+from exporter.model import (
+    Account,
+    Checkpoint,
+    ExternalList,
+    Form,
+    Group,
+    Media,
+    MediaRef,
+    Submission,
+    User,
+)
+from exporter.records import (
+    flatten_submission,
+    parse_form,
+    parse_group,
+    parse_list,
+    parse_submission,
+    parse_user,
+)
 from formats.base import OutputDir
 
 # ---- hostile values ------------------------------------------------------------------------
@@ -204,7 +221,7 @@ def build_dataset() -> Dataset:
     form = parse_form(RAW_FORM)
     subs = [parse_submission(form, p) for p in RAW_SUBMISSIONS]
     # sanity: the fixture really is typed the way the tests expect
-    assert subs[0].values["amount"] == Decimal("-5")
+    assert subs[0].values["amount"] == Decimal(-5)
     assert subs[0].values["visit_date"] == dt.date(2024, 5, 1)
     assert subs[0].values["done"] is True
     assert subs[1].values["amount"] is None and subs[1].text["amount"] == "12,345.67x"

@@ -1,0 +1,413 @@
+"""XLSX (openpyxl, write-only, streamed): a workbook per form with a sheet per sub-form, users,
+groups and external lists.
+
+Files (relative to the output directory)::
+
+    <aggregate dir>/submissions.xlsx                 sheet "submissions" + one sheet per sub-form
+    <aggregate dir>/long-values/<sid>-<field>.txt    full text of any cell over 32,767 characters
+    users.xlsx, groups.xlsx (sheets groups, members), lists/<id>-<name>.xlsx
+
+Cells are real Excel values: numbers, dates, times, date-times, booleans; text is stored as text
+(never as a formula, so no formula guard is needed). Numbers with more than 15 significant digits
+(more than Excel keeps) and dates before 1900-03-01 are written as text so no digit or day is lost.
+Media cells show paths relative to the workbook and link to the file (to the submission's media
+folder when a cell holds several). The header row is frozen, columns have widths by kind.
+
+Limits: 1,048,576 rows per sheet (more continue on a sheet "<name> (2)"), 31-character sheet names
+(unique, without ``[]:*?/\\``), 32,767 characters per cell (longer text goes whole to a side file,
+the cell shows a marker with its path, linked). Characters XML 1.0 forbids (control characters,
+lone surrogates) are shown as ``\\uXXXX``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
+
+from exporter.errors import FormatError
+from exporter.model import MEDIA, FieldDef, Form, GeoPoint, Submission
+from formats.base import FormatLimits, OutputDir
+from formats.tabular import (
+    GROUP_FIELDS,
+    META,
+    ROW_INDEX,
+    SUBMISSION_ID,
+    USER_FIELDS,
+    Column,
+    escape_forbidden,
+    form_columns,
+    group_members,
+    list_item_cells,
+    list_item_columns,
+    list_item_headers,
+    media_links,
+    relative,
+    row_cells,
+    subform_columns,
+)
+
+EXCEL_MAX_ROWS = 1_048_576
+EXCEL_MAX_CELL = 32_767
+EXCEL_MAX_SHEET_NAME = 31
+EXCEL_MAX_COLUMNS = 16_384
+EXCEL_MAX_LINKS = 65_530  # hyperlinks per worksheet
+EXCEL_MAX_LINK = 2_079  # characters of a hyperlink target
+_SHEET_BAD = re.compile(r"[\[\]:*?/\\]")
+_EXCEL_MIN_DATE = dt.date(1900, 3, 1)  # before: Excel's 1900 leap-year bug, or not a date at all
+
+_WIDTH = {"text": 30, "number": 14, "date": 12, "time": 10, "datetime": 20, "boolean": 9, "geoloc": 24,
+          "media": 40, "choice": 24}
+_BOLD = Font(bold=True)
+_LINK = Font(color="0563C1", underline="single")
+
+
+_META_TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})$")
+
+
+def _meta_time(text: str) -> dt.datetime | None:
+    """A served metadata time ("YYYY-MM-DD HH:MM:SS", no offset) as a date-time Excel can sort."""
+    m = _META_TIME.match(text)
+    if not m:
+        return None
+    try:
+        when = dt.datetime(*(int(g) for g in m.groups()))
+    except ValueError:
+        return None
+    return when if when.date() >= _EXCEL_MIN_DATE else None
+
+
+_LINK_UNSAFE = re.compile(r'[\s%#?"<>\[\]^`{|}]')
+
+
+def link_target(path: str) -> str:
+    """A relative path as a hyperlink target: characters that mean something in a link (space,
+    ``#``, ``%``, ``?``...) are percent-encoded; letters stay as they are."""
+    return _LINK_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), path)
+
+
+def utf16_len(text: str) -> int:
+    """Length as Excel counts it (UTF-16 code units: an emoji counts 2)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _cut_utf16(text: str, units: int) -> str:
+    data = text.encode("utf-16-le", "surrogatepass")[: units * 2]
+    return data.decode("utf-16-le", "ignore")
+
+
+class SheetNames:
+    """Excel sheet names: at most 31 characters, none of ``[]:*?/\\``, no leading/trailing
+    apostrophe, not "History", unique without regard to case."""
+
+    def __init__(self):
+        self.used: set[str] = set()
+
+    def make(self, wanted: str) -> str:
+        base = _SHEET_BAD.sub("_", escape_forbidden(wanted)).strip("'").strip() or "sheet"
+        if base.casefold() == "history":
+            base = "_" + base
+        name, n = base[:EXCEL_MAX_SHEET_NAME], 1
+        while name.casefold() in self.used:
+            n += 1
+            suffix = f" ({n})"
+            name = base[: EXCEL_MAX_SHEET_NAME - len(suffix)] + suffix
+        self.used.add(name.casefold())
+        return name
+
+
+class _Sheet:
+    """One logical table, written to one or more worksheets (continued past the row limit)."""
+
+    def __init__(self, book: _Book, title: str, headers: list[str], widths: list[float]):
+        self.book, self.title, self.headers, self.widths = book, title, headers, widths
+        self.part = 0
+        self.ws = None
+        self.rows = 0
+        self._new_part()
+
+    def _new_part(self) -> None:
+        self.part += 1
+        title = self.title if self.part == 1 else f"{self.title[:EXCEL_MAX_SHEET_NAME - 6]} ({self.part})"
+        ws = self.book.wb.create_sheet(self.book.names.make(title))
+        ws.freeze_panes = "A2"
+        for i, w in enumerate(self.widths, 1):
+            ws.column_dimensions[get_column_letter(i)].width = w
+        cells = []
+        for h in self.headers:
+            c = WriteOnlyCell(ws, value=escape_forbidden(h)[:EXCEL_MAX_CELL])
+            c.data_type = "s"
+            c.font = _BOLD
+            cells.append(c)
+        ws.append(cells)
+        self.ws, self.rows, self.links = ws, 1, 0
+
+    def append(self, values: Iterable[Any]) -> None:
+        if self.rows >= self.book.max_rows:
+            self._new_part()
+        ws = self.ws
+        row = []
+        for v in values:
+            if isinstance(v, _Val):
+                c = WriteOnlyCell(ws, value=v.value)
+                if v.string:
+                    c.data_type = "s"
+                if v.number_format:
+                    c.number_format = v.number_format
+                # Excel keeps at most 65,530 links per sheet and 2,079 characters per link: past
+                # that the cell keeps its text (the path) without a link; this also bounds the
+                # memory openpyxl uses for links (held until the workbook is saved)
+                if v.link and self.links < self.book.max_links and len(v.link) <= EXCEL_MAX_LINK:
+                    self.links += 1
+                    c.hyperlink = v.link
+                    c.font = _LINK
+                row.append(c)
+            else:
+                row.append(v)
+        ws.append(row)
+        self.rows += 1
+
+
+class _Val:
+    __slots__ = ("link", "number_format", "string", "value")
+
+    def __init__(self, value, string=False, number_format=None, link=None):
+        self.value, self.string, self.number_format, self.link = value, string, number_format, link
+
+
+class _Book:
+    def __init__(self, max_rows: int, max_links: int = 65_530):
+        self.wb = Workbook(write_only=True)
+        self.names = SheetNames()
+        self.max_rows = max_rows
+        self.max_links = max_links
+
+    def sheet(self, title: str, headers: list[str], widths: list[float] | None = None) -> _Sheet:
+        if widths is None:
+            widths = [min(max(len(h) + 2, 12), 60) for h in headers]
+        return _Sheet(self, title, headers, widths)
+
+
+class XlsxWriter:
+    key = "xlsx"
+    description = ("XLSX workbooks: one per form (a sheet per sub-form) with real numbers, dates and "
+                   "booleans, links to media; users, groups and each external list")
+    #: Excel's limits; tests lower ``max_rows`` on a subclass
+    max_rows = EXCEL_MAX_ROWS
+    max_links = EXCEL_MAX_LINKS
+    max_columns = EXCEL_MAX_COLUMNS
+    max_cell_chars = EXCEL_MAX_CELL
+    limits = FormatLimits(max_cell_chars=EXCEL_MAX_CELL, max_rows_per_sheet=EXCEL_MAX_ROWS,
+                          max_sheet_name=EXCEL_MAX_SHEET_NAME)
+
+    def __init__(self, out: OutputDir, options: dict):
+        self.out = out
+        self.options = options
+        self._form: Form | None = None
+        self._book: _Book | None = None
+        self._book_rel = ""
+        self._main: _Sheet | None = None
+        self._main_cols: list[Column] = []
+        self._subs: list[tuple[FieldDef, list[Column], _Sheet]] = []
+        self._people: dict[str, Any] = {}
+        self._account_seen = False
+
+    # ---- cells -------------------------------------------------------------------------
+    def _text(self, text: str, base: str, long_name: str, link: str | None = None) -> _Val:
+        text = escape_forbidden(text)
+        if len(text) * 2 <= self.max_cell_chars or utf16_len(text) <= self.max_cell_chars:
+            if link is None and not text.startswith("="):
+                return text  # openpyxl stores a str as text unless it starts with "="
+            return _Val(text, string=True, link=link)
+        rel = "/".join(p for p in (base, "long-values", self.out.safe(long_name + ".txt")) if p)
+        with self.out.atomic(rel, "wb") as fh:
+            fh.write(text.encode("utf-8", "backslashreplace"))
+        target = relative(rel, base)
+        marker = f"[cut: {len(text)} characters, full text in {target}] "
+        room = max(0, self.max_cell_chars - utf16_len(marker))
+        shown = _cut_utf16(marker + _cut_utf16(text, room), self.max_cell_chars)
+        return _Val(shown, string=True, link=link_target(target))
+
+    def _cell(self, value, text: str | None, base: str, long_name: str,
+              links: list[tuple[str, str]] | None = None) -> Any:
+        if value is None:
+            return self._text(text, base, long_name) if text else None
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, Decimal):
+            if value.is_finite() and len(value.as_tuple().digits) <= 15 and -300 < value.adjusted() < 300:
+                return int(value) if value == value.to_integral_value() else float(value)
+            return self._text(str(value) if not value.is_finite() else format(value, "f"), base, long_name)
+        if isinstance(value, (dt.date, dt.time)):  # openpyxl gives dates, times, date-times a format
+            day = value.date() if isinstance(value, dt.datetime) else value
+            if isinstance(day, dt.date) and day < _EXCEL_MIN_DATE:
+                return self._text(value.isoformat(), base, long_name)
+            return value
+        if isinstance(value, GeoPoint):
+            return f"{value.latitude},{value.longitude}"
+        if isinstance(value, tuple):
+            if not value:
+                return None
+            if links is None:
+                return self._text("; ".join(value), base, long_name)
+            paths = [p for _, p in links]
+            target = paths[0] if len(paths) == 1 else paths[0].rpartition("/")[0] + "/"
+            return self._text("; ".join(paths), base, long_name, link=link_target(target))
+        return self._text(str(value), base, long_name)
+
+    def _row(self, form: Form, sub: Submission, cols: list[Column], base: str, sf: FieldDef | None = None,
+             row=None) -> list:
+        out = []
+        for col, value, text in row_cells(cols, sub, row):
+            if col.source == ROW_INDEX:
+                out.append(value)
+                continue
+            if col.source == META and value and col.key.endswith("_time"):
+                when = _meta_time(value)
+                if when is not None:
+                    out.append(when)
+                    continue
+            if col.source == SUBMISSION_ID:
+                out.append(self._text(sub.id, base, f"{sub.id}-id"))
+                continue
+            links = None
+            if col.field is not None and col.field.kind == MEDIA:
+                links = media_links(self.out, form, sub, col.key, value, base,
+                                    sf.name if sf else None, row.index if row else None)
+            where = f"{sub.id}-{sf.name}-{row.index}-{col.key}" if sf else f"{sub.id}-{col.header}"
+            out.append(self._cell(value, text, base, where, links))
+        return out
+
+    @staticmethod
+    def _widths(cols: list[Column]) -> list[float]:
+        out = []
+        for c in cols:
+            base = _WIDTH.get(c.kind, 20) if c.field is not None else (12 if c.source != "meta" else 20)
+            out.append(min(max(len(c.header) + 2, base), 60))
+        return out
+
+    # ---- records -----------------------------------------------------------------------
+    def write(self, record) -> None:
+        kind = record.kind
+        if kind == "account":
+            self._account_seen = True
+        elif kind == "user":
+            self._open_people()
+            self._people["users"].append(
+                [self._cell(getattr(record, k), getattr(record, k), "", f"user-{record.id}-{k}")
+                 if k != "admin" else record.admin for k in USER_FIELDS])
+        elif kind == "group":
+            self._open_people()
+            self._people["groups"].append([self._cell(v, v, "", f"group-{record.id}")
+                                           for v in (record.id, record.name, record.parent_id)])
+            for member in group_members(record):
+                self._people["members"].append([_Val(escape_forbidden(v), string=True) for v in member])
+        elif kind == "list":
+            self._write_list(record)
+        elif kind == "form":
+            self._finish_form()
+            self._start_form(record)
+        elif kind == "submission":
+            self._write_submission(record)
+        elif kind == "checkpoint" and self._form is not None and record.form_id == self._form.id:
+            self._finish_form()
+
+    def _open_people(self) -> None:
+        if self._people:
+            return
+        ub, gb = _Book(self.max_rows, self.max_links), _Book(self.max_rows, self.max_links)
+        self._people = {
+            "users_book": ub, "groups_book": gb,
+            "users": ub.sheet("users", list(USER_FIELDS)),
+            "groups": gb.sheet("groups", list(GROUP_FIELDS)),
+            "members": gb.sheet("members", ["group_id", "user_id", "role"]),
+        }
+
+    def _write_list(self, lst) -> None:
+        levels, cols = list_item_columns(lst.parsed_items())
+        book = _Book(self.max_rows, self.max_links)
+        headers = ["index", "line", *list_item_headers(levels, cols)]
+        sheet = book.sheet(lst.name or lst.id, headers, [8, 40] + [24] * (len(headers) - 2))
+        for item in lst.parsed_items():
+            sheet.append([item.index, self._cell(item.line, item.line, "lists", f"{lst.id}-{item.index}")]
+                         + [self._cell(v, v, "lists", f"{lst.id}-{item.index}-cell") if v else None
+                            for v in list_item_cells(item, levels, cols)])
+        rel = "lists/" + self.out.safe(f"{lst.id}-{lst.name}") + ".xlsx"
+        with self.out.atomic(rel, "wb") as fh:
+            book.wb.save(fh)
+
+    def _start_form(self, form: Form) -> None:
+        main_cols = form_columns(form)
+        widest = max([len(main_cols)] + [len(sf.children) + 2 for sf in form.subforms()])
+        if widest > self.max_columns:
+            raise FormatError(f"{widest} columns, more than the {self.max_columns} an Excel sheet holds "
+                              "(use csv, json or a database for this form)", context=f"form {form.id} ({form.name})")
+        self._form, self._main_cols = form, main_cols
+        agg = self.out.aggregate_dir(form)
+        self._book_rel = f"{agg}/submissions.xlsx"
+        self._book = _Book(self.max_rows, self.max_links)
+        self._main = self._book.sheet("submissions", [c.header for c in self._main_cols],
+                                      self._widths(self._main_cols))
+        self._subs = []
+        for sf in form.subforms():
+            cols = subform_columns(sf)
+            self._subs.append((sf, cols, self._book.sheet(sf.name, [c.header for c in cols], self._widths(cols))))
+        self._fields_sheet(form)
+
+    def _fields_sheet(self, form: Form) -> None:
+        """A sheet describing every column: the field's caption, type and kind."""
+        sheet = self._book.sheet("fields", ["sheet", "column", "field", "caption", "type", "kind", "required",
+                                            "list_id"], [20, 24, 24, 40, 12, 10, 9, 9])
+        base = self.out.aggregate_dir(form)
+        tables = [(self._main, self._main_cols, {f.name: f for f in form.value_fields()})]
+        tables += [(sh, cols, {c.name: c for c in sf.children}) for sf, cols, sh in self._subs]
+        for sh, cols, by_name in tables:
+            for c in cols:
+                f = by_name.get(c.key) if c.field is not None else None
+                sheet.append([self._cell(v, v, base, "fields") if isinstance(v, str) else v for v in (
+                    sh.ws.title, c.header, c.key if f else None, f.caption if f else None, f.type if f else None,
+                    c.kind, f.required if f else None, f.list_id if f else None)])
+
+    def _finish_form(self) -> None:
+        if self._book is not None:
+            path = self.out.pending_path(self._book_rel)
+            self._save(self._book, path, self._book_rel)
+            self.out.finish(self._book_rel)
+        self._book, self._main, self._subs, self._form = None, None, [], None
+
+    @staticmethod
+    def _save(book: _Book, path, rel: str) -> None:
+        try:
+            book.wb.save(path)
+        except (ValueError, TypeError) as e:  # openpyxl refusing a value
+            raise FormatError(f"cannot write workbook: {e}", context=rel) from None
+
+    def _write_submission(self, sub: Submission) -> None:
+        form = self._form
+        if form is None or sub.form_id != form.id:
+            raise FormatError("submission arrived before its form definition",
+                              context=f"form {sub.form_id} submission {sub.id}")
+        base = self.out.aggregate_dir(form)
+        self._main.append(self._row(form, sub, self._main_cols, base))
+        for sf, cols, sheet in self._subs:
+            for row in sub.subforms.get(sf.name, []):
+                sheet.append(self._row(form, sub, cols, base, sf, row))
+
+    # ---- end ---------------------------------------------------------------------------
+    def close(self, ok: bool) -> None:
+        if not ok:
+            return  # pending files are discarded by the sink
+        self._finish_form()
+        if self._account_seen:
+            self._open_people()
+        if self._people:
+            for key, rel in (("users_book", "users.xlsx"), ("groups_book", "groups.xlsx")):
+                path = self.out.pending_path(rel)
+                self._save(self._people[key], path, rel)
+                self.out.finish(rel)
