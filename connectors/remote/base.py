@@ -1,7 +1,8 @@
 """The one small interface every remote implements, and its optional abilities.
 
 Required (``Remote``): ``stat``, ``put``, ``mkdir``, ``rename``, ``delete``. Optional abilities are
-separate protocols detected at run time (``ChunkedRemote`` for resumable upload sessions); no remote
+separate protocols detected at run time (``ChunkedRemote`` for resumable upload sessions,
+``ReadableRemote`` to read a small file back); no remote
 stubs what it cannot do. Each remote declares its limits as ``Capabilities`` (path length, forbidden
 characters, largest simple upload, checksum kind), which the remote sink reads to plan names and
 uploads. Paths are POSIX-style, relative to the remote root given in the URL.

@@ -21,14 +21,15 @@ import ftplib
 import posixpath
 import socket
 import ssl
-from typing import BinaryIO, Callable, TypeVar
+from collections.abc import Callable
+from typing import BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
 
 from .base import RemoteStat
-from .sink import read_secret, refuse_plain_secrets
+from .sink import opt_bool, opt_int, read_secret, refuse_plain_secrets
 
 T = TypeVar("T")
 BLOCK = 64 * 1024
@@ -65,6 +66,7 @@ class FtpRemote:
         )
         self._ftp: ftplib.FTP | None = None
         self._size_ok = True
+        self._dirs: set[str] = set()  # folders known to exist
 
     def __repr__(self) -> str:
         return f"FtpRemote({self.name})"
@@ -88,7 +90,7 @@ class FtpRemote:
             ftp.set_pasv(self.passive)
             ftp.voidcmd("TYPE I")
             home = ftp.pwd()
-        except BaseException as e:
+        except Exception as e:  # noqa: BLE001 - translated into our error tree just below
             with contextlib.suppress(Exception):
                 ftp.close()
             raise self._translate(e, "connect") from None
@@ -115,7 +117,7 @@ class FtpRemote:
         self.connect()
         try:
             return fn(self._ftp)
-        except BaseException as e:
+        except Exception as e:  # noqa: BLE001 - translated into our error tree just below
             err = self._translate(e, what)
             if isinstance(err, TransientSinkError):
                 self._drop()
@@ -213,6 +215,8 @@ class FtpRemote:
             current = ""
             for p in parts:
                 current = f"{current}/{p}"
+                if current in self._dirs:
+                    continue
                 try:
                     ftp.mkd(current)
                 except ftplib.error_perm as e:
@@ -222,6 +226,7 @@ class FtpRemote:
                         ftp.cwd(current)
                     except ftplib.error_perm:
                         raise e from None
+                self._dirs.add(current)
 
         self._call(f"create folder {target}", mkdirs)
 
@@ -280,22 +285,13 @@ def create_remote(url: str, options: dict) -> FtpRemote:
         tested="pyftpdlib server on loopback (FTP and FTPS with a generated certificate)",
     )
     caps = Capabilities(
-        max_path_length=_opt_int(options, "max_path_length", defaults.max_path_length),
-        max_name_length=_opt_int(options, "max_name_length", defaults.max_name_length),
+        max_path_length=opt_int(options, "max_path_length", defaults.max_path_length),
+        max_name_length=opt_int(options, "max_name_length", defaults.max_name_length),
         forbidden_chars=str(options.get("forbidden_chars") or ""),
-        case_insensitive=bool(options.get("case_insensitive", False)),
+        case_insensitive=opt_bool(options.get("case_insensitive", False)),
         rename=True, checksum=None, streaming=True, tested=defaults.tested,
     )
     return FtpRemote(parts.hostname, port, user, password, path, tls=scheme == "ftps",
                      ca_file=options.get("ca_file"), timeout=float(options.get("timeout", 60)),
-                     passive=bool(options.get("passive", True)), capabilities=caps, relative_root=relative)
+                     passive=opt_bool(options.get("passive", True)), capabilities=caps, relative_root=relative)
 
-
-def _opt_int(options: dict, key: str, default: int | None) -> int | None:
-    value = options.get(key, default)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"option {key} must be a whole number, not {value!r}") from None

@@ -24,7 +24,12 @@ SFTP give cheaply). The manifest is written at the end of every run, also a fail
 records files that really are on the remote), through a ``.partial`` + rename.
 
 Incremental state: cursors from ``Checkpoint`` records are kept in ``.exporter-state.json`` at the
-remote root, written only by a successful ``close``; a failed run never advances it.
+remote root, written only by a successful ``close``; a failed run never advances it. State and
+manifest are read back with ``get`` (``ReadableRemote``); a remote without it works without them.
+
+Every remote call goes through ``exporter.retry.retry_call`` (option ``retries``, default 5);
+a remote that already retries each call itself says so with ``retries_itself = True``.
+Options: ``retries``, ``retry_base_delay``, ``retry_max_delay``, ``chunk_size``, ``staging_dir``.
 """
 from __future__ import annotations
 
@@ -34,12 +39,13 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from exporter import secrets
 from exporter.errors import ConfigError, ExporterError, SinkError
 from exporter.naming import safe_filename, short_hash
 from exporter.retry import retry_call
@@ -95,10 +101,12 @@ class RemoteSink:
             tested=remote.capabilities.tested or "real servers on loopback",
         )
         self._inner_factory = inner_factory or _default_inner
-        self.attempts = int(self.options.get("retries", 5)) + 1
-        self.base_delay = float(self.options.get("retry_base_delay", 0.5))
-        self.max_delay = float(self.options.get("retry_max_delay", 30.0))
-        self.chunk_size = int(self.options.get("chunk_size", DEFAULT_CHUNK))
+        self.attempts = (opt_int(self.options, "retries", 5) or 0) + 1
+        if getattr(remote, "retries_itself", False):
+            self.attempts = 1  # the remote already retries each call: do not multiply attempts
+        self.base_delay = _opt_float(self.options, "retry_base_delay", 0.5)
+        self.max_delay = _opt_float(self.options, "retry_max_delay", 30.0)
+        self.chunk_size = opt_int(self.options, "chunk_size", DEFAULT_CHUNK) or DEFAULT_CHUNK
         self.stats = UploadStats()
         self.inner = None
         self.staging: Path | None = None
@@ -113,6 +121,7 @@ class RemoteSink:
         self._pending_cursors: dict[str, str | None] = {}
         self._committed_cursors: dict[str, str | None] = {}
         self._run_id = ""
+        self._renamed: set[str] = set()
 
     def __repr__(self) -> str:
         return f"RemoteSink({self.name})"
@@ -144,8 +153,8 @@ class RemoteSink:
     def _write_small(self, path: str, data: bytes, attempts: int | None = None) -> None:
         tmp = self._partial_name(path, hashlib.sha256(data).hexdigest())
         if self.capabilities.rename:
-            self._retry(lambda: self.remote.put(tmp, io.BytesIO(data), len(data)), f"upload {tmp}", attempts)
             self._partials.add(tmp)
+            self._retry(lambda: self.remote.put(tmp, io.BytesIO(data), len(data)), f"upload {tmp}", attempts)
             self._retry(lambda: self._rename(tmp, path, len(data)), f"rename {tmp}", attempts)
             self._partials.discard(tmp)
         else:
@@ -165,7 +174,9 @@ class RemoteSink:
                 continue
             if any(c in forbidden for c in comp) or len(comp.encode("utf-8")) > max_name:
                 new = safe_filename(comp, max_bytes=max_name, forbidden=forbidden)
-                log.info("%s: %r renamed to %r for %s", rel, comp, new, self.name)
+                if comp not in self._renamed:
+                    self._renamed.add(comp)
+                    log.info("%r is stored as %r on %s (forbidden characters or too long)", comp, new, self.name)
                 comp = new
             parts.append(comp)
         return "/".join(parts)
@@ -288,10 +299,10 @@ class RemoteSink:
             log.warning("%s: could not remove %s: %s", self.name, tmp, e)
 
     def _remember(self, remote_rel: str, size: int, sha: str) -> None:
-        if self._manifest is not None:
-            if self._manifest.get(remote_rel) != {"size": size, "sha256": sha}:
-                self._manifest[remote_rel] = {"size": size, "sha256": sha}
-                self._manifest_dirty = True
+        entry = {"size": size, "sha256": sha}
+        if self._manifest is not None and self._manifest.get(remote_rel) != entry:
+            self._manifest[remote_rel] = entry
+            self._manifest_dirty = True
 
     def _upload_new(self) -> None:
         out = self.inner.out
@@ -346,17 +357,17 @@ class RemoteSink:
     # ---- Sink protocol -------------------------------------------------------------------
     def open(self, ctx: RunContext) -> None:
         self._run_id = ctx.run_id
-        root = getattr(self.remote, "root", "") or ""
-        caps = self.capabilities
-        if caps.max_path_length is not None and len(root) + 1 >= caps.max_path_length:
-            raise SinkError(f"destination folder {root!r} is already as long as {self.name} allows "
-                            f"({caps.max_path_length} characters)")
         staging_parent = self.options.get("staging_dir")
         if staging_parent:
             Path(staging_parent).mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(prefix="exporter-remote-", dir=staging_parent))
         try:
             self._connect()  # a remote creates its root folder when it connects
+            root = str(getattr(self.remote, "root", "") or "")
+            limit = self.capabilities.max_path_length
+            if limit is not None and len(root) + 1 >= limit:
+                raise SinkError(f"destination folder {root!r} is already as long as {self.name} allows "
+                                f"({limit} characters)")
             self._load_manifest()
             self.inner = self._inner_factory(self.staging, self.options)
             self.inner.open(ctx)
@@ -436,18 +447,33 @@ def refuse_plain_secrets(options: dict, scheme: str) -> None:
 
 
 def read_secret(options: dict, base: str, what: str) -> str | None:
-    """A secret from ``<base>_env`` (name of an environment variable) or ``<base>_file``."""
+    """A secret from ``<base>_env`` (name of an environment variable) or ``<base>_file``; None
+    when neither option is given. The value is registered for masking in logs and messages."""
     env = options.get(f"{base}_env")
     path = options.get(f"{base}_file")
-    if env:
-        value = os.environ.get(env)
-        if value is None:
-            raise ConfigError(f"{what}: environment variable {env} is not set")
-        return value
-    if path:
-        try:
-            with open(os.path.expanduser(path), encoding="utf-8") as fh:
-                return fh.read().rstrip("\r\n")
-        except OSError as e:
-            raise ConfigError(f"{what}: cannot read {path}: {e.strerror}") from None
-    return None
+    if not env and not path:
+        return None
+    return secrets.read_secret(env=env, file=path, what=f"{base.replace('_', ' ')} for {what}")
+
+
+def opt_bool(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def opt_int(options: dict, key: str, default: int | None) -> int | None:
+    value = options.get(key, default)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"option {key} must be a whole number, not {value!r}") from None
+
+
+def _opt_float(options: dict, key: str, default: float) -> float:
+    try:
+        return float(options.get(key, default))
+    except (TypeError, ValueError):
+        raise ConfigError(f"option {key} must be a number, not {options.get(key)!r}") from None

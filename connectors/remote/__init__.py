@@ -1,0 +1,54 @@
+"""Remote destinations: FTP/FTPS, SFTP, Dropbox, SharePoint.
+
+Every remote implements the small interface of ``connectors.remote.base`` and is driven by one
+generic ``RemoteSink`` (``connectors.remote.sink``): the files sink writes the chosen formats and the
+media into a local staging folder, and what it publishes is uploaded (``.partial`` + rename,
+identical files skipped, retries with backoff). ``create_sink(url, options)`` picks the remote from
+the URL scheme and imports its driver only then.
+"""
+from __future__ import annotations
+
+import importlib
+
+from exporter.errors import ConfigError
+from exporter.registry import scheme_of
+
+#: URL scheme -> "module:factory" building the remote as ``factory(url, options)``
+REMOTES: dict[str, str] = {
+    "ftp": "connectors.remote.ftp_remote:create_remote",
+    "ftps": "connectors.remote.ftp_remote:create_remote",
+    "sftp": "connectors.remote.sftp_remote:create_remote",
+    "dropbox": "connectors.remote.dropbox_remote:create_remote",
+    "sharepoint": "connectors.remote.sharepoint_remote:create_remote",
+}
+
+#: pip extra that brings each remote's driver
+_EXTRAS = {"sftp": "sftp", "dropbox": "dropbox", "sharepoint": "sharepoint"}
+
+
+def create_remote(url: str, options: dict | None = None):
+    scheme = scheme_of(url)
+    target = REMOTES.get(scheme or "")
+    if target is None:
+        raise ConfigError(f"not a remote URL: {url!r} (known: {', '.join(f'{s}://' for s in REMOTES)})")
+    module, _, attr = target.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            raise ConfigError(f"{scheme}:// is not available in this version") from None
+        extra = _EXTRAS.get(scheme)
+        hint = f" (pip install 'exporter[{extra}]')" if extra else ""
+        raise ConfigError(f"{scheme}:// needs a package that is not installed: {e.name}{hint}") from None
+    return factory(url, dict(options or {}))
+
+
+def create_sink(url: str, options: dict | None = None):
+    """The registry's factory for every remote scheme: a ``RemoteSink`` over the remote."""
+    from .sink import RemoteSink
+
+    options = dict(options or {})
+    return RemoteSink(create_remote(url, options), options)
+
+
+__all__ = ["REMOTES", "create_remote", "create_sink"]
