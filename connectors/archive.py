@@ -35,7 +35,10 @@ from exporter.capabilities import Capabilities
 from exporter.errors import ArchiveError, BadAnswerError, ConfigError, NotFoundError
 from exporter.fsutil import FILE_MODE
 from exporter.model import (
-    Account, Checkpoint, ExternalList, Form, Group, Media, Submission, User,
+    Account,
+    Checkpoint,
+    Form,
+    Media,
 )
 from exporter.naming import safe_filename
 from exporter.records import parse_form, parse_group, parse_list, parse_submission, parse_user
@@ -323,7 +326,7 @@ class ArchiveSink:
         else:
             self._tmp = tempfile.mkdtemp(prefix="." + self.target.name + ".", suffix=".partial",
                                          dir=self.target.parent)
-        self._exported_at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._exported_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _open_file(self, rel: str) -> IO[bytes]:
         if self.zip:

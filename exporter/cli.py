@@ -5,8 +5,8 @@ with ``--debug``. The core never imports click; this module turns core errors in
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -95,16 +95,20 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool, debug: bool) -> None:
 def source_options(fn):
     opts = [
         click.option("--source", "-s", required=True, metavar="URL|ARCHIVE",
-                     help="Web-service base URL (https://forms.kizeo.com/rest/v3) or an account archive (directory or .zip)."),
+                     help="Web-service base URL (https://forms.kizeo.com/rest/v3) "
+                          "or an account archive (directory or .zip)."),
         click.option("--token-env", metavar="NAME", help="Environment variable holding the API token."),
         click.option("--token-file", type=click.Path(dir_okay=False), metavar="PATH", help="File holding the API token."),
         click.option("--login-env", metavar="PREFIX",
-                     help="Legacy POST /login with PREFIX_USER, PREFIX_PASSWORD and PREFIX_COMPANY from the environment (renewed before expiry)."),
+                     help="Legacy POST /login with PREFIX_USER, PREFIX_PASSWORD and PREFIX_COMPANY "
+                          "from the environment (renewed before expiry)."),
         click.option("--form", "forms", multiple=True, metavar="ID", help="Only this form (repeatable). Default: every form."),
         click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True,
                      help="Parallel requests for submissions and media."),
-        click.option("--timezone", metavar="IANA", help="Account time zone (e.g. Europe/Paris), recorded with the data; served times have no offset."),
-        click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="CA bundle for TLS verification (verification is always on)."),
+        click.option("--timezone", metavar="IANA",
+                     help="Account time zone (e.g. Europe/Paris), recorded with the data; served times have no offset."),
+        click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False),
+                     help="CA bundle for TLS verification (verification is always on)."),
         click.option("--timeout", type=float, default=120.0, show_default=True, help="Read timeout per request, in seconds."),
     ]
     for o in reversed(opts):
@@ -162,7 +166,8 @@ def _print_summary(obj: _Ctx, summary, sinks) -> None:
               help="Seconds re-read before a stored cursor, so nothing on the boundary is missed.")
 @click.option("--to-password-env", metavar="NAME", help="Environment variable holding the destination password.")
 @click.option("--to-password-file", type=click.Path(dir_okay=False), help="File holding the destination password.")
-@click.option("--to-url-env", metavar="NAME", help="Environment variable holding a whole destination URL (password included); used as one more --to.")
+@click.option("--to-url-env", metavar="NAME",
+              help="Environment variable holding a whole destination URL (password included); used as one more --to.")
 @click.option("--media-in-db", is_flag=True, help="SQL destinations: also store media bytes as BLOBs.")
 @click.option("--option", "-o", "raw_options", multiple=True, metavar="KEY=VALUE",
               help="Destination or format option (repeatable), e.g. -o csv_delimiter=';' -o csv_bom=true -o known_hosts=PATH.")
@@ -272,7 +277,8 @@ def verify(ctx, path):
     """
 
     def go():
-        from connectors.archive import ArchiveReader, verify as verify_archive
+        from connectors.archive import ArchiveReader
+        from connectors.archive import verify as verify_archive
 
         problems = verify_archive(path)
         if problems:
@@ -363,6 +369,7 @@ def demo(ctx, out, formats):
         from .sinks import RunContext
 
         out_p = Path(out).resolve()
+        out_p.mkdir(parents=True, exist_ok=True)
         fmt = tuple(f.strip() for f in formats.split(",")) if formats else tuple(known_formats())
         src = ArchiveSource(sample_data_path())
         db = out_p / "demo.db"
@@ -371,10 +378,27 @@ def demo(ctx, out, formats):
                       progress=_progress(ctx.obj))
         _print_summary(ctx.obj, summary, sinks)
         click.echo(f"\nSQLite database: {db}")
-        click.echo(f"  try: sqlite3 {db} '.tables'")
-        click.echo(f"Files ({', '.join(fmt)}): {out_p / 'files'}")
-        for p in sorted((out_p / "files").glob("*"))[:12]:
-            click.echo(f"  {p.relative_to(out_p)}{'/' if p.is_dir() else ''}")
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+            for t in tables:
+                n = con.execute(f'SELECT COUNT(*) FROM "{t.replace(chr(34), chr(34) * 2)}"').fetchone()[0]
+                click.echo(f"  {t:<40} {n:>6} rows")
+        click.echo(f"  try: sqlite3 {db} 'SELECT * FROM \"{tables[0] if tables else ''}\" LIMIT 5'")
+        files_root = out_p / "files"
+        click.echo(f"\nFiles ({', '.join(fmt)}): {files_root}")
+        for p in sorted(files_root.iterdir()):
+            if p.name.startswith("."):
+                continue
+            if p.is_dir():
+                n = sum(1 for q in p.rglob("*") if q.is_file())
+                click.echo(f"  {p.name}/{'':<{max(0, 38 - len(p.name))}} {n:>6} files")
+            else:
+                click.echo(f"  {p.name}")
+        for form_dir in sorted((files_root / "forms").iterdir()) if (files_root / "forms").is_dir() else []:
+            click.echo(f"  forms/{form_dir.name}/: " + ", ".join(sorted(
+                q.name + ("/" if q.is_dir() else "") for q in form_dir.iterdir())))
 
     _run_guarded(ctx, go)
 

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, BinaryIO, Callable, Iterator, Union
+from typing import BinaryIO, Callable, Iterator
 
 # --------------------------------------------------------------------------------------------
 # Field kinds: the service's field type mapped onto the value type we store.
@@ -60,7 +60,7 @@ class GeoPoint:
 
 
 #: a typed value: what ``Submission.values`` holds
-Value = Union[None, str, Decimal, dt.date, dt.time, dt.datetime, bool, GeoPoint, tuple]
+Value = None | str | Decimal | dt.date | dt.time | dt.datetime | bool | GeoPoint | tuple
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class FieldDef:
     subtype: str | None = None
     required: bool = False
     list_id: str | None = None
-    children: tuple["FieldDef", ...] = ()  # sub-form fields (kind == SUBFORM)
+    children: tuple[FieldDef, ...] = ()  # sub-form fields (kind == SUBFORM)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -279,7 +279,7 @@ class Media:
 
     @classmethod
     def spooled(cls, ref: MediaRef, content_type: str, chunks: Iterator[bytes],
-                max_memory: int = 1 << 20) -> "Media":
+                max_memory: int = 1 << 20) -> Media:
         """Spool a byte stream to a temporary file (in memory up to ``max_memory``), hashing it."""
         spool = tempfile.SpooledTemporaryFile(max_size=max_memory)
         h = hashlib.sha256()
@@ -300,7 +300,7 @@ class Media:
 
     @classmethod
     def from_path(cls, ref: MediaRef, content_type: str, path: str,
-                  size: int | None = None, sha256: str | None = None) -> "Media":
+                  size: int | None = None, sha256: str | None = None) -> Media:
         return cls(ref, content_type, lambda: open(path, "rb"), size=size, sha256=sha256)
 
 
@@ -342,4 +342,4 @@ class Checkpoint:
     kind = "checkpoint"
 
 
-Record = Union[Account, User, Group, ExternalList, Form, Submission, Media, Checkpoint]
+Record = Account | User | Group | ExternalList | Form | Submission | Media | Checkpoint

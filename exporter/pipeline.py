@@ -51,7 +51,7 @@ class RunSummary:
 
 
 def new_run_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def merged_state(sinks: Sequence) -> dict[str, str | None]:
@@ -120,7 +120,7 @@ def run(
         start_state = state if state is not None else (merged_state(sinks) if ctx.mode == "cursor" else {})
         for batch in batches(source.records(start_state), batch_size, batch_bytes):
             for s in sinks:
-                _guard(s, "write", lambda s=s: s.write(batch))
+                _guard(s, "write", lambda s=s, b=batch: s.write(b))
             for s in sinks:
                 _guard(s, "commit", s.commit)
             source.acknowledge(batch)

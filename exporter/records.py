@@ -12,8 +12,26 @@ from typing import Any, Iterable
 
 from .errors import BadAnswerError
 from .model import (
-    BOOLEAN, CHOICE, DATE, DATETIME, GEOLOC, LAYOUT, MEDIA, META_KEYS, NUMBER, SUBFORM, TIME,
-    ExternalList, FieldDef, Form, GeoPoint, Group, MediaRef, Submission, SubformRow, User, Value,
+    BOOLEAN,
+    DATE,
+    DATETIME,
+    GEOLOC,
+    LAYOUT,
+    MEDIA,
+    META_KEYS,
+    NUMBER,
+    SUBFORM,
+    TIME,
+    ExternalList,
+    FieldDef,
+    Form,
+    GeoPoint,
+    Group,
+    MediaRef,
+    SubformRow,
+    Submission,
+    User,
+    Value,
     kind_of,
 )
 

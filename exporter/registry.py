@@ -75,7 +75,7 @@ for _e in _BUILTINS:
 def _load_plugins() -> None:
     try:
         eps = metadata.entry_points(group="exporter.sinks")
-    except Exception:  # pragma: no cover - broken environment
+    except Exception:  # noqa: BLE001 # pragma: no cover - broken environment
         return
     for ep in eps:
         if ep.name not in SINKS:

@@ -20,14 +20,14 @@ def test_sample_data_verifies(sample_archive):
     c = m["counts"]
     assert c["forms"] >= 3 and 40 <= c["submissions"] <= 60 and c["media"] > 0
     assert c["users"] >= 5 and c["groups"] >= 3 and c["lists"] == 2
-    forms = [json.loads(l) for l in open(sample_archive / "forms.jsonl")]
+    forms = [json.loads(line) for line in open(sample_archive / "forms.jsonl")]
     defs = [json.load(open(sample_archive / "forms" / f["id"] / "form.json")) for f in forms]
     assert any(any(fd.get("type") == "subform" for fd in d["fields"].values()) for d in defs)
-    media = [json.loads(l) for f in forms if (sample_archive / "forms" / f["id"] / "media.jsonl").exists()
-             for l in open(sample_archive / "forms" / f["id"] / "media.jsonl")]
+    media = [json.loads(line) for f in forms if (sample_archive / "forms" / f["id"] / "media.jsonl").exists()
+             for line in open(sample_archive / "forms" / f["id"] / "media.jsonl")]
     kinds = {m["content_type"] for m in media}
     assert {"image/jpeg", "image/png"} <= kinds
-    groups = [json.loads(l) for l in open(sample_archive / "groups.jsonl")]
+    groups = [json.loads(line) for line in open(sample_archive / "groups.jsonl")]
     assert any(g.get("parent_group_id") for g in groups)  # nested groups
 
 

@@ -1,5 +1,4 @@
 """The command line: exit codes, one-line errors, every command's --help."""
-import json
 import shutil
 
 import pytest

@@ -86,9 +86,10 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
     src = "fake web service (HTTP)" if a.web else "archive"
     print(f"\nsource: {src}; sinks: SQLite + files ({a.formats}); media: tiny images")
-    print("| submissions | exporter s | exporter sub/s | exporter peak RSS MiB | baseline replay sub/s | baseline peak RSS MiB | ratio |")
+    print("| submissions | exporter s | exporter sub/s | exporter peak RSS MiB "
+          "| baseline replay sub/s | baseline peak RSS MiB | ratio |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
-    for n, secs, rate, peak, bs, brate, bmb in rows:
+    for n, secs, rate, peak, _bs, brate, bmb in rows:
         print(f"| {n} | {secs:.1f} | {rate:.0f} | {peak:.0f} | {brate:.0f} | {bmb:.0f} | {rate / brate:.2f}x |")
 
 

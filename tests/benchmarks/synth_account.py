@@ -40,7 +40,8 @@ USERS = [
 
 GROUPS = [
     {"id": "10", "name": "Entreprise", "parent_group_id": None, "users": [], "leaders": ["101"], "children": ["11", "12"]},
-    {"id": "11", "name": "Direction technique", "parent_group_id": "10", "users": ["101", "106"], "leaders": ["101"], "children": []},
+    {"id": "11", "name": "Direction technique", "parent_group_id": "10", "users": ["101", "106"], "leaders": ["101"],
+     "children": []},
     {"id": "12", "name": "Région Nord", "parent_group_id": "10", "users": ["102", "104"], "leaders": ["102"], "children": ["13"]},
     {"id": "13", "name": "Équipe Lille", "parent_group_id": "12", "users": ["103", "105"], "leaders": ["103"], "children": []},
 ]

@@ -1,7 +1,6 @@
 """The files sink: layout, atomic publication, re-runs, hostile names, incremental runs."""
 import hashlib
 import json
-import os
 
 import pytest
 
@@ -63,7 +62,7 @@ def test_failed_run_publishes_nothing(sample_archive, tmp_path):
 
     class Dies(ArchiveSource):
         def records(self, state=None):
-            for i, r in enumerate(super().records(state)):
+            for r in super().records(state):
                 if r.kind == "submission" and r.id == "800003":
                     raise OSError("network gone")
                 yield r

@@ -1,0 +1,37 @@
+"""Meta-tests: packaging lists every package, the README documents every destination and command."""
+import tomllib
+from pathlib import Path
+
+from exporter.cli import cli
+from exporter.docs import readme_is_current
+from exporter.registry import SINKS
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text("utf-8")
+
+
+def test_every_package_is_packaged():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {p.parent.relative_to(ROOT).as_posix().replace("/", ".")
+             for top in ("exporter", "connectors", "formats") for p in (ROOT / top).rglob("__init__.py")}
+    assert found - listed == set(), "add these packages to pyproject.toml [tool.setuptools] packages"
+
+
+def test_readme_destination_table_is_generated_from_the_registry():
+    assert readme_is_current(ROOT / "README.md"), "run: python -m exporter.docs and paste into README.md"
+
+
+def test_readme_documents_every_command_and_sink():
+    for name in cli.commands:
+        assert f"exporter {name}" in README, f"README does not mention `exporter {name}`"
+    for key in SINKS:
+        assert f"`{key}`" in README
+
+
+def test_every_sink_has_tests():
+    tests = "\n".join(p.read_text("utf-8") for p in (ROOT / "tests").rglob("test_*.py"))
+    for key, entry in SINKS.items():
+        module = entry.target.partition(":")[0]
+        scheme = entry.schemes[0] if entry.schemes else key
+        assert module in tests or f"{scheme}://" in tests or f"{scheme}+" in tests, f"no test mentions sink {key}"
+
