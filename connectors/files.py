@@ -65,7 +65,7 @@ class FilesSink:
             raise SinkError(f"cannot create {self.root}: {e.strerror}") from None
         self._state = self.load_state()
         self.out = OutputDir(self.root, run_id=ctx.run_id, incremental=ctx.mode != "full",
-                             max_name_bytes=self.capabilities.max_name_length or 255)
+                             max_name_bytes=self.capabilities.max_name_length or 255, durable_each=False)
         opts = {**ctx.options, **self.options}
         self.writers = [get_writer_class(key)(self.out, opts) for key in ctx.formats]
 
@@ -108,8 +108,11 @@ class FilesSink:
         self.stats.bytes += m.size or 0
 
     def commit(self) -> None:
-        """Per-submission files and media are already durable (atomic writes); aggregates are
-        published at the end of a successful run."""
+        """Per-submission files and media were published atomically as they came; make them
+        durable in one go (one sync per batch, not one fsync per file). Aggregates are published
+        at the end of a successful run."""
+        if self.out is not None:
+            self.out.sync()
 
     def close(self, ok: bool) -> None:
         if self.out is None:

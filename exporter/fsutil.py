@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -18,20 +19,31 @@ def _read_umask() -> int:
 FILE_MODE = 0o666 & ~_read_umask()
 
 
+_counter = itertools.count()
+_TOKEN = f"{os.getpid()}-{secrets.token_hex(3)}"
+
+
 def temp_sibling(path: Path) -> tuple[int, str]:
-    """A temporary file next to ``path`` (same file system, so ``os.replace`` is atomic), with
-    the permissions a normally created file would have."""
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".partial", dir=path.parent)
-    os.fchmod(fd, FILE_MODE)
-    return fd, tmp
+    """A temporary file next to ``path`` (same file system, so ``os.replace`` is atomic), created
+    exclusively with the permissions a normally created file would have. Cheaper than mkstemp
+    (no random retries), which matters when a run writes a hundred thousand media files."""
+    while True:
+        tmp = str(path.parent / f".{path.name[:40]}.{_TOKEN}-{next(_counter)}.partial")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None,
-                 newline: str | None = None) -> Iterator[IO]:
+                 newline: str | None = None, durable: bool = True) -> Iterator[IO]:
     """Write ``path`` through a temporary sibling renamed into place on success.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was. With
+    ``durable=False`` the file is not fsynced here: the caller makes a whole batch durable at
+    once (``sync_all``) before it records any progress, which is much cheaper than one fsync per
+    file. Readers never see a partial file either way.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +53,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
                        newline=newline if "b" not in mode else None) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -91,3 +104,8 @@ def fsync_dir(path: str | os.PathLike) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def sync_all() -> None:
+    """Make every file written so far durable (one ``sync`` for a whole batch of files)."""
+    os.sync()

@@ -5,6 +5,7 @@ same output, so re-exports land on the same paths and columns.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -30,6 +31,7 @@ def _truncate_utf8(text: str, max_bytes: int) -> str:
     return data[:max_bytes].decode("utf-8", "ignore")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def safe_filename(name: str, *, max_bytes: int = 255, forbidden: str = "") -> str:
     """Make one path component safe on every common file system and remote.
 

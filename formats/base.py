@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, ClassVar, Protocol, runtime_checkable
 
 from exporter.errors import ConfigError
-from exporter.fsutil import PendingFile, atomic_write
+from exporter.fsutil import PendingFile, atomic_write, sync_all
 from exporter.model import Form, MediaRef
 from exporter.naming import safe_filename, safe_join
 
@@ -41,13 +41,17 @@ class OutputDir:
     """A local directory the run writes into, with safe paths and atomic publication."""
 
     def __init__(self, root: str | os.PathLike, *, run_id: str = "", incremental: bool = False,
-                 max_name_bytes: int = 255, forbidden: str = ""):
+                 max_name_bytes: int = 255, forbidden: str = "", durable_each: bool = True):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.run_id = run_id
         self.incremental = incremental
         self.max_name_bytes = max_name_bytes
         self.forbidden = forbidden
+        self._root_resolved = self.root.resolve()
+        self._dirs: dict[str, Path] = {}
+        #: per-file fsync (True) or one sync per batch by the sink (False, see ``sync``)
+        self.durable_each = durable_each
         self._pending: dict[Path, PendingFile] = {}
         self.published: list[Path] = []  # relative paths made visible by this run, in order
 
@@ -74,11 +78,25 @@ class OutputDir:
                          self.safe(ref.name)])
 
     def path(self, relpath: str) -> Path:
+        """The absolute path of ``relpath``, its folder created. Components are checked (no
+        ``..``, separators or NUL) and each new folder is resolved once and proven to be inside
+        the root (so a planted symlink cannot lead outside either)."""
         parts = [p for p in relpath.split("/") if p]
         for p in parts:
             if p in (".", "..") or "\\" in p or "\x00" in p:
                 raise ConfigError(f"unsafe path component {p!r} in {relpath!r}")
-        return safe_join(self.root, *parts)
+        if not parts:
+            raise ConfigError("empty path")
+        parent = "/".join(parts[:-1])
+        if parent not in self._dirs:
+            d = safe_join(self._root_resolved, *parts[:-1])
+            d.mkdir(parents=True, exist_ok=True)
+            safe_join(self._root_resolved, *parts[:-1])  # again, now that it exists
+            self._dirs[parent] = d
+        return self._dirs[parent] / parts[-1]
+
+    def _rel(self, p: Path) -> Path:
+        return p.relative_to(self._root_resolved)
 
     # ---- writing -----------------------------------------------------------------------
     def pending(self, relpath: str, mode: str = "w", encoding: str | None = "utf-8",
@@ -101,9 +119,9 @@ class OutputDir:
     def atomic(self, relpath: str, mode: str = "wb", encoding: str | None = None,
                newline: str | None = None) -> Iterator[IO]:
         p = self.path(relpath)
-        with atomic_write(p, mode, encoding, newline) as fh:
+        with atomic_write(p, mode, encoding, newline, durable=self.durable_each) as fh:
             yield fh
-        self.published.append(p.relative_to(self.root.resolve()))
+        self.published.append(self._rel(p))
 
     def finish(self, relpath: str) -> None:
         """Close a pending file that is complete (frees its descriptor); it is still published
@@ -114,13 +132,18 @@ class OutputDir:
         p = self.path(relpath)
         pf = self._pending.pop(p)
         pf.publish()
-        self.published.append(p.relative_to(self.root.resolve()))
+        self.published.append(self._rel(p))
 
     def publish_all(self) -> None:
         for p in list(self._pending):
             pf = self._pending.pop(p)
             pf.publish()
-            self.published.append(p.relative_to(self.root.resolve()))
+            self.published.append(self._rel(p))
+
+    def sync(self) -> None:
+        """Make every file written so far durable (when files are not fsynced one by one)."""
+        if not self.durable_each:
+            sync_all()
 
     def discard_all(self) -> None:
         for pf in self._pending.values():

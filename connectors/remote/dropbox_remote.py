@@ -27,14 +27,16 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-from typing import Any, BinaryIO, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
 from exporter.retry import retry_call
+from exporter.secrets import read_secret
 
-from .base import RemoteStat
+from .base import RemoteStat, parse_size
 
 log = logging.getLogger("exporter.remote.dropbox")
 T = TypeVar("T")
@@ -65,30 +67,12 @@ class _SessionGone(Exception):
     """The upload session is unknown or closed (e.g. a finish whose answer was lost)."""
 
 
-def _parse_size(value: Any, what: str) -> int:
-    if isinstance(value, int):
-        return value
-    text = str(value).strip().lower().replace("ib", "").replace("b", "")
-    mult = 1
-    for suffix, m in (("k", 1024), ("m", MiB), ("g", 1024 * MiB)):
-        if text.endswith(suffix):
-            text, mult = text[:-1], m
-            break
-    try:
-        return int(float(text) * mult)
-    except ValueError:
-        raise ConfigError(f"option {what} must be a size in bytes (e.g. 8388608 or 8MiB), got {value!r}") from None
-
-
-def _read_secret_file(path: str, what: str) -> str:
-    try:
-        with open(os.path.expanduser(path), encoding="utf-8") as fh:
-            value = fh.read().strip()
-    except OSError as e:
-        raise ConfigError(f"cannot read the Dropbox {what} file {path}: {e.strerror}") from None
-    if not value:
-        raise ConfigError(f"the Dropbox {what} file {path} is empty")
-    return value
+def _secret(options: dict, file_key: str, env_key: str, default_env: str, what: str) -> str | None:
+    """A secret from the file named by option ``file_key`` (if given) or else the env variable named
+    by option ``env_key``; registered with ``exporter.secrets`` so logs and messages mask it."""
+    if options.get(file_key):
+        return read_secret(file=options[file_key], what=f"Dropbox {what}")
+    return read_secret(env=options.get(env_key) or default_env, what=f"Dropbox {what}", required=False) or None
 
 
 def _utf16_len(text: str) -> int:
@@ -112,6 +96,10 @@ def _union_tags(err: Any, depth: int = 0) -> list[str]:
 
 class DropboxRemote:
     """A folder in a Dropbox account, reached through the official SDK."""
+
+    #: every call already goes through retry_call here (needed to resume mid-session), so the
+    #: remote sink does not wrap it in a second retry loop
+    retries_itself = True
 
     def __init__(
         self,
@@ -173,7 +161,8 @@ class DropboxRemote:
             import dropbox
             from dropbox.session import HOST_API, HOST_CONTENT
         except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ConfigError(f"the Dropbox remote needs the 'dropbox' package: {e.name} (pip install 'exporter[dropbox]')") from None
+            raise ConfigError(f"the Dropbox remote needs the 'dropbox' package: {e.name} "
+                              "(pip install 'exporter[dropbox]')") from None
 
         api_host = self._api_host
 
@@ -181,7 +170,11 @@ class DropboxRemote:
             def refresh_access_token(self, host=None, scope=None):  # token endpoint follows api_host
                 return super().refresh_access_token(host=host or api_host or dropbox.session.API_HOST, scope=scope)
 
+        session = dropbox.create_session(ca_certs=self._ca_certs)
+        if self._ca_certs:
+            _pin_ca_bundle(session, self._ca_certs)
         dbx = _Client(
+            session=session,
             oauth2_access_token=self._access_token,
             oauth2_refresh_token=self._refresh_token,
             app_key=self._app_key,
@@ -190,7 +183,6 @@ class DropboxRemote:
             max_retries_on_error=0,
             max_retries_on_rate_limit=0,
             timeout=self._timeout,
-            ca_certs=self._ca_certs,
             user_agent="exporter",
         )
         if self._api_host:
@@ -222,18 +214,19 @@ class DropboxRemote:
 
     def _check_name_rules(self, full: str) -> None:
         """Refuse, before any upload, a path Dropbox would reject or mangle."""
-        if _utf16_len(full) > DROPBOX_MAX_PATH:
-            raise SinkError(f"path is {_utf16_len(full)} characters long; Dropbox allows {DROPBOX_MAX_PATH}", context=full)
         for part in full.strip("/").split("/"):
             if len(part) > DROPBOX_MAX_NAME:
                 raise SinkError(f"name {part[:40]!r}... is longer than {DROPBOX_MAX_NAME} characters", context=full)
             bad = sorted({c for c in part if c in DROPBOX_FORBIDDEN or ord(c) < 32 or ord(c) == 127})
             if bad:
-                raise SinkError(f"name {part!r} contains characters Dropbox does not allow: {''.join(map(repr, bad))}", context=full)
+                raise SinkError(f"name {part!r} contains characters Dropbox does not allow: "
+                                f"{''.join(map(repr, bad))}", context=full)
             if part != part.rstrip(" ."):
                 raise SinkError(f"name {part!r} ends with a space or a period, which Dropbox does not allow", context=full)
             if part.lower() in DROPBOX_IGNORED_NAMES:
                 raise SinkError(f"name {part!r} is ignored by Dropbox", context=full)
+        if _utf16_len(full) > DROPBOX_MAX_PATH:
+            raise SinkError(f"path is {_utf16_len(full)} characters long; Dropbox allows {DROPBOX_MAX_PATH}", context=full)
 
     # -- error translation ----------------------------------------------------------------------
     def _translate(self, exc: BaseException, path: str, what: str) -> BaseException:
@@ -300,7 +293,7 @@ class DropboxRemote:
                 raise self._translate(e, path, what) from None
             except (_IncorrectOffset, _SessionGone):
                 raise
-            except Exception as e:  # noqa: BLE001 - translated just below
+            except Exception as e:
                 translated = self._translate(e, path, what)
                 if translated is e:
                     raise
@@ -333,6 +326,32 @@ class DropboxRemote:
         if isinstance(md, files.FolderMetadata):
             raise SinkError("is a folder, expected a file", context=f"{self.name} {full}")
         return RemoteStat(size=md.size, checksum=md.content_hash)
+
+    def get(self, path: str, dest: BinaryIO) -> bool:
+        """Download ``path`` into ``dest`` (streamed); False when it does not exist."""
+        import contextlib
+
+        full = self._full(path)
+        dbx = self._client()
+        missing = object()
+        try:
+            start = dest.tell() if dest.seekable() else None
+        except (AttributeError, OSError):
+            start = None
+
+        def handle(err: Any) -> Any:
+            return missing if "not_found" in _union_tags(err) else None
+
+        def fetch() -> bool:
+            _md, resp = dbx.files_download(full)
+            with contextlib.closing(resp):
+                if start is not None:  # a retry starts the copy again
+                    dest.seek(start)
+                    dest.truncate()
+                dest.writelines(resp.iter_content(1 << 16))
+            return True
+
+        return self._call(fetch, full, "download", handle) is not missing
 
     def mkdir(self, path: str) -> None:
         full = self._full(path)
@@ -442,12 +461,13 @@ class DropboxRemote:
             feed(buf, offset)
             cursor = files.UploadSessionCursor(session_id=session_id, offset=offset)
             try:
-                self._call(lambda: dbx.files_upload_session_append_v2(buf, cursor, close=False),
+                self._call(lambda buf=buf, cursor=cursor: dbx.files_upload_session_append_v2(buf, cursor, close=False),
                            full, f"append at offset {offset}", on_append_error)
                 offset += len(buf)
             except _IncorrectOffset as e:
                 if not 0 <= e.correct_offset <= size:
-                    raise SinkError(f"Dropbox reports offset {e.correct_offset} for a {size}-byte upload", context=where) from None
+                    raise SinkError(f"Dropbox reports offset {e.correct_offset} for a {size}-byte upload",
+                                    context=where) from None
                 log.info("dropbox %s: resuming upload session at offset %d (we were at %d)", full, e.correct_offset, offset)
                 offset = e.correct_offset
             except _SessionGone:
@@ -482,6 +502,22 @@ class DropboxRemote:
         if md.size != size or (local_hash and md.content_hash and md.content_hash != local_hash):
             raise SinkError(f"Dropbox stored {md.size} bytes with hash {md.content_hash}, "
                             f"expected {size} bytes with hash {local_hash}", context=f"{self.name} {full}")
+
+
+def _pin_ca_bundle(session: Any, ca_certs: str) -> None:
+    """Make an explicit CA bundle win over ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``.
+
+    requests lets those variables replace a session's ``verify`` on every request, which would
+    silently ignore the ``ca_certs`` option; verification itself always stays on.
+    """
+    merge = session.merge_environment_settings
+
+    def merge_pinned(url, proxies, stream, verify, cert):
+        settings = merge(url, proxies, stream, verify, cert)
+        settings["verify"] = ca_certs
+        return settings
+
+    session.merge_environment_settings = merge_pinned
 
 
 class _OffsetReader:
@@ -529,17 +565,10 @@ def create_remote(url: str, options: dict | None = None) -> DropboxRemote:
         raise ConfigError("a Dropbox URL carries no credentials: use DROPBOX_TOKEN or token_file")
     root = unquote((parts.netloc or "") + (parts.path or ""))
 
-    access = refresh = None
-    if options.get("token_file"):
-        access = _read_secret_file(options["token_file"], "token")
-    else:
-        access = os.environ.get(options.get("token_env") or "DROPBOX_TOKEN") or None
-    if options.get("refresh_token_file"):
-        refresh = _read_secret_file(options["refresh_token_file"], "refresh token")
-    else:
-        refresh = os.environ.get(options.get("refresh_token_env") or "DROPBOX_REFRESH_TOKEN") or None
+    access = _secret(options, "token_file", "token_env", "DROPBOX_TOKEN", "access token")
+    refresh = _secret(options, "refresh_token_file", "refresh_token_env", "DROPBOX_REFRESH_TOKEN", "refresh token")
     app_key = options.get("app_key") or os.environ.get(options.get("app_key_env") or "DROPBOX_APP_KEY") or None
-    app_secret = os.environ.get(options.get("app_secret_env") or "DROPBOX_APP_SECRET") or None
+    app_secret = _secret(options, "app_secret_file", "app_secret_env", "DROPBOX_APP_SECRET", "app secret")
     if not access and not (refresh and app_key):
         raise ConfigError(
             f"no Dropbox credentials: set {options.get('token_env') or 'DROPBOX_TOKEN'} (or the token_file option), "
@@ -548,7 +577,7 @@ def create_remote(url: str, options: dict | None = None) -> DropboxRemote:
     kwargs: dict[str, Any] = {}
     for key in ("simple_upload_limit", "chunk_size"):
         if options.get(key) is not None:
-            kwargs[key] = _parse_size(options[key], key)
+            kwargs[key] = parse_size(options[key], key)
     for key, conv in (("attempts", int), ("retry_max_delay", float), ("timeout", float)):
         if options.get(key) is not None:
             try:

@@ -51,7 +51,7 @@ from exporter.naming import safe_filename, short_hash
 from exporter.retry import retry_call
 from exporter.sinks import RunContext
 
-from .base import ChunkedRemote, ReadableRemote, Remote, RemoteStat, local_checksum
+from .base import ChunkedRemote, ReadableRemote, Remote, RemoteStat, local_checksum, parse_size
 
 log = logging.getLogger("exporter.remote")
 
@@ -106,7 +106,7 @@ class RemoteSink:
             self.attempts = 1  # the remote already retries each call: do not multiply attempts
         self.base_delay = _opt_float(self.options, "retry_base_delay", 0.5)
         self.max_delay = _opt_float(self.options, "retry_max_delay", 30.0)
-        self.chunk_size = opt_int(self.options, "chunk_size", DEFAULT_CHUNK) or DEFAULT_CHUNK
+        self.chunk_size = parse_size(self.options.get("chunk_size") or DEFAULT_CHUNK, "chunk_size")
         self.stats = UploadStats()
         self.inner = None
         self.staging: Path | None = None

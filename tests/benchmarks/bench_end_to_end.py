@@ -74,9 +74,9 @@ def main() -> None:
             env["BENCH_TOKEN"] = "bench-token-0123456789"
             server = FakeKizeoServer(str(arch), env["BENCH_TOKEN"])
             url = server.start()
-            cmd[4:4] = ["--source", url, "--token-env", "BENCH_TOKEN"]
+            cmd[5:5] = ["--source", url, "--token-env", "BENCH_TOKEN"]
         else:
-            cmd[4:4] = ["--source", str(arch)]
+            cmd[5:5] = ["--source", str(arch)]
         try:
             secs, peak = child_run(cmd, env)
         finally:

@@ -13,10 +13,11 @@ import json
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Self
 
 
 def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
@@ -26,7 +27,7 @@ def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "exporter test CA")])
     ca = (
@@ -62,9 +63,14 @@ def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     return ca_file, cert_file, key_file
 
 
+def matches(pattern: str, route: str) -> bool:
+    """A pattern starting with '/' is an exact route; anything else is a substring."""
+    return route == pattern if pattern.startswith("/") else pattern in route
+
+
 @dataclass
 class Fault:
-    """One injected failure for requests whose route matches ``route`` (a substring).
+    """One injected failure for requests whose route matches ``route`` (see ``matches``).
 
     kind: "status" (answer ``status`` with ``headers``/``body``), "drop_before" (close the
     connection without applying the request), "drop_after" (apply it, then close the connection
@@ -96,9 +102,15 @@ class Dropped(Exception):
 
 
 class FakeServer:
-    """A threaded HTTP(S) server; subclasses implement ``handle(req) -> (status, headers, body)``."""
+    """A threaded HTTP(S) server calling ``handler(req) -> (status, headers, body bytes)``.
 
-    def __init__(self, tls: tuple[Path, Path] | None = None):
+    ``exempt(req)`` says which requests faults never hit (e.g. token or form-digest endpoints).
+    """
+
+    def __init__(self, handler: Handler, tls: tuple[Path, Path] | None = None,
+                 exempt: Callable[[Request], bool] | None = None):
+        self.handler = handler
+        self.exempt = exempt or (lambda req: False)
         self.log: list[Request] = []
         self.faults: list[Fault] = []
         self.lock = threading.RLock()
@@ -123,9 +135,7 @@ class FakeServer:
                     except OSError:
                         pass
                     return
-                if isinstance(payload, (dict, list)) or payload is None and headers.get("Content-Type", "").startswith("application/json"):
-                    payload = json.dumps(payload).encode()
-                elif isinstance(payload, str):
+                if isinstance(payload, str):
                     payload = payload.encode()
                 payload = payload or b""
                 self.send_response(status)
@@ -148,10 +158,11 @@ class FakeServer:
             self.scheme = "https"
         self.port = self.httpd.server_address[1]
         self.host = f"127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="fake-http", daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fake-http", daemon=True)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> "FakeServer":
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -160,10 +171,10 @@ class FakeServer:
         self.httpd.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- faults ---------------------------------------------------------------------------------
@@ -176,7 +187,7 @@ class FakeServer:
     def _take_fault(self, route: str) -> Fault | None:
         with self.lock:
             for fault in self.faults:
-                if fault.route in route:
+                if matches(fault.route, route):
                     if fault.skip > 0:
                         fault.skip -= 1
                         return None
@@ -188,7 +199,7 @@ class FakeServer:
 
     def calls(self, route: str) -> list[Request]:
         with self.lock:
-            return [r for r in self.log if route in r.route]
+            return [r for r in self.log if matches(route, r.route)]
 
     # -- dispatch -------------------------------------------------------------------------------
     def route_of(self, req: Request) -> str:
@@ -202,21 +213,18 @@ class FakeServer:
         if fault is not None:
             req.fault = fault.kind
             if fault.kind == "status":
-                return fault.status, dict(fault.headers), fault.body
+                headers, body = dict(fault.headers), fault.body
+                if isinstance(body, (dict, list)):
+                    headers.setdefault("Content-Type", "application/json")
+                    body = json.dumps(body).encode()
+                return fault.status, headers, body
             if fault.kind == "drop_before":
                 raise Dropped()
         with self.lock:
-            result = self.handle(req)
+            result = self.handler(req)
         if fault is not None and fault.kind == "drop_after":
             raise Dropped()
         return result
-
-    def exempt(self, req: Request) -> bool:
-        """Requests never hit by faults (e.g. the token or form-digest endpoints)."""
-        return False
-
-    def handle(self, req: Request) -> tuple[int, dict[str, str], Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
 
 
 JSON = {"Content-Type": "application/json"}

@@ -1,0 +1,589 @@
+"""SharePoint remote: a document library folder through ``office365-rest-python-client``.
+
+URL: ``sharepoint://tenant.sharepoint.com/sites/SITE/LIBRARY/path`` (also ``/teams/SITE/...``;
+a URL without ``/sites/`` or ``/teams/`` addresses the root site, its first segment being the
+library). ``LIBRARY`` is the library's URL name (``Shared%20Documents``). The ``site_path``
+option names a deeper site (``/sites/a/subsite``) when needed. ``sharepoint+http://host/...``
+speaks plain HTTP (on-premises test servers, the loopback fake); ``sharepoint://`` is always HTTPS
+with certificate verification (``ca_bundle`` option: a CA file that wins over
+``REQUESTS_CA_BUNDLE``).
+
+Secrets never come from the URL or options:
+
+* an access token: file ``token_file`` or env variable ``token_env`` (default
+  ``SHAREPOINT_TOKEN``), handed to the SDK through ``ClientContext.with_access_token``;
+* or app-only credentials (MSAL): tenant and client id (options ``tenant``/``client_id`` or env
+  ``SHAREPOINT_TENANT``/``SHAREPOINT_CLIENT_ID``, not secret) with the client secret from env
+  ``SHAREPOINT_CLIENT_SECRET`` (or ``client_secret_file``), or with a certificate
+  (``cert_path`` PEM private key + ``thumbprint``, passphrase from ``SHAREPOINT_CERT_PASSPHRASE``).
+
+Files up to ``simple_upload_limit`` (default 4 MiB) go in one ``Files/add`` request; larger ones
+use an upload session (placeholder ``Files/add``, ``StartUpload``, ``ContinueUpload``,
+``FinishUpload``) in chunks that are multiples of 320 KiB (default 10 MiB). After a dropped
+connection or a throttled chunk the remote asks the server where the session stands
+(``GetUploadStatus``) and continues from that offset. Every request goes through
+``exporter.retry.retry_call``; 429/503 honour ``Retry-After``. SharePoint's REST API exposes no
+content hash, so ``stat`` reports the size only (``Capabilities.checksum`` is None).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import uuid
+from collections.abc import Callable
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from exporter.capabilities import Capabilities
+from exporter.errors import ConfigError, SinkError, TransientSinkError
+from exporter.retry import retry_call
+from exporter.secrets import read_secret
+
+from .base import RemoteStat, parse_size
+
+log = logging.getLogger("exporter.remote.sharepoint")
+T = TypeVar("T")
+
+KiB = 1024
+MiB = 1024 * KiB
+CHUNK_UNIT = 320 * KiB
+#: learn.microsoft.com "Restrictions and limitations in OneDrive and SharePoint"
+SHAREPOINT_MAX_PATH = 400
+SHAREPOINT_MAX_NAME = 255
+SHAREPOINT_FORBIDDEN = '"*:<>?/\\|'
+#: Files/add accepts far more, but one request holds the whole body in memory
+SHAREPOINT_MAX_SIMPLE_UPLOAD = 250 * MiB
+_RESERVED_NAMES = frozenset(
+    {".lock", "con", "prn", "aux", "nul", "desktop.ini"}
+    | {f"com{i}" for i in range(10)} | {f"lpt{i}" for i in range(10)}
+)
+_TRANSIENT_STATUS = {408, 423, 429, 500, 502, 503, 504}
+
+
+class _NotFound(Exception):
+    pass
+
+
+class SharePointRemote:
+    """A folder of a SharePoint document library."""
+
+    #: every call already goes through retry_call here (needed to resume mid-session), so the
+    #: remote sink does not wrap it in a second retry loop
+    retries_itself = True
+
+    def __init__(
+        self,
+        site_url: str,
+        root_path: str,
+        *,
+        configure_auth: Callable[[Any], None],
+        ca_bundle: str | None = None,
+        simple_upload_limit: int = 4 * MiB,
+        chunk_size: int = 10 * MiB,
+        attempts: int = 6,
+        retry_max_delay: float = 60.0,
+        timeout: float = 120.0,
+    ):
+        self.site_url = site_url.rstrip("/")
+        self.root_path = "/" + root_path.strip("/")
+        self.name = f"sharepoint:{self.site_url}{self.root_path[len(urlsplit(self.site_url).path):]}"
+        self._configure_auth = configure_auth
+        self._ca_bundle = ca_bundle
+        if simple_upload_limit <= 0 or chunk_size <= 0:
+            raise ConfigError("SharePoint simple_upload_limit and chunk_size must be positive")
+        self.simple_upload_limit = min(simple_upload_limit, SHAREPOINT_MAX_SIMPLE_UPLOAD)
+        self.chunk_size = self._round_chunk(chunk_size)
+        self._attempts = max(1, attempts)
+        self._retry_max_delay = retry_max_delay
+        self._timeout = timeout
+        self._ctx: Any = None
+        site_path = urlsplit(self.site_url).path.rstrip("/")
+        library = self.root_path[len(site_path):].strip("/").split("/")[0]
+        #: server-relative path of the document library (the folder every path starts from)
+        self.library_path = f"{site_path}/{library}"
+        self._known_dirs: set[str] = {self.library_path.lower()}
+        self.capabilities = Capabilities(
+            max_path_length=max(SHAREPOINT_MAX_PATH - len(self.root_path) - 1, 1),
+            max_name_length=SHAREPOINT_MAX_NAME,
+            forbidden_chars=SHAREPOINT_FORBIDDEN,
+            case_insensitive=True,
+            rename=True,
+            streaming=True,
+            checksum=None,
+            max_simple_upload=SHAREPOINT_MAX_SIMPLE_UPLOAD,
+            tested="real office365-rest-python-client against a local fake of the SharePoint REST API "
+                   "(tests/connectors/remote)",
+        )
+
+    def __repr__(self) -> str:
+        return f"SharePointRemote({self.name!r})"
+
+    @staticmethod
+    def _round_chunk(chunk_size: int) -> int:
+        return max(CHUNK_UNIT, chunk_size - chunk_size % CHUNK_UNIT)
+
+    # -- connection ---------------------------------------------------------------------------
+    def _configure(self, ctx: Any) -> None:
+        self._configure_auth(ctx)
+        ctx.with_transport(verify=self._ca_bundle or True, timeout=(15, self._timeout))
+
+    def connect(self) -> None:
+        if self._ctx is not None:
+            return
+        try:
+            from office365.sharepoint.client_context import ClientContext
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ConfigError(f"the SharePoint remote needs office365-rest-python-client: {e.name} "
+                              "(pip install 'exporter[sharepoint]')") from None
+        ctx = ClientContext(self.site_url)
+        self._configure(ctx)
+        self._ctx = ctx
+        # one cheap authenticated request now: a wrong token or library is one clear error
+        try:
+            self._run(lambda c: c.web.get_folder_by_server_relative_path(self.root_path).get(),
+                      self.root_path, "open the library folder")
+        except _NotFound:  # the folder is created on the first upload; the library must exist
+            library = self.library_path
+            try:
+                self._run(lambda c: c.web.get_folder_by_server_relative_path(library).get(),
+                          library, "open the library")
+            except _NotFound:
+                raise SinkError("document library not found (check the URL)", context=f"{self.site_url} {library}") from None
+        else:
+            self._known_dirs.add(self.root_path.lower())
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            try:
+                self._ctx.close()
+            except Exception as e:  # noqa: BLE001 - closing is best effort
+                log.debug("closing the SharePoint context failed: %s", e)
+            self._ctx = None
+
+    # -- paths ------------------------------------------------------------------------------------
+    def _full(self, path: str) -> str:
+        parts = [p for p in path.split("/") if p != ""]
+        for part in parts:
+            if part in (".", ".."):
+                raise SinkError(f"path {path!r} may not contain '.' or '..'", context=self.name)
+        return posixpath.join(self.root_path, *parts)
+
+    def _check_name_rules(self, full: str) -> None:
+        """Refuse, before any upload, a path SharePoint would reject."""
+        rel = full[len(self.root_path):].strip("/")
+        if not rel:
+            raise SinkError("empty path", context=self.name)
+        for part in rel.split("/"):
+            if len(part) > SHAREPOINT_MAX_NAME:
+                raise SinkError(f"name {part[:40]!r}... is longer than {SHAREPOINT_MAX_NAME} characters", context=full)
+            bad = sorted({c for c in part if c in SHAREPOINT_FORBIDDEN or ord(c) < 32 or ord(c) == 127})
+            if bad:
+                raise SinkError(f"name {part!r} contains characters SharePoint does not allow: "
+                                f"{''.join(map(repr, bad))}", context=full)
+            if part != part.strip(" "):
+                raise SinkError(f"name {part!r} starts or ends with a space, which SharePoint does not allow", context=full)
+            stem = part.split(".")[0].lower()
+            if part.lower() in _RESERVED_NAMES or (stem in _RESERVED_NAMES and stem != ""):
+                raise SinkError(f"name {part!r} is reserved in SharePoint", context=full)
+            if "_vti_" in part.lower():
+                raise SinkError(f"name {part!r} contains '_vti_', which SharePoint does not allow", context=full)
+            if part.startswith("~$"):
+                raise SinkError(f"name {part!r} starts with '~$', which SharePoint does not allow", context=full)
+        if len(full) > SHAREPOINT_MAX_PATH:
+            raise SinkError(f"path is {len(full)} characters long; SharePoint allows {SHAREPOINT_MAX_PATH}", context=full)
+
+    # -- errors -------------------------------------------------------------------------------------
+    def _translate(self, exc: BaseException, path: str, what: str) -> BaseException:
+        import requests
+        from office365.runtime.client_request_exception import ClientRequestException
+
+        where = f"{self.site_url} {path}"
+        if isinstance(exc, ClientRequestException) and getattr(exc, "response", None) is not None:
+            resp = exc.response
+            status = resp.status_code
+            text = ""
+            try:
+                text = str(exc.message or "")
+            except Exception:  # noqa: BLE001 - a body the SDK cannot parse has no message
+                text = ""
+            detail = f" ({text[:200]})" if text else ""
+            if status == 404:
+                return _NotFound(path)
+            if status in (401, 403):
+                return SinkError(f"SharePoint refused the token or the access (HTTP {status}) while trying to "
+                                 f"{what}{detail}", context=where)
+            if status == 507 or "quota" in text.lower() or "SPQuotaExceeded" in str(getattr(exc, "code", "")):
+                return SinkError(f"the SharePoint site is out of storage (quota exceeded) while trying to {what}",
+                                 context=where)
+            if status in _TRANSIENT_STATUS:
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                return TransientSinkError(f"SharePoint answered HTTP {status} while trying to {what}{detail}",
+                                          context=where, retry_after=retry_after)
+            return SinkError(f"SharePoint refused to {what} (HTTP {status}){detail}", context=where)
+        if isinstance(exc, requests.exceptions.SSLError):
+            return SinkError(f"TLS verification of the SharePoint server failed: {exc}", context=where)
+        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                            requests.exceptions.ChunkedEncodingError)):
+            return TransientSinkError(f"connection to SharePoint lost while trying to {what} ({type(exc).__name__})",
+                                      context=where)
+        if isinstance(exc, ClientRequestException):  # no response: a transport failure wrapped by the SDK
+            return TransientSinkError(f"SharePoint request failed while trying to {what}: {exc}", context=where)
+        return exc
+
+    def _run(self, build: Callable[[Any], T], path: str, what: str, *, retry: bool = True) -> T:
+        """Queue the SDK call(s) made by ``build(ctx)``, execute them, translate and retry errors.
+
+        ``_NotFound`` (HTTP 404) is raised as is for callers to decide."""
+        if self._ctx is None:
+            self.connect()
+
+        def attempt() -> T:
+            ctx = self._ctx
+            try:
+                result = build(ctx)
+                ctx.execute_query()
+                return result
+            except Exception as e:
+                # a failed chain can leave queries behind: start from a clean, reconfigured context
+                ctx.clear()
+                self._configure(ctx)
+                translated = self._translate(e, path, what)
+                if translated is e:
+                    raise
+                raise translated from None
+
+        if not retry:
+            return attempt()
+        return retry_call(attempt, attempts=self._attempts, max_delay=self._retry_max_delay,
+                          describe=f"sharepoint {what} {path}")
+
+    # -- Remote ---------------------------------------------------------------------------------
+    def stat(self, path: str) -> RemoteStat | None:
+        full = self._full(path)
+        try:
+            f = self._run(lambda c: c.web.get_file_by_server_relative_path(full).get(), full, "read file properties")
+        except _NotFound:
+            return None
+        return RemoteStat(size=int(f.properties.get("Length") or 0), checksum=None)
+
+    def get(self, path: str, dest: BinaryIO) -> bool:
+        """Download ``path`` into ``dest`` (streamed, ``$value``); False when it does not exist."""
+        full = self._full(path)
+        try:
+            self._run(lambda c: c.web.get_file_by_server_relative_path(full).download_session(dest), full, "download")
+        except _NotFound:
+            return False
+        return True
+
+    def mkdir(self, path: str) -> None:
+        full = self._full(path)
+        if full != self.root_path:
+            self._check_name_rules(full)
+        self._ensure_folders(full)
+
+    def _ensure_folders(self, folder: str) -> None:
+        """Create ``folder`` and its missing parents, from the library down (the URL's folder too)."""
+        rel = folder[len(self.library_path):].strip("/")
+        parent = self.library_path
+        for part in rel.split("/") if rel else []:
+            here = f"{parent}/{part}"
+            if here.lower() not in self._known_dirs:
+                try:
+                    self._run(lambda c, here=here: c.web.get_folder_by_server_relative_path(here).get(), here,
+                              "look up folder")
+                except _NotFound:
+                    try:
+                        self._run(lambda c, parent=parent, part=part: c.web.get_folder_by_server_relative_path(parent)
+                                  .folders.add(part), here, "create folder")
+                    except _NotFound:
+                        raise SinkError("the parent folder disappeared while creating folders", context=here) from None
+                self._known_dirs.add(here.lower())
+            parent = here
+
+    def delete(self, path: str) -> None:
+        full = self._full(path)
+        try:
+            self._run(lambda c: c.web.get_file_by_server_relative_path(full).delete_object(), full, "delete")
+        except _NotFound:
+            return
+
+    def rename(self, src: str, dst: str) -> None:
+        from office365.runtime.queries.service_operation import ServiceOperationQuery
+        from office365.sharepoint.types.resource_path import ResourcePath as SPResPath
+        from office365.sharepoint.utilities.move_copy_options import MoveCopyOptions
+        from office365.sharepoint.utilities.move_copy_util import MoveCopyUtil
+
+        full_src, full_dst = self._full(src), self._full(dst)
+        self._check_name_rules(full_dst)
+
+        def build(ctx: Any) -> None:
+            # SP.MoveCopyUtil.MoveFileByPath(srcPath, destPath, overwrite, options): both paths in
+            # the body (no URL-length limit, '%' and '#' allowed) and an atomic replace of dst
+            payload = {
+                "srcPath": SPResPath.create_absolute(ctx.base_url, full_src),
+                "destPath": SPResPath.create_absolute(ctx.base_url, full_dst),
+                "overwrite": True,
+                "options": MoveCopyOptions(KeepBoth=False),
+            }
+            ctx.add_query(ServiceOperationQuery(MoveCopyUtil(ctx), "MoveFileByPath", None, payload, None, None, True))
+
+        try:
+            self._run(build, full_dst, f"move {full_src} to")
+        except _NotFound:
+            raise SinkError(f"cannot rename: {full_src} does not exist (or the target folder is missing)",
+                            context=self.site_url) from None
+
+    def put(self, path: str, data: BinaryIO, size: int) -> None:
+        if size > self.simple_upload_limit:
+            self.put_chunked(path, data, size, self.chunk_size)
+            return
+        full = self._full(path)
+        self._check_name_rules(full)
+        payload = data.read(size)
+        if len(payload) != size:
+            raise SinkError(f"local data is {len(payload)} bytes, expected {size}", context=full)
+        parent, name = posixpath.split(full)
+        f = self._add(parent, name, payload, full)
+        self._verify(f, full, size)
+
+    def _add(self, parent: str, name: str, content: bytes, full: str) -> Any:
+        """Files/add with overwrite; creates the parent folders when missing."""
+        def build(c: Any) -> Any:
+            return c.web.get_folder_by_server_relative_path(parent).files.add(name, content, True)
+
+        try:
+            return self._run(build, full, "upload")
+        except _NotFound:
+            self._known_dirs = {self.library_path.lower()}  # something was removed: look again
+            self._ensure_folders(parent)
+            try:
+                return self._run(build, full, "upload")
+            except _NotFound:
+                raise SinkError("the folder for this file cannot be found", context=full) from None
+
+    def put_chunked(self, path: str, data: BinaryIO, size: int, chunk_size: int) -> None:
+        full = self._full(path)
+        self._check_name_rules(full)
+        chunk_size = self._round_chunk(chunk_size)
+        if size <= chunk_size:
+            payload = data.read(size)
+            if len(payload) != size:
+                raise SinkError(f"local data is {len(payload)} bytes, expected {size}", context=full)
+            parent, name = posixpath.split(full)
+            self._verify(self._add(parent, name, payload, full), full, size)
+            return
+        parent, name = posixpath.split(full)
+        reader = _OffsetReader(data, full)
+        # the session needs an existing file: an empty placeholder (the sink uploads to a .partial)
+        self._add(parent, name, b"", full)
+        upload_id = str(uuid.uuid4())
+        state = {"offset": 0, "started": False, "resync": False, "done": None}
+
+        def file_of(c: Any) -> Any:
+            return c.web.get_file_by_server_relative_path(full)
+
+        def resync() -> None:
+            """Ask the server how many bytes of the session it holds (``GetUploadStatus``)."""
+            state["resync"] = False
+            try:
+                status = self._run(lambda c: file_of(c).get_upload_status(upload_id), full,
+                                   "read upload status", retry=False)
+            except _NotFound:
+                status = None
+            if status is None or status.properties.get("ExpectedContentRange") is None:
+                if not state["started"]:
+                    return  # the start never reached the server: start again from 0
+                st = self.stat(path)
+                if st is not None and st.size == size:  # the finish was committed, its answer was lost
+                    state["done"] = True
+                    return
+                raise TransientSinkError("the SharePoint upload session was lost", context=full)
+            expected = str(status.properties["ExpectedContentRange"]).split("-", 1)[0].strip()
+            server_offset = int(expected or 0)
+            if not 0 <= server_offset <= size:
+                raise SinkError(f"SharePoint reports offset {server_offset} for a {size}-byte upload", context=full)
+            if server_offset != state["offset"]:
+                log.info("sharepoint %s: resuming upload session at offset %d (we were at %d)",
+                         full, server_offset, state["offset"])
+            state["started"] = True
+            state["offset"] = server_offset
+
+        def step() -> None:
+            if state["resync"]:
+                resync()
+                if state["done"]:
+                    return
+            offset = state["offset"]
+            buf = reader.read_at(offset, min(chunk_size, size - offset))
+            last = offset + len(buf) >= size
+            try:
+                if not state["started"]:
+                    res = self._run(lambda c: file_of(c).start_upload(upload_id, buf), full,
+                                    "start upload session", retry=False)
+                    state["started"] = True
+                elif last:
+                    f = self._run(lambda c: file_of(c).finish_upload(upload_id, offset, buf), full,
+                                  f"finish upload at offset {offset}", retry=False)
+                    state["done"] = f
+                    return
+                else:
+                    res = self._run(lambda c: file_of(c).continue_upload(upload_id, offset, buf), full,
+                                    f"upload chunk at offset {offset}", retry=False)
+            except TransientSinkError:
+                state["resync"] = True
+                raise
+            except _NotFound:
+                raise SinkError("the file or its upload session disappeared during the upload", context=full) from None
+            new_offset = int(res.value)
+            if new_offset != offset + len(buf):
+                log.info("sharepoint %s: server at offset %d after a chunk sent at %d", full, new_offset, offset)
+            state["offset"] = new_offset
+
+        while state["done"] is None:
+            retry_call(step, attempts=self._attempts, max_delay=self._retry_max_delay,
+                       describe=f"sharepoint upload {full}")
+        if state["done"] is True:
+            return
+        self._verify(state["done"], full, size)
+
+    def _verify(self, f: Any, full: str, size: int) -> None:
+        length = f.properties.get("Length") if f is not None else None
+        if length is not None and int(length) != size:
+            raise SinkError(f"SharePoint stored {length} bytes, expected {size}", context=full)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        import datetime as dt
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+class _OffsetReader:
+    """Read ``n`` bytes at an offset: seeks when possible, otherwise only moves forward."""
+
+    def __init__(self, data: BinaryIO, where: str):
+        self._data = data
+        self._where = where
+        try:
+            self._seekable = bool(data.seekable())
+        except (AttributeError, OSError):
+            self._seekable = False
+        self._base = data.tell() if self._seekable else 0
+        self._pos = 0
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        if self._seekable:
+            self._data.seek(self._base + offset)
+        elif offset < self._pos:
+            raise SinkError("cannot resume the upload: the local stream cannot go back", context=self._where)
+        else:
+            while self._pos < offset:
+                skipped = self._data.read(min(offset - self._pos, MiB))
+                if not skipped:
+                    break
+                self._pos += len(skipped)
+        buf = self._data.read(n)
+        self._pos = offset + len(buf)
+        if len(buf) != n:
+            raise SinkError(f"local data ended at byte {offset + len(buf)}, expected {offset + n}", context=self._where)
+        return buf
+
+
+def _auth_configurer(options: dict, site_url: str) -> Callable[[Any], None]:
+    """Pick the credential source (env variables / files only) and return ``ctx -> None``."""
+    for forbidden in ("token", "access_token", "client_secret", "password", "passphrase"):
+        if options.get(forbidden):
+            raise ConfigError(f"SharePoint option {forbidden!r} is not accepted: secrets come from an env variable "
+                              "or a file (token_env, token_file, SHAREPOINT_CLIENT_SECRET, client_secret_file)")
+    token_env = options.get("token_env") or "SHAREPOINT_TOKEN"
+    token = (read_secret(file=options["token_file"], what="SharePoint access token") if options.get("token_file")
+             else read_secret(env=token_env, what="SharePoint access token", required=False) or None)
+    if token:
+        def configure_token(ctx: Any) -> None:
+            from office365.runtime.auth.token_response import TokenResponse
+
+            ctx.with_access_token(lambda: TokenResponse(access_token=token, token_type="Bearer"))
+
+        return configure_token
+    tenant = options.get("tenant") or os.environ.get("SHAREPOINT_TENANT")
+    client_id = options.get("client_id") or os.environ.get("SHAREPOINT_CLIENT_ID")
+    secret = (read_secret(file=options["client_secret_file"], what="SharePoint client secret")
+              if options.get("client_secret_file")
+              else read_secret(env=options.get("client_secret_env") or "SHAREPOINT_CLIENT_SECRET",
+                               what="SharePoint client secret", required=False) or None)
+    cert_path = options.get("cert_path")
+    if tenant and client_id and secret:
+        def configure_secret(ctx: Any) -> None:
+            ctx.with_client_secret(tenant, client_id, secret)
+
+        return configure_secret
+    if tenant and client_id and cert_path:
+        if not options.get("thumbprint"):
+            raise ConfigError("SharePoint certificate login needs the 'thumbprint' option with 'cert_path'")
+        if not os.path.exists(os.path.expanduser(cert_path)):
+            raise ConfigError(f"SharePoint certificate file not found: {cert_path}")
+        passphrase = read_secret(env="SHAREPOINT_CERT_PASSPHRASE", what="certificate passphrase", required=False) or None
+
+        def configure_cert(ctx: Any) -> None:
+            ctx.with_client_certificate(tenant, client_id, options["thumbprint"], os.path.expanduser(cert_path),
+                                        passphrase=passphrase)
+
+        return configure_cert
+    raise ConfigError(
+        f"no SharePoint credentials for {site_url}: set {token_env} (or token_file), or SHAREPOINT_TENANT + "
+        "SHAREPOINT_CLIENT_ID with SHAREPOINT_CLIENT_SECRET (or cert_path + thumbprint)"
+    )
+
+
+def create_remote(url: str, options: dict | None = None) -> SharePointRemote:
+    """``sharepoint://host/sites/SITE/LIBRARY/path`` -> a SharePointRemote."""
+    options = dict(options or {})
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("sharepoint", "sharepoint+https", "sharepoint+http"):
+        raise ConfigError(f"not a SharePoint URL: {parts.scheme}://...")
+    if parts.username or parts.password:
+        raise ConfigError("a SharePoint URL carries no credentials: use SHAREPOINT_TOKEN or the client credentials")
+    if not parts.hostname:
+        raise ConfigError("a SharePoint URL needs the host: sharepoint://tenant.sharepoint.com/sites/SITE/LIBRARY")
+    http_scheme = "http" if scheme == "sharepoint+http" else "https"
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    site_path = options.get("site_path")
+    if site_path:
+        site_segments = [s for s in str(site_path).split("/") if s]
+        if [s.lower() for s in segments[: len(site_segments)]] != [s.lower() for s in site_segments]:
+            raise ConfigError(f"site_path {site_path} is not a prefix of the URL path {parts.path}")
+    elif segments and segments[0].lower() in ("sites", "teams", "personal"):
+        site_segments = segments[:2]
+    else:
+        site_segments = []
+    rest = segments[len(site_segments):]
+    if len(site_segments) == 1 or not rest:
+        raise ConfigError("a SharePoint URL names the site and the document library: "
+                          "sharepoint://tenant.sharepoint.com/sites/SITE/LIBRARY[/folder]")
+    site = "/" + "/".join(site_segments) if site_segments else ""
+    site_url = f"{http_scheme}://{parts.netloc}{site}"
+    root_path = site + "/" + "/".join(rest)
+    kwargs: dict[str, Any] = {}
+    for key in ("simple_upload_limit", "chunk_size"):
+        if options.get(key) is not None:
+            kwargs[key] = parse_size(options[key], key)
+    for key, conv in (("attempts", int), ("retry_max_delay", float), ("timeout", float)):
+        if options.get(key) is not None:
+            try:
+                kwargs[key] = conv(options[key])
+            except ValueError:
+                raise ConfigError(f"SharePoint option {key} must be a number, got {options[key]!r}") from None
+    return SharePointRemote(site_url, root_path, configure_auth=_auth_configurer(options, site_url),
+                            ca_bundle=options.get("ca_bundle") or None, **kwargs)

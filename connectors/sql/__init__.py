@@ -1,0 +1,78 @@
+"""SQL databases as export destinations, through SQLAlchemy 2.
+
+URL forms: ``sqlite:///path.db``, ``postgresql+psycopg2://user@host:5432/db``,
+``mysql+pymysql://user@host:3306/db`` (or ``mariadb+pymysql://``), ``mssql+pyodbc://user@dsn``,
+``access+pyodbc://@dsn``. The password never goes in the URL on a command line: options
+``password_env`` (name of an environment variable), ``password_file`` (a file holding it), or
+``url_env`` (an environment variable holding the whole URL). Passwords are masked in ``name`` and
+in every message.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from exporter.errors import ConfigError
+
+_DEFAULT_DRIVER = {"postgresql": "psycopg2", "mysql": "pymysql", "mariadb": "pymysql", "mssql": "pyodbc",
+                   "access": "pyodbc"}
+
+
+def _read_secret(options: dict) -> str | None:
+    env = options.get("password_env")
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(f"environment variable {env} (database password) is not set")
+        return value
+    path = options.get("password_file")
+    if path:
+        try:
+            return Path(path).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as e:
+            raise ConfigError(f"cannot read the database password file {path}: {e.strerror or e}") from None
+    return None
+
+
+def parse_url(url: str | None, options: dict):
+    """The SQLAlchemy URL of ``url``/``options``, with its driver defaulted and password set."""
+    import sqlalchemy as sa
+    from sqlalchemy.exc import ArgumentError
+
+    if options.get("url_env"):
+        env = options["url_env"]
+        url = os.environ.get(env)
+        if not url:
+            raise ConfigError(f"environment variable {env} (database URL) is not set")
+    if not url:
+        raise ConfigError("no database URL given")
+    try:
+        u = sa.engine.make_url(url)
+    except ArgumentError:
+        scheme = url.split("://", 1)[0] if "://" in url else "?"
+        raise ConfigError(f"not a database URL (scheme {scheme}://)") from None
+    backend = u.get_backend_name()
+    if backend == "postgres":
+        u = u.set(drivername="postgresql" + ("+" + u.get_driver_name() if "+" in u.drivername else ""))
+        backend = "postgresql"
+    if "+" not in u.drivername and backend in _DEFAULT_DRIVER:
+        u = u.set(drivername=f"{backend}+{_DEFAULT_DRIVER[backend]}")
+    secret = _read_secret(options)
+    if secret is not None:
+        u = u.set(password=secret)
+    return u
+
+
+def create_sink(url: str, options: dict | None = None):
+    """Registry factory: ``create_sink(url, options) -> SqlSink``."""
+    from .sink import SqlSink
+
+    options = dict(options or {})
+    u = parse_url(url, options)
+    try:
+        return SqlSink(u, options)
+    except ValueError as e:
+        raise ConfigError(f"unsupported database: {e}") from None
+
+
+__all__ = ["create_sink", "parse_url"]

@@ -1,0 +1,257 @@
+"""How rows get into a table, per dialect: one generic path and two fast paths.
+
+* ``GenericLoader``: ``executemany`` through SQLAlchemy (SQLite, SQL Server with pyodbc
+  ``fast_executemany``, Access, any pyodbc dialect). Upsert = select the keys already present, one
+  ``UPDATE`` executemany for those, one ``INSERT`` executemany for the others.
+* ``CopyLoader`` (PostgreSQL + psycopg2): ``COPY ... FROM STDIN`` fed by a streaming reader; upserts
+  go through a temporary staging table merged with ``INSERT ... ON CONFLICT DO UPDATE``.
+* ``MultiRowLoader`` (MySQL/MariaDB + PyMySQL): multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``
+  statements cut to fit ``max_allowed_packet``.
+
+Every loader works inside the caller's transaction and holds at most ``rows_per_batch`` rows of
+statement parameters at a time. Identifiers are quoted by SQLAlchemy's preparer; values are always
+bound (or, for COPY, streamed as data, never as SQL).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import sqlalchemy as sa
+
+from exporter.naming import short_hash
+
+from .capabilities import SqlProfile
+
+
+def _dedupe(rows: list[dict], key: str) -> list[dict]:
+    """Keep the last row of each key (a record sent twice in one batch)."""
+    seen: dict[Any, dict] = {}
+    for r in rows:
+        seen[r[key]] = r
+    return list(seen.values()) if len(seen) != len(rows) else rows
+
+
+def _chunks(items: list, n: int) -> Iterator[list]:
+    n = max(1, n)
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+class GenericLoader:
+    name = "generic"
+
+    def __init__(self, conn: sa.Connection, profile: SqlProfile, rows_per_batch: int | None = None):
+        self.conn = conn
+        self.profile = profile
+        self.rows = rows_per_batch or profile.capabilities.rows_per_batch
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _params(table: sa.Table, cols: list[str]) -> dict[str, sa.BindParameter]:
+        return {c: sa.bindparam(f"p{i}", type_=table.c[c].type) for i, c in enumerate(cols)}
+
+    @staticmethod
+    def _rename(rows: Iterable[dict], cols: list[str]) -> list[dict]:
+        return [{f"p{i}": r.get(c) for i, c in enumerate(cols)} for r in rows]
+
+    # ------------------------------------------------------------------ operations
+    def delete_in(self, table: sa.Table, column: str, values: list, **equal: Any) -> None:
+        if not values:
+            return
+        step = max(1, self.profile.max_params - len(equal) - 1)
+        for chunk in _chunks(sorted(set(values)), step):
+            cond = [table.c[column].in_(chunk)] + [table.c[k] == v for k, v in equal.items()]
+            self.conn.execute(table.delete().where(*cond))
+
+    def insert(self, table: sa.Table, rows: list[dict]) -> None:
+        if not rows:
+            return
+        cols = list(rows[0])
+        stmt = table.insert().values(self._params(table, cols))
+        for chunk in _chunks(rows, self.rows):
+            self.conn.execute(stmt, self._rename(chunk, cols))
+
+    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> None:
+        if not rows:
+            return
+        rows = _dedupe(rows, key)
+        cols = list(rows[0])
+        others = [c for c in cols if c != key]
+        params = self._params(table, cols)
+        upd = None
+        if others:
+            upd = (table.update().where(table.c[key] == params[key])
+                   .values({c: params[c] for c in others}))
+        ins = table.insert().values(params)
+        step = max(1, min(self.rows, self.profile.max_params - 1))
+        for chunk in _chunks(rows, step):
+            keys = [r[key] for r in chunk]
+            present = set(self.conn.execute(sa.select(table.c[key]).where(table.c[key].in_(keys))).scalars())
+            old = [r for r in chunk if r[key] in present]
+            new = [r for r in chunk if r[key] not in present]
+            if old and upd is not None:
+                self.conn.execute(upd, self._rename(old, cols))
+            if new:
+                self.conn.execute(ins, self._rename(new, cols))
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL: COPY
+# --------------------------------------------------------------------------------------------
+
+
+def pg_copy_text(v: Any) -> str:
+    """One value in COPY text format (tab-separated, ``\\N`` for NULL, backslash escapes)."""
+    if v is None:
+        return r"\N"
+    if isinstance(v, bool):
+        s = "t" if v else "f"
+    elif isinstance(v, (dt.date, dt.time)):
+        s = v.isoformat()
+    elif isinstance(v, (bytes, bytearray, memoryview)):
+        s = "\\x" + bytes(v).hex()
+    else:
+        s = str(v)
+    return s.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+
+
+class RowStream(io.RawIOBase):
+    """A file-like reader producing COPY text lazily from rows: memory stays flat."""
+
+    def __init__(self, rows: Iterable[dict], cols: list[str]):
+        self._it = iter(rows)
+        self._cols = cols
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, n: int) -> None:
+        parts = [self._buf]
+        size = len(self._buf)
+        while size < n:
+            row = next(self._it, None)
+            if row is None:
+                break
+            line = ("\t".join(pg_copy_text(row.get(c)) for c in self._cols) + "\n").encode("utf-8")
+            parts.append(line)
+            size += len(line)
+        self._buf = b"".join(parts)
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = 1 << 62
+        self._fill(n)
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class CopyLoader(GenericLoader):
+    name = "copy"
+
+    def _raw_cursor(self):
+        return self.conn.connection.driver_connection.cursor()
+
+    def _qualified(self, table: sa.Table) -> str:
+        return self.conn.dialect.identifier_preparer.format_table(table)
+
+    def _copy(self, target_sql: str, cols: list[str], rows: list[dict]) -> None:
+        q = self.conn.dialect.identifier_preparer.quote
+        sql = f"COPY {target_sql} ({', '.join(q(c) for c in cols)}) FROM STDIN"
+        with self._raw_cursor() as cur:
+            cur.copy_expert(sql, RowStream(rows, cols), size=1 << 16)
+
+    def insert(self, table: sa.Table, rows: list[dict]) -> None:
+        if not rows:
+            return
+        cols = list(rows[0])
+        for chunk in _chunks(rows, self.rows):
+            self._copy(self._qualified(table), cols, chunk)
+
+    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> None:
+        if not rows:
+            return
+        from sqlalchemy.dialects import postgresql
+
+        rows = _dedupe(rows, key)
+        cols = list(rows[0])
+        q = self.conn.dialect.identifier_preparer.quote
+        stage = f"stage_{short_hash(table.fullname, 12)}"
+        stage_t = sa.table(stage, *[sa.column(c) for c in cols])
+        ins = postgresql.insert(table).from_select(cols, sa.select(*[stage_t.c[c] for c in cols]))
+        others = [c for c in cols if c != key]
+        if others:
+            ins = ins.on_conflict_do_update(index_elements=[key], set_={c: ins.excluded[c] for c in others})
+        else:
+            ins = ins.on_conflict_do_nothing(index_elements=[key])
+        for chunk in _chunks(rows, self.rows):
+            self.conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE {q(stage)} (LIKE {self._qualified(table)} INCLUDING DEFAULTS) "
+                "ON COMMIT DROP")
+            self._copy(q(stage), cols, chunk)
+            self.conn.execute(ins)
+            self.conn.exec_driver_sql(f"DROP TABLE {q(stage)}")
+
+
+# --------------------------------------------------------------------------------------------
+# MySQL / MariaDB: multi-row INSERT sized to max_allowed_packet
+# --------------------------------------------------------------------------------------------
+
+
+class MultiRowLoader(GenericLoader):
+    name = "multirow"
+
+    def __init__(self, conn: sa.Connection, profile: SqlProfile, rows_per_batch: int | None = None):
+        super().__init__(conn, profile, rows_per_batch)
+        packet = conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar() or (4 << 20)
+        # leave room for the protocol header and the ON DUPLICATE clause; PyMySQL cuts statements
+        # at max_stmt_length, sending a single over-long row alone (the server then names the limit)
+        self.max_stmt = max(64 << 10, min(int(packet) - (64 << 10), 256 << 20))
+
+    def _run(self, stmt, rows: list[dict], cols: list[str]) -> None:
+        sql = str(stmt.compile(dialect=self.conn.dialect))
+        with self.conn.connection.driver_connection.cursor() as cur:
+            cur.max_stmt_length = self.max_stmt
+            for chunk in _chunks(rows, self.rows):
+                cur.executemany(sql, self._rename(chunk, cols))
+
+    def insert(self, table: sa.Table, rows: list[dict]) -> None:
+        if not rows:
+            return
+        from sqlalchemy.dialects import mysql
+
+        cols = list(rows[0])
+        stmt = mysql.insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(cols)})
+        self._run(stmt, rows, cols)
+
+    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> None:
+        if not rows:
+            return
+        from sqlalchemy.dialects import mysql
+
+        rows = _dedupe(rows, key)
+        cols = list(rows[0])
+        stmt = mysql.insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(cols)})
+        others = [c for c in cols if c != key] or [key]
+        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in others})
+        self._run(stmt, rows, cols)
+
+
+def loader_for(conn: sa.Connection, profile: SqlProfile, forced: str | None = None,
+               rows_per_batch: int | None = None) -> GenericLoader:
+    """The fastest loader the dialect *and driver* allow (``forced="generic"`` for tests)."""
+    driver = conn.dialect.driver
+    kind = forced or profile.loader
+    if kind == "copy" and driver == "psycopg2":
+        return CopyLoader(conn, profile, rows_per_batch)
+    if kind == "multirow" and driver == "pymysql":
+        return MultiRowLoader(conn, profile, rows_per_batch)
+    return GenericLoader(conn, profile, rows_per_batch)

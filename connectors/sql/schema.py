@@ -1,0 +1,547 @@
+"""Tables derived from the form definitions, plus the fixed tables of every export database.
+
+Layout (the README documents every column):
+
+* ``<form>``: one row per submission, ``submission_id`` primary key, the metadata columns, one
+  column per field typed from the form definition (geoloc: ``<name>_lat`` + ``<name>_lon``),
+  ``unparsed_text`` (JSON of the original text of every value that its typed column cannot hold).
+* ``<form>__<subform>``: one row per sub-form row, ``(submission_id, row_index)`` primary key,
+  foreign key to the form table.
+* ``<table>_p2``, ``_p3``...: continuation tables when a table has more columns than the dialect
+  allows (Access 255); same key, foreign key to the first table.
+* fixed: users, user_groups, group_members, lists, list_items, forms, media, lineage, runs,
+  export_state.
+
+Schema evolution: a new field adds a column; a removed field keeps its column (``lineage.status =
+'removed'``); a field whose type changes keeps its old column and values, and gets a new column
+``<name>__<type>`` (``status = 'retyped'`` on the old one); nothing is dropped or converted.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mssql, mysql
+from sqlalchemy.types import TypeDecorator
+
+from exporter.errors import SinkError
+from exporter.model import (
+    BOOLEAN,
+    DATE,
+    DATETIME,
+    GEOLOC,
+    META_KEYS,
+    NUMBER,
+    TIME,
+    FieldDef,
+    Form,
+    GeoPoint,
+    Submission,
+)
+
+from .capabilities import SqlProfile
+from .planner import NamePlanner
+
+ID_LEN = 191  # ids, indexable in MySQL utf8mb4 and within SQL Server's 900-byte key limit
+
+
+class SQLiteDecimal(TypeDecorator):
+    """SQLite has no decimal type: store the exact decimal text in a NUMERIC column."""
+
+    impl = sa.Numeric
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else str(value)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else Decimal(str(value))
+
+
+def sa_type(sql_kind: str, profile: SqlProfile) -> sa.types.TypeEngine:
+    d = profile.dialect
+    if sql_kind == "id":
+        return sa.Unicode(ID_LEN)
+    if sql_kind == "key":
+        return sa.String(64)
+    if sql_kind == "short":
+        return sa.Unicode(32)
+    if sql_kind == "text":
+        if d == "mysql":
+            return mysql.LONGTEXT()
+        return sa.UnicodeText()
+    if sql_kind == "number":
+        if d == "sqlite":
+            return SQLiteDecimal()
+        return sa.Numeric(profile.numeric_precision, profile.numeric_scale, asdecimal=True)
+    if sql_kind == "double":
+        return sa.Double()
+    if sql_kind == "date":
+        return sa.Date()
+    if sql_kind == "time":
+        return sa.Time()
+    if sql_kind == "datetime":
+        if d == "mssql":
+            return mssql.DATETIME2()
+        return sa.DateTime()
+    if sql_kind == "boolean":
+        if profile.boolean_as_int:
+            return sa.SmallInteger()
+        return sa.Boolean(create_constraint=False)
+    if sql_kind == "int":
+        return sa.Integer()
+    if sql_kind == "bigint":
+        return sa.BigInteger()
+    if sql_kind == "binary":
+        if d == "mysql":
+            return mysql.LONGBLOB()
+        return sa.LargeBinary()
+    raise ValueError(sql_kind)
+
+
+def type_family(t: Any) -> str:
+    """Coarse family of a reflected or declared type, to tell compatible shapes apart."""
+    if isinstance(t, TypeDecorator):
+        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
+    if isinstance(t, (sa.Boolean, sa.Integer, sa.Numeric, sa.Float)):
+        return "number"
+    if isinstance(t, (sa.DateTime, sa.Date, sa.Time)):
+        return "temporal"
+    if isinstance(t, (sa.LargeBinary, sa.types._Binary)):
+        return "binary"
+    if isinstance(t, (sa.String, sa.Enum)):
+        return "text"
+    return "any"
+
+
+#: sql kinds of a field kind, with the part they store: [(part, sql_kind)]
+def field_parts(f: FieldDef) -> list[tuple[str, str]]:
+    if f.kind == GEOLOC:
+        return [("lat", "double"), ("lon", "double")]
+    return [("value", {NUMBER: "number", DATE: "date", TIME: "time", DATETIME: "datetime",
+                       BOOLEAN: "boolean"}.get(f.kind, "text"))]
+
+
+META_TIMES = {"create_time", "update_time", "answer_time", "update_answer_time", "start_time", "end_time"}
+
+
+def lineage_key(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Fixed tables
+# --------------------------------------------------------------------------------------------
+
+
+def fixed_tables(md: sa.MetaData, profile: SqlProfile) -> dict[str, sa.Table]:
+    def T(k: str) -> sa.types.TypeEngine:
+        return sa_type(k, profile)
+
+    C = sa.Column
+    kw = _table_kw(profile)
+    t = {}
+    t["users"] = sa.Table(
+        "users", md, C("user_id", T("id"), primary_key=True), C("login", T("text")), C("first_name", T("text")),
+        C("last_name", T("text")), C("email", T("text")), C("phone", T("text")), C("admin", T("boolean")),
+        C("main_group_id", T("text")), C("create_time", T("text")), **kw)
+    t["user_groups"] = sa.Table(
+        "user_groups", md, C("group_id", T("id"), primary_key=True), C("name", T("text")),
+        C("parent_id", T("text")), **kw)
+    t["group_members"] = sa.Table(
+        "group_members", md, C("group_id", T("id"), primary_key=True), C("user_id", T("id"), primary_key=True),
+        C("role", T("short"), primary_key=True), **kw)
+    t["lists"] = sa.Table(
+        "lists", md, C("list_id", T("id"), primary_key=True), C("name", T("text")), C("class", T("text")),
+        C("update_time", T("text")), C("item_count", T("int")), **kw)
+    t["list_items"] = list_items_table(md, profile, [])
+    t["forms"] = sa.Table(
+        "forms", md, C("form_id", T("id"), primary_key=True), C("name", T("text")), C("class", T("text")),
+        C("update_time", T("text")), C("table_name", T("text")), C("definition", T("text")), **kw)
+    t["media"] = sa.Table(
+        "media", md, C("media_key", T("key"), primary_key=True), C("form_id", T("id")),
+        C("submission_id", T("id")), C("field", T("text")), C("subform", T("text")), C("row_index", T("int")),
+        C("name", T("text")), C("content_type", T("text")), C("size", T("bigint")), C("sha256", T("key")),
+        C("path", T("text")), C("content", T("binary")),
+        sa.Index("ix_media_submission", "form_id", "submission_id"), **kw)
+    t["lineage"] = sa.Table(
+        "lineage", md, C("lineage_key", T("key"), primary_key=True), C("object", T("short")),
+        C("form_id", T("id")), C("subform", T("text")), C("field_name", T("text")), C("caption", T("text")),
+        C("field_type", T("text")), C("field_kind", T("short")), C("part", T("short")),
+        C("sql_type", T("short")), C("table_name", T("text")), C("column_name", T("text")),
+        C("position", T("int")), C("status", T("short")), C("first_run", T("short")), C("last_run", T("short")),
+        sa.Index("ix_lineage_form", "form_id"), **kw)
+    t["runs"] = sa.Table(
+        "runs", md, C("run_id", T("short"), primary_key=True), C("started_at", T("datetime")),
+        C("ended_at", T("datetime")), C("source", T("text")), C("mode", T("short")), C("status", T("short")),
+        C("forms", T("int")), C("submissions", T("int")), C("media", T("int")), C("counts", T("text")),
+        C("message", T("text")), **kw)
+    t["export_state"] = sa.Table(
+        "export_state", md, C("form_id", T("id"), primary_key=True), C("cursor", T("text")),
+        C("mode", T("short")), C("run_id", T("short")), C("updated_at", T("datetime")), **kw)
+    return t
+
+
+def list_items_table(md: sa.MetaData, profile: SqlProfile, extra: list[str]) -> sa.Table:
+    """``list_items`` with its split columns (``extra``: ``l1_label``, ``l1_code``, ...)."""
+    key = f"{md.schema}.list_items" if md.schema else "list_items"
+    if key in md.tables:
+        md.remove(md.tables[key])
+    return sa.Table(
+        "list_items", md, sa.Column("list_id", sa_type("id", profile), primary_key=True),
+        sa.Column("item_index", sa_type("int", profile), primary_key=True, autoincrement=False),
+        sa.Column("line", sa_type("text", profile)),
+        *[sa.Column(n, sa_type("text", profile)) for n in extra], **_table_kw(profile))
+
+
+FIXED_NAMES = ("users", "user_groups", "group_members", "lists", "list_items", "forms", "media",
+               "lineage", "runs", "export_state")
+
+
+def _table_kw(profile: SqlProfile) -> dict:
+    if profile.dialect == "mysql":
+        return {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+    return {}
+
+
+def list_item_columns(max_levels: int, max_cols: int) -> list[str]:
+    """Split columns of ``list_items``: ``l1_label``, ``l1_code``, ``l1_c2_label``, ..."""
+    out = []
+    for lv in range(1, max_levels + 1):
+        for c in range(1, max_cols + 1):
+            stem = f"l{lv}" if c == 1 else f"l{lv}_c{c}"
+            out += [f"{stem}_label", f"{stem}_code"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Form plans
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ColumnPlan:
+    field: str  # original field name
+    part: str  # value | lat | lon
+    sql_kind: str
+    column: str
+    table: str  # physical table holding it
+    caption: str = ""
+    field_type: str = ""
+    field_kind: str = ""
+    status: str = "active"  # active | removed | retyped
+    position: int = 0
+    first_run: str = ""
+    new: bool = False
+
+    def key(self, form_id: str, subform: str) -> str:
+        return lineage_key(form_id, subform, self.field, self.part, self.sql_kind)
+
+
+@dataclass
+class TablePlan:
+    """A logical table (a form or one of its sub-forms), possibly split over several parts."""
+
+    form_id: str
+    subform: str  # "" for the form itself
+    parts: list[str]
+    key_columns: list[str]  # physical names: submission_id[, row_index]
+    fixed_columns: list[str]  # physical names on parts[0] besides keys (meta..., unparsed_text)
+    meta_columns: dict[str, str]  # meta key -> physical column (form tables only)
+    unparsed_column: str
+    columns: list[ColumnPlan] = field(default_factory=list)
+    new_parts: set[str] = field(default_factory=set)
+
+    def active(self) -> list[ColumnPlan]:
+        return [c for c in self.columns if c.status == "active"]
+
+    def by_field(self) -> dict[str, list[ColumnPlan]]:
+        out: dict[str, list[ColumnPlan]] = {}
+        for c in self.active():
+            out.setdefault(c.field, []).append(c)
+        return out
+
+    def columns_of(self, part: str) -> list[ColumnPlan]:
+        return [c for c in self.columns if c.table == part]
+
+
+@dataclass
+class FormPlan:
+    form: Form
+    main: TablePlan
+    subforms: dict[str, TablePlan]  # sub-form field name -> plan
+
+    def tables(self) -> list[TablePlan]:
+        return [self.main, *self.subforms.values()]
+
+
+def plan_form(form: Form, stored: list[dict], planner: NamePlanner, profile: SqlProfile,
+              taken_tables: set[str], run_id: str) -> FormPlan:
+    """Plan (or re-plan) the tables of ``form`` given its stored lineage rows. ``taken_tables``
+    holds every table name already used (lowercased) and is updated."""
+    tables_by_sub: dict[str, list[dict]] = {}
+    cols_by_sub: dict[str, list[dict]] = {}
+    for r in stored:
+        (tables_by_sub if r["object"] == "table" else cols_by_sub).setdefault(r["subform"] or "", []).append(r)
+
+    def parts_of(sub: str) -> list[str]:
+        rows = sorted(tables_by_sub.get(sub, []), key=lambda r: r["position"] or 0)
+        return [r["table_name"] for r in rows]
+
+    main_parts = parts_of("")
+    new_main = not main_parts
+    if new_main:
+        main_parts = [planner.form_table(form.id, form.name, taken_tables)]
+    key = [planner.fixed("submission_id")]
+    meta = {k: planner.fixed(k) for k in META_KEYS}
+    unparsed = planner.fixed("unparsed_text")
+    main = TablePlan(form.id, "", main_parts, key, [*meta.values(), unparsed], meta, unparsed)
+    if new_main:
+        main.new_parts.add(main_parts[0])
+    _plan_columns(main, [f for f in form.fields if f.has_value], cols_by_sub.get("", []), planner, profile,
+                  taken_tables, run_id)
+    subs: dict[str, TablePlan] = {}
+    for sf in form.subforms():
+        parts = parts_of(sf.name)
+        new = not parts
+        if new:
+            parts = [planner.subform_table(main_parts[0], sf.name, taken_tables)]
+        tp = TablePlan(form.id, sf.name, parts, [planner.fixed("submission_id"), planner.fixed("row_index")],
+                       [unparsed], {}, unparsed)
+        if new:
+            tp.new_parts.add(parts[0])
+        _plan_columns(tp, [c for c in sf.children if c.has_value], cols_by_sub.get(sf.name, []), planner,
+                      profile, taken_tables, run_id)
+        subs[sf.name] = tp
+    # sub-forms that disappeared from the definition keep their tables: plan them from lineage
+    for sub in sorted(set(tables_by_sub) - {""} - set(subs)):
+        tp = TablePlan(form.id, sub, parts_of(sub), [planner.fixed("submission_id"), planner.fixed("row_index")],
+                       [unparsed], {}, unparsed)
+        _plan_columns(tp, [], cols_by_sub.get(sub, []), planner, profile, taken_tables, run_id)
+        subs[sub] = tp
+    return FormPlan(form, main, subs)
+
+
+def _plan_columns(tp: TablePlan, fields: list[FieldDef], stored: list[dict], planner: NamePlanner,
+                  profile: SqlProfile, taken_tables: set[str], run_id: str) -> None:
+    existing: dict[tuple[str, str, str], ColumnPlan] = {}
+    for r in sorted(stored, key=lambda r: r["position"] or 0):
+        cp = ColumnPlan(r["field_name"], r["part"], r["sql_type"], r["column_name"], r["table_name"],
+                        r["caption"] or "", r["field_type"] or "", r["field_kind"] or "", "removed",
+                        r["position"] or 0, r["first_run"] or "")
+        existing[(cp.field, cp.part, cp.sql_kind)] = cp
+        tp.columns.append(cp)
+    taken_cols = {c.lower() for c in tp.key_columns + tp.fixed_columns} | {c.column.lower() for c in tp.columns}
+    pos = max([c.position for c in tp.columns], default=0)
+    max_cols = profile.capabilities.max_columns
+    counts = {p: len(tp.key_columns) + (len(tp.fixed_columns) if i == 0 else 0) for i, p in enumerate(tp.parts)}
+    for c in tp.columns:
+        counts[c.table] = counts.get(c.table, 0) + 1
+    for f in fields:
+        for part, sql_kind in field_parts(f):
+            cp = existing.get((f.name, part, sql_kind))
+            if cp is not None:
+                cp.status, cp.caption, cp.field_type, cp.field_kind = "active", f.caption, f.type, f.kind
+                continue
+            retyped = [c for c in tp.columns if c.field == f.name and c.part == part and c.sql_kind != sql_kind]
+            suffix = "" if part == "value" else f"_{part}"
+            if retyped:
+                suffix += f"__{sql_kind}"
+            name = planner.column(f.name, taken_cols, suffix, original=f"{f.name}\x1f{part}\x1f{sql_kind}")
+            table = tp.parts[-1]
+            if max_cols is not None and counts.get(table, 0) >= max_cols:
+                table = planner.part_table(tp.parts[0], len(tp.parts) + 1, taken_tables)
+                tp.parts.append(table)
+                tp.new_parts.add(table)
+                counts[table] = len(tp.key_columns)
+            counts[table] = counts.get(table, 0) + 1
+            pos += 1
+            cp = ColumnPlan(f.name, part, sql_kind, name, table, f.caption, f.type, f.kind, "active", pos,
+                            run_id, new=True)
+            existing[(f.name, part, sql_kind)] = cp
+            tp.columns.append(cp)
+    present = {f.name for f in fields}
+    for c in tp.columns:
+        if c.status != "active":
+            c.status = "retyped" if c.field in present else "removed"
+
+
+def lineage_rows(plan: FormPlan, run_id: str) -> list[dict]:
+    rows = []
+    for tp in plan.tables():
+        for i, part in enumerate(tp.parts):
+            rows.append({"lineage_key": lineage_key(tp.form_id, tp.subform, "", "table", str(i)), "object": "table",
+                             "form_id": tp.form_id, "subform": tp.subform, "field_name": "", "caption": "",
+                             "field_type": "", "field_kind": "", "part": "table", "sql_type": "", "table_name": part,
+                             "column_name": "", "position": i, "status": "active", "first_run": run_id, "last_run": run_id})
+        for c in tp.columns:
+            rows.append({"lineage_key": c.key(tp.form_id, tp.subform), "object": "column", "form_id": tp.form_id,
+                             "subform": tp.subform, "field_name": c.field, "caption": c.caption, "field_type": c.field_type,
+                             "field_kind": c.field_kind, "part": c.part, "sql_type": c.sql_kind, "table_name": c.table,
+                             "column_name": c.column, "position": c.position, "status": c.status,
+                             "first_run": c.first_run or run_id, "last_run": run_id})
+    return rows
+
+
+def build_tables(md: sa.MetaData, tp: TablePlan, profile: SqlProfile, parent: TablePlan | None) -> dict[str, sa.Table]:
+    """SQLAlchemy tables of every part of ``tp`` (all planned columns, active or not)."""
+    out = {}
+    kw = _table_kw(profile)
+    for i, part in enumerate(tp.parts):
+        cols: list[Any] = []
+        for j, k in enumerate(tp.key_columns):
+            cols.append(sa.Column(k, sa_type("id" if j == 0 else "int", profile), primary_key=True,
+                                  autoincrement=False))
+        if i == 0:
+            for mk, col in tp.meta_columns.items():
+                cols.append(sa.Column(col, sa_type("datetime" if mk in META_TIMES else "text", profile)))
+            cols.append(sa.Column(tp.unparsed_column, sa_type("text", profile)))
+        for c in tp.columns_of(part):
+            cols.append(sa.Column(c.column, sa_type(c.sql_kind, profile)))
+        if i > 0:
+            target, target_keys = tp.parts[0], tp.key_columns
+        elif parent is not None:
+            target, target_keys = parent.parts[0], parent.key_columns[:1]
+        else:
+            target = None
+        if target is not None:
+            n = len(target_keys)
+            ref = ".".join(x for x in (md.schema, target) if x)
+            cols.append(sa.ForeignKeyConstraint(tp.key_columns[:n], [f"{ref}.{k}" for k in target_keys],
+                                                name=None))
+        if part in md.tables or (md.schema and f"{md.schema}.{part}" in md.tables):
+            md.remove(md.tables[f"{md.schema}.{part}" if md.schema else part])
+        out[part] = sa.Table(part, md, *cols, **kw)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Rows
+# --------------------------------------------------------------------------------------------
+
+
+class _Converter:
+    def __init__(self, profile: SqlProfile):
+        self.profile = profile
+        p, s = profile.numeric_precision, profile.numeric_scale
+        self.max_int_digits = p - s
+        self.scale = s
+
+    def number(self, v: Any, text: str | None, unparsed: dict, key: str) -> Any:
+        if not isinstance(v, Decimal) or not v.is_finite():
+            _keep(unparsed, key, text)
+            return None
+        if self.profile.dialect == "sqlite":
+            return v
+        _sign, digits, exp = v.as_tuple()
+        int_digits = max(len(digits) + exp, 0)
+        if int_digits > self.max_int_digits:
+            _keep(unparsed, key, text)
+            return None
+        if exp < -self.scale:  # more decimals than the column keeps: rounded, text kept
+            _keep(unparsed, key, text)
+            return v.quantize(Decimal(1).scaleb(-self.scale))
+        return v
+
+    def cell(self, c: ColumnPlan, value: Any, text: str | None, unparsed: dict) -> Any:
+        k = c.sql_kind
+        if k == "text":
+            if text is None and value is not None and not isinstance(value, tuple):
+                return str(value)
+            return text
+        if k == "number":
+            if value is None:
+                _keep(unparsed, c.field, text)
+                return None
+            return self.number(value, text, unparsed, c.field)
+        if k == "double":
+            if isinstance(value, GeoPoint):
+                return value.latitude if c.part == "lat" else value.longitude
+            if c.part == "lon":  # the text is kept once, under the field name, by the lat column
+                return None
+            _keep(unparsed, c.field, text)
+            return None
+        if k == "boolean":
+            if isinstance(value, bool):
+                return int(value) if self.profile.boolean_as_int else value
+            _keep(unparsed, c.field, text)
+            return None
+        if k in ("date", "time", "datetime"):
+            ok = {"date": lambda x: isinstance(x, dt.date) and not isinstance(x, dt.datetime),
+                  "time": lambda x: isinstance(x, dt.time),
+                  "datetime": lambda x: isinstance(x, dt.datetime)}[k](value)
+            if ok:
+                return value
+            _keep(unparsed, c.field, text)
+            return None
+        return text
+
+
+def _keep(unparsed: dict, key: str, text: str | None) -> None:
+    if text is not None and text.strip() != "":
+        unparsed[key] = text
+
+
+def parse_meta_time(text: str | None, unparsed: dict, key: str) -> dt.datetime | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        v = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        unparsed[f"_meta:{key}"] = text
+        return None
+    if v.tzinfo is not None:
+        unparsed[f"_meta:{key}"] = text
+        v = v.replace(tzinfo=None)
+    return v
+
+
+def check_id(value: str | None, what: str, context: str) -> str:
+    if value is None or value == "":
+        raise SinkError(f"{what} is empty", context=context)
+    if len(value) > ID_LEN:
+        raise SinkError(f"{what} is {len(value)} characters long, more than the {ID_LEN} an id column holds",
+                        context=context)
+    return value
+
+
+def submission_rows(plan: FormPlan, sub: Submission, profile: SqlProfile
+                    ) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    """Rows of one submission: {part table: row} for the form, {part table: [rows]} for sub-forms."""
+    conv = _Converter(profile)
+    ctx = f"form {plan.form.id} submission {sub.id}"
+    sid = check_id(sub.id, "submission id", ctx)
+    main = plan.main
+    unparsed: dict[str, str] = {}
+    parent: dict[str, dict] = {p: {main.key_columns[0]: sid} for p in main.parts}
+    first = parent[main.parts[0]]
+    for mk, col in main.meta_columns.items():
+        t = sub.meta.get(mk)
+        first[col] = parse_meta_time(t, unparsed, mk) if mk in META_TIMES else t
+    for c in main.active():
+        parent[c.table][c.column] = conv.cell(c, sub.values.get(c.field), sub.text.get(c.field), unparsed)
+    first[main.unparsed_column] = json.dumps(unparsed, ensure_ascii=False, sort_keys=True) if unparsed else None
+    children: dict[str, list[dict]] = {}
+    for sf_name, tp in plan.subforms.items():
+        for p in tp.parts:
+            children.setdefault(p, [])
+        for row in sub.subforms.get(sf_name, ()):
+            un: dict[str, str] = {}
+            prow = {p: {tp.key_columns[0]: sid, tp.key_columns[1]: row.index} for p in tp.parts}
+            for c in tp.active():
+                prow[c.table][c.column] = conv.cell(c, row.values.get(c.field), row.text.get(c.field), un)
+            prow[tp.parts[0]][tp.unparsed_column] = json.dumps(un, ensure_ascii=False, sort_keys=True) if un else None
+            for p, r in prow.items():
+                children[p].append(r)
+    return parent, children
+
+
+def iter_chunks(items: list, n: int) -> Iterable[list]:
+    for i in range(0, len(items), max(1, n)):
+        yield items[i:i + n]

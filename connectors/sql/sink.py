@@ -1,0 +1,643 @@
+"""The SQL sink: one transaction per batch, state stored with the data, names planned once.
+
+Flow per ``write(batch)``:
+
+1. schema phase (only when the batch holds ``Form`` or ``ExternalList`` records): plan names from
+   the stored ``lineage``, check every existing table's shape (an incompatible table of the same
+   name is a SinkError before anything is written), store the plan, then CREATE / ALTER ADD.
+   Where DDL is transactional (SQLite, PostgreSQL, SQL Server) this runs inside the batch's
+   transaction; elsewhere (MySQL/MariaDB, Access commit DDL implicitly) it runs in its own
+   transaction just before the data, and only ever *adds* tables and columns.
+2. data phase, inside the batch's transaction: users, groups (+ members), lists (+ items), forms,
+   submissions per form (child rows and media rows of every written submission deleted, parent
+   rows upserted, child rows inserted), media, then ``export_state`` from Checkpoint records.
+
+``commit()`` commits (the runs row's counters go in the same transaction); a failure inside
+``write`` rolls the batch back before raising; ``close(ok=False)`` rolls back whatever is pending.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
+
+from exporter.errors import ExporterError, SinkError
+from exporter.fsutil import atomic_write
+from exporter.model import (
+    Checkpoint,
+    ExternalList,
+    Form,
+    Group,
+    Media,
+    Submission,
+    User,
+)
+from exporter.naming import safe_filename, safe_join
+from exporter.sinks import RunContext
+
+from .capabilities import profile_for
+from .loaders import GenericLoader, loader_for
+from .planner import NamePlanner
+from .schema import (
+    FIXED_NAMES,
+    FormPlan,
+    build_tables,
+    check_id,
+    fixed_tables,
+    iter_chunks,
+    lineage_key,
+    lineage_rows,
+    list_item_columns,
+    list_items_table,
+    plan_form,
+    submission_rows,
+    type_family,
+)
+
+log = logging.getLogger("exporter.sql")
+
+_CHUNK = 8 << 20  # media bytes per statement when streaming BLOBs
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+class SqlSink:
+    """A SQLAlchemy database as an export destination (see the module docstring)."""
+
+    def __init__(self, url: sa.URL, options: dict):
+        self.url = url
+        self.options = options
+        profile = profile_for(url.get_backend_name())
+        if options.get("max_columns"):  # a narrower limit than the dialect's (tests, legacy targets)
+            caps = dataclasses.replace(profile.capabilities, max_columns=int(options["max_columns"]))
+            profile = dataclasses.replace(profile, capabilities=caps)
+        self.profile = profile
+        self.capabilities = profile.capabilities
+        self.schema = options.get("schema") or None
+        self.name = url.render_as_string(hide_password=True) + (f" (schema {self.schema})" if self.schema else "")
+        self._password = url.password
+        self.media_in_db = bool(options.get("media_in_db"))
+        self.media_dir = Path(options["media_dir"]) if options.get("media_dir") else None
+        self.media_max_bytes = int(options.get("media_in_db_max_bytes") or (256 << 20))
+        self.planner = NamePlanner(self.profile)
+        self._engine: sa.Engine | None = None
+        self._conn: sa.Connection | None = None
+        self._tx: sa.Transaction | None = None
+        self._loader: GenericLoader | None = None
+        self._ctx: RunContext | None = None
+        self._reset_schema_cache()
+        self._pending: dict[str, int] = {}
+        self._counts: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"SqlSink({self.name!r})"
+
+    # ------------------------------------------------------------------ errors
+    def _translate(self, exc: BaseException, what: str) -> SinkError:
+        orig = getattr(exc, "orig", None) or exc
+        text = " ".join(str(orig).split()) or type(orig).__name__
+        if len(text) > 500:
+            text = text[:500] + "..."
+        if self._password:
+            text = text.replace(self._password, "***")
+        return SinkError(f"{what}: {text}", context=self.name)
+
+    @contextlib.contextmanager
+    def _op(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except ExporterError:
+            raise
+        except SQLAlchemyError as e:
+            raise self._translate(e, what) from None
+        except OSError as e:
+            raise SinkError(f"{what}: {e.strerror or e}", context=self.name) from None
+
+    # ------------------------------------------------------------------ connection
+    def _ensure_engine(self) -> sa.Engine:
+        if self._engine is not None:
+            return self._engine
+        kwargs: dict[str, Any] = {}
+        backend = self.url.get_backend_name()
+        if backend == "sqlite":
+            db = self.url.database or ""
+            if db and db != ":memory:" and not db.startswith("file:"):
+                parent = Path(db).expanduser().resolve().parent
+                if not parent.is_dir():
+                    raise SinkError(f"directory {parent} does not exist", context=self.name)
+        with self._op("configuring the connection"):
+            engine = sa.create_engine(self.url, **kwargs)
+        if self.url.get_driver_name() == "pyodbc" and self.profile.odbc_fast_executemany:
+            @event.listens_for(engine, "before_cursor_execute")
+            def _fast_executemany(conn, cursor, statement, params, context, executemany):
+                # pyodbc sends the whole parameter array in one round trip
+                if executemany:
+                    cursor.fast_executemany = True
+        if backend == "sqlite":
+            @event.listens_for(engine, "connect")
+            def _sqlite_connect(dbapi_conn, _rec):  # pragma: no cover - exercised by every sqlite test
+                dbapi_conn.isolation_level = None  # let SQLAlchemy's BEGIN cover DDL too
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _sqlite_begin(conn):  # pragma: no cover
+                conn.exec_driver_sql("BEGIN")
+        self._engine = engine
+        return engine
+
+    def _connect(self) -> sa.Connection:
+        if self._conn is None:
+            engine = self._ensure_engine()
+            try:
+                self._conn = engine.connect()
+            except SQLAlchemyError as e:
+                raise self._translate(e, "cannot connect") from None
+            self._loader = loader_for(self._conn, self.profile, self.options.get("loader"),
+                                      self.options.get("rows_per_batch"))
+            if self._conn.in_transaction():  # the loader may have asked the server a setting
+                self._conn.rollback()
+        return self._conn
+
+    def _begin(self) -> None:
+        if self._tx is None:
+            self._tx = self._connect().begin()
+
+    def _commit_tx(self) -> None:
+        if self._tx is not None:
+            tx, self._tx = self._tx, None
+            tx.commit()
+
+    def _rollback(self) -> None:
+        tx, self._tx = self._tx, None
+        if tx is not None:
+            with contextlib.suppress(Exception):
+                tx.rollback()
+        self._pending = {}
+        self._reset_schema_cache()
+
+    def _reset_schema_cache(self) -> None:
+        self._md = sa.MetaData(schema=self.schema)
+        self._fixed = fixed_tables(self._md, self.profile)
+        self._plans: dict[str, FormPlan] = {}
+        self._tables: dict[str, sa.Table] = {}
+        self._list_cols: list[str] | None = None
+
+    # ------------------------------------------------------------------ shape checks and DDL
+    def _inspector(self):
+        return sa.inspect(self._conn)
+
+    def _check_tables(self, tables: list[sa.Table]) -> list[tuple[sa.Table, list[sa.Column] | None]]:
+        """Check every table before any DDL: returns (table, None) to create, (table, [missing
+        columns]) to alter. Raises SinkError for an existing table of incompatible shape."""
+        insp = self._inspector()
+        out = []
+        for t in tables:
+            if not insp.has_table(t.name, schema=self.schema):
+                out.append((t, None))
+                continue
+            cols = {c["name"].lower(): c for c in insp.get_columns(t.name, schema=self.schema)}
+            pk = [c.lower() for c in (insp.get_pk_constraint(t.name, schema=self.schema) or {}).get(
+                "constrained_columns") or []]
+            want_pk = [c.name.lower() for c in t.primary_key.columns]
+            if sorted(pk) != sorted(want_pk):
+                raise SinkError(
+                    f"table {t.name} already exists with an incompatible shape: its primary key is "
+                    f"({', '.join(pk) or 'none'}), expected ({', '.join(want_pk)}); use another "
+                    "database or schema", context=self.name)
+            missing = []
+            for c in t.columns:
+                have = cols.get(c.name.lower())
+                if have is None:
+                    missing.append(c)
+                    continue
+                fam_have, fam_want = type_family(have["type"]), type_family(c.type)
+                if "any" not in (fam_have, fam_want) and fam_have != fam_want:
+                    raise SinkError(
+                        f"table {t.name} already exists with an incompatible shape: column {c.name} is "
+                        f"{have['type']}, expected {fam_want}; use another database or schema",
+                        context=self.name)
+            out.append((t, missing))
+        return out
+
+    def _apply_ddl(self, checked: list[tuple[sa.Table, list[sa.Column] | None]]) -> None:
+        conn = self._conn
+        prep = conn.dialect.identifier_preparer
+        add = "ADD" if self.profile.dialect == "mssql" else "ADD COLUMN"
+        for t, missing in checked:
+            if missing is None:
+                with self._op(f"creating table {t.name}"):
+                    t.create(conn)
+                continue
+            for c in missing:
+                spec = sa.schema.CreateColumn(c).compile(dialect=conn.dialect)
+                with self._op(f"adding column {c.name} to table {t.name}"):
+                    conn.exec_driver_sql(f"ALTER TABLE {prep.format_table(t)} {add} {spec}")
+
+    def _ensure_fixed(self) -> None:
+        tables = [self._fixed[n] for n in FIXED_NAMES]
+        self._apply_ddl(self._check_tables(tables))
+
+    # ------------------------------------------------------------------ protocol
+    def open(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+        conn = self._connect()
+        with self._op("preparing the export tables"):
+            self._begin()
+            self._ensure_fixed()
+            self._commit_tx()
+            self._begin()
+            runs = self._fixed["runs"]
+            conn.execute(runs.delete().where(runs.c.run_id == ctx.run_id))
+            conn.execute(runs.insert().values(run_id=ctx.run_id, started_at=_now(), source=ctx.source,
+                                              mode=ctx.mode, status="running", forms=0, submissions=0, media=0,
+                                              counts="{}"))
+            self._commit_tx()
+
+    def load_state(self) -> dict[str, str | None]:
+        own = self._conn is None
+        with self._op("reading the export state"):
+            conn = self._connect()
+            try:
+                if not sa.inspect(conn).has_table("export_state", schema=self.schema):
+                    return {}
+                st = self._fixed["export_state"]
+                return {r.form_id: r.cursor for r in conn.execute(sa.select(st.c.form_id, st.c.cursor))}
+            finally:
+                if own:
+                    conn.rollback()
+                    conn.close()
+                    self._conn = None
+
+    def write(self, batch: Sequence[Any]) -> None:
+        if self._conn is None:
+            raise SinkError("write() before open()", context=self.name)
+        try:
+            with self._op("writing a batch"):
+                self._write(batch)
+        except BaseException:
+            self._rollback()
+            raise
+
+    def commit(self) -> None:
+        if self._tx is None:
+            return
+        try:
+            with self._op("committing"):
+                self._update_run(status="running")
+                self._commit_tx()
+        except BaseException:
+            self._rollback()
+            raise
+        for k, n in self._pending.items():
+            self._counts[k] = self._counts.get(k, 0) + n
+        self._pending = {}
+
+    def close(self, ok: bool) -> None:
+        if self._conn is None:
+            if self._engine is not None:
+                self._engine.dispose()
+            return
+        try:
+            if ok:
+                self.commit()
+            else:
+                self._rollback()
+            if self._ctx is not None:
+                try:
+                    with self._op("recording the run"):
+                        self._begin()
+                        self._update_run(status="ok" if ok else "failed", ended=True)
+                        self._commit_tx()
+                except SinkError:
+                    self._rollback()
+                    if ok:
+                        raise
+        finally:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+            if self._engine is not None:
+                self._engine.dispose()
+
+    # ------------------------------------------------------------------ runs
+    def _update_run(self, status: str, ended: bool = False) -> None:
+        if self._ctx is None:
+            return
+        counts = dict(self._counts)
+        for k, n in self._pending.items():
+            counts[k] = counts.get(k, 0) + n
+        runs = self._fixed["runs"]
+        values = {"status": status, "forms": counts.get("form", 0), "submissions": counts.get("submission", 0),
+                      "media": counts.get("media", 0), "counts": json.dumps(counts, sort_keys=True)}
+        if ended:
+            values["ended_at"] = _now()
+        self._conn.execute(runs.update().where(runs.c.run_id == self._ctx.run_id).values(**values))
+
+    def _count(self, kind: str, n: int = 1) -> None:
+        self._pending[kind] = self._pending.get(kind, 0) + n
+
+    # ------------------------------------------------------------------ schema phase
+    def _run_id(self) -> str:
+        return self._ctx.run_id if self._ctx else ""
+
+    def _prepare_form(self, form: Form) -> None:
+        conn, lin = self._conn, self._fixed["lineage"]
+        stored = [dict(r._mapping) for r in conn.execute(sa.select(lin).where(lin.c.form_id == form.id))]
+        taken = {n.lower() for n in FIXED_NAMES}
+        taken |= {(n or "").lower() for n in conn.execute(
+            sa.select(lin.c.table_name).where(lin.c.object == "table")).scalars()}
+        plan = plan_form(form, stored, self.planner, self.profile, taken, self._run_id())
+        tables: dict[str, sa.Table] = {}
+        tables.update(build_tables(self._md, plan.main, self.profile, None))
+        for tp in plan.subforms.values():
+            tables.update(build_tables(self._md, tp, self.profile, plan.main))
+        checked = self._check_tables(list(tables.values()))
+        with self._op(f"storing the name plan of form {form.id}"):
+            self._loader.upsert(lin, "lineage_key", lineage_rows(plan, self._run_id()))
+        self._apply_ddl(checked)
+        self._plans[form.id] = plan
+        self._tables.update(tables)
+
+    def _prepare_list_items(self, lists: list[ExternalList]) -> None:
+        levels = cols = 0
+        for lst in lists:
+            for item in lst.parsed_items():
+                levels = max(levels, len(item.levels))
+                cols = max(cols, max((len(lv) for lv in item.levels), default=0))
+        fixed = self._fixed["list_items"]
+        room = (self.capabilities.max_columns or 10 ** 6) - len(fixed.columns)
+        wanted = list_item_columns(levels, cols)[:room]
+        current = self._list_item_table()
+        new = [c for c in wanted if c not in current.c]
+        if not new:
+            return
+        extra = [c.name for c in current.columns if c.name not in fixed.c] + new
+        table = self._build_list_items(extra)
+        self._apply_ddl(self._check_tables([table]))
+
+    def _build_list_items(self, extra: list[str]) -> sa.Table:
+        self._fixed["list_items"] = list_items_table(self._md, self.profile, extra)
+        self._list_cols = list(extra)
+        return self._fixed["list_items"]
+
+    def _list_item_table(self) -> sa.Table:
+        if self._list_cols is None:
+            fixed = self._fixed["list_items"]
+            have = [c["name"] for c in self._inspector().get_columns("list_items", schema=self.schema)]
+            self._build_list_items([n for n in have if n not in fixed.c])
+        return self._fixed["list_items"]
+
+    # ------------------------------------------------------------------ data phase
+    def _write(self, batch: Sequence[Any]) -> None:
+        forms = [r for r in batch if isinstance(r, Form)]
+        lists = [r for r in batch if isinstance(r, ExternalList)]
+        if forms or lists:
+            if self.capabilities.transactional_ddl:
+                self._begin()
+            else:
+                # DDL commits implicitly here: finish the pending batch first, then plan alone
+                self.commit()
+                self._begin()
+            for f in forms:
+                self._prepare_form(f)
+            if lists:
+                self._prepare_list_items(lists)
+            if not self.capabilities.transactional_ddl:
+                self._commit_tx()
+        self._begin()
+        users = [r for r in batch if isinstance(r, User)]
+        groups = [r for r in batch if isinstance(r, Group)]
+        if users:
+            self._write_users(users)
+        if groups:
+            self._write_groups(groups)
+        if lists:
+            self._write_lists(lists)
+        if forms:
+            self._write_forms(forms)
+        subs: OrderedDict[str, OrderedDict[str, Submission]] = OrderedDict()
+        for r in batch:
+            if isinstance(r, Submission):
+                subs.setdefault(r.form_id, OrderedDict())[r.id] = r
+        for form_id, by_id in subs.items():
+            self._write_submissions(form_id, list(by_id.values()))
+        media = [r for r in batch if isinstance(r, Media)]
+        if media:
+            self._write_media(media)
+        cps = [r for r in batch if isinstance(r, Checkpoint)]
+        if cps:
+            st = self._fixed["export_state"]
+            with self._op("table export_state"):
+                self._loader.upsert(st, "form_id", [
+                    {"form_id": c.form_id, "cursor": c.cursor, "mode": c.mode, "run_id": self._run_id(), "updated_at": _now()}
+                    for c in cps])
+            self._count("checkpoint", len(cps))
+
+    def _write_users(self, users: list[User]) -> None:
+        rows = [{"user_id": check_id(u.id, "user id", f"user {u.id}"), "login": u.login, "first_name": u.first_name,
+                     "last_name": u.last_name, "email": u.email, "phone": u.phone,
+                     "admin": int(u.admin) if self.profile.boolean_as_int else bool(u.admin),
+                     "main_group_id": u.main_group_id, "create_time": u.create_time} for u in users]
+        with self._op("table users"):
+            self._loader.upsert(self._fixed["users"], "user_id", rows)
+        self._count("user", len(rows))
+
+    def _write_groups(self, groups: list[Group]) -> None:
+        rows = [{"group_id": check_id(g.id, "group id", f"group {g.id}"), "name": g.name, "parent_id": g.parent_id}
+                for g in groups]
+        members = []
+        for g in {g.id: g for g in groups}.values():
+            seen = set()
+            for role, ids in (("member", g.users), ("leader", g.leaders)):
+                for uid in ids:
+                    if (uid, role) not in seen:
+                        seen.add((uid, role))
+                        members.append({"group_id": g.id, "user_id": check_id(uid, "user id", f"group {g.id}"),
+                                            "role": role})
+        with self._op("table user_groups"):
+            self._loader.upsert(self._fixed["user_groups"], "group_id", rows)
+        with self._op("table group_members"):
+            gm = self._fixed["group_members"]
+            self._loader.delete_in(gm, "group_id", [r["group_id"] for r in rows])
+            self._loader.insert(gm, members)
+        self._count("group", len(rows))
+
+    def _write_lists(self, lists: list[ExternalList]) -> None:
+        rows = [{"list_id": check_id(x.id, "list id", f"list {x.id}"), "name": x.name, "class_": x.class_,
+                     "update_time": x.update_time, "item_count": len(x.items)} for x in lists]
+        for r in rows:
+            r["class"] = r.pop("class_")
+        with self._op("table lists"):
+            self._loader.upsert(self._fixed["lists"], "list_id", rows)
+        table = self._list_item_table()
+        split = [c.name for c in table.columns if c.name not in ("list_id", "item_index", "line")]
+        with self._op("table list_items"):
+            self._loader.delete_in(table, "list_id", [r["list_id"] for r in rows])
+            for lst in {x.id: x for x in lists}.values():
+                buf: list[dict] = []
+                for item in lst.parsed_items():
+                    row = dict.fromkeys(split)
+                    row.update(list_id=lst.id, item_index=item.index, line=item.line)
+                    for lv_i, level in enumerate(item.levels, 1):
+                        for c_i, col in enumerate(level, 1):
+                            stem = f"l{lv_i}" if c_i == 1 else f"l{lv_i}_c{c_i}"
+                            if f"{stem}_label" in row:
+                                row[f"{stem}_label"] = col.label
+                                row[f"{stem}_code"] = col.code
+                    buf.append(row)
+                    if len(buf) >= self._loader.rows:
+                        self._loader.insert(table, buf)
+                        buf = []
+                self._loader.insert(table, buf)
+        self._count("list", len(rows))
+
+    def _write_forms(self, forms: list[Form]) -> None:
+        rows = [{"form_id": f.id, "name": f.name, "class_": f.class_, "update_time": f.update_time,
+                     "table_name": self._plans[f.id].main.parts[0],
+                     "definition": json.dumps(f.raw, ensure_ascii=False, sort_keys=True, default=str)}
+                for f in forms]
+        for r in rows:
+            r["class"] = r.pop("class_")
+        with self._op("table forms"):
+            self._loader.upsert(self._fixed["forms"], "form_id", rows)
+        self._count("form", len(rows))
+
+    def _write_submissions(self, form_id: str, subs: list[Submission]) -> None:
+        plan = self._plans.get(form_id)
+        if plan is None:
+            raise SinkError("submissions arrived before the form definition in this run", context=f"form {form_id}")
+        parent: dict[str, list[dict]] = {p: [] for p in plan.main.parts}
+        children: dict[str, list[dict]] = {}
+        for s in subs:
+            p_rows, c_rows = submission_rows(plan, s, self.profile)
+            for part, row in p_rows.items():
+                parent[part].append(row)
+            for part, rows in c_rows.items():
+                children.setdefault(part, []).extend(rows)
+        ids = [s.id for s in subs]
+        key = plan.main.key_columns[0]
+        loader = self._loader
+        for tp in plan.subforms.values():
+            for part in reversed(tp.parts):
+                with self._op(f"form {form_id} table {part}"):
+                    loader.delete_in(self._tables[part], tp.key_columns[0], ids)
+        with self._op(f"form {form_id} table media"):
+            loader.delete_in(self._fixed["media"], "submission_id", ids, form_id=form_id)
+        for part in plan.main.parts:
+            with self._op(f"form {form_id} table {part}"):
+                loader.upsert(self._tables[part], key, parent[part])
+        for tp in plan.subforms.values():
+            for part in tp.parts:
+                with self._op(f"form {form_id} table {part}"):
+                    loader.insert(self._tables[part], children.get(part, []))
+        self._count("submission", len(subs))
+
+    # ------------------------------------------------------------------ media
+    def _write_media(self, media: list[Media]) -> None:
+        rows = []
+        by_key: dict[str, Media] = {}
+        for m in media:
+            r = m.ref
+            ctx = f"form {r.form_id} submission {r.submission_id} media {r.name}"
+            k = lineage_key(r.form_id, r.submission_id, r.subform or "", "" if r.row is None else str(r.row),
+                            r.field, r.name)
+            size, sha, path = m.size, m.sha256, None
+            if self.media_dir is not None:
+                path, size, sha = self._media_file(m, ctx)
+            elif self.media_in_db and (size is None or sha is None):
+                size, sha = self._measure(m)
+            rows.append({"media_key": k, "form_id": check_id(r.form_id, "form id", ctx),
+                             "submission_id": check_id(r.submission_id, "submission id", ctx), "field": r.field,
+                             "subform": r.subform, "row_index": r.row, "name": r.name, "content_type": m.content_type,
+                             "size": size, "sha256": sha, "path": path})
+            by_key[k] = m
+        table = self._fixed["media"]
+        with self._op("table media"):
+            self._loader.upsert(table, "media_key", rows)
+        if self.media_in_db:
+            sizes = {r["media_key"]: r["size"] for r in rows}
+            for k, m in by_key.items():
+                with self._op(f"table media ({m.ref.name})"):
+                    self._store_content(table, k, m, sizes[k])
+        self._count("media", len(rows))
+
+    @staticmethod
+    def _measure(m: Media) -> tuple[int, str]:
+        h, n = hashlib.sha256(), 0
+        for chunk in m.iter_bytes():
+            h.update(chunk)
+            n += len(chunk)
+        return n, h.hexdigest()
+
+    def _media_file(self, m: Media, ctx: str) -> tuple[str, int, str]:
+        r = m.ref
+        parts = [safe_filename(r.form_id), safe_filename(r.submission_id)]
+        if r.subform:
+            parts.append(safe_filename(f"{r.subform}-{r.row}"))
+        parts.append(safe_filename(r.name))
+        dest = safe_join(self.media_dir, *parts)
+        h, n = hashlib.sha256(), 0
+        try:
+            with atomic_write(dest) as fh:
+                for chunk in m.iter_bytes():
+                    h.update(chunk)
+                    n += len(chunk)
+                    fh.write(chunk)
+        except OSError as e:
+            raise SinkError(f"cannot write media file {dest}: {e.strerror or e}", context=ctx) from None
+        return "/".join(parts), n, h.hexdigest()
+
+    def _store_content(self, table: sa.Table, key: str, m: Media, size: int) -> None:
+        conn = self._conn
+        where = table.c.media_key == key
+        d = self.profile.dialect
+        if d == "sqlite":
+            conn.execute(table.update().where(where).values(content=sa.func.zeroblob(size)))
+            rowid = conn.execute(sa.select(sa.literal_column("rowid")).select_from(table).where(where)).scalar_one()
+            raw = conn.connection.driver_connection
+            with raw.blobopen("media", "content", rowid, name=self.schema or "main") as blob:
+                written = 0
+                for chunk in m.iter_bytes(1 << 20):
+                    if written + len(chunk) > size:
+                        raise SinkError("media changed size while being stored", context=m.ref.name)
+                    blob.write(chunk)
+                    written += len(chunk)
+            return
+        if d == "postgresql":
+            conn.execute(table.update().where(where).values(content=b""))
+            stmt = table.update().where(where).values(
+                content=table.c.content.op("||")(sa.bindparam("chunk", type_=sa.LargeBinary)))
+            with m.open() as fh:
+                while chunk := fh.read(_CHUNK):
+                    conn.execute(stmt, {"chunk": chunk})
+            return
+        limit = self.media_max_bytes
+        if d == "mysql":
+            packet = conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar() or 0
+            limit = min(limit, int(packet) - (64 << 10))
+        if size > limit:
+            raise SinkError(f"media is {size} bytes, more than the {limit} this database takes in one value; "
+                            "use media_dir instead of media_in_db",
+                            context=f"form {m.ref.form_id} submission {m.ref.submission_id} media {m.ref.name}")
+        with m.open() as fh:
+            data = fh.read()
+        conn.execute(table.update().where(where).values(content=data))
+
+
+__all__ = ["SqlSink", "iter_chunks"]

@@ -1,0 +1,142 @@
+"""Databases for the SQL sink tests: SQLite in a temp dir, and for PostgreSQL / MariaDB a fresh
+schema or database with a random name per test, dropped afterwards. In CI (CI=true) a missing
+server fails the test; elsewhere it skips."""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import port_open, require_service
+
+PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+MY_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
+
+
+@dataclass
+class Db:
+    kind: str
+    url: str
+    options: dict = field(default_factory=dict)
+    schema: str | None = None
+    _engine: sa.Engine | None = field(default=None, repr=False)
+
+    def engine(self) -> sa.Engine:
+        """An engine of the test's own, to look at what the sink wrote (PyMySQL for ODBC runs)."""
+        if self._engine is None:
+            url = self.url.replace("+pyodbc", "+pymysql").split("?")[0] if self.kind == "mysql_odbc" else self.url
+            self._engine = sa.create_engine(url, poolclass=sa.pool.NullPool if self.kind == "sqlite" else None)
+        return self._engine
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def rows(self, table: str, order: str | None = None) -> list[dict]:
+        with self.engine().connect() as c:
+            t = sa.Table(table, sa.MetaData(schema=self.schema), autoload_with=c)
+            cols = [order] if order else [x.name for x in t.primary_key.columns]
+            q = sa.select(t).order_by(*[t.c[x] for x in cols])
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def columns(self, table: str) -> list[str]:
+        with self.engine().connect() as c:
+            return [x["name"] for x in sa.inspect(c).get_columns(table, schema=self.schema)]
+
+    def tables(self) -> set[str]:
+        with self.engine().connect() as c:
+            return set(sa.inspect(c).get_table_names(schema=self.schema))
+
+    def execute(self, sql: str) -> None:
+        with self.engine().begin() as c:
+            c.exec_driver_sql(sql)
+
+
+def _random(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(5)}"
+
+
+@pytest.fixture
+def sqlite_db(tmp_path) -> Db:
+    return Db("sqlite", f"sqlite:///{tmp_path / 'export.db'}")
+
+
+@pytest.fixture
+def pg_db():
+    require_service(port_open("127.0.0.1", 5432), "PostgreSQL on 127.0.0.1:5432")
+    name = _random("exp")
+    admin = sa.create_engine(PG_ADMIN)
+    with admin.begin() as c:
+        c.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+    db = Db("postgresql", PG_ADMIN, {"schema": name}, schema=name)
+    try:
+        yield db
+    finally:
+        db.dispose()
+        with admin.begin() as c:
+            c.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+        admin.dispose()
+
+
+def _my_database():
+    require_service(port_open("127.0.0.1", 3306), "MariaDB on 127.0.0.1:3306")
+    name = _random("exp")
+    admin = sa.create_engine(MY_ADMIN)
+    with admin.begin() as c:
+        c.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    return admin, name
+
+
+@pytest.fixture
+def my_db():
+    admin, name = _my_database()
+    db = Db("mysql", f"mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4")
+    try:
+        yield db
+    finally:
+        db.dispose()
+        with admin.begin() as c:
+            c.exec_driver_sql(f"DROP DATABASE `{name}`")
+        admin.dispose()
+
+
+@pytest.fixture
+def my_odbc_db():
+    import importlib
+
+    try:
+        pyodbc = importlib.import_module("pyodbc")
+        drivers = pyodbc.drivers()
+    except ImportError:
+        drivers = []
+    require_service("MariaDB Unicode" in drivers, "the MariaDB ODBC driver (apt-get install odbc-mariadb)")
+    admin, name = _my_database()
+    db = Db("mysql_odbc", f"mysql+pyodbc://root@127.0.0.1:3306/{name}?driver=MariaDB+Unicode&charset=utf8mb4")
+    try:
+        yield db
+    finally:
+        db.dispose()
+        with admin.begin() as c:
+            c.exec_driver_sql(f"DROP DATABASE `{name}`")
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql_generic", "mysql", "mysql_odbc"])
+def db(request) -> Db:
+    """Every real backend the sink supports here. ``postgresql_generic`` runs the executemany path
+    that SQL Server and Access use; ``mysql_odbc`` runs it through pyodbc + fast_executemany and
+    Debian's MariaDB ODBC driver, the way SQL Server is reached."""
+    kind = request.param
+    if kind == "sqlite":
+        return request.getfixturevalue("sqlite_db")
+    if kind == "postgresql":
+        return request.getfixturevalue("pg_db")
+    if kind == "postgresql_generic":
+        d = request.getfixturevalue("pg_db")
+        d.options = {**d.options, "loader": "generic"}
+        return d
+    if kind == "mysql_odbc":
+        return request.getfixturevalue("my_odbc_db")
+    return request.getfixturevalue("my_db")

@@ -1,0 +1,102 @@
+"""URLs, secrets and connection failures: one clear SinkError/ConfigError, never a password."""
+from __future__ import annotations
+
+import secrets
+
+import pytest
+import sqlalchemy as sa
+
+from connectors.sql import create_sink
+from exporter.errors import ConfigError, SinkError
+from exporter.registry import create_sink as registry_create_sink
+
+from .records_fixture import ctx, full_stream, run_export
+
+
+def test_registry_routes_every_sql_scheme(tmp_path):
+    for url in (f"sqlite:///{tmp_path}/a.db", "postgresql+psycopg2://u@h/db", "postgres://u@h/db",
+                "mysql+pymysql://u@h/db", "mariadb+pymysql://u@h/db", "mssql+pyodbc://u@dsn",
+                "access+pyodbc://@dsn"):
+        sink = registry_create_sink(url, {})
+        assert type(sink).__name__ == "SqlSink"
+    assert create_sink("postgres://u@h/db", {}).url.drivername == "postgresql+psycopg2"
+    assert create_sink("mysql://u@h/db", {}).url.drivername == "mysql+pymysql"
+
+
+def test_password_from_env_file_or_url_env_is_masked(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXP_TEST_PW", "s3cret-env")
+    s = create_sink("postgresql://bob@db.example/x", {"password_env": "EXP_TEST_PW"})
+    assert s.url.password == "s3cret-env" and "s3cret" not in s.name and "s3cret" not in repr(s)
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret-file\n")
+    s = create_sink("mysql+pymysql://bob@db.example/x", {"password_file": str(pw)})
+    assert s.url.password == "s3cret-file" and "s3cret" not in s.name
+    monkeypatch.setenv("EXP_TEST_URL", "postgresql://bob:s3cret-url@db.example/x")
+    s = create_sink("", {"url_env": "EXP_TEST_URL"})
+    assert s.url.password == "s3cret-url" and "s3cret" not in s.name
+    with pytest.raises(ConfigError, match="EXP_MISSING"):
+        create_sink("postgresql://bob@h/x", {"password_env": "EXP_MISSING"})
+    with pytest.raises(ConfigError, match="password file"):
+        create_sink("postgresql://bob@h/x", {"password_file": str(tmp_path / "none")})
+    with pytest.raises(ConfigError):
+        create_sink("", {"url_env": "EXP_MISSING"})
+
+
+def test_sqlite_missing_directory(tmp_path):
+    sink = create_sink(f"sqlite:///{tmp_path}/nope/x.db", {})
+    with pytest.raises(SinkError, match="does not exist"):
+        sink.open(ctx())
+
+
+def test_unreachable_server_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("EXP_TEST_PW", "hunter2-secret")
+    sink = create_sink("postgresql+psycopg2://postgres@127.0.0.1:1/test?connect_timeout=3",
+                       {"password_env": "EXP_TEST_PW"})
+    with pytest.raises(SinkError) as ei:
+        sink.open(ctx())
+    msg = str(ei.value)
+    assert "cannot connect" in msg and "hunter2" not in msg and "\n" not in msg
+    with pytest.raises(SinkError):
+        sink.load_state()
+
+
+@pytest.fixture
+def my_user(my_db):
+    """A MariaDB account with a password and only SELECT on the test database."""
+    user, pw = f"exp_{secrets.token_hex(4)}", "pw-" + secrets.token_hex(8)
+    db = my_db.url.rsplit("/", 1)[1].split("?")[0]
+    admin = sa.create_engine("mysql+pymysql://root@127.0.0.1:3306/test")
+    with admin.begin() as c:
+        c.exec_driver_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY '{pw}'")
+        c.exec_driver_sql(f"GRANT SELECT ON `{db}`.* TO '{user}'@'%%'")
+    try:
+        yield user, pw, db
+    finally:
+        with admin.begin() as c:
+            c.exec_driver_sql(f"DROP USER '{user}'@'%%'")
+        admin.dispose()
+
+
+def test_wrong_password_and_missing_permission(my_user, monkeypatch):
+    user, pw, db = my_user
+    monkeypatch.setenv("EXP_TEST_PW", "wrong-" + pw)
+    sink = create_sink(f"mysql+pymysql://{user}@127.0.0.1:3306/{db}", {"password_env": "EXP_TEST_PW"})
+    with pytest.raises(SinkError) as ei:
+        sink.open(ctx())
+    assert "Access denied" in str(ei.value) and pw not in str(ei.value)
+    monkeypatch.setenv("EXP_TEST_PW", pw)
+    sink = create_sink(f"mysql+pymysql://{user}@127.0.0.1:3306/{db}", {"password_env": "EXP_TEST_PW"})
+    with pytest.raises(SinkError) as ei:
+        sink.open(ctx())
+    msg = str(ei.value)
+    assert "CREATE command denied" in msg and "table users" in msg and pw not in msg
+
+
+def test_media_files_beside_the_database(sqlite_db, tmp_path):
+    media_dir = tmp_path / "media"
+    run_export(create_sink(sqlite_db.url, {"media_dir": str(media_dir)}), full_stream(n=1))
+    rows = sqlite_db.rows("media", order="name")
+    assert rows and all(r["path"] for r in rows)
+    for r in rows:
+        data = (media_dir / r["path"]).read_bytes()
+        assert len(data) == r["size"]
