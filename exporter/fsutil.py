@@ -37,7 +37,7 @@ def temp_sibling(path: Path) -> tuple[int, str]:
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None,
-                 newline: str | None = None, durable: bool = True) -> Iterator[IO]:
+                 newline: str | None = None, durable: bool = True, make_parents: bool = True) -> Iterator[IO]:
     """Write ``path`` through a temporary sibling renamed into place on success.
 
     On any exception the temporary file is removed and ``path`` is left as it was. With
@@ -46,7 +46,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
     file. Readers never see a partial file either way.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_sibling(path)
     try:
         with os.fdopen(fd, mode, encoding=encoding if "b" not in mode else None,

@@ -119,7 +119,7 @@ class OutputDir:
     def atomic(self, relpath: str, mode: str = "wb", encoding: str | None = None,
                newline: str | None = None) -> Iterator[IO]:
         p = self.path(relpath)
-        with atomic_write(p, mode, encoding, newline, durable=self.durable_each) as fh:
+        with atomic_write(p, mode, encoding, newline, durable=self.durable_each, make_parents=False) as fh:
             yield fh
         self.published.append(self._rel(p))
 

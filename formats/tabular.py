@@ -12,7 +12,6 @@ Cell conversion keeps the original served text wherever typing failed, so nothin
 from __future__ import annotations
 
 import datetime as dt
-import posixpath
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -102,7 +101,14 @@ def media_links(out, form: Form, sub: Submission, field: str, names, base_dir: s
 def relative(target: str, base_dir: str) -> str:
     """POSIX path of ``target`` relative to the directory ``base_dir`` (both relative to the
     output root)."""
-    return posixpath.relpath(target, base_dir or ".")
+    # pure string work: posixpath.relpath asks the OS for the current directory on every call,
+    # which showed up in profiles (one call per media per writer)
+    t = [p for p in target.split("/") if p and p != "."]
+    b = [p for p in (base_dir or "").split("/") if p and p != "."]
+    common = 0
+    while common < min(len(t), len(b)) and t[common] == b[common]:
+        common += 1
+    return "/".join([".."] * (len(b) - common) + t[common:]) or "."
 
 
 def text_cell(value: Value, text: str | None, links: list[tuple[str, str]] | None = None) -> tuple[str, bool]:
