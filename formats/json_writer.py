@@ -77,6 +77,11 @@ class JsonWriter:
         kind = record.kind
         if kind == "account":
             self._account_seen = True
+            # where the data came from and the account's time zone (served times have no offset);
+            # nothing run-specific, so an unchanged account gives an unchanged file
+            with self.out.atomic("account.json", "w", encoding="utf-8") as fh:
+                json.dump({"source": record.source, "timezone": record.timezone}, fh, ensure_ascii=False, indent=2)
+                fh.write("\n")
         elif kind == "user":
             if self._users is None:
                 self._users = _JsonArray(self.out, "users.json")

@@ -14,9 +14,12 @@ bound (or, for COPY, streamed as data, never as SQL).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
+import itertools
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -74,9 +77,11 @@ class GenericLoader:
         for chunk in _chunks(rows, self.rows):
             self.conn.execute(stmt, self._rename(chunk, cols))
 
-    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> None:
+    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
+        """Insert or update ``rows`` by ``key``; True when none of the keys was present (so no
+        row can reference them yet), False when some were or the loader cannot tell."""
         if not rows:
-            return
+            return True
         rows = _dedupe(rows, key)
         cols = list(rows[0])
         others = [c for c in cols if c != key]
@@ -87,20 +92,33 @@ class GenericLoader:
                    .values({c: params[c] for c in others}))
         ins = table.insert().values(params)
         step = max(1, min(self.rows, self.profile.max_params - 1))
+        all_new = True
         for chunk in _chunks(rows, step):
             keys = [r[key] for r in chunk]
             present = set(self.conn.execute(sa.select(table.c[key]).where(table.c[key].in_(keys))).scalars())
             old = [r for r in chunk if r[key] in present]
             new = [r for r in chunk if r[key] not in present]
-            if old and upd is not None:
-                self.conn.execute(upd, self._rename(old, cols))
+            if old:
+                all_new = False
+                if upd is not None:
+                    self.conn.execute(upd, self._rename(old, cols))
             if new:
                 self.conn.execute(ins, self._rename(new, cols))
+        return all_new
 
 
 # --------------------------------------------------------------------------------------------
 # PostgreSQL: COPY
 # --------------------------------------------------------------------------------------------
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _copy_str(s: str) -> str:
+    if "\\" in s or "\n" in s or "\r" in s or "\t" in s:
+        return s.translate(_COPY_ESCAPES)
+    return s
 
 
 def pg_copy_text(v: Any) -> str:
@@ -115,7 +133,18 @@ def pg_copy_text(v: Any) -> str:
         s = "\\x" + bytes(v).hex()
     else:
         s = str(v)
-    return s.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return _copy_str(s)
+
+
+# exact types whose text needs no escaping, or only the string escapes (the hot path: one dict
+# lookup per value); anything else goes through pg_copy_text
+_COPY_FAST = {str: _copy_str, int: str, float: repr, Decimal: str, dt.datetime: dt.datetime.isoformat,
+              dt.date: dt.date.isoformat, dt.time: dt.time.isoformat, bool: lambda v: "t" if v else "f",
+              type(None): lambda v: r"\N"}
+
+
+def _copy_line(row: dict, cols: list[str], fast=_COPY_FAST, slow=pg_copy_text) -> str:
+    return "\t".join([fast.get(type(v), slow)(v) for v in map(row.get, cols)]) + "\n"
 
 
 class RowStream(io.RawIOBase):
@@ -130,22 +159,27 @@ class RowStream(io.RawIOBase):
         return True
 
     def _fill(self, n: int) -> None:
-        parts = [self._buf]
+        parts = [self._buf] if self._buf else []
         size = len(self._buf)
+        cols, it = self._cols, self._it
         while size < n:
-            row = next(self._it, None)
-            if row is None:
+            lines = [_copy_line(row, cols) for row in itertools.islice(it, 256)]
+            if not lines:
                 break
-            line = ("\t".join(pg_copy_text(row.get(c)) for c in self._cols) + "\n").encode("utf-8")
-            parts.append(line)
-            size += len(line)
+            data = "".join(lines).encode("utf-8")
+            parts.append(data)
+            size += len(data)
         self._buf = b"".join(parts)
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             n = 1 << 62
-        self._fill(n)
-        out, self._buf = self._buf[:n], self._buf[n:]
+        if len(self._buf) < n:
+            self._fill(n)
+        if len(self._buf) <= n:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
         return out
 
     def readinto(self, b) -> int:
@@ -176,13 +210,42 @@ class CopyLoader(GenericLoader):
         for chunk in _chunks(rows, self.rows):
             self._copy(self._qualified(table), cols, chunk)
 
-    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> None:
+    def __init__(self, conn: sa.Connection, profile: SqlProfile, rows_per_batch: int | None = None):
+        super().__init__(conn, profile, rows_per_batch)
+        self._merge_only: set[str] = set()  # tables where a plain COPY met an existing key
+
+    def _insert_new(self, table: sa.Table, cols: list[str], rows: list[dict]) -> bool:
+        """COPY straight into ``table`` inside a savepoint: True if every key was new; False (and
+        nothing written) at the first existing key. Tried until it fails once for a table: a
+        fresh export never merges, an incremental one pays one aborted COPY per table."""
+        import psycopg2.errors
+
+        if table.fullname in self._merge_only:
+            return False
+        sp = self.conn.begin_nested()
+        try:
+            for chunk in _chunks(rows, self.rows):
+                self._copy(self._qualified(table), cols, chunk)
+        except psycopg2.errors.UniqueViolation:
+            sp.rollback()
+            self._merge_only.add(table.fullname)
+            return False
+        except BaseException:
+            with contextlib.suppress(Exception):
+                sp.rollback()
+            raise
+        sp.commit()
+        return True
+
+    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
         if not rows:
-            return
+            return True
         from sqlalchemy.dialects import postgresql
 
         rows = _dedupe(rows, key)
         cols = list(rows[0])
+        if self._insert_new(table, cols, rows):
+            return True
         q = self.conn.dialect.identifier_preparer.quote
         stage = f"stage_{short_hash(table.fullname, 12)}"
         stage_t = sa.table(stage, *[sa.column(c) for c in cols])
@@ -199,6 +262,7 @@ class CopyLoader(GenericLoader):
             self._copy(q(stage), cols, chunk)
             self.conn.execute(ins)
             self.conn.exec_driver_sql(f"DROP TABLE {q(stage)}")
+        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,9 +296,9 @@ class MultiRowLoader(GenericLoader):
         stmt = mysql.insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(cols)})
         self._run(stmt, rows, cols)
 
-    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> None:
+    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
         if not rows:
-            return
+            return True
         from sqlalchemy.dialects import mysql
 
         rows = _dedupe(rows, key)
@@ -243,6 +307,7 @@ class MultiRowLoader(GenericLoader):
         others = [c for c in cols if c != key] or [key]
         stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in others})
         self._run(stmt, rows, cols)
+        return False  # affected-row counts cannot tell an insert from an unchanged row
 
 
 def loader_for(conn: sa.Connection, profile: SqlProfile, forced: str | None = None,

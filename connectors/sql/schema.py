@@ -179,7 +179,8 @@ def fixed_tables(md: sa.MetaData, profile: SqlProfile) -> dict[str, sa.Table]:
         sa.Index("ix_lineage_form", "form_id"), **kw)
     t["runs"] = sa.Table(
         "runs", md, C("run_id", T("short"), primary_key=True), C("started_at", T("datetime")),
-        C("ended_at", T("datetime")), C("source", T("text")), C("mode", T("short")), C("status", T("short")),
+        C("ended_at", T("datetime")), C("source", T("text")), C("timezone", T("short")), C("mode", T("short")),
+        C("status", T("short")),
         C("forms", T("int")), C("submissions", T("int")), C("media", T("int")), C("counts", T("text")),
         C("message", T("text")), **kw)
     t["export_state"] = sa.Table(

@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from exporter.errors import ExporterError, SinkError
 from exporter.fsutil import atomic_write
 from exporter.model import (
+    Account,
     Checkpoint,
     ExternalList,
     Form,
@@ -421,6 +422,11 @@ class SqlSink:
             if not self.capabilities.transactional_ddl:
                 self._commit_tx()
         self._begin()
+        for acc in (r for r in batch if isinstance(r, Account)):
+            if self._ctx is not None:  # the served times have no offset: record the zone with the run
+                runs = self._fixed["runs"]
+                self._conn.execute(runs.update().where(runs.c.run_id == self._ctx.run_id)
+                                   .values(timezone=acc.timezone))
         users = [r for r in batch if isinstance(r, User)]
         groups = [r for r in batch if isinstance(r, Group)]
         if users:
@@ -533,15 +539,18 @@ class SqlSink:
         ids = [s.id for s in subs]
         key = plan.main.key_columns[0]
         loader = self._loader
-        for tp in plan.subforms.values():
-            for part in reversed(tp.parts):
-                with self._op(f"form {form_id} table {part}"):
-                    loader.delete_in(self._tables[part], tp.key_columns[0], ids)
-        with self._op(f"form {form_id} table media"):
-            loader.delete_in(self._fixed["media"], "submission_id", ids, form_id=form_id)
+        all_new = True
         for part in plan.main.parts:
             with self._op(f"form {form_id} table {part}"):
-                loader.upsert(self._tables[part], key, parent[part])
+                all_new = loader.upsert(self._tables[part], key, parent[part]) and all_new
+        if not all_new:  # submissions already stored: their old child rows go (new ones have none:
+            # sub-form rows reference the form table)
+            for tp in plan.subforms.values():
+                for part in reversed(tp.parts):
+                    with self._op(f"form {form_id} table {part}"):
+                        loader.delete_in(self._tables[part], tp.key_columns[0], ids)
+        with self._op(f"form {form_id} table media"):
+            loader.delete_in(self._fixed["media"], "submission_id", ids, form_id=form_id)
         for tp in plan.subforms.values():
             for part in tp.parts:
                 with self._op(f"form {form_id} table {part}"):

@@ -56,7 +56,7 @@ def main() -> None:
             print(f"built {arch} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
         out = work / f"out-{n}"
 
-        def fresh() -> Path:
+        def fresh(out: Path = out) -> Path:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
             return out

@@ -164,3 +164,19 @@ def test_every_writer_follows_the_protocol(tmp_path):
         cls = get_writer_class(key)
         assert cls.key == key and cls.description and isinstance(cls.limits, FormatLimits)
         assert isinstance(cls(OutputDir(tmp_path / key), {}), FormatWriter)
+
+
+def test_account_file_records_source_and_timezone(tmp_path):
+    import json
+
+    from exporter.model import Account
+    from formats.base import OutputDir
+    from formats.json_writer import JsonWriter
+
+    out = OutputDir(tmp_path, run_id="r1")
+    w = JsonWriter(out, {})
+    w.write(Account(source="https://forms.example/rest/v3", timezone="Europe/Paris", exported_at="x"))
+    w.close(True)
+    out.publish_all()
+    assert json.loads((tmp_path / "account.json").read_text()) == {
+        "source": "https://forms.example/rest/v3", "timezone": "Europe/Paris"}

@@ -318,3 +318,12 @@ def test_stored_plan_is_reused_even_if_the_form_is_renamed(db):
     run_export(sink_for(db), [renamed, submission(renamed, "2")], run="20240302T000000Z")
     assert not any(t.startswith("tout_autre") for t in db.tables())
     assert [r["submission_id"] for r in db.rows(TABLE)] == ["1", "2"]
+
+
+def test_account_timezone_is_recorded_with_the_run(db):
+    from exporter.model import Account
+
+    run_export(sink_for(db), [Account(source="https://forms.example/rest/v3", timezone="Europe/Paris"), *full_stream()])
+    runs = db.rows("runs")
+    assert [r["timezone"] for r in runs] == ["Europe/Paris"]
+    assert runs[0]["status"] == "ok"
