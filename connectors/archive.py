@@ -220,6 +220,13 @@ class ArchiveSource:
                 if not self.reader.has_form(fid):
                     raise NotFoundError(f"unknown form id {fid!r} (not in archive {self.reader.path})")
 
+    @property
+    def expected_submissions(self) -> int | None:
+        """How many submissions a full replay yields (for progress bars), when the manifest says."""
+        if self.forms or self.mode != "full":
+            return None
+        return (self.reader.manifest.get("counts") or {}).get("submissions")
+
     def form_ids(self) -> list[str]:
         if self.forms:
             return self.forms

@@ -131,10 +131,10 @@ def build_source(source: str, *, token_env=None, token_file=None, login_env=None
     return ArchiveSource(source, forms=list(forms), mode=mode, overlap_seconds=overlap)
 
 
-def _progress(obj: _Ctx):
+def _progress(obj: _Ctx, source=None):
     from .progress import make_progress
 
-    return make_progress(quiet=obj.quiet)
+    return make_progress(quiet=obj.quiet, total=getattr(source, "expected_submissions", None))
 
 
 def _print_summary(obj: _Ctx, summary, sinks) -> None:
@@ -212,7 +212,7 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, timezo
                            workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, mode=mode,
                            action=action, overlap=overlap)
         rc = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, options=options)
-        summary = run(src, sinks, rc, batch_size=batch_size, progress=_progress(ctx.obj))
+        summary = run(src, sinks, rc, batch_size=batch_size, progress=_progress(ctx.obj, src))
         _print_summary(ctx.obj, summary, sinks)
 
     _run_guarded(ctx, go)
@@ -259,7 +259,7 @@ def archive(ctx, source, token_env, token_file, login_env, forms, workers, timez
                            workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout)
         sink = ArchiveSink(out, zip_output=True if as_zip else None)
         summary = run(src, [sink], RunContext(run_id=new_run_id(), source=src.description),
-                      progress=_progress(ctx.obj))
+                      progress=_progress(ctx.obj, src))
         _print_summary(ctx.obj, summary, [sink])
         if not ctx.obj.quiet:
             click.echo(f"archive written: {sink.target}")
@@ -375,7 +375,7 @@ def demo(ctx, out, formats):
         db = out_p / "demo.db"
         sinks = [create_sink(f"sqlite:///{db}", {}), FilesSink(out_p / "files")]
         summary = run(src, sinks, RunContext(run_id=new_run_id(), source=src.description, formats=fmt),
-                      progress=_progress(ctx.obj))
+                      progress=_progress(ctx.obj, src))
         _print_summary(ctx.obj, summary, sinks)
         click.echo(f"\nSQLite database: {db}")
         import sqlite3

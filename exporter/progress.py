@@ -34,19 +34,37 @@ class PlainProgress:
 
 
 class RichProgress:
-    def __init__(self):
-        from rich.console import Console
-        from rich.live import Live
+    """A rich progress bar of submissions (with a total when the source knows it, e.g. an archive),
+    plus media count, volume, rate and the form being read."""
 
-        self.console = Console(stderr=True)
-        self.live = Live("", console=self.console, refresh_per_second=4, transient=True)
-        self.live.start()
+    def __init__(self, total: int | None = None):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("[bold cyan]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("submissions"), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[extra]}"),
+            console=Console(stderr=True), transient=True, refresh_per_second=4,
+        )
+        self.task = self.progress.add_task("starting", total=total, extra="")
+        self.progress.start()
 
     def update(self, summary: RunSummary, current: str | None) -> None:
-        self.live.update(f"[bold cyan]exporting[/] {_line(summary, current)}")
+        c = summary.counts
+        self.progress.update(
+            self.task, completed=c.get("submission", 0), description=(current or "reading")[:30],
+            extra=f"{c.get('media', 0)} media, {summary.media_bytes / 1e6:.1f} MB, {summary.rate():.0f}/s")
 
     def done(self, summary: RunSummary) -> None:
-        self.live.stop()
+        self.progress.stop()
 
 
 class _Quiet:
@@ -57,12 +75,12 @@ class _Quiet:
         pass
 
 
-def make_progress(quiet: bool = False):
+def make_progress(quiet: bool = False, total: int | None = None):
     if quiet:
         return _Quiet()
     if sys.stderr.isatty():
         try:
-            return RichProgress()
+            return RichProgress(total)
         except Exception:  # noqa: BLE001 - a terminal rich cannot drive
             pass
     return PlainProgress()
