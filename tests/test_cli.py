@@ -88,3 +88,21 @@ def test_destinations_lists_every_sink():
 def test_debug_shows_traceback(sample_archive, tmp_path):
     r = CliRunner().invoke(cli, ["--debug", "export", "-s", str(tmp_path / "none"), "--to", str(tmp_path)])
     assert r.exit_code == 1 and "Traceback" in r.output
+
+
+def test_progress_is_plain_lines_off_a_terminal_and_silent_when_quiet(capsys):
+    import io
+
+    from exporter.pipeline import RunSummary
+    from exporter.progress import PlainProgress, make_progress
+
+    s = RunSummary(run_id="r", source="x", counts={"form": 1, "submission": 12, "media": 3}, seconds=2.0)
+    buf = io.StringIO()
+    p = PlainProgress(every=0, stream=buf)
+    p.update(s, "form 1 Test")
+    assert buf.getvalue() == "form 1 Test: 1 forms, 12 submissions, 3 media (0.0 MB), 6 submissions/s\n"
+    q = make_progress(quiet=True)
+    q.update(s, "x")
+    q.done(s)
+    assert capsys.readouterr().err == ""
+    assert isinstance(make_progress(quiet=False), PlainProgress)  # pytest's stderr is not a terminal
