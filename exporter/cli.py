@@ -203,6 +203,8 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, timezo
         options.update({"password_env": to_password_env, "password_file": to_password_file,
                         "media_in_db": media_in_db})
         urls = list(destinations)
+        for u in urls:
+            _refuse_password_in_url(u)
         if to_url_env:
             from .secrets import read_secret
 
@@ -216,6 +218,21 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, timezo
         _print_summary(ctx.obj, summary, sinks)
 
     _run_guarded(ctx, go)
+
+
+def _refuse_password_in_url(url: str) -> None:
+    """A password typed in a --to URL ends up in shell history and `ps`: refuse it."""
+    from urllib.parse import urlsplit
+
+    if "://" not in url:
+        return
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return
+    if parts.password:
+        raise ConfigError(f"do not put a password in --to ({mask(url)}): use --to-password-env NAME, "
+                          "--to-password-file PATH or --to-url-env NAME")
 
 
 def _parse_options(raw: tuple[str, ...]) -> dict:

@@ -106,3 +106,9 @@ def test_progress_is_plain_lines_off_a_terminal_and_silent_when_quiet(capsys):
     q.done(s)
     assert capsys.readouterr().err == ""
     assert isinstance(make_progress(quiet=False), PlainProgress)  # pytest's stderr is not a terminal
+
+
+def test_password_in_a_destination_url_is_refused(sample_archive, tmp_path):
+    r = invoke("export", "-s", str(sample_archive), "--to", "postgresql+psycopg2://etl:s3cret-pw@db/x")
+    assert r.exit_code == 2
+    assert "--to-password-env" in r.output and "s3cret-pw" not in r.output
