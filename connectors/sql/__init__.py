@@ -2,9 +2,11 @@
 
 URL forms: ``sqlite:///path.db``, ``postgresql+psycopg2://user@host:5432/db``,
 ``mysql+pymysql://user@host:3306/db`` (or ``mariadb+pymysql://``), ``mssql+pyodbc://user@dsn``,
-``access+pyodbc://@dsn``. The password never goes in the URL on a command line: options
-``password_env`` (name of an environment variable), ``password_file`` (a file holding it), or
-``url_env`` (an environment variable holding the whole URL). Passwords are masked in ``name`` and
+``access+pyodbc://@dsn``, ``postgresql+pyodbc://user@host:5432/db?driver=PostgreSQL+Unicode``
+(psqlODBC; the dialect lives in :mod:`connectors.sql.pg_pyodbc`, registered on import). The
+password never goes in the URL on a command line: options ``password_env`` (name of an
+environment variable), ``password_file`` (a file holding it), or ``url_env`` (an environment
+variable holding the whole URL). Passwords are masked in ``name`` and
 in every message.
 """
 from __future__ import annotations
@@ -12,7 +14,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sqlalchemy.dialects import registry as _dialects
+
 from exporter.errors import ConfigError
+
+# SQLAlchemy ships no PostgreSQL dialect for pyodbc: ours (imported only when a URL names it)
+_dialects.register("postgresql.pyodbc", "connectors.sql.pg_pyodbc", "PGDialect_pyodbc")
 
 _DEFAULT_DRIVER = {"postgresql": "psycopg2", "mysql": "pymysql", "mariadb": "pymysql", "mssql": "pyodbc",
                    "access": "pyodbc"}

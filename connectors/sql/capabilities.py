@@ -89,8 +89,11 @@ def profile_for(dialect: str) -> SqlProfile:
     if d == "postgresql":
         return SqlProfile(d, _caps(max_identifier_length=63, max_columns=1600, transactional_ddl=True,
                                    reserved_words=_reserved(d), rows_per_batch=5000,
-                                   tested="real PostgreSQL 15"),
-                          loader="copy", max_params=30000, identifier_bytes=True)
+                                   tested="real PostgreSQL 15 (psycopg2, and pyodbc + psqlODBC)"),
+                          # COPY needs psycopg2; postgresql+pyodbc (connectors.sql.pg_pyodbc) takes the
+                          # generic loader, and psqlODBC under fast_executemany fails on bytea and long
+                          # texts and drops fractional seconds (tested): it stays off
+                          loader="copy", max_params=30000, identifier_bytes=True, odbc_fast_executemany=False)
     if d == "mysql":
         # InnoDB allows 1017 columns, but a row keeps up to 40 bytes of every TEXT inline and must
         # fit in ~8 KB: 190 columns per table keeps any row loadable; wider forms are split.

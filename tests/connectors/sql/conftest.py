@@ -1,6 +1,6 @@
 """Databases for the SQL sink tests: SQLite in a temp dir, and for PostgreSQL / MariaDB a fresh
 schema or database with a random name per test, dropped afterwards. In CI (CI=true) a missing
-server fails the test; elsewhere it skips."""
+server or ODBC driver fails the test; elsewhere it skips."""
 from __future__ import annotations
 
 import secrets
@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from tests.conftest import port_open, require_service
 
 PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+PG_ODBC = "postgresql+pyodbc://postgres@127.0.0.1:5432/test?driver=PostgreSQL+Unicode"
 MY_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
 
 
@@ -24,9 +25,14 @@ class Db:
     _engine: sa.Engine | None = field(default=None, repr=False)
 
     def engine(self) -> sa.Engine:
-        """An engine of the test's own, to look at what the sink wrote (PyMySQL for ODBC runs)."""
+        """An engine of the test's own, to look at what the sink wrote (PyMySQL / psycopg2 for ODBC
+        runs: what pyodbc wrote is read back through another driver)."""
         if self._engine is None:
-            url = self.url.replace("+pyodbc", "+pymysql").split("?")[0] if self.kind == "mysql_odbc" else self.url
+            url = self.url
+            if self.kind == "mysql_odbc":
+                url = self.url.replace("+pyodbc", "+pymysql").split("?")[0]
+            elif self.kind == "postgresql_pyodbc":
+                url = PG_ADMIN
             self._engine = sa.create_engine(url, poolclass=sa.pool.NullPool if self.kind == "sqlite" else None)
         return self._engine
 
@@ -63,14 +69,23 @@ def sqlite_db(tmp_path) -> Db:
     return Db("sqlite", f"sqlite:///{tmp_path / 'export.db'}")
 
 
-@pytest.fixture
-def pg_db():
+def odbc_drivers() -> list[str]:
+    """The ODBC drivers unixODBC knows (none without pyodbc)."""
+    import importlib
+
+    try:
+        return importlib.import_module("pyodbc").drivers()
+    except ImportError:
+        return []
+
+
+def _pg_schema(kind: str, url: str):
     require_service(port_open("127.0.0.1", 5432), "PostgreSQL on 127.0.0.1:5432")
     name = _random("exp")
     admin = sa.create_engine(PG_ADMIN)
     with admin.begin() as c:
         c.exec_driver_sql(f'CREATE SCHEMA "{name}"')
-    db = Db("postgresql", PG_ADMIN, {"schema": name}, schema=name)
+    db = Db(kind, url, {"schema": name}, schema=name)
     try:
         yield db
     finally:
@@ -78,6 +93,19 @@ def pg_db():
         with admin.begin() as c:
             c.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
         admin.dispose()
+
+
+@pytest.fixture
+def pg_db():
+    yield from _pg_schema("postgresql", PG_ADMIN)
+
+
+@pytest.fixture
+def pg_odbc_db():
+    """PostgreSQL through pyodbc and Debian's psqlODBC driver (apt-get install odbc-postgresql)."""
+    require_service("PostgreSQL Unicode" in odbc_drivers(),
+                    "the PostgreSQL ODBC driver (apt-get install unixodbc odbc-postgresql)")
+    yield from _pg_schema("postgresql_pyodbc", PG_ODBC)
 
 
 def _my_database():
@@ -104,14 +132,7 @@ def my_db():
 
 @pytest.fixture
 def my_odbc_db():
-    import importlib
-
-    try:
-        pyodbc = importlib.import_module("pyodbc")
-        drivers = pyodbc.drivers()
-    except ImportError:
-        drivers = []
-    require_service("MariaDB Unicode" in drivers, "the MariaDB ODBC driver (apt-get install odbc-mariadb)")
+    require_service("MariaDB Unicode" in odbc_drivers(), "the MariaDB ODBC driver (apt-get install odbc-mariadb)")
     admin, name = _my_database()
     db = Db("mysql_odbc", f"mysql+pyodbc://root@127.0.0.1:3306/{name}?driver=MariaDB+Unicode&charset=utf8mb4")
     try:
@@ -123,12 +144,15 @@ def my_odbc_db():
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "postgresql_generic", "mysql", "mysql_odbc"])
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql_generic", "postgresql_pyodbc", "mysql",
+                        "mysql_odbc"])
 def db(request) -> Db:
     """Every real backend the sink supports here. ``postgresql_generic`` runs the executemany path
-    that SQL Server and Access use; ``mysql_odbc`` runs it through pyodbc + fast_executemany and
-    Debian's MariaDB ODBC driver, the way SQL Server is reached."""
+    that SQL Server and Access use; ``postgresql_pyodbc`` and ``mysql_odbc`` run it through pyodbc
+    and Debian's psqlODBC / MariaDB ODBC drivers, the way SQL Server is reached."""
     kind = request.param
+    if kind == "postgresql_pyodbc":
+        return request.getfixturevalue("pg_odbc_db")
     if kind == "sqlite":
         return request.getfixturevalue("sqlite_db")
     if kind == "postgresql":

@@ -10,13 +10,13 @@ from connectors.sql import create_sink
 from exporter.errors import ConfigError, SinkError
 from exporter.registry import create_sink as registry_create_sink
 
-from .records_fixture import ctx, full_stream, run_export
+from .records_fixture import FORM_ID, ctx, full_stream, run_export
 
 
 def test_registry_routes_every_sql_scheme(tmp_path):
     for url in (f"sqlite:///{tmp_path}/a.db", "postgresql+psycopg2://u@h/db", "postgres://u@h/db",
                 "mysql+pymysql://u@h/db", "mariadb+pymysql://u@h/db", "mssql+pyodbc://u@dsn",
-                "access+pyodbc://@dsn"):
+                "access+pyodbc://@dsn", "postgresql+pyodbc://u@h/db?driver=PostgreSQL+Unicode"):
         sink = registry_create_sink(url, {})
         assert type(sink).__name__ == "SqlSink"
     assert create_sink("postgres://u@h/db", {}).url.drivername == "postgresql+psycopg2"
@@ -100,3 +100,51 @@ def test_media_files_beside_the_database(sqlite_db, tmp_path):
     for r in rows:
         data = (media_dir / r["path"]).read_bytes()
         assert len(data) == r["size"]
+
+
+def test_postgresql_pyodbc_really_goes_through_psqlodbc(pg_odbc_db):
+    """postgresql+pyodbc: SQLAlchemy's pyodbc connector + our PostgreSQL dialect + psqlODBC, with
+    the generic (executemany) loader, fast_executemany off, INSERTs sent as multi-row pages."""
+    import pyodbc
+
+    sink = create_sink(pg_odbc_db.url, pg_odbc_db.options)
+    assert sink.url.drivername == "postgresql+pyodbc" and not sink.profile.odbc_fast_executemany
+    sink.open(ctx())
+    try:
+        conn = sink._conn
+        assert conn.dialect.name == "postgresql" and conn.dialect.driver == "pyodbc"
+        assert type(conn.dialect).__module__ == "connectors.sql.pg_pyodbc"
+        assert conn.dialect.paramstyle == "qmark" and conn.dialect.server_version_info >= (10,)
+        raw = conn.connection.dbapi_connection
+        assert isinstance(raw, pyodbc.Connection)
+        assert raw.getinfo(pyodbc.SQL_DRIVER_NAME).lower().startswith("psqlodbc")
+        assert raw.getinfo(pyodbc.SQL_DBMS_NAME) == "PostgreSQL"
+        assert sink._loader.name == "generic"
+        seen = []
+
+        @sa.event.listens_for(sink._engine, "before_cursor_execute")
+        def _record(_conn, cursor, statement, params, _context, executemany):
+            seen.append((statement, executemany, getattr(cursor, "fast_executemany", False)))
+
+        stream = full_stream(n=3)
+        sink.write(stream)
+        sink.commit()
+    finally:
+        sink.close(True)
+    assert seen and not any(fast for _s, _m, fast in seen)
+    inserts = [s for s, _m, _f in seen if s.startswith("INSERT INTO") and "visite_de_chantier_1001__lignes" in s]
+    assert inserts and all(s.count("(?") >= 2 for s in inserts)  # 6 child rows in one multi-row INSERT
+    with pg_odbc_db.engine().connect() as c:  # read back through psycopg2
+        n = c.exec_driver_sql(f'SELECT count(*) FROM "{pg_odbc_db.schema}".visite_de_chantier_1001__lignes').scalar()
+    assert n == 6
+    assert create_sink(pg_odbc_db.url, pg_odbc_db.options).load_state() == {FORM_ID: "2024-03-01 10:00:00"}
+
+
+def test_postgresql_pyodbc_unreachable_server_is_one_clear_line(pg_odbc_db, monkeypatch):
+    monkeypatch.setenv("EXP_TEST_PW", "hunter2-secret")
+    sink = create_sink("postgresql+pyodbc://postgres@127.0.0.1:1/test?driver=PostgreSQL+Unicode",
+                       {"password_env": "EXP_TEST_PW"})
+    with pytest.raises(SinkError) as ei:
+        sink.open(ctx())
+    msg = str(ei.value)
+    assert "cannot connect" in msg and "hunter2" not in msg and "\n" not in msg
