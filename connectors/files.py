@@ -19,7 +19,7 @@ from typing import Sequence
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, FormatError, SinkError
-from exporter.fsutil import atomic_write
+from exporter.fsutil import atomic_write, file_digest
 from exporter.model import Media
 from exporter.sinks import RunContext, SinkStats
 from formats.base import OutputDir, get_writer_class
@@ -96,7 +96,7 @@ class FilesSink:
         target = self.out.path(rel)
         # skip an identical file already there (re-runs do not rewrite gigabytes of photos)
         if m.size is not None and target.exists() and target.stat().st_size == m.size:
-            if m.sha256 is None or _sha256(target) == m.sha256:
+            if m.sha256 is None or file_digest(target) == m.sha256:
                 self._media_done.add(rel)
                 return
         try:
@@ -135,16 +135,6 @@ class FilesSink:
             if isinstance(e, (SinkError, FormatError, ConfigError)):
                 raise e
             raise SinkError(f"{type(e).__name__}: {e}", context=self.name) from e
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def path_of(url: str) -> str:

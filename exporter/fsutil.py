@@ -110,3 +110,14 @@ def fsync_dir(path: str | os.PathLike) -> None:
 def sync_all() -> None:
     """Make every file written so far durable (one ``sync`` for a whole batch of files)."""
     os.sync()
+
+
+def file_digest(path: str | os.PathLike, kind: str = "sha256") -> str:
+    """Hex digest (``sha256``, ``md5``, ``sha1``...) of a local file, read in 1 MiB pieces."""
+    import hashlib
+
+    h = hashlib.new(kind)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,6 +1,8 @@
 """The one retry helper: exponential backoff with full jitter, a cap, and Retry-After."""
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import logging
 import random
 import time
@@ -43,3 +45,23 @@ def retry_call(
             log.info("%s failed (%s); retry %d/%d in %.2fs", describe, exc, attempt, attempts - 1, delay)
             sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """``Retry-After`` as seconds: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, when.timestamp() - now())

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, ClassVar, Protocol, runtime_checkable
 
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, FormatError
 from exporter.fsutil import PendingFile, atomic_write, sync_all
-from exporter.model import Form, MediaRef
+from exporter.model import Form, MediaRef, Submission
 from exporter.naming import safe_filename, safe_join
 
 
@@ -164,6 +164,77 @@ class FormatWriter(Protocol):
     def write(self, record) -> None: ...
 
     def close(self, ok: bool) -> None: ...
+
+
+def submission_form(form: Form | None, sub: Submission) -> Form:
+    """The form a submission belongs to: the one being written, else a FormatError (the stream
+    must give a form's definition before its submissions)."""
+    if form is None or sub.form_id != form.id:
+        raise FormatError("submission arrived before its form definition",
+                          context=f"form {sub.form_id} submission {sub.id}")
+    return form
+
+
+class FormStreamWriter:
+    """The record dispatch shared by the writers that keep one form's files open at a time
+    (CSV, JSON, XLSX, XML). Subclasses implement ``_start_form(form)``, ``_finish_form()`` (also
+    called when no form is open) and ``_write_submission(sub)``.
+
+    ``write`` routes every record of the stream: ``_on_account`` (by default: remember that the
+    account was seen, so people files exist even when it has no users), ``_on_user``,
+    ``_on_group``, ``_on_list`` (nothing by default); a Form finishes the previous form
+    (``_finish_form``) and starts its own (``_start_form``); a Submission goes to
+    ``_write_submission``; the Checkpoint of the form being written finishes it.
+    ``close(ok=True)`` finishes the form, then ``_finish_account()``; ``close(ok=False)`` calls
+    ``_abandon()`` and leaves the pending files to the sink, which discards them.
+    """
+
+    _form: Form | None = None
+    _account_seen: bool = False
+
+    def write(self, record) -> None:
+        kind = record.kind
+        if kind == "account":
+            self._on_account(record)
+        elif kind == "user":
+            self._on_user(record)
+        elif kind == "group":
+            self._on_group(record)
+        elif kind == "list":
+            self._on_list(record)
+        elif kind == "form":
+            self._finish_form()
+            self._start_form(record)
+        elif kind == "submission":
+            self._write_submission(record)
+        elif kind == "checkpoint" and self._form is not None and record.form_id == self._form.id:
+            self._finish_form()
+
+    def close(self, ok: bool) -> None:
+        if not ok:
+            self._abandon()
+            return  # pending files are discarded by the sink
+        self._finish_form()
+        self._finish_account()
+
+    # ---- hooks -----------------------------------------------------------------------------
+    def _on_account(self, account) -> None:
+        self._account_seen = True
+
+    def _on_user(self, user) -> None:
+        pass
+
+    def _on_group(self, group) -> None:
+        pass
+
+    def _on_list(self, lst) -> None:
+        pass
+
+    def _finish_account(self) -> None:
+        pass
+
+    def _abandon(self) -> None:
+        pass
 
 
 #: format key -> "module:Class"; imported only when used

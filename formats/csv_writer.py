@@ -24,20 +24,20 @@ import tempfile
 from collections.abc import Iterable
 from typing import IO
 
-from exporter.errors import ConfigError, FormatError
-from exporter.model import MEDIA, FieldDef, Form, ListColumn, ListItem, Submission
-from formats.base import FormatLimits, OutputDir
+from exporter.errors import ConfigError
+from exporter.model import FieldDef, Form, ListColumn, ListItem, Submission
+from formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
 from formats.tabular import (
     GROUP_FIELDS,
     ROW_INDEX,
     USER_FIELDS,
     Column,
+    column_links,
     form_columns,
     group_members,
     guard_formula,
     list_item_cells,
     list_item_headers,
-    media_links,
     row_cells,
     subform_columns,
     text_cell,
@@ -98,7 +98,7 @@ class CsvFile:
             self.fh.detach()
 
 
-class CsvWriter:
+class CsvWriter(FormStreamWriter):
     key = "csv"
     description = ("CSV (RFC 4180, UTF-8): one table per form and per sub-form, users, groups, group "
                    "members, external lists")
@@ -125,28 +125,16 @@ class CsvWriter:
     def _file(self, relpath: str, header) -> CsvFile:
         return CsvFile(self.out, relpath, header, **self.fmt)
 
-    # ---- records -----------------------------------------------------------------------
-    def write(self, record) -> None:
-        kind = record.kind
-        if kind == "account":
-            self._account_seen = True
-        elif kind == "user":
-            self._open_people()
-            self._users.write_text(_user_cells(record))
-        elif kind == "group":
-            self._open_people()
-            self._groups.write_text([record.id, record.name, record.parent_id])
-            for gid, uid, role in group_members(record):
-                self._members.write_text([gid, uid, role])
-        elif kind == "list":
-            self._write_list(record)
-        elif kind == "form":
-            self._finish_form()
-            self._start_form(record)
-        elif kind == "submission":
-            self._write_submission(record)
-        elif kind == "checkpoint" and self._form is not None and record.form_id == self._form.id:
-            self._finish_form()
+    # ---- records (dispatched by FormStreamWriter.write) --------------------------------
+    def _on_user(self, user) -> None:
+        self._open_people()
+        self._users.write_text(_user_cells(user))
+
+    def _on_group(self, group) -> None:
+        self._open_people()
+        self._groups.write_text([group.id, group.name, group.parent_id])
+        for gid, uid, role in group_members(group):
+            self._members.write_text([gid, uid, role])
 
     def _open_people(self) -> None:
         if self._users is None:
@@ -154,7 +142,7 @@ class CsvWriter:
             self._groups = self._file("groups.csv", GROUP_FIELDS)
             self._members = self._file("group_members.csv", ("group_id", "user_id", "role"))
 
-    def _write_list(self, lst) -> None:
+    def _on_list(self, lst) -> None:
         rel = "lists/" + self.out.safe(f"{lst.id}-{lst.name}") + ".txt"
         with self.out.atomic(rel, "wb") as fh:
             for line in lst.items:
@@ -208,34 +196,26 @@ class CsvWriter:
             if col.source == ROW_INDEX:
                 out.append((str(value), False))
                 continue
-            links = None
-            if col.field is not None and col.field.kind == MEDIA:
-                links = media_links(self.out, form, sub, col.key, value, base,
-                                    sf.name if sf else None, row.index if row else None)
-            out.append(text_cell(value, text, links))
+            out.append(text_cell(value, text, column_links(self.out, form, sub, col, value, base, sf, row)))
         return out
 
     def _write_submission(self, sub: Submission) -> None:
-        form = self._form
-        if form is None or sub.form_id != form.id:
-            raise FormatError("submission arrived before its form definition",
-                              context=f"form {sub.form_id} submission {sub.id}")
+        form = submission_form(self._form, sub)
         base = self.out.aggregate_dir(form)
         self._main.write(self._cells(form, sub, self._main_cols, base))
         for sf, cols, f in self._subs:
             for row in sub.subforms.get(sf.name, []):
                 f.write(self._cells(form, sub, cols, base, sf, row))
 
-    # ---- end ---------------------------------------------------------------------------
-    def close(self, ok: bool) -> None:
-        if not ok:
-            if self._items_spool is not None:
-                self._items_spool.close()
-            for f in [self._main, self._users, self._groups, self._members, *(f for _, _, f in self._subs)]:
-                if f is not None:
-                    f.abandon()
-            return  # pending files are discarded by the sink
-        self._finish_form()
+    # ---- end (FormStreamWriter.close) ---------------------------------------------------
+    def _abandon(self) -> None:
+        if self._items_spool is not None:
+            self._items_spool.close()
+        for f in [self._main, self._users, self._groups, self._members, *(f for _, _, f in self._subs)]:
+            if f is not None:
+                f.abandon()
+
+    def _finish_account(self) -> None:
         if self._account_seen:
             self._open_people()
         for f in (self._users, self._groups, self._members):

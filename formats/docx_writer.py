@@ -140,14 +140,7 @@ class DocxWriter(ReportWriterBase):
 
     def _title_page(self, doc, form: Form) -> None:
         doc.add_heading(clean_text(form.name or form.id), 0)
-        info = [(self.labels["form"], clean_text(form.id))]
-        if self.account is not None:
-            info.append((self.labels["source"], clean_text(self.account.source)))
-            if self.account.exported_at:
-                info.append((self.labels["exported_at"], clean_text(self.account.exported_at)))
-            if self.account.timezone:
-                info.append((self.labels["timezone"], clean_text(self.account.timezone)))
-        self._kv_table(doc, info)
+        self._kv_table(doc, self.title_info(form))
         doc.add_heading(self.labels["contents"], 1)
         p = doc.add_paragraph()
         _field(p, 'TOC \\o "1-1" \\h \\z \\u', "(update field: F9)")
@@ -260,12 +253,12 @@ class DocxWriter(ReportWriterBase):
             head = t.rows[0]
             _row_flag(head, "w:tblHeader")
             _row_flag(head, "w:cantSplit")
-            for cell, cap in zip(head.cells, block.headers):
+            for cell, cap in zip(head.cells, block.headers, strict=False):
                 _set_cell_width(cell, width)
                 cell.paragraphs[0].add_run(cap).bold = True
             for values in block.rows:
                 row = t.add_row()
-                for cell, val in zip(row.cells, values):
+                for cell, val in zip(row.cells, values, strict=False):
                     _set_cell_width(cell, width)
                     cell.paragraphs[0].add_run(val)
                 if sum(len(v) for v in values) <= CANT_SPLIT_MAX_CHARS:
@@ -276,7 +269,7 @@ class DocxWriter(ReportWriterBase):
             p = doc.add_paragraph()
             p.add_run(f"{self.labels['row']} {i}").bold = True
             p.paragraph_format.keep_with_next = True
-            self._kv_table(doc, list(zip(block.headers, values)))
+            self._kv_table(doc, list(zip(block.headers, values, strict=False)))
 
     def _media_item(self, doc, item: MediaItem) -> None:
         p = doc.add_paragraph()

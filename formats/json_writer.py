@@ -19,9 +19,8 @@ import json
 import re
 from typing import IO, Any
 
-from exporter.errors import FormatError
 from exporter.model import MEDIA, Form, Submission
-from formats.base import FormatLimits, OutputDir
+from formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
 from formats.tabular import USER_FIELDS, json_value, media_links, relative
 
 #: lone surrogates cannot be UTF-8; U+0085, U+2028, U+2029 are line breaks to many line readers
@@ -55,7 +54,7 @@ class _JsonArray:
         self.out.finish(self.relpath)
 
 
-class JsonWriter:
+class JsonWriter(FormStreamWriter):
     key = "json"
     description = ("JSON Lines per form (submissions.jsonl), a pretty JSON per submission, form "
                    "definitions, users, groups and external lists as JSON")
@@ -72,37 +71,28 @@ class JsonWriter:
         self._groups: _JsonArray | None = None
         self._account_seen = False
 
-    # ---- records -----------------------------------------------------------------------
-    def write(self, record) -> None:
-        kind = record.kind
-        if kind == "account":
-            self._account_seen = True
-            # where the data came from and the account's time zone (served times have no offset);
-            # nothing run-specific, so an unchanged account gives an unchanged file
-            with self.out.atomic("account.json", "w", encoding="utf-8") as fh:
-                json.dump({"source": record.source, "timezone": record.timezone}, fh, ensure_ascii=False, indent=2)
-                fh.write("\n")
-        elif kind == "user":
-            if self._users is None:
-                self._users = _JsonArray(self.out, "users.json")
-            self._users.add({**{k: getattr(record, k) for k in USER_FIELDS}, "raw": record.raw})
-        elif kind == "group":
-            if self._groups is None:
-                self._groups = _JsonArray(self.out, "groups.json")
-            self._groups.add({"id": record.id, "name": record.name, "parent_id": record.parent_id,
-                              "users": list(record.users), "leaders": list(record.leaders),
-                              "children": list(record.children), "raw": record.raw})
-        elif kind == "list":
-            self._write_list(record)
-        elif kind == "form":
-            self._finish_form()
-            self._start_form(record)
-        elif kind == "submission":
-            self._write_submission(record)
-        elif kind == "checkpoint" and self._form is not None and record.form_id == self._form.id:
-            self._finish_form()
+    # ---- records (dispatched by FormStreamWriter.write) --------------------------------
+    def _on_account(self, account) -> None:
+        self._account_seen = True
+        # where the data came from and the account's time zone (served times have no offset);
+        # nothing run-specific, so an unchanged account gives an unchanged file
+        with self.out.atomic("account.json", "w", encoding="utf-8") as fh:
+            json.dump({"source": account.source, "timezone": account.timezone}, fh, ensure_ascii=False, indent=2)
+            fh.write("\n")
 
-    def _write_list(self, lst) -> None:
+    def _on_user(self, user) -> None:
+        if self._users is None:
+            self._users = _JsonArray(self.out, "users.json")
+        self._users.add({**{k: getattr(user, k) for k in USER_FIELDS}, "raw": user.raw})
+
+    def _on_group(self, group) -> None:
+        if self._groups is None:
+            self._groups = _JsonArray(self.out, "groups.json")
+        self._groups.add({"id": group.id, "name": group.name, "parent_id": group.parent_id,
+                          "users": list(group.users), "leaders": list(group.leaders),
+                          "children": list(group.children), "raw": group.raw})
+
+    def _on_list(self, lst) -> None:
         doc = {
             "id": lst.id, "name": lst.name, "class": lst.class_, "update_time": lst.update_time,
             "items": [
@@ -162,10 +152,7 @@ class JsonWriter:
         }
 
     def _write_submission(self, sub: Submission) -> None:
-        form = self._form
-        if form is None or sub.form_id != form.id:
-            raise FormatError("submission arrived before its form definition",
-                              context=f"form {sub.form_id} submission {sub.id}")
+        form = submission_form(self._form, sub)
         agg = self.out.aggregate_dir(form)
         self._jsonl.write(dumps(self.document(form, sub, agg)) + "\n")
         if self.per_submission:
@@ -174,11 +161,8 @@ class JsonWriter:
             with self.out.atomic(rel, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(dumps(self.document(form, sub, sub_dir), indent=2) + "\n")
 
-    # ---- end ---------------------------------------------------------------------------
-    def close(self, ok: bool) -> None:
-        if not ok:
-            return  # pending files are discarded by the sink
-        self._finish_form()
+    # ---- end (FormStreamWriter.close) ---------------------------------------------------
+    def _finish_account(self) -> None:
         if self._users is None and self._account_seen:
             self._users = _JsonArray(self.out, "users.json")
         if self._groups is None and self._account_seen:

@@ -477,14 +477,7 @@ class PdfWriter(ReportWriterBase):
 
     def _single_story(self, form: Form, pages: list[int]) -> Iterator[Flowable]:
         yield self._p(form.name or form.id, self.st_title)
-        info = [(self.labels["form"], clean_text(form.id))]
-        if self.account is not None:
-            info.append((self.labels["source"], clean_text(self.account.source)))
-            if self.account.exported_at:
-                info.append((self.labels["exported_at"], clean_text(self.account.exported_at)))
-            if self.account.timezone:
-                info.append((self.labels["timezone"], clean_text(self.account.timezone)))
-        yield from self._kv(info)
+        yield from self._kv(self.title_info(form))
         n = 0
         for rep in self._spooled():
             if n == 0:
@@ -594,7 +587,7 @@ class PdfWriter(ReportWriterBase):
                 data = [header]
                 for r, values in enumerate(block.rows[start:start + TABLE_CHUNK_ROWS], start + 1):
                     data.append([cell(v, f"{row_l} {r} · {h}", w, self.st_cell, self.frame_h / 4)
-                                 for h, v in zip(block.headers, values)])
+                                 for h, v in zip(block.headers, values, strict=False)])
                 yield self._table(data, [w] * n, self.head_style, 1)
         else:
             w0 = self.frame_w * 0.32
@@ -603,7 +596,7 @@ class PdfWriter(ReportWriterBase):
                 ("SPAN", (0, 0), (1, 0)), ("BACKGROUND", (0, 0), (1, 0), colors.HexColor("#e4e4e4"))])
             for r, values in enumerate(block.rows, 1):
                 data = [[self._p(f"{row_l} {r}", self.st_cap), ""]]
-                for h, v in zip(block.headers, values):
+                for h, v in zip(block.headers, values, strict=False):
                     label = f"{row_l} {r} · {h}"
                     data.append([cell(h, label, w0, self.st_cap, self.frame_h / 4),
                                  cell(v, label, w1, self.st_cell, self.frame_h / 4)])

@@ -46,6 +46,7 @@ from exporter.model import (
     Submission,
     copy_media,
 )
+from formats.base import submission_form
 
 #: sub-forms with more value columns than this are laid out one small table per row
 WIDE_TABLE_COLUMNS = 6
@@ -470,6 +471,18 @@ class ReportWriterBase:
             self._sub_dir = Path(tempfile.mkdtemp(prefix="sub-", dir=self._tmp))
         return self._sub_dir
 
+    def title_info(self, form: Form) -> list[tuple[str, str]]:
+        """(label, value) rows of a form document's title page: the form, where the data came
+        from, when it was exported and the account's time zone."""
+        info = [(self.labels["form"], clean_text(form.id))]
+        if self.account is not None:
+            info.append((self.labels["source"], clean_text(self.account.source)))
+            if self.account.exported_at:
+                info.append((self.labels["exported_at"], clean_text(self.account.exported_at)))
+            if self.account.timezone:
+                info.append((self.labels["timezone"], clean_text(self.account.timezone)))
+        return info
+
     # ---- stream --------------------------------------------------------------------------
     def write(self, record) -> None:
         if isinstance(record, Account):
@@ -481,9 +494,7 @@ class ReportWriterBase:
             self._begin_form(record)
         elif isinstance(record, Submission):
             self._flush()
-            if self.form is None or record.form_id != self.form.id:
-                raise FormatError("submission arrived before its form definition",
-                                  context=f"form {record.form_id} submission {record.id}")
+            submission_form(self.form, record)
             self._pending = record
             self._pending_media = {}
         elif isinstance(record, Media):

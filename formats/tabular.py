@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from exporter.model import (
+    MEDIA,
     META_KEYS,
     FieldDef,
     Form,
@@ -96,6 +97,16 @@ def media_links(out, form: Form, sub: Submission, field: str, names, base_dir: s
         ref = MediaRef(form.id, sub.id, field, name, subform, row)
         links.append((name, relative(out.media_relpath(ref, form.name), base_dir)))
     return links
+
+
+def column_links(out, form: Form, sub: Submission, col: Column, value, base_dir: str,
+                 subform: FieldDef | None = None, row: SubformRow | None = None) -> list[tuple[str, str]] | None:
+    """The media links of one cell of a form or sub-form table: None unless ``col`` is a media
+    column (``subform``/``row``: the sub-form and row of a sub-form table)."""
+    if col.field is None or col.field.kind != MEDIA:
+        return None
+    return media_links(out, form, sub, col.key, value, base_dir, subform.name if subform else None,
+                       row.index if row else None)
 
 
 def relative(target: str, base_dir: str) -> str:

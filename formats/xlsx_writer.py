@@ -32,8 +32,8 @@ from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
 from exporter.errors import FormatError
-from exporter.model import MEDIA, FieldDef, Form, GeoPoint, Submission
-from formats.base import FormatLimits, OutputDir
+from exporter.model import FieldDef, Form, GeoPoint, Submission
+from formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
 from formats.tabular import (
     GROUP_FIELDS,
     META,
@@ -41,13 +41,13 @@ from formats.tabular import (
     SUBMISSION_ID,
     USER_FIELDS,
     Column,
+    column_links,
     escape_forbidden,
     form_columns,
     group_members,
     list_item_cells,
     list_item_columns,
     list_item_headers,
-    media_links,
     relative,
     row_cells,
     subform_columns,
@@ -194,7 +194,7 @@ class _Book:
         return _Sheet(self, title, headers, widths)
 
 
-class XlsxWriter:
+class XlsxWriter(FormStreamWriter):
     key = "xlsx"
     description = ("XLSX workbooks: one per form (a sheet per sub-form) with real numbers, dates and "
                    "booleans, links to media; users, groups and each external list")
@@ -276,10 +276,7 @@ class XlsxWriter:
             if col.source == SUBMISSION_ID:
                 out.append(self._text(sub.id, base, f"{sub.id}-id"))
                 continue
-            links = None
-            if col.field is not None and col.field.kind == MEDIA:
-                links = media_links(self.out, form, sub, col.key, value, base,
-                                    sf.name if sf else None, row.index if row else None)
+            links = column_links(self.out, form, sub, col, value, base, sf, row)
             where = f"{sub.id}-{sf.name}-{row.index}-{col.key}" if sf else f"{sub.id}-{col.header}"
             out.append(self._cell(value, text, base, where, links))
         return out
@@ -292,31 +289,19 @@ class XlsxWriter:
             out.append(min(max(len(c.header) + 2, base), 60))
         return out
 
-    # ---- records -----------------------------------------------------------------------
-    def write(self, record) -> None:
-        kind = record.kind
-        if kind == "account":
-            self._account_seen = True
-        elif kind == "user":
-            self._open_people()
-            self._people["users"].append(
-                [self._cell(getattr(record, k), getattr(record, k), "", f"user-{record.id}-{k}")
-                 if k != "admin" else record.admin for k in USER_FIELDS])
-        elif kind == "group":
-            self._open_people()
-            self._people["groups"].append([self._cell(v, v, "", f"group-{record.id}")
-                                           for v in (record.id, record.name, record.parent_id)])
-            for member in group_members(record):
-                self._people["members"].append([_Val(escape_forbidden(v), string=True) for v in member])
-        elif kind == "list":
-            self._write_list(record)
-        elif kind == "form":
-            self._finish_form()
-            self._start_form(record)
-        elif kind == "submission":
-            self._write_submission(record)
-        elif kind == "checkpoint" and self._form is not None and record.form_id == self._form.id:
-            self._finish_form()
+    # ---- records (dispatched by FormStreamWriter.write) --------------------------------
+    def _on_user(self, user) -> None:
+        self._open_people()
+        self._people["users"].append(
+            [self._cell(getattr(user, k), getattr(user, k), "", f"user-{user.id}-{k}")
+             if k != "admin" else user.admin for k in USER_FIELDS])
+
+    def _on_group(self, group) -> None:
+        self._open_people()
+        self._people["groups"].append([self._cell(v, v, "", f"group-{group.id}")
+                                       for v in (group.id, group.name, group.parent_id)])
+        for member in group_members(group):
+            self._people["members"].append([_Val(escape_forbidden(v), string=True) for v in member])
 
     def _open_people(self) -> None:
         if self._people:
@@ -329,7 +314,7 @@ class XlsxWriter:
             "members": gb.sheet("members", ["group_id", "user_id", "role"]),
         }
 
-    def _write_list(self, lst) -> None:
+    def _on_list(self, lst) -> None:
         levels, cols = list_item_columns(lst.parsed_items())
         book = _Book(self.max_rows, self.max_links)
         headers = ["index", "line", *list_item_headers(levels, cols)]
@@ -389,21 +374,15 @@ class XlsxWriter:
             raise FormatError(f"cannot write workbook: {e}", context=rel) from None
 
     def _write_submission(self, sub: Submission) -> None:
-        form = self._form
-        if form is None or sub.form_id != form.id:
-            raise FormatError("submission arrived before its form definition",
-                              context=f"form {sub.form_id} submission {sub.id}")
+        form = submission_form(self._form, sub)
         base = self.out.aggregate_dir(form)
         self._main.append(self._row(form, sub, self._main_cols, base))
         for sf, cols, sheet in self._subs:
             for row in sub.subforms.get(sf.name, []):
                 sheet.append(self._row(form, sub, cols, base, sf, row))
 
-    # ---- end ---------------------------------------------------------------------------
-    def close(self, ok: bool) -> None:
-        if not ok:
-            return  # pending files are discarded by the sink
-        self._finish_form()
+    # ---- end (FormStreamWriter.close) ---------------------------------------------------
+    def _finish_account(self) -> None:
         if self._account_seen:
             self._open_people()
         if self._people:

@@ -24,9 +24,8 @@ from decimal import Decimal
 from importlib import resources
 from typing import IO
 
-from exporter.errors import FormatError
 from exporter.model import SUBFORM, FieldDef, Form, GeoPoint, Submission
-from formats.base import FormatLimits, OutputDir
+from formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
 from formats.tabular import decimal_text, media_links, relative
 
 NAMESPACE = "urn:exporter:forms:1"
@@ -100,7 +99,7 @@ class XmlStream:
 _CANONICAL_KINDS = {"number", "date", "time", "datetime", "boolean", "geoloc", "media"}
 
 
-class XmlWriter:
+class XmlWriter(FormStreamWriter):
     key = "xml"
     description = "XML: one streamed document per form, valid against the published exporter-forms.xsd"
     limits = FormatLimits()
@@ -114,17 +113,8 @@ class XmlWriter:
         self._rel = ""
         self._schema_written = False
 
-    def write(self, record) -> None:
-        kind = record.kind
-        if kind == "account":
-            self._account = record
-        elif kind == "form":
-            self._finish_form()
-            self._start_form(record)
-        elif kind == "submission":
-            self._write_submission(record)
-        elif kind == "checkpoint" and self._form is not None and record.form_id == self._form.id:
-            self._finish_form()
+    def _on_account(self, account) -> None:  # dispatched by FormStreamWriter.write
+        self._account = account
 
     # ---- documents ---------------------------------------------------------------------
     def _start_form(self, form: Form) -> None:
@@ -213,10 +203,7 @@ class XmlWriter:
         x.element(tag, {"name": name, "text": text if text != content else None}, content)
 
     def _write_submission(self, sub: Submission) -> None:
-        form = self._form
-        if form is None or sub.form_id != form.id:
-            raise FormatError("submission arrived before its form definition",
-                              context=f"form {sub.form_id} submission {sub.id}")
+        form = submission_form(self._form, sub)
         x = self._xml
         base = self.out.aggregate_dir(form)
         x.start("submission", {"id": sub.id})
@@ -237,9 +224,4 @@ class XmlWriter:
             elif f.has_value:
                 self._value(form, sub, f, sub.values.get(f.name), sub.text.get(f.name), base)
         x.end("submission")
-
-    def close(self, ok: bool) -> None:
-        if not ok:
-            return  # pending files are discarded by the sink
-        self._finish_form()
 

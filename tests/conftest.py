@@ -40,6 +40,58 @@ def require_tool(name: str) -> str:
     return path  # type: ignore[return-value]
 
 
+def self_signed_cert(directory: Path, common_name: str = "localhost",
+                     file_names: tuple[str, str] = ("cert.pem", "key.pem")) -> tuple[Path, Path]:
+    """A self-signed CA certificate for 127.0.0.1/localhost, generated with ``cryptography``:
+    (certificate path, private key path), PEM files written in ``directory``. The certificate is
+    its own CA: give its path to the client as the trusted CA file."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), True)
+        .add_extension(ski, False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / file_names[0], directory / file_names[1]
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def drive_sink(sink, context, records, batch: int = 4) -> None:
+    """Drive a sink the way the pipeline does: open, write + commit per batch of ``batch``
+    records, close (``ok=False`` when anything failed)."""
+    sink.open(context)
+    ok = False
+    try:
+        for i in range(0, len(records), batch):
+            sink.write(records[i:i + batch])
+            sink.commit()
+        ok = True
+    finally:
+        sink.close(ok)
+
+
 @pytest.fixture
 def sample_archive() -> Path:
     return SAMPLE

@@ -20,8 +20,6 @@ environment variables) and never appears in a repr, a log line or an error messa
 """
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import logging
 import os
 import ssl
@@ -45,7 +43,7 @@ from exporter.errors import (
     SourceError,
     TransientSourceError,
 )
-from exporter.retry import retry_call
+from exporter.retry import parse_retry_after, retry_call
 from exporter.secrets import register_secret
 
 log = logging.getLogger("exporter.kizeo")
@@ -117,51 +115,56 @@ class StaticToken(TokenProvider):
         return "StaticToken(***)"
 
 
-class EnvToken(TokenProvider):
-    """The token is the value of an environment variable (read at first use)."""
+class _ReadOnceToken(TokenProvider):
+    """A token read once, at first use, by the subclass's ``_read()`` (which raises ConfigError
+    when it is missing or empty), then registered as a secret and kept."""
 
-    def __init__(self, name: str = "KIZEO_TOKEN"):
-        self.name = name
-        self._value: str | None = None
+    _value: str | None = None
 
     def token(self, client: KizeoClient) -> str:
         if self._value is None:
-            value = os.environ.get(self.name, "").strip()
-            if not value:
-                raise ConfigError(f"environment variable {self.name} is not set (it must hold the API token)")
+            value = self._read()
             register_secret(value)
             self._value = value
         return self._value
 
     def secrets(self) -> tuple[str, ...]:
         return (self._value,) if self._value else ()
+
+
+class EnvToken(_ReadOnceToken):
+    """The token is the value of an environment variable (read at first use)."""
+
+    def __init__(self, name: str = "KIZEO_TOKEN"):
+        self.name = name
+        self._value = None
+
+    def _read(self) -> str:
+        value = os.environ.get(self.name, "").strip()
+        if not value:
+            raise ConfigError(f"environment variable {self.name} is not set (it must hold the API token)")
+        return value
 
     def __repr__(self) -> str:
         return f"EnvToken({self.name!r})"
 
 
-class FileToken(TokenProvider):
+class FileToken(_ReadOnceToken):
     """The token is the content of a file (surrounding whitespace removed)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        self._value: str | None = None
+        self._value = None
 
-    def token(self, client: KizeoClient) -> str:
-        if self._value is None:
-            try:
-                with open(self.path, encoding="utf-8") as fh:
-                    value = fh.read().strip()
-            except OSError as e:
-                raise ConfigError(f"cannot read the token file {self.path}: {e.strerror}") from None
-            if not value:
-                raise ConfigError(f"the token file {self.path} is empty")
-            register_secret(value)
-            self._value = value
-        return self._value
-
-    def secrets(self) -> tuple[str, ...]:
-        return (self._value,) if self._value else ()
+    def _read(self) -> str:
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                value = fh.read().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read the token file {self.path}: {e.strerror}") from None
+        if not value:
+            raise ConfigError(f"the token file {self.path} is empty")
+        return value
 
     def __repr__(self) -> str:
         return f"FileToken({self.path!r})"
@@ -255,26 +258,6 @@ class TLSAdapter(HTTPAdapter):
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any):
         proxy_kwargs.setdefault("ssl_context", self.ssl_context)
         return super().proxy_manager_for(proxy, **proxy_kwargs)
-
-
-def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """``Retry-After`` as seconds: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, when.timestamp() - now())
 
 
 def _server_message(resp: requests.Response) -> str:

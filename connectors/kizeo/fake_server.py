@@ -384,6 +384,14 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _drop_connection(self) -> None:
+        """Close the connection abruptly (no answer, or the rest of one never sent)."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         self._send(status, {"status": "error", "message": message}, headers=headers)
 
@@ -402,12 +410,7 @@ class _Handler(BaseHTTPRequestHandler):
         if f.latency:
             time.sleep(f.latency)
         if f.drop_every and n % f.drop_every == 0:
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
+            return self._drop_connection()
         if f.rate_limit_every and n % f.rate_limit_every == 0:
             return self._error(429, "too many requests", {"Retry-After": f.retry_after_header()})
         if f.fail_503_every and n % f.fail_503_every == 0:
@@ -441,7 +444,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not creds or not isinstance(body, dict):
             return self._error(401, "login refused")
         given = (str(body.get("user", "")), str(body.get("password", "")), str(body.get("company", "")))
-        if not all(hmac.compare_digest(a.encode(), b.encode()) for a, b in zip(given, creds)):
+        if not all(hmac.compare_digest(a.encode(), b.encode()) for a, b in zip(given, creds, strict=False)):
             return self._error(401, "wrong user, password or company")
         token = secrets.token_hex(16)
         with fake._lock:
@@ -568,12 +571,7 @@ class _Handler(BaseHTTPRequestHandler):
                 with reader.open(m["path"]) as fh:
                     self.wfile.write(fh.read(size // 2))
                 self.wfile.flush()
-                self.close_connection = True
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                return
+                return self._drop_connection()
         self.send_response(200)
         self.send_header("Content-Type", m.get("content_type") or "application/octet-stream")
         self.send_header("Content-Length", str(size))

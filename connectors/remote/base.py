@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from exporter.capabilities import Capabilities
+from exporter.fsutil import file_digest
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,7 @@ def local_checksum(kind: str | None, path) -> str | None:
     if kind is None:
         return None
     if kind in ("sha256", "md5", "sha1"):
-        h = hashlib.new(kind)
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-        return h.hexdigest()
+        return file_digest(path, kind)
     if kind == "dropbox":  # Dropbox content hash: sha256 of the concatenated sha256 of 4 MiB blocks
         outer = hashlib.sha256()
         with open(path, "rb") as fh:

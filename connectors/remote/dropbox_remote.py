@@ -34,9 +34,18 @@ from urllib.parse import unquote, urlsplit
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
 from exporter.retry import retry_call
-from exporter.secrets import read_secret
 
-from .base import RemoteStat, parse_size
+from .base import RemoteStat
+from .common import (
+    OffsetReader,
+    check_name_part,
+    read_exactly,
+    refuse_secret_options,
+    secret_option,
+    split_path,
+    translate_transport_error,
+    upload_options,
+)
 
 log = logging.getLogger("exporter.remote.dropbox")
 T = TypeVar("T")
@@ -65,14 +74,6 @@ class _IncorrectOffset(Exception):
 
 class _SessionGone(Exception):
     """The upload session is unknown or closed (e.g. a finish whose answer was lost)."""
-
-
-def _secret(options: dict, file_key: str, env_key: str, default_env: str, what: str) -> str | None:
-    """A secret from the file named by option ``file_key`` (if given) or else the env variable named
-    by option ``env_key``; registered with ``exporter.secrets`` so logs and messages mask it."""
-    if options.get(file_key):
-        return read_secret(file=options[file_key], what=f"Dropbox {what}")
-    return read_secret(env=options.get(env_key) or default_env, what=f"Dropbox {what}", required=False) or None
 
 
 def _utf16_len(text: str) -> int:
@@ -204,23 +205,15 @@ class DropboxRemote:
 
     # -- paths ----------------------------------------------------------------------------------
     def _full(self, path: str) -> str:
-        parts = [p for p in path.split("/") if p != ""]  # backslashes are kept: the name rules refuse them
+        parts = split_path(path, self.name)  # backslashes are kept: the name rules refuse them
         if not parts and not self.root:
             raise SinkError("empty path", context=self.name)
-        for part in parts:
-            if part in (".", ".."):
-                raise SinkError(f"path {path!r} may not contain '.' or '..'", context=self.name)
         return posixpath.join(self.root or "/", *parts) if parts else self.root
 
     def _check_name_rules(self, full: str) -> None:
         """Refuse, before any upload, a path Dropbox would reject or mangle."""
         for part in full.strip("/").split("/"):
-            if len(part) > DROPBOX_MAX_NAME:
-                raise SinkError(f"name {part[:40]!r}... is longer than {DROPBOX_MAX_NAME} characters", context=full)
-            bad = sorted({c for c in part if c in DROPBOX_FORBIDDEN or ord(c) < 32 or ord(c) == 127})
-            if bad:
-                raise SinkError(f"name {part!r} contains characters Dropbox does not allow: "
-                                f"{''.join(map(repr, bad))}", context=full)
+            check_name_part(part, DROPBOX_MAX_NAME, DROPBOX_FORBIDDEN, "Dropbox", full)
             if part != part.rstrip(" ."):
                 raise SinkError(f"name {part!r} ends with a space or a period, which Dropbox does not allow", context=full)
             if part.lower() in DROPBOX_IGNORED_NAMES:
@@ -230,7 +223,6 @@ class DropboxRemote:
 
     # -- error translation ----------------------------------------------------------------------
     def _translate(self, exc: BaseException, path: str, what: str) -> BaseException:
-        import requests
         from dropbox import exceptions as dx
         from dropbox.stone_validators import ValidationError
 
@@ -265,11 +257,9 @@ class DropboxRemote:
             return SinkError(f"Dropbox refused to {what} ({summary})", context=where)
         if isinstance(exc, ValidationError):
             return SinkError(f"Dropbox SDK refused the argument to {what}: {exc}", context=where)
-        if isinstance(exc, requests.exceptions.SSLError):
-            return SinkError(f"TLS verification of the Dropbox server failed: {exc}", context=where)
-        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                            requests.exceptions.ChunkedEncodingError)):
-            return TransientSinkError(f"connection to Dropbox lost while trying to {what} ({type(exc).__name__})", context=where)
+        transport = translate_transport_error(exc, "Dropbox", what, where)
+        if transport is not None:
+            return transport
         if isinstance(exc, dx.HttpError):
             if exc.status_code >= 500 or exc.status_code == 408:
                 return TransientSinkError(f"Dropbox HTTP {exc.status_code} while trying to {what}", context=where)
@@ -410,9 +400,7 @@ class DropboxRemote:
 
         full = self._full(path)
         self._check_name_rules(full)
-        payload = data.read(size)
-        if len(payload) != size:
-            raise SinkError(f"local data is {len(payload)} bytes, expected {size}", context=f"{self.name} {full}")
+        payload = read_exactly(data, size, f"{self.name} {full}")
         hasher = DropboxContentHasher()
         hasher.update(payload)
         local_hash = hasher.hexdigest()
@@ -433,7 +421,7 @@ class DropboxRemote:
         chunk_size = max(1, min(chunk_size, DROPBOX_MAX_SIMPLE_UPLOAD))
         where = f"{self.name} {full}"
         dbx = self._client()
-        reader = _OffsetReader(data, where)
+        reader = OffsetReader(data, where)
         hasher = DropboxContentHasher()
         hashed = 0  # bytes fed to the hasher, always a prefix of the file
 
@@ -520,44 +508,11 @@ def _pin_ca_bundle(session: Any, ca_certs: str) -> None:
     session.merge_environment_settings = merge_pinned
 
 
-class _OffsetReader:
-    """Read ``n`` bytes at an offset: seeks when possible, otherwise only moves forward."""
-
-    def __init__(self, data: BinaryIO, where: str):
-        self._data = data
-        self._where = where
-        try:
-            self._seekable = bool(data.seekable())
-        except (AttributeError, OSError):
-            self._seekable = False
-        self._base = data.tell() if self._seekable else 0
-        self._pos = 0
-
-    def read_at(self, offset: int, n: int) -> bytes:
-        if self._seekable:
-            self._data.seek(self._base + offset)
-        elif offset < self._pos:
-            raise SinkError("cannot resume the upload: the local stream cannot go back", context=self._where)
-        else:
-            while self._pos < offset:
-                skipped = self._data.read(min(offset - self._pos, MiB))
-                if not skipped:
-                    break
-                self._pos += len(skipped)
-        buf = self._data.read(n)
-        self._pos = offset + len(buf)
-        if len(buf) != n:
-            raise SinkError(f"local data ended at byte {offset + len(buf)}, expected {offset + n}", context=self._where)
-        return buf
-
-
 def create_remote(url: str, options: dict | None = None) -> DropboxRemote:
     """``dropbox:///path`` -> a DropboxRemote (credentials from env variables or files only)."""
     options = dict(options or {})
-    for forbidden in ("token", "access_token", "refresh_token", "app_secret"):
-        if options.get(forbidden):
-            raise ConfigError(f"Dropbox option {forbidden!r} is not accepted: secrets come from an env variable "
-                              f"or a file (token_env, token_file, refresh_token_file, DROPBOX_APP_SECRET)")
+    refuse_secret_options(options, ("token", "access_token", "refresh_token", "app_secret"), "Dropbox",
+                          "token_env, token_file, refresh_token_file, DROPBOX_APP_SECRET")
     parts = urlsplit(url)
     if parts.scheme.split("+")[0] != "dropbox":
         raise ConfigError(f"not a Dropbox URL: {parts.scheme}://...")
@@ -565,25 +520,17 @@ def create_remote(url: str, options: dict | None = None) -> DropboxRemote:
         raise ConfigError("a Dropbox URL carries no credentials: use DROPBOX_TOKEN or token_file")
     root = unquote((parts.netloc or "") + (parts.path or ""))
 
-    access = _secret(options, "token_file", "token_env", "DROPBOX_TOKEN", "access token")
-    refresh = _secret(options, "refresh_token_file", "refresh_token_env", "DROPBOX_REFRESH_TOKEN", "refresh token")
+    access = secret_option(options, "token_file", "token_env", "DROPBOX_TOKEN", "Dropbox access token")
+    refresh = secret_option(options, "refresh_token_file", "refresh_token_env", "DROPBOX_REFRESH_TOKEN",
+                            "Dropbox refresh token")
     app_key = options.get("app_key") or os.environ.get(options.get("app_key_env") or "DROPBOX_APP_KEY") or None
-    app_secret = _secret(options, "app_secret_file", "app_secret_env", "DROPBOX_APP_SECRET", "app secret")
+    app_secret = secret_option(options, "app_secret_file", "app_secret_env", "DROPBOX_APP_SECRET", "Dropbox app secret")
     if not access and not (refresh and app_key):
         raise ConfigError(
             f"no Dropbox credentials: set {options.get('token_env') or 'DROPBOX_TOKEN'} (or the token_file option), "
             "or DROPBOX_REFRESH_TOKEN with DROPBOX_APP_KEY"
         )
-    kwargs: dict[str, Any] = {}
-    for key in ("simple_upload_limit", "chunk_size"):
-        if options.get(key) is not None:
-            kwargs[key] = parse_size(options[key], key)
-    for key, conv in (("attempts", int), ("retry_max_delay", float), ("timeout", float)):
-        if options.get(key) is not None:
-            try:
-                kwargs[key] = conv(options[key])
-            except ValueError:
-                raise ConfigError(f"Dropbox option {key} must be a number, got {options[key]!r}") from None
+    kwargs = upload_options(options, "Dropbox")
     return DropboxRemote(
         root,
         access_token=access,

@@ -21,25 +21,25 @@ import ftplib
 import posixpath
 import socket
 import ssl
-from collections.abc import Callable
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
 
 from .base import RemoteStat
-from .sink import opt_bool, opt_int, read_secret, refuse_plain_secrets
+from .common import ConnectedRemote, host_and_port, server_capabilities
+from .sink import opt_bool, read_secret, refuse_plain_secrets
 
-T = TypeVar("T")
 BLOCK = 64 * 1024
+_TESTED = "pyftpdlib server on loopback (FTP and FTPS with a generated certificate)"
 
 
 def _code(e: BaseException) -> str:
     return str(e)[:3]
 
 
-class FtpRemote:
+class FtpRemote(ConnectedRemote):
     """One FTP(S) connection, opened on demand and reopened after a transient failure."""
 
     def __init__(self, host: str, port: int = 21, user: str = "anonymous", password: str = "",
@@ -62,7 +62,7 @@ class FtpRemote:
         self.capabilities = capabilities or Capabilities(
             max_path_length=4096, max_name_length=255, rename=True, checksum=None,
             max_simple_upload=None, streaming=True,
-            tested="pyftpdlib server on loopback (FTP and FTPS with a generated certificate)",
+            tested=_TESTED,
         )
         self._ftp: ftplib.FTP | None = None
         self._size_ok = True
@@ -109,19 +109,8 @@ class FtpRemote:
                 with contextlib.suppress(Exception):
                     ftp.close()
 
-    def _abs(self, path: str) -> str:
-        path = path.strip("/")
-        return posixpath.join(self.root, path) if path else self.root
-
-    def _call(self, what: str, fn: Callable[[ftplib.FTP], T]) -> T:
-        self.connect()
-        try:
-            return fn(self._ftp)
-        except Exception as e:  # noqa: BLE001 - translated into our error tree just below
-            err = self._translate(e, what)
-            if isinstance(err, TransientSinkError):
-                self._drop()
-            raise err from None
+    def _session(self) -> ftplib.FTP | None:
+        return self._ftp
 
     def _drop(self) -> None:
         ftp, self._ftp = self._ftp, None
@@ -268,30 +257,15 @@ def create_remote(url: str, options: dict) -> FtpRemote:
     if parts.password:
         raise ConfigError("put the FTP password in an environment variable (--to-password-env) or a "
                           "file (password_file), not in the URL")
-    if not parts.hostname:
-        raise ConfigError(f"{scheme}:// URL without a host: {url!r}")
-    try:
-        port = parts.port or 21
-    except ValueError:
-        raise ConfigError(f"bad port in {url!r}") from None
+    host, port = host_and_port(parts, url, scheme, 21)
     user = unquote(parts.username) if parts.username else "anonymous"
-    password = read_secret(options, "password", f"{scheme}://{user}@{parts.hostname}")
+    password = read_secret(options, "password", f"{scheme}://{user}@{host}")
     if password is None:
         password = "anonymous@" if user == "anonymous" else ""
     path = unquote(parts.path or "")
     relative = not path.startswith("//")
-    defaults = Capabilities(
-        max_path_length=4096, max_name_length=255, rename=True, checksum=None, streaming=True,
-        tested="pyftpdlib server on loopback (FTP and FTPS with a generated certificate)",
-    )
-    caps = Capabilities(
-        max_path_length=opt_int(options, "max_path_length", defaults.max_path_length),
-        max_name_length=opt_int(options, "max_name_length", defaults.max_name_length),
-        forbidden_chars=str(options.get("forbidden_chars") or ""),
-        case_insensitive=opt_bool(options.get("case_insensitive", False)),
-        rename=True, checksum=None, streaming=True, tested=defaults.tested,
-    )
-    return FtpRemote(parts.hostname, port, user, password, path, tls=scheme == "ftps",
+    caps = server_capabilities(options, _TESTED)
+    return FtpRemote(host, port, user, password, path, tls=scheme == "ftps",
                      ca_file=options.get("ca_file"), timeout=float(options.get("timeout", 60)),
                      passive=opt_bool(options.get("passive", True)), capabilities=caps, relative_root=relative)
 

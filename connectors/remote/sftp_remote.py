@@ -23,17 +23,15 @@ import errno
 import os
 import posixpath
 import socket
-from collections.abc import Callable
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
 
 from .base import RemoteStat
-from .sink import opt_bool, opt_int, read_secret, refuse_plain_secrets
-
-T = TypeVar("T")
+from .common import ConnectedRemote, host_and_port, server_capabilities
+from .sink import opt_bool, read_secret, refuse_plain_secrets
 
 _TESTED = "asyncssh SFTP server on loopback (password and key auth, host keys)"
 
@@ -57,7 +55,7 @@ def _fingerprint(key) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-class SftpRemote:
+class SftpRemote(ConnectedRemote):
     """One SSH connection with an SFTP session, opened on demand and reopened after a transient
     failure."""
 
@@ -153,19 +151,11 @@ class SftpRemote:
             with contextlib.suppress(Exception):
                 client.close()
 
-    def _abs(self, path: str) -> str:
-        path = path.strip("/")
-        return posixpath.join(self.root, path) if path else self.root
+    def _session(self):
+        return self._sftp
 
-    def _call(self, what: str, fn: Callable[..., T]) -> T:
-        self.connect()
-        try:
-            return fn(self._sftp)
-        except Exception as e:  # noqa: BLE001 - translated into our error tree just below
-            err = self._translate(e, what)
-            if isinstance(err, TransientSinkError):
-                self.close()
-            raise err from None
+    def _drop(self) -> None:
+        self.close()
 
     def _translate(self, e: BaseException, what: str) -> BaseException:
         import paramiko
@@ -325,28 +315,17 @@ def create_remote(url: str, options: dict) -> SftpRemote:
     if parts.password:
         raise ConfigError("put the SFTP password in an environment variable (password_env) or a file "
                           "(password_file), not in the URL")
-    if not parts.hostname:
-        raise ConfigError(f"sftp:// URL without a host: {url!r}")
-    try:
-        port = parts.port or 22
-    except ValueError:
-        raise ConfigError(f"bad port in {url!r}") from None
+    host, port = host_and_port(parts, url, "sftp", 22)
     user = unquote(parts.username) if parts.username else None
-    who = f"sftp://{user + '@' if user else ''}{parts.hostname}"
+    who = f"sftp://{user + '@' if user else ''}{host}"
     path = unquote(parts.path or "/")
     if path.startswith("/~"):
         path = path[1:]
     password = read_secret(options, "password", who)
     passphrase = read_secret(options, "key_passphrase", who)
-    caps = Capabilities(
-        max_path_length=opt_int(options, "max_path_length", 4096),
-        max_name_length=opt_int(options, "max_name_length", 255),
-        forbidden_chars=str(options.get("forbidden_chars") or ""),
-        case_insensitive=opt_bool(options.get("case_insensitive", False)),
-        rename=True, checksum=None, streaming=True, tested=_TESTED,
-    )
+    caps = server_capabilities(options, _TESTED)
     return SftpRemote(
-        parts.hostname, port, user, path, password=password, key_file=options.get("key_file"),
+        host, port, user, path, password=password, key_file=options.get("key_file"),
         key_passphrase=passphrase, known_hosts=options.get("known_hosts"),
         trust_on_first_use=opt_bool(options.get("trust_on_first_use", False)),
         timeout=float(options.get("timeout", 60)), capabilities=caps,

@@ -37,10 +37,20 @@ from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
-from exporter.retry import retry_call
+from exporter.retry import parse_retry_after, retry_call
 from exporter.secrets import read_secret
 
-from .base import RemoteStat, parse_size
+from .base import RemoteStat
+from .common import (
+    OffsetReader,
+    check_name_part,
+    read_exactly,
+    refuse_secret_options,
+    secret_option,
+    split_path,
+    translate_transport_error,
+    upload_options,
+)
 
 log = logging.getLogger("exporter.remote.sharepoint")
 T = TypeVar("T")
@@ -163,11 +173,7 @@ class SharePointRemote:
 
     # -- paths ------------------------------------------------------------------------------------
     def _full(self, path: str) -> str:
-        parts = [p for p in path.split("/") if p != ""]
-        for part in parts:
-            if part in (".", ".."):
-                raise SinkError(f"path {path!r} may not contain '.' or '..'", context=self.name)
-        return posixpath.join(self.root_path, *parts)
+        return posixpath.join(self.root_path, *split_path(path, self.name))
 
     def _check_name_rules(self, full: str) -> None:
         """Refuse, before any upload, a path SharePoint would reject."""
@@ -175,12 +181,7 @@ class SharePointRemote:
         if not rel:
             raise SinkError("empty path", context=self.name)
         for part in rel.split("/"):
-            if len(part) > SHAREPOINT_MAX_NAME:
-                raise SinkError(f"name {part[:40]!r}... is longer than {SHAREPOINT_MAX_NAME} characters", context=full)
-            bad = sorted({c for c in part if c in SHAREPOINT_FORBIDDEN or ord(c) < 32 or ord(c) == 127})
-            if bad:
-                raise SinkError(f"name {part!r} contains characters SharePoint does not allow: "
-                                f"{''.join(map(repr, bad))}", context=full)
+            check_name_part(part, SHAREPOINT_MAX_NAME, SHAREPOINT_FORBIDDEN, "SharePoint", full)
             if part != part.strip(" "):
                 raise SinkError(f"name {part!r} starts or ends with a space, which SharePoint does not allow", context=full)
             stem = part.split(".")[0].lower()
@@ -195,7 +196,6 @@ class SharePointRemote:
 
     # -- errors -------------------------------------------------------------------------------------
     def _translate(self, exc: BaseException, path: str, what: str) -> BaseException:
-        import requests
         from office365.runtime.client_request_exception import ClientRequestException
 
         where = f"{self.site_url} {path}"
@@ -217,16 +217,13 @@ class SharePointRemote:
                 return SinkError(f"the SharePoint site is out of storage (quota exceeded) while trying to {what}",
                                  context=where)
             if status in _TRANSIENT_STATUS:
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 return TransientSinkError(f"SharePoint answered HTTP {status} while trying to {what}{detail}",
                                           context=where, retry_after=retry_after)
             return SinkError(f"SharePoint refused to {what} (HTTP {status}){detail}", context=where)
-        if isinstance(exc, requests.exceptions.SSLError):
-            return SinkError(f"TLS verification of the SharePoint server failed: {exc}", context=where)
-        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                            requests.exceptions.ChunkedEncodingError)):
-            return TransientSinkError(f"connection to SharePoint lost while trying to {what} ({type(exc).__name__})",
-                                      context=where)
+        transport = translate_transport_error(exc, "SharePoint", what, where)
+        if transport is not None:
+            return transport
         if isinstance(exc, ClientRequestException):  # no response: a transport failure wrapped by the SDK
             return TransientSinkError(f"SharePoint request failed while trying to {what}: {exc}", context=where)
         return exc
@@ -340,11 +337,8 @@ class SharePointRemote:
             return
         full = self._full(path)
         self._check_name_rules(full)
-        payload = data.read(size)
-        if len(payload) != size:
-            raise SinkError(f"local data is {len(payload)} bytes, expected {size}", context=full)
         parent, name = posixpath.split(full)
-        f = self._add(parent, name, payload, full)
+        f = self._add(parent, name, read_exactly(data, size, full), full)
         self._verify(f, full, size)
 
     def _add(self, parent: str, name: str, content: bytes, full: str) -> Any:
@@ -367,14 +361,11 @@ class SharePointRemote:
         self._check_name_rules(full)
         chunk_size = self._round_chunk(chunk_size)
         if size <= chunk_size:
-            payload = data.read(size)
-            if len(payload) != size:
-                raise SinkError(f"local data is {len(payload)} bytes, expected {size}", context=full)
             parent, name = posixpath.split(full)
-            self._verify(self._add(parent, name, payload, full), full, size)
+            self._verify(self._add(parent, name, read_exactly(data, size, full), full), full, size)
             return
         parent, name = posixpath.split(full)
-        reader = _OffsetReader(data, full)
+        reader = OffsetReader(data, full)
         # the session needs an existing file: an empty placeholder (the sink uploads to a .partial)
         self._add(parent, name, b"", full)
         upload_id = str(uuid.uuid4())
@@ -453,62 +444,12 @@ class SharePointRemote:
             raise SinkError(f"SharePoint stored {length} bytes, expected {size}", context=full)
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        import datetime as dt
-        from email.utils import parsedate_to_datetime
-
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
-
-
-class _OffsetReader:
-    """Read ``n`` bytes at an offset: seeks when possible, otherwise only moves forward."""
-
-    def __init__(self, data: BinaryIO, where: str):
-        self._data = data
-        self._where = where
-        try:
-            self._seekable = bool(data.seekable())
-        except (AttributeError, OSError):
-            self._seekable = False
-        self._base = data.tell() if self._seekable else 0
-        self._pos = 0
-
-    def read_at(self, offset: int, n: int) -> bytes:
-        if self._seekable:
-            self._data.seek(self._base + offset)
-        elif offset < self._pos:
-            raise SinkError("cannot resume the upload: the local stream cannot go back", context=self._where)
-        else:
-            while self._pos < offset:
-                skipped = self._data.read(min(offset - self._pos, MiB))
-                if not skipped:
-                    break
-                self._pos += len(skipped)
-        buf = self._data.read(n)
-        self._pos = offset + len(buf)
-        if len(buf) != n:
-            raise SinkError(f"local data ended at byte {offset + len(buf)}, expected {offset + n}", context=self._where)
-        return buf
-
-
 def _auth_configurer(options: dict, site_url: str) -> Callable[[Any], None]:
     """Pick the credential source (env variables / files only) and return ``ctx -> None``."""
-    for forbidden in ("token", "access_token", "client_secret", "password", "passphrase"):
-        if options.get(forbidden):
-            raise ConfigError(f"SharePoint option {forbidden!r} is not accepted: secrets come from an env variable "
-                              "or a file (token_env, token_file, SHAREPOINT_CLIENT_SECRET, client_secret_file)")
+    refuse_secret_options(options, ("token", "access_token", "client_secret", "password", "passphrase"), "SharePoint",
+                          "token_env, token_file, SHAREPOINT_CLIENT_SECRET, client_secret_file")
     token_env = options.get("token_env") or "SHAREPOINT_TOKEN"
-    token = (read_secret(file=options["token_file"], what="SharePoint access token") if options.get("token_file")
-             else read_secret(env=token_env, what="SharePoint access token", required=False) or None)
+    token = secret_option(options, "token_file", "token_env", "SHAREPOINT_TOKEN", "SharePoint access token")
     if token:
         def configure_token(ctx: Any) -> None:
             from office365.runtime.auth.token_response import TokenResponse
@@ -518,10 +459,8 @@ def _auth_configurer(options: dict, site_url: str) -> Callable[[Any], None]:
         return configure_token
     tenant = options.get("tenant") or os.environ.get("SHAREPOINT_TENANT")
     client_id = options.get("client_id") or os.environ.get("SHAREPOINT_CLIENT_ID")
-    secret = (read_secret(file=options["client_secret_file"], what="SharePoint client secret")
-              if options.get("client_secret_file")
-              else read_secret(env=options.get("client_secret_env") or "SHAREPOINT_CLIENT_SECRET",
-                               what="SharePoint client secret", required=False) or None)
+    secret = secret_option(options, "client_secret_file", "client_secret_env", "SHAREPOINT_CLIENT_SECRET",
+                           "SharePoint client secret")
     cert_path = options.get("cert_path")
     if tenant and client_id and secret:
         def configure_secret(ctx: Any) -> None:
@@ -575,15 +514,6 @@ def create_remote(url: str, options: dict | None = None) -> SharePointRemote:
     site = "/" + "/".join(site_segments) if site_segments else ""
     site_url = f"{http_scheme}://{parts.netloc}{site}"
     root_path = site + "/" + "/".join(rest)
-    kwargs: dict[str, Any] = {}
-    for key in ("simple_upload_limit", "chunk_size"):
-        if options.get(key) is not None:
-            kwargs[key] = parse_size(options[key], key)
-    for key, conv in (("attempts", int), ("retry_max_delay", float), ("timeout", float)):
-        if options.get(key) is not None:
-            try:
-                kwargs[key] = conv(options[key])
-            except ValueError:
-                raise ConfigError(f"SharePoint option {key} must be a number, got {options[key]!r}") from None
+    kwargs = upload_options(options, "SharePoint")
     return SharePointRemote(site_url, root_path, configure_auth=_auth_configurer(options, site_url),
                             ca_bundle=options.get("ca_bundle") or None, **kwargs)

@@ -47,6 +47,7 @@ from typing import Any
 
 from exporter import secrets
 from exporter.errors import ConfigError, ExporterError, SinkError
+from exporter.fsutil import file_digest
 from exporter.naming import safe_filename, short_hash
 from exporter.retry import retry_call
 from exporter.sinks import RunContext
@@ -70,14 +71,6 @@ def _default_inner(root: Path, options: dict):
     from connectors.files import FilesSink
 
     return FilesSink(str(root), options)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclasses.dataclass
@@ -266,7 +259,7 @@ class RemoteSink:
     def _upload(self, rel: str, remote_rel: str) -> None:
         local = self.staging / rel
         size = local.stat().st_size
-        sha = _sha256(local)
+        sha = file_digest(local)
         st = self._retry(lambda: self.remote.stat(remote_rel), f"stat {remote_rel}")
         if self._same(remote_rel, local, size, sha, st):
             self.stats.skipped += 1

@@ -7,9 +7,7 @@ values, a layout field, a flat-shape submission and an empty form.
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import ipaddress
 from pathlib import Path
 
 from connectors.archive import ArchiveSink
@@ -25,6 +23,7 @@ from exporter.records import (
     parse_user,
 )
 from exporter.sinks import RunContext
+from tests.conftest import self_signed_cert as _self_signed_cert
 
 TOKEN = "tok-Zq8!secret-4711"
 
@@ -182,25 +181,4 @@ def serve(archive: Path, faults: Faults | None = None, **kw) -> FakeKizeoServer:
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1/localhost (cert path, key path)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
+    return _self_signed_cert(directory, common_name="127.0.0.1")

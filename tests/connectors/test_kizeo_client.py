@@ -32,25 +32,12 @@ from exporter.errors import (
 from tests.connectors.conftest_kizeo import (
     MEDIA_BYTES,
     TOKEN,
-    build_rich_archive,
     make_client,
     self_signed_cert,
     serve,
 )
 
 pytestmark = pytest.mark.network
-
-
-@pytest.fixture(scope="module")
-def rich_archive(tmp_path_factory):
-    return build_rich_archive(tmp_path_factory.mktemp("kizeo") / "rich")
-
-
-@pytest.fixture
-def fake(rich_archive):
-    """A started fake service over the rich archive (no faults)."""
-    with serve(rich_archive) as srv:
-        yield srv
 
 
 class Sleeps(list):

@@ -14,24 +14,11 @@ from exporter.pipeline import new_run_id, run
 from exporter.sinks import RunContext
 from tests.connectors.conftest_kizeo import (
     TOKEN,
-    build_rich_archive,
     make_client,
     serve,
 )
 
 pytestmark = pytest.mark.network
-
-
-@pytest.fixture(scope="module")
-def rich_archive(tmp_path_factory):
-    return build_rich_archive(tmp_path_factory.mktemp("kizeo") / "rich")
-
-
-@pytest.fixture
-def fake(rich_archive):
-    """A started fake service over the rich archive (no faults)."""
-    with serve(rich_archive) as srv:
-        yield srv
 
 
 def _key(r):

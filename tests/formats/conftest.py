@@ -260,6 +260,18 @@ def run_writer(cls, root, options=None, records=(), *, run_id: str = "run1", inc
     return out, writer
 
 
+def abandon_writer(cls, root, options=None, records=()):
+    """Feed ``records`` to a new ``cls(out, options)``, then abandon the run as a failed one does
+    (``close(False)``, pending files discarded): returns (out, writer)."""
+    out = OutputDir(root)
+    writer = cls(out, dict(options or {}))
+    for r in records:
+        writer.write(r)
+    writer.close(False)
+    out.discard_all()
+    return out, writer
+
+
 @pytest.fixture
 def media_ref() -> MediaRef:
     return MediaRef(FORM_ID, "1001", "photo", "photo_1.jpg")

@@ -24,6 +24,14 @@ ARABIC = "مرحبا بالعالم"
 EMOJI_LINE = "before 😀👍🏽 after"
 
 
+def before_checkpoint(records) -> Iterator:
+    """The records of a stream up to its first Checkpoint (a run that fails before its form ends)."""
+    for r in records:
+        if isinstance(r, Checkpoint):
+            return
+        yield r
+
+
 def jpeg_bytes(w: int, h: int, color=(200, 30, 30), orientation: int | None = None) -> bytes:
     im = Image.new("RGB", (w, h), color)
     for x in range(0, w, max(w // 8, 1)):  # a few stripes so the image is not uniform

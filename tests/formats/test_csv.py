@@ -20,6 +20,7 @@ from tests.formats.conftest import (
     LONG_TEXT,
     MULTILINE,
     SPACE_FIELD,
+    abandon_writer,
     run_writer,
 )
 
@@ -67,9 +68,9 @@ def test_form_table_round_trip(dataset, tmp_path):
     fields = dataset.form.value_fields()
     assert header == ["_id"] + ["_" + k for k in META_KEYS] + [f.name for f in fields]
     assert len(body) == len(dataset.submissions)
-    for row, sub in zip(body, dataset.submissions):
+    for row, sub in zip(body, dataset.submissions, strict=False):
         assert len(row) == len(header)
-        cells = dict(zip(header, row))
+        cells = dict(zip(header, row, strict=False))
         assert cells["_id"] == sub.id
         for k in META_KEYS:
             assert cells["_" + k] == _expected_cell(None, sub.meta[k])
@@ -89,7 +90,7 @@ def test_hostile_values(dataset, tmp_path):
     run_writer(CsvWriter, tmp_path, {}, dataset.records())
     fdir = _form_dir(tmp_path)
     rows = _read(fdir / "submissions.csv")
-    by_id = {r[0]: dict(zip(rows[0], r)) for r in rows[1:]}
+    by_id = {r[0]: dict(zip(rows[0], r, strict=False)) for r in rows[1:]}
     assert by_id["1001"]["comment"] == MULTILINE  # CRLF and LF inside a quoted field survive
     assert by_id["1001"]["amount"] == "-5"  # a typed number is not a formula
     assert by_id["1002"]["comment"] == LONG_TEXT
@@ -116,7 +117,7 @@ def test_hostile_values(dataset, tmp_path):
 def test_formula_guard_off_keeps_text_exact(dataset, tmp_path):
     run_writer(CsvWriter, tmp_path, {"csv_formula_guard": False}, dataset.records())
     rows = _read(_form_dir(tmp_path) / "submissions.csv")
-    by_id = {r[0]: dict(zip(rows[0], r)) for r in rows[1:]}
+    by_id = {r[0]: dict(zip(rows[0], r, strict=False)) for r in rows[1:]}
     assert by_id["1002"]["status"] == FORMULA
     assert by_id["1003"]["name"] == "=1+2"
     assert by_id["1003"][SPACE_FIELD] == "\rCR start"
@@ -127,7 +128,7 @@ def test_semicolon_and_bom(dataset, tmp_path):
     path = _form_dir(tmp_path) / "submissions.csv"
     assert path.read_bytes().startswith(b"\xef\xbb\xbf_id;")
     rows = _read(path, ";", "utf-8-sig")
-    by_id = {r[0]: dict(zip(rows[0], r)) for r in rows[1:]}
+    by_id = {r[0]: dict(zip(rows[0], r, strict=False)) for r in rows[1:]}
     assert by_id["1001"]["comment"] == MULTILINE  # holds a ';': quoted
     assert by_id["1001"]["where"] == "48.8584,2.2945"
 
@@ -172,7 +173,7 @@ def test_users_groups_lists(dataset, tmp_path):
     items = _read(tmp_path / "list_items.csv")
     assert items[0][:5] == ["list_id", "index", "line", "level1_col1_label", "level1_col1_code"]
     assert len({len(r) for r in items}) == 1  # every record has the same number of fields
-    by_key = {(r[0], r[1]): dict(zip(items[0], r)) for r in items[1:]}
+    by_key = {(r[0], r[1]): dict(zip(items[0], r, strict=False)) for r in items[1:]}
     assert by_key[("77", "2")]["level2_col2_label"] == "Extra"
     assert by_key[("77", "2")]["level2_col1_code"] == "V1"
     assert by_key[("77", "3")]["line"] == "'=1+1"
@@ -184,7 +185,7 @@ def test_incremental_media_paths(dataset, tmp_path):
     run_writer(CsvWriter, tmp_path, {}, dataset.records(), run_id="r2", incremental=True)
     fdir = _form_dir(tmp_path)
     rows = _read(fdir / "runs" / "r2" / "submissions.csv")
-    cell = dict(zip(rows[0], rows[1]))["sig"]
+    cell = dict(zip(rows[0], rows[1], strict=False))["sig"]
     assert cell == "../../media/1001/sig.png"
 
 
@@ -198,14 +199,7 @@ def test_reader_in_excel_dialect(dataset, tmp_path):
 def test_failed_run_leaves_nothing(dataset, tmp_path, recwarn):
     import gc
 
-    from formats.base import OutputDir
-
-    out = OutputDir(tmp_path)
-    w = CsvWriter(out, {})
-    for r in list(dataset.records())[:12]:
-        w.write(r)
-    w.close(False)
-    out.discard_all()
+    _, w = abandon_writer(CsvWriter, tmp_path, {}, list(dataset.records())[:12])
     del w
     gc.collect()
     assert not list(tmp_path.rglob("*.csv")) and not list(tmp_path.rglob("*.partial"))

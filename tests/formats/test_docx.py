@@ -11,7 +11,6 @@ from docx.shared import Mm
 from PIL import Image
 
 from exporter.errors import ConfigError, FormatError
-from exporter.model import Checkpoint
 from formats.base import OutputDir, get_writer_class
 from formats.docx_writer import DocxWriter
 from tests.formats.conftest import (
@@ -21,6 +20,7 @@ from tests.formats.conftest import (
     LONG_TEXT,
     MULTILINE,
     RTL,
+    abandon_writer,
     build_dataset,
     run_writer,
 )
@@ -33,6 +33,7 @@ from tests.formats.report_fixtures import (
     HEBREW,
     LONG,
     MARKUP,
+    before_checkpoint,
     extra_records,
     image_dataset,
 )
@@ -235,14 +236,7 @@ def test_submission_before_its_form_is_refused(tmp_path):
 
 def test_failed_run_publishes_nothing(tmp_path):
     ds = image_dataset()
-    out = OutputDir(tmp_path)
-    w = DocxWriter(out, {"docx_single": True})
-    for r in ds.records():
-        if isinstance(r, Checkpoint):
-            break
-        w.write(r)
-    w.close(False)
-    out.discard_all()
+    _, w = abandon_writer(DocxWriter, tmp_path, {"docx_single": True}, before_checkpoint(ds.records()))
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert files == []
     assert not w._tmp.exists()  # temporary media removed

@@ -16,6 +16,7 @@ from tests.formats.conftest import (
     LONE_SURROGATE,
     LONG_TEXT,
     RAW_FORM,
+    abandon_writer,
     run_writer,
 )
 
@@ -46,7 +47,7 @@ def test_jsonl_round_trip(dataset, tmp_path):
     fdir = _form_dir(tmp_path)
     lines = (fdir / "submissions.jsonl").read_bytes().decode("utf-8").splitlines()
     assert len(lines) == len(dataset.submissions)
-    for line, sub in zip(lines, dataset.submissions):
+    for line, sub in zip(lines, dataset.submissions, strict=False):
         doc = json.loads(line)
         assert doc["id"] == sub.id and doc["form_id"] == FORM_ID
         assert doc["meta"] == sub.meta
@@ -64,7 +65,7 @@ def test_jsonl_round_trip(dataset, tmp_path):
         for sf in dataset.form.subforms():
             rows = doc["subforms"][sf.name]
             assert [r["index"] for r in rows] == [r.index for r in sub.subforms[sf.name]]
-            for got_row, row in zip(rows, sub.subforms[sf.name]):
+            for got_row, row in zip(rows, sub.subforms[sf.name], strict=False):
                 assert got_row["text"] == row.text
                 for c in sf.children:
                     if c.has_value and c.kind != "media":
@@ -138,13 +139,8 @@ def test_incremental_run_goes_to_run_folder(dataset, tmp_path):
 
 
 def test_failed_run_leaves_nothing_pending(dataset, tmp_path):
-    out = OutputDir(tmp_path)
-    w = JsonWriter(out, {})
     recs = list(dataset.records())
-    for r in recs[:12]:
-        w.write(r)
-    w.close(False)
-    out.discard_all()
+    abandon_writer(JsonWriter, tmp_path, {}, recs[:12])
     assert not list(tmp_path.rglob("*.jsonl")) and not list(tmp_path.rglob("*.partial"))
     assert not (tmp_path / "users.json").exists()
 

@@ -13,10 +13,9 @@ from PIL import Image
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.platypus import Paragraph, SimpleDocTemplate
 
-from exporter.model import Checkpoint
 from formats.base import OutputDir, get_writer_class
 from formats.pdf_writer import FONT, RTL_SUPPORT, PdfWriter, _LazyStory
-from tests.formats.conftest import FORMULA, LONG_TEXT, build_dataset, run_writer
+from tests.formats.conftest import FORMULA, LONG_TEXT, abandon_writer, build_dataset, run_writer
 from tests.formats.report_fixtures import (
     ARABIC,
     CELL_MARKER,
@@ -26,6 +25,7 @@ from tests.formats.report_fixtures import (
     HEBREW,
     LONG,
     MARKUP,
+    before_checkpoint,
     extra_records,
     image_dataset,
 )
@@ -149,7 +149,7 @@ def test_single_pdf_with_contents_outline_and_page_numbers(tmp_path):
     reader = pypdf.PdfReader(paths[0])
     outline = reader.outline
     assert [o.title.split(" · ")[0] for o in outline] == ["#1", "#2", "#3"]
-    for o, rn in zip(outline, (1, 2, 3)):
+    for o, rn in zip(outline, (1, 2, 3), strict=False):
         assert f"{ds.form.name} — #{rn}" in pages[reader.get_destination_page_number(o)]
     assert sum(len(p.images) for p in reader.pages) == 5
     assert w.pages == n + 1  # the empty form's document has one page
@@ -185,14 +185,7 @@ def test_rendered_page_is_not_blank_and_shows_the_photo(tmp_path):
 
 
 def test_failed_run_publishes_nothing(tmp_path):
-    out = OutputDir(tmp_path)
-    w = PdfWriter(out, {"pdf_single": True})
-    for r in image_dataset().records():
-        if isinstance(r, Checkpoint):
-            break
-        w.write(r)
-    w.close(False)
-    out.discard_all()
+    _, w = abandon_writer(PdfWriter, tmp_path, {"pdf_single": True}, before_checkpoint(image_dataset().records()))
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
     assert not w._tmp.exists()
 

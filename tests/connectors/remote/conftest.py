@@ -29,7 +29,9 @@ from exporter.model import (
     kind_of,
 )
 from exporter.sinks import RunContext
-from tests.conftest import require_service
+from tests.conftest import drive_sink, require_service, self_signed_cert
+
+from .fake_http import make_tls_files
 
 USER, PASSWORD = "alice", "s3cret pass"
 
@@ -75,19 +77,39 @@ def ctx(formats=("json", "csv"), run_id: str | None = None, mode: str = "full") 
 
 def run(sink, records, context=None, batch: int = 4) -> None:
     """Drive a sink like the runner does: open, batches with a commit each, close."""
-    sink.open(context or ctx())
-    ok = False
-    try:
-        for i in range(0, len(records), batch):
-            sink.write(records[i:i + batch])
-            sink.commit()
-        ok = True
-    finally:
-        sink.close(ok)
+    drive_sink(sink, context or ctx(), records, batch)
 
 
 def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ---- the HTTPS fakes of Dropbox and SharePoint --------------------------------------------
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    """(CA file, server certificate, server key) for the HTTPS fakes, made once per module."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+def serve_fake(fake_class, tls):
+    """Start a fake service (``FakeDropbox``, ``FakeSharePoint``) on loopback over HTTPS; the
+    generator of a fixture: yields it started, stops it afterwards."""
+    _ca, cert, key = tls
+    fake = fake_class((cert, key)).start()
+    yield fake
+    fake.stop()
+
+
+def upload_file(remote, tmp_path, rel: str, data: bytes, chunk: int | None = None) -> None:
+    """Upload ``data`` to ``rel`` from a local file: simple upload, or an upload session in
+    ``chunk``-byte pieces."""
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    with open(src, "rb") as fh:
+        if chunk:
+            remote.put_chunked(rel, fh, len(data), chunk)
+        else:
+            remote.put(rel, fh, len(data))
 
 
 # ---- hooks shared by both servers ----------------------------------------------------------
@@ -126,36 +148,8 @@ class FtpServer:
 
 
 def _cert(tmp: Path) -> tuple[str, str]:
-    """A self-signed CA certificate for 127.0.0.1/localhost, generated with ``cryptography``."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), True)
-        .add_extension(ski, False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp / "server.crt", tmp / "server.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    """A self-signed CA certificate for 127.0.0.1/localhost (certificate file, key file)."""
+    cert_file, key_file = self_signed_cert(tmp, file_names=("server.crt", "server.key"))
     return str(cert_file), str(key_file)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from .fake_http import JSON, FakeServer, Request, json_answer
+from .fake_http import JSON, FakeServer, FakeService, Request, json_answer
 
 BLOCK = 4 * 1024 * 1024
 
@@ -59,7 +59,7 @@ class RouteError(Exception):
         self.summary, self.error, self.status = summary, error, status
 
 
-class FakeDropbox:
+class FakeDropbox(FakeService):
     def __init__(self, tls: tuple[Path, Path], tokens: set[str] | None = None, quota: int | None = None):
         self.tokens: set[str] = set(tokens or {"good-token"})
         self.refresh_tokens: dict[str, str] = {}  # refresh token -> app key
@@ -70,29 +70,12 @@ class FakeDropbox:
         self._ids = itertools.count(1)
         self.server = FakeServer(self._handle, tls=tls, exempt=lambda r: r.route == "/oauth2/token")
 
-    # -- helpers for tests -----------------------------------------------------------------------
-    @property
-    def host(self) -> str:
-        return self.server.host
-
-    def start(self) -> FakeDropbox:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def inject(self, route: str, kind: str = "status", **kw: Any):
-        return self.server.inject(route, kind, **kw)
-
+    # -- helpers for tests (and those of FakeService) ------------------------------------------
     def throttle(self, route: str, retry_after: int = 1, times: int = 1, skip: int = 0):
         body = {"error_summary": "too_many_requests/..", "error": {"reason": {".tag": "too_many_requests"},
                                                                   "retry_after": retry_after}}
         return self.server.inject(route, "status", status=429, headers={"Retry-After": str(retry_after)},
                                   body=body, times=times, skip=skip)
-
-    def calls(self, route: str) -> list[Request]:
-        return self.server.calls(route)
 
     def args(self, route: str) -> list[Any]:
         """The route argument of every call (faulted ones included), in order."""

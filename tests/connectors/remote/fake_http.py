@@ -227,6 +227,30 @@ class FakeServer:
         return result
 
 
+class FakeService:
+    """What the Dropbox and SharePoint fakes share: a ``FakeServer`` in ``self.server`` and the
+    helpers tests use to start, stop, inject faults and read the request log."""
+
+    server: FakeServer
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    def start(self) -> Self:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def inject(self, route: str, kind: str = "status", **kw: Any) -> Fault:
+        return self.server.inject(route, kind, **kw)
+
+    def calls(self, route: str) -> list[Request]:
+        return self.server.calls(route)
+
+
 JSON = {"Content-Type": "application/json"}
 
 

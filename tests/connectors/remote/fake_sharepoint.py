@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .fake_http import FakeServer, Request
+from .fake_http import FakeServer, FakeService, Request
 
 VERBOSE = {"Content-Type": "application/json;odata=verbose;charset=utf-8"}
 FORBIDDEN = set('"*:<>?\\|')
@@ -90,7 +90,7 @@ def _parse_args(text: str | None) -> tuple[list[Any], dict[str, Any]]:
     return pos, named
 
 
-class FakeSharePoint:
+class FakeSharePoint(FakeService):
     def __init__(self, tls: tuple[Path, Path] | None = None, site: str = "/sites/Team",
                  libraries: tuple[str, ...] = ("Shared Documents",), tokens: set[str] | None = None,
                  quota: int | None = None):
@@ -104,33 +104,16 @@ class FakeSharePoint:
         self.server = FakeServer(self._handle, tls=tls, exempt=lambda r: r.route.lower().endswith("/_api/contextinfo"))
         self.server.route_of = lambda req: unquote(req.path.split("?", 1)[0])  # type: ignore[method-assign]
 
-    # -- helpers for tests -----------------------------------------------------------------------
-    @property
-    def host(self) -> str:
-        return self.server.host
-
+    # -- helpers for tests (and those of FakeService) ------------------------------------------
     @property
     def base(self) -> str:
         return f"{self.server.scheme}://{self.server.host}{self.site}"
-
-    def start(self) -> FakeSharePoint:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def inject(self, route: str, kind: str = "status", **kw: Any):
-        return self.server.inject(route, kind, **kw)
 
     def throttle(self, route: str, status: int = 429, retry_after: int = 1, times: int = 1, skip: int = 0):
         body = {"error": {"code": "-2147024860, Microsoft.SharePoint.SPQueryThrottledException",
                           "message": {"lang": "en-US", "value": "The request has been throttled."}}}
         return self.server.inject(route, "status", status=status, body=body, times=times, skip=skip,
                                   headers={"Retry-After": str(retry_after)})
-
-    def calls(self, route: str) -> list[Request]:
-        return self.server.calls(route)
 
     def read(self, path: str) -> bytes:
         return self.files[path.lower()].data

@@ -12,23 +12,15 @@ from connectors.remote.base import ChunkedRemote, Remote, local_checksum
 from connectors.remote.dropbox_remote import DropboxRemote, create_remote
 from exporter.errors import ConfigError, SinkError, TransientSinkError
 
+from .conftest import serve_fake, upload_file
 from .fake_dropbox import FakeDropbox, content_hash
-from .fake_http import make_tls_files
 
 pytestmark = pytest.mark.network
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory):
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
-
-
 @pytest.fixture()
 def fake(tls):
-    _ca, cert, key = tls
-    fake = FakeDropbox((cert, key)).start()
-    yield fake
-    fake.stop()
+    yield from serve_fake(FakeDropbox, tls)
 
 
 def make_remote(fake, tls, monkeypatch, root="/exports", token="good-token", **options) -> DropboxRemote:
@@ -50,16 +42,6 @@ def remote(fake, tls, monkeypatch):
 
 def payload(n: int, seed: int = 7) -> bytes:
     return (bytes(range(256)) * (n // 256 + 1))[:n] if seed == 7 else os.urandom(n)
-
-
-def upload_file(remote, tmp_path, rel: str, data: bytes, chunk: int | None = None) -> None:
-    src = tmp_path / "src.bin"
-    src.write_bytes(data)
-    with open(src, "rb") as fh:
-        if chunk:
-            remote.put_chunked(rel, fh, len(data), chunk)
-        else:
-            remote.put(rel, fh, len(data))
 
 
 def test_protocols_and_capabilities(remote):

@@ -14,7 +14,7 @@ from connectors.remote.sharepoint_remote import (
 )
 from exporter.errors import ConfigError, SinkError, TransientSinkError
 
-from .fake_http import make_tls_files
+from .conftest import serve_fake, upload_file
 from .fake_sharepoint import FakeSharePoint
 
 pytestmark = pytest.mark.network
@@ -22,17 +22,9 @@ pytestmark = pytest.mark.network
 LIB = "/sites/Team/Shared Documents"
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory):
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
-
-
 @pytest.fixture()
 def fake(tls):
-    _ca, cert, key = tls
-    fake = FakeSharePoint((cert, key)).start()
-    yield fake
-    fake.stop()
+    yield from serve_fake(FakeSharePoint, tls)
 
 
 def make_remote(fake, tls, monkeypatch, folder="exports", token="sp-token", **options) -> SharePointRemote:
@@ -51,16 +43,6 @@ def remote(fake, tls, monkeypatch):
     r = make_remote(fake, tls, monkeypatch)
     yield r
     r.close()
-
-
-def upload_file(remote, tmp_path, rel: str, data: bytes, chunk: int | None = None) -> None:
-    src = tmp_path / "src.bin"
-    src.write_bytes(data)
-    with open(src, "rb") as fh:
-        if chunk:
-            remote.put_chunked(rel, fh, len(data), chunk)
-        else:
-            remote.put(rel, fh, len(data))
 
 
 def test_url_parsing_and_capabilities(remote):

@@ -10,6 +10,7 @@ from exporter.records import (
     parse_user,
 )
 from exporter.sinks import RunContext
+from tests.conftest import drive_sink
 
 FORM_ID = "1001"
 
@@ -95,12 +96,4 @@ def ctx(run: str = "20240301T100000Z") -> RunContext:
 
 def run_export(sink, records, run: str = "20240301T100000Z", batch: int = 4) -> None:
     """Drive a sink the way the pipeline does: open, write+commit per batch, close."""
-    sink.open(ctx(run))
-    ok = False
-    try:
-        for i in range(0, len(records), batch):
-            sink.write(records[i:i + batch])
-            sink.commit()
-        ok = True
-    finally:
-        sink.close(ok)
+    drive_sink(sink, ctx(run), records, batch)

@@ -1,0 +1,177 @@
+"""Helpers shared by the remote implementations (not part of the ``Remote`` interface).
+
+* for the SDK remotes (Dropbox, SharePoint): reading a local stream at an offset to resume an
+  upload session (``OffsetReader``), secrets from a file or an env variable (``secret_option``),
+  refusing secrets passed as option values (``refuse_secret_options``), the upload and retry
+  options (``upload_options``), checks of one path component (``check_name_part``) and the
+  translation of ``requests`` transport errors (``translate_transport_error``);
+* for the server remotes (FTP/FTPS, SFTP): one connection used through ``_call`` and dropped after
+  a transient failure (``ConnectedRemote``), host and port from the URL (``host_and_port``) and
+  the capabilities the options may override (``server_capabilities``).
+"""
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import SplitResult
+
+from exporter.capabilities import Capabilities
+from exporter.errors import ConfigError, SinkError, TransientSinkError
+from exporter.secrets import read_secret
+
+from .base import parse_size
+from .sink import opt_bool, opt_int
+
+T = TypeVar("T")
+MiB = 1024 * 1024
+
+
+# ---- SDK remotes (Dropbox, SharePoint) ------------------------------------------------------
+class OffsetReader:
+    """Read ``n`` bytes at an offset: seeks when possible, otherwise only moves forward."""
+
+    def __init__(self, data: BinaryIO, where: str):
+        self._data = data
+        self._where = where
+        try:
+            self._seekable = bool(data.seekable())
+        except (AttributeError, OSError):
+            self._seekable = False
+        self._base = data.tell() if self._seekable else 0
+        self._pos = 0
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        if self._seekable:
+            self._data.seek(self._base + offset)
+        elif offset < self._pos:
+            raise SinkError("cannot resume the upload: the local stream cannot go back", context=self._where)
+        else:
+            while self._pos < offset:
+                skipped = self._data.read(min(offset - self._pos, MiB))
+                if not skipped:
+                    break
+                self._pos += len(skipped)
+        buf = self._data.read(n)
+        self._pos = offset + len(buf)
+        if len(buf) != n:
+            raise SinkError(f"local data ended at byte {offset + len(buf)}, expected {offset + n}", context=self._where)
+        return buf
+
+
+def read_exactly(data: BinaryIO, size: int, where: str) -> bytes:
+    """The ``size`` bytes of a simple upload, read in one go (refused when the stream is shorter)."""
+    payload = data.read(size)
+    if len(payload) != size:
+        raise SinkError(f"local data is {len(payload)} bytes, expected {size}", context=where)
+    return payload
+
+
+def refuse_secret_options(options: dict, keys: tuple[str, ...], service: str, hint: str) -> None:
+    """Refuse a secret given as a plain option value; ``hint`` lists where it may come from."""
+    for forbidden in keys:
+        if options.get(forbidden):
+            raise ConfigError(f"{service} option {forbidden!r} is not accepted: secrets come from an env variable "
+                              f"or a file ({hint})")
+
+
+def secret_option(options: dict, file_key: str, env_key: str, default_env: str, what: str) -> str | None:
+    """A secret from the file named by option ``file_key`` (if given) or else the env variable named
+    by option ``env_key`` (``default_env`` without it); registered with ``exporter.secrets`` so logs
+    and messages mask it. None when the variable is unset or empty."""
+    if options.get(file_key):
+        return read_secret(file=options[file_key], what=what)
+    return read_secret(env=options.get(env_key) or default_env, what=what, required=False) or None
+
+
+def upload_options(options: dict, service: str) -> dict[str, Any]:
+    """The upload and retry options an SDK remote accepts, converted (keyword arguments)."""
+    kwargs: dict[str, Any] = {}
+    for key in ("simple_upload_limit", "chunk_size"):
+        if options.get(key) is not None:
+            kwargs[key] = parse_size(options[key], key)
+    for key, conv in (("attempts", int), ("retry_max_delay", float), ("timeout", float)):
+        if options.get(key) is not None:
+            try:
+                kwargs[key] = conv(options[key])
+            except ValueError:
+                raise ConfigError(f"{service} option {key} must be a number, got {options[key]!r}") from None
+    return kwargs
+
+
+def split_path(path: str, name: str) -> list[str]:
+    """The components of a remote path, refusing ``.`` and ``..`` (``name``: the remote, for messages)."""
+    parts = [p for p in path.split("/") if p != ""]
+    for part in parts:
+        if part in (".", ".."):
+            raise SinkError(f"path {path!r} may not contain '.' or '..'", context=name)
+    return parts
+
+
+def check_name_part(part: str, max_name: int, forbidden: str, service: str, full: str) -> None:
+    """Refuse a path component that is too long or holds a forbidden or control character."""
+    if len(part) > max_name:
+        raise SinkError(f"name {part[:40]!r}... is longer than {max_name} characters", context=full)
+    bad = sorted({c for c in part if c in forbidden or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise SinkError(f"name {part!r} contains characters {service} does not allow: "
+                        f"{''.join(map(repr, bad))}", context=full)
+
+
+def translate_transport_error(exc: BaseException, service: str, what: str, where: str) -> BaseException | None:
+    """A ``requests`` TLS or connection failure -> our error tree; None for any other exception."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.SSLError):
+        return SinkError(f"TLS verification of the {service} server failed: {exc}", context=where)
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                        requests.exceptions.ChunkedEncodingError)):
+        return TransientSinkError(f"connection to {service} lost while trying to {what} ({type(exc).__name__})",
+                                  context=where)
+    return None
+
+
+# ---- server remotes (FTP/FTPS, SFTP) --------------------------------------------------------
+class ConnectedRemote:
+    """One connection opened on demand (``connect``) and dropped after a transient failure, so
+    the next call opens a new one. Subclasses set ``root`` and provide ``connect``,
+    ``_session()`` (the open connection), ``_drop()`` and ``_translate(exc, what)``."""
+
+    root: str
+
+    def _abs(self, path: str) -> str:
+        path = path.strip("/")
+        return posixpath.join(self.root, path) if path else self.root
+
+    def _call(self, what: str, fn: Callable[..., T]) -> T:
+        self.connect()
+        try:
+            return fn(self._session())
+        except Exception as e:  # noqa: BLE001 - translated into our error tree just below
+            err = self._translate(e, what)
+            if isinstance(err, TransientSinkError):
+                self._drop()
+            raise err from None
+
+
+def host_and_port(parts: SplitResult, url: str, scheme: str, default_port: int) -> tuple[str, int]:
+    """The host (required) and port (``default_port`` when absent) of a server URL."""
+    if not parts.hostname:
+        raise ConfigError(f"{scheme}:// URL without a host: {url!r}")
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise ConfigError(f"bad port in {url!r}") from None
+    return parts.hostname, port
+
+
+def server_capabilities(options: dict, tested: str) -> Capabilities:
+    """A file server's capabilities: POSIX-like defaults, which the options may override (a
+    server on Windows: ``case_insensitive``, ``forbidden_chars``, shorter ``max_path_length``)."""
+    return Capabilities(
+        max_path_length=opt_int(options, "max_path_length", 4096),
+        max_name_length=opt_int(options, "max_name_length", 255),
+        forbidden_chars=str(options.get("forbidden_chars") or ""),
+        case_insensitive=opt_bool(options.get("case_insensitive", False)),
+        rename=True, checksum=None, streaming=True, tested=tested,
+    )
