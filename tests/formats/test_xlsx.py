@@ -60,8 +60,8 @@ def test_workbook_round_trip(dataset, tmp_path):
     fields = dataset.form.value_fields()
     assert header == ["_id"] + ["_" + k for k in META_KEYS] + [f.name for f in fields]
     assert ws["A1"].font.b
-    for row, sub in zip(rows[1:], dataset.submissions):
-        cells = dict(zip(header, row))
+    for row, sub in zip(rows[1:], dataset.submissions, strict=False):
+        cells = dict(zip(header, row, strict=False))
         assert cells["_id"] == sub.id
         assert cells["_create_time"] == dt.datetime.strptime(sub.meta["create_time"], "%Y-%m-%d %H:%M:%S")
         assert cells["_login"] == sub.meta["login"]
@@ -233,7 +233,7 @@ def test_users_groups_lists(dataset, tmp_path):
     rows = _rows(load_workbook(lx).active)
     assert rows[0][:4] == ["index", "line", "level1_col1_label", "level1_col1_code"]
     assert [r[1] or "" for r in rows[1:]] == list(dataset.lists[0].items)
-    by_index = {r[0]: dict(zip(rows[0], r)) for r in rows[1:]}
+    by_index = {r[0]: dict(zip(rows[0], r, strict=False)) for r in rows[1:]}
     assert by_index[2]["level2_col1_label"] == "Ville 1" and by_index[2]["level2_col2_label"] == "Extra"
     assert by_index[3]["line"] == "=1+1"
 
