@@ -60,8 +60,8 @@ def test_workbook_round_trip(dataset, tmp_path):
     fields = dataset.form.value_fields()
     assert header == ["_id"] + ["_" + k for k in META_KEYS] + [f.name for f in fields]
     assert ws["A1"].font.b
-    for row, sub in zip(rows[1:], dataset.submissions, strict=False):
-        cells = dict(zip(header, row, strict=False))
+    for row, sub in zip(rows[1:], dataset.submissions, strict=True):
+        cells = dict(zip(header, row, strict=True))
         assert cells["_id"] == sub.id
         assert cells["_create_time"] == dt.datetime.strptime(sub.meta["create_time"], "%Y-%m-%d %H:%M:%S")
         assert cells["_login"] == sub.meta["login"]
