@@ -279,6 +279,7 @@ class MultiRowLoader(GenericLoader):
         # leave room for the protocol header and the ON DUPLICATE clause; PyMySQL cuts statements
         # at max_stmt_length, sending a single over-long row alone (the server then names the limit)
         self.max_stmt = max(64 << 10, min(int(packet) - (64 << 10), 256 << 20))
+        self._merge_only: set[str] = set()  # tables where a plain INSERT met an existing key
 
     def _run(self, stmt, rows: list[dict], cols: list[str]) -> None:
         sql = str(stmt.compile(dialect=self.conn.dialect))
@@ -303,11 +304,36 @@ class MultiRowLoader(GenericLoader):
 
         rows = _dedupe(rows, key)
         cols = list(rows[0])
-        stmt = mysql.insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(cols)})
+        ins = mysql.insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(cols)})
+        if self._insert_new(table, ins, rows, cols):
+            return True
         others = [c for c in cols if c != key] or [key]
-        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in others})
+        stmt = ins.on_duplicate_key_update({c: ins.inserted[c] for c in others})
         self._run(stmt, rows, cols)
-        return False  # affected-row counts cannot tell an insert from an unchanged row
+        return False
+
+    def _insert_new(self, table: sa.Table, ins, rows: list[dict], cols: list[str]) -> bool:
+        """Plain INSERT inside a savepoint: True if every key was new; False (nothing written) at
+        the first duplicate key, after which the table is only ever merged in this run."""
+        import pymysql
+
+        if table.fullname in self._merge_only:
+            return False
+        sp = self.conn.begin_nested()
+        try:
+            self._run(ins, rows, cols)
+        except pymysql.err.IntegrityError as e:
+            sp.rollback()
+            if e.args and e.args[0] == 1062:  # ER_DUP_ENTRY
+                self._merge_only.add(table.fullname)
+                return False
+            raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                sp.rollback()
+            raise
+        sp.commit()
+        return True
 
 
 def loader_for(conn: sa.Connection, profile: SqlProfile, forced: str | None = None,

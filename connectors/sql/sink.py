@@ -543,14 +543,17 @@ class SqlSink:
         for part in plan.main.parts:
             with self._op(f"form {form_id} table {part}"):
                 all_new = loader.upsert(self._tables[part], key, parent[part]) and all_new
-        if not all_new:  # submissions already stored: their old child rows go (new ones have none:
-            # sub-form rows reference the form table)
+        # Submissions already stored lose their old sub-form and media rows. New ones have none:
+        # sub-form rows reference the form table, and media rows are only ever written for a
+        # submission written before them. Skipping the deletes on a fresh load matters: without
+        # table statistics PostgreSQL runs the media delete as a scan of the form's whole index.
+        if not all_new:
             for tp in plan.subforms.values():
                 for part in reversed(tp.parts):
                     with self._op(f"form {form_id} table {part}"):
                         loader.delete_in(self._tables[part], tp.key_columns[0], ids)
-        with self._op(f"form {form_id} table media"):
-            loader.delete_in(self._fixed["media"], "submission_id", ids, form_id=form_id)
+            with self._op(f"form {form_id} table media"):
+                loader.delete_in(self._fixed["media"], "submission_id", ids, form_id=form_id)
         for tp in plan.subforms.values():
             for part in tp.parts:
                 with self._op(f"form {form_id} table {part}"):
