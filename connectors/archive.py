@@ -53,6 +53,10 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
+def _entry_line(rel: str, entry: dict) -> str:
+    return f"{json.dumps(rel, ensure_ascii=False)}: {json.dumps(entry, separators=(', ', ': '))}"
+
+
 def form_dir(form_id: str) -> str:
     return "forms/" + safe_filename(str(form_id))
 
@@ -91,10 +95,7 @@ class ArchiveReader:
             raise ArchiveError(f"no account archive at {self.path}")
         if not self.exists(MANIFEST):
             raise ArchiveError(f"{self.path} has no {MANIFEST}: not an account archive")
-        try:
-            self.manifest = json.loads(self.read_bytes(MANIFEST))
-        except ValueError as e:
-            raise ArchiveError(f"{MANIFEST} is not valid JSON: {e}") from None
+        self.manifest = self._manifest_head()
         if self.manifest.get("format") != FORMAT:
             raise ArchiveError(f"{self.path}: not an {FORMAT} (format={self.manifest.get('format')!r})")
         if int(self.manifest.get("format_version", 0)) > FORMAT_VERSION:
@@ -104,6 +105,72 @@ class ArchiveReader:
     def close(self) -> None:
         if self._zip:
             self._zip.close()
+
+    # ---- manifest --------------------------------------------------------------------------
+    def _manifest_lines(self) -> Iterator[str]:
+        with self.open(MANIFEST) as fh:
+            yield from io.TextIOWrapper(fh, encoding="utf-8")
+
+    def _manifest_head(self) -> dict:
+        """Everything in the manifest but ``files`` (which can hold hundreds of thousands of
+        entries): read up to the ``"files"`` line this module writes last. A manifest laid out
+        otherwise (edited by hand, another tool) is parsed whole instead."""
+        head: list[str] = []
+        for line in self._manifest_lines():
+            if line.strip() == '"files": {':
+                try:
+                    parsed = json.loads("".join(head).rstrip().rstrip(",") + "}")
+                except ValueError:
+                    break
+                if isinstance(parsed, dict) and "format" in parsed:  # written by us: files come last
+                    return parsed
+                break
+            head.append(line)
+        try:
+            whole = json.loads(self.read_bytes(MANIFEST))
+        except ValueError as e:
+            raise ArchiveError(f"{MANIFEST} is not valid JSON: {e}") from None
+        if not isinstance(whole, dict):
+            raise ArchiveError(f"{MANIFEST} is not a JSON object")
+        whole.pop("files", None)
+        return whole
+
+    def iter_files(self) -> Iterator[tuple[str, dict]]:
+        """``(path, {sha256, size})`` for every file the manifest lists, streamed line by line
+        from the layout this module writes (one entry per line); any other layout is parsed whole."""
+        lines = self._manifest_lines()
+        for line in lines:
+            if line.strip() == '"files": {':
+                break
+        else:
+            yield from self._whole_files()
+            return
+        first = True
+        for line in lines:
+            s = line.strip()
+            if s == "}":  # the end of the file list
+                return
+            try:
+                rel, entry = next(iter(json.loads("{" + s.rstrip(",") + "}").items()))
+            except (ValueError, StopIteration):
+                if first:  # not our layout at all
+                    yield from self._whole_files()
+                    return
+                raise ArchiveError(f"{MANIFEST}: malformed file entry {s[:80]!r}") from None
+            first = False
+            yield rel, entry
+        raise ArchiveError(f"{MANIFEST} ends inside its file list")
+
+    def _whole_files(self) -> Iterator[tuple[str, dict]]:
+        try:
+            whole = json.loads(self.read_bytes(MANIFEST))
+        except ValueError as e:
+            raise ArchiveError(f"{MANIFEST} is not valid JSON: {e}") from None
+        yield from (whole.get("files") or {}).items()
+
+    def files(self) -> dict[str, dict]:
+        """The whole file list as a dict (tests and small archives; prefer ``iter_files``)."""
+        return dict(self.iter_files())
 
     # ---- files ---------------------------------------------------------------------------
     def exists(self, rel: str) -> bool:
@@ -314,7 +381,12 @@ class ArchiveSink:
         self.target = Path(path)
         self.zip = zip_output if zip_output is not None else self.target.suffix.lower() == ".zip"
         self.name = f"archive {self.target}"
-        self.files: dict[str, dict] = {}
+        # every file's {sha256, size} goes to a temporary file as it is written, not to memory:
+        # a 200k-submission account has ~400k files. Only the few non-media paths are remembered
+        # (to catch a file written twice), and the media of the current submission (de-duplication).
+        self._entries: IO[str] | None = None
+        self._seen: set[str] = set()
+        self._sub_media: dict[str, dict] = {}
         self.counts = {"forms": 0, "submissions": 0, "media": 0, "users": 0, "groups": 0, "lists": 0}
         self._streams: dict[str, tuple[IO, _HashingWriter]] = {}
         self._forms: dict[str, Form] = {}
@@ -334,6 +406,12 @@ class ArchiveSink:
             self._tmp = tempfile.mkdtemp(prefix="." + self.target.name + ".", suffix=".partial",
                                          dir=self.target.parent)
         self._exported_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._entries = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.target.parent)
+
+    def _record(self, rel: str, sha256: str, size: int, *, media: bool = False) -> None:
+        if not media:
+            self._seen.add(rel)
+        self._entries.write(_entry_line(rel, {"sha256": sha256, "size": size}) + "\n")
 
     def _open_file(self, rel: str) -> IO[bytes]:
         if self.zip:
@@ -347,7 +425,7 @@ class ArchiveSink:
         written side by side, so a growing JSONL goes to a temporary file on disk and is copied
         into the zip when it ends (bounded by disk, never by memory)."""
         if rel not in self._streams:
-            if rel in self.files:
+            if rel in self._seen:
                 raise ArchiveError(f"{rel} written twice: records out of order")
             if self.zip:
                 fh = tempfile.TemporaryFile(dir=self.target.parent)
@@ -363,7 +441,7 @@ class ArchiveSink:
             with self._zf.open(rel, "w", force_zip64=True) as member:
                 shutil.copyfileobj(fh, member, 1 << 20)
         fh.close()
-        self.files[rel] = {"sha256": hw.h.hexdigest(), "size": hw.size}
+        self._record(rel, hw.h.hexdigest(), hw.size)
 
     def _end_form_streams(self) -> None:
         for rel in list(self._streams):
@@ -376,7 +454,7 @@ class ArchiveSink:
     def _whole(self, rel: str, data: bytes) -> None:
         with self._open_file(rel) as fh:
             fh.write(data)
-        self.files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        self._record(rel, hashlib.sha256(data).hexdigest(), len(data))
 
     # ---- protocol --------------------------------------------------------------------------
     def write(self, batch: Sequence) -> None:
@@ -409,8 +487,10 @@ class ArchiveSink:
     def _write_media(self, m: Media) -> None:
         ref = m.ref
         rel = media_path(ref.form_id, ref.submission_id, ref.name)
-        if rel in self.files:  # the same media used by two fields: stored once
-            entry = self.files[rel]
+        if self._sub_media and not next(iter(self._sub_media)).startswith(rel.rsplit("/", 1)[0] + "/"):
+            self._sub_media.clear()  # a new submission: media paths never repeat across submissions
+        if rel in self._sub_media:  # the same media used by two fields of a submission: stored once
+            entry = self._sub_media[rel]
         else:
             with self._open_file(rel) as fh:
                 hw = _HashingWriter(fh)
@@ -418,7 +498,8 @@ class ArchiveSink:
                     while chunk := src.read(1 << 16):
                         hw.write(chunk)
             entry = {"sha256": hw.h.hexdigest(), "size": hw.size}
-            self.files[rel] = entry
+            self._sub_media[rel] = entry
+            self._record(rel, entry["sha256"], entry["size"], media=True)
             self.counts["media"] += 1
         self._line(f"{form_dir(ref.form_id)}/media.jsonl", {
             "submission_id": ref.submission_id, "field": ref.field, "subform": ref.subform,
@@ -435,24 +516,24 @@ class ArchiveSink:
             return
         for rel in list(self._streams):
             self._end_stream(rel)
-        manifest = {
+        head = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "account": self._account,
             "exported_at": self._exported_at,
             "counts": self.counts,
-            "files": dict(sorted(self.files.items())),
         }
-        data = (json.dumps(manifest, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
         if self.zip:
             with self._zf.open(MANIFEST, "w") as fh:
-                fh.write(data)
+                self._write_manifest(head, fh)
             self._zf.close()
             with open(self._tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(self._tmp, self.target)
         else:
-            (Path(self._tmp) / MANIFEST).write_bytes(data)
+            with open(Path(self._tmp) / MANIFEST, "wb") as fh:
+                self._write_manifest(head, fh)
+            os.sync()  # every file of the archive is durable before it appears under its name
             if self.target.exists():
                 old = Path(tempfile.mkdtemp(prefix="." + self.target.name + ".", suffix=".old",
                                             dir=self.target.parent))
@@ -462,7 +543,23 @@ class ArchiveSink:
             else:
                 os.rename(self._tmp, self.target)
 
+    def _write_manifest(self, head: dict, out: IO[bytes]) -> None:
+        """The manifest, streamed: the head as indented JSON, then ``"files"`` last with one entry
+        per line (in the order the files were written), so a reader can take the head without
+        loading hundreds of thousands of entries, and ``verify`` can stream them."""
+        text = json.dumps(head, ensure_ascii=False, indent=1)
+        out.write((text[: text.rstrip().rfind("}")].rstrip() + ',\n "files": {\n').encode("utf-8"))
+        self._entries.seek(0)
+        first = True
+        for line in self._entries:
+            out.write((("  " if first else ",\n  ") + line.rstrip("\n")).encode("utf-8"))
+            first = False
+        out.write((b"\n" if not first else b"") + b" }\n}\n")
+        self._entries.close()
+
     def _abort(self) -> None:
+        if self._entries is not None:
+            self._entries.close()
         for fh, _ in self._streams.values():
             with contextlib.suppress(Exception):
                 fh.close()
@@ -493,9 +590,10 @@ def verify(path: str | os.PathLike) -> list[str]:
     reader = ArchiveReader(path)
     problems: list[str] = []
     try:
-        listed: dict = reader.manifest.get("files") or {}
         present = set(reader.file_list()) - {MANIFEST}
-        for rel in sorted(listed):
+        listed: set[str] = set()
+        for rel, want in reader.iter_files():
+            listed.add(rel)
             if rel not in present:
                 problems.append(f"missing file: {rel}")
                 continue
@@ -505,12 +603,11 @@ def verify(path: str | os.PathLike) -> list[str]:
                 while chunk := fh.read(1 << 20):
                     h.update(chunk)
                     size += len(chunk)
-            want = listed[rel]
             if size != want.get("size"):
                 problems.append(f"size mismatch: {rel} is {size} bytes, manifest says {want.get('size')}")
             if h.hexdigest() != want.get("sha256"):
                 problems.append(f"checksum mismatch: {rel}")
-        for rel in sorted(present - set(listed)):
+        for rel in sorted(present - listed):
             if not Path(rel).name.startswith("."):
                 problems.append(f"file not in manifest: {rel}")
         if not problems:

@@ -37,11 +37,11 @@ def test_round_trip_gives_identical_manifest_hashes(sample_archive, tmp_path, na
     summary = run(ArchiveSource(sample_archive), [ArchiveSink(out)], _ctx())
     assert summary.counts["submission"] == ArchiveReader(sample_archive).manifest["counts"]["submissions"]
     assert verify(out) == []
-    assert ArchiveReader(out).manifest["files"] == ArchiveReader(sample_archive).manifest["files"]
+    assert ArchiveReader(out).files() == ArchiveReader(sample_archive).files()
     # and once more from the copy (zip -> dir or dir -> dir)
     out2 = tmp_path / "again"
     run(ArchiveSource(out), [ArchiveSink(out2)], _ctx())
-    assert ArchiveReader(out2).manifest["files"] == ArchiveReader(sample_archive).manifest["files"]
+    assert ArchiveReader(out2).files() == ArchiveReader(sample_archive).files()
 
 
 def test_verify_names_every_difference(sample_archive, tmp_path):
@@ -118,3 +118,25 @@ def test_cursor_replay_only_newer(sample_archive):
     assert len(newer) == sum(1 for t in times if t >= cursor)
     ck = [r for r in ArchiveSource(sample_archive, forms=["1003"]).records({}) if r.kind == "checkpoint"]
     assert ck[0].cursor == times[-1]
+
+
+def test_manifest_file_list_is_streamed_not_loaded(sample_archive, tmp_path):
+    reader = ArchiveReader(sample_archive)
+    assert "files" not in reader.manifest  # the head only: counts, account, format
+    entries = list(reader.iter_files())
+    on_disk = [p for p in sample_archive.rglob("*") if p.is_file() and p.name != "manifest.json"]
+    assert len(entries) == len(on_disk) == len(dict(entries))
+    # the sink remembers no media path while writing (it streams entries to a temporary file)
+    sink = ArchiveSink(tmp_path / "a")
+    run(ArchiveSource(sample_archive), [sink], _ctx())
+    assert not any("/media/" in p for p in sink._seen)
+    assert len(sink._seen) < 20
+
+
+def test_manifest_in_another_layout_is_still_read(sample_archive, tmp_path):
+    copy = tmp_path / "a"
+    shutil.copytree(sample_archive, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps(m, indent=4, sort_keys=True))
+    assert verify(copy) == []
+    assert ArchiveReader(copy).files() == ArchiveReader(sample_archive).files()
