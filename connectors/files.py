@@ -75,7 +75,8 @@ class FilesSink:
             kind = record.kind
             if kind == "form":
                 self._forms[record.id] = record.name
-                self._media_done.clear()  # media paths are per form: keep this set bounded
+            elif kind == "submission":
+                self._media_done.clear()  # media paths are per submission: keep this set tiny
             elif kind == "media":
                 self._write_media(record)
             elif kind == "checkpoint":
