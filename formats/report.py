@@ -371,6 +371,12 @@ def prepare_image(src: Path, dst_stem: Path, max_px: int) -> tuple[Path, int, in
                           and im.mode in ("RGB", "L", "RGBA", "LA", "P", "1")
                           and not getattr(im, "is_animated", False))
                 if simple:
+                    if fmt == "JPEG" and src.suffix.lower() not in (".jpg", ".jpeg"):
+                        # reportlab copies a JPEG into the PDF as is only when its name says .jpg;
+                        # otherwise it decodes and hashes every pixel (twice the time per page)
+                        named = dst_stem.with_suffix(".jpg")
+                        os.replace(src, named)
+                        return named, im.size[0], im.size[1]
                     return src, im.size[0], im.size[1]
                 img = ImageOps.exif_transpose(im) if orientation not in (1, None) else im
                 if max_px and max(img.size) > max_px:
