@@ -11,7 +11,9 @@ again; nothing is acknowledged.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -98,6 +100,21 @@ def batches(records: Iterable[Record], batch_size: int, batch_bytes: int) -> Ite
         yield batch
 
 
+@contextlib.contextmanager
+def _fewer_gc_passes(young: int = 20000) -> Iterator[None]:
+    """Run the cycle collector less often while records stream: a batch allocates many
+    short-lived containers, and with the default threshold (700) the collector keeps scanning
+    the batch in flight (about a tenth of the run time). Cycles are still collected, only in
+    larger steps; the previous thresholds are restored afterwards."""
+    old = gc.get_threshold()
+    if old[0] and old[0] < young:  # 0: collection disabled by the caller, leave it so
+        gc.set_threshold(young, *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 def run(
     source: Source,
     sinks: Sequence,
@@ -113,30 +130,34 @@ def run(
     opened: list = []
     current: str | None = None
     try:
+        # each sink's stored state is read before any sink is opened for writing
+        start_state = state if state is not None else (merged_state(sinks) if ctx.mode == "cursor" else {})
         for s in sinks:
             s.open(ctx)
             opened.append(s)
             summary.per_sink[s.name] = {}
-        start_state = state if state is not None else (merged_state(sinks) if ctx.mode == "cursor" else {})
-        for batch in batches(source.records(start_state), batch_size, batch_bytes):
-            for s in sinks:
-                _guard(s, "write", lambda s=s, b=batch: s.write(b))
-            for s in sinks:
-                _guard(s, "commit", s.commit)
-            source.acknowledge(batch)
-            summary.batches += 1
-            for r in batch:
-                summary.counts[r.kind] = summary.counts.get(r.kind, 0) + 1
-                if r.kind == "media":
-                    summary.media_bytes += r.size or 0
-                elif r.kind == "form":
-                    current = f"form {r.id} {r.name}"
+        with _fewer_gc_passes():
+            for batch in batches(source.records(start_state), batch_size, batch_bytes):
                 for s in sinks:
-                    per = summary.per_sink[s.name]
-                    per[r.kind] = per.get(r.kind, 0) + 1
-            summary.seconds = time.monotonic() - start
-            if progress:
-                progress.update(summary, current)
+                    _guard(s, "write", lambda s=s, b=batch: s.write(b))
+                for s in sinks:
+                    _guard(s, "commit", s.commit)
+                source.acknowledge(batch)
+                summary.batches += 1
+                kinds: dict[str, int] = {}
+                for r in batch:
+                    kind = r.kind
+                    kinds[kind] = kinds.get(kind, 0) + 1
+                    if kind == "media":
+                        summary.media_bytes += r.size or 0
+                    elif kind == "form":
+                        current = f"form {r.id} {r.name}"
+                for counts in (summary.counts, *(summary.per_sink[s.name] for s in sinks)):
+                    for kind, n in kinds.items():
+                        counts[kind] = counts.get(kind, 0) + n
+                summary.seconds = time.monotonic() - start
+                if progress:
+                    progress.update(summary, current)
     except BaseException:
         summary.status = "failed"
         for s in reversed(opened):

@@ -186,6 +186,213 @@ def _subform_rows(cell: Any) -> list:
 
 
 # --------------------------------------------------------------------------------------------
+# Compiled parse plans
+#
+# ``typed_value`` is the reference definition of how a served text is typed. Parsing a submission
+# runs a per-form plan instead: one converter per field, chosen once from its kind, with fast
+# paths for the common ISO shapes. Every converter returns exactly what ``typed_value`` returns
+# for the same input (the fast paths only accept texts that the slow path would read the same
+# way, and fall back to it otherwise).
+# --------------------------------------------------------------------------------------------
+
+_date_iso = dt.date.fromisoformat
+_time_iso = dt.time.fromisoformat
+_datetime_iso = dt.datetime.fromisoformat
+_PARSE_ERRORS = (InvalidOperation, ValueError, OverflowError)
+
+
+def _conv_text(text: str | None, cell: dict | None, bools: Any) -> Value:
+    return text
+
+
+def _conv_number(text: str | None, cell: dict | None, bools: Any) -> Value:
+    if text is None:
+        return None
+    t = text.strip()
+    if not t:
+        return None
+    try:
+        return Decimal(t.replace(",", ".").replace(" ", ""))
+    except _PARSE_ERRORS:
+        return None
+
+
+def _date_slow(t: str) -> Value:
+    try:
+        for rx, make in _DATE_RES:
+            m = rx.match(t)
+            if m:
+                return make(m)
+    except _PARSE_ERRORS:
+        return None
+    return None
+
+
+def _conv_date(text: str | None, cell: dict | None, bools: Any) -> Value:
+    if text is None:
+        return None
+    t = text.strip()
+    if len(t) == 10 and t[4] == "-":
+        try:
+            v = _date_iso(t)
+        except ValueError:
+            pass
+        else:
+            if v.isoformat() == t:  # exactly YYYY-MM-DD in ASCII digits: what the regex reads
+                return v
+    return _date_slow(t)
+
+
+def _time_slow(t: str) -> Value:
+    m = _TIME_RE.match(t)
+    try:
+        return dt.time(int(m[1]), int(m[2]), int(m[3] or 0)) if m else None
+    except _PARSE_ERRORS:
+        return None
+
+
+def _conv_time(text: str | None, cell: dict | None, bools: Any) -> Value:
+    if text is None:
+        return None
+    t = text.strip()
+    n = len(t)
+    if (n == 5 or n == 8) and t[2] == ":":
+        try:
+            v = _time_iso(t)
+        except ValueError:
+            pass
+        else:
+            if v.tzinfo is None and v.microsecond == 0 and v.isoformat()[:n] == t and (n == 8 or not v.second):
+                return v
+    return _time_slow(t)
+
+
+def _datetime_slow(t: str) -> Value:
+    m = _DATETIME_RE.match(t)
+    if not m:
+        return None
+    try:
+        return dt.datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]), int(m[6] or 0))
+    except _PARSE_ERRORS:
+        return None
+
+
+def _conv_datetime(text: str | None, cell: dict | None, bools: Any) -> Value:
+    if text is None:
+        return None
+    t = text.strip()
+    n = len(t)
+    if (n == 19 or n == 16) and t[4] == "-":
+        sep = t[10]
+        if sep == " " or sep == "T":
+            try:
+                v = _datetime_iso(t)
+            except ValueError:
+                pass
+            else:
+                if (v.tzinfo is None and v.microsecond == 0 and v.isoformat(sep)[:n] == t
+                        and (n == 19 or not v.second)):
+                    return v
+    return _datetime_slow(t)
+
+
+def _conv_boolean(text: str | None, cell: dict | None, bools: Any) -> Value:
+    if cell and isinstance(cell.get("boolean"), bool):
+        return cell["boolean"]
+    if text is None:
+        return None
+    t = text.strip()
+    true_v, false_v = bools
+    if true_v is not None and t == true_v:
+        return True
+    if false_v is not None and t == false_v:
+        return False
+    low = t.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    return None
+
+
+def _conv_geoloc(text: str | None, cell: dict | None, bools: Any) -> Value:
+    if text is None:
+        return None
+    t = text.strip()
+    try:
+        parts = [p.strip() for p in t.replace(";", ",").split(",")]
+        if len(parts) < 2 or not parts[0]:
+            return None
+        lat, lon = float(parts[0]), float(parts[1])
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            return None
+        return GeoPoint(lat, lon)
+    except _PARSE_ERRORS:
+        return None
+
+
+def _conv_media(text: str | None, cell: dict | None, bools: Any) -> Value:
+    if text is None:
+        return None
+    return tuple(n for n in (p.strip() for p in text.strip().split(",")) if n)
+
+
+_CONVERTERS = {NUMBER: _conv_number, DATE: _conv_date, TIME: _conv_time, DATETIME: _conv_datetime,
+               BOOLEAN: _conv_boolean, GEOLOC: _conv_geoloc, MEDIA: _conv_media}
+
+
+class _ParsePlan:
+    """What parsing a submission of one form definition needs, worked out once."""
+
+    __slots__ = ("fields", "top", "has_bool")
+
+    def __init__(self, fields: tuple[FieldDef, ...]):
+        self.fields = fields  # kept: the cache key is its identity
+        # (name, converter, is_media, name starts with "_", sub-form children or None)
+        top = []
+        has_bool = False
+        for f in fields:
+            if f.kind == LAYOUT:
+                continue
+            if f.kind == SUBFORM:
+                kids = tuple((c.name, _CONVERTERS.get(c.kind, _conv_text), c.kind == MEDIA)
+                             for c in f.children if c.has_value)
+                has_bool = has_bool or any(c.kind == BOOLEAN for c in f.children if c.has_value)
+                top.append((f.name, None, False, f.name.startswith("_"), kids))
+                continue
+            has_bool = has_bool or f.kind == BOOLEAN
+            top.append((f.name, _CONVERTERS.get(f.kind, _conv_text), f.kind == MEDIA, f.name.startswith("_"), None))
+        self.top = tuple(top)
+        self.has_bool = has_bool
+
+
+_PLANS: dict[int, _ParsePlan] = {}
+
+
+def _parse_plan(fields: tuple[FieldDef, ...]) -> _ParsePlan:
+    plan = _PLANS.get(id(fields))
+    if plan is None or plan.fields is not fields:
+        plan = _ParsePlan(fields)
+        if len(_PLANS) >= 256:
+            _PLANS.clear()
+        _PLANS[id(fields)] = plan
+    return plan
+
+
+_FLAT_META_KEYS = tuple("_" + k for k in META_KEYS)
+_STR_OR_NONE = frozenset((str, type(None)))
+
+
+def _text_of(cell: Any) -> str | None:
+    if isinstance(cell, dict):
+        v = cell.get("value")
+        return None if isinstance(v, (list, dict)) else _s(v)
+    if isinstance(cell, (list, dict)):
+        return None
+    return _s(cell)
+
+
+# --------------------------------------------------------------------------------------------
 # Submissions
 # --------------------------------------------------------------------------------------------
 
@@ -197,63 +404,85 @@ def parse_submission(form: Form, payload: dict) -> Submission:
                              context=f"form {form.id}")
     flat = "fields" not in payload and ("_id" in payload or "id" not in payload)
     if flat:
-        meta_src = {k[1:]: v for k, v in payload.items() if k.startswith("_")}
-        cells = {k: v for k, v in payload.items() if not k.startswith("_")}
+        sid = _s(payload.get("_id"))
+        cells = payload
     else:
-        meta_src = {k: v for k, v in payload.items() if k != "fields"}
+        sid = _s(payload.get("id"))
         cells = payload.get("fields")
         cells = {} if cells is None else cells
         if not isinstance(cells, dict):
             raise BadAnswerError("submission 'fields' is not an object", context=f"form {form.id}")
-    sid = _s(meta_src.get("id"))
     if not sid:
         raise BadAnswerError("submission without an id", context=f"form {form.id}")
-    ctx = f"form {form.id} submission {sid}"
-    meta = {k: _s(meta_src.get(k)) for k in META_KEYS}
+    raw_meta = list(map(payload.get, _FLAT_META_KEYS if flat else META_KEYS))
+    if _STR_OR_NONE.issuperset(map(type, raw_meta)):  # the usual case: nothing to normalise
+        meta = dict(zip(META_KEYS, raw_meta, strict=True))
+    else:
+        meta = dict(zip(META_KEYS, map(_s, raw_meta), strict=True))
+    plan = _parse_plan(form.fields)
+    bools = None
+    if plan.has_bool:
+        options = form.options
+        bools = (_s(options.get("checkbox_output_true_value")), _s(options.get("checkbox_output_false_value")))
     values: dict[str, Value] = {}
     text: dict[str, str | None] = {}
     subforms: dict[str, list[SubformRow]] = {}
     media: list[MediaRef] = []
-    for fdef in form.fields:
-        if fdef.kind == LAYOUT:
-            continue
-        cell = cells.get(fdef.name)
-        if fdef.kind == SUBFORM:
+    form_id = form.id
+    cget = cells.get
+    for name, conv, is_media, underscored, kids in plan.top:
+        cell = None if (flat and underscored) else cget(name)
+        if kids is not None:
             rows = []
             try:
                 raw_rows = _subform_rows(cell)
             except BadAnswerError as e:
-                raise BadAnswerError(e.message, context=f"{ctx} field {fdef.name}") from None
+                raise BadAnswerError(e.message, context=f"form {form_id} submission {sid} field {name}") from None
             for i, raw_row in enumerate(raw_rows):
                 if not isinstance(raw_row, dict):
-                    raise BadAnswerError(f"sub-form row {i} is not an object", context=f"{ctx} field {fdef.name}")
+                    raise BadAnswerError(f"sub-form row {i} is not an object",
+                                         context=f"form {form_id} submission {sid} field {name}")
                 rv: dict[str, Value] = {}
                 rt: dict[str, str | None] = {}
-                for child in fdef.children:
-                    if not child.has_value:
-                        continue
-                    t, c = _cell_text(raw_row.get(child.name))
-                    rt[child.name] = t
-                    rv[child.name] = typed_value(child, t, form.options, c)
-                    if child.kind == MEDIA and rv[child.name]:
-                        media.extend(MediaRef(form.id, sid, child.name, n, fdef.name, i) for n in rv[child.name])
+                rget = raw_row.get
+                for cname, cconv, c_media in kids:
+                    c = rget(cname)
+                    if isinstance(c, dict):
+                        v = c.get("value")
+                        t = v if type(v) is str else (None if isinstance(v, (list, dict)) else _s(v))
+                    else:
+                        t = c if type(c) is str else _text_of(c)
+                        c = None
+                    rt[cname] = t
+                    val = rv[cname] = cconv(t, c, bools)
+                    if c_media and val:
+                        media.extend(MediaRef(form_id, sid, cname, n, name, i) for n in val)
                 rows.append(SubformRow(i, rv, rt))
-            subforms[fdef.name] = rows
+            subforms[name] = rows
             continue
-        t, c = _cell_text(cell)
-        text[fdef.name] = t
-        values[fdef.name] = typed_value(fdef, t, form.options, c)
-        if fdef.kind == MEDIA and values[fdef.name]:
-            media.extend(MediaRef(form.id, sid, fdef.name, n) for n in values[fdef.name])
-    # keep media order stable and unique per (field, row, name)
-    seen, uniq = set(), []
-    for m in media:
-        key = (m.subform, m.row, m.field, m.name)
-        if key not in seen:
-            seen.add(key)
-            uniq.append(m)
-    return Submission(form_id=form.id, id=sid, meta=meta, values=values, text=text,
-                      subforms=subforms, media=tuple(uniq), raw=payload)
+        if isinstance(cell, dict):
+            v = cell.get("value")
+            t = v if type(v) is str else (None if isinstance(v, (list, dict)) else _s(v))
+        else:
+            t = cell if type(cell) is str else _text_of(cell)
+            cell = None
+        text[name] = t
+        val = values[name] = conv(t, cell, bools)
+        if is_media and val:
+            media.extend(MediaRef(form_id, sid, name, n) for n in val)
+    if media:
+        # keep media order stable and unique per (field, row, name)
+        seen, uniq = set(), []
+        for m in media:
+            key = (m.subform, m.row, m.field, m.name)
+            if key not in seen:
+                seen.add(key)
+                uniq.append(m)
+        media_t = tuple(uniq)
+    else:
+        media_t = ()
+    return Submission(form_id=form_id, id=sid, meta=meta, values=values, text=text,
+                      subforms=subforms, media=media_t, raw=payload)
 
 
 def flatten_submission(payload: dict) -> dict:

@@ -112,3 +112,21 @@ def test_password_in_a_destination_url_is_refused(sample_archive, tmp_path):
     r = invoke("export", "-s", str(sample_archive), "--to", "postgresql+psycopg2://etl:s3cret-pw@db/x")
     assert r.exit_code == 2
     assert "--to-password-env" in r.output and "s3cret-pw" not in r.output
+
+
+def test_nightly_cursor_runs_into_sqlite_and_files(sample_archive, tmp_path):
+    import sqlite3
+
+    db = tmp_path / "x.db"
+    args = ["export", "-s", str(sample_archive), "--incremental", "cursor", "--to", f"sqlite:///{db}",
+            "--to", str(tmp_path / "files")]
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    assert "50 submissions" in first.output
+    second = invoke(*args)
+    assert second.exit_code == 0, second.output
+    assert "50 submissions" not in second.output  # only what changed since the stored cursors
+    con = sqlite3.connect(db)
+    assert con.execute('SELECT COUNT(*) FROM "inspection_de_chantier_1001"').fetchone()[0] == 25
+    assert [r[0] for r in con.execute("SELECT status FROM runs")] == ["ok", "ok"]
+    assert con.execute("SELECT COUNT(*) FROM export_state").fetchone()[0] == 3

@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import io
 import itertools
+import operator
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -50,6 +51,18 @@ class GenericLoader:
         self.conn = conn
         self.profile = profile
         self.rows = rows_per_batch or profile.capabilities.rows_per_batch
+        # PostgreSQL texts cannot hold NUL. psycopg2 refuses such a value, but psqlODBC silently
+        # cuts the text at the NUL (and a cut key could match another row): refuse it here.
+        self._refuse_nul = profile.dialect == "postgresql" and conn.dialect.driver != "psycopg2"
+
+    def _check_nul(self, table: sa.Table, rows: Iterable[dict]) -> None:
+        if not self._refuse_nul:
+            return
+        for r in rows:
+            for c, v in r.items():
+                if isinstance(v, str) and "\x00" in v:
+                    raise ValueError(f"column {c} holds a NUL character (\\x00), which a PostgreSQL text "
+                                     "cannot store")
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -64,6 +77,7 @@ class GenericLoader:
     def delete_in(self, table: sa.Table, column: str, values: list, **equal: Any) -> None:
         if not values:
             return
+        self._check_nul(table, [{column: v} for v in values])
         step = max(1, self.profile.max_params - len(equal) - 1)
         for chunk in _chunks(sorted(set(values)), step):
             cond = [table.c[column].in_(chunk)] + [table.c[k] == v for k, v in equal.items()]
@@ -72,6 +86,7 @@ class GenericLoader:
     def insert(self, table: sa.Table, rows: list[dict]) -> None:
         if not rows:
             return
+        self._check_nul(table, rows)
         cols = list(rows[0])
         stmt = table.insert().values(self._params(table, cols))
         for chunk in _chunks(rows, self.rows):
@@ -82,6 +97,7 @@ class GenericLoader:
         row can reference them yet), False when some were or the loader cannot tell."""
         if not rows:
             return True
+        self._check_nul(table, rows)
         rows = _dedupe(rows, key)
         cols = list(rows[0])
         others = [c for c in cols if c != key]
@@ -147,6 +163,84 @@ def _copy_line(row: dict, cols: list[str], fast=_COPY_FAST, slow=pg_copy_text) -
     return "\t".join([fast.get(type(v), slow)(v) for v in map(row.get, cols)]) + "\n"
 
 
+_NULL = r"\N"
+_STR_OR_NONE = frozenset((str, type(None)))
+_NONE_TYPE = type(None)
+
+
+def _needs_escape(values: list) -> bool:
+    s = "".join(filter(None, values))
+    return "\\" in s or "\n" in s or "\r" in s or "\t" in s
+
+
+# ``isoformat`` costs about a microsecond; dates and times repeat a lot (the six metadata times of
+# a submission are often equal, days recur), so their text is remembered. Only naive values are
+# cached: equal aware values may differ in offset, hence in text (dates have no offset).
+_ISO_CACHES: dict[type, dict] = {dt.datetime: {}, dt.date: {}, dt.time: {}}
+_ISO_CACHE_MAX = 1 << 16
+
+
+def _temporal_column(values: list, t: type, cache: dict) -> list:
+    if len(cache) > _ISO_CACHE_MAX:
+        cache.clear()
+    conv = t.isoformat
+    naive_only = t is not dt.date
+    get = cache.get
+    out = []
+    append = out.append
+    for v in values:
+        if v is None:
+            append(_NULL)
+            continue
+        s = get(v)
+        if s is None:
+            s = conv(v)
+            if not naive_only or v.tzinfo is None:
+                cache[v] = s
+        append(s)
+    return out
+
+
+def _copy_column(values: list, fast=_COPY_FAST, slow=pg_copy_text) -> list:
+    """One column of a block in COPY text: exactly ``fast.get(type(v), slow)(v)`` per value,
+    worked out a column at a time (one type check per column instead of one call per value)."""
+    types = set(map(type, values))
+    if types <= _STR_OR_NONE:
+        if _needs_escape(values):
+            return [_NULL if v is None else _copy_str(v) for v in values]
+        if _NONE_TYPE in types:
+            return [_NULL if v is None else v for v in values]
+        return values
+    if len(types) == 1 or (len(types) == 2 and _NONE_TYPE in types):
+        (t,) = types - {_NONE_TYPE}
+        cache = _ISO_CACHES.get(t)
+        if cache is not None:
+            return _temporal_column(values, t, cache)
+        conv = fast.get(t)
+        if conv is not None:
+            if _NONE_TYPE in types:
+                return [_NULL if v is None else conv(v) for v in values]
+            return list(map(conv, values))
+    return [fast.get(type(v), slow)(v) for v in values]
+
+
+def _copy_block(rows: list[dict], cols: list[str]) -> str:
+    """Rows in COPY text format: the same text as ``"".join(_copy_line(r, cols) for r in rows)``."""
+    if not rows:
+        return ""
+    if not cols:
+        return "\n" * len(rows)
+    if len(cols) == 1:
+        c = cols[0]
+        columns = [[r.get(c) for r in rows]]
+    else:
+        try:
+            columns = list(map(list, zip(*map(operator.itemgetter(*cols), rows), strict=True)))
+        except KeyError:  # a row without some column: NULL there, as row.get gives
+            columns = [[r.get(c) for r in rows] for c in cols]
+    return "\n".join(map("\t".join, zip(*map(_copy_column, columns), strict=True))) + "\n"
+
+
 class RowStream(io.RawIOBase):
     """A file-like reader producing COPY text lazily from rows: memory stays flat."""
 
@@ -163,10 +257,10 @@ class RowStream(io.RawIOBase):
         size = len(self._buf)
         cols, it = self._cols, self._it
         while size < n:
-            lines = [_copy_line(row, cols) for row in itertools.islice(it, 256)]
-            if not lines:
+            block = list(itertools.islice(it, 512))
+            if not block:
                 break
-            data = "".join(lines).encode("utf-8")
+            data = _copy_block(block, cols).encode("utf-8")
             parts.append(data)
             size += len(data)
         self._buf = b"".join(parts)

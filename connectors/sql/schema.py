@@ -277,6 +277,8 @@ class FormPlan:
     form: Form
     main: TablePlan
     subforms: dict[str, TablePlan]  # sub-form field name -> plan
+    # what ``submission_rows`` needs, compiled on first use (a plan is not changed once made)
+    _rows: Any = field(default=None, init=False, repr=False, compare=False)
 
     def tables(self) -> list[TablePlan]:
         return [self.main, *self.subforms.values()]
@@ -512,32 +514,146 @@ def check_id(value: str | None, what: str, context: str) -> str:
     return value
 
 
+def _cell_fn(c: ColumnPlan, conv: _Converter):
+    """``fn(value, text, unparsed)`` doing what ``_Converter.cell`` does for column ``c``."""
+    k, name = c.sql_kind, c.field
+    if k == "text":
+        def text(v, t, un, _tuple=tuple):
+            if t is None and v is not None and not isinstance(v, _tuple):
+                return str(v)
+            return t
+        return text
+    if k == "number":
+        number = conv.number
+
+        def num(v, t, un):
+            if v is None:
+                _keep(un, name, t)
+                return None
+            return number(v, t, un, name)
+        return num
+    if k == "double":
+        lat = c.part == "lat"
+        lon = c.part == "lon"
+
+        def double(v, t, un):
+            if isinstance(v, GeoPoint):
+                return v.latitude if lat else v.longitude
+            if lon:
+                return None
+            _keep(un, name, t)
+            return None
+        return double
+    if k == "boolean":
+        as_int = conv.profile.boolean_as_int
+
+        def boolean(v, t, un):
+            if isinstance(v, bool):
+                return int(v) if as_int else v
+            _keep(un, name, t)
+            return None
+        return boolean
+    if k in ("date", "time", "datetime"):
+        ok = {"date": lambda x: isinstance(x, dt.date) and not isinstance(x, dt.datetime),
+              "time": lambda x: isinstance(x, dt.time),
+              "datetime": lambda x: isinstance(x, dt.datetime)}[k]
+        exact = {"date": dt.date, "time": dt.time, "datetime": dt.datetime}[k]
+
+        def temporal(v, t, un):
+            if type(v) is exact or ok(v):
+                return v
+            _keep(un, name, t)
+            return None
+        return temporal
+    return lambda v, t, un: t
+
+
+class _RowPlan:
+    """One table plan compiled for ``submission_rows``: per part, (column, field, fn)."""
+
+    __slots__ = ("parts", "first", "key", "row_key", "unparsed", "cols", "single")
+
+    def __init__(self, tp: TablePlan, conv: _Converter):
+        self.parts = tuple(tp.parts)
+        self.first = tp.parts[0]
+        self.key = tp.key_columns[0]
+        self.row_key = tp.key_columns[1] if len(tp.key_columns) > 1 else None
+        self.unparsed = tp.unparsed_column
+        # (part, column, field, fn) in plan order: the row dicts get their keys in that order
+        self.cols = tuple((c.table, c.column, c.field, _cell_fn(c, conv)) for c in tp.active())
+        self.single = len(self.parts) == 1
+
+
+class _CompiledRows:
+    __slots__ = ("profile", "main", "meta", "subs")
+
+    def __init__(self, plan: FormPlan, profile: SqlProfile):
+        conv = _Converter(profile)
+        self.profile = profile
+        self.main = _RowPlan(plan.main, conv)
+        self.meta = tuple((mk, col, mk in META_TIMES) for mk, col in plan.main.meta_columns.items())
+        self.subs = tuple((name, _RowPlan(tp, conv)) for name, tp in plan.subforms.items())
+
+
+def _compiled(plan: FormPlan, profile: SqlProfile) -> _CompiledRows:
+    c = plan._rows
+    if c is None or c.profile is not profile:
+        c = plan._rows = _CompiledRows(plan, profile)
+    return c
+
+
+def _dumps(un: dict) -> str:
+    return json.dumps(un, ensure_ascii=False, sort_keys=True)
+
+
 def submission_rows(plan: FormPlan, sub: Submission, profile: SqlProfile
                     ) -> tuple[dict[str, dict], dict[str, list[dict]]]:
     """Rows of one submission: {part table: row} for the form, {part table: [rows]} for sub-forms."""
-    conv = _Converter(profile)
-    ctx = f"form {plan.form.id} submission {sub.id}"
-    sid = check_id(sub.id, "submission id", ctx)
-    main = plan.main
+    comp = _compiled(plan, profile)
+    sid = check_id(sub.id, "submission id", f"form {plan.form.id} submission {sub.id}")
+    main = comp.main
     unparsed: dict[str, str] = {}
-    parent: dict[str, dict] = {p: {main.key_columns[0]: sid} for p in main.parts}
-    first = parent[main.parts[0]]
-    for mk, col in main.meta_columns.items():
-        t = sub.meta.get(mk)
-        first[col] = parse_meta_time(t, unparsed, mk) if mk in META_TIMES else t
-    for c in main.active():
-        parent[c.table][c.column] = conv.cell(c, sub.values.get(c.field), sub.text.get(c.field), unparsed)
-    first[main.unparsed_column] = json.dumps(unparsed, ensure_ascii=False, sort_keys=True) if unparsed else None
+    if main.single:
+        first = {main.key: sid}
+        parent = {main.first: first}
+    else:
+        parent = {p: {main.key: sid} for p in main.parts}
+        first = parent[main.first]
+    meta = sub.meta
+    for mk, col, is_time in comp.meta:
+        t = meta.get(mk)
+        first[col] = parse_meta_time(t, unparsed, mk) if is_time else t
+    values, texts = sub.values.get, sub.text.get
+    if main.single:
+        for _part, col, name, fn in main.cols:
+            first[col] = fn(values(name), texts(name), unparsed)
+    else:
+        for part, col, name, fn in main.cols:
+            parent[part][col] = fn(values(name), texts(name), unparsed)
+    first[main.unparsed] = _dumps(unparsed) if unparsed else None
     children: dict[str, list[dict]] = {}
-    for sf_name, tp in plan.subforms.items():
-        for p in tp.parts:
-            children.setdefault(p, [])
-        for row in sub.subforms.get(sf_name, ()):
+    sub_rows = sub.subforms
+    for sf_name, tp in comp.subs:
+        if tp.single:
+            out = children.setdefault(tp.first, [])
+        else:
+            for p in tp.parts:
+                children.setdefault(p, [])
+        key, row_key, unparsed_col = tp.key, tp.row_key, tp.unparsed
+        for row in sub_rows.get(sf_name, ()):
             un: dict[str, str] = {}
-            prow = {p: {tp.key_columns[0]: sid, tp.key_columns[1]: row.index} for p in tp.parts}
-            for c in tp.active():
-                prow[c.table][c.column] = conv.cell(c, row.values.get(c.field), row.text.get(c.field), un)
-            prow[tp.parts[0]][tp.unparsed_column] = json.dumps(un, ensure_ascii=False, sort_keys=True) if un else None
+            rvalues, rtexts = row.values.get, row.text.get
+            if tp.single:
+                r = {key: sid, row_key: row.index}
+                for _part, col, name, fn in tp.cols:
+                    r[col] = fn(rvalues(name), rtexts(name), un)
+                r[unparsed_col] = _dumps(un) if un else None
+                out.append(r)
+                continue
+            prow = {p: {key: sid, row_key: row.index} for p in tp.parts}
+            for part, col, name, fn in tp.cols:
+                prow[part][col] = fn(rvalues(name), rtexts(name), un)
+            prow[tp.first][unparsed_col] = _dumps(un) if un else None
             for p, r in prow.items():
                 children[p].append(r)
     return parent, children

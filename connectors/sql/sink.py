@@ -116,6 +116,13 @@ class SqlSink:
             text = text.replace(self._password, "***")
         return SinkError(f"{what}: {text}", context=self.name)
 
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        """The DB-API driver's base error class: the fast loaders use raw driver cursors (COPY,
+        multi-row executemany), whose errors SQLAlchemy never sees nor wraps."""
+        dbapi = getattr(self._engine.dialect, "dbapi", None) if self._engine is not None else None
+        err = getattr(dbapi, "Error", None)
+        return (err,) if isinstance(err, type) and issubclass(err, BaseException) else ()
+
     @contextlib.contextmanager
     def _op(self, what: str) -> Iterator[None]:
         try:
@@ -126,6 +133,14 @@ class SqlSink:
             raise self._translate(e, what) from None
         except OSError as e:
             raise SinkError(f"{what}: {e.strerror or e}", context=self.name) from None
+        except (OverflowError, ValueError) as e:
+            # a value the driver cannot send (an int beyond 64 bits, NUL in a PostgreSQL text,
+            # a lone surrogate that has no UTF-8 form), raised before the server sees it
+            raise self._translate(e, f"{what}: a value cannot be stored ({type(e).__name__})") from None
+        except Exception as e:
+            if isinstance(e, self._driver_errors()):
+                raise self._translate(e, what) from None
+            raise
 
     # ------------------------------------------------------------------ connection
     def _ensure_engine(self) -> sa.Engine:
@@ -444,6 +459,8 @@ class SqlSink:
         for form_id, by_id in subs.items():
             self._write_submissions(form_id, list(by_id.values()))
         media = [r for r in batch if isinstance(r, Media)]
+        if media and subs:
+            media = self._current_media(media, subs)
         if media:
             self._write_media(media)
         cps = [r for r in batch if isinstance(r, Checkpoint)]
@@ -454,6 +471,25 @@ class SqlSink:
                     {"form_id": c.form_id, "cursor": c.cursor, "mode": c.mode, "run_id": self._run_id(), "updated_at": _now()}
                     for c in cps])
             self._count("checkpoint", len(cps))
+
+    @staticmethod
+    def _current_media(media: list[Media], subs: dict[str, dict[str, Submission]]) -> list[Media]:
+        """Drop the media of an earlier version of a submission sent again in this batch (or whose
+        media spilled over into it): its rows were just replaced by the last version's, so only
+        the media that version references may be written."""
+        refs: dict[tuple[str, str], set] = {}
+        out = []
+        for m in media:
+            key = (m.ref.form_id, m.ref.submission_id)
+            sub = subs.get(key[0], {}).get(key[1])
+            if sub is not None:
+                wanted = refs.get(key)
+                if wanted is None:
+                    wanted = refs[key] = set(sub.media)
+                if m.ref not in wanted:
+                    continue
+            out.append(m)
+        return out
 
     def _write_users(self, users: list[User]) -> None:
         rows = [{"user_id": check_id(u.id, "user id", f"user {u.id}"), "login": u.login, "first_name": u.first_name,
