@@ -65,7 +65,8 @@ class FilesSink:
             raise SinkError(f"cannot create {self.root}: {e.strerror}") from None
         self._state = self.load_state()
         self.out = OutputDir(self.root, run_id=ctx.run_id, incremental=ctx.mode != "full",
-                             max_name_bytes=self.capabilities.max_name_length or 255, durable_each=False)
+                             max_name_bytes=self.capabilities.max_name_length or 255, durable_each=False,
+                             track_published=bool(self.options.get("track_published")))
         opts = {**ctx.options, **self.options}
         self.writers = [get_writer_class(key)(self.out, opts) for key in ctx.formats]
 

@@ -41,7 +41,8 @@ class OutputDir:
     """A local directory the run writes into, with safe paths and atomic publication."""
 
     def __init__(self, root: str | os.PathLike, *, run_id: str = "", incremental: bool = False,
-                 max_name_bytes: int = 255, forbidden: str = "", durable_each: bool = True):
+                 max_name_bytes: int = 255, forbidden: str = "", durable_each: bool = True,
+                 track_published: bool = True):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.run_id = run_id
@@ -53,7 +54,10 @@ class OutputDir:
         #: per-file fsync (True) or one sync per batch by the sink (False, see ``sync``)
         self.durable_each = durable_each
         self._pending: dict[Path, PendingFile] = {}
-        self.published: list[Path] = []  # relative paths made visible by this run, in order
+        #: relative paths made visible since the consumer last took them (a remote sink uploads
+        #: and clears them); not kept at all when nobody reads them, so memory stays flat
+        self.published: list[Path] = []
+        self.track_published = track_published
 
     # ---- names -------------------------------------------------------------------------
     def safe(self, name: str) -> str:
@@ -89,6 +93,8 @@ class OutputDir:
             raise ConfigError("empty path")
         parent = "/".join(parts[:-1])
         if parent not in self._dirs:
+            if len(self._dirs) >= 4096:  # one folder per submission: keep the cache bounded
+                self._dirs.clear()
             d = safe_join(self._root_resolved, *parts[:-1])
             d.mkdir(parents=True, exist_ok=True)
             safe_join(self._root_resolved, *parts[:-1])  # again, now that it exists
@@ -97,6 +103,10 @@ class OutputDir:
 
     def _rel(self, p: Path) -> Path:
         return p.relative_to(self._root_resolved)
+
+    def _published(self, p: Path) -> None:
+        if self.track_published:
+            self.published.append(self._rel(p))
 
     # ---- writing -----------------------------------------------------------------------
     def pending(self, relpath: str, mode: str = "w", encoding: str | None = "utf-8",
@@ -121,7 +131,7 @@ class OutputDir:
         p = self.path(relpath)
         with atomic_write(p, mode, encoding, newline, durable=self.durable_each, make_parents=False) as fh:
             yield fh
-        self.published.append(self._rel(p))
+        self._published(p)
 
     def finish(self, relpath: str) -> None:
         """Close a pending file that is complete (frees its descriptor); it is still published
@@ -132,13 +142,13 @@ class OutputDir:
         p = self.path(relpath)
         pf = self._pending.pop(p)
         pf.publish()
-        self.published.append(self._rel(p))
+        self._published(p)
 
     def publish_all(self) -> None:
         for p in list(self._pending):
             pf = self._pending.pop(p)
             pf.publish()
-            self.published.append(self._rel(p))
+            self._published(p)
 
     def sync(self) -> None:
         """Make every file written so far durable (when files are not fsynced one by one)."""

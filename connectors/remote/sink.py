@@ -70,7 +70,7 @@ PARTIAL_SUFFIX_LEN = len(".12345678.partial")
 def _default_inner(root: Path, options: dict):
     from connectors.files import FilesSink
 
-    return FilesSink(str(root), options)
+    return FilesSink(str(root), {**options, "track_published": True})
 
 
 @dataclasses.dataclass
@@ -303,7 +303,8 @@ class RemoteSink:
         plan = self._plan(fresh)
         for rel, remote_rel in plan:
             self._upload(rel, remote_rel)
-        self._upto += len(fresh)
+        del out.published[: self._upto + len(fresh)]  # uploaded: forget them (memory stays flat)
+        self._upto = 0
 
     # ---- manifest and state --------------------------------------------------------------
     def _load_manifest(self) -> None:

@@ -117,3 +117,10 @@ def test_hostile_names_stay_inside(tmp_path):
     assert len(media) == len(names)
     assert {p.read_bytes().decode() for p in media} == set(names)
     assert all(len(p.name.encode()) <= 255 for p in files)
+
+
+def test_nothing_grows_with_the_number_of_files(sample_archive, tmp_path):
+    sink = FilesSink(tmp_path / "o")
+    run(ArchiveSource(sample_archive), [sink], ctx())
+    assert sink.out.published == []  # nobody reads them here: not kept
+    assert len(sink._media_done) <= 4  # one submission's media at most
