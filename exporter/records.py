@@ -105,64 +105,12 @@ _TRUE = {"1", "true", "yes", "oui", "on", "vrai", "x"}
 _FALSE = {"0", "false", "no", "non", "off", "faux", ""}
 
 
-def _parse_boolean(text: str, options: dict) -> bool | None:
-    t = text.strip()
-    true_v = _s(options.get("checkbox_output_true_value"))
-    false_v = _s(options.get("checkbox_output_false_value"))
-    if true_v is not None and t == true_v:
-        return True
-    if false_v is not None and t == false_v:
-        return False
-    low = t.lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    return None
-
-
 def typed_value(fdef: FieldDef, text: str | None, options: dict, cell: dict | None = None) -> Value:
     """Type one served value from its field definition. Returns None where the text does not
-    parse; the caller keeps the text, so nothing is lost."""
-    if fdef.kind == BOOLEAN and cell and isinstance(cell.get("boolean"), bool):
-        return cell["boolean"]
-    if text is None:
-        return None
-    t = text.strip()
-    try:
-        if fdef.kind == NUMBER:
-            if not t:
-                return None
-            return Decimal(t.replace(",", ".").replace(" ", ""))
-        if fdef.kind == DATE:
-            for rx, make in _DATE_RES:
-                m = rx.match(t)
-                if m:
-                    return make(m)
-            return None
-        if fdef.kind == TIME:
-            m = _TIME_RE.match(t)
-            return dt.time(int(m[1]), int(m[2]), int(m[3] or 0)) if m else None
-        if fdef.kind == DATETIME:
-            m = _DATETIME_RE.match(t)
-            if not m:
-                return None
-            return dt.datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]), int(m[6] or 0))
-        if fdef.kind == BOOLEAN:
-            return _parse_boolean(t, options)
-        if fdef.kind == GEOLOC:
-            parts = [p.strip() for p in t.replace(";", ",").split(",")]
-            if len(parts) < 2 or not parts[0]:
-                return None
-            lat, lon = float(parts[0]), float(parts[1])
-            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-                return None
-            return GeoPoint(lat, lon)
-        if fdef.kind == MEDIA:
-            return tuple(n for n in (p.strip() for p in t.split(",")) if n)
-    except (InvalidOperation, ValueError, OverflowError):
-        return None
-    return text
+    parse; the caller keeps the text, so nothing is lost. (Parsing a whole submission runs the
+    same converters through a per-form plan, see below.)"""
+    bools = (_s(options.get("checkbox_output_true_value")), _s(options.get("checkbox_output_false_value")))
+    return _CONVERTERS.get(fdef.kind, _conv_text)(text, cell, bools)
 
 
 def _cell_text(cell: Any) -> tuple[str | None, dict | None]:
@@ -188,11 +136,10 @@ def _subform_rows(cell: Any) -> list:
 # --------------------------------------------------------------------------------------------
 # Compiled parse plans
 #
-# ``typed_value`` is the reference definition of how a served text is typed. Parsing a submission
-# runs a per-form plan instead: one converter per field, chosen once from its kind, with fast
-# paths for the common ISO shapes. Every converter returns exactly what ``typed_value`` returns
-# for the same input (the fast paths only accept texts that the slow path would read the same
-# way, and fall back to it otherwise).
+# One converter per field kind (``typed_value`` calls them one value at a time). Parsing a
+# submission runs a per-form plan: the converters chosen once per field, with fast paths for the
+# common ISO shapes that only accept texts the regex path would read the same way, falling back
+# to it otherwise.
 # --------------------------------------------------------------------------------------------
 
 _date_iso = dt.date.fromisoformat

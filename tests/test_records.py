@@ -64,3 +64,13 @@ def test_list_item_parsing_keeps_raw_line():
     assert item.line == "Électricité:ELEC\\Câblage:ELEC-CAB|extra"
     assert item.levels[0][0].label == "Électricité" and item.levels[0][0].code == "ELEC"
     assert item.levels[1][1].label == "extra" and item.levels[1][1].code is None
+
+
+def test_typed_value_agrees_with_the_submission_parser():
+    from exporter.records import typed_value
+
+    form = parse_form(FORM)
+    sub = parse_submission(form, NESTED)
+    for f in form.value_fields():
+        cell = NESTED["fields"][f.name]
+        assert typed_value(f, cell["value"], form.options, cell) == sub.values[f.name], f.name
