@@ -3,6 +3,7 @@ schema or database with a random name per test, dropped afterwards. In CI (CI=tr
 server or ODBC driver fails the test; elsewhere it skips."""
 from __future__ import annotations
 
+import contextlib
 import secrets
 from dataclasses import dataclass, field
 
@@ -117,10 +118,11 @@ def _my_database():
     return admin, name
 
 
-@pytest.fixture
-def my_db():
+@contextlib.contextmanager
+def _my_db(kind: str, url: str):
+    """A fresh MariaDB database for one test (``url`` has ``{name}``), dropped afterwards."""
     admin, name = _my_database()
-    db = Db("mysql", f"mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4")
+    db = Db(kind, url.format(name=name))
     try:
         yield db
     finally:
@@ -128,20 +130,19 @@ def my_db():
         with admin.begin() as c:
             c.exec_driver_sql(f"DROP DATABASE `{name}`")
         admin.dispose()
+
+
+@pytest.fixture
+def my_db():
+    with _my_db("mysql", "mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4") as db:
+        yield db
 
 
 @pytest.fixture
 def my_odbc_db():
     require_service("MariaDB Unicode" in odbc_drivers(), "the MariaDB ODBC driver (apt-get install odbc-mariadb)")
-    admin, name = _my_database()
-    db = Db("mysql_odbc", f"mysql+pyodbc://root@127.0.0.1:3306/{name}?driver=MariaDB+Unicode&charset=utf8mb4")
-    try:
+    with _my_db("mysql_odbc", "mysql+pyodbc://root@127.0.0.1:3306/{name}?driver=MariaDB+Unicode&charset=utf8mb4") as db:
         yield db
-    finally:
-        db.dispose()
-        with admin.begin() as c:
-            c.exec_driver_sql(f"DROP DATABASE `{name}`")
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "postgresql_generic", "postgresql_pyodbc", "mysql",
