@@ -31,6 +31,7 @@ import zipfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence
 
+from exporter import fastjson
 from exporter.capabilities import Capabilities
 from exporter.errors import ArchiveError, BadAnswerError, ConfigError, NotFoundError
 from exporter.fsutil import FILE_MODE
@@ -211,12 +212,12 @@ class ArchiveReader:
         if not self.exists(rel):
             return
         with self.open(rel) as fh:
-            for n, line in enumerate(io.TextIOWrapper(fh, encoding="utf-8"), 1):
+            for n, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
                 try:
-                    yield json.loads(line)
-                except ValueError as e:
+                    yield fastjson.loads(line)
+                except ValueError as e:  # UnicodeDecodeError included
                     raise ArchiveError(f"{rel} line {n} is not valid JSON: {e}") from None
 
     def json(self, rel: str) -> Any:
