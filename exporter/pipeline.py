@@ -11,10 +11,12 @@ again; nothing is acknowledged.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import gc
 import logging
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
@@ -24,6 +26,8 @@ from .model import Record
 from .sinks import RunContext, StatefulSink
 
 log = logging.getLogger("exporter.pipeline")
+
+_KIND = operator.attrgetter("kind")
 
 
 class Source(Protocol):
@@ -144,14 +148,13 @@ def run(
                     _guard(s, "commit", s.commit)
                 source.acknowledge(batch)
                 summary.batches += 1
-                kinds: dict[str, int] = {}
-                for r in batch:
-                    kind = r.kind
-                    kinds[kind] = kinds.get(kind, 0) + 1
-                    if kind == "media":
-                        summary.media_bytes += r.size or 0
-                    elif kind == "form":
-                        current = f"form {r.id} {r.name}"
+                kinds = collections.Counter(map(_KIND, batch))
+                if kinds["media"]:
+                    summary.media_bytes += sum(r.size or 0 for r in batch if r.kind == "media")
+                if kinds["form"]:
+                    last = [r for r in batch if r.kind == "form"][-1]
+                    current = f"form {last.id} {last.name}"
+                kinds = {k: n for k, n in kinds.items() if n}
                 for counts in (summary.counts, *(summary.per_sink[s.name] for s in sinks)):
                     for kind, n in kinds.items():
                         counts[kind] = counts.get(kind, 0) + n

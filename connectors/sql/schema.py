@@ -42,12 +42,14 @@ from exporter.model import (
     FieldDef,
     Form,
     GeoPoint,
+    Media,
     Submission,
 )
 
 from .capabilities import SqlProfile
 from .planner import NamePlanner
 
+KEY_LEN = 64  # width of the hash-like key columns (media_key, lineage_key, sha256)
 ID_LEN = 191  # ids, indexable in MySQL utf8mb4 and within SQL Server's 900-byte key limit
 
 
@@ -69,7 +71,7 @@ def sa_type(sql_kind: str, profile: SqlProfile) -> sa.types.TypeEngine:
     if sql_kind == "id":
         return sa.Unicode(ID_LEN)
     if sql_kind == "key":
-        return sa.String(64)
+        return sa.String(KEY_LEN)
     if sql_kind == "short":
         return sa.Unicode(32)
     if sql_kind == "text":
@@ -491,7 +493,15 @@ def _keep(unparsed: dict, key: str, text: str | None) -> None:
         unparsed[key] = text
 
 
+# texts of metadata times already read (naive ones only: nothing to keep aside); a submission's six
+# times are often equal and neighbouring submissions share them
+_META_TIMES: dict[str, dt.datetime] = {}
+
+
 def parse_meta_time(text: str | None, unparsed: dict, key: str) -> dt.datetime | None:
+    v = _META_TIMES.get(text)  # type: ignore[arg-type]
+    if v is not None:
+        return v
     if text is None or not text.strip():
         return None
     try:
@@ -501,7 +511,10 @@ def parse_meta_time(text: str | None, unparsed: dict, key: str) -> dt.datetime |
         return None
     if v.tzinfo is not None:
         unparsed[f"_meta:{key}"] = text
-        v = v.replace(tzinfo=None)
+        return v.replace(tzinfo=None)
+    if len(_META_TIMES) >= 4096:
+        _META_TIMES.clear()
+    _META_TIMES[text] = v
     return v
 
 
@@ -512,6 +525,31 @@ def check_id(value: str | None, what: str, context: str) -> str:
         raise SinkError(f"{what} is {len(value)} characters long, more than the {ID_LEN} an id column holds",
                         context=context)
     return value
+
+
+def media_key(form_id: str, submission_id: str, subform: str | None, row: int | None, field: str, name: str) -> str:
+    """The ``media`` table's key for one media of one submission: ``<form id>/<submission id>/``
+    followed by 16 hex digits of the sha256 of the whole natural key (form, submission, sub-form,
+    row, field, name). Keys of one submission sit side by side and grow with the ids, so a load
+    appends to the key's index instead of writing all over it. When the ids are not plain ASCII or
+    too long for the column, the key is the natural key's whole sha256 (64 hex digits) instead."""
+    h = lineage_key(form_id, submission_id, subform or "", "" if row is None else str(row), field, name)
+    if len(form_id) + len(submission_id) + 18 <= KEY_LEN and (form_id + submission_id).isascii():
+        return f"{form_id}/{submission_id}/{h[:16]}"
+    return h
+
+
+def media_row(m: Media, size: int | None, sha256: str | None, path: str | None) -> dict:
+    """The ``media`` table row of one media file (its bytes, with ``--media-in-db``, go in after)."""
+    r = m.ref
+    fid, sid = r.form_id, r.submission_id
+    if not fid or not sid or len(fid) > ID_LEN or len(sid) > ID_LEN:
+        ctx = f"form {fid} submission {sid} media {r.name}"
+        check_id(fid, "form id", ctx)
+        check_id(sid, "submission id", ctx)
+    return {"media_key": media_key(fid, sid, r.subform, r.row, r.field, r.name), "form_id": fid,
+            "submission_id": sid, "field": r.field, "subform": r.subform, "row_index": r.row,
+            "name": r.name, "content_type": m.content_type, "size": size, "sha256": sha256, "path": path}
 
 
 def _cell_fn(c: ColumnPlan, conv: _Converter):

@@ -57,10 +57,10 @@ from .schema import (
     check_id,
     fixed_tables,
     iter_chunks,
-    lineage_key,
     lineage_rows,
     list_item_columns,
     list_items_table,
+    media_row,
     plan_form,
     submission_rows,
     type_family,
@@ -600,21 +600,17 @@ class SqlSink:
     def _write_media(self, media: list[Media]) -> None:
         rows = []
         by_key: dict[str, Media] = {}
+        media_dir, in_db = self.media_dir, self.media_in_db
         for m in media:
-            r = m.ref
-            ctx = f"form {r.form_id} submission {r.submission_id} media {r.name}"
-            k = lineage_key(r.form_id, r.submission_id, r.subform or "", "" if r.row is None else str(r.row),
-                            r.field, r.name)
             size, sha, path = m.size, m.sha256, None
-            if self.media_dir is not None:
-                path, size, sha = self._media_file(m, ctx)
-            elif self.media_in_db and (size is None or sha is None):
+            if media_dir is not None:
+                r = m.ref
+                path, size, sha = self._media_file(m, f"form {r.form_id} submission {r.submission_id} media {r.name}")
+            elif in_db and (size is None or sha is None):
                 size, sha = self._measure(m)
-            rows.append({"media_key": k, "form_id": check_id(r.form_id, "form id", ctx),
-                             "submission_id": check_id(r.submission_id, "submission id", ctx), "field": r.field,
-                             "subform": r.subform, "row_index": r.row, "name": r.name, "content_type": m.content_type,
-                             "size": size, "sha256": sha, "path": path})
-            by_key[k] = m
+            row = media_row(m, size, sha, path)
+            rows.append(row)
+            by_key[row["media_key"]] = m
         table = self._fixed["media"]
         with self._op("table media"):
             self._loader.upsert(table, "media_key", rows)

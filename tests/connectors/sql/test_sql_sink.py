@@ -6,8 +6,10 @@ import json
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 
 from connectors.sql import create_sink
+from connectors.sql.schema import lineage_key, media_key
 from exporter.errors import SinkError
 from exporter.model import Checkpoint
 from exporter.records import parse_form, parse_submission
@@ -92,6 +94,35 @@ def test_rerun_gives_identical_tables(db):
     run_export(sink_for(db), full_stream(), run="20240302T100000Z", batch=7)
     assert snapshot(db) == first
     assert len(db.rows("runs")) == 2
+
+
+def test_media_keys_and_keys_written_by_an_earlier_version(db):
+    run_export(sink_for(db), full_stream())
+    media = db.rows("media")
+    # keys are "<form>/<submission>/<16 hex>": a load appends to the index instead of scattering
+    assert all(m["media_key"].startswith(f"{m['form_id']}/{m['submission_id']}/") and len(m["media_key"].split("/")[2]) == 16
+               for m in media)
+    assert len({m["media_key"] for m in media}) == len(media) == 9
+    # an earlier version keyed media by the whole sha256: re-running replaces those rows (the
+    # submissions already exist, so their media rows are deleted first), never duplicates them
+    with db.engine().begin() as c:
+        t = sa.Table("media", sa.MetaData(schema=db.schema), autoload_with=c)
+        for m in media:
+            old = lineage_key(m["form_id"], m["submission_id"], m["subform"] or "",
+                              "" if m["row_index"] is None else str(m["row_index"]), m["field"], m["name"])
+            c.execute(t.update().where(t.c.media_key == m["media_key"]).values(media_key=old))
+    assert all(len(m["media_key"]) == 64 for m in db.rows("media"))
+    run_export(sink_for(db), full_stream(), run="20240302T100000Z")
+    again = db.rows("media")
+    assert sorted(m["media_key"] for m in again) == sorted(m["media_key"] for m in media)
+
+
+def test_media_key_falls_back_to_the_whole_hash():
+    assert media_key("1001", "42", None, None, "photo", "a.jpg").startswith("1001/42/")
+    assert media_key("1001", "42", "rows", 0, "photo", "a.jpg") != media_key("1001", "42", "rows", 1, "photo", "a.jpg")
+    long_id = "x" * 60
+    assert media_key("1001", long_id, None, None, "photo", "a.jpg") == lineage_key("1001", long_id, "", "", "photo", "a.jpg")
+    assert len(media_key("1001", "été", None, None, "photo", "a.jpg")) == 64  # not ASCII: SQL Server's VARCHAR
 
 
 def test_edited_submission_replaces_row_and_all_children(db):
