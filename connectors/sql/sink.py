@@ -477,16 +477,19 @@ class SqlSink:
         """Drop the media of an earlier version of a submission sent again in this batch (or whose
         media spilled over into it): its rows were just replaced by the last version's, so only
         the media that version references may be written."""
-        refs: dict[tuple[str, str], set] = {}
+        refs: dict[tuple[str, str], tuple[set[int], tuple]] = {}
         out = []
         for m in media:
-            key = (m.ref.form_id, m.ref.submission_id)
+            ref = m.ref
+            key = (ref.form_id, ref.submission_id)
             sub = subs.get(key[0], {}).get(key[1])
             if sub is not None:
                 wanted = refs.get(key)
                 if wanted is None:
-                    wanted = refs[key] = set(sub.media)
-                if m.ref not in wanted:
+                    # sources hand over the very refs of the submission: identity first, equality
+                    # (a hash of six fields) only for a ref that is not one of them
+                    wanted = refs[key] = (set(map(id, sub.media)), sub.media)
+                if id(ref) not in wanted[0] and ref not in wanted[1]:
                     continue
             out.append(m)
         return out
