@@ -42,6 +42,3 @@ if _orjson is not None:
         return _loads_std(data)
 else:  # pragma: no cover
     loads = _loads_std
-
-#: which decoder serves the fast path ("orjson" or "json"), for --version/debug output
-BACKEND = "orjson" if _orjson is not None else "json"
