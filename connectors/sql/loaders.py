@@ -4,7 +4,9 @@
   ``fast_executemany``, Access, any pyodbc dialect). Upsert = select the keys already present, one
   ``UPDATE`` executemany for those, one ``INSERT`` executemany for the others.
 * ``CopyLoader`` (PostgreSQL + psycopg2): ``COPY ... FROM STDIN`` fed by a streaming reader; upserts
-  go through a temporary staging table merged with ``INSERT ... ON CONFLICT DO UPDATE``.
+  go through a temporary staging table merged with ``INSERT ... ON CONFLICT DO UPDATE``. With
+  ``overlap()`` the plain COPYs and the commit run on a background thread, in order, while the
+  caller reads and parses the next batch (see ``Background``).
 * ``MultiRowLoader`` (MySQL/MariaDB + PyMySQL): multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``
   statements cut to fit ``max_allowed_packet``.
 
@@ -19,6 +21,9 @@ import datetime as dt
 import io
 import itertools
 import operator
+import queue
+import sys
+import threading
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -44,8 +49,89 @@ def _chunks(items: list, n: int) -> Iterator[list]:
         yield items[i:i + n]
 
 
+class DeferredError(Exception):
+    """A statement run in the background failed; raised by the next ``drain()``."""
+
+    def __init__(self, label: str, error: BaseException):
+        super().__init__(f"{label}: {error}")
+        self.label = label
+        self.error = error
+
+
+class Background:
+    """One thread that runs a connection's statements in the order they were handed over, while the
+    caller goes on (reading and parsing the next batch). The caller builds everything in Python
+    (COPY text, statements) and hands over closures that are almost only driver calls, which
+    release the interpreter lock while the server works; so the two threads hardly compete.
+
+    Rules: the caller touches the connection only after ``drain()`` (``CopyLoader`` drains before
+    every statement it or anybody else runs on the connection); after a failure the remaining
+    closures are skipped (the transaction is lost anyway) and the next ``drain()`` raises the
+    failure as ``DeferredError``."""
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._cv = threading.Condition()
+        self._pending = 0
+        self._error: DeferredError | None = None
+        self._thread = threading.Thread(target=self._loop, name="exporter-sql-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            label, fn = item
+            if self._error is None:
+                try:
+                    fn()
+                except BaseException as e:  # noqa: BLE001 - handed to the caller by drain()
+                    self._error = DeferredError(label, e)
+            with self._cv:
+                self._pending -= 1
+                if not self._pending:
+                    self._cv.notify_all()
+
+    def in_worker(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def submit(self, label: str, fn: Any) -> None:
+        with self._cv:
+            self._pending += 1
+        self._q.put((label, fn))
+
+    def drain(self) -> None:
+        """Wait until everything handed over has run; raise the first failure."""
+        with self._cv:
+            while self._pending:
+                if not self._cv.wait(timeout=1.0) and not self._thread.is_alive():
+                    self._pending = 0
+                    self._error = self._error or DeferredError(
+                        "background writer", RuntimeError("the background writer thread stopped"))
+        err, self._error = self._error, None
+        if err is not None:
+            raise err
+
+    def stop(self) -> None:
+        with contextlib.suppress(DeferredError):
+            self.drain()
+        self._q.put(None)
+        self._thread.join(timeout=60)
+
+
+class Outcome:
+    """What a background upsert found out: ``all_new`` until it had to merge existing keys."""
+
+    __slots__ = ("all_new",)
+
+    def __init__(self) -> None:
+        self.all_new = True
+
+
 class GenericLoader:
     name = "generic"
+    overlapping = False  # statements run in the background (CopyLoader.overlap)
 
     def __init__(self, conn: sa.Connection, profile: SqlProfile, rows_per_batch: int | None = None):
         self.conn = conn
@@ -72,6 +158,16 @@ class GenericLoader:
     @staticmethod
     def _rename(rows: Iterable[dict], cols: list[str]) -> list[dict]:
         return [{f"p{i}": r.get(c) for i, c in enumerate(cols)} for r in rows]
+
+    # ------------------------------------------------------------------ background (no-ops here)
+    def drain(self) -> None:
+        """Wait for statements running in the background (none for this loader)."""
+
+    def submit(self, label: str, fn: Any) -> None:
+        fn()
+
+    def stop(self) -> None:
+        """Stop the background thread, if any."""
 
     # ------------------------------------------------------------------ operations
     def delete_in(self, table: sa.Table, column: str, values: list, **equal: Any) -> None:
@@ -291,9 +387,22 @@ class CopyLoader(GenericLoader):
     def _qualified(self, table: sa.Table) -> str:
         return self.conn.dialect.identifier_preparer.format_table(table)
 
-    def _copy(self, target_sql: str, cols: list[str], rows: list[dict]) -> None:
+    def _copy(self, target_sql: str, cols: list[str], rows: list[dict], *, wait: bool = True) -> None:
+        """COPY ``rows`` into ``target_sql``; with ``wait=False`` and a background thread, the COPY
+        text is built here and sent by that thread (errors come with the next ``drain()``)."""
         q = self.conn.dialect.identifier_preparer.quote
         sql = f"COPY {target_sql} ({', '.join(q(c) for c in cols)}) FROM STDIN"
+        bg = self._background
+        if bg is not None and not wait:
+            data = _copy_block(rows, cols).encode("utf-8")
+            raw = self.conn.connection.driver_connection
+
+            def send() -> None:
+                with raw.cursor() as cur:
+                    cur.copy_expert(sql, io.BytesIO(data), size=max(len(data), 1 << 16))
+            bg.submit(f"COPY into {target_sql}", send)
+            return
+        self.drain()
         with self._raw_cursor() as cur:
             cur.copy_expert(sql, RowStream(rows, cols), size=1 << 16)
 
@@ -302,11 +411,130 @@ class CopyLoader(GenericLoader):
             return
         cols = list(rows[0])
         for chunk in _chunks(rows, self.rows):
-            self._copy(self._qualified(table), cols, chunk)
+            self._copy(self._qualified(table), cols, chunk, wait=False)
 
     def __init__(self, conn: sa.Connection, profile: SqlProfile, rows_per_batch: int | None = None):
         super().__init__(conn, profile, rows_per_batch)
         self._merge_only: set[str] = set()  # tables where a plain COPY met an existing key
+        self._background: Background | None = None
+        self._switch_interval: float | None = None
+
+    # ------------------------------------------------------------------ background
+    def overlap(self) -> None:
+        """Run plain COPYs and commits on a background thread from now on (``stop()`` ends it).
+        Every statement anybody runs on the connection first waits for them."""
+        if self._background is None:
+            self._background = Background()
+            self.overlapping = True
+            sa.event.listen(self.conn, "before_cursor_execute", self._before_execute)
+            # the background thread wakes up after every server answer and needs the interpreter
+            # for a moment; with the default 5 ms hand-off it would lag behind the parsing thread
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._switch_interval, 0.001))
+
+    def _before_execute(self, *_args: Any, **_kw: Any) -> None:
+        bg = self._background
+        if bg is not None and not bg.in_worker():
+            bg.drain()
+
+    def drain(self) -> None:
+        if self._background is not None:
+            self._background.drain()
+
+    def submit(self, label: str, fn: Any) -> None:
+        if self._background is None:
+            fn()
+        else:
+            self._background.submit(label, fn)
+
+    def stop(self) -> None:
+        bg, self._background = self._background, None
+        if bg is not None:
+            self.overlapping = False
+            with contextlib.suppress(Exception):
+                sa.event.remove(self.conn, "before_cursor_execute", self._before_execute)
+            bg.stop()
+            if self._switch_interval is not None:
+                sys.setswitchinterval(self._switch_interval)
+                self._switch_interval = None
+
+    def upsert_later(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome | None = None) -> Outcome:
+        """``upsert`` run in the background (``overlap()`` first): COPY straight into the table in
+        a savepoint, or, at the first existing key, merge through a staging table. The statements
+        are built here; ``outcome.all_new`` turns False, in the background, when rows were merged
+        (``delete_later`` reads it there)."""
+        outcome = outcome or Outcome()
+        if not rows:
+            return outcome
+        rows = _dedupe(rows, key)
+        cols = list(rows[0])
+        target = self._qualified(table)
+        copy_sql, stage_sql, create, merge, drop = self._merge_sql(table, key, cols, target)
+        payloads = [_copy_block(chunk, cols).encode("utf-8") for chunk in _chunks(rows, self.rows)]
+        raw = self.conn.connection.driver_connection
+        merge_only, name = self._merge_only, table.fullname
+
+        def run() -> None:
+            import psycopg2.errors
+
+            with raw.cursor() as cur:
+                if name not in merge_only:
+                    cur.execute("SAVEPOINT exporter_copy")
+                    try:
+                        for data in payloads:
+                            cur.copy_expert(copy_sql, io.BytesIO(data), size=max(len(data), 1 << 16))
+                    except psycopg2.errors.UniqueViolation:
+                        cur.execute("ROLLBACK TO SAVEPOINT exporter_copy")
+                        cur.execute("RELEASE SAVEPOINT exporter_copy")
+                        merge_only.add(name)
+                    else:
+                        cur.execute("RELEASE SAVEPOINT exporter_copy")
+                        return
+                outcome.all_new = False
+                for data in payloads:
+                    cur.execute(create)
+                    cur.copy_expert(stage_sql, io.BytesIO(data), size=max(len(data), 1 << 16))
+                    cur.execute(merge)
+                    cur.execute(drop)
+        self._background.submit(f"table {table.name}", run)
+        return outcome
+
+    def delete_later(self, table: sa.Table, column: str, values: list, unless: Outcome, **equal: Any) -> None:
+        """``delete_in`` run in the background, skipped when ``unless.all_new`` is still True
+        there (rows of new submissions have nothing to replace)."""
+        if not values:
+            return
+        q = self.conn.dialect.identifier_preparer.quote  # doubles any "%", as a parameterised statement needs
+        sql = f"DELETE FROM {self._qualified(table)} WHERE {q(column)} = ANY(%(v)s)"
+        params: dict[str, Any] = {"v": sorted(set(values))}
+        for i, (k, v) in enumerate(equal.items()):
+            sql += f" AND {q(k)} = %(e{i})s"
+            params[f"e{i}"] = v
+        raw = self.conn.connection.driver_connection
+
+        def run() -> None:
+            if not unless.all_new:
+                with raw.cursor() as cur:
+                    cur.execute(sql, params)
+        self._background.submit(f"table {table.name}", run)
+
+    def _merge_sql(self, table: sa.Table, key: str, cols: list[str], target: str) -> tuple[str, ...]:
+        """COPY into the table, COPY into its staging table, create, merge and drop the staging table."""
+        from sqlalchemy.dialects import postgresql
+
+        q = self.conn.dialect.identifier_preparer.quote
+        col_list = ", ".join(q(c) for c in cols)
+        stage = f"stage_{short_hash(table.fullname, 12)}"
+        stage_t = sa.table(stage, *[sa.column(c) for c in cols])
+        ins = postgresql.insert(table).from_select(cols, sa.select(*[stage_t.c[c] for c in cols]))
+        others = [c for c in cols if c != key]
+        if others:
+            ins = ins.on_conflict_do_update(index_elements=[key], set_={c: ins.excluded[c] for c in others})
+        else:
+            ins = ins.on_conflict_do_nothing(index_elements=[key])
+        return (f"COPY {target} ({col_list}) FROM STDIN", f"COPY {q(stage)} ({col_list}) FROM STDIN",
+                f"CREATE TEMPORARY TABLE {q(stage)} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP",
+                str(ins.compile(dialect=self.conn.dialect)), f"DROP TABLE {q(stage)}")
 
     def _insert_new(self, table: sa.Table, cols: list[str], rows: list[dict]) -> bool:
         """COPY straight into ``table`` inside a savepoint: True if every key was new; False (and
@@ -334,28 +562,18 @@ class CopyLoader(GenericLoader):
     def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
         if not rows:
             return True
-        from sqlalchemy.dialects import postgresql
-
         rows = _dedupe(rows, key)
         cols = list(rows[0])
         if self._insert_new(table, cols, rows):
             return True
         q = self.conn.dialect.identifier_preparer.quote
+        _copy_sql, _stage_sql, create, merge, drop = self._merge_sql(table, key, cols, self._qualified(table))
         stage = f"stage_{short_hash(table.fullname, 12)}"
-        stage_t = sa.table(stage, *[sa.column(c) for c in cols])
-        ins = postgresql.insert(table).from_select(cols, sa.select(*[stage_t.c[c] for c in cols]))
-        others = [c for c in cols if c != key]
-        if others:
-            ins = ins.on_conflict_do_update(index_elements=[key], set_={c: ins.excluded[c] for c in others})
-        else:
-            ins = ins.on_conflict_do_nothing(index_elements=[key])
         for chunk in _chunks(rows, self.rows):
-            self.conn.exec_driver_sql(
-                f"CREATE TEMPORARY TABLE {q(stage)} (LIKE {self._qualified(table)} INCLUDING DEFAULTS) "
-                "ON COMMIT DROP")
+            self.conn.exec_driver_sql(create)
             self._copy(q(stage), cols, chunk)
-            self.conn.execute(ins)
-            self.conn.exec_driver_sql(f"DROP TABLE {q(stage)}")
+            self.conn.exec_driver_sql(merge)
+            self.conn.exec_driver_sql(drop)
         return False
 
 

@@ -48,7 +48,7 @@ from exporter.naming import safe_filename, safe_join
 from exporter.sinks import RunContext
 
 from .capabilities import profile_for
-from .loaders import GenericLoader, loader_for
+from .loaders import DeferredError, GenericLoader, loader_for
 from .planner import NamePlanner
 from .schema import (
     FIXED_NAMES,
@@ -129,6 +129,10 @@ class SqlSink:
             yield
         except ExporterError:
             raise
+        except DeferredError as e:  # a statement that ran in the background (overlapped loads)
+            if isinstance(e.error, ExporterError):
+                raise e.error from None
+            raise self._translate(e.error, f"{what}: {e.label}") from None
         except SQLAlchemyError as e:
             raise self._translate(e, what) from None
         except OSError as e:
@@ -192,7 +196,9 @@ class SqlSink:
 
     def _begin(self) -> None:
         if self._tx is None:
-            self._tx = self._connect().begin()
+            conn = self._connect()
+            self._loader.drain()  # an overlapped commit of the previous transaction
+            self._tx = conn.begin()
 
     def _commit_tx(self) -> None:
         if self._tx is not None:
@@ -200,10 +206,17 @@ class SqlSink:
             tx.commit()
 
     def _rollback(self) -> None:
+        if self._loader is not None:
+            with contextlib.suppress(Exception):
+                self._loader.drain()
         tx, self._tx = self._tx, None
         if tx is not None:
             with contextlib.suppress(Exception):
                 tx.rollback()
+        elif self._conn is not None and self._conn.in_transaction():
+            # a transaction handed to the background for its commit, which did not happen
+            with contextlib.suppress(Exception):
+                self._conn.rollback()
         self._pending = {}
         self._reset_schema_cache()
 
@@ -284,6 +297,13 @@ class SqlSink:
                                               mode=ctx.mode, status="running", forms=0, submissions=0, media=0,
                                               counts="{}"))
             self._commit_tx()
+        # Overlap each batch's loading and commit with the reading of the next one, except when the
+        # source acknowledges batches (unread mode marks submissions read on the server right after
+        # the commit, so the commit must be done by then) or when switched off (-o background_load=false).
+        if ctx.mode != "unread" and self.options.get("background_load", True) is not False:
+            overlap = getattr(self._loader, "overlap", None)
+            if overlap is not None:
+                overlap()
 
     def load_state(self) -> dict[str, str | None]:
         own = self._conn is None
@@ -305,6 +325,8 @@ class SqlSink:
             raise SinkError("write() before open()", context=self.name)
         try:
             with self._op("writing a batch"):
+                with self._op("completing the previous batch"):
+                    self._loader.drain()
                 self._write(batch)
         except BaseException:
             self._rollback()
@@ -315,8 +337,20 @@ class SqlSink:
             return
         try:
             with self._op("committing"):
-                self._update_run(status="running")
-                self._commit_tx()
+                if self._loader.overlapping:
+                    # handed to the background thread: done before anything else touches the
+                    # connection (the next batch's write, close), which reports its failure
+                    stmt = self._run_update(status="running")
+                    conn, tx, self._tx = self._conn, self._tx, None
+
+                    def finish() -> None:
+                        if stmt is not None:
+                            conn.execute(stmt)
+                        tx.commit()
+                    self._loader.submit("committing", finish)
+                else:
+                    self._update_run(status="running")
+                    self._commit_tx()
         except BaseException:
             self._rollback()
             raise
@@ -329,9 +363,16 @@ class SqlSink:
             if self._engine is not None:
                 self._engine.dispose()
             return
+        failure: SinkError | None = None
         try:
             if ok:
-                self.commit()
+                try:
+                    self.commit()
+                    with self._op("committing"):
+                        self._loader.drain()  # the last batch, when it was loaded in the background
+                except SinkError as e:
+                    self._rollback()
+                    failure, ok = e, False
             else:
                 self._rollback()
             if self._ctx is not None:
@@ -344,7 +385,11 @@ class SqlSink:
                     self._rollback()
                     if ok:
                         raise
+            if failure is not None:
+                raise failure
         finally:
+            with contextlib.suppress(Exception):
+                self._loader.stop()
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
@@ -353,8 +398,14 @@ class SqlSink:
 
     # ------------------------------------------------------------------ runs
     def _update_run(self, status: str, ended: bool = False) -> None:
+        stmt = self._run_update(status, ended)
+        if stmt is not None:
+            self._conn.execute(stmt)
+
+    def _run_update(self, status: str, ended: bool = False) -> sa.Update | None:
+        """The statement recording the run's status and counts so far (None outside a run)."""
         if self._ctx is None:
-            return
+            return None
         counts = dict(self._counts)
         for k, n in self._pending.items():
             counts[k] = counts.get(k, 0) + n
@@ -363,7 +414,7 @@ class SqlSink:
                       "media": counts.get("media", 0), "counts": json.dumps(counts, sort_keys=True)}
         if ended:
             values["ended_at"] = _now()
-        self._conn.execute(runs.update().where(runs.c.run_id == self._ctx.run_id).values(**values))
+        return runs.update().where(runs.c.run_id == self._ctx.run_id).values(**values)
 
     def _count(self, kind: str, n: int = 1) -> None:
         self._pending[kind] = self._pending.get(kind, 0) + n
@@ -578,6 +629,23 @@ class SqlSink:
         ids = [s.id for s in subs]
         key = plan.main.key_columns[0]
         loader = self._loader
+        if loader.overlapping:  # the same steps, run in the background in this order
+            outcome = None
+            for part in plan.main.parts:
+                with self._op(f"form {form_id} table {part}"):
+                    outcome = loader.upsert_later(self._tables[part], key, parent[part], outcome)
+            for tp in plan.subforms.values():
+                for part in reversed(tp.parts):
+                    with self._op(f"form {form_id} table {part}"):
+                        loader.delete_later(self._tables[part], tp.key_columns[0], ids, outcome)
+            with self._op(f"form {form_id} table media"):
+                loader.delete_later(self._fixed["media"], "submission_id", ids, outcome, form_id=form_id)
+            for tp in plan.subforms.values():
+                for part in tp.parts:
+                    with self._op(f"form {form_id} table {part}"):
+                        loader.insert(self._tables[part], children.get(part, []))
+            self._count("submission", len(subs))
+            return
         all_new = True
         for part in plan.main.parts:
             with self._op(f"form {form_id} table {part}"):
@@ -616,7 +684,10 @@ class SqlSink:
             by_key[row["media_key"]] = m
         table = self._fixed["media"]
         with self._op("table media"):
-            self._loader.upsert(table, "media_key", rows)
+            if self._loader.overlapping and not self.media_in_db:
+                self._loader.upsert_later(table, "media_key", rows)
+            else:
+                self._loader.upsert(table, "media_key", rows)
         if self.media_in_db:
             sizes = {r["media_key"]: r["size"] for r in rows}
             for k, m in by_key.items():
