@@ -163,11 +163,22 @@ class GenericLoader:
     def drain(self) -> None:
         """Wait for statements running in the background (none for this loader)."""
 
-    def submit(self, label: str, fn: Any) -> None:
-        fn()
-
     def stop(self) -> None:
         """Stop the background thread, if any."""
+
+    # A batch's steps whose order matters but whose results the caller need not wait for: run
+    # now here, queued on the background thread by an overlapping loader (CopyLoader).
+    def upsert_step(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome | None = None) -> Outcome:
+        """``upsert``; ``outcome.all_new`` turns False when some key was already stored."""
+        outcome = outcome or Outcome()
+        if not self.upsert(table, key, rows):
+            outcome.all_new = False
+        return outcome
+
+    def delete_step(self, table: sa.Table, column: str, values: list, unless: Outcome, **equal: Any) -> None:
+        """``delete_in``, skipped when ``unless.all_new`` (new submissions have nothing to replace)."""
+        if not unless.all_new:
+            self.delete_in(table, column, values, **equal)
 
     # ------------------------------------------------------------------ operations
     def delete_in(self, table: sa.Table, column: str, values: list, **equal: Any) -> None:
@@ -387,13 +398,13 @@ class CopyLoader(GenericLoader):
     def _qualified(self, table: sa.Table) -> str:
         return self.conn.dialect.identifier_preparer.format_table(table)
 
-    def _copy(self, target_sql: str, cols: list[str], rows: list[dict], *, wait: bool = True) -> None:
-        """COPY ``rows`` into ``target_sql``; with ``wait=False`` and a background thread, the COPY
-        text is built here and sent by that thread (errors come with the next ``drain()``)."""
+    def _copy(self, target_sql: str, cols: list[str], rows: list[dict]) -> None:
+        """COPY ``rows`` into ``target_sql``; with a background thread, the COPY text is built here
+        and sent by that thread (errors come with the next ``drain()``)."""
         q = self.conn.dialect.identifier_preparer.quote
         sql = f"COPY {target_sql} ({', '.join(q(c) for c in cols)}) FROM STDIN"
         bg = self._background
-        if bg is not None and not wait:
+        if bg is not None:
             data = _copy_block(rows, cols).encode("utf-8")
             raw = self.conn.connection.driver_connection
 
@@ -402,7 +413,6 @@ class CopyLoader(GenericLoader):
                     cur.copy_expert(sql, io.BytesIO(data), size=max(len(data), 1 << 16))
             bg.submit(f"COPY into {target_sql}", send)
             return
-        self.drain()
         with self._raw_cursor() as cur:
             cur.copy_expert(sql, RowStream(rows, cols), size=1 << 16)
 
@@ -411,7 +421,7 @@ class CopyLoader(GenericLoader):
             return
         cols = list(rows[0])
         for chunk in _chunks(rows, self.rows):
-            self._copy(self._qualified(table), cols, chunk, wait=False)
+            self._copy(self._qualified(table), cols, chunk)
 
     def __init__(self, conn: sa.Connection, profile: SqlProfile, rows_per_batch: int | None = None):
         super().__init__(conn, profile, rows_per_batch)
@@ -442,10 +452,8 @@ class CopyLoader(GenericLoader):
             self._background.drain()
 
     def submit(self, label: str, fn: Any) -> None:
-        if self._background is None:
-            fn()
-        else:
-            self._background.submit(label, fn)
+        """Hand ``fn`` to the background thread (``overlap()`` first)."""
+        self._background.submit(label, fn)
 
     def stop(self) -> None:
         bg, self._background = self._background, None
@@ -458,14 +466,28 @@ class CopyLoader(GenericLoader):
                 sys.setswitchinterval(self._switch_interval)
                 self._switch_interval = None
 
-    def upsert_later(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome | None = None) -> Outcome:
-        """``upsert`` run in the background (``overlap()`` first): COPY straight into the table in
-        a savepoint, or, at the first existing key, merge through a staging table. The statements
-        are built here; ``outcome.all_new`` turns False, in the background, when rows were merged
-        (``delete_later`` reads it there)."""
-        outcome = outcome or Outcome()
-        if not rows:
-            return outcome
+    def upsert_step(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome | None = None) -> Outcome:
+        if self._background is None:
+            return super().upsert_step(table, key, rows, outcome)
+        outcome = outcome or Outcome()  # all_new is settled in the background (delete_step reads it there)
+        if rows:
+            self._background.submit(f"table {table.name}", self._upsert_job(table, key, rows, outcome))
+        return outcome
+
+    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
+        outcome = Outcome()
+        if rows:
+            job = self._upsert_job(table, key, rows, outcome)
+            self.drain()
+            job()
+        return outcome.all_new
+
+    def _upsert_job(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome):
+        """The statements of one upsert, built here, run by the returned closure (now or in the
+        background): COPY straight into the table inside a savepoint; at the first existing key,
+        roll that back and merge through a staging table with ``INSERT ... ON CONFLICT DO UPDATE``
+        (``outcome.all_new`` then turns False). After one such conflict the table is only merged
+        in this run: a fresh export never merges, an incremental one pays one aborted COPY per table."""
         rows = _dedupe(rows, key)
         cols = list(rows[0])
         target = self._qualified(table)
@@ -496,12 +518,12 @@ class CopyLoader(GenericLoader):
                     cur.copy_expert(stage_sql, io.BytesIO(data), size=max(len(data), 1 << 16))
                     cur.execute(merge)
                     cur.execute(drop)
-        self._background.submit(f"table {table.name}", run)
-        return outcome
+        return run
 
-    def delete_later(self, table: sa.Table, column: str, values: list, unless: Outcome, **equal: Any) -> None:
-        """``delete_in`` run in the background, skipped when ``unless.all_new`` is still True
-        there (rows of new submissions have nothing to replace)."""
+    def delete_step(self, table: sa.Table, column: str, values: list, unless: Outcome, **equal: Any) -> None:
+        if self._background is None:
+            super().delete_step(table, column, values, unless, **equal)
+            return
         if not values:
             return
         q = self.conn.dialect.identifier_preparer.quote  # doubles any "%", as a parameterised statement needs
@@ -535,46 +557,6 @@ class CopyLoader(GenericLoader):
         return (f"COPY {target} ({col_list}) FROM STDIN", f"COPY {q(stage)} ({col_list}) FROM STDIN",
                 f"CREATE TEMPORARY TABLE {q(stage)} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP",
                 str(ins.compile(dialect=self.conn.dialect)), f"DROP TABLE {q(stage)}")
-
-    def _insert_new(self, table: sa.Table, cols: list[str], rows: list[dict]) -> bool:
-        """COPY straight into ``table`` inside a savepoint: True if every key was new; False (and
-        nothing written) at the first existing key. Tried until it fails once for a table: a
-        fresh export never merges, an incremental one pays one aborted COPY per table."""
-        import psycopg2.errors
-
-        if table.fullname in self._merge_only:
-            return False
-        sp = self.conn.begin_nested()
-        try:
-            for chunk in _chunks(rows, self.rows):
-                self._copy(self._qualified(table), cols, chunk)
-        except psycopg2.errors.UniqueViolation:
-            sp.rollback()
-            self._merge_only.add(table.fullname)
-            return False
-        except BaseException:
-            with contextlib.suppress(Exception):
-                sp.rollback()
-            raise
-        sp.commit()
-        return True
-
-    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
-        if not rows:
-            return True
-        rows = _dedupe(rows, key)
-        cols = list(rows[0])
-        if self._insert_new(table, cols, rows):
-            return True
-        q = self.conn.dialect.identifier_preparer.quote
-        _copy_sql, _stage_sql, create, merge, drop = self._merge_sql(table, key, cols, self._qualified(table))
-        stage = f"stage_{short_hash(table.fullname, 12)}"
-        for chunk in _chunks(rows, self.rows):
-            self.conn.exec_driver_sql(create)
-            self._copy(q(stage), cols, chunk)
-            self.conn.exec_driver_sql(merge)
-            self.conn.exec_driver_sql(drop)
-        return False
 
 
 # --------------------------------------------------------------------------------------------

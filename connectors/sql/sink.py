@@ -629,38 +629,21 @@ class SqlSink:
         ids = [s.id for s in subs]
         key = plan.main.key_columns[0]
         loader = self._loader
-        if loader.overlapping:  # the same steps, run in the background in this order
-            outcome = None
-            for part in plan.main.parts:
-                with self._op(f"form {form_id} table {part}"):
-                    outcome = loader.upsert_later(self._tables[part], key, parent[part], outcome)
-            for tp in plan.subforms.values():
-                for part in reversed(tp.parts):
-                    with self._op(f"form {form_id} table {part}"):
-                        loader.delete_later(self._tables[part], tp.key_columns[0], ids, outcome)
-            with self._op(f"form {form_id} table media"):
-                loader.delete_later(self._fixed["media"], "submission_id", ids, outcome, form_id=form_id)
-            for tp in plan.subforms.values():
-                for part in tp.parts:
-                    with self._op(f"form {form_id} table {part}"):
-                        loader.insert(self._tables[part], children.get(part, []))
-            self._count("submission", len(subs))
-            return
-        all_new = True
-        for part in plan.main.parts:
-            with self._op(f"form {form_id} table {part}"):
-                all_new = loader.upsert(self._tables[part], key, parent[part]) and all_new
         # Submissions already stored lose their old sub-form and media rows. New ones have none:
         # sub-form rows reference the form table, and media rows are only ever written for a
         # submission written before them. Skipping the deletes on a fresh load matters: without
         # table statistics PostgreSQL runs the media delete as a scan of the form's whole index.
-        if not all_new:
-            for tp in plan.subforms.values():
-                for part in reversed(tp.parts):
-                    with self._op(f"form {form_id} table {part}"):
-                        loader.delete_in(self._tables[part], tp.key_columns[0], ids)
-            with self._op(f"form {form_id} table media"):
-                loader.delete_in(self._fixed["media"], "submission_id", ids, form_id=form_id)
+        # (Steps, in this order: run now, or on the loader's background thread.)
+        outcome = None
+        for part in plan.main.parts:
+            with self._op(f"form {form_id} table {part}"):
+                outcome = loader.upsert_step(self._tables[part], key, parent[part], outcome)
+        for tp in plan.subforms.values():
+            for part in reversed(tp.parts):
+                with self._op(f"form {form_id} table {part}"):
+                    loader.delete_step(self._tables[part], tp.key_columns[0], ids, outcome)
+        with self._op(f"form {form_id} table media"):
+            loader.delete_step(self._fixed["media"], "submission_id", ids, outcome, form_id=form_id)
         for tp in plan.subforms.values():
             for part in tp.parts:
                 with self._op(f"form {form_id} table {part}"):
@@ -684,10 +667,7 @@ class SqlSink:
             by_key[row["media_key"]] = m
         table = self._fixed["media"]
         with self._op("table media"):
-            if self._loader.overlapping and not self.media_in_db:
-                self._loader.upsert_later(table, "media_key", rows)
-            else:
-                self._loader.upsert(table, "media_key", rows)
+            self._loader.upsert_step(table, "media_key", rows)
         if self.media_in_db:
             sizes = {r["media_key"]: r["size"] for r in rows}
             for k, m in by_key.items():
