@@ -193,6 +193,15 @@ class ArchiveReader:
         except (KeyError, FileNotFoundError):
             raise ArchiveError(f"{rel} is missing from the archive") from None
 
+    def size(self, rel: str) -> int | None:
+        """Stored size of one file in bytes (None when absent)."""
+        try:
+            if self._zip:
+                return self._zip.getinfo(self._prefix + rel).file_size
+            return (self.path / rel).stat().st_size
+        except (KeyError, OSError):
+            return None
+
     def read_bytes(self, rel: str) -> bytes:
         with self.open(rel) as fh:
             return fh.read()
@@ -300,18 +309,26 @@ class ArchiveSource:
             return self.forms
         return [str(f["id"]) for f in self.reader.forms_index()]
 
-    def records(self, state: dict[str, str | None] | None = None) -> Iterator:
+    def form_weight(self, form_id: str) -> int:
+        """A size hint for scheduling forms on parallel workers: the submissions file's size."""
+        return self.reader.size(f"{form_dir(form_id)}/submissions.jsonl") or 0
+
+    def records(self, state: dict[str, str | None] | None = None, *, account: bool = True,
+                forms: Iterable[str] | None = None) -> Iterator:
+        """The account's records in order. ``account=False`` leaves out the account, users, groups
+        and lists; ``forms`` replaces the form ids (parallel workers pull theirs from a queue)."""
         state = state or {}
-        acc = self.reader.account()
-        yield Account(source=self.description, timezone=acc.get("timezone"),
-                      exported_at=self.reader.manifest.get("exported_at"), raw=acc)
-        for u in self.reader.users_raw():
-            yield parse_user(u)
-        for g in self.reader.groups_raw():
-            yield parse_group(g)
-        for lst in self.reader.lists_raw():
-            yield parse_list(lst)
-        for fid in self.form_ids():
+        if account:
+            acc = self.reader.account()
+            yield Account(source=self.description, timezone=acc.get("timezone"),
+                          exported_at=self.reader.manifest.get("exported_at"), raw=acc)
+            for u in self.reader.users_raw():
+                yield parse_user(u)
+            for g in self.reader.groups_raw():
+                yield parse_group(g)
+            for lst in self.reader.lists_raw():
+                yield parse_list(lst)
+        for fid in self.form_ids() if forms is None else forms:
             yield from self._form_records(fid, state.get(fid))
 
     def _form_records(self, fid: str, cursor: str | None) -> Iterator:

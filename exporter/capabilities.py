@@ -42,5 +42,8 @@ class Capabilities:
     rows_per_batch: int = 1000
     #: what it can store
     stores_media: bool = True
+    #: several processes may write different forms at once (``export --jobs N``): each in its own
+    #: transactions, none of them touching another form's rows
+    parallel_writers: bool = False
     #: how it is tested (for the README's sink table)
     tested: str = ""

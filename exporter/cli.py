@@ -173,10 +173,13 @@ def _print_summary(obj: _Ctx, summary, sinks) -> None:
               help="Destination or format option (repeatable), e.g. -o csv_delimiter=';' -o csv_bom=true -o known_hosts=PATH.")
 @click.option("--batch-size", type=click.IntRange(1), default=500, show_default=True,
               help="Submissions per batch (one transaction per batch in SQL).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes exporting forms side by side (each form whole in one process). "
+                   "Destinations that take parallel writers only (PostgreSQL).")
 @click.pass_context
 def export(ctx, source, token_env, token_file, login_env, forms, workers, timezone, ca_bundle, timeout,
            destinations, formats, incremental, action, overlap, to_password_env, to_password_file, to_url_env,
-           media_in_db, raw_options, batch_size):
+           media_in_db, raw_options, batch_size, jobs):
     """Export an account (or some forms) to one or more destinations in one pass.
 
     \b
@@ -210,11 +213,19 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, timezo
 
             urls.append(read_secret(env=to_url_env, what="destination URL"))
         sinks = [create_sink(u, options) for u in urls]
-        src = build_source(source, token_env=token_env, token_file=token_file, login_env=login_env, forms=forms,
+        source_args = dict(source=source, token_env=token_env, token_file=token_file, login_env=login_env,
                            workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, mode=mode,
                            action=action, overlap=overlap)
+        src = build_source(forms=forms, **source_args)
         rc = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, options=options)
-        summary = run(src, sinks, rc, batch_size=batch_size, progress=_progress(ctx.obj, src))
+        if jobs > 1:
+            from .parallel import run_parallel
+
+            summary = run_parallel(src, sinks, rc, jobs=jobs, source_args=source_args, urls=urls,
+                                   batch_size=batch_size, progress=_progress(ctx.obj, src),
+                                   log_level=logging.getLogger().level, debug=ctx.obj.debug)
+        else:
+            summary = run(src, sinks, rc, batch_size=batch_size, progress=_progress(ctx.obj, src))
         _print_summary(ctx.obj, summary, sinks)
 
     _run_guarded(ctx, go)

@@ -128,7 +128,11 @@ def run(
     batch_bytes: int = 64 << 20,
     progress: Progress | None = None,
     state: dict[str, str | None] | None = None,
+    before_close: Callable[[RunSummary], None] | None = None,
 ) -> RunSummary:
+    """Stream ``source`` into every sink (see the module docstring). ``before_close`` is called
+    once the source is exhausted, with the sinks still open (a parallel export runs its workers
+    there); if it raises, the run fails like any other step."""
     summary = RunSummary(run_id=ctx.run_id, source=source.description)
     start = time.monotonic()
     opened: list = []
@@ -161,6 +165,8 @@ def run(
                 summary.seconds = time.monotonic() - start
                 if progress:
                     progress.update(summary, current)
+        if before_close is not None:
+            before_close(summary)
     except BaseException:
         summary.status = "failed"
         for s in reversed(opened):

@@ -156,21 +156,25 @@ class WebSource:
                 fut.cancel()
 
     # ---- records -------------------------------------------------------------------------------
-    def records(self, state: dict[str, str | None] | None = None) -> Iterator:
+    def records(self, state: dict[str, str | None] | None = None, *, account: bool = True,
+                forms: Iterable[str] | None = None) -> Iterator:
+        """The account's records in order. ``account=False`` leaves out the account, users, groups
+        and lists; ``forms`` replaces the form ids (parallel workers pull theirs from a queue)."""
         state = state or {}
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        yield Account(source=self.client.description, timezone=self.timezone, exported_at=now,
-                      raw={"source": self.client.description, "timezone": self.timezone})
-        for u in self.client.users():
-            yield parse_user(u)
-        for g in self.client.groups():
-            yield parse_group(g)
-        for summary in self.client.lists():
-            lid = summary.get("id") if isinstance(summary, dict) else summary
-            if lid in (None, ""):
-                continue
-            yield parse_list(self.client.get_list(str(lid)))
-        for fid in self.form_ids():
+        if account:
+            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            yield Account(source=self.client.description, timezone=self.timezone, exported_at=now,
+                          raw={"source": self.client.description, "timezone": self.timezone})
+            for u in self.client.users():
+                yield parse_user(u)
+            for g in self.client.groups():
+                yield parse_group(g)
+            for summary in self.client.lists():
+                lid = summary.get("id") if isinstance(summary, dict) else summary
+                if lid in (None, ""):
+                    continue
+                yield parse_list(self.client.get_list(str(lid)))
+        for fid in self.form_ids() if forms is None else forms:
             yield from self._form_records(fid, state.get(fid))
 
     def _form_records(self, fid: str, cursor: str | None) -> Iterator:

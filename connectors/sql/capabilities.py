@@ -70,6 +70,9 @@ class SqlProfile:
     identifier_bytes: bool = False
     #: with pyodbc, send executemany parameter arrays in one round trip (``fast_executemany``)
     odbc_fast_executemany: bool = True
+    #: a statement taking a transaction-scoped lock (bind ``:k``, a 63-bit integer) that serialises
+    #: schema changes and name planning between processes writing the same schema at once
+    schema_lock_sql: str | None = None
 
 
 def _caps(**kw) -> Capabilities:
@@ -88,12 +91,13 @@ def profile_for(dialect: str) -> SqlProfile:
                                    tested="real (embedded)"), max_params=999)
     if d == "postgresql":
         return SqlProfile(d, _caps(max_identifier_length=63, max_columns=1600, transactional_ddl=True,
-                                   reserved_words=_reserved(d), rows_per_batch=5000,
+                                   reserved_words=_reserved(d), rows_per_batch=5000, parallel_writers=True,
                                    tested="real PostgreSQL 15 (psycopg2, and pyodbc + psqlODBC)"),
                           # COPY needs psycopg2; postgresql+pyodbc (connectors.sql.pg_pyodbc) takes the
                           # generic loader, and psqlODBC under fast_executemany fails on bytea and long
                           # texts and drops fractional seconds (tested): it stays off
-                          loader="copy", max_params=30000, identifier_bytes=True, odbc_fast_executemany=False)
+                          loader="copy", max_params=30000, identifier_bytes=True, odbc_fast_executemany=False,
+                          schema_lock_sql="SELECT pg_advisory_xact_lock(:k)")
     if d == "mysql":
         # InnoDB allows 1017 columns, but a row keeps up to 40 bytes of every TEXT inline and must
         # fit in ~8 KB: 190 columns per table keeps any row loadable; wider forms are split.

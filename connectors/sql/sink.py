@@ -288,15 +288,17 @@ class SqlSink:
         conn = self._connect()
         with self._op("preparing the export tables"):
             self._begin()
+            self._schema_lock()
             self._ensure_fixed()
             self._commit_tx()
-            self._begin()
-            runs = self._fixed["runs"]
-            conn.execute(runs.delete().where(runs.c.run_id == ctx.run_id))
-            conn.execute(runs.insert().values(run_id=ctx.run_id, started_at=_now(), source=ctx.source,
-                                              mode=ctx.mode, status="running", forms=0, submissions=0, media=0,
-                                              counts="{}"))
-            self._commit_tx()
+            if ctx.worker is None:  # a parallel export's workers leave the run's row to the parent
+                self._begin()
+                runs = self._fixed["runs"]
+                conn.execute(runs.delete().where(runs.c.run_id == ctx.run_id))
+                conn.execute(runs.insert().values(run_id=ctx.run_id, started_at=_now(), source=ctx.source,
+                                                  mode=ctx.mode, status="running", forms=0, submissions=0,
+                                                  media=0, counts="{}"))
+                self._commit_tx()
         # Overlap each batch's loading and commit with the reading of the next one, except when the
         # source acknowledges batches (unread mode marks submissions read on the server right after
         # the commit, so the commit must be done by then) or when switched off (-o background_load=false).
@@ -375,7 +377,7 @@ class SqlSink:
                     failure, ok = e, False
             else:
                 self._rollback()
-            if self._ctx is not None:
+            if self._ctx is not None and self._ctx.worker is None:
                 try:
                     with self._op("recording the run"):
                         self._begin()
@@ -403,8 +405,9 @@ class SqlSink:
             self._conn.execute(stmt)
 
     def _run_update(self, status: str, ended: bool = False) -> sa.Update | None:
-        """The statement recording the run's status and counts so far (None outside a run)."""
-        if self._ctx is None:
+        """The statement recording the run's status and counts so far (None outside a run, and in
+        a parallel export's workers)."""
+        if self._ctx is None or self._ctx.worker is not None:
             return None
         counts = dict(self._counts)
         for k, n in self._pending.items():
@@ -415,6 +418,19 @@ class SqlSink:
         if ended:
             values["ended_at"] = _now()
         return runs.update().where(runs.c.run_id == self._ctx.run_id).values(**values)
+
+    def add_counts(self, counts: dict[str, int]) -> None:
+        """Add what a parallel export's workers wrote to this run's counts (recorded at close)."""
+        for k, n in counts.items():
+            self._counts[k] = self._counts.get(k, 0) + n
+
+    def _schema_lock(self) -> None:
+        """Serialise schema changes and name planning with any other process writing this schema
+        (a parallel export's workers, two exports at once): held until the transaction ends."""
+        sql = self.profile.schema_lock_sql
+        if sql:
+            digest = hashlib.sha256(f"exporter schema {self.schema or ''}".encode()).digest()
+            self._conn.execute(sa.text(sql), {"k": int.from_bytes(digest[:8], "big") >> 1})
 
     def _count(self, kind: str, n: int = 1) -> None:
         self._pending[kind] = self._pending.get(kind, 0) + n
@@ -481,6 +497,7 @@ class SqlSink:
                 # DDL commits implicitly here: finish the pending batch first, then plan alone
                 self.commit()
                 self._begin()
+            self._schema_lock()
             for f in forms:
                 self._prepare_form(f)
             if lists:
