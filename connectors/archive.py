@@ -39,10 +39,11 @@ from exporter.model import (
     Account,
     Checkpoint,
     Form,
+    FormPart,
     Media,
 )
 from exporter.naming import safe_filename
-from exporter.records import parse_form, parse_group, parse_list, parse_submission, parse_user
+from exporter.records import parse_form, parse_group, parse_list, parse_submission, parse_user, submission_id
 from exporter.sinks import RunContext
 
 FORMAT = "exporter-account-archive"
@@ -328,10 +329,11 @@ class ArchiveSource:
                 yield parse_group(g)
             for lst in self.reader.lists_raw():
                 yield parse_list(lst)
-        for fid in self.form_ids() if forms is None else forms:
-            yield from self._form_records(fid, state.get(fid))
+        for f in self.form_ids() if forms is None else forms:
+            part = f if isinstance(f, FormPart) else FormPart(f)
+            yield from self._form_records(part.form_id, state.get(part.form_id), part)
 
-    def _form_records(self, fid: str, cursor: str | None) -> Iterator:
+    def _form_records(self, fid: str, cursor: str | None, part: FormPart | None = None) -> Iterator:
         form = parse_form(self.reader.form_raw(fid))
         yield form
         since = minus_overlap(cursor, self.overlap) if (cursor and self.mode == "cursor") else None
@@ -339,7 +341,12 @@ class ArchiveSource:
         media_iter = self.reader.media_index(fid)
         pending_media: dict | None = next(media_iter, None)
         max_time = cursor
-        for raw in self.reader.submissions_raw(fid):
+        for position, raw in enumerate(self.reader.submissions_raw(fid)):
+            if part is not None and not part.takes(position):  # another worker's share
+                sid = submission_id(raw)
+                while pending_media is not None and str(pending_media.get("submission_id")) == sid:
+                    pending_media = next(media_iter, None)
+                continue
             try:
                 sub = parse_submission(form, raw)
             except BadAnswerError as e:

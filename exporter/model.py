@@ -343,3 +343,21 @@ class Checkpoint:
 
 
 Record = Account | User | Group | ExternalList | Form | Submission | Media | Checkpoint
+
+#: submissions per slice when a form is shared among parallel workers (see ``FormPart``)
+PART_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class FormPart:
+    """A share of one form's submissions, for parallel workers (``export --jobs``): the
+    submissions at positions p of the source's listing with ``(p // PART_ROWS) % count == index``.
+    The parts of a form together hold each submission exactly once."""
+
+    form_id: str
+    index: int = 0
+    count: int = 1
+    rows: int = PART_ROWS
+
+    def takes(self, position: int) -> bool:
+        return self.count <= 1 or (position // self.rows) % self.count == self.index

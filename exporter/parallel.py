@@ -29,11 +29,12 @@ import queue
 import sys
 import time
 import traceback
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from . import errors
 from .errors import ConfigError, ExporterError
-from .pipeline import Progress, RunSummary, merged_state, run
+from .model import PART_ROWS, Checkpoint, FormPart
+from .pipeline import Progress, RunSummary, _guard, merged_state, run
 from .sinks import RunContext
 
 log = logging.getLogger("exporter.parallel")
@@ -55,30 +56,51 @@ class WorkerSpec:
 
 
 class _Part:
-    """A source restricted to the account-level records, or to forms pulled from a queue."""
+    """A source restricted to the account-level records (the parent's), or to the forms and form
+    parts a worker pulls from the queue. The checkpoint of a form part is not the form's: it is
+    held back from the sinks and reported to the parent once the batch holding the part's last
+    record is committed (``acknowledge``); the parent stores the form's cursor when every part of
+    it is in."""
 
-    def __init__(self, source: Any, *, account: bool, forms: Iterable[str]):
+    def __init__(self, source: Any, *, account: bool, forms: Any = None, events: Any = None, idx: int = 0):
         self.source = source
         self.description = source.description
         self.account = account
-        self.forms = forms
+        self.queue, self.events, self.idx = forms, events, idx
+        self.current: FormPart | None = None
+        self.held: list[tuple[Any, Checkpoint]] = []  # (last record of the part, its checkpoint)
+
+    def _pull(self) -> Iterator[FormPart | str]:
+        while self.queue is not None:
+            task = self.queue.get()
+            if task is None:
+                return
+            self.current = task
+            yield task if task.count > 1 else task.form_id  # only an archive gets parts
 
     def records(self, state: dict[str, str | None]) -> Iterator:
-        return self.source.records(state, account=self.account, forms=self.forms)
+        last = None
+        for r in self.source.records(state, account=self.account, forms=self._pull()):
+            if r.kind == "checkpoint" and isinstance(self.current, FormPart) and self.current.count > 1:
+                self.held.append((last, r))
+                continue
+            last = r
+            yield r
 
     def acknowledge(self, batch: Sequence) -> None:
         self.source.acknowledge(batch)
+        if self.held:
+            committed = {id(r) for r in batch}
+            keep = []
+            for last, cp in self.held:
+                if id(last) in committed:
+                    self.events.put(("part", self.idx, (cp.form_id, cp.cursor, cp.mode), None))
+                else:
+                    keep.append((last, cp))
+            self.held = keep
 
     def close(self) -> None:
         self.source.close()
-
-
-def _pull(forms: Any) -> Iterator[str]:
-    while True:
-        fid = forms.get()
-        if fid is None:
-            return
-        yield fid
 
 
 def _snapshot(summary: RunSummary) -> dict:
@@ -108,7 +130,7 @@ def _worker(spec: WorkerSpec, idx: int, forms: Any, events: Any) -> None:
     try:
         sinks = [create_sink(u, spec.options) for u in spec.urls]
         src = build_source(**spec.source_args)
-        summary = run(_Part(src, account=False, forms=_pull(forms)), sinks,
+        summary = run(_Part(src, account=False, forms=forms, events=events, idx=idx), sinks,
                       dataclasses.replace(spec.ctx, worker=idx), batch_size=spec.batch_size,
                       state=spec.state, progress=_Relay(events, idx))
         events.put(("done", idx, _snapshot(summary), None))
@@ -133,15 +155,17 @@ def _error(name: str, text: str) -> ExporterError:
 class _Workers:
     """Run the workers (called by the parent's pipeline once the account-level records are in)."""
 
-    def __init__(self, spec: WorkerSpec, form_ids: list[str], jobs: int, sinks: Sequence,
+    def __init__(self, spec: WorkerSpec, tasks: list[FormPart], jobs: int, sinks: Sequence,
                  progress: Progress | None):
-        self.spec, self.form_ids, self.jobs, self.sinks, self.progress = spec, form_ids, jobs, sinks, progress
+        self.spec, self.tasks, self.jobs, self.sinks, self.progress = spec, tasks, jobs, sinks, progress
+        self.split = {t.form_id: t.count for t in tasks if t.count > 1}
+        self.parts: dict[str, list[tuple[str, str | None, str]]] = {}
 
     def __call__(self, summary: RunSummary) -> None:
         mp = multiprocessing.get_context("spawn")
         forms, events = mp.Queue(), mp.Queue()
-        for fid in self.form_ids:
-            forms.put(fid)
+        for task in self.tasks:
+            forms.put(task)
         for _ in range(self.jobs):
             forms.put(None)
         base = _snapshot(summary)
@@ -151,7 +175,8 @@ class _Workers:
         latest: dict[int, dict] = {}
         finished: set[int] = set()
         silent_since: dict[int, float] = {}
-        log.info("exporting %d forms with %d worker processes", len(self.form_ids), self.jobs)
+        log.info("exporting %d forms (%d parts) with %d worker processes",
+                 len({t.form_id for t in self.tasks}), len(self.tasks), self.jobs)
         try:
             for p in procs:
                 p.start()
@@ -163,6 +188,9 @@ class _Workers:
                     continue
                 if kind == "error":
                     raise _error(snap, extra)
+                if kind == "part":  # a committed share of a split form: its cursor
+                    self.parts.setdefault(snap[0], []).append(snap)
+                    continue
                 latest[idx] = snap
                 if kind == "done":
                     finished.add(idx)
@@ -181,14 +209,40 @@ class _Workers:
                     p.join(timeout=10)
             forms.close()
             events.close()
+        # a split form's definition went to each worker taking a part of it: count the form once
+        extra = sum(n - 1 for n in self.split.values())
+        for counts in (summary.counts, *summary.per_sink.values()):
+            if counts.get("form"):
+                counts["form"] -= extra
         for s in self.sinks:
             add = getattr(s, "add_counts", None)
             if add is not None:
-                totals: dict[str, int] = {}
+                totals: dict[str, int] = {"form": -extra}
                 for snap in latest.values():
                     for k, n in snap["per_sink"].get(s.name, {}).items():
                         totals[k] = totals.get(k, 0) + n
                 add(totals)
+        self._store_cursors(summary)
+
+    def _store_cursors(self, summary: RunSummary) -> None:
+        """The checkpoint of each split form, once all its parts are committed: its greatest
+        cursor (each part's starts from the stored one), written by the parent's sinks."""
+        cps = []
+        for fid, n in self.split.items():
+            got = self.parts.get(fid, [])
+            if len(got) != n:
+                raise ExporterError(f"parallel export: form {fid}: {len(got)} of its {n} parts reported done")
+            cursors = [c for _f, c, _m in got if c is not None]
+            cps.append(Checkpoint(fid, max(cursors) if cursors else None, got[0][2]))
+        if not cps:
+            return
+        for s in self.sinks:
+            _guard(s, "write", lambda s=s: s.write(cps))
+        for s in self.sinks:
+            _guard(s, "commit", s.commit)
+        summary.batches += 1
+        for counts in (summary.counts, *(summary.per_sink.setdefault(s.name, {}) for s in self.sinks)):
+            counts["checkpoint"] = counts.get("checkpoint", 0) + len(cps)
 
     @staticmethod
     def _check_alive(procs: list, finished: set[int], silent_since: dict[int, float]) -> None:
@@ -231,14 +285,38 @@ def run_parallel(source: Any, sinks: Sequence, ctx: RunContext, *, jobs: int, so
         raise ConfigError(f"--jobs {jobs}: only destinations that take parallel writers (PostgreSQL) can be "
                           f"written by several processes; not {', '.join(refused)} (use --jobs 1)")
     state = merged_state(sinks) if ctx.mode == "cursor" else {}
-    form_ids = list(source.form_ids())
-    weight = getattr(source, "form_weight", None)
-    if weight is not None:
-        form_ids.sort(key=weight, reverse=True)  # largest first: the last ones to finish are small
-    jobs = min(jobs, len(form_ids))
+    tasks = plan_tasks(source, jobs, ctx.mode)
+    jobs = min(jobs, len(tasks))
     if jobs <= 1:
         return run(source, sinks, ctx, batch_size=batch_size, progress=progress, state=state)
     spec = WorkerSpec(source_args=source_args, urls=list(urls), options=ctx.options, ctx=ctx, state=state,
                       batch_size=batch_size, log_level=log_level, debug=debug)
-    return run(_Part(source, account=True, forms=()), sinks, ctx, batch_size=batch_size, progress=progress,
-               state=state, before_close=_Workers(spec, form_ids, jobs, sinks, progress))
+    return run(_Part(source, account=True), sinks, ctx, batch_size=batch_size, progress=progress,
+               state=state, before_close=_Workers(spec, tasks, jobs, sinks, progress))
+
+
+#: a form is shared among the workers only when its submissions file holds at least this much
+SPLIT_MIN_BYTES = 4 << 20
+#: submissions per slice of a shared form (``FormPart.rows``)
+SPLIT_ROWS = PART_ROWS
+
+
+def plan_tasks(source: Any, jobs: int, mode: str) -> list[FormPart]:
+    """The queue of work: every form whole, largest first, except that a source holding an
+    immutable snapshot (an archive: it can weigh its forms) has its big forms shared among the
+    workers in ``jobs`` parts, so that one big form does not leave the other workers idle. Forms
+    read from the live service always go whole to one worker: a submission edited during the
+    export would move in the listings the parts are cut from."""
+    form_ids = list(source.form_ids())
+    weight = getattr(source, "form_weight", None)
+    if weight is None:
+        return [FormPart(fid) for fid in form_ids]
+    weights = {fid: weight(fid) for fid in form_ids}
+    total = sum(weights.values())
+    tasks = []
+    for fid in form_ids:
+        # a share of more than half a worker's fair load, and worth the split
+        n = jobs if mode != "unread" and weights[fid] >= SPLIT_MIN_BYTES and weights[fid] * 2 * jobs > total else 1
+        tasks.extend(FormPart(fid, i, n, SPLIT_ROWS) for i in range(n))
+    tasks.sort(key=lambda t: weights[t.form_id] / t.count, reverse=True)  # largest first
+    return tasks

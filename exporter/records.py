@@ -344,12 +344,23 @@ def _text_of(cell: Any) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
+def _is_flat(payload: dict) -> bool:
+    return "fields" not in payload and ("_id" in payload or "id" not in payload)
+
+
+def submission_id(payload: Any) -> str | None:
+    """The id of a served submission (either shape), without parsing the rest."""
+    if not isinstance(payload, dict):
+        return None
+    return _s(payload.get("_id") if _is_flat(payload) else payload.get("id"))
+
+
 def parse_submission(form: Form, payload: dict) -> Submission:
     """Parse one submission, nested (``GET /data/{d}``) or flat (``_``-prefixed) shape."""
     if not isinstance(payload, dict):
         raise BadAnswerError(f"submission is a {type(payload).__name__}, expected an object",
                              context=f"form {form.id}")
-    flat = "fields" not in payload and ("_id" in payload or "id" not in payload)
+    flat = _is_flat(payload)
     if flat:
         sid = _s(payload.get("_id"))
         cells = payload

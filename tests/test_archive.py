@@ -140,3 +140,25 @@ def test_manifest_in_another_layout_is_still_read(sample_archive, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(m, indent=4, sort_keys=True))
     assert verify(copy) == []
     assert ArchiveReader(copy).files() == ArchiveReader(sample_archive).files()
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_form_parts_hold_every_submission_and_its_media_once(sample_archive, count):
+    from exporter.model import FormPart
+
+    def content(forms):
+        out = []
+        for r in ArchiveSource(sample_archive).records({}, account=False, forms=forms):
+            if r.kind == "submission":
+                out.append(("s", r.form_id, r.id))
+            elif r.kind == "media":
+                out.append(("m", r.ref.form_id, r.ref.submission_id, r.ref.field, r.ref.row, r.ref.name, r.sha256))
+        return out
+
+    whole = content(["1001"])
+    parts = [content([FormPart("1001", i, count, rows=4)]) for i in range(count)]
+    assert sorted(x for p in parts for x in p) == sorted(whole)
+    assert all(p for p in parts)  # 4-submission slices dealt round-robin: every part has some
+    # slices are dealt in order: part i holds submissions 4i..4i+3, then 4(i+count)...
+    subs = [x for x in whole if x[0] == "s"]
+    assert [x for x in parts[1] if x[0] == "s"][:4] == subs[4:8]

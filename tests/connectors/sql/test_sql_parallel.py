@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from connectors.archive import ArchiveSource
 from connectors.sql import create_sink
+from exporter import parallel
 from exporter.cli import cli
 from exporter.errors import ExporterError
-from exporter.parallel import _Workers
 
 from .conftest import PG_ADMIN, _pg_schema
 
@@ -37,8 +38,14 @@ def _content(db) -> dict:
     return out
 
 
-def test_parallel_run_writes_what_a_sequential_run_writes(pg_two, sample_archive):
+@pytest.mark.parametrize("split", [False, True], ids=["whole-forms", "forms-in-parts"])
+def test_parallel_run_writes_what_a_sequential_run_writes(pg_two, sample_archive, monkeypatch, split):
     par, seq = pg_two
+    if split:  # the sample's two bigger forms shared among the workers, in slices of 7 submissions
+        monkeypatch.setattr(parallel, "SPLIT_MIN_BYTES", 0)
+        monkeypatch.setattr(parallel, "SPLIT_ROWS", 7)
+        tasks = parallel.plan_tasks(ArchiveSource(sample_archive), 2, "full")
+        assert [(t.form_id, t.count) for t in tasks] == [("1001", 2)] * 2 + [("1002", 2)] * 2 + [("1003", 1)]
     r = export(par, sample_archive, "--jobs", "2")
     assert r.exit_code == 0, r.output
     assert export(seq, sample_archive).exit_code == 0
@@ -56,8 +63,13 @@ def test_parallel_run_writes_what_a_sequential_run_writes(pg_two, sample_archive
     assert [x["status"] for x in par.rows("runs", order="run_id")] == ["ok", "ok"]
 
 
-def test_a_failing_form_fails_the_run_in_one_line_and_commits_nothing_of_it(pg_two, sample_archive):
+@pytest.mark.parametrize("split", [False, True], ids=["whole-forms", "forms-in-parts"])
+def test_a_failing_form_fails_the_run_in_one_line_and_commits_nothing_of_it(pg_two, sample_archive, monkeypatch,
+                                                                            split):
     par, seq = pg_two
+    if split:
+        monkeypatch.setattr(parallel, "SPLIT_MIN_BYTES", 0)
+        monkeypatch.setattr(parallel, "SPLIT_ROWS", 7)
     assert export(seq, sample_archive, "--form", "1002").exit_code == 0
     table = next(r["table_name"] for r in seq.rows("lineage")
                  if r["object"] == "table" and r["form_id"] == "1002" and not r["subform"])
@@ -87,6 +99,25 @@ def test_a_worker_that_dies_silently_fails_the_run(monkeypatch):
     clock = iter([100.0, 103.0])
     monkeypatch.setattr("exporter.parallel.time.monotonic", lambda: next(clock))
     silent: dict[int, float] = {}
-    _Workers._check_alive([_Dead()], set(), silent)  # first sight: its last words may be in the pipe
+    parallel._Workers._check_alive([_Dead()], set(), silent)  # first sight: its last words may be in the pipe
     with pytest.raises(ExporterError, match="worker 0 stopped unexpectedly .exit code -9"):
-        _Workers._check_alive([_Dead()], set(), silent)
+        parallel._Workers._check_alive([_Dead()], set(), silent)
+
+
+def test_plan_tasks_splits_only_big_forms_of_an_archive(sample_archive, monkeypatch):
+    src = ArchiveSource(sample_archive)
+    assert [(t.form_id, t.count) for t in parallel.plan_tasks(src, 4, "full")] == \
+        [(f, 1) for f in sorted(src.form_ids(), key=src.form_weight, reverse=True)]
+    monkeypatch.setattr(parallel, "SPLIT_MIN_BYTES", 0)
+    weights = {f: src.form_weight(f) for f in src.form_ids()}
+    tasks = parallel.plan_tasks(src, 4, "full")
+    # a form is split when it is more than half a worker's fair share (total / 4 / 2)
+    big = {f for f, w in weights.items() if w * 8 > sum(weights.values())}
+    assert {t.form_id for t in tasks if t.count == 4} == big
+    assert sorted((t.form_id, t.index) for t in tasks if t.form_id in big) == \
+        sorted((f, i) for f in big for i in range(4))
+
+    class Web:  # no form_weight: a live service's forms always go whole
+        def form_ids(self):
+            return ["1", "2"]
+    assert [(t.form_id, t.count) for t in parallel.plan_tasks(Web(), 4, "full")] == [("1", 1), ("2", 1)]
