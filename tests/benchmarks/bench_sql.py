@@ -1,11 +1,12 @@
 """SQL load throughput and peak memory: the exporter against the bulk-load limit and dlt.
 
-    python tests/benchmarks/bench_sql.py [--submissions 200000] [--skip-dlt] [--skip-mysql] [--work DIR]
+    python tests/benchmarks/bench_sql.py [--submissions 200000] [--jobs N] [--skip-dlt] [--skip-mysql] [--work DIR]
 
 One synthetic account (``synth_account.build(..., tiny_media=True)``, cached in ``--work``) is loaded
 into a fresh database per run (created, checked, dropped):
 
 * PostgreSQL (127.0.0.1:5432, user postgres, trust): ``exporter export --to postgresql+psycopg2://``
+  (one process, and ``--jobs N`` worker processes, N = the CPU count by default)
   versus plain ``COPY ... FROM STDIN`` (psycopg2 ``copy_expert``) of CSV files holding the same rows
   (form and sub-form tables and the media index, same columns and types, from the exporter's own
   planner and row code), and versus dlt loading the same submissions as JSON Lines (sub-form rows
@@ -455,6 +456,8 @@ def main() -> None:
     ap.add_argument("--skip-mysql", action="store_true")
     ap.add_argument("--skip-pg", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--batch-size", type=int, default=None, help="exporter --batch-size (default: its own)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="also time the exporter with --jobs N on PostgreSQL (default: the CPU count; 1: no)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -497,16 +500,20 @@ def main() -> None:
     results.append(Result("-", "archive replay only (read + parse, no sink)", secs, peak, True))
 
     if not a.skip_pg:
-        runs = [("exporter", exporter), ("COPY", None)] + ([] if a.skip_dlt else [("dlt", None)])
+        runs = [("exporter", exporter)]
+        if a.jobs > 1:
+            runs.append(("exporter-jobs", [*exporter, "--jobs", str(a.jobs)]))
+        runs += [("COPY", None)] + ([] if a.skip_dlt else [("dlt", None)])
         for loader, cmd in runs:
             db = f"{tag}_{loader.lower()}"
             pg_admin(f'DROP DATABASE IF EXISTS "{db}"')
             pg_admin(f'CREATE DATABASE "{db}"')
             env = dict(os.environ, RUNTIME__DLTHUB_TELEMETRY="false", RUNTIME__LOG_LEVEL="WARNING")
             try:
-                if loader == "exporter":
+                if loader.startswith("exporter"):
                     args = [*cmd, "--to", f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{db}"]
-                    name = "exporter (COPY loader)"
+                    name = (f"exporter --jobs {a.jobs} (COPY loader; peak RSS per process)" if loader == "exporter-jobs"
+                            else "exporter (COPY loader)")
                 elif loader == "COPY":
                     args = [*me, "--child", "copy-pg", "--db", db, "--data", str(data)]
                     name = "COPY FROM STDIN of CSV (+ PK, FK)"
@@ -560,11 +567,12 @@ def main() -> None:
             admin.close()
 
     same = True
-    for target, base in (("pg", "COPY"), ("my", "LOAD DATA")):
-        e, b = digests.get((target, "exporter")), digests.get((target, base))
+    for target, mine, base in (("pg", "exporter", "COPY"), ("pg", "exporter-jobs", "COPY"),
+                               ("my", "exporter", "LOAD DATA")):
+        e, b = digests.get((target, mine)), digests.get((target, base))
         if e is not None and b is not None and e != b:
             same = False
-            print(f"CONTENT DIFFERS between the exporter and {base}: "
+            print(f"CONTENT DIFFERS between the {mine} and {base}: "
                   + ", ".join(t for t in e if e[t] != b.get(t)), file=sys.stderr)
     report(results, prepared, n, rows_total, a)
     if digests:
@@ -586,17 +594,21 @@ def report(results: list[Result], prepared: dict, n: int, rows_total: int, a) ->
     for r in results:
         print(f"| {r.target} | {r.loader} | {r.seconds:.1f} | {subs / r.seconds:,.0f} | {rows_total / r.seconds:,.0f} "
               f"| {r.peak:.0f} | {'ok' if r.ok else 'MISMATCH'} |")
-    by = {(r.target, r.loader.split(" ")[0]): r for r in results}
+    by = {(r.target, " ".join(r.loader.split(" ")[:3]) if "--jobs" in r.loader else r.loader.split(" ")[0]): r
+          for r in results}
 
-    def ratio(target: str, other: str, aim: str) -> None:
-        e, o = by.get((target, "exporter")), by.get((target, other))
+    def ratio(target: str, mine: str, other: str, aim: str) -> None:
+        e, o = by.get((target, mine)), by.get((target, other))
         if e and o:
-            print(f"- {target}: exporter / {other} throughput = {o.seconds / e.seconds:.2f}x{aim}")
+            print(f"- {target}: {mine} / {other} throughput = {o.seconds / e.seconds:.2f}x{aim}")
 
     print()
-    ratio("PostgreSQL", "COPY", " (aim >= 0.5x)")
-    ratio("PostgreSQL", "dlt", " (aim >= 3x)")
-    ratio("MariaDB", "LOAD", "")
+    jobs = f"exporter --jobs {a.jobs}"
+    ratio("PostgreSQL", "exporter", "COPY", " (aim >= 0.5x)")
+    ratio("PostgreSQL", jobs, "COPY", " (aim >= 0.5x)")
+    ratio("PostgreSQL", "exporter", "dlt", " (aim >= 3x)")
+    ratio("PostgreSQL", jobs, "dlt", " (aim >= 3x)")
+    ratio("MariaDB", "exporter", "LOAD", "")
     print("\nWall times include interpreter start-up and imports. Baselines read prepared files "
           "(CSV: rows already converted; JSONL: already typed); the exporter reads and parses the "
           "account archive (source JSON -> typed records -> rows) and also writes its small fixed "
