@@ -174,8 +174,8 @@ def _print_summary(obj: _Ctx, summary, sinks) -> None:
 @click.option("--batch-size", type=click.IntRange(1), default=500, show_default=True,
               help="Submissions per batch (one transaction per batch in SQL).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Processes exporting forms side by side (each form whole in one process). "
-                   "Destinations that take parallel writers only (PostgreSQL).")
+              help="Worker processes exporting forms side by side (a big form of an archive is shared "
+                   "among them). Destinations that take parallel writers only (PostgreSQL).")
 @click.pass_context
 def export(ctx, source, token_env, token_file, login_env, forms, workers, timezone, ca_bundle, timeout,
            destinations, formats, incremental, action, overlap, to_password_env, to_password_file, to_url_env,

@@ -351,7 +351,7 @@ PART_ROWS = 1000
 @dataclass(frozen=True)
 class FormPart:
     """A share of one form's submissions, for parallel workers (``export --jobs``): the
-    submissions at positions p of the source's listing with ``(p // PART_ROWS) % count == index``.
+    submissions at positions p of the source's listing with ``(p // rows) % count == index``.
     The parts of a form together hold each submission exactly once."""
 
     form_id: str

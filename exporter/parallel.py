@@ -5,9 +5,11 @@ database destination mostly waits. With ``--jobs N`` the parent process opens ev
 as in a sequential run, writes the account-level records (account, users, groups, lists) and keeps
 its run open; N worker processes (spawned, each with its own source reader and its own
 connections) then take the forms one at a time from a shared queue, largest first, and stream each
-form through the ordinary pipeline, from its definition to its checkpoint. A form is therefore
-written by exactly one process, in the same batches, transactions and state updates as in a
-sequential run: only whole forms run side by side.
+form through the ordinary pipeline, from its definition to its checkpoint, in the same batches,
+transactions and state updates as in a sequential run. A big form of an archive (an immutable
+snapshot) is cut into parts (``plan_tasks``, ``FormPart``) taken by different workers; its cursor
+is then stored by the parent once every part is committed (``_Part`` holds the parts' checkpoints
+back from the workers' sinks).
 
 Only destinations declaring ``parallel_writers`` take part (PostgreSQL): the workers must be able
 to write different forms' tables and rows at once, with schema changes serialised by the
@@ -18,7 +20,7 @@ sinks (``add_counts``) before closing them.
 The first worker failure stops the others (terminated: their open transactions roll back, their
 state does not advance), the parent closes its destinations as failed and raises that error, one
 line as always. Forms that workers finished before it stay committed with their state, as the forms
-before a failing one do in a sequential run.
+before a failing one do in a sequential run; a form in parts gets no state unless every part is in.
 """
 from __future__ import annotations
 
@@ -89,6 +91,8 @@ class _Part:
 
     def acknowledge(self, batch: Sequence) -> None:
         self.source.acknowledge(batch)
+        # (a sink loading in the background may still be committing this batch: the parent uses
+        # the parts' cursors only after every worker has closed its sinks without an error)
         if self.held:
             committed = {id(r) for r in batch}
             keep = []
