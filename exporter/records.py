@@ -113,16 +113,6 @@ def typed_value(fdef: FieldDef, text: str | None, options: dict, cell: dict | No
     return _CONVERTERS.get(fdef.kind, _conv_text)(text, cell, bools)
 
 
-def _cell_text(cell: Any) -> tuple[str | None, dict | None]:
-    """A served cell is ``{"value": ...}`` (nested shape) or a bare value (flat shape)."""
-    if isinstance(cell, dict):
-        v = cell.get("value")
-        return (_s(v) if not isinstance(v, (list, dict)) else None), cell
-    if isinstance(cell, (list, dict)):
-        return None, None
-    return _s(cell), None
-
-
 def _subform_rows(cell: Any) -> list:
     if isinstance(cell, dict) and "value" in cell:
         cell = cell["value"]

@@ -266,10 +266,6 @@ _COPY_FAST = {str: _copy_str, int: str, float: repr, Decimal: str, dt.datetime: 
               type(None): lambda v: r"\N"}
 
 
-def _copy_line(row: dict, cols: list[str], fast=_COPY_FAST, slow=pg_copy_text) -> str:
-    return "\t".join([fast.get(type(v), slow)(v) for v in map(row.get, cols)]) + "\n"
-
-
 _NULL = r"\N"
 _STR_OR_NONE = frozenset((str, type(None)))
 _NONE_TYPE = type(None)
@@ -332,7 +328,8 @@ def _copy_column(values: list, fast=_COPY_FAST, slow=pg_copy_text) -> list:
 
 
 def _copy_block(rows: list[dict], cols: list[str]) -> str:
-    """Rows in COPY text format: the same text as ``"".join(_copy_line(r, cols) for r in rows)``."""
+    """Rows in COPY text format: one line a row, ``row.get(c)`` of each column in ``cols`` written
+    as ``_COPY_FAST.get(type(v), pg_copy_text)(v)``, tab-separated."""
     if not rows:
         return ""
     if not cols:

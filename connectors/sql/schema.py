@@ -454,39 +454,6 @@ class _Converter:
             return v.quantize(Decimal(1).scaleb(-self.scale))
         return v
 
-    def cell(self, c: ColumnPlan, value: Any, text: str | None, unparsed: dict) -> Any:
-        k = c.sql_kind
-        if k == "text":
-            if text is None and value is not None and not isinstance(value, tuple):
-                return str(value)
-            return text
-        if k == "number":
-            if value is None:
-                _keep(unparsed, c.field, text)
-                return None
-            return self.number(value, text, unparsed, c.field)
-        if k == "double":
-            if isinstance(value, GeoPoint):
-                return value.latitude if c.part == "lat" else value.longitude
-            if c.part == "lon":  # the text is kept once, under the field name, by the lat column
-                return None
-            _keep(unparsed, c.field, text)
-            return None
-        if k == "boolean":
-            if isinstance(value, bool):
-                return int(value) if self.profile.boolean_as_int else value
-            _keep(unparsed, c.field, text)
-            return None
-        if k in ("date", "time", "datetime"):
-            ok = {"date": lambda x: isinstance(x, dt.date) and not isinstance(x, dt.datetime),
-                  "time": lambda x: isinstance(x, dt.time),
-                  "datetime": lambda x: isinstance(x, dt.datetime)}[k](value)
-            if ok:
-                return value
-            _keep(unparsed, c.field, text)
-            return None
-        return text
-
 
 def _keep(unparsed: dict, key: str, text: str | None) -> None:
     if text is not None and text.strip() != "":
@@ -553,7 +520,8 @@ def media_row(m: Media, size: int | None, sha256: str | None, path: str | None) 
 
 
 def _cell_fn(c: ColumnPlan, conv: _Converter):
-    """``fn(value, text, unparsed)`` doing what ``_Converter.cell`` does for column ``c``."""
+    """``fn(value, text, unparsed)``: the cell of column ``c`` from a typed value and its served
+    text; a text that did not type is kept in ``unparsed`` (the row's ``unparsed_text``)."""
     k, name = c.sql_kind, c.field
     if k == "text":
         def text(v, t, un, _tuple=tuple):
@@ -577,7 +545,7 @@ def _cell_fn(c: ColumnPlan, conv: _Converter):
         def double(v, t, un):
             if isinstance(v, GeoPoint):
                 return v.latitude if lat else v.longitude
-            if lon:
+            if lon:  # the text is kept once, under the field name, by the lat column
                 return None
             _keep(un, name, t)
             return None
