@@ -49,8 +49,7 @@ class WorkerSpec:
 
     source_args: dict  # keyword arguments of ``exporter.cli.build_source``
     urls: list[str]
-    options: dict
-    ctx: RunContext
+    ctx: RunContext  # its options are the destinations' options too
     state: dict[str, str | None]
     batch_size: int
     log_level: int = logging.WARNING
@@ -107,6 +106,11 @@ class _Part:
         self.source.close()
 
 
+def _add(into: dict[str, int], more: dict[str, int]) -> None:
+    for k, n in more.items():
+        into[k] = into.get(k, 0) + n
+
+
 def _snapshot(summary: RunSummary) -> dict:
     return {"counts": dict(summary.counts), "per_sink": {k: dict(v) for k, v in summary.per_sink.items()},
             "media_bytes": summary.media_bytes, "batches": summary.batches}
@@ -132,7 +136,7 @@ def _worker(spec: WorkerSpec, idx: int, forms: Any, events: Any) -> None:
 
     _setup_logging(spec.log_level)
     try:
-        sinks = [create_sink(u, spec.options) for u in spec.urls]
+        sinks = [create_sink(u, spec.ctx.options) for u in spec.urls]
         src = build_source(**spec.source_args)
         summary = run(_Part(src, account=False, forms=forms, events=events, idx=idx), sinks,
                       dataclasses.replace(spec.ctx, worker=idx), batch_size=spec.batch_size,
@@ -223,8 +227,7 @@ class _Workers:
             if add is not None:
                 totals: dict[str, int] = {"form": -extra}
                 for snap in latest.values():
-                    for k, n in snap["per_sink"].get(s.name, {}).items():
-                        totals[k] = totals.get(k, 0) + n
+                    _add(totals, snap["per_sink"].get(s.name, {}))
                 add(totals)
         self._store_cursors(summary)
 
@@ -262,17 +265,13 @@ class _Workers:
 
     @staticmethod
     def _merge(summary: RunSummary, base: dict, latest: dict[int, dict]) -> None:
-        def add(into: dict, more: dict) -> None:
-            for k, n in more.items():
-                into[k] = into.get(k, 0) + n
-
         counts = dict(base["counts"])
         per_sink = {k: dict(v) for k, v in base["per_sink"].items()}
         media_bytes, batches = base["media_bytes"], base["batches"]
         for snap in latest.values():
-            add(counts, snap["counts"])
+            _add(counts, snap["counts"])
             for name, c in snap["per_sink"].items():
-                add(per_sink.setdefault(name, {}), c)
+                _add(per_sink.setdefault(name, {}), c)
             media_bytes += snap["media_bytes"]
             batches += snap["batches"]
         summary.counts, summary.per_sink = counts, per_sink
@@ -293,7 +292,7 @@ def run_parallel(source: Any, sinks: Sequence, ctx: RunContext, *, jobs: int, so
     jobs = min(jobs, len(tasks))
     if jobs <= 1:
         return run(source, sinks, ctx, batch_size=batch_size, progress=progress, state=state)
-    spec = WorkerSpec(source_args=source_args, urls=list(urls), options=ctx.options, ctx=ctx, state=state,
+    spec = WorkerSpec(source_args=source_args, urls=list(urls), ctx=ctx, state=state,
                       batch_size=batch_size, log_level=log_level, debug=debug)
     return run(_Part(source, account=True), sinks, ctx, batch_size=batch_size, progress=progress,
                state=state, before_close=_Workers(spec, tasks, jobs, sinks, progress))
