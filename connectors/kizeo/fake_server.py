@@ -58,7 +58,10 @@ SUMMARY_KEYS = ("id", "record_number", "form_id", "user_id", "create_time", "ans
 class Faults:
     """Scheduled misbehaviour. ``*_every=N`` hits every Nth request (counted over all requests,
     1-based); ``0`` disables it. When several would hit the same request, the first in this order
-    wins: drop, 429, 503, malformed."""
+    wins: drop, 429, 503, malformed. A request whose method and path got a scheduled fault on each
+    of its last ``max_in_a_row`` attempts is answered normally (``0``: no limit): with several
+    clients sharing the counter, one request's retries could otherwise keep landing on faulted
+    counts, and a client that retries a few times would fail at random."""
 
     rate_limit_every: int = 0
     retry_after: str | float = 1  # the Retry-After sent with a 429: seconds, or an HTTP date string
@@ -70,6 +73,7 @@ class Faults:
     fail_paths: dict[str, int] = field(default_factory=dict)  # glob -> HTTP status, always
     ignore_read_marks: bool = False  # markasreadbyaction answers ok but changes nothing
     truncate_media_every: int = 0  # every Nth media download stops halfway and closes the connection
+    max_in_a_row: int = 3  # scheduled faults on one method + path in a row, at most (0: no limit)
 
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in self.__dict__.items()
@@ -265,6 +269,7 @@ class FakeKizeoServer:
         self.marked: list[tuple[str, str, list[str]]] = []  # (form, action, ids) per mark call
         self._count = 0
         self._media_count = 0
+        self._streaks: dict[tuple[str, str], int] = {}  # (method, path) -> scheduled faults in a row
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.httpd = _Server((host, port), _Handler)
@@ -332,6 +337,21 @@ class FakeKizeoServer:
             self._count += 1
             self.requests.append((method, path))
             return self._count
+
+    def _fault_allowed(self, key: tuple[str, str], scheduled: bool) -> bool:
+        """Whether a fault scheduled for this request may hit it (see ``Faults.max_in_a_row``).
+        Only requests in a streak of faults are remembered."""
+        limit = self.faults.max_in_a_row
+        with self._lock:
+            if not scheduled:
+                self._streaks.pop(key, None)
+                return False
+            run = self._streaks.get(key, 0)
+            if limit and run >= limit:
+                del self._streaks[key]
+                return False
+            self._streaks[key] = run + 1
+            return True
 
     def _token_ok(self, value: str | None) -> bool:
         if not value:
@@ -409,17 +429,21 @@ class _Handler(BaseHTTPRequestHandler):
         f = fake.faults
         if f.latency:
             time.sleep(f.latency)
-        if f.drop_every and n % f.drop_every == 0:
+        scheduled = next((kind for kind, every in (("drop", f.drop_every), ("429", f.rate_limit_every),
+                                                   ("503", f.fail_503_every), ("malformed", f.malformed_every))
+                          if every and n % every == 0), None)
+        if not fake._fault_allowed((method, rel), scheduled is not None):
+            scheduled = None
+        if scheduled == "drop":
             return self._drop_connection()
-        if f.rate_limit_every and n % f.rate_limit_every == 0:
+        if scheduled == "429":
             return self._error(429, "too many requests", {"Retry-After": f.retry_after_header()})
-        if f.fail_503_every and n % f.fail_503_every == 0:
+        if scheduled == "503":
             return self._error(503, "service unavailable, try again")
         for pattern, status in f.fail_paths.items():
             if fnmatch.fnmatchcase(unquote(rel), pattern):
                 return self._error(status, f"injected failure {status}")
-        malformed = (f.malformed_every and n % f.malformed_every == 0) or any(
-            fnmatch.fnmatchcase(unquote(rel), p) for p in f.malformed_paths)
+        malformed = scheduled == "malformed" or any(fnmatch.fnmatchcase(unquote(rel), p) for p in f.malformed_paths)
         if malformed:
             return self._send(200, raw=b'{"status":"ok","data":[{"id":"1",')
         if not raw_path.startswith(PREFIX + "/"):
@@ -563,6 +587,7 @@ class _Handler(BaseHTTPRequestHandler):
             with fake._lock:
                 fake._media_count += 1
                 cut = fake._media_count % every == 0
+            cut = fake._fault_allowed(("media", m["path"]), cut)
             if cut:
                 self.send_response(200)
                 self.send_header("Content-Type", m.get("content_type") or "application/octet-stream")

@@ -222,11 +222,23 @@ def test_503_and_dropped_connections_recover(rich_archive):
 
 
 def test_persistent_503_gives_up_with_a_transient_error(rich_archive):
-    with serve(rich_archive, Faults(fail_503_every=1)) as srv:
+    with serve(rich_archive, Faults(fail_503_every=1, max_in_a_row=0)) as srv:
         c = make_client(srv, sleep=Sleeps(), attempts=3)
         with pytest.raises(TransientSourceError, match="503"):
             c.list_forms()
         assert srv.request_count("/forms") == 3
+
+
+def test_scheduled_faults_hit_one_request_at_most_max_in_a_row_times(rich_archive):
+    # every request is scheduled to fail, but one path is faulted at most 3 times in a row: the
+    # 4th attempt is answered, and the next request to that path can be faulted again
+    with serve(rich_archive, Faults(fail_503_every=1)) as srv:
+        c = make_client(srv, sleep=Sleeps(), attempts=4)
+        assert [f["id"] for f in c.list_forms()] == ["42", "43", "44"]
+        assert srv.request_count("/forms") == 4
+        with pytest.raises(TransientSourceError, match="503"):
+            make_client(srv, sleep=Sleeps(), attempts=3).list_forms()
+        assert srv.request_count("/forms") == 7
 
 
 def test_connection_refused_is_transient():
