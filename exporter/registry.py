@@ -50,7 +50,7 @@ _BUILTINS = [
     SinkEntry("postgres", "connectors.sql:create_sink", "postgresql+psycopg2://user@host:5432/db",
               "PostgreSQL (COPY into staging, then merge)", ("postgresql", "postgres"), "postgres"),
     SinkEntry("mysql", "connectors.sql:create_sink", "mysql+pymysql://user@host:3306/db",
-              "MariaDB / MySQL (multi-row inserts sized to max_allowed_packet)", ("mysql", "mariadb"), "mysql"),
+              "MariaDB / MySQL (`LOAD DATA LOCAL INFILE` streamed from memory; multi-row inserts to merge)", ("mysql", "mariadb"), "mysql"),
     SinkEntry("mssql", "connectors.sql:create_sink", "mssql+pyodbc://user@dsn",
               "Microsoft SQL Server (pyodbc fast_executemany)", ("mssql",), "mssql"),
     SinkEntry("access", "connectors.sql:create_sink", "access+pyodbc://@dsn",

@@ -57,7 +57,8 @@ class SqlProfile:
     dialect: str  # sqlite, postgresql, mysql, mssql, access
     capabilities: Capabilities
     #: loader used when the driver allows it: "generic" (executemany), "copy" (PostgreSQL COPY
-    #: + merge), "multirow" (MySQL multi-row INSERT .. ON DUPLICATE KEY UPDATE)
+    #: + merge), "multirow" (MySQL multi-row INSERT .. ON DUPLICATE KEY UPDATE), "loaddata"
+    #: (MySQL LOAD DATA LOCAL INFILE, falling back to "multirow")
     loader: str = "generic"
     #: DECIMAL(precision, scale) used for number fields
     numeric_precision: int = 38
@@ -104,7 +105,7 @@ def profile_for(dialect: str) -> SqlProfile:
         return SqlProfile(d, _caps(max_identifier_length=64, max_columns=190, transactional_ddl=False,
                                    case_insensitive=True, reserved_words=_reserved(d),
                                    rows_per_batch=2000, tested="real MariaDB 10.11 (PyMySQL and ODBC)"),
-                          loader="multirow", numeric_precision=65, numeric_scale=10, max_params=30000,
+                          loader="loaddata", numeric_precision=65, numeric_scale=10, max_params=30000,
                           # MariaDB Connector/ODBC 3.1 garbles strings under fast_executemany (tested)
                           odbc_fast_executemany=False)
     if d == "mssql":

@@ -9,6 +9,8 @@
   caller reads and parses the next batch (see ``Background``).
 * ``MultiRowLoader`` (MySQL/MariaDB + PyMySQL): multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``
   statements cut to fit ``max_allowed_packet``.
+* ``LoadDataLoader`` (its default): ``LOAD DATA LOCAL INFILE`` streamed from memory, in a savepoint,
+  falling back to the multi-row statements for existing keys and for anything the server warns about.
 
 Every loader works inside the caller's transaction and holds at most ``rows_per_batch`` rows of
 statement parameters at a time. Identifiers are quoted by SQLAlchemy's preparer; values are always
@@ -235,19 +237,47 @@ class GenericLoader:
 # --------------------------------------------------------------------------------------------
 
 
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+class TextFormat:
+    r"""A bulk-load text format: one line a row, fields separated by tabs, ``\N`` for NULL, and a
+    backslash before the characters that would otherwise end a field or a line. PostgreSQL's
+    ``COPY ... FROM STDIN`` text format and MySQL's ``LOAD DATA`` defaults are two of them; they
+    differ in a few spellings (booleans, the date-time separator, NUL)."""
+
+    def __init__(self, escapes: dict[str, str], fast: dict[type, Any], slow: Any, datetime_sep: str):
+        table = str.maketrans({c: "\\" + e for c, e in escapes.items()})
+        specials = tuple(escapes)
+
+        def escape(s: str) -> str:
+            for c in specials:
+                if c in s:
+                    return s.translate(table)
+            return s
+
+        def needs_escape(values: list) -> bool:
+            joined = "".join(filter(None, values))
+            return any(c in joined for c in specials)
+
+        self.escape = escape
+        self.needs_escape = needs_escape
+        self.fast = {str: escape, **fast}
+        self.slow = slow
+        # ``isoformat`` costs about a microsecond; dates and times repeat a lot (the six metadata
+        # times of a submission are often equal, days recur), so their text is remembered. Only
+        # naive values are cached: equal aware values may differ in offset, hence in text.
+        self.temporal = {dt.datetime: lambda v: v.isoformat(datetime_sep), dt.date: dt.date.isoformat,
+                         dt.time: dt.time.isoformat}
+        self.caches: dict[type, dict] = {t: {} for t in self.temporal}
 
 
-def _copy_str(s: str) -> str:
-    if "\\" in s or "\n" in s or "\r" in s or "\t" in s:
-        return s.translate(_COPY_ESCAPES)
-    return s
+_NULL = r"\N"
+_STR_OR_NONE = frozenset((str, type(None)))
+_NONE_TYPE = type(None)
+_ISO_CACHE_MAX = 1 << 16
 
 
-def pg_copy_text(v: Any) -> str:
-    """One value in COPY text format (tab-separated, ``\\N`` for NULL, backslash escapes)."""
+def _pg_slow(v: Any) -> str:
     if v is None:
-        return r"\N"
+        return _NULL
     if isinstance(v, bool):
         s = "t" if v else "f"
     elif isinstance(v, (dt.date, dt.time)):
@@ -256,37 +286,55 @@ def pg_copy_text(v: Any) -> str:
         s = "\\x" + bytes(v).hex()
     else:
         s = str(v)
-    return _copy_str(s)
+    return PG_TEXT.escape(s)
 
 
-# exact types whose text needs no escaping, or only the string escapes (the hot path: one dict
-# lookup per value); anything else goes through pg_copy_text
-_COPY_FAST = {str: _copy_str, int: str, float: repr, Decimal: str, dt.datetime: dt.datetime.isoformat,
-              dt.date: dt.date.isoformat, dt.time: dt.time.isoformat, bool: lambda v: "t" if v else "f",
-              type(None): lambda v: r"\N"}
+#: PostgreSQL ``COPY`` text: exact types whose text needs no escaping, or only the string escapes,
+#: take the fast table (one dict lookup per value); anything else goes through ``_pg_slow``
+PG_TEXT = TextFormat({"\\": "\\", "\n": "n", "\r": "r", "\t": "t"},
+                     {int: str, float: repr, Decimal: str, dt.datetime: dt.datetime.isoformat,
+                      dt.date: dt.date.isoformat, dt.time: dt.time.isoformat, bool: lambda v: "t" if v else "f",
+                      _NONE_TYPE: lambda v: _NULL},
+                     _pg_slow, "T")
 
 
-_NULL = r"\N"
-_STR_OR_NONE = frozenset((str, type(None)))
-_NONE_TYPE = type(None)
+class UnloadableValue(Exception):
+    """A value the ``LOAD DATA`` text cannot carry as such (bytes, non-finite floats...)."""
 
 
-def _needs_escape(values: list) -> bool:
-    s = "".join(filter(None, values))
-    return "\\" in s or "\n" in s or "\r" in s or "\t" in s
+def _mysql_slow(v: Any) -> str:
+    if v is None:
+        return _NULL
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, Decimal) and v.is_finite():
+        return format(v, "f")
+    if isinstance(v, float) and v == v and v not in (float("inf"), float("-inf")):
+        return repr(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, dt.datetime):
+        return v.isoformat(" ")
+    if isinstance(v, (dt.date, dt.time)):
+        return v.isoformat()
+    if isinstance(v, str):
+        return MYSQL_TEXT.escape(v)
+    raise UnloadableValue(type(v).__name__)
 
 
-# ``isoformat`` costs about a microsecond; dates and times repeat a lot (the six metadata times of
-# a submission are often equal, days recur), so their text is remembered. Only naive values are
-# cached: equal aware values may differ in offset, hence in text (dates have no offset).
-_ISO_CACHES: dict[type, dict] = {dt.datetime: {}, dt.date: {}, dt.time: {}}
-_ISO_CACHE_MAX = 1 << 16
+#: MySQL/MariaDB ``LOAD DATA`` text with its default field and line options (also NUL escaped);
+#: Decimals in plain notation, non-finite numbers and bytes refused (the caller inserts those rows)
+MYSQL_TEXT = TextFormat({"\\": "\\", "\n": "n", "\r": "r", "\t": "t", "\x00": "0"},
+                        {int: str, dt.date: dt.date.isoformat, dt.time: dt.time.isoformat,
+                         bool: lambda v: "1" if v else "0", _NONE_TYPE: lambda v: _NULL},
+                        _mysql_slow, " ")
 
 
-def _temporal_column(values: list, t: type, cache: dict) -> list:
+def _temporal_column(values: list, t: type, fmt: TextFormat) -> list:
+    cache = fmt.caches[t]
     if len(cache) > _ISO_CACHE_MAX:
         cache.clear()
-    conv = t.isoformat
+    conv = fmt.temporal[t]
     naive_only = t is not dt.date
     get = cache.get
     out = []
@@ -304,32 +352,33 @@ def _temporal_column(values: list, t: type, cache: dict) -> list:
     return out
 
 
-def _copy_column(values: list, fast=_COPY_FAST, slow=pg_copy_text) -> list:
-    """One column of a block in COPY text: exactly ``fast.get(type(v), slow)(v)`` per value,
+def _copy_column(values: list, fmt: TextFormat) -> list:
+    """One column of a block in ``fmt``: exactly ``fmt.fast.get(type(v), fmt.slow)(v)`` per value,
     worked out a column at a time (one type check per column instead of one call per value)."""
     types = set(map(type, values))
     if types <= _STR_OR_NONE:
-        if _needs_escape(values):
-            return [_NULL if v is None else _copy_str(v) for v in values]
+        if fmt.needs_escape(values):
+            escape = fmt.escape
+            return [_NULL if v is None else escape(v) for v in values]
         if _NONE_TYPE in types:
             return [_NULL if v is None else v for v in values]
         return values
     if len(types) == 1 or (len(types) == 2 and _NONE_TYPE in types):
         (t,) = types - {_NONE_TYPE}
-        cache = _ISO_CACHES.get(t)
-        if cache is not None:
-            return _temporal_column(values, t, cache)
-        conv = fast.get(t)
+        if t in fmt.caches:
+            return _temporal_column(values, t, fmt)
+        conv = fmt.fast.get(t)
         if conv is not None:
             if _NONE_TYPE in types:
                 return [_NULL if v is None else conv(v) for v in values]
             return list(map(conv, values))
+    fast, slow = fmt.fast, fmt.slow
     return [fast.get(type(v), slow)(v) for v in values]
 
 
-def _copy_block(rows: list[dict], cols: list[str]) -> str:
-    """Rows in COPY text format: one line a row, ``row.get(c)`` of each column in ``cols`` written
-    as ``_COPY_FAST.get(type(v), pg_copy_text)(v)``, tab-separated."""
+def _copy_block(rows: list[dict], cols: list[str], fmt: TextFormat = PG_TEXT) -> str:
+    """Rows in ``fmt`` (PostgreSQL COPY text by default): one line a row, ``row.get(c)`` of each
+    column in ``cols`` written as ``fmt.fast.get(type(v), fmt.slow)(v)``, tab-separated."""
     if not rows:
         return ""
     if not cols:
@@ -342,7 +391,7 @@ def _copy_block(rows: list[dict], cols: list[str]) -> str:
             columns = list(map(list, zip(*map(operator.itemgetter(*cols), rows), strict=True)))
         except KeyError:  # a row without some column: NULL there, as row.get gives
             columns = [[r.get(c) for r in rows] for c in cols]
-    return "\n".join(map("\t".join, zip(*map(_copy_column, columns), strict=True))) + "\n"
+    return "\n".join(map("\t".join, zip(*[_copy_column(col, fmt) for col in columns], strict=True))) + "\n"
 
 
 class RowStream(io.RawIOBase):
@@ -627,6 +676,126 @@ class MultiRowLoader(GenericLoader):
         return True
 
 
+# --------------------------------------------------------------------------------------------
+# MySQL / MariaDB: LOAD DATA LOCAL INFILE, streamed from memory
+# --------------------------------------------------------------------------------------------
+
+_STREAMS_ATTR = "_exporter_load_streams"
+
+
+def _guard_local_infile() -> None:
+    """Make PyMySQL answer a ``LOAD DATA LOCAL`` request on our connections from memory only.
+
+    With ``local_infile`` on, the server names the file the client must send, and PyMySQL would
+    open whatever it names. On a connection carrying our stream registry, only a stream registered
+    for the statement being run is sent; any other name is refused (a server cannot read the
+    client's files). Other PyMySQL connections keep PyMySQL's own behaviour."""
+    import pymysql.connections as pc
+    from pymysql import err
+
+    if getattr(pc._send_local_file, "_exporter_guard", False):
+        return
+    original = pc._send_local_file
+
+    def send(filename: str, conn: Any) -> None:
+        streams = getattr(conn, _STREAMS_ATTR, None)
+        if streams is None:
+            return original(filename, conn)
+        name = filename.decode("utf-8", "replace") if isinstance(filename, (bytes, bytearray)) else filename
+        data = streams.get(name)
+        if data is None:
+            raise err.OperationalError(2000, f"the server asked for the file {name!r}, which this client "
+                                             "did not offer")
+        view = memoryview(data)
+        step = max(1024, min(int(conn.max_allowed_packet) - 1024, 1 << 20))
+        for i in range(0, len(view), step):
+            conn.write_packet(view[i:i + step])
+        return None
+
+    send._exporter_guard = True  # type: ignore[attr-defined]
+    pc._send_local_file = send
+
+
+class LoadDataLoader(MultiRowLoader):
+    """MySQL/MariaDB + PyMySQL: rows go in with ``LOAD DATA LOCAL INFILE``, their text (``MYSQL_TEXT``)
+    streamed from memory (no file is written; see ``_guard_local_infile``).
+
+    In LOCAL mode the server turns what would be errors into warnings and skips rows whose key
+    exists, so every load runs in a savepoint and is kept only when every row went in without a
+    warning; otherwise it is rolled back and the rows go through the multi-row INSERT statements,
+    which merge existing keys and raise the server's error for a bad value. Without ``local_infile``
+    on the server (``SELECT @@local_infile`` = 0) or the connection, this is the multi-row loader."""
+
+    name = "loaddata"
+
+    def __init__(self, conn: sa.Connection, profile: SqlProfile, rows_per_batch: int | None = None):
+        super().__init__(conn, profile, rows_per_batch)
+        raw = conn.connection.driver_connection
+        self.enabled = bool(getattr(raw, "_local_infile", False)
+                            and conn.exec_driver_sql("SELECT @@local_infile").scalar())
+        if self.enabled:
+            _guard_local_infile()
+            setattr(raw, _STREAMS_ATTR, {})
+        self._serial = itertools.count(1)
+        self.loaded_rows = 0  # rows that went in through LOAD DATA
+        self.fallbacks = 0  # loads rolled back and handed to the INSERT statements
+
+    def _load(self, table: sa.Table, cols: list[str], rows: list[dict]) -> bool:
+        """LOAD DATA every row (in chunks) inside one savepoint: True when all went in as given,
+        False with nothing written otherwise (an existing key, a warning, an unloadable value)."""
+        if not self.enabled:
+            return False
+        try:
+            payloads = [_copy_block(chunk, cols, MYSQL_TEXT).encode("utf-8") for chunk in _chunks(rows, self.rows)]
+        except UnloadableValue:
+            self.fallbacks += 1
+            return False
+        q = self.conn.dialect.identifier_preparer.quote  # doubles any "%", as the parameter below needs
+        sql = (f"LOAD DATA LOCAL INFILE %s INTO TABLE {self.conn.dialect.identifier_preparer.format_table(table)} "
+               f"CHARACTER SET utf8mb4 ({', '.join(q(c) for c in cols)})")
+        raw = self.conn.connection.driver_connection
+        streams = getattr(raw, _STREAMS_ATTR)
+        sp = self.conn.begin_nested()
+        ok = True
+        try:
+            with raw.cursor() as cur:
+                for data, chunk in zip(payloads, _chunks(rows, self.rows), strict=True):
+                    name = f"exporter-rows-{next(self._serial)}"
+                    streams[name] = data
+                    try:
+                        cur.execute(sql, (name,))
+                    finally:
+                        del streams[name]
+                    loaded = cur.rowcount
+                    cur.execute("SELECT @@warning_count")
+                    if loaded != len(chunk) or cur.fetchone()[0]:
+                        ok = False
+                        break
+        except BaseException:
+            with contextlib.suppress(Exception):
+                sp.rollback()
+            raise
+        if ok:
+            sp.commit()
+            self.loaded_rows += len(rows)
+        else:
+            sp.rollback()
+            self.fallbacks += 1
+        return ok
+
+    def insert(self, table: sa.Table, rows: list[dict]) -> None:
+        if rows and not self._load(table, list(rows[0]), rows):
+            super().insert(table, rows)
+
+    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
+        if not rows:
+            return True
+        rows = _dedupe(rows, key)
+        if table.fullname not in self._merge_only and self._load(table, list(rows[0]), rows):
+            return True
+        return super().upsert(table, key, rows)
+
+
 def loader_for(conn: sa.Connection, profile: SqlProfile, forced: str | None = None,
                rows_per_batch: int | None = None) -> GenericLoader:
     """The fastest loader the dialect *and driver* allow (``forced="generic"`` for tests)."""
@@ -634,6 +803,8 @@ def loader_for(conn: sa.Connection, profile: SqlProfile, forced: str | None = No
     kind = forced or profile.loader
     if kind == "copy" and driver == "psycopg2":
         return CopyLoader(conn, profile, rows_per_batch)
-    if kind == "multirow" and driver == "pymysql":
+    if kind == "loaddata" and driver == "pymysql":
+        return LoadDataLoader(conn, profile, rows_per_batch)
+    if kind in ("multirow", "loaddata") and driver == "pymysql":
         return MultiRowLoader(conn, profile, rows_per_batch)
     return GenericLoader(conn, profile, rows_per_batch)

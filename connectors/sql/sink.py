@@ -158,6 +158,10 @@ class SqlSink:
                 parent = Path(db).expanduser().resolve().parent
                 if not parent.is_dir():
                     raise SinkError(f"directory {parent} does not exist", context=self.name)
+        if (self.url.get_driver_name() == "pymysql" and self.profile.loader == "loaddata"
+                and self.options.get("loader") in (None, "loaddata")):
+            # LOAD DATA LOCAL: the loader sends only the rows it registered (connectors.sql.loaders)
+            kwargs["connect_args"] = {"local_infile": True}
         with self._op("configuring the connection"):
             engine = sa.create_engine(self.url, **kwargs)
         if self.url.get_driver_name() == "pyodbc" and self.profile.odbc_fast_executemany:

@@ -549,7 +549,7 @@ def main() -> None:
                 try:
                     if loader == "exporter":
                         args = [*exporter, "--to", f"mysql+pymysql://{MY['user']}@{MY['host']}:{MY['port']}/{db}"]
-                        name = "exporter (multi-row INSERT loader)"
+                        name = "exporter (LOAD DATA LOCAL loader)"
                     else:
                         args = [*me, "--child", "load-mysql", "--db", db, "--data", str(data)]
                         name = "LOAD DATA LOCAL INFILE of CSV (keys at CREATE)"

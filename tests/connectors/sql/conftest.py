@@ -146,11 +146,12 @@ def my_odbc_db():
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "postgresql_generic", "postgresql_pyodbc", "mysql",
-                        "mysql_odbc"])
+                        "mysql_multirow", "mysql_odbc"])
 def db(request) -> Db:
     """Every real backend the sink supports here. ``postgresql_generic`` runs the executemany path
     that SQL Server and Access use; ``postgresql_pyodbc`` and ``mysql_odbc`` run it through pyodbc
-    and Debian's psqlODBC / MariaDB ODBC drivers, the way SQL Server is reached."""
+    and Debian's psqlODBC / MariaDB ODBC drivers, the way SQL Server is reached. ``mysql`` loads
+    with LOAD DATA LOCAL INFILE (its default), ``mysql_multirow`` with multi-row INSERTs only."""
     kind = request.param
     if kind == "postgresql_pyodbc":
         return request.getfixturevalue("pg_odbc_db")
@@ -164,4 +165,8 @@ def db(request) -> Db:
         return d
     if kind == "mysql_odbc":
         return request.getfixturevalue("my_odbc_db")
+    if kind == "mysql_multirow":
+        d = request.getfixturevalue("my_db")
+        d.options = {**d.options, "loader": "multirow"}
+        return d
     return request.getfixturevalue("my_db")
