@@ -269,9 +269,14 @@ def _conv_geoloc(text: str | None, cell: dict | None, bools: Any) -> Value:
 
 
 def _conv_media(text: str | None, cell: dict | None, bools: Any) -> Value:
+    """The media names of a value: comma-separated, blanks around each name dropped, empty names
+    skipped (one name, the usual case, without splitting)."""
     if text is None:
         return None
-    return tuple(n for n in (p.strip() for p in text.strip().split(",")) if n)
+    if "," not in text:
+        t = text.strip()
+        return (t,) if t else ()
+    return tuple([n for n in map(str.strip, text.split(",")) if n])
 
 
 _CONVERTERS = {NUMBER: _conv_number, DATE: _conv_date, TIME: _conv_time, DATETIME: _conv_datetime,

@@ -472,6 +472,7 @@ class CopyLoader(GenericLoader):
     def __init__(self, conn: sa.Connection, profile: SqlProfile, rows_per_batch: int | None = None):
         super().__init__(conn, profile, rows_per_batch)
         self._merge_only: set[str] = set()  # tables where a plain COPY met an existing key
+        self._merge_texts: dict[tuple, tuple[str, ...]] = {}
         self._background: Background | None = None
         self._switch_interval: float | None = None
 
@@ -587,7 +588,15 @@ class CopyLoader(GenericLoader):
         self._background.submit(f"table {table.name}", run)
 
     def _merge_sql(self, table: sa.Table, key: str, cols: list[str], target: str) -> tuple[str, ...]:
-        """COPY into the table, COPY into its staging table, create, merge and drop the staging table."""
+        """COPY into the table, COPY into its staging table, create, merge and drop the staging table
+        (text depending on names only: compiled once per table, key and columns)."""
+        cache_key = (target, key, tuple(cols))
+        found = self._merge_texts.get(cache_key)
+        if found is None:
+            found = self._merge_texts[cache_key] = self._compile_merge(table, key, cols, target)
+        return found
+
+    def _compile_merge(self, table: sa.Table, key: str, cols: list[str], target: str) -> tuple[str, ...]:
         from sqlalchemy.dialects import postgresql
 
         q = self.conn.dialect.identifier_preparer.quote
