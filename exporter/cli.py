@@ -175,7 +175,7 @@ def _print_summary(obj: _Ctx, summary, sinks) -> None:
               help="Submissions per batch (one transaction per batch in SQL).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes exporting forms side by side (a big form of an archive is shared "
-                   "among them). Destinations that take parallel writers only (PostgreSQL).")
+                   "among them). Destinations that take parallel writers only (PostgreSQL, MariaDB/MySQL).")
 @click.pass_context
 def export(ctx, source, token_env, token_file, login_env, forms, workers, timezone, ca_bundle, timeout,
            destinations, formats, incremental, action, overlap, to_password_env, to_password_file, to_url_env,

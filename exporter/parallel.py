@@ -11,9 +11,10 @@ snapshot) is cut into parts (``plan_tasks``, ``FormPart``) taken by different wo
 is then stored by the parent once every part is committed (``_Part`` holds the parts' checkpoints
 back from the workers' sinks).
 
-Only destinations declaring ``parallel_writers`` take part (PostgreSQL): the workers must be able
-to write different forms' tables and rows at once, with schema changes serialised by the
-destination (``SqlSink`` takes a transaction-scoped lock before planning names). The workers leave
+Only destinations declaring ``parallel_writers`` take part (PostgreSQL, MariaDB/MySQL): the workers
+must be able to write different forms' tables and rows at once, with schema changes serialised by
+the destination (``SqlSink`` takes a schema lock before planning names) and a batch that loses a
+deadlock written again (``SqlSink.write``). The workers leave
 the run's own bookkeeping to the parent (``RunContext.worker``), which adds their counts to its
 sinks (``add_counts``) before closing them.
 
@@ -285,7 +286,8 @@ def run_parallel(source: Any, sinks: Sequence, ctx: RunContext, *, jobs: int, so
     docstring). ``source_args`` and ``urls`` let each worker rebuild the source and the sinks."""
     refused = [s.name for s in sinks if not s.capabilities.parallel_writers]
     if refused:
-        raise ConfigError(f"--jobs {jobs}: only destinations that take parallel writers (PostgreSQL) can be "
+        raise ConfigError(f"--jobs {jobs}: only destinations that take parallel writers (PostgreSQL, MariaDB/MySQL) "
+                          "can be "
                           f"written by several processes; not {', '.join(refused)} (use --jobs 1)")
     state = merged_state(sinks) if ctx.mode == "cursor" else {}
     tasks = plan_tasks(source, jobs, ctx.mode)

@@ -71,9 +71,13 @@ class SqlProfile:
     identifier_bytes: bool = False
     #: with pyodbc, send executemany parameter arrays in one round trip (``fast_executemany``)
     odbc_fast_executemany: bool = True
-    #: a statement taking a transaction-scoped lock (bind ``:k``, a 63-bit integer) that serialises
-    #: schema changes and name planning between processes writing the same schema at once
+    #: a statement taking a lock (bind ``:k``, a 63-bit integer) that serialises schema changes and
+    #: name planning between processes writing the same schema at once: held until the transaction
+    #: ends, or, when ``schema_unlock_sql`` is set, a session lock released by that statement once
+    #: the schema step is committed (MySQL, whose DDL commits on its own; its ``GET_LOCK`` selects 1
+    #: when taken, 0 after its timeout)
     schema_lock_sql: str | None = None
+    schema_unlock_sql: str | None = None
 
 
 def _caps(**kw) -> Capabilities:
@@ -104,10 +108,13 @@ def profile_for(dialect: str) -> SqlProfile:
         # fit in ~8 KB: 190 columns per table keeps any row loadable; wider forms are split.
         return SqlProfile(d, _caps(max_identifier_length=64, max_columns=190, transactional_ddl=False,
                                    case_insensitive=True, reserved_words=_reserved(d),
-                                   rows_per_batch=2000, tested="real MariaDB 10.11 (PyMySQL and ODBC)"),
+                                   rows_per_batch=2000, parallel_writers=True,
+                                   tested="real MariaDB 10.11 (PyMySQL and ODBC)"),
                           loader="loaddata", numeric_precision=65, numeric_scale=10, max_params=30000,
                           # MariaDB Connector/ODBC 3.1 garbles strings under fast_executemany (tested)
-                          odbc_fast_executemany=False)
+                          odbc_fast_executemany=False,
+                          schema_lock_sql="SELECT GET_LOCK(CONCAT('exporter_schema_', :k), 3600)",
+                          schema_unlock_sql="SELECT RELEASE_LOCK(CONCAT('exporter_schema_', :k))")
     if d == "mssql":
         return SqlProfile(d, _caps(max_identifier_length=128, max_columns=1024, transactional_ddl=True,
                                    case_insensitive=True, reserved_words=_reserved(d),

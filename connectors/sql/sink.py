@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
-from exporter.errors import ExporterError, SinkError
+from exporter.errors import ExporterError, SinkError, TransientSinkError
 from exporter.fsutil import atomic_write
 from exporter.model import (
     Account,
@@ -45,6 +45,7 @@ from exporter.model import (
     User,
 )
 from exporter.naming import safe_filename, safe_join
+from exporter.retry import retry_call
 from exporter.sinks import RunContext
 
 from .capabilities import profile_for
@@ -69,6 +70,21 @@ from .schema import (
 log = logging.getLogger("exporter.sql")
 
 _CHUNK = 8 << 20  # media bytes per statement when streaming BLOBs
+
+
+#: tries of a batch that lost a deadlock or a lock wait, in all (see ``SqlSink.write``)
+WRITE_ATTEMPTS = 4
+_LOCK_ERRNOS = {1205, 1213}  # MySQL/MariaDB: lock wait timeout, deadlock
+_LOCK_STATES = {"40001", "40P01"}  # SQLSTATE: serialization failure, deadlock detected
+
+
+def _lost_a_lock(orig: BaseException) -> bool:
+    """Whether a driver error says the transaction was chosen as a deadlock victim or gave up
+    waiting for a lock: the same work can succeed when tried again."""
+    if getattr(orig, "pgcode", None) in _LOCK_STATES:  # psycopg2
+        return True
+    first = orig.args[0] if getattr(orig, "args", None) else None
+    return first in _LOCK_ERRNOS or first in _LOCK_STATES  # PyMySQL errno, pyodbc SQLSTATE
 
 
 def _now() -> dt.datetime:
@@ -99,6 +115,9 @@ class SqlSink:
         self._tx: sa.Transaction | None = None
         self._loader: GenericLoader | None = None
         self._ctx: RunContext | None = None
+        self._locked = False  # a session schema lock is held (MySQL)
+        self._forms_met: dict[str, Form] = {}  # forms planned in this run (planned again after a retry)
+        self._replan_needed = False
         self._reset_schema_cache()
         self._pending: dict[str, int] = {}
         self._counts: dict[str, int] = {}
@@ -107,13 +126,15 @@ class SqlSink:
         return f"SqlSink({self.name!r})"
 
     # ------------------------------------------------------------------ errors
-    def _translate(self, exc: BaseException, what: str) -> SinkError:
+    def _translate(self, exc: BaseException, what: str, retryable: bool = False) -> SinkError:
         orig = getattr(exc, "orig", None) or exc
         text = " ".join(str(orig).split()) or type(orig).__name__
         if len(text) > 500:
             text = text[:500] + "..."
         if self._password:
             text = text.replace(self._password, "***")
+        if retryable and _lost_a_lock(orig):
+            return TransientSinkError(f"{what}: {text}", context=self.name)
         return SinkError(f"{what}: {text}", context=self.name)
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
@@ -134,7 +155,7 @@ class SqlSink:
                 raise e.error from None
             raise self._translate(e.error, f"{what}: {e.label}") from None
         except SQLAlchemyError as e:
-            raise self._translate(e, what) from None
+            raise self._translate(e, what, retryable=True) from None
         except OSError as e:
             raise SinkError(f"{what}: {e.strerror or e}", context=self.name) from None
         except (OverflowError, ValueError) as e:
@@ -143,7 +164,7 @@ class SqlSink:
             raise self._translate(e, f"{what}: a value cannot be stored ({type(e).__name__})") from None
         except Exception as e:
             if isinstance(e, self._driver_errors()):
-                raise self._translate(e, what) from None
+                raise self._translate(e, what, retryable=True) from None
             raise
 
     # ------------------------------------------------------------------ connection
@@ -222,6 +243,10 @@ class SqlSink:
             with contextlib.suppress(Exception):
                 self._conn.rollback()
         self._pending = {}
+        if self._locked:
+            with contextlib.suppress(Exception):
+                self._schema_unlock()
+            self._locked = False
         self._reset_schema_cache()
 
     def _reset_schema_cache(self) -> None:
@@ -295,6 +320,7 @@ class SqlSink:
             self._schema_lock()
             self._ensure_fixed()
             self._commit_tx()
+            self._schema_unlock()
             if ctx.worker is None:  # a parallel export's workers leave the run's row to the parent
                 self._begin()
                 runs = self._fixed["runs"]
@@ -327,16 +353,38 @@ class SqlSink:
                     self._conn = None
 
     def write(self, batch: Sequence[Any]) -> None:
+        """Write one batch in one transaction. A batch that lost a deadlock or a lock wait
+        (processes writing the same tables at once) is rolled back and written again, up to
+        ``WRITE_ATTEMPTS`` times in all; any other failure rolls back and is raised."""
         if self._conn is None:
             raise SinkError("write() before open()", context=self.name)
+        retry_call(lambda: self._write_once(batch), attempts=WRITE_ATTEMPTS, base_delay=0.1, max_delay=2.0,
+                   describe=f"{self.name}: writing a batch")
+
+    def _write_once(self, batch: Sequence[Any]) -> None:
         try:
             with self._op("writing a batch"):
                 with self._op("completing the previous batch"):
                     self._loader.drain()
+                if self._replan_needed:
+                    self._replan()
                 self._write(batch)
-        except BaseException:
+        except BaseException as e:
             self._rollback()
+            if isinstance(e, TransientSinkError):
+                self._replan_needed = True  # the rollback forgot the tables of the forms met so far
             raise
+
+    def _replan(self) -> None:
+        """After a rollback (which forgets the tables): plan again the forms met so far in the run."""
+        with self._op("preparing the tables again"):
+            self._begin()
+            self._schema_lock()
+            for f in list(self._forms_met.values()):
+                self._prepare_form(f)
+            self._commit_tx()
+            self._schema_unlock()
+        self._replan_needed = False
 
     def commit(self) -> None:
         if self._tx is None:
@@ -428,13 +476,32 @@ class SqlSink:
         for k, n in counts.items():
             self._counts[k] = self._counts.get(k, 0) + n
 
+    def _lock_key(self) -> int:
+        # MySQL's named locks are server-wide: the database is part of the name
+        digest = hashlib.sha256(f"exporter schema {self.url.database or ''} {self.schema or ''}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") >> 1
+
     def _schema_lock(self) -> None:
         """Serialise schema changes and name planning with any other process writing this schema
-        (a parallel export's workers, two exports at once): held until the transaction ends."""
+        (a parallel export's workers, two exports at once): held until the transaction ends, or
+        until ``_schema_unlock`` for a session lock (MySQL)."""
         sql = self.profile.schema_lock_sql
-        if sql:
-            digest = hashlib.sha256(f"exporter schema {self.schema or ''}".encode()).digest()
-            self._conn.execute(sa.text(sql), {"k": int.from_bytes(digest[:8], "big") >> 1})
+        if not sql or self._locked:
+            return
+        got = self._conn.execute(sa.text(sql), {"k": self._lock_key()}).scalar()
+        if self.profile.schema_unlock_sql:
+            if got != 1:
+                raise SinkError("timed out waiting for another export to finish changing the tables "
+                                "(schema lock)", context=self.name)
+            self._locked = True
+
+    def _schema_unlock(self) -> None:
+        """Release a session schema lock (after the schema step's commit, or on rollback)."""
+        if self._locked:
+            self._locked = False
+            self._conn.execute(sa.text(self.profile.schema_unlock_sql), {"k": self._lock_key()})
+            if self._conn.in_transaction():
+                self._conn.commit()
 
     def _count(self, kind: str, n: int = 1) -> None:
         self._pending[kind] = self._pending.get(kind, 0) + n
@@ -460,6 +527,7 @@ class SqlSink:
         self._apply_ddl(checked)
         self._plans[form.id] = plan
         self._tables.update(tables)
+        self._forms_met[form.id] = form
 
     def _prepare_list_items(self, lists: list[ExternalList]) -> None:
         levels = cols = 0
@@ -508,6 +576,7 @@ class SqlSink:
                 self._prepare_list_items(lists)
             if not self.capabilities.transactional_ddl:
                 self._commit_tx()
+                self._schema_unlock()
         self._begin()
         for acc in (r for r in batch if isinstance(r, Account)):
             if self._ctx is not None:  # the served times have no offset: record the zone with the run

@@ -12,7 +12,7 @@ into a fresh database per run (created, checked, dropped):
   planner and row code), and versus dlt loading the same submissions as JSON Lines (sub-form rows
   nested; dlt normalizes them into child tables) plus the media index as JSON Lines.
 * MariaDB/MySQL (127.0.0.1:3306, root, no password): ``exporter export --to mysql+pymysql://``
-  versus ``LOAD DATA LOCAL INFILE`` of the same CSV files.
+  (one process, and with ``--jobs N``) versus ``LOAD DATA LOCAL INFILE`` of the same CSV files.
 
 The CSV and JSONL files are prepared once, outside any timing. Each loader runs in a child process
 (through an intermediate process, so the peak RSS is the loader's own); its wall time includes
@@ -457,7 +457,7 @@ def main() -> None:
     ap.add_argument("--skip-pg", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--batch-size", type=int, default=None, help="exporter --batch-size (default: its own)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                    help="also time the exporter with --jobs N on PostgreSQL (default: the CPU count; 1: no)")
+                    help="also time the exporter with --jobs N (default: the CPU count; 1: no)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -541,15 +541,18 @@ def main() -> None:
             previous = int(cur.fetchone()[0])
             cur.execute("SET GLOBAL local_infile = 1")
         try:
-            for loader in ("exporter", "LOAD DATA"):
-                db = f"{tag}_{loader.replace(' ', '').lower()}"
+            for loader in ("exporter", *(["exporter-jobs"] if a.jobs > 1 else []), "LOAD DATA"):
+                db = f"{tag}_{loader.replace(' ', '').replace('-', '').lower()}"
                 with admin.cursor() as cur:
                     cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
                     cur.execute(f"CREATE DATABASE `{db}` CHARACTER SET utf8mb4")
                 try:
-                    if loader == "exporter":
+                    if loader.startswith("exporter"):
                         args = [*exporter, "--to", f"mysql+pymysql://{MY['user']}@{MY['host']}:{MY['port']}/{db}"]
                         name = "exporter (LOAD DATA LOCAL loader)"
+                        if loader == "exporter-jobs":
+                            args += ["--jobs", str(a.jobs)]
+                            name = f"exporter --jobs {a.jobs} (LOAD DATA LOCAL loader; peak RSS per process)"
                     else:
                         args = [*me, "--child", "load-mysql", "--db", db, "--data", str(data)]
                         name = "LOAD DATA LOCAL INFILE of CSV (keys at CREATE)"
@@ -568,7 +571,7 @@ def main() -> None:
 
     same = True
     for target, mine, base in (("pg", "exporter", "COPY"), ("pg", "exporter-jobs", "COPY"),
-                               ("my", "exporter", "LOAD DATA")):
+                               ("my", "exporter", "LOAD DATA"), ("my", "exporter-jobs", "LOAD DATA")):
         e, b = digests.get((target, mine)), digests.get((target, base))
         if e is not None and b is not None and e != b:
             same = False
@@ -609,6 +612,7 @@ def report(results: list[Result], prepared: dict, n: int, rows_total: int, a) ->
     ratio("PostgreSQL", "exporter", "dlt", " (aim >= 3x)")
     ratio("PostgreSQL", jobs, "dlt", " (aim >= 3x)")
     ratio("MariaDB", "exporter", "LOAD", "")
+    ratio("MariaDB", jobs, "LOAD", "")
     print("\nWall times include interpreter start-up and imports. Baselines read prepared files "
           "(CSV: rows already converted; JSONL: already typed); the exporter reads and parses the "
           "account archive (source JSON -> typed records -> rows) and also writes its small fixed "

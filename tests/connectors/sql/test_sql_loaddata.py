@@ -2,10 +2,11 @@
 real MariaDB: same tables as the multi-row INSERT loader for hostile values, fresh loads and
 re-runs with edits; a value the server would only warn about in LOCAL mode still fails loudly;
 the server cannot make the client send a file it did not offer; a server with local_infile off
-gets INSERT statements."""
+gets INSERT statements; a batch that loses a deadlock is written again."""
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import pymysql
 import pytest
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from connectors.sql import create_sink
 from connectors.sql.capabilities import profile_for
 from connectors.sql.loaders import LoadDataLoader
+from exporter.errors import TransientSinkError
 
 from .conftest import MY_ADMIN, _my_db
 from .records_fixture import account_records, form, media_for, run_export, submission
@@ -136,3 +138,46 @@ def test_server_without_local_infile_gets_insert_statements(my_db):
         with admin.begin() as c:
             c.exec_driver_sql(f"SET GLOBAL local_infile = {int(before)}")
         admin.dispose()
+
+
+def _deadlock_on(monkeypatch, calls: set[int]):
+    """Make the loader's n-th LOAD DATA (1-based, for n in ``calls``) fail the way InnoDB fails a
+    deadlock victim: error 1213, the transaction rolled back by the server."""
+    real = LoadDataLoader._load
+    seen = {"n": 0}
+
+    def load(self, table, cols, rows):
+        seen["n"] += 1
+        if seen["n"] in calls:
+            self.conn.connection.driver_connection.rollback()
+            raise pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock; try restarting "
+                                                     "transaction")
+        return real(self, table, cols, rows)
+    monkeypatch.setattr(LoadDataLoader, "_load", load)
+    return seen
+
+
+def test_a_batch_that_loses_a_deadlock_is_written_again(my_db, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="exporter.retry")
+    with _multirow_db() as other:
+        run_export(create_sink(other.url, other.options), _stream(), batch=6)
+        want = _snapshot(other)
+    seen = _deadlock_on(monkeypatch, {9, 10, 16})  # twice in a row (the second while planning again), once later
+    sink = create_sink(my_db.url, my_db.options)
+    run_export(sink, _stream(), batch=6)
+    assert _snapshot(my_db) == want and seen["n"] > 16
+    retries = [r.getMessage() for r in caplog.records if "writing a batch failed" in r.getMessage()]
+    assert len(retries) == 3 and all("Deadlock found" in m for m in retries), retries
+    assert my_db.rows("runs")[0]["submissions"] == len(HOSTILE)  # counted once
+
+
+def test_a_batch_that_keeps_losing_deadlocks_fails_without_committing_it(my_db, monkeypatch):
+    from connectors.sql.sink import WRITE_ATTEMPTS
+
+    f_records = _stream(4)
+    seen = _deadlock_on(monkeypatch, set(range(1, 1000)))
+    with pytest.raises(TransientSinkError, match="Deadlock found"):
+        run_export(create_sink(my_db.url, my_db.options), f_records, batch=40)
+    assert seen["n"] == WRITE_ATTEMPTS  # the first load of each attempt failed
+    assert my_db.rows("users") == [] and my_db.rows("export_state") == []
+    assert my_db.rows("runs")[0]["status"] == "failed"

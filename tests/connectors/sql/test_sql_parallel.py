@@ -1,6 +1,6 @@
 """``exporter export --jobs N``: forms exported by worker processes side by side, into the real
-PostgreSQL. Same tables as a sequential run, one run row with every count, the state of each
-form, failures as one line with nothing of the failing form committed."""
+PostgreSQL and MariaDB. Same tables as a sequential run, one run row with every count, the state
+of each form, failures as one line with nothing of the failing form committed."""
 from __future__ import annotations
 
 import pytest
@@ -12,12 +12,20 @@ from exporter import parallel
 from exporter.cli import cli
 from exporter.errors import ExporterError
 
-from .conftest import PG_ADMIN, _pg_schema
+from .conftest import PG_ADMIN, _my_db, _pg_schema
+
+MY_URL = "mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
 
 
-@pytest.fixture
-def pg_two(pg_db):
-    """Two schemas of the test database: a parallel run and a sequential one."""
+@pytest.fixture(params=["postgresql", "mysql"])
+def pg_two(request):
+    """Two places to export to, one for a parallel run and one for a sequential run: two schemas
+    of the PostgreSQL test database, or two MariaDB databases."""
+    if request.param == "mysql":
+        with _my_db("mysql", MY_URL) as a, _my_db("mysql", MY_URL) as b:
+            yield a, b
+        return
+    pg_db = request.getfixturevalue("pg_db")
     gen = _pg_schema("postgresql", PG_ADMIN)
     other = next(gen)
     yield pg_db, other
@@ -25,7 +33,8 @@ def pg_two(pg_db):
 
 
 def export(db, source, *extra: str):
-    args = ["-q", "export", "--source", str(source), "--to", db.url, "-o", f"schema={db.schema}", *extra]
+    schema = ["-o", f"schema={db.schema}"] if db.schema else []
+    args = ["-q", "export", "--source", str(source), "--to", db.url, *schema, *extra]
     return CliRunner().invoke(cli, args, catch_exceptions=False)
 
 
@@ -73,7 +82,10 @@ def test_a_failing_form_fails_the_run_in_one_line_and_commits_nothing_of_it(pg_t
     assert export(seq, sample_archive, "--form", "1002").exit_code == 0
     table = next(r["table_name"] for r in seq.rows("lineage")
                  if r["object"] == "table" and r["form_id"] == "1002" and not r["subform"])
-    par.execute(f'CREATE TABLE "{par.schema}"."{table}" (submission_id integer, note text)')
+    if par.schema:
+        par.execute(f'CREATE TABLE "{par.schema}"."{table}" (submission_id integer, note text)')
+    else:
+        par.execute(f"CREATE TABLE `{table}` (submission_id integer, note text)")
     r = export(par, sample_archive, "--jobs", "2")
     assert r.exit_code == 1
     lines = r.output.strip().splitlines()
