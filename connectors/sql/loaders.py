@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import io
 import itertools
+import logging
 import operator
 import queue
 import sys
@@ -35,6 +36,8 @@ import sqlalchemy as sa
 from exporter.naming import short_hash
 
 from .capabilities import SqlProfile
+
+log = logging.getLogger("exporter.sql")
 
 
 def _dedupe(rows: list[dict], key: str) -> list[dict]:
@@ -745,6 +748,9 @@ class LoadDataLoader(MultiRowLoader):
         if self.enabled:
             _guard_local_infile()
             setattr(raw, _STREAMS_ATTR, {})
+        else:
+            log.info("LOAD DATA LOCAL INFILE is off on this server (local_infile = 0): rows go in with "
+                     "multi-row INSERT statements (SET GLOBAL local_infile = 1 to allow it)")
         self._serial = itertools.count(1)
         self.loaded_rows = 0  # rows that went in through LOAD DATA
         self.fallbacks = 0  # loads rolled back and handed to the INSERT statements

@@ -124,7 +124,8 @@ def test_the_server_cannot_read_a_file_the_client_did_not_offer(infile_conn, tmp
     assert conn.exec_driver_sql("SELECT COUNT(*) FROM narrow").scalar() == 0
 
 
-def test_server_without_local_infile_gets_insert_statements(my_db):
+def test_server_without_local_infile_gets_insert_statements(my_db, caplog):
+    caplog.set_level(logging.INFO, logger="exporter.sql")
     admin = sa.create_engine(MY_ADMIN)
     try:
         with admin.begin() as c:
@@ -134,6 +135,7 @@ def test_server_without_local_infile_gets_insert_statements(my_db):
         run_export(sink, _stream(4), batch=40)
         assert sink._loader.name == "loaddata" and not sink._loader.enabled and sink._loader.loaded_rows == 0
         assert len(my_db.rows(TABLE)) == 4
+        assert any("local_infile = 0" in r.getMessage() for r in caplog.records)
     finally:
         with admin.begin() as c:
             c.exec_driver_sql(f"SET GLOBAL local_infile = {int(before)}")
