@@ -695,6 +695,17 @@ class MultiRowLoader(GenericLoader):
 _STREAMS_ATTR = "_exporter_load_streams"
 
 
+def local_infile_guardable() -> bool:
+    """Whether this PyMySQL lets ``_guard_local_infile`` take over its answer to a file request
+    (PyMySQL 1.2 and later: ``connections._send_local_file``). Without it the connection is never
+    opened with ``local_infile`` and rows go in with INSERT statements."""
+    try:
+        import pymysql.connections as pc
+    except ImportError:  # pragma: no cover - the mysql extra is not installed
+        return False
+    return callable(getattr(pc, "_send_local_file", None))
+
+
 def _guard_local_infile() -> None:
     """Make PyMySQL answer a ``LOAD DATA LOCAL`` request on our connections from memory only.
 
@@ -743,14 +754,14 @@ class LoadDataLoader(MultiRowLoader):
     def __init__(self, conn: sa.Connection, profile: SqlProfile, rows_per_batch: int | None = None):
         super().__init__(conn, profile, rows_per_batch)
         raw = conn.connection.driver_connection
-        self.enabled = bool(getattr(raw, "_local_infile", False)
+        self.enabled = bool(getattr(raw, "_local_infile", False) and local_infile_guardable()
                             and conn.exec_driver_sql("SELECT @@local_infile").scalar())
         if self.enabled:
             _guard_local_infile()
             setattr(raw, _STREAMS_ATTR, {})
         else:
-            log.info("LOAD DATA LOCAL INFILE is off on this server (local_infile = 0): rows go in with "
-                     "multi-row INSERT statements (SET GLOBAL local_infile = 1 to allow it)")
+            log.info("LOAD DATA LOCAL INFILE is not used (the server's local_infile = 0, or PyMySQL older "
+                     "than 1.2): rows go in with multi-row INSERT statements")
         self._serial = itertools.count(1)
         self.loaded_rows = 0  # rows that went in through LOAD DATA
         self.fallbacks = 0  # loads rolled back and handed to the INSERT statements

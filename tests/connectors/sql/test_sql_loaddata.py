@@ -18,7 +18,7 @@ from connectors.sql.loaders import LoadDataLoader
 from exporter.errors import TransientSinkError
 
 from .conftest import MY_ADMIN, _my_db
-from .records_fixture import account_records, form, media_for, run_export, submission
+from .records_fixture import account_records, ctx, form, media_for, run_export, submission
 
 TABLE = "visite_de_chantier_1001"
 HOSTILE = ["tab\there", "line\nbreak\r\nwindows", "back\\slash \\N \\t", "\\N", "NULL", "nul\x00byte",
@@ -140,6 +140,22 @@ def test_server_without_local_infile_gets_insert_statements(my_db, caplog):
         with admin.begin() as c:
             c.exec_driver_sql(f"SET GLOBAL local_infile = {int(before)}")
         admin.dispose()
+
+
+def test_a_pymysql_without_the_file_request_hook_never_opens_local_infile(my_db, monkeypatch):
+    # PyMySQL 1.1 answers file requests in a class of its own: no guard, so no local_infile at all
+    import pymysql.connections as pc
+
+    monkeypatch.delattr(pc, "_send_local_file")
+    sink = create_sink(my_db.url, my_db.options)
+    sink.open(ctx())
+    try:
+        assert sink._conn.connection.driver_connection._local_infile is False
+        assert not sink._loader.enabled
+    finally:
+        sink.close(True)
+    run_export(sink, _stream(4), batch=40)
+    assert len(my_db.rows(TABLE)) == 4
 
 
 def _deadlock_on(monkeypatch, calls: set[int]):
