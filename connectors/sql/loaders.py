@@ -763,6 +763,7 @@ class LoadDataLoader(MultiRowLoader):
             log.info("LOAD DATA LOCAL INFILE is not used (the server's local_infile = 0, or PyMySQL older "
                      "than 1.2): rows go in with multi-row INSERT statements")
         self._serial = itertools.count(1)
+        self._insert_only: set[str] = set()
         self.loaded_rows = 0  # rows that went in through LOAD DATA
         self.fallbacks = 0  # loads rolled back and handed to the INSERT statements
 
@@ -810,7 +811,12 @@ class LoadDataLoader(MultiRowLoader):
         return ok
 
     def insert(self, table: sa.Table, rows: list[dict]) -> None:
-        if rows and not self._load(table, list(rows[0]), rows):
+        if not rows:
+            return
+        if table.fullname in self._insert_only or not self._load(table, list(rows[0]), rows):
+            # a table whose rows the server warned about once takes INSERTs for the rest of the run
+            # (the warning is most likely systematic: no load-then-roll-back per batch)
+            self._insert_only.add(table.fullname)
             super().insert(table, rows)
 
     def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
