@@ -438,6 +438,14 @@ class RowStream(io.RawIOBase):
         return len(data)
 
 
+def _as_sent(sql: str) -> str:
+    """SQL text for a psycopg2 call without parameters (``copy_expert``, ``execute(sql)``).
+    SQLAlchemy's quoting and compiling double every ``%`` in names (psycopg2 turns ``%%`` back
+    into ``%`` when it fills in parameters); a statement sent as is must carry them single, or a
+    schema named ``a%b`` becomes ``a%%b``."""
+    return sql.replace("%%", "%")
+
+
 class CopyLoader(GenericLoader):
     name = "copy"
 
@@ -451,7 +459,7 @@ class CopyLoader(GenericLoader):
         """COPY ``rows`` into ``target_sql``; with a background thread, the COPY text is built here
         and sent by that thread (errors come with the next ``drain()``)."""
         q = self.conn.dialect.identifier_preparer.quote
-        sql = f"COPY {target_sql} ({', '.join(q(c) for c in cols)}) FROM STDIN"
+        sql = _as_sent(f"COPY {target_sql} ({', '.join(q(c) for c in cols)}) FROM STDIN")
         bg = self._background
         if bg is not None:
             data = _copy_block(rows, cols).encode("utf-8")
@@ -612,9 +620,10 @@ class CopyLoader(GenericLoader):
             ins = ins.on_conflict_do_update(index_elements=[key], set_={c: ins.excluded[c] for c in others})
         else:
             ins = ins.on_conflict_do_nothing(index_elements=[key])
-        return (f"COPY {target} ({col_list}) FROM STDIN", f"COPY {q(stage)} ({col_list}) FROM STDIN",
-                f"CREATE TEMPORARY TABLE {q(stage)} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP",
-                str(ins.compile(dialect=self.conn.dialect)), f"DROP TABLE {q(stage)}")
+        return tuple(map(_as_sent, (
+            f"COPY {target} ({col_list}) FROM STDIN", f"COPY {q(stage)} ({col_list}) FROM STDIN",
+            f"CREATE TEMPORARY TABLE {q(stage)} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP",
+            str(ins.compile(dialect=self.conn.dialect)), f"DROP TABLE {q(stage)}")))
 
 
 # --------------------------------------------------------------------------------------------

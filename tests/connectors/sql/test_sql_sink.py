@@ -14,6 +14,7 @@ from exporter.errors import SinkError
 from exporter.model import Checkpoint
 from exporter.records import parse_form, parse_submission
 
+from .conftest import PG_ADMIN
 from .records_fixture import (
     FORM_ID,
     account_records,
@@ -358,3 +359,26 @@ def test_account_timezone_is_recorded_with_the_run(db):
     runs = db.rows("runs")
     assert [r["timezone"] for r in runs] == ["Europe/Paris"]
     assert runs[0]["status"] == "ok"
+
+
+@pytest.mark.parametrize("loader", [None, "generic"], ids=["copy", "generic"])
+def test_hostile_schema_name_on_postgresql(pg_db, loader):
+    # a schema named with %, quotes and a semicolon: every statement, COPY and merges included
+    # (a re-run merges), must name it exactly
+    name = f'exp%s "q\' ;{pg_db.schema[-6:]}'
+    admin = sa.create_engine(PG_ADMIN)
+    quoted = '"' + name.replace('"', '""') + '"'
+    with admin.begin() as c:
+        c.exec_driver_sql(f"CREATE SCHEMA {quoted}".replace("%", "%%"))
+    try:
+        opts = {"schema": name, **({"loader": loader} if loader else {})}
+        for run in ("20240301T100000Z", "20240302T100000Z"):
+            run_export(create_sink(pg_db.url, opts), full_stream(n=3), run=run)
+        with admin.connect() as c:
+            n = c.exec_driver_sql(f"SELECT count(*) FROM {quoted}.media".replace("%", "%%")).scalar()
+            runs = c.exec_driver_sql(f"SELECT count(*) FROM {quoted}.runs".replace("%", "%%")).scalar()
+        assert n == 9 and runs == 2
+    finally:
+        with admin.begin() as c:
+            c.exec_driver_sql(f"DROP SCHEMA {quoted} CASCADE".replace("%", "%%"))
+        admin.dispose()
