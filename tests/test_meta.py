@@ -1,10 +1,16 @@
-"""Meta-tests: packaging lists every package, the README documents every destination and command."""
+"""Meta-tests: packaging lists every package, the README documents every destination and command,
+the code passes the linter."""
+import os
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 from exporter.cli import cli
 from exporter.docs import readme_is_current
 from exporter.registry import SINKS
+from tests.conftest import require_service
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text("utf-8")
@@ -35,3 +41,11 @@ def test_every_sink_has_tests():
         scheme = entry.schemes[0] if entry.schemes else key
         assert module in tests or f"{scheme}://" in tests or f"{scheme}+" in tests, f"no test mentions sink {key}"
 
+
+
+def test_the_code_passes_ruff():
+    # ruff comes with the dev extra; in CI (CI=true) it must be there, elsewhere its absence skips
+    ruff = shutil.which("ruff") or shutil.which("ruff", path=os.path.dirname(sys.executable))
+    require_service(ruff is not None, "ruff (pip install -e '.[dev]')")
+    res = subprocess.run([ruff, "check", "--no-cache", str(ROOT)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
