@@ -498,6 +498,13 @@ def main() -> None:
                             f"n = sum(1 for r in ArchiveSource({str(arch)!r}).records({{}}) "
                             "if r.kind == 'submission'); print(n)"])
     results.append(Result("-", "archive replay only (read + parse, no sink)", secs, peak, True))
+    # the floor of any Python loader of this archive: read every JSON line and decode it, nothing more
+    secs, peak = child_run([sys.executable, "-c",
+                            "import glob, orjson;"
+                            f"files = glob.glob({str(arch / 'forms' / '*' / '*.jsonl')!r});"
+                            "n = sum(1 for p in files for line in open(p, 'rb') if orjson.loads(line) is not None);"
+                            "print(n)"])
+    results.append(Result("-", "archive JSON lines read + decoded only (orjson, nothing else)", secs, peak, True))
 
     if not a.skip_pg:
         runs = [("exporter", exporter)]
