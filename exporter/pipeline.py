@@ -160,7 +160,6 @@ def run(
                 if kinds["form"]:
                     last = [r for r in batch if r.kind == "form"][-1]
                     current = f"form {last.id} {last.name}"
-                kinds = {k: n for k, n in kinds.items() if n}
                 for counts in (summary.counts, *(summary.per_sink[s.name] for s in sinks)):
                     for kind, n in kinds.items():
                         counts[kind] = counts.get(kind, 0) + n

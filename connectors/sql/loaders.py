@@ -446,6 +446,16 @@ def _as_sent(sql: str) -> str:
     return sql.replace("%%", "%")
 
 
+def _copy_sql(target: str, quoted_cols: str) -> str:
+    """``COPY target (cols) FROM STDIN`` as psycopg2's ``copy_expert`` sends it (``_as_sent``)."""
+    return _as_sent(f"COPY {target} ({quoted_cols}) FROM STDIN")
+
+
+def _send(cur: Any, copy_sql: str, data: bytes) -> None:
+    """Run one COPY from a block of COPY text held in memory."""
+    cur.copy_expert(copy_sql, io.BytesIO(data), size=max(len(data), 1 << 16))
+
+
 class CopyLoader(GenericLoader):
     name = "copy"
 
@@ -459,7 +469,7 @@ class CopyLoader(GenericLoader):
         """COPY ``rows`` into ``target_sql``; with a background thread, the COPY text is built here
         and sent by that thread (errors come with the next ``drain()``)."""
         q = self.conn.dialect.identifier_preparer.quote
-        sql = _as_sent(f"COPY {target_sql} ({', '.join(q(c) for c in cols)}) FROM STDIN")
+        sql = _copy_sql(target_sql, ", ".join(q(c) for c in cols))
         bg = self._background
         if bg is not None:
             data = _copy_block(rows, cols).encode("utf-8")
@@ -467,7 +477,7 @@ class CopyLoader(GenericLoader):
 
             def send() -> None:
                 with raw.cursor() as cur:
-                    cur.copy_expert(sql, io.BytesIO(data), size=max(len(data), 1 << 16))
+                    _send(cur, sql, data)
             bg.submit(f"COPY into {target_sql}", send)
             return
         with self._raw_cursor() as cur:
@@ -562,7 +572,7 @@ class CopyLoader(GenericLoader):
                     cur.execute("SAVEPOINT exporter_copy")
                     try:
                         for data in payloads:
-                            cur.copy_expert(copy_sql, io.BytesIO(data), size=max(len(data), 1 << 16))
+                            _send(cur, copy_sql, data)
                     except psycopg2.errors.UniqueViolation:
                         cur.execute("ROLLBACK TO SAVEPOINT exporter_copy")
                         cur.execute("RELEASE SAVEPOINT exporter_copy")
@@ -573,7 +583,7 @@ class CopyLoader(GenericLoader):
                 outcome.all_new = False
                 for data in payloads:
                     cur.execute(create)
-                    cur.copy_expert(stage_sql, io.BytesIO(data), size=max(len(data), 1 << 16))
+                    _send(cur, stage_sql, data)
                     cur.execute(merge)
                     cur.execute(drop)
         return run
@@ -621,7 +631,7 @@ class CopyLoader(GenericLoader):
         else:
             ins = ins.on_conflict_do_nothing(index_elements=[key])
         return tuple(map(_as_sent, (
-            f"COPY {target} ({col_list}) FROM STDIN", f"COPY {q(stage)} ({col_list}) FROM STDIN",
+            _copy_sql(target, col_list), _copy_sql(q(stage), col_list),
             f"CREATE TEMPORARY TABLE {q(stage)} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP",
             str(ins.compile(dialect=self.conn.dialect)), f"DROP TABLE {q(stage)}")))
 
@@ -781,8 +791,9 @@ class LoadDataLoader(MultiRowLoader):
         False with nothing written otherwise (an existing key, a warning, an unloadable value)."""
         if not self.enabled:
             return False
+        chunks = list(_chunks(rows, self.rows))
         try:
-            payloads = [_copy_block(chunk, cols, MYSQL_TEXT).encode("utf-8") for chunk in _chunks(rows, self.rows)]
+            payloads = [_copy_block(chunk, cols, MYSQL_TEXT).encode("utf-8") for chunk in chunks]
         except UnloadableValue:
             self.fallbacks += 1
             return False
@@ -795,7 +806,7 @@ class LoadDataLoader(MultiRowLoader):
         ok = True
         try:
             with raw.cursor() as cur:
-                for data, chunk in zip(payloads, _chunks(rows, self.rows), strict=True):
+                for data, chunk in zip(payloads, chunks, strict=True):
                     name = f"exporter-rows-{next(self._serial)}"
                     streams[name] = data
                     try:

@@ -243,10 +243,8 @@ class SqlSink:
             with contextlib.suppress(Exception):
                 self._conn.rollback()
         self._pending = {}
-        if self._locked:
-            with contextlib.suppress(Exception):
-                self._schema_unlock()
-            self._locked = False
+        with contextlib.suppress(Exception):
+            self._schema_unlock()  # forgets the lock first, whatever the server answers
         self._reset_schema_cache()
 
     def _reset_schema_cache(self) -> None:
