@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .speedups import _speedups
+
 try:  # pragma: no cover - which branch runs depends on the installation
     import orjson as _orjson
 except ImportError:  # pragma: no cover
@@ -27,14 +29,19 @@ if _orjson is not None:
     _fast = _orjson.loads
     _FastError = _orjson.JSONDecodeError
 
-    # every digit -> "0", anything else -> " ": a run of 19 digits is then a plain substring search
+    # every digit -> "0", anything else -> " ": a run of n digits is then a plain substring search
     _DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
-    _LONG_RUN = b"0" * 19
+
+    def _digit_run_py(raw: bytes | bytearray | memoryview, n: int) -> bool:
+        """Whether ``raw`` holds a run of ``n`` or more ASCII digits (in C: ``_speedups.digit_run``)."""
+        return b"0" * n in bytes(raw).translate(_DIGITS)
+
+    _digit_run = _speedups.digit_run if _speedups is not None else _digit_run_py
 
     def loads(data: bytes | str) -> Any:
         """``json.loads`` of UTF-8 bytes or text (orjson first, the standard library for the rest)."""
         raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-        if _LONG_RUN not in bytes(raw).translate(_DIGITS):
+        if not _digit_run(raw, 19):
             try:
                 return _fast(raw)
             except _FastError:

@@ -34,6 +34,7 @@ from .model import (
     Value,
     kind_of,
 )
+from .speedups import _speedups
 
 
 def _s(v: Any) -> str | None:
@@ -286,7 +287,7 @@ _CONVERTERS = {NUMBER: _conv_number, DATE: _conv_date, TIME: _conv_time, DATETIM
 class _ParsePlan:
     """What parsing a submission of one form definition needs, worked out once."""
 
-    __slots__ = ("fields", "top", "has_bool")
+    __slots__ = ("fields", "top", "has_bool", "c_top")
 
     def __init__(self, fields: tuple[FieldDef, ...]):
         self.fields = fields  # kept: the cache key is its identity
@@ -306,6 +307,17 @@ class _ParsePlan:
             top.append((f.name, _CONVERTERS.get(f.kind, _conv_text), f.kind == MEDIA, f.name.startswith("_"), None))
         self.top = tuple(top)
         self.has_bool = has_bool
+        # the same for _speedups.parse_fields: (name, kind code, converter, is_media, underscored,
+        # sub-form children (name, kind code, converter, is_media) or None)
+        self.c_top = tuple((name, _c_kind(conv), conv, is_media, underscored,
+                            None if kids is None else tuple((n, _c_kind(c), c, m) for n, c, m in kids))
+                           for name, conv, is_media, underscored, kids in self.top)
+
+
+def _c_kind(conv: Any) -> int:
+    """What ``_speedups.parse_fields`` does with a converter: 0 the text as is, 2 date, 3 time,
+    4 date-time, 5 media (exact common shapes typed in C, the rest by ``conv``), 1 call ``conv``."""
+    return {_conv_text: 0, _conv_date: 2, _conv_time: 3, _conv_datetime: 4, _conv_media: 5}.get(conv, 1)
 
 
 _PLANS: dict[int, _ParsePlan] = {}
@@ -350,38 +362,14 @@ def submission_id(payload: Any) -> str | None:
     return _s(payload.get("_id") if _is_flat(payload) else payload.get("id"))
 
 
-def parse_submission(form: Form, payload: dict) -> Submission:
-    """Parse one submission, nested (``GET /data/{d}``) or flat (``_``-prefixed) shape."""
-    if not isinstance(payload, dict):
-        raise BadAnswerError(f"submission is a {type(payload).__name__}, expected an object",
-                             context=f"form {form.id}")
-    flat = _is_flat(payload)
-    if flat:
-        sid = _s(payload.get("_id"))
-        cells = payload
-    else:
-        sid = _s(payload.get("id"))
-        cells = payload.get("fields")
-        cells = {} if cells is None else cells
-        if not isinstance(cells, dict):
-            raise BadAnswerError("submission 'fields' is not an object", context=f"form {form.id}")
-    if not sid:
-        raise BadAnswerError("submission without an id", context=f"form {form.id}")
-    raw_meta = list(map(payload.get, _FLAT_META_KEYS if flat else META_KEYS))
-    if _STR_OR_NONE.issuperset(map(type, raw_meta)):  # the usual case: nothing to normalise
-        meta = dict(zip(META_KEYS, raw_meta, strict=True))
-    else:
-        meta = dict(zip(META_KEYS, map(_s, raw_meta), strict=True))
-    plan = _parse_plan(form.fields)
-    bools = None
-    if plan.has_bool:
-        options = form.options
-        bools = (_s(options.get("checkbox_output_true_value")), _s(options.get("checkbox_output_false_value")))
+def _parse_fields(plan: _ParsePlan, cells: dict, flat: bool, bools: Any, form_id: str, sid: str
+                  ) -> tuple[dict[str, Value], dict[str, str | None], dict[str, list[SubformRow]], list[MediaRef]]:
+    """The field loop of ``parse_submission``: typed values, texts, sub-form rows and media references
+    (not yet made unique). ``_speedups.parse_fields`` is the same loop in C."""
     values: dict[str, Value] = {}
     text: dict[str, str | None] = {}
     subforms: dict[str, list[SubformRow]] = {}
     media: list[MediaRef] = []
-    form_id = form.id
     cget = cells.get
     for name, conv, is_media, underscored, kids in plan.top:
         cell = None if (flat and underscored) else cget(name)
@@ -423,6 +411,41 @@ def parse_submission(form: Form, payload: dict) -> Submission:
         val = values[name] = conv(t, cell, bools)
         if is_media and val:
             media.extend(MediaRef(form_id, sid, name, n) for n in val)
+    return values, text, subforms, media
+
+
+def parse_submission(form: Form, payload: dict) -> Submission:
+    """Parse one submission, nested (``GET /data/{d}``) or flat (``_``-prefixed) shape."""
+    if not isinstance(payload, dict):
+        raise BadAnswerError(f"submission is a {type(payload).__name__}, expected an object",
+                             context=f"form {form.id}")
+    flat = _is_flat(payload)
+    if flat:
+        sid = _s(payload.get("_id"))
+        cells = payload
+    else:
+        sid = _s(payload.get("id"))
+        cells = payload.get("fields")
+        cells = {} if cells is None else cells
+        if not isinstance(cells, dict):
+            raise BadAnswerError("submission 'fields' is not an object", context=f"form {form.id}")
+    if not sid:
+        raise BadAnswerError("submission without an id", context=f"form {form.id}")
+    raw_meta = list(map(payload.get, _FLAT_META_KEYS if flat else META_KEYS))
+    if _STR_OR_NONE.issuperset(map(type, raw_meta)):  # the usual case: nothing to normalise
+        meta = dict(zip(META_KEYS, raw_meta, strict=True))
+    else:
+        meta = dict(zip(META_KEYS, map(_s, raw_meta), strict=True))
+    plan = _parse_plan(form.fields)
+    bools = None
+    if plan.has_bool:
+        options = form.options
+        bools = (_s(options.get("checkbox_output_true_value")), _s(options.get("checkbox_output_false_value")))
+    form_id = form.id
+    got = None
+    if _speedups is not None:  # the same loop in C; None: a shape it leaves to the Python loop
+        got = _speedups.parse_fields(plan.c_top, cells, flat, bools, form_id, sid)
+    values, text, subforms, media = got or _parse_fields(plan, cells, flat, bools, form_id, sid)
     if media:
         # keep media order stable and unique per (field, row, name)
         seen, uniq = set(), []
@@ -436,6 +459,10 @@ def parse_submission(form: Form, payload: dict) -> Submission:
         media_t = ()
     return Submission(form_id=form_id, id=sid, meta=meta, values=values, text=text,
                       subforms=subforms, media=media_t, raw=payload)
+
+
+if _speedups is not None:
+    _speedups.setup_parse(SubformRow, MediaRef, _text_of)
 
 
 def flatten_submission(payload: dict) -> dict:
