@@ -18,12 +18,16 @@
  *       shape the Python loop handles itself (errors included): the caller then runs it.
  *       ``setup_parse(SubformRow, MediaRef, text_of)`` first.
  *
+ *   submission_rows(spec, sid, meta, values, text, subforms) -> (parent, children)
+ *       ``connectors.sql.schema.submission_rows`` once the plan is compiled (``_CompiledRows.c_spec``):
+ *       the same row dicts, keys in the same order. Texts kept aside (``unparsed_text``), numbers and
+ *       metadata times not seen before go through the Python helpers the spec names.
+ *
  * Tests compare both with the Python versions (tests/test_speedups.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <datetime.h>
-#include <stdio.h>
 #include <string.h>
 
 typedef struct {
@@ -123,17 +127,37 @@ static int put_isoformat(Buf *b, PyObject *v, const char *sep) {
     return r;
 }
 
-static int put_fmt_time(Buf *b, int h, int m, int s, int us) {
-    char tmp[32];
-    int n = us ? snprintf(tmp, sizeof tmp, "%02d:%02d:%02d.%06d", h, m, s, us)
-               : snprintf(tmp, sizeof tmp, "%02d:%02d:%02d", h, m, s);
-    return buf_put(b, tmp, n);
+/* zero-padded decimal digits of 0 <= v < 10**width */
+static inline void digits(char *out, int v, int width) {
+    for (int i = width - 1; i >= 0; i--) {
+        out[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
 }
 
+/* "HH:MM:SS" and ".ffffff" when there are microseconds, as time.isoformat() writes them */
+static int put_fmt_time(Buf *b, int h, int m, int s, int us) {
+    char tmp[16];
+    digits(tmp, h, 2);
+    tmp[2] = ':';
+    digits(tmp + 3, m, 2);
+    tmp[5] = ':';
+    digits(tmp + 6, s, 2);
+    if (!us) return buf_put(b, tmp, 8);
+    tmp[8] = '.';
+    digits(tmp + 9, us, 6);
+    return buf_put(b, tmp, 15);
+}
+
+/* "YYYY-MM-DD" as date.isoformat() writes it (years 1 to 9999) */
 static int put_fmt_date(Buf *b, int y, int mo, int d) {
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%04d-%02d-%02d", y, mo, d);
-    return buf_put(b, tmp, n);
+    char tmp[10];
+    digits(tmp, y, 4);
+    tmp[4] = '-';
+    digits(tmp + 5, mo, 2);
+    tmp[7] = '-';
+    digits(tmp + 8, d, 2);
+    return buf_put(b, tmp, 10);
 }
 
 static int put_value(Buf *b, PyObject *v, int mode, PyObject *slow, PyObject *decimal_type) {
@@ -147,9 +171,15 @@ static int put_value(Buf *b, PyObject *v, int mode, PyObject *slow, PyObject *de
         long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
         if (x == -1 && PyErr_Occurred()) return -1;
         if (overflow) return put_str_of(b, v);
-        char tmp[32];
-        int n = snprintf(tmp, sizeof tmp, "%lld", x);
-        return buf_put(b, tmp, n);
+        char tmp[24];
+        int i = 24;
+        unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x;
+        do {
+            tmp[--i] = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        if (x < 0) tmp[--i] = '-';
+        return buf_put(b, tmp + i, 24 - i);
     }
     if (t == PyDateTimeAPI->DateTimeType) {
         if (PyDateTime_DATE_GET_TZINFO(v) != Py_None) return put_isoformat(b, v, mode == 0 ? "T" : " ");
@@ -528,7 +558,271 @@ static PyObject *parse_fields(PyObject *self, PyObject *const *args, Py_ssize_t 
     return NULL;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* submission_rows                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+enum { C_TEXT = 0, C_NUMBER = 1, C_LAT = 2, C_LON = 3, C_BOOL = 4, C_DATE = 5, C_TIME = 6, C_DATETIME = 7,
+       C_PASS = 8, C_CALL = 9 };
+
+typedef struct {
+    PyObject *keep;      /* _keep(unparsed, key, text) */
+    PyObject *meta_time; /* parse_meta_time(text, unparsed, key) */
+    PyObject *meta_cache; /* its dict of texts already read */
+    PyObject *dumps;     /* _dumps(unparsed) */
+    PyObject *geopoint;  /* the GeoPoint class */
+    int bool_as_int;
+} RowHelpers;
+
+static PyObject *str_latitude = NULL, *str_longitude = NULL, *str_index = NULL, *str_values = NULL,
+                *str_text = NULL;
+
+static int keep_text(RowHelpers *h, PyObject *un, PyObject *name, PyObject *t) {
+    if (t == Py_None) return 0;
+    PyObject *argv[3] = {un, name, t};
+    PyObject *r = PyObject_Vectorcall(h->keep, argv, 3, NULL);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* The cell of one column (new reference), as connectors.sql.schema._cell_fn's functions make it. */
+static PyObject *cell_of(RowHelpers *h, int code, PyObject *name, PyObject *fn, PyObject *v, PyObject *t,
+                         PyObject *un) {
+    switch (code) {
+    case C_TEXT:
+        if (t == Py_None && v != Py_None && !PyTuple_Check(v)) return PyObject_Str(v);
+        return Py_NewRef(t);
+    case C_PASS:
+        return Py_NewRef(t);
+    case C_NUMBER:
+        if (v == Py_None) {
+            if (keep_text(h, un, name, t) < 0) return NULL;
+            Py_RETURN_NONE;
+        }
+        break; /* the Python function checks the Decimal against the column */
+    case C_LAT:
+    case C_LON:
+        if (PyObject_TypeCheck(v, (PyTypeObject *)h->geopoint))
+            return PyObject_GetAttr(v, code == C_LAT ? str_latitude : str_longitude);
+        if (code == C_LAT && keep_text(h, un, name, t) < 0) return NULL;
+        Py_RETURN_NONE;
+    case C_BOOL:
+        if (PyBool_Check(v)) return h->bool_as_int ? PyLong_FromLong(v == Py_True) : Py_NewRef(v);
+        if (keep_text(h, un, name, t) < 0) return NULL;
+        Py_RETURN_NONE;
+    case C_DATE:
+    case C_TIME:
+    case C_DATETIME: {
+        int ok = code == C_DATE ? (PyDate_Check(v) && !PyDateTime_Check(v))
+                 : code == C_TIME ? PyTime_Check(v) : PyDateTime_Check(v);
+        if (ok) return Py_NewRef(v);
+        if (keep_text(h, un, name, t) < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    default:
+        break;
+    }
+    PyObject *argv[3] = {v, t, un};
+    return PyObject_Vectorcall(fn, argv, 3, NULL);
+}
+
+static PyObject *get_or_none(PyObject *d, PyObject *k) {
+    PyObject *v = PyDict_GetItemWithError(d, k);
+    if (v == NULL && !PyErr_Occurred()) v = Py_None;
+    return v; /* borrowed */
+}
+
+/* Fill the cells of cols (tuples of (part, column, field, code, fn)) into the row dict(s). */
+static int fill_cells(RowHelpers *h, PyObject *cols, int single, PyObject *row, PyObject *parts_rows,
+                      PyObject *values, PyObject *text, PyObject *un) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(cols); i++) {
+        PyObject *c = PyTuple_GET_ITEM(cols, i);
+        PyObject *part = PyTuple_GET_ITEM(c, 0), *col = PyTuple_GET_ITEM(c, 1), *name = PyTuple_GET_ITEM(c, 2);
+        int code = (int)PyLong_AsLong(PyTuple_GET_ITEM(c, 3));
+        PyObject *v = get_or_none(values, name), *t;
+        if (v == NULL) return -1;
+        t = get_or_none(text, name);
+        if (t == NULL) return -1;
+        Py_INCREF(v);
+        Py_INCREF(t);
+        PyObject *cell = cell_of(h, code, name, PyTuple_GET_ITEM(c, 4), v, t, un);
+        Py_DECREF(v);
+        Py_DECREF(t);
+        if (cell == NULL) return -1;
+        PyObject *target = single ? row : PyDict_GetItemWithError(parts_rows, part);
+        int e = target == NULL ? -1 : PyDict_SetItem(target, col, cell);
+        Py_DECREF(cell);
+        if (e < 0) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, part);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int set_unparsed(RowHelpers *h, PyObject *row, PyObject *col, PyObject *un) {
+    if (PyDict_GET_SIZE(un) == 0) return PyDict_SetItem(row, col, Py_None);
+    PyObject *s = PyObject_CallOneArg(h->dumps, un);
+    if (s == NULL) return -1;
+    int e = PyDict_SetItem(row, col, s);
+    Py_DECREF(s);
+    return e;
+}
+
+/* {part: {key: sid, [row_key: index]}} for every part of a table (a new dict) */
+static PyObject *part_rows(PyObject *parts, PyObject *key, PyObject *sid, PyObject *row_key, PyObject *index) {
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(parts); i++) {
+        PyObject *r = PyDict_New();
+        if (r == NULL || PyDict_SetItem(r, key, sid) < 0 || (row_key != NULL && PyDict_SetItem(r, row_key, index) < 0)
+            || PyDict_SetItem(out, PyTuple_GET_ITEM(parts, i), r) < 0) {
+            Py_XDECREF(r);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    return out;
+}
+
+static int rows_main(RowHelpers *h, PyObject *spec, PyObject *sid, PyObject *meta, PyObject *values, PyObject *text,
+                     PyObject *parent) {
+    /* spec: (parts, single, key, unparsed column, cols, meta specs) */
+    PyObject *parts = PyTuple_GET_ITEM(spec, 0), *key = PyTuple_GET_ITEM(spec, 2);
+    PyObject *unparsed_col = PyTuple_GET_ITEM(spec, 3), *cols = PyTuple_GET_ITEM(spec, 4);
+    PyObject *metas = PyTuple_GET_ITEM(spec, 5);
+    int single = PyObject_IsTrue(PyTuple_GET_ITEM(spec, 1));
+    PyObject *first_name = PyTuple_GET_ITEM(parts, 0);
+    int rc = -1;
+    PyObject *un = PyDict_New(), *rows = part_rows(parts, key, sid, NULL, NULL);
+    if (un == NULL || rows == NULL) goto done;
+    PyObject *first = PyDict_GetItemWithError(rows, first_name);
+    if (first == NULL) goto done;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(metas); i++) {
+        PyObject *m = PyTuple_GET_ITEM(metas, i);
+        PyObject *mk = PyTuple_GET_ITEM(m, 0), *col = PyTuple_GET_ITEM(m, 1);
+        PyObject *t = get_or_none(meta, mk);
+        if (t == NULL) goto done;
+        PyObject *v;
+        if (PyObject_IsTrue(PyTuple_GET_ITEM(m, 2))) {
+            PyObject *cached = t == Py_None ? NULL : PyDict_GetItemWithError(h->meta_cache, t);
+            if (cached == NULL && PyErr_Occurred()) goto done;
+            if (cached != NULL) {
+                v = Py_NewRef(cached);
+            } else {
+                PyObject *argv[3] = {t, un, mk};
+                Py_INCREF(t);
+                v = PyObject_Vectorcall(h->meta_time, argv, 3, NULL);
+                Py_DECREF(t);
+                if (v == NULL) goto done;
+            }
+        } else {
+            v = Py_NewRef(t);
+        }
+        int e = PyDict_SetItem(first, col, v);
+        Py_DECREF(v);
+        if (e < 0) goto done;
+    }
+    if (fill_cells(h, cols, single, first, rows, values, text, un) < 0) goto done;
+    if (set_unparsed(h, first, unparsed_col, un) < 0) goto done;
+    if (PyDict_Update(parent, rows) < 0) goto done;
+    rc = 0;
+done:
+    Py_XDECREF(un);
+    Py_XDECREF(rows);
+    return rc;
+}
+
+/* append to list children[part], creating it */
+static PyObject *child_list(PyObject *children, PyObject *part) {
+    PyObject *lst = PyDict_GetItemWithError(children, part);
+    if (lst != NULL || PyErr_Occurred()) return lst;
+    lst = PyList_New(0);
+    if (lst == NULL) return NULL;
+    int e = PyDict_SetItem(children, part, lst);
+    Py_DECREF(lst);
+    return e < 0 ? NULL : lst;
+}
+
+static int rows_sub(RowHelpers *h, PyObject *spec, PyObject *sid, PyObject *subforms, PyObject *children) {
+    /* spec: (sub-form name, parts, single, key, row key, unparsed column, cols) */
+    PyObject *sf = PyTuple_GET_ITEM(spec, 0), *parts = PyTuple_GET_ITEM(spec, 1);
+    int single = PyObject_IsTrue(PyTuple_GET_ITEM(spec, 2));
+    PyObject *key = PyTuple_GET_ITEM(spec, 3), *row_key = PyTuple_GET_ITEM(spec, 4);
+    PyObject *unparsed_col = PyTuple_GET_ITEM(spec, 5), *cols = PyTuple_GET_ITEM(spec, 6);
+    PyObject *first_name = PyTuple_GET_ITEM(parts, 0);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(parts); i++)
+        if (child_list(children, PyTuple_GET_ITEM(parts, i)) == NULL) return -1;
+    PyObject *rows = PyDict_GetItemWithError(subforms, sf);
+    if (rows == NULL) return PyErr_Occurred() ? -1 : 0;
+    PyObject *it = PyObject_GetIter(rows);
+    if (it == NULL) return -1;
+    PyObject *row;
+    int rc = 0;
+    while (rc == 0 && (row = PyIter_Next(it)) != NULL) {
+        PyObject *index = PyObject_GetAttr(row, str_index), *rv = PyObject_GetAttr(row, str_values);
+        PyObject *rt = PyObject_GetAttr(row, str_text), *un = PyDict_New(), *prow = NULL;
+        rc = -1;
+        if (index && rv && rt && un && PyDict_Check(rv) && PyDict_Check(rt)
+            && (prow = part_rows(parts, key, sid, row_key, index)) != NULL) {
+            PyObject *first = PyDict_GetItemWithError(prow, first_name);
+            if (first != NULL && fill_cells(h, cols, single, first, prow, rv, rt, un) == 0
+                && set_unparsed(h, first, unparsed_col, un) == 0) {
+                rc = 0;
+                for (Py_ssize_t i = 0; rc == 0 && i < PyTuple_GET_SIZE(parts); i++) {
+                    PyObject *p = PyTuple_GET_ITEM(parts, i);
+                    PyObject *lst = PyDict_GetItemWithError(children, p), *r = PyDict_GetItemWithError(prow, p);
+                    if (lst == NULL || r == NULL || PyList_Append(lst, r) < 0) rc = -1;
+                }
+            }
+        } else if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "a sub-form row's values and text are not dicts");
+        }
+        Py_XDECREF(index);
+        Py_XDECREF(rv);
+        Py_XDECREF(rt);
+        Py_XDECREF(un);
+        Py_XDECREF(prow);
+        Py_DECREF(row);
+    }
+    Py_DECREF(it);
+    if (rc == 0 && PyErr_Occurred()) rc = -1;
+    return rc;
+}
+
+static PyObject *submission_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* spec: (main spec, sub-form specs, (keep, meta_time, meta cache, dumps, GeoPoint, bool_as_int)) */
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "submission_rows(spec, sid, meta, values, text, subforms)");
+        return NULL;
+    }
+    PyObject *spec = args[0], *sid = args[1], *meta = args[2], *values = args[3], *text = args[4], *subforms = args[5];
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 3 || !PyDict_Check(meta) || !PyDict_Check(values)
+        || !PyDict_Check(text) || !PyDict_Check(subforms)) {
+        PyErr_SetString(PyExc_TypeError, "submission_rows: a compiled spec and dicts expected");
+        return NULL;
+    }
+    PyObject *hs = PyTuple_GET_ITEM(spec, 2);
+    RowHelpers h = {PyTuple_GET_ITEM(hs, 0), PyTuple_GET_ITEM(hs, 1), PyTuple_GET_ITEM(hs, 2),
+                    PyTuple_GET_ITEM(hs, 3), PyTuple_GET_ITEM(hs, 4), PyObject_IsTrue(PyTuple_GET_ITEM(hs, 5))};
+    PyObject *parent = PyDict_New(), *children = PyDict_New();
+    if (parent == NULL || children == NULL) goto fail;
+    if (rows_main(&h, PyTuple_GET_ITEM(spec, 0), sid, meta, values, text, parent) < 0) goto fail;
+    PyObject *subs = PyTuple_GET_ITEM(spec, 1);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(subs); i++)
+        if (rows_sub(&h, PyTuple_GET_ITEM(subs, i), sid, subforms, children) < 0) goto fail;
+    return Py_BuildValue("(NN)", parent, children);
+fail:
+    Py_XDECREF(parent);
+    Py_XDECREF(children);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"submission_rows", (PyCFunction)(void (*)(void))submission_rows, METH_FASTCALL,
+     "submission_rows(spec, sid, meta, values, text, subforms) -> (parent rows, children rows)."},
     {"setup_parse", setup_parse, METH_VARARGS, "setup_parse(SubformRow, MediaRef, text_of): the classes parse_fields makes."},
     {"parse_fields", (PyCFunction)(void (*)(void))parse_fields, METH_FASTCALL,
      "parse_fields(top, cells, flat, bools, form_id, sid) -> (values, text, subforms, media) or None."},
@@ -546,6 +840,11 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL) return NULL;
     str_value = PyUnicode_InternFromString("value");
-    if (str_value == NULL) return NULL;
+    str_latitude = PyUnicode_InternFromString("latitude");
+    str_longitude = PyUnicode_InternFromString("longitude");
+    str_index = PyUnicode_InternFromString("index");
+    str_values = PyUnicode_InternFromString("values");
+    str_text = PyUnicode_InternFromString("text");
+    if (!str_value || !str_latitude || !str_longitude || !str_index || !str_values || !str_text) return NULL;
     return PyModule_Create(&module);
 }
