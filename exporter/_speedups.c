@@ -16,7 +16,7 @@
  *       date-times of the exact ISO shapes, texts and one-name media values are typed here; every
  *       other value goes through the field's Python converter. ``None`` when the submission has a
  *       shape the Python loop handles itself (errors included): the caller then runs it.
- *       ``setup_parse(SubformRow, MediaRef, text_of)`` first.
+ *       ``setup_parse(SubformRow, MediaRef, text_of, Decimal)`` first.
  *
  *   submission_rows(spec, sid, meta, values, text, subforms) -> (parent, children)
  *       ``connectors.sql.schema.submission_rows`` once the plan is compiled (``_CompiledRows.c_spec``):
@@ -287,19 +287,22 @@ static PyObject *digit_run(PyObject *self, PyObject *args) {
 /* parse_fields                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-enum { K_TEXT = 0, K_CALL = 1, K_DATE = 2, K_TIME = 3, K_DATETIME = 4, K_MEDIA = 5 };
+enum { K_TEXT = 0, K_CALL = 1, K_DATE = 2, K_TIME = 3, K_DATETIME = 4, K_MEDIA = 5, K_NUMBER = 6 };
 
-static PyObject *SubformRowType = NULL, *MediaRefType = NULL, *text_of_fn = NULL, *str_value = NULL;
+static PyObject *SubformRowType = NULL, *MediaRefType = NULL, *text_of_fn = NULL, *str_value = NULL,
+                *DecimalType = NULL;
 
 static PyObject *setup_parse(PyObject *self, PyObject *args) {
-    PyObject *a, *b, *c;
-    if (!PyArg_ParseTuple(args, "OOO:setup_parse", &a, &b, &c)) return NULL;
+    PyObject *a, *b, *c, *d;
+    if (!PyArg_ParseTuple(args, "OOOO:setup_parse", &a, &b, &c, &d)) return NULL;
     Py_INCREF(a);
     Py_INCREF(b);
     Py_INCREF(c);
+    Py_INCREF(d);
     Py_XSETREF(SubformRowType, a);
     Py_XSETREF(MediaRefType, b);
     Py_XSETREF(text_of_fn, c);
+    Py_XSETREF(DecimalType, d);
     Py_RETURN_NONE;
 }
 
@@ -363,6 +366,21 @@ static PyObject *one_media(PyObject *t) {
     return tup;
 }
 
+/* A number text that needs neither stripping nor the comma and blank rules (ASCII, no blank, no
+ * comma): Decimal(text), as _conv_number would make it; NULL without an error for anything else,
+ * a text Decimal refuses included (the Python converter decides). */
+static PyObject *plain_number(PyObject *t) {
+    if (!PyUnicode_IS_ASCII(t)) return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(t);
+    const char *p = (const char *)PyUnicode_1BYTE_DATA(t);
+    if (n == 0) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (p[i] == ',' || is_space((unsigned char)p[i])) return NULL;
+    PyObject *v = PyObject_CallOneArg(DecimalType, t);
+    if (v == NULL) PyErr_Clear();
+    return v;
+}
+
 /* The served text of a cell and the dict handed to converters (borrowed or NULL), as
  * parse_submission reads them. Returns a new reference to the text (Py_None allowed), or NULL
  * with an error set; *dict_cell gets the cell when it is a dict. */
@@ -389,6 +407,9 @@ static PyObject *typed(PyObject *t, PyObject *dict_cell, int kind, PyObject *con
     } else if (t != Py_None && kind == K_MEDIA) {
         PyObject *v = one_media(t);
         if (v != NULL || PyErr_Occurred()) return v;
+    } else if (t != Py_None && kind == K_NUMBER) {
+        PyObject *v = plain_number(t);
+        if (v != NULL) return v;
     }
     PyObject *argv[3] = {t, dict_cell ? dict_cell : Py_None, bools};
     return PyObject_Vectorcall(conv, argv, 3, NULL);
@@ -572,7 +593,46 @@ typedef struct {
     PyObject *dumps;     /* _dumps(unparsed) */
     PyObject *geopoint;  /* the GeoPoint class */
     int bool_as_int;
+    PyObject *decimal;   /* the Decimal class */
+    int max_int_digits;  /* digits a numeric column holds before the point; < 0: always ask Python */
+    int scale;           /* and after it */
 } RowHelpers;
+
+/* Whether the numeric column takes the Decimal ``v`` as it is: its plain text (str(v), as
+ * -ddd[.ddd]) has at most max_int_digits digits before the point (leading zeros aside) and at most
+ * scale after it. 0: unsure (exponent notation, NaN...), the Python function decides. */
+static int number_fits(RowHelpers *h, PyObject *v) {
+    if (h->max_int_digits < 0 || Py_TYPE(v) != (PyTypeObject *)h->decimal) return 0;
+    PyObject *s = PyObject_Str(v);
+    if (s == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int fits = 0;
+    if (PyUnicode_IS_ASCII(s)) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(s), i = 0;
+        const char *p = (const char *)PyUnicode_1BYTE_DATA(s);
+        if (i < n && p[i] == '-') i++;
+        Py_ssize_t int_start = i;
+        while (i < n && p[i] >= '0' && p[i] <= '9') i++;
+        Py_ssize_t int_end = i, frac = 0;
+        int ok = int_end > int_start;
+        if (ok && i < n && p[i] == '.') {
+            i++;
+            while (i < n && p[i] >= '0' && p[i] <= '9') { i++; frac++; }
+            ok = frac > 0;
+        }
+        if (ok && i == n) {
+            Py_ssize_t z = int_start;
+            while (z < int_end && p[z] == '0') z++;
+            Py_ssize_t int_digits = int_end - z;
+            if (int_digits == 0) int_digits = 1; /* a zero counts one digit: never less than Decimal's count */
+            fits = int_digits <= h->max_int_digits && frac <= h->scale;
+        }
+    }
+    Py_DECREF(s);
+    return fits;
+}
 
 static PyObject *str_latitude = NULL, *str_longitude = NULL, *str_index = NULL, *str_values = NULL,
                 *str_text = NULL;
@@ -600,6 +660,7 @@ static PyObject *cell_of(RowHelpers *h, int code, PyObject *name, PyObject *fn, 
             if (keep_text(h, un, name, t) < 0) return NULL;
             Py_RETURN_NONE;
         }
+        if (number_fits(h, v)) return Py_NewRef(v);
         break; /* the Python function checks the Decimal against the column */
     case C_LAT:
     case C_LON:
@@ -793,7 +854,8 @@ static int rows_sub(RowHelpers *h, PyObject *spec, PyObject *sid, PyObject *subf
 }
 
 static PyObject *submission_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* spec: (main spec, sub-form specs, (keep, meta_time, meta cache, dumps, GeoPoint, bool_as_int)) */
+    /* spec: (main spec, sub-form specs, (keep, meta_time, meta cache, dumps, GeoPoint, bool_as_int,
+     * Decimal, digits before the point or -1, digits after it)) */
     if (nargs != 6) {
         PyErr_SetString(PyExc_TypeError, "submission_rows(spec, sid, meta, values, text, subforms)");
         return NULL;
@@ -805,8 +867,14 @@ static PyObject *submission_rows(PyObject *self, PyObject *const *args, Py_ssize
         return NULL;
     }
     PyObject *hs = PyTuple_GET_ITEM(spec, 2);
+    if (!PyTuple_Check(hs) || PyTuple_GET_SIZE(hs) != 9) {
+        PyErr_SetString(PyExc_TypeError, "submission_rows: the spec's helpers are 9");
+        return NULL;
+    }
     RowHelpers h = {PyTuple_GET_ITEM(hs, 0), PyTuple_GET_ITEM(hs, 1), PyTuple_GET_ITEM(hs, 2),
-                    PyTuple_GET_ITEM(hs, 3), PyTuple_GET_ITEM(hs, 4), PyObject_IsTrue(PyTuple_GET_ITEM(hs, 5))};
+                    PyTuple_GET_ITEM(hs, 3), PyTuple_GET_ITEM(hs, 4), PyObject_IsTrue(PyTuple_GET_ITEM(hs, 5)),
+                    PyTuple_GET_ITEM(hs, 6), (int)PyLong_AsLong(PyTuple_GET_ITEM(hs, 7)),
+                    (int)PyLong_AsLong(PyTuple_GET_ITEM(hs, 8))};
     PyObject *parent = PyDict_New(), *children = PyDict_New();
     if (parent == NULL || children == NULL) goto fail;
     if (rows_main(&h, PyTuple_GET_ITEM(spec, 0), sid, meta, values, text, parent) < 0) goto fail;
@@ -823,7 +891,7 @@ fail:
 static PyMethodDef methods[] = {
     {"submission_rows", (PyCFunction)(void (*)(void))submission_rows, METH_FASTCALL,
      "submission_rows(spec, sid, meta, values, text, subforms) -> (parent rows, children rows)."},
-    {"setup_parse", setup_parse, METH_VARARGS, "setup_parse(SubformRow, MediaRef, text_of): the classes parse_fields makes."},
+    {"setup_parse", setup_parse, METH_VARARGS, "setup_parse(SubformRow, MediaRef, text_of, Decimal): what parse_fields makes and calls."},
     {"parse_fields", (PyCFunction)(void (*)(void))parse_fields, METH_FASTCALL,
      "parse_fields(top, cells, flat, bools, form_id, sid) -> (values, text, subforms, media) or None."},
     {"copy_block", copy_block, METH_VARARGS,

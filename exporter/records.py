@@ -316,8 +316,9 @@ class _ParsePlan:
 
 def _c_kind(conv: Any) -> int:
     """What ``_speedups.parse_fields`` does with a converter: 0 the text as is, 2 date, 3 time,
-    4 date-time, 5 media (exact common shapes typed in C, the rest by ``conv``), 1 call ``conv``."""
-    return {_conv_text: 0, _conv_date: 2, _conv_time: 3, _conv_datetime: 4, _conv_media: 5}.get(conv, 1)
+    4 date-time, 5 media, 6 number (exact common shapes typed in C, the rest by ``conv``), 1 call
+    ``conv``."""
+    return {_conv_text: 0, _conv_date: 2, _conv_time: 3, _conv_datetime: 4, _conv_media: 5, _conv_number: 6}.get(conv, 1)
 
 
 _PLANS: dict[int, _ParsePlan] = {}
@@ -462,7 +463,7 @@ def parse_submission(form: Form, payload: dict) -> Submission:
 
 
 if _speedups is not None:
-    _speedups.setup_parse(SubformRow, MediaRef, _text_of)
+    _speedups.setup_parse(SubformRow, MediaRef, _text_of, Decimal)
 
 
 def flatten_submission(payload: dict) -> dict:

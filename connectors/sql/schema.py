@@ -619,7 +619,8 @@ class _CompiledRows:
         self.c_spec = (
             (m.parts, m.single, m.key, m.unparsed, m.c_cols, self.meta),
             tuple((name, tp.parts, tp.single, tp.key, tp.row_key, tp.unparsed, tp.c_cols) for name, tp in self.subs),
-            (_keep, parse_meta_time, _META_TIMES, _dumps, GeoPoint, profile.boolean_as_int),
+            (_keep, parse_meta_time, _META_TIMES, _dumps, GeoPoint, profile.boolean_as_int, Decimal,
+             -1 if profile.dialect == "sqlite" else conv.max_int_digits, conv.scale),
         )
 
 

@@ -1,12 +1,14 @@
 """SQL load throughput and peak memory: the exporter against the bulk-load limit and dlt.
 
-    python tests/benchmarks/bench_sql.py [--submissions 200000] [--jobs N] [--skip-dlt] [--skip-mysql] [--work DIR]
+    python tests/benchmarks/bench_sql.py [--submissions 200000] [--jobs N] [--skip-dlt] [--skip-mysql] [--skip-pure]
+                                         [--work DIR]
 
 One synthetic account (``synth_account.build(..., tiny_media=True)``, cached in ``--work``) is loaded
 into a fresh database per run (created, checked, dropped):
 
 * PostgreSQL (127.0.0.1:5432, user postgres, trust): ``exporter export --to postgresql+psycopg2://``
-  (one process, and ``--jobs N`` worker processes, N = the CPU count by default)
+  (one process, and ``--jobs N`` worker processes, N = the CPU count by default; and in one process
+  without the C module, ``EXPORTER_PURE_PYTHON=1``)
   versus plain ``COPY ... FROM STDIN`` (psycopg2 ``copy_expert``) of CSV files holding the same rows
   (form and sub-form tables and the media index, same columns and types, from the exporter's own
   planner and row code), and versus dlt loading the same submissions as JSON Lines (sub-form rows
@@ -454,6 +456,7 @@ def main() -> None:
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "exporter-bench-sql"))
     ap.add_argument("--skip-dlt", action="store_true")
     ap.add_argument("--skip-mysql", action="store_true")
+    ap.add_argument("--skip-pure", action="store_true", help="no pure-Python exporter run (EXPORTER_PURE_PYTHON=1)")
     ap.add_argument("--skip-pg", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--batch-size", type=int, default=None, help="exporter --batch-size (default: its own)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
@@ -510,17 +513,23 @@ def main() -> None:
         runs = [("exporter", exporter)]
         if a.jobs > 1:
             runs.append(("exporter-jobs", [*exporter, "--jobs", str(a.jobs)]))
+        if not a.skip_pure:  # the same without the C module, in the same run: what it is worth
+            runs.append(("exporter-pure", exporter))
         runs += [("COPY", None)] + ([] if a.skip_dlt else [("dlt", None)])
         for loader, cmd in runs:
             db = f"{tag}_{loader.lower()}"
             pg_admin(f'DROP DATABASE IF EXISTS "{db}"')
             pg_admin(f'CREATE DATABASE "{db}"')
             env = dict(os.environ, RUNTIME__DLTHUB_TELEMETRY="false", RUNTIME__LOG_LEVEL="WARNING")
+            env.pop("EXPORTER_PURE_PYTHON", None)
             try:
                 if loader.startswith("exporter"):
                     args = [*cmd, "--to", f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{db}"]
-                    name = (f"exporter --jobs {a.jobs} (COPY loader; peak RSS per process)" if loader == "exporter-jobs"
-                            else "exporter (COPY loader)")
+                    name = {"exporter-jobs": f"exporter --jobs {a.jobs} (COPY loader; peak RSS per process)",
+                            "exporter-pure": "pure-Python exporter (EXPORTER_PURE_PYTHON=1; COPY loader)"}.get(
+                                loader, "exporter (COPY loader)")
+                    if loader == "exporter-pure":
+                        env["EXPORTER_PURE_PYTHON"] = "1"
                 elif loader == "COPY":
                     args = [*me, "--child", "copy-pg", "--db", db, "--data", str(data)]
                     name = "COPY FROM STDIN of CSV (+ PK, FK)"
@@ -577,7 +586,7 @@ def main() -> None:
             admin.close()
 
     same = True
-    for target, mine, base in (("pg", "exporter", "COPY"), ("pg", "exporter-jobs", "COPY"),
+    for target, mine, base in (("pg", "exporter", "COPY"), ("pg", "exporter-jobs", "COPY"), ("pg", "exporter-pure", "COPY"),
                                ("my", "exporter", "LOAD DATA"), ("my", "exporter-jobs", "LOAD DATA")):
         e, b = digests.get((target, mine)), digests.get((target, base))
         if e is not None and b is not None and e != b:
@@ -618,6 +627,7 @@ def report(results: list[Result], prepared: dict, n: int, rows_total: int, a) ->
     ratio("PostgreSQL", jobs, "COPY", " (aim >= 0.5x)")
     ratio("PostgreSQL", "exporter", "dlt", " (aim >= 3x)")
     ratio("PostgreSQL", jobs, "dlt", " (aim >= 3x)")
+    ratio("PostgreSQL", "exporter", "pure-Python", " (what the C speed-ups bring)")
     ratio("MariaDB", "exporter", "LOAD", "")
     ratio("MariaDB", jobs, "LOAD", "")
     print("\nWall times include interpreter start-up and imports. Baselines read prepared files "
