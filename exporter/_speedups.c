@@ -219,7 +219,7 @@ static PyObject *copy_block(PyObject *self, PyObject *args) {
         return NULL;
     }
     Buf b = {NULL, 0, 0};
-    /* hold the lists' items: a slow() call could change the lists under us */
+    /* hold the lists and the items in use: a slow() call could change the lists under us */
     Py_INCREF(rows);
     Py_INCREF(cols);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
@@ -232,7 +232,9 @@ static PyObject *copy_block(PyObject *self, PyObject *args) {
         }
         for (Py_ssize_t j = 0; j < PyList_GET_SIZE(cols); j++) {
             if (j && buf_byte(&b, '\t') < 0) { Py_DECREF(row); goto fail; }
-            PyObject *v = PyDict_GetItemWithError(row, PyList_GET_ITEM(cols, j));
+            PyObject *col = Py_NewRef(PyList_GET_ITEM(cols, j));
+            PyObject *v = PyDict_GetItemWithError(row, col);
+            Py_DECREF(col);
             if (v == NULL) {
                 if (PyErr_Occurred()) { Py_DECREF(row); goto fail; }
                 v = Py_None;
