@@ -192,6 +192,10 @@ def fixed_tables(md: sa.MetaData, profile: SqlProfile) -> dict[str, sa.Table]:
     return t
 
 
+#: the columns of ``list_items`` before its split columns
+LIST_ITEM_BASE_COLUMNS = ("list_id", "item_index", "line")
+
+
 def list_items_table(md: sa.MetaData, profile: SqlProfile, extra: list[str]) -> sa.Table:
     """``list_items`` with its split columns (``extra``: ``l1_label``, ``l1_code``, ...)."""
     key = f"{md.schema}.list_items" if md.schema else "list_items"

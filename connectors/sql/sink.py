@@ -53,6 +53,7 @@ from .loaders import DeferredError, GenericLoader, loader_for, local_infile_guar
 from .planner import NamePlanner
 from .schema import (
     FIXED_NAMES,
+    LIST_ITEM_BASE_COLUMNS,
     FormPlan,
     build_tables,
     check_id,
@@ -533,14 +534,15 @@ class SqlSink:
             for item in lst.parsed_items():
                 levels = max(levels, len(item.levels))
                 cols = max(cols, max((len(lv) for lv in item.levels), default=0))
-        fixed = self._fixed["list_items"]
-        room = (self.capabilities.max_columns or 10 ** 6) - len(fixed.columns)
-        wanted = list_item_columns(levels, cols)[:room]
         current = self._list_item_table()
+        base = LIST_ITEM_BASE_COLUMNS
+        room = (self.capabilities.max_columns or 10 ** 6) - len(base)
+        wanted = list_item_columns(levels, cols)[:room]
         new = [c for c in wanted if c not in current.c]
         if not new:
             return
-        extra = [c.name for c in current.columns if c.name not in fixed.c] + new
+        # the split columns already there stay (and first): only new ones are added
+        extra = [c.name for c in current.columns if c.name not in base] + new
         table = self._build_list_items(extra)
         self._apply_ddl(self._check_tables([table]))
 
@@ -551,9 +553,8 @@ class SqlSink:
 
     def _list_item_table(self) -> sa.Table:
         if self._list_cols is None:
-            fixed = self._fixed["list_items"]
             have = [c["name"] for c in self._inspector().get_columns("list_items", schema=self.schema)]
-            self._build_list_items([n for n in have if n not in fixed.c])
+            self._build_list_items([n for n in have if n not in LIST_ITEM_BASE_COLUMNS])
         return self._fixed["list_items"]
 
     # ------------------------------------------------------------------ data phase
@@ -670,7 +671,7 @@ class SqlSink:
         with self._op("table lists"):
             self._loader.upsert(self._fixed["lists"], "list_id", rows)
         table = self._list_item_table()
-        split = [c.name for c in table.columns if c.name not in ("list_id", "item_index", "line")]
+        split = [c.name for c in table.columns if c.name not in LIST_ITEM_BASE_COLUMNS]
         with self._op("table list_items"):
             self._loader.delete_in(table, "list_id", [r["list_id"] for r in rows])
             for lst in {x.id: x for x in lists}.values():

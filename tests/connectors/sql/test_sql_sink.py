@@ -382,3 +382,20 @@ def test_hostile_schema_name_on_postgresql(pg_db, loader):
         with admin.begin() as c:
             c.exec_driver_sql(f"DROP SCHEMA {quoted} CASCADE".replace("%", "%%"))
         admin.dispose()
+
+
+def test_lists_of_new_shapes_in_later_batches_keep_every_split_column(db):
+    """Each list in its own batch, each needing more split columns than the one before: the
+    columns added earlier in the run keep being written (they were once dropped from the table's
+    description when later columns were added, and earlier levels came out NULL)."""
+    from exporter.records import parse_list
+
+    lists = [parse_list({"id": "a", "name": "A", "items": ["Un:U1"]}),
+             parse_list({"id": "b", "name": "B", "items": ["Deux:D2|Sac:SAC"]}),
+             parse_list({"id": "c", "name": "C", "items": ["Trois:T3|Kg:KG\\Sous:S1"]})]
+    run_export(sink_for(db), lists, batch=1)
+    rows = {r["list_id"]: r for r in db.rows("list_items")}
+    assert (rows["a"]["l1_label"], rows["a"]["l1_code"]) == ("Un", "U1")
+    assert (rows["b"]["l1_label"], rows["b"]["l1_code"], rows["b"]["l1_c2_label"]) == ("Deux", "D2", "Sac")
+    assert (rows["c"]["l1_label"], rows["c"]["l1_c2_code"], rows["c"]["l2_label"], rows["c"]["l2_code"]) == (
+        "Trois", "KG", "Sous", "S1")
