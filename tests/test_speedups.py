@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import os
 import random
 import subprocess
 import sys
@@ -150,19 +151,14 @@ def test_pure_python_switch():
     """EXPORTER_PURE_PYTHON=1 makes the exporter leave the C module alone."""
     code = ("from exporter import speedups; from connectors.sql import loaders; "
             "print(speedups.available(), loaders.copy_bytes is loaders._copy_bytes_py)")
+    base = {k: v for k, v in os.environ.items() if k != "EXPORTER_PURE_PYTHON"}
     for env, want in (({"EXPORTER_PURE_PYTHON": "1"}, "False True"), ({"EXPORTER_PURE_PYTHON": "0"}, "True False")):
-        out = subprocess.run([sys.executable, "-c", code], env={**_env(), **env}, capture_output=True, text=True,
+        out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
                              check=True).stdout.strip()
         assert out == want
-        version = subprocess.run([sys.executable, "-m", "exporter", "--version"], env={**_env(), **env},
+        version = subprocess.run([sys.executable, "-m", "exporter", "--version"], env={**base, **env},
                                  capture_output=True, text=True, check=True).stdout
         assert ("C speedups built" in version) == (want == "True False")
-
-
-def _env() -> dict:
-    import os
-
-    return {k: v for k, v in os.environ.items() if k != "EXPORTER_PURE_PYTHON"}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -602,12 +602,13 @@ class _RowPlan:
         self.key = tp.key_columns[0]
         self.row_key = tp.key_columns[1] if len(tp.key_columns) > 1 else None
         self.unparsed = tp.unparsed_column
+        active = tp.active()
         # (part, column, field, fn) in plan order: the row dicts get their keys in that order
-        self.cols = tuple((c.table, c.column, c.field, _cell_fn(c, conv)) for c in tp.active())
+        self.cols = tuple((c.table, c.column, c.field, _cell_fn(c, conv)) for c in active)
         self.single = len(self.parts) == 1
-        # the same for _speedups.submission_rows: (part, column, field, code, fn)
-        self.c_cols = tuple((c.table, c.column, c.field, _c_code(c), fn)
-                            for c, (_p, _c, _f, fn) in zip(tp.active(), self.cols, strict=True))
+        # the same for _speedups.submission_rows, with each column's rule code: (part, column, field, code, fn)
+        self.c_cols = tuple((part, col, name, _c_code(c), fn)
+                            for c, (part, col, name, fn) in zip(active, self.cols, strict=True))
 
 
 class _CompiledRows:
