@@ -11,15 +11,20 @@ into a fresh database per run (created, checked, dropped):
   without the C module, ``EXPORTER_PURE_PYTHON=1``)
   versus plain ``COPY ... FROM STDIN`` (psycopg2 ``copy_expert``) of CSV files holding the same rows
   (form and sub-form tables and the media index, same columns and types, from the exporter's own
-  planner and row code), and versus dlt loading the same submissions as JSON Lines (sub-form rows
-  nested; dlt normalizes them into child tables) plus the media index as JSON Lines.
+  planner and row code); the same CSV COPYed again batch by batch (500 submissions of a form and
+  their sub-form and media index rows per committed transaction, into tables that have their keys
+  from the start: what the server alone costs a loader that commits consistent batches, the
+  exporter's floor with a client that would cost nothing), and versus dlt loading the same
+  submissions as JSON Lines (sub-form rows nested; dlt normalizes them into child tables) plus the
+  media index as JSON Lines.
 * MariaDB/MySQL (127.0.0.1:3306, root, no password): ``exporter export --to mysql+pymysql://``
   (one process, and with ``--jobs N``) versus ``LOAD DATA LOCAL INFILE`` of the same CSV files.
 
 The CSV and JSONL files are prepared once, outside any timing. Each loader runs in a child process
 (through an intermediate process, so the peak RSS is the loader's own); its wall time includes
 interpreter start-up and imports, the same for all. Timed work of the baselines: COPY = CREATE
-TABLE + COPY + primary keys + foreign keys + indexes; LOAD DATA = CREATE TABLE (with keys and
+TABLE + COPY + primary keys + foreign keys + indexes; batched COPY = CREATE TABLE + keys + one
+COPY per table and batch + COMMIT per batch; LOAD DATA = CREATE TABLE (with keys and
 indexes) + LOAD DATA; dlt = extract + normalize + load with its defaults (append, ``insert_values``
 files). Every loader writes the form and sub-form tables and the media index (one row per media
 file; the media bytes are not read: no ``--media-in-db``); the exporter also writes its small fixed
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import os
 import shutil
@@ -40,6 +46,7 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -184,7 +191,8 @@ class _Layout:
         return out
 
 
-PREPARED_VERSION = 2  # 2: the media index is part of every baseline's data
+PREPARED_VERSION = 3  # 2: the media index is part of every baseline's data; 3: batch boundaries
+BATCH = 500  # submissions per committed batch of the batched COPY baseline (the exporter's default)
 
 
 def prepare(arch: Path, data: Path) -> dict:
@@ -212,8 +220,31 @@ def prepare(arch: Path, data: Path) -> dict:
     media_jsonl = open(data / "media.jsonl", "w", encoding="utf-8")
     media_cols = layouts["postgresql"].tables["media"].columns.keys()
     assert media_cols == layouts["mysql"].tables["media"].columns.keys()
+    # byte ranges of the PostgreSQL files per batch of BATCH submissions of one form (a batch also
+    # ends with its form, as the exporter's do): [[table, start, end], ...] per batch
+    batches: list[list] = []
+    marks: dict[str, int] = {}  # table -> where the open batch starts
+    form_subs = 0
+
+    def pg_files() -> dict[str, Any]:
+        return {t: fh for (d, t), fh in files.items() if d == "postgresql"} | {"media": media_csv}
+
+    def close_batch(tables: list[str]) -> None:
+        ranges = []
+        for t, fh in pg_files().items():
+            if t in tables:
+                end = fh.tell()
+                if end > marks.get(t, 0):
+                    ranges.append([t, marks.get(t, 0), end])
+                marks[t] = end
+        if ranges:
+            batches.append(ranges)
+
+    current: list[str] = []  # the PostgreSQL tables of the form being read, and media
     for r in ArchiveSource(arch).records({}):
         if r.kind == "form":
+            close_batch(current)
+            form_subs = 0
             shapes = []
             for lay in layouts.values():
                 before = len(lay.order)
@@ -232,7 +263,12 @@ def prepare(arch: Path, data: Path) -> dict:
                         csv_path.setdefault(dialect, {})[t] = str(data / f"{dialect}.{t}.csv")
                         if dialect == "postgresql" and not own_mysql[r.id]:
                             csv_path.setdefault("mysql", {})[t] = str(data / f"{dialect}.{t}.csv")
+            pg_plan = layouts["postgresql"].plans[r.id]
+            current = [*pg_plan.main.parts, *(p for tp in pg_plan.subforms.values() for p in tp.parts), "media"]
         elif r.kind == "submission":
+            if form_subs and form_subs % BATCH == 0:
+                close_batch(current)
+            form_subs += 1
             submissions += 1
             for dialect, lay in layouts.items():
                 if dialect == "mysql" and not own_mysql[r.form_id]:
@@ -258,8 +294,12 @@ def prepare(arch: Path, data: Path) -> dict:
             row = media_row(r, r.size, r.sha256, None)
             media_csv.write(",".join(_csv_value(row.get(c)) for c in media_cols) + "\n")
             media_jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
+    close_batch(current)
     for fh in [*files.values(), *jsonl.values(), media_csv, media_jsonl]:
         fh.close()
+    for t, path in [*((t, p) for (d, t), p in ((k, v.name) for k, v in files.items()) if d == "postgresql"),
+                    ("media", str(data / "media.csv"))]:
+        assert marks.get(t, 0) == os.path.getsize(path), f"batch ranges of {t} do not cover its file"
     for dialect in layouts:
         csv_path.setdefault(dialect, {})["media"] = str(data / "media.csv")
         counts.setdefault(dialect, {})["media"] = media
@@ -272,7 +312,7 @@ def prepare(arch: Path, data: Path) -> dict:
                 "ddl": {d: lay.ddl() for d, lay in layouts.items()},
                 "csv": {d: {t: csv_path[d][t] for t in lay.order} for d, lay in layouts.items()},
                 "jsonl": {fid: str(data / f"{f['table']}.jsonl") for fid, f in forms.items()},
-                "media_jsonl": str(data / "media.jsonl")}
+                "media_jsonl": str(data / "media.jsonl"), "batches": batches}
     meta_file.write_text(json.dumps(prepared, indent=1))
     print(f"prepared CSV/JSONL in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return prepared
@@ -298,6 +338,49 @@ def child_copy_pg(db: str, prepared: dict) -> None:
                                 size=1 << 20)
         for stmt in ddl["keys"]:
             cur.execute(stmt)
+    conn.close()
+
+
+def child_copy_pg_batches(db: str, prepared: dict, connections: int = 1) -> None:
+    """The same CSV rows COPYed batch by batch, each batch (BATCH submissions of one form: their
+    form, sub-form and media index rows) in its own committed transaction, into tables that have
+    their primary keys, foreign keys and index from the start: the server's share of any loader
+    that commits consistent batches and can merge into tables already there (the exporter does),
+    with a client that costs nothing. With ``connections`` > 1, that many processes share the
+    batches (batch i goes to process i mod N), as the exporter's ``--jobs`` workers share forms."""
+    import multiprocessing
+
+    import psycopg2
+
+    conn = psycopg2.connect(dbname=db, **PG)
+    with conn, conn.cursor() as cur:
+        for stmt in [*prepared["ddl"]["postgresql"]["create"], *prepared["ddl"]["postgresql"]["keys"]]:
+            cur.execute(stmt)
+    conn.close()
+    if connections > 1:
+        with multiprocessing.get_context("fork").Pool(connections) as pool:
+            pool.starmap(_copy_pg_batches, [(db, prepared, i, connections) for i in range(connections)])
+    else:
+        _copy_pg_batches(db, prepared, 0, 1)
+
+
+def _copy_pg_batches(db: str, prepared: dict, share: int, shares: int) -> None:
+    import psycopg2
+
+    ddl, csv = prepared["ddl"]["postgresql"], prepared["csv"]["postgresql"]
+    conn = psycopg2.connect(dbname=db, **PG)
+    handles = {t: open(path, "rb") for t, path in csv.items()}
+    sql = {t: f'COPY "{t}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in ddl["tables"][t])}) FROM STDIN '
+              "WITH (FORMAT csv, NULL 'NULL')" for t in csv}
+    with conn.cursor() as cur:
+        for ranges in prepared["batches"][share::shares]:
+            for t, start, end in ranges:
+                fh = handles[t]
+                fh.seek(start)
+                cur.copy_expert(sql[t], io.BytesIO(fh.read(end - start)))
+            conn.commit()
+    for fh in handles.values():
+        fh.close()
     conn.close()
 
 
@@ -463,6 +546,7 @@ def main() -> None:
                     help="also time the exporter with --jobs N (default: the CPU count; 1: no)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
+    ap.add_argument("--connections", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
@@ -470,6 +554,8 @@ def main() -> None:
         prepared = json.loads((Path(a.data) / "prepared.json").read_text())
         if a.child == "copy-pg":
             child_copy_pg(a.db, prepared)
+        elif a.child == "copy-pg-batches":
+            child_copy_pg_batches(a.db, prepared, a.connections)
         elif a.child == "load-mysql":
             child_load_mysql(a.db, prepared)
         elif a.child == "dlt-pg":
@@ -515,7 +601,8 @@ def main() -> None:
             runs.append(("exporter-jobs", [*exporter, "--jobs", str(a.jobs)]))
         if not a.skip_pure:  # the same without the C module, in the same run: what it is worth
             runs.append(("exporter-pure", exporter))
-        runs += [("COPY", None)] + ([] if a.skip_dlt else [("dlt", None)])
+        runs += [("COPY", None), ("COPY-batches", None), *([("COPY-batches-jobs", None)] if a.jobs > 1 else [])]
+        runs += ([] if a.skip_dlt else [("dlt", None)])
         for loader, cmd in runs:
             db = f"{tag}_{loader.lower()}"
             pg_admin(f'DROP DATABASE IF EXISTS "{db}"')
@@ -533,6 +620,12 @@ def main() -> None:
                 elif loader == "COPY":
                     args = [*me, "--child", "copy-pg", "--db", db, "--data", str(data)]
                     name = "COPY FROM STDIN of CSV (+ PK, FK)"
+                elif loader.startswith("COPY-batches"):
+                    n_conn = a.jobs if loader.endswith("jobs") else 1
+                    args = [*me, "--child", "copy-pg-batches", "--db", db, "--data", str(data),
+                            "--connections", str(n_conn)]
+                    name = (f"parallel batched COPY of the same CSV ({n_conn} connections, " if n_conn > 1
+                            else "batched COPY of the same CSV (") + f"{BATCH} submissions a commit, keys first)"
                 else:
                     shutil.rmtree(data / "dlt-pipelines", ignore_errors=True)
                     args = [*me, "--child", "dlt-pg", "--db", db, "--data", str(data)]
@@ -586,7 +679,9 @@ def main() -> None:
             admin.close()
 
     same = True
-    for target, mine, base in (("pg", "exporter", "COPY"), ("pg", "exporter-jobs", "COPY"), ("pg", "exporter-pure", "COPY"),
+    for target, mine, base in (("pg", "exporter", "COPY"), ("pg", "COPY-batches", "COPY"), ("pg", "COPY-batches-jobs", "COPY"),
+                               ("pg", "exporter-jobs", "COPY"),
+                               ("pg", "exporter-pure", "COPY"),
                                ("my", "exporter", "LOAD DATA"), ("my", "exporter-jobs", "LOAD DATA")):
         e, b = digests.get((target, mine)), digests.get((target, base))
         if e is not None and b is not None and e != b:
@@ -628,6 +723,11 @@ def report(results: list[Result], prepared: dict, n: int, rows_total: int, a) ->
     ratio("PostgreSQL", "exporter", "dlt", " (aim >= 3x)")
     ratio("PostgreSQL", jobs, "dlt", " (aim >= 3x)")
     ratio("PostgreSQL", "exporter", "pure-Python", " (what the C speed-ups bring)")
+    ratio("PostgreSQL", "batched", "COPY", " (the server's share alone: a client that costs nothing, "
+          "committing consistent batches into keyed tables)")
+    ratio("PostgreSQL", "parallel", "COPY", f" (the same on {a.jobs} connections)")
+    ratio("PostgreSQL", "exporter", "batched", " (against the one-connection floor)")
+    ratio("PostgreSQL", jobs, "parallel", f" (against the {a.jobs}-connection floor)")
     ratio("MariaDB", "exporter", "LOAD", "")
     ratio("MariaDB", jobs, "LOAD", "")
     print("\nWall times include interpreter start-up and imports. Baselines read prepared files "
