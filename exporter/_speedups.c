@@ -135,29 +135,30 @@ static inline void digits(char *out, int v, int width) {
     }
 }
 
+/* "x<sep>yy<sep>zz": x zero-padded to ``wx`` digits (2 or 4), y and z to 2 */
+static int put_three(Buf *b, int x, int wx, char sep, int y, int z) {
+    char tmp[10];
+    digits(tmp, x, wx);
+    tmp[wx] = sep;
+    digits(tmp + wx + 1, y, 2);
+    tmp[wx + 3] = sep;
+    digits(tmp + wx + 4, z, 2);
+    return buf_put(b, tmp, wx + 6);
+}
+
 /* "HH:MM:SS" and ".ffffff" when there are microseconds, as time.isoformat() writes them */
 static int put_fmt_time(Buf *b, int h, int m, int s, int us) {
-    char tmp[16];
-    digits(tmp, h, 2);
-    tmp[2] = ':';
-    digits(tmp + 3, m, 2);
-    tmp[5] = ':';
-    digits(tmp + 6, s, 2);
-    if (!us) return buf_put(b, tmp, 8);
-    tmp[8] = '.';
-    digits(tmp + 9, us, 6);
-    return buf_put(b, tmp, 15);
+    if (put_three(b, h, 2, ':', m, s) < 0) return -1;
+    if (!us) return 0;
+    char tmp[7];
+    tmp[0] = '.';
+    digits(tmp + 1, us, 6);
+    return buf_put(b, tmp, 7);
 }
 
 /* "YYYY-MM-DD" as date.isoformat() writes it (years 1 to 9999) */
 static int put_fmt_date(Buf *b, int y, int mo, int d) {
-    char tmp[10];
-    digits(tmp, y, 4);
-    tmp[4] = '-';
-    digits(tmp + 5, mo, 2);
-    tmp[7] = '-';
-    digits(tmp + 8, d, 2);
-    return buf_put(b, tmp, 10);
+    return put_three(b, y, 4, '-', mo, d);
 }
 
 static int put_value(Buf *b, PyObject *v, int mode, PyObject *slow, PyObject *decimal_type) {

@@ -297,9 +297,8 @@ def prepare(arch: Path, data: Path) -> dict:
     close_batch(current)
     for fh in [*files.values(), *jsonl.values(), media_csv, media_jsonl]:
         fh.close()
-    for t, path in [*((t, p) for (d, t), p in ((k, v.name) for k, v in files.items()) if d == "postgresql"),
-                    ("media", str(data / "media.csv"))]:
-        assert marks.get(t, 0) == os.path.getsize(path), f"batch ranges of {t} do not cover its file"
+    for t, fh in pg_files().items():
+        assert marks.get(t, 0) == os.path.getsize(fh.name), f"batch ranges of {t} do not cover its file"
     for dialect in layouts:
         csv_path.setdefault(dialect, {})["media"] = str(data / "media.csv")
         counts.setdefault(dialect, {})["media"] = media
@@ -323,6 +322,11 @@ def prepare(arch: Path, data: Path) -> dict:
 # ================================================================================================
 
 
+def _copy_csv_sql(ddl: dict, table: str) -> str:
+    cols = ", ".join(f'"{c}"' for c in ddl["tables"][table])
+    return f'COPY "{table}" ({cols}) FROM STDIN WITH (FORMAT csv, NULL \'NULL\')'
+
+
 def child_copy_pg(db: str, prepared: dict) -> None:
     import psycopg2
 
@@ -332,10 +336,8 @@ def child_copy_pg(db: str, prepared: dict) -> None:
         for stmt in ddl["create"]:
             cur.execute(stmt)
         for table, path in csv.items():
-            cols = ", ".join(f'"{c}"' for c in ddl["tables"][table])
             with open(path, "rb") as fh:
-                cur.copy_expert(f'COPY "{table}" ({cols}) FROM STDIN WITH (FORMAT csv, NULL \'NULL\')', fh,
-                                size=1 << 20)
+                cur.copy_expert(_copy_csv_sql(ddl, table), fh, size=1 << 20)
         for stmt in ddl["keys"]:
             cur.execute(stmt)
     conn.close()
@@ -370,8 +372,7 @@ def _copy_pg_batches(db: str, prepared: dict, share: int, shares: int) -> None:
     ddl, csv = prepared["ddl"]["postgresql"], prepared["csv"]["postgresql"]
     conn = psycopg2.connect(dbname=db, **PG)
     handles = {t: open(path, "rb") for t, path in csv.items()}
-    sql = {t: f'COPY "{t}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in ddl["tables"][t])}) FROM STDIN '
-              "WITH (FORMAT csv, NULL 'NULL')" for t in csv}
+    sql = {t: _copy_csv_sql(ddl, t) for t in csv}
     with conn.cursor() as cur:
         for ranges in prepared["batches"][share::shares]:
             for t, start, end in ranges:
