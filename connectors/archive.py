@@ -41,9 +41,19 @@ from exporter.model import (
     Form,
     FormPart,
     Media,
+    Submission,
+    SubmissionBlock,
 )
 from exporter.naming import safe_filename
-from exporter.records import parse_form, parse_group, parse_list, parse_submission, parse_user, submission_id
+from exporter.records import (
+    parse_form,
+    parse_group,
+    parse_list,
+    parse_submission,
+    parse_user,
+    submission_id,
+    submission_update_time,
+)
 from exporter.sinks import RunContext
 
 FORMAT = "exporter-account-archive"
@@ -333,6 +343,14 @@ class ArchiveSource:
             part = f if isinstance(f, FormPart) else FormPart(f)
             yield from self._form_records(part.form_id, state.get(part.form_id), part)
 
+    def use_blocks(self, size: int) -> None:
+        """Yield each form's submissions and media as ``SubmissionBlock``\\ s of ``size``
+        submissions (0: as records, the default). The pipeline asks for it when every sink takes
+        blocks."""
+        self.block_size = size
+
+    block_size = 0
+
     def _form_records(self, fid: str, cursor: str | None, part: FormPart | None = None) -> Iterator:
         form = parse_form(self.reader.form_raw(fid))
         yield form
@@ -341,35 +359,71 @@ class ArchiveSource:
         media_iter = self.reader.media_index(fid)
         pending_media: dict | None = next(media_iter, None)
         max_time = cursor
+        block_size = self.block_size
+        payloads: list = []
+        sids: list[str] = []
+        entries: list[list[dict] | None] = []
         for position, raw in enumerate(self.reader.submissions_raw(fid)):
+            sid = submission_id(raw)
             if part is not None and not part.takes(position):  # another worker's share
-                sid = submission_id(raw)
                 while pending_media is not None and str(pending_media.get("submission_id")) == sid:
                     pending_media = next(media_iter, None)
                 continue
-            try:
-                sub = parse_submission(form, raw)
-            except BadAnswerError as e:
-                raise ArchiveError(e.message, context=e.context) from None
-            medias = []
-            while pending_media is not None and str(pending_media.get("submission_id")) == sub.id:
+            if block_size:
+                if not sid:  # the error parsing it gives
+                    self._parse(form, raw)
+                ut = submission_update_time(raw)
+            else:
+                sub = self._parse(form, raw)
+                sid, ut = sub.id, sub.update_time
+            medias = None
+            while pending_media is not None and str(pending_media.get("submission_id")) == sid:
+                if medias is None:
+                    medias = []
                 medias.append(pending_media)
                 pending_media = next(media_iter, None)
-            ut = sub.update_time
             if since and ut and ut < since:
                 continue
             if ut and (max_time is None or ut > max_time):
                 max_time = ut
-            yield sub
-            by_name = {(m.get("subform"), m.get("row"), m.get("field"), m.get("name")): m for m in medias}
-            for ref in sub.media:
-                m = by_name.get((ref.subform, ref.row, ref.field, ref.name))
-                if m is None:
-                    continue  # referenced by the submission but never downloaded (missing on the server)
-                rel = m["path"]
-                yield Media(ref, m.get("content_type") or "application/octet-stream",
-                            (lambda rel=rel: self.reader.open(rel)), size=m.get("size"), sha256=m.get("sha256"))
+            if not block_size:
+                yield from self._submission_records(sub, medias)
+                continue
+            payloads.append(raw)
+            sids.append(sid)
+            entries.append(medias)
+            if len(payloads) >= block_size:
+                yield SubmissionBlock(form, payloads, sids, entries, self._expand)
+                payloads, sids, entries = [], [], []
+        if payloads:
+            yield SubmissionBlock(form, payloads, sids, entries, self._expand)
         yield Checkpoint(form.id, max_time, self.mode)
+
+    @staticmethod
+    def _parse(form: Form, raw: Any) -> Submission:
+        try:
+            return parse_submission(form, raw)
+        except BadAnswerError as e:
+            raise ArchiveError(e.message, context=e.context) from None
+
+    def _expand(self, block: SubmissionBlock, positions: Iterable[int]) -> Iterator[Submission | Media]:
+        for i in positions:
+            yield from self._submission_records(self._parse(block.form, block.payloads[i]), block.entries[i])
+
+    def _submission_records(self, sub: Submission, medias: list[dict] | None) -> Iterator[Submission | Media]:
+        """A submission and the ``Media`` of each reference it makes that its index entries
+        (``medias``) hold, in the order of its references."""
+        yield sub
+        if not medias:
+            return
+        by_name = {(m.get("subform"), m.get("row"), m.get("field"), m.get("name")): m for m in medias}
+        for ref in sub.media:
+            m = by_name.get((ref.subform, ref.row, ref.field, ref.name))
+            if m is None:
+                continue  # referenced by the submission but never downloaded (missing on the server)
+            rel = m["path"]
+            yield Media(ref, m.get("content_type") or "application/octet-stream",
+                        (lambda rel=rel: self.reader.open(rel)), size=m.get("size"), sha256=m.get("sha256"))
 
     def acknowledge(self, batch: Iterable) -> None:
         """Archives have no read markers: nothing to acknowledge."""

@@ -13,7 +13,7 @@
  *   parse_fields(top, cells, flat, bools, form_id, sid) -> (values, text, subforms, media) | None
  *       The field loop of ``exporter.records.parse_submission`` (see ``_ParsePlan.c_top``): the
  *       same dicts, SubformRow and MediaRef objects (media not yet made unique). Dates, times and
- *       date-times of the exact ISO shapes, texts and one-name media values are typed here; every
+ *       date-times of the exact ISO shapes, texts and ASCII media values are typed here; every
  *       other value goes through the field's Python converter. ``None`` when the submission has a
  *       shape the Python loop handles itself (errors included): the caller then runs it.
  *       ``setup_parse(SubformRow, MediaRef, text_of, Decimal)`` first.
@@ -23,11 +23,22 @@
  *       the same row dicts, keys in the same order. Texts kept aside (``unparsed_text``), numbers and
  *       metadata times not seen before go through the Python helpers the spec names.
  *
- * Tests compare both with the Python versions (tests/test_speedups.py).
+ *   block_text(tspec, payloads, sids, entries, bools, mspec)
+ *       -> (text per table part, media text, [positions left to Python], [entries written]) | None
+ *       The bulk-load text of a ``SubmissionBlock`` (connectors.sql.schema.block_text): what
+ *       parse_fields, submission_rows, media_row and copy_block make of its submissions and of
+ *       the media index entries their references find, written straight from the payloads, with
+ *       no record, row dict or typed value made where the text is the served one. A submission
+ *       whose shape parse_fields would leave to Python is left to the caller (its position is
+ *       returned); None when the block holds a submission twice.
+ *
+ * Tests compare them with the Python versions (tests/test_speedups.py,
+ * tests/connectors/sql/test_sql_blocks.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <datetime.h>
+#include <stdint.h>
 #include <string.h>
 
 typedef struct {
@@ -352,21 +363,41 @@ static PyObject *iso_temporal(PyObject *t, int kind) {
     return v;
 }
 
-/* One-name media value (no comma), ASCII: the stripped name in a 1-tuple, or () when blank. */
+/* A media value, ASCII: the names between commas, blanks around each dropped, empty ones skipped,
+ * in a tuple (() when blank), as _conv_media makes it; NULL without an error for non-ASCII. */
 static PyObject *one_media(PyObject *t) {
     if (!PyUnicode_IS_ASCII(t)) return NULL;
     Py_ssize_t n = PyUnicode_GET_LENGTH(t);
     const char *p = (const char *)PyUnicode_1BYTE_DATA(t);
-    if (memchr(p, ',', (size_t)n) != NULL) return NULL;
-    Py_ssize_t a = 0, z = n;
-    while (a < z && is_space((unsigned char)p[a])) a++;
-    while (z > a && is_space((unsigned char)p[z - 1])) z--;
-    if (a == z) return PyTuple_New(0);
-    PyObject *name = (a == 0 && z == n) ? (Py_INCREF(t), t) : PyUnicode_Substring(t, a, z);
-    if (name == NULL) return NULL;
-    PyObject *tup = PyTuple_Pack(1, name);
-    Py_DECREF(name);
-    return tup;
+    PyObject *out = PyTuple_New(0), *names = NULL;
+    if (out == NULL) return NULL;
+    Py_ssize_t start = 0;
+    while (start <= n) {
+        const char *comma = memchr(p + start, ',', (size_t)(n - start));
+        Py_ssize_t end = comma ? comma - p : n;
+        Py_ssize_t a = start, z = end;
+        while (a < z && is_space((unsigned char)p[a])) a++;
+        while (z > a && is_space((unsigned char)p[z - 1])) z--;
+        if (a < z) {
+            if (names == NULL && (names = PyList_New(0)) == NULL) goto fail;
+            PyObject *name = (a == 0 && z == n) ? Py_NewRef(t) : PyUnicode_Substring(t, a, z);
+            if (name == NULL || PyList_Append(names, name) < 0) {
+                Py_XDECREF(name);
+                goto fail;
+            }
+            Py_DECREF(name);
+        }
+        start = end + 1;
+    }
+    if (names != NULL) {
+        Py_SETREF(out, PyList_AsTuple(names));
+        Py_DECREF(names);
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    Py_XDECREF(names);
+    return NULL;
 }
 
 /* A number text that needs neither stripping nor the comma and blank rules (ASCII, no blank, no
@@ -418,22 +449,34 @@ static PyObject *typed(PyObject *t, PyObject *dict_cell, int kind, PyObject *con
     return PyObject_Vectorcall(conv, argv, 3, NULL);
 }
 
+static PyObject *mediaref_names[6];
+
+/* An instance of a frozen dataclass made as its __init__ makes it (every field set, in order, with
+ * object.__setattr__), without running that Python code: for MediaRef, which has no
+ * __post_init__. */
+static PyObject *frozen_instance(PyObject *type, PyObject **names, PyObject **values, int n) {
+    PyObject *obj = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
+    if (obj == NULL) return NULL;
+    for (int i = 0; i < n; i++) {
+        if (PyObject_GenericSetAttr(obj, names[i], values[i]) < 0) {
+            Py_DECREF(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
 /* MediaRef objects for the names of a media value, appended to ``media``. */
 static int add_media(PyObject *media, PyObject *val, PyObject *form_id, PyObject *sid, PyObject *field,
                      PyObject *subform, Py_ssize_t row) {
     if (!PyTuple_Check(val)) return 0;
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(val); k++) {
         PyObject *ref;
-        if (subform == NULL) {
-            PyObject *argv[4] = {form_id, sid, field, PyTuple_GET_ITEM(val, k)};
-            ref = PyObject_Vectorcall(MediaRefType, argv, 4, NULL);
-        } else {
-            PyObject *r = PyLong_FromSsize_t(row);
-            if (r == NULL) return -1;
-            PyObject *argv[6] = {form_id, sid, field, PyTuple_GET_ITEM(val, k), subform, r};
-            ref = PyObject_Vectorcall(MediaRefType, argv, 6, NULL);
-            Py_DECREF(r);
-        }
+        PyObject *r = subform == NULL ? Py_NewRef(Py_None) : PyLong_FromSsize_t(row);
+        if (r == NULL) return -1;
+        PyObject *argv[6] = {form_id, sid, field, PyTuple_GET_ITEM(val, k), subform ? subform : Py_None, r};
+        ref = frozen_instance(MediaRefType, mediaref_names, argv, 6);
+        Py_DECREF(r);
         if (ref == NULL) return -1;
         int e = PyList_Append(media, ref);
         Py_DECREF(ref);
@@ -691,6 +734,22 @@ static PyObject *cell_of(RowHelpers *h, int code, PyObject *name, PyObject *fn, 
     return PyObject_Vectorcall(fn, argv, 3, NULL);
 }
 
+/* The cell of a metadata column (new reference): the text, or for a time its value
+ * (parse_meta_time, through its cache of texts already read). */
+static PyObject *meta_value(RowHelpers *h, PyObject *t, PyObject *un, PyObject *mk, int is_time) {
+    if (!is_time) return Py_NewRef(t);
+    if (t != Py_None) {
+        PyObject *cached = PyDict_GetItemWithError(h->meta_cache, t);
+        if (cached != NULL) return Py_NewRef(cached);
+        if (PyErr_Occurred()) return NULL;
+    }
+    PyObject *argv[3] = {t, un, mk};
+    Py_INCREF(t);
+    PyObject *v = PyObject_Vectorcall(h->meta_time, argv, 3, NULL);
+    Py_DECREF(t);
+    return v;
+}
+
 static PyObject *get_or_none(PyObject *d, PyObject *k) {
     PyObject *v = PyDict_GetItemWithError(d, k);
     if (v == NULL && !PyErr_Occurred()) v = Py_None;
@@ -769,22 +828,8 @@ static int rows_main(RowHelpers *h, PyObject *spec, PyObject *sid, PyObject *met
         PyObject *mk = PyTuple_GET_ITEM(m, 0), *col = PyTuple_GET_ITEM(m, 1);
         PyObject *t = get_or_none(meta, mk);
         if (t == NULL) goto done;
-        PyObject *v;
-        if (PyObject_IsTrue(PyTuple_GET_ITEM(m, 2))) {
-            PyObject *cached = t == Py_None ? NULL : PyDict_GetItemWithError(h->meta_cache, t);
-            if (cached == NULL && PyErr_Occurred()) goto done;
-            if (cached != NULL) {
-                v = Py_NewRef(cached);
-            } else {
-                PyObject *argv[3] = {t, un, mk};
-                Py_INCREF(t);
-                v = PyObject_Vectorcall(h->meta_time, argv, 3, NULL);
-                Py_DECREF(t);
-                if (v == NULL) goto done;
-            }
-        } else {
-            v = Py_NewRef(t);
-        }
+        PyObject *v = meta_value(h, t, un, mk, PyObject_IsTrue(PyTuple_GET_ITEM(m, 2)));
+        if (v == NULL) goto done;
         int e = PyDict_SetItem(first, col, v);
         Py_DECREF(v);
         if (e < 0) goto done;
@@ -891,9 +936,680 @@ fail:
     return NULL;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* media_refs, submissions_text: the same work without the canonical containers                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Whether parse_into would type these cells itself (1) or leave them to Python (0, or -1 with an
+ * error): the same shape checks, in the same order, nothing made. */
+static int parse_shape_ok(PyObject *top, PyObject *cells, int flat) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(top); i++) {
+        PyObject *spec = PyTuple_GET_ITEM(top, i);
+        PyObject *kids = PyTuple_GET_ITEM(spec, 5);
+        PyObject *cell = NULL;
+        if (!(flat && PyObject_IsTrue(PyTuple_GET_ITEM(spec, 4)))) {
+            cell = PyDict_GetItemWithError(cells, PyTuple_GET_ITEM(spec, 0));
+            if (cell == NULL && PyErr_Occurred()) return -1;
+        }
+        if (cell != NULL && !PyUnicode_CheckExact(cell) && !PyDict_CheckExact(cell) && cell != Py_None
+            && !(kids != Py_None && PyList_CheckExact(cell)))
+            return 0;
+        if (kids == Py_None) continue;
+        PyObject *raw_rows = cell;
+        if (raw_rows != NULL && PyDict_CheckExact(raw_rows)) {
+            raw_rows = PyDict_GetItemWithError(raw_rows, str_value);
+            if (raw_rows == NULL) return PyErr_Occurred() ? -1 : 0;
+        }
+        if (raw_rows == NULL || raw_rows == Py_None
+            || (PyUnicode_CheckExact(raw_rows) && PyUnicode_GET_LENGTH(raw_rows) == 0))
+            continue;
+        if (!PyList_CheckExact(raw_rows)) return 0;
+        for (Py_ssize_t r = 0; r < PyList_GET_SIZE(raw_rows); r++) {
+            PyObject *raw_row = PyList_GET_ITEM(raw_rows, r);
+            if (!PyDict_CheckExact(raw_row)) return 0;
+            for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(kids); k++) {
+                PyObject *c = PyDict_GetItemWithError(raw_row, PyTuple_GET_ITEM(PyTuple_GET_ITEM(kids, k), 0));
+                if (c == NULL && PyErr_Occurred()) return -1;
+                if (c != NULL && !PyUnicode_CheckExact(c) && !PyDict_CheckExact(c) && c != Py_None) return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+/* The rows of a sub-form cell that parse_shape_ok accepted (borrowed; NULL: none). */
+static PyObject *subform_list(PyObject *cell) {
+    if (cell != NULL && PyDict_CheckExact(cell)) cell = PyDict_GetItem(cell, str_value);
+    return (cell != NULL && PyList_CheckExact(cell)) ? cell : NULL;
+}
+
+/* The typed value of a cell of one field (new reference): what parse_into stores for it. */
+static PyObject *cell_value(PyObject *cell, int kind, PyObject *conv, PyObject *bools, PyObject **text) {
+    PyObject *dc;
+    PyObject *t = cell_text(cell, &dc);
+    if (t == NULL) return NULL;
+    PyObject *v = typed(t, dc, kind, conv, bools);
+    if (v == NULL) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    *text = t;
+    return v;
+}
+
+typedef struct {
+    RowHelpers h;
+    int mode;
+    PyObject *slow, *decimal;
+    Buf *out;  /* one per table part */
+} TextJob;
+
+/* Whether the number text ``t`` is one whose Decimal writes back as ``t`` itself and fits the
+ * numeric column: ASCII -?(0|[1-9][0-9]*)(.[0-9]+)?, not so small that str(Decimal) would switch
+ * to exponent notation (adjusted exponent below -6), at most max_int_digits digits before the
+ * point and scale after it (number_fits' rule for that Decimal). */
+static int plain_decimal_fits(RowHelpers *h, PyObject *t) {
+    if (!PyUnicode_IS_ASCII(t)) return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(t), i = 0;
+    const char *p = (const char *)PyUnicode_1BYTE_DATA(t);
+    if (i < n && p[i] == '-') i++;
+    Py_ssize_t int_start = i;
+    while (i < n && p[i] >= '0' && p[i] <= '9') i++;
+    Py_ssize_t int_digits = i - int_start, frac = 0, lead_zeros = 0;
+    if (int_digits == 0 || (int_digits > 1 && p[int_start] == '0')) return 0;
+    int zero_int = p[int_start] == '0';
+    if (i < n && p[i] == '.') {
+        i++;
+        Py_ssize_t f0 = i;
+        while (i < n && p[i] >= '0' && p[i] <= '9') i++;
+        frac = i - f0;
+        if (frac == 0) return 0;
+        while (lead_zeros < frac && p[f0 + lead_zeros] == '0') lead_zeros++;
+    }
+    if (i != n) return 0;
+    /* adjusted exponent of 0.000ddd is -(zeros + 1); of an all-zero fraction, -frac */
+    if (zero_int && frac > 0 && (lead_zeros == frac ? frac : lead_zeros + 1) > 6) return 0;
+    return int_digits <= h->max_int_digits && frac <= h->scale;
+}
+
+/* "\t" and the bulk-load text of one cell (stolen reference) into part ``part`` */
+static int put_cell(TextJob *j, Py_ssize_t part, PyObject *cell) {
+    if (cell == NULL) return -1;
+    int r = buf_byte(&j->out[part], '\t') < 0 ? -1 : put_value(&j->out[part], cell, j->mode, j->slow, j->decimal);
+    Py_DECREF(cell);
+    return r;
+}
+
+/* The cells of ``cols`` for one row: cols are (part, field, rule code, fn, kind, conv, present),
+ * present: 0 the field is not in the definition, 1 its cell is read from ``src``, 2 the same except
+ * in the flat shape (an underscored name). What parse_into types and cell_of makes of it, with
+ * three shortcuts that write the same text: a text column takes the served text whenever there is
+ * one (cell_of's rule) without typing it, a plain number that fits is written as served
+ * (plain_decimal_fits), and the two columns of a geolocation share one typing. */
+static int text_cells(TextJob *j, PyObject *cols, PyObject *src, int flat, PyObject *bools, PyObject *un) {
+    PyObject *last = NULL, *last_v = NULL, *last_t = NULL; /* the field typed for the previous column */
+    int rc = -1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(cols); i++) {
+        PyObject *c = PyTuple_GET_ITEM(cols, i);
+        Py_ssize_t part = PyLong_AsSsize_t(PyTuple_GET_ITEM(c, 0));
+        PyObject *name = PyTuple_GET_ITEM(c, 1);
+        int code = (int)PyLong_AsLong(PyTuple_GET_ITEM(c, 2));
+        int kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(c, 4));
+        int present = (int)PyLong_AsLong(PyTuple_GET_ITEM(c, 6));
+        PyObject *v, *t, *dc = NULL, *cell = NULL;
+        if (last != NULL && name == last) {
+            v = Py_NewRef(last_v);
+            t = Py_NewRef(last_t);
+        } else {
+            if (present == 1 || (present == 2 && !flat)) {
+                cell = PyDict_GetItemWithError(src, name);
+                if (cell == NULL && PyErr_Occurred()) goto done;
+                Py_XINCREF(cell);
+                t = cell_text(cell, &dc);
+                if (t == NULL) {
+                    Py_XDECREF(cell);
+                    goto done;
+                }
+            } else {
+                t = Py_NewRef(Py_None);
+            }
+            if (t != Py_None && (code == C_TEXT || code == C_PASS)) {
+                Py_XDECREF(cell);
+                if (put_cell(j, part, t) < 0) goto done;
+                continue;
+            }
+            if (code == C_NUMBER && kind == K_NUMBER && j->h.max_int_digits >= 0 && PyUnicode_CheckExact(t)
+                && plain_decimal_fits(&j->h, t)) {
+                Py_XDECREF(cell);
+                if (put_cell(j, part, t) < 0) goto done;
+                continue;
+            }
+            v = present == 0 ? Py_NewRef(Py_None) : typed(t, dc, kind, PyTuple_GET_ITEM(c, 5), bools);
+            Py_XDECREF(cell);
+            if (v == NULL) {
+                Py_DECREF(t);
+                goto done;
+            }
+            Py_XSETREF(last_v, Py_NewRef(v));
+            Py_XSETREF(last_t, Py_NewRef(t));
+            last = name;
+        }
+        PyObject *out = cell_of(&j->h, code, name, PyTuple_GET_ITEM(c, 3), v, t, un);
+        Py_DECREF(v);
+        Py_DECREF(t);
+        if (put_cell(j, part, out) < 0) goto done;
+    }
+    rc = 0;
+done:
+    Py_XDECREF(last_v);
+    Py_XDECREF(last_t);
+    return rc;
+}
+
+static int put_unparsed(TextJob *j, Py_ssize_t part, PyObject *un) {
+    if (PyDict_GET_SIZE(un) == 0) return put_cell(j, part, Py_NewRef(Py_None));
+    return put_cell(j, part, PyObject_CallOneArg(j->h.dumps, un));
+}
+
+/* the start of a row in parts first..first+n-1: the key (and the row index) */
+static int start_rows(TextJob *j, Py_ssize_t first, Py_ssize_t n, PyObject *sid, Py_ssize_t index) {
+    for (Py_ssize_t p = first; p < first + n; p++) {
+        if (put_value(&j->out[p], sid, j->mode, j->slow, j->decimal) < 0) return -1;
+        if (index >= 0) {
+            PyObject *ix = PyLong_FromSsize_t(index);
+            if (put_cell(j, p, ix) < 0) return -1;
+        }
+    }
+    return 0;
+}
+
+static int end_rows(TextJob *j, Py_ssize_t first, Py_ssize_t n) {
+    for (Py_ssize_t p = first; p < first + n; p++)
+        if (buf_byte(&j->out[p], '\n') < 0) return -1;
+    return 0;
+}
+
+/* The text of one submission whose shape parse_shape_ok accepted. tspec: (top, main, subs, ...):
+ * main = (parts, meta specs (meta key, is time), cols); subs: (name, underscored, first part,
+ * parts, cols). */
+static int one_text(TextJob *j, PyObject *main, PyObject *subs, PyObject *sid, PyObject *payload, PyObject *cells,
+                    int flat, PyObject *bools) {
+    Py_ssize_t nparts = PyLong_AsSsize_t(PyTuple_GET_ITEM(main, 0));
+    PyObject *metas = PyTuple_GET_ITEM(main, 1);
+    int rc = -1;
+    PyObject *un = PyDict_New();
+    if (un == NULL || start_rows(j, 0, nparts, sid, -1) < 0) goto done;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(metas); i++) {
+        PyObject *m = PyTuple_GET_ITEM(metas, i);
+        PyObject *mk = PyTuple_GET_ITEM(m, 0);
+        PyObject *t = get_or_none(payload, PyTuple_GET_ITEM(m, flat ? 1 : 0));
+        if (t == NULL) goto done;
+        if (put_cell(j, 0, meta_value(&j->h, t, un, mk, PyObject_IsTrue(PyTuple_GET_ITEM(m, 2)))) < 0) goto done;
+    }
+    if (text_cells(j, PyTuple_GET_ITEM(main, 2), cells, flat, bools, un) < 0) goto done;
+    if (put_unparsed(j, 0, un) < 0 || end_rows(j, 0, nparts) < 0) goto done;
+    for (Py_ssize_t s = 0; s < PyTuple_GET_SIZE(subs); s++) {
+        PyObject *sf = PyTuple_GET_ITEM(subs, s);
+        PyObject *cell = NULL;
+        if (!(flat && PyObject_IsTrue(PyTuple_GET_ITEM(sf, 1)))) cell = PyDict_GetItem(cells, PyTuple_GET_ITEM(sf, 0));
+        PyObject *rows = subform_list(cell);
+        if (rows == NULL) continue;
+        Py_ssize_t first = PyLong_AsSsize_t(PyTuple_GET_ITEM(sf, 2)), n = PyLong_AsSsize_t(PyTuple_GET_ITEM(sf, 3));
+        PyObject *cols = PyTuple_GET_ITEM(sf, 4);
+        Py_INCREF(rows);
+        for (Py_ssize_t r = 0; r < PyList_GET_SIZE(rows); r++) {
+            PyObject *raw_row = Py_NewRef(PyList_GET_ITEM(rows, r));
+            PyDict_Clear(un);
+            int e = start_rows(j, first, n, sid, r) < 0 || text_cells(j, cols, raw_row, 0, bools, un) < 0
+                    || put_unparsed(j, first, un) < 0 || end_rows(j, first, n) < 0;
+            Py_DECREF(raw_row);
+            if (e) {
+                Py_DECREF(rows);
+                goto done;
+            }
+        }
+        Py_DECREF(rows);
+    }
+    rc = 0;
+done:
+    Py_XDECREF(un);
+    return rc;
+}
+
+/* SHA-256 (FIPS 180-4), for the media table's keys */
+typedef struct {
+    uint32_t h[8];
+    unsigned char block[64];
+    size_t used;
+    uint64_t bits;
+} Sha256;
+
+static const uint32_t sha_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
+    0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+    0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
+    0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+    0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
+    0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+    0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2};
+
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha_block(Sha256 *c, const unsigned char *p) {
+    uint32_t w[64], a[8];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    memcpy(a, c->h, sizeof a);
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = a[7] + (ROR(a[4], 6) ^ ROR(a[4], 11) ^ ROR(a[4], 25)) + ((a[4] & a[5]) ^ (~a[4] & a[6]))
+                      + sha_k[i] + w[i];
+        uint32_t t2 = (ROR(a[0], 2) ^ ROR(a[0], 13) ^ ROR(a[0], 22)) + ((a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]));
+        memmove(a + 1, a, 7 * sizeof(uint32_t));
+        a[4] += t1;
+        a[0] = t1 + t2;
+    }
+    for (int i = 0; i < 8; i++) c->h[i] += a[i];
+}
+
+static void sha_init(Sha256 *c) {
+    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(c->h, h0, sizeof h0);
+    c->used = 0;
+    c->bits = 0;
+}
+
+static void sha_update(Sha256 *c, const void *data, size_t n) {
+    const unsigned char *p = data;
+    c->bits += (uint64_t)n * 8;
+    while (n > 0) {
+        size_t take = 64 - c->used < n ? 64 - c->used : n;
+        memcpy(c->block + c->used, p, take);
+        c->used += take;
+        p += take;
+        n -= take;
+        if (c->used == 64) {
+            sha_block(c, c->block);
+            c->used = 0;
+        }
+    }
+}
+
+static void sha_hex(Sha256 *c, char out[64]) {
+    uint64_t bits = c->bits;
+    unsigned char pad[72] = {0x80};
+    size_t padlen = (c->used < 56 ? 56 : 120) - c->used;
+    for (int i = 0; i < 8; i++) pad[padlen + i] = (unsigned char)(bits >> (56 - 8 * i));
+    sha_update(c, pad, padlen + 8);
+    static const char hexd[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        unsigned char byte = (unsigned char)(c->h[i / 4] >> (24 - 8 * (i % 4)));
+        out[2 * i] = hexd[byte >> 4];
+        out[2 * i + 1] = hexd[byte & 15];
+    }
+}
+
+/* One media reference met while walking a submission's media fields. */
+typedef struct {
+    PyObject *subform; /* borrowed: the sub-form field name, or NULL */
+    Py_ssize_t row;
+    PyObject *field;   /* borrowed */
+    PyObject *name;    /* owned */
+} Ref;
+
+typedef struct {
+    Ref *items;
+    Py_ssize_t n, cap;
+} Refs;
+
+static void refs_clear(Refs *r) {
+    for (Py_ssize_t i = 0; i < r->n; i++) Py_DECREF(r->items[i].name);
+    r->n = 0;
+}
+
+/* add the names of a media value, each (sub-form, row, field, name) once (_unique_media) */
+static int refs_add(Refs *r, PyObject *val, PyObject *subform, Py_ssize_t row, PyObject *field) {
+    if (!PyTuple_Check(val)) return 0;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(val); k++) {
+        PyObject *name = PyTuple_GET_ITEM(val, k);
+        int dup = 0;
+        for (Py_ssize_t i = 0; i < r->n && !dup; i++) {
+            Ref *o = &r->items[i];
+            if (o->row != row || (o->subform == NULL) != (subform == NULL)) continue;
+            int same = (subform == NULL || PyObject_RichCompareBool(o->subform, subform, Py_EQ))
+                       && PyObject_RichCompareBool(o->field, field, Py_EQ)
+                       && PyObject_RichCompareBool(o->name, name, Py_EQ);
+            if (PyErr_Occurred()) return -1;
+            dup = same;
+        }
+        if (dup) continue;
+        if (r->n == r->cap) {
+            Py_ssize_t cap = r->cap ? 2 * r->cap : 8;
+            Ref *items = PyMem_Realloc(r->items, (size_t)cap * sizeof(Ref));
+            if (items == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            r->items = items;
+            r->cap = cap;
+        }
+        r->items[r->n++] = (Ref){subform, row, field, Py_NewRef(name)};
+    }
+    return 0;
+}
+
+/* The media references of one submission (shape already checked), in parse_fields' order. */
+static int media_walk(Refs *refs, PyObject *top, PyObject *cells, int flat, PyObject *bools) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(top); i++) {
+        PyObject *spec = PyTuple_GET_ITEM(top, i);
+        PyObject *name = PyTuple_GET_ITEM(spec, 0), *kids = PyTuple_GET_ITEM(spec, 5);
+        int is_media = PyObject_IsTrue(PyTuple_GET_ITEM(spec, 3));
+        if (!is_media && kids == Py_None) continue;
+        PyObject *cell = NULL;
+        if (!(flat && PyObject_IsTrue(PyTuple_GET_ITEM(spec, 4)))) cell = PyDict_GetItem(cells, name);
+        if (kids == Py_None) {
+            PyObject *t, *val = cell_value(cell, (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 1)),
+                                           PyTuple_GET_ITEM(spec, 2), bools, &t);
+            if (val == NULL) return -1;
+            Py_DECREF(t);
+            int e = PyObject_IsTrue(val) ? refs_add(refs, val, NULL, -1, name) : 0;
+            Py_DECREF(val);
+            if (e < 0) return -1;
+            continue;
+        }
+        PyObject *rows = subform_list(cell);
+        if (rows == NULL) continue;
+        for (Py_ssize_t r = 0; r < PyList_GET_SIZE(rows); r++) {
+            PyObject *raw_row = PyList_GET_ITEM(rows, r);
+            for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(kids); k++) {
+                PyObject *kspec = PyTuple_GET_ITEM(kids, k);
+                if (!PyObject_IsTrue(PyTuple_GET_ITEM(kspec, 3))) continue;
+                PyObject *cname = PyTuple_GET_ITEM(kspec, 0);
+                PyObject *t, *val = cell_value(PyDict_GetItem(raw_row, cname),
+                                               (int)PyLong_AsLong(PyTuple_GET_ITEM(kspec, 1)),
+                                               PyTuple_GET_ITEM(kspec, 2), bools, &t);
+                if (val == NULL) return -1;
+                Py_DECREF(t);
+                int e = PyObject_IsTrue(val) ? refs_add(refs, val, name, r, cname) : 0;
+                Py_DECREF(val);
+                if (e < 0) return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static PyObject *str_subform = NULL, *str_row = NULL, *str_field = NULL, *str_name = NULL, *str_content_type = NULL,
+                *str_size = NULL, *str_sha256 = NULL, *str_fields = NULL, *str_id = NULL, *str__id = NULL;
+
+/* the index entry of a reference: the last one with its (sub-form, row, field, name), borrowed */
+static PyObject *entry_of(PyObject *entries, Ref *ref, PyObject *row) {
+    for (Py_ssize_t i = PyList_GET_SIZE(entries) - 1; i >= 0; i--) {
+        PyObject *e = PyList_GET_ITEM(entries, i);
+        if (!PyDict_Check(e)) continue;
+        PyObject *vals[4] = {get_or_none(e, str_subform), get_or_none(e, str_row), get_or_none(e, str_field),
+                             get_or_none(e, str_name)};
+        PyObject *want[4] = {ref->subform ? ref->subform : Py_None, row, ref->field, ref->name};
+        int same = 1;
+        for (int k = 0; k < 4 && same; k++) {
+            if (vals[k] == NULL) return NULL;
+            same = PyObject_RichCompareBool(vals[k], want[k], Py_EQ);
+            if (same < 0) return NULL;
+        }
+        if (same) return e;
+    }
+    return Py_None;
+}
+
+/* the UTF-8 of a str (NULL without an error when it has lone surrogates: the caller gives up) */
+static const char *utf8_or_null(PyObject *s, Py_ssize_t *n) {
+    const char *u = PyUnicode_AsUTF8AndSize(s, n);
+    if (u == NULL && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) PyErr_Clear();
+    return u;
+}
+
+/* The media table lines of one submission's references found in its index entries, as
+ * connectors.sql.schema.media_row and copy_bytes write them. 1 done, 0 leave it to Python. */
+static int media_lines(TextJob *j, Buf *out, Refs *refs, PyObject *entries, PyObject *form_id, PyObject *sid,
+                       Py_ssize_t key_len, PyObject *default_type, PyObject *matched) {
+    Py_ssize_t nf, ns;
+    const char *uf = utf8_or_null(form_id, &nf), *us = uf ? utf8_or_null(sid, &ns) : NULL;
+    if (us == NULL) return PyErr_Occurred() ? -1 : 0;
+    int short_key = PyUnicode_GET_LENGTH(form_id) + PyUnicode_GET_LENGTH(sid) + 18 <= key_len
+                    && PyUnicode_IS_ASCII(form_id) && PyUnicode_IS_ASCII(sid);
+    for (Py_ssize_t i = 0; i < refs->n; i++) {
+        Ref *ref = &refs->items[i];
+        PyObject *row = ref->subform ? PyLong_FromSsize_t(ref->row) : Py_NewRef(Py_None);
+        if (row == NULL) return -1;
+        PyObject *e = entry_of(entries, ref, row);
+        if (e == NULL || e == Py_None) {
+            Py_DECREF(row);
+            if (e == NULL) return -1;
+            continue; /* referenced but never downloaded */
+        }
+        /* key: sha256 of form, submission, sub-form, row, field, name joined by U+001F */
+        Sha256 c;
+        sha_init(&c);
+        sha_update(&c, uf, (size_t)nf);
+        sha_update(&c, "\x1f", 1);
+        sha_update(&c, us, (size_t)ns);
+        sha_update(&c, "\x1f", 1);
+        Py_ssize_t n;
+        const char *u;
+        if (ref->subform) {
+            if ((u = utf8_or_null(ref->subform, &n)) == NULL) goto give_up;
+            sha_update(&c, u, (size_t)n);
+        }
+        sha_update(&c, "\x1f", 1);
+        if (ref->subform) {
+            char tmp[32];
+            int len = snprintf(tmp, sizeof tmp, "%zd", ref->row);
+            sha_update(&c, tmp, (size_t)len);
+        }
+        sha_update(&c, "\x1f", 1);
+        if ((u = utf8_or_null(ref->field, &n)) == NULL) goto give_up;
+        sha_update(&c, u, (size_t)n);
+        sha_update(&c, "\x1f", 1);
+        if ((u = utf8_or_null(ref->name, &n)) == NULL) goto give_up;
+        sha_update(&c, u, (size_t)n);
+        char hex[64];
+        sha_hex(&c, hex);
+        if (short_key) {
+            if (buf_put(out, uf, nf) < 0 || buf_byte(out, '/') < 0 || buf_put(out, us, ns) < 0
+                || buf_byte(out, '/') < 0 || buf_put(out, hex, 16) < 0)
+                goto fail;
+        } else if (buf_put(out, hex, 64) < 0) {
+            goto fail;
+        }
+        PyObject *ct = get_or_none(e, str_content_type), *size = get_or_none(e, str_size),
+                 *sha = get_or_none(e, str_sha256);
+        if (ct == NULL || size == NULL || sha == NULL) goto fail;
+        int truthy = PyObject_IsTrue(ct);
+        if (truthy < 0) goto fail;
+        PyObject *cells[10] = {form_id, sid, ref->field, ref->subform ? ref->subform : Py_None, row, ref->name,
+                               truthy ? ct : default_type, size, sha, Py_None};
+        for (int k = 0; k < 10; k++) {
+            Py_INCREF(cells[k]);
+            int r = buf_byte(out, '\t') < 0 ? -1 : put_value(out, cells[k], j->mode, j->slow, j->decimal);
+            Py_DECREF(cells[k]);
+            if (r < 0) goto fail;
+        }
+        if (buf_byte(out, '\n') < 0 || PyList_Append(matched, e) < 0) goto fail;
+        Py_DECREF(row);
+        continue;
+    give_up:
+        Py_DECREF(row);
+        return PyErr_Occurred() ? -1 : 0;
+    fail:
+        Py_DECREF(row);
+        return -1;
+    }
+    return 1;
+}
+
+/* Whether a served submission is one block_text writes itself: a dict whose id is a usable str,
+ * whose metadata are str or null, whose cells parse_into types. Sets *cells and *flat. 1 yes,
+ * 0 no, -1 error. */
+static int block_item_ok(PyObject *payload, PyObject *sid, PyObject *top, PyObject *metas, Py_ssize_t id_len,
+                         PyObject *empty, PyObject **cells, int *flat) {
+    if (!PyDict_CheckExact(payload) || !PyUnicode_CheckExact(sid) || PyUnicode_GET_LENGTH(sid) == 0
+        || PyUnicode_GET_LENGTH(sid) > id_len)
+        return 0;
+    int has_fields = PyDict_Contains(payload, str_fields), has_uid = PyDict_Contains(payload, str__id),
+        has_id = PyDict_Contains(payload, str_id);
+    if (has_fields < 0 || has_uid < 0 || has_id < 0) return -1;
+    *flat = !has_fields && (has_uid || !has_id);
+    if (*flat) {
+        *cells = payload;
+    } else {
+        PyObject *c = PyDict_GetItemWithError(payload, str_fields);
+        if (c == NULL && PyErr_Occurred()) return -1;
+        if (c == NULL || c == Py_None) c = empty;
+        if (!PyDict_CheckExact(c)) return 0;
+        *cells = c;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(metas); i++) {
+        PyObject *t = get_or_none(payload, PyTuple_GET_ITEM(PyTuple_GET_ITEM(metas, i), *flat ? 1 : 0));
+        if (t == NULL) return -1;
+        if (t != Py_None && !PyUnicode_CheckExact(t)) return 0;
+    }
+    return parse_shape_ok(top, *cells, *flat);
+}
+
+/* block_text(tspec, payloads, sids, entries, bools, mspec)
+ *   -> (bytes per part, media bytes, [positions left to Python], [media entries written]) | None */
+static PyObject *block_text(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "block_text(tspec, payloads, sids, entries, bools, mspec)");
+        return NULL;
+    }
+    PyObject *tspec = args[0], *payloads = args[1], *sids = args[2], *entries = args[3], *bools = args[4];
+    PyObject *mspec = args[5];
+    if (!PyTuple_Check(tspec) || PyTuple_GET_SIZE(tspec) != 8 || !PyList_CheckExact(payloads)
+        || !PyList_CheckExact(sids) || !PyList_CheckExact(entries) || PyList_GET_SIZE(sids) != PyList_GET_SIZE(payloads)
+        || PyList_GET_SIZE(entries) != PyList_GET_SIZE(payloads) || !PyTuple_Check(mspec) || PyTuple_GET_SIZE(mspec) != 4) {
+        PyErr_SetString(PyExc_TypeError, "block_text: a compiled spec, three lists of one length, a media spec");
+        return NULL;
+    }
+    PyObject *top = PyTuple_GET_ITEM(tspec, 0), *main = PyTuple_GET_ITEM(tspec, 1), *subs = PyTuple_GET_ITEM(tspec, 2);
+    PyObject *hs = PyTuple_GET_ITEM(tspec, 3);
+    Py_ssize_t nparts = PyLong_AsSsize_t(PyTuple_GET_ITEM(tspec, 4));
+    PyObject *form_id = PyTuple_GET_ITEM(mspec, 0), *default_type = PyTuple_GET_ITEM(mspec, 3);
+    Py_ssize_t key_len = PyLong_AsSsize_t(PyTuple_GET_ITEM(mspec, 1)), id_len = PyLong_AsSsize_t(PyTuple_GET_ITEM(mspec, 2));
+    if (nparts <= 0 || PyErr_Occurred() || !PyTuple_Check(hs) || PyTuple_GET_SIZE(hs) != 9
+        || !PyUnicode_CheckExact(form_id)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "block_text: a bad spec");
+        return NULL;
+    }
+    /* the same submission twice: the caller's general path keeps its last version */
+    PyObject *seen = PySet_New(sids);
+    if (seen == NULL) return NULL;
+    Py_ssize_t distinct = PySet_GET_SIZE(seen);
+    Py_DECREF(seen);
+    if (distinct != PyList_GET_SIZE(sids)) Py_RETURN_NONE;
+
+    TextJob j = {{PyTuple_GET_ITEM(hs, 0), PyTuple_GET_ITEM(hs, 1), PyTuple_GET_ITEM(hs, 2), PyTuple_GET_ITEM(hs, 3),
+                  PyTuple_GET_ITEM(hs, 4), PyObject_IsTrue(PyTuple_GET_ITEM(hs, 5)), PyTuple_GET_ITEM(hs, 6),
+                  (int)PyLong_AsLong(PyTuple_GET_ITEM(hs, 7)), (int)PyLong_AsLong(PyTuple_GET_ITEM(hs, 8))},
+                 (int)PyLong_AsLong(PyTuple_GET_ITEM(tspec, 5)), PyTuple_GET_ITEM(tspec, 6),
+                 PyTuple_GET_ITEM(tspec, 7), NULL};
+    if (j.mode != 0 && j.mode != 1) {
+        PyErr_SetString(PyExc_ValueError, "mode is 0 (PostgreSQL COPY) or 1 (MySQL LOAD DATA)");
+        return NULL;
+    }
+    PyObject *metas = PyTuple_GET_ITEM(main, 1);
+    Buf media = {NULL, 0, 0};
+    Refs refs = {NULL, 0, 0};
+    j.out = PyMem_Calloc((size_t)nparts, sizeof(Buf));
+    Py_ssize_t *mark = PyMem_Calloc((size_t)nparts, sizeof(Py_ssize_t));
+    PyObject *left = PyList_New(0), *matched = PyList_New(0), *empty = PyDict_New(), *result = NULL;
+    if (j.out == NULL || mark == NULL || left == NULL || matched == NULL || empty == NULL) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    Py_INCREF(payloads);
+    Py_INCREF(sids);
+    Py_INCREF(entries);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(payloads); i++) {
+        if (i % 16 == 15) {
+            /* a moment for the thread sending the previous batch: it needs the interpreter after
+             * each answer from the server, and a whole block takes milliseconds */
+            Py_BEGIN_ALLOW_THREADS
+            Py_END_ALLOW_THREADS
+        }
+        PyObject *payload = Py_NewRef(PyList_GET_ITEM(payloads, i)), *sid = Py_NewRef(PyList_GET_ITEM(sids, i));
+        PyObject *ents = Py_NewRef(PyList_GET_ITEM(entries, i)), *cells = NULL;
+        int flat = 0;
+        int ok = block_item_ok(payload, sid, top, metas, id_len, empty, &cells, &flat);
+        if (ok == 1 && ents != Py_None && !PyList_CheckExact(ents)) ok = 0;
+        if (ok == 1) {
+            Py_INCREF(cells);
+            for (Py_ssize_t p = 0; p < nparts; p++) mark[p] = j.out[p].len;
+            Py_ssize_t media_mark = media.len, matched_mark = PyList_GET_SIZE(matched);
+            if (one_text(&j, main, subs, sid, payload, cells, flat, bools) < 0) {
+                ok = -1;
+            } else if (ents != Py_None && PyList_GET_SIZE(ents) > 0) {
+                refs_clear(&refs);
+                ok = media_walk(&refs, top, cells, flat, bools) < 0
+                         ? -1 : media_lines(&j, &media, &refs, ents, form_id, sid, key_len, default_type, matched);
+            }
+            if (ok != 1) { /* undo this submission's lines: Python writes it (0) or the call fails (-1) */
+                for (Py_ssize_t p = 0; p < nparts; p++) j.out[p].len = mark[p];
+                media.len = media_mark;
+                if (PyList_SetSlice(matched, matched_mark, PyList_GET_SIZE(matched), NULL) < 0) ok = -1;
+            }
+            Py_DECREF(cells);
+        }
+        Py_DECREF(payload);
+        Py_DECREF(sid);
+        Py_DECREF(ents);
+        if (ok == 0) {
+            PyObject *pos = PyLong_FromSsize_t(i);
+            if (pos == NULL || PyList_Append(left, pos) < 0) ok = -1;
+            Py_XDECREF(pos);
+        }
+        if (ok < 0) break;
+    }
+    Py_DECREF(payloads);
+    Py_DECREF(sids);
+    Py_DECREF(entries);
+    if (PyErr_Occurred()) goto done;
+    PyObject *parts = PyTuple_New(nparts);
+    if (parts == NULL) goto done;
+    for (Py_ssize_t p = 0; p < nparts; p++) {
+        PyObject *b = PyBytes_FromStringAndSize(j.out[p].data ? j.out[p].data : "", j.out[p].len);
+        if (b == NULL) {
+            Py_DECREF(parts);
+            goto done;
+        }
+        PyTuple_SET_ITEM(parts, p, b);
+    }
+    result = Py_BuildValue("(Ny#OO)", parts, media.data ? media.data : "", media.len, left, matched);
+done:
+    if (j.out != NULL)
+        for (Py_ssize_t p = 0; p < nparts; p++) PyMem_Free(j.out[p].data);
+    PyMem_Free(j.out);
+    PyMem_Free(mark);
+    PyMem_Free(media.data);
+    refs_clear(&refs);
+    PyMem_Free(refs.items);
+    Py_XDECREF(left);
+    Py_XDECREF(matched);
+    Py_XDECREF(empty);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"submission_rows", (PyCFunction)(void (*)(void))submission_rows, METH_FASTCALL,
      "submission_rows(spec, sid, meta, values, text, subforms) -> (parent rows, children rows)."},
+    {"block_text", (PyCFunction)(void (*)(void))block_text, METH_FASTCALL,
+     "block_text(tspec, payloads, sids, entries, bools, mspec) -> (part texts, media text, left, entries) or None."},
     {"setup_parse", setup_parse, METH_VARARGS, "setup_parse(SubformRow, MediaRef, text_of, Decimal): what parse_fields makes and calls."},
     {"parse_fields", (PyCFunction)(void (*)(void))parse_fields, METH_FASTCALL,
      "parse_fields(top, cells, flat, bools, form_id, sid) -> (values, text, subforms, media) or None."},
@@ -917,5 +1633,14 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     str_values = PyUnicode_InternFromString("values");
     str_text = PyUnicode_InternFromString("text");
     if (!str_value || !str_latitude || !str_longitude || !str_index || !str_values || !str_text) return NULL;
+    PyObject **strs[10] = {&str_subform, &str_row, &str_field, &str_name, &str_content_type, &str_size,
+                           &str_sha256, &str_fields, &str_id, &str__id};
+    const char *texts[10] = {"subform", "row", "field", "name", "content_type", "size", "sha256", "fields", "id",
+                             "_id"};
+    for (int i = 0; i < 10; i++)
+        if ((*strs[i] = PyUnicode_InternFromString(texts[i])) == NULL) return NULL;
+    const char *ref_fields[6] = {"form_id", "submission_id", "field", "name", "subform", "row"};
+    for (int i = 0; i < 6; i++)
+        if ((mediaref_names[i] = PyUnicode_InternFromString(ref_fields[i])) == NULL) return NULL;
     return PyModule_Create(&module);
 }

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 # --------------------------------------------------------------------------------------------
 # Field kinds: the service's field type mapped onto the value type we store.
@@ -342,7 +342,44 @@ class Checkpoint:
     kind = "checkpoint"
 
 
-Record = Account | User | Group | ExternalList | Form | Submission | Media | Checkpoint
+class SubmissionBlock:
+    """A run of one form's submissions as served (undecoded payloads) with the media index entries
+    of each, in place of their ``Submission`` and ``Media`` records: what a source that can (the
+    archive) hands to sinks that write straight from payloads (``takes_blocks``; the pipeline asks
+    for blocks only when every sink takes them). ``records()`` gives the very records the source
+    would otherwise have yielded, in the same order, for any step that needs them.
+
+    The sink that writes a block sets ``matched`` to the media index entries it wrote (what the
+    ``Media`` records would have been), for the run's counts."""
+
+    kind = "submissions"
+
+    def __init__(self, form: Form, payloads: list, sids: list[str], entries: list[list[dict] | None],
+                 expand: Callable[[SubmissionBlock, Iterable[int]], Iterator[Submission | Media]]):
+        self.form = form
+        self.form_id = form.id
+        self.payloads = payloads
+        self.sids = sids
+        self.entries = entries  # per submission: its media index entries (None: none)
+        self._expand = expand
+        self.matched: list[dict] | None = None
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    def records(self, positions: Iterable[int] | None = None) -> Iterator[Submission | Media]:
+        """The records of the submissions at ``positions`` (all by default)."""
+        return self._expand(self, range(len(self.payloads)) if positions is None else positions)
+
+    def media_counts(self) -> tuple[int, int]:
+        """(media records, their bytes) the block stands for."""
+        if self.matched is None:
+            media = [r for r in self.records() if r.kind == "media"]
+            return len(media), sum(m.size or 0 for m in media)
+        return len(self.matched), sum(e.get("size") or 0 for e in self.matched)
+
+
+Record = Account | User | Group | ExternalList | Form | Submission | Media | Checkpoint | SubmissionBlock
 
 #: submissions per slice when a form is shared among parallel workers (see ``FormPart``)
 PART_ROWS = 1000

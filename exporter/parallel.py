@@ -80,17 +80,29 @@ class _Part:
             self.current = task
             yield task if task.count > 1 else task.form_id  # only an archive gets parts
 
+    def use_blocks(self, size: int) -> None:
+        if hasattr(self.source, "use_blocks"):
+            self.source.use_blocks(size)
+
     def records(self, state: dict[str, str | None]) -> Iterator:
         last = None
+        self.unacknowledged = False  # records yielded since the last batch was acknowledged
         for r in self.source.records(state, account=self.account, forms=self._pull()):
             if r.kind == "checkpoint" and isinstance(self.current, FormPart) and self.current.count > 1:
-                self.held.append((last, r))
+                if self.unacknowledged:
+                    self.held.append((last, r))
+                else:  # the batch that ended with the part's last record is committed already
+                    self.events.put(("part", self.idx, (r.form_id, r.cursor, r.mode), None))
                 continue
             last = r
+            self.unacknowledged = True
             yield r
 
     def acknowledge(self, batch: Sequence) -> None:
         self.source.acknowledge(batch)
+        # the pipeline cuts a batch right after the record that fills it: every record yielded
+        # so far is in this batch or an earlier one
+        self.unacknowledged = False
         # (a sink loading in the background may still be committing this batch: the parent uses
         # the parts' cursors only after every worker has closed its sinks without an error)
         if self.held:

@@ -93,10 +93,13 @@ def batches(records: Iterable[Record], batch_size: int, batch_bytes: int) -> Ite
     size = 0
     for r in records:
         batch.append(r)
-        if r.kind == "submission":
+        kind = r.kind
+        if kind == "submission":
             subs += 1
-        elif r.kind == "media":
+        elif kind == "media":
             size += r.size or 0
+        elif kind == "submissions":  # a SubmissionBlock
+            subs += len(r)
         if r.kind == "checkpoint" or subs >= batch_size or size >= batch_bytes:
             yield batch
             batch, subs, size = [], 0, 0
@@ -146,6 +149,9 @@ def run(
             s.open(ctx)
             opened.append(s)
             summary.per_sink[s.name] = {}
+        use_blocks = getattr(source, "use_blocks", None)
+        if use_blocks is not None:  # submissions as SubmissionBlocks, when every sink takes them
+            use_blocks(batch_size if sinks and all(getattr(s, "takes_blocks", False) for s in sinks) else 0)
         with _fewer_gc_passes():
             for batch in batches(source.records(start_state), batch_size, batch_bytes):
                 for s in sinks:
@@ -157,6 +163,14 @@ def run(
                 kinds = collections.Counter(map(_KIND, batch))
                 if kinds["media"]:
                     summary.media_bytes += sum(r.size or 0 for r in batch if r.kind == "media")
+                if kinds["submissions"]:  # SubmissionBlocks: counted as the records they stand for
+                    del kinds["submissions"]
+                    for block in (r for r in batch if r.kind == "submissions"):
+                        n, size = block.media_counts()
+                        kinds["submission"] += len(block)
+                        if n:
+                            kinds["media"] += n
+                        summary.media_bytes += size
                 if kinds["form"]:
                     last = [r for r in batch if r.kind == "form"][-1]
                     current = f"form {last.id} {last.name}"

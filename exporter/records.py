@@ -415,6 +415,21 @@ def _parse_fields(plan: _ParsePlan, cells: dict, flat: bool, bools: Any, form_id
     return values, text, subforms, media
 
 
+def checkbox_texts(form: Form, plan: _ParsePlan | None = None) -> tuple[str | None, str | None] | None:
+    """What the converters of ``form``'s checkboxes read as true and false (None: no checkbox)."""
+    if not (plan or _parse_plan(form.fields)).has_bool:
+        return None
+    options = form.options
+    return _s(options.get("checkbox_output_true_value")), _s(options.get("checkbox_output_false_value"))
+
+
+def submission_update_time(payload: dict) -> str | None:
+    """``Submission.update_time`` of a served submission (either shape), without parsing it."""
+    if _is_flat(payload):
+        return _s(payload.get("_update_time")) or _s(payload.get("_create_time"))
+    return _s(payload.get("update_time")) or _s(payload.get("create_time"))
+
+
 def parse_submission(form: Form, payload: dict) -> Submission:
     """Parse one submission, nested (``GET /data/{d}``) or flat (``_``-prefixed) shape."""
     if not isinstance(payload, dict):
@@ -438,28 +453,27 @@ def parse_submission(form: Form, payload: dict) -> Submission:
     else:
         meta = dict(zip(META_KEYS, map(_s, raw_meta), strict=True))
     plan = _parse_plan(form.fields)
-    bools = None
-    if plan.has_bool:
-        options = form.options
-        bools = (_s(options.get("checkbox_output_true_value")), _s(options.get("checkbox_output_false_value")))
+    bools = checkbox_texts(form, plan)
     form_id = form.id
     got = None
     if _speedups is not None:  # the same loop in C; None: a shape it leaves to the Python loop
         got = _speedups.parse_fields(plan.c_top, cells, flat, bools, form_id, sid)
     values, text, subforms, media = got or _parse_fields(plan, cells, flat, bools, form_id, sid)
-    if media:
-        # keep media order stable and unique per (field, row, name)
-        seen, uniq = set(), []
-        for m in media:
-            key = (m.subform, m.row, m.field, m.name)
-            if key not in seen:
-                seen.add(key)
-                uniq.append(m)
-        media_t = tuple(uniq)
-    else:
-        media_t = ()
     return Submission(form_id=form_id, id=sid, meta=meta, values=values, text=text,
-                      subforms=subforms, media=media_t, raw=payload)
+                      subforms=subforms, media=_unique_media(media), raw=payload)
+
+
+def _unique_media(media: list[MediaRef]) -> tuple[MediaRef, ...]:
+    """Media references in order, each (field, row, name) once."""
+    if not media:
+        return ()
+    seen, uniq = set(), []
+    for m in media:
+        key = (m.subform, m.row, m.field, m.name)
+        if key not in seen:
+            seen.add(key)
+            uniq.append(m)
+    return tuple(uniq)
 
 
 if _speedups is not None:

@@ -565,17 +565,54 @@ class CopyLoader(GenericLoader):
             job()
         return outcome.all_new
 
+    # COPY text made by the caller (the SQL sink writes a batch's submissions straight from their
+    # served payloads, exporter._speedups.block_text): ``data`` holds whole lines for
+    # ``cols``, one row per key.
+    text_format = PG_TEXT
+
+    def upsert_text_step(self, table: sa.Table, key: str, cols: list[str], data: bytes,
+                         outcome: Outcome | None = None) -> Outcome:
+        """``upsert_step`` for rows already written as COPY text."""
+        outcome = outcome or Outcome()
+        if data:
+            job = self._upsert_payloads(table, key, cols, [data], outcome)
+            if self._background is not None:
+                self._background.submit(f"table {table.name}", job)
+            else:
+                job()
+        return outcome
+
+    def insert_text(self, table: sa.Table, cols: list[str], data: bytes) -> None:
+        """``insert`` for rows already written as COPY text."""
+        if not data:
+            return
+        q = self.conn.dialect.identifier_preparer.quote
+        target = self._qualified(table)
+        sql = _copy_sql(target, ", ".join(q(c) for c in cols))
+        raw = self.conn.connection.driver_connection
+
+        def send() -> None:
+            with raw.cursor() as cur:
+                _send(cur, sql, data)
+        if self._background is not None:
+            self._background.submit(f"COPY into {target}", send)
+        else:
+            send()
+
     def _upsert_job(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome):
+        rows = _dedupe(rows, key)
+        cols = list(rows[0])
+        return self._upsert_payloads(table, key, cols, [copy_bytes(chunk, cols) for chunk in _chunks(rows, self.rows)],
+                                     outcome)
+
+    def _upsert_payloads(self, table: sa.Table, key: str, cols: list[str], payloads: list[bytes], outcome: Outcome):
         """The statements of one upsert, built here, run by the returned closure (now or in the
         background): COPY straight into the table inside a savepoint; at the first existing key,
         roll that back and merge through a staging table with ``INSERT ... ON CONFLICT DO UPDATE``
         (``outcome.all_new`` then turns False). After one such conflict the table is only merged
         in this run: a fresh export never merges, an incremental one pays one aborted COPY per table."""
-        rows = _dedupe(rows, key)
-        cols = list(rows[0])
         target = self._qualified(table)
         copy_sql, stage_sql, create, merge, drop = self._merge_sql(table, key, cols, target)
-        payloads = [copy_bytes(chunk, cols) for chunk in _chunks(rows, self.rows)]
         raw = self.conn.connection.driver_connection
         merge_only, name = self._merge_only, table.fullname
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -44,7 +45,9 @@ from exporter.model import (
     GeoPoint,
     Media,
     Submission,
+    SubmissionBlock,
 )
+from exporter.records import _parse_plan, checkbox_texts
 from exporter.speedups import _speedups
 
 from .capabilities import SqlProfile
@@ -511,6 +514,11 @@ def media_key(form_id: str, submission_id: str, subform: str | None, row: int | 
     return h
 
 
+#: the columns of a ``media`` table row (``media_row``), in order
+MEDIA_COLUMNS = ["media_key", "form_id", "submission_id", "field", "subform", "row_index", "name", "content_type",
+                 "size", "sha256", "path"]
+
+
 def media_row(m: Media, size: int | None, sha256: str | None, path: str | None) -> dict:
     """The ``media`` table row of one media file (its bytes, with ``--media-in-db``, go in after)."""
     r = m.ref
@@ -519,9 +527,8 @@ def media_row(m: Media, size: int | None, sha256: str | None, path: str | None) 
         ctx = f"form {fid} submission {sid} media {r.name}"
         check_id(fid, "form id", ctx)
         check_id(sid, "submission id", ctx)
-    return {"media_key": media_key(fid, sid, r.subform, r.row, r.field, r.name), "form_id": fid,
-            "submission_id": sid, "field": r.field, "subform": r.subform, "row_index": r.row,
-            "name": r.name, "content_type": m.content_type, "size": size, "sha256": sha256, "path": path}
+    return dict(zip(MEDIA_COLUMNS, (media_key(fid, sid, r.subform, r.row, r.field, r.name), fid, sid, r.field,
+                                    r.subform, r.row, r.name, m.content_type, size, sha256, path), strict=True))
 
 
 def _cell_fn(c: ColumnPlan, conv: _Converter):
@@ -612,7 +619,7 @@ class _RowPlan:
 
 
 class _CompiledRows:
-    __slots__ = ("profile", "main", "meta", "subs", "c_spec")
+    __slots__ = ("profile", "main", "meta", "subs", "c_spec", "texts")
 
     def __init__(self, plan: FormPlan, profile: SqlProfile):
         conv = _Converter(profile)
@@ -627,6 +634,7 @@ class _CompiledRows:
             (_keep, parse_meta_time, _META_TIMES, _dumps, GeoPoint, profile.boolean_as_int, Decimal,
              -1 if profile.dialect == "sqlite" else conv.max_int_digits, conv.scale),
         )
+        self.texts: dict[tuple[int, int], TextSpec] = {}  # see text_spec()
 
 
 def _compiled(plan: FormPlan, profile: SqlProfile) -> _CompiledRows:
@@ -648,6 +656,113 @@ def submission_rows(plan: FormPlan, sub: Submission, profile: SqlProfile
     if _speedups is not None:  # the same in C
         return _speedups.submission_rows(comp.c_spec, sid, sub.meta, sub.values, sub.text, sub.subforms)
     return _submission_rows(comp, sid, sub)
+
+
+class TextSpec:
+    """``submission_rows`` followed by the loader's bulk-load text, compiled for
+    ``_speedups.block_text``, for the submissions typed with one form definition
+    (``fields``): the tables' parts in order (the form's, then each sub-form's), each with the
+    columns its lines hold."""
+
+    __slots__ = ("fields", "c_spec", "parts", "cols")
+
+    def __init__(self, comp: _CompiledRows, fields: tuple, fmt: Any):
+        top = _parse_plan(fields).c_top
+        # what parse_fields reads per field name (the last of twins wins there too)
+        values: dict[str, tuple] = {}
+        subs: dict[str, tuple] = {}
+        for name, kind, conv, _media, underscored, kids in top:
+            if kids is None:
+                values[name] = (kind, conv, 2 if underscored else 1)
+            else:
+                subs[name] = (underscored, {n: (k, c, 1) for n, k, c, _m in kids})
+        absent = (0, None, 0)
+        self.fields = fields  # kept: the cache key is its identity
+        parts: list[str] = []
+        cols: list[list[str]] = []
+
+        def add_parts(rp: _RowPlan, lead: list[str]) -> dict[str, int]:
+            index = {}
+            for p in rp.parts:
+                index[p] = len(parts)
+                parts.append(p)
+                cols.append(list(lead))
+            return index
+
+        m = comp.main
+        index = add_parts(m, [m.key])
+        cols[index[m.first]] += [col for _mk, col, _t in comp.meta]
+        main_cols = []
+        for part, col, name, code, fn in m.c_cols:
+            cols[index[part]].append(col)
+            main_cols.append((index[part], sys.intern(name), code, fn, *values.get(name, absent)))
+        cols[index[m.first]].append(m.unparsed)
+        sub_specs = []
+        for sf_name, tp in comp.subs:
+            index = add_parts(tp, [tp.key, tp.row_key])
+            kids = subs.get(sf_name)
+            sf_cols = []
+            for part, col, name, code, fn in tp.c_cols:
+                cols[index[part]].append(col)
+                sf_cols.append((index[part], sys.intern(name), code, fn,
+                                *(kids[1].get(name, absent) if kids else absent)))
+            cols[index[tp.first]].append(tp.unparsed)
+            if kids is not None:  # a sub-form gone from the definition has no rows
+                sub_specs.append((sf_name, kids[0], index[tp.first], len(tp.parts), tuple(sf_cols)))
+        self.parts = tuple(parts)
+        self.cols = tuple(cols)
+        self.c_spec = (top, (len(m.parts), tuple((mk, "_" + mk, t) for mk, _col, t in comp.meta), tuple(main_cols)),
+                       tuple(sub_specs), comp.c_spec[2], len(parts), fmt.code, fmt.slow, Decimal)
+
+
+def text_spec(plan: FormPlan, profile: SqlProfile, fields: tuple, fmt: Any) -> TextSpec:
+    comp = _compiled(plan, profile)
+    key = (id(fields), fmt.code)
+    spec = comp.texts.get(key)
+    if spec is None or spec.fields is not fields:
+        spec = comp.texts[key] = TextSpec(comp, fields, fmt)
+    return spec
+
+
+def block_text(plan: FormPlan, profile: SqlProfile, block: SubmissionBlock, fmt: Any, copy_bytes: Any
+               ) -> tuple[TextSpec, list[bytes], bytes] | None:
+    """The bulk-load text of the rows of a ``SubmissionBlock``: per table part of
+    ``TextSpec.parts``, and for the ``media`` table (``MEDIA_COLUMNS``; what ``media_row`` makes of
+    the ``Media`` records the block stands for), the lines ``submission_rows``, ``media_row`` and
+    ``copy_bytes`` make, written by ``_speedups.block_text`` straight from the served payloads. A
+    submission it leaves to Python (an unusual shape) goes through ``block.records()`` and those
+    functions. Sets ``block.matched``. None when the block holds a submission twice (the records'
+    path keeps its last version)."""
+    spec = text_spec(plan, profile, block.form.fields, fmt)
+    form = block.form
+    fid = check_id(form.id, "form id", f"form {form.id}")
+    got = _speedups.block_text(spec.c_spec, block.payloads, block.sids, block.entries, checkbox_texts(form),
+                               (fid, KEY_LEN, ID_LEN, "application/octet-stream"))
+    if got is None:
+        return None
+    data, media, left, matched = got
+    data = list(data)
+    if left:
+        index = {p: i for i, p in enumerate(spec.parts)}
+        extra: list[list[dict]] = [[] for _ in spec.parts]
+        media_rows = []
+        for r in block.records(left):
+            if r.kind == "media":
+                media_rows.append(media_row(r, r.size, r.sha256, None))
+                matched.append({"size": r.size})  # what the run's counts read of an entry
+                continue
+            parent, children = submission_rows(plan, r, profile)
+            for part, row in parent.items():
+                extra[index[part]].append(row)
+            for part, rows in children.items():
+                extra[index[part]].extend(rows)
+        for i, rows in enumerate(extra):
+            if rows:
+                data[i] += copy_bytes(rows, spec.cols[i], fmt)
+        if media_rows:
+            media += copy_bytes(media_rows, MEDIA_COLUMNS, fmt)
+    block.matched = matched
+    return spec, data, media
 
 
 def _submission_rows(comp: _CompiledRows, sid: str, sub: Submission

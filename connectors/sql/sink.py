@@ -42,19 +42,23 @@ from exporter.model import (
     Group,
     Media,
     Submission,
+    SubmissionBlock,
     User,
 )
 from exporter.naming import safe_filename, safe_join
 from exporter.retry import retry_call
 from exporter.sinks import RunContext
+from exporter.speedups import _speedups
 
 from .capabilities import profile_for
-from .loaders import DeferredError, GenericLoader, loader_for, local_infile_guardable
+from .loaders import DeferredError, GenericLoader, copy_bytes, loader_for, local_infile_guardable
 from .planner import NamePlanner
 from .schema import (
     FIXED_NAMES,
     LIST_ITEM_BASE_COLUMNS,
+    MEDIA_COLUMNS,
     FormPlan,
+    block_text,
     build_tables,
     check_id,
     fixed_tables,
@@ -363,11 +367,14 @@ class SqlSink:
     def _write_once(self, batch: Sequence[Any]) -> None:
         try:
             with self._op("writing a batch"):
+                # the text of its SubmissionBlocks is made while the previous batch is still
+                # being sent (by the loader's background thread)
+                texts = {} if self._replan_needed else self._block_texts(batch)
                 with self._op("completing the previous batch"):
                     self._loader.drain()
                 if self._replan_needed:
                     self._replan()
-                self._write(batch)
+                self._write(batch, texts)
         except BaseException as e:
             self._rollback()
             if isinstance(e, TransientSinkError):
@@ -558,7 +565,7 @@ class SqlSink:
         return self._fixed["list_items"]
 
     # ------------------------------------------------------------------ data phase
-    def _write(self, batch: Sequence[Any]) -> None:
+    def _write(self, batch: Sequence[Any], texts: dict[int, tuple] | None = None) -> None:
         forms = [r for r in batch if isinstance(r, Form)]
         lists = [r for r in batch if isinstance(r, ExternalList)]
         if forms or lists:
@@ -592,6 +599,11 @@ class SqlSink:
             self._write_lists(lists)
         if forms:
             self._write_forms(forms)
+        if any(r.kind == "submissions" for r in batch):
+            # SubmissionBlocks: written straight from their payloads, or else as their records
+            batch = [x for r in batch for x in ((r,) if r.kind != "submissions"
+                                                  else () if self.takes_blocks and self._write_block(r, texts)
+                                                  else r.records())]
         subs: OrderedDict[str, OrderedDict[str, Submission]] = OrderedDict()
         for r in batch:
             if isinstance(r, Submission):
@@ -703,10 +715,22 @@ class SqlSink:
             self._loader.upsert(self._fixed["forms"], "form_id", rows)
         self._count("form", len(rows))
 
-    def _write_submissions(self, form_id: str, subs: list[Submission]) -> None:
+    @property
+    def takes_blocks(self) -> bool:
+        """Whether ``SubmissionBlock``\\ s are written straight from their payloads: with the C
+        module, a loader that takes COPY text (PostgreSQL with psycopg2), and media rows that are
+        the index entries alone (no ``--media-dir``, no ``--media-in-db``)."""
+        return (_speedups is not None and getattr(self._loader, "text_format", None) is not None
+                and self.media_dir is None and not self.media_in_db)
+
+    def _plan_of(self, form_id: str) -> FormPlan:
         plan = self._plans.get(form_id)
         if plan is None:
             raise SinkError("submissions arrived before the form definition in this run", context=f"form {form_id}")
+        return plan
+
+    def _write_submissions(self, form_id: str, subs: list[Submission]) -> None:
+        plan = self._plan_of(form_id)
         parent: dict[str, list[dict]] = {p: [] for p in plan.main.parts}
         children: dict[str, list[dict]] = {}
         for s in subs:
@@ -715,9 +739,45 @@ class SqlSink:
                 parent[part].append(row)
             for part, rows in c_rows.items():
                 children.setdefault(part, []).extend(rows)
-        ids = [s.id for s in subs]
-        key = plan.main.key_columns[0]
+        self._store_submissions(plan, [s.id for s in subs], parent, children)
+
+    def _block_texts(self, batch: Sequence[Any]) -> dict[int, tuple]:
+        """``block_text`` of the batch's SubmissionBlocks whose form is planned already, by id."""
+        if not self.takes_blocks:
+            return {}
+        out = {}
+        for r in batch:
+            plan = self._plans.get(r.form_id) if r.kind == "submissions" else None
+            if plan is not None:
+                out[id(r)] = (plan, block_text(plan, self.profile, r, self._loader.text_format, copy_bytes))
+        return out
+
+    def _write_block(self, block: SubmissionBlock, texts: dict[int, tuple] | None = None) -> bool:
+        """Write a ``SubmissionBlock`` straight from its payloads as COPY text (``block_text``,
+        made beforehand in ``texts`` when its form was planned): the rows its records would have
+        made. False when it must go through its records."""
+        plan = self._plan_of(block.form_id)
+        made = (texts or {}).get(id(block))
+        got = made[1] if made is not None and made[0] is plan else \
+            block_text(plan, self.profile, block, self._loader.text_format, copy_bytes)
+        if got is None:
+            return False
+        spec, data, media = got
+        texts = dict(zip(spec.parts, zip(spec.cols, data, strict=True), strict=True))
+        self._store_submissions(plan, block.sids, {}, {}, texts)
+        with self._op("table media"):
+            self._loader.upsert_text_step(self._fixed["media"], "media_key", MEDIA_COLUMNS, media)
+        self._count("media", len(block.matched))
+        return True
+
+    def _store_submissions(self, plan: FormPlan, ids: list[str], parent: dict[str, list[dict]],
+                           children: dict[str, list[dict]], texts: dict[str, tuple[list[str], bytes]] | None = None
+                           ) -> None:
+        """Upsert the rows of one form's submissions (``ids``) and replace their sub-form rows:
+        row dicts per table part, or (``texts``) their COPY text and columns per part."""
         loader = self._loader
+        form_id = plan.form.id
+        key = plan.main.key_columns[0]
         # Submissions already stored lose their old sub-form and media rows. New ones have none:
         # sub-form rows reference the form table, and media rows are only ever written for a
         # submission written before them. Skipping the deletes on a fresh load matters: without
@@ -726,7 +786,10 @@ class SqlSink:
         outcome = None
         for part in plan.main.parts:
             with self._op(f"form {form_id} table {part}"):
-                outcome = loader.upsert_step(self._tables[part], key, parent[part], outcome)
+                if texts is not None:
+                    outcome = loader.upsert_text_step(self._tables[part], key, *texts[part], outcome)
+                else:
+                    outcome = loader.upsert_step(self._tables[part], key, parent[part], outcome)
         for tp in plan.subforms.values():
             for part in reversed(tp.parts):
                 with self._op(f"form {form_id} table {part}"):
@@ -736,8 +799,11 @@ class SqlSink:
         for tp in plan.subforms.values():
             for part in tp.parts:
                 with self._op(f"form {form_id} table {part}"):
-                    loader.insert(self._tables[part], children.get(part, []))
-        self._count("submission", len(subs))
+                    if texts is not None:
+                        loader.insert_text(self._tables[part], *texts[part])
+                    else:
+                        loader.insert(self._tables[part], children.get(part, []))
+        self._count("submission", len(ids))
 
     # ------------------------------------------------------------------ media
     def _write_media(self, media: list[Media]) -> None:
