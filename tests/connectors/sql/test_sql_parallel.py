@@ -133,3 +133,15 @@ def test_plan_tasks_splits_only_big_forms_of_an_archive(sample_archive, monkeypa
         def form_ids(self):
             return ["1", "2"]
     assert [(t.form_id, t.count) for t in parallel.plan_tasks(Web(), 4, "full")] == [("1", 1), ("2", 1)]
+
+
+def test_parts_whose_last_batch_ends_with_their_last_record(pg_two, sample_archive, monkeypatch):
+    """One submission a batch: every part's last batch is committed before its checkpoint comes
+    (the part must still report its cursor to the parent)."""
+    par, seq = pg_two
+    monkeypatch.setattr(parallel, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(parallel, "SPLIT_ROWS", 7)
+    r = export(par, sample_archive, "--jobs", "2", "--batch-size", "1")
+    assert r.exit_code == 0, r.output
+    assert export(seq, sample_archive).exit_code == 0
+    assert _content(par) == _content(seq)
