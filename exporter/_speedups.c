@@ -742,6 +742,9 @@ static PyObject *meta_value(RowHelpers *h, PyObject *t, PyObject *un, PyObject *
         PyObject *cached = PyDict_GetItemWithError(h->meta_cache, t);
         if (cached != NULL) return Py_NewRef(cached);
         if (PyErr_Occurred()) return NULL;
+        /* the exact ISO shapes: what datetime.fromisoformat reads them as */
+        PyObject *v = PyUnicode_CheckExact(t) ? iso_temporal(t, K_DATETIME) : NULL;
+        if (v != NULL) return v;
     }
     PyObject *argv[3] = {t, un, mk};
     Py_INCREF(t);
@@ -1129,9 +1132,10 @@ static int end_rows(TextJob *j, Py_ssize_t first, Py_ssize_t n) {
     return 0;
 }
 
-/* The text of one submission whose shape parse_shape_ok accepted. tspec: (top, main, subs, ...):
- * main = (parts, meta specs (meta key, is time), cols); subs: (name, underscored, first part,
- * parts, cols). */
+/* The text of one submission whose shape parse_shape_ok accepted: 1 written, 0 left to Python (a
+ * metadata value that is not a str), -1 error. tspec: (top, main, subs, ...):
+ * main = (parts, meta specs (meta key, its flat-shape key, is time), cols); subs: (name,
+ * underscored, first part, parts, cols). */
 static int one_text(TextJob *j, PyObject *main, PyObject *subs, PyObject *sid, PyObject *payload, PyObject *cells,
                     int flat, PyObject *bools) {
     Py_ssize_t nparts = PyLong_AsSsize_t(PyTuple_GET_ITEM(main, 0));
@@ -1144,6 +1148,10 @@ static int one_text(TextJob *j, PyObject *main, PyObject *subs, PyObject *sid, P
         PyObject *mk = PyTuple_GET_ITEM(m, 0);
         PyObject *t = get_or_none(payload, PyTuple_GET_ITEM(m, flat ? 1 : 0));
         if (t == NULL) goto done;
+        if (t != Py_None && !PyUnicode_CheckExact(t)) { /* parse_submission normalises it: Python's */
+            rc = 0;
+            goto done;
+        }
         if (put_cell(j, 0, meta_value(&j->h, t, un, mk, PyObject_IsTrue(PyTuple_GET_ITEM(m, 2)))) < 0) goto done;
     }
     if (text_cells(j, PyTuple_GET_ITEM(main, 2), cells, flat, bools, un) < 0) goto done;
@@ -1170,7 +1178,7 @@ static int one_text(TextJob *j, PyObject *main, PyObject *subs, PyObject *sid, P
         }
         Py_DECREF(rows);
     }
-    rc = 0;
+    rc = 1;
 done:
     Py_XDECREF(un);
     return rc;
@@ -1206,15 +1214,27 @@ static void sha_block(Sha256 *c, const unsigned char *p) {
         w[i] = w[i - 16] + s0 + w[i - 7] + s1;
     }
     memcpy(a, c->h, sizeof a);
+    uint32_t A = a[0], B = a[1], C = a[2], D = a[3], E = a[4], F = a[5], G = a[6], H = a[7];
     for (int i = 0; i < 64; i++) {
-        uint32_t t1 = a[7] + (ROR(a[4], 6) ^ ROR(a[4], 11) ^ ROR(a[4], 25)) + ((a[4] & a[5]) ^ (~a[4] & a[6]))
-                      + sha_k[i] + w[i];
-        uint32_t t2 = (ROR(a[0], 2) ^ ROR(a[0], 13) ^ ROR(a[0], 22)) + ((a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]));
-        memmove(a + 1, a, 7 * sizeof(uint32_t));
-        a[4] += t1;
-        a[0] = t1 + t2;
+        uint32_t t1 = H + (ROR(E, 6) ^ ROR(E, 11) ^ ROR(E, 25)) + ((E & F) ^ (~E & G)) + sha_k[i] + w[i];
+        uint32_t t2 = (ROR(A, 2) ^ ROR(A, 13) ^ ROR(A, 22)) + ((A & B) ^ (A & C) ^ (B & C));
+        H = G;
+        G = F;
+        F = E;
+        E = D + t1;
+        D = C;
+        C = B;
+        B = A;
+        A = t1 + t2;
     }
-    for (int i = 0; i < 8; i++) c->h[i] += a[i];
+    c->h[0] += A;
+    c->h[1] += B;
+    c->h[2] += C;
+    c->h[3] += D;
+    c->h[4] += E;
+    c->h[5] += F;
+    c->h[6] += G;
+    c->h[7] += H;
 }
 
 static void sha_init(Sha256 *c) {
@@ -1453,11 +1473,11 @@ static int media_lines(TextJob *j, Buf *out, Refs *refs, PyObject *entries, PyOb
     return 1;
 }
 
-/* Whether a served submission is one block_text writes itself: a dict whose id is a usable str,
- * whose metadata are str or null, whose cells parse_into types. Sets *cells and *flat. 1 yes,
+/* Whether a served submission is one block_text may write itself: a dict whose id is a usable
+ * str and whose cells parse_into types (one_text checks the metadata). Sets *cells and *flat. 1 yes,
  * 0 no, -1 error. */
-static int block_item_ok(PyObject *payload, PyObject *sid, PyObject *top, PyObject *metas, Py_ssize_t id_len,
-                         PyObject *empty, PyObject **cells, int *flat) {
+static int block_item_ok(PyObject *payload, PyObject *sid, PyObject *top, Py_ssize_t id_len, PyObject *empty,
+                         PyObject **cells, int *flat) {
     if (!PyDict_CheckExact(payload) || !PyUnicode_CheckExact(sid) || PyUnicode_GET_LENGTH(sid) == 0
         || PyUnicode_GET_LENGTH(sid) > id_len)
         return 0;
@@ -1473,11 +1493,6 @@ static int block_item_ok(PyObject *payload, PyObject *sid, PyObject *top, PyObje
         if (c == NULL || c == Py_None) c = empty;
         if (!PyDict_CheckExact(c)) return 0;
         *cells = c;
-    }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(metas); i++) {
-        PyObject *t = get_or_none(payload, PyTuple_GET_ITEM(PyTuple_GET_ITEM(metas, i), *flat ? 1 : 0));
-        if (t == NULL) return -1;
-        if (t != Py_None && !PyUnicode_CheckExact(t)) return 0;
     }
     return parse_shape_ok(top, *cells, *flat);
 }
@@ -1523,7 +1538,6 @@ static PyObject *block_text(PyObject *self, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_ValueError, "mode is 0 (PostgreSQL COPY) or 1 (MySQL LOAD DATA)");
         return NULL;
     }
-    PyObject *metas = PyTuple_GET_ITEM(main, 1);
     Buf media = {NULL, 0, 0};
     Refs refs = {NULL, 0, 0};
     j.out = PyMem_Calloc((size_t)nparts, sizeof(Buf));
@@ -1546,15 +1560,14 @@ static PyObject *block_text(PyObject *self, PyObject *const *args, Py_ssize_t na
         PyObject *payload = Py_NewRef(PyList_GET_ITEM(payloads, i)), *sid = Py_NewRef(PyList_GET_ITEM(sids, i));
         PyObject *ents = Py_NewRef(PyList_GET_ITEM(entries, i)), *cells = NULL;
         int flat = 0;
-        int ok = block_item_ok(payload, sid, top, metas, id_len, empty, &cells, &flat);
+        int ok = block_item_ok(payload, sid, top, id_len, empty, &cells, &flat);
         if (ok == 1 && ents != Py_None && !PyList_CheckExact(ents)) ok = 0;
         if (ok == 1) {
             Py_INCREF(cells);
             for (Py_ssize_t p = 0; p < nparts; p++) mark[p] = j.out[p].len;
             Py_ssize_t media_mark = media.len, matched_mark = PyList_GET_SIZE(matched);
-            if (one_text(&j, main, subs, sid, payload, cells, flat, bools) < 0) {
-                ok = -1;
-            } else if (ents != Py_None && PyList_GET_SIZE(ents) > 0) {
+            ok = one_text(&j, main, subs, sid, payload, cells, flat, bools);
+            if (ok == 1 && ents != Py_None && PyList_GET_SIZE(ents) > 0) {
                 refs_clear(&refs);
                 ok = media_walk(&refs, top, cells, flat, bools) < 0
                          ? -1 : media_lines(&j, &media, &refs, ents, form_id, sid, key_len, default_type, matched);

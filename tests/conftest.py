@@ -2,6 +2,7 @@
 is a failure, never a silent skip; on a developer machine it skips with the reason."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -95,3 +96,16 @@ def drive_sink(sink, context, records, batch: int = 4) -> None:
 @pytest.fixture
 def sample_archive() -> Path:
     return SAMPLE
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """The CLI run in-process sets the root logger's level and handler (``-q``: errors only); put
+    them back after each test, so a later test still sees the warnings it checks for."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    for h in list(root.handlers):
+        if h not in handlers and getattr(h, "_exporter", False):
+            root.removeHandler(h)

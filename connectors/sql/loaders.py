@@ -523,7 +523,7 @@ class CopyLoader(GenericLoader):
             # the background thread wakes up after every server answer and needs the interpreter
             # for a moment; with the default 5 ms hand-off it would lag behind the parsing thread
             self._switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(self._switch_interval, 0.001))
+            sys.setswitchinterval(min(self._switch_interval, 0.0001))
 
     def _before_execute(self, *_args: Any, **_kw: Any) -> None:
         bg = self._background
