@@ -571,8 +571,9 @@ class CopyLoader(GenericLoader):
     text_format = PG_TEXT
 
     def upsert_text_step(self, table: sa.Table, key: str, cols: list[str], data: bytes,
-                         outcome: Outcome | None = None) -> Outcome:
-        """``upsert_step`` for rows already written as COPY text."""
+                         outcome: Outcome | None = None, rows: Any = None) -> Outcome:
+        """``upsert_step`` for rows already written as COPY text (``rows``: a function giving them
+        as dicts, which this loader never needs)."""
         outcome = outcome or Outcome()
         if data:
             job = self._upsert_payloads(table, key, cols, [data], outcome)
@@ -582,7 +583,7 @@ class CopyLoader(GenericLoader):
                 job()
         return outcome
 
-    def insert_text(self, table: sa.Table, cols: list[str], data: bytes) -> None:
+    def insert_text(self, table: sa.Table, cols: list[str], data: bytes, rows: Any = None) -> None:
         """``insert`` for rows already written as COPY text."""
         if not data:
             return
@@ -838,16 +839,42 @@ class LoadDataLoader(MultiRowLoader):
         self.loaded_rows = 0  # rows that went in through LOAD DATA
         self.fallbacks = 0  # loads rolled back and handed to the INSERT statements
 
+    @property
+    def text_format(self) -> TextFormat | None:
+        """The text ``LOAD DATA`` reads (``upsert_text_step``, ``insert_text``), when it is on."""
+        return MYSQL_TEXT if self.enabled else None
+
+    def upsert_text_step(self, table: sa.Table, key: str, cols: list[str], data: bytes,
+                         outcome: Outcome | None = None, rows: Any = None) -> Outcome:
+        """``upsert_step`` for rows already written as ``LOAD DATA`` text, one line a row; ``rows()``
+        gives them as dicts for the INSERT statements when the load is rolled back."""
+        outcome = outcome or Outcome()
+        if data and not (table.fullname not in self._merge_only and self._load_payloads(table, cols, [data])):
+            if not super().upsert(table, key, rows()):
+                outcome.all_new = False
+        return outcome
+
+    def insert_text(self, table: sa.Table, cols: list[str], data: bytes, rows: Any = None) -> None:
+        """``insert`` for rows already written as ``LOAD DATA`` text (see ``upsert_text_step``)."""
+        if data and (table.fullname in self._insert_only or not self._load_payloads(table, cols, [data])):
+            self._insert_only.add(table.fullname)
+            super().insert(table, rows())
+
     def _load(self, table: sa.Table, cols: list[str], rows: list[dict]) -> bool:
         """LOAD DATA every row (in chunks) inside one savepoint: True when all went in as given,
         False with nothing written otherwise (an existing key, a warning, an unloadable value)."""
         if not self.enabled:
             return False
-        chunks = list(_chunks(rows, self.rows))
         try:
-            payloads = [copy_bytes(chunk, cols, MYSQL_TEXT) for chunk in chunks]
+            payloads = [copy_bytes(chunk, cols, MYSQL_TEXT) for chunk in _chunks(rows, self.rows)]
         except UnloadableValue:
             self.fallbacks += 1
+            return False
+        return self._load_payloads(table, cols, payloads)
+
+    def _load_payloads(self, table: sa.Table, cols: list[str], payloads: list[bytes]) -> bool:
+        """``_load`` of rows already written as text, one line a row."""
+        if not self.enabled:
             return False
         q = self.conn.dialect.identifier_preparer.quote  # doubles any "%", as the parameter below needs
         sql = (f"LOAD DATA LOCAL INFILE %s INTO TABLE {self.conn.dialect.identifier_preparer.format_table(table)} "
@@ -858,7 +885,7 @@ class LoadDataLoader(MultiRowLoader):
         ok = True
         try:
             with raw.cursor() as cur:
-                for data, chunk in zip(payloads, chunks, strict=True):
+                for data in payloads:
                     name = f"exporter-rows-{next(self._serial)}"
                     streams[name] = data
                     try:
@@ -867,7 +894,7 @@ class LoadDataLoader(MultiRowLoader):
                         del streams[name]
                     loaded = cur.rowcount
                     cur.execute("SELECT @@warning_count")
-                    if loaded != len(chunk) or cur.fetchone()[0]:
+                    if loaded != data.count(b"\n") or cur.fetchone()[0]:
                         ok = False
                         break
         except BaseException:
@@ -876,7 +903,7 @@ class LoadDataLoader(MultiRowLoader):
             raise
         if ok:
             sp.commit()
-            self.loaded_rows += len(rows)
+            self.loaded_rows += sum(data.count(b"\n") for data in payloads)
         else:
             sp.rollback()
             self.fallbacks += 1

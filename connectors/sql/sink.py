@@ -51,7 +51,7 @@ from exporter.sinks import RunContext
 from exporter.speedups import _speedups
 
 from .capabilities import profile_for
-from .loaders import DeferredError, GenericLoader, copy_bytes, loader_for, local_infile_guardable
+from .loaders import DeferredError, GenericLoader, UnloadableValue, copy_bytes, loader_for, local_infile_guardable
 from .planner import NamePlanner
 from .schema import (
     FIXED_NAMES,
@@ -90,6 +90,39 @@ def _lost_a_lock(orig: BaseException) -> bool:
         return True
     first = orig.args[0] if getattr(orig, "args", None) else None
     return first in _LOCK_ERRNOS or first in _LOCK_STATES  # PyMySQL errno, pyodbc SQLSTATE
+
+
+class _BlockRows:
+    """The row dicts of a SubmissionBlock, made from its records on first use: for a loader that
+    rolls a bulk load back and inserts the rows one statement at a time (LOAD DATA that warned)."""
+
+    def __init__(self, sink: SqlSink, plan: FormPlan, block: SubmissionBlock):
+        self._sink, self._plan, self._block = sink, plan, block
+        self._parts: dict[str, list[dict]] | None = None
+        self._media: list[dict] = []
+
+    def _make(self) -> dict[str, list[dict]]:
+        if self._parts is None:
+            parts: dict[str, list[dict]] = {}
+            for r in self._block.records():
+                if r.kind == "media":
+                    self._media.append(media_row(r, r.size, r.sha256, None))
+                    continue
+                parent, children = submission_rows(self._plan, r, self._sink.profile)
+                for part, row in parent.items():
+                    parts.setdefault(part, []).append(row)
+                for part, rows in children.items():
+                    parts.setdefault(part, []).extend(rows)
+            self._parts = parts
+        return self._parts
+
+    def part(self, name: str) -> list[dict]:
+        return self._make().get(name, [])
+
+    @property
+    def media(self) -> list[dict]:
+        self._make()
+        return self._media
 
 
 def _now() -> dt.datetime:
@@ -718,8 +751,9 @@ class SqlSink:
     @property
     def takes_blocks(self) -> bool:
         """Whether ``SubmissionBlock``\\ s are written straight from their payloads: with the C
-        module, a loader that takes COPY text (PostgreSQL with psycopg2), and media rows that are
-        the index entries alone (no ``--media-dir``, no ``--media-in-db``)."""
+        module, a loader that takes bulk-load text (PostgreSQL with psycopg2: COPY; MySQL/MariaDB
+        with PyMySQL: LOAD DATA LOCAL INFILE, when on), and media rows that are the index entries
+        alone (no ``--media-dir``, no ``--media-in-db``)."""
         return (_speedups is not None and getattr(self._loader, "text_format", None) is not None
                 and self.media_dir is None and not self.media_in_db)
 
@@ -749,8 +783,14 @@ class SqlSink:
         for r in batch:
             plan = self._plans.get(r.form_id) if r.kind == "submissions" else None
             if plan is not None:
-                out[id(r)] = (plan, block_text(plan, self.profile, r, self._loader.text_format, copy_bytes))
+                out[id(r)] = (plan, self._block_text(plan, r))
         return out
+
+    def _block_text(self, plan: FormPlan, block: SubmissionBlock) -> tuple | None:
+        try:
+            return block_text(plan, self.profile, block, self._loader.text_format, copy_bytes)
+        except UnloadableValue:  # a value LOAD DATA text cannot carry: the records' path inserts it
+            return None
 
     def _write_block(self, block: SubmissionBlock, texts: dict[int, tuple] | None = None) -> bool:
         """Write a ``SubmissionBlock`` straight from its payloads as COPY text (``block_text``,
@@ -758,23 +798,25 @@ class SqlSink:
         made. False when it must go through its records."""
         plan = self._plan_of(block.form_id)
         made = (texts or {}).get(id(block))
-        got = made[1] if made is not None and made[0] is plan else \
-            block_text(plan, self.profile, block, self._loader.text_format, copy_bytes)
+        got = made[1] if made is not None and made[0] is plan else self._block_text(plan, block)
         if got is None:
             return False
         spec, data, media = got
         texts = dict(zip(spec.parts, zip(spec.cols, data, strict=True), strict=True))
-        self._store_submissions(plan, block.sids, {}, {}, texts)
+        rows = _BlockRows(self, plan, block)
+        self._store_submissions(plan, block.sids, {}, {}, texts, rows)
         with self._op("table media"):
-            self._loader.upsert_text_step(self._fixed["media"], "media_key", MEDIA_COLUMNS, media)
+            self._loader.upsert_text_step(self._fixed["media"], "media_key", MEDIA_COLUMNS, media,
+                                          rows=lambda: rows.media)
         self._count("media", len(block.matched))
         return True
 
     def _store_submissions(self, plan: FormPlan, ids: list[str], parent: dict[str, list[dict]],
-                           children: dict[str, list[dict]], texts: dict[str, tuple[list[str], bytes]] | None = None
-                           ) -> None:
+                           children: dict[str, list[dict]], texts: dict[str, tuple[list[str], bytes]] | None = None,
+                           rows: _BlockRows | None = None) -> None:
         """Upsert the rows of one form's submissions (``ids``) and replace their sub-form rows:
-        row dicts per table part, or (``texts``) their COPY text and columns per part."""
+        row dicts per table part, or (``texts``) their bulk-load text and columns per part, with
+        ``rows`` to make the dicts if the loader needs them after all."""
         loader = self._loader
         form_id = plan.form.id
         key = plan.main.key_columns[0]
@@ -787,7 +829,8 @@ class SqlSink:
         for part in plan.main.parts:
             with self._op(f"form {form_id} table {part}"):
                 if texts is not None:
-                    outcome = loader.upsert_text_step(self._tables[part], key, *texts[part], outcome)
+                    outcome = loader.upsert_text_step(self._tables[part], key, *texts[part], outcome,
+                                                      rows=lambda part=part: rows.part(part))
                 else:
                     outcome = loader.upsert_step(self._tables[part], key, parent[part], outcome)
         for tp in plan.subforms.values():
@@ -800,7 +843,7 @@ class SqlSink:
             for part in tp.parts:
                 with self._op(f"form {form_id} table {part}"):
                     if texts is not None:
-                        loader.insert_text(self._tables[part], *texts[part])
+                        loader.insert_text(self._tables[part], *texts[part], rows=lambda part=part: rows.part(part))
                     else:
                         loader.insert(self._tables[part], children.get(part, []))
         self._count("submission", len(ids))

@@ -19,12 +19,14 @@ from exporter.records import parse_submission
 from exporter.sinks import RunContext
 from tests.conftest import SAMPLE
 
-from .conftest import PG_ADMIN, _pg_schema
+from .conftest import PG_ADMIN, _my_db, _pg_schema
 from .records_fixture import submission
 from .test_sql_sink import sink_for, snapshot
 from .test_sql_speedups import C, _stream
 
 pytestmark = pytest.mark.skipif(C is None, reason="the C module exporter._speedups is not built")
+
+MY_URL = "mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
 
 
 class _Records:
@@ -93,9 +95,17 @@ def edge_archive(tmp_path):
     return path
 
 
-@pytest.fixture()
-def pg_db2():
-    yield from _pg_schema("postgresql", PG_ADMIN)
+@pytest.fixture(params=["postgresql", "mysql"])
+def two_dbs(request):
+    """Two empty destinations of one kind: PostgreSQL (COPY) or MariaDB (LOAD DATA LOCAL INFILE)."""
+    if request.param == "postgresql":
+        first = request.getfixturevalue("pg_db")
+        gen = _pg_schema("postgresql", PG_ADMIN)
+        yield first, next(gen)
+        next(gen, None)
+        return
+    with _my_db("mysql", MY_URL) as a, _my_db("mysql", MY_URL) as b:
+        yield a, b
 
 
 _TAKES = SqlSink.takes_blocks
@@ -106,7 +116,8 @@ def _export(db, archive, blocks: bool, monkeypatch, run_id: str) -> None:
     run(ArchiveSource(archive), [sink_for(db)], RunContext(run_id=run_id, source="test"), batch_size=4)
 
 
-def test_blocks_write_what_records_write(pg_db, pg_db2, edge_archive, monkeypatch):
+def test_blocks_write_what_records_write(two_dbs, edge_archive, monkeypatch):
+    pg_db, pg_db2 = two_dbs
     spy = {"blocks": 0, "declined": 0, "left": 0, "media": 0}
     real = schema._speedups
 
@@ -127,6 +138,7 @@ def test_blocks_write_what_records_write(pg_db, pg_db2, edge_archive, monkeypatc
 
     monkeypatch.setattr(schema, "_speedups", Spy())
     _export(pg_db, edge_archive, True, monkeypatch, "20240301T100000Z")
+    assert sink_for(pg_db).profile.dialect == pg_db.kind
     first = snapshot(pg_db)
     assert spy["blocks"] > 4 and spy["declined"] >= 1 and spy["left"] >= 1 and spy["media"] > 20, spy
     _export(pg_db, edge_archive, True, monkeypatch, "20240301T110000Z")  # every key exists: merged
@@ -153,16 +165,18 @@ def test_block_records_are_the_sources_records(edge_archive):
     assert sum(n for n, _ in counts) == sum(1 for r in plain if r.kind == "media")
 
 
-def test_block_text_is_the_records_text(edge_archive):
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_block_text_is_the_records_text(edge_archive, dialect):
     """Byte for byte: block_text writes the lines submission_rows, media_row and copy_bytes make
     from the block's records (the tables could be equal with different texts, e.g. 1E-7 and
     0.0000001)."""
     from connectors.sql.capabilities import profile_for
-    from connectors.sql.loaders import PG_TEXT, copy_bytes
+    from connectors.sql.loaders import MYSQL_TEXT, PG_TEXT, copy_bytes
     from connectors.sql.planner import NamePlanner
     from connectors.sql.schema import MEDIA_COLUMNS, block_text, media_row, plan_form, submission_rows
 
-    profile = profile_for("postgresql")
+    profile = profile_for(dialect)
+    fmt = PG_TEXT if dialect == "postgresql" else MYSQL_TEXT
     src = ArchiveSource(edge_archive)
     src.use_blocks(4)
     plans: dict = {}
@@ -173,7 +187,7 @@ def test_block_text_is_the_records_text(edge_archive):
         if r.kind != "submissions":
             continue
         plan = plans[r.form_id]
-        got = block_text(plan, profile, r, PG_TEXT, copy_bytes)
+        got = block_text(plan, profile, r, fmt, copy_bytes)
         if got is None:  # a submission twice: the records' path
             assert len(set(r.sids)) < len(r.sids)
             continue
@@ -191,8 +205,8 @@ def test_block_text_is_the_records_text(edge_archive):
             for part, rows in children.items():
                 want[index[part]].extend(rows)
         for i, rows in enumerate(want):
-            assert sorted(data[i].splitlines()) == sorted(copy_bytes(rows, spec.cols[i]).splitlines() if rows else [])
-        assert sorted(media.splitlines()) == sorted(copy_bytes(media_rows, MEDIA_COLUMNS).splitlines()
+            assert sorted(data[i].splitlines()) == sorted(copy_bytes(rows, spec.cols[i], fmt).splitlines() if rows else [])
+        assert sorted(media.splitlines()) == sorted(copy_bytes(media_rows, MEDIA_COLUMNS, fmt).splitlines()
                                                     if media_rows else [])
         assert len(r.matched) == len(media_rows)
         checked += len(r)
