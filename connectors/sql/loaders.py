@@ -622,10 +622,10 @@ class CopyLoader(GenericLoader):
 
             with raw.cursor() as cur:
                 if name not in merge_only:
-                    cur.execute("SAVEPOINT exporter_copy")
                     try:
-                        for data in payloads:
-                            _send(cur, copy_sql, data)
+                        # the savepoint goes with the first COPY (one round trip less a table)
+                        for i, data in enumerate(payloads):
+                            _send(cur, copy_sql if i else "SAVEPOINT exporter_copy; " + copy_sql, data)
                     except psycopg2.errors.UniqueViolation:
                         cur.execute("ROLLBACK TO SAVEPOINT exporter_copy")
                         cur.execute("RELEASE SAVEPOINT exporter_copy")
