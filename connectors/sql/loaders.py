@@ -471,7 +471,69 @@ def _send(cur: Any, copy_sql: str, data: bytes) -> None:
     cur.copy_expert(copy_sql, io.BytesIO(data), size=max(len(data), 1 << 16))
 
 
-class CopyLoader(GenericLoader):
+class Overlapping:
+    """A loader whose statements can run on a ``Background`` thread (``overlap()``), while the
+    caller reads and parses the next batch."""
+
+    conn: sa.Connection
+    _background: Background | None = None
+    _switch_interval: float | None = None
+    overlapping = False
+
+    # ------------------------------------------------------------------ background
+    def overlap(self) -> None:
+        """Run bulk loads and commits on a background thread from now on (``stop()`` ends it).
+        Every statement anybody runs on the connection through SQLAlchemy first waits for them."""
+        if self._background is None:
+            self._background = Background()
+            self.overlapping = True
+            sa.event.listen(self.conn, "before_cursor_execute", self._before_execute)
+            # the background thread wakes up after every server answer and needs the interpreter
+            # for a moment; with the default 5 ms hand-off it would lag behind the parsing thread
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._switch_interval, 0.0001))
+
+    def _before_execute(self, *_args: Any, **_kw: Any) -> None:
+        bg = self._background
+        if bg is not None and not bg.in_worker():
+            bg.drain()
+
+    def drain(self) -> None:
+        if self._background is not None:
+            self._background.drain()
+
+    def submit(self, label: str, fn: Any) -> None:
+        """Hand ``fn`` to the background thread (``overlap()`` first)."""
+        self._background.submit(label, fn)
+
+    def stop(self) -> None:
+        bg, self._background = self._background, None
+        if bg is not None:
+            self.overlapping = False
+            with contextlib.suppress(Exception):
+                sa.event.remove(self.conn, "before_cursor_execute", self._before_execute)
+            bg.stop()
+            if self._switch_interval is not None:
+                sys.setswitchinterval(self._switch_interval)
+                self._switch_interval = None
+
+    def later(self, label: str, fn: Any) -> None:
+        """Run ``fn`` on the background thread when there is one (in its turn), else now."""
+        bg = self._background
+        if bg is None or bg.in_worker():
+            fn()
+        else:
+            bg.submit(label, fn)
+
+    def settle(self) -> None:
+        """Before using the connection directly (not through SQLAlchemy): wait for the background
+        thread, unless this is it."""
+        bg = self._background
+        if bg is not None and not bg.in_worker():
+            bg.drain()
+
+
+class CopyLoader(Overlapping, GenericLoader):
     name = "copy"
 
     def _raw_cursor(self):
@@ -509,45 +571,6 @@ class CopyLoader(GenericLoader):
         super().__init__(conn, profile, rows_per_batch)
         self._merge_only: set[str] = set()  # tables where a plain COPY met an existing key
         self._merge_texts: dict[tuple, tuple[str, ...]] = {}
-        self._background: Background | None = None
-        self._switch_interval: float | None = None
-
-    # ------------------------------------------------------------------ background
-    def overlap(self) -> None:
-        """Run plain COPYs and commits on a background thread from now on (``stop()`` ends it).
-        Every statement anybody runs on the connection first waits for them."""
-        if self._background is None:
-            self._background = Background()
-            self.overlapping = True
-            sa.event.listen(self.conn, "before_cursor_execute", self._before_execute)
-            # the background thread wakes up after every server answer and needs the interpreter
-            # for a moment; with the default 5 ms hand-off it would lag behind the parsing thread
-            self._switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(self._switch_interval, 0.0001))
-
-    def _before_execute(self, *_args: Any, **_kw: Any) -> None:
-        bg = self._background
-        if bg is not None and not bg.in_worker():
-            bg.drain()
-
-    def drain(self) -> None:
-        if self._background is not None:
-            self._background.drain()
-
-    def submit(self, label: str, fn: Any) -> None:
-        """Hand ``fn`` to the background thread (``overlap()`` first)."""
-        self._background.submit(label, fn)
-
-    def stop(self) -> None:
-        bg, self._background = self._background, None
-        if bg is not None:
-            self.overlapping = False
-            with contextlib.suppress(Exception):
-                sa.event.remove(self.conn, "before_cursor_execute", self._before_execute)
-            bg.stop()
-            if self._switch_interval is not None:
-                sys.setswitchinterval(self._switch_interval)
-                self._switch_interval = None
 
     def upsert_step(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome | None = None) -> Outcome:
         if self._background is None:
@@ -811,7 +834,7 @@ def _guard_local_infile() -> None:
     pc._send_local_file = send
 
 
-class LoadDataLoader(MultiRowLoader):
+class LoadDataLoader(Overlapping, MultiRowLoader):
     """MySQL/MariaDB + PyMySQL: rows go in with ``LOAD DATA LOCAL INFILE``, their text (``MYSQL_TEXT``)
     streamed from memory (no file is written; see ``_guard_local_infile``).
 
@@ -844,21 +867,43 @@ class LoadDataLoader(MultiRowLoader):
         """The text ``LOAD DATA`` reads (``upsert_text_step``, ``insert_text``), when it is on."""
         return MYSQL_TEXT if self.enabled else None
 
+    # With overlap() (the SQL sink's background loads), the steps and inserts run on the
+    # background thread in their turn, and upsert() waits for it first.
     def upsert_text_step(self, table: sa.Table, key: str, cols: list[str], data: bytes,
                          outcome: Outcome | None = None, rows: Any = None) -> Outcome:
         """``upsert_step`` for rows already written as ``LOAD DATA`` text, one line a row; ``rows()``
         gives them as dicts for the INSERT statements when the load is rolled back."""
         outcome = outcome or Outcome()
-        if data and not (table.fullname not in self._merge_only and self._load_payloads(table, cols, [data])):
-            if not super().upsert(table, key, rows()):
-                outcome.all_new = False
+
+        def job() -> None:
+            if not (table.fullname not in self._merge_only and self._load_payloads(table, cols, [data])):
+                if not MultiRowLoader.upsert(self, table, key, rows()):
+                    outcome.all_new = False
+        if data:
+            self.later(f"table {table.name}", job)
         return outcome
 
     def insert_text(self, table: sa.Table, cols: list[str], data: bytes, rows: Any = None) -> None:
         """``insert`` for rows already written as ``LOAD DATA`` text (see ``upsert_text_step``)."""
-        if data and (table.fullname in self._insert_only or not self._load_payloads(table, cols, [data])):
-            self._insert_only.add(table.fullname)
-            super().insert(table, rows())
+        def job() -> None:
+            if table.fullname in self._insert_only or not self._load_payloads(table, cols, [data]):
+                self._insert_only.add(table.fullname)
+                MultiRowLoader.insert(self, table, rows())
+        if data:
+            self.later(f"table {table.name}", job)
+
+    def upsert_step(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome | None = None) -> Outcome:
+        outcome = outcome or Outcome()  # all_new is settled in its turn (delete_step reads it then)
+
+        def job() -> None:
+            if not self.upsert(table, key, rows):
+                outcome.all_new = False
+        if rows:
+            self.later(f"table {table.name}", job)
+        return outcome
+
+    def delete_step(self, table: sa.Table, column: str, values: list, unless: Outcome, **equal: Any) -> None:
+        self.later(f"table {table.name}", lambda: GenericLoader.delete_step(self, table, column, values, unless, **equal))
 
     def _load(self, table: sa.Table, cols: list[str], rows: list[dict]) -> bool:
         """LOAD DATA every row (in chunks) inside one savepoint: True when all went in as given,
@@ -910,17 +955,19 @@ class LoadDataLoader(MultiRowLoader):
         return ok
 
     def insert(self, table: sa.Table, rows: list[dict]) -> None:
-        if not rows:
-            return
-        if table.fullname in self._insert_only or not self._load(table, list(rows[0]), rows):
-            # a table whose rows the server warned about once takes INSERTs for the rest of the run
-            # (the warning is most likely systematic: no load-then-roll-back per batch)
-            self._insert_only.add(table.fullname)
-            super().insert(table, rows)
+        def job() -> None:
+            if table.fullname in self._insert_only or not self._load(table, list(rows[0]), rows):
+                # a table whose rows the server warned about once takes INSERTs for the rest of the
+                # run (the warning is most likely systematic: no load-then-roll-back per batch)
+                self._insert_only.add(table.fullname)
+                MultiRowLoader.insert(self, table, rows)
+        if rows:
+            self.later(f"table {table.name}", job)
 
     def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
         if not rows:
             return True
+        self.settle()
         rows = _dedupe(rows, key)
         if table.fullname not in self._merge_only and self._load(table, list(rows[0]), rows):
             return True

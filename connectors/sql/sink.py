@@ -367,8 +367,12 @@ class SqlSink:
                 self._commit_tx()
         # Overlap each batch's loading and commit with the reading of the next one, except when the
         # source acknowledges batches (unread mode marks submissions read on the server right after
-        # the commit, so the commit must be done by then) or when switched off (-o background_load=false).
-        if ctx.mode != "unread" and self.options.get("background_load", True) is not False:
+        # the commit, so the commit must be done by then), in the workers of a parallel export into
+        # MySQL/MariaDB (a batch that loses an InnoDB deadlock to another worker is written again,
+        # so its failure must come before its commit returns; an overlapped one would come with the
+        # next batch) or when switched off (-o background_load=false).
+        parallel_mysql = ctx.worker is not None and self.profile.dialect == "mysql"
+        if ctx.mode != "unread" and not parallel_mysql and self.options.get("background_load", True) is not False:
             overlap = getattr(self._loader, "overlap", None)
             if overlap is not None:
                 overlap()

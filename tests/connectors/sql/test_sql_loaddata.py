@@ -15,12 +15,13 @@ import sqlalchemy as sa
 from connectors.sql import create_sink
 from connectors.sql.capabilities import profile_for
 from connectors.sql.loaders import LoadDataLoader
-from exporter.errors import TransientSinkError
+from exporter.errors import SinkError, TransientSinkError
 
 from .conftest import MY_ADMIN, _my_db
 from .records_fixture import account_records, ctx, form, media_for, run_export, submission
 
 TABLE = "visite_de_chantier_1001"
+CHILD = "visite_de_chantier_1001__lignes"
 HOSTILE = ["tab\there", "line\nbreak\r\nwindows", "back\\slash \\N \\t", "\\N", "NULL", "nul\x00byte",
            "émoji 🚀 日本語", "'quotes\" `ticks`", "x" * 100_000, "", "trailing\\"]
 VOLATILE = {"updated_at", "started_at", "ended_at"}  # wall-clock times of the run itself
@@ -158,6 +159,10 @@ def test_a_pymysql_without_the_file_request_hook_never_opens_local_infile(my_db,
     assert len(my_db.rows(TABLE)) == 4
 
 
+#: loads in step with the batches, as in the workers of a parallel export (the ones that meet deadlocks)
+IN_STEP = {"background_load": False}
+
+
 def _deadlock_on(monkeypatch, calls: set[int]):
     """Make the loader's n-th LOAD DATA (1-based, for n in ``calls``) fail the way InnoDB fails a
     deadlock victim: error 1213, the transaction rolled back by the server."""
@@ -181,7 +186,7 @@ def test_a_batch_that_loses_a_deadlock_is_written_again(my_db, monkeypatch, capl
         run_export(create_sink(other.url, other.options), _stream(), batch=6)
         want = _snapshot(other)
     seen = _deadlock_on(monkeypatch, {9, 10, 16})  # twice in a row (the second while planning again), once later
-    sink = create_sink(my_db.url, my_db.options)
+    sink = create_sink(my_db.url, {**my_db.options, **IN_STEP})
     run_export(sink, _stream(), batch=6)
     assert _snapshot(my_db) == want and seen["n"] > 16
     retries = [r.getMessage() for r in caplog.records if "writing a batch failed" in r.getMessage()]
@@ -195,7 +200,21 @@ def test_a_batch_that_keeps_losing_deadlocks_fails_without_committing_it(my_db, 
     f_records = _stream(4)
     seen = _deadlock_on(monkeypatch, set(range(1, 1000)))
     with pytest.raises(TransientSinkError, match="Deadlock found"):
-        run_export(create_sink(my_db.url, my_db.options), f_records, batch=40)
+        run_export(create_sink(my_db.url, {**my_db.options, **IN_STEP}), f_records, batch=40)
     assert seen["n"] == WRITE_ATTEMPTS  # the first load of each attempt failed
     assert my_db.rows("users") == [] and my_db.rows("export_state") == []
     assert my_db.rows("runs")[0]["status"] == "failed"
+
+
+def test_an_overlapped_load_that_loses_a_deadlock_fails_the_run_cleanly(my_db, monkeypatch):
+    """In one process the loads run in the background; a deadlock there (another program writing
+    the same tables) comes with the next batch, too late to write its batch again: the run fails
+    in one line, and what it committed before is whole."""
+    _deadlock_on(monkeypatch, {9})
+    with pytest.raises(SinkError, match="Deadlock found") as ei:
+        run_export(create_sink(my_db.url, my_db.options), _stream(), batch=6)
+    assert not isinstance(ei.value, TransientSinkError)
+    assert my_db.rows("runs")[0]["status"] == "failed"
+    subs = {r["submission_id"] for r in my_db.rows(TABLE)}
+    assert {r["submission_id"] for r in my_db.rows(CHILD)} <= subs
+    assert {r["submission_id"] for r in my_db.rows("media")} <= subs
