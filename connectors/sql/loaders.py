@@ -494,9 +494,7 @@ class Overlapping:
             sys.setswitchinterval(min(self._switch_interval, 0.0001))
 
     def _before_execute(self, *_args: Any, **_kw: Any) -> None:
-        bg = self._background
-        if bg is not None and not bg.in_worker():
-            bg.drain()
+        self.settle()
 
     def drain(self) -> None:
         if self._background is not None:
@@ -599,11 +597,7 @@ class CopyLoader(Overlapping, GenericLoader):
         as dicts, which this loader never needs)."""
         outcome = outcome or Outcome()
         if data:
-            job = self._upsert_payloads(table, key, cols, [data], outcome)
-            if self._background is not None:
-                self._background.submit(f"table {table.name}", job)
-            else:
-                job()
+            self.later(f"table {table.name}", self._upsert_payloads(table, key, cols, [data], outcome))
         return outcome
 
     def insert_text(self, table: sa.Table, cols: list[str], data: bytes, rows: Any = None) -> None:
@@ -618,10 +612,7 @@ class CopyLoader(Overlapping, GenericLoader):
         def send() -> None:
             with raw.cursor() as cur:
                 _send(cur, sql, data)
-        if self._background is not None:
-            self._background.submit(f"COPY into {target}", send)
-        else:
-            send()
+        self.later(f"COPY into {target}", send)
 
     def _upsert_job(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome):
         rows = _dedupe(rows, key)
