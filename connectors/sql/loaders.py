@@ -490,6 +490,8 @@ class Overlapping:
             sa.event.listen(self.conn, "before_cursor_execute", self._before_execute)
             # the background thread wakes up after every server answer and needs the interpreter
             # for a moment; with the default 5 ms hand-off it would lag behind the parsing thread
+            # (200k submissions into PostgreSQL: the main thread waited 5.3 s for it at 1 ms, about
+            # 1.5 s at 0.1 ms)
             self._switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(min(self._switch_interval, 0.0001))
 
