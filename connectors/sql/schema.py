@@ -658,6 +658,25 @@ def submission_rows(plan: FormPlan, sub: Submission, profile: SqlProfile
     return _submission_rows(comp, sid, sub)
 
 
+def records_rows(plan: FormPlan, profile: SqlProfile, records: Iterable[Any]
+                 ) -> tuple[dict[str, list[dict]], list[dict]]:
+    """The rows ``submission_rows`` makes of the ``Submission``\\ s among ``records``, per table
+    part, and the ``media`` rows ``media_row`` makes of their ``Media`` (sizes and hashes as the
+    records give them, no path)."""
+    rows: dict[str, list[dict]] = {}
+    media: list[dict] = []
+    for r in records:
+        if r.kind == "media":
+            media.append(media_row(r, r.size, r.sha256, None))
+            continue
+        parent, children = submission_rows(plan, r, profile)
+        for part, row in parent.items():
+            rows.setdefault(part, []).append(row)
+        for part, more in children.items():
+            rows.setdefault(part, []).extend(more)
+    return rows, media
+
+
 class TextSpec:
     """``submission_rows`` followed by the loader's bulk-load text, compiled for
     ``_speedups.block_text``, for the submissions typed with one form definition
@@ -743,24 +762,13 @@ def block_text(plan: FormPlan, profile: SqlProfile, block: SubmissionBlock, fmt:
     data, media, left, matched = got
     data = list(data)
     if left:
-        index = {p: i for i, p in enumerate(spec.parts)}
-        extra: list[list[dict]] = [[] for _ in spec.parts]
-        media_rows = []
-        for r in block.records(left):
-            if r.kind == "media":
-                media_rows.append(media_row(r, r.size, r.sha256, None))
-                matched.append({"size": r.size})  # what the run's counts read of an entry
-                continue
-            parent, children = submission_rows(plan, r, profile)
-            for part, row in parent.items():
-                extra[index[part]].append(row)
-            for part, rows in children.items():
-                extra[index[part]].extend(rows)
-        for i, rows in enumerate(extra):
-            if rows:
-                data[i] += copy_bytes(rows, spec.cols[i], fmt)
+        rows, media_rows = records_rows(plan, profile, block.records(left))
+        for i, part in enumerate(spec.parts):
+            if rows.get(part):
+                data[i] += copy_bytes(rows[part], spec.cols[i], fmt)
         if media_rows:
             media += copy_bytes(media_rows, MEDIA_COLUMNS, fmt)
+            matched.extend(media_rows)  # their "size", all the run's counts read of an entry
     block.matched = matched
     return spec, data, media
 

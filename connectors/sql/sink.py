@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -68,7 +69,7 @@ from .schema import (
     list_items_table,
     media_row,
     plan_form,
-    submission_rows,
+    records_rows,
     type_family,
 )
 
@@ -93,36 +94,23 @@ def _lost_a_lock(orig: BaseException) -> bool:
 
 
 class _BlockRows:
-    """The row dicts of a SubmissionBlock, made from its records on first use: for a loader that
-    rolls a bulk load back and inserts the rows one statement at a time (LOAD DATA that warned)."""
+    """The row dicts of a SubmissionBlock (``records_rows`` of its records), made on first use: for a
+    loader that rolls a bulk load back and inserts the rows one statement at a time (LOAD DATA that
+    warned)."""
 
     def __init__(self, sink: SqlSink, plan: FormPlan, block: SubmissionBlock):
         self._sink, self._plan, self._block = sink, plan, block
-        self._parts: dict[str, list[dict]] | None = None
-        self._media: list[dict] = []
 
-    def _make(self) -> dict[str, list[dict]]:
-        if self._parts is None:
-            parts: dict[str, list[dict]] = {}
-            for r in self._block.records():
-                if r.kind == "media":
-                    self._media.append(media_row(r, r.size, r.sha256, None))
-                    continue
-                parent, children = submission_rows(self._plan, r, self._sink.profile)
-                for part, row in parent.items():
-                    parts.setdefault(part, []).append(row)
-                for part, rows in children.items():
-                    parts.setdefault(part, []).extend(rows)
-            self._parts = parts
-        return self._parts
+    @functools.cached_property
+    def _made(self) -> tuple[dict[str, list[dict]], list[dict]]:
+        return records_rows(self._plan, self._sink.profile, self._block.records())
 
     def part(self, name: str) -> list[dict]:
-        return self._make().get(name, [])
+        return self._made[0].get(name, [])
 
     @property
     def media(self) -> list[dict]:
-        self._make()
-        return self._media
+        return self._made[1]
 
 
 def _now() -> dt.datetime:
@@ -769,15 +757,8 @@ class SqlSink:
 
     def _write_submissions(self, form_id: str, subs: list[Submission]) -> None:
         plan = self._plan_of(form_id)
-        parent: dict[str, list[dict]] = {p: [] for p in plan.main.parts}
-        children: dict[str, list[dict]] = {}
-        for s in subs:
-            p_rows, c_rows = submission_rows(plan, s, self.profile)
-            for part, row in p_rows.items():
-                parent[part].append(row)
-            for part, rows in c_rows.items():
-                children.setdefault(part, []).extend(rows)
-        self._store_submissions(plan, [s.id for s in subs], parent, children)
+        rows, _media = records_rows(plan, self.profile, subs)
+        self._store_submissions(plan, [s.id for s in subs], rows)
 
     def _block_texts(self, batch: Sequence[Any]) -> dict[int, tuple]:
         """``block_text`` of the batch's SubmissionBlocks whose form is planned already, by id."""
@@ -808,19 +789,19 @@ class SqlSink:
         spec, data, media = got
         texts = dict(zip(spec.parts, zip(spec.cols, data, strict=True), strict=True))
         rows = _BlockRows(self, plan, block)
-        self._store_submissions(plan, block.sids, {}, {}, texts, rows)
+        self._store_submissions(plan, block.sids, {}, texts, rows)
         with self._op("table media"):
             self._loader.upsert_text_step(self._fixed["media"], "media_key", MEDIA_COLUMNS, media,
                                           rows=lambda: rows.media)
         self._count("media", len(block.matched))
         return True
 
-    def _store_submissions(self, plan: FormPlan, ids: list[str], parent: dict[str, list[dict]],
-                           children: dict[str, list[dict]], texts: dict[str, tuple[list[str], bytes]] | None = None,
+    def _store_submissions(self, plan: FormPlan, ids: list[str], parts: dict[str, list[dict]],
+                           texts: dict[str, tuple[list[str], bytes]] | None = None,
                            rows: _BlockRows | None = None) -> None:
         """Upsert the rows of one form's submissions (``ids``) and replace their sub-form rows:
-        row dicts per table part, or (``texts``) their bulk-load text and columns per part, with
-        ``rows`` to make the dicts if the loader needs them after all."""
+        row dicts per table part (``parts``), or (``texts``) their bulk-load text and columns per
+        part, with ``rows`` to make the dicts if the loader needs them after all."""
         loader = self._loader
         form_id = plan.form.id
         key = plan.main.key_columns[0]
@@ -836,7 +817,7 @@ class SqlSink:
                     outcome = loader.upsert_text_step(self._tables[part], key, *texts[part], outcome,
                                                       rows=lambda part=part: rows.part(part))
                 else:
-                    outcome = loader.upsert_step(self._tables[part], key, parent[part], outcome)
+                    outcome = loader.upsert_step(self._tables[part], key, parts[part], outcome)
         for tp in plan.subforms.values():
             for part in reversed(tp.parts):
                 with self._op(f"form {form_id} table {part}"):
@@ -849,7 +830,7 @@ class SqlSink:
                     if texts is not None:
                         loader.insert_text(self._tables[part], *texts[part], rows=lambda part=part: rows.part(part))
                     else:
-                        loader.insert(self._tables[part], children.get(part, []))
+                        loader.insert(self._tables[part], parts.get(part, []))
         self._count("submission", len(ids))
 
     # ------------------------------------------------------------------ media
