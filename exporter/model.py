@@ -349,12 +349,14 @@ class SubmissionBlock:
     for blocks only when every sink takes them). ``records()`` gives the very records the source
     would otherwise have yielded, in the same order, for any step that needs them.
 
-    The sink that writes a block sets ``matched`` to the media index entries it wrote (what the
-    ``Media`` records would have been), for the run's counts."""
+    Payloads are decoded (dicts) or, from the archive with the C module, the archive's lines
+    (bytes) and their index entries likewise: ``records()`` decodes what it needs. The sink that
+    writes a block sets ``media_written`` to (media rows, their bytes): what the ``Media`` records
+    would have counted, for the run's counts."""
 
     kind = "submissions"
 
-    def __init__(self, form: Form, payloads: list, sids: list[str], entries: list[list[dict] | None],
+    def __init__(self, form: Form, payloads: list, sids: list[str], entries: list[list | None],
                  expand: Callable[[SubmissionBlock, Iterable[int]], Iterator[Submission | Media]]):
         self.form = form
         self.form_id = form.id
@@ -362,7 +364,7 @@ class SubmissionBlock:
         self.sids = sids
         self.entries = entries  # per submission: its media index entries (None: none)
         self._expand = expand
-        self.matched: list[dict] | None = None
+        self.media_written: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.payloads)
@@ -373,10 +375,10 @@ class SubmissionBlock:
 
     def media_counts(self) -> tuple[int, int]:
         """(media records, their bytes) the block stands for."""
-        if self.matched is None:
+        if self.media_written is None:
             media = [r for r in self.records() if r.kind == "media"]
             return len(media), sum(m.size or 0 for m in media)
-        return len(self.matched), sum(e.get("size") or 0 for e in self.matched)
+        return self.media_written
 
 
 Record = Account | User | Group | ExternalList | Form | Submission | Media | Checkpoint | SubmissionBlock

@@ -78,6 +78,11 @@ class SqlProfile:
     #: when taken, 0 after its timeout)
     schema_lock_sql: str | None = None
     schema_unlock_sql: str | None = None
+    #: tables a run creates get their foreign keys, and the media table its secondary index, once
+    #: the run has loaded them (``ALTER TABLE ... ADD FOREIGN KEY``, ``CREATE INDEX``): one check of
+    #: all rows instead of one per row in every batch. The run's owner adds them when the run ends,
+    #: and adds any still missing (a run that stopped) when a run starts.
+    late_constraints: bool = False
 
 
 def _caps(**kw) -> Capabilities:
@@ -102,7 +107,7 @@ def profile_for(dialect: str) -> SqlProfile:
                           # generic loader, and psqlODBC under fast_executemany fails on bytea and long
                           # texts and drops fractional seconds (tested): it stays off
                           loader="copy", max_params=30000, identifier_bytes=True, odbc_fast_executemany=False,
-                          schema_lock_sql="SELECT pg_advisory_xact_lock(:k)")
+                          schema_lock_sql="SELECT pg_advisory_xact_lock(:k)", late_constraints=True)
     if d == "mysql":
         # InnoDB allows 1017 columns, but a row keeps up to 40 bytes of every TEXT inline and must
         # fit in ~8 KB: 190 columns per table keeps any row loadable; wider forms are split.

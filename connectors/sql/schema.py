@@ -47,7 +47,7 @@ from exporter.model import (
     Submission,
     SubmissionBlock,
 )
-from exporter.records import _parse_plan, checkbox_texts
+from exporter.records import _parse_plan, checkbox_texts, raw_kind
 from exporter.speedups import _speedups
 
 from .capabilities import SqlProfile
@@ -175,7 +175,7 @@ def fixed_tables(md: sa.MetaData, profile: SqlProfile) -> dict[str, sa.Table]:
         C("submission_id", T("id")), C("field", T("text")), C("subform", T("text")), C("row_index", T("int")),
         C("name", T("text")), C("content_type", T("text")), C("size", T("bigint")), C("sha256", T("key")),
         C("path", T("text")), C("content", T("binary")),
-        sa.Index("ix_media_submission", "form_id", "submission_id"), **kw)
+        sa.Index("ix_media_submission", "form_id", "submission_id"), info={"late_indexes": True}, **kw)
     t["lineage"] = sa.Table(
         "lineage", md, C("lineage_key", T("key"), primary_key=True), C("object", T("short")),
         C("form_id", T("id")), C("subform", T("text")), C("field_name", T("text")), C("caption", T("text")),
@@ -400,6 +400,28 @@ def lineage_rows(plan: FormPlan, run_id: str) -> list[dict]:
                              "column_name": c.column, "position": c.position, "status": c.status,
                              "first_run": c.first_run or run_id, "last_run": run_id})
     return rows
+
+
+def expected_foreign_keys(tables: Iterable[Any], planner: NamePlanner) -> list[tuple[str, list[str], str, list[str]]]:
+    """The foreign keys ``build_tables`` gives the tables the lineage holds (``tables``: rows of
+    form_id, subform, position, table_name of its ``table`` objects), as (table, columns,
+    referred table, referred columns): every part after the first refers to the first part of its
+    table by the whole key, the first part of a sub-form's table to the form's first part by the
+    submission id."""
+    sid, row = planner.fixed("submission_id"), planner.fixed("row_index")
+    parts: dict[tuple[str, str], dict[int, str]] = {}
+    for form_id, subform, position, table_name in tables:
+        parts.setdefault((form_id, subform or ""), {})[int(position)] = table_name
+    out = []
+    for (form_id, subform), by_pos in sorted(parts.items()):
+        order = [by_pos[i] for i in sorted(by_pos)]
+        keys = [sid, row] if subform else [sid]
+        for child in order[1:]:
+            out.append((child, keys, order[0], keys))
+        main = parts.get((form_id, ""))
+        if subform and main and 0 in main:
+            out.append((order[0], [sid], main[0], [sid]))
+    return out
 
 
 def build_tables(md: sa.MetaData, tp: TablePlan, profile: SqlProfile, parent: TablePlan | None) -> dict[str, sa.Table]:
@@ -714,7 +736,8 @@ class TextSpec:
         main_cols = []
         for part, col, name, code, fn in m.c_cols:
             cols[index[part]].append(col)
-            main_cols.append((index[part], sys.intern(name), code, fn, *values.get(name, absent)))
+            kind, conv, present = values.get(name, absent)
+            main_cols.append((index[part], sys.intern(name), code, fn, kind, conv, present, raw_kind(conv)))
         cols[index[m.first]].append(m.unparsed)
         sub_specs = []
         for sf_name, tp in comp.subs:
@@ -723,8 +746,8 @@ class TextSpec:
             sf_cols = []
             for part, col, name, code, fn in tp.c_cols:
                 cols[index[part]].append(col)
-                sf_cols.append((index[part], sys.intern(name), code, fn,
-                                *(kids[1].get(name, absent) if kids else absent)))
+                kind, conv, present = kids[1].get(name, absent) if kids else absent
+                sf_cols.append((index[part], sys.intern(name), code, fn, kind, conv, present, raw_kind(conv)))
             cols[index[tp.first]].append(tp.unparsed)
             if kids is not None:  # a sub-form gone from the definition has no rows
                 sub_specs.append((sf_name, kids[0], index[tp.first], len(tp.parts), tuple(sf_cols)))
@@ -750,8 +773,9 @@ def block_text(plan: FormPlan, profile: SqlProfile, block: SubmissionBlock, fmt:
     the ``Media`` records the block stands for), the lines ``submission_rows``, ``media_row`` and
     ``copy_bytes`` make, written by ``_speedups.block_text`` straight from the served payloads. A
     submission it leaves to Python (an unusual shape) goes through ``block.records()`` and those
-    functions. Sets ``block.matched``. None when the block holds a submission twice (the records'
-    path keeps its last version)."""
+    functions. Payloads may be decoded or the archive's lines (bytes, read in C without decoding
+    them). Sets ``block.media_written``. None when the block holds a submission twice (the
+    records' path keeps its last version)."""
     spec = text_spec(plan, profile, block.form.fields, fmt)
     form = block.form
     fid = check_id(form.id, "form id", f"form {form.id}")
@@ -759,7 +783,7 @@ def block_text(plan: FormPlan, profile: SqlProfile, block: SubmissionBlock, fmt:
                                (fid, KEY_LEN, ID_LEN, "application/octet-stream"))
     if got is None:
         return None
-    data, media, left, matched = got
+    data, media, left, n_media, n_bytes = got
     data = list(data)
     if left:
         rows, media_rows = records_rows(plan, profile, block.records(left))
@@ -768,8 +792,9 @@ def block_text(plan: FormPlan, profile: SqlProfile, block: SubmissionBlock, fmt:
                 data[i] += copy_bytes(rows[part], spec.cols[i], fmt)
         if media_rows:
             media += copy_bytes(media_rows, MEDIA_COLUMNS, fmt)
-            matched.extend(media_rows)  # their "size", all the run's counts read of an entry
-    block.matched = matched
+            n_media += len(media_rows)
+            n_bytes += sum(r["size"] or 0 for r in media_rows)
+    block.media_written = (n_media, n_bytes)
     return spec, data, media
 
 

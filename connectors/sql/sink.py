@@ -62,6 +62,7 @@ from .schema import (
     block_text,
     build_tables,
     check_id,
+    expected_foreign_keys,
     fixed_tables,
     iter_chunks,
     lineage_rows,
@@ -324,7 +325,12 @@ class SqlSink:
         for t, missing in checked:
             if missing is None:
                 with self._op(f"creating table {t.name}"):
-                    t.create(conn)
+                    if self.profile.late_constraints:  # foreign keys and bulk indexes: finish_constraints
+                        conn.execute(sa.schema.CreateTable(t, include_foreign_key_constraints=[]))
+                        for ix in t.indexes if not t.info.get("late_indexes") else ():
+                            ix.create(conn)
+                    else:
+                        t.create(conn)
                 continue
             for c in missing:
                 spec = sa.schema.CreateColumn(c).compile(dialect=conn.dialect)
@@ -334,6 +340,48 @@ class SqlSink:
     def _ensure_fixed(self) -> None:
         tables = [self._fixed[n] for n in FIXED_NAMES]
         self._apply_ddl(self._check_tables(tables))
+
+    def _finish_constraints(self) -> None:
+        """Add the foreign keys and indexes that tables created under ``late_constraints`` were
+        created without and still lack (the catalog against the tables the lineage holds): at the
+        end of a run, and at the start of one, after a run that stopped before its end."""
+        conn = self._conn
+        insp = sa.inspect(conn)
+        existing = set(insp.get_table_names(schema=self.schema))
+        lin = self._fixed["lineage"]
+        tables = conn.execute(sa.select(lin.c.form_id, lin.c.subform, lin.c.position, lin.c.table_name)
+                              .where(lin.c.object == "table")).all()
+        wanted = [fk for fk in expected_foreign_keys(tables, self.planner) if fk[0] in existing and fk[2] in existing]
+        have: set[tuple[str, tuple[str, ...], str]] = set()
+        if wanted:
+            for (_schema, table), fks in insp.get_multi_foreign_keys(schema=self.schema).items():
+                have.update((table, tuple(fk["constrained_columns"]), fk["referred_table"]) for fk in fks)
+        for child, cols, parent, ref_cols in wanted:
+            if (child, tuple(cols), parent) in have:
+                continue
+            md = sa.MetaData(schema=self.schema)  # column types play no part in the statement
+            target = sa.Table(parent, md, *(sa.Column(c, sa.Integer) for c in ref_cols))
+            source = sa.Table(child, md, *(sa.Column(c, sa.Integer) for c in cols))
+            fk = sa.ForeignKeyConstraint(cols, [target.c[c] for c in ref_cols])
+            source.append_constraint(fk)
+            with self._op(f"adding the foreign key of table {child} (to table {parent})"):
+                conn.execute(sa.schema.AddConstraint(fk))
+        for t in self._fixed.values():
+            for ix in t.indexes if t.info.get("late_indexes") else ():
+                with self._op(f"creating index {ix.name} of table {t.name}"):
+                    ix.create(conn, checkfirst=True)
+
+    def _finish_constraints_tx(self) -> None:
+        """``_finish_constraints`` in its own transaction, under the schema lock (the run's owner
+        only: a parallel export's workers may still be writing)."""
+        if not self.profile.late_constraints or (self._ctx is not None and self._ctx.worker is not None):
+            return
+        with self._op("adding foreign keys and indexes"):
+            self._begin()
+            self._schema_lock()
+            self._finish_constraints()
+            self._commit_tx()
+            self._schema_unlock()
 
     # ------------------------------------------------------------------ protocol
     def open(self, ctx: RunContext) -> None:
@@ -345,6 +393,8 @@ class SqlSink:
             self._ensure_fixed()
             self._commit_tx()
             self._schema_unlock()
+        self._finish_constraints_tx()  # what a run that stopped before its end left to do
+        with self._op("preparing the export tables"):
             if ctx.worker is None:  # a parallel export's workers leave the run's row to the parent
                 self._begin()
                 runs = self._fixed["runs"]
@@ -455,6 +505,7 @@ class SqlSink:
                     self.commit()
                     with self._op("committing"):
                         self._loader.drain()  # the last batch, when it was loaded in the background
+                    self._finish_constraints_tx()
                 except SinkError as e:
                     self._rollback()
                     failure, ok = e, False
@@ -793,7 +844,7 @@ class SqlSink:
         with self._op("table media"):
             self._loader.upsert_text_step(self._fixed["media"], "media_key", MEDIA_COLUMNS, media,
                                           rows=lambda: rows.media)
-        self._count("media", len(block.matched))
+        self._count("media", block.media_written[0])
         return True
 
     def _store_submissions(self, plan: FormPlan, ids: list[str], parts: dict[str, list[dict]],
