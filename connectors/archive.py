@@ -491,7 +491,12 @@ class ArchiveSource:
             return
         rel = f"{form_dir(sub.form_id)}/media.jsonl"
         medias = [_decode_line(rel, None, m) if isinstance(m, bytes) else m for m in medias]
-        by_name = {(m.get("subform"), m.get("row"), m.get("field"), m.get("name")): m for m in medias}
+        by_name = {}
+        for m in medias:
+            try:
+                by_name[(m.get("subform"), m.get("row"), m.get("field"), m.get("name"))] = m
+            except TypeError:  # a list or an object where a name or a row belongs: no reference names it
+                continue
         for ref in sub.media:
             m = by_name.get((ref.subform, ref.row, ref.field, ref.name))
             if m is None:

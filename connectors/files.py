@@ -20,7 +20,7 @@ from typing import Sequence
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, FormatError, SinkError
 from exporter.fsutil import atomic_write, file_digest
-from exporter.model import Media
+from exporter.model import Media, counted_bytes
 from exporter.sinks import RunContext, SinkStats
 from formats.base import OutputDir, get_writer_class
 
@@ -107,7 +107,7 @@ class FilesSink:
         except OSError as e:
             raise SinkError(f"cannot write media: {e.strerror or e}", context=rel) from None
         self._media_done.add(rel)
-        self.stats.bytes += m.size or 0
+        self.stats.bytes += counted_bytes(m.size)
 
     def commit(self) -> None:
         """Per-submission files and media were published atomically as they came; make them

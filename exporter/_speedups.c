@@ -3170,6 +3170,17 @@ done:
     return rc;
 }
 
+/* lines written in the first pass, in the second, left to Python: counted for the tests */
+static long long raw_counts[3];
+
+static PyObject *raw_stats(PyObject *self, PyObject *args) {
+    int reset = 0;
+    if (!PyArg_ParseTuple(args, "|p:raw_stats", &reset)) return NULL;
+    PyObject *out = Py_BuildValue("(LLL)", raw_counts[0], raw_counts[1], raw_counts[2]);
+    if (reset) memset(raw_counts, 0, sizeof raw_counts);
+    return out;
+}
+
 /* block_text(tspec, payloads, sids, entries, bools, mspec)
  *   -> (bytes per part, media bytes, [positions left to Python], media rows written, their bytes) | None
  * A payload is a dict (decoded) or bytes (the archive's line); its entries, dicts or lines alike. */
@@ -3315,8 +3326,12 @@ static PyObject *block_text(PyObject *self, PyObject *const *args, Py_ssize_t na
     for (Py_ssize_t i = 0; i < n; i++) {
         RItem *it = &items[i];
         int ok;
-        if (it->state == R_DONE) continue;
+        if (it->state == R_DONE) {
+            raw_counts[0]++;
+            continue;
+        }
         if (it->state == R_LEFT) {
+            raw_counts[2]++;
             ok = 0;
         } else if (it->state == R_LATER) {
             ok = raw_item(&r, it, &media, mark, 1);
@@ -3324,6 +3339,7 @@ static PyObject *block_text(PyObject *self, PyObject *const *args, Py_ssize_t na
                 PyErr_SetString(PyExc_SystemError, "block_text: a line still put off with the interpreter held");
                 ok = -1;
             }
+            raw_counts[ok == R_DONE ? 1 : 2] += ok >= 0;
         } else {
             if (i % 16 == 15) {
                 /* a moment for the thread sending the previous batch: it needs the interpreter after
@@ -3373,16 +3389,15 @@ undo:
     Py_DECREF(sids);
     Py_DECREF(entries);
     if (PyErr_Occurred()) goto done;
-    /* media rows written and their bytes: sum(e.get("size") or 0) over the entries written */
+    /* media rows written and their bytes: the sizes of the entries written that are integers
+     * (exporter.model.counted_bytes) */
     PyObject *bytes = PyLong_FromLongLong(r.media_bytes);
     for (Py_ssize_t k = 0; bytes != NULL && k < PyList_GET_SIZE(matched); k++) {
         PyObject *size = get_or_none(PyList_GET_ITEM(matched, k), str_size);
-        int truthy = size == NULL ? -1 : PyObject_IsTrue(size);
-        if (truthy < 0) {
+        if (size == NULL)
             Py_CLEAR(bytes);
-        } else if (truthy) {
+        else if (PyLong_CheckExact(size))
             Py_SETREF(bytes, PyNumber_Add(bytes, size));
-        }
     }
     if (bytes == NULL) goto done;
     PyObject *parts = PyTuple_New(nparts);
@@ -3433,6 +3448,8 @@ static PyMethodDef methods[] = {
     {"copy_block", copy_block, METH_VARARGS,
      "copy_block(rows, cols, mode, slow, decimal_type) -> bytes: bulk-load text of rows (see the module)."},
     {"digit_run", digit_run, METH_VARARGS, "digit_run(data, n) -> bool: a run of n or more ASCII digits?"},
+    {"raw_stats", raw_stats, METH_VARARGS,
+     "raw_stats(reset=False) -> lines block_text wrote in its first pass, in its second, left to Python."},
     {"line_heads", line_heads, METH_VARARGS,
      "line_heads(lines, media) -> [False | None | (id, update time) | submission id]: see the module."},
     {NULL, NULL, 0, NULL},

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 # --------------------------------------------------------------------------------------------
 # Field kinds: the service's field type mapped onto the value type we store.
@@ -243,6 +243,12 @@ class Submission:
         return self.meta.get("update_time") or self.meta.get("create_time")
 
 
+def counted_bytes(size: Any) -> int:
+    """What a media size counts for in a run's byte totals: an integer as is, anything else an
+    archive may hold there (a text, a fraction, null) nothing."""
+    return size if type(size) is int else 0
+
+
 class Media:
     """A media file: metadata plus its bytes, streamed, never all held in memory.
 
@@ -377,7 +383,7 @@ class SubmissionBlock:
         """(media records, their bytes) the block stands for."""
         if self.media_written is None:
             media = [r for r in self.records() if r.kind == "media"]
-            return len(media), sum(m.size or 0 for m in media)
+            return len(media), sum(counted_bytes(m.size) for m in media)
         return self.media_written
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from .errors import ExporterError, SinkError
-from .model import Record
+from .model import Record, counted_bytes
 from .sinks import RunContext, StatefulSink
 
 log = logging.getLogger("exporter.pipeline")
@@ -97,7 +97,7 @@ def batches(records: Iterable[Record], batch_size: int, batch_bytes: int) -> Ite
         if kind == "submission":
             subs += 1
         elif kind == "media":
-            size += r.size or 0
+            size += counted_bytes(r.size)
         elif kind == "submissions":  # a SubmissionBlock
             subs += len(r)
         if r.kind == "checkpoint" or subs >= batch_size or size >= batch_bytes:
@@ -162,7 +162,7 @@ def run(
                 summary.batches += 1
                 kinds = collections.Counter(map(_KIND, batch))
                 if kinds["media"]:
-                    summary.media_bytes += sum(r.size or 0 for r in batch if r.kind == "media")
+                    summary.media_bytes += sum(counted_bytes(r.size) for r in batch if r.kind == "media")
                 if kinds["submissions"]:  # SubmissionBlocks: counted as the records they stand for
                     del kinds["submissions"]
                     for block in (r for r in batch if r.kind == "submissions"):

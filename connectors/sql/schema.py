@@ -46,6 +46,7 @@ from exporter.model import (
     Media,
     Submission,
     SubmissionBlock,
+    counted_bytes,
 )
 from exporter.records import _parse_plan, checkbox_texts, raw_kind
 from exporter.speedups import _speedups
@@ -793,7 +794,7 @@ def block_text(plan: FormPlan, profile: SqlProfile, block: SubmissionBlock, fmt:
         if media_rows:
             media += copy_bytes(media_rows, MEDIA_COLUMNS, fmt)
             n_media += len(media_rows)
-            n_bytes += sum(r["size"] or 0 for r in media_rows)
+            n_bytes += sum(counted_bytes(r["size"]) for r in media_rows)
     block.media_written = (n_media, n_bytes)
     return spec, data, media
 
