@@ -377,19 +377,20 @@ class ArchiveSource:
             yield from self._form_blocks(form, since, cursor, part)
             return
         # media index, grouped per submission; streamed alongside submissions (same order)
+        media_rel = f"{form_dir(fid)}/media.jsonl"
         media_iter = self.reader.media_index(fid)
         pending_media: dict | None = next(media_iter, None)
         max_time = cursor
         for position, raw in enumerate(self.reader.submissions_raw(fid)):
             if part is not None and not part.takes(position):  # another worker's share
                 sid = submission_id(raw)
-                while pending_media is not None and _media_sid(pending_media) == sid:
+                while pending_media is not None and _media_sid(pending_media, media_rel) == sid:
                     pending_media = next(media_iter, None)
                 continue
             sub = self._parse(form, raw)
             sid, ut = sub.id, sub.update_time
             medias = None
-            while pending_media is not None and _media_sid(pending_media) == sid:
+            while pending_media is not None and _media_sid(pending_media, media_rel) == sid:
                 if medias is None:
                     medias = []
                 medias.append(pending_media)

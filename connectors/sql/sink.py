@@ -350,7 +350,7 @@ class SqlSink:
         existing = set(insp.get_table_names(schema=self.schema))
         lin = self._fixed["lineage"]
         tables = conn.execute(sa.select(lin.c.form_id, lin.c.subform, lin.c.position, lin.c.table_name)
-                              .where(lin.c.object == "table")).all()
+                              .where(lin.c.object == "table")).all() if lin.name in existing else []
         wanted = [fk for fk in expected_foreign_keys(tables, self.planner) if fk[0] in existing and fk[2] in existing]
         have: set[tuple[str, tuple[str, ...], str]] = set()
         if wanted:
@@ -367,21 +367,20 @@ class SqlSink:
             with self._op(f"adding the foreign key of table {child} (to table {parent})"):
                 conn.execute(sa.schema.AddConstraint(fk))
         for t in self._fixed.values():
-            for ix in t.indexes if t.info.get("late_indexes") else ():
+            for ix in t.indexes if t.info.get("late_indexes") and t.name in existing else ():
                 with self._op(f"creating index {ix.name} of table {t.name}"):
                     ix.create(conn, checkfirst=True)
 
     def _finish_constraints_tx(self) -> None:
-        """``_finish_constraints`` in its own transaction, under the schema lock (the run's owner
-        only: a parallel export's workers may still be writing)."""
+        """``_finish_constraints`` under the schema lock, committed with the transaction in hand or
+        in one of its own (the run's owner only: a parallel export's workers may still be
+        writing)."""
         if not self.profile.late_constraints or (self._ctx is not None and self._ctx.worker is not None):
             return
         with self._op("adding foreign keys and indexes"):
             self._begin()
             self._schema_lock()
             self._finish_constraints()
-            self._commit_tx()
-            self._schema_unlock()
 
     # ------------------------------------------------------------------ protocol
     def open(self, ctx: RunContext) -> None:
@@ -390,11 +389,12 @@ class SqlSink:
         with self._op("preparing the export tables"):
             self._begin()
             self._schema_lock()
+        # first what a run that stopped before its end left to do (not the tables made below)
+        self._finish_constraints_tx()
+        with self._op("preparing the export tables"):
             self._ensure_fixed()
             self._commit_tx()
             self._schema_unlock()
-        self._finish_constraints_tx()  # what a run that stopped before its end left to do
-        with self._op("preparing the export tables"):
             if ctx.worker is None:  # a parallel export's workers leave the run's row to the parent
                 self._begin()
                 runs = self._fixed["runs"]
@@ -506,6 +506,8 @@ class SqlSink:
                     with self._op("committing"):
                         self._loader.drain()  # the last batch, when it was loaded in the background
                     self._finish_constraints_tx()
+                    with self._op("adding foreign keys and indexes"):
+                        self._commit_tx()
                 except SinkError as e:
                     self._rollback()
                     failure, ok = e, False

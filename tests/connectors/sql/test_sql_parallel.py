@@ -13,6 +13,7 @@ from exporter.cli import cli
 from exporter.errors import ExporterError
 
 from .conftest import PG_ADMIN, _my_db, _pg_schema
+from .test_sql_constraints import constraints
 
 MY_URL = "mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
 
@@ -59,6 +60,8 @@ def test_parallel_run_writes_what_a_sequential_run_writes(pg_two, sample_archive
     assert r.exit_code == 0, r.output
     assert export(seq, sample_archive).exit_code == 0
     assert _content(par) == _content(seq)
+    keys = constraints(par)  # PostgreSQL: added by the parent once the workers are done
+    assert keys == constraints(seq) and len(keys[0]) >= 2 and "ix_media_submission" in keys[1]
     runs_par, runs_seq = par.rows("runs"), seq.rows("runs")
     assert len(runs_par) == 1 and runs_par[0]["status"] == "ok" and runs_par[0]["ended_at"] is not None
     for k in ("forms", "submissions", "media", "counts"):

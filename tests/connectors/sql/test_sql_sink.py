@@ -377,7 +377,11 @@ def test_hostile_schema_name_on_postgresql(pg_db, loader):
         with admin.connect() as c:
             n = c.exec_driver_sql(f"SELECT count(*) FROM {quoted}.media".replace("%", "%%")).scalar()
             runs = c.exec_driver_sql(f"SELECT count(*) FROM {quoted}.runs".replace("%", "%%")).scalar()
+            insp = sa.inspect(c)
+            fks = [fk["referred_table"] for fk in insp.get_foreign_keys(CHILD, schema=name)]
+            indexes = [ix["name"] for ix in insp.get_indexes("media", schema=name)]
         assert n == 9 and runs == 2
+        assert fks == [TABLE] and indexes == ["ix_media_submission"]  # added at the run's end, in that schema
     finally:
         with admin.begin() as c:
             c.exec_driver_sql(f"DROP SCHEMA {quoted} CASCADE".replace("%", "%%"))
