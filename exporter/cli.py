@@ -172,8 +172,9 @@ def _print_summary(obj: _Ctx, summary, sinks) -> None:
 @click.option("--media-in-db", is_flag=True, help="SQL destinations: also store media bytes as BLOBs.")
 @click.option("--option", "-o", "raw_options", multiple=True, metavar="KEY=VALUE",
               help="Destination or format option (repeatable), e.g. -o csv_delimiter=';' -o csv_bom=true -o known_hosts=PATH.")
-@click.option("--batch-size", type=click.IntRange(1), default=500, show_default=True,
-              help="Submissions per batch (one transaction per batch in SQL).")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Submissions per batch (one transaction per batch in SQL). Default: 500, or 2000 when every "
+                   "destination writes an archive's lines straight to bulk-load text (PostgreSQL, MariaDB/MySQL).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes exporting forms side by side (a big form of an archive is shared "
                    "among them). Destinations that take parallel writers only (PostgreSQL, MariaDB/MySQL).")

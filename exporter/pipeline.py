@@ -124,12 +124,18 @@ def _fewer_gc_passes(young: int = 100000) -> Iterator[None]:
         gc.set_threshold(*old)
 
 
+#: submissions per batch by default; per block when every sink takes ``SubmissionBlock``\ s (a
+#: submission then costs its JSON line, not its records: bigger batches, fewer commits)
+BATCH_SIZE = 500
+BLOCK_BATCH_SIZE = 2000
+
+
 def run(
     source: Source,
     sinks: Sequence,
     ctx: RunContext,
     *,
-    batch_size: int = 500,
+    batch_size: int | None = None,
     batch_bytes: int = 64 << 20,
     progress: Progress | None = None,
     state: dict[str, str | None] | None = None,
@@ -150,8 +156,11 @@ def run(
             opened.append(s)
             summary.per_sink[s.name] = {}
         use_blocks = getattr(source, "use_blocks", None)
+        blocks = use_blocks is not None and bool(sinks) and all(getattr(s, "takes_blocks", False) for s in sinks)
+        if batch_size is None:
+            batch_size = BLOCK_BATCH_SIZE if blocks else BATCH_SIZE
         if use_blocks is not None:  # submissions as SubmissionBlocks, when every sink takes them
-            use_blocks(batch_size if sinks and all(getattr(s, "takes_blocks", False) for s in sinks) else 0)
+            use_blocks(batch_size if blocks else 0)
         with _fewer_gc_passes():
             for batch in batches(source.records(start_state), batch_size, batch_bytes):
                 for s in sinks:
