@@ -2833,10 +2833,12 @@ static int raw_shape_ok(RJob *r, uint32_t src, int has_src, int flat) {
     return R_DONE;
 }
 
-/* the rows of a sub-form cell that raw_shape_ok accepted: the array token, 0 none */
+/* the rows of a sub-form cell that raw_shape_ok accepted: the array token, 0 none, (uint32_t)-1
+ * out of memory */
 static uint32_t raw_subform_rows(JTape *tp, uint32_t cell) {
     if (cell && tp->t[cell].type == J_OBJ) cell = jlook(tp, cell, &k_value);
-    return (cell && cell != (uint32_t)-1 && tp->t[cell].type == J_ARR) ? cell : 0;
+    if (cell == (uint32_t)-1) return cell;
+    return (cell && tp->t[cell].type == J_ARR) ? cell : 0;
 }
 
 /* ---- media --------------------------------------------------------------------------------- */
@@ -2909,6 +2911,7 @@ static int raw_media_walk(RJob *r, RRefs *refs, uint32_t src, int has_src, int f
             continue;
         }
         uint32_t rows = raw_subform_rows(tp, cell);
+        if (rows == (uint32_t)-1) return -1;
         if (rows == 0) continue;
         Py_ssize_t index = 0;
         for (uint32_t row = rows + 1; row < tp->t[rows].end; row = tp->t[row].end, index++) {
@@ -3140,6 +3143,7 @@ static int raw_item(RJob *r, RItem *it, Buf *media, Py_ssize_t *mark, int allow_
         if (has_src && !(flat && sf->underscored)) cell = jlook(tp, src, &sf->key);
         if (cell == (uint32_t)-1) { rc = -1; goto done; }
         uint32_t rows = raw_subform_rows(tp, cell);
+        if (rows == (uint32_t)-1) { rc = -1; goto done; }
         if (rows == 0) continue;
         Py_ssize_t index = 0;
         for (uint32_t row = rows + 1; row < tp->t[rows].end; row = tp->t[row].end, index++) {

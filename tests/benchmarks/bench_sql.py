@@ -58,8 +58,43 @@ from exporter.pipeline import BLOCK_BATCH_SIZE
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 MY = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 
-_WRAP = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
-         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+# The intermediate process: runs the command and prints the peak RSS (KiB) of the largest process
+# of its tree: each descendant's own VmHWM, read every 50 ms (worker processes started from a fork
+# server are not the command's children, so rusage alone would miss them), and rusage's figure for
+# processes too short-lived to be seen.
+_WRAP = r"""
+import os, resource, subprocess, sys, time
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+peak = 0
+def tree(root):
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(k for k, v in parent.items() if v == pid)
+    return out
+while p.poll() is None:
+    for pid in tree(p.pid):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+    time.sleep(0.05)
+if p.returncode:
+    sys.exit(p.returncode)
+print(max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+"""
 
 
 def child_run(args: list[str], env: dict | None = None) -> tuple[float, float]:
