@@ -1,2 +1,2 @@
 """exporter: take a whole Kizeo Forms account out, to files, SQL databases and remote storage."""
-__version__ = "0.4.0"
+__version__ = "0.5.0"
