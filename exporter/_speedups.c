@@ -81,12 +81,9 @@ static inline int buf_byte(Buf *b, char c) {
     return 0;
 }
 
-/* The UTF-8 of ``s`` with the format's escapes: backslash, newline, carriage return and tab
- * (and NUL for MySQL) become a backslash and a letter, as TextFormat.escape writes them. */
-static int put_escaped(Buf *b, PyObject *s, int mode) {
-    Py_ssize_t n;
-    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
-    if (u == NULL) return -1;
+/* UTF-8 bytes with the format's escapes: backslash, newline, carriage return and tab (and NUL for
+ * MySQL) become a backslash and a letter, as TextFormat.escape writes them. */
+static int put_escaped_utf8(Buf *b, const char *u, Py_ssize_t n, int mode) {
     Py_ssize_t i, start = 0;
     if (buf_grow(b, n) < 0) return -1;
     for (i = 0; i < n; i++) {
@@ -107,6 +104,14 @@ static int put_escaped(Buf *b, PyObject *s, int mode) {
         start = i + 1;
     }
     return buf_put(b, u + start, n - start);
+}
+
+/* The UTF-8 of ``s`` with the format's escapes. */
+static int put_escaped(Buf *b, PyObject *s, int mode) {
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+    if (u == NULL) return -1;
+    return put_escaped_utf8(b, u, n, mode);
 }
 
 /* A str returned by ``slow`` or ``str()``: already the field's text. */
@@ -2336,30 +2341,6 @@ static void u_strip(const char **s, uint32_t *n) {
     }
     *s = (const char *)p;
     *n = (uint32_t)(e - p);
-}
-
-/* The bytes of a str with the text format's escapes (put_escaped on UTF-8) */
-static int put_escaped_utf8(Buf *b, const char *u, Py_ssize_t n, int mode) {
-    Py_ssize_t i, start = 0;
-    if (buf_grow(b, n) < 0) return -1;
-    for (i = 0; i < n; i++) {
-        char c = u[i], e;
-        switch (c) {
-        case '\\': e = '\\'; break;
-        case '\n': e = 'n'; break;
-        case '\r': e = 'r'; break;
-        case '\t': e = 't'; break;
-        case '\0':
-            if (mode == 1) { e = '0'; break; }
-            continue;
-        default:
-            continue;
-        }
-        if (buf_put(b, u + start, i - start) < 0) return -1;
-        if (buf_byte(b, '\\') < 0 || buf_byte(b, e) < 0) return -1;
-        start = i + 1;
-    }
-    return buf_put(b, u + start, n - start);
 }
 
 /* a JSON string's text: a string without escapes has no byte the formats escape */

@@ -65,14 +65,20 @@ def test_postgresql_adds_them_once_the_run_has_loaded(pg_db):
     assert fks == WANT_FKS and indexes == {"ix_media_submission"}
 
 
-def test_a_run_that_stopped_leaves_them_to_the_next_one(pg_db):
+def _stopped_run(pg_db):
+    """A run that stopped after a committed batch: its rows stay, without their foreign key."""
     f = form()
     sink = sink_for(pg_db)
     sink.open(ctx())
     sink.write([f, submission(f, "1"), Checkpoint(f.id, "2024-03-01 10:00:00")])
     sink.commit()
-    sink.close(False)  # stopped after a committed batch: its rows stay, without their foreign key
+    sink.close(False)
     assert constraints(pg_db)[0] == set() and len(pg_db.rows(CHILD)) == 2
+    return f
+
+
+def test_a_run_that_stopped_leaves_them_to_the_next_one(pg_db):
+    _stopped_run(pg_db)
     sink = sink_for(pg_db)
     sink.open(ctx("20240302T100000Z"))  # the next run completes the tables before writing
     assert constraints(pg_db) == (WANT_FKS, {"ix_media_submission"})
@@ -80,12 +86,7 @@ def test_a_run_that_stopped_leaves_them_to_the_next_one(pg_db):
 
 
 def test_rows_that_break_a_late_foreign_key_fail_the_next_run_in_one_line(pg_db):
-    f = form()
-    sink = sink_for(pg_db)
-    sink.open(ctx())
-    sink.write([f, submission(f, "1"), Checkpoint(f.id, "2024-03-01 10:00:00")])
-    sink.commit()
-    sink.close(False)
+    f = _stopped_run(pg_db)
     pg_db.execute(f'INSERT INTO "{pg_db.schema}"."{CHILD}" (submission_id, row_index) VALUES (\'orphan\', 0)')
     sink = sink_for(pg_db)
     with pytest.raises(SinkError) as ei:
