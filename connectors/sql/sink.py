@@ -356,9 +356,11 @@ class SqlSink:
         if wanted:
             for (_schema, table), fks in insp.get_multi_foreign_keys(schema=self.schema).items():
                 have.update((table, tuple(fk["constrained_columns"]), fk["referred_table"]) for fk in fks)
-        for child, cols, parent, ref_cols in wanted:
-            if (child, tuple(cols), parent) in have:
-                continue
+        missing = [fk for fk in wanted if (fk[0], tuple(fk[1]), fk[2]) not in have]
+        if missing:
+            log.info("%s: adding the foreign keys of %d tables loaded without them (%s)", self.name, len(missing),
+                     ", ".join(fk[0] for fk in missing))
+        for child, cols, parent, ref_cols in missing:
             md = sa.MetaData(schema=self.schema)  # column types play no part in the statement
             target = sa.Table(parent, md, *(sa.Column(c, sa.Integer) for c in ref_cols))
             source = sa.Table(child, md, *(sa.Column(c, sa.Integer) for c in cols))
@@ -369,7 +371,9 @@ class SqlSink:
         for t in self._fixed.values():
             for ix in t.indexes if t.info.get("late_indexes") and t.name in existing else ():
                 with self._op(f"creating index {ix.name} of table {t.name}"):
-                    ix.create(conn, checkfirst=True)
+                    if not insp.has_index(t.name, ix.name, schema=self.schema):
+                        log.info("%s: creating index %s of table %s", self.name, ix.name, t.name)
+                        ix.create(conn)
 
     def _finish_constraints_tx(self) -> None:
         """``_finish_constraints`` under the schema lock, committed with the transaction in hand or
