@@ -390,23 +390,27 @@ class SqlSink:
     def open(self, ctx: RunContext) -> None:
         self._ctx = ctx
         conn = self._connect()
-        with self._op("preparing the export tables"):
-            self._begin()
-            self._schema_lock()
-        # first what a run that stopped before its end left to do (not the tables made below)
-        self._finish_constraints_tx()
-        with self._op("preparing the export tables"):
-            self._ensure_fixed()
-            self._commit_tx()
-            self._schema_unlock()
-            if ctx.worker is None:  # a parallel export's workers leave the run's row to the parent
+        try:
+            with self._op("preparing the export tables"):
                 self._begin()
-                runs = self._fixed["runs"]
-                conn.execute(runs.delete().where(runs.c.run_id == ctx.run_id))
-                conn.execute(runs.insert().values(run_id=ctx.run_id, started_at=_now(), source=ctx.source,
-                                                  mode=ctx.mode, status="running", forms=0, submissions=0,
-                                                  media=0, counts="{}"))
+                self._schema_lock()
+            # first what a run that stopped before its end left to do (not the tables made below)
+            self._finish_constraints_tx()
+            with self._op("preparing the export tables"):
+                self._ensure_fixed()
                 self._commit_tx()
+                self._schema_unlock()
+                if ctx.worker is None:  # a parallel export's workers leave the run's row to the parent
+                    self._begin()
+                    runs = self._fixed["runs"]
+                    conn.execute(runs.delete().where(runs.c.run_id == ctx.run_id))
+                    conn.execute(runs.insert().values(run_id=ctx.run_id, started_at=_now(), source=ctx.source,
+                                                      mode=ctx.mode, status="running", forms=0, submissions=0,
+                                                      media=0, counts="{}"))
+                    self._commit_tx()
+        except BaseException:
+            self._rollback()  # the pipeline closes only the sinks that opened: leave no lock nor transaction
+            raise
         # Overlap each batch's loading and commit with the reading of the next one, except when the
         # source acknowledges batches (unread mode marks submissions read on the server right after
         # the commit, so the commit must be done by then), in the workers of a parallel export into
