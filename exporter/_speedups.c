@@ -1201,7 +1201,7 @@ done:
 /* ------------------------------------------------------------------------------------------ */
 
 /* The archive's JSON lines are read here without decoding them into Python objects (line_heads,
- * media_heads, and block_text for payloads handed over as bytes). The parser accepts a subset of
+ * and block_text for payloads handed over as bytes). The parser accepts a subset of
  * what json.loads accepts and reads it the same way: RFC 8259 JSON in strict UTF-8 (no lone
  * surrogates, escaped or not), JSON whitespace, at most JMAX_DEPTH levels of nesting. Anything
  * else (NaN, Infinity, a lone surrogate escape, invalid UTF-8, deeper documents, invalid JSON)
@@ -1220,7 +1220,6 @@ typedef struct {
     uint32_t index; /* J_OBJ: 1 + where its key index starts in slots, 0: none made */
     uint8_t type;
     uint8_t flag;   /* J_STR: had escapes; J_NUM: an integer (no fraction, no exponent) */
-    uint8_t ascii;  /* J_STR: its bytes are ASCII */
 } JTok;
 
 typedef struct {
@@ -1355,7 +1354,7 @@ static int jpush(JTape *tp) {
  * (not handled) */
 static const unsigned char *jstring(JTape *tp, JTok *tok, const unsigned char *p, const unsigned char *e) {
     const unsigned char *start = p;
-    int esc = 0, ascii = 1;
+    int esc = 0;
     for (;;) {
         while (p + 4 <= e && !jclass[p[0]] && !jclass[p[1]] && !jclass[p[2]] && !jclass[p[3]]) p += 4;
         while (p < e && !jclass[*p]) p++;
@@ -1367,7 +1366,6 @@ static const unsigned char *jstring(JTape *tp, JTok *tok, const unsigned char *p
             unsigned char x = p[1];
             if (x == 'u') {
                 if (e - p < 6 || hex4(p + 2) < 0) return NULL;
-                if (p[2] != '0' || p[3] != '0' || p[4] > '7') ascii = 0;
                 p += 6;
             } else if (x == '"' || x == '\\' || x == '/' || x == 'b' || x == 'f' || x == 'n' || x == 'r' || x == 't') {
                 p += 2;
@@ -1380,12 +1378,10 @@ static const unsigned char *jstring(JTape *tp, JTok *tok, const unsigned char *p
         if (c < 0x20) return NULL;
         int k = utf8_seq(p, e);
         if (!k) return NULL;
-        ascii = 0;
         p += k;
     }
     tok->type = J_STR;
     tok->flag = (uint8_t)esc;
-    tok->ascii = (uint8_t)ascii;
     if (!esc) {
         tok->s = (const char *)start;
         tok->len = (uint32_t)(p - start);
@@ -1446,7 +1442,6 @@ static int jvalue(JTape *tp, const unsigned char **pp, const unsigned char *e, i
     t->n = 0;
     t->index = 0;
     t->flag = 0;
-    t->ascii = 1;
     t->s = NULL;
     t->len = 0;
     unsigned char c = *p;
@@ -2352,7 +2347,7 @@ static inline int put_jstr(Buf *b, const char *s, uint32_t n, int esc, int mode)
 typedef struct {
     const char *s;
     uint32_t len;
-    int esc, ascii, has_bool, bool_v;
+    int esc, has_bool, bool_v;
 } RCell;
 
 /* 1, or R_LEFT for a value str() would make a text of (a number, a boolean), -1 no memory */
@@ -2379,7 +2374,6 @@ static int raw_cell(JTape *tp, uint32_t tok, RCell *c, int want_bool) {
         c->s = t->s;
         c->len = t->len;
         c->esc = t->flag;
-        c->ascii = t->ascii;
         return 1;
     case J_NULL:
     case J_ARR:
@@ -2397,7 +2391,7 @@ static int days_in(int y, int m) {
 }
 
 /* the typed value of a cell, where it is certain */
-enum { V_NONE, V_BOOL, V_DATE, V_TIME, V_DATETIME, V_NUMTEXT, V_GEO, V_OTHER, V_UNSURE };
+enum { V_NONE, V_BOOL, V_DATE, V_TIME, V_DATETIME, V_GEO, V_OTHER, V_UNSURE };
 
 typedef struct {
     int kind, b;
@@ -2917,7 +2911,7 @@ typedef struct {
     int sub_k, row_k, field_k, name_k, ct_k, size_k, sha_k;
     Py_ssize_t sub, field, name, ct, size, sha; /* offsets in RJob.aside (E_STR, E_INT: the text) */
     uint32_t sub_n, field_n, name_n, ct_n, size_n, sha_n;
-    int ct_esc, size_esc, sha_esc;
+    int ct_esc, sha_esc;
     long long row, size_v;
 } REnt;
 
@@ -2974,7 +2968,7 @@ static int raw_media_lines(RJob *r, RItem *it, RRefs *refs, Buf *out, long long 
             || (x->field_k = ent_value(r, 0, &k_field, &x->field, &x->field_n, NULL, &dummy)) == -1
             || (x->name_k = ent_value(r, 0, &k_name, &x->name, &x->name_n, NULL, &dummy)) == -1
             || (x->ct_k = ent_value(r, 0, &k_content_type, &x->ct, &x->ct_n, &x->ct_esc, &dummy)) == -1
-            || (x->size_k = ent_value(r, 0, &k_size, &x->size, &x->size_n, &x->size_esc, &x->size_v)) == -1
+            || (x->size_k = ent_value(r, 0, &k_size, &x->size, &x->size_n, NULL, &x->size_v)) == -1
             || (x->sha_k = ent_value(r, 0, &k_sha256, &x->sha, &x->sha_n, &x->sha_esc, &dummy)) == -1)
             goto done;
         if (x->row_k == -2) { /* a float or a boolean row equals an int in Python */
