@@ -347,31 +347,51 @@ static inline int dig(const char *p, int n, int *out) {
     return 1;
 }
 
-/* A date, time or date-time of the exact ISO shape the Python fast path accepts (ASCII, no blanks
- * around), made here; NULL without an error for anything else (the Python converter decides). */
-static PyObject *iso_temporal(PyObject *t, int kind) {
-    if (!PyUnicode_IS_ASCII(t)) return NULL;
-    Py_ssize_t n = PyUnicode_GET_LENGTH(t);
-    const char *p = (const char *)PyUnicode_1BYTE_DATA(t);
-    int y, mo, d, h, mi, sec = 0;
-    PyObject *v = NULL;
+static int days_in(int y, int m) {
+    static const int d[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (m == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)) return 29;
+    return d[m - 1];
+}
+
+typedef struct {
+    int y, mo, d, h, mi, s;
+} Ymdhms;
+
+/* An exact ISO date (K_DATE: YYYY-MM-DD), time (K_TIME: HH:MM[:SS]) or date-time (K_DATETIME: the
+ * date, " " or "T", the time), ASCII, no blanks around, within the ranges datetime accepts: 1 and
+ * its fields, 0 for any other text. */
+static int iso_parts(const char *p, Py_ssize_t n, int kind, Ymdhms *v) {
+    v->s = 0;
     if (kind == K_DATE) {
-        if (n != 10 || p[4] != '-' || p[7] != '-' || !dig(p, 4, &y) || !dig(p + 5, 2, &mo) || !dig(p + 8, 2, &d))
-            return NULL;
-        v = PyDate_FromDate(y, mo, d);
+        if (n != 10 || p[4] != '-' || p[7] != '-' || !dig(p, 4, &v->y) || !dig(p + 5, 2, &v->mo)
+            || !dig(p + 8, 2, &v->d))
+            return 0;
     } else if (kind == K_TIME) {
-        if ((n != 5 && n != 8) || p[2] != ':' || !dig(p, 2, &h) || !dig(p + 3, 2, &mi)) return NULL;
-        if (n == 8 && (p[5] != ':' || !dig(p + 6, 2, &sec))) return NULL;
-        v = PyTime_FromTime(h, mi, sec, 0);
+        if ((n != 5 && n != 8) || p[2] != ':' || !dig(p, 2, &v->h) || !dig(p + 3, 2, &v->mi)) return 0;
+        if (n == 8 && (p[5] != ':' || !dig(p + 6, 2, &v->s))) return 0;
+        return v->h < 24 && v->mi < 60 && v->s < 60;
     } else {
         if ((n != 16 && n != 19) || p[4] != '-' || p[7] != '-' || (p[10] != ' ' && p[10] != 'T') || p[13] != ':'
-            || !dig(p, 4, &y) || !dig(p + 5, 2, &mo) || !dig(p + 8, 2, &d) || !dig(p + 11, 2, &h)
-            || !dig(p + 14, 2, &mi))
-            return NULL;
-        if (n == 19 && (p[16] != ':' || !dig(p + 17, 2, &sec))) return NULL;
-        v = PyDateTime_FromDateAndTime(y, mo, d, h, mi, sec, 0);
+            || !dig(p, 4, &v->y) || !dig(p + 5, 2, &v->mo) || !dig(p + 8, 2, &v->d) || !dig(p + 11, 2, &v->h)
+            || !dig(p + 14, 2, &v->mi))
+            return 0;
+        if (n == 19 && (p[16] != ':' || !dig(p + 17, 2, &v->s))) return 0;
+        if (v->h >= 24 || v->mi >= 60 || v->s >= 60) return 0;
     }
-    if (v == NULL) PyErr_Clear(); /* out of range: the Python converter says what it is */
+    return v->y >= 1 && v->mo >= 1 && v->mo <= 12 && v->d >= 1 && v->d <= days_in(v->y, v->mo);
+}
+
+/* A date, time or date-time of the exact ISO shape the Python fast path accepts (iso_parts), made
+ * here; NULL without an error for anything else (the Python converter decides). */
+static PyObject *iso_temporal(PyObject *t, int kind) {
+    Ymdhms p;
+    if (!PyUnicode_IS_ASCII(t)
+        || !iso_parts((const char *)PyUnicode_1BYTE_DATA(t), PyUnicode_GET_LENGTH(t), kind, &p))
+        return NULL;
+    PyObject *v = kind == K_DATE ? PyDate_FromDate(p.y, p.mo, p.d)
+                  : kind == K_TIME ? PyTime_FromTime(p.h, p.mi, p.s, 0)
+                                   : PyDateTime_FromDateAndTime(p.y, p.mo, p.d, p.h, p.mi, p.s, 0);
+    if (v == NULL) PyErr_Clear(); /* the Python converter says what it is */
     return v;
 }
 
@@ -1019,14 +1039,12 @@ typedef struct {
     Buf *out;  /* one per table part */
 } TextJob;
 
-/* Whether the number text ``t`` is one whose Decimal writes back as ``t`` itself and fits the
+/* Whether the number text p[:n] is one whose Decimal writes back as that text itself and fits the
  * numeric column: ASCII -?(0|[1-9][0-9]*)(.[0-9]+)?, not so small that str(Decimal) would switch
  * to exponent notation (adjusted exponent below -6), at most max_int_digits digits before the
  * point and scale after it (number_fits' rule for that Decimal). */
-static int plain_decimal_fits(RowHelpers *h, PyObject *t) {
-    if (!PyUnicode_IS_ASCII(t)) return 0;
-    Py_ssize_t n = PyUnicode_GET_LENGTH(t), i = 0;
-    const char *p = (const char *)PyUnicode_1BYTE_DATA(t);
+static int plain_decimal_fits(RowHelpers *h, const char *p, Py_ssize_t n) {
+    Py_ssize_t i = 0;
     if (i < n && p[i] == '-') i++;
     Py_ssize_t int_start = i;
     while (i < n && p[i] >= '0' && p[i] <= '9') i++;
@@ -1094,7 +1112,8 @@ static int text_cells(TextJob *j, PyObject *cols, PyObject *src, int flat, PyObj
                 continue;
             }
             if (code == C_NUMBER && kind == K_NUMBER && j->h.max_int_digits >= 0 && PyUnicode_CheckExact(t)
-                && plain_decimal_fits(&j->h, t)) {
+                && PyUnicode_IS_ASCII(t)
+                && plain_decimal_fits(&j->h, (const char *)PyUnicode_1BYTE_DATA(t), PyUnicode_GET_LENGTH(t))) {
                 Py_XDECREF(cell);
                 if (put_cell(j, part, t) < 0) goto done;
                 continue;
@@ -1641,6 +1660,28 @@ typedef struct {
 static JKey k_fields, k_id, k__id, k_update_time, k__update_time, k_create_time, k__create_time, k_submission_id,
     k_boolean, k_value, k_subform, k_row, k_field, k_name, k_content_type, k_size, k_sha256;
 
+/* a text the parser decoded into the tape's arena (which the next line reuses), copied into
+ * ``aside``: *s becomes its offset there and *moved is set. 0, or -1 out of memory. */
+static int set_aside(JTape *tp, Buf *aside, const char **s, uint32_t n, int *moved) {
+    if (*s == NULL || *s < tp->arena || *s >= tp->arena + tp->acap) return 0;
+    Py_ssize_t off = aside->len;
+    if (buf_put(aside, *s, n) < 0) return -1;
+    *s = (const char *)(intptr_t)off;
+    *moved = 1;
+    return 0;
+}
+
+/* The shape of the parsed submission in the tape (records._is_flat): 1 flat, 0 nested, -1 out of
+ * memory; *fields gets its "fields" member (0: none) and *id its id's (0: none). */
+static int jshape(JTape *tp, uint32_t *fields, uint32_t *id) {
+    uint32_t f = jlook(tp, 0, &k_fields), uid = jlook(tp, 0, &k__id), nid = jlook(tp, 0, &k_id);
+    if (f == (uint32_t)-1 || uid == (uint32_t)-1 || nid == (uint32_t)-1) return -1;
+    int flat = f == 0 && (uid != 0 || nid == 0);
+    *fields = f;
+    *id = flat ? uid : nid;
+    return flat;
+}
+
 /* heads: read the id and update time (submissions) or the submission id (media index) of each
  * line, with the interpreter released; texts that had escapes are copied into ``aside``. */
 static int heads_scan(JTape *tp, const char **data, Py_ssize_t *lens, Py_ssize_t n, int media, Head *out, Buf *aside) {
@@ -1659,10 +1700,10 @@ static int heads_scan(JTape *tp, const char **data, Py_ssize_t *lens, Py_ssize_t
             h->a = s;
             h->an = sn;
         } else {
-            uint32_t f = jlook(tp, 0, &k_fields), uid = jlook(tp, 0, &k__id), id = jlook(tp, 0, &k_id);
-            if (f == (uint32_t)-1 || uid == (uint32_t)-1 || id == (uint32_t)-1) return -1;
-            int flat = f == 0 && (uid != 0 || id == 0);
-            if (!jid_text(tp, flat ? uid : id, &s, &sn)) continue;
+            uint32_t f, id;
+            int flat = jshape(tp, &f, &id);
+            if (flat < 0) return -1;
+            if (!jid_text(tp, id, &s, &sn)) continue;
             h->a = s;
             h->an = sn;
             /* _s(update_time) or _s(create_time): a str or null each, else Python's */
@@ -1678,20 +1719,8 @@ static int heads_scan(JTape *tp, const char **data, Py_ssize_t *lens, Py_ssize_t
                 h->bn = pick->len;
             }
         }
-        /* texts decoded into the arena do not outlive the next line: set them aside */
-        const char *lo = tp->arena, *hi = tp->arena + tp->acap;
-        if (h->a >= lo && h->a < hi) {
-            Py_ssize_t off = aside->len;
-            if (buf_put(aside, h->a, h->an) < 0) return -1;
-            h->a = (const char *)(intptr_t)off;
-            h->a_moved = 1;
-        }
-        if (h->b != NULL && h->b >= lo && h->b < hi) {
-            Py_ssize_t off = aside->len;
-            if (buf_put(aside, h->b, h->bn) < 0) return -1;
-            h->b = (const char *)(intptr_t)off;
-            h->b_moved = 1;
-        }
+        if (set_aside(tp, aside, &h->a, h->an, &h->a_moved) < 0 || set_aside(tp, aside, &h->b, h->bn, &h->b_moved) < 0)
+            return -1;
         h->state = 1;
     }
     return 0;
@@ -1983,6 +2012,37 @@ static const char *utf8_or_null(PyObject *s, Py_ssize_t *n) {
     return u;
 }
 
+/* The media table's key of one reference (connectors.sql.schema.media_key), its parts as UTF-8
+ * (sub NULL: a field of the form): ``<form>/<submission>/`` and 16 hex digits of the sha256 of the
+ * parts joined by U+001F when short_key, else the whole sha256. */
+static int put_media_key(Buf *out, int short_key, const char *fid, Py_ssize_t fn, const char *sid, Py_ssize_t sn,
+                         const char *sub, Py_ssize_t subn, Py_ssize_t row, const char *field, Py_ssize_t fieldn,
+                         const char *name, Py_ssize_t namen) {
+    Sha256 c;
+    sha_init(&c);
+    sha_update(&c, fid, (size_t)fn);
+    sha_update(&c, "\x1f", 1);
+    sha_update(&c, sid, (size_t)sn);
+    sha_update(&c, "\x1f", 1);
+    if (sub) sha_update(&c, sub, (size_t)subn);
+    sha_update(&c, "\x1f", 1);
+    if (sub) {
+        char tmp[32];
+        int len = snprintf(tmp, sizeof tmp, "%zd", row);
+        sha_update(&c, tmp, (size_t)len);
+    }
+    sha_update(&c, "\x1f", 1);
+    sha_update(&c, field, (size_t)fieldn);
+    sha_update(&c, "\x1f", 1);
+    sha_update(&c, name, (size_t)namen);
+    char hex[64];
+    sha_hex(&c, hex);
+    if (!short_key) return buf_put(out, hex, 64);
+    if (buf_put(out, fid, fn) < 0 || buf_byte(out, '/') < 0 || buf_put(out, sid, sn) < 0 || buf_byte(out, '/') < 0)
+        return -1;
+    return buf_put(out, hex, 16);
+}
+
 /* The media table lines of one submission's references found in its index entries, as
  * connectors.sql.schema.media_row and copy_bytes write them. 1 done, 0 leave it to Python. */
 static int media_lines(TextJob *j, Buf *out, Refs *refs, PyObject *entries, PyObject *form_id, PyObject *sid,
@@ -2002,40 +2062,13 @@ static int media_lines(TextJob *j, Buf *out, Refs *refs, PyObject *entries, PyOb
             if (e == NULL) return -1;
             continue; /* referenced but never downloaded */
         }
-        /* key: sha256 of form, submission, sub-form, row, field, name joined by U+001F */
-        Sha256 c;
-        sha_init(&c);
-        sha_update(&c, uf, (size_t)nf);
-        sha_update(&c, "\x1f", 1);
-        sha_update(&c, us, (size_t)ns);
-        sha_update(&c, "\x1f", 1);
-        Py_ssize_t n;
-        const char *u;
-        if (ref->subform) {
-            if ((u = utf8_or_null(ref->subform, &n)) == NULL) goto give_up;
-            sha_update(&c, u, (size_t)n);
-        }
-        sha_update(&c, "\x1f", 1);
-        if (ref->subform) {
-            char tmp[32];
-            int len = snprintf(tmp, sizeof tmp, "%zd", ref->row);
-            sha_update(&c, tmp, (size_t)len);
-        }
-        sha_update(&c, "\x1f", 1);
-        if ((u = utf8_or_null(ref->field, &n)) == NULL) goto give_up;
-        sha_update(&c, u, (size_t)n);
-        sha_update(&c, "\x1f", 1);
-        if ((u = utf8_or_null(ref->name, &n)) == NULL) goto give_up;
-        sha_update(&c, u, (size_t)n);
-        char hex[64];
-        sha_hex(&c, hex);
-        if (short_key) {
-            if (buf_put(out, uf, nf) < 0 || buf_byte(out, '/') < 0 || buf_put(out, us, ns) < 0
-                || buf_byte(out, '/') < 0 || buf_put(out, hex, 16) < 0)
-                goto fail;
-        } else if (buf_put(out, hex, 64) < 0) {
+        Py_ssize_t nsub = 0, nfield, nname;
+        const char *usub = ref->subform ? utf8_or_null(ref->subform, &nsub) : NULL;
+        const char *ufield = (usub || !ref->subform) ? utf8_or_null(ref->field, &nfield) : NULL;
+        const char *uname = ufield ? utf8_or_null(ref->name, &nname) : NULL;
+        if (uname == NULL) goto give_up;
+        if (put_media_key(out, short_key, uf, nf, us, ns, usub, nsub, ref->row, ufield, nfield, uname, nname) < 0)
             goto fail;
-        }
         PyObject *ct = get_or_none(e, str_content_type), *size = get_or_none(e, str_size),
                  *sha = get_or_none(e, str_sha256);
         if (ct == NULL || size == NULL || sha == NULL) goto fail;
@@ -2310,28 +2343,24 @@ typedef struct {
     long long media_n, media_bytes;
 } RJob;
 
+/* the code point of the (valid) UTF-8 sequence at p, and its length in *k */
+static inline Py_UCS4 utf8_cp(const unsigned char *p, int *k) {
+    if (*p < 0x80) { *k = 1; return *p; }
+    if (*p < 0xE0) { *k = 2; return ((Py_UCS4)(p[0] & 0x1F) << 6) | (p[1] & 0x3F); }
+    if (*p < 0xF0) { *k = 3; return ((Py_UCS4)(p[0] & 0x0F) << 12) | ((Py_UCS4)(p[1] & 0x3F) << 6) | (p[2] & 0x3F); }
+    *k = 4;
+    return ((Py_UCS4)(p[0] & 0x07) << 18) | ((Py_UCS4)(p[1] & 0x3F) << 12) | ((Py_UCS4)(p[2] & 0x3F) << 6) | (p[3] & 0x3F);
+}
+
 /* Python's str.strip() of UTF-8 text: *s, *n narrowed (Py_UNICODE_ISSPACE at both ends) */
 static void u_strip(const char **s, uint32_t *n) {
     const unsigned char *p = (const unsigned char *)*s, *e = p + *n;
-    while (p < e) {
-        Py_UCS4 cp;
-        int k;
-        if (*p < 0x80) { cp = *p; k = 1; }
-        else if (*p < 0xE0) { cp = ((Py_UCS4)(p[0] & 0x1F) << 6) | (p[1] & 0x3F); k = 2; }
-        else if (*p < 0xF0) { cp = ((Py_UCS4)(p[0] & 0x0F) << 12) | ((Py_UCS4)(p[1] & 0x3F) << 6) | (p[2] & 0x3F); k = 3; }
-        else { cp = ((Py_UCS4)(p[0] & 0x07) << 18) | ((Py_UCS4)(p[1] & 0x3F) << 12) | ((Py_UCS4)(p[2] & 0x3F) << 6) | (p[3] & 0x3F); k = 4; }
-        if (!Py_UNICODE_ISSPACE(cp)) break;
-        p += k;
-    }
+    int k;
+    while (p < e && Py_UNICODE_ISSPACE(utf8_cp(p, &k))) p += k;
     while (e > p) {
         const unsigned char *q = e - 1;
         while (q > p && (*q & 0xC0) == 0x80) q--;
-        Py_UCS4 cp;
-        if (*q < 0x80) cp = *q;
-        else if (*q < 0xE0) cp = ((Py_UCS4)(q[0] & 0x1F) << 6) | (q[1] & 0x3F);
-        else if (*q < 0xF0) cp = ((Py_UCS4)(q[0] & 0x0F) << 12) | ((Py_UCS4)(q[1] & 0x3F) << 6) | (q[2] & 0x3F);
-        else cp = ((Py_UCS4)(q[0] & 0x07) << 18) | ((Py_UCS4)(q[1] & 0x3F) << 12) | ((Py_UCS4)(q[2] & 0x3F) << 6) | (q[3] & 0x3F);
-        if (!Py_UNICODE_ISSPACE(cp)) break;
+        if (!Py_UNICODE_ISSPACE(utf8_cp(q, &k))) break;
         e = q;
     }
     *s = (const char *)p;
@@ -2384,66 +2413,15 @@ static int raw_cell(JTape *tp, uint32_t tok, RCell *c, int want_bool) {
     }
 }
 
-static int days_in(int y, int m) {
-    static const int d[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (m == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)) return 29;
-    return d[m - 1];
-}
-
 /* the typed value of a cell, where it is certain */
 enum { V_NONE, V_BOOL, V_DATE, V_TIME, V_DATETIME, V_GEO, V_OTHER, V_UNSURE };
 
 typedef struct {
     int kind, b;
-    int y, mo, d, h, mi, s;
+    Ymdhms t; /* V_DATE, V_TIME, V_DATETIME */
     char lat[48], lon[48];
     int lat_n, lon_n;
 } RVal;
-
-/* an exact ISO date (YYYY-MM-DD), time (HH:MM[:SS]) or date-time (the date, " " or "T", the time):
- * 1 and the fields, 0 for any other text */
-static int raw_iso(const char *p, uint32_t n, int kind, RVal *v) {
-    v->s = 0;
-    if (kind == V_DATE) {
-        if (n != 10 || p[4] != '-' || p[7] != '-' || !dig(p, 4, &v->y) || !dig(p + 5, 2, &v->mo)
-            || !dig(p + 8, 2, &v->d))
-            return 0;
-    } else if (kind == V_TIME) {
-        if ((n != 5 && n != 8) || p[2] != ':' || !dig(p, 2, &v->h) || !dig(p + 3, 2, &v->mi)) return 0;
-        if (n == 8 && (p[5] != ':' || !dig(p + 6, 2, &v->s))) return 0;
-        return v->h < 24 && v->mi < 60 && v->s < 60;
-    } else {
-        if ((n != 16 && n != 19) || p[4] != '-' || p[7] != '-' || (p[10] != ' ' && p[10] != 'T') || p[13] != ':'
-            || !dig(p, 4, &v->y) || !dig(p + 5, 2, &v->mo) || !dig(p + 8, 2, &v->d) || !dig(p + 11, 2, &v->h)
-            || !dig(p + 14, 2, &v->mi))
-            return 0;
-        if (n == 19 && (p[16] != ':' || !dig(p + 17, 2, &v->s))) return 0;
-        if (v->h >= 24 || v->mi >= 60 || v->s >= 60) return 0;
-    }
-    return v->y >= 1 && v->mo >= 1 && v->mo <= 12 && v->d >= 1 && v->d <= days_in(v->y, v->mo);
-}
-
-/* plain_decimal_fits on bytes */
-static int raw_plain_decimal_fits(RowHelpers *h, const char *p, uint32_t n) {
-    Py_ssize_t i = 0;
-    if (i < (Py_ssize_t)n && p[i] == '-') i++;
-    Py_ssize_t int_start = i;
-    while (i < (Py_ssize_t)n && p[i] >= '0' && p[i] <= '9') i++;
-    Py_ssize_t int_digits = i - int_start, frac = 0, lead_zeros = 0;
-    if (int_digits == 0 || (int_digits > 1 && p[int_start] == '0')) return 0;
-    int zero_int = p[int_start] == '0';
-    if (i < (Py_ssize_t)n && p[i] == '.') {
-        i++;
-        Py_ssize_t f0 = i;
-        while (i < (Py_ssize_t)n && p[i] >= '0' && p[i] <= '9') i++;
-        frac = i - f0;
-        if (frac == 0) return 0;
-        while (lead_zeros < frac && p[f0 + lead_zeros] == '0') lead_zeros++;
-    }
-    if (i != (Py_ssize_t)n) return 0;
-    if (zero_int && frac > 0 && (lead_zeros == frac ? frac : lead_zeros + 1) > 6) return 0;
-    return int_digits <= h->max_int_digits && frac <= h->scale;
-}
 
 /* repr(float(t)) of a coordinate text -?digits[.digits] that float() reads exactly back (at most
  * 15 significant digits) and that repr writes in fixed notation, when within +-limit: 1 and the
@@ -2544,7 +2522,7 @@ static void raw_typed(RJob *r, RCell *c, int rk, RVal *v) {
         u_strip(&s, &n);
         int want = rk == RK_DATE ? V_DATE : rk == RK_TIME ? V_TIME : V_DATETIME;
         if (n == 0) v->kind = V_NONE;
-        else if (raw_iso(s, n, want, v)) v->kind = want;
+        else if (iso_parts(s, n, rk == RK_DATE ? K_DATE : rk == RK_TIME ? K_TIME : K_DATETIME, &v->t)) v->kind = want;
         return;
     }
     case RK_BOOL: {
@@ -2610,12 +2588,12 @@ static int put_bool(Buf *b, RJob *r, int v) {
 static int put_rval(Buf *b, RJob *r, RVal *v) {
     switch (v->kind) {
     case V_DATE:
-        return put_fmt_date(b, v->y, v->mo, v->d);
+        return put_fmt_date(b, v->t.y, v->t.mo, v->t.d);
     case V_TIME:
-        return put_fmt_time(b, v->h, v->mi, v->s, 0);
+        return put_fmt_time(b, v->t.h, v->t.mi, v->t.s, 0);
     case V_DATETIME:
-        if (put_fmt_date(b, v->y, v->mo, v->d) < 0 || buf_byte(b, r->j->mode == 0 ? 'T' : ' ') < 0) return -1;
-        return put_fmt_time(b, v->h, v->mi, v->s, 0);
+        if (put_fmt_date(b, v->t.y, v->t.mo, v->t.d) < 0 || buf_byte(b, r->j->mode == 0 ? 'T' : ' ') < 0) return -1;
+        return put_fmt_time(b, v->t.h, v->t.mi, v->t.s, 0);
     default:
         return -1;
     }
@@ -2646,7 +2624,7 @@ static int raw_col(RJob *r, RCol *c, uint32_t src, int has_src, int flat, PyObje
     if (buf_byte(out, '\t') < 0) return -1;
     if (cell.s != NULL && (c->code == C_TEXT || c->code == C_PASS)) return put_jstr(out, cell.s, cell.len, cell.esc, r->j->mode) < 0 ? -1 : R_DONE;
     if (c->code == C_NUMBER && c->rk == RK_NUMBER && cell.s != NULL && r->j->h.max_int_digits >= 0
-        && raw_plain_decimal_fits(&r->j->h, cell.s, cell.len))
+        && plain_decimal_fits(&r->j->h, cell.s, cell.len))
         return buf_put(out, cell.s, cell.len) < 0 ? -1 : R_DONE;
     RVal v;
     if (!present) {
@@ -2751,7 +2729,7 @@ static int raw_metas(RJob *r, int flat, PyObject **un, int allow_py) {
         RVal v;
         const char *s = t->s;
         uint32_t n = t->len;
-        if (raw_iso(s, n, V_DATETIME, &v)) { /* iso_temporal's shapes: what fromisoformat reads */
+        if (iso_parts(s, n, K_DATETIME, &v.t)) { /* iso_temporal's shapes: what fromisoformat reads */
             if (put_rval(out, r, (v.kind = V_DATETIME, &v)) < 0) return -1;
             continue;
         }
@@ -3003,34 +2981,12 @@ static int raw_media_lines(RJob *r, RItem *it, RRefs *refs, Buf *out, long long 
             rc = R_LEFT; /* written or counted otherwise by Python */
             goto done;
         }
-        /* the key: sha256 of form, submission, sub-form, row, field, name joined by U+001F */
-        Sha256 c;
-        sha_init(&c);
-        sha_update(&c, r->fid, (size_t)r->fid_n);
-        sha_update(&c, "\x1f", 1);
-        sha_update(&c, it->sid, (size_t)it->sid_n);
-        sha_update(&c, "\x1f", 1);
-        if (ref->subform) sha_update(&c, ref->subform->key.s, ref->subform->key.len);
-        sha_update(&c, "\x1f", 1);
-        char rowtxt[24];
-        int rown = 0;
-        if (ref->subform) {
-            rown = snprintf(rowtxt, sizeof rowtxt, "%zd", ref->row);
-            sha_update(&c, rowtxt, (size_t)rown);
-        }
-        sha_update(&c, "\x1f", 1);
-        sha_update(&c, ref->field->key.s, ref->field->key.len);
-        sha_update(&c, "\x1f", 1);
-        sha_update(&c, ref->name, ref->name_n);
-        char hex[64];
-        sha_hex(&c, hex);
-        if (it->short_key) {
-            if (buf_put(out, r->fid, r->fid_n) < 0 || buf_byte(out, '/') < 0 || buf_put(out, it->sid, it->sid_n) < 0
-                || buf_byte(out, '/') < 0 || buf_put(out, hex, 16) < 0)
-                goto done;
-        } else if (buf_put(out, hex, 64) < 0) {
+        if (put_media_key(out, it->short_key, r->fid, r->fid_n, it->sid, it->sid_n,
+                          ref->subform ? ref->subform->key.s : NULL, ref->subform ? ref->subform->key.len : 0, ref->row,
+                          ref->field->key.s, ref->field->key.len, ref->name, ref->name_n) < 0)
             goto done;
-        }
+        char rowtxt[24];
+        int rown = ref->subform ? snprintf(rowtxt, sizeof rowtxt, "%zd", ref->row) : 0;
         const char *aside = r->aside.data;
         if (buf_byte(out, '\t') < 0 || put_escaped_utf8(out, r->fid, r->fid_n, mode) < 0 || buf_byte(out, '\t') < 0
             || put_escaped_utf8(out, it->sid, it->sid_n, mode) < 0 || buf_byte(out, '\t') < 0
@@ -3092,12 +3048,12 @@ static int raw_item(RJob *r, RItem *it, Buf *media, Py_ssize_t *mark, int allow_
     }
     rc = R_LEFT;
     if (tp->t[0].type != J_OBJ) goto done;
-    uint32_t f = jlook(tp, 0, &k_fields), uid = jlook(tp, 0, &k__id), id = jlook(tp, 0, &k_id);
-    if (f == (uint32_t)-1 || uid == (uint32_t)-1 || id == (uint32_t)-1) {
+    uint32_t f, id;
+    int flat = jshape(tp, &f, &id), has_src = 1;
+    if (flat < 0) {
         rc = -1;
         goto done;
     }
-    int flat = f == 0 && (uid != 0 || id == 0), has_src = 1;
     uint32_t src = 0;
     if (!flat) {
         if (f == 0 || tp->t[f].type == J_NULL) has_src = 0;
