@@ -313,7 +313,8 @@ static PyObject *digit_run(PyObject *self, PyObject *args) {
 /* parse_fields                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-enum { K_TEXT = 0, K_CALL = 1, K_DATE = 2, K_TIME = 3, K_DATETIME = 4, K_MEDIA = 5, K_NUMBER = 6 };
+/* converter kinds (records._c_kind); typed() calls the converter of K_CALL, K_BOOL and K_GEO */
+enum { K_TEXT = 0, K_CALL = 1, K_DATE = 2, K_TIME = 3, K_DATETIME = 4, K_MEDIA = 5, K_NUMBER = 6, K_BOOL = 7, K_GEO = 8 };
 
 static PyObject *SubformRowType = NULL, *MediaRefType = NULL, *text_of_fn = NULL, *str_value = NULL,
                 *DecimalType = NULL;
@@ -2132,9 +2133,6 @@ static int block_item_ok(PyObject *payload, PyObject *sid, PyObject *top, Py_ssi
  * functions. A shape the decoded path itself would leave to Python (non-text values, a missing
  * id...) is left to Python here too: the records' path then decodes the line. */
 
-enum { RK_OTHER = -1, RK_TEXT = 0, RK_NUMBER = 1, RK_DATE = 2, RK_TIME = 3, RK_DATETIME = 4, RK_MEDIA = 5,
-       RK_BOOL = 6, RK_GEO = 7 };
-
 #define R_LEFT 0     /* left to Python (the records' path) */
 #define R_DONE 1
 #define R_LATER 2    /* needs the interpreter: the second pass */
@@ -2143,7 +2141,7 @@ typedef struct {
     Py_ssize_t part;
     PyObject *name, *fn, *conv;
     JKey key;
-    int code, kind, present, rk;
+    int code, kind, present;
 } RCol;
 
 typedef struct {
@@ -2191,10 +2189,10 @@ static int long_at(PyObject *t, Py_ssize_t i, int *out) {
     return 0;
 }
 
-/* one column tuple (part, name, code, fn, kind, conv, present, raw kind) */
+/* one column tuple (part, name, code, fn, kind, conv, present) */
 static int rcol_of(RCol *c, PyObject *t, int *ok) {
-    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 8) {
-        PyErr_SetString(PyExc_TypeError, "block_text: a column spec has 8 items");
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 7) {
+        PyErr_SetString(PyExc_TypeError, "block_text: a column spec has 7 items");
         return -1;
     }
     c->part = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 0));
@@ -2202,7 +2200,7 @@ static int rcol_of(RCol *c, PyObject *t, int *ok) {
     c->fn = PyTuple_GET_ITEM(t, 3);
     c->conv = PyTuple_GET_ITEM(t, 5);
     if ((c->part == -1 && PyErr_Occurred()) || long_at(t, 2, &c->code) < 0 || long_at(t, 4, &c->kind) < 0
-        || long_at(t, 6, &c->present) < 0 || long_at(t, 7, &c->rk) < 0)
+        || long_at(t, 6, &c->present) < 0)
         return -1;
     if (jkey_of(&c->key, c->name) < 0) {
         PyErr_Clear(); /* a name without UTF-8 form: no raw line of this form is written here */
@@ -2210,7 +2208,7 @@ static int rcol_of(RCol *c, PyObject *t, int *ok) {
         c->key.s = "";
         c->key.len = c->key.hash = 0;
     }
-    if (c->present && c->rk == RK_OTHER) *ok = 0;
+    if (c->present && c->kind == K_CALL) *ok = 0; /* a converter this file does not know */
     return 0;
 }
 
@@ -2494,9 +2492,9 @@ static const char *const bool_true[] = {"1", "true", "yes", "oui", "on", "vrai",
 static const char *const bool_false[] = {"0", "false", "no", "non", "off", "faux", "", NULL};
 
 /* The typed value of a cell where certain (what typed() makes of it): V_UNSURE otherwise. */
-static void raw_typed(RJob *r, RCell *c, int rk, RVal *v) {
+static void raw_typed(RJob *r, RCell *c, int kind, RVal *v) {
     v->kind = V_UNSURE;
-    if (rk == RK_BOOL && c->has_bool) {
+    if (kind == K_BOOL && c->has_bool) {
         v->kind = V_BOOL;
         v->b = c->bool_v;
         return;
@@ -2507,25 +2505,24 @@ static void raw_typed(RJob *r, RCell *c, int rk, RVal *v) {
     }
     const char *s = c->s;
     uint32_t n = c->len;
-    switch (rk) {
-    case RK_TEXT:
-    case RK_MEDIA:
+    switch (kind) {
+    case K_TEXT:
+    case K_MEDIA:
         v->kind = V_OTHER; /* a str or a tuple: what counts is the text */
         return;
-    case RK_NUMBER:
+    case K_NUMBER:
         u_strip(&s, &n);
         if (n == 0) v->kind = V_NONE;
         return; /* a number text is checked by the number column itself */
-    case RK_DATE:
-    case RK_TIME:
-    case RK_DATETIME: {
+    case K_DATE:
+    case K_TIME:
+    case K_DATETIME: {
         u_strip(&s, &n);
-        int want = rk == RK_DATE ? V_DATE : rk == RK_TIME ? V_TIME : V_DATETIME;
         if (n == 0) v->kind = V_NONE;
-        else if (iso_parts(s, n, rk == RK_DATE ? K_DATE : rk == RK_TIME ? K_TIME : K_DATETIME, &v->t)) v->kind = want;
+        else if (iso_parts(s, n, kind, &v->t)) v->kind = kind == K_DATE ? V_DATE : kind == K_TIME ? V_TIME : V_DATETIME;
         return;
     }
-    case RK_BOOL: {
+    case K_BOOL: {
         u_strip(&s, &n);
         RSpec *sp = r->s;
         if (sp->true_s != NULL && (Py_ssize_t)n == sp->true_n && memcmp(s, sp->true_s, n) == 0) {
@@ -2545,7 +2542,7 @@ static void raw_typed(RJob *r, RCell *c, int rk, RVal *v) {
         }
         return;
     }
-    case RK_GEO: {
+    case K_GEO: {
         u_strip(&s, &n);
         if (n == 0) {
             v->kind = V_NONE;
@@ -2618,19 +2615,19 @@ static int raw_col(RJob *r, RCol *c, uint32_t src, int has_src, int flat, PyObje
     if (present && has_src) {
         uint32_t tok = jlook(tp, src, &c->key);
         if (tok == (uint32_t)-1) return -1;
-        int k = raw_cell(tp, tok, &cell, c->rk == RK_BOOL);
+        int k = raw_cell(tp, tok, &cell, c->kind == K_BOOL);
         if (k != 1) return k;
     }
     if (buf_byte(out, '\t') < 0) return -1;
     if (cell.s != NULL && (c->code == C_TEXT || c->code == C_PASS)) return put_jstr(out, cell.s, cell.len, cell.esc, r->j->mode) < 0 ? -1 : R_DONE;
-    if (c->code == C_NUMBER && c->rk == RK_NUMBER && cell.s != NULL && r->j->h.max_int_digits >= 0
+    if (c->code == C_NUMBER && c->kind == K_NUMBER && cell.s != NULL && r->j->h.max_int_digits >= 0
         && plain_decimal_fits(&r->j->h, cell.s, cell.len))
         return buf_put(out, cell.s, cell.len) < 0 ? -1 : R_DONE;
     RVal v;
     if (!present) {
         v.kind = V_NONE;
     } else {
-        raw_typed(r, &cell, c->rk, &v);
+        raw_typed(r, &cell, c->kind, &v);
     }
     if (v.kind != V_UNSURE) {
         int null = 0, keep = 0;

@@ -315,21 +315,14 @@ class _ParsePlan:
 
 
 def _c_kind(conv: Any) -> int:
-    """What ``_speedups.parse_fields`` does with a converter: 0 the text as is, 2 date, 3 time,
-    4 date-time, 5 media, 6 number (exact common shapes typed in C, the rest by ``conv``), 1 call
-    ``conv``."""
-    return {_conv_text: 0, _conv_date: 2, _conv_time: 3, _conv_datetime: 4, _conv_media: 5, _conv_number: 6}.get(conv, 1)
-
-
-def raw_kind(conv: Any) -> int:
-    """How ``_speedups.block_text`` types the cells of a field it reads from a raw JSON line: by
-    its converter, 0 text, 1 number, 2 date, 3 time, 4 date-time, 5 media, 6 checkbox, 7
-    geolocation; -1 for any other (the lines of such a form are left to Python). Those converters
-    read nothing of a cell but its text and, for checkboxes, its ``boolean``."""
-    if conv is None:  # a field gone from the definition: no cell is read
-        return 0
-    return {_conv_text: 0, _conv_number: 1, _conv_date: 2, _conv_time: 3, _conv_datetime: 4, _conv_media: 5,
-            _conv_boolean: 6, _conv_geoloc: 7}.get(conv, -1)
+    """What the C module does with a converter: 0 the text as is, 2 date, 3 time, 4 date-time, 5
+    media, 6 number (exact common shapes typed in C, the rest by ``conv``), 7 checkbox, 8
+    geolocation (``parse_fields`` calls ``conv`` for those; ``block_text`` types them in C from an
+    archive's lines, where the outcome is certain), 1 any other converter: call it (and
+    ``block_text`` leaves the lines of such a form to Python). These converters read nothing of a
+    cell but its text and, for checkboxes, its ``boolean``."""
+    return {_conv_text: 0, _conv_date: 2, _conv_time: 3, _conv_datetime: 4, _conv_media: 5, _conv_number: 6,
+            _conv_boolean: 7, _conv_geoloc: 8}.get(conv, 1)
 
 
 _PLANS: dict[int, _ParsePlan] = {}

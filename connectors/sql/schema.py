@@ -48,7 +48,7 @@ from exporter.model import (
     SubmissionBlock,
     counted_bytes,
 )
-from exporter.records import _parse_plan, checkbox_texts, raw_kind
+from exporter.records import _parse_plan, checkbox_texts
 from exporter.speedups import _speedups
 
 from .capabilities import SqlProfile
@@ -737,8 +737,7 @@ class TextSpec:
         main_cols = []
         for part, col, name, code, fn in m.c_cols:
             cols[index[part]].append(col)
-            kind, conv, present = values.get(name, absent)
-            main_cols.append((index[part], sys.intern(name), code, fn, kind, conv, present, raw_kind(conv)))
+            main_cols.append((index[part], sys.intern(name), code, fn, *values.get(name, absent)))
         cols[index[m.first]].append(m.unparsed)
         sub_specs = []
         for sf_name, tp in comp.subs:
@@ -747,8 +746,8 @@ class TextSpec:
             sf_cols = []
             for part, col, name, code, fn in tp.c_cols:
                 cols[index[part]].append(col)
-                kind, conv, present = kids[1].get(name, absent) if kids else absent
-                sf_cols.append((index[part], sys.intern(name), code, fn, kind, conv, present, raw_kind(conv)))
+                sf_cols.append((index[part], sys.intern(name), code, fn,
+                                *(kids[1].get(name, absent) if kids else absent)))
             cols[index[tp.first]].append(tp.unparsed)
             if kids is not None:  # a sub-form gone from the definition has no rows
                 sub_specs.append((sf_name, kids[0], index[tp.first], len(tp.parts), tuple(sf_cols)))
