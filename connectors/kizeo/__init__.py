@@ -6,17 +6,9 @@
 
 The fake service (``connectors.kizeo.fake_server``) is imported on demand only.
 """
-from .client import (
-    DEFAULT_BASE_URL,
-    EnvToken,
-    FileToken,
-    KizeoClient,
-    LoginToken,
-    StaticToken,
-    TokenProvider,
-    mask_url,
-)
+from .client import DEFAULT_BASE_URL, KizeoClient, mask_url
 from .source import WebSource, build_web_source
+from .tokens import EnvToken, FileToken, LoginToken, StaticToken, TokenProvider
 
 __all__ = [
     "DEFAULT_BASE_URL", "EnvToken", "FileToken", "KizeoClient", "LoginToken", "StaticToken",

@@ -35,56 +35,26 @@ import fnmatch
 import hmac
 import json
 import logging
-import re
 import secrets
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from connectors.archive import ArchiveReader
 
+from .fake_data import flatten, matches, nest_submission, sort_rows
+from .fake_faults import Faults
+
+__all__ = ["FakeKizeoServer", "Faults", "flatten", "nest_submission"]
+
 log = logging.getLogger("exporter.kizeo.fake")
 
 PREFIX = "/rest/v3"
 SUMMARY_KEYS = ("id", "record_number", "form_id", "user_id", "create_time", "answer_time", "direction")
-
-
-@dataclass
-class Faults:
-    """Scheduled misbehaviour. ``*_every=N`` hits every Nth request (counted over all requests,
-    1-based); ``0`` disables it. When several would hit the same request, the first in this order
-    wins: drop, 429, 503, malformed. A request whose method and path got a scheduled fault on each
-    of its last ``max_in_a_row`` attempts is answered normally (``0``: no limit): with several
-    clients sharing the counter, one request's retries could otherwise keep landing on faulted
-    counts, and a client that retries a few times would fail at random."""
-
-    rate_limit_every: int = 0
-    retry_after: str | float = 1  # the Retry-After sent with a 429: seconds, or an HTTP date string
-    fail_503_every: int = 0
-    drop_every: int = 0  # close the connection without answering
-    latency: float = 0.0  # seconds to wait before every answer
-    malformed_every: int = 0  # a truncated JSON body with status 200
-    malformed_paths: tuple[str, ...] = ()  # glob patterns (path after /rest/v3) always malformed
-    fail_paths: dict[str, int] = field(default_factory=dict)  # glob -> HTTP status, always
-    ignore_read_marks: bool = False  # markasreadbyaction answers ok but changes nothing
-    truncate_media_every: int = 0  # every Nth media download stops halfway and closes the connection
-    max_in_a_row: int = 3  # scheduled faults on one method + path in a row, at most (0: no limit)
-
-    def describe(self) -> str:
-        parts = [f"{k}={v}" for k, v in self.__dict__.items()
-                 if k != "retry_after" and v not in (0, 0.0, (), {}, False)]
-        return ", ".join(parts) or "none"
-
-    def retry_after_header(self) -> str:
-        v = self.retry_after
-        if isinstance(v, (int, float)):
-            return str(int(v)) if float(v).is_integer() else f"{float(v):g}"
-        return str(v)
 
 
 class _Store:
@@ -128,115 +98,6 @@ class _Store:
         with self.lock:
             subs = self.submissions(fid)
             subs[str(nested["id"])] = copy.deepcopy(nested)
-
-
-def nest_submission(raw: dict) -> dict:
-    """A flat (``_``-prefixed) record back to the nested shape; a nested one is returned as is."""
-    if "fields" in raw or "_id" not in raw:
-        return raw
-    out: dict[str, Any] = {k[1:]: v for k, v in raw.items() if k.startswith("_")}
-    fields: dict[str, Any] = {}
-    for k, v in raw.items():
-        if k.startswith("_"):
-            continue
-        if isinstance(v, list):
-            fields[k] = {"value": [{ck: {"value": cv} for ck, cv in row.items()} if isinstance(row, dict) else row
-                                   for row in v]}
-        else:
-            fields[k] = {"value": v}
-    out["fields"] = fields
-    return out
-
-
-def flatten(nested: dict, fmt: str = "basic") -> dict:
-    """Nested -> flat record (``data/advanced``, ``data/unread``); see ``records.flatten_submission``."""
-    out: dict[str, Any] = {}
-    for k, v in nested.items():
-        if k != "fields":
-            out["_" + k] = v
-    for name, cell in (nested.get("fields") or {}).items():
-        v = cell.get("value") if isinstance(cell, dict) else cell
-        if isinstance(v, list):
-            rows = [{ck: (cv.get("value") if isinstance(cv, dict) else cv) for ck, cv in row.items()}
-                    if isinstance(row, dict) else row for row in v]
-            out[name] = rows if fmt == "basic" else str(len(rows))
-        else:
-            out[name] = v
-    if not out.get("_update_time"):
-        out["_update_time"] = out.get("_create_time")
-    return out
-
-
-# ---- filters --------------------------------------------------------------------------------
-
-def _num(v: Any) -> float | None:
-    try:
-        return float(str(v).replace(",", "."))
-    except (TypeError, ValueError):
-        return None
-
-
-def _like(value: str, pattern: str) -> bool:
-    if "%" not in pattern and "_" not in pattern:
-        return pattern in value
-    rx = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-    return re.fullmatch(rx, value, re.DOTALL) is not None
-
-
-def _compare(value: Any, op: str, want: Any) -> bool:
-    if isinstance(value, list):
-        value = str(len(value))
-    a = "" if value is None else str(value)
-    b = "" if want is None else str(want)
-    if op == "like":
-        return _like(a, b)
-    if op == "notlike":
-        return not _like(a, b)
-    na, nb = _num(a), _num(b)
-    x, y = (na, nb) if (na is not None and nb is not None) else (a, b)
-    if op == "=":
-        return x == y
-    if op == "!=":
-        return x != y
-    if op == ">":
-        return x > y
-    if op == ">=":
-        return x >= y
-    if op == "<":
-        return x < y
-    if op == "<=":
-        return x <= y
-    raise ValueError(f"unknown operator {op!r}")
-
-
-def matches(flat: dict, flt: Any) -> bool:
-    if not isinstance(flt, dict):
-        raise TypeError("a filter must be an object")
-    ftype = str(flt.get("type") or "simple")
-    if ftype.upper() in ("AND", "OR"):
-        comps = flt.get("components") or []
-        if not isinstance(comps, list):
-            raise ValueError("filter components must be a list")
-        results = (matches(flat, c) for c in comps)
-        return all(results) if ftype.upper() == "AND" else any(results)
-    fieldname = flt.get("field")
-    if not fieldname:
-        raise ValueError("a simple filter needs a field")
-    return _compare(flat.get(fieldname), str(flt.get("operator") or "="), flt.get("val"))
-
-
-def sort_rows(rows: list[dict], order: list) -> list[dict]:
-    for spec in reversed(order or []):
-        col = spec.get("col")
-        desc = str(spec.get("type") or "asc").lower() == "desc"
-
-        def key(r: dict, col: str = col) -> tuple:
-            v = r.get(col)
-            n = _num(v)
-            return (v is None, 0 if n is not None else 1, n if n is not None else 0, "" if v is None else str(v))
-
-        rows.sort(key=key, reverse=desc)
-    return rows
 
 
 # ---- server ---------------------------------------------------------------------------------

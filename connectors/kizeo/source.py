@@ -42,15 +42,8 @@ from exporter.records import (
 )
 from exporter.retry import retry_call
 
-from .client import (
-    DEFAULT_BASE_URL,
-    EnvToken,
-    FileToken,
-    KizeoClient,
-    LoginToken,
-    StreamInterrupted,
-    TokenProvider,
-)
+from .client import DEFAULT_BASE_URL, KizeoClient, StreamInterrupted
+from .tokens import EnvToken, FileToken, LoginToken, TokenProvider
 
 log = logging.getLogger("exporter.kizeo")
 
