@@ -165,6 +165,7 @@ class KizeoClient:
         self.session.mount("https://", adapter)
         self.session.mount("http://", HTTPAdapter(pool_connections=2, pool_maxsize=size, max_retries=0))
         self._adapter = adapter
+        self._complete_lists = True  # False once the service answered that /lists/{id}/complete is absent
 
     # ---- housekeeping -----------------------------------------------------------------------
     @property
@@ -344,10 +345,12 @@ class KizeoClient:
             body["order"] = order
         return self._list(self._json("POST", path, body=body), ("data",), f"POST {path}")
 
-    def unread(self, form_id: str, action: str, limit: int = 500, include_updated: bool = True) -> list[dict]:
-        """Flat records not yet marked read for ``action`` (at most ``limit``)."""
+    def unread(self, form_id: str, action: str, limit: int = 100, include_updated: bool = True) -> list[dict]:
+        """Flat records not yet marked read for ``action`` (at most ``limit``), every level:
+        ``format=basic`` (the service's default, ``simple``, leaves the sub-forms out)."""
         path = f"/forms/{_seg(form_id)}/data/unread/{_seg(action)}/{int(limit)}"
-        params = {"includeupdated": ""} if include_updated else None
+        params = {"includeupdated": ""} if include_updated else {}
+        params["format"] = "basic"
         return self._list(self._json("GET", path, params=params), ("data",), f"GET {path}")
 
     def mark_read(self, form_id: str, action: str, ids: list[str]) -> None:
@@ -403,8 +406,21 @@ class KizeoClient:
         return self._list(self._json("GET", "/lists"), ("lists",), "GET /lists")
 
     def get_list(self, list_id: str) -> dict:
+        """An external list with every item: ``GET /lists/{id}/complete`` ("without taking in
+        account filters"); ``GET /lists/{id}`` honours the list's filters, so it is read only when
+        the service has no ``/complete`` route (404/501), with a warning, once per client."""
         path = f"/lists/{_seg(list_id)}"
-        lst = self._key(self._json("GET", path), ("list",), f"GET {path}")
+        if self._complete_lists:
+            try:
+                payload = self._json("GET", path + "/complete")
+            except NotFoundError:
+                payload = self._json("GET", path)  # an unknown id fails here too: not the route then
+                self._complete_lists = False
+                log.warning("the service has no GET /lists/{id}/complete: external lists are read with "
+                            "GET /lists/{id}, which applies each list's filters (items may be missing)")
+        else:
+            payload = self._json("GET", path)
+        lst = self._key(payload, ("list",), f"GET {path}")
         if not isinstance(lst, dict):
             raise BadAnswerError("'list' is not an object", context=f"GET {path}")
         return lst

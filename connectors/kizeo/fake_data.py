@@ -25,7 +25,12 @@ def nest_submission(raw: dict) -> dict:
 
 
 def flatten(nested: dict, fmt: str = "basic") -> dict:
-    """Nested -> flat record (``data/advanced``, ``data/unread``); see ``records.flatten_submission``."""
+    """Nested -> flat record (``data/advanced``, ``data/unread``); see ``records.flatten_submission``.
+
+    As the vendor documents for ``data/unread``: ``simple`` (the service's default) returns "only the
+    first level of the data (the tables are not returned)", ``basic`` returns everything. A
+    submission never edited has an empty ``_update_time`` (whether the service fills it is not
+    documented: the fake takes the case a client can get wrong)."""
     out: dict[str, Any] = {}
     for k, v in nested.items():
         if k != "fields":
@@ -33,14 +38,22 @@ def flatten(nested: dict, fmt: str = "basic") -> dict:
     for name, cell in (nested.get("fields") or {}).items():
         v = cell.get("value") if isinstance(cell, dict) else cell
         if isinstance(v, list):
-            rows = [{ck: (cv.get("value") if isinstance(cv, dict) else cv) for ck, cv in row.items()}
-                    if isinstance(row, dict) else row for row in v]
-            out[name] = rows if fmt == "basic" else str(len(rows))
+            if fmt == "basic":
+                out[name] = [{ck: (cv.get("value") if isinstance(cv, dict) else cv) for ck, cv in row.items()}
+                             if isinstance(row, dict) else row for row in v]
         else:
             out[name] = v
     if not out.get("_update_time"):
-        out["_update_time"] = out.get("_create_time")
+        out["_update_time"] = ""
     return out
+
+
+def data_format(value: Any) -> str:
+    """The ``format`` of a data query: ``simple`` unless told otherwise (the service's default)."""
+    fmt = str(value or "simple")
+    if fmt not in ("simple", "basic"):
+        raise ValueError(f"unknown format {fmt!r}")
+    return fmt
 
 
 # ---- filters --------------------------------------------------------------------------------

@@ -25,6 +25,9 @@ class Faults:
     ignore_read_marks: bool = False  # markasreadbyaction answers ok but changes nothing
     truncate_media_every: int = 0  # every Nth media download stops halfway and closes the connection
     max_in_a_row: int = 3  # scheduled faults on one method + path in a row, at most (0: no limit)
+    #: a ``data/advanced`` answer of more than this many records is a 504 Gateway Timeout, as a
+    #: big form's unbounded search is in production (0: no limit)
+    max_answer: int = 0
 
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in self.__dict__.items()

@@ -7,24 +7,34 @@ tested (and demonstrated) end to end without an account::
     GET  /forms                     /forms/{f}
     GET  /forms/{f}/data/all        /forms/{f}/data/{d}        (nested shape)
     POST /forms/{f}/data/advanced   filters (= > >= < <= != like notlike, AND/OR), order, format
-    GET  /forms/{f}/data/unread/{action}/{limit}[?includeupdated]
+    GET  /forms/{f}/data/unread/{action}/{limit}[?includeupdated][&format=simple|basic]
     POST /forms/{f}/markasreadbyaction/{action}      {"data_ids": [...]}
     GET  /forms/{f}/data/{d}/medias/{name}           (streamed bytes)
-    GET  /users   /groups   /group/{g}/users   /group/{g}/leaders   /lists   /lists/{id}
+    GET  /users   /groups   /group/{g}/users   /group/{g}/leaders
+    GET  /lists   /lists/{id}   /lists/{id}/complete
+
+``format`` (advanced and unread) is ``simple`` by default, as the vendor documents: the first
+level only, sub-forms (tables) left out; ``basic`` gives everything. ``list_filters`` (list id ->
+text) stands for a list's filters: ``/lists/{id}`` serves only the items containing the text,
+``/lists/{id}/complete`` every item ("without taking in account filters"); with
+``complete_route=False`` that route is absent (404), as on a service that predates it.
+``refuse`` (e.g. ``("users", "groups", "lists")``) stands for a token with less than an
+administrator's rights: those routes answer ``refuse_status`` (401, the status the service's
+specification gives for missing rights) with an error envelope.
 
 Authentication: the ``Authorization`` header must equal the token given at start-up (or a token
 issued by ``/login`` when ``login=(user, password, company)`` is set; such tokens expire after
 ``token_ttl`` seconds). Anything else gets ``401 {"status":"error","message":...}``.
 
 Faults (``Faults``) make it misbehave on a schedule counted over all requests: 429 with
-``Retry-After``, 503, dropped connections, latency, malformed JSON. Only the standard library
+``Retry-After``, 503, dropped connections, latency, malformed JSON, a 504 on an answer over
+``max_answer`` records (``data/advanced``). Only the standard library
 is used (``http.server.ThreadingHTTPServer``).
 
 Behaviour that the public documentation does not pin down, chosen here (marked [guess] in the
 notes): an unknown form/submission/list id is ``501`` with an error envelope; an unknown route
 is ``404``; ``like``/``notlike`` use SQL ``%``/``_`` wildcards and mean "contains" when the value
-has no wildcard; ``format=simple`` gives a sub-form as its row count; ``_update_time`` falls back
-to ``_create_time`` when a submission was never edited.
+has no wildcard; a submission never edited has an empty ``_update_time`` in flat records.
 """
 from __future__ import annotations
 
@@ -46,7 +56,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from connectors.archive import ArchiveReader
 
-from .fake_data import flatten, matches, nest_submission, sort_rows
+from .fake_data import data_format, flatten, matches, nest_submission, sort_rows
 from .fake_faults import Faults
 
 __all__ = ["FakeKizeoServer", "Faults", "flatten", "nest_submission"]
@@ -115,7 +125,8 @@ class FakeKizeoServer:
     def __init__(self, archive_path: str, token: str, host: str = "127.0.0.1", port: int = 0,
                  faults: Faults | None = None, *, login: tuple[str, str, str] | None = None,
                  token_ttl: float = 3 * 24 * 3600, groups_at_top: bool = False,
-                 tls: tuple[str, str] | None = None):
+                 tls: tuple[str, str] | None = None, list_filters: dict[str, str] | None = None,
+                 complete_route: bool = True, refuse: tuple[str, ...] = (), refuse_status: int = 401):
         if not token:
             raise ValueError("the fake service needs a token to expect")
         self.reader = ArchiveReader(archive_path)
@@ -125,6 +136,13 @@ class FakeKizeoServer:
         self.login_credentials = login
         self.token_ttl = token_ttl
         self.groups_at_top = groups_at_top
+        self.list_filters = {str(k): v for k, v in (list_filters or {}).items()}
+        self.complete_route = complete_route
+        unknown = set(refuse) - {"users", "groups", "lists"}
+        if unknown:
+            raise ValueError(f"refuse takes users, groups, lists (not {', '.join(sorted(unknown))})")
+        self.refuse = frozenset(refuse)
+        self.refuse_status = refuse_status
         self.issued: dict[str, float] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, in order
         self.marked: list[tuple[str, str, list[str]]] = []  # (form, action, ids) per mark call
@@ -342,6 +360,8 @@ class _Handler(BaseHTTPRequestHandler):
         store = fake.store
         if method == "GET" and segs == ["forms"]:
             return self._send(200, {"status": "ok", "forms": store.forms_index})
+        if segs[0] in fake.refuse or (segs[0] == "group" and "groups" in fake.refuse):
+            return self._error(fake.refuse_status, "You don't have the rights to do this")
         if method == "GET" and segs == ["users"]:
             return self._send(200, {"status": "ok", "data": {"users": store.users}})
         if method == "GET" and segs == ["groups"]:
@@ -357,10 +377,13 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and segs == ["lists"]:
             summaries = [{k: lst[k] for k in ("id", "name", "class", "update_time") if k in lst} for lst in store.lists]
             return self._send(200, {"status": "ok", "lists": summaries})
-        if method == "GET" and len(segs) == 2 and segs[0] == "lists":
+        if method == "GET" and segs[0] == "lists" and (len(segs) == 2 or segs[2:] == ["complete"] and fake.complete_route):
             lst = next((x for x in store.lists if str(x.get("id")) == segs[1]), None)
             if lst is None:
                 raise _NotFound(f"unknown list id {segs[1]}")
+            wanted = fake.list_filters.get(segs[1])
+            if len(segs) == 2 and wanted is not None:  # the list's filters apply
+                lst = {**lst, "items": [i for i in lst.get("items") or [] if wanted in str(i)]}
             return self._send(200, {"status": "ok", "list": lst})
         if len(segs) >= 2 and segs[0] == "forms":
             fid = segs[1]
@@ -382,24 +405,27 @@ class _Handler(BaseHTTPRequestHandler):
             body = body or {}
             if not isinstance(body, dict):
                 raise ValueError("the body must be an object")
-            fmt = str(body.get("format") or "simple")
-            if fmt not in ("simple", "basic"):
-                raise ValueError(f"unknown format {fmt!r}")
+            fmt = data_format(body.get("format"))
             filters = body.get("filters") or []
             if not isinstance(filters, list):
                 raise ValueError("filters must be a list")
             flat_all = [flatten(s, fmt) for s in list(subs.values())]
             rows = [r for r in flat_all if all(matches(r, flt) for flt in filters)]
+            if fake.faults.max_answer and len(rows) > fake.faults.max_answer:
+                # what a gateway in front of the service answers when the search runs too long
+                return self._send(504, raw=b"<html><body><h1>504 Gateway Time-out</h1></body></html>",
+                                  ctype="text/html")
             sort_rows(rows, body.get("order") or [])
             return self._send(200, {"recordsTotal": len(flat_all), "recordsFiltered": len(rows), "data": rows})
         if method == "GET" and len(rest) == 4 and rest[:2] == ["data", "unread"]:
             action, limit = rest[2], int(rest[3])
             include_updated = "includeupdated" in query
+            fmt = data_format((query.get("format") or [None])[-1])
             with store.lock:
                 marks = dict(store.read_markers.get((fid, action), {}))
             out = []
             for s in list(subs.values()):
-                flat = flatten(s, "basic")
+                flat = flatten(s, fmt)
                 sid = str(s.get("id"))
                 if sid in marks and not (include_updated and (flat.get("_update_time") or "") > (marks[sid] or "")):
                     continue

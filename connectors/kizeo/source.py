@@ -1,7 +1,7 @@
 """The web-service source: a whole account read through the REST v3 API as canonical records.
 
 Stream order (see ``exporter.model``): ``Account``, users, groups, external lists (``GET /lists``
-then ``GET /lists/{id}`` each), then per form its ``Form``, its ``Submission``\\ s each followed
+then ``GET /lists/{id}/complete`` each), then per form its ``Form``, its ``Submission``\\ s each followed
 by its ``Media`` (bytes spooled to disk, hashed, size known), and a ``Checkpoint``.
 
 Three modes:
@@ -15,7 +15,8 @@ Three modes:
     (flat records, ``format=basic`` so sub-forms come as rows). A form with no cursor in the
     state is read in full. The checkpoint is the greatest ``update_time`` seen.
 ``unread``
-    The server's read markers for one ``action``: ``data/unread/{action}/{limit}?includeupdated``.
+    The server's read markers for one ``action``:
+    ``data/unread/{action}/{limit}?includeupdated&format=basic`` (pages of ``page_size``, 100).
     Markers are set (``markasreadbyaction``) only by ``acknowledge(batch)``, which the pipeline
     calls after every sink committed that batch. See ``WebSource`` for how pages and
     acknowledgements interleave; the source never marks before commit and never loops forever.
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from connectors.archive import minus_overlap
-from exporter.errors import ConfigError, NotFoundError
+from exporter.errors import AuthError, ConfigError, NotFoundError
 from exporter.model import Account, Checkpoint, Form, Media, MediaRef, Submission
 from exporter.records import (
     parse_form,
@@ -48,6 +49,8 @@ from .tokens import EnvToken, FileToken, LoginToken, TokenProvider
 log = logging.getLogger("exporter.kizeo")
 
 MODES = ("full", "cursor", "unread")
+PAGE_SIZE = 100  # records per unread page (real clients use 30 to 100)
+SKIPPABLE = ("users", "groups", "lists")  # account-level parts a token may lack the rights for
 MARK_CHUNK = 500  # ids per markasreadbyaction call
 
 
@@ -72,8 +75,8 @@ class WebSource:
 
     def __init__(self, client: KizeoClient, *, forms: Sequence[str] | None = None, mode: str = "full",
                  action: str | None = None, overlap_seconds: int = 300, workers: int = 4,
-                 timezone: str | None = None, unread_limit: int = 500, unread_max_pages: int = 1000,
-                 include_updated: bool = True):
+                 timezone: str | None = None, unread_limit: int = PAGE_SIZE, unread_max_pages: int = 1000,
+                 include_updated: bool = True, skip: Iterable[str] = ()):
         if mode not in MODES:
             raise ConfigError(f"unknown incremental mode {mode!r} (use one of {', '.join(MODES)})")
         if mode == "unread" and not (action and action.strip()):
@@ -82,6 +85,7 @@ class WebSource:
             raise ConfigError("workers must be at least 1")
         if unread_limit < 1:
             raise ConfigError("the unread page size must be at least 1")
+        self.skip = parse_skip(skip)
         if timezone:
             import zoneinfo
 
@@ -155,20 +159,36 @@ class WebSource:
         and lists; ``forms`` replaces the form ids (parallel workers pull theirs from a queue)."""
         state = state or {}
         if account:
+            self._index()  # GET /forms first: a bad token fails there, so a refusal below is about rights
             now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             yield Account(source=self.client.description, timezone=self.timezone, exported_at=now,
                           raw={"source": self.client.description, "timezone": self.timezone})
-            for u in self.client.users():
-                yield parse_user(u)
-            for g in self.client.groups():
-                yield parse_group(g)
-            for summary in self.client.lists():
-                lid = summary.get("id") if isinstance(summary, dict) else summary
-                if lid in (None, ""):
-                    continue
-                yield parse_list(self.client.get_list(str(lid)))
+            yield from self._scoped("users", lambda: map(parse_user, self.client.users()))
+            yield from self._scoped("groups", lambda: map(parse_group, self.client.groups()))
+            yield from self._scoped("lists", self._lists)
         for fid in self.form_ids() if forms is None else forms:
             yield from self._form_records(fid, state.get(fid))
+
+    def _lists(self) -> Iterator:
+        for summary in self.client.lists():
+            lid = summary.get("id") if isinstance(summary, dict) else summary
+            if lid not in (None, ""):
+                yield parse_list(self.client.get_list(str(lid)))
+
+    def _scoped(self, part: str, read: Callable[[], Iterable]) -> Iterator:
+        """The account's ``part`` (users, groups, lists), unless skipped. A token is issued for one
+        user: a group leader's sees part of the account, and the service refuses it these routes.
+        That refusal fails the run in one line that says how to go on knowingly."""
+        if part in self.skip:
+            log.warning("--skip %s: the account's %s are not exported", part, part)
+            return
+        try:
+            yield from read()
+        except AuthError as e:
+            raise AuthError(
+                f"the token lacks the rights for a full export ({e.context}: {e.message}); use a token "
+                f"issued for an administrator, or --skip {part} to export without the account's {part}",
+            ) from None
 
     def _form_records(self, fid: str, cursor: str | None) -> Iterator:
         form = parse_form(self.client.get_form(fid))
@@ -314,7 +334,8 @@ def build_web_source(base_url: str = DEFAULT_BASE_URL, *, token_env: str | None 
                      token_file: str | None = None, login_env: str | None = None,
                      forms: Sequence[str] | None = None, mode: str = "full", action: str | None = None,
                      overlap_seconds: int = 300, workers: int = 4, timezone: str | None = None,
-                     ca_bundle: str | None = None, timeout: float = 120.0, **client_options: Any) -> WebSource:
+                     ca_bundle: str | None = None, timeout: float = 120.0, page_size: int = PAGE_SIZE,
+                     skip: Iterable[str] = (), **client_options: Any) -> WebSource:
     """What the CLI calls: a ``WebSource`` over a ``KizeoClient`` whose token comes from
     ``token_env`` (a variable name), ``token_file`` (a path) or ``login_env`` (a prefix:
     ``PREFIX_USER``, ``PREFIX_PASSWORD``, ``PREFIX_COMPANY`` for the legacy ``POST /login``).
@@ -334,10 +355,21 @@ def build_web_source(base_url: str = DEFAULT_BASE_URL, *, token_env: str | None 
                          read_timeout=timeout, **client_options)
     try:
         return WebSource(client, forms=forms, mode=mode, action=action, overlap_seconds=overlap_seconds,
-                         workers=workers, timezone=timezone)
+                         workers=workers, timezone=timezone, unread_limit=page_size, skip=skip)
     except BaseException:
         client.close()
         raise
+
+
+def parse_skip(values: Iterable[str] | str) -> frozenset[str]:
+    """``--skip``: names among ``SKIPPABLE``, as a comma-separated text or an iterable."""
+    if isinstance(values, str):
+        values = [values]
+    names = {v.strip().lower() for item in values for v in str(item).split(",") if v.strip()}
+    unknown = sorted(names - set(SKIPPABLE))
+    if unknown:
+        raise ConfigError(f"--skip takes {', '.join(SKIPPABLE)} (not {', '.join(unknown)})")
+    return frozenset(names)
 
 
 def _drain(dq: collections.deque) -> Iterator:

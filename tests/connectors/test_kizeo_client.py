@@ -97,11 +97,11 @@ def test_advanced_filters_order_and_formats(fake):
     c = make_client(fake)
     rows = c.advanced("42", [{"field": "_update_time", "operator": ">=", "type": "simple", "val": "2026-03-04 00:00:00"}],
                       [{"col": "_update_time", "type": "desc"}], "basic")
-    # "4" was never edited: its update time falls back to its creation time
-    assert [r["_id"] for r in rows] == ["5", "2", "4"]
+    # "4" was never edited: its update time is empty, so this filter does not see it
+    assert [r["_id"] for r in rows] == ["5", "2"]
     assert isinstance(rows[0]["lignes"], list)
     simple = c.advanced("42", [{"field": "_id", "operator": "=", "type": "simple", "val": "1"}], format="simple")
-    assert simple[0]["lignes"] == "2" and simple[0]["titre"] == "Premier"
+    assert "lignes" not in simple[0] and simple[0]["titre"] == "Premier"  # simple: no tables
     like = c.advanced("42", [{"field": "titre", "operator": "like", "type": "simple", "val": "%ème%"}])
     assert [r["_id"] for r in like] == ["2"]
     notlike = c.advanced("42", [{"field": "titre", "operator": "notlike", "type": "simple", "val": "m"}])
@@ -400,3 +400,44 @@ def test_fake_server_context_manager_releases_port(rich_archive):
     srv.stop()  # idempotent
     with pytest.raises(TransientSourceError):
         KizeoClient(StaticToken(TOKEN), base_url=url, attempts=1).list_forms()
+
+
+# ---- issue 16: what the vendor documents ------------------------------------------------------
+
+
+def test_fake_unread_answers_simple_by_default_as_the_vendor_documents(fake):
+    # "With simple the query returns only the first level of the data (the tables are not returned)"
+    s = requests.Session()
+    url = fake.base_url + "/forms/42/data/unread/raw/10"
+    plain = s.get(url, headers={"Authorization": TOKEN}, timeout=5).json()["data"]
+    basic = s.get(url + "?format=basic", headers={"Authorization": TOKEN}, timeout=5).json()["data"]
+    s.close()
+    assert "lignes" not in plain[0] and plain[0]["titre"] == "Premier"
+    assert [r["article"] for r in basic[0]["lignes"]] == ["Vis", "Écrou"]
+
+
+def test_unread_asks_for_every_level_so_sub_form_rows_come_back(fake):
+    rows = make_client(fake).unread("42", "erp", 10)
+    first = next(r for r in rows if r["_id"] == "1")
+    assert [(r["article"], r["qte"]) for r in first["lignes"]] == [("Vis", "3"), ("Écrou", "2,5")]
+
+
+def test_lists_are_read_complete_without_their_filters(rich_archive):
+    with serve(rich_archive, list_filters={"900": "Haut"}) as srv:
+        c = make_client(srv)
+        assert c.get_list("900")["items"] == ["Bas:B", "Haut:H|couleur:rouge", "Niveaux:N\\Haut:H"]
+        assert srv.request_count("/lists/900/complete") == 1
+        with pytest.raises(NotFoundError):
+            c.get_list("999")
+
+
+def test_lists_fall_back_to_the_filtered_route_when_complete_is_absent(rich_archive, caplog):
+    with serve(rich_archive, list_filters={"900": "Haut"}, complete_route=False) as srv:
+        c = make_client(srv)
+        assert c.get_list("900")["items"] == ["Haut:H|couleur:rouge", "Niveaux:N\\Haut:H"]
+        assert c.get_list("900")["items"] == ["Haut:H|couleur:rouge", "Niveaux:N\\Haut:H"]
+        # the absent route is asked once, then remembered
+        assert srv.request_count("/lists/900/complete") == 1 and srv.request_count("/lists/900") == 2
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "/complete" in warnings[0].getMessage()
+    assert "filters" in warnings[0].getMessage()

@@ -9,7 +9,7 @@ from connectors.archive import ArchiveReader, ArchiveSink, ArchiveSource, verify
 from connectors.kizeo import WebSource
 from connectors.kizeo.fake_server import Faults
 from exporter.capabilities import Capabilities
-from exporter.errors import ConfigError, NotFoundError, SinkError
+from exporter.errors import AuthError, ConfigError, NotFoundError, SinkError
 from exporter.pipeline import new_run_id, run
 from exporter.sinks import RunContext
 from tests.connectors.conftest_kizeo import (
@@ -351,3 +351,51 @@ def test_submission_deleted_during_the_export_is_skipped(rich_archive, caplog):
         recs = list(WebSource(make_client(srv), forms=["42"]).records({}))
     assert [r.id for r in recs if r.kind == "submission"] == ["1", "2", "4", "5"]
     assert "submission 3 disappeared during the export" in caplog.text
+
+
+# ---- issue 16: the real API, read loss-free ------------------------------------------------------
+
+
+def test_unread_mode_keeps_sub_forms_and_pages_of_100(rich_archive):
+    with serve(rich_archive) as srv:
+        src = WebSource(make_client(srv), mode="unread", action="erp", forms=["42"])
+        web = [(r.id, r.values, r.subforms, r.media) for r in src.records({}) if r.kind == "submission"]
+        src.close()
+        assert srv.request_count("/forms/42/data/unread/erp/100") == 1
+    archived = [(r.id, r.values, r.subforms, r.media) for r in ArchiveSource(rich_archive, forms=["42"]).records({})
+                if r.kind == "submission"]
+    assert web == archived
+    assert any(sf for _, _, sf, _ in web)  # the rich archive's sub-form rows are there
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_token_without_the_rights_fails_in_one_line_that_says_how_to_go_on(rich_archive, status):
+    with serve(rich_archive, refuse=("groups", "lists"), refuse_status=status) as srv:
+        src = WebSource(make_client(srv))
+        with pytest.raises(AuthError) as ei:
+            list(src.records({}))
+        src.close()
+        msg = str(ei.value)
+        assert "lacks the rights for a full export" in msg and "--skip groups" in msg and "\n" not in msg
+        assert TOKEN not in msg
+        # going on knowingly: what the token may read is exported, the rest is not asked for
+        src = WebSource(make_client(srv), skip=["groups,lists"])
+        kinds = [r.kind for r in src.records({})]
+        src.close()
+        assert "user" in kinds and "group" not in kinds and "list" not in kinds and "submission" in kinds
+        assert srv.request_count("/groups") == 1 and srv.request_count("/lists") == 0
+
+
+def test_a_bad_token_is_not_reported_as_missing_rights(fake):
+    src = WebSource(make_client(fake, token="not-the-token"))
+    with pytest.raises(AuthError) as ei:
+        list(src.records({}))
+    assert "lacks the rights" not in str(ei.value) and "GET /forms" in str(ei.value)
+
+
+def test_skip_names_are_checked():
+    from connectors.kizeo.source import parse_skip
+
+    assert parse_skip(["users, Lists"]) == {"users", "lists"}
+    with pytest.raises(ConfigError, match="--skip takes users, groups, lists"):
+        parse_skip("users,forms")
