@@ -58,6 +58,12 @@ class StreamInterrupted(TransientSourceError):
     """A download broke after it started: worth restarting from the beginning."""
 
 
+class AnswerTimeout(TransientSourceError):
+    """The service (or its gateway) gave up on an answer: 504, or none within the read timeout.
+    Retried like any transient error, except by a windowed read (``windows.py``), which asks for
+    less instead."""
+
+
 def mask_url(url: str) -> str:
     """A URL without user info, query or fragment (what we show in logs and descriptions)."""
     try:
@@ -211,6 +217,8 @@ class KizeoClient:
                     f"TLS handshake with {mask_url(self.base_url)} failed: {self._redact(_ssl_reason(e))} "
                     "(certificate verification is on; give a CA bundle for a private certificate authority)",
                 ) from None
+            except requests.exceptions.ReadTimeout:
+                raise AnswerTimeout(f"no answer within {self.timeout[1]:g} s", context=f"{method} {path}") from None
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                     requests.exceptions.ChunkedEncodingError) as e:
                 raise TransientSourceError(
@@ -240,8 +248,8 @@ class KizeoClient:
             raise RateLimitError(f"rate limited (HTTP 429): {msg}", context=ctx,
                                  retry_after=parse_retry_after(resp.headers.get("Retry-After")))
         if status in RETRY_STATUSES:
-            raise TransientSourceError(f"HTTP {status}: {msg}", context=ctx,
-                                       retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+            cls = AnswerTimeout if status == 504 else TransientSourceError
+            raise cls(f"HTTP {status}: {msg}", context=ctx, retry_after=parse_retry_after(resp.headers.get("Retry-After")))
         if status in (401, 403, 410):
             raise AuthError(f"the service refused the credentials (HTTP {status}): {msg}", context=ctx)
         if status in (404, 501) or (status == 400 and any(h in msg.lower() for h in _NOT_FOUND_HINTS)):
@@ -252,7 +260,7 @@ class KizeoClient:
         raise SourceError(f"the service answered HTTP {status}: {msg}", context=ctx)
 
     def _json(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
-              auth: bool = True) -> Any:
+              auth: bool = True, retry_timeouts: bool = True) -> Any:
         def attempt() -> Any:
             resp = self._send_once(method, path, body=body, params=params, auth=auth)
             try:
@@ -273,11 +281,13 @@ class KizeoClient:
                 raise BadAnswerError(msg, context=f"{method} {path}")
             return data
 
-        return self._retry(attempt, f"{method} {path}")
+        retryable = None if retry_timeouts else _retryable_but_timeouts
+        return self._retry(attempt, f"{method} {path}", retryable)
 
-    def _retry(self, fn: Callable[[], Any], describe: str) -> Any:
+    def _retry(self, fn: Callable[[], Any], describe: str,
+               is_retryable: Callable[[BaseException], bool] | None = None) -> Any:
         return retry_call(fn, attempts=self.attempts, base_delay=self.backoff, max_delay=self.max_backoff,
-                          describe=describe, sleep=self.sleep)
+                          describe=describe, sleep=self.sleep, is_retryable=is_retryable)
 
     @staticmethod
     def _key(payload: Any, keys: tuple[str, ...], context: str) -> Any:
@@ -337,13 +347,15 @@ class KizeoClient:
         return data
 
     def advanced(self, form_id: str, filters: list | None = None, order: list | None = None,
-                 format: str = "basic") -> list[dict]:
-        """``POST data/advanced``: flat records matching ``filters`` in ``order``."""
+                 format: str = "basic", *, retry_timeouts: bool = True) -> list[dict]:
+        """``POST data/advanced``: flat records matching ``filters`` in ``order``. With
+        ``retry_timeouts=False`` an ``AnswerTimeout`` is raised at once (the caller asks for less)."""
         path = f"/forms/{_seg(form_id)}/data/advanced"
         body: dict[str, Any] = {"filters": filters or [], "format": format}
         if order:
             body["order"] = order
-        return self._list(self._json("POST", path, body=body), ("data",), f"POST {path}")
+        payload = self._json("POST", path, body=body, retry_timeouts=retry_timeouts)
+        return self._list(payload, ("data",), f"POST {path}")
 
     def unread(self, form_id: str, action: str, limit: int = 100, include_updated: bool = True) -> list[dict]:
         """Flat records not yet marked read for ``action`` (at most ``limit``), every level:
@@ -441,6 +453,10 @@ class _HeaderAuth(requests.auth.AuthBase):
 
     def __repr__(self) -> str:
         return "_HeaderAuth(***)"
+
+
+def _retryable_but_timeouts(e: BaseException) -> bool:
+    return isinstance(e, TransientSourceError) and not isinstance(e, AnswerTimeout)
 
 
 def _seg(value: Any) -> str:

@@ -11,9 +11,10 @@ Three modes:
     workers (media downloaded in the pool too); results come back in ``data/all`` order, and
     at most ``2 * workers`` submissions are in flight, so memory stays bounded.
 ``cursor``
-    ``data/advanced`` with ``_update_time >= cursor - overlap`` ordered by ``_update_time``
-    (flat records, ``format=basic`` so sub-forms come as rows). A form with no cursor in the
-    state is read in full. The checkpoint is the greatest ``update_time`` seen.
+    ``data/advanced`` for what was updated or created since ``cursor - overlap`` (flat records,
+    ``format=basic`` so sub-forms come as rows), in bounded time windows (``windows.py``: never one
+    unbounded answer). A form with no cursor in the state is read in full. The checkpoint is the
+    greatest change time seen.
 ``unread``
     The server's read markers for one ``action``:
     ``data/unread/{action}/{limit}?includeupdated&format=basic`` (pages of ``page_size``, 100).
@@ -45,6 +46,7 @@ from exporter.retry import retry_call
 
 from .client import DEFAULT_BASE_URL, KizeoClient, StreamInterrupted
 from .tokens import EnvToken, FileToken, LoginToken, TokenProvider
+from .windows import WINDOW_LIMIT, changed_since, window_filter
 
 log = logging.getLogger("exporter.kizeo")
 
@@ -76,7 +78,7 @@ class WebSource:
     def __init__(self, client: KizeoClient, *, forms: Sequence[str] | None = None, mode: str = "full",
                  action: str | None = None, overlap_seconds: int = 300, workers: int = 4,
                  timezone: str | None = None, unread_limit: int = PAGE_SIZE, unread_max_pages: int = 1000,
-                 include_updated: bool = True, skip: Iterable[str] = ()):
+                 include_updated: bool = True, skip: Iterable[str] = (), window_limit: int = WINDOW_LIMIT):
         if mode not in MODES:
             raise ConfigError(f"unknown incremental mode {mode!r} (use one of {', '.join(MODES)})")
         if mode == "unread" and not (action and action.strip()):
@@ -86,6 +88,7 @@ class WebSource:
         if unread_limit < 1:
             raise ConfigError("the unread page size must be at least 1")
         self.skip = parse_skip(skip)
+        self.window_limit = window_limit
         if timezone:
             import zoneinfo
 
@@ -198,14 +201,8 @@ class WebSource:
             return
         if self.mode == "cursor" and cursor:
             since = minus_overlap(cursor, self.overlap)
-            log.info("form %s: reading submissions updated since %s", fid, since)
-            rows = collections.deque(self.client.advanced(
-                fid,
-                filters=[{"field": "_update_time", "operator": ">=", "type": "simple", "val": since}],
-                order=[{"col": "_update_time", "type": "asc"}],
-                format="basic",
-            ))
-            results = self._ordered(lambda raw: self._with_media(form, raw), _drain(rows))
+            log.info("form %s: reading submissions updated or created since %s", fid, since)
+            results = self._ordered(lambda raw: self._with_media(form, raw), self._changed_since(fid, since))
         else:
             ids = collections.deque(str(x) for x in _ids(self.client.list_data_ids(fid)))
             log.info("form %s: %d submissions", fid, len(ids))
@@ -221,6 +218,17 @@ class WebSource:
             yield sub
             yield from medias
         yield Checkpoint(form.id, max_time, self.mode)
+
+    def _changed_since(self, fid: str, since: str) -> Iterator[dict]:
+        """Flat records changed since ``since``, read in bounded time windows (``windows.py``)."""
+        def fetch(lo: str, hi: str | None) -> list[dict]:
+            return self.client.advanced(fid, filters=window_filter(lo, hi), order=[{"col": "_update_time", "type": "asc"}],
+                                        format="basic", retry_timeouts=False)
+
+        for window in changed_since(fetch, since, limit=self.window_limit, describe=f"form {fid}"):
+            rows = collections.deque(window)
+            del window
+            yield from _drain(rows)
 
     def _fetch(self, form: Form, data_id: str) -> tuple[Submission, list[Media]] | None:
         try:

@@ -182,3 +182,48 @@ def serve(archive: Path, faults: Faults | None = None, **kw) -> FakeKizeoServer:
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1/localhost (cert path, key path)."""
     return _self_signed_cert(directory, common_name="127.0.0.1")
+
+
+FORM_BIG = {"id": "77", "name": "Gros formulaire", "update_time": "2026-04-01 00:00:00",
+            "fields": {"n": {"caption": "N", "type": "number"},
+                       "lignes": {"caption": "Lignes", "type": "subform", "fields": {"x": {"type": "text"}}}}}
+
+
+def big_form_submissions(n: int = 50) -> list[dict]:
+    """``n`` submissions of FORM_BIG: created 7 minutes apart from 2026-04-01 08:00:00, several in
+    the same second (every fifth shares its predecessor's creation time), every third edited later
+    (some edited after later ones were created), every fourth never edited (no update time)."""
+    import datetime as dt
+
+    t0 = dt.datetime(2026, 4, 1, 8, 0, 0)
+    subs = []
+    created = t0
+    for i in range(n):
+        if i % 5 != 4:
+            created = t0 + dt.timedelta(minutes=7 * i)
+        update = None if i % 4 == 3 else created
+        if i % 3 == 0:
+            update = created + dt.timedelta(hours=(i % 7) + 1, seconds=i)
+        fmt = "%Y-%m-%d %H:%M:%S"
+        raw = _meta(str(1000 + i), "77", i + 1, created.strftime(fmt), update.strftime(fmt) if update else None)
+        raw["fields"] = {"n": _cell(str(i), "number"),
+                         "lignes": _cell([{"x": {"value": f"r{i}.{j}"}} for j in range(i % 3)], "subform")}
+        subs.append(raw)
+    return subs
+
+
+def build_big_form_archive(path: Path, n: int = 50) -> Path:
+    sink = ArchiveSink(path)
+    sink.open(RunContext(run_id=new_run_id(), source="fixture"))
+    try:
+        sink.write([Account(source="fixture", raw={"source": "fixture"})])
+        form = parse_form(FORM_BIG)
+        sink.write([form])
+        sink.write([parse_submission(form, raw) for raw in big_form_submissions(n)])
+        sink.write([Checkpoint(form.id, None)])
+        sink.commit()
+    except BaseException:
+        sink.close(False)
+        raise
+    sink.close(True)
+    return path
