@@ -93,6 +93,33 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool, debug: bool) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+class _WorkersType(click.ParamType):
+    """``--workers``: a number of parallel requests, or ``auto`` (adapted to the service, 1 to 16)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or str(value).strip().lower() == "auto":
+            return value if isinstance(value, int) else "auto"
+        try:
+            n = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+        if not 1 <= n <= 32:
+            self.fail(f"{n} is not in the range 1<=x<=32 (or 'auto')", param, ctx)
+        return n
+
+
+def _account_parts(ctx, param, value: str | None) -> tuple[str, ...]:
+    """``--skip``/``--refuse``: some of users, groups, lists."""
+    from connectors.kizeo.source import SKIPPABLE, parse_skip
+
+    try:
+        return tuple(sorted(parse_skip(value or "")))
+    except ConfigError:
+        raise click.BadParameter(f"{value!r}: use some of {','.join(SKIPPABLE)}", ctx, param) from None
+
+
 def source_options(fn):
     opts = [
         click.option("--source", "-s", required=True, metavar="URL|ARCHIVE",
@@ -104,8 +131,14 @@ def source_options(fn):
                      help="Legacy POST /login with PREFIX_USER, PREFIX_PASSWORD and PREFIX_COMPANY "
                           "from the environment (renewed before expiry)."),
         click.option("--form", "forms", multiple=True, metavar="ID", help="Only this form (repeatable). Default: every form."),
-        click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True,
-                     help="Parallel requests for submissions and media."),
+        click.option("--workers", type=_WorkersType(), default=4, show_default=True,
+                     help="Parallel requests for submissions and media; 'auto' adapts them to the service "
+                          "(more while throughput grows, halved on 429/503/timeouts; 1 to 16)."),
+        click.option("--page-size", type=click.IntRange(1, 10000), default=100, show_default=True,
+                     help="Records per page of --incremental unread (data/unread/{action}/N)."),
+        click.option("--skip", callback=_account_parts, metavar="LIST",
+                     help="Leave out account parts the token may not read: users,groups,lists (a group "
+                          "leader's token is refused them; without --skip the run fails instead)."),
         click.option("--timezone", metavar="IANA",
                      help="Account time zone (e.g. Europe/Paris), recorded with the data; served times have no offset."),
         click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False),
@@ -118,13 +151,15 @@ def source_options(fn):
 
 
 def build_source(source: str, *, token_env=None, token_file=None, login_env=None, forms=(), workers=4,
-                 timezone=None, ca_bundle=None, timeout=120.0, mode="full", action=None, overlap=300):
+                 timezone=None, ca_bundle=None, timeout=120.0, mode="full", action=None, overlap=300,
+                 page_size=100, skip=()):
     if source.startswith(("http://", "https://")):
         from connectors.kizeo import build_web_source
 
         return build_web_source(source, token_env=token_env, token_file=token_file, login_env=login_env,
                                 forms=list(forms), mode=mode, action=action, overlap_seconds=overlap,
-                                workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout)
+                                workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout,
+                                page_size=page_size, skip=skip)
     if token_env or token_file or login_env:
         log.info("an archive source needs no token; ignoring the token options")
     from connectors.archive import ArchiveSource
@@ -179,8 +214,8 @@ def _print_summary(obj: _Ctx, summary, sinks) -> None:
               help="Worker processes exporting forms side by side (a big form of an archive is shared "
                    "among them). Destinations that take parallel writers only (PostgreSQL, MariaDB/MySQL).")
 @click.pass_context
-def export(ctx, source, token_env, token_file, login_env, forms, workers, timezone, ca_bundle, timeout,
-           destinations, formats, incremental, action, overlap, to_password_env, to_password_file, to_url_env,
+def export(ctx, source, token_env, token_file, login_env, forms, workers, page_size, skip, timezone, ca_bundle,
+           timeout, destinations, formats, incremental, action, overlap, to_password_env, to_password_file, to_url_env,
            media_in_db, raw_options, batch_size, jobs):
     """Export an account (or some forms) to one or more destinations in one pass.
 
@@ -217,7 +252,7 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, timezo
         sinks = [create_sink(u, options) for u in urls]
         source_args = dict(source=source, token_env=token_env, token_file=token_file, login_env=login_env,
                            workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, mode=mode,
-                           action=action, overlap=overlap)
+                           action=action, overlap=overlap, page_size=page_size, skip=skip)
         src = build_source(forms=forms, **source_args)
         rc = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, options=options)
         if jobs > 1:
@@ -275,7 +310,8 @@ def _parse_options(raw: tuple[str, ...]) -> dict:
 @click.option("--out", required=True, type=click.Path(), help="Archive directory, or a .zip file.")
 @click.option("--zip", "as_zip", is_flag=True, help="Write a single zip file (implied by a .zip name).")
 @click.pass_context
-def archive(ctx, source, token_env, token_file, login_env, forms, workers, timezone, ca_bundle, timeout, out, as_zip):
+def archive(ctx, source, token_env, token_file, login_env, forms, workers, page_size, skip, timezone, ca_bundle,
+            timeout, out, as_zip):
     """Write a complete account archive (manifest, JSON, media): a full snapshot that `verify`
     checks and that any command taking --source can replay offline."""
 
@@ -286,7 +322,7 @@ def archive(ctx, source, token_env, token_file, login_env, forms, workers, timez
         from .sinks import RunContext
 
         src = build_source(source, token_env=token_env, token_file=token_file, login_env=login_env, forms=forms,
-                           workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout)
+                           workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, skip=skip)
         sink = ArchiveSink(out, zip_output=True if as_zip else None)
         summary = run(src, [sink], RunContext(run_id=new_run_id(), source=src.description),
                       progress=_progress(ctx.obj, src))
@@ -341,8 +377,13 @@ def verify(ctx, path):
 @click.option("--fail-every", type=click.IntRange(0), default=0, help="Answer every Nth request with 503.")
 @click.option("--drop-every", type=click.IntRange(0), default=0, help="Drop the connection on every Nth request.")
 @click.option("--latency", type=float, default=0.0, help="Seconds added to every answer.")
+@click.option("--max-answer", type=click.IntRange(0), default=0,
+              help="Answer 504 Gateway Timeout to a data/advanced search of more than N records (0: no limit).")
+@click.option("--refuse", callback=_account_parts, metavar="LIST",
+              help="Refuse the token these routes, as for a group leader's token: users,groups,lists.")
 @click.pass_context
-def serve(ctx, source, host, port, token_env, rate_limit_every, retry_after, fail_every, drop_every, latency):
+def serve(ctx, source, host, port, token_env, rate_limit_every, retry_after, fail_every, drop_every, latency,
+          max_answer, refuse):
     """Serve an account archive with the REST v3 routes and shapes (a fake Kizeo Forms), with
     optional injected faults, so the whole tool can be tried and tested without an account."""
 
@@ -353,8 +394,8 @@ def serve(ctx, source, host, port, token_env, rate_limit_every, retry_after, fai
 
         token = read_secret(env=token_env, what="token")
         faults = Faults(rate_limit_every=rate_limit_every, retry_after=retry_after, fail_503_every=fail_every,
-                        drop_every=drop_every, latency=latency)
-        server = FakeKizeoServer(source, token, host=host, port=port, faults=faults)
+                        drop_every=drop_every, latency=latency, max_answer=max_answer)
+        server = FakeKizeoServer(source, token, host=host, port=port, faults=faults, refuse=refuse)
         click.echo(f"serving {source} at {server.base_url} (Ctrl-C to stop)", err=True)
         try:
             server.serve_forever()

@@ -344,6 +344,9 @@ class Checkpoint:
     form_id: str
     cursor: str | None  # greatest ``update_time`` seen ("YYYY-MM-DD HH:MM:SS"), None if no data
     mode: str = "full"
+    #: False at a page boundary within the form (unread mode): more of the form follows, so a
+    #: writer keeps the form open; True at the form's end
+    final: bool = True
 
     kind = "checkpoint"
 

@@ -194,7 +194,8 @@ class FormStreamWriter:
     account was seen, so people files exist even when it has no users), ``_on_user``,
     ``_on_group``, ``_on_list`` (nothing by default); a Form finishes the previous form
     (``_finish_form``) and starts its own (``_start_form``); a Submission goes to
-    ``_write_submission``; the Checkpoint of the form being written finishes it.
+    ``_write_submission``; the final Checkpoint of the form being written finishes it (one at a
+    page boundary, ``final=False``, does not).
     ``close(ok=True)`` finishes the form, then ``_finish_account()``; ``close(ok=False)`` calls
     ``_abandon()`` and leaves the pending files to the sink, which discards them.
     """
@@ -217,7 +218,7 @@ class FormStreamWriter:
             self._start_form(record)
         elif kind == "submission":
             self._write_submission(record)
-        elif kind == "checkpoint" and self._form is not None and record.form_id == self._form.id:
+        elif kind == "checkpoint" and record.final and self._form is not None and record.form_id == self._form.id:
             self._finish_form()
 
     def close(self, ok: bool) -> None:

@@ -20,6 +20,7 @@ credentials from environment variables) and never appears in a repr, a log line 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import ssl
@@ -44,6 +45,7 @@ from exporter.errors import (
 )
 from exporter.retry import parse_retry_after, retry_call
 
+from .adaptive import AIMD
 from .tokens import TokenProvider
 
 log = logging.getLogger("exporter.kizeo")
@@ -137,6 +139,7 @@ class KizeoClient:
         max_backoff: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
         user_agent: str = "exporter (Kizeo Forms data reversibility)",
+        limiter: AIMD | None = None,
     ):
         if not isinstance(token, TokenProvider):
             raise ConfigError("the client needs a TokenProvider (EnvToken, FileToken, LoginToken)")
@@ -171,6 +174,7 @@ class KizeoClient:
         self.session.mount("https://", adapter)
         self.session.mount("http://", HTTPAdapter(pool_connections=2, pool_maxsize=size, max_retries=0))
         self._adapter = adapter
+        self.limiter = limiter  # --workers auto: requests in flight adapted (adaptive.py)
         self._complete_lists = True  # False once the service answered that /lists/{id}/complete is absent
 
     # ---- housekeeping -----------------------------------------------------------------------
@@ -262,6 +266,10 @@ class KizeoClient:
     def _json(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
               auth: bool = True, retry_timeouts: bool = True) -> Any:
         def attempt() -> Any:
+            with self._slot():
+                return read_once()
+
+        def read_once() -> Any:
             resp = self._send_once(method, path, body=body, params=params, auth=auth)
             try:
                 data = resp.json()
@@ -283,6 +291,10 @@ class KizeoClient:
 
         retryable = None if retry_timeouts else _retryable_but_timeouts
         return self._retry(attempt, f"{method} {path}", retryable)
+
+    def _slot(self) -> contextlib.AbstractContextManager:
+        """One place among the requests in flight (``--workers auto``); no gate otherwise."""
+        return self.limiter.slot() if self.limiter is not None else contextlib.nullcontext()
 
     def _retry(self, fn: Callable[[], Any], describe: str,
                is_retryable: Callable[[BaseException], bool] | None = None) -> Any:
@@ -373,9 +385,15 @@ class KizeoClient:
         self._json("POST", path, body={"data_ids": [str(i) for i in ids]})
 
     def media_response(self, form_id: str, data_id: str, name: str) -> requests.Response:
-        """Open a media download (status checked, body not read yet). Retried until it opens."""
+        """Open a media download (status checked, body not read yet). Retried until it opens.
+        With ``--workers auto`` the opening holds a place among the requests in flight."""
         path = f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/medias/{_seg(name)}"
-        return self._retry(lambda: self._send_once("GET", path, stream=True), f"GET {path}")
+
+        def attempt() -> requests.Response:
+            with self._slot():
+                return self._send_once("GET", path, stream=True)
+
+        return self._retry(attempt, f"GET {path}")
 
     def stream_media(self, form_id: str, data_id: str, name: str,
                      chunk_size: int = 1 << 16) -> tuple[Iterator[bytes], str]:

@@ -44,6 +44,7 @@ from exporter.records import (
 )
 from exporter.retry import retry_call
 
+from .adaptive import AIMD, MAX_WORKERS
 from .client import DEFAULT_BASE_URL, KizeoClient, StreamInterrupted
 from .tokens import EnvToken, FileToken, LoginToken, TokenProvider
 from .windows import WINDOW_LIMIT, changed_since, window_filter
@@ -304,7 +305,7 @@ class WebSource:
             with self._lock:
                 self._awaiting[fid] = ids
                 self.pending_ack = True
-            yield Checkpoint(fid, max_time, self.mode)  # page boundary: commit and acknowledge here
+            yield Checkpoint(fid, max_time, self.mode, final=False)  # page boundary: commit and acknowledge
             with self._lock:
                 self.pending_ack = False
                 waiting = self._awaiting.pop(fid, set()) - self._acked[fid]
@@ -341,13 +342,19 @@ class WebSource:
 def build_web_source(base_url: str = DEFAULT_BASE_URL, *, token_env: str | None = None,
                      token_file: str | None = None, login_env: str | None = None,
                      forms: Sequence[str] | None = None, mode: str = "full", action: str | None = None,
-                     overlap_seconds: int = 300, workers: int = 4, timezone: str | None = None,
+                     overlap_seconds: int = 300, workers: int | str = 4, timezone: str | None = None,
                      ca_bundle: str | None = None, timeout: float = 120.0, page_size: int = PAGE_SIZE,
                      skip: Iterable[str] = (), **client_options: Any) -> WebSource:
     """What the CLI calls: a ``WebSource`` over a ``KizeoClient`` whose token comes from
     ``token_env`` (a variable name), ``token_file`` (a path) or ``login_env`` (a prefix:
     ``PREFIX_USER``, ``PREFIX_PASSWORD``, ``PREFIX_COMPANY`` for the legacy ``POST /login``).
-    With none of them, the token is read from ``$KIZEO_TOKEN``."""
+    With none of them, the token is read from ``$KIZEO_TOKEN``. ``workers="auto"``: up to 16
+    threads, the requests in flight adapted by an ``AIMD`` gate (``adaptive.py``)."""
+    limiter = None
+    if workers == "auto":
+        limiter, workers = AIMD(), MAX_WORKERS
+    elif not isinstance(workers, int):
+        raise ConfigError(f"--workers takes a number or 'auto' (not {workers!r})")
     given = [x for x in (token_env, token_file, login_env) if x]
     if len(given) > 1:
         raise ConfigError("give only one of --token-env, --token-file, --login-env")
@@ -360,7 +367,7 @@ def build_web_source(base_url: str = DEFAULT_BASE_URL, *, token_env: str | None 
     else:
         provider = EnvToken(token_env or "KIZEO_TOKEN")
     client = KizeoClient(provider, base_url=base_url, workers=workers, ca_bundle=ca_bundle,
-                         read_timeout=timeout, **client_options)
+                         read_timeout=timeout, limiter=limiter, **client_options)
     try:
         return WebSource(client, forms=forms, mode=mode, action=action, overlap_seconds=overlap_seconds,
                          workers=workers, timezone=timezone, unread_limit=page_size, skip=skip)

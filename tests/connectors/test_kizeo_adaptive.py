@@ -1,0 +1,118 @@
+"""``--workers auto``: the AIMD gate (deterministic, with a fake clock) and a run against the fake
+service that rate-limits."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from connectors.archive import ArchiveSource
+from connectors.kizeo import WebSource
+from connectors.kizeo.adaptive import AIMD
+from connectors.kizeo.fake_server import Faults
+from exporter.errors import RateLimitError, TransientSourceError
+from tests.connectors.conftest_kizeo import make_client, serve
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def _round(gate: AIMD, clock: Clock, capacity: int, latency: float = 0.02) -> None:
+    """One round of ``gate.limit`` requests on a service that answers ``capacity`` at a time in
+    ``latency`` seconds each: throughput grows with the limit up to the capacity."""
+    n = gate.limit
+    tickets = [gate.acquire() for _ in range(n)]
+    clock.t += latency * -(-n // capacity)  # in waves of ``capacity``
+    for t in tickets:
+        gate.release(t)
+
+
+def test_limit_grows_while_throughput_grows_then_holds():
+    clock = Clock()
+    gate = AIMD(clock=clock)
+    seen = []
+    for _ in range(30):
+        _round(gate, clock, capacity=6)
+        seen.append(gate.limit)
+    assert seen[:4] == [3, 4, 5, 6]  # one more per round while each round is faster
+    assert max(seen) == 7 and seen[-1] == 7  # 7 brings nothing over 6 (one probe), then it holds
+
+
+def test_limit_never_leaves_its_bounds():
+    clock = Clock()
+    gate = AIMD(clock=clock)
+    for _ in range(40):
+        _round(gate, clock, capacity=100)
+    assert gate.limit == 16
+    for _ in range(10):
+        gate.release(gate.acquire(), congested=True)
+    assert gate.limit == 1
+
+
+def test_one_congestion_sign_halves_once_for_the_requests_then_in_flight():
+    clock = Clock()
+    gate = AIMD(start=8, clock=clock)
+    tickets = [gate.acquire() for _ in range(8)]
+    for t in tickets[:5]:  # five 429s from requests sent together: one halving
+        gate.release(t, congested=True)
+    assert gate.limit == 4 and gate.decreases == 1
+    for t in tickets[5:]:
+        gate.release(t)
+    gate.release(gate.acquire(), congested=True)  # a later one halves again
+    assert gate.limit == 2
+
+
+def test_slot_counts_transient_failures_as_congestion_and_waits_at_the_limit():
+    clock = Clock()
+    gate = AIMD(start=2, clock=clock)
+    with pytest.raises(RateLimitError), gate.slot():
+        raise RateLimitError("429")
+    assert gate.limit == 1 and gate.in_flight == 0
+    with pytest.raises(ValueError), gate.slot():  # not a congestion sign: an answer, counted as done
+        raise ValueError("x")
+    assert gate.decreases == 1 and gate.in_flight == 0
+    held = [gate.acquire() for _ in range(gate.limit)]
+    entered = threading.Event()
+
+    def second():
+        with gate.slot():
+            entered.set()
+
+    th = threading.Thread(target=second)
+    th.start()
+    assert not entered.wait(0.1)  # at the limit: the next one waits for a place
+    gate.release(held[0])
+    assert entered.wait(5)
+    th.join()
+    for t in held[1:]:
+        gate.release(t)
+    assert gate.in_flight == 0
+
+
+def test_bad_bounds():
+    with pytest.raises(ValueError):
+        AIMD(low=0)
+    with pytest.raises(ValueError):
+        AIMD(start=20)
+
+
+@pytest.mark.network
+def test_workers_auto_against_a_rate_limiting_fake(sample_archive):
+    from connectors.kizeo.adaptive import MAX_WORKERS
+
+    gate = AIMD()
+    with serve(sample_archive, Faults(rate_limit_every=25, retry_after=0, latency=0.005)) as srv:
+        src = WebSource(make_client(srv, limiter=gate), workers=MAX_WORKERS)
+        web = [(r.kind, getattr(r, "id", None)) for r in src.records({})]
+        src.close()
+        assert srv.request_count() > 100
+    archived = [(r.kind, getattr(r, "id", None)) for r in ArchiveSource(sample_archive).records({})
+                if r.kind != "checkpoint"]
+    assert [k for k in web if k[0] != "checkpoint"] == archived  # everything, in order, despite the 429s
+    assert gate.decreases >= 1 and gate.peak > 2 and 1 <= gate.limit <= 16
+    assert isinstance(RateLimitError("x"), TransientSourceError)
