@@ -112,6 +112,8 @@ class _WorkersType(click.ParamType):
 
 def _account_parts(ctx, param, value: str | None) -> tuple[str, ...]:
     """``--skip``/``--refuse``: some of users, groups, lists."""
+    if not value:
+        return ()
     from connectors.kizeo.source import SKIPPABLE, parse_skip
 
     try:

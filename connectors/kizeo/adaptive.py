@@ -1,6 +1,6 @@
 """``--workers auto``: how many requests may be in flight, adapted as the run goes (AIMD).
 
-The limit starts low. Each *round* (as many completed requests as the limit) measures the
+The limit starts at 4 (the default ``--workers``). Each *round* (as many completed requests as the limit) measures the
 throughput; the limit goes up by one while the throughput grows from one round to the next, and
 holds when it stops growing. A sign of congestion (429, 503, a timeout: any transient failure)
 halves it at once, once for all the requests that were in flight then (they share one sign). It
@@ -28,7 +28,7 @@ class AIMD:
     """A gate for requests: ``with gate.slot(): send()`` waits while ``limit`` requests are in
     flight. ``growth``: the least throughput gain (1.05 = 5 %) that counts as growing."""
 
-    def __init__(self, *, low: int = 1, high: int = MAX_WORKERS, start: int = 2, growth: float = 1.05,
+    def __init__(self, *, low: int = 1, high: int = MAX_WORKERS, start: int = 4, growth: float = 1.05,
                  clock: Callable[[], float] = time.monotonic):
         if not 1 <= low <= start <= high:
             raise ValueError("AIMD needs 1 <= low <= start <= high")

@@ -170,8 +170,19 @@ class WebSource:
             yield from self._scoped("users", lambda: map(parse_user, self.client.users()))
             yield from self._scoped("groups", lambda: map(parse_group, self.client.groups()))
             yield from self._scoped("lists", self._lists)
-        for fid in self.form_ids() if forms is None else forms:
-            yield from self._form_records(fid, state.get(fid))
+        if forms is not None:  # pulled one by one (parallel workers share a queue): no look-ahead
+            for fid in forms:
+                yield from self._form_records(fid, state.get(fid), self._prologue(fid, state.get(fid)))
+            return
+        # each form's definition and id list are asked for while the previous form streams, so
+        # the pool does not drain at every form boundary
+        fids = self.form_ids()
+        ahead = self._executor().submit(self._prologue, fids[0], state.get(fids[0])) if fids else None
+        for i, fid in enumerate(fids):
+            current = ahead
+            if i + 1 < len(fids):
+                ahead = self._executor().submit(self._prologue, fids[i + 1], state.get(fids[i + 1]))
+            yield from self._form_records(fid, state.get(fid), current.result())
 
     def _lists(self) -> Iterator:
         for summary in self.client.lists():
@@ -194,18 +205,24 @@ class WebSource:
                 f"issued for an administrator, or --skip {part} to export without the account's {part}",
             ) from None
 
-    def _form_records(self, fid: str, cursor: str | None) -> Iterator:
+    def _prologue(self, fid: str, cursor: str | None) -> tuple[Form, collections.deque | None]:
+        """A form's definition and, when it is read in full, the ids of its submissions."""
         form = parse_form(self.client.get_form(fid))
+        if self.mode == "unread" or (self.mode == "cursor" and cursor):
+            return form, None
+        return form, collections.deque(str(x) for x in _ids(self.client.list_data_ids(fid)))
+
+    def _form_records(self, fid: str, cursor: str | None, prologue: tuple[Form, collections.deque | None]) -> Iterator:
+        form, ids = prologue
         yield form
         if self.mode == "unread":
             yield from self._unread(form, cursor)
             return
-        if self.mode == "cursor" and cursor:
+        if ids is None:
             since = minus_overlap(cursor, self.overlap)
             log.info("form %s: reading submissions updated or created since %s", fid, since)
             results = self._ordered(lambda raw: self._with_media(form, raw), self._changed_since(fid, since))
         else:
-            ids = collections.deque(str(x) for x in _ids(self.client.list_data_ids(fid)))
             log.info("form %s: %d submissions", fid, len(ids))
             results = self._ordered(lambda did: self._fetch(form, did), _drain(ids))
         max_time = cursor

@@ -34,7 +34,7 @@ def _round(gate: AIMD, clock: Clock, capacity: int, latency: float = 0.02) -> No
 
 def test_limit_grows_while_throughput_grows_then_holds():
     clock = Clock()
-    gate = AIMD(clock=clock)
+    gate = AIMD(start=2, clock=clock)
     seen = []
     for _ in range(30):
         _round(gate, clock, capacity=6)
