@@ -46,6 +46,7 @@ from exporter.retry import retry_call
 
 from .adaptive import AIMD, MAX_WORKERS
 from .client import DEFAULT_BASE_URL, KizeoClient, StreamInterrupted
+from .readahead import ReadAhead
 from .tokens import EnvToken, FileToken, LoginToken, TokenProvider
 from .windows import WINDOW_LIMIT, changed_since, window_filter
 
@@ -53,6 +54,7 @@ log = logging.getLogger("exporter.kizeo")
 
 MODES = ("full", "cursor", "unread")
 PAGE_SIZE = 100  # records per unread page (real clients use 30 to 100)
+READ_AHEAD = 1000  # records fetched ahead of the consumer at most (and 16 MiB of media); 0: none
 SKIPPABLE = ("users", "groups", "lists")  # account-level parts a token may lack the rights for
 MARK_CHUNK = 500  # ids per markasreadbyaction call
 
@@ -79,7 +81,8 @@ class WebSource:
     def __init__(self, client: KizeoClient, *, forms: Sequence[str] | None = None, mode: str = "full",
                  action: str | None = None, overlap_seconds: int = 300, workers: int = 4,
                  timezone: str | None = None, unread_limit: int = PAGE_SIZE, unread_max_pages: int = 1000,
-                 include_updated: bool = True, skip: Iterable[str] = (), window_limit: int = WINDOW_LIMIT):
+                 include_updated: bool = True, skip: Iterable[str] = (), window_limit: int = WINDOW_LIMIT,
+                 read_ahead: int = READ_AHEAD):
         if mode not in MODES:
             raise ConfigError(f"unknown incremental mode {mode!r} (use one of {', '.join(MODES)})")
         if mode == "unread" and not (action and action.strip()):
@@ -90,6 +93,8 @@ class WebSource:
             raise ConfigError("the unread page size must be at least 1")
         self.skip = parse_skip(skip)
         self.window_limit = window_limit
+        self.read_ahead = read_ahead
+        self._reader: ReadAhead | None = None
         if timezone:
             import zoneinfo
 
@@ -160,8 +165,16 @@ class WebSource:
     def records(self, state: dict[str, str | None] | None = None, *, account: bool = True,
                 forms: Iterable[str] | None = None) -> Iterator:
         """The account's records in order. ``account=False`` leaves out the account, users, groups
-        and lists; ``forms`` replaces the form ids (parallel workers pull theirs from a queue)."""
-        state = state or {}
+        and lists; ``forms`` replaces the form ids (parallel workers pull theirs from a queue).
+        Read ahead of the consumer (``readahead.py``: requests go on while sinks write), except in
+        unread mode and for pulled forms."""
+        records = self._records(state or {}, account=account, forms=forms)
+        if self.mode == "unread" or forms is not None or not self.read_ahead:
+            return records
+        self._reader = ReadAhead(records, self.read_ahead)
+        return iter(self._reader)
+
+    def _records(self, state: dict[str, str | None], *, account: bool, forms: Iterable[str] | None) -> Iterator:
         if account:
             self._index()  # GET /forms first: a bad token fails there, so a refusal below is about rights
             now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -350,6 +363,9 @@ class WebSource:
             log.info("form %s: marked %d submissions read for action %r", fid, len(ids), self.action)
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

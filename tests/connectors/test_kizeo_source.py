@@ -152,7 +152,7 @@ def test_bad_options():
 
 def test_full_mode_keeps_a_bounded_window(sample_archive):
     with serve(sample_archive) as srv:
-        src = WebSource(make_client(srv), forms=["1001"], workers=1)
+        src = WebSource(make_client(srv), forms=["1001"], workers=1, read_ahead=0)
         it = src.records({})
         for r in it:
             if r.kind == "submission":
@@ -160,6 +160,25 @@ def test_full_mode_keeps_a_bounded_window(sample_archive):
         # one worker, window of 2: at most 2 submissions fetched ahead of the consumer
         assert srv.request_count("/forms/1001/data/7?????") <= 3
         src.close()
+
+
+def test_read_ahead_is_bounded_and_changes_nothing(sample_archive):
+    import time
+
+    with serve(sample_archive) as srv:
+        src = WebSource(make_client(srv), forms=["1001"], workers=1, read_ahead=5)
+        it = src.records({})
+        for r in it:
+            if r.kind == "submission":
+                break
+        time.sleep(0.5)  # the reader fills its queue, then waits
+        assert src._reader.queued <= 5
+        # window of 2 in the pool + 5 records queued (each submission is at least one record)
+        assert srv.request_count("/forms/1001/data/7?????") <= 3 + 5
+        src.close()
+        assert srv.request_count("/forms/1001/data/7?????") <= 3 + 5
+        # the same records in the same order, with or without reading ahead
+        assert _web_keys(srv, forms=["1001"], read_ahead=3) == _web_keys(srv, forms=["1001"], read_ahead=0)
 
 
 # ---- cursor mode -------------------------------------------------------------------------------
