@@ -156,8 +156,13 @@ class KizeoClient:
         self.max_backoff = max_backoff
         self.sleep = sleep
         self.session = requests.Session()
-        # proxies and REQUESTS_CA_BUNDLE from the environment still apply; every request passes
-        # its own ``auth`` so a ~/.netrc entry can never replace the token header
+        # proxies and REQUESTS_CA_BUNDLE from the environment still apply, read once here (every
+        # request goes to the one host of base_url; reading them per request cost ~0.3 ms of CPU
+        # each); every request passes its own ``auth`` so a ~/.netrc entry can never replace the
+        # token header
+        env = self.session.merge_environment_settings(self.base_url, {}, None, None, None)
+        self.session.proxies.update(env["proxies"])
+        self.session.trust_env = False
         self.session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
         if ca_bundle is not None:
             if not os.path.exists(ca_bundle):
@@ -167,7 +172,7 @@ class KizeoClient:
             log.warning("TLS certificate verification is OFF for %s", mask_url(self.base_url))
             self.session.verify = False
         else:
-            self.session.verify = True
+            self.session.verify = env["verify"] or True
         size = max(4, workers + 2)
         adapter = TLSAdapter(pool_connections=2, pool_maxsize=size, max_retries=0,
                              verify=self.session.verify is not False)

@@ -441,3 +441,18 @@ def test_lists_fall_back_to_the_filtered_route_when_complete_is_absent(rich_arch
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "/complete" in warnings[0].getMessage()
     assert "filters" in warnings[0].getMessage()
+
+
+def test_proxy_from_the_environment_still_applies(fake, monkeypatch):
+    # the environment is read once, when the client is made: a proxy set there carries every request
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{fake.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    c = KizeoClient(StaticToken(TOKEN), base_url="http://kizeo.invalid/rest/v3", backoff=0.01)
+    assert [f["id"] for f in c.list_forms()] == ["42", "43", "44"]
+    c.close()
+    monkeypatch.setenv("NO_PROXY", "kizeo.invalid")
+    c = KizeoClient(StaticToken(TOKEN), base_url="http://kizeo.invalid/rest/v3", backoff=0.01, attempts=1)
+    with pytest.raises(TransientSourceError):
+        c.list_forms()
+    c.close()
