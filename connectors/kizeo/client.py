@@ -30,9 +30,7 @@ from typing import Any, Self
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
-import requests.auth
 from requests.adapters import HTTPAdapter
-from urllib3.util.ssl_ import create_urllib3_context
 
 from exporter.errors import (
     AuthError,
@@ -47,6 +45,7 @@ from exporter.retry import parse_retry_after, retry_call
 
 from .adaptive import AIMD
 from .tokens import TokenProvider
+from .transport import HeaderAuth, TLSAdapter
 
 log = logging.getLogger("exporter.kizeo")
 
@@ -78,33 +77,6 @@ def mask_url(url: str) -> str:
     if parts.username or parts.password:
         host = "***@" + host
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-# ============================================================================================
-# Transport
-# ============================================================================================
-
-
-class TLSAdapter(HTTPAdapter):
-    """An HTTPAdapter whose SSL context refuses anything older than TLS 1.2."""
-
-    def __init__(self, *args: Any, verify: bool = True, **kwargs: Any):
-        ctx = create_urllib3_context(ssl_minimum_version=ssl.TLSVersion.TLSv1_2,
-                                     cert_reqs=ssl.CERT_REQUIRED if verify else ssl.CERT_NONE)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if not verify:  # only when explicitly asked (verify=False); logged as a warning
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        self.ssl_context = ctx
-        super().__init__(*args, **kwargs)
-
-    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
-        pool_kwargs["ssl_context"] = self.ssl_context
-        super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any):
-        proxy_kwargs.setdefault("ssl_context", self.ssl_context)
-        return super().proxy_manager_for(proxy, **proxy_kwargs)
 
 
 def _server_message(resp: requests.Response) -> str:
@@ -217,7 +189,7 @@ class KizeoClient:
             token = self.tokens.token(self) if auth else None
             try:
                 resp = self.session.request(
-                    method, self._url(path), json=body, params=params, auth=_HeaderAuth(token),
+                    method, self._url(path), json=body, params=params, auth=HeaderAuth(token),
                     timeout=self.timeout, stream=stream, allow_redirects=False,
                     verify=self.session.verify,  # per request: an explicit CA bundle beats REQUESTS_CA_BUNDLE
                 )
@@ -459,23 +431,6 @@ class KizeoClient:
         if not isinstance(lst, dict):
             raise BadAnswerError("'list' is not an object", context=f"GET {path}")
         return lst
-
-
-class _HeaderAuth(requests.auth.AuthBase):
-    """Sets the raw token (no ``Bearer``) on one request; ``None`` sends no Authorization."""
-
-    def __init__(self, token: str | None):
-        self._token = token
-
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        if self._token is not None:
-            r.headers["Authorization"] = self._token
-        else:
-            r.headers.pop("Authorization", None)
-        return r
-
-    def __repr__(self) -> str:
-        return "_HeaderAuth(***)"
 
 
 def _retryable_but_timeouts(e: BaseException) -> bool:
