@@ -101,4 +101,4 @@ class ReadAhead:
             self._bytes = 0
             self._cond.notify_all()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(30)
+            self._thread.join(5)  # a request in flight finishes on its own (daemon thread)
