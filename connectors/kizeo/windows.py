@@ -2,9 +2,11 @@
 
 One unbounded ``data/advanced`` answer times out on big forms in production, and holds the whole
 answer in memory. So a form is read window by window, oldest first: ``[lo, hi)`` then ``[hi, ...)``,
-the last window open-ended. A window whose answer times out (``AnswerTimeout``: a 504 or a stalled
-answer) or holds more than ``limit`` records is halved and asked again; a window that brought few
-records doubles the next one, so a sparse form needs few requests.
+the last window open-ended. The first window spans a week (``FIRST_SPAN``): a nightly run's window
+is open-ended at once, and an old cursor on a big form does not start with a search that times
+out. A window whose answer times out (``AnswerTimeout``: a 504 or a stalled answer) or holds more
+than ``limit`` records is halved and asked again; a window that brought few records doubles the
+next one, so a sparse form needs few requests.
 
 Which submissions: whether the service fills ``_update_time`` on a never-edited submission is not
 documented, so a window asks for ``_update_time`` in it OR ``_create_time`` in it. A submission is
@@ -28,6 +30,7 @@ log = logging.getLogger("exporter.kizeo")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 WINDOW_LIMIT = 1000  # records per answer, at most, before a window is halved
 ONE_SECOND = dt.timedelta(seconds=1)
+FIRST_SPAN = dt.timedelta(days=7)
 
 
 def change_time(raw: dict) -> str:
@@ -66,7 +69,7 @@ def changed_since(fetch: Callable[[str, str | None], list[dict]], since: str, *,
     except ValueError:
         raise ConfigError(f"{describe}: the stored cursor {since!r} is not a time (YYYY-MM-DD HH:MM:SS)") from None
     horizon = now().replace(microsecond=0) + dt.timedelta(days=1)
-    span: dt.timedelta | None = None  # None: the window has no end
+    span: dt.timedelta | None = FIRST_SPAN  # None: the window has no end
     while True:
         if span is not None and lo + span >= horizon:
             span = None

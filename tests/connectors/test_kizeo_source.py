@@ -196,7 +196,8 @@ def test_cursor_mode_reads_changes_since_cursor_minus_overlap(rich_archive):
         cps = {r.form_id: (r.cursor, r.mode) for r in recs if r.kind == "checkpoint"}
         assert cps == {"42": ("2026-03-06 07:15:00", "cursor"), "43": ("2026-02-03 09:00:00", "cursor"),
                        "44": (None, "cursor")}
-        assert srv.request_count("/forms/42/data/advanced") == 1
+        # windows from a week after the cursor, doubling: 2026-03-05 to the horizon (now + 1 day)
+        assert 1 <= srv.request_count("/forms/42/data/advanced") <= 8
         assert srv.request_count("/forms/43/data/all") == 1
         # flat records carry the same typed values and media as the nested ones
         web2 = next(r for r in recs if r.kind == "submission" and r.id == "2")

@@ -106,3 +106,14 @@ def test_cursor_mode_sees_a_submission_never_edited(rich_archive):
         subs = [r.id for r in src.records({"42": "2026-03-04 11:00:00"}) if r.kind == "submission"]
         src.close()
     assert subs == ["4", "2", "5"]
+
+
+def test_a_recent_cursor_is_one_request_an_old_one_starts_with_a_week():
+    records = _flat()
+    svc = Service(records, max_answer=10**6)
+    list(changed_since(svc, "2026-12-01 00:00:00", now=NOW))
+    assert [(lo, hi) for lo, hi, _ in svc.windows] == [("2026-12-01 00:00:00", None)]
+    svc = Service(records, max_answer=10**6)
+    list(changed_since(svc, "2026-01-01 00:00:00", now=NOW))
+    assert svc.windows[0][:2] == ("2026-01-01 00:00:00", "2026-01-08 00:00:00")
+    assert len(svc.windows) <= 7 and svc.windows[-1][1] is None  # sparse: each window doubles
