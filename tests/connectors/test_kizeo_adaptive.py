@@ -114,5 +114,6 @@ def test_workers_auto_against_a_rate_limiting_fake(sample_archive):
     archived = [(r.kind, getattr(r, "id", None)) for r in ArchiveSource(sample_archive).records({})
                 if r.kind != "checkpoint"]
     assert [k for k in web if k[0] != "checkpoint"] == archived  # everything, in order, despite the 429s
-    assert gate.decreases >= 1 and gate.peak > 2 and 1 <= gate.limit <= 16
+    # it grew past its start (4) while the answers came faster, and halved on the 429s
+    assert gate.decreases >= 1 and gate.peak > 4 and 1 <= gate.limit <= 16
     assert isinstance(RateLimitError("x"), TransientSourceError)
