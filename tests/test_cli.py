@@ -53,7 +53,9 @@ def test_unknown_form_is_one_line_and_writes_nothing(sample_archive, tmp_path):
     out = tmp_path / "out"
     r = invoke("export", "-s", str(sample_archive), "--form", "999", "--to", str(out))
     assert r.exit_code == 1
-    assert r.output.strip().splitlines() == ["Error: unknown form id '999' (not in archive " + str(sample_archive) + ")"]
+    assert r.output.strip().splitlines() == [
+        f"Error: archive {sample_archive}: unknown form '999': forms: 1001 (Inspection de chantier), "
+        "1002 (Bon de livraison), 1003 (Relevé de compteur) (see `exporter forms`)"]
     assert "Traceback" not in r.output
     assert not out.exists() or not any(out.rglob("*.csv"))
 
