@@ -120,6 +120,18 @@ def source_options(fn):
 
 def build_source(source: str, *, token_env=None, token_file=None, login_env=None, forms=(), workers=4,
                  timezone=None, ca_bundle=None, timeout=120.0, mode="full", action=None, overlap=300):
+    try:
+        return _build_source(source, token_env=token_env, token_file=token_file, login_env=login_env, forms=forms,
+                             workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, mode=mode,
+                             action=action, overlap=overlap)
+    except OSError as e:  # an archive that cannot be read (permissions, a vanished disk)
+        from .errors import SourceError, os_error_text
+
+        raise SourceError(os_error_text(e, f"read the source {source}")) from None
+
+
+def _build_source(source: str, *, token_env, token_file, login_env, forms, workers, timezone, ca_bundle, timeout,
+                  mode, action, overlap):
     if source.startswith(("http://", "https://")):
         from connectors.kizeo import build_web_source
 
@@ -400,7 +412,12 @@ def demo(ctx, out, formats):
         from .sinks import RunContext
 
         out_p = Path(out).resolve()
-        out_p.mkdir(parents=True, exist_ok=True)
+        try:
+            out_p.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            from .errors import SinkError, os_error_text
+
+            raise SinkError(os_error_text(e, "create the demo folder")) from None
         fmt = tuple(f.strip() for f in formats.split(",")) if formats else tuple(known_formats())
         src = ArchiveSource(sample_data_path())
         db = out_p / "demo.db"
