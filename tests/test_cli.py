@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from exporter.cli import cli
 
-COMMANDS = ["export", "archive", "verify", "serve", "demo", "destinations"]
+COMMANDS = ["export", "archive", "verify", "serve", "demo", "destinations", "forms"]
 
 
 def invoke(*args, env=None):
@@ -18,7 +18,7 @@ def test_help(cmd):
     r = invoke(*([cmd] if cmd else []), "--help")
     assert r.exit_code == 0
     assert "Usage:" in r.output
-    if cmd in ("export", "archive"):
+    if cmd in ("export", "archive", "forms"):
         assert "--token-env" in r.output and "--token-file" in r.output
         assert "--token " not in r.output  # a token is never a command-line value
 
