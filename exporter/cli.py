@@ -82,7 +82,8 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool, debug: bool) -> None:
     external lists, to files, SQL databases and remote storage.
 
     Secrets (tokens, passwords) are read from environment variables or files, never from the
-    command line. Run `exporter demo` for a first look.
+    command line. Run `exporter demo` for a first look. --quiet, --verbose and --debug may also
+    follow the command name.
     """
     _setup_logging(logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING)
     ctx.obj = _Ctx(quiet, verbose, debug)
@@ -194,7 +195,8 @@ class _OrderedCommand(click.Command):
 @click.option("--to-password-file", "to_password_file", multiple=True, type=click.Path(dir_okay=False),
               help="File holding the password of the --to just before it (before any --to: of every destination).")
 @click.option("--to-url-env", metavar="NAME",
-              help="Environment variable holding a whole destination URL (password included); used as one more --to.")
+              help="Environment variable holding a whole destination URL (password included); used as one more --to "
+                   "(the --to-password-env/-o after it are its own).")
 @click.option("--media-in-db", is_flag=True, help="SQL destinations: also store media bytes as BLOBs.")
 @click.option("--option", "-o", "raw_options", multiple=True, metavar="KEY=VALUE",
               help="Destination or format option (repeatable), e.g. -o csv_delimiter=';' -o csv_bom=true -o known_hosts=PATH. "
@@ -222,13 +224,15 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, timezo
         from .pipeline import new_run_id, run
         from .registry import create_sink
         from .sinks import RunContext
+        from .validate import with_url_options
 
         mode = {"none": "full"}.get(incremental, incremental)
         if mode == "unread" and not action:
             raise ConfigError("--incremental unread needs --action NAME (the read-marker name)")
         fmt = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
-        options, urls = _plan_destinations(ctx, fmt, media_in_db)
-        sinks = [create_sink(u, options) for u in urls]
+        options, dests = _plan_destinations(ctx, fmt, media_in_db)
+        sinks = [create_sink(u, {**options, **own}) for u, own in dests]
+        urls = [with_url_options(u, own) for u, own in dests]  # how worker processes rebuild them
         source_args = dict(source=source, token_env=token_env, token_file=token_file, login_env=login_env,
                            workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, mode=mode,
                            action=action, overlap=overlap)
@@ -587,11 +591,11 @@ def _settings_options(settings: dict) -> dict:
     return options
 
 
-def _plan_destinations(ctx: click.Context, fmt: tuple[str, ...], media_in_db: bool) -> tuple[dict, list[str]]:
-    """(options for every destination, one URL per destination carrying its own options in its
-    query), every setting checked against what the destinations and formats declare."""
+def _plan_destinations(ctx: click.Context, fmt: tuple[str, ...], media_in_db: bool) -> tuple[dict, list[tuple[str, dict]]]:
+    """(options for every destination, [(URL, its own options)] in command-line order), every
+    setting checked against what the destinations and formats declare."""
     from .registry import entry_for
-    from .validate import check_formats, check_options, split_url_options, with_url_options
+    from .validate import check_formats, check_options, split_url_options
 
     head, dests = _scan_destinations(ctx.command, ctx.meta.get("exporter.args", []))
     if [v for n, v, _ in dests if n == "--to"] != list(ctx.params["destinations"]):
@@ -600,7 +604,7 @@ def _plan_destinations(ctx: click.Context, fmt: tuple[str, ...], media_in_db: bo
     options = _settings_options(head)
     if media_in_db:
         options["media_in_db"] = True
-    urls, entries = [], []
+    planned, entries = [], []
     for name, value, settings in dests:
         if name == "--to":
             _refuse_password_in_url(value)
@@ -613,12 +617,12 @@ def _plan_destinations(ctx: click.Context, fmt: tuple[str, ...], media_in_db: bo
         own.update(_settings_options(settings))
         entry = entry_for(url)
         check_options(own, [entry], fmt, where=f" for {mask(url)}")
-        urls.append(with_url_options(url, own))
+        planned.append((url, own))
         entries.append(entry)
     check_formats(fmt, entries, ctx.get_parameter_source("formats") is not click.core.ParameterSource.DEFAULT)
     check_options(options, entries, fmt, label={"media_in_db": "--media-in-db", "password_env": "--to-password-env",
                                                 "password_file": "--to-password-file"})
-    return options, urls
+    return options, planned
 
 
 def _late_switch(ctx: click.Context, param: click.Parameter, value: bool) -> None:

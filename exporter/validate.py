@@ -144,11 +144,11 @@ def with_url_options(url: str, options: Mapping[str, object]) -> str:
     worker processes of a parallel export, which rebuild each sink from its URL)."""
     if not options:
         return url
-    parts = urlsplit(url) if "://" in url else None
-    text = {k: ("true" if v is True else "false" if v is False else str(v)) for k, v in options.items()}
-    if parts is None:  # a plain path: as a file:// URL
-        from pathlib import Path
+    if "://" not in url:  # a plain path (the files sink reads file:// paths as they are written)
+        import os
 
-        parts = urlsplit(Path(url).resolve().as_uri())
+        url = "file://" + os.path.abspath(url)
+    parts = urlsplit(url)
+    text = {k: ("true" if v is True else "false" if v is False else str(v)) for k, v in options.items()}
     query = parse_qsl(parts.query, keep_blank_values=True) + list(text.items())
     return urlunsplit(parts._replace(query=urlencode(query)))

@@ -138,10 +138,10 @@ def test_password_and_options_after_a_to_are_that_destinations(sample_archive, t
 
 def test_format_options_after_a_to_are_that_destinations(sample_archive, tmp_path):
     r = invoke("-q", "export", "-s", str(sample_archive),
-               "--to", str(tmp_path / "semi"), "-o", "csv_delimiter=;", "-o", "csv_bom=true",
+               "--to", str(tmp_path / "semi colon é"), "-o", "csv_delimiter=;", "-o", "csv_bom=true",
                "--to", str(tmp_path / "comma"))
     assert r.exit_code == 0, r.output
-    semi = (tmp_path / "semi" / "users.csv").read_bytes()
+    semi = (tmp_path / "semi colon é" / "users.csv").read_bytes()
     comma = (tmp_path / "comma" / "users.csv").read_bytes()
     assert semi.startswith(b"\xef\xbb\xbfid;") and comma.startswith(b"id,")
 

@@ -244,7 +244,7 @@ def test_scheduled_faults_hit_one_request_at_most_max_in_a_row_times(rich_archiv
 def test_connection_refused_is_transient():
     c = KizeoClient(StaticToken(TOKEN), base_url="http://127.0.0.1:9/rest/v3", attempts=2, sleep=Sleeps(),
                     connect_timeout=1)
-    with pytest.raises(TransientSourceError, match="ConnectionError"):
+    with pytest.raises(TransientSourceError, match="connection refused by 127.0.0.1:9"):
         c.list_forms()
 
 
