@@ -303,3 +303,34 @@ def test_archive_refuses_to_overwrite_unless_told(sample_archive, tmp_path):
     r = invoke("-q", "archive", "-s", str(sample_archive), "--out", str(out), "--overwrite")
     assert r.exit_code == 0, r.output
     assert invoke("verify", str(out)).exit_code == 0
+
+
+# ---- the declarations the checks read stay true --------------------------------------------------
+
+#: keys the code passes to itself, never given by a user
+INTERNAL_OPTIONS = {"track_published"}
+
+
+def test_option_declarations_match_what_the_code_reads():
+    import re
+    from pathlib import Path
+
+    from exporter.validate import all_option_keys
+
+    root = Path(__file__).parent.parent
+    sources = {p: p.read_text("utf-8") for d in ("connectors", "formats") for p in (root / d).rglob("*.py")}
+    read = set()
+    for text in sources.values():
+        for pattern in (r'options\.get\(\s*"(\w+)"', r'options\[\s*"(\w+)"\s*\]',
+                        r'(?:opt_bool|opt_int|_opt_float|_bool_option)\(\s*(?:self\.)?options,\s*"(\w+)"'):
+            read.update(re.findall(pattern, text))
+        for a, b in re.findall(r'secret_option\(\s*options,\s*"(\w+)",\s*"(\w+)"', text):
+            read.update((a, b))
+        for base in re.findall(r'read_secret\(\s*options,\s*"(\w+)"', text):
+            read.update((base + "_env", base + "_file"))
+    declared = all_option_keys()
+    assert read - INTERNAL_OPTIONS <= declared, f"read but not declared: {sorted(read - INTERNAL_OPTIONS - declared)}"
+    everything = "\n".join(sources.values())
+    unused = sorted(k for k in declared if f'"{k}"' not in everything and f'"{k.removesuffix("_env")}"' not in everything
+                    and f'"{k.removesuffix("_file")}"' not in everything)
+    assert not unused, f"declared but never read: {unused}"
