@@ -591,6 +591,10 @@ def _settings_options(settings: dict) -> dict:
     return options
 
 
+#: how the options set by their own switches are named in messages
+_OPTION_LABELS = {"media_in_db": "--media-in-db", "password_env": "--to-password-env", "password_file": "--to-password-file"}
+
+
 def _plan_destinations(ctx: click.Context, fmt: tuple[str, ...], media_in_db: bool) -> tuple[dict, list[tuple[str, dict]]]:
     """(options for every destination, [(URL, its own options)] in command-line order), every
     setting checked against what the destinations and formats declare."""
@@ -616,12 +620,11 @@ def _plan_destinations(ctx: click.Context, fmt: tuple[str, ...], media_in_db: bo
         url, own = split_url_options(url)
         own.update(_settings_options(settings))
         entry = entry_for(url)
-        check_options(own, [entry], fmt, where=f" for {mask(url)}")
+        check_options(own, [entry], fmt, label=_OPTION_LABELS, where=f" for {mask(url)}")
         planned.append((url, own))
         entries.append(entry)
     check_formats(fmt, entries, ctx.get_parameter_source("formats") is not click.core.ParameterSource.DEFAULT)
-    check_options(options, entries, fmt, label={"media_in_db": "--media-in-db", "password_env": "--to-password-env",
-                                                "password_file": "--to-password-file"})
+    check_options(options, entries, fmt, label=_OPTION_LABELS)
     return options, planned
 
 

@@ -125,7 +125,7 @@ def test_password_and_options_after_a_to_are_that_destinations(sample_archive, t
     pw_file.write_text("secret-b\n")
     r = invoke("-q", "export", "-s", str(sample_archive),
                "--to", "postgresql+psycopg2://etl@db-a/forms", "--to-password-env", "PW_A", "-o", "schema=kizeo",
-               "--to", "mysql+pymysql://etl@db-b/forms", "--to-password-file", str(pw_file),
+               "--to=mysql+pymysql://etl@db-b/forms", f"--to-password-file={pw_file}",
                "--to", "postgresql+psycopg2://etl@db-c/forms",
                env={"PW_A": "secret-a"})
     assert r.exit_code == 0, r.output
@@ -166,6 +166,11 @@ def test_an_option_after_a_to_must_be_read_by_that_destination(sample_archive, t
     r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), "--to", f"sqlite:///{tmp_path / 'a.db'}",
                "-o", "csv_bom=true")
     one_line_usage_error(r, "csv_bom", "a.db", "not read by sqlite")
+    r = invoke("export", "-s", str(sample_archive), "--to", f"sqlite:///{tmp_path / 'a.db'}", "--to", str(tmp_path / "o"),
+               "--to-password-env", "PW")
+    one_line_usage_error(r, "--to-password-env for", "not read by files")
+    r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), "-oschema=x")  # -oVALUE, as click reads it
+    one_line_usage_error(r, "option schema for", "not read by files")
     assert created(tmp_path) == []
 
 
