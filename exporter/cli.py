@@ -266,18 +266,6 @@ def _refuse_password_in_url(url: str) -> None:
                           "--to-password-file PATH or --to-url-env NAME")
 
 
-def _parse_options(raw: tuple[str, ...]) -> dict:
-    out: dict = {}
-    for item in raw:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--option {item!r}: expected KEY=VALUE")
-        from .validate import option_value
-
-        out[key.strip()] = option_value(value)
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # archive, verify
 # --------------------------------------------------------------------------------------------
@@ -498,12 +486,8 @@ def forms(ctx, source, token_env, token_file, login_env, forms, workers, timezon
 
             click.echo(json.dumps(rows, ensure_ascii=False, indent=1))
             return
-        head = ("id", "name", "class", "submissions", "update_time")
-        table = [head] + [tuple("" if r[k] is None else str(r[k]) for k in head) for r in rows]
-        widths = [max(len(t[i]) for t in table) for i in range(len(head))]
-        for t in table:
-            click.echo("  ".join(c.rjust(w) if i == 3 else c.ljust(w) for i, (c, w) in enumerate(zip(t, widths, strict=True)))
-                       .rstrip())
+        for line in formsel.table(rows):
+            click.echo(line)
 
     _run_guarded(ctx, go)
 
@@ -531,101 +515,16 @@ def _refuse_existing(out: str, overwrite: bool) -> None:
     raise ConfigError(f"{out} already exists: add --overwrite to replace it, or choose another --out")
 
 
-#: options that belong to the destination given just before them
-_SCOPED = {"--to-password-env": "password_env", "--to-password-file": "password_file", "--option": "-o", "-o": "-o"}
-_DESTINATION = ("--to", "--to-url-env")
-
-
-def _scan_destinations(cmd: click.Command, args: list[str]) -> tuple[dict, list[tuple[str, str, dict]]]:
-    """(settings before any destination, [(option, value, settings)] per --to / --to-url-env in
-    command-line order). Settings: ``{"password_env": ..., "password_file": ..., "-o": [...]}``."""
-    takes_value: dict[str, bool] = {}
-    for p in cmd.params:
-        if isinstance(p, click.Option):
-            for name in p.opts + p.secondary_opts:
-                takes_value[name] = not p.is_flag and not p.count
-    head: dict = {}
-    dests: list[tuple[str, str, dict]] = []
-    i = 0
-    while i < len(args):
-        tok = args[i]
-        i += 1
-        if tok == "--":
-            break
-        if tok.startswith("--"):
-            name, eq, value = tok.partition("=")
-            if not takes_value.get(name):
-                continue
-            if not eq:
-                if i >= len(args):
-                    break
-                value, i = args[i], i + 1
-        elif tok.startswith("-") and len(tok) > 1 and takes_value.get(tok[:2]):
-            name, value = tok[:2], tok[2:]
-            if not value:
-                if i >= len(args):
-                    break
-                value, i = args[i], i + 1
-        else:
-            continue
-        if name in _DESTINATION:
-            dests.append((name, value, {}))
-        elif name in _SCOPED:
-            scope = dests[-1][2] if dests else head
-            key = _SCOPED[name]
-            if key == "-o":
-                scope.setdefault("-o", []).append(value)
-            elif key in scope:
-                where = f"--to {mask(dests[-1][1])}" if dests else "every destination"
-                raise ConfigError(f"{name} given twice for {where}")
-            else:
-                scope[key] = value
-    return head, dests
-
-
-def _settings_options(settings: dict) -> dict:
-    options = _parse_options(tuple(settings.get("-o", ())))
-    for key in ("password_env", "password_file"):
-        if settings.get(key):
-            options[key] = settings[key]
-    return options
-
-
-#: how the options set by their own switches are named in messages
-_OPTION_LABELS = {"media_in_db": "--media-in-db", "password_env": "--to-password-env", "password_file": "--to-password-file"}
-
-
 def _plan_destinations(ctx: click.Context, fmt: tuple[str, ...], media_in_db: bool) -> tuple[dict, list[tuple[str, dict]]]:
-    """(options for every destination, [(URL, its own options)] in command-line order), every
-    setting checked against what the destinations and formats declare."""
-    from .registry import entry_for
-    from .validate import check_formats, check_options, split_url_options
+    """(options for every destination, [(URL, its own options)]): see ``exporter.destplan``."""
+    from .destplan import plan
 
-    head, dests = _scan_destinations(ctx.command, ctx.meta.get("exporter.args", []))
-    if [v for n, v, _ in dests if n == "--to"] != list(ctx.params["destinations"]):
-        raise ConfigError("could not tell which --to each --to-password-env/-o follows; "
-                          "write them as --to URL --to-password-env NAME -o KEY=VALUE")
-    options = _settings_options(head)
-    if media_in_db:
-        options["media_in_db"] = True
-    planned, entries = [], []
-    for name, value, settings in dests:
-        if name == "--to":
-            _refuse_password_in_url(value)
-            url = value
-        else:
-            from .secrets import read_secret
-
-            url = read_secret(env=value, what="destination URL")
-        url, own = split_url_options(url)
-        own.update(_settings_options(settings))
-        entry = entry_for(url)
-        check_options(own, [entry], fmt, label=_OPTION_LABELS, where=f" for {mask(url)}")
-        planned.append((url, own))
-        entries.append(entry)
-    check_formats(fmt, entries, ctx.get_parameter_source("formats") is not click.core.ParameterSource.DEFAULT)
-    check_options(options, entries, fmt, label=_OPTION_LABELS)
-    return options, planned
+    takes_value = {name: not p.is_flag and not p.count for p in ctx.command.params if isinstance(p, click.Option)
+                   for name in p.opts + p.secondary_opts}
+    for url in ctx.params["destinations"]:
+        _refuse_password_in_url(url)
+    return plan(ctx.meta.get("exporter.args", []), takes_value, ctx.params["destinations"], fmt,
+                ctx.get_parameter_source("formats") is not click.core.ParameterSource.DEFAULT, media_in_db)
 
 
 def _late_switch(ctx: click.Context, param: click.Parameter, value: bool) -> None:

@@ -47,6 +47,18 @@ def _count_lines(reader: Any, rel: str) -> int | None:
     return n + (last != b"\n")
 
 
+COLUMNS = ("id", "name", "class", "submissions", "update_time")
+
+
+def table(rows: list[dict]) -> list[str]:
+    """``list_forms`` rows as aligned text lines under a header (counts right-aligned, an unknown
+    count blank)."""
+    cells = [COLUMNS] + [tuple("" if r[k] is None else str(r[k]) for k in COLUMNS) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+    return ["  ".join(v.rjust(w) if k == "submissions" else v.ljust(w)
+                      for k, v, w in zip(COLUMNS, c, widths, strict=True)).rstrip() for c in cells]
+
+
 def resolve(requested: Iterable[str], rows: list[dict], where: str = "") -> list[str]:
     """Form ids for ``requested`` values, each an id or an exact name (in that order). An unknown
     value (NotFoundError, as the sources raise) names a few forms and the nearest one; a name shared
