@@ -33,7 +33,7 @@ from typing import IO, Any, Iterable, Iterator, Sequence
 
 from exporter import fastjson
 from exporter.capabilities import Capabilities
-from exporter.errors import ArchiveError, BadAnswerError, ConfigError, NotFoundError
+from exporter.errors import ArchiveError, BadAnswerError, ConfigError, NotFoundError, SinkError, os_error_text
 from exporter.fsutil import FILE_MODE
 from exporter.model import (
     Account,
@@ -555,6 +555,15 @@ class ArchiveSink:
 
     # ---- low level -------------------------------------------------------------------------
     def open(self, ctx: RunContext) -> None:
+        try:
+            self._open_files()
+        except OSError as e:
+            if self._tmp is not None:
+                self._abort()
+            raise SinkError(os_error_text(e, f"write the archive {self.target}")) from None
+
+    def _open_files(self) -> None:
+        self._tmp = None
         self.target.parent.mkdir(parents=True, exist_ok=True)
         if self.zip:
             fd, self._tmp = tempfile.mkstemp(prefix="." + self.target.name + ".", suffix=".partial",

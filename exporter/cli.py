@@ -82,7 +82,8 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool, debug: bool) -> None:
     external lists, to files, SQL databases and remote storage.
 
     Secrets (tokens, passwords) are read from environment variables or files, never from the
-    command line. Run `exporter demo` for a first look.
+    command line. Run `exporter demo` for a first look. --quiet, --verbose and --debug may also
+    follow the command name.
     """
     _setup_logging(logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING)
     ctx.obj = _Ctx(quiet, verbose, debug)
@@ -132,7 +133,8 @@ def source_options(fn):
         click.option("--login-env", metavar="PREFIX",
                      help="Legacy POST /login with PREFIX_USER, PREFIX_PASSWORD and PREFIX_COMPANY "
                           "from the environment (renewed before expiry)."),
-        click.option("--form", "forms", multiple=True, metavar="ID", help="Only this form (repeatable). Default: every form."),
+        click.option("--form", "forms", multiple=True, metavar="ID|NAME",
+                     help="Only this form, by id or exact name (repeatable; see `exporter forms`). Default: every form."),
         click.option("--workers", type=_WorkersType(), default=4, show_default=True,
                      help="Parallel requests for submissions and media; 'auto' adapts them to the service "
                           "(more while throughput grows, halved on 429/503/timeouts; 1 to 16)."),
@@ -155,6 +157,18 @@ def source_options(fn):
 def build_source(source: str, *, token_env=None, token_file=None, login_env=None, forms=(), workers=4,
                  timezone=None, ca_bundle=None, timeout=120.0, mode="full", action=None, overlap=300,
                  page_size=100, skip=()):
+    try:
+        return _build_source(source, token_env=token_env, token_file=token_file, login_env=login_env, forms=forms,
+                             workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, mode=mode,
+                             action=action, overlap=overlap, page_size=page_size, skip=skip)
+    except OSError as e:  # an archive that cannot be read (permissions, a vanished disk)
+        from .errors import SourceError, os_error_text
+
+        raise SourceError(os_error_text(e, f"read the source {source}")) from None
+
+
+def _build_source(source: str, *, token_env, token_file, login_env, forms, workers, timezone, ca_bundle, timeout,
+                  mode, action, overlap, page_size, skip):
     if source.startswith(("http://", "https://")):
         from connectors.kizeo import build_web_source
 
@@ -188,12 +202,22 @@ def _print_summary(obj: _Ctx, summary, sinks) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@cli.command()
+class _OrderedCommand(click.Command):
+    """Keeps the command's own arguments in their order (``ctx.meta["exporter.args"]``): which
+    --to a --to-password-env / -o follows is lost once click has grouped each option's values."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["exporter.args"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+@cli.command(cls=_OrderedCommand)
 @source_options
 @click.option("--to", "destinations", multiple=True, required=True, metavar="DEST",
               help="Destination (repeatable): a directory, file:///dir, sqlite:///x.db, postgresql+psycopg2://..., "
                    "mysql+pymysql://..., mssql+pyodbc://..., access+pyodbc://..., ftp://, ftps://, sftp://, "
-                   "dropbox:///path, sharepoint://..., archive:///path[.zip]. See `exporter destinations`.")
+                   "dropbox:///path, sharepoint://..., archive:///path[.zip]. See `exporter destinations`. "
+                   "Options may ride in the URL: file:///out?csv_bom=true.")
 @click.option("--format", "formats", default=DEFAULT_FORMATS, show_default=True, metavar="LIST",
               help="File formats for file and remote destinations: json,csv,xlsx,xml,docx,pdf.")
 @click.option("--incremental", type=click.Choice(["none", "cursor", "unread"]), default="none", show_default=True,
@@ -202,13 +226,18 @@ def _print_summary(obj: _Ctx, summary, sinks) -> None:
 @click.option("--action", metavar="NAME", help="Read-marker name for --incremental unread (one per consumer).")
 @click.option("--overlap", type=click.IntRange(0), default=300, show_default=True,
               help="Seconds re-read before a stored cursor, so nothing on the boundary is missed.")
-@click.option("--to-password-env", metavar="NAME", help="Environment variable holding the destination password.")
-@click.option("--to-password-file", type=click.Path(dir_okay=False), help="File holding the destination password.")
+@click.option("--to-password-env", "to_password_env", multiple=True, metavar="NAME",
+              help="Environment variable holding the password of the --to just before it (before any --to: of every "
+                   "destination).")
+@click.option("--to-password-file", "to_password_file", multiple=True, type=click.Path(dir_okay=False),
+              help="File holding the password of the --to just before it (before any --to: of every destination).")
 @click.option("--to-url-env", metavar="NAME",
-              help="Environment variable holding a whole destination URL (password included); used as one more --to.")
+              help="Environment variable holding a whole destination URL (password included); used as one more --to "
+                   "(the --to-password-env/-o after it are its own).")
 @click.option("--media-in-db", is_flag=True, help="SQL destinations: also store media bytes as BLOBs.")
 @click.option("--option", "-o", "raw_options", multiple=True, metavar="KEY=VALUE",
-              help="Destination or format option (repeatable), e.g. -o csv_delimiter=';' -o csv_bom=true -o known_hosts=PATH.")
+              help="Destination or format option (repeatable), e.g. -o csv_delimiter=';' -o csv_bom=true -o known_hosts=PATH. "
+                   "After a --to: for that destination only; before any --to: for every destination that reads it.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
               help="Submissions per batch (one transaction per batch in SQL). Default: 500, or 2000 when every "
                    "destination writes an archive's lines straight to bulk-load text (PostgreSQL, MariaDB/MySQL).")
@@ -232,30 +261,19 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, page_s
         from .pipeline import new_run_id, run
         from .registry import create_sink
         from .sinks import RunContext
+        from .validate import with_url_options
 
         mode = {"none": "full"}.get(incremental, incremental)
         if mode == "unread" and not action:
             raise ConfigError("--incremental unread needs --action NAME (the read-marker name)")
         fmt = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
-        from formats.base import get_writer_class
-
-        for f in fmt:
-            get_writer_class(f)
-        options = _parse_options(raw_options)
-        options.update({"password_env": to_password_env, "password_file": to_password_file,
-                        "media_in_db": media_in_db})
-        urls = list(destinations)
-        for u in urls:
-            _refuse_password_in_url(u)
-        if to_url_env:
-            from .secrets import read_secret
-
-            urls.append(read_secret(env=to_url_env, what="destination URL"))
-        sinks = [create_sink(u, options) for u in urls]
+        options, dests = _plan_destinations(ctx, fmt, media_in_db)
+        sinks = [create_sink(u, {**options, **own}) for u, own in dests]
+        urls = [with_url_options(u, own) for u, own in dests]  # how worker processes rebuild them
         source_args = dict(source=source, token_env=token_env, token_file=token_file, login_env=login_env,
                            workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, mode=mode,
                            action=action, overlap=overlap, page_size=page_size, skip=skip)
-        src = build_source(forms=forms, **source_args)
+        src = build_source(forms=_resolve_forms(forms, source_args), **source_args)
         rc = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, options=options)
         if jobs > 1:
             from .parallel import run_parallel
@@ -285,23 +303,6 @@ def _refuse_password_in_url(url: str) -> None:
                           "--to-password-file PATH or --to-url-env NAME")
 
 
-def _parse_options(raw: tuple[str, ...]) -> dict:
-    out: dict = {}
-    for item in raw:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--option {item!r}: expected KEY=VALUE")
-        v: object = value
-        if value.lower() in ("true", "yes", "on"):
-            v = True
-        elif value.lower() in ("false", "no", "off"):
-            v = False
-        elif value.isdigit():
-            v = int(value)
-        out[key.strip()] = v
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # archive, verify
 # --------------------------------------------------------------------------------------------
@@ -311,9 +312,10 @@ def _parse_options(raw: tuple[str, ...]) -> dict:
 @source_options
 @click.option("--out", required=True, type=click.Path(), help="Archive directory, or a .zip file.")
 @click.option("--zip", "as_zip", is_flag=True, help="Write a single zip file (implied by a .zip name).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing archive at --out (refused without it).")
 @click.pass_context
 def archive(ctx, source, token_env, token_file, login_env, forms, workers, page_size, skip, timezone, ca_bundle,
-            timeout, out, as_zip):
+            timeout, out, as_zip, overwrite):
     """Write a complete account archive (manifest, JSON, media): a full snapshot that `verify`
     checks and that any command taking --source can replay offline."""
 
@@ -323,8 +325,10 @@ def archive(ctx, source, token_env, token_file, login_env, forms, workers, page_
         from .pipeline import new_run_id, run
         from .sinks import RunContext
 
-        src = build_source(source, token_env=token_env, token_file=token_file, login_env=login_env, forms=forms,
+        _refuse_existing(out, overwrite)
+        source_args = dict(source=source, token_env=token_env, token_file=token_file, login_env=login_env,
                            workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, skip=skip)
+        src = build_source(forms=_resolve_forms(forms, source_args), **source_args)
         sink = ArchiveSink(out, zip_output=True if as_zip else None)
         summary = run(src, [sink], RunContext(run_id=new_run_id(), source=src.description),
                       progress=_progress(ctx.obj, src))
@@ -442,7 +446,12 @@ def demo(ctx, out, formats):
         from .sinks import RunContext
 
         out_p = Path(out).resolve()
-        out_p.mkdir(parents=True, exist_ok=True)
+        try:
+            out_p.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            from .errors import SinkError, os_error_text
+
+            raise SinkError(os_error_text(e, "create the demo folder")) from None
         fmt = tuple(f.strip() for f in formats.split(",")) if formats else tuple(known_formats())
         src = ArchiveSource(sample_data_path())
         db = out_p / "demo.db"
@@ -484,6 +493,106 @@ def destinations():
     width = max(len(k) for k in SINKS)
     for key, e in SINKS.items():
         click.echo(f"{key:<{width}}  {e.url_form:<60}  {e.description}")
+
+
+# --------------------------------------------------------------------------------------------
+# forms; global switches after the command name
+# --------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@source_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (a list of forms) for scripts.")
+@click.pass_context
+def forms(ctx, source, token_env, token_file, login_env, forms, workers, page_size, skip, timezone, ca_bundle, timeout,
+          as_json):
+    """List the forms of an account or archive: id, name, class, submissions, last update.
+
+    The submission count is blank when the source cannot tell it cheaply (the web service: no
+    submission is downloaded to count them). --form limits the list (an id or an exact name).
+    """
+
+    def go():
+        from . import forms as formsel
+
+        src = build_source(source, token_env=token_env, token_file=token_file, login_env=login_env,
+                           workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, skip=skip)
+        try:
+            rows = formsel.list_forms(src)
+        finally:
+            src.close()
+        if forms:
+            keep = set(formsel.resolve(forms, rows))
+            rows = [r for r in rows if r["id"] in keep]
+        if as_json:
+            import json
+
+            click.echo(json.dumps(rows, ensure_ascii=False, indent=1))
+            return
+        for line in formsel.table(rows):
+            click.echo(line)
+
+    _run_guarded(ctx, go)
+
+
+def _resolve_forms(requested: tuple[str, ...], source_args: dict) -> tuple[str, ...]:
+    """``--form`` values (ids or exact names) as form ids, checked against the source's forms
+    before anything is created; nothing to ask when no --form is given."""
+    if not requested:
+        return ()
+    from . import forms as formsel
+
+    args = {k: v for k, v in source_args.items() if k in ("source", "token_env", "token_file", "login_env",
+                                                          "workers", "timezone", "ca_bundle", "timeout", "skip")}
+    lister = build_source(**args)
+    try:
+        return tuple(formsel.resolve(requested, formsel.list_forms(lister), lister.description))
+    finally:
+        lister.close()
+
+
+def _refuse_existing(out: str, overwrite: bool) -> None:
+    p = Path(out)
+    if overwrite or not p.exists() or (p.is_dir() and not any(p.iterdir())):
+        return
+    raise ConfigError(f"{out} already exists: add --overwrite to replace it, or choose another --out")
+
+
+def _plan_destinations(ctx: click.Context, fmt: tuple[str, ...], media_in_db: bool) -> tuple[dict, list[tuple[str, dict]]]:
+    """(options for every destination, [(URL, its own options)]): see ``exporter.destplan``."""
+    from .destplan import plan
+
+    takes_value = {name: not p.is_flag and not p.count for p in ctx.command.params if isinstance(p, click.Option)
+                   for name in p.opts + p.secondary_opts}
+    for url in ctx.params["destinations"]:
+        _refuse_password_in_url(url)
+    return plan(ctx.meta.get("exporter.args", []), takes_value, ctx.params["destinations"], fmt,
+                ctx.get_parameter_source("formats") is not click.core.ParameterSource.DEFAULT, media_in_db)
+
+
+def _late_switch(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``exporter export ... --debug``: the global switches work after the command name too."""
+    obj = ctx.find_object(_Ctx)
+    if not value or obj is None:
+        return
+    setattr(obj, param.name, True)
+    _setup_logging(logging.DEBUG if obj.debug else logging.INFO if obj.verbose else
+                   logging.ERROR if obj.quiet else logging.WARNING)
+
+
+def _add_global_switches(group: click.Group) -> None:
+    for command in group.commands.values():
+        command.params.extend([
+            click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_late_switch,
+                         help="Same as exporter --quiet (allowed after the command name)."),
+            click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, callback=_late_switch,
+                         help="Same as exporter --verbose."),
+            click.Option(["--debug"], is_flag=True, expose_value=False, callback=_late_switch,
+                         help="Same as exporter --debug."),
+        ])
+
+
+_add_global_switches(cli)
 
 
 def main() -> None:

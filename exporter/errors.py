@@ -84,3 +84,11 @@ class TransientSinkError(SinkError):
 
 class FormatError(ExporterError):
     """A file writer could not write a value or a document."""
+
+
+def os_error_text(e: OSError, doing: str) -> str:
+    """One readable line for an operating-system error: what was being done, the reason in words
+    and the path(s) involved (``cannot write the archive: permission denied (/backups/a.zip)``)."""
+    reason = (e.strerror or type(e).__name__).lower() if e.strerror else str(e) or type(e).__name__
+    paths = [p for p in (e.filename, getattr(e, "filename2", None)) if p]
+    return f"cannot {doing}: {reason}" + (f" ({', '.join(str(p) for p in paths)})" if paths else "")

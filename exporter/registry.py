@@ -8,6 +8,9 @@ then, so ``import exporter`` stays cheap.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
+import re
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable
@@ -23,14 +26,43 @@ class SinkEntry:
     description: str
     schemes: tuple[str, ...] = ()  # URL schemes (before any "+driver") this entry answers
     extra: str | None = None  # pip extra that brings its driver
+    modules: tuple[str, ...] = ()  # optional modules it always needs (an SQL driver is read from the URL)
+    #: the option keys it reads (``-o KEY=VALUE``, ``?KEY=VALUE`` in its URL); None = undeclared (plugins)
+    options: tuple[str, ...] | None = None
+    formats: bool = False  # writes the file formats (--format) and reads their options
+    url_query: bool = False  # other query parameters of its URL are its driver's (SQLAlchemy URLs)
 
     def factory(self) -> Callable[..., Any]:
         module, _, attr = self.target.partition(":")
         try:
             return getattr(importlib.import_module(module), attr)
         except ImportError as e:
+            if e.name and e.name.split(".")[0] in DRIVER_EXTRAS:
+                raise missing_driver(self.key, e.name, self.extra) from None
             hint = f" (pip install 'exporter[{self.extra}]')" if self.extra else ""
             raise ConfigError(f"destination '{self.key}' needs a package that is not installed: {e.name}{hint}") from None
+
+
+#: top-level module of every optional driver or SDK -> the pip extras that bring it (pyproject.toml)
+DRIVER_EXTRAS: dict[str, tuple[str, ...]] = {
+    "psycopg2": ("postgres",),
+    "pymysql": ("mysql",),
+    "pyodbc": ("odbc", "mssql", "access"),
+    "sqlalchemy_access": ("access",),
+    "paramiko": ("sftp",),
+    "dropbox": ("dropbox",),
+    "office365": ("sharepoint",),
+}
+
+
+def missing_driver(key: str, module: str, extra: str | None = None) -> ConfigError:
+    """The one message for a driver or SDK that is not installed: which destination needs which
+    module, and the pip extra that brings it (the destination's own extra when it brings it)."""
+    top = module.split(".")[0]
+    extras = DRIVER_EXTRAS.get(top, ())
+    pick = extra if extra in extras else (extras[0] if extras else None)
+    hint = f": pip install 'exporter[{pick}]'" if pick else " (not installed)"
+    return ConfigError(f"the {key} destination needs {top}{hint}")
 
 
 SINKS: dict[str, SinkEntry] = {}
@@ -40,33 +72,53 @@ def register(entry: SinkEntry) -> None:
     SINKS[entry.key] = entry
 
 
+#: option keys, declared once per kind of destination (what its factory and sink read)
+_SQL = ("password_env", "password_file", "url_env", "schema", "media_in_db", "media_dir", "media_in_db_max_bytes",
+        "max_columns", "rows_per_batch", "loader", "background_load")
+_REMOTE = ("retries", "retry_base_delay", "retry_max_delay", "chunk_size", "staging_dir")
+_SERVER = _REMOTE + ("password_env", "password_file", "timeout", "max_path_length", "max_name_length",
+                     "forbidden_chars", "case_insensitive")
+_FTP = _SERVER + ("ca_file", "passive")
+_SFTP = _SERVER + ("key_file", "key_passphrase_env", "key_passphrase_file", "known_hosts", "trust_on_first_use")
+_SDK = _REMOTE + ("token_env", "token_file", "simple_upload_limit", "attempts", "timeout")
+_DROPBOX = _SDK + ("refresh_token_env", "refresh_token_file", "app_key", "app_key_env", "app_secret_env",
+                   "app_secret_file", "api_host", "content_host", "ca_certs")
+_SHAREPOINT = _SDK + ("tenant", "client_id", "client_secret_env", "client_secret_file", "cert_path", "thumbprint",
+                      "site_path", "ca_bundle")
+
 _BUILTINS = [
     SinkEntry("files", "connectors.files:create_sink", "./dir or file:///abs/dir",
-              "a directory of files in the chosen formats, media alongside", ("file",)),
+              "a directory of files in the chosen formats, media alongside", ("file",), options=(), formats=True),
     SinkEntry("archive", "connectors.archive:create_sink", "archive:///path[.zip]",
-              "a full account archive (manifest + JSON + media), replayable as a source", ("archive",)),
+              "a full account archive (manifest + JSON + media), replayable as a source", ("archive",),
+              options=("zip",)),
     SinkEntry("sqlite", "connectors.sql:create_sink", "sqlite:///path.db",
-              "SQLite database (embedded default)", ("sqlite",)),
+              "SQLite database (embedded default)", ("sqlite",), options=_SQL, url_query=True),
     SinkEntry("postgres", "connectors.sql:create_sink", "postgresql+psycopg2://user@host:5432/db",
-              "PostgreSQL (COPY into staging, then merge)", ("postgresql", "postgres"), "postgres"),
+              "PostgreSQL (COPY into staging, then merge)", ("postgresql", "postgres"), "postgres",
+              options=_SQL, url_query=True),
     SinkEntry("mysql", "connectors.sql:create_sink", "mysql+pymysql://user@host:3306/db",
               "MariaDB / MySQL (`LOAD DATA LOCAL INFILE` streamed from memory; multi-row inserts to merge)",
-              ("mysql", "mariadb"), "mysql"),
+              ("mysql", "mariadb"), "mysql", options=_SQL, url_query=True),
     SinkEntry("mssql", "connectors.sql:create_sink", "mssql+pyodbc://user@dsn",
-              "Microsoft SQL Server (pyodbc fast_executemany)", ("mssql",), "mssql"),
+              "Microsoft SQL Server (pyodbc fast_executemany)", ("mssql",), "mssql", options=_SQL, url_query=True),
     SinkEntry("access", "connectors.sql:create_sink", "access+pyodbc://@dsn",
-              "Microsoft Access (sqlalchemy-access)", ("access",), "access"),
+              "Microsoft Access (sqlalchemy-access)", ("access",), "access", ("sqlalchemy_access",),
+              options=_SQL, url_query=True),
     SinkEntry("ftp", "connectors.remote:create_sink", "ftp://user@host:21/path",
-              "FTP server", ("ftp",)),
+              "FTP server", ("ftp",), options=_FTP, formats=True),
     SinkEntry("ftps", "connectors.remote:create_sink", "ftps://user@host:21/path",
-              "FTP with explicit TLS", ("ftps",)),
+              "FTP with explicit TLS", ("ftps",), options=_FTP, formats=True),
     SinkEntry("sftp", "connectors.remote:create_sink", "sftp://user@host:22/path",
-              "SFTP server (host key checked against known_hosts)", ("sftp",), "sftp"),
+              "SFTP server (host key checked against known_hosts)", ("sftp",), "sftp", ("paramiko",),
+              options=_SFTP, formats=True),
     SinkEntry("dropbox", "connectors.remote:create_sink", "dropbox:///path",
-              "Dropbox (upload sessions, content hash)", ("dropbox",), "dropbox"),
+              "Dropbox (upload sessions, content hash)", ("dropbox",), "dropbox", ("dropbox",),
+              options=_DROPBOX, formats=True),
     SinkEntry("sharepoint", "connectors.remote:create_sink",
               "sharepoint://tenant.sharepoint.com/sites/SITE/LIBRARY/path",
-              "SharePoint document library (upload sessions)", ("sharepoint",), "sharepoint"),
+              "SharePoint document library (upload sessions)", ("sharepoint",), "sharepoint", ("office365",),
+              options=_SHAREPOINT, formats=True),
 ]
 
 for _e in _BUILTINS:
@@ -93,9 +145,22 @@ def scheme_of(url: str) -> str | None:
     return head.split("+", 1)[0].lower()
 
 
+_SCHEME_LIKE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")
+
+
 def entry_for(url: str) -> SinkEntry:
     scheme = scheme_of(url)
     if scheme is None:
+        m = _SCHEME_LIKE.match(url)
+        if m and not os.path.lexists(url):
+            # "sqlite:/tmp/x.db" is a typo for a URL, not a folder to create named "sqlite:"
+            head = m.group(1).split("+", 1)[0].lower()
+            near = next((e for e in SINKS.values() if head in e.schemes or head == e.key), None)
+            hint = f"did you mean {near.url_form}? " if near else ""
+            known = sorted({s for e in SINKS.values() for s in e.schemes})
+            raise ConfigError(f"{url!r} is not a destination URL (a URL needs '://') nor an existing path: {hint}"
+                              f"known schemes: {', '.join(s + '://' for s in known)}"
+                              + ("" if "/" in url else f"; a new folder with a colon in its name: ./{url}"))
         return SINKS["files"]
     for entry in SINKS.values():
         if scheme in entry.schemes or scheme == entry.key:
@@ -105,5 +170,19 @@ def entry_for(url: str) -> SinkEntry:
 
 
 def create_sink(url: str, options: dict | None = None):
+    """The sink for ``url``. A driver or SDK that is not installed is one ConfigError naming the
+    pip extra, raised here, before anything is created (SQL factories load their URL's driver)."""
+    from .validate import split_url_options
+
+    url, url_options = split_url_options(url)
+    options = {**(options or {}), **url_options}
     entry = entry_for(url)
-    return entry.factory()(url, dict(options or {}))
+    for module in entry.modules:
+        if importlib.util.find_spec(module) is None:
+            raise missing_driver(entry.key, module, entry.extra)
+    try:
+        return entry.factory()(url, dict(options or {}))
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] in DRIVER_EXTRAS:
+            raise missing_driver(entry.key, e.name, entry.extra) from None
+        raise

@@ -259,6 +259,17 @@ FORMATS: dict[str, str] = {
 }
 
 
+#: format key -> the option keys its writer reads (``-o KEY=VALUE``); the CLI checks against these
+FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "json": ("json_per_submission",),
+    "csv": ("csv_delimiter", "csv_bom", "csv_formula_guard"),
+    "xlsx": (),
+    "xml": (),
+    "docx": ("docx_single", "report_max_submissions", "report_image_max_px", "report_lang", "report_page_size"),
+    "pdf": ("pdf_single", "report_max_submissions", "report_image_max_px", "report_lang", "report_page_size"),
+}
+
+
 def known_formats() -> list[str]:
     out = []
     for key, target in FORMATS.items():

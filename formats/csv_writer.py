@@ -12,7 +12,8 @@ Cells: dates/times ISO 8601, numbers in plain notation with a ``.``, booleans ``
 geoloc ``lat,lon``, media as paths relative to the CSV file joined by ``"; "``; where a value did
 not type, the original text. Records end with CRLF; fields holding the delimiter, a quote or a line
 break are quoted. Text cells starting with ``= + - @``, tab or CR get a leading ``'`` (formula
-injection guard, ``csv_formula_guard=False`` turns it off); typed numbers are never touched.
+injection guard, ``csv_formula_guard=False`` turns it off) unless they are only a phone or signed
+number (``tabular.guard_formula``); typed numbers are never touched.
 """
 from __future__ import annotations
 

@@ -182,10 +182,18 @@ def row_cells(columns: list[Column], sub: Submission, row: SubformRow | None = N
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
+#: a phone number or a signed number: one leading sign, then only digits, spaces, dots, dashes
+#: and parentheses (at least one digit). No letter, no operator but the dash: nothing a
+#: spreadsheet could call, reference or link; ``+1+1`` (a second ``+``) is not one.
+PLAIN_NUMBER = re.compile(r"[+-][0-9 .()-]*[0-9][0-9 .()-]*")
+
 
 def guard_formula(text: str) -> str:
-    """Neutralise a spreadsheet formula: text starting with ``= + - @``, tab or CR gets ``'``."""
-    return "'" + text if text.startswith(FORMULA_START) else text
+    """Neutralise a spreadsheet formula: text starting with ``= + - @``, tab or CR gets ``'``,
+    unless it is only a phone number or a signed number (``+33 6 12 34 56 78``, ``-12.5``)."""
+    if text.startswith(FORMULA_START) and not PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 #: characters XML 1.0 (and so XLSX) cannot hold

