@@ -19,6 +19,7 @@ their path relative to the document.
 """
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from docx import Document
@@ -78,6 +79,17 @@ def _offload(part, path: str) -> None:
         part._disk_sha1 = sha1
         part._blob = None
     part._image = None  # drop the decoded copy python-docx keeps
+
+
+def _release_documents() -> None:
+    """Free the document just saved. A python-docx document is a web of reference cycles (the
+    package and its parts point at each other through their relationships), so dropping it frees
+    nothing until the cycle collector runs; its XML trees live in libxml2's memory, which the
+    collector's allocation count does not see, so with a raised threshold (the pipeline runs with
+    100,000) hundreds of saved documents piled up (1.4 GB for 500 reports). Collecting the young
+    generations, where a document built since the last save sits, costs about 3 ms; a full
+    collection would scan every live object of the run (100+ ms)."""
+    gc.collect(1)
 
 
 def _set_cell_width(cell, width: int) -> None:
@@ -164,6 +176,8 @@ class DocxWriter(ReportWriterBase):
                 self._render_report(doc, report, 0)
                 with self.out.atomic(submission_name(self.out, self.form, report.submission_id, "docx")) as fh:
                     doc.save(fh)
+                del doc
+                _release_documents()
                 self.documents += 1
                 return
             if self._doc is not None and self.ropts.max_submissions and self._count >= self.ropts.max_submissions:
@@ -194,6 +208,8 @@ class DocxWriter(ReportWriterBase):
         path = self.out.pending_path(single_name(self.out, self.form, "docx", self._volume, self.labels))
         doc, self._doc = self._doc, None
         doc.save(str(path))
+        del doc
+        _release_documents()
         self.documents += 1
 
     def _abandon(self) -> None:
