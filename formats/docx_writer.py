@@ -24,6 +24,7 @@ from pathlib import Path
 
 from docx import Document
 from docx.enum.text import WD_BREAK
+from docx.image.image import Image as DocxImage
 from docx.oxml import OxmlElement
 from docx.oxml.ns import qn
 from docx.parts.image import ImagePart
@@ -128,6 +129,12 @@ class DocxWriter(ReportWriterBase):
         self._count = 0
         self._volume = 0
         self.documents = 0  # documents written (for benchmarks and logs)
+
+    @staticmethod
+    def accepts_image(path: str) -> object:
+        """python-docx's own image parser, the one ``add_picture`` uses (it recognises a JPEG only
+        when its first segment is JFIF or EXIF)."""
+        return DocxImage.from_file(path)
 
     # ---- document setup ----------------------------------------------------------------
     def _new_document(self):
@@ -292,10 +299,7 @@ class DocxWriter(ReportWriterBase):
         p.add_run(f"{item.caption}: ").bold = True
         p.add_run(item.name)
         if isinstance(item, FileItem):
-            if item.relpath:
-                p.add_run(f" — {item.relpath}")
-            if item.note:
-                p.add_run(f" ({item.note})").italic = True
+            p.add_run(item.details(self.labels))
             return
         assert isinstance(item, ImageItem)
         p.paragraph_format.keep_with_next = True

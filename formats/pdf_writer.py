@@ -38,7 +38,7 @@ from reportlab.lib.enums import TA_RIGHT
 from reportlab.lib.pagesizes import A4, LETTER
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.lib.utils import simpleSplit
+from reportlab.lib.utils import ImageReader, simpleSplit
 from reportlab.pdfbase import pdfmetrics, ttfonts
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
@@ -336,6 +336,11 @@ class PdfWriter(ReportWriterBase):
         self.pages = 0  # pages written (for benchmarks and logs)
         self.documents = 0
 
+    @staticmethod
+    def accepts_image(path: str) -> object:
+        """reportlab's image reader, which the Image flowable draws from."""
+        return ImageReader(path).getSize()
+
     def _styles(self) -> None:
         S = ParagraphStyle
         self.st_body = S("body", fontName=FONT, fontSize=9, leading=11.5, splitLongWords=1)
@@ -610,11 +615,7 @@ class PdfWriter(ReportWriterBase):
     def _media(self, item: MediaItem) -> Iterator[Flowable]:
         head = f"{item.caption}: {item.name}"
         if isinstance(item, FileItem):
-            if item.relpath:
-                head += f" — {item.relpath}"
-            if item.note:
-                head += f" ({item.note})"
-            yield self._p(head, self.st_file)
+            yield self._p(head + item.details(self.labels), self.st_file)
             return
         assert isinstance(item, ImageItem)
         yield self._p(head, self.st_keep)

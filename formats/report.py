@@ -24,7 +24,7 @@ import posixpath
 import re
 import shutil
 import tempfile
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -46,6 +46,7 @@ from exporter.model import (
     Submission,
     copy_media,
 )
+from formats import images
 from formats.base import submission_form
 
 #: sub-forms with more value columns than this are laid out one small table per row
@@ -64,6 +65,7 @@ LABELS: dict[str, dict[str, str]] = {
         "yes": "Yes", "no": "No", "submission": "Submission", "form": "Form", "id": "Submission id",
         "record": "Record", "rows": "rows", "no_rows": "No rows.", "row": "Row",
         "missing": "not exported", "unreadable": "image could not be read",
+        "too_large": "image too large to embed", "bytes": "bytes", "kB": "kB", "MB": "MB", "decimal_point": ".",
         "contents": "Contents", "page": "page", "submissions": "Submissions", "source": "Source",
         "exported_at": "Exported at", "timezone": "Times are local to", "note": "Note",
         "see_note": "see note", "no_submissions": "No submissions.", "part": "part",
@@ -79,6 +81,8 @@ LABELS: dict[str, dict[str, str]] = {
         "yes": "Oui", "no": "Non", "submission": "Saisie", "form": "Formulaire", "id": "Id de la saisie",
         "record": "Saisie", "rows": "lignes", "no_rows": "Aucune ligne.", "row": "Ligne",
         "missing": "non exporté", "unreadable": "image illisible",
+        "too_large": "image trop grande pour être insérée", "bytes": "octets", "kB": "ko", "MB": "Mo",
+        "decimal_point": ",",
         "contents": "Sommaire", "page": "page", "submissions": "Saisies", "source": "Source",
         "exported_at": "Exporté le", "timezone": "Heures locales de", "note": "Note",
         "see_note": "voir note", "no_submissions": "Aucune saisie.", "part": "partie",
@@ -166,12 +170,30 @@ class ImageItem:
 
 @dataclass
 class FileItem:
-    """A media listed by name: not an image, an image Pillow cannot read, or not exported."""
+    """A media listed by name: not an image, an image that cannot be embedded, or not exported."""
 
     caption: str
     name: str
     relpath: str | None  # relative to the report file; None when the media was not exported
-    note: str = ""
+    content_type: str = ""
+    size: int | None = None  # bytes
+    problem: str = ""  # why an image is listed instead of shown; "not exported"
+
+    def details(self, labels: dict[str, str]) -> str:
+        """What the report prints after the name: `` — <relpath> (<type>, <size>, <problem>)``."""
+        out = f" — {self.relpath}" if self.relpath else ""
+        notes = [n for n in (self.content_type, file_size(self.size, labels), self.problem) if n]
+        return out + (f" ({', '.join(notes)})" if notes else "")
+
+
+def file_size(size: int | None, labels: dict[str, str]) -> str:
+    """``28 bytes``, ``2.7 kB``, ``1.2 MB`` (in the labels' language: ``2,7 ko``)."""
+    if size is None:
+        return ""
+    if size < 1000:
+        return f"{size} {labels['bytes']}"
+    value, unit = (size / 1e3, labels["kB"]) if size < 1e6 else (size / 1e6, labels["MB"])
+    return f"{value:.1f}".replace(".", labels["decimal_point"]) + f" {unit}"
 
 
 MediaItem = ImageItem | FileItem
@@ -290,10 +312,10 @@ def build_report(form: Form, sub: Submission, media: dict[tuple, MediaItem], lab
     def item_for(ref: MediaRef, caption: str) -> MediaItem:
         got = media.get(_media_key(ref))
         if got is None:
-            return FileItem(caption, clean_text(ref.name), None, labels["missing"])
+            return FileItem(caption, clean_text(ref.name), None, problem=labels["missing"])
         if isinstance(got, ImageItem):
             return ImageItem(caption, got.name, got.path, got.width_px, got.height_px, got.relpath)
-        return FileItem(caption, got.name, got.relpath, got.note)
+        return FileItem(caption, got.name, got.relpath, got.content_type, got.size, got.problem)
 
     for f in form.fields:
         if f.kind == LAYOUT:
@@ -351,63 +373,25 @@ def _looks_like_image(media: Media, fdef: FieldDef | None) -> bool:
     return posixpath.splitext(media.ref.name.lower())[1] in IMAGE_EXTENSIONS
 
 
-def prepare_image(src: Path, dst_stem: Path, max_px: int) -> tuple[Path, int, int] | None:
-    """Decode ``src`` with Pillow; return (path, width, height) of a JPEG/PNG both renderers can
-    embed (EXIF orientation applied, longest side at most ``max_px`` unless 0), or None when
-    Pillow cannot read it (corrupt, truncated, unknown format, decompression bomb)."""
-    from PIL import Image, ImageOps
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(src) as im:
-                fmt = im.format
-                orientation = im.getexif().get(0x0112, 1)
-                if max_px and fmt == "JPEG" and max(im.size) > max_px:
-                    im.draft("RGB", (max_px, max_px))  # decode at a reduced scale: fast, small
-                im.load()
-                simple = (fmt in ("JPEG", "PNG") and orientation in (1, None)
-                          and (not max_px or max(im.size) <= max_px)
-                          and im.mode in ("RGB", "L", "RGBA", "LA", "P", "1")
-                          and not getattr(im, "is_animated", False))
-                if simple:
-                    if fmt == "JPEG" and src.suffix.lower() not in (".jpg", ".jpeg"):
-                        # reportlab copies a JPEG into the PDF as is only when its name says .jpg;
-                        # otherwise it decodes and hashes every pixel (twice the time per page)
-                        named = dst_stem.with_suffix(".jpg")
-                        os.replace(src, named)
-                        return named, im.size[0], im.size[1]
-                    return src, im.size[0], im.size[1]
-                img = ImageOps.exif_transpose(im) if orientation not in (1, None) else im
-                if max_px and max(img.size) > max_px:
-                    img = img.copy()
-                    img.thumbnail((max_px, max_px), Image.LANCZOS)
-                alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-                if alpha:
-                    out = dst_stem.with_suffix(".png")
-                    img.convert("RGBA").save(out, "PNG", optimize=False)
-                else:
-                    out = dst_stem.with_suffix(".jpg")
-                    img.convert("RGB").save(out, "JPEG", quality=85)
-                return out, img.size[0], img.size[1]
-    except Exception:  # noqa: BLE001 - any decoder failure means "not a readable image"
-        return None
-
-
 class MediaPreparer:
-    """Copies media to a temporary directory, decoding images once."""
+    """Copies media to a temporary directory, decoding images once (``formats.images``: embedded
+    when the renderer's parser ``accepts`` them, plain or re-encoded, else listed as files)."""
 
-    def __init__(self, root: Path, max_px: int, labels: dict[str, str]):
+    def __init__(self, root: Path, max_px: int, labels: dict[str, str],
+                 accepts: Callable[[str], object] | None = None):
         self.root = root
         self.max_px = max_px
         self.labels = labels
+        self.accepts = accepts
         self._n = 0
 
     def prepare(self, media: Media, fdef: FieldDef | None, relpath: str | None, caption: str,
                 workdir: Path) -> MediaItem:
         name = clean_text(media.ref.name)
+        ctype = clean_text(media.content_type or "")
+        size = media.size if type(media.size) is int else None
         if not _looks_like_image(media, fdef):
-            return FileItem(caption, name, relpath, clean_text(media.content_type or ""))
+            return FileItem(caption, name, relpath, ctype, size)
         self._n += 1
         raw = workdir / f"m{self._n}.bin"
         try:
@@ -416,14 +400,18 @@ class MediaPreparer:
         except OSError as e:
             raise FormatError(f"cannot spool media {media.ref.name!r}: {e}",
                               context=f"form {media.ref.form_id} submission {media.ref.submission_id}") from e
-        got = prepare_image(raw, workdir / f"m{self._n}", self.max_px)
-        if got is None:
+        size = raw.stat().st_size
+        stem = workdir / f"m{self._n}"
+        try:
+            got = images.prepare(raw, stem, self.max_px)
+            if self.accepts is not None:
+                got = images.for_renderer(got, self.accepts, stem)
+        except images.Refused as e:
             raw.unlink(missing_ok=True)
-            return FileItem(caption, name, relpath, self.labels["unreadable"])
-        path, w, h = got
-        if path != raw:
+            return FileItem(caption, name, relpath, ctype, size, self.labels[e.reason])
+        if got.path != raw:
             raw.unlink(missing_ok=True)
-        return ImageItem(caption, name, str(path), w, h, relpath)
+        return ImageItem(caption, name, str(got.path), got.width, got.height, relpath)
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,7 +437,7 @@ class ReportWriterBase:
         self.account: Account | None = None
         self.form: Form | None = None
         self._tmp = Path(tempfile.mkdtemp(prefix="exporter-report-"))
-        self._preparer = MediaPreparer(self._tmp, self.ropts.image_max_px, self.labels)
+        self._preparer = MediaPreparer(self._tmp, self.ropts.image_max_px, self.labels, self.accepts_image)
         self._pending: Submission | None = None
         self._pending_media: dict[tuple, MediaItem] = {}
         self._sub_dir: Path | None = None
@@ -582,6 +570,12 @@ class ReportWriterBase:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
     # ---- hooks -----------------------------------------------------------------------------
+    @staticmethod
+    def accepts_image(path: str) -> object:
+        """Parse the image at ``path`` as the renderer will when embedding it; raise when it
+        cannot (``formats.images.for_renderer`` then tries a re-encoded copy)."""
+        return None
+
     def _begin_form(self, form: Form) -> None:  # pragma: no cover - overridden
         pass
 

@@ -143,7 +143,7 @@ def test_hostile_values_round_trip(tmp_path):
     # unreadable media (bytes that are no image) are listed by name with their path, not embedded
     doc3 = docx.Document(_reports(tmp_path, out)["1003"])
     paras = [p.text for p in doc3.paragraphs]
-    assert "Photos: ../../evil.jpg — ../media/1003/_.._evil~855d7fed.jpg (image could not be read)" in paras
+    assert "Photos: ../../evil.jpg — ../media/1003/_.._evil~855d7fed.jpg (image/jpeg, 6 bytes, image could not be read)" in paras
     assert _images(_reports(tmp_path, out)["1003"]) == []
 
 
@@ -152,10 +152,10 @@ def test_other_media_listed_with_relative_paths(tmp_path):
     reports = _reports(tmp_path, out)
     doc = docx.Document(reports["s-1"])
     paras = [p.text for p in doc.paragraphs]
-    assert "Voice memo: voice memo.m4a — ../media/s-1/voice memo.m4a (audio/mp4)" in paras
-    assert "Attachments: report.pdf — ../media/s-1/report.pdf (application/pdf)" in paras
+    assert "Voice memo: voice memo.m4a — ../media/s-1/voice memo.m4a (audio/mp4, 22 bytes)" in paras
+    assert "Attachments: report.pdf — ../media/s-1/report.pdf (application/pdf, 13 bytes)" in paras
     assert "Attachments: missing.jpg (not exported)" in paras
-    assert "Site photos: broken.jpg — ../media/s-1/broken.jpg (image could not be read)" in paras
+    assert "Site photos: broken.jpg — ../media/s-1/broken.jpg (image/jpeg, 30 bytes, image could not be read)" in paras
     # the relative path really points at where the media are stored
     media = out.media_relpath(next(r for r in extra_sub_refs() if r.name == "voice memo.m4a"), "Réunion <b>&amp;</b> Ελληνικά")
     assert (reports["s-1"].parent / "../media/s-1/voice memo.m4a").resolve() == (tmp_path / media).resolve()
@@ -196,7 +196,8 @@ def test_single_document_per_form(tmp_path):
     assert len(imgs) == 5 and all(Image.open(io.BytesIO(b)).size for b in imgs)
     assert len(doc.inline_shapes) == 5
     # media paths are relative to the document, which sits in the form folder
-    assert any(p.text.endswith("— media/1003/_.._evil~855d7fed.jpg (image could not be read)") for p in doc.paragraphs)
+    listed = "— media/1003/_.._evil~855d7fed.jpg (image/jpeg, 6 bytes, image could not be read)"
+    assert any(p.text.endswith(listed) for p in doc.paragraphs)
     empty = docx.Document(paths[1])
     assert "No submissions." in [p.text for p in empty.paragraphs]
 

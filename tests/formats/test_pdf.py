@@ -79,7 +79,8 @@ def test_one_report_per_submission(tmp_path):
     assert sum(len(p.images) for p in reader.pages) == 4
     # an unreadable image is listed by name with its relative path
     _, t3 = _text(reports["1003"])
-    assert "Photos: ../../evil.jpg — ../media/1003/_.._evil~855d7fed.jpg (image could not be read)" in _flat(t3)
+    listed = "Photos: ../../evil.jpg — ../media/1003/_.._evil~855d7fed.jpg (image/jpeg, 6 bytes, image could not be read)"
+    assert listed in _flat(t3)
     assert sum(len(p.images) for p in pypdf.PdfReader(reports["1003"]).pages) == 1  # row-only.jpg
     assert w.documents == 3 and w.pages >= 3
 
@@ -108,9 +109,9 @@ def test_text_is_literal_accented_multilingual_and_complete(tmp_path):
     assert flat.count("word") >= 2000
     # a wide sub-form becomes one table per row; other media listed with their relative paths
     assert "Row 2 Column 1 r2c1 Column 2 r2c2" in flat
-    assert "Voice memo: voice memo.m4a — ../media/s-1/voice memo.m4a (audio/mp4)" in flat
+    assert "Voice memo: voice memo.m4a — ../media/s-1/voice memo.m4a (audio/mp4, 22 bytes)" in flat
     assert "Attachments: missing.jpg (not exported)" in flat
-    assert "Site photos: broken.jpg — ../media/s-1/broken.jpg (image could not be read)" in flat
+    assert "Site photos: broken.jpg — ../media/s-1/broken.jpg (image/jpeg, 30 bytes, image could not be read)" in flat
 
 
 def test_hostile_dataset_values(tmp_path):
