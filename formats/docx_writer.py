@@ -20,6 +20,7 @@ their path relative to the document.
 from __future__ import annotations
 
 import gc
+import tempfile
 from pathlib import Path
 
 from docx import Document
@@ -50,6 +51,7 @@ from .report import (
     submission_name,
     translate_errors,
 )
+from .stable import Newest, newest, restamp
 
 EMU_PER_INCH = 914400
 #: rows longer than this may split across pages (Word cannot lay out an unsplittable row taller
@@ -128,6 +130,7 @@ class DocxWriter(ReportWriterBase):
         self._doc = None
         self._count = 0
         self._volume = 0
+        self._newest = Newest()  # of the submissions in the single document being built
         self.documents = 0  # documents written (for benchmarks and logs)
 
     @staticmethod
@@ -173,6 +176,7 @@ class DocxWriter(ReportWriterBase):
         self._doc = None
         self._count = 0
         self._volume = 0
+        self._newest.reset()
 
     def _render(self, report: SubmissionReport) -> None:
         ctx = f"form {report.form_id} submission {report.submission_id}"
@@ -181,8 +185,9 @@ class DocxWriter(ReportWriterBase):
             if not self.single:
                 doc = self._new_document()
                 self._render_report(doc, report, 0)
+                when = newest(report.update_time)
                 with self.out.atomic(submission_name(self.out, self.form, report.submission_id, "docx")) as fh:
-                    doc.save(fh)
+                    self._save(doc, fh, when, report.title)
                 del doc
                 _release_documents()
                 self.documents += 1
@@ -196,6 +201,7 @@ class DocxWriter(ReportWriterBase):
                 self._title_page(self._doc, self.form)
             self._doc.add_paragraph().add_run().add_break(WD_BREAK.PAGE)
             self._render_report(self._doc, report, 1)
+            self._newest.add(report.update_time)
             self._count += 1
 
     def _end_form(self) -> None:
@@ -214,10 +220,28 @@ class DocxWriter(ReportWriterBase):
         assert self.form is not None and self._doc is not None
         path = self.out.pending_path(single_name(self.out, self.form, "docx", self._volume, self.labels))
         doc, self._doc = self._doc, None
-        doc.save(str(path))
+        self._newest.add(self.form.update_time)
+        when, title = self._newest.value, clean_text(self.form.name or self.form.id)
+        self._newest.reset()
+        with open(path, "wb") as fh:
+            self._save(doc, fh, when, title)
         del doc
         _release_documents()
         self.documents += 1
+
+    def _save(self, doc, fh, when, title: str) -> None:
+        """Save ``doc`` into ``fh`` with nothing of the wall clock in it: core properties and
+        every ZIP entry dated ``when`` (python-docx writes the package itself, so it is written
+        to a spool first and copied, see ``formats.stable``)."""
+        props = doc.core_properties
+        props.created = props.modified = when
+        props.title = title
+        props.author = props.last_modified_by = "exporter"
+        props.revision = 1
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=self._tmp) as spool:
+            doc.save(spool)
+            spool.seek(0)
+            restamp(spool, fh, when)
 
     def _abandon(self) -> None:
         self._doc = None

@@ -128,10 +128,11 @@ def prepare(src: Path, dst_stem: Path, max_px: int) -> Prepared:
                 return _encode(im, dst_stem, max_px)
             except Exception as e:  # noqa: BLE001 - a mode or size Pillow cannot convert
                 raise Refused("unreadable", f"{type(e).__name__}: {e}") from None
-        if im.format == "JPEG" and src.suffix.lower() not in (".jpg", ".jpeg"):
-            # reportlab copies a JPEG into the PDF as is only when its name says .jpg; otherwise
-            # it decodes and hashes every pixel (twice the time per page)
-            named = dst_stem.with_suffix(".jpg")
+        # named by its type: reportlab copies a JPEG into the PDF as is only when its name says
+        # .jpg (otherwise it decodes and hashes every pixel), python-docx names the part after it
+        suffix = ".jpg" if im.format == "JPEG" else ".png"
+        if src.suffix.lower() != suffix:
+            named = dst_stem.with_suffix(suffix)
             os.replace(src, named)
             return Prepared(named, im.size[0], im.size[1])
         return Prepared(src, im.size[0], im.size[1])

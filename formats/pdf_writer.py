@@ -24,7 +24,9 @@ its table as a numbered note, and a long plain field is set as flowing paragraph
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import pickle
 import re
 import unicodedata
@@ -75,6 +77,7 @@ from .report import (
     submission_name,
     translate_errors,
 )
+from .stable import Newest, newest, pdf_date
 
 FONT = "DejaVuSans"
 FONT_BOLD = "DejaVuSans-Bold"
@@ -156,6 +159,25 @@ def markup(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Flowables and canvases
 # --------------------------------------------------------------------------------------------
+
+
+class _ContentNamed(str):
+    """An image path that prints as a digest of the image's bytes. reportlab names an image
+    drawn from a file after the text of its path, and the path is a temporary one, different in
+    every run: the name (in the page resources) made two exports of the same data differ. The
+    file is opened by its real path; only the name comes from the content."""
+
+    key: str
+
+    @classmethod
+    def of(cls, path: str) -> _ContentNamed:
+        p = cls(path)
+        with open(path, "rb") as fh:
+            p.key = hashlib.file_digest(fh, "sha1").hexdigest() + os.path.splitext(path)[1]
+        return p
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class _Box(Flowable):
@@ -295,9 +317,16 @@ class _LazyStory:
 
 
 class _DocTemplate(SimpleDocTemplate):
-    def __init__(self, *a, **k):
-        super().__init__(*a, **k)
+    """reportlab's invariant mode (no wall clock, an ID derived from the content) and the
+    CreationDate/ModDate of ``when``, a time taken from the data (``formats.stable``)."""
+
+    def __init__(self, *a, when, **k):
+        super().__init__(*a, invariant=1, **k)
         self.heading_pages: list[int] = []
+        self._date = pdf_date(when)
+
+    def beforeDocument(self):
+        self.canv.setDateFormatter(self._date)
 
     def afterFlowable(self, flowable):
         if isinstance(flowable, _Heading):
@@ -333,6 +362,7 @@ class PdfWriter(ReportWriterBase):
         self._spool_path: Path | None = None
         self._count = 0
         self._volume = 0
+        self._newest = Newest()  # of the submissions in the volume being spooled
         self.pages = 0  # pages written (for benchmarks and logs)
         self.documents = 0
 
@@ -372,6 +402,7 @@ class PdfWriter(ReportWriterBase):
     def _begin_form(self, form: Form) -> None:
         self._count = 0
         self._volume = 0
+        self._newest.reset()
 
     def _render(self, report: SubmissionReport) -> None:
         assert self.form is not None
@@ -380,7 +411,7 @@ class PdfWriter(ReportWriterBase):
             if not self.single:
                 rel = submission_name(self.out, self.form, report.submission_id, "pdf")
                 with self.out.atomic(rel) as fh:
-                    doc = self._doc(fh, report.title)
+                    doc = self._doc(fh, report.title, newest(report.update_time))
                     doc.build(list(self._report_flowables(report)),
                               canvasmaker=_numbered_canvas(self._footer(None)))
                 self.pages += doc.page
@@ -393,6 +424,7 @@ class PdfWriter(ReportWriterBase):
                 self._count = 0
                 self._open_spool()
             pickle.dump(report, self._spool, protocol=pickle.HIGHEST_PROTOCOL)
+            self._newest.add(report.update_time)
             self._count += 1
 
     def _end_form(self) -> None:
@@ -418,9 +450,9 @@ class PdfWriter(ReportWriterBase):
         return translate_errors("PDF report", ctx, (LayoutError,))
 
     # ---- documents -----------------------------------------------------------------------
-    def _doc(self, target, title: str) -> _DocTemplate:
+    def _doc(self, target, title: str, when) -> _DocTemplate:
         return _DocTemplate(target, pagesize=self.pagesize, title=title, author="exporter",
-                            creator="exporter (reportlab)", **self.margins)
+                            creator="exporter (reportlab)", when=when, **self.margins)
 
     def _footer(self, left: str | None):
         def draw(canv, page: int, total: int) -> None:
@@ -457,16 +489,19 @@ class PdfWriter(ReportWriterBase):
         path = self.out.pending_path(rel)
         pages: list[int] = []
         total = 0
+        self._newest.add(form.update_time)
+        when = self._newest.value
+        self._newest.reset()
         self._counting = True
         try:
-            doc = self._doc(io.BytesIO(), name)
+            doc = self._doc(io.BytesIO(), name, when)
             doc.build(_LazyStory(self._single_story(form, pages)), canvasmaker=_CountingCanvas)
             pages, total = doc.heading_pages, doc.page
         finally:
             self._counting = False
         for _attempt in range(3):
             footer = self._footer(left)
-            doc = self._doc(str(path), name)
+            doc = self._doc(str(path), name, when)
 
             def on_page(canv, d, footer=footer, total=total):
                 footer(canv, d.page, total)
@@ -625,7 +660,7 @@ class PdfWriter(ReportWriterBase):
         if self._counting:
             yield _Box(w, h)
         else:
-            img = Image(item.path, width=w, height=h, lazy=2)
+            img = Image(_ContentNamed.of(item.path), width=w, height=h, lazy=2)
             img.hAlign = "LEFT"
             yield img
         yield Spacer(1, 4)

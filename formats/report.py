@@ -238,6 +238,7 @@ class SubmissionReport:
     toc_text: str
     meta: list[tuple[str, str]]
     blocks: list[Block]
+    update_time: str | None = None  # the submission's, as served: dates the report file
 
     def images(self) -> list[ImageItem]:
         out: list[ImageItem] = []
@@ -343,7 +344,7 @@ def build_report(form: Form, sub: Submission, media: dict[tuple, MediaItem], lab
         else:
             blocks.append(FieldBlock(caption_of(f), value))
     return SubmissionReport(form.id, clean_text(form.name), clean_text(sub.id), title, clean_text(sub_t),
-                            clean_text(toc), _meta_rows(form, sub, labels), blocks)
+                            clean_text(toc), _meta_rows(form, sub, labels), blocks, sub.update_time)
 
 
 def group_blocks(blocks: list[Block]) -> list[list[FieldBlock] | Block]:

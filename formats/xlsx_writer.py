@@ -30,10 +30,12 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
+from openpyxl.writer.excel import ExcelWriter
 
 from exporter.errors import FormatError
 from exporter.model import FieldDef, Form, GeoPoint, Submission
 from formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
+from formats.stable import DatedZip, Newest
 from formats.tabular import (
     GROUP_FIELDS,
     META,
@@ -187,6 +189,15 @@ class _Book:
         self.names = SheetNames()
         self.max_rows = max_rows
         self.max_links = max_links
+        self.newest = Newest()  # of the data the workbook holds: dates the file
+
+    def save(self, target) -> None:
+        """Write the workbook with nothing of the wall clock in it: its core properties and every
+        ZIP entry dated by the newest data it holds (``formats.stable``). This is openpyxl's
+        ``save_workbook`` with our own ZIP and times (it would date both with the clock)."""
+        when = self.newest.value
+        self.wb.properties.created = self.wb.properties.modified = when
+        ExcelWriter(self.wb, DatedZip(target, when)).save()
 
     def sheet(self, title: str, headers: list[str], widths: list[float] | None = None) -> _Sheet:
         if widths is None:
@@ -292,6 +303,7 @@ class XlsxWriter(FormStreamWriter):
     # ---- records (dispatched by FormStreamWriter.write) --------------------------------
     def _on_user(self, user) -> None:
         self._open_people()
+        self._people["users_book"].newest.add(user.create_time)
         self._people["users"].append(
             [self._cell(getattr(user, k), getattr(user, k), "", f"user-{user.id}-{k}")
              if k != "admin" else user.admin for k in USER_FIELDS])
@@ -324,8 +336,9 @@ class XlsxWriter(FormStreamWriter):
                          + [self._cell(v, v, "lists", f"{lst.id}-{item.index}-cell") if v else None
                             for v in list_item_cells(item, levels, cols)])
         rel = "lists/" + self.out.safe(f"{lst.id}-{lst.name}") + ".xlsx"
+        book.newest.add(lst.update_time)
         with self.out.atomic(rel, "wb") as fh:
-            book.wb.save(fh)
+            book.save(fh)
 
     def _start_form(self, form: Form) -> None:
         main_cols = form_columns(form)
@@ -337,6 +350,7 @@ class XlsxWriter(FormStreamWriter):
         agg = self.out.aggregate_dir(form)
         self._book_rel = f"{agg}/submissions.xlsx"
         self._book = _Book(self.max_rows, self.max_links)
+        self._book.newest.add(form.update_time)
         self._main = self._book.sheet("submissions", [c.header for c in self._main_cols],
                                       self._widths(self._main_cols))
         self._subs = []
@@ -369,13 +383,14 @@ class XlsxWriter(FormStreamWriter):
     @staticmethod
     def _save(book: _Book, path, rel: str) -> None:
         try:
-            book.wb.save(path)
+            book.save(path)
         except (ValueError, TypeError) as e:  # openpyxl refusing a value
             raise FormatError(f"cannot write workbook: {e}", context=rel) from None
 
     def _write_submission(self, sub: Submission) -> None:
         form = submission_form(self._form, sub)
         base = self.out.aggregate_dir(form)
+        self._book.newest.add(sub.update_time)
         self._main.append(self._row(form, sub, self._main_cols, base))
         for sf, cols, sheet in self._subs:
             for row in sub.subforms.get(sf.name, []):

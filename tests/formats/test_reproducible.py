@@ -1,0 +1,69 @@
+"""Same data exported twice gives byte-identical files, in every format (``formats.stable``):
+no wall-clock time in ZIP entries, Office core properties, PDF dates and IDs, or image names."""
+from __future__ import annotations
+
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from exporter.cli import cli
+from formats.docx_writer import DocxWriter
+from formats.pdf_writer import PdfWriter
+from formats.stable import EPOCH, newest
+from tests.formats.conftest import run_writer
+from tests.formats.report_fixtures import image_dataset
+
+FORMATS = ("json", "csv", "xlsx", "xml", "docx", "pdf")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _differ(a: dict[str, bytes], b: dict[str, bytes]) -> list[str]:
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def test_exporting_the_same_archive_twice_gives_identical_files(sample_archive, tmp_path):
+    outs = []
+    for i in (1, 2):
+        if i == 2:
+            time.sleep(1.1)  # another wall-clock second: any time taken from the clock shows
+        out = tmp_path / f"out{i}"
+        r = CliRunner().invoke(cli, ["export", "-s", str(sample_archive), "--to", str(out), "--format",
+                                     ",".join(FORMATS)], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        outs.append(_files(out))
+    a, b = outs
+    kinds = {Path(k).suffix for k in a}
+    assert {".json", ".jsonl", ".csv", ".xlsx", ".xml", ".docx", ".pdf"} <= kinds
+    assert _differ(a, b) == []
+
+
+@pytest.mark.parametrize(("cls", "options"), [(DocxWriter, {"docx_single": True}),
+                                              (PdfWriter, {"pdf_single": True})])
+def test_single_documents_are_identical_across_runs(tmp_path, cls, options):
+    runs = []
+    for i in (1, 2):
+        if i == 2:
+            time.sleep(1.1)
+        ds = image_dataset()
+        ds.submissions = [s for s in ds.submissions if s.id != "1002"]  # its 40,000 characters: slow
+        run_writer(cls, tmp_path / str(i), options, ds.records())
+        runs.append(_files(tmp_path / str(i)))
+    assert runs[0] and _differ(*runs) == []
+
+
+def test_file_times_come_from_the_data(tmp_path):
+    ds = image_dataset()
+    run_writer(DocxWriter, tmp_path, {}, ds.records())
+    sub = ds.submissions[0]
+    path = next(tmp_path.rglob(f"{sub.id}.docx"))
+    with zipfile.ZipFile(path) as z:
+        assert {i.date_time for i in z.infolist()} == {newest(sub.update_time).timetuple()[:6]}
+        core = z.read("docProps/core.xml").decode()
+    assert f"<dcterms:modified xsi:type=\"dcterms:W3CDTF\">{newest(sub.update_time):%Y-%m-%dT%H:%M:%S}Z" in core
+    assert newest(None, "not a time") == EPOCH
