@@ -34,6 +34,7 @@ from docx.shared import Emu, Mm, Pt
 from exporter.model import Form
 
 from .base import FormatLimits
+from .labels import counted
 from .report import (
     WIDE_TABLE_COLUMNS,
     FileItem,
@@ -261,7 +262,7 @@ class DocxWriter(ReportWriterBase):
                 for item in g.items:
                     self._media_item(doc, item)
             elif isinstance(g, TableBlock):
-                self._caption(doc, f"{g.caption} ({len(g.rows)} {self.labels['rows']})", level)
+                self._caption(doc, f"{g.caption} ({counted(len(g.rows), 'rows', self.labels)})", level)
                 self._subform(doc, g)
                 for item in g.items:
                     self._media_item(doc, item)

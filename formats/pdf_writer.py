@@ -59,6 +59,7 @@ from reportlab.platypus.doctemplate import LayoutError
 from exporter.model import Form
 
 from .base import FormatLimits
+from .labels import counted
 from .report import (
     WIDE_TABLE_COLUMNS,
     FileItem,
@@ -571,7 +572,7 @@ class PdfWriter(ReportWriterBase):
                 for item in g.items:
                     yield from self._media(item)
             elif isinstance(g, TableBlock):
-                yield self._p(f"{g.caption} ({len(g.rows)} {self.labels['rows']})", self.st_h3)
+                yield self._p(f"{g.caption} ({counted(len(g.rows), 'rows', self.labels)})", self.st_h3)
                 yield from self._subform(g)
                 for item in g.items:
                     yield from self._media(item)

@@ -48,6 +48,7 @@ from exporter.model import (
 )
 from formats import images
 from formats.base import submission_form
+from formats.labels import LABELS, file_size, form_language
 
 #: sub-forms with more value columns than this are laid out one small table per row
 WIDE_TABLE_COLUMNS = 6
@@ -59,43 +60,6 @@ HEADING_TYPES = frozenset({"section", "tab"})
 
 # XML 1.0 (DOCX) and PDF text cannot carry these; they are replaced by U+FFFD so the gap stays visible
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-
-LABELS: dict[str, dict[str, str]] = {
-    "en": {
-        "yes": "Yes", "no": "No", "submission": "Submission", "form": "Form", "id": "Submission id",
-        "record": "Record", "rows": "rows", "no_rows": "No rows.", "row": "Row",
-        "missing": "not exported", "unreadable": "image could not be read",
-        "too_large": "image too large to embed", "bytes": "bytes", "kB": "kB", "MB": "MB", "decimal_point": ".",
-        "contents": "Contents", "page": "page", "submissions": "Submissions", "source": "Source",
-        "exported_at": "Exported at", "timezone": "Times are local to", "note": "Note",
-        "see_note": "see note", "no_submissions": "No submissions.", "part": "part",
-        "record_number": "Record number", "user_id": "User id", "create_time": "Created",
-        "update_time": "Updated", "answer_time": "Answered", "update_answer_time": "Answer updated",
-        "start_time": "Started", "end_time": "Ended", "update_user_id": "Updated by (id)",
-        "direction": "Direction", "recipient_id": "Recipient id", "form_unique_id": "Form unique id",
-        "origin_answer": "Origin", "user_name": "User", "first_name": "First name",
-        "last_name": "Last name", "login": "Login", "email": "Email", "phone": "Phone",
-        "update_user_name": "Updated by", "recipient_name": "Recipient", "history": "History",
-    },
-    "fr": {
-        "yes": "Oui", "no": "Non", "submission": "Saisie", "form": "Formulaire", "id": "Id de la saisie",
-        "record": "Saisie", "rows": "lignes", "no_rows": "Aucune ligne.", "row": "Ligne",
-        "missing": "non exporté", "unreadable": "image illisible",
-        "too_large": "image trop grande pour être insérée", "bytes": "octets", "kB": "ko", "MB": "Mo",
-        "decimal_point": ",",
-        "contents": "Sommaire", "page": "page", "submissions": "Saisies", "source": "Source",
-        "exported_at": "Exporté le", "timezone": "Heures locales de", "note": "Note",
-        "see_note": "voir note", "no_submissions": "Aucune saisie.", "part": "partie",
-        "record_number": "Numéro", "user_id": "Id utilisateur", "create_time": "Créée le",
-        "update_time": "Modifiée le", "answer_time": "Répondue le",
-        "update_answer_time": "Réponse modifiée le", "start_time": "Début", "end_time": "Fin",
-        "update_user_id": "Modifiée par (id)", "direction": "Direction", "recipient_id": "Id destinataire",
-        "form_unique_id": "Id unique", "origin_answer": "Origine", "user_name": "Utilisateur",
-        "first_name": "Prénom", "last_name": "Nom", "login": "Identifiant", "email": "E-mail",
-        "phone": "Téléphone", "update_user_name": "Modifiée par", "recipient_name": "Destinataire",
-        "history": "Historique",
-    },
-}
 
 # --------------------------------------------------------------------------------------------
 # Options
@@ -129,16 +93,16 @@ def opt_int(options: dict, key: str, default: int, minimum: int = 0) -> int:
 class ReportOptions:
     """Options both report writers understand (besides their own ``docx_single``/``pdf_single``)."""
 
-    lang: str = "en"  # report_lang: labels language, en or fr
+    lang: str = "auto"  # report_lang: labels language, auto (the form's, else English), en or fr
     page_size: str = "A4"  # report_page_size: A4 or letter
     image_max_px: int = 1600  # report_image_max_px: longest side of embedded images, 0 = keep
     max_submissions: int = 0  # report_max_submissions: single mode, start a new volume after N (0 = never)
 
     @classmethod
     def from_options(cls, options: dict) -> ReportOptions:
-        lang = str(options.get("report_lang", "en")).strip().lower()
-        if lang not in LABELS:
-            raise ConfigError(f"option report_lang: expected one of {', '.join(LABELS)}, got {lang!r}")
+        lang = str(options.get("report_lang", "auto")).strip().lower()
+        if lang != "auto" and lang not in LABELS:
+            raise ConfigError(f"option report_lang: expected auto or one of {', '.join(LABELS)}, got {lang!r}")
         size = str(options.get("report_page_size", "A4")).strip().lower()
         if size not in ("a4", "letter"):
             raise ConfigError(f"option report_page_size: expected A4 or letter, got {size!r}")
@@ -146,9 +110,12 @@ class ReportOptions:
                    image_max_px=opt_int(options, "report_image_max_px", 1600),
                    max_submissions=opt_int(options, "report_max_submissions", 0))
 
-    @property
-    def labels(self) -> dict[str, str]:
-        return LABELS[self.lang]
+    def labels(self, form: Form | None = None, account: Account | None = None) -> dict[str, str]:
+        """The labels for ``form``: ``report_lang``'s, or with ``auto`` the form's language
+        (``form_language``) when we have its labels, else English."""
+        if self.lang != "auto":
+            return LABELS[self.lang]
+        return LABELS[(form_language(form, account) if form is not None else None) or "en"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,16 +151,6 @@ class FileItem:
         out = f" — {self.relpath}" if self.relpath else ""
         notes = [n for n in (self.content_type, file_size(self.size, labels), self.problem) if n]
         return out + (f" ({', '.join(notes)})" if notes else "")
-
-
-def file_size(size: int | None, labels: dict[str, str]) -> str:
-    """``28 bytes``, ``2.7 kB``, ``1.2 MB`` (in the labels' language: ``2,7 ko``)."""
-    if size is None:
-        return ""
-    if size < 1000:
-        return f"{size} {labels['bytes']}"
-    value, unit = (size / 1e3, labels["kB"]) if size < 1e6 else (size / 1e6, labels["MB"])
-    return f"{value:.1f}".replace(".", labels["decimal_point"]) + f" {unit}"
 
 
 MediaItem = ImageItem | FileItem
@@ -434,7 +391,7 @@ class ReportWriterBase:
         self.out = out
         self.options = dict(options or {})
         self.ropts = ReportOptions.from_options(self.options)
-        self.labels = self.ropts.labels
+        self.labels = self.ropts.labels()  # of the form being written (set with each form)
         self.account: Account | None = None
         self.form: Form | None = None
         self._tmp = Path(tempfile.mkdtemp(prefix="exporter-report-"))
@@ -486,6 +443,7 @@ class ReportWriterBase:
             self._flush()
             self._finish_form()
             self.form = record
+            self.labels = self._preparer.labels = self.ropts.labels(record, self.account)
             self._begin_form(record)
         elif isinstance(record, Submission):
             self._flush()

@@ -72,7 +72,7 @@ def test_registered_and_limits():
 
 def test_one_report_per_submission_with_every_field(tmp_path):
     ds = image_dataset()
-    out, _ = run_writer(DocxWriter, tmp_path, {}, ds.records())
+    out, _ = run_writer(DocxWriter, tmp_path, {"report_lang": "en"}, ds.records())
     reports = _reports(tmp_path, out)
     assert set(reports) == {"1001", "1002", "1003"}
     form_dir = out.form_dir(ds.form)
@@ -128,7 +128,7 @@ def test_images_fit_the_page_and_keep_aspect_ratio(tmp_path):
 
 def test_hostile_values_round_trip(tmp_path):
     ds = build_dataset()
-    out, _ = run_writer(DocxWriter, tmp_path, {}, ds.records())
+    out, _ = run_writer(DocxWriter, tmp_path, {"report_lang": "en"}, ds.records())
     doc = docx.Document(_reports(tmp_path, out)["1002"])
     kv = _kv(doc)
     assert kv["Name"] == RTL + " " + EMOJI
@@ -181,7 +181,7 @@ def extra_sub_refs():
 
 def test_single_document_per_form(tmp_path):
     ds = image_dataset()
-    out, w = run_writer(DocxWriter, tmp_path, {"docx_single": "true"}, ds.records())
+    out, w = run_writer(DocxWriter, tmp_path, {"report_lang": "en", "docx_single": "true"}, ds.records())
     assert w.limits.holds_whole_document
     paths = [tmp_path / p for p in out.published]
     assert [p.name for p in paths] == [out.safe(ds.form.name + ".docx"), "Empty form.docx"]
@@ -204,8 +204,8 @@ def test_single_document_per_form(tmp_path):
 
 def test_single_document_volumes_and_incremental(tmp_path):
     ds = image_dataset()
-    out, _ = run_writer(DocxWriter, tmp_path, {"docx_single": True, "report_max_submissions": 2}, ds.records(),
-                        incremental=True, run_id="r-7")
+    options = {"report_lang": "en", "docx_single": True, "report_max_submissions": 2}
+    out, _ = run_writer(DocxWriter, tmp_path, options, ds.records(), incremental=True, run_id="r-7")
     names = sorted(str(p) for p in out.published)
     base = out.aggregate_dir(ds.form)
     assert base.endswith("/runs/r-7")

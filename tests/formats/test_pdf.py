@@ -58,7 +58,7 @@ def test_registered_and_limits(tmp_path):
 
 def test_one_report_per_submission(tmp_path):
     ds = image_dataset()
-    out, w = run_writer(PdfWriter, tmp_path, {}, ds.records())
+    out, w = run_writer(PdfWriter, tmp_path, {"report_lang": "en"}, ds.records())
     reports = _reports(tmp_path, out)
     assert set(reports) == {"1001", "1002", "1003"}
     assert all(str(p.relative_to(tmp_path)).startswith(out.form_dir(ds.form) + "/reports/") for p in reports.values())
@@ -115,7 +115,7 @@ def test_text_is_literal_accented_multilingual_and_complete(tmp_path):
 
 
 def test_hostile_dataset_values(tmp_path):
-    out, _ = run_writer(PdfWriter, tmp_path, {}, build_dataset().records())
+    out, _ = run_writer(PdfWriter, tmp_path, {"report_lang": "en"}, build_dataset().records())
     pages, text = _text(_reports(tmp_path, out)["1002"])
     assert _flat(text).count("Lorem ipsum") == LONG_TEXT.count("Lorem ipsum") == 2000
     assert len(pages) >= 5
@@ -133,7 +133,7 @@ def _page_of(pages: list[str], needle: str, start: int = 0) -> int:
 
 def test_single_pdf_with_contents_outline_and_page_numbers(tmp_path):
     ds = image_dataset()
-    out, w = run_writer(PdfWriter, tmp_path, {"pdf_single": True}, ds.records())
+    out, w = run_writer(PdfWriter, tmp_path, {"report_lang": "en", "pdf_single": True}, ds.records())
     paths = [tmp_path / p for p in out.published]
     assert [p.name for p in paths] == [out.safe(ds.form.name + ".pdf"), "Empty form.pdf"]
     pages, _ = _text(paths[0])
@@ -159,7 +159,7 @@ def test_single_pdf_with_contents_outline_and_page_numbers(tmp_path):
 
 def test_single_pdf_volumes(tmp_path):
     ds = image_dataset()
-    out, _ = run_writer(PdfWriter, tmp_path, {"pdf_single": True, "report_max_submissions": 2}, ds.records())
+    out, _ = run_writer(PdfWriter, tmp_path, {"report_lang": "en", "pdf_single": True, "report_max_submissions": 2}, ds.records())
     names = [p.name for p in out.published]
     assert names == [out.safe(ds.form.name + ".pdf"), out.safe(ds.form.name + " (part 2).pdf"), "Empty form.pdf"]
     pages, _ = _text(tmp_path / out.published[1])
@@ -170,7 +170,7 @@ def test_rendered_page_is_not_blank_and_shows_the_photo(tmp_path):
     pdftoppm = shutil.which("pdftoppm")
     if pdftoppm is None:
         pytest.fail("pdftoppm is missing: apt-get install -y poppler-utils")
-    out, _ = run_writer(PdfWriter, tmp_path, {}, image_dataset().records())
+    out, _ = run_writer(PdfWriter, tmp_path, {"report_lang": "en"}, image_dataset().records())
     pdf = _reports(tmp_path, out)["1001"]
     subprocess.run([pdftoppm, "-png", "-r", "40", str(pdf), str(tmp_path / "page")], check=True, timeout=60)
     pngs = sorted(tmp_path.glob("page*.png"))
