@@ -19,7 +19,6 @@ their path relative to the document.
 """
 from __future__ import annotations
 
-import gc
 import tempfile
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from .report import (
     clean_text,
     group_blocks,
     opt_bool,
+    release_documents,
     single_name,
     submission_name,
     translate_errors,
@@ -83,17 +83,6 @@ def _offload(part, path: str) -> None:
         part._disk_sha1 = sha1
         part._blob = None
     part._image = None  # drop the decoded copy python-docx keeps
-
-
-def _release_documents() -> None:
-    """Free the document just saved. A python-docx document is a web of reference cycles (the
-    package and its parts point at each other through their relationships), so dropping it frees
-    nothing until the cycle collector runs; its XML trees live in libxml2's memory, which the
-    collector's allocation count does not see, so with a raised threshold (the pipeline runs with
-    100,000) hundreds of saved documents piled up (1.4 GB for 500 reports). Collecting the young
-    generations, where a document built since the last save sits, costs about 3 ms; a full
-    collection would scan every live object of the run (100+ ms)."""
-    gc.collect(1)
 
 
 def _set_cell_width(cell, width: int) -> None:
@@ -190,7 +179,7 @@ class DocxWriter(ReportWriterBase):
                 with self.out.atomic(submission_name(self.out, self.form, report.submission_id, "docx")) as fh:
                     self._save(doc, fh, when, report.title)
                 del doc
-                _release_documents()
+                release_documents()
                 self.documents += 1
                 return
             if self._doc is not None and self.ropts.max_submissions and self._count >= self.ropts.max_submissions:
@@ -227,7 +216,7 @@ class DocxWriter(ReportWriterBase):
         with open(path, "wb") as fh:
             self._save(doc, fh, when, title)
         del doc
-        _release_documents()
+        release_documents()
         self.documents += 1
 
     def _save(self, doc, fh, when, title: str) -> None:

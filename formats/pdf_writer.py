@@ -74,6 +74,7 @@ from .report import (
     fonts_dir,
     group_blocks,
     opt_bool,
+    release_documents,
     single_name,
     submission_name,
     translate_errors,
@@ -416,6 +417,8 @@ class PdfWriter(ReportWriterBase):
                     doc.build(list(self._report_flowables(report)),
                               canvasmaker=_numbered_canvas(self._footer(None)))
                 self.pages += doc.page
+                del doc
+                release_documents()
                 self.documents += 1
                 return
             if self._spool is not None and self.ropts.max_submissions and self._count >= self.ropts.max_submissions:
@@ -512,6 +515,8 @@ class PdfWriter(ReportWriterBase):
                 break
             pages, total = doc.heading_pages, doc.page
         self.pages += total
+        del doc
+        release_documents()
         self.documents += 1
         if self._spool_path is not None:
             self._spool_path.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 import os
 import posixpath
 import re
@@ -559,6 +560,17 @@ def single_name(out, form: Form, ext: str, volume: int, labels: dict[str, str]) 
 def submission_name(out, form: Form, submission_id: str, ext: str) -> str:
     """``<form_dir>/reports/<safe submission id>.<ext>``."""
     return f"{out.form_dir(form)}/reports/{out.safe(submission_id + '.' + ext)}"
+
+
+def release_documents() -> None:
+    """Free the document just written. python-docx and reportlab documents are webs of reference
+    cycles (a package and its parts, a canvas and its document template point at each other), so
+    dropping one frees nothing until the cycle collector runs; much of their memory (libxml2's XML
+    trees, page streams) is not counted by the collector's allocation threshold, so with a raised
+    threshold (the pipeline runs with 100,000) hundreds of written documents piled up: 1.4 GB for
+    500 DOCX reports. Collecting the young generations, where a document built since the previous
+    one sits, costs about 3 ms; a full collection would scan every live object of the run."""
+    gc.collect(1)
 
 
 @contextlib.contextmanager
