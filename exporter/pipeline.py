@@ -3,8 +3,9 @@
 The pipeline pulls records from the source, groups them into bounded batches, hands each batch to
 every sink, commits every sink, and only then acknowledges the batch to the source (server read
 markers advance only after every sink has committed). A batch is closed when it holds
-``batch_size`` submissions, ``batch_bytes`` of media, or at each ``Checkpoint`` (the end of a form
-or of a page of unread records), so a sink's stored cursor is committed with the data it covers.
+``batch_size`` submissions or ``batch_bytes`` of media (never between a submission and its media),
+or at each ``Checkpoint`` (the end of a form or of a page of unread records), so a sink's stored
+cursor is committed with the data it covers.
 
 Any failure closes every sink with ``ok=False`` (roll back, discard unfinished files) and is raised
 again; nothing is acknowledged.
@@ -88,21 +89,32 @@ class Progress(Protocol):
 
 
 def batches(records: Iterable[Record], batch_size: int, batch_bytes: int) -> Iterator[list[Record]]:
+    """Group the stream into batches of about ``batch_size`` submissions or ``batch_bytes`` of
+    media, each closed right after a ``Checkpoint`` or a ``SubmissionBlock``, or, once a limit is
+    reached, just before the next record that is neither a ``Media`` nor a ``Checkpoint``: a submission and the media that
+    follow it always share a batch (the source acknowledges a batch's submissions once it is
+    committed, so media left to the next batch would be lost if the run stopped in between)."""
     batch: list[Record] = []
     subs = 0
     size = 0
+    full = False  # a limit was reached: close before the next record that starts something new
     for r in records:
-        batch.append(r)
         kind = r.kind
+        if full and kind != "media" and kind != "checkpoint":
+            yield batch
+            batch, subs, size, full = [], 0, 0, False
+        batch.append(r)
         if kind == "submission":
             subs += 1
         elif kind == "media":
             size += counted_bytes(r.size)
-        elif kind == "submissions":  # a SubmissionBlock
+        elif kind == "submissions":  # a SubmissionBlock: its submissions with their media
             subs += len(r)
-        if r.kind == "checkpoint" or subs >= batch_size or size >= batch_bytes:
+        if kind == "checkpoint" or (kind == "submissions" and (subs >= batch_size or size >= batch_bytes)):
             yield batch
             batch, subs, size = [], 0, 0
+        elif subs >= batch_size or size >= batch_bytes:
+            full = True
     if batch:
         yield batch
 

@@ -84,6 +84,32 @@ def test_batches_are_bounded_and_close_at_checkpoints(sample_archive):
         assert all(r.kind != "checkpoint" for r in b[:-1])  # a checkpoint always ends its batch
 
 
+def _media_follow_their_submission(out):
+    for b in out:
+        for i, r in enumerate(b):
+            if r.kind == "media":  # its submission is earlier in the same batch
+                owner = [x for x in b[:i] if x.kind == "submission"]
+                assert owner and owner[-1].id == r.ref.submission_id, (r.ref, [x.kind for x in b])
+
+
+@pytest.mark.parametrize("limits", [dict(batch_size=1, batch_bytes=1 << 30), dict(batch_size=3, batch_bytes=1 << 30),
+                                    dict(batch_size=1000, batch_bytes=1)])
+def test_batches_never_part_a_submission_from_its_media(sample_archive, limits):
+    recs = list(ArchiveSource(sample_archive).records({}))
+    assert any(a.kind == "submission" and b.kind == "media" for a, b in zip(recs, recs[1:], strict=False))
+    out = list(batches(recs, **limits))
+    assert [r for b in out for r in b] == recs  # nothing lost, nothing reordered
+    _media_follow_their_submission(out)
+    for b in out:
+        assert all(r.kind != "checkpoint" for r in b[:-1])
+        # closed as soon as allowed: one submission (with its media) past the limit at most
+        assert sum(1 for r in b if r.kind == "submission") <= limits["batch_size"]
+    if limits["batch_bytes"] == 1:  # every media reaches the byte limit: the batch ends with its media
+        for b in out:
+            kinds = [r.kind for r in b]
+            assert "media" not in kinds or set(kinds[kinds.index("media"):]) <= {"media", "checkpoint"}
+
+
 def test_failure_rolls_back_every_sink_and_acknowledges_nothing_more(sample_archive):
     log = []
     a = RecordingSink("a", log)
