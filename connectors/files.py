@@ -1,28 +1,44 @@
 """The files sink: a local directory holding the chosen file formats and the media.
 
-Layout (see the README): ``forms/<id>-<name>/`` per form with its aggregate files (on an
-incremental run under ``runs/<run id>/``), ``submissions/`` pretty JSON, ``media/<submission>/``
-media files, and users/groups/lists files at the top. Per-submission files and media are written
-atomically as they come; aggregate files are built under temporary names and published when the run
-succeeds, so a failed run leaves every file as it was.
+Layout (see the README): ``forms/<id>-<name>/`` per form with its aggregate files,
+``submissions/`` pretty JSON, ``media/<submission>/`` media files, and users/groups/lists files at
+the top. Per-submission files and media are written atomically as they come, and made durable at
+each commit.
 
-Its incremental state (each form's cursor) is kept in ``.exporter-state.json`` at the root, written
-only after a successful run.
+Aggregates (CSV, JSONL, XLSX, XML) are kept current: every submission goes into the sink's store
+(``connectors.files_store``, committed with each batch), and at the end of a successful run the
+aggregates of each form whose rows changed (or that an earlier run left unpublished) are built again
+from the store, streamed in a stable order into temporary files and renamed into place. A full
+export and any number of incremental runs over the same data give the same bytes; a run that
+changes nothing rewrites no file (a file whose new bytes equal the old ones is left as it was).
+With ``deltas=true`` an incremental run also writes the aggregates of just the submissions it
+changed under ``runs/<run id>/``. The report writers' one-document-per-form files (DOCX, PDF)
+still come from the stream.
+
+Its incremental state (each form's cursor) is kept in the store, committed with the data.
+
+``keep_current=False`` (the remote sink's staging, which starts empty each run) writes aggregates
+straight from the stream instead (under ``runs/<run id>/`` on an incremental run) and keeps its
+state in ``.exporter-state.json``, written only after a successful run.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Sequence
 
+from connectors.files_store import STORE_PATH, FormStore
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, FormatError, SinkError
 from exporter.fsutil import atomic_write, file_digest
 from exporter.model import Media, counted_bytes
+from exporter.records import parse_submission
 from exporter.sinks import RunContext, SinkStats
-from formats.base import OutputDir, get_writer_class
+from formats.base import OutputDir, get_writer_class, make_writer
+from formats.report import opt_bool
 
 STATE_FILE = ".exporter-state.json"
 
@@ -33,19 +49,30 @@ class FilesSink:
         checksum="sha256", tested="local temporary directories, every format read back",
     )
 
-    def __init__(self, root: str | os.PathLike, options: dict | None = None):
+    def __init__(self, root: str | os.PathLike, options: dict | None = None, *, keep_current: bool = True):
         self.root = Path(root)
         self.options = dict(options or {})
+        self.keep_current = keep_current
         self.name = f"files {self.root}"
         self.stats = SinkStats()
         self.out: OutputDir | None = None
-        self.writers: list = []
+        self.writers: list = []  # every record of the stream (record files; aggregates too without a store)
+        self.delta_writers: list = []  # aggregates of the submissions a run changed (deltas=true)
+        self.store: FormStore | None = None
+        self._opts: dict = {}
+        self._aggregate_keys: list[str] = []  # formats whose aggregates are built from the store
+        self._prune = False  # a full run: rows a form's full read did not bring are gone
+        self._account = None
+        self._delta_form = None  # the form whose changed submissions the delta writers get next
+        self._delta_started: str | None = None
         self._forms: dict[str, str] = {}  # form id -> name, for media paths
         self._state: dict[str, str | None] = {}
         self._media_done: set[str] = set()
 
     # ---- state -------------------------------------------------------------------------
     def load_state(self) -> dict[str, str | None]:
+        if self.keep_current:
+            return FormStore.cursors(self.root / STORE_PATH)
         p = self.root / STATE_FILE
         if not p.exists():
             return {}
@@ -63,33 +90,94 @@ class FilesSink:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise SinkError(f"cannot create {self.root}: {e.strerror}") from None
-        self._state = self.load_state()
-        self.out = OutputDir(self.root, run_id=ctx.run_id, incremental=ctx.mode != "full",
+        incremental = ctx.mode != "full"
+        self._opts = opts = {**ctx.options, **self.options}
+        deltas = opt_bool(opts, "deltas")
+        self.out = OutputDir(self.root, run_id=ctx.run_id, incremental=incremental,
                              max_name_bytes=self.capabilities.max_name_length or 255, durable_each=False,
-                             track_published=bool(self.options.get("track_published")))
-        opts = {**ctx.options, **self.options}
-        self.writers = [get_writer_class(key)(self.out, opts) for key in ctx.formats]
+                             track_published=bool(self.options.get("track_published")),
+                             keep_unchanged=self.keep_current)
+        if not self.keep_current:
+            self._state = self.load_state()
+            self.writers = [get_writer_class(key)(self.out, opts) for key in ctx.formats]
+            return
+        self.writers, self._aggregate_keys = [], []
+        for key in ctx.formats:
+            w = make_writer(key, self.out, opts, aggregates=False)
+            if w is None:  # a report writer: all its files come from the stream
+                self.writers.append(get_writer_class(key)(self.out, opts))
+            else:
+                self.writers.append(w)
+                self._aggregate_keys.append(key)
+        if deltas and incremental:
+            self.delta_writers = [make_writer(key, self.out, opts, records=False) for key in self._aggregate_keys]
+        self._prune = ctx.mode == "full"
+
+    def _open_store(self) -> FormStore:
+        """The store, opened with the first batch (a run refused before has created nothing)."""
+        if self.store is None:
+            self.store = FormStore(self.root / STORE_PATH)
+            self.store.begin()
+            # other formats or format options than the published aggregates were made with: all again
+            wanted = self._fingerprint()
+            if self.store.meta("aggregates") != wanted:
+                self.store.mark_all_dirty()
+                self.store.set_meta("aggregates", wanted)
+        return self.store
+
+    def _fingerprint(self) -> str:
+        keys = sorted(self._aggregate_keys)
+        opts = {k: str(v) for k, v in sorted(self._opts.items()) if k.split("_")[0] in keys}
+        return hashlib.sha256(json.dumps([keys, opts]).encode()).hexdigest()
 
     def write(self, batch: Sequence) -> None:
         assert self.out is not None
+        store = self._open_store() if self.keep_current else None
+        if store is not None:
+            store.begin()
         for record in batch:
             kind = record.kind
+            changed = False
             if kind == "form":
                 self._forms[record.id] = record.name
+                if store is not None:
+                    store.put_form(record)
+                    self._delta_form = record
             elif kind == "submission":
                 self._media_done.clear()  # media paths are per submission: keep this set tiny
+                if store is not None:
+                    changed = store.put_submission(record, seen=self._prune)
             elif kind == "media":
                 self._write_media(record)
             elif kind == "checkpoint":
                 self._state[record.form_id] = record.cursor
+                if store is not None:
+                    store.checkpoint(record.form_id, record.cursor, prune=self._prune)
+            elif kind == "account":
+                self._account = record
             for w in self.writers:
-                try:
-                    w.write(record)
-                except (SinkError, FormatError, ConfigError):
-                    raise
-                except OSError as e:
-                    raise SinkError(f"{e.strerror or e}", context=f"{w.key} writer, {getattr(e, 'filename', '')}") from None
+                self._feed(w, record)
+            if self.delta_writers and (kind == "account" or changed):
+                self._delta(record)
             self.stats.add(kind)
+
+    @staticmethod
+    def _feed(w, record) -> None:
+        try:
+            w.write(record)
+        except (SinkError, FormatError, ConfigError):
+            raise
+        except OSError as e:
+            raise SinkError(f"{e.strerror or e}", context=f"{w.key} writer, {getattr(e, 'filename', '')}") from None
+
+    def _delta(self, record) -> None:
+        """The delta writers get the account and each changed submission, its form first."""
+        if record.kind == "submission" and self._delta_started != record.form_id:
+            for w in self.delta_writers:
+                self._feed(w, self._delta_form)
+            self._delta_started = record.form_id
+        for w in self.delta_writers:
+            self._feed(w, record)
 
     def _write_media(self, m: Media) -> None:
         rel = self.out.media_relpath(m.ref, self._forms.get(m.ref.form_id))
@@ -110,33 +198,81 @@ class FilesSink:
         self.stats.bytes += counted_bytes(m.size)
 
     def commit(self) -> None:
-        """Per-submission files and media were published atomically as they came; make them
-        durable in one go (one sync per batch, not one fsync per file). Aggregates are published
-        at the end of a successful run."""
+        """Per-submission files and media were published atomically as they came: make them
+        durable in one go (one sync per batch, not one fsync per file), then commit the store
+        (fsynced), so what the batch acknowledges is durable, aggregates' rows included."""
         if self.out is not None:
             self.out.sync()
+        if self.store is not None:
+            try:
+                self.store.commit()
+            except Exception as e:  # noqa: BLE001 - sqlite3 errors and disk errors alike
+                raise SinkError(f"cannot commit the store: {e}", context=str(self.store.path)) from None
 
     def close(self, ok: bool) -> None:
         if self.out is None:
             return
         errors = []
-        for w in self.writers:
+        for w in [*self.writers, *self.delta_writers]:
             try:
                 w.close(ok)
             except Exception as e:  # noqa: BLE001 - every writer must get its close
                 errors.append(e)
                 ok = False
-        if ok:
-            self.out.publish_all()
-            with atomic_write(self.root / STATE_FILE, "w", encoding="utf-8") as fh:
-                json.dump({"cursors": self._state}, fh, indent=1, sort_keys=True)
-        else:
-            self.out.discard_all()
+        try:
+            if ok:
+                self.out.publish_all()
+                if self.keep_current:
+                    self._open_store().commit()
+                    self._publish_current()
+                else:
+                    with atomic_write(self.root / STATE_FILE, "w", encoding="utf-8") as fh:
+                        json.dump({"cursors": self._state}, fh, indent=1, sort_keys=True)
+            else:
+                self.out.discard_all()
+        except Exception as e:  # noqa: BLE001 - reported below, after the store is closed
+            errors.append(e)
+        finally:
+            if self.store is not None:
+                self.store.close()
+                self.store = None
         if errors:
             e = errors[0]
             if isinstance(e, (SinkError, FormatError, ConfigError)):
                 raise e
             raise SinkError(f"{type(e).__name__}: {e}", context=self.name) from e
+
+    def _publish_current(self) -> None:
+        """Build again, from the store, the aggregates of every form marked dirty (changed by this
+        run or left unpublished by an earlier one), one form at a time: written to temporary files,
+        renamed into place (an unchanged file is left as it is), then the form is marked clean."""
+        store = self.store
+        out = OutputDir(self.root, run_id=self.out.run_id, incremental=False,
+                        max_name_bytes=self.capabilities.max_name_length or 255, track_published=False,
+                        keep_unchanged=True)
+        for fid in store.dirty_forms():
+            writers = [make_writer(key, out, self._opts, records=False) for key in self._aggregate_keys]
+            ok = False
+            try:
+                form = store.form(fid)
+                for w in writers:
+                    if self._account is not None:
+                        self._feed(w, self._account)
+                    self._feed(w, form)
+                for payload in store.payloads(fid):
+                    sub = parse_submission(form, payload)
+                    for w in writers:
+                        self._feed(w, sub)
+                for w in writers:
+                    w.close(True)
+                ok = True
+            finally:
+                if not ok:
+                    for w in writers:
+                        w.close(False)
+                    out.discard_all()
+            out.publish_all()
+            store.mark_clean(fid)
 
 
 def path_of(url: str) -> str:

@@ -35,15 +35,45 @@ def temp_sibling(path: Path) -> tuple[int, str]:
             continue
 
 
+def same_bytes(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two local files hold the same bytes (sizes first, then 1 MiB pieces); False when
+    either is missing."""
+    try:
+        if os.stat(a).st_size != os.stat(b).st_size:
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                x, y = fa.read(1 << 20), fb.read(1 << 20)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except FileNotFoundError:
+        return False
+
+
+def _replace(tmp: str, path: Path, keep_same: bool) -> bool:
+    """Move ``tmp`` onto ``path``; with ``keep_same``, when ``path`` already holds the same bytes
+    drop ``tmp`` instead, so an unchanged file is not rewritten (its mtime stays). True when
+    ``path`` was replaced."""
+    if keep_same and same_bytes(tmp, path):
+        os.unlink(tmp)
+        return False
+    os.replace(tmp, path)
+    return True
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None,
-                 newline: str | None = None, durable: bool = True, make_parents: bool = True) -> Iterator[IO]:
+                 newline: str | None = None, durable: bool = True, make_parents: bool = True,
+                 keep_same: bool = False) -> Iterator[IO]:
     """Write ``path`` through a temporary sibling renamed into place on success.
 
     On any exception the temporary file is removed and ``path`` is left as it was. With
     ``durable=False`` the file is not fsynced here: the caller makes a whole batch durable at
     once (``sync_all``) before it records any progress, which is much cheaper than one fsync per
-    file. Readers never see a partial file either way.
+    file. Readers never see a partial file either way. With ``keep_same`` a file that already
+    holds the same bytes is left untouched.
     """
     path = Path(path)
     if make_parents:
@@ -56,7 +86,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _replace(tmp, path, keep_same)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -86,10 +116,11 @@ class PendingFile:
             os.fsync(self.fh.fileno())
             self.fh.close()
 
-    def publish(self) -> Path:
+    def publish(self, keep_same: bool = False) -> bool:
+        """Rename the file into place; with ``keep_same`` a target that already holds the same
+        bytes is left untouched. True when the target was replaced."""
         self.finish()
-        os.replace(self.tmp, self.path)
-        return self.path
+        return _replace(self.tmp, self.path, keep_same)
 
     def discard(self) -> None:
         with contextlib.suppress(Exception):

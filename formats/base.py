@@ -42,7 +42,7 @@ class OutputDir:
 
     def __init__(self, root: str | os.PathLike, *, run_id: str = "", incremental: bool = False,
                  max_name_bytes: int = 255, forbidden: str = "", durable_each: bool = True,
-                 track_published: bool = True):
+                 track_published: bool = True, keep_unchanged: bool = False):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.run_id = run_id
@@ -58,6 +58,9 @@ class OutputDir:
         #: and clears them); not kept at all when nobody reads them, so memory stays flat
         self.published: list[Path] = []
         self.track_published = track_published
+        #: a file whose new bytes equal the ones already there is not rewritten (its mtime stays),
+        #: so a run that changes nothing writes nothing
+        self.keep_unchanged = keep_unchanged
 
     # ---- names -------------------------------------------------------------------------
     def safe(self, name: str) -> str:
@@ -129,7 +132,8 @@ class OutputDir:
     def atomic(self, relpath: str, mode: str = "wb", encoding: str | None = None,
                newline: str | None = None) -> Iterator[IO]:
         p = self.path(relpath)
-        with atomic_write(p, mode, encoding, newline, durable=self.durable_each, make_parents=False) as fh:
+        with atomic_write(p, mode, encoding, newline, durable=self.durable_each, make_parents=False,
+                          keep_same=self.keep_unchanged) as fh:
             yield fh
         self._published(p)
 
@@ -141,14 +145,14 @@ class OutputDir:
     def publish(self, relpath: str) -> None:
         p = self.path(relpath)
         pf = self._pending.pop(p)
-        pf.publish()
-        self._published(p)
+        if pf.publish(self.keep_unchanged):
+            self._published(p)
 
     def publish_all(self) -> None:
         for p in list(self._pending):
             pf = self._pending.pop(p)
-            pf.publish()
-            self._published(p)
+            if pf.publish(self.keep_unchanged):
+                self._published(p)
 
     def sync(self) -> None:
         """Make every file written so far durable (when files are not fsynced one by one)."""
@@ -202,6 +206,12 @@ class FormStreamWriter:
 
     _form: Form | None = None
     _account_seen: bool = False
+    #: which files this instance writes: ``records``, what single records make (form definitions,
+    #: a submission's own files, people, lists), and ``aggregates``, each form's tables built from
+    #: its submissions in stream order. Both by default; the files sink builds them apart
+    #: (``make_writer``): records as the stream comes, aggregates from its store of each form.
+    records: bool = True
+    aggregates: bool = True
 
     def write(self, record) -> None:
         kind = record.kind
@@ -277,6 +287,19 @@ def known_formats() -> list[str]:
         if importlib.util.find_spec(module) is not None:
             out.append(key)
     return out
+
+
+def make_writer(key: str, out: OutputDir, options: dict, *, records: bool = True,
+                aggregates: bool = True):
+    """The writer of format ``key``, writing only its ``records`` part, only its ``aggregates``
+    part, or both (see ``FormStreamWriter``); None when a part is asked of a writer that does not
+    divide its files so (the report writers), whose files then all come from the stream."""
+    cls = get_writer_class(key)
+    if not (records and aggregates) and not issubclass(cls, FormStreamWriter):
+        return None
+    w = cls(out, options)
+    w.records, w.aggregates = records, aggregates
+    return w
 
 
 def get_writer_class(key: str):

@@ -128,10 +128,14 @@ class CsvWriter(FormStreamWriter):
 
     # ---- records (dispatched by FormStreamWriter.write) --------------------------------
     def _on_user(self, user) -> None:
+        if not self.records:
+            return
         self._open_people()
         self._users.write_text(_user_cells(user))
 
     def _on_group(self, group) -> None:
+        if not self.records:
+            return
         self._open_people()
         self._groups.write_text([group.id, group.name, group.parent_id])
         for gid, uid, role in group_members(group):
@@ -144,6 +148,8 @@ class CsvWriter(FormStreamWriter):
             self._members = self._file("group_members.csv", ("group_id", "user_id", "role"))
 
     def _on_list(self, lst) -> None:
+        if not self.records:
+            return
         rel = "lists/" + self.out.safe(f"{lst.id}-{lst.name}") + ".txt"
         with self.out.atomic(rel, "wb") as fh:
             for line in lst.items:
@@ -174,6 +180,8 @@ class CsvWriter(FormStreamWriter):
 
     def _start_form(self, form: Form) -> None:
         self._form = form
+        if not self.aggregates:
+            return
         agg = self.out.aggregate_dir(form)
         self._main_cols = form_columns(form)
         self._main = self._file(f"{agg}/submissions.csv", [c.header for c in self._main_cols])
@@ -202,6 +210,8 @@ class CsvWriter(FormStreamWriter):
 
     def _write_submission(self, sub: Submission) -> None:
         form = submission_form(self._form, sub)
+        if self._main is None:  # records only: a CSV holds no file of its own per submission
+            return
         base = self.out.aggregate_dir(form)
         self._main.write(self._cells(form, sub, self._main_cols, base))
         for sf, cols, f in self._subs:
@@ -217,6 +227,8 @@ class CsvWriter(FormStreamWriter):
                 f.abandon()
 
     def _finish_account(self) -> None:
+        if not self.records:
+            return
         if self._account_seen:
             self._open_people()
         for f in (self._users, self._groups, self._members):

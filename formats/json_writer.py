@@ -74,6 +74,8 @@ class JsonWriter(FormStreamWriter):
     # ---- records (dispatched by FormStreamWriter.write) --------------------------------
     def _on_account(self, account) -> None:
         self._account_seen = True
+        if not self.records:
+            return
         # where the data came from and the account's time zone (served times have no offset);
         # nothing run-specific, so an unchanged account gives an unchanged file
         with self.out.atomic("account.json", "w", encoding="utf-8") as fh:
@@ -81,11 +83,15 @@ class JsonWriter(FormStreamWriter):
             fh.write("\n")
 
     def _on_user(self, user) -> None:
+        if not self.records:
+            return
         if self._users is None:
             self._users = _JsonArray(self.out, "users.json")
         self._users.add({**{k: getattr(user, k) for k in USER_FIELDS}, "raw": user.raw})
 
     def _on_group(self, group) -> None:
+        if not self.records:
+            return
         if self._groups is None:
             self._groups = _JsonArray(self.out, "groups.json")
         self._groups.add({"id": group.id, "name": group.name, "parent_id": group.parent_id,
@@ -93,6 +99,8 @@ class JsonWriter(FormStreamWriter):
                           "children": list(group.children), "raw": group.raw})
 
     def _on_list(self, lst) -> None:
+        if not self.records:
+            return
         doc = {
             "id": lst.id, "name": lst.name, "class": lst.class_, "update_time": lst.update_time,
             "items": [
@@ -107,13 +115,15 @@ class JsonWriter(FormStreamWriter):
 
     def _start_form(self, form: Form) -> None:
         self._form = form
-        form_dir = self.out.form_dir(form)
-        raw = form.raw or {
-            "id": form.id, "name": form.name, "class": form.class_, "update_time": form.update_time,
-            "options": form.options, "fields": {f.name: f.raw for f in form.fields},
-        }
-        with self.out.atomic(f"{form_dir}/form.json", "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(dumps(raw, indent=2) + "\n")
+        if self.records:
+            raw = form.raw or {
+                "id": form.id, "name": form.name, "class": form.class_, "update_time": form.update_time,
+                "options": form.options, "fields": {f.name: f.raw for f in form.fields},
+            }
+            with self.out.atomic(f"{self.out.form_dir(form)}/form.json", "w", encoding="utf-8", newline="\n") as fh:
+                fh.write(dumps(raw, indent=2) + "\n")
+        if not self.aggregates:
+            return
         self._jsonl_rel = f"{self.out.aggregate_dir(form)}/submissions.jsonl"
         self._jsonl = self.out.pending(self._jsonl_rel, "w", encoding="utf-8", newline="\n")
 
@@ -153,9 +163,9 @@ class JsonWriter(FormStreamWriter):
 
     def _write_submission(self, sub: Submission) -> None:
         form = submission_form(self._form, sub)
-        agg = self.out.aggregate_dir(form)
-        self._jsonl.write(dumps(self.document(form, sub, agg)) + "\n")
-        if self.per_submission:
+        if self._jsonl is not None:
+            self._jsonl.write(dumps(self.document(form, sub, self.out.aggregate_dir(form))) + "\n")
+        if self.records and self.per_submission:
             sub_dir = f"{self.out.form_dir(form)}/submissions"
             rel = f"{sub_dir}/{self.out.safe(sub.id)}.json"
             with self.out.atomic(rel, "w", encoding="utf-8", newline="\n") as fh:
@@ -163,6 +173,8 @@ class JsonWriter(FormStreamWriter):
 
     # ---- end (FormStreamWriter.close) ---------------------------------------------------
     def _finish_account(self) -> None:
+        if not self.records:
+            return
         if self._users is None and self._account_seen:
             self._users = _JsonArray(self.out, "users.json")
         if self._groups is None and self._account_seen:

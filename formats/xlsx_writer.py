@@ -302,6 +302,8 @@ class XlsxWriter(FormStreamWriter):
 
     # ---- records (dispatched by FormStreamWriter.write) --------------------------------
     def _on_user(self, user) -> None:
+        if not self.records:
+            return
         self._open_people()
         self._people["users_book"].newest.add(user.create_time)
         self._people["users"].append(
@@ -309,6 +311,8 @@ class XlsxWriter(FormStreamWriter):
              if k != "admin" else user.admin for k in USER_FIELDS])
 
     def _on_group(self, group) -> None:
+        if not self.records:
+            return
         self._open_people()
         self._people["groups"].append([self._cell(v, v, "", f"group-{group.id}")
                                        for v in (group.id, group.name, group.parent_id)])
@@ -327,6 +331,8 @@ class XlsxWriter(FormStreamWriter):
         }
 
     def _on_list(self, lst) -> None:
+        if not self.records:
+            return
         levels, cols = list_item_columns(lst.parsed_items())
         book = _Book(self.max_rows, self.max_links)
         headers = ["index", "line", *list_item_headers(levels, cols)]
@@ -347,6 +353,8 @@ class XlsxWriter(FormStreamWriter):
             raise FormatError(f"{widest} columns, more than the {self.max_columns} an Excel sheet holds "
                               "(use csv, json or a database for this form)", context=f"form {form.id} ({form.name})")
         self._form, self._main_cols = form, main_cols
+        if not self.aggregates:  # the width is checked all the same: a form too wide fails early
+            return
         agg = self.out.aggregate_dir(form)
         self._book_rel = f"{agg}/submissions.xlsx"
         self._book = _Book(self.max_rows, self.max_links)
@@ -389,6 +397,8 @@ class XlsxWriter(FormStreamWriter):
 
     def _write_submission(self, sub: Submission) -> None:
         form = submission_form(self._form, sub)
+        if self._main is None:  # records only: nothing per submission
+            return
         base = self.out.aggregate_dir(form)
         self._book.newest.add(sub.update_time)
         self._main.append(self._row(form, sub, self._main_cols, base))
@@ -398,6 +408,8 @@ class XlsxWriter(FormStreamWriter):
 
     # ---- end (FormStreamWriter.close) ---------------------------------------------------
     def _finish_account(self) -> None:
+        if not self.records:
+            return
         if self._account_seen:
             self._open_people()
         if self._people:

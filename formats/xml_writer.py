@@ -118,6 +118,9 @@ class XmlWriter(FormStreamWriter):
 
     # ---- documents ---------------------------------------------------------------------
     def _start_form(self, form: Form) -> None:
+        self._form = form
+        if not self.aggregates:  # every XML file is an aggregate
+            return
         if not self._schema_written:
             with self.out.atomic(SCHEMA_FILE, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(schema_text())
@@ -205,6 +208,8 @@ class XmlWriter(FormStreamWriter):
     def _write_submission(self, sub: Submission) -> None:
         form = submission_form(self._form, sub)
         x = self._xml
+        if x is None:
+            return
         base = self.out.aggregate_dir(form)
         x.start("submission", {"id": sub.id})
         for k, v in sub.meta.items():

@@ -96,7 +96,7 @@ def local_export(tmp_path: Path, records, formats=("json", "csv")) -> dict[str, 
     """What the files sink writes for the same records, for comparison."""
     root = tmp_path / "local-export"
     run(FilesSink(root, {}), records, ctx(formats))
-    return {k: v for k, v in tree(root).items() if not k.startswith(".exporter-")}
+    return {k: v for k, v in tree(root).items() if not k.startswith(".exporter")}  # its state and store
 
 
 def remote_files(root: Path) -> dict[str, bytes]:

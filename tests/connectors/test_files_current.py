@@ -1,0 +1,158 @@
+"""The files destination keeps each form's aggregates current across incremental runs (issue 15):
+edits replace rows, new submissions are added, the result equals a fresh full export of the same
+data, a run that changes nothing writes nothing, per-run deltas only on request."""
+import copy
+
+import openpyxl
+from click.testing import CliRunner
+
+from connectors.archive import ArchiveSource
+from connectors.files import FilesSink
+from connectors.files_store import STORE_PATH, FormStore
+from connectors.kizeo.fake_server import FakeKizeoServer
+from exporter.cli import cli
+from exporter.pipeline import new_run_id, run
+from exporter.sinks import RunContext
+
+TOKEN = "tok-current-0123456789"
+FORMATS = "json,csv,xlsx,xml"
+FORM = "forms/1001-Inspection de chantier"
+
+
+def export(srv, out, *args):
+    r = CliRunner().invoke(cli, ["-q", "export", "-s", srv.base_url, "--token-env", "KZ_TOKEN", "--to", str(out),
+                                 "--format", FORMATS, *args], env={"KZ_TOKEN": TOKEN}, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+
+
+def aggregates(root):
+    """Every aggregate file of every form: relative path -> comparable content (bytes; for XLSX
+    the cells of every sheet, the workbook's creation time being no part of the data)."""
+    out = {}
+    for p in sorted((root / "forms").rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if not p.is_file() or "/submissions/" in rel or "/media/" in rel or rel.endswith("form.json"):
+            continue
+        if p.suffix == ".xlsx":
+            wb = openpyxl.load_workbook(p, read_only=True)
+            out[rel] = {ws.title: [tuple(c.value for c in row) for row in ws.iter_rows()] for ws in wb.worksheets}
+            wb.close()
+        elif p.suffix == ".xml":  # the export time in the header is the run's own
+            out[rel] = b"".join(line for line in p.read_bytes().splitlines(True) if b"exported_at=" not in line)
+        else:
+            out[rel] = p.read_bytes()
+    return out
+
+
+def stamps(root):
+    return {p.relative_to(root).as_posix(): (p.stat().st_mtime_ns, p.stat().st_ino)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def edit(srv, form_id, sid, new_id=None, **fields):
+    nested = copy.deepcopy(srv.store.submissions(form_id)[sid])
+    if new_id:
+        nested["id"] = new_id
+        nested["record_number"] = str(int(nested["record_number"]) + 1000)
+    nested["update_time"] = "2026-06-01 12:00:00"
+    for name, value in fields.items():
+        nested["fields"][name]["value"] = value
+    srv.put_submission(form_id, nested)
+
+
+def test_incremental_runs_keep_aggregates_equal_to_a_full_export(sample_archive, tmp_path):
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    with FakeKizeoServer(str(sample_archive), TOKEN) as srv:
+        export(srv, out)
+        subs = list(srv.store.submissions("1001"))
+        # an edit (a value and the sub-form rows), a new submission, an edit in another form
+        edit(srv, "1001", subs[3], site="Chantier modifié", defauts=[])
+        edit(srv, "1001", subs[0], new_id="799999", site="Nouveau chantier")
+        edit(srv, "1002", next(iter(srv.store.submissions("1002"))), new_id="899999")
+        export(srv, out, "--incremental", "cursor")
+        # a second incremental run with one more edit
+        edit(srv, "1001", subs[5], site="Deuxième modification")
+        export(srv, out, "--incremental", "cursor")
+        export(srv, ref)  # a fresh full export of the final data
+        got, want = aggregates(out), aggregates(ref)
+        assert set(got) == set(want)
+        assert any(k.endswith(".xlsx") for k in got) and any(k.endswith("subform-defauts.csv") for k in got)
+        for k in want:
+            assert got[k] == want[k], k
+        for k in (p for p in want if p.endswith((".csv", ".jsonl"))):
+            assert (out / k).read_bytes() == (ref / k).read_bytes(), k  # byte for byte
+        csv = (out / FORM / "submissions.csv").read_bytes().decode("utf-8")
+        assert "Deuxième modification" in csv and "Nouveau chantier" in csv and "799999" in csv
+        assert csv.count(f"\r\n{subs[3]},") == 1  # the edited row replaced, not added
+        assert not (out / FORM / "runs").exists()  # no per-run folder unless asked
+
+        # nothing changed on the service: no file is written again, the store included
+        before = stamps(out)
+        export(srv, out, "--incremental", "cursor")
+        after = stamps(out)
+        # (users, groups and lists workbooks carry openpyxl's save time until XLSX metadata is
+        # made reproducible, a separate change; every form file and the store are compared)
+        assert {k: v for k, v in after.items() if "/" in k[len("lists/"):] or not k.endswith(".xlsx")} \
+            == {k: v for k, v in before.items() if "/" in k[len("lists/"):] or not k.endswith(".xlsx")}
+        assert (out / FORM / "submissions.xlsx").stat().st_mtime_ns == before[f"{FORM}/submissions.xlsx"][0]
+
+
+def test_deltas_on_request_hold_only_what_changed(sample_archive, tmp_path):
+    out = tmp_path / "out"
+    with FakeKizeoServer(str(sample_archive), TOKEN) as srv:
+        export(srv, out)
+        export(srv, out, "--incremental", "cursor", "-o", "deltas=true")  # the overlap re-reads rows: none changed
+        assert not (out / FORM / "runs").exists()
+        sid = list(srv.store.submissions("1001"))[2]
+        edit(srv, "1001", sid, site="Delta")
+        export(srv, out, "--incremental", "cursor", "-o", "deltas=true")
+        (run_dir,) = (out / FORM / "runs").iterdir()
+        rows = (run_dir / "submissions.csv").read_text("utf-8").splitlines()
+        assert len(rows) == 2 and rows[1].startswith(f"{sid},") and "Delta" in rows[1]
+        assert not (out / "forms" / "1002-Bon de livraison" / "runs").exists()  # form without changes
+        assert "Delta" in (out / FORM / "submissions.csv").read_text("utf-8")  # and the current table too
+
+
+def test_a_full_run_drops_what_the_service_no_longer_has(sample_archive, tmp_path):
+    out = tmp_path / "out"
+    with FakeKizeoServer(str(sample_archive), TOKEN) as srv:
+        export(srv, out)
+        gone = list(srv.store.submissions("1001"))[1]
+        del srv.store.submissions("1001")[gone]
+        export(srv, out)
+        assert f"\r\n{gone}," not in (out / FORM / "submissions.csv").read_bytes().decode("utf-8")
+        assert gone not in (out / FORM / "submissions.jsonl").read_text("utf-8")
+
+
+def ctx(mode="full", formats=("json", "csv")):
+    return RunContext(run_id=new_run_id(), source="test", mode=mode, formats=formats)
+
+
+def test_other_formats_rebuild_every_form(sample_archive, tmp_path):
+    out = tmp_path / "o"
+    run(ArchiveSource(sample_archive), [FilesSink(out)], ctx())
+    assert not list(out.rglob("*.xlsx"))
+    run(ArchiveSource(sample_archive, mode="cursor"), [FilesSink(out)], ctx("cursor", ("json", "csv", "xlsx")))
+    assert (out / FORM / "submissions.xlsx").is_file()  # the forms had not changed, the formats had
+    assert FormStore.cursors(out / STORE_PATH).keys() == {"1001", "1002", "1003"}
+
+
+def test_store_rows_come_back_in_id_order_whatever_their_arrival(tmp_path):
+    from connectors.files_store import sort_key
+
+    ids = ["10", "9", "0100", "abc", "2", "100", "Z"]
+    assert sorted(ids, key=sort_key) == ["2", "9", "10", "0100", "100", "Z", "abc"]
+
+
+def test_same_bytes_leave_a_file_untouched(tmp_path):
+    from exporter.fsutil import atomic_write
+
+    p = tmp_path / "f"
+    p.write_bytes(b"abc")
+    ino = p.stat().st_ino
+    with atomic_write(p, keep_same=True) as fh:
+        fh.write(b"abc")
+    assert p.stat().st_ino == ino and not list(tmp_path.glob(".*partial"))
+    with atomic_write(p, keep_same=True) as fh:
+        fh.write(b"abd")
+    assert p.read_bytes() == b"abd"
