@@ -35,7 +35,6 @@ from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, FormatError, SinkError
 from exporter.fsutil import atomic_write, file_digest
 from exporter.model import Media, counted_bytes
-from exporter.records import parse_submission
 from exporter.sinks import RunContext, SinkStats
 from formats.base import OutputDir, get_writer_class, make_writer
 from formats.report import opt_bool
@@ -259,8 +258,7 @@ class FilesSink:
                     if self._account is not None:
                         self._feed(w, self._account)
                     self._feed(w, form)
-                for payload in store.payloads(fid):
-                    sub = parse_submission(form, payload)
+                for sub in store.submissions(fid):
                     for w in writers:
                         self._feed(w, sub)
                 for w in writers:

@@ -1,8 +1,11 @@
 """The files sink's store: each form's current submissions, from which its aggregates are built.
 
 A SQLite database inside the output directory (``.exporter/store.sqlite``) holds, per form, its
-definition as served, its cursor and a ``dirty`` mark, and each of its submissions as served (keyed
-by id, with its update time and a sort key). The sink commits it at each of its own commits
+definition, its cursor and a ``dirty`` mark, and each of its submissions (keyed by id, with its
+update time and a sort key). Forms and submissions are stored as the canonical records the sink was
+given (``exporter.model``), in canonical JSON that gives back equal records (``encode_*`` /
+``decode_*``: typed values tagged with their type), so aggregates built from the store are those
+the same records would give from the stream. The sink commits it at each of its own commits
 (``synchronous=FULL``: fsynced), so whatever a source acknowledges after that commit is durable here.
 A form is marked dirty when its definition or a row changes (or a full run finds a row gone), and
 clean once its aggregates were published from the stored rows: a run that stopped leaves its forms
@@ -16,15 +19,15 @@ order the rows arrived in.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 from exporter.errors import SinkError
-from exporter.model import Form, Submission
-from exporter.records import parse_form
+from exporter.model import FieldDef, Form, GeoPoint, MediaRef, SubformRow, Submission
 
 STORE_PATH = ".exporter/store.sqlite"
 FORMAT_VERSION = "1"
@@ -33,7 +36,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS forms (
     form_id TEXT PRIMARY KEY,
-    definition TEXT NOT NULL,            -- the form as served (JSON)
+    definition TEXT NOT NULL,            -- the Form record (canonical JSON)
     dirty INTEGER NOT NULL DEFAULT 1,    -- rows changed since its aggregates were last published
     checkpointed INTEGER NOT NULL DEFAULT 0,
     cursor TEXT                          -- its incremental cursor, once checkpointed
@@ -43,8 +46,7 @@ CREATE TABLE IF NOT EXISTS submissions (
     id TEXT NOT NULL,
     sort_key TEXT NOT NULL,
     update_time TEXT,
-    digest TEXT NOT NULL,                -- of what the aggregates show of it (see ``digest``)
-    payload TEXT NOT NULL,               -- the submission as served (JSON)
+    doc TEXT NOT NULL,                   -- the Submission record (canonical JSON)
     PRIMARY KEY (form_id, id)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS submissions_order ON submissions (form_id, sort_key);
@@ -59,23 +61,83 @@ def sort_key(sid: str) -> str:
     return "1" + sid
 
 
-def _typed(v) -> str:
-    return f"{type(v).__name__}:{v}"
+# ---- canonical JSON of the records ---------------------------------------------------------
+# A typed value is JSON as it is (None, str, bool) or an object naming its type, so the same
+# record always gives the same text and decodes to an equal record.
+
+def _value(v):
+    if v is None or isinstance(v, (str, bool)):
+        return v
+    if isinstance(v, Decimal):
+        return {"n": str(v)}
+    if isinstance(v, dt.datetime):
+        return {"dt": v.isoformat()}
+    if isinstance(v, dt.date):
+        return {"d": v.isoformat()}
+    if isinstance(v, dt.time):
+        return {"t": v.isoformat()}
+    if isinstance(v, GeoPoint):
+        return {"g": [v.latitude, v.longitude]}
+    if isinstance(v, tuple):
+        return {"l": [_value(x) for x in v]}
+    raise TypeError(f"cannot store a value of type {type(v).__name__}")
 
 
-def digest(sub: Submission) -> str:
-    """A digest of everything the aggregates show of ``sub`` (its typed values, their served
-    text, its metadata, sub-form rows and media): the same submission served in the other shape
-    (flat by ``data/advanced``, nested by ``data/{id}``) is not a change."""
-    rows = {name: [[r.index, r.values, r.text] for r in rs] for name, rs in sub.subforms.items()}
-    media = [[m.field, m.name, m.subform, m.row] for m in sub.media]
-    data = json.dumps([sub.id, sub.meta, sub.values, sub.text, rows, media], ensure_ascii=True, default=_typed)
-    return hashlib.sha256(data.encode("ascii")).hexdigest()
+_DECODE = {"n": Decimal, "dt": dt.datetime.fromisoformat, "d": dt.date.fromisoformat,
+           "t": dt.time.fromisoformat, "g": lambda p: GeoPoint(*p), "l": lambda xs: tuple(map(_unvalue, xs))}
+
+
+def _unvalue(v):
+    if isinstance(v, dict):
+        ((tag, x),) = v.items()
+        return _DECODE[tag](x)
+    return v
+
+
+def _values(d: dict) -> dict:
+    return {k: _value(v) for k, v in d.items()}
+
+
+def _unvalues(d: dict) -> dict:
+    return {k: _unvalue(v) for k, v in d.items()}
 
 
 def _json(data) -> str:
     # ASCII escapes: lone surrogates (possible in served strings) survive the round trip
     return json.dumps(data, ensure_ascii=True, separators=(",", ":"))
+
+
+def encode_submission(sub: Submission) -> str:
+    """Everything of a submission but ``raw`` (the payload as served, which no aggregate shows)."""
+    return _json([sub.form_id, sub.id, sub.meta, _values(sub.values), sub.text,
+                  {name: [[r.index, _values(r.values), r.text] for r in rows] for name, rows in sub.subforms.items()},
+                  [[m.form_id, m.submission_id, m.field, m.name, m.subform, m.row] for m in sub.media]])
+
+
+def decode_submission(doc: str) -> Submission:
+    form_id, sid, meta, values, text, subforms, media = json.loads(doc)
+    return Submission(form_id, sid, meta, _unvalues(values), text,
+                      {name: [SubformRow(i, _unvalues(v), t) for i, v, t in rows] for name, rows in subforms.items()},
+                      tuple(MediaRef(*m) for m in media))
+
+
+def _field(f: FieldDef) -> list:
+    return [f.name, f.type, f.kind, f.caption, f.subtype, f.required, f.list_id, [_field(c) for c in f.children], f.raw]
+
+
+def _unfield(x: list) -> FieldDef:
+    name, ftype, kind, caption, subtype, required, list_id, children, raw = x
+    return FieldDef(name, ftype, kind, caption, subtype, required, list_id, tuple(map(_unfield, children)), raw)
+
+
+def encode_form(form: Form) -> str:
+    return _json([form.id, form.name, [_field(f) for f in form.fields], form.class_, form.update_time,
+                  form.options, form.raw])
+
+
+def decode_form(doc: str) -> Form:
+    fid, name, fields, class_, update_time, options, raw = json.loads(doc)
+    return Form(fid, name, tuple(map(_unfield, fields)), class_, update_time, options, raw)
 
 
 class FormStore:
@@ -136,26 +198,26 @@ class FormStore:
             self._dirty.add(form_id)
 
     def put_form(self, form: Form) -> None:
-        if not form.raw:
-            raise SinkError("a form without its served definition cannot be stored", context=f"form {form.id}")
         cur = self.db.execute(
             "INSERT INTO forms (form_id, definition) VALUES (?, ?) ON CONFLICT (form_id) DO UPDATE SET "
             "definition = excluded.definition, dirty = 1 WHERE definition IS NOT excluded.definition",
-            (form.id, _json(form.raw)))
+            (form.id, encode_form(form)))
         if cur.rowcount:
             self._dirty.add(form.id)
 
     def put_submission(self, sub: Submission, *, seen: bool = False) -> bool:
-        """Store ``sub`` (as served); True when it is new or what the aggregates show of it changed. ``seen``: remember it for
+        """Store ``sub``; True when it is new or changed (the same submission served in the other
+        shape, flat or nested, types the same: no change). ``seen``: remember it for
         ``checkpoint(prune=True)``."""
-        if not sub.raw:
-            raise SinkError("a submission without its served payload cannot be stored",
-                            context=f"form {sub.form_id} submission {sub.id}")
+        try:
+            doc = encode_submission(sub)
+        except TypeError as e:
+            raise SinkError(str(e), context=f"form {sub.form_id} submission {sub.id}") from None
         cur = self.db.execute(
-            "INSERT INTO submissions (form_id, id, sort_key, update_time, digest, payload) VALUES (?, ?, ?, ?, ?, ?) "
+            "INSERT INTO submissions (form_id, id, sort_key, update_time, doc) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (form_id, id) DO UPDATE SET update_time = excluded.update_time, "
-            "digest = excluded.digest, payload = excluded.payload WHERE digest IS NOT excluded.digest",
-            (sub.form_id, sub.id, sort_key(sub.id), sub.update_time, digest(sub), _json(sub.raw)))
+            "doc = excluded.doc WHERE doc IS NOT excluded.doc",
+            (sub.form_id, sub.id, sort_key(sub.id), sub.update_time, doc))
         if seen:
             self.db.execute("INSERT OR IGNORE INTO temp.seen VALUES (?, ?)", (sub.form_id, sub.id))
         if cur.rowcount:
@@ -203,14 +265,14 @@ class FormStore:
 
     def form(self, form_id: str) -> Form:
         (definition,) = self.db.execute("SELECT definition FROM forms WHERE form_id = ?", (form_id,)).fetchone()
-        return parse_form(json.loads(definition))
+        return decode_form(definition)
 
-    def payloads(self, form_id: str) -> Iterator[dict]:
-        """The form's submissions as served, one at a time, in ``sort_key`` order."""
-        cur = self.db.execute("SELECT payload FROM submissions WHERE form_id = ? ORDER BY sort_key", (form_id,))
+    def submissions(self, form_id: str) -> Iterator[Submission]:
+        """The form's submissions, one at a time, in ``sort_key`` order."""
+        cur = self.db.execute("SELECT doc FROM submissions WHERE form_id = ? ORDER BY sort_key", (form_id,))
         try:
-            for (payload,) in cur:
-                yield json.loads(payload)
+            for (doc,) in cur:
+                yield decode_submission(doc)
         finally:
             cur.close()
 

@@ -156,3 +156,33 @@ def test_same_bytes_leave_a_file_untouched(tmp_path):
     with atomic_write(p, keep_same=True) as fh:
         fh.write(b"abd")
     assert p.read_bytes() == b"abd"
+
+
+def test_store_gives_back_equal_records(sample_archive):
+    import datetime as dt
+    from decimal import Decimal
+
+    from connectors.files_store import decode_form, decode_submission, encode_form, encode_submission
+    from exporter.model import GeoPoint, MediaRef, SubformRow, Submission
+
+    def same(a, b):  # repr: Decimal("1.50") stays 1.50, NaN stays NaN (which equals nothing)
+        assert repr((a.form_id, a.id, a.meta, a.values, a.text, a.subforms, a.media)) == \
+            repr((b.form_id, b.id, b.meta, b.values, b.text, b.subforms, b.media))
+
+    hostile = Submission("1", "\ud800x", {"update_time": "2026-01-01 00:00:00", "email": None},
+                         {"n": Decimal("1.50"), "nan": Decimal("NaN"), "big": Decimal("1E+400"), "b": False,
+                          "d": dt.date(1, 1, 1), "t": dt.time(23, 59, 59, 999999, tzinfo=dt.UTC),
+                          "dt": dt.datetime(2026, 3, 1, 10, 0, 0, 5), "g": GeoPoint(-0.0, 1e-300),
+                          "m": ("a.jpg", "b\u2028.jpg"), "s": "=1+1\x00\r\n", "none": None},
+                         {"n": "1,50", "s": None},
+                         {"rows": [SubformRow(0, {"x": Decimal("-0")}, {"x": "-0"})]},
+                         (MediaRef("1", "\ud800x", "m", "a.jpg"), MediaRef("1", "\ud800x", "m", "b", "rows", 0)))
+    same(decode_submission(encode_submission(hostile)), hostile)
+    assert encode_submission(decode_submission(encode_submission(hostile))) == encode_submission(hostile)
+    for r in ArchiveSource(sample_archive).records({}):
+        if r.kind == "form":
+            back = decode_form(encode_form(r))
+            assert (back.id, back.name, back.fields, back.class_, back.update_time, back.options, back.raw) == \
+                (r.id, r.name, r.fields, r.class_, r.update_time, r.options, r.raw)
+        elif r.kind == "submission":
+            same(decode_submission(encode_submission(r)), r)
