@@ -52,7 +52,7 @@ import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, Callable, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from connectors.archive import ArchiveReader
@@ -160,6 +160,9 @@ class FakeKizeoServer:
         self.issued: dict[str, float] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, in order
         self.marked: list[tuple[str, str, list[str]]] = []  # (form, action, ids) per mark call
+        #: called with (form, action, ids) once a mark call is applied, before it is answered: a
+        #: test can hold a client there, at a known point, e.g. to kill it
+        self.on_mark: Callable[[str, str, list[str]], None] | None = None
         self._count = 0
         self._media_count = 0
         self._streaks: dict[tuple[str, str], int] = {}  # (method, path) -> scheduled faults in a row
@@ -467,6 +470,8 @@ class _Handler(BaseHTTPRequestHandler):
                         marks[sid] = s.get("update_time") or s.get("create_time")
             with fake._lock:
                 fake.marked.append((fid, action, ids))
+            if fake.on_mark is not None:
+                fake.on_mark(fid, action, ids)
             return self._send(200, {"status": "ok", "message": ""})
         if method == "GET" and len(rest) == 2 and rest[0] == "data":
             s = subs.get(rest[1])
