@@ -186,3 +186,18 @@ def test_store_gives_back_equal_records(sample_archive):
                 (r.id, r.name, r.fields, r.class_, r.update_time, r.options, r.raw)
         elif r.kind == "submission":
             same(decode_submission(encode_submission(r)), r)
+
+
+def test_unread_pages_of_one_form_make_one_table(sample_archive, tmp_path):
+    """Unread mode closes each page of a form with a checkpoint, and more of the form follows."""
+    from connectors.kizeo import KizeoClient, StaticToken
+    from connectors.kizeo.source import WebSource
+
+    out = tmp_path / "o"
+    with FakeKizeoServer(str(sample_archive), TOKEN) as srv:
+        src = WebSource(KizeoClient(StaticToken(TOKEN), base_url=srv.base_url), mode="unread", action="a",
+                        unread_limit=7, workers=1)
+        summary = run(src, [FilesSink(out)], ctx("unread", ("json", "csv", "xlsx", "xml")))
+        assert summary.counts["submission"] == 50 and len(srv.marked) > 3
+        rows = (out / FORM / "submissions.csv").read_bytes().decode("utf-8").split("\r\n")[1:-1]
+        assert sorted(r.split(",")[0] for r in rows) == sorted(srv.store.submissions("1001"))
