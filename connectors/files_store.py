@@ -172,12 +172,14 @@ class FormStore:
 
     @staticmethod
     def cursors(path: str | Path) -> dict[str, str | None]:
-        """Each checkpointed form's cursor, read without writing anything ({} without a store)."""
+        """Each checkpointed form's cursor ({} without a store). Read through a connection that
+        may write: a run killed in the middle of a commit leaves a journal only such a connection
+        can roll back."""
         p = Path(path)
         if not p.exists():
             return {}
         try:
-            db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+            db = sqlite3.connect(p)
             try:
                 rows = db.execute("SELECT form_id, cursor FROM forms WHERE checkpointed = 1").fetchall()
             finally:

@@ -201,3 +201,23 @@ def test_unread_pages_of_one_form_make_one_table(sample_archive, tmp_path):
         assert summary.counts["submission"] == 50 and len(srv.marked) > 3
         rows = (out / FORM / "submissions.csv").read_bytes().decode("utf-8").split("\r\n")[1:-1]
         assert sorted(r.split(",")[0] for r in rows) == sorted(srv.store.submissions("1001"))
+
+
+def test_a_store_killed_mid_commit_is_rolled_back_when_read(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / STORE_PATH
+    store = FormStore(path)
+    store.begin()
+    store.db.execute("INSERT INTO forms (form_id, definition, checkpointed, cursor) VALUES ('1', '[]', 1, 'c1')")
+    store.commit()
+    store.close()
+    # a process writes a big transaction (spilled to the file, so a journal is left) and dies
+    code = (f"import os, sqlite3; db = sqlite3.connect({str(path)!r}, isolation_level=None); "
+            "db.execute('PRAGMA cache_size=1'); db.execute('BEGIN'); "
+            "[db.execute('INSERT INTO meta VALUES (?, ?)', (str(i), 'x' * 500)) for i in range(3000)]; "
+            "db.execute(\"UPDATE forms SET cursor = 'c2'\"); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert path.with_name(path.name + "-journal").exists()
+    assert FilesSink(tmp_path).load_state() == {"1": "c1"}
