@@ -271,7 +271,7 @@ def test_remote_sink_end_to_end(fake, tls, monkeypatch, tmp_path):
     run(create_sink(url, opts), make_records(), ctx(("json", "csv")))
     run(FilesSink(tmp_path / "local", {}), make_records(), ctx(("json", "csv")))
     expected = {f"{LIB}/nightly/{k}".lower(): v for k, v in tree(tmp_path / "local").items()
-                if not k.startswith(".exporter-")}
+                if not k.startswith(".exporter")}
     stored = {k: f.data for k, f in fake.files.items() if "/.exporter-" not in k}
     assert stored == expected and not [k for k in fake.files if ".partial" in k]
 
