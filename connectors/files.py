@@ -83,6 +83,8 @@ class FilesSink:
 
     # ---- protocol ----------------------------------------------------------------------
     def open(self, ctx: RunContext) -> None:
+        self._opts = opts = {**ctx.options, **self.options}
+        deltas = opt_bool(opts, "deltas")  # a bad value is refused before anything is created
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} exists and is not a directory")
         try:
@@ -90,8 +92,6 @@ class FilesSink:
         except OSError as e:
             raise SinkError(f"cannot create {self.root}: {e.strerror}") from None
         incremental = ctx.mode != "full"
-        self._opts = opts = {**ctx.options, **self.options}
-        deltas = opt_bool(opts, "deltas")
         self.out = OutputDir(self.root, run_id=ctx.run_id, incremental=incremental,
                              max_name_bytes=self.capabilities.max_name_length or 255, durable_each=False,
                              track_published=bool(self.options.get("track_published")),

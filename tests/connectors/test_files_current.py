@@ -221,3 +221,10 @@ def test_a_store_killed_mid_commit_is_rolled_back_when_read(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True)
     assert path.with_name(path.name + "-journal").exists()
     assert FilesSink(tmp_path).load_state() == {"1": "c1"}
+
+
+def test_a_bad_deltas_value_is_refused_before_anything_is_created(sample_archive, tmp_path):
+    r = CliRunner().invoke(cli, ["export", "-s", str(sample_archive), "--to", str(tmp_path / "o"),
+                                 "-o", "deltas=maybe"])
+    assert r.exit_code == 2 and "deltas" in r.output
+    assert not (tmp_path / "o").exists()
