@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -38,6 +39,8 @@ from exporter.model import Media, counted_bytes
 from exporter.sinks import RunContext, SinkStats
 from formats.base import OutputDir, get_writer_class, make_writer
 from formats.report import opt_bool
+
+log = logging.getLogger("exporter.files")
 
 STATE_FILE = ".exporter-state.json"
 
@@ -258,7 +261,9 @@ class FilesSink:
                     if self._account is not None:
                         self._feed(w, self._account)
                     self._feed(w, form)
+                n = 0
                 for sub in store.submissions(fid):
+                    n += 1
                     for w in writers:
                         self._feed(w, sub)
                 for w in writers:
@@ -271,6 +276,7 @@ class FilesSink:
                     out.discard_all()
             out.publish_all()
             store.mark_clean(fid)
+            log.info("form %s: aggregates rebuilt from %d stored submissions", fid, n)
 
 
 def path_of(url: str) -> str:
