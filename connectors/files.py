@@ -34,7 +34,7 @@ from typing import Sequence
 from connectors.files_store import STORE_PATH, FormStore
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, FormatError, SinkError
-from exporter.fsutil import atomic_write, file_digest
+from exporter.fsutil import atomic_write, file_digest, remove_stale_partials
 from exporter.model import Media, counted_bytes
 from exporter.sinks import RunContext, SinkStats
 from formats.base import OutputDir, get_writer_class, make_writer
@@ -95,6 +95,10 @@ class FilesSink:
         except OSError as e:
             raise SinkError(f"cannot create {self.root}: {e.strerror}") from None
         incremental = ctx.mode != "full"
+        if self.keep_current:  # what a killed run left of the files it builds over a run (users.json...)
+            removed = remove_stale_partials(self.root)
+            if removed:
+                log.info("%s: removed %d temporary files a stopped run left", self.name, removed)
         self.out = OutputDir(self.root, run_id=ctx.run_id, incremental=incremental,
                              max_name_bytes=self.capabilities.max_name_length or 255, durable_each=False,
                              track_published=bool(self.options.get("track_published")),

@@ -97,3 +97,4 @@ def test_sigkill_between_batches_loses_nothing(sample_archive, tmp_path, batch_s
         stdout, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, stderr
         check_everything_once(out, db, subs, media)
+        assert not list(out.rglob("*.partial"))  # what the killed run left half-built is gone
