@@ -217,11 +217,11 @@ class FormStreamWriter:
         kind = record.kind
         if kind == "account":
             self._on_account(record)
-        elif kind == "user":
+        elif kind == "user" and self.records:  # people and lists are record files
             self._on_user(record)
-        elif kind == "group":
+        elif kind == "group" and self.records:
             self._on_group(record)
-        elif kind == "list":
+        elif kind == "list" and self.records:
             self._on_list(record)
         elif kind == "form":
             self._finish_form()
@@ -236,7 +236,8 @@ class FormStreamWriter:
             self._abandon()
             return  # pending files are discarded by the sink
         self._finish_form()
-        self._finish_account()
+        if self.records:
+            self._finish_account()
 
     # ---- hooks -----------------------------------------------------------------------------
     def _on_account(self, account) -> None:

@@ -128,14 +128,10 @@ class CsvWriter(FormStreamWriter):
 
     # ---- records (dispatched by FormStreamWriter.write) --------------------------------
     def _on_user(self, user) -> None:
-        if not self.records:
-            return
         self._open_people()
         self._users.write_text(_user_cells(user))
 
     def _on_group(self, group) -> None:
-        if not self.records:
-            return
         self._open_people()
         self._groups.write_text([group.id, group.name, group.parent_id])
         for gid, uid, role in group_members(group):
@@ -148,8 +144,6 @@ class CsvWriter(FormStreamWriter):
             self._members = self._file("group_members.csv", ("group_id", "user_id", "role"))
 
     def _on_list(self, lst) -> None:
-        if not self.records:
-            return
         rel = "lists/" + self.out.safe(f"{lst.id}-{lst.name}") + ".txt"
         with self.out.atomic(rel, "wb") as fh:
             for line in lst.items:
@@ -227,8 +221,6 @@ class CsvWriter(FormStreamWriter):
                 f.abandon()
 
     def _finish_account(self) -> None:
-        if not self.records:
-            return
         if self._account_seen:
             self._open_people()
         for f in (self._users, self._groups, self._members):

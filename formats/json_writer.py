@@ -83,15 +83,11 @@ class JsonWriter(FormStreamWriter):
             fh.write("\n")
 
     def _on_user(self, user) -> None:
-        if not self.records:
-            return
         if self._users is None:
             self._users = _JsonArray(self.out, "users.json")
         self._users.add({**{k: getattr(user, k) for k in USER_FIELDS}, "raw": user.raw})
 
     def _on_group(self, group) -> None:
-        if not self.records:
-            return
         if self._groups is None:
             self._groups = _JsonArray(self.out, "groups.json")
         self._groups.add({"id": group.id, "name": group.name, "parent_id": group.parent_id,
@@ -99,8 +95,6 @@ class JsonWriter(FormStreamWriter):
                           "children": list(group.children), "raw": group.raw})
 
     def _on_list(self, lst) -> None:
-        if not self.records:
-            return
         doc = {
             "id": lst.id, "name": lst.name, "class": lst.class_, "update_time": lst.update_time,
             "items": [
@@ -173,8 +167,6 @@ class JsonWriter(FormStreamWriter):
 
     # ---- end (FormStreamWriter.close) ---------------------------------------------------
     def _finish_account(self) -> None:
-        if not self.records:
-            return
         if self._users is None and self._account_seen:
             self._users = _JsonArray(self.out, "users.json")
         if self._groups is None and self._account_seen:

@@ -302,8 +302,6 @@ class XlsxWriter(FormStreamWriter):
 
     # ---- records (dispatched by FormStreamWriter.write) --------------------------------
     def _on_user(self, user) -> None:
-        if not self.records:
-            return
         self._open_people()
         self._people["users_book"].newest.add(user.create_time)
         self._people["users"].append(
@@ -311,8 +309,6 @@ class XlsxWriter(FormStreamWriter):
              if k != "admin" else user.admin for k in USER_FIELDS])
 
     def _on_group(self, group) -> None:
-        if not self.records:
-            return
         self._open_people()
         self._people["groups"].append([self._cell(v, v, "", f"group-{group.id}")
                                        for v in (group.id, group.name, group.parent_id)])
@@ -331,8 +327,6 @@ class XlsxWriter(FormStreamWriter):
         }
 
     def _on_list(self, lst) -> None:
-        if not self.records:
-            return
         levels, cols = list_item_columns(lst.parsed_items())
         book = _Book(self.max_rows, self.max_links)
         headers = ["index", "line", *list_item_headers(levels, cols)]
@@ -408,8 +402,6 @@ class XlsxWriter(FormStreamWriter):
 
     # ---- end (FormStreamWriter.close) ---------------------------------------------------
     def _finish_account(self) -> None:
-        if not self.records:
-            return
         if self._account_seen:
             self._open_people()
         if self._people:
