@@ -88,7 +88,7 @@ _SHAREPOINT = _SDK + ("tenant", "client_id", "client_secret_env", "client_secret
 
 _BUILTINS = [
     SinkEntry("files", "connectors.files:create_sink", "./dir or file:///abs/dir",
-              "a directory of files in the chosen formats, media alongside", ("file",), options=(), formats=True),
+              "a directory of files in the chosen formats, media alongside", ("file",), options=("deltas",), formats=True),
     SinkEntry("archive", "connectors.archive:create_sink", "archive:///path[.zip]",
               "a full account archive (manifest + JSON + media), replayable as a source", ("archive",),
               options=("zip",)),
