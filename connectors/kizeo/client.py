@@ -276,7 +276,9 @@ class KizeoClient:
     def _json(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
               auth: bool = True, retry_timeouts: bool = True) -> Any:
         def attempt() -> Any:
-            with self._slot():
+            # a login (auth=False) runs inside the request that asked for a token, which holds a
+            # place already: waiting for a second one could wait for itself (--workers auto)
+            with self._slot() if auth else contextlib.nullcontext():
                 return read_once()
 
         def read_once() -> Any:

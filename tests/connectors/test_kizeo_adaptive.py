@@ -117,3 +117,25 @@ def test_workers_auto_against_a_rate_limiting_fake(sample_archive):
     # it grew past its start (4) while the answers came faster, and halved on the 429s
     assert gate.decreases >= 1 and gate.peak > 4 and 1 <= gate.limit <= 16
     assert isinstance(RateLimitError("x"), TransientSourceError)
+
+
+def test_login_inside_a_gated_request_does_not_wait_for_a_place(rich_archive, monkeypatch):
+    """A legacy login happens inside a request that holds a place (``_send_once`` asks the
+    provider for a token); had the login waited for a place of its own, a gate with every place
+    taken (here its one place, as after a few halvings) would have waited for itself forever."""
+    from connectors.kizeo import KizeoClient
+    from connectors.kizeo.tokens import LoginToken
+
+    monkeypatch.setenv("KZ_USER", "zoe")
+    monkeypatch.setenv("KZ_PASSWORD", "pw")
+    monkeypatch.setenv("KZ_COMPANY", "ACME")
+    with serve(rich_archive, login=("zoe", "pw", "ACME")) as srv:
+        gate = AIMD(low=1, start=1, high=1)
+        c = KizeoClient(LoginToken("KZ_USER", "KZ_PASSWORD", "KZ_COMPANY"), base_url=srv.base_url, limiter=gate)
+        got: list = []
+        t = threading.Thread(target=lambda: got.append(c.list_forms()), daemon=True)
+        t.start()
+        t.join(10)
+        assert not t.is_alive(), "the request waited for the login, which waited for the request's place"
+        assert got and got[0] and gate.in_flight == 0
+        c.close()
