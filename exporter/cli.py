@@ -213,11 +213,11 @@ class _OrderedCommand(click.Command):
 
 @cli.command(cls=_OrderedCommand)
 @source_options
-@click.option("--to", "destinations", multiple=True, required=True, metavar="DEST",
+@click.option("--to", "destinations", multiple=True, metavar="DEST",
               help="Destination (repeatable): a directory, file:///dir, sqlite:///x.db, postgresql+psycopg2://..., "
                    "mysql+pymysql://..., mssql+pyodbc://..., access+pyodbc://..., ftp://, ftps://, sftp://, "
                    "dropbox:///path, sharepoint://..., archive:///path[.zip]. See `exporter destinations`. "
-                   "Options may ride in the URL: file:///out?csv_bom=true.")
+                   "Options may ride in the URL: file:///out?csv_bom=true. Required, unless --to-url-env is given.")
 @click.option("--format", "formats", default=DEFAULT_FORMATS, show_default=True, metavar="LIST",
               help="File formats for file and remote destinations: json,csv,xlsx,xml,docx,pdf.")
 @click.option("--incremental", type=click.Choice(["none", "cursor", "unread"]), default="none", show_default=True,
@@ -264,6 +264,8 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, page_s
         from .validate import with_url_options
 
         mode = {"none": "full"}.get(incremental, incremental)
+        if not destinations and not to_url_env:
+            raise ConfigError("no destination: give --to DEST (repeatable) or --to-url-env NAME")
         if mode == "unread" and not action:
             raise ConfigError("--incremental unread needs --action NAME (the read-marker name)")
         fmt = tuple(f.strip().lower() for f in formats.split(",") if f.strip())

@@ -111,4 +111,9 @@ def plan(args: Sequence[str], takes_value: Mapping[str, bool], destinations: Seq
         entries.append(entry)
     check_formats(formats, entries, formats_given)
     check_options(options, entries, formats, label=LABELS)
+    from formats.base import check_format_options
+
+    for (_url, own), entry in zip(planned, entries, strict=True):
+        if entry.formats:
+            check_format_options(formats, {**options, **own})
     return options, planned

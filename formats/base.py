@@ -15,7 +15,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, ClassVar, Protocol, runtime_checkable
@@ -279,6 +279,15 @@ FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
     "docx": ("docx_single", "report_max_submissions", "report_image_max_px", "report_lang", "report_page_size"),
     "pdf": ("pdf_single", "report_max_submissions", "report_image_max_px", "report_lang", "report_page_size"),
 }
+
+
+def check_format_options(formats: Iterable[str], options: dict) -> None:
+    """Each format's option values, checked as its writer reads them (``check_options``), so a
+    bad value is refused before any output exists."""
+    for key in formats:
+        check = getattr(get_writer_class(key), "check_options", None)
+        if check is not None:
+            check(options)
 
 
 def known_formats() -> list[str]:

@@ -107,11 +107,7 @@ class CsvWriter(FormStreamWriter):
 
     def __init__(self, out: OutputDir, options: dict):
         self.out = out
-        delim = options.get("csv_delimiter", ",")
-        if delim not in (",", ";"):
-            raise ConfigError(f"option csv_delimiter must be ',' or ';', not {delim!r}")
-        self.fmt = {"delimiter": delim, "bom": _bool_option(options, "csv_bom", False),
-                    "guard": _bool_option(options, "csv_formula_guard", True)}
+        self.fmt = self.check_options(options)
         self._form: Form | None = None
         self._main: CsvFile | None = None
         self._main_cols: list[Column] = []
@@ -122,6 +118,15 @@ class CsvWriter(FormStreamWriter):
         self._items_spool: IO | None = None  # list items, kept on disk until the widest is known
         self._items_shape = (0, 0)
         self._account_seen = False
+
+    @staticmethod
+    def check_options(options: dict) -> dict:
+        """The CSV settings read from ``options`` (a bad value: ``ConfigError``)."""
+        delim = options.get("csv_delimiter", ",")
+        if delim not in (",", ";"):
+            raise ConfigError(f"option csv_delimiter must be ',' or ';', not {delim!r}")
+        return {"delimiter": delim, "bom": _bool_option(options, "csv_bom", False),
+                "guard": _bool_option(options, "csv_formula_guard", True)}
 
     def _file(self, relpath: str, header) -> CsvFile:
         return CsvFile(self.out, relpath, header, **self.fmt)

@@ -388,6 +388,12 @@ class ReportWriterBase:
 
     single: bool = False
 
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Raise ``ConfigError`` for a bad report option value (what the constructor reads)."""
+        ReportOptions.from_options(options)
+        opt_bool(options, f"{cls.key}_single")
+
     def __init__(self, out, options: dict):
         self.out = out
         self.options = dict(options or {})

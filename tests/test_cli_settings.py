@@ -339,3 +339,28 @@ def test_option_declarations_match_what_the_code_reads():
     unused = sorted(k for k in declared if f'"{k}"' not in everything and f'"{k.removesuffix("_env")}"' not in everything
                     and f'"{k.removesuffix("_file")}"' not in everything)
     assert not unused, f"declared but never read: {unused}"
+
+
+# ---- review: --to-url-env alone, option values checked before anything is created ----------------
+
+def test_to_url_env_alone_is_a_destination(sample_archive, tmp_path):
+    out = tmp_path / "from-env"
+    r = invoke("-q", "export", "-s", str(sample_archive), "--to-url-env", "DEST", env={"DEST": f"file://{out}"})
+    assert r.exit_code == 0, r.output
+    assert (out / "account.json").exists()
+
+
+def test_no_destination_at_all_names_both_ways(sample_archive):
+    one_line_usage_error(invoke("export", "-s", str(sample_archive)), "--to", "--to-url-env")
+
+
+@pytest.mark.parametrize("args", [
+    ["-o", "csv_bom=maybe"], ["-o", "csv_delimiter=x"], ["-o", "csv_formula_guard=perhaps"],
+    ["--format", "pdf", "-o", "pdf_single=maybe"], ["--format", "docx", "-o", "report_page_size=B9"],
+])
+def test_bad_option_value_creates_nothing(sample_archive, tmp_path, args):
+    """A refused value is refused before any destination is opened: no folder, no database."""
+    r = invoke("export", "-s", str(sample_archive), "--to", f"sqlite:///{tmp_path / 'x.db'}",
+               "--to", str(tmp_path / "o"), *args)
+    assert r.exit_code == 2, r.output
+    assert created(tmp_path) == [], r.output
