@@ -364,3 +364,18 @@ def test_bad_option_value_creates_nothing(sample_archive, tmp_path, args):
                "--to", str(tmp_path / "o"), *args)
     assert r.exit_code == 2, r.output
     assert created(tmp_path) == [], r.output
+
+
+@pytest.mark.parametrize("case", ["token variable not set", "base URL without /rest/v3"])
+def test_a_source_that_cannot_be_read_creates_no_destination(sample_archive, tmp_path, case):
+    """The source answers (token, address) before any destination is opened: a refused run leaves
+    no empty folder or database behind."""
+    with FakeKizeoServer(str(sample_archive), TOKEN) as srv:
+        if case == "token variable not set":
+            src, env, code = srv.base_url, {"KZ_TOKEN": None}, 2
+        else:
+            src, env, code = srv.base_url.removesuffix("/rest/v3"), {"KZ_TOKEN": TOKEN}, 1
+        r = invoke("export", "-s", src, "--token-env", "KZ_TOKEN", "--to", str(tmp_path / "o"),
+                   "--to", f"sqlite:///{tmp_path / 'x.db'}", env=env)
+    assert r.exit_code == code, r.output
+    assert created(tmp_path) == [], r.output
