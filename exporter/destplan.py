@@ -51,8 +51,13 @@ def scan(args: Sequence[str], takes_value: Mapping[str, bool]) -> tuple[dict, li
                 if i >= len(args):
                     break
                 value, i = args[i], i + 1
-        elif tok.startswith("-") and len(tok) > 1 and takes_value.get(tok[:2]):
-            name, value = tok[:2], tok[2:]
+        elif tok.startswith("-") and len(tok) > 1:
+            # short switches may be grouped (-qo KEY=VALUE): the first that takes a value takes
+            # the rest of the token, or the next argument
+            j = next((j for j in range(1, len(tok)) if takes_value.get("-" + tok[j])), None)
+            if j is None:
+                continue
+            name, value = "-" + tok[j], tok[j + 1:]
             if not value:
                 if i >= len(args):
                     break

@@ -379,3 +379,13 @@ def test_a_source_that_cannot_be_read_creates_no_destination(sample_archive, tmp
                    "--to", f"sqlite:///{tmp_path / 'x.db'}", env=env)
     assert r.exit_code == code, r.output
     assert created(tmp_path) == [], r.output
+
+
+def test_grouped_short_switches_keep_their_option(sample_archive, tmp_path):
+    """``-qo KEY=VALUE`` (click groups short switches): the option is read and checked like ``-o``."""
+    r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), "-qo", "csv_delimiter=;")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o" / "users.csv").read_text("utf-8").startswith("id;login;")
+    one_line_usage_error(invoke("export", "-s", str(sample_archive), "-qo", "nonsense=1", "--to", str(tmp_path / "p")),
+                         "nonsense")
+    assert not (tmp_path / "p").exists()
