@@ -169,6 +169,9 @@ def build_source(source: str, *, token_env=None, token_file=None, login_env=None
 
 def _build_source(source: str, *, token_env, token_file, login_env, forms, workers, timezone, ca_bundle, timeout,
                   mode, action, overlap, page_size, skip):
+    if action and mode != "unread":
+        raise ConfigError(f"--action {action} is for --incremental unread (this run is --incremental "
+                          f"{'none' if mode == 'full' else mode})")
     if source.startswith(("http://", "https://")):
         from connectors.kizeo import build_web_source
 
@@ -178,6 +181,9 @@ def _build_source(source: str, *, token_env, token_file, login_env, forms, worke
                                 page_size=page_size, skip=skip)
     if token_env or token_file or login_env:
         log.info("an archive source needs no token; ignoring the token options")
+    if skip:
+        raise ConfigError(f"--skip {','.join(sorted(skip))} is for the web service: an archive's users, groups "
+                          "and lists are exported with it")
     from connectors.archive import ArchiveSource
 
     return ArchiveSource(source, forms=list(forms), mode=mode, overlap_seconds=overlap)

@@ -389,3 +389,14 @@ def test_grouped_short_switches_keep_their_option(sample_archive, tmp_path):
     one_line_usage_error(invoke("export", "-s", str(sample_archive), "-qo", "nonsense=1", "--to", str(tmp_path / "p")),
                          "nonsense")
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--action", "erp"], ["--action erp", "--incremental unread"]),
+    (["--incremental", "cursor", "--action", "erp"], ["--action erp", "--incremental cursor"]),
+    (["--skip", "users"], ["--skip users", "web service"]),
+])
+def test_source_settings_this_run_would_ignore_are_refused(sample_archive, tmp_path, args, words):
+    r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), *args)
+    one_line_usage_error(r, *words)
+    assert created(tmp_path) == []
