@@ -106,8 +106,9 @@ def changed_since(fetch: Callable[[str, str | None], list[dict]], since: str, *,
 
 def _halved(lo: dt.datetime, span: dt.timedelta | None, horizon: dt.datetime) -> dt.timedelta | None:
     """Half of the window starting at ``lo`` (an open one reaches ``horizon``), in whole seconds;
-    None when it is one second already."""
-    whole = span if span is not None else max(horizon - lo, 2 * ONE_SECOND)
+    None when it is one second already, or is an open one at or past ``horizon`` (a half of it
+    would be open again: asking again would never end)."""
+    whole = span if span is not None else horizon - lo
     if whole <= ONE_SECOND:
         return None
     return max(ONE_SECOND, dt.timedelta(seconds=int(whole.total_seconds()) // 2))

@@ -117,3 +117,33 @@ def test_a_recent_cursor_is_one_request_an_old_one_starts_with_a_week():
     list(changed_since(svc, "2026-01-01 00:00:00", now=NOW))
     assert svc.windows[0][:2] == ("2026-01-01 00:00:00", "2026-01-08 00:00:00")
     assert len(svc.windows) <= 7 and svc.windows[-1][1] is None  # sparse: each window doubles
+
+
+@pytest.mark.parametrize("since", ["2026-12-06 00:59:59", "2026-12-08 00:00:00"])
+def test_a_cursor_past_the_horizon_that_times_out_fails_instead_of_looping(since):
+    """A cursor a day or more ahead of the local clock (a wrong clock, an account far east): the
+    open window times out and cannot be bounded. It fails; it used to ask again forever."""
+    calls = []
+
+    def fetch(lo, hi):
+        calls.append((lo, hi))
+        if len(calls) > 50:
+            raise AssertionError(f"still asking after {len(calls)} requests: {calls[-3:]}")
+        raise AnswerTimeout("HTTP 504: Gateway Time-out")
+
+    with pytest.raises(AnswerTimeout, match="one second"):
+        list(changed_since(fetch, since, now=NOW))
+
+
+def test_a_cursor_past_the_horizon_with_a_full_answer_keeps_it_instead_of_looping():
+    since = "2026-12-07 00:00:00"
+    rows = [{"_id": str(i), "_create_time": since, "_update_time": ""} for i in range(5)]
+    calls = []
+
+    def fetch(lo, hi):
+        calls.append((lo, hi))
+        assert len(calls) <= 50, "still asking"
+        return list(rows)
+
+    got = [r["_id"] for w in changed_since(fetch, since, limit=2, now=NOW) for r in w]
+    assert sorted(got) == [str(i) for i in range(5)] and calls == [(since, None)]
