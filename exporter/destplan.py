@@ -79,6 +79,17 @@ def scan(args: Sequence[str], takes_value: Mapping[str, bool]) -> tuple[dict, li
     return head, dests
 
 
+def _identity(url: str) -> str:
+    """What makes two destinations the same: a local folder's absolute path, else the URL."""
+    import os
+
+    if "://" not in url or url.startswith("file://"):
+        from connectors.files import path_of
+
+        return "file://" + os.path.abspath(os.path.expanduser(path_of(url)))
+    return url.rstrip("/")
+
+
 def settings_options(settings: Mapping) -> dict:
     options = parse_items(settings.get("-o", ()))
     for key in ("password_env", "password_file"):
@@ -101,6 +112,7 @@ def plan(args: Sequence[str], takes_value: Mapping[str, bool], destinations: Seq
     if media_in_db:
         options["media_in_db"] = True
     planned, entries = [], []
+    seen: dict[str, str] = {}
     for name, value, settings in dests:
         if name == "--to":
             url = value
@@ -112,6 +124,10 @@ def plan(args: Sequence[str], takes_value: Mapping[str, bool], destinations: Seq
         own.update(settings_options(settings))
         entry = entry_for(url)
         check_options(own, [entry], formats, label=LABELS, where=f" for {mask(url)}")
+        same = seen.setdefault(_identity(url), url)
+        if same is not url:
+            raise ConfigError(f"the same destination is given twice ({mask(same)} and {mask(url)}): "
+                              "two writers would fight over it")
         planned.append((url, own))
         entries.append(entry)
     check_formats(formats, entries, formats_given)

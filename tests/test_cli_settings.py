@@ -400,3 +400,14 @@ def test_source_settings_this_run_would_ignore_are_refused(sample_archive, tmp_p
     r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), *args)
     one_line_usage_error(r, *words)
     assert created(tmp_path) == []
+
+
+@pytest.mark.parametrize("twice", [
+    lambda t: [str(t / "o"), f"file://{t / 'o'}/"],
+    lambda t: [f"sqlite:///{t / 'x.db'}", f"sqlite:///{t / 'x.db'}"],
+])
+def test_the_same_destination_twice_is_refused(sample_archive, tmp_path, twice):
+    """Two writers on one folder or database fought (SQLite: 'database is locked' half-way)."""
+    a, b = twice(tmp_path)
+    one_line_usage_error(invoke("export", "-s", str(sample_archive), "--to", a, "--to", b), "twice")
+    assert created(tmp_path) == []
