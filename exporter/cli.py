@@ -274,6 +274,8 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, page_s
             raise ConfigError("no destination: give --to DEST (repeatable) or --to-url-env NAME")
         if mode == "unread" and not action:
             raise ConfigError("--incremental unread needs --action NAME (the read-marker name)")
+        if mode != "unread" and ctx.get_parameter_source("page_size") is not click.core.ParameterSource.DEFAULT:
+            raise ConfigError(f"--page-size is for --incremental unread (this run is --incremental {incremental})")
         fmt = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
         options, dests = _plan_destinations(ctx, fmt, media_in_db)
         sinks = [create_sink(u, {**options, **own}) for u, own in dests]

@@ -395,6 +395,7 @@ def test_grouped_short_switches_keep_their_option(sample_archive, tmp_path):
     (["--action", "erp"], ["--action erp", "--incremental unread"]),
     (["--incremental", "cursor", "--action", "erp"], ["--action erp", "--incremental cursor"]),
     (["--skip", "users"], ["--skip users", "web service"]),
+    (["--page-size", "10"], ["--page-size", "--incremental none"]),
 ])
 def test_source_settings_this_run_would_ignore_are_refused(sample_archive, tmp_path, args, words):
     r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), *args)
