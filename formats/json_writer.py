@@ -60,10 +60,17 @@ class JsonWriter(FormStreamWriter):
                    "definitions, users, groups and external lists as JSON")
     limits = FormatLimits(per_submission_files=True)
 
+    @staticmethod
+    def check_options(options: dict) -> bool:
+        """``json_per_submission`` read as true or false (another value: ``ConfigError``)."""
+        from formats.report import opt_bool
+
+        return opt_bool(options, "json_per_submission", True)
+
     def __init__(self, out: OutputDir, options: dict):
         self.out = out
         self.options = options
-        self.per_submission = bool(options.get("json_per_submission", True))
+        self.per_submission = self.check_options(options)
         self._form: Form | None = None
         self._jsonl: IO | None = None
         self._jsonl_rel = ""

@@ -356,6 +356,7 @@ def test_no_destination_at_all_names_both_ways(sample_archive):
 
 @pytest.mark.parametrize("args", [
     ["-o", "csv_bom=maybe"], ["-o", "csv_delimiter=x"], ["-o", "csv_formula_guard=perhaps"],
+    ["-o", "json_per_submission=maybe"],
     ["--format", "pdf", "-o", "pdf_single=maybe"], ["--format", "docx", "-o", "report_page_size=B9"],
 ])
 def test_bad_option_value_creates_nothing(sample_archive, tmp_path, args):
