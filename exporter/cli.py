@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, speedups
+from . import __version__
 from .errors import ConfigError, ExporterError
 from .secrets import SecretFilter, mask
 
@@ -71,8 +71,7 @@ def _run_guarded(ctx: click.Context, fn):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="exporter", message="%(prog)s %(version)s (" + (
-    "C speedups built" if speedups.available() else "pure Python: C speedups not built or EXPORTER_PURE_PYTHON set") + ")")
+@click.version_option(__version__, prog_name="exporter", message="%(prog)s %(version)s")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress, no summary.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each step (INFO).")
 @click.option("--debug", is_flag=True, help="Log everything and show tracebacks on errors.")

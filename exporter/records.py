@@ -34,7 +34,6 @@ from .model import (
     Value,
     kind_of,
 )
-from .speedups import _speedups
 
 
 def _s(v: Any) -> str | None:
@@ -287,7 +286,7 @@ _CONVERTERS = {NUMBER: _conv_number, DATE: _conv_date, TIME: _conv_time, DATETIM
 class _ParsePlan:
     """What parsing a submission of one form definition needs, worked out once."""
 
-    __slots__ = ("fields", "top", "has_bool", "c_top")
+    __slots__ = ("fields", "top", "has_bool")
 
     def __init__(self, fields: tuple[FieldDef, ...]):
         self.fields = fields  # kept: the cache key is its identity
@@ -307,22 +306,6 @@ class _ParsePlan:
             top.append((f.name, _CONVERTERS.get(f.kind, _conv_text), f.kind == MEDIA, f.name.startswith("_"), None))
         self.top = tuple(top)
         self.has_bool = has_bool
-        # the same for _speedups.parse_fields: (name, kind code, converter, is_media, underscored,
-        # sub-form children (name, kind code, converter, is_media) or None)
-        self.c_top = tuple((name, _c_kind(conv), conv, is_media, underscored,
-                            None if kids is None else tuple((n, _c_kind(c), c, m) for n, c, m in kids))
-                           for name, conv, is_media, underscored, kids in self.top)
-
-
-def _c_kind(conv: Any) -> int:
-    """What the C module does with a converter: 0 the text as is, 2 date, 3 time, 4 date-time, 5
-    media, 6 number (exact common shapes typed in C, the rest by ``conv``), 7 checkbox, 8
-    geolocation (``parse_fields`` calls ``conv`` for those; ``block_text`` types them in C from an
-    archive's lines, where the outcome is certain), 1 any other converter: call it (and
-    ``block_text`` leaves the lines of such a form to Python). These converters read nothing of a
-    cell but its text and, for checkboxes, its ``boolean``."""
-    return {_conv_text: 0, _conv_date: 2, _conv_time: 3, _conv_datetime: 4, _conv_media: 5, _conv_number: 6,
-            _conv_boolean: 7, _conv_geoloc: 8}.get(conv, 1)
 
 
 _PLANS: dict[int, _ParsePlan] = {}
@@ -370,7 +353,7 @@ def submission_id(payload: Any) -> str | None:
 def _parse_fields(plan: _ParsePlan, cells: dict, flat: bool, bools: Any, form_id: str, sid: str
                   ) -> tuple[dict[str, Value], dict[str, str | None], dict[str, list[SubformRow]], list[MediaRef]]:
     """The field loop of ``parse_submission``: typed values, texts, sub-form rows and media references
-    (not yet made unique). ``_speedups.parse_fields`` is the same loop in C."""
+    (not yet made unique)."""
     values: dict[str, Value] = {}
     text: dict[str, str | None] = {}
     subforms: dict[str, list[SubformRow]] = {}
@@ -427,13 +410,6 @@ def checkbox_texts(form: Form, plan: _ParsePlan | None = None) -> tuple[str | No
     return _s(options.get("checkbox_output_true_value")), _s(options.get("checkbox_output_false_value"))
 
 
-def submission_update_time(payload: dict) -> str | None:
-    """``Submission.update_time`` of a served submission (either shape), without parsing it."""
-    if _is_flat(payload):
-        return _s(payload.get("_update_time")) or _s(payload.get("_create_time"))
-    return _s(payload.get("update_time")) or _s(payload.get("create_time"))
-
-
 def parse_submission(form: Form, payload: dict) -> Submission:
     """Parse one submission, nested (``GET /data/{d}``) or flat (``_``-prefixed) shape."""
     if not isinstance(payload, dict):
@@ -459,10 +435,7 @@ def parse_submission(form: Form, payload: dict) -> Submission:
     plan = _parse_plan(form.fields)
     bools = checkbox_texts(form, plan)
     form_id = form.id
-    got = None
-    if _speedups is not None:  # the same loop in C; None: a shape it leaves to the Python loop
-        got = _speedups.parse_fields(plan.c_top, cells, flat, bools, form_id, sid)
-    values, text, subforms, media = got or _parse_fields(plan, cells, flat, bools, form_id, sid)
+    values, text, subforms, media = _parse_fields(plan, cells, flat, bools, form_id, sid)
     return Submission(form_id=form_id, id=sid, meta=meta, values=values, text=text,
                       subforms=subforms, media=_unique_media(media), raw=payload)
 
@@ -478,10 +451,6 @@ def _unique_media(media: list[MediaRef]) -> tuple[MediaRef, ...]:
             seen.add(key)
             uniq.append(m)
     return tuple(uniq)
-
-
-if _speedups is not None:
-    _speedups.setup_parse(SubformRow, MediaRef, _text_of, Decimal)
 
 
 def flatten_submission(payload: dict) -> dict:

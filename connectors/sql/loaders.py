@@ -25,7 +25,6 @@ import itertools
 import logging
 import operator
 import queue
-import sys
 import threading
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
@@ -34,7 +33,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from exporter.naming import short_hash
-from exporter.speedups import _speedups
 
 from .capabilities import SqlProfile
 
@@ -247,8 +245,7 @@ class TextFormat:
     ``COPY ... FROM STDIN`` text format and MySQL's ``LOAD DATA`` defaults are two of them; they
     differ in a few spellings (booleans, the date-time separator, NUL)."""
 
-    def __init__(self, code: int, escapes: dict[str, str], fast: dict[type, Any], slow: Any, datetime_sep: str):
-        self.code = code  # which format the C ``copy_block`` writes (exporter/_speedups.c)
+    def __init__(self, escapes: dict[str, str], fast: dict[type, Any], slow: Any, datetime_sep: str):
         table = str.maketrans({c: "\\" + e for c, e in escapes.items()})
         specials = tuple(escapes)
 
@@ -296,7 +293,7 @@ def _pg_slow(v: Any) -> str:
 
 #: PostgreSQL ``COPY`` text: exact types whose text needs no escaping, or only the string escapes,
 #: take the fast table (one dict lookup per value); anything else goes through ``_pg_slow``
-PG_TEXT = TextFormat(0, {"\\": "\\", "\n": "n", "\r": "r", "\t": "t"},
+PG_TEXT = TextFormat({"\\": "\\", "\n": "n", "\r": "r", "\t": "t"},
                      {int: str, float: repr, Decimal: str, dt.datetime: dt.datetime.isoformat,
                       dt.date: dt.date.isoformat, dt.time: dt.time.isoformat, bool: lambda v: "t" if v else "f",
                       _NONE_TYPE: lambda v: _NULL},
@@ -329,7 +326,7 @@ def _mysql_slow(v: Any) -> str:
 
 #: MySQL/MariaDB ``LOAD DATA`` text with its default field and line options (also NUL escaped);
 #: Decimals in plain notation, non-finite numbers and bytes refused (the caller inserts those rows)
-MYSQL_TEXT = TextFormat(1, {"\\": "\\", "\n": "n", "\r": "r", "\t": "t", "\x00": "0"},
+MYSQL_TEXT = TextFormat({"\\": "\\", "\n": "n", "\r": "r", "\t": "t", "\x00": "0"},
                         {int: str, dt.date: dt.date.isoformat, dt.time: dt.time.isoformat,
                          bool: lambda v: "1" if v else "0", _NONE_TYPE: lambda v: _NULL},
                         _mysql_slow, " ")
@@ -399,17 +396,9 @@ def _copy_block(rows: list[dict], cols: list[str], fmt: TextFormat = PG_TEXT) ->
     return "\n".join(map("\t".join, zip(*[_copy_column(col, fmt) for col in columns], strict=True))) + "\n"
 
 
-def _copy_bytes_py(rows: list[dict], cols: list[str], fmt: TextFormat = PG_TEXT) -> bytes:
+def copy_bytes(rows: list[dict], cols: list[str], fmt: TextFormat = PG_TEXT) -> bytes:
+    """``_copy_block(rows, cols, fmt)`` as UTF-8 bytes."""
     return _copy_block(rows, cols, fmt).encode("utf-8")
-
-
-def _copy_bytes_c(rows: list[dict], cols: list[str], fmt: TextFormat = PG_TEXT) -> bytes:
-    return _speedups.copy_block(rows, cols, fmt.code, fmt.slow, Decimal)
-
-
-#: ``_copy_block(rows, cols, fmt)`` as UTF-8 bytes: written in C when exporter._speedups is built
-#: (the same bytes, several times faster), else by the Python version
-copy_bytes = _copy_bytes_c if _speedups is not None else _copy_bytes_py
 
 
 class RowStream(io.RawIOBase):
@@ -477,7 +466,6 @@ class Overlapping:
 
     conn: sa.Connection
     _background: Background | None = None
-    _switch_interval: float | None = None
     overlapping = False
 
     # ------------------------------------------------------------------ background
@@ -488,12 +476,6 @@ class Overlapping:
             self._background = Background()
             self.overlapping = True
             sa.event.listen(self.conn, "before_cursor_execute", self._before_execute)
-            # the background thread wakes up after every server answer and needs the interpreter
-            # for a moment; with the default 5 ms hand-off it would lag behind the parsing thread
-            # (200k submissions into PostgreSQL: the main thread waited 5.3 s for it at 1 ms, about
-            # 1.5 s at 0.1 ms)
-            self._switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(self._switch_interval, 0.0001))
 
     def _before_execute(self, *_args: Any, **_kw: Any) -> None:
         self.settle()
@@ -513,9 +495,6 @@ class Overlapping:
             with contextlib.suppress(Exception):
                 sa.event.remove(self.conn, "before_cursor_execute", self._before_execute)
             bg.stop()
-            if self._switch_interval is not None:
-                sys.setswitchinterval(self._switch_interval)
-                self._switch_interval = None
 
     def later(self, label: str, fn: Any) -> None:
         """Run ``fn`` on the background thread when there is one (in its turn), else now."""
@@ -587,34 +566,6 @@ class CopyLoader(Overlapping, GenericLoader):
             self.drain()
             job()
         return outcome.all_new
-
-    # COPY text made by the caller (the SQL sink writes a batch's submissions straight from their
-    # served payloads, exporter._speedups.block_text): ``data`` holds whole lines for
-    # ``cols``, one row per key.
-    text_format = PG_TEXT
-
-    def upsert_text_step(self, table: sa.Table, key: str, cols: list[str], data: bytes,
-                         outcome: Outcome | None = None, rows: Any = None) -> Outcome:
-        """``upsert_step`` for rows already written as COPY text (``rows``: a function giving them
-        as dicts, which this loader never needs)."""
-        outcome = outcome or Outcome()
-        if data:
-            self.later(f"table {table.name}", self._upsert_payloads(table, key, cols, [data], outcome))
-        return outcome
-
-    def insert_text(self, table: sa.Table, cols: list[str], data: bytes, rows: Any = None) -> None:
-        """``insert`` for rows already written as COPY text."""
-        if not data:
-            return
-        q = self.conn.dialect.identifier_preparer.quote
-        target = self._qualified(table)
-        sql = _copy_sql(target, ", ".join(q(c) for c in cols))
-        raw = self.conn.connection.driver_connection
-
-        def send() -> None:
-            with raw.cursor() as cur:
-                _send(cur, sql, data)
-        self.later(f"COPY into {target}", send)
 
     def _upsert_job(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome):
         rows = _dedupe(rows, key)
@@ -854,36 +805,6 @@ class LoadDataLoader(Overlapping, MultiRowLoader):
         self._insert_only: set[str] = set()
         self.loaded_rows = 0  # rows that went in through LOAD DATA
         self.fallbacks = 0  # loads rolled back and handed to the INSERT statements
-
-    @property
-    def text_format(self) -> TextFormat | None:
-        """The text ``LOAD DATA`` reads (``upsert_text_step``, ``insert_text``), when it is on."""
-        return MYSQL_TEXT if self.enabled else None
-
-    # With overlap() (the SQL sink's background loads), the steps and inserts run on the
-    # background thread in their turn, and upsert() waits for it first.
-    def upsert_text_step(self, table: sa.Table, key: str, cols: list[str], data: bytes,
-                         outcome: Outcome | None = None, rows: Any = None) -> Outcome:
-        """``upsert_step`` for rows already written as ``LOAD DATA`` text, one line a row; ``rows()``
-        gives them as dicts for the INSERT statements when the load is rolled back."""
-        outcome = outcome or Outcome()
-
-        def job() -> None:
-            if not (table.fullname not in self._merge_only and self._load_payloads(table, cols, [data])):
-                if not MultiRowLoader.upsert(self, table, key, rows()):
-                    outcome.all_new = False
-        if data:
-            self.later(f"table {table.name}", job)
-        return outcome
-
-    def insert_text(self, table: sa.Table, cols: list[str], data: bytes, rows: Any = None) -> None:
-        """``insert`` for rows already written as ``LOAD DATA`` text (see ``upsert_text_step``)."""
-        def job() -> None:
-            if table.fullname in self._insert_only or not self._load_payloads(table, cols, [data]):
-                self._insert_only.add(table.fullname)
-                MultiRowLoader.insert(self, table, rows())
-        if data:
-            self.later(f"table {table.name}", job)
 
     def upsert_step(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome | None = None) -> Outcome:
         outcome = outcome or Outcome()  # all_new is settled in its turn (delete_step reads it then)
