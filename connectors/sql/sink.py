@@ -49,7 +49,7 @@ from exporter.retry import retry_call
 from exporter.sinks import RunContext
 
 from .capabilities import profile_for
-from .loaders import DeferredError, GenericLoader, loader_for, local_infile_guardable
+from .loaders import DeferredError, GenericLoader, loader_for
 from .planner import NamePlanner
 from .schema import (
     FIXED_NAMES,
@@ -181,10 +181,6 @@ class SqlSink:
                 parent = Path(db).expanduser().resolve().parent
                 if not parent.is_dir():
                     raise SinkError(f"directory {parent} does not exist", context=self.name)
-        if (self.url.get_driver_name() == "pymysql" and self.profile.loader == "loaddata"
-                and self.options.get("loader") in (None, "loaddata") and local_infile_guardable()):
-            # LOAD DATA LOCAL: the loader sends only the rows it registered (connectors.sql.loaders)
-            kwargs["connect_args"] = {"local_infile": True}
         with self._op("configuring the connection"):
             engine = sa.create_engine(self.url, **kwargs)
         if self.url.get_driver_name() == "pyodbc" and self.profile.odbc_fast_executemany:

@@ -696,10 +696,10 @@ def main() -> None:
                 try:
                     if loader.startswith("exporter"):
                         args = [*exporter, "--to", f"mysql+pymysql://{MY['user']}@{MY['host']}:{MY['port']}/{db}"]
-                        name = "exporter (LOAD DATA LOCAL loader)"
+                        name = "exporter (multi-row INSERT loader)"
                         if loader == "exporter-jobs":
                             args += ["--jobs", str(a.jobs)]
-                            name = f"exporter --jobs {a.jobs} (LOAD DATA LOCAL loader; peak RSS per process)"
+                            name = f"exporter --jobs {a.jobs} (multi-row INSERT loader; peak RSS per process)"
                     else:
                         args = [*me, "--child", "load-mysql", "--db", db, "--data", str(data)]
                         name = "LOAD DATA LOCAL INFILE of CSV (keys at CREATE)"
