@@ -286,26 +286,28 @@ _CONVERTERS = {NUMBER: _conv_number, DATE: _conv_date, TIME: _conv_time, DATETIM
 class _ParsePlan:
     """What parsing a submission of one form definition needs, worked out once."""
 
-    __slots__ = ("fields", "top", "has_bool")
+    __slots__ = ("fields", "top", "has_bool", "bools")
 
     def __init__(self, fields: tuple[FieldDef, ...]):
         self.fields = fields  # kept: the cache key is its identity
-        # (name, converter, is_media, name starts with "_", sub-form children or None)
+        # (name, converter (None: the text as is), is_media, name starts with "_", sub-form
+        # children or None)
         top = []
         has_bool = False
         for f in fields:
             if f.kind == LAYOUT:
                 continue
             if f.kind == SUBFORM:
-                kids = tuple((c.name, _CONVERTERS.get(c.kind, _conv_text), c.kind == MEDIA)
+                kids = tuple((c.name, _CONVERTERS.get(c.kind), c.kind == MEDIA)
                              for c in f.children if c.has_value)
                 has_bool = has_bool or any(c.kind == BOOLEAN for c in f.children if c.has_value)
                 top.append((f.name, None, False, f.name.startswith("_"), kids))
                 continue
             has_bool = has_bool or f.kind == BOOLEAN
-            top.append((f.name, _CONVERTERS.get(f.kind, _conv_text), f.kind == MEDIA, f.name.startswith("_"), None))
+            top.append((f.name, _CONVERTERS.get(f.kind), f.kind == MEDIA, f.name.startswith("_"), None))
         self.top = tuple(top)
         self.has_bool = has_bool
+        self.bools: tuple[Any, Any] = (None, None)  # (form options, checkbox_texts) of the last form parsed
 
 
 _PLANS: dict[int, _ParsePlan] = {}
@@ -383,9 +385,9 @@ def _parse_fields(plan: _ParsePlan, cells: dict, flat: bool, bools: Any, form_id
                         t = c if type(c) is str else _text_of(c)
                         c = None
                     rt[cname] = t
-                    val = rv[cname] = cconv(t, c, bools)
+                    val = rv[cname] = t if cconv is None else cconv(t, c, bools)
                     if c_media and val:
-                        media.extend(MediaRef(form_id, sid, cname, n, name, i) for n in val)
+                        media.extend([MediaRef(form_id, sid, cname, n, name, i) for n in val])
                 rows.append(SubformRow(i, rv, rt))
             subforms[name] = rows
             continue
@@ -396,18 +398,27 @@ def _parse_fields(plan: _ParsePlan, cells: dict, flat: bool, bools: Any, form_id
             t = cell if type(cell) is str else _text_of(cell)
             cell = None
         text[name] = t
-        val = values[name] = conv(t, cell, bools)
+        val = values[name] = t if conv is None else conv(t, cell, bools)
         if is_media and val:
-            media.extend(MediaRef(form_id, sid, name, n) for n in val)
+            if len(val) == 1:
+                media.append(MediaRef(form_id, sid, name, val[0]))
+            else:
+                media.extend([MediaRef(form_id, sid, name, n) for n in val])
     return values, text, subforms, media
 
 
 def checkbox_texts(form: Form, plan: _ParsePlan | None = None) -> tuple[str | None, str | None] | None:
     """What the converters of ``form``'s checkboxes read as true and false (None: no checkbox)."""
-    if not (plan or _parse_plan(form.fields)).has_bool:
+    plan = plan or _parse_plan(form.fields)
+    if not plan.has_bool:
         return None
     options = form.options
-    return _s(options.get("checkbox_output_true_value")), _s(options.get("checkbox_output_false_value"))
+    seen, texts = plan.bools
+    if seen is options:  # the same form's options as for the previous submission
+        return texts
+    texts = _s(options.get("checkbox_output_true_value")), _s(options.get("checkbox_output_false_value"))
+    plan.bools = (options, texts)
+    return texts
 
 
 def parse_submission(form: Form, payload: dict) -> Submission:
@@ -442,8 +453,8 @@ def parse_submission(form: Form, payload: dict) -> Submission:
 
 def _unique_media(media: list[MediaRef]) -> tuple[MediaRef, ...]:
     """Media references in order, each (field, row, name) once."""
-    if not media:
-        return ()
+    if len(media) < 2:
+        return tuple(media)
     seen, uniq = set(), []
     for m in media:
         key = (m.subform, m.row, m.field, m.name)
