@@ -238,8 +238,7 @@ class _OrderedCommand(click.Command):
               help="Destination or format option (repeatable), e.g. -o csv_delimiter=';' -o csv_bom=true -o known_hosts=PATH. "
                    "After a --to: for that destination only; before any --to: for every destination that reads it.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
-              help="Submissions per batch (one transaction per batch in SQL). Default: 500, or 2000 when every "
-                   "destination writes an archive's lines straight to bulk-load text (PostgreSQL, MariaDB/MySQL).")
+              help="Submissions per batch (one transaction per batch in SQL). Default: 500.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes exporting forms side by side (a big form of an archive is shared "
                    "among them). Destinations that take parallel writers only (PostgreSQL, MariaDB/MySQL).")

@@ -240,9 +240,8 @@ class GenericLoader:
 
 class TextFormat:
     r"""A bulk-load text format: one line a row, fields separated by tabs, ``\N`` for NULL, and a
-    backslash before the characters that would otherwise end a field or a line. PostgreSQL's
-    ``COPY ... FROM STDIN`` text format and MySQL's ``LOAD DATA`` defaults are two of them; they
-    differ in a few spellings (booleans, the date-time separator, NUL)."""
+    backslash before the characters that would otherwise end a field or a line: PostgreSQL's
+    ``COPY ... FROM STDIN`` text format (``PG_TEXT``)."""
 
     def __init__(self, escapes: dict[str, str], fast: dict[type, Any], slow: Any, datetime_sep: str):
         table = str.maketrans({c: "\\" + e for c, e in escapes.items()})
