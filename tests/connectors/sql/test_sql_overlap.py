@@ -81,6 +81,7 @@ def test_unread_mode_and_the_option_keep_loads_synchronous(pg_pair):
         sink.open(context)
         try:
             assert sink._loader.overlapping is (context.mode != "unread" and not opts)
+            assert sys.getswitchinterval() == pytest.approx(0.005)  # a background load tweaks nothing process-wide
         finally:
             sink.close(False)
     assert isinstance(ctx(), RunContext)
