@@ -42,7 +42,6 @@ from exporter.model import (
     FormPart,
     Media,
     Submission,
-    SubmissionBlock,
 )
 from exporter.naming import safe_filename
 from exporter.records import (
@@ -52,10 +51,8 @@ from exporter.records import (
     parse_submission,
     parse_user,
     submission_id,
-    submission_update_time,
 )
 from exporter.sinks import RunContext
-from exporter.speedups import _speedups
 
 FORMAT = "exporter-account-archive"
 FORMAT_VERSION = 1
@@ -283,15 +280,6 @@ class ArchiveReader:
 # ============================================================================================
 
 
-def _decode_line(rel: str, n: int | None, line: bytes) -> Any:
-    """One JSON line of the archive, decoded as ``ArchiveReader.jsonl`` decodes it."""
-    try:
-        return fastjson.loads(line)
-    except ValueError as e:  # UnicodeDecodeError included
-        where = f" line {n}" if n is not None else ""
-        raise ArchiveError(f"{rel}{where} is not valid JSON: {e}") from None
-
-
 def _media_sid(entry: Any, rel: str = "media.jsonl", n: int | None = None) -> str:
     """The submission a media index entry belongs to, as text (``str()`` of its value)."""
     if not isinstance(entry, dict):
@@ -361,21 +349,10 @@ class ArchiveSource:
             part = f if isinstance(f, FormPart) else FormPart(f)
             yield from self._form_records(part.form_id, state.get(part.form_id), part)
 
-    def use_blocks(self, size: int) -> None:
-        """Yield each form's submissions and media as ``SubmissionBlock``\\ s of ``size``
-        submissions (0: as records, the default). The pipeline asks for it when every sink takes
-        blocks."""
-        self.block_size = size
-
-    block_size = 0
-
     def _form_records(self, fid: str, cursor: str | None, part: FormPart | None = None) -> Iterator:
         form = parse_form(self.reader.form_raw(fid))
         yield form
         since = minus_overlap(cursor, self.overlap) if (cursor and self.mode == "cursor") else None
-        if self.block_size:
-            yield from self._form_blocks(form, since, cursor, part)
-            return
         # media index, grouped per submission; streamed alongside submissions (same order)
         media_rel = f"{form_dir(fid)}/media.jsonl"
         media_iter = self.reader.media_index(fid)
@@ -402,73 +379,6 @@ class ArchiveSource:
             yield from self._submission_records(sub, medias)
         yield Checkpoint(form.id, max_time, self.mode)
 
-    def _form_blocks(self, form: Form, since: str | None, cursor: str | None, part: FormPart | None) -> Iterator:
-        """``_form_records`` by ``SubmissionBlock``\\ s: the same submissions and index entries, in
-        the same order, handed over as the archive's lines (bytes), decoded only where the C
-        module leaves a line to Python (``_raw_lines``)."""
-        fdir = form_dir(form.id)
-        media_iter = self._raw_lines(f"{fdir}/media.jsonl", media=True)
-        pending = next(media_iter, None)  # (line or decoded entry, its submission id)
-        max_time = cursor
-        block_size = self.block_size
-        payloads: list = []
-        sids: list[str] = []
-        entries: list[list | None] = []
-        for position, (raw, head) in enumerate(self._raw_lines(f"{fdir}/submissions.jsonl", media=False)):
-            sid, ut = head
-            if part is not None and not part.takes(position):  # another worker's share
-                while pending is not None and pending[1] == sid:
-                    pending = next(media_iter, None)
-                continue
-            if not sid:  # the error parsing it gives
-                self._parse(form, raw)
-            medias = None
-            while pending is not None and pending[1] == sid:
-                if medias is None:
-                    medias = []
-                medias.append(pending[0])
-                pending = next(media_iter, None)
-            if since and ut and ut < since:
-                continue
-            if ut and (max_time is None or ut > max_time):
-                max_time = ut
-            payloads.append(raw)
-            sids.append(sid)
-            entries.append(medias)
-            if len(payloads) >= block_size:
-                yield SubmissionBlock(form, payloads, sids, entries, self._expand)
-                payloads, sids, entries = [], [], []
-        if payloads:
-            yield SubmissionBlock(form, payloads, sids, entries, self._expand)
-        yield Checkpoint(form.id, max_time, self.mode)
-
-    def _raw_lines(self, rel: str, media: bool) -> Iterator[tuple[Any, Any]]:
-        """The non-blank lines of a JSON Lines file of the archive with what the source needs of
-        each, read by ``_speedups.line_heads`` without decoding the line: ``(line bytes, head)``.
-        A line the C module leaves to Python (an unusual or invalid one; every line without it)
-        is decoded here, raising as ``ArchiveReader.jsonl`` does: ``(decoded document, head)``.
-        Heads: a submission's ``(id, update time)`` (``submission_id``,
-        ``submission_update_time``), a media index entry's submission id (``_media_sid``)."""
-        if not self.reader.exists(rel):
-            return
-        with self.reader.open(rel) as fh:
-            n = 0
-            while lines := fh.readlines(1 << 20):
-                if _speedups is not None:
-                    heads = _speedups.line_heads(lines, media)
-                else:
-                    heads = [None if line.strip() else False for line in lines]
-                for line, head in zip(lines, heads, strict=True):
-                    n += 1
-                    if head is None:
-                        doc = _decode_line(rel, n, line)
-                        if media:
-                            yield doc, _media_sid(doc, rel, n)
-                        else:
-                            yield doc, (submission_id(doc), submission_update_time(doc) if isinstance(doc, dict) else None)
-                    elif head is not False:
-                        yield line, head
-
     @staticmethod
     def _parse(form: Form, raw: Any) -> Submission:
         try:
@@ -476,22 +386,12 @@ class ArchiveSource:
         except BadAnswerError as e:
             raise ArchiveError(e.message, context=e.context) from None
 
-    def _expand(self, block: SubmissionBlock, positions: Iterable[int]) -> Iterator[Submission | Media]:
-        rel = f"{form_dir(block.form_id)}/submissions.jsonl"
-        for i in positions:
-            raw = block.payloads[i]
-            if isinstance(raw, bytes):  # a line read by the C module: valid JSON
-                raw = _decode_line(rel, None, raw)
-            yield from self._submission_records(self._parse(block.form, raw), block.entries[i])
-
     def _submission_records(self, sub: Submission, medias: list | None) -> Iterator[Submission | Media]:
         """A submission and the ``Media`` of each reference it makes that its index entries
-        (``medias``: decoded, or lines of the index) hold, in the order of its references."""
+        (``medias``) hold, in the order of its references."""
         yield sub
         if not medias:
             return
-        rel = f"{form_dir(sub.form_id)}/media.jsonl"
-        medias = [_decode_line(rel, None, m) if isinstance(m, bytes) else m for m in medias]
         by_name = {}
         for m in medias:
             try:

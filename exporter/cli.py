@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, speedups
+from . import __version__
 from .errors import ConfigError, ExporterError
 from .secrets import SecretFilter, mask
 
@@ -71,8 +71,7 @@ def _run_guarded(ctx: click.Context, fn):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="exporter", message="%(prog)s %(version)s (" + (
-    "C speedups built" if speedups.available() else "pure Python: C speedups not built or EXPORTER_PURE_PYTHON set") + ")")
+@click.version_option(__version__, prog_name="exporter", message="%(prog)s %(version)s")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress, no summary.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each step (INFO).")
 @click.option("--debug", is_flag=True, help="Log everything and show tracebacks on errors.")
@@ -245,8 +244,7 @@ class _OrderedCommand(click.Command):
               help="Destination or format option (repeatable), e.g. -o csv_delimiter=';' -o csv_bom=true -o known_hosts=PATH. "
                    "After a --to: for that destination only; before any --to: for every destination that reads it.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
-              help="Submissions per batch (one transaction per batch in SQL). Default: 500, or 2000 when every "
-                   "destination writes an archive's lines straight to bulk-load text (PostgreSQL, MariaDB/MySQL).")
+              help="Submissions per batch (one transaction per batch in SQL). Default: 500.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes exporting forms side by side (a big form of an archive is shared "
                    "among them). Destinations that take parallel writers only (PostgreSQL, MariaDB/MySQL).")

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .speedups import _speedups
-
 try:  # pragma: no cover - which branch runs depends on the installation
     import orjson as _orjson
 except ImportError:  # pragma: no cover
@@ -32,11 +30,9 @@ if _orjson is not None:
     # every digit -> "0", anything else -> " ": a run of n digits is then a plain substring search
     _DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
 
-    def _digit_run_py(raw: bytes | bytearray | memoryview, n: int) -> bool:
-        """Whether ``raw`` holds a run of ``n`` or more ASCII digits (in C: ``_speedups.digit_run``)."""
+    def _digit_run(raw: bytes | bytearray | memoryview, n: int) -> bool:
+        """Whether ``raw`` holds a run of ``n`` or more ASCII digits."""
         return b"0" * n in bytes(raw).translate(_DIGITS)
-
-    _digit_run = _speedups.digit_run if _speedups is not None else _digit_run_py
 
     def loads(data: bytes | str) -> Any:
         """``json.loads`` of UTF-8 bytes or text (orjson first, the standard library for the rest)."""

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, BinaryIO, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 # --------------------------------------------------------------------------------------------
 # Field kinds: the service's field type mapped onto the value type we store.
@@ -351,46 +351,7 @@ class Checkpoint:
     kind = "checkpoint"
 
 
-class SubmissionBlock:
-    """A run of one form's submissions as served (undecoded payloads) with the media index entries
-    of each, in place of their ``Submission`` and ``Media`` records: what a source that can (the
-    archive) hands to sinks that write straight from payloads (``takes_blocks``; the pipeline asks
-    for blocks only when every sink takes them). ``records()`` gives the very records the source
-    would otherwise have yielded, in the same order, for any step that needs them.
-
-    Payloads are decoded (dicts) or, from the archive with the C module, the archive's lines
-    (bytes) and their index entries likewise: ``records()`` decodes what it needs. The sink that
-    writes a block sets ``media_written`` to (media rows, their bytes): what the ``Media`` records
-    would have counted, for the run's counts."""
-
-    kind = "submissions"
-
-    def __init__(self, form: Form, payloads: list, sids: list[str], entries: list[list | None],
-                 expand: Callable[[SubmissionBlock, Iterable[int]], Iterator[Submission | Media]]):
-        self.form = form
-        self.form_id = form.id
-        self.payloads = payloads
-        self.sids = sids
-        self.entries = entries  # per submission: its media index entries (None: none)
-        self._expand = expand
-        self.media_written: tuple[int, int] | None = None
-
-    def __len__(self) -> int:
-        return len(self.payloads)
-
-    def records(self, positions: Iterable[int] | None = None) -> Iterator[Submission | Media]:
-        """The records of the submissions at ``positions`` (all by default)."""
-        return self._expand(self, range(len(self.payloads)) if positions is None else positions)
-
-    def media_counts(self) -> tuple[int, int]:
-        """(media records, their bytes) the block stands for."""
-        if self.media_written is None:
-            media = [r for r in self.records() if r.kind == "media"]
-            return len(media), sum(counted_bytes(m.size) for m in media)
-        return self.media_written
-
-
-Record = Account | User | Group | ExternalList | Form | Submission | Media | Checkpoint | SubmissionBlock
+Record = Account | User | Group | ExternalList | Form | Submission | Media | Checkpoint
 
 #: submissions per slice when a form is shared among parallel workers (see ``FormPart``)
 PART_ROWS = 1000

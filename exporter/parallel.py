@@ -80,10 +80,6 @@ class _Part:
             self.current = task
             yield task if task.count > 1 else task.form_id  # only an archive gets parts
 
-    def use_blocks(self, size: int) -> None:
-        if hasattr(self.source, "use_blocks"):
-            self.source.use_blocks(size)
-
     def records(self, state: dict[str, str | None]) -> Iterator:
         last = None
         self.unacknowledged = False  # records yielded since the last batch was acknowledged

@@ -13,9 +13,7 @@ again; nothing is acknowledged.
 from __future__ import annotations
 
 import collections
-import contextlib
 import datetime as dt
-import gc
 import logging
 import operator
 import time
@@ -90,7 +88,7 @@ class Progress(Protocol):
 
 def batches(records: Iterable[Record], batch_size: int, batch_bytes: int) -> Iterator[list[Record]]:
     """Group the stream into batches of about ``batch_size`` submissions or ``batch_bytes`` of
-    media, each closed right after a ``Checkpoint`` or a ``SubmissionBlock``, or, once a limit is
+    media, each closed right after a ``Checkpoint``, or, once a limit is
     reached, just before the next record that is neither a ``Media`` nor a ``Checkpoint``: a submission and the media that
     follow it always share a batch (the source acknowledges a batch's submissions once it is
     committed, so media left to the next batch would be lost if the run stopped in between)."""
@@ -108,38 +106,17 @@ def batches(records: Iterable[Record], batch_size: int, batch_bytes: int) -> Ite
             subs += 1
         elif kind == "media":
             size += counted_bytes(r.size)
-        elif kind == "submissions":  # a SubmissionBlock: its submissions with their media
-            subs += len(r)
-        if kind == "checkpoint" or (kind == "submissions" and (subs >= batch_size or size >= batch_bytes)):
+        if kind == "checkpoint":
             yield batch
-            batch, subs, size = [], 0, 0
+            batch, subs, size, full = [], 0, 0, False
         elif subs >= batch_size or size >= batch_bytes:
             full = True
     if batch:
         yield batch
 
 
-@contextlib.contextmanager
-def _fewer_gc_passes(young: int = 100000) -> Iterator[None]:
-    """Run the cycle collector less often while records stream: a batch allocates many
-    short-lived containers, and with the default threshold (700) the collector keeps scanning
-    the batch in flight (about a tenth of the run time). With 100,000 most of a batch's objects
-    are freed before any pass sees them (200k submissions into PostgreSQL: 1.2 s of collection
-    at 20,000, 0.04 s at 100,000, same peak memory). Cycles are still collected, only in larger
-    steps; the previous thresholds are restored afterwards."""
-    old = gc.get_threshold()
-    if old[0] and old[0] < young:  # 0: collection disabled by the caller, leave it so
-        gc.set_threshold(young, *old[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-
-
-#: submissions per batch by default; per block when every sink takes ``SubmissionBlock``\ s (a
-#: submission then costs its JSON line, not its records: bigger batches, fewer commits)
+#: submissions per batch by default
 BATCH_SIZE = 500
-BLOCK_BATCH_SIZE = 2000
 
 
 def run(
@@ -167,40 +144,27 @@ def run(
             s.open(ctx)
             opened.append(s)
             summary.per_sink[s.name] = {}
-        use_blocks = getattr(source, "use_blocks", None)
-        blocks = use_blocks is not None and bool(sinks) and all(getattr(s, "takes_blocks", False) for s in sinks)
         if batch_size is None:
-            batch_size = BLOCK_BATCH_SIZE if blocks else BATCH_SIZE
-        if use_blocks is not None:  # submissions as SubmissionBlocks, when every sink takes them
-            use_blocks(batch_size if blocks else 0)
-        with _fewer_gc_passes():
-            for batch in batches(source.records(start_state), batch_size, batch_bytes):
-                for s in sinks:
-                    _guard(s, "write", lambda s=s, b=batch: s.write(b))
-                for s in sinks:
-                    _guard(s, "commit", s.commit)
-                source.acknowledge(batch)
-                summary.batches += 1
-                kinds = collections.Counter(map(_KIND, batch))
-                if kinds["media"]:
-                    summary.media_bytes += sum(counted_bytes(r.size) for r in batch if r.kind == "media")
-                if kinds["submissions"]:  # SubmissionBlocks: counted as the records they stand for
-                    del kinds["submissions"]
-                    for block in (r for r in batch if r.kind == "submissions"):
-                        n, size = block.media_counts()
-                        kinds["submission"] += len(block)
-                        if n:
-                            kinds["media"] += n
-                        summary.media_bytes += size
-                if kinds["form"]:
-                    last = [r for r in batch if r.kind == "form"][-1]
-                    current = f"form {last.id} {last.name}"
-                for counts in (summary.counts, *(summary.per_sink[s.name] for s in sinks)):
-                    for kind, n in kinds.items():
-                        counts[kind] = counts.get(kind, 0) + n
-                summary.seconds = time.monotonic() - start
-                if progress:
-                    progress.update(summary, current)
+            batch_size = BATCH_SIZE
+        for batch in batches(source.records(start_state), batch_size, batch_bytes):
+            for s in sinks:
+                _guard(s, "write", lambda s=s, b=batch: s.write(b))
+            for s in sinks:
+                _guard(s, "commit", s.commit)
+            source.acknowledge(batch)
+            summary.batches += 1
+            kinds = collections.Counter(map(_KIND, batch))
+            if kinds["media"]:
+                summary.media_bytes += sum(counted_bytes(r.size) for r in batch if r.kind == "media")
+            if kinds["form"]:
+                last = [r for r in batch if r.kind == "form"][-1]
+                current = f"form {last.id} {last.name}"
+            for counts in (summary.counts, *(summary.per_sink[s.name] for s in sinks)):
+                for kind, n in kinds.items():
+                    counts[kind] = counts.get(kind, 0) + n
+            summary.seconds = time.monotonic() - start
+            if progress:
+                progress.update(summary, current)
         if before_close is not None:
             before_close(summary)
     except BaseException:

@@ -34,7 +34,6 @@ from .model import (
     Value,
     kind_of,
 )
-from .speedups import _speedups
 
 
 def _s(v: Any) -> str | None:
@@ -287,42 +286,28 @@ _CONVERTERS = {NUMBER: _conv_number, DATE: _conv_date, TIME: _conv_time, DATETIM
 class _ParsePlan:
     """What parsing a submission of one form definition needs, worked out once."""
 
-    __slots__ = ("fields", "top", "has_bool", "c_top")
+    __slots__ = ("fields", "top", "has_bool", "bools")
 
     def __init__(self, fields: tuple[FieldDef, ...]):
         self.fields = fields  # kept: the cache key is its identity
-        # (name, converter, is_media, name starts with "_", sub-form children or None)
+        # (name, converter (None: the text as is), is_media, name starts with "_", sub-form
+        # children or None)
         top = []
         has_bool = False
         for f in fields:
             if f.kind == LAYOUT:
                 continue
             if f.kind == SUBFORM:
-                kids = tuple((c.name, _CONVERTERS.get(c.kind, _conv_text), c.kind == MEDIA)
+                kids = tuple((c.name, _CONVERTERS.get(c.kind), c.kind == MEDIA)
                              for c in f.children if c.has_value)
                 has_bool = has_bool or any(c.kind == BOOLEAN for c in f.children if c.has_value)
                 top.append((f.name, None, False, f.name.startswith("_"), kids))
                 continue
             has_bool = has_bool or f.kind == BOOLEAN
-            top.append((f.name, _CONVERTERS.get(f.kind, _conv_text), f.kind == MEDIA, f.name.startswith("_"), None))
+            top.append((f.name, _CONVERTERS.get(f.kind), f.kind == MEDIA, f.name.startswith("_"), None))
         self.top = tuple(top)
         self.has_bool = has_bool
-        # the same for _speedups.parse_fields: (name, kind code, converter, is_media, underscored,
-        # sub-form children (name, kind code, converter, is_media) or None)
-        self.c_top = tuple((name, _c_kind(conv), conv, is_media, underscored,
-                            None if kids is None else tuple((n, _c_kind(c), c, m) for n, c, m in kids))
-                           for name, conv, is_media, underscored, kids in self.top)
-
-
-def _c_kind(conv: Any) -> int:
-    """What the C module does with a converter: 0 the text as is, 2 date, 3 time, 4 date-time, 5
-    media, 6 number (exact common shapes typed in C, the rest by ``conv``), 7 checkbox, 8
-    geolocation (``parse_fields`` calls ``conv`` for those; ``block_text`` types them in C from an
-    archive's lines, where the outcome is certain), 1 any other converter: call it (and
-    ``block_text`` leaves the lines of such a form to Python). These converters read nothing of a
-    cell but its text and, for checkboxes, its ``boolean``."""
-    return {_conv_text: 0, _conv_date: 2, _conv_time: 3, _conv_datetime: 4, _conv_media: 5, _conv_number: 6,
-            _conv_boolean: 7, _conv_geoloc: 8}.get(conv, 1)
+        self.bools: tuple[Any, Any] = (None, None)  # (form options, checkbox_texts) of the last form parsed
 
 
 _PLANS: dict[int, _ParsePlan] = {}
@@ -370,7 +355,7 @@ def submission_id(payload: Any) -> str | None:
 def _parse_fields(plan: _ParsePlan, cells: dict, flat: bool, bools: Any, form_id: str, sid: str
                   ) -> tuple[dict[str, Value], dict[str, str | None], dict[str, list[SubformRow]], list[MediaRef]]:
     """The field loop of ``parse_submission``: typed values, texts, sub-form rows and media references
-    (not yet made unique). ``_speedups.parse_fields`` is the same loop in C."""
+    (not yet made unique)."""
     values: dict[str, Value] = {}
     text: dict[str, str | None] = {}
     subforms: dict[str, list[SubformRow]] = {}
@@ -400,9 +385,9 @@ def _parse_fields(plan: _ParsePlan, cells: dict, flat: bool, bools: Any, form_id
                         t = c if type(c) is str else _text_of(c)
                         c = None
                     rt[cname] = t
-                    val = rv[cname] = cconv(t, c, bools)
+                    val = rv[cname] = t if cconv is None else cconv(t, c, bools)
                     if c_media and val:
-                        media.extend(MediaRef(form_id, sid, cname, n, name, i) for n in val)
+                        media.extend([MediaRef(form_id, sid, cname, n, name, i) for n in val])
                 rows.append(SubformRow(i, rv, rt))
             subforms[name] = rows
             continue
@@ -413,25 +398,27 @@ def _parse_fields(plan: _ParsePlan, cells: dict, flat: bool, bools: Any, form_id
             t = cell if type(cell) is str else _text_of(cell)
             cell = None
         text[name] = t
-        val = values[name] = conv(t, cell, bools)
+        val = values[name] = t if conv is None else conv(t, cell, bools)
         if is_media and val:
-            media.extend(MediaRef(form_id, sid, name, n) for n in val)
+            if len(val) == 1:
+                media.append(MediaRef(form_id, sid, name, val[0]))
+            else:
+                media.extend([MediaRef(form_id, sid, name, n) for n in val])
     return values, text, subforms, media
 
 
 def checkbox_texts(form: Form, plan: _ParsePlan | None = None) -> tuple[str | None, str | None] | None:
     """What the converters of ``form``'s checkboxes read as true and false (None: no checkbox)."""
-    if not (plan or _parse_plan(form.fields)).has_bool:
+    plan = plan or _parse_plan(form.fields)
+    if not plan.has_bool:
         return None
     options = form.options
-    return _s(options.get("checkbox_output_true_value")), _s(options.get("checkbox_output_false_value"))
-
-
-def submission_update_time(payload: dict) -> str | None:
-    """``Submission.update_time`` of a served submission (either shape), without parsing it."""
-    if _is_flat(payload):
-        return _s(payload.get("_update_time")) or _s(payload.get("_create_time"))
-    return _s(payload.get("update_time")) or _s(payload.get("create_time"))
+    seen, texts = plan.bools
+    if seen is options:  # the same form's options as for the previous submission
+        return texts
+    texts = _s(options.get("checkbox_output_true_value")), _s(options.get("checkbox_output_false_value"))
+    plan.bools = (options, texts)
+    return texts
 
 
 def parse_submission(form: Form, payload: dict) -> Submission:
@@ -459,18 +446,15 @@ def parse_submission(form: Form, payload: dict) -> Submission:
     plan = _parse_plan(form.fields)
     bools = checkbox_texts(form, plan)
     form_id = form.id
-    got = None
-    if _speedups is not None:  # the same loop in C; None: a shape it leaves to the Python loop
-        got = _speedups.parse_fields(plan.c_top, cells, flat, bools, form_id, sid)
-    values, text, subforms, media = got or _parse_fields(plan, cells, flat, bools, form_id, sid)
+    values, text, subforms, media = _parse_fields(plan, cells, flat, bools, form_id, sid)
     return Submission(form_id=form_id, id=sid, meta=meta, values=values, text=text,
                       subforms=subforms, media=_unique_media(media), raw=payload)
 
 
 def _unique_media(media: list[MediaRef]) -> tuple[MediaRef, ...]:
     """Media references in order, each (field, row, name) once."""
-    if not media:
-        return ()
+    if len(media) < 2:
+        return tuple(media)
     seen, uniq = set(), []
     for m in media:
         key = (m.subform, m.row, m.field, m.name)
@@ -478,10 +462,6 @@ def _unique_media(media: list[MediaRef]) -> tuple[MediaRef, ...]:
             seen.add(key)
             uniq.append(m)
     return tuple(uniq)
-
-
-if _speedups is not None:
-    _speedups.setup_parse(SubformRow, MediaRef, _text_of, Decimal)
 
 
 def flatten_submission(payload: dict) -> dict:

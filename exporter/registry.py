@@ -98,7 +98,7 @@ _BUILTINS = [
               "PostgreSQL (COPY into staging, then merge)", ("postgresql", "postgres"), "postgres",
               options=_SQL, url_query=True),
     SinkEntry("mysql", "connectors.sql:create_sink", "mysql+pymysql://user@host:3306/db",
-              "MariaDB / MySQL (`LOAD DATA LOCAL INFILE` streamed from memory; multi-row inserts to merge)",
+              "MariaDB / MySQL (multi-row INSERT, merged with ON DUPLICATE KEY UPDATE)",
               ("mysql", "mariadb"), "mysql", options=_SQL, url_query=True),
     SinkEntry("mssql", "connectors.sql:create_sink", "mssql+pyodbc://user@dsn",
               "Microsoft SQL Server (pyodbc fast_executemany)", ("mssql",), "mssql", options=_SQL, url_query=True),

@@ -164,61 +164,30 @@ def test_form_parts_hold_every_submission_and_its_media_once(sample_archive, cou
     assert [x for x in parts[1] if x[0] == "s"][:4] == subs[4:8]
 
 
-def _replay(source, blocks: bool) -> list:
-    """What a source yields, blocks expanded into the records they stand for."""
-    if blocks:
-        source.use_blocks(3)
+def _replay(source) -> list:
+    """What a source yields, in order (submissions with their typed values, media, checkpoints)."""
     out = []
-    for r in source.records({"1003": "2024-01-01 00:00:00"} if source.mode == "cursor" else {}):
-        for x in (r.records() if r.kind == "submissions" else (r,)):
-            if x.kind == "submission":
-                out.append(("s", x.form_id, x.id, repr(x.values), repr(x.subforms)))
-            elif x.kind == "media":
-                out.append(("m", x.ref, x.content_type, x.size, x.sha256))
-            elif x.kind == "checkpoint":
-                out.append(("c", x.form_id, x.cursor))
+    for x in source.records({"1003": "2024-01-01 00:00:00"} if source.mode == "cursor" else {}):
+        if x.kind == "submission":
+            out.append(("s", x.form_id, x.id, repr(x.values), repr(x.subforms)))
+        elif x.kind == "media":
+            out.append(("m", x.ref, x.content_type, x.size, x.sha256))
+        elif x.kind == "checkpoint":
+            out.append(("c", x.form_id, x.cursor))
     return out
 
 
-@pytest.mark.parametrize("how", ["full", "cursor", "parts", "zip"])
-def test_blocks_of_lines_stand_for_the_records(sample_archive, tmp_path, how):
-    """By blocks the source hands over the archive's lines (read in C where it can): they stand
-    for the very records it yields otherwise, in the same order, with the same checkpoints."""
-    from exporter.model import FormPart
-
-    path = sample_archive
-    if how == "zip":
-        path = tmp_path / "a.zip"
-        with zipfile.ZipFile(path, "w") as zf:
-            for p in sample_archive.rglob("*"):
-                if p.is_file():
-                    zf.write(p, p.relative_to(sample_archive).as_posix())
-
-    def source():
-        if how == "parts":
-            src = ArchiveSource(path)
-            return type("Parts", (), {"mode": "full", "use_blocks": src.use_blocks,
-                                      "records": lambda self, st: src.records(st, account=False,
-                                                                              forms=[FormPart("1001", 1, 2, rows=3)])})()
-        return ArchiveSource(path, mode="cursor" if how == "cursor" else "full", overlap_seconds=0)
-
-    plain, blocks = _replay(source(), False), _replay(source(), True)
-    assert plain == blocks and sum(1 for x in plain if x[0] == "s") > 5
-
-
-def test_a_bad_line_is_named_with_or_without_blocks(sample_archive, tmp_path):
+def test_a_bad_line_is_named(sample_archive, tmp_path):
     copy = tmp_path / "a"
     shutil.copytree(sample_archive, copy)
     subs = copy / "forms" / "1001" / "submissions.jsonl"
     lines = subs.read_bytes().splitlines(keepends=True)
     subs.write_bytes(b"".join([lines[0], b"  \n", lines[1], b'{"id": "x", "bad": tru}\n', *lines[2:]]))
-    for blocks in (False, True):
-        with pytest.raises(ArchiveError, match=r"forms/1001/submissions.jsonl line 4 is not valid JSON"):
-            _replay(ArchiveSource(copy), blocks)
+    with pytest.raises(ArchiveError, match=r"forms/1001/submissions.jsonl line 4 is not valid JSON"):
+        _replay(ArchiveSource(copy))
     subs.write_bytes(b"".join([lines[0], b"\n", lines[1], *lines[2:]]))  # a blank line is skipped
-    assert _replay(ArchiveSource(copy), True) == _replay(ArchiveSource(sample_archive), False)
+    assert _replay(ArchiveSource(copy)) == _replay(ArchiveSource(sample_archive))
     media = copy / "forms" / "1001" / "media.jsonl"
     media.write_bytes(b"[1, 2]\n" + media.read_bytes())
-    for blocks in (False, True):
-        with pytest.raises(ArchiveError, match=r"forms/1001/media.jsonl.* is not a JSON object"):
-            _replay(ArchiveSource(copy), blocks)
+    with pytest.raises(ArchiveError, match=r"forms/1001/media.jsonl.* is not a JSON object"):
+        _replay(ArchiveSource(copy))

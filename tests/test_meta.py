@@ -43,6 +43,25 @@ def test_every_sink_has_tests():
 
 
 
+NATIVE_SUFFIXES = {".c", ".h", ".cc", ".cpp", ".cxx", ".hpp", ".pyx", ".pxd", ".pxi"}
+_NOT_SOURCE = {"build", "dist", "node_modules", "__pycache__", "venv"}
+
+
+def test_no_native_code_of_our_own():
+    """The project ships no C (or Cython, C++) of its own: speed comes from maintained libraries.
+    Any such source file in the tree, or an extension module declared in pyproject.toml, fails."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames
+                       if not d.startswith(".") and d not in _NOT_SOURCE and not d.endswith(".egg-info")]
+        found += [os.path.relpath(os.path.join(dirpath, f), ROOT) for f in filenames
+                  if os.path.splitext(f)[1].lower() in NATIVE_SUFFIXES]
+    assert found == [], f"native source files in the tree: {sorted(found)}"
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"].get("setuptools", {})
+    assert "ext-modules" not in setuptools and "ext_modules" not in setuptools
+    assert not (ROOT / "setup.py").exists() or "Extension" not in (ROOT / "setup.py").read_text("utf-8")
+
+
 def test_the_code_passes_ruff():
     # ruff comes with the dev extra; in CI (CI=true) it must be there, elsewhere its absence skips
     ruff = shutil.which("ruff") or shutil.which("ruff", path=os.path.dirname(sys.executable))

@@ -135,3 +135,21 @@ def test_checkpoint_reaches_sinks_once_per_form(sample_archive):
     run(ArchiveSource(sample_archive), [a], ctx())
     cks = [r for r in a.committed if isinstance(r, Checkpoint)]
     assert [c.form_id for c in cks] == ["1001", "1002", "1003"] and all(c.cursor for c in cks)
+
+
+def test_a_run_leaves_the_interpreters_settings_alone(sample_archive):
+    """No process-wide tweaks: the cycle collector's thresholds and the thread switch interval
+    are the caller's while the run writes, not only after it."""
+    import gc
+    import sys
+
+    seen = []
+
+    class Watching(RecordingSink):
+        def write(self, batch):
+            seen.append((gc.get_threshold(), gc.isenabled(), sys.getswitchinterval()))
+            super().write(batch)
+
+    before = (gc.get_threshold(), gc.isenabled(), sys.getswitchinterval())
+    run(ArchiveSource(sample_archive), [Watching("w", [])], ctx(), batch_size=5)
+    assert seen and set(seen) == {before}

@@ -74,3 +74,18 @@ def test_typed_value_agrees_with_the_submission_parser():
     for f in form.value_fields():
         cell = NESTED["fields"][f.name]
         assert typed_value(f, cell["value"], form.options, cell) == sub.values[f.name], f.name
+
+
+def test_checkbox_texts_follow_each_forms_options_also_with_shared_fields():
+    """The true/false texts are remembered per form definition's options: a form sharing its field
+    definitions with another (same tuple, other options) still types with its own."""
+    import dataclasses
+
+    form = parse_form(FORM)
+    other = dataclasses.replace(form, options={"checkbox_output_true_value": "Non",
+                                               "checkbox_output_false_value": "Oui"})
+    assert other.fields is form.fields
+    sub = {"id": "1", "fields": {"c": {"value": "Oui"}}}
+    assert parse_submission(form, sub).values["c"] is True
+    assert parse_submission(other, sub).values["c"] is False
+    assert parse_submission(form, sub).values["c"] is True

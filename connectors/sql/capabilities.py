@@ -57,8 +57,7 @@ class SqlProfile:
     dialect: str  # sqlite, postgresql, mysql, mssql, access
     capabilities: Capabilities
     #: loader used when the driver allows it: "generic" (executemany), "copy" (PostgreSQL COPY
-    #: + merge), "multirow" (MySQL multi-row INSERT .. ON DUPLICATE KEY UPDATE), "loaddata"
-    #: (MySQL LOAD DATA LOCAL INFILE, falling back to "multirow")
+    #: + merge), "multirow" (MySQL multi-row INSERT .. ON DUPLICATE KEY UPDATE)
     loader: str = "generic"
     #: DECIMAL(precision, scale) used for number fields
     numeric_precision: int = 38
@@ -115,7 +114,7 @@ def profile_for(dialect: str) -> SqlProfile:
                                    case_insensitive=True, reserved_words=_reserved(d),
                                    rows_per_batch=2000, parallel_writers=True,
                                    tested="real MariaDB 10.11 (PyMySQL and ODBC)"),
-                          loader="loaddata", numeric_precision=65, numeric_scale=10, max_params=30000,
+                          loader="multirow", numeric_precision=65, numeric_scale=10, max_params=30000,
                           # MariaDB Connector/ODBC 3.1 garbles strings under fast_executemany (tested)
                           odbc_fast_executemany=False,
                           schema_lock_sql="SELECT GET_LOCK(CONCAT('exporter_schema_', :k), 3600)",

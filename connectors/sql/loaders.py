@@ -7,10 +7,9 @@
   go through a temporary staging table merged with ``INSERT ... ON CONFLICT DO UPDATE``. With
   ``overlap()`` the plain COPYs and the commit run on a background thread, in order, while the
   caller reads and parses the next batch (see ``Background``).
-* ``MultiRowLoader`` (MySQL/MariaDB + PyMySQL): multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``
-  statements cut to fit ``max_allowed_packet``.
-* ``LoadDataLoader`` (its default): ``LOAD DATA LOCAL INFILE`` streamed from memory, in a savepoint,
-  falling back to the multi-row statements for existing keys and for anything the server warns about.
+* ``MultiRowLoader`` (MySQL/MariaDB + PyMySQL): multi-row ``INSERT`` (``... ON DUPLICATE KEY
+  UPDATE`` once a key exists) statements cut to fit ``max_allowed_packet``; like ``CopyLoader``,
+  with ``overlap()`` they run on a background thread.
 
 Every loader works inside the caller's transaction and holds at most ``rows_per_batch`` rows of
 statement parameters at a time. Identifiers are quoted by SQLAlchemy's preparer; values are always
@@ -25,7 +24,6 @@ import itertools
 import logging
 import operator
 import queue
-import sys
 import threading
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
@@ -34,7 +32,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from exporter.naming import short_hash
-from exporter.speedups import _speedups
 
 from .capabilities import SqlProfile
 
@@ -243,12 +240,10 @@ class GenericLoader:
 
 class TextFormat:
     r"""A bulk-load text format: one line a row, fields separated by tabs, ``\N`` for NULL, and a
-    backslash before the characters that would otherwise end a field or a line. PostgreSQL's
-    ``COPY ... FROM STDIN`` text format and MySQL's ``LOAD DATA`` defaults are two of them; they
-    differ in a few spellings (booleans, the date-time separator, NUL)."""
+    backslash before the characters that would otherwise end a field or a line: PostgreSQL's
+    ``COPY ... FROM STDIN`` text format (``PG_TEXT``)."""
 
-    def __init__(self, code: int, escapes: dict[str, str], fast: dict[type, Any], slow: Any, datetime_sep: str):
-        self.code = code  # which format the C ``copy_block`` writes (exporter/_speedups.c)
+    def __init__(self, escapes: dict[str, str], fast: dict[type, Any], slow: Any, datetime_sep: str):
         table = str.maketrans({c: "\\" + e for c, e in escapes.items()})
         specials = tuple(escapes)
 
@@ -296,43 +291,11 @@ def _pg_slow(v: Any) -> str:
 
 #: PostgreSQL ``COPY`` text: exact types whose text needs no escaping, or only the string escapes,
 #: take the fast table (one dict lookup per value); anything else goes through ``_pg_slow``
-PG_TEXT = TextFormat(0, {"\\": "\\", "\n": "n", "\r": "r", "\t": "t"},
+PG_TEXT = TextFormat({"\\": "\\", "\n": "n", "\r": "r", "\t": "t"},
                      {int: str, float: repr, Decimal: str, dt.datetime: dt.datetime.isoformat,
                       dt.date: dt.date.isoformat, dt.time: dt.time.isoformat, bool: lambda v: "t" if v else "f",
                       _NONE_TYPE: lambda v: _NULL},
                      _pg_slow, "T")
-
-
-class UnloadableValue(Exception):
-    """A value the ``LOAD DATA`` text cannot carry as such (bytes, non-finite floats...)."""
-
-
-def _mysql_slow(v: Any) -> str:
-    if v is None:
-        return _NULL
-    if isinstance(v, bool):
-        return "1" if v else "0"
-    if isinstance(v, Decimal) and v.is_finite():
-        return format(v, "f")
-    if isinstance(v, float) and v == v and v not in (float("inf"), float("-inf")):
-        return repr(v)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, dt.datetime):
-        return v.isoformat(" ")
-    if isinstance(v, (dt.date, dt.time)):
-        return v.isoformat()
-    if isinstance(v, str):
-        return MYSQL_TEXT.escape(v)
-    raise UnloadableValue(type(v).__name__)
-
-
-#: MySQL/MariaDB ``LOAD DATA`` text with its default field and line options (also NUL escaped);
-#: Decimals in plain notation, non-finite numbers and bytes refused (the caller inserts those rows)
-MYSQL_TEXT = TextFormat(1, {"\\": "\\", "\n": "n", "\r": "r", "\t": "t", "\x00": "0"},
-                        {int: str, dt.date: dt.date.isoformat, dt.time: dt.time.isoformat,
-                         bool: lambda v: "1" if v else "0", _NONE_TYPE: lambda v: _NULL},
-                        _mysql_slow, " ")
 
 
 def _temporal_column(values: list, t: type, fmt: TextFormat) -> list:
@@ -399,17 +362,9 @@ def _copy_block(rows: list[dict], cols: list[str], fmt: TextFormat = PG_TEXT) ->
     return "\n".join(map("\t".join, zip(*[_copy_column(col, fmt) for col in columns], strict=True))) + "\n"
 
 
-def _copy_bytes_py(rows: list[dict], cols: list[str], fmt: TextFormat = PG_TEXT) -> bytes:
+def copy_bytes(rows: list[dict], cols: list[str], fmt: TextFormat = PG_TEXT) -> bytes:
+    """``_copy_block(rows, cols, fmt)`` as UTF-8 bytes."""
     return _copy_block(rows, cols, fmt).encode("utf-8")
-
-
-def _copy_bytes_c(rows: list[dict], cols: list[str], fmt: TextFormat = PG_TEXT) -> bytes:
-    return _speedups.copy_block(rows, cols, fmt.code, fmt.slow, Decimal)
-
-
-#: ``_copy_block(rows, cols, fmt)`` as UTF-8 bytes: written in C when exporter._speedups is built
-#: (the same bytes, several times faster), else by the Python version
-copy_bytes = _copy_bytes_c if _speedups is not None else _copy_bytes_py
 
 
 class RowStream(io.RawIOBase):
@@ -477,7 +432,6 @@ class Overlapping:
 
     conn: sa.Connection
     _background: Background | None = None
-    _switch_interval: float | None = None
     overlapping = False
 
     # ------------------------------------------------------------------ background
@@ -488,12 +442,6 @@ class Overlapping:
             self._background = Background()
             self.overlapping = True
             sa.event.listen(self.conn, "before_cursor_execute", self._before_execute)
-            # the background thread wakes up after every server answer and needs the interpreter
-            # for a moment; with the default 5 ms hand-off it would lag behind the parsing thread
-            # (200k submissions into PostgreSQL: the main thread waited 5.3 s for it at 1 ms, about
-            # 1.5 s at 0.1 ms)
-            self._switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(self._switch_interval, 0.0001))
 
     def _before_execute(self, *_args: Any, **_kw: Any) -> None:
         self.settle()
@@ -513,9 +461,6 @@ class Overlapping:
             with contextlib.suppress(Exception):
                 sa.event.remove(self.conn, "before_cursor_execute", self._before_execute)
             bg.stop()
-            if self._switch_interval is not None:
-                sys.setswitchinterval(self._switch_interval)
-                self._switch_interval = None
 
     def later(self, label: str, fn: Any) -> None:
         """Run ``fn`` on the background thread when there is one (in its turn), else now."""
@@ -587,34 +532,6 @@ class CopyLoader(Overlapping, GenericLoader):
             self.drain()
             job()
         return outcome.all_new
-
-    # COPY text made by the caller (the SQL sink writes a batch's submissions straight from their
-    # served payloads, exporter._speedups.block_text): ``data`` holds whole lines for
-    # ``cols``, one row per key.
-    text_format = PG_TEXT
-
-    def upsert_text_step(self, table: sa.Table, key: str, cols: list[str], data: bytes,
-                         outcome: Outcome | None = None, rows: Any = None) -> Outcome:
-        """``upsert_step`` for rows already written as COPY text (``rows``: a function giving them
-        as dicts, which this loader never needs)."""
-        outcome = outcome or Outcome()
-        if data:
-            self.later(f"table {table.name}", self._upsert_payloads(table, key, cols, [data], outcome))
-        return outcome
-
-    def insert_text(self, table: sa.Table, cols: list[str], data: bytes, rows: Any = None) -> None:
-        """``insert`` for rows already written as COPY text."""
-        if not data:
-            return
-        q = self.conn.dialect.identifier_preparer.quote
-        target = self._qualified(table)
-        sql = _copy_sql(target, ", ".join(q(c) for c in cols))
-        raw = self.conn.connection.driver_connection
-
-        def send() -> None:
-            with raw.cursor() as cur:
-                _send(cur, sql, data)
-        self.later(f"COPY into {target}", send)
 
     def _upsert_job(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome):
         rows = _dedupe(rows, key)
@@ -710,7 +627,16 @@ class CopyLoader(Overlapping, GenericLoader):
 # --------------------------------------------------------------------------------------------
 
 
-class MultiRowLoader(GenericLoader):
+class MultiRowLoader(Overlapping, GenericLoader):
+    """MySQL/MariaDB + PyMySQL: multi-row ``INSERT`` statements (PyMySQL's ``executemany`` folds a
+    chunk of rows into one statement, cut at ``max_allowed_packet``); a table's rows first go in
+    with a plain INSERT inside a savepoint, and at the first existing key with ``INSERT ... ON
+    DUPLICATE KEY UPDATE`` (for that table, for the rest of the run). With ``overlap()`` the
+    statements run on the background thread in their turn, and ``upsert()`` waits for it first.
+
+    ``LOAD DATA LOCAL INFILE`` is not used: with ``local_infile`` on, PyMySQL sends whatever file
+    the server names, and it has no supported way to restrict that to the client's own rows."""
+
     name = "multirow"
 
     def __init__(self, conn: sa.Connection, profile: SqlProfile, rows_per_batch: int | None = None):
@@ -729,15 +655,34 @@ class MultiRowLoader(GenericLoader):
                 cur.executemany(sql, self._rename(chunk, cols))
 
     def insert(self, table: sa.Table, rows: list[dict]) -> None:
-        if not rows:
-            return
+        if rows:
+            self.later(f"table {table.name}", lambda: self._insert_now(table, rows))
+
+    def _insert_now(self, table: sa.Table, rows: list[dict]) -> None:
         from sqlalchemy.dialects import mysql
 
         cols = list(rows[0])
         stmt = mysql.insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(cols)})
         self._run(stmt, rows, cols)
 
+    def upsert_step(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome | None = None) -> Outcome:
+        outcome = outcome or Outcome()  # all_new is settled in its turn (delete_step reads it then)
+
+        def job() -> None:
+            if not self._upsert_now(table, key, rows):
+                outcome.all_new = False
+        if rows:
+            self.later(f"table {table.name}", job)
+        return outcome
+
+    def delete_step(self, table: sa.Table, column: str, values: list, unless: Outcome, **equal: Any) -> None:
+        self.later(f"table {table.name}", lambda: GenericLoader.delete_step(self, table, column, values, unless, **equal))
+
     def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
+        self.settle()
+        return self._upsert_now(table, key, rows)
+
+    def _upsert_now(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
         if not rows:
             return True
         from sqlalchemy.dialects import mysql
@@ -776,197 +721,6 @@ class MultiRowLoader(GenericLoader):
         return True
 
 
-# --------------------------------------------------------------------------------------------
-# MySQL / MariaDB: LOAD DATA LOCAL INFILE, streamed from memory
-# --------------------------------------------------------------------------------------------
-
-_STREAMS_ATTR = "_exporter_load_streams"
-
-
-def local_infile_guardable() -> bool:
-    """Whether this PyMySQL lets ``_guard_local_infile`` take over its answer to a file request
-    (PyMySQL 1.2 and later: ``connections._send_local_file``). Without it the connection is never
-    opened with ``local_infile`` and rows go in with INSERT statements."""
-    try:
-        import pymysql.connections as pc
-    except ImportError:  # pragma: no cover - the mysql extra is not installed
-        return False
-    return callable(getattr(pc, "_send_local_file", None))
-
-
-def _guard_local_infile() -> None:
-    """Make PyMySQL answer a ``LOAD DATA LOCAL`` request on our connections from memory only.
-
-    With ``local_infile`` on, the server names the file the client must send, and PyMySQL would
-    open whatever it names. On a connection carrying our stream registry, only a stream registered
-    for the statement being run is sent; any other name is refused (a server cannot read the
-    client's files). Other PyMySQL connections keep PyMySQL's own behaviour."""
-    import pymysql.connections as pc
-    from pymysql import err
-
-    if getattr(pc._send_local_file, "_exporter_guard", False):
-        return
-    original = pc._send_local_file
-
-    def send(filename: str, conn: Any) -> None:
-        streams = getattr(conn, _STREAMS_ATTR, None)
-        if streams is None:
-            return original(filename, conn)
-        name = filename.decode("utf-8", "replace") if isinstance(filename, (bytes, bytearray)) else filename
-        data = streams.get(name)
-        if data is None:
-            raise err.OperationalError(2000, f"the server asked for the file {name!r}, which this client "
-                                             "did not offer")
-        view = memoryview(data)
-        step = max(1024, min(int(conn.max_allowed_packet) - 1024, 1 << 20))
-        for i in range(0, len(view), step):
-            conn.write_packet(view[i:i + step])
-        return None
-
-    send._exporter_guard = True  # type: ignore[attr-defined]
-    pc._send_local_file = send
-
-
-class LoadDataLoader(Overlapping, MultiRowLoader):
-    """MySQL/MariaDB + PyMySQL: rows go in with ``LOAD DATA LOCAL INFILE``, their text (``MYSQL_TEXT``)
-    streamed from memory (no file is written; see ``_guard_local_infile``).
-
-    In LOCAL mode the server turns what would be errors into warnings and skips rows whose key
-    exists, so every load runs in a savepoint and is kept only when every row went in without a
-    warning; otherwise it is rolled back and the rows go through the multi-row INSERT statements,
-    which merge existing keys and raise the server's error for a bad value. Without ``local_infile``
-    on the server (``SELECT @@local_infile`` = 0) or the connection, this is the multi-row loader."""
-
-    name = "loaddata"
-
-    def __init__(self, conn: sa.Connection, profile: SqlProfile, rows_per_batch: int | None = None):
-        super().__init__(conn, profile, rows_per_batch)
-        raw = conn.connection.driver_connection
-        self.enabled = bool(getattr(raw, "_local_infile", False) and local_infile_guardable()
-                            and conn.exec_driver_sql("SELECT @@local_infile").scalar())
-        if self.enabled:
-            _guard_local_infile()
-            setattr(raw, _STREAMS_ATTR, {})
-        else:
-            log.info("LOAD DATA LOCAL INFILE is not used (the server's local_infile = 0, or PyMySQL older "
-                     "than 1.2): rows go in with multi-row INSERT statements")
-        self._serial = itertools.count(1)
-        self._insert_only: set[str] = set()
-        self.loaded_rows = 0  # rows that went in through LOAD DATA
-        self.fallbacks = 0  # loads rolled back and handed to the INSERT statements
-
-    @property
-    def text_format(self) -> TextFormat | None:
-        """The text ``LOAD DATA`` reads (``upsert_text_step``, ``insert_text``), when it is on."""
-        return MYSQL_TEXT if self.enabled else None
-
-    # With overlap() (the SQL sink's background loads), the steps and inserts run on the
-    # background thread in their turn, and upsert() waits for it first.
-    def upsert_text_step(self, table: sa.Table, key: str, cols: list[str], data: bytes,
-                         outcome: Outcome | None = None, rows: Any = None) -> Outcome:
-        """``upsert_step`` for rows already written as ``LOAD DATA`` text, one line a row; ``rows()``
-        gives them as dicts for the INSERT statements when the load is rolled back."""
-        outcome = outcome or Outcome()
-
-        def job() -> None:
-            if not (table.fullname not in self._merge_only and self._load_payloads(table, cols, [data])):
-                if not MultiRowLoader.upsert(self, table, key, rows()):
-                    outcome.all_new = False
-        if data:
-            self.later(f"table {table.name}", job)
-        return outcome
-
-    def insert_text(self, table: sa.Table, cols: list[str], data: bytes, rows: Any = None) -> None:
-        """``insert`` for rows already written as ``LOAD DATA`` text (see ``upsert_text_step``)."""
-        def job() -> None:
-            if table.fullname in self._insert_only or not self._load_payloads(table, cols, [data]):
-                self._insert_only.add(table.fullname)
-                MultiRowLoader.insert(self, table, rows())
-        if data:
-            self.later(f"table {table.name}", job)
-
-    def upsert_step(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome | None = None) -> Outcome:
-        outcome = outcome or Outcome()  # all_new is settled in its turn (delete_step reads it then)
-
-        def job() -> None:
-            if not self.upsert(table, key, rows):
-                outcome.all_new = False
-        if rows:
-            self.later(f"table {table.name}", job)
-        return outcome
-
-    def delete_step(self, table: sa.Table, column: str, values: list, unless: Outcome, **equal: Any) -> None:
-        self.later(f"table {table.name}", lambda: GenericLoader.delete_step(self, table, column, values, unless, **equal))
-
-    def _load(self, table: sa.Table, cols: list[str], rows: list[dict]) -> bool:
-        """LOAD DATA every row (in chunks) inside one savepoint: True when all went in as given,
-        False with nothing written otherwise (an existing key, a warning, an unloadable value)."""
-        if not self.enabled:
-            return False
-        try:
-            payloads = [copy_bytes(chunk, cols, MYSQL_TEXT) for chunk in _chunks(rows, self.rows)]
-        except UnloadableValue:
-            self.fallbacks += 1
-            return False
-        return self._load_payloads(table, cols, payloads)
-
-    def _load_payloads(self, table: sa.Table, cols: list[str], payloads: list[bytes]) -> bool:
-        """``_load`` of rows already written as text, one line a row."""
-        if not self.enabled:
-            return False
-        q = self.conn.dialect.identifier_preparer.quote  # doubles any "%", as the parameter below needs
-        sql = (f"LOAD DATA LOCAL INFILE %s INTO TABLE {self.conn.dialect.identifier_preparer.format_table(table)} "
-               f"CHARACTER SET utf8mb4 ({', '.join(q(c) for c in cols)})")
-        raw = self.conn.connection.driver_connection
-        streams = getattr(raw, _STREAMS_ATTR)
-        sp = self.conn.begin_nested()
-        ok = True
-        try:
-            with raw.cursor() as cur:
-                for data in payloads:
-                    name = f"exporter-rows-{next(self._serial)}"
-                    streams[name] = data
-                    try:
-                        cur.execute(sql, (name,))
-                    finally:
-                        del streams[name]
-                    loaded = cur.rowcount
-                    cur.execute("SELECT @@warning_count")
-                    if loaded != data.count(b"\n") or cur.fetchone()[0]:
-                        ok = False
-                        break
-        except BaseException:
-            with contextlib.suppress(Exception):
-                sp.rollback()
-            raise
-        if ok:
-            sp.commit()
-            self.loaded_rows += sum(data.count(b"\n") for data in payloads)
-        else:
-            sp.rollback()
-            self.fallbacks += 1
-        return ok
-
-    def insert(self, table: sa.Table, rows: list[dict]) -> None:
-        def job() -> None:
-            if table.fullname in self._insert_only or not self._load(table, list(rows[0]), rows):
-                # a table whose rows the server warned about once takes INSERTs for the rest of the
-                # run (the warning is most likely systematic: no load-then-roll-back per batch)
-                self._insert_only.add(table.fullname)
-                MultiRowLoader.insert(self, table, rows)
-        if rows:
-            self.later(f"table {table.name}", job)
-
-    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
-        if not rows:
-            return True
-        self.settle()
-        rows = _dedupe(rows, key)
-        if table.fullname not in self._merge_only and self._load(table, list(rows[0]), rows):
-            return True
-        return super().upsert(table, key, rows)
-
-
 def loader_for(conn: sa.Connection, profile: SqlProfile, forced: str | None = None,
                rows_per_batch: int | None = None) -> GenericLoader:
     """The fastest loader the dialect *and driver* allow (``forced="generic"`` for tests)."""
@@ -974,8 +728,6 @@ def loader_for(conn: sa.Connection, profile: SqlProfile, forced: str | None = No
     kind = forced or profile.loader
     if kind == "copy" and driver == "psycopg2":
         return CopyLoader(conn, profile, rows_per_batch)
-    if kind == "loaddata" and driver == "pymysql":
-        return LoadDataLoader(conn, profile, rows_per_batch)
-    if kind in ("multirow", "loaddata") and driver == "pymysql":
+    if kind in ("multirow", "loaddata") and driver == "pymysql":  # "loaddata": the name of an earlier loader
         return MultiRowLoader(conn, profile, rows_per_batch)
     return GenericLoader(conn, profile, rows_per_batch)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -45,11 +44,7 @@ from exporter.model import (
     GeoPoint,
     Media,
     Submission,
-    SubmissionBlock,
-    counted_bytes,
 )
-from exporter.records import _parse_plan, checkbox_texts
-from exporter.speedups import _speedups
 
 from .capabilities import SqlProfile
 from .planner import NamePlanner
@@ -609,22 +604,10 @@ def _cell_fn(c: ColumnPlan, conv: _Converter):
     return lambda v, t, un: t
 
 
-_C_CODES = {"text": 0, "number": 1, "boolean": 4, "date": 5, "time": 6, "datetime": 7}
-
-
-def _c_code(c: ColumnPlan) -> int:
-    """What ``_speedups.submission_rows`` does for a column: the code of the rule of ``_cell_fn`` it
-    applies itself (0 text, 1 number, 2 latitude, 3 longitude, 4 boolean, 5 date, 6 time,
-    7 date-time, 8 the text as is), 9 to call the column's Python function."""
-    if c.sql_kind == "double":
-        return {"lat": 2, "lon": 3}.get(c.part, 9)
-    return _C_CODES.get(c.sql_kind, 8)
-
-
 class _RowPlan:
     """One table plan compiled for ``submission_rows``: per part, (column, field, fn)."""
 
-    __slots__ = ("parts", "first", "key", "row_key", "unparsed", "cols", "single", "c_cols")
+    __slots__ = ("parts", "first", "key", "row_key", "unparsed", "cols", "single")
 
     def __init__(self, tp: TablePlan, conv: _Converter):
         self.parts = tuple(tp.parts)
@@ -636,13 +619,10 @@ class _RowPlan:
         # (part, column, field, fn) in plan order: the row dicts get their keys in that order
         self.cols = tuple((c.table, c.column, c.field, _cell_fn(c, conv)) for c in active)
         self.single = len(self.parts) == 1
-        # the same for _speedups.submission_rows, with each column's rule code: (part, column, field, code, fn)
-        self.c_cols = tuple((part, col, name, _c_code(c), fn)
-                            for c, (part, col, name, fn) in zip(active, self.cols, strict=True))
 
 
 class _CompiledRows:
-    __slots__ = ("profile", "main", "meta", "subs", "c_spec", "texts")
+    __slots__ = ("profile", "main", "meta", "subs")
 
     def __init__(self, plan: FormPlan, profile: SqlProfile):
         conv = _Converter(profile)
@@ -650,14 +630,6 @@ class _CompiledRows:
         self.main = _RowPlan(plan.main, conv)
         self.meta = tuple((mk, col, mk in META_TIMES) for mk, col in plan.main.meta_columns.items())
         self.subs = tuple((name, _RowPlan(tp, conv)) for name, tp in plan.subforms.items())
-        m = self.main
-        self.c_spec = (
-            (m.parts, m.single, m.key, m.unparsed, m.c_cols, self.meta),
-            tuple((name, tp.parts, tp.single, tp.key, tp.row_key, tp.unparsed, tp.c_cols) for name, tp in self.subs),
-            (_keep, parse_meta_time, _META_TIMES, _dumps, GeoPoint, profile.boolean_as_int, Decimal,
-             -1 if profile.dialect == "sqlite" else conv.max_int_digits, conv.scale),
-        )
-        self.texts: dict[tuple[int, int], TextSpec] = {}  # see text_spec()
 
 
 def _compiled(plan: FormPlan, profile: SqlProfile) -> _CompiledRows:
@@ -676,8 +648,6 @@ def submission_rows(plan: FormPlan, sub: Submission, profile: SqlProfile
     """Rows of one submission: {part table: row} for the form, {part table: [rows]} for sub-forms."""
     comp = _compiled(plan, profile)
     sid = check_id(sub.id, "submission id", f"form {plan.form.id} submission {sub.id}")
-    if _speedups is not None:  # the same in C
-        return _speedups.submission_rows(comp.c_spec, sid, sub.meta, sub.values, sub.text, sub.subforms)
     return _submission_rows(comp, sid, sub)
 
 
@@ -698,104 +668,6 @@ def records_rows(plan: FormPlan, profile: SqlProfile, records: Iterable[Any]
         for part, more in children.items():
             rows.setdefault(part, []).extend(more)
     return rows, media
-
-
-class TextSpec:
-    """``submission_rows`` followed by the loader's bulk-load text, compiled for
-    ``_speedups.block_text``, for the submissions typed with one form definition
-    (``fields``): the tables' parts in order (the form's, then each sub-form's), each with the
-    columns its lines hold."""
-
-    __slots__ = ("fields", "c_spec", "parts", "cols")
-
-    def __init__(self, comp: _CompiledRows, fields: tuple, fmt: Any):
-        top = _parse_plan(fields).c_top
-        # what parse_fields reads per field name (the last of twins wins there too)
-        values: dict[str, tuple] = {}
-        subs: dict[str, tuple] = {}
-        for name, kind, conv, _media, underscored, kids in top:
-            if kids is None:
-                values[name] = (kind, conv, 2 if underscored else 1)
-            else:
-                subs[name] = (underscored, {n: (k, c, 1) for n, k, c, _m in kids})
-        absent = (0, None, 0)
-        self.fields = fields  # kept: the cache key is its identity
-        parts: list[str] = []
-        cols: list[list[str]] = []
-
-        def add_parts(rp: _RowPlan, lead: list[str]) -> dict[str, int]:
-            index = {}
-            for p in rp.parts:
-                index[p] = len(parts)
-                parts.append(p)
-                cols.append(list(lead))
-            return index
-
-        m = comp.main
-        index = add_parts(m, [m.key])
-        cols[index[m.first]] += [col for _mk, col, _t in comp.meta]
-        main_cols = []
-        for part, col, name, code, fn in m.c_cols:
-            cols[index[part]].append(col)
-            main_cols.append((index[part], sys.intern(name), code, fn, *values.get(name, absent)))
-        cols[index[m.first]].append(m.unparsed)
-        sub_specs = []
-        for sf_name, tp in comp.subs:
-            index = add_parts(tp, [tp.key, tp.row_key])
-            kids = subs.get(sf_name)
-            sf_cols = []
-            for part, col, name, code, fn in tp.c_cols:
-                cols[index[part]].append(col)
-                sf_cols.append((index[part], sys.intern(name), code, fn,
-                                *(kids[1].get(name, absent) if kids else absent)))
-            cols[index[tp.first]].append(tp.unparsed)
-            if kids is not None:  # a sub-form gone from the definition has no rows
-                sub_specs.append((sf_name, kids[0], index[tp.first], len(tp.parts), tuple(sf_cols)))
-        self.parts = tuple(parts)
-        self.cols = tuple(cols)
-        self.c_spec = (top, (len(m.parts), tuple((mk, "_" + mk, t) for mk, _col, t in comp.meta), tuple(main_cols)),
-                       tuple(sub_specs), comp.c_spec[2], len(parts), fmt.code, fmt.slow, Decimal)
-
-
-def text_spec(plan: FormPlan, profile: SqlProfile, fields: tuple, fmt: Any) -> TextSpec:
-    comp = _compiled(plan, profile)
-    key = (id(fields), fmt.code)
-    spec = comp.texts.get(key)
-    if spec is None or spec.fields is not fields:
-        spec = comp.texts[key] = TextSpec(comp, fields, fmt)
-    return spec
-
-
-def block_text(plan: FormPlan, profile: SqlProfile, block: SubmissionBlock, fmt: Any, copy_bytes: Any
-               ) -> tuple[TextSpec, list[bytes], bytes] | None:
-    """The bulk-load text of the rows of a ``SubmissionBlock``: per table part of
-    ``TextSpec.parts``, and for the ``media`` table (``MEDIA_COLUMNS``; what ``media_row`` makes of
-    the ``Media`` records the block stands for), the lines ``submission_rows``, ``media_row`` and
-    ``copy_bytes`` make, written by ``_speedups.block_text`` straight from the served payloads. A
-    submission it leaves to Python (an unusual shape) goes through ``block.records()`` and those
-    functions. Payloads may be decoded or the archive's lines (bytes, read in C without decoding
-    them). Sets ``block.media_written``. None when the block holds a submission twice (the
-    records' path keeps its last version)."""
-    spec = text_spec(plan, profile, block.form.fields, fmt)
-    form = block.form
-    fid = check_id(form.id, "form id", f"form {form.id}")
-    got = _speedups.block_text(spec.c_spec, block.payloads, block.sids, block.entries, checkbox_texts(form),
-                               (fid, KEY_LEN, ID_LEN, "application/octet-stream"))
-    if got is None:
-        return None
-    data, media, left, n_media, n_bytes = got
-    data = list(data)
-    if left:
-        rows, media_rows = records_rows(plan, profile, block.records(left))
-        for i, part in enumerate(spec.parts):
-            if rows.get(part):
-                data[i] += copy_bytes(rows[part], spec.cols[i], fmt)
-        if media_rows:
-            media += copy_bytes(media_rows, MEDIA_COLUMNS, fmt)
-            n_media += len(media_rows)
-            n_bytes += sum(counted_bytes(r["size"]) for r in media_rows)
-    block.media_written = (n_media, n_bytes)
-    return spec, data, media
 
 
 def _submission_rows(comp: _CompiledRows, sid: str, sub: Submission

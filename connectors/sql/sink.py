@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import functools
 import hashlib
 import json
 import logging
@@ -43,23 +42,19 @@ from exporter.model import (
     Group,
     Media,
     Submission,
-    SubmissionBlock,
     User,
 )
 from exporter.naming import safe_filename, safe_join
 from exporter.retry import retry_call
 from exporter.sinks import RunContext
-from exporter.speedups import _speedups
 
 from .capabilities import profile_for
-from .loaders import DeferredError, GenericLoader, UnloadableValue, copy_bytes, loader_for, local_infile_guardable
+from .loaders import DeferredError, GenericLoader, loader_for
 from .planner import NamePlanner
 from .schema import (
     FIXED_NAMES,
     LIST_ITEM_BASE_COLUMNS,
-    MEDIA_COLUMNS,
     FormPlan,
-    block_text,
     build_tables,
     check_id,
     expected_foreign_keys,
@@ -92,26 +87,6 @@ def _lost_a_lock(orig: BaseException) -> bool:
         return True
     first = orig.args[0] if getattr(orig, "args", None) else None
     return first in _LOCK_ERRNOS or first in _LOCK_STATES  # PyMySQL errno, pyodbc SQLSTATE
-
-
-class _BlockRows:
-    """The row dicts of a SubmissionBlock (``records_rows`` of its records), made on first use: for a
-    loader that rolls a bulk load back and inserts the rows one statement at a time (LOAD DATA that
-    warned)."""
-
-    def __init__(self, sink: SqlSink, plan: FormPlan, block: SubmissionBlock):
-        self._sink, self._plan, self._block = sink, plan, block
-
-    @functools.cached_property
-    def _made(self) -> tuple[dict[str, list[dict]], list[dict]]:
-        return records_rows(self._plan, self._sink.profile, self._block.records())
-
-    def part(self, name: str) -> list[dict]:
-        return self._made[0].get(name, [])
-
-    @property
-    def media(self) -> list[dict]:
-        return self._made[1]
 
 
 def _now() -> dt.datetime:
@@ -206,10 +181,6 @@ class SqlSink:
                 parent = Path(db).expanduser().resolve().parent
                 if not parent.is_dir():
                     raise SinkError(f"directory {parent} does not exist", context=self.name)
-        if (self.url.get_driver_name() == "pymysql" and self.profile.loader == "loaddata"
-                and self.options.get("loader") in (None, "loaddata") and local_infile_guardable()):
-            # LOAD DATA LOCAL: the loader sends only the rows it registered (connectors.sql.loaders)
-            kwargs["connect_args"] = {"local_infile": True}
         with self._op("configuring the connection"):
             engine = sa.create_engine(self.url, **kwargs)
         if self.url.get_driver_name() == "pyodbc" and self.profile.odbc_fast_executemany:
@@ -450,14 +421,11 @@ class SqlSink:
     def _write_once(self, batch: Sequence[Any]) -> None:
         try:
             with self._op("writing a batch"):
-                # the text of its SubmissionBlocks is made while the previous batch is still
-                # being sent (by the loader's background thread)
-                texts = {} if self._replan_needed else self._block_texts(batch)
                 with self._op("completing the previous batch"):
                     self._loader.drain()
                 if self._replan_needed:
                     self._replan()
-                self._write(batch, texts)
+                self._write(batch)
         except BaseException as e:
             self._rollback()
             if isinstance(e, TransientSinkError):
@@ -651,7 +619,7 @@ class SqlSink:
         return self._fixed["list_items"]
 
     # ------------------------------------------------------------------ data phase
-    def _write(self, batch: Sequence[Any], texts: dict[int, tuple] | None = None) -> None:
+    def _write(self, batch: Sequence[Any]) -> None:
         forms = [r for r in batch if isinstance(r, Form)]
         lists = [r for r in batch if isinstance(r, ExternalList)]
         if forms or lists:
@@ -685,11 +653,6 @@ class SqlSink:
             self._write_lists(lists)
         if forms:
             self._write_forms(forms)
-        if any(r.kind == "submissions" for r in batch):
-            # SubmissionBlocks: written straight from their payloads, or else as their records
-            batch = [x for r in batch for x in ((r,) if r.kind != "submissions"
-                                                  else () if self.takes_blocks and self._write_block(r, texts)
-                                                  else r.records())]
         subs: OrderedDict[str, OrderedDict[str, Submission]] = OrderedDict()
         for r in batch:
             if isinstance(r, Submission):
@@ -801,15 +764,6 @@ class SqlSink:
             self._loader.upsert(self._fixed["forms"], "form_id", rows)
         self._count("form", len(rows))
 
-    @property
-    def takes_blocks(self) -> bool:
-        """Whether ``SubmissionBlock``\\ s are written straight from their payloads: with the C
-        module, a loader that takes bulk-load text (PostgreSQL with psycopg2: COPY; MySQL/MariaDB
-        with PyMySQL: LOAD DATA LOCAL INFILE, when on), and media rows that are the index entries
-        alone (no ``--media-dir``, no ``--media-in-db``)."""
-        return (_speedups is not None and getattr(self._loader, "text_format", None) is not None
-                and self.media_dir is None and not self.media_in_db)
-
     def _plan_of(self, form_id: str) -> FormPlan:
         plan = self._plans.get(form_id)
         if plan is None:
@@ -821,48 +775,9 @@ class SqlSink:
         rows, _media = records_rows(plan, self.profile, subs)
         self._store_submissions(plan, [s.id for s in subs], rows)
 
-    def _block_texts(self, batch: Sequence[Any]) -> dict[int, tuple]:
-        """``block_text`` of the batch's SubmissionBlocks whose form is planned already, by id."""
-        if not self.takes_blocks:
-            return {}
-        out = {}
-        for r in batch:
-            plan = self._plans.get(r.form_id) if r.kind == "submissions" else None
-            if plan is not None:
-                out[id(r)] = (plan, self._block_text(plan, r))
-        return out
-
-    def _block_text(self, plan: FormPlan, block: SubmissionBlock) -> tuple | None:
-        try:
-            return block_text(plan, self.profile, block, self._loader.text_format, copy_bytes)
-        except UnloadableValue:  # a value LOAD DATA text cannot carry: the records' path inserts it
-            return None
-
-    def _write_block(self, block: SubmissionBlock, texts: dict[int, tuple] | None = None) -> bool:
-        """Write a ``SubmissionBlock`` straight from its payloads as COPY text (``block_text``,
-        made beforehand in ``texts`` when its form was planned): the rows its records would have
-        made. False when it must go through its records."""
-        plan = self._plan_of(block.form_id)
-        made = (texts or {}).get(id(block))
-        got = made[1] if made is not None and made[0] is plan else self._block_text(plan, block)
-        if got is None:
-            return False
-        spec, data, media = got
-        texts = dict(zip(spec.parts, zip(spec.cols, data, strict=True), strict=True))
-        rows = _BlockRows(self, plan, block)
-        self._store_submissions(plan, block.sids, {}, texts, rows)
-        with self._op("table media"):
-            self._loader.upsert_text_step(self._fixed["media"], "media_key", MEDIA_COLUMNS, media,
-                                          rows=lambda: rows.media)
-        self._count("media", block.media_written[0])
-        return True
-
-    def _store_submissions(self, plan: FormPlan, ids: list[str], parts: dict[str, list[dict]],
-                           texts: dict[str, tuple[list[str], bytes]] | None = None,
-                           rows: _BlockRows | None = None) -> None:
-        """Upsert the rows of one form's submissions (``ids``) and replace their sub-form rows:
-        row dicts per table part (``parts``), or (``texts``) their bulk-load text and columns per
-        part, with ``rows`` to make the dicts if the loader needs them after all."""
+    def _store_submissions(self, plan: FormPlan, ids: list[str], parts: dict[str, list[dict]]) -> None:
+        """Upsert the rows of one form's submissions (``ids``) and replace their sub-form rows
+        (row dicts per table part, ``parts``)."""
         loader = self._loader
         form_id = plan.form.id
         key = plan.main.key_columns[0]
@@ -874,11 +789,7 @@ class SqlSink:
         outcome = None
         for part in plan.main.parts:
             with self._op(f"form {form_id} table {part}"):
-                if texts is not None:
-                    outcome = loader.upsert_text_step(self._tables[part], key, *texts[part], outcome,
-                                                      rows=lambda part=part: rows.part(part))
-                else:
-                    outcome = loader.upsert_step(self._tables[part], key, parts[part], outcome)
+                outcome = loader.upsert_step(self._tables[part], key, parts[part], outcome)
         for tp in plan.subforms.values():
             for part in reversed(tp.parts):
                 with self._op(f"form {form_id} table {part}"):
@@ -888,10 +799,7 @@ class SqlSink:
         for tp in plan.subforms.values():
             for part in tp.parts:
                 with self._op(f"form {form_id} table {part}"):
-                    if texts is not None:
-                        loader.insert_text(self._tables[part], *texts[part], rows=lambda part=part: rows.part(part))
-                    else:
-                        loader.insert(self._tables[part], parts.get(part, []))
+                    loader.insert(self._tables[part], parts.get(part, []))
         self._count("submission", len(ids))
 
     # ------------------------------------------------------------------ media

@@ -12,7 +12,9 @@ Media, a Checkpoint). ``run_writer`` feeds a writer and publishes what it wrote.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -242,6 +244,18 @@ def build_dataset() -> Dataset:
 @pytest.fixture
 def dataset() -> Dataset:
     return build_dataset()
+
+
+@contextlib.contextmanager
+def rare_gc(young: int = 100000) -> Iterator[None]:
+    """The cycle collector run rarely, as a host application may set it (the exporter itself leaves
+    the interpreter's settings alone): writers must free what they make without waiting for it."""
+    old = gc.get_threshold()
+    gc.set_threshold(young, *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 def run_writer(cls, root, options=None, records=(), *, run_id: str = "run1", incremental: bool = False):

@@ -146,12 +146,13 @@ def my_odbc_db():
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "postgresql_generic", "postgresql_pyodbc", "mysql",
-                        "mysql_multirow", "mysql_odbc"])
+                        "mysql_in_step", "mysql_odbc"])
 def db(request) -> Db:
     """Every real backend the sink supports here. ``postgresql_generic`` runs the executemany path
     that SQL Server and Access use; ``postgresql_pyodbc`` and ``mysql_odbc`` run it through pyodbc
     and Debian's psqlODBC / MariaDB ODBC drivers, the way SQL Server is reached. ``mysql`` loads
-    with LOAD DATA LOCAL INFILE (its default), ``mysql_multirow`` with multi-row INSERTs only."""
+    with multi-row INSERTs on a background thread (its default), ``mysql_in_step`` in step with
+    the batches (``background_load=false``, as the workers of a parallel export do)."""
     kind = request.param
     if kind == "postgresql_pyodbc":
         return request.getfixturevalue("pg_odbc_db")
@@ -165,8 +166,8 @@ def db(request) -> Db:
         return d
     if kind == "mysql_odbc":
         return request.getfixturevalue("my_odbc_db")
-    if kind == "mysql_multirow":
+    if kind == "mysql_in_step":
         d = request.getfixturevalue("my_db")
-        d.options = {**d.options, "loader": "multirow"}
+        d.options = {**d.options, "background_load": False}
         return d
     return request.getfixturevalue("my_db")

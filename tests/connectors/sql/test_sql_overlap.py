@@ -50,7 +50,7 @@ def test_overlapped_load_equals_plain_load_also_on_reruns_and_edits(pg_pair):
     assert _tables(on) == _tables(off)
     assert [r["status"] for r in on.rows("runs", order="run_id")] == ["ok", "ok", "ok"]
     assert create_sink(on.url, on.options).load_state() == {FORM_ID: "2024-03-05 12:00:00"}
-    assert sys.getswitchinterval() == pytest.approx(0.005)  # restored after the run
+    assert sys.getswitchinterval() == pytest.approx(0.005)  # no process-wide tweak: the default, untouched
 
 
 def test_failure_in_the_background_is_reported_and_nothing_past_it_is_committed(pg_pair):
@@ -81,6 +81,7 @@ def test_unread_mode_and_the_option_keep_loads_synchronous(pg_pair):
         sink.open(context)
         try:
             assert sink._loader.overlapping is (context.mode != "unread" and not opts)
+            assert sys.getswitchinterval() == pytest.approx(0.005)  # a background load tweaks nothing process-wide
         finally:
             sink.close(False)
     assert isinstance(ctx(), RunContext)
