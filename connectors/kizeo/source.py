@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -177,8 +176,9 @@ class WebSource:
     def _records(self, state: dict[str, str | None], *, account: bool, forms: Iterable[str] | None) -> Iterator:
         if account:
             self._index()  # GET /forms first: a bad token fails there, so a refusal below is about rights
-            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            yield Account(source=self.client.description, timezone=self.timezone, exported_at=now,
+            # no exported_at: the files a live export writes must not carry the wall clock (the same
+            # data gives the same bytes); the run's time is in the runs table and the archive manifest
+            yield Account(source=self.client.description, timezone=self.timezone, exported_at=None,
                           raw={"source": self.client.description, "timezone": self.timezone})
             yield from self._scoped("users", lambda: map(parse_user, self.client.users()))
             yield from self._scoped("groups", lambda: map(parse_group, self.client.groups()))

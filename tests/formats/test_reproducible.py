@@ -67,3 +67,23 @@ def test_file_times_come_from_the_data(tmp_path):
         core = z.read("docProps/core.xml").decode()
     assert f"<dcterms:modified xsi:type=\"dcterms:W3CDTF\">{newest(sub.update_time):%Y-%m-%dT%H:%M:%S}Z" in core
     assert newest(None, "not a time") == EPOCH
+
+
+def test_exporting_the_same_account_twice_from_the_web_service_gives_identical_files(sample_archive, tmp_path):
+    # the main road: a live export carries no wall clock either (no exported_at in XML or reports)
+    from connectors.kizeo.fake_server import FakeKizeoServer
+
+    outs = []
+    with FakeKizeoServer(str(sample_archive), "tok-repro") as srv:
+        for i in (1, 2):
+            if i == 2:
+                time.sleep(1.1)
+            out = tmp_path / f"live{i}"
+            r = CliRunner().invoke(cli, ["export", "-s", srv.base_url, "--token-env", "KZ_REPRO", "--to", str(out),
+                                         "--format", ",".join(FORMATS), "-o", "docx_single=true"],
+                                   env={"KZ_REPRO": "tok-repro"}, catch_exceptions=False)
+            assert r.exit_code == 0, r.output
+            outs.append({k: v for k, v in _files(out).items() if not k.startswith(".exporter")})
+    a, b = outs
+    assert any(k.endswith(".xml") for k in a) and any(k.endswith(".docx") for k in a)
+    assert _differ(a, b) == []
