@@ -23,6 +23,7 @@ state in ``.exporter-state.json``, written only after a successful run.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -33,8 +34,8 @@ from typing import Sequence
 
 from connectors.files_store import STORE_PATH, FormStore
 from exporter.capabilities import Capabilities
-from exporter.errors import ConfigError, FormatError, SinkError
-from exporter.fsutil import atomic_write, file_digest, remove_stale_partials
+from exporter.errors import ConfigError, FormatError, SinkError, os_error_text
+from exporter.fsutil import atomic_write, claim, file_digest, release, remove_stale_partials
 from exporter.model import Media, counted_bytes
 from exporter.sinks import RunContext, SinkStats
 from formats.base import OutputDir, get_writer_class, make_writer
@@ -43,6 +44,8 @@ from formats.report import opt_bool
 log = logging.getLogger("exporter.files")
 
 STATE_FILE = ".exporter-state.json"
+
+log = logging.getLogger("exporter.files")
 
 
 class FilesSink:
@@ -70,6 +73,8 @@ class FilesSink:
         self._forms: dict[str, str] = {}  # form id -> name, for media paths
         self._state: dict[str, str | None] = {}
         self._media_done: set[str] = set()
+        self._marker: Path | None = None
+        self._created: Path | None = None  # the outermost folder this run created, if any
 
     # ---- state -------------------------------------------------------------------------
     def load_state(self) -> dict[str, str | None]:
@@ -90,6 +95,7 @@ class FilesSink:
         deltas = opt_bool(opts, "deltas")  # a bad value is refused before anything is created
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} exists and is not a directory")
+        self._created = _first_missing(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -99,25 +105,35 @@ class FilesSink:
             removed = remove_stale_partials(self.root)
             if removed:
                 log.info("%s: removed %d temporary files a stopped run left", self.name, removed)
-        self.out = OutputDir(self.root, run_id=ctx.run_id, incremental=incremental,
-                             max_name_bytes=self.capabilities.max_name_length or 255, durable_each=False,
-                             track_published=bool(self.options.get("track_published")),
-                             keep_unchanged=self.keep_current)
-        if not self.keep_current:
-            self._state = self.load_state()
-            self.writers = [get_writer_class(key)(self.out, opts) for key in ctx.formats]
-            return
-        self.writers, self._aggregate_keys = [], []
-        for key in ctx.formats:
-            w = make_writer(key, self.out, opts, aggregates=False)
-            if w is None:  # a report writer: all its files come from the stream
-                self.writers.append(get_writer_class(key)(self.out, opts))
-            else:
-                self.writers.append(w)
-                self._aggregate_keys.append(key)
-        if deltas and incremental:
-            self.delta_writers = [make_writer(key, self.out, opts, records=False) for key in self._aggregate_keys]
-        self._prune = ctx.mode == "full"
+        try:  # removes what a killed run left here, and marks the folder as being written
+            self._marker = claim(self.root)
+        except OSError as e:
+            raise SinkError(os_error_text(e, f"write in {self.root}")) from None
+        try:
+            self.out = OutputDir(self.root, run_id=ctx.run_id, incremental=incremental,
+                                 max_name_bytes=self.capabilities.max_name_length or 255, durable_each=False,
+                                 track_published=bool(self.options.get("track_published")),
+                                 keep_unchanged=self.keep_current)
+            if not self.keep_current:
+                self._state = self.load_state()
+                self.writers = [get_writer_class(key)(self.out, opts) for key in ctx.formats]
+                return
+            self.writers, self._aggregate_keys = [], []
+            for key in ctx.formats:
+                w = make_writer(key, self.out, opts, aggregates=False)
+                if w is None:  # a report writer: all its files come from the stream
+                    self.writers.append(get_writer_class(key)(self.out, opts))
+                else:
+                    self.writers.append(w)
+                    self._aggregate_keys.append(key)
+            if deltas and incremental:
+                self.delta_writers = [make_writer(key, self.out, opts, records=False) for key in self._aggregate_keys]
+            self._prune = ctx.mode == "full"
+        except BaseException:  # not opened: the pipeline will not close it
+            release(self._marker)
+            self._marker, self.out, self.writers, self.delta_writers = None, None, [], []
+            self._remove_created()
+            raise
 
     def _open_store(self) -> FormStore:
         """The store, opened with the first batch (a run refused before has created nothing)."""
@@ -174,7 +190,7 @@ class FilesSink:
         except (SinkError, FormatError, ConfigError):
             raise
         except OSError as e:
-            raise SinkError(f"{e.strerror or e}", context=f"{w.key} writer, {getattr(e, 'filename', '')}") from None
+            raise SinkError(os_error_text(e, f"write the {w.key} files in {w.out.root}")) from None
 
     def _delta(self, record) -> None:
         """The delta writers get the account and each changed submission, its form first."""
@@ -199,7 +215,7 @@ class FilesSink:
             with self.out.atomic(rel) as fh, m.open() as src:
                 shutil.copyfileobj(src, fh, 1 << 16)
         except OSError as e:
-            raise SinkError(f"cannot write media: {e.strerror or e}", context=rel) from None
+            raise SinkError(os_error_text(e, f"write the media file {target}")) from None
         self._media_done.add(rel)
         self.stats.bytes += counted_bytes(m.size)
 
@@ -216,36 +232,58 @@ class FilesSink:
                 raise SinkError(f"cannot commit the store: {e}", context=str(self.store.path)) from None
 
     def close(self, ok: bool) -> None:
+        """Every writer gets its close, whatever happened; then the pending files are published
+        (and the state stored) or discarded. The first error is raised; later ones (a clean-up
+        failing after it) are only logged."""
         if self.out is None:
             return
-        errors = []
-        for w in [*self.writers, *self.delta_writers]:
-            try:
-                w.close(ok)
-            except Exception as e:  # noqa: BLE001 - every writer must get its close
-                errors.append(e)
-                ok = False
+        errors: list[BaseException] = []
+        published = False
         try:
+            for w in [*self.writers, *self.delta_writers]:
+                try:
+                    w.close(ok)
+                except BaseException as e:  # noqa: BLE001 - every writer must get its close
+                    errors.append(e)  # (a stop signal too: the others then let go of their files)
+                    ok = False
             if ok:
-                self.out.publish_all()
-                if self.keep_current:
-                    self._open_store().commit()
-                    self._publish_current()
-                else:
-                    with atomic_write(self.root / STATE_FILE, "w", encoding="utf-8") as fh:
-                        json.dump({"cursors": self._state}, fh, indent=1, sort_keys=True)
-            else:
-                self.out.discard_all()
-        except Exception as e:  # noqa: BLE001 - reported below, after the store is closed
-            errors.append(e)
+                try:
+                    self.out.publish_all()
+                    if self.keep_current:
+                        self._open_store().commit()
+                        self._publish_current()
+                    else:
+                        with atomic_write(self.root / STATE_FILE, "w", encoding="utf-8") as fh:
+                            json.dump({"cursors": self._state}, fh, indent=1, sort_keys=True)
+                except Exception as e:  # noqa: BLE001 - reported below, after the store is closed
+                    errors.append(e)
+                    ok = False
+            published = ok
         finally:
-            if self.store is not None:
-                self.store.close()
-                self.store = None
+            ok = published  # an error escaping above (a stop signal) leaves nothing pending
+            try:
+                if not ok:
+                    try:
+                        self.out.discard_all()
+                    except Exception as e:  # noqa: BLE001
+                        errors.append(e)
+            finally:
+                if self.store is not None:
+                    self.store.close()
+                    self.store = None
+                if self._marker is not None:
+                    release(self._marker)
+                    self._marker = None
+                if not ok:
+                    self._remove_created()
+        for later in errors[1:]:
+            log.debug("%s: also, while closing: %s: %s", self.name, type(later).__name__, later)
         if errors:
             e = errors[0]
-            if isinstance(e, (SinkError, FormatError, ConfigError)):
+            if isinstance(e, (SinkError, FormatError, ConfigError)) or not isinstance(e, Exception):
                 raise e
+            if isinstance(e, OSError):
+                raise SinkError(os_error_text(e, f"finish the files in {self.root}")) from None
             raise SinkError(f"{type(e).__name__}: {e}", context=self.name) from e
 
     def _publish_current(self) -> None:
@@ -281,6 +319,37 @@ class FilesSink:
             out.publish_all()
             store.mark_clean(fid)
             log.info("form %s: aggregates rebuilt from %d stored submissions", fid, n)
+
+
+    def _remove_created(self) -> None:
+        """After a failure: the folders this run created, if they hold no file (a refused or
+        failed run leaves no empty folder; a folder that existed before is never removed)."""
+        top = self._created
+        if top is None or not self.root.is_dir():
+            return
+        for folder, _dirs, _files in sorted(os.walk(self.root), key=lambda t: -len(t[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only an empty one goes
+        p = self.root.absolute().parent
+        while not self.root.exists() and (p == top or top in p.parents):  # the parents it made
+            try:
+                p.rmdir()
+            except OSError:
+                break
+            p = p.parent
+        self._created = None
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (what ``mkdir -p`` creates)."""
+    path = path.absolute()
+    missing = None
+    while not path.exists():
+        missing = path
+        if path.parent == path:
+            break
+        path = path.parent
+    return missing
 
 
 def path_of(url: str) -> str:

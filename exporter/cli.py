@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .errors import ConfigError, ExporterError
+from .errors import ConfigError, ExporterError, Interrupted, one_line
 from .secrets import SecretFilter, mask
 
 log = logging.getLogger("exporter")
@@ -49,10 +50,21 @@ def _fail(e: BaseException, debug: bool) -> None:
         import traceback
 
         traceback.print_exception(e, file=sys.stderr)
-    msg = mask(str(e)) if isinstance(e, ExporterError) else mask(f"{type(e).__name__}: {e}")
+    msg = mask(one_line(e))
     if isinstance(e, ConfigError):
         raise click.UsageError(msg)
     raise click.ClickException(msg)
+
+
+def _interrupted(e: BaseException, debug: bool = False) -> None:
+    """Report an interruption in one line and exit 128 + the signal (130 for Ctrl-C)."""
+    if debug:
+        import traceback
+
+        traceback.print_exception(e, file=sys.stderr)
+    code = e.exit_code if isinstance(e, Interrupted) else 128 + signal.SIGINT
+    click.echo(f"{one_line(e)}: rolled back; nothing was committed after the last completed batch", err=True)
+    sys.exit(code)
 
 
 def _run_guarded(ctx: click.Context, fn):
@@ -61,9 +73,8 @@ def _run_guarded(ctx: click.Context, fn):
         return fn()
     except click.ClickException:
         raise
-    except KeyboardInterrupt:
-        click.echo("interrupted: nothing was committed after the last completed batch", err=True)
-        sys.exit(130)
+    except (KeyboardInterrupt, Interrupted) as e:
+        _interrupted(e, debug)
     except ExporterError as e:
         _fail(e, debug)
     except Exception as e:  # noqa: BLE001 - an unexpected error still gets one line
@@ -425,10 +436,10 @@ def serve(ctx, source, host, port, token_env, rate_limit_every, retry_after, fai
         faults = Faults(rate_limit_every=rate_limit_every, retry_after=retry_after, fail_503_every=fail_every,
                         drop_every=drop_every, latency=latency, max_answer=max_answer)
         server = FakeKizeoServer(source, token, host=host, port=port, faults=faults, refuse=refuse)
-        click.echo(f"serving {source} at {server.base_url} (Ctrl-C to stop)", err=True)
         try:
+            click.echo(f"serving {source} at {server.base_url} (Ctrl-C to stop)", err=True)
             server.serve_forever()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):  # Ctrl-C, SIGTERM: the way to stop a server
             pass
         finally:
             server.stop()
@@ -462,25 +473,34 @@ def demo(ctx, out, formats):
     def go():
         from connectors.archive import ArchiveSource
         from connectors.files import FilesSink
-        from formats.base import known_formats
+        from formats.base import get_writer_class, known_formats
 
         from .pipeline import new_run_id, run
         from .registry import create_sink
         from .sinks import RunContext
 
         out_p = Path(out).resolve()
+        fmt = tuple(f.strip() for f in formats.split(",")) if formats else tuple(known_formats())
+        for f in fmt:  # a refused format creates nothing
+            get_writer_class(f)
+        src = ArchiveSource(sample_data_path())
+        created = not out_p.exists()
         try:
             out_p.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             from .errors import SinkError, os_error_text
 
             raise SinkError(os_error_text(e, "create the demo folder")) from None
-        fmt = tuple(f.strip() for f in formats.split(",")) if formats else tuple(known_formats())
-        src = ArchiveSource(sample_data_path())
         db = out_p / "demo.db"
         sinks = [create_sink(f"sqlite:///{db}", {}), FilesSink(out_p / "files")]
-        summary = run(src, sinks, RunContext(run_id=new_run_id(), source=src.description, formats=fmt),
-                      progress=_progress(ctx.obj, src))
+        try:
+            summary = run(src, sinks, RunContext(run_id=new_run_id(), source=src.description, formats=fmt),
+                          progress=_progress(ctx.obj, src))
+        except BaseException:
+            if created:  # the sinks removed what they made; the folder goes too when empty
+                with contextlib.suppress(OSError):
+                    out_p.rmdir()
+            raise
         _print_summary(ctx.obj, summary, sinks)
         click.echo(f"\nSQLite database: {db}")
         import sqlite3
@@ -619,7 +639,13 @@ _add_global_switches(cli)
 
 
 def main() -> None:
-    cli(prog_name="exporter")
+    from .interrupts import install
+
+    install()  # this process is the CLI's: stop signals roll the run back (exporter.interrupts)
+    try:
+        cli(prog_name="exporter")
+    except Interrupted as e:  # outside a command (while starting): still one line and 128 + signal
+        _interrupted(e)
 
 
 if __name__ == "__main__":  # pragma: no cover

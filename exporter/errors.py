@@ -13,8 +13,12 @@
     │   └── TransientSinkError    a destination that may answer later                 (transient)
     └── FormatError               a file writer cannot write a value                  (terminal)
 
+    Interrupted (a BaseException, like KeyboardInterrupt)  SIGTERM, SIGHUP or SIGINT received
+
 Lower-level library errors (requests, SQLAlchemy, SDKs) are translated into this tree where they
-enter our code; the CLI turns any ExporterError into one readable line and a non-zero exit.
+enter our code; the CLI turns any ExporterError into one readable line and a non-zero exit
+(``one_line``). ``Interrupted`` is raised in the main thread by the CLI's signal handlers: not an
+``Exception``, so no ``except Exception`` swallows it; every clean-up still runs on its way out.
 """
 from __future__ import annotations
 
@@ -88,7 +92,50 @@ class FormatError(ExporterError):
 
 def os_error_text(e: OSError, doing: str) -> str:
     """One readable line for an operating-system error: what was being done, the reason in words
-    and the path(s) involved (``cannot write the archive: permission denied (/backups/a.zip)``)."""
+    and the path(s) involved (``cannot write the archive: permission denied (/backups/a.zip)``).
+    A full disk or quota also gives its code (``no space left on device [ENOSPC: disk full]``),
+    the word people search logs for."""
+    import errno
+
     reason = (e.strerror or type(e).__name__).lower() if e.strerror else str(e) or type(e).__name__
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        reason += f" [{errno.errorcode[e.errno]}: disk full]"
     paths = [p for p in (e.filename, getattr(e, "filename2", None)) if p]
     return f"cannot {doing}: {reason}" + (f" ({', '.join(str(p) for p in paths)})" if paths else "")
+
+
+class Interrupted(BaseException):
+    """The process was asked to stop (SIGTERM, SIGHUP, SIGINT): raised in the main thread, so the
+    run rolls back and removes its temporary files on its way out. Exit code 128 + signal."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        try:
+            self.signal_name = signal.Signals(signum).name
+        except ValueError:
+            self.signal_name = f"signal {signum}"
+        super().__init__(f"interrupted by {self.signal_name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def one_line(e: BaseException) -> str:
+    """The one line that reports ``e``: our own errors say what they are; anything else is
+    prefixed with its class name (an unexpected error names its kind). Not masked: callers
+    showing or storing it pass it through ``secrets.mask``."""
+    if isinstance(e, (ExporterError, Interrupted)):
+        text = str(e)
+    elif isinstance(e, KeyboardInterrupt):
+        text = "interrupted by SIGINT"
+    else:
+        text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return " ".join(text.split()) or type(e).__name__
+
+
+def run_status(e: BaseException) -> str:
+    """How a run that ended with ``e`` is recorded: ``interrupted`` (a signal) or ``failed``."""
+    return "interrupted" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "failed"

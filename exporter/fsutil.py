@@ -1,13 +1,23 @@
-"""Atomic local writes: temporary file + fsync + os.replace, never a half-written file."""
+"""Atomic local writes: temporary file + fsync + os.replace, never a half-written file.
+
+Temporary names carry the writing process's token (``.<name>.<pid>-<random>-<n>.partial``), and a
+directory being written holds a marker naming its owner (``claim``), so that the leftovers of a
+run killed outright (SIGKILL, power loss) are removed by the next run (``sweep_dead``) while a live
+concurrent run's files are never touched.
+"""
 from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import re
-import secrets
 from pathlib import Path
 from typing import IO, Iterator
+
+from . import owner
+
+log = logging.getLogger("exporter.fsutil")
 
 
 def _read_umask() -> int:
@@ -21,7 +31,9 @@ FILE_MODE = 0o666 & ~_read_umask()
 
 
 _counter = itertools.count()
-_TOKEN = f"{os.getpid()}-{secrets.token_hex(3)}"
+#: the name of a directory's owner marker: ``.exporter-run.<token>.<n>``, holding ``owner.owner()``
+MARKER_PREFIX = ".exporter-run."
+TEMP_SUFFIX = ".partial"
 
 
 def temp_sibling(path: Path) -> tuple[int, str]:
@@ -29,7 +41,7 @@ def temp_sibling(path: Path) -> tuple[int, str]:
     exclusively with the permissions a normally created file would have. Cheaper than mkstemp
     (no random retries), which matters when a run writes a hundred thousand media files."""
     while True:
-        tmp = str(path.parent / f".{path.name[:40]}.{_TOKEN}-{next(_counter)}.partial")
+        tmp = str(path.parent / f".{path.name[:40]}.{owner.token()}-{next(_counter)}{TEMP_SUFFIX}")
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
         except FileExistsError:
@@ -158,6 +170,130 @@ class PendingFile:
             self.fh.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp)
+
+
+def claim(root: Path) -> Path:
+    """Remove what dead runs left in ``root`` (``sweep_dead``), then mark ``root`` as being written
+    by this process; ``release`` the returned marker when the run ends (either way)."""
+    sweep_dead(root)
+    marker = root / f"{MARKER_PREFIX}{owner.token()}.{next(_counter)}"
+    with open(marker, "x", encoding="utf-8") as fh:
+        fh.write(owner.owner() + "\n")
+    return marker
+
+
+def release(marker: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        marker.unlink()
+
+
+def sweep_dead(root: Path) -> int:
+    """Remove the temporary files of every run that marked ``root`` and is dead (its process is
+    gone), and their markers. Returns the number of files removed."""
+    removed = 0
+    try:
+        markers = [p for p in root.iterdir() if p.name.startswith(MARKER_PREFIX)]
+    except OSError:
+        return 0
+    for m in markers:
+        try:
+            text = m.read_text("utf-8").strip()
+        except OSError:
+            continue
+        if not owner.is_dead(text):
+            continue
+        tok = m.name[len(MARKER_PREFIX):].rpartition(".")[0]
+        n = remove_temp_files(root, tok)
+        log.info("removed %d temporary files left in %s by a run that stopped without finishing (%s)", n, root, text)
+        removed += n
+        release(m)
+    return removed
+
+
+def owned_tempdir(prefix: str) -> Path:
+    """A new folder in the system's temporary folder, ``<prefix><random>``, holding a marker that
+    names its owner; folders of the same prefix whose owner is dead (a killed run's) are removed
+    first. For scratch work that ``close`` removes, so that a SIGKILL does not leave it forever."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for d in base.glob(f"{prefix}*"):
+            markers = list(d.glob(f"{MARKER_PREFIX}*")) if d.is_dir() else []
+            try:
+                dead = bool(markers) and owner.is_dead(markers[0].read_text("utf-8").strip())
+            except OSError:
+                continue
+            if dead:
+                log.info("removing %s, left by a run that stopped without finishing", d)
+                shutil.rmtree(d, ignore_errors=True)
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    (d / f"{MARKER_PREFIX}{owner.token()}").write_text(owner.owner() + "\n", "utf-8")
+    return d
+
+
+def remove_temp_files(root: Path, tok: str | None = None) -> int:
+    """Remove every temporary file below ``root`` named with the token ``tok`` (default: this
+    process's own). Symbolic links to folders are not followed."""
+    tok = tok or owner.token()
+    mark = f".{tok}-"
+    n = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            if name.endswith(TEMP_SUFFIX) and mark in name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+                    n += 1
+    return n
+
+
+class StopAfterError:
+    """A binary file for a library that writes a zip container and, when a write fails, leaves
+    its ``ZipFile`` to the garbage collector (python-docx): after the first error every further
+    call does nothing, so the late ``ZipFile.__del__`` cannot fail a second time ("Exception
+    ignored ...") once the real error is on its way. The caller closes the real file."""
+
+    def __init__(self, fh: IO[bytes]):
+        self._fh = fh
+        self._failed = False
+        self._pos = 0  # the position last known: what ``tell`` says once failed
+
+    def _call(self, name: str, *args):
+        if self._failed:
+            return self._pos if name != "write" else len(args[0])
+        try:
+            return getattr(self._fh, name)(*args)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def write(self, data) -> int:
+        n = self._call("write", data)
+        if not self._failed:
+            self._pos += len(data)
+        return n
+
+    def seek(self, *args) -> int:
+        pos = self._call("seek", *args)
+        if not self._failed:
+            self._pos = pos
+        return pos
+
+    def tell(self) -> int:
+        pos = self._call("tell")
+        if not self._failed:
+            self._pos = pos
+        return pos
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._failed = True
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

@@ -36,6 +36,7 @@ from typing import Any, Iterator, Sequence
 
 from . import errors
 from .errors import ConfigError, ExporterError
+from .interrupts import deferred
 from .model import PART_ROWS, Checkpoint, FormPart
 from .pipeline import Progress, RunSummary, _guard, merged_state, run
 from .sinks import RunContext
@@ -141,8 +142,10 @@ class _Relay:
 def _worker(spec: WorkerSpec, idx: int, forms: Any, events: Any) -> None:
     """Entry point of a worker process."""
     from .cli import _setup_logging, build_source
+    from .interrupts import install
     from .registry import create_sink
 
+    install()  # SIGTERM from the parent (or anyone): roll back, then report
     _setup_logging(spec.log_level)
     try:
         sinks = [create_sink(u, spec.ctx.options) for u in spec.urls]
@@ -195,8 +198,9 @@ class _Workers:
         log.info("exporting %d forms (%d parts) with %d worker processes",
                  len({t.form_id for t in self.tasks}), len(self.tasks), self.jobs)
         try:
-            for p in procs:
-                p.start()
+            with deferred():  # a worker half started when the parent stops would fail noisily
+                for p in procs:
+                    p.start()
             while len(finished) < len(procs):
                 try:
                     kind, idx, snap, extra = events.get(timeout=0.2)
@@ -216,14 +220,20 @@ class _Workers:
                 if self.progress and kind == "progress":
                     self.progress.update(summary, extra)
         except BaseException:
+            # SIGTERM: each worker rolls its transaction back and exits (``_worker``)
             for p in procs:
                 if p.is_alive():
                     p.terminate()
             raise
         finally:
+            deadline = time.monotonic() + 10
             for p in procs:
                 if p.pid is not None:
-                    p.join(timeout=10)
+                    p.join(timeout=max(0.1, deadline - time.monotonic()))
+                    if p.is_alive():  # stuck: its database rolls back when its connection drops
+                        log.warning("parallel export: worker %s did not stop; killing it", p.name)
+                        p.kill()
+                        p.join(timeout=5)
             forms.close()
             events.close()
         # a split form's definition went to each worker taking a part of it: count the form once

@@ -7,21 +7,26 @@ markers advance only after every sink has committed). A batch is closed when it 
 or at each ``Checkpoint`` (the end of a form or of a page of unread records), so a sink's stored
 cursor is committed with the data it covers.
 
-Any failure closes every sink with ``ok=False`` (roll back, discard unfinished files) and is raised
-again; nothing is acknowledged.
+Any failure (an interruption too) closes every sink with ``ok=False`` (roll back, discard
+unfinished files), after telling the sinks that record runs why (``note_failure``), and is raised
+again; nothing is acknowledged. A clean-up that fails after it never replaces the first error (it is
+logged at debug level).
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import logging
 import operator
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
-from .errors import ExporterError, SinkError
+from .errors import ExporterError, SinkError, one_line, run_status
 from .model import Record, counted_bytes
+from .secrets import mask
 from .sinks import RunContext, StatefulSink
 
 log = logging.getLogger("exporter.pipeline")
@@ -138,6 +143,11 @@ def run(
     opened: list = []
     current: str | None = None
     try:
+        # a source that can say it is reachable and its token accepted says so before any sink
+        # creates anything (a refused run leaves no empty folder nor empty database)
+        check = getattr(source, "check", None)
+        if check is not None:
+            check()
         # each sink's stored state is read before any sink is opened for writing
         start_state = state if state is not None else (merged_state(sinks) if ctx.mode == "cursor" else {})
         for s in sinks:
@@ -167,13 +177,12 @@ def run(
                 progress.update(summary, current)
         if before_close is not None:
             before_close(summary)
-    except BaseException:
-        summary.status = "failed"
-        for s in reversed(opened):
-            try:
-                s.close(False)
-            except Exception as e:  # noqa: BLE001 - report the first failure, not the cleanup
-                log.warning("while rolling back %s: %s", s.name, e)
+    except BaseException as e:
+        summary.status = run_status(e)
+        close_failed(opened, e)
+        if progress:  # a live display is taken down before the error is printed
+            with contextlib.suppress(Exception):
+                progress.done(summary)
         raise
     finally:
         try:
@@ -181,18 +190,39 @@ def run(
         except Exception as e:  # noqa: BLE001
             log.debug("closing the source: %s", e)
     first_error: BaseException | None = None
-    for s in opened:
+    for i, s in enumerate(opened):
         try:
             _guard(s, "close", lambda s=s: s.close(True))
         except BaseException as e:  # noqa: BLE001 - close every sink, raise the first error
-            summary.status = "failed"
+            summary.status = run_status(e)
             first_error = first_error or e
+            if not isinstance(e, Exception):  # interrupted: the sinks not yet closed roll back
+                close_failed(opened[i + 1:], e)
+                break
     summary.seconds = time.monotonic() - start
     if progress:
         progress.done(summary)
     if first_error:
         raise first_error
     return summary
+
+
+def close_failed(sinks: Sequence, error: BaseException) -> None:
+    """Close ``sinks`` (last opened first) as failed after ``error``: each is told the run's status
+    and its one-line cause when it records runs (``note_failure``), and each gets its close even
+    when another's fails; those later failures are logged, never raised over ``error``."""
+    status, message = run_status(error), mask(one_line(error))
+    # let go of what the failed calls' frames still hold (a driver's cursor keeps a SQLite write
+    # lock, a library's half-written stream its file) before the sinks clean up
+    traceback.clear_frames(error.__traceback__)
+    for s in reversed(sinks):
+        try:
+            note = getattr(s, "note_failure", None)
+            if note is not None:
+                note(status, message)
+            s.close(False)
+        except Exception as e:  # noqa: BLE001 - report the first failure, not the clean-up's
+            log.debug("while rolling back %s (after: %s): %s", s.name, message, one_line(e))
 
 
 def _guard(sink, what: str, fn: Callable[[], None]) -> None:

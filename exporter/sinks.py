@@ -49,6 +49,14 @@ class StatefulSink(Protocol):
     def load_state(self) -> dict[str, str | None]: ...
 
 
+@runtime_checkable
+class RecordsFailures(Protocol):
+    """A sink that records its runs (a SQL ``runs`` table): told before ``close(False)`` how the
+    run ended (``failed`` or ``interrupted``) and its one-line cause, secrets already masked."""
+
+    def note_failure(self, status: str, message: str) -> None: ...
+
+
 @dataclass
 class SinkStats:
     counts: dict[str, int] = field(default_factory=dict)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, ClassVar, Protocol, runtime_checkable
 
 from exporter.errors import ConfigError, FormatError
-from exporter.fsutil import PendingFile, atomic_write, sync_all
+from exporter.fsutil import PendingFile, atomic_write, remove_temp_files, sync_all
 from exporter.model import Form, MediaRef, Submission
 from exporter.naming import safe_filename, safe_join
 
@@ -150,8 +150,10 @@ class OutputDir:
 
     def publish_all(self) -> None:
         for p in list(self._pending):
-            pf = self._pending.pop(p)
-            if pf.publish(self.keep_unchanged):
+            pf = self._pending[p]
+            published = pf.publish(self.keep_unchanged)  # on failure it stays pending: ``discard_all`` removes it
+            del self._pending[p]
+            if published:
                 self._published(p)
 
     def sync(self) -> None:
@@ -160,9 +162,13 @@ class OutputDir:
             sync_all()
 
     def discard_all(self) -> None:
+        """Remove every unfinished file: the pending ones, and any temporary file of this process
+        left below the root (a signal that arrived between a temporary file's creation and its
+        registration here)."""
         for pf in self._pending.values():
             pf.discard()
         self._pending.clear()
+        remove_temp_files(self.root)
 
 
 @runtime_checkable
@@ -200,8 +206,10 @@ class FormStreamWriter:
     (``_finish_form``) and starts its own (``_start_form``); a Submission goes to
     ``_write_submission``; the final Checkpoint of the form being written finishes it (one at a
     page boundary, ``final=False``, does not).
-    ``close(ok=True)`` finishes the form, then ``_finish_account()``; ``close(ok=False)`` calls
-    ``_abandon()`` and leaves the pending files to the sink, which discards them.
+    ``close(ok=True)`` finishes the form, then ``_finish_account()``; ``close(ok=False)`` (and a
+    failing ``close(ok=True)``) calls ``_abandon()``, which lets go of whatever is open (file
+    handles, library streams) at once, and leaves the pending files to the sink, which discards
+    them.
     """
 
     _form: Form | None = None
@@ -235,9 +243,13 @@ class FormStreamWriter:
         if not ok:
             self._abandon()
             return  # pending files are discarded by the sink
-        self._finish_form()
-        if self.records:
-            self._finish_account()
+        try:
+            self._finish_form()
+            if self.records:
+                self._finish_account()
+        except BaseException:
+            self._abandon()  # what is still open is let go now, not by the garbage collector
+            raise
 
     # ---- hooks -----------------------------------------------------------------------------
     def _on_account(self, account) -> None:

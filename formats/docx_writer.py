@@ -30,6 +30,7 @@ from docx.oxml.ns import qn
 from docx.parts.image import ImagePart
 from docx.shared import Emu, Mm, Pt
 
+from exporter.fsutil import StopAfterError
 from exporter.model import Form
 
 from .base import FormatLimits
@@ -229,7 +230,7 @@ class DocxWriter(ReportWriterBase):
         props.author = props.last_modified_by = "exporter"
         props.revision = 1
         with tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=self._tmp) as spool:
-            doc.save(spool)
+            doc.save(StopAfterError(spool))  # a failed save leaves no ZipFile to fail again later
             spool.seek(0)
             restamp(spool, fh, when)
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.errors import ConfigError, FormatError
+from exporter.fsutil import owned_tempdir
 from exporter.model import (
     LAYOUT,
     MEDIA,
@@ -401,7 +402,7 @@ class ReportWriterBase:
         self.labels = self.ropts.labels()  # of the form being written (set with each form)
         self.account: Account | None = None
         self.form: Form | None = None
-        self._tmp = Path(tempfile.mkdtemp(prefix="exporter-report-"))
+        self._tmp = owned_tempdir("exporter-report-")  # removed by close; after a SIGKILL by the next run
         self._preparer = MediaPreparer(self._tmp, self.ropts.image_max_px, self.labels, self.accepts_image)
         self._pending: Submission | None = None
         self._pending_media: dict[tuple, MediaItem] = {}
@@ -586,7 +587,11 @@ def translate_errors(what: str, context: str, extra: tuple = ()):
         yield
     except (FormatError, ConfigError):
         raise
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError, RuntimeError, *extra) as e:
+    except OSError as e:
+        if e.errno is not None:  # the disk (full, read-only...): the sink names it with its path
+            raise
+        raise FormatError(f"cannot write the {what}: {type(e).__name__}: {e}", context=context) from e
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RuntimeError, *extra) as e:
         raise FormatError(f"cannot write the {what}: {type(e).__name__}: {e}", context=context) from e
 
 

@@ -20,7 +20,9 @@ lone surrogates) are shown as ``\\uXXXX``.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import re
 from collections.abc import Iterable
 from decimal import Decimal
@@ -191,18 +193,43 @@ class _Book:
         self.max_links = max_links
         self.newest = Newest()  # of the data the workbook holds: dates the file
 
-    def save(self, target) -> None:
-        """Write the workbook with nothing of the wall clock in it: its core properties and every
-        ZIP entry dated by the newest data it holds (``formats.stable``). This is openpyxl's
-        ``save_workbook`` with our own ZIP and times (it would date both with the clock)."""
-        when = self.newest.value
-        self.wb.properties.created = self.wb.properties.modified = when
-        ExcelWriter(self.wb, DatedZip(target, when)).save()
-
     def sheet(self, title: str, headers: list[str], widths: list[float] | None = None) -> _Sheet:
         if widths is None:
             widths = [min(max(len(h) + 2, 12), 60) for h in headers]
         return _Sheet(self, title, headers, widths)
+
+    def save(self, target, rel: str) -> None:
+        """Write the workbook with nothing of the wall clock in it: its core properties and every
+        ZIP entry dated by the newest data it holds (``formats.stable``). This is openpyxl's
+        ``save_workbook`` with our own ZIP and times (it would date both with the clock). On any
+        failure the book is discarded before the error goes on (openpyxl refusing a value: a
+        FormatError naming ``rel``)."""
+        when = self.newest.value
+        self.wb.properties.created = self.wb.properties.modified = when
+        try:
+            ExcelWriter(self.wb, DatedZip(target, when)).save()
+        except BaseException as e:
+            self.discard()
+            if isinstance(e, (ValueError, TypeError)):  # openpyxl refusing a value
+                raise FormatError(f"cannot write workbook: {e}", context=rel) from None
+            raise
+
+    def discard(self) -> None:
+        """Abandon the workbook now: each streamed sheet's XML stream is closed and its temporary
+        file (openpyxl writes a sheet to one) removed, rather than left to the garbage collector,
+        which would print "Exception ignored" tracebacks for the half-closed streams."""
+        for ws in self.wb.worksheets:
+            try:
+                if not ws.closed:
+                    ws.close()
+            except Exception as e:  # noqa: BLE001 - abandoning: only the first error matters
+                logging.getLogger("exporter.xlsx").debug("abandoning sheet %s: %s", ws.title, e)
+            writer = getattr(ws, "_writer", None)  # the sheet's stream, as openpyxl's own save uses it
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.close()
+                with contextlib.suppress(Exception):
+                    writer.cleanup()
 
 
 class XlsxWriter(FormStreamWriter):
@@ -337,8 +364,12 @@ class XlsxWriter(FormStreamWriter):
                             for v in list_item_cells(item, levels, cols)])
         rel = "lists/" + self.out.safe(f"{lst.id}-{lst.name}") + ".xlsx"
         book.newest.add(lst.update_time)
-        with self.out.atomic(rel, "wb") as fh:
-            book.save(fh)
+        try:
+            with self.out.atomic(rel, "wb") as fh:
+                book.save(fh, rel)
+        except BaseException:
+            book.discard()
+            raise
 
     def _start_form(self, form: Form) -> None:
         main_cols = form_columns(form)
@@ -376,18 +407,23 @@ class XlsxWriter(FormStreamWriter):
                     c.kind, f.required if f else None, f.list_id if f else None)])
 
     def _finish_form(self) -> None:
-        if self._book is not None:
-            path = self.out.pending_path(self._book_rel)
-            self._save(self._book, path, self._book_rel)
+        book, self._book = self._book, None
+        self._main, self._subs, self._form = None, [], None
+        if book is not None:
+            try:
+                path = self.out.pending_path(self._book_rel)
+            except BaseException:
+                book.discard()
+                raise
+            book.save(path, self._book_rel)
             self.out.finish(self._book_rel)
-        self._book, self._main, self._subs, self._form = None, None, [], None
 
-    @staticmethod
-    def _save(book: _Book, path, rel: str) -> None:
-        try:
-            book.save(path)
-        except (ValueError, TypeError) as e:  # openpyxl refusing a value
-            raise FormatError(f"cannot write workbook: {e}", context=rel) from None
+    def _abandon(self) -> None:
+        books = [self._book] if self._book is not None else []
+        books += [self._people[k] for k in ("users_book", "groups_book") if k in self._people]
+        self._book, self._people = None, {}
+        for book in books:
+            book.discard()
 
     def _write_submission(self, sub: Submission) -> None:
         form = submission_form(self._form, sub)
@@ -406,6 +442,11 @@ class XlsxWriter(FormStreamWriter):
             self._open_people()
         if self._people:
             for key, rel in (("users_book", "users.xlsx"), ("groups_book", "groups.xlsx")):
-                path = self.out.pending_path(rel)
-                self._save(self._people[key], path, rel)
+                book = self._people.pop(key)
+                try:
+                    path = self.out.pending_path(rel)
+                except BaseException:
+                    book.discard()
+                    raise
+                book.save(path, rel)
                 self.out.finish(rel)

@@ -133,6 +133,11 @@ class WebSource:
             self._forms_index = [f for f in self.client.list_forms() if isinstance(f, dict)]
         return self._forms_index
 
+    def check(self) -> None:
+        """Reach the service with the token (the forms list, needed anyway): called before any
+        destination is opened, so an unreachable service or a refused token creates nothing."""
+        self._index()
+
     def form_ids(self) -> list[str]:
         if self.forms:
             return list(self.forms)

@@ -184,7 +184,7 @@ def fixed_tables(md: sa.MetaData, profile: SqlProfile) -> dict[str, sa.Table]:
         C("ended_at", T("datetime")), C("source", T("text")), C("timezone", T("short")), C("mode", T("short")),
         C("status", T("short")),
         C("forms", T("int")), C("submissions", T("int")), C("media", T("int")), C("counts", T("text")),
-        C("message", T("text")), **kw)
+        C("message", T("text")), C("owner", T("text")), **kw)
     t["export_state"] = sa.Table(
         "export_state", md, C("form_id", T("id"), primary_key=True), C("cursor", T("text")),
         C("mode", T("short")), C("run_id", T("short")), C("updated_at", T("datetime")), **kw)

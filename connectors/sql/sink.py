@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import traceback
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,7 +33,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
-from exporter.errors import ExporterError, SinkError, TransientSinkError
+from exporter import owner
+from exporter.errors import ExporterError, SinkError, TransientSinkError, one_line, run_status
 from exporter.fsutil import atomic_write
 from exporter.model import (
     Account,
@@ -46,6 +48,7 @@ from exporter.model import (
 )
 from exporter.naming import safe_filename, safe_join
 from exporter.retry import retry_call
+from exporter.secrets import mask
 from exporter.sinks import RunContext
 
 from .capabilities import profile_for
@@ -117,6 +120,8 @@ class SqlSink:
         self._tx: sa.Transaction | None = None
         self._loader: GenericLoader | None = None
         self._ctx: RunContext | None = None
+        self._failure: tuple[str, str] | None = None  # (status, message) of a failed run
+        self._new_file: Path | None = None  # a SQLite file this run creates
         self._locked = False  # a session schema lock is held (MySQL)
         self._forms_met: dict[str, Form] = {}  # forms planned in this run (planned again after a retry)
         self._replan_needed = False
@@ -178,9 +183,10 @@ class SqlSink:
         if backend == "sqlite":
             db = self.url.database or ""
             if db and db != ":memory:" and not db.startswith("file:"):
-                parent = Path(db).expanduser().resolve().parent
-                if not parent.is_dir():
-                    raise SinkError(f"directory {parent} does not exist", context=self.name)
+                path = Path(db).expanduser().resolve()
+                if not path.parent.is_dir():
+                    raise SinkError(f"directory {path.parent} does not exist", context=self.name)
+                self._new_file = None if path.exists() else path
         with self._op("configuring the connection"):
             engine = sa.create_engine(self.url, **kwargs)
         if self.url.get_driver_name() == "pyodbc" and self.profile.odbc_fast_executemany:
@@ -236,8 +242,9 @@ class SqlSink:
         if tx is not None:
             with contextlib.suppress(Exception):
                 tx.rollback()
-        elif self._conn is not None and self._conn.in_transaction():
-            # a transaction handed to the background for its commit, which did not happen
+        if self._conn is not None:
+            # a transaction handed to the background for its commit, which did not happen, or one
+            # an interruption (a signal) left inactive but still attached (a no-op otherwise)
             with contextlib.suppress(Exception):
                 self._conn.rollback()
         self._pending = {}
@@ -359,7 +366,7 @@ class SqlSink:
 
     # ------------------------------------------------------------------ protocol
     def open(self, ctx: RunContext) -> None:
-        self._ctx = ctx
+        self._ctx, self._failure = ctx, None
         conn = self._connect()
         try:
             with self._op("preparing the export tables"):
@@ -374,13 +381,16 @@ class SqlSink:
                 if ctx.worker is None:  # a parallel export's workers leave the run's row to the parent
                     self._begin()
                     runs = self._fixed["runs"]
+                    self._mark_abandoned()
                     conn.execute(runs.delete().where(runs.c.run_id == ctx.run_id))
                     conn.execute(runs.insert().values(run_id=ctx.run_id, started_at=_now(), source=ctx.source,
                                                       mode=ctx.mode, status="running", forms=0, submissions=0,
-                                                      media=0, counts="{}"))
+                                                      media=0, counts="{}", owner=owner.owner()))
                     self._commit_tx()
         except BaseException:
             self._rollback()  # the pipeline closes only the sinks that opened: leave no lock nor transaction
+            with contextlib.suppress(Exception):
+                self.close(False)  # and no connection, nor a database file this run created
             raise
         # Overlap each batch's loading and commit with the reading of the next one, except when the
         # source acknowledges batches (unread mode marks submissions read on the server right after
@@ -473,8 +483,10 @@ class SqlSink:
         if self._conn is None:
             if self._engine is not None:
                 self._engine.dispose()
+            if not ok:
+                self._remove_new_file()
             return
-        failure: SinkError | None = None
+        failure: BaseException | None = None
         try:
             if ok:
                 try:
@@ -484,21 +496,26 @@ class SqlSink:
                     self._finish_constraints_tx()
                     with self._op("adding foreign keys and indexes"):
                         self._commit_tx()
-                except SinkError as e:
+                except BaseException as e:  # noqa: BLE001 - a stop signal too: rolled back, recorded, raised
+                    traceback.clear_frames(e.__traceback__)  # (a driver's cursor there holds locks)
                     self._rollback()
                     failure, ok = e, False
             else:
                 self._rollback()
             if self._ctx is not None and self._ctx.worker is None:
+                status, message = ("ok", None) if ok else self._failure or ("failed", None)
+                if failure is not None:
+                    status, message = run_status(failure), mask(one_line(failure))
                 try:
                     with self._op("recording the run"):
                         self._begin()
-                        self._update_run(status="ok" if ok else "failed", ended=True)
+                        self._update_run(status=status, ended=True, message=message)
                         self._commit_tx()
-                except SinkError:
+                except SinkError as e:
                     self._rollback()
                     if ok:
                         raise
+                    log.debug("%s: could not record the run as %s: %s", self.name, status, e)
             if failure is not None:
                 raise failure
         finally:
@@ -509,14 +526,44 @@ class SqlSink:
             self._conn = None
             if self._engine is not None:
                 self._engine.dispose()
+            if not ok:
+                self._remove_new_file()
+
+    def _remove_new_file(self) -> None:
+        """A SQLite file this failed run created and committed no batch to (only the empty
+        tables made at open): removed, so a refused run leaves no debris. A database that existed
+        before, or that holds a committed batch, stays."""
+        if self._new_file is None or self._counts:
+            return
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{self._new_file}{suffix}").unlink()
+        self._new_file = None
 
     # ------------------------------------------------------------------ runs
-    def _update_run(self, status: str, ended: bool = False) -> None:
-        stmt = self._run_update(status, ended)
+    def note_failure(self, status: str, message: str) -> None:
+        """How the run failed (``failed`` or ``interrupted``) and why: recorded by ``close(False)``."""
+        self._failure = (status, message)
+
+    def _mark_abandoned(self) -> None:
+        """Runs still ``running`` whose process is dead (killed outright, power lost): recorded as
+        ``abandoned``. Runs of another host, or of a live process, are left as they are."""
+        runs = self._fixed["runs"]
+        rows = self._conn.execute(sa.select(runs.c.run_id, runs.c.owner).where(runs.c.status == "running")).all()
+        for run_id, who in rows:
+            if owner.is_dead(who):
+                log.info("%s: run %s (process %s) stopped without finishing: recorded as abandoned",
+                         self.name, run_id, who)
+                self._conn.execute(runs.update().where(runs.c.run_id == run_id).values(
+                    status="abandoned", message=f"the process ({who}) stopped without finishing (killed); "
+                                                f"found by run {self._ctx.run_id if self._ctx else '?'}"))
+
+    def _update_run(self, status: str, ended: bool = False, message: str | None = None) -> None:
+        stmt = self._run_update(status, ended, message)
         if stmt is not None:
             self._conn.execute(stmt)
 
-    def _run_update(self, status: str, ended: bool = False) -> sa.Update | None:
+    def _run_update(self, status: str, ended: bool = False, message: str | None = None) -> sa.Update | None:
         """The statement recording the run's status and counts so far (None outside a run, and in
         a parallel export's workers)."""
         if self._ctx is None or self._ctx.worker is not None:
@@ -529,6 +576,7 @@ class SqlSink:
                       "media": counts.get("media", 0), "counts": json.dumps(counts, sort_keys=True)}
         if ended:
             values["ended_at"] = _now()
+            values["message"] = message
         return runs.update().where(runs.c.run_id == self._ctx.run_id).values(**values)
 
     def add_counts(self, counts: dict[str, int]) -> None:

@@ -1,0 +1,78 @@
+"""Who owns a run's leftovers, and whether that process is still alive.
+
+A run marks what it leaves behind while it works (temporary file names, its row in a SQL ``runs``
+table) with its owner: the host, the process id and the process's start time (so a recycled pid
+is not mistaken for the run's). A later run removes or closes those leftovers only when their
+owner is on this host and is dead; anything owned elsewhere, or whose owner cannot be told dead,
+is left alone (a live concurrent run's files are never touched).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+
+_cache: tuple[int, str] | None = None
+
+
+def _stat(pid: int) -> list[bytes]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (Linux), or [] elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()
+    except OSError:
+        return []
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), or "" where unknown."""
+    fields = _stat(pid)
+    return fields[19].decode() if len(fields) > 19 else ""
+
+
+def token() -> str:
+    """``<pid>-<random>``: what this process puts in its temporary names. A forked child gets
+    its own (the cache is keyed by pid)."""
+    global _cache
+    pid = os.getpid()
+    if _cache is None or _cache[0] != pid:
+        _cache = (pid, f"{pid}-{secrets.token_hex(3)}")
+    return _cache[1]
+
+
+def owner() -> str:
+    """This process as ``<pid>.<start time>@<host>``, stored where a later run can read it."""
+    pid = os.getpid()
+    return f"{pid}.{_start_time(pid)}@{socket.gethostname()}"
+
+
+def is_dead(owner_text: str | None) -> bool:
+    """True only when ``owner_text`` (from ``owner()``) names a process of this host that no
+    longer runs. Unknown hosts, unreadable texts and live processes give False."""
+    if not owner_text:
+        return False
+    who, _, host = owner_text.rpartition("@")
+    if host != socket.gethostname():
+        return False
+    pid_text, _, start = who.partition(".")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return start != _start_time(pid) and bool(start)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # exists, owned by another user
+    fields = _stat(pid)
+    if not fields:
+        return False
+    if fields[0] in (b"Z", b"X"):  # exited, not yet reaped by its parent
+        return True
+    now = fields[19].decode() if len(fields) > 19 else ""
+    return bool(start) and bool(now) and now != start  # the pid was recycled by another process
