@@ -35,7 +35,7 @@ from typing import Sequence
 from connectors.files_store import STORE_PATH, FormStore
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, FormatError, SinkError, os_error_text
-from exporter.fsutil import atomic_write, claim, file_digest, release, remove_stale_partials
+from exporter.fsutil import atomic_write, claim, file_digest, release
 from exporter.model import Media, counted_bytes
 from exporter.sinks import RunContext, SinkStats
 from formats.base import OutputDir, get_writer_class, make_writer
@@ -101,10 +101,6 @@ class FilesSink:
         except OSError as e:
             raise SinkError(f"cannot create {self.root}: {e.strerror}") from None
         incremental = ctx.mode != "full"
-        if self.keep_current:  # what a killed run left of the files it builds over a run (users.json...)
-            removed = remove_stale_partials(self.root)
-            if removed:
-                log.info("%s: removed %d temporary files a stopped run left", self.name, removed)
         try:  # removes what a killed run left here, and marks the folder as being written
             self._marker = claim(self.root)
         except OSError as e:

@@ -11,7 +11,6 @@ import contextlib
 import itertools
 import logging
 import os
-import re
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -46,36 +45,6 @@ def temp_sibling(path: Path) -> tuple[int, str]:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
         except FileExistsError:
             continue
-
-
-_PARTIAL = re.compile(r"^\..*\.(\d+)-[0-9a-f]{6}-\d+\.partial$")
-
-
-def remove_stale_partials(directory: str | os.PathLike) -> int:
-    """Remove the temporary files (``temp_sibling``) left directly in ``directory`` by a process
-    that no longer runs (killed before it could publish or discard them); those of a live process
-    are left alone. Returns how many were removed."""
-    n = 0
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(directory):
-            m = _PARTIAL.match(entry.name)
-            if m and entry.is_file(follow_symlinks=False) and not _alive(int(m.group(1))):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    n += 1
-    return n
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def same_bytes(a: str | os.PathLike, b: str | os.PathLike) -> bool:

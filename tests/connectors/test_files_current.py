@@ -223,20 +223,3 @@ def test_a_bad_deltas_value_is_refused_before_anything_is_created(sample_archive
                                  "-o", "deltas=maybe"])
     assert r.exit_code == 2 and "deltas" in r.output
     assert not (tmp_path / "o").exists()
-
-
-def test_only_a_dead_process_temporary_files_are_removed(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    from exporter.fsutil import remove_stale_partials
-
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-    names = {f".users.json.{dead}-abc123-1.partial": False, f".users.json.{os.getpid()}-abc123-2.partial": True,
-             "users.json.partial": True, f"{dead}-abc123-1.partial": True}
-    for name in names:
-        (tmp_path / name).write_text("x")
-    assert remove_stale_partials(tmp_path) == 1
-    assert {p.name: True for p in tmp_path.iterdir()} == {n: True for n, kept in names.items() if kept}
