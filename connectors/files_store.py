@@ -111,14 +111,16 @@ def encode_submission(sub: Submission) -> str:
     """Everything of a submission but ``raw`` (the payload as served, which no aggregate shows)."""
     return _json([sub.form_id, sub.id, sub.meta, _values(sub.values), sub.text,
                   {name: [[r.index, _values(r.values), r.text] for r in rows] for name, rows in sub.subforms.items()},
-                  [[m.form_id, m.submission_id, m.field, m.name, m.subform, m.row] for m in sub.media]])
+                  [[m.form_id, m.submission_id, m.field, m.name, m.subform, m.row] for m in sub.media],
+                  sub.extra])
 
 
 def decode_submission(doc: str) -> Submission:
-    form_id, sid, meta, values, text, subforms, media = json.loads(doc)
+    form_id, sid, meta, values, text, subforms, media, *more = json.loads(doc)
+    extra = more[0] if more else {}  # a store written before ``extra`` was kept has none
     return Submission(form_id, sid, meta, _unvalues(values), text,
                       {name: [SubformRow(i, _unvalues(v), t) for i, v, t in rows] for name, rows in subforms.items()},
-                      tuple(MediaRef(*m) for m in media))
+                      tuple(MediaRef(*m) for m in media), extra=extra)
 
 
 def _field(f: FieldDef) -> list:

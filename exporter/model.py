@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -111,6 +112,8 @@ class User:
     main_group_id: str | None = None
     create_time: str | None = None
     raw: dict = field(default_factory=dict, repr=False)
+    #: every served key the fields above do not read, unchanged (see ``extra_json``)
+    extra: dict = field(default_factory=dict, repr=False)
 
     kind = "user"
 
@@ -218,6 +221,19 @@ META_KEYS = (
 )
 
 
+#: served user keys the ``User`` fields read
+USER_KEYS = ("id", "login", "first_name", "last_name", "email", "phone", "admin", "main_group_id",
+             "create_time")
+
+
+def extra_json(extra: dict) -> str | None:
+    """The one text every destination writes for a record's ``extra`` keys: compact JSON, keys
+    sorted, non-ASCII kept; None when there is none."""
+    if not extra:
+        return None
+    return json.dumps(extra, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
 @dataclass
 class SubformRow:
     index: int
@@ -235,6 +251,9 @@ class Submission:
     subforms: dict[str, list[SubformRow]] = field(default_factory=dict)
     media: tuple[MediaRef, ...] = ()
     raw: dict = field(default_factory=dict, repr=False)  # the record as served (either shape)
+    #: every served key the model does not read (metadata beyond ``META_KEYS``, named as in the
+    #: nested shape; values of fields the definition does not know under ``"fields"``), unchanged
+    extra: dict = field(default_factory=dict, repr=False)
 
     kind = "submission"
 

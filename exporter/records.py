@@ -6,6 +6,7 @@ service would have been read. Every function here is pure: dict in, record out.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
@@ -22,6 +23,7 @@ from .model import (
     NUMBER,
     SUBFORM,
     TIME,
+    USER_KEYS,
     ExternalList,
     FieldDef,
     Form,
@@ -283,10 +285,19 @@ _CONVERTERS = {NUMBER: _conv_number, DATE: _conv_date, TIME: _conv_time, DATETIM
                BOOLEAN: _conv_boolean, GEOLOC: _conv_geoloc, MEDIA: _conv_media}
 
 
+_FLAT_META_KEYS = tuple("_" + k for k in META_KEYS)
+
+
+def _json_text(v: list | dict) -> str | None:
+    """The text of a structured value served where the model expects a text (a field of a type
+    it does not know): compact JSON, keys sorted, so it is kept as served."""
+    return json.dumps(v, ensure_ascii=False, sort_keys=True, separators=(",", ":")) if v else None
+
+
 class _ParsePlan:
     """What parsing a submission of one form definition needs, worked out once."""
 
-    __slots__ = ("fields", "top", "has_bool", "bools")
+    __slots__ = ("fields", "top", "has_bool", "bools", "known_nested", "known_flat", "names")
 
     def __init__(self, fields: tuple[FieldDef, ...]):
         self.fields = fields  # kept: the cache key is its identity
@@ -307,6 +318,11 @@ class _ParsePlan:
             top.append((f.name, _CONVERTERS.get(f.kind), f.kind == MEDIA, f.name.startswith("_"), None))
         self.top = tuple(top)
         self.has_bool = has_bool
+        # the served keys the model reads; every other key goes to ``Submission.extra``
+        self.names = frozenset(f.name for f in fields)
+        self.known_nested = frozenset(("id", "form_id", "fields", *META_KEYS))
+        self.known_flat = frozenset(("_id", "_form_id", *_FLAT_META_KEYS,
+                                     *(n for n in self.names if not n.startswith("_"))))
         self.bools: tuple[Any, Any] = (None, None)  # (form options, checkbox_texts) of the last form parsed
 
 
@@ -323,7 +339,6 @@ def _parse_plan(fields: tuple[FieldDef, ...]) -> _ParsePlan:
     return plan
 
 
-_FLAT_META_KEYS = tuple("_" + k for k in META_KEYS)
 _STR_OR_NONE = frozenset((str, type(None)))
 
 
@@ -380,9 +395,11 @@ def _parse_fields(plan: _ParsePlan, cells: dict, flat: bool, bools: Any, form_id
                     c = rget(cname)
                     if isinstance(c, dict):
                         v = c.get("value")
-                        t = v if type(v) is str else (None if isinstance(v, (list, dict)) else _s(v))
+                        t = v if type(v) is str else (
+                            (None if cconv else _json_text(v)) if isinstance(v, (list, dict)) else _s(v))
                     else:
-                        t = c if type(c) is str else _text_of(c)
+                        t = c if type(c) is str else (
+                            _json_text(c) if cconv is None and isinstance(c, list) else _text_of(c))
                         c = None
                     rt[cname] = t
                     val = rv[cname] = t if cconv is None else cconv(t, c, bools)
@@ -393,9 +410,11 @@ def _parse_fields(plan: _ParsePlan, cells: dict, flat: bool, bools: Any, form_id
             continue
         if isinstance(cell, dict):
             v = cell.get("value")
-            t = v if type(v) is str else (None if isinstance(v, (list, dict)) else _s(v))
+            t = v if type(v) is str else (
+                (None if conv else _json_text(v)) if isinstance(v, (list, dict)) else _s(v))
         else:
-            t = cell if type(cell) is str else _text_of(cell)
+            t = cell if type(cell) is str else (
+                _json_text(cell) if conv is None and isinstance(cell, list) else _text_of(cell))
             cell = None
         text[name] = t
         val = values[name] = t if conv is None else conv(t, cell, bools)
@@ -448,7 +467,36 @@ def parse_submission(form: Form, payload: dict) -> Submission:
     form_id = form.id
     values, text, subforms, media = _parse_fields(plan, cells, flat, bools, form_id, sid)
     return Submission(form_id=form_id, id=sid, meta=meta, values=values, text=text,
-                      subforms=subforms, media=_unique_media(media), raw=payload)
+                      subforms=subforms, media=_unique_media(media), raw=payload,
+                      extra=_submission_extra(plan, payload, cells, flat))
+
+
+def _submission_extra(plan: _ParsePlan, payload: dict, cells: dict, flat: bool) -> dict:
+    """Every served key of a submission the model does not read, named as in the nested shape
+    (so both shapes give the same): metadata keys as served, values of fields the definition
+    does not know under ``"fields"`` (the value only, as the flat shape serves it)."""
+    extra: dict = {}
+    unknown: dict = {}
+    if flat:
+        known = plan.known_flat
+        for k, v in payload.items():
+            if k not in known:
+                if k.startswith("_"):
+                    extra[k[1:]] = v
+                else:
+                    unknown[k] = v
+    else:
+        known = plan.known_nested
+        for k, v in payload.items():
+            if k not in known:
+                extra[k] = v
+        names = plan.names
+        for k, cell in cells.items():
+            if k not in names:
+                unknown[k] = cell.get("value") if isinstance(cell, dict) and "value" in cell else cell
+    if unknown:
+        extra["fields"] = unknown
+    return extra
 
 
 def _unique_media(media: list[MediaRef]) -> tuple[MediaRef, ...]:
@@ -498,7 +546,7 @@ def parse_user(p: dict) -> User:
         last_name=_s(p.get("last_name")) or "", email=_s(p.get("email")) or "",
         phone=_s(p.get("phone")) or "", admin=str(p.get("admin")).lower() in ("1", "true"),
         main_group_id=_s(p.get("main_group_id")) or None, create_time=_s(p.get("create_time")),
-        raw=p,
+        raw=p, extra={k: v for k, v in p.items() if k not in USER_KEYS},
     )
 
 

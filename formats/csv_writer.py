@@ -31,7 +31,7 @@ from formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_f
 from formats.tabular import (
     GROUP_FIELDS,
     ROW_INDEX,
-    USER_FIELDS,
+    USER_COLUMNS,
     Column,
     column_links,
     form_columns,
@@ -42,6 +42,7 @@ from formats.tabular import (
     row_cells,
     subform_columns,
     text_cell,
+    user_cell,
 )
 
 _TRUE_OPTS = {"1", "true", "yes", "on"}
@@ -144,7 +145,7 @@ class CsvWriter(FormStreamWriter):
 
     def _open_people(self) -> None:
         if self._users is None:
-            self._users = self._file("users.csv", USER_FIELDS)
+            self._users = self._file("users.csv", USER_COLUMNS)
             self._groups = self._file("groups.csv", GROUP_FIELDS)
             self._members = self._file("group_members.csv", ("group_id", "user_id", "role"))
 
@@ -236,7 +237,7 @@ class CsvWriter(FormStreamWriter):
 
 def _user_cells(u) -> list[str | None]:
     out = []
-    for k in USER_FIELDS:
-        v = getattr(u, k)
+    for k in USER_COLUMNS:
+        v = user_cell(u, k)
         out.append(("true" if v else "false") if isinstance(v, bool) else v)
     return out

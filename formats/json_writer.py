@@ -92,7 +92,7 @@ class JsonWriter(FormStreamWriter):
     def _on_user(self, user) -> None:
         if self._users is None:
             self._users = _JsonArray(self.out, "users.json")
-        self._users.add({**{k: getattr(user, k) for k in USER_FIELDS}, "raw": user.raw})
+        self._users.add({**{k: getattr(user, k) for k in USER_FIELDS}, "extra": user.extra, "raw": user.raw})
 
     def _on_group(self, group) -> None:
         if self._groups is None:
@@ -156,7 +156,8 @@ class JsonWriter(FormStreamWriter):
                 rows.append({"index": row.index, "values": rv, "text": row.text})
             subforms[sf.name] = rows
         return {
-            "id": sub.id, "form_id": sub.form_id, "meta": sub.meta, "values": values, "text": sub.text,
+            "id": sub.id, "form_id": sub.form_id, "meta": sub.meta, "extra": sub.extra, "values": values,
+            "text": sub.text,
             "subforms": subforms,
             "media": [{"field": m.field, "subform": m.subform, "row": m.row, "name": m.name,
                        "path": relative(self.out.media_relpath(m, form.name), base_dir)} for m in sub.media],

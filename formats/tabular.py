@@ -3,7 +3,8 @@
 A *column plan* lists, for a form (or one of its sub-forms), the columns of its table in a stable
 order: the metadata columns first (``_id`` then every ``META_KEYS`` entry prefixed with ``_``, the
 way the service's flat records name them, so a field called ``email`` never collides with the
-submitter's e-mail), then one column per value field in definition order, headed by the field name.
+submitter's e-mail), then ``_extra`` (every other served key, ``model.extra_json``), then one
+column per value field in definition order, headed by the field name.
 Sub-form tables start with ``_submission_id`` and ``_row_index``. Headers are made unique (a field
 whose name collides with an earlier header gets ``~2``, ``~3``...).
 
@@ -28,17 +29,18 @@ from exporter.model import (
     SubformRow,
     Submission,
     Value,
+    extra_json,
 )
 
 # ---- columns -------------------------------------------------------------------------------
 
-META, VALUE, SUBMISSION_ID, ROW_INDEX = "meta", "value", "submission_id", "row_index"
+META, VALUE, SUBMISSION_ID, ROW_INDEX, EXTRA = "meta", "value", "submission_id", "row_index", "extra"
 
 
 @dataclass(frozen=True)
 class Column:
     header: str
-    source: str  # META | VALUE | SUBMISSION_ID | ROW_INDEX
+    source: str  # META | VALUE | SUBMISSION_ID | ROW_INDEX | EXTRA
     key: str  # meta key or field name
     field: FieldDef | None = None
 
@@ -65,6 +67,7 @@ def _unique(columns: list[Column]) -> list[Column]:
 def form_columns(form: Form) -> list[Column]:
     cols = [Column("_id", SUBMISSION_ID, "id")]
     cols += [Column("_" + k, META, k) for k in META_KEYS]
+    cols.append(Column("_extra", EXTRA, "extra"))
     cols += [Column(f.name, VALUE, f.name, f) for f in form.value_fields()]
     return _unique(cols)
 
@@ -174,6 +177,9 @@ def row_cells(columns: list[Column], sub: Submission, row: SubformRow | None = N
         elif c.source == META:
             v = sub.meta.get(c.key)
             yield c, v, v
+        elif c.source == EXTRA:
+            v = extra_json(sub.extra)
+            yield c, v, v
         else:
             yield c, values.get(c.key), texts.get(c.key)
 
@@ -235,6 +241,13 @@ def list_item_cells(item, levels: int, cols: int) -> list[str | None]:
 
 USER_FIELDS = ("id", "login", "first_name", "last_name", "email", "phone", "admin", "main_group_id",
                "create_time")
+#: the users table's columns: ``USER_FIELDS`` then ``_extra`` (every other served key, ``extra_json``)
+USER_COLUMNS = (*USER_FIELDS, "_extra")
+
+
+def user_cell(user, key: str) -> Any:
+    """One cell of the users table (``USER_COLUMNS``)."""
+    return extra_json(user.extra) if key == "_extra" else getattr(user, key)
 GROUP_FIELDS = ("id", "name", "parent_id")
 
 

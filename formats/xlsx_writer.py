@@ -43,7 +43,7 @@ from formats.tabular import (
     META,
     ROW_INDEX,
     SUBMISSION_ID,
-    USER_FIELDS,
+    USER_COLUMNS,
     Column,
     column_links,
     escape_forbidden,
@@ -55,6 +55,7 @@ from formats.tabular import (
     relative,
     row_cells,
     subform_columns,
+    user_cell,
 )
 
 EXCEL_MAX_ROWS = 1_048_576
@@ -332,8 +333,8 @@ class XlsxWriter(FormStreamWriter):
         self._open_people()
         self._people["users_book"].newest.add(user.create_time)
         self._people["users"].append(
-            [self._cell(getattr(user, k), getattr(user, k), "", f"user-{user.id}-{k}")
-             if k != "admin" else user.admin for k in USER_FIELDS])
+            [self._cell(user_cell(user, k), user_cell(user, k), "", f"user-{user.id}-{k}")
+             if k != "admin" else user.admin for k in USER_COLUMNS])
 
     def _on_group(self, group) -> None:
         self._open_people()
@@ -348,7 +349,7 @@ class XlsxWriter(FormStreamWriter):
         ub, gb = _Book(self.max_rows, self.max_links), _Book(self.max_rows, self.max_links)
         self._people = {
             "users_book": ub, "groups_book": gb,
-            "users": ub.sheet("users", list(USER_FIELDS)),
+            "users": ub.sheet("users", list(USER_COLUMNS)),
             "groups": gb.sheet("groups", list(GROUP_FIELDS)),
             "members": gb.sheet("members", ["group_id", "user_id", "role"]),
         }

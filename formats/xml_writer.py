@@ -24,7 +24,7 @@ from decimal import Decimal
 from importlib import resources
 from typing import IO
 
-from exporter.model import SUBFORM, FieldDef, Form, GeoPoint, Submission
+from exporter.model import SUBFORM, FieldDef, Form, GeoPoint, Submission, extra_json
 from formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
 from formats.tabular import decimal_text, media_links, relative
 
@@ -215,6 +215,9 @@ class XmlWriter(FormStreamWriter):
         for k, v in sub.meta.items():
             if v is not None:
                 x.element("meta", {"name": k}, v)
+        extra = extra_json(sub.extra)
+        if extra is not None:
+            x.element("extra", {}, extra)
         for f in form.fields:
             if f.kind == SUBFORM:
                 x.start("subform", {"name": f.name})

@@ -4,7 +4,9 @@ Layout (the README documents every column):
 
 * ``<form>``: one row per submission, ``submission_id`` primary key, the metadata columns, one
   column per field typed from the form definition (geoloc: ``<name>_lat`` + ``<name>_lon``),
-  ``unparsed_text`` (JSON of the original text of every value that its typed column cannot hold).
+  ``unparsed_text`` (JSON of the original text of every value that its typed column cannot hold),
+  ``_extra`` (every served key the model does not read, ``model.extra_json``; a field column never
+  starts with ``_``, so the name is free in every table).
 * ``<form>__<subform>``: one row per sub-form row, ``(submission_id, row_index)`` primary key,
   foreign key to the form table.
 * ``<table>_p2``, ``_p3``...: continuation tables when a table has more columns than the dialect
@@ -44,6 +46,7 @@ from exporter.model import (
     GeoPoint,
     Media,
     Submission,
+    extra_json,
 )
 
 from .capabilities import SqlProfile
@@ -152,7 +155,7 @@ def fixed_tables(md: sa.MetaData, profile: SqlProfile) -> dict[str, sa.Table]:
     t["users"] = sa.Table(
         "users", md, C("user_id", T("id"), primary_key=True), C("login", T("text")), C("first_name", T("text")),
         C("last_name", T("text")), C("email", T("text")), C("phone", T("text")), C("admin", T("boolean")),
-        C("main_group_id", T("text")), C("create_time", T("text")), **kw)
+        C("main_group_id", T("text")), C("create_time", T("text")), C("_extra", T("text")), **kw)
     t["user_groups"] = sa.Table(
         "user_groups", md, C("group_id", T("id"), primary_key=True), C("name", T("text")),
         C("parent_id", T("text")), **kw)
@@ -259,9 +262,10 @@ class TablePlan:
     subform: str  # "" for the form itself
     parts: list[str]
     key_columns: list[str]  # physical names: submission_id[, row_index]
-    fixed_columns: list[str]  # physical names on parts[0] besides keys (meta..., unparsed_text)
+    fixed_columns: list[str]  # physical names on parts[0] besides keys (meta..., unparsed_text[, _extra])
     meta_columns: dict[str, str]  # meta key -> physical column (form tables only)
     unparsed_column: str
+    extra_column: str | None = None  # ``_extra`` (form tables only)
     columns: list[ColumnPlan] = field(default_factory=list)
     new_parts: set[str] = field(default_factory=set)
 
@@ -310,7 +314,8 @@ def plan_form(form: Form, stored: list[dict], planner: NamePlanner, profile: Sql
     key = [planner.fixed("submission_id")]
     meta = {k: planner.fixed(k) for k in META_KEYS}
     unparsed = planner.fixed("unparsed_text")
-    main = TablePlan(form.id, "", main_parts, key, [*meta.values(), unparsed], meta, unparsed)
+    extra = planner.fixed("_extra")
+    main = TablePlan(form.id, "", main_parts, key, [*meta.values(), unparsed, extra], meta, unparsed, extra)
     if new_main:
         main.new_parts.add(main_parts[0])
     _plan_columns(main, [f for f in form.fields if f.has_value], cols_by_sub.get("", []), planner, profile,
@@ -433,6 +438,8 @@ def build_tables(md: sa.MetaData, tp: TablePlan, profile: SqlProfile, parent: Ta
             for mk, col in tp.meta_columns.items():
                 cols.append(sa.Column(col, sa_type("datetime" if mk in META_TIMES else "text", profile)))
             cols.append(sa.Column(tp.unparsed_column, sa_type("text", profile)))
+            if tp.extra_column is not None:
+                cols.append(sa.Column(tp.extra_column, sa_type("text", profile)))
         for c in tp.columns_of(part):
             cols.append(sa.Column(c.column, sa_type(c.sql_kind, profile)))
         if i > 0:
@@ -622,13 +629,14 @@ class _RowPlan:
 
 
 class _CompiledRows:
-    __slots__ = ("profile", "main", "meta", "subs")
+    __slots__ = ("profile", "main", "meta", "subs", "extra")
 
     def __init__(self, plan: FormPlan, profile: SqlProfile):
         conv = _Converter(profile)
         self.profile = profile
         self.main = _RowPlan(plan.main, conv)
         self.meta = tuple((mk, col, mk in META_TIMES) for mk, col in plan.main.meta_columns.items())
+        self.extra = plan.main.extra_column
         self.subs = tuple((name, _RowPlan(tp, conv)) for name, tp in plan.subforms.items())
 
 
@@ -692,6 +700,7 @@ def _submission_rows(comp: _CompiledRows, sid: str, sub: Submission
         for part, col, name, fn in main.cols:
             parent[part][col] = fn(values(name), texts(name), unparsed)
     first[main.unparsed] = _dumps(unparsed) if unparsed else None
+    first[comp.extra] = extra_json(sub.extra)
     children: dict[str, list[dict]] = {}
     sub_rows = sub.subforms
     for sf_name, tp in comp.subs:

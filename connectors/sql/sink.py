@@ -45,6 +45,7 @@ from exporter.model import (
     Media,
     Submission,
     User,
+    extra_json,
 )
 from exporter.naming import safe_filename, safe_join
 from exporter.retry import retry_call
@@ -747,7 +748,8 @@ class SqlSink:
         rows = [{"user_id": check_id(u.id, "user id", f"user {u.id}"), "login": u.login, "first_name": u.first_name,
                      "last_name": u.last_name, "email": u.email, "phone": u.phone,
                      "admin": int(u.admin) if self.profile.boolean_as_int else bool(u.admin),
-                     "main_group_id": u.main_group_id, "create_time": u.create_time} for u in users]
+                     "main_group_id": u.main_group_id, "create_time": u.create_time,
+                     "_extra": extra_json(u.extra)} for u in users]
         with self._op("table users"):
             self._loader.upsert(self._fixed["users"], "user_id", rows)
         self._count("user", len(rows))

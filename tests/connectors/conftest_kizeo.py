@@ -57,10 +57,19 @@ FORM_43 = {"id": "43", "name": "Relevé / compteur", "update_time": "2026-02-01 
 FORM_44 = {"id": "44", "name": "Vide", "fields": {"x": {"type": "text"}}}
 
 
+#: metadata keys the real service serves beyond what the model reads (``META_KEYS``): every
+#: destination keeps them in its ``_extra`` column / cell / element
+EXTRA_META = {"transform_status": "0", "pull_time": None, "contains_file": 1,
+              **{f"user_ref{i}": ("réf été" if i == 1 else "") for i in range(1, 21)},
+              **{f"update_user_ref{i}": "" for i in range(1, 21)},
+              **{f"recipient_user_ref{i}": "" for i in range(1, 21)},
+              "future_key": {"nested": [1, "deux", None], "flag": True}}
+
+
 def _meta(sid: str, form_id: str, n: int, create: str, update: str | None) -> dict:
     return {"id": sid, "record_number": str(n), "form_id": form_id, "user_id": "7",
             "create_time": create, "update_time": update, "answer_time": create, "direction": "",
-            "user_name": "Zoé Ünal", "first_name": "Zoé", "last_name": "Ünal", "login": "zoe"}
+            "user_name": "Zoé Ünal", "first_name": "Zoé", "last_name": "Ünal", "login": "zoe", **EXTRA_META}
 
 
 def _cell(value, ftype="text", **extra) -> dict:
@@ -105,6 +114,7 @@ def submissions_43() -> list[dict]:
               "fields": {"index": _cell("12345", "number"), "commentaire": _cell("ligne 1\nligne 2 — ok")}}
     flat = {"_id": "101", "_record_number": "2", "_form_id": "43", "_user_id": "7",
             "_create_time": "2026-02-03 08:00:00", "_update_time": "2026-02-03 09:00:00",
+            "_pull_time": "2026-02-04 00:00:00", "_user_ref1": "flat ref",
             "index": "12400", "commentaire": "relevé à plat"}
     return [nested, flat]
 
@@ -126,9 +136,12 @@ def _ctype(name: str) -> str:
     return "image/png" if name.endswith(".png") else "image/jpeg"
 
 
+#: user keys the real service serves beyond what the model reads (``USER_KEYS``)
+EXTRA_USER = {"is_admin": True, "store_validator": "1", **{f"user_ref{i}": ("Siège" if i == 2 else "") for i in range(1, 21)}}
+
 USERS = [
     {"id": "7", "login": "zoe", "first_name": "Zoé", "last_name": "Ünal", "email": "zoe@example.com",
-     "admin": "1", "main_group_id": "1"},
+     "admin": "1", "main_group_id": "1", **EXTRA_USER},
     {"id": "8", "login": "bob", "first_name": "Bob", "last_name": "O'Brien", "admin": "0", "main_group_id": "2"},
 ]
 GROUPS = [
