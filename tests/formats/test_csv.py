@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from exporter.errors import ConfigError
-from exporter.model import META_KEYS, GeoPoint
+from exporter.model import META_KEYS, GeoPoint, extra_json
 from formats.base import get_writer_class
 from formats.csv_writer import CsvWriter
 from formats.tabular import guard_formula
@@ -66,7 +66,7 @@ def test_form_table_round_trip(dataset, tmp_path):
     rows = _read(fdir / "submissions.csv")
     header, body = rows[0], rows[1:]
     fields = dataset.form.value_fields()
-    assert header == ["_id"] + ["_" + k for k in META_KEYS] + [f.name for f in fields]
+    assert header == ["_id"] + ["_" + k for k in META_KEYS] + ["_extra"] + [f.name for f in fields]
     assert len(body) == len(dataset.submissions)
     for row, sub in zip(body, dataset.submissions, strict=False):
         assert len(row) == len(header)
@@ -74,6 +74,7 @@ def test_form_table_round_trip(dataset, tmp_path):
         assert cells["_id"] == sub.id
         for k in META_KEYS:
             assert cells["_" + k] == _expected_cell(None, sub.meta[k])
+        assert cells["_extra"] == (extra_json(sub.extra) or "")
         for f in fields:
             want = _expected_cell(sub.values[f.name], sub.text[f.name])
             if f.kind == "media" and sub.values[f.name] is not None:

@@ -58,7 +58,7 @@ def test_workbook_round_trip(dataset, tmp_path):
     rows = _rows(ws)
     header = rows[0]
     fields = dataset.form.value_fields()
-    assert header == ["_id"] + ["_" + k for k in META_KEYS] + [f.name for f in fields]
+    assert header == ["_id"] + ["_" + k for k in META_KEYS] + ["_extra"] + [f.name for f in fields]
     assert ws["A1"].font.b
     for row, sub in zip(rows[1:], dataset.submissions, strict=True):
         cells = dict(zip(header, row, strict=True))
@@ -256,6 +256,6 @@ def test_link_cap_keeps_text_and_too_many_columns_is_a_clear_error(tmp_path):
     assert [bool(c.hyperlink) for c in cells] == [True, True, False, False]
 
     wide = parse_form({"id": "10", "name": "wide", "fields": {f"f{i}": {"type": "text"} for i in range(10)}})
-    with pytest.raises(FormatError, match="form 10.*33 columns"):
+    with pytest.raises(FormatError, match="form 10.*34 columns"):
         run_writer(_FewLinks, tmp_path / "w", {}, [wide])
     assert not list((tmp_path / "w").rglob("*.xlsx")) and not list((tmp_path / "w").rglob("*.partial"))
