@@ -5,8 +5,7 @@ Layout (the README documents every column):
 * ``<form>``: one row per submission, ``submission_id`` primary key, the metadata columns, one
   column per field typed from the form definition (geoloc: ``<name>_lat`` + ``<name>_lon``),
   ``unparsed_text`` (JSON of the original text of every value that its typed column cannot hold),
-  ``_extra`` (every served key the model does not read, ``model.extra_json``; a field column never
-  starts with ``_``, so the name is free in every table).
+  ``extra_keys`` (every served key the model does not read, ``model.extra_json``).
 * ``<form>__<subform>``: one row per sub-form row, ``(submission_id, row_index)`` primary key,
   foreign key to the form table.
 * ``<table>_p2``, ``_p3``...: continuation tables when a table has more columns than the dialect
@@ -155,7 +154,7 @@ def fixed_tables(md: sa.MetaData, profile: SqlProfile) -> dict[str, sa.Table]:
     t["users"] = sa.Table(
         "users", md, C("user_id", T("id"), primary_key=True), C("login", T("text")), C("first_name", T("text")),
         C("last_name", T("text")), C("email", T("text")), C("phone", T("text")), C("admin", T("boolean")),
-        C("main_group_id", T("text")), C("create_time", T("text")), C("_extra", T("text")), **kw)
+        C("main_group_id", T("text")), C("create_time", T("text")), C("extra_keys", T("text")), **kw)
     t["user_groups"] = sa.Table(
         "user_groups", md, C("group_id", T("id"), primary_key=True), C("name", T("text")),
         C("parent_id", T("text")), **kw)
@@ -262,10 +261,10 @@ class TablePlan:
     subform: str  # "" for the form itself
     parts: list[str]
     key_columns: list[str]  # physical names: submission_id[, row_index]
-    fixed_columns: list[str]  # physical names on parts[0] besides keys (meta..., unparsed_text[, _extra])
+    fixed_columns: list[str]  # physical names on parts[0] besides keys (meta..., unparsed_text[, extra_keys])
     meta_columns: dict[str, str]  # meta key -> physical column (form tables only)
     unparsed_column: str
-    extra_column: str | None = None  # ``_extra`` (form tables only)
+    extra_column: str | None = None  # ``extra_keys`` (form tables only)
     columns: list[ColumnPlan] = field(default_factory=list)
     new_parts: set[str] = field(default_factory=set)
 
@@ -314,7 +313,11 @@ def plan_form(form: Form, stored: list[dict], planner: NamePlanner, profile: Sql
     key = [planner.fixed("submission_id")]
     meta = {k: planner.fixed(k) for k in META_KEYS}
     unparsed = planner.fixed("unparsed_text")
-    extra = planner.fixed("_extra")
+    # a table made before ``extra_keys`` existed may hold a field column of that name: never reuse it
+    stored_cols = {(r["column_name"] or "").lower() for r in cols_by_sub.get("", [])}
+    extra = planner.fixed("extra_keys")
+    while extra.lower() in stored_cols:
+        extra = planner.fixed(extra + "_")
     main = TablePlan(form.id, "", main_parts, key, [*meta.values(), unparsed, extra], meta, unparsed, extra)
     if new_main:
         main.new_parts.add(main_parts[0])

@@ -749,7 +749,7 @@ class SqlSink:
                      "last_name": u.last_name, "email": u.email, "phone": u.phone,
                      "admin": int(u.admin) if self.profile.boolean_as_int else bool(u.admin),
                      "main_group_id": u.main_group_id, "create_time": u.create_time,
-                     "_extra": extra_json(u.extra)} for u in users]
+                     "extra_keys": extra_json(u.extra)} for u in users]
         with self._op("table users"):
             self._loader.upsert(self._fixed["users"], "user_id", rows)
         self._count("user", len(rows))

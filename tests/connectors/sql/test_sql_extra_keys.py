@@ -1,10 +1,11 @@
 """Every key the service sends is kept in SQL too (issue 16): the form table's and the users
-table's ``_extra`` column, on every backend (see ``tests/connectors/test_kizeo_extra_keys.py``)."""
+table's ``extra_keys`` column, on every backend (see ``tests/connectors/test_kizeo_extra_keys.py``)."""
 from __future__ import annotations
 
 import json
 
 import pytest
+import sqlalchemy as sa
 
 from tests.connectors.conftest_kizeo import serve
 from tests.connectors.test_kizeo_extra_keys import TRACE, WANT_EXTRA, WANT_USER_EXTRA, _export, _loads
@@ -17,6 +18,31 @@ def test_sql_keeps_every_key_the_service_sends(archive, db, tmp_path):
         _export(srv.base_url, "--to", db.url, *[a for k, v in db.options.items() for a in ("-o", f"{k}={str(v).lower()}")])
     table = next(t for t in db.tables() if t.startswith("nouveautes") and "__" not in t)
     rows = db.rows(table)
-    assert {r["submission_id"]: _loads(r["_extra"]) for r in rows} == WANT_EXTRA
+    assert {r["submission_id"]: _loads(r["extra_keys"]) for r in rows} == WANT_EXTRA
     assert json.loads(next(r for r in rows if r["submission_id"] == "500")["trace"]) == TRACE
-    assert {r["user_id"]: _loads(r["_extra"]) for r in db.rows("users")} == WANT_USER_EXTRA
+    assert {r["user_id"]: _loads(r["extra_keys"]) for r in db.rows("users")} == WANT_USER_EXTRA
+
+
+def test_a_field_called_extra_keys_keeps_its_column_and_the_extra_keys_theirs():
+    from connectors.sql.capabilities import profile_for
+    from connectors.sql.planner import NamePlanner
+    from connectors.sql.schema import FIXED_NAMES, build_tables, plan_form, submission_rows
+    from exporter.records import parse_form, parse_submission
+
+    profile = profile_for("sqlite")
+    form = parse_form({"id": "5", "name": "f", "fields": {"extra_keys": {"type": "text"}}})
+    sub = parse_submission(form, {"id": "1", "pull_time": "x", "fields": {"extra_keys": {"value": "v"}}})
+    # a new table: the field gets another column name
+    plan = plan_form(form, [], NamePlanner(profile), profile, set(FIXED_NAMES), "run")
+    row = next(iter(submission_rows(plan, sub, profile)[0].values()))
+    assert row["extra_keys"] == '{"pull_time":"x"}' and "v" in row.values()
+    # a table made before extra_keys existed, whose field column is called extra_keys: kept as is
+    stored = [{"object": "table", "subform": "", "position": 1, "table_name": "f_5"},
+              {"object": "column", "subform": "", "position": 1, "table_name": "f_5", "field_name": "extra_keys",
+               "part": "value", "sql_type": "text", "column_name": "extra_keys", "caption": "", "field_type": "text",
+               "field_kind": "text", "first_run": "old"}]
+    plan = plan_form(form, stored, NamePlanner(profile), profile, set(FIXED_NAMES), "run")
+    row = next(iter(submission_rows(plan, sub, profile)[0].values()))
+    assert row["extra_keys"] == "v" and row[plan.main.extra_column] == '{"pull_time":"x"}'
+    assert plan.main.extra_column != "extra_keys"
+    build_tables(sa.MetaData(), plan.main, profile, None)  # no duplicate column
