@@ -252,7 +252,8 @@ class Submission:
     media: tuple[MediaRef, ...] = ()
     raw: dict = field(default_factory=dict, repr=False)  # the record as served (either shape)
     #: every served key the model does not read (metadata beyond ``META_KEYS``, named as in the
-    #: nested shape; values of fields the definition does not know under ``"fields"``), unchanged
+    #: nested shape; values of fields the definition does not know under ``"fields"``, keys of
+    #: sub-form rows under ``"subforms"``: see ``records.parse_submission``), unchanged
     extra: dict = field(default_factory=dict, repr=False)
 
     kind = "submission"

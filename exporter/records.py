@@ -297,7 +297,7 @@ def _json_text(v: list | dict) -> str | None:
 class _ParsePlan:
     """What parsing a submission of one form definition needs, worked out once."""
 
-    __slots__ = ("fields", "top", "has_bool", "bools", "known_nested", "known_flat", "names")
+    __slots__ = ("fields", "top", "has_bool", "bools", "known_nested", "known_flat", "names", "row_names")
 
     def __init__(self, fields: tuple[FieldDef, ...]):
         self.fields = fields  # kept: the cache key is its identity
@@ -320,6 +320,7 @@ class _ParsePlan:
         self.has_bool = has_bool
         # the served keys the model reads; every other key goes to ``Submission.extra``
         self.names = frozenset(f.name for f in fields)
+        self.row_names = tuple((f.name, frozenset(c.name for c in f.children)) for f in fields if f.kind == SUBFORM)
         self.known_nested = frozenset(("id", "form_id", "fields", *META_KEYS))
         self.known_flat = frozenset(("_id", "_form_id", *_FLAT_META_KEYS,
                                      *(n for n in self.names if not n.startswith("_"))))
@@ -474,7 +475,9 @@ def parse_submission(form: Form, payload: dict) -> Submission:
 def _submission_extra(plan: _ParsePlan, payload: dict, cells: dict, flat: bool) -> dict:
     """Every served key of a submission the model does not read, named as in the nested shape
     (so both shapes give the same): metadata keys as served, values of fields the definition
-    does not know under ``"fields"`` (the value only, as the flat shape serves it)."""
+    does not know under ``"fields"`` (the value only, as the flat shape serves it), and the keys
+    of sub-form rows their sub-form does not know under ``"subforms"`` (sub-form -> row index ->
+    key -> value)."""
     extra: dict = {}
     unknown: dict = {}
     if flat:
@@ -496,6 +499,23 @@ def _submission_extra(plan: _ParsePlan, payload: dict, cells: dict, flat: bool) 
                 unknown[k] = cell.get("value") if isinstance(cell, dict) and "value" in cell else cell
     if unknown:
         extra["fields"] = unknown
+    rows_extra = {}
+    for name, known_cols in plan.row_names:
+        if flat and name.startswith("_"):
+            continue
+        cell = cells.get(name)
+        rows = cell.get("value") if isinstance(cell, dict) else cell
+        if not isinstance(rows, list):
+            continue
+        got = {}
+        for i, row in enumerate(rows):
+            if isinstance(row, dict) and not known_cols.issuperset(row):
+                got[str(i)] = {k: (c.get("value") if isinstance(c, dict) and "value" in c else c)
+                               for k, c in row.items() if k not in known_cols}
+        if got:
+            rows_extra[name] = got
+    if rows_extra:
+        extra["subforms"] = rows_extra
     return extra
 
 

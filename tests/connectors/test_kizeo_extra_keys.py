@@ -1,7 +1,8 @@
 """Every key the service sends is kept, in every destination (issue 16): submission metadata
 beyond ``META_KEYS`` (``_transform_status``, ``_pull_time``, ``_user_ref1..20``... and whatever
 a later API version adds), user keys beyond ``USER_KEYS`` (``is_admin``, ``store_validator``,
-``user_ref1..20``), values of fields the definition does not know, and structured values of a
+``user_ref1..20``), values of fields the definition does not know, keys of sub-form rows the sub-form does not
+know, and structured values of a
 field whose type the model does not know. Known keys are typed columns; the rest goes, unchanged,
 into one ``_extra`` JSON column (SQL) / cell (CSV, XLSX) / ``<extra>`` element (XML) / ``extra``
 object (JSON), read back from an archive replay the same."""
@@ -34,18 +35,19 @@ TRACE = {"points": [[1, 2], [3.5, -4]], "couleur": "bleu"}
 NESTED = {"id": "500", "record_number": "1", "form_id": "61", "user_id": "7",
           "create_time": "2026-05-01 08:00:00", "update_time": "2026-05-01 09:00:00", **EXTRA_META,
           "fields": {"titre": {"value": "Été"}, "trace": {"value": TRACE, "type": "drawing_v9"},
-                     "lignes": {"value": [{"forme": {"value": {"cube": 2}}}]},
+                     "lignes": {"value": [{"forme": {"value": {"cube": 2}}, "couleur": {"value": "rouge"}}]},
                      "ancien": {"value": "champ retiré", "type": "text"}}}
 FLAT = {"_id": "501", "_record_number": "2", "_form_id": "61", "_user_id": "7",
         "_create_time": "2026-05-02 08:00:00", "_update_time": "2026-05-02 09:00:00",
         "_pull_time": "2026-05-03 00:00:00", "_user_ref1": "à plat", "_v4_key": [1, 2],
-        "titre": "Plat", "trace": ["a", "b"], "lignes": [], "ancien": "aussi retiré"}
+        "titre": "Plat", "trace": ["a", "b"], "lignes": [{"forme": "x"}, {"forme": "y", "poids": 3}],
+        "ancien": "aussi retiré"}
 
 #: what the model reads of NESTED / FLAT goes to typed columns; the rest is this, as served
 WANT_EXTRA = {
-    "500": {**EXTRA_META, "fields": {"ancien": "champ retiré"}},
+    "500": {**EXTRA_META, "fields": {"ancien": "champ retiré"}, "subforms": {"lignes": {"0": {"couleur": "rouge"}}}},
     "501": {"pull_time": "2026-05-03 00:00:00", "user_ref1": "à plat", "v4_key": [1, 2],
-            "fields": {"ancien": "aussi retiré"}},
+            "fields": {"ancien": "aussi retiré"}, "subforms": {"lignes": {"1": {"poids": 3}}}},
 }
 WANT_USER_EXTRA = {"7": EXTRA_USER, "8": None}
 
@@ -147,3 +149,17 @@ def test_an_archive_replay_keeps_every_key(archive, tmp_path):
     _export(str(tmp_path / "copy"), "--to", str(tmp_path / "out"), "--format", "csv,xlsx,xml,json")
     _check_files(tmp_path / "out")
 
+
+
+def test_the_files_store_round_trips_the_extra_keys():
+    from connectors.files_store import decode_submission, encode_submission
+
+    form = parse_form(FORM)
+    for raw in (NESTED, FLAT):
+        sub = parse_submission(form, raw)
+        back = decode_submission(encode_submission(sub))
+        assert back.extra == sub.extra and back.extra
+        assert encode_submission(back) == encode_submission(sub)
+    # a store written before the extra keys were kept: read as none
+    old = json.loads(encode_submission(parse_submission(form, FLAT)))[:7]
+    assert decode_submission(json.dumps(old)).extra == {}
