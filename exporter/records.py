@@ -478,25 +478,17 @@ def _submission_extra(plan: _ParsePlan, payload: dict, cells: dict, flat: bool) 
     does not know under ``"fields"`` (the value only, as the flat shape serves it), and the keys
     of sub-form rows their sub-form does not know under ``"subforms"`` (sub-form -> row index ->
     key -> value)."""
-    extra: dict = {}
-    unknown: dict = {}
+    # set differences, then only the few unknown keys visited, in sorted order (deterministic)
     if flat:
-        known = plan.known_flat
-        for k, v in payload.items():
-            if k not in known:
-                if k.startswith("_"):
-                    extra[k[1:]] = v
-                else:
-                    unknown[k] = v
+        rest = sorted(payload.keys() - plan.known_flat)
+        extra = {k[1:]: payload[k] for k in rest if k[:1] == "_"}
+        unknown = {k: payload[k] for k in rest if k[:1] != "_"} if len(extra) < len(rest) else {}
     else:
-        known = plan.known_nested
-        for k, v in payload.items():
-            if k not in known:
-                extra[k] = v
-        names = plan.names
-        for k, cell in cells.items():
-            if k not in names:
-                unknown[k] = cell.get("value") if isinstance(cell, dict) and "value" in cell else cell
+        extra = {k: payload[k] for k in sorted(payload.keys() - plan.known_nested)}
+        unknown = {}
+        for k in sorted(cells.keys() - plan.names):
+            cell = cells[k]
+            unknown[k] = cell.get("value") if isinstance(cell, dict) and "value" in cell else cell
     if unknown:
         extra["fields"] = unknown
     rows_extra = {}
