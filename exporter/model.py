@@ -127,6 +127,8 @@ class Group:
     leaders: tuple[str, ...] = ()
     children: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict, repr=False)
+    #: every served key the fields above do not read, unchanged (see ``extra_json``)
+    extra: dict = field(default_factory=dict, repr=False)
 
     kind = "group"
 
@@ -224,6 +226,8 @@ META_KEYS = (
 #: served user keys the ``User`` fields read
 USER_KEYS = ("id", "login", "first_name", "last_name", "email", "phone", "admin", "main_group_id",
              "create_time")
+#: served group keys the ``Group`` fields read
+GROUP_KEYS = ("id", "name", "parent_group_id", "parent_id", "users", "leaders", "children")
 
 
 def extra_json(extra: dict) -> str | None:

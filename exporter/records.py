@@ -17,6 +17,7 @@ from .model import (
     DATE,
     DATETIME,
     GEOLOC,
+    GROUP_KEYS,
     LAYOUT,
     MEDIA,
     META_KEYS,
@@ -581,7 +582,7 @@ def parse_group(p: dict) -> Group:
     return Group(
         id=_s(p["id"]), name=_s(p.get("name")) or "", parent_id=parent if parent not in ("", "0") else None,
         users=_ids(p.get("users")), leaders=_ids(p.get("leaders")), children=_ids(p.get("children")),
-        raw=p,
+        raw=p, extra={k: v for k, v in p.items() if k not in GROUP_KEYS},
     )
 
 

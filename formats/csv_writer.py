@@ -29,12 +29,13 @@ from exporter.errors import ConfigError
 from exporter.model import FieldDef, Form, ListColumn, ListItem, Submission
 from formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
 from formats.tabular import (
-    GROUP_FIELDS,
+    GROUP_COLUMNS,
     ROW_INDEX,
     USER_COLUMNS,
     Column,
     column_links,
     form_columns,
+    group_cells,
     group_members,
     guard_formula,
     list_item_cells,
@@ -139,14 +140,14 @@ class CsvWriter(FormStreamWriter):
 
     def _on_group(self, group) -> None:
         self._open_people()
-        self._groups.write_text([group.id, group.name, group.parent_id])
+        self._groups.write_text(group_cells(group))
         for gid, uid, role in group_members(group):
             self._members.write_text([gid, uid, role])
 
     def _open_people(self) -> None:
         if self._users is None:
             self._users = self._file("users.csv", USER_COLUMNS)
-            self._groups = self._file("groups.csv", GROUP_FIELDS)
+            self._groups = self._file("groups.csv", GROUP_COLUMNS)
             self._members = self._file("group_members.csv", ("group_id", "user_id", "role"))
 
     def _on_list(self, lst) -> None:

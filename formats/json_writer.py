@@ -99,7 +99,7 @@ class JsonWriter(FormStreamWriter):
             self._groups = _JsonArray(self.out, "groups.json")
         self._groups.add({"id": group.id, "name": group.name, "parent_id": group.parent_id,
                           "users": list(group.users), "leaders": list(group.leaders),
-                          "children": list(group.children), "raw": group.raw})
+                          "children": list(group.children), "extra": group.extra, "raw": group.raw})
 
     def _on_list(self, lst) -> None:
         doc = {

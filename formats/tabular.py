@@ -249,6 +249,13 @@ def user_cell(user, key: str) -> Any:
     """One cell of the users table (``USER_COLUMNS``)."""
     return extra_json(user.extra) if key == "_extra" else getattr(user, key)
 GROUP_FIELDS = ("id", "name", "parent_id")
+#: the groups table's columns: ``GROUP_FIELDS`` then ``_extra``
+GROUP_COLUMNS = (*GROUP_FIELDS, "_extra")
+
+
+def group_cells(group) -> list:
+    """The cells of one group (``GROUP_COLUMNS``)."""
+    return [group.id, group.name, group.parent_id, extra_json(group.extra)]
 
 
 def group_members(group) -> Iterator[tuple[str, str, str]]:

@@ -39,7 +39,7 @@ from exporter.model import FieldDef, Form, GeoPoint, Submission
 from formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
 from formats.stable import DatedZip, Newest
 from formats.tabular import (
-    GROUP_FIELDS,
+    GROUP_COLUMNS,
     META,
     ROW_INDEX,
     SUBMISSION_ID,
@@ -48,6 +48,7 @@ from formats.tabular import (
     column_links,
     escape_forbidden,
     form_columns,
+    group_cells,
     group_members,
     list_item_cells,
     list_item_columns,
@@ -339,7 +340,7 @@ class XlsxWriter(FormStreamWriter):
     def _on_group(self, group) -> None:
         self._open_people()
         self._people["groups"].append([self._cell(v, v, "", f"group-{group.id}")
-                                       for v in (group.id, group.name, group.parent_id)])
+                                       for v in group_cells(group)])
         for member in group_members(group):
             self._people["members"].append([_Val(escape_forbidden(v), string=True) for v in member])
 
@@ -350,7 +351,7 @@ class XlsxWriter(FormStreamWriter):
         self._people = {
             "users_book": ub, "groups_book": gb,
             "users": ub.sheet("users", list(USER_COLUMNS)),
-            "groups": gb.sheet("groups", list(GROUP_FIELDS)),
+            "groups": gb.sheet("groups", list(GROUP_COLUMNS)),
             "members": gb.sheet("members", ["group_id", "user_id", "role"]),
         }
 

@@ -157,7 +157,7 @@ def fixed_tables(md: sa.MetaData, profile: SqlProfile) -> dict[str, sa.Table]:
         C("main_group_id", T("text")), C("create_time", T("text")), C("extra_keys", T("text")), **kw)
     t["user_groups"] = sa.Table(
         "user_groups", md, C("group_id", T("id"), primary_key=True), C("name", T("text")),
-        C("parent_id", T("text")), **kw)
+        C("parent_id", T("text")), C("extra_keys", T("text")), **kw)
     t["group_members"] = sa.Table(
         "group_members", md, C("group_id", T("id"), primary_key=True), C("user_id", T("id"), primary_key=True),
         C("role", T("short"), primary_key=True), **kw)

@@ -755,8 +755,8 @@ class SqlSink:
         self._count("user", len(rows))
 
     def _write_groups(self, groups: list[Group]) -> None:
-        rows = [{"group_id": check_id(g.id, "group id", f"group {g.id}"), "name": g.name, "parent_id": g.parent_id}
-                for g in groups]
+        rows = [{"group_id": check_id(g.id, "group id", f"group {g.id}"), "name": g.name, "parent_id": g.parent_id,
+                 "extra_keys": extra_json(g.extra)} for g in groups]
         members = []
         for g in {g.id: g for g in groups}.values():
             seen = set()

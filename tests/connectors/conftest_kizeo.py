@@ -144,8 +144,12 @@ USERS = [
      "admin": "1", "main_group_id": "1", **EXTRA_USER},
     {"id": "8", "login": "bob", "first_name": "Bob", "last_name": "O'Brien", "admin": "0", "main_group_id": "2"},
 ]
+#: group keys the model does not read (``GROUP_KEYS``)
+EXTRA_GROUP = {"level": 0, "group_ref1": "réf", "future_key": [1, {"a": None}]}
+
 GROUPS = [
-    {"id": "1", "name": "Siège", "parent_group_id": "0", "users": ["7"], "leaders": ["7"], "children": ["2"]},
+    {"id": "1", "name": "Siège", "parent_group_id": "0", "users": ["7"], "leaders": ["7"], "children": ["2"],
+     **EXTRA_GROUP},
     {"id": "2", "name": "Équipe A", "parent_group_id": "1", "users": ["8"], "leaders": [], "children": []},
 ]
 LISTS = [{"id": "900", "name": "Niveaux", "class": "", "update_time": "2026-01-01 00:00:00",

@@ -1,11 +1,11 @@
 """Every key the service sends is kept, in every destination (issue 16): submission metadata
 beyond ``META_KEYS`` (``_transform_status``, ``_pull_time``, ``_user_ref1..20``... and whatever
 a later API version adds), user keys beyond ``USER_KEYS`` (``is_admin``, ``store_validator``,
-``user_ref1..20``), values of fields the definition does not know, keys of sub-form rows the sub-form does not
-know, and structured values of a
-field whose type the model does not know. Known keys are typed columns; the rest goes, unchanged,
-into one ``_extra`` JSON column (SQL) / cell (CSV, XLSX) / ``<extra>`` element (XML) / ``extra``
-object (JSON), read back from an archive replay the same."""
+``user_ref1..20``), group keys beyond ``GROUP_KEYS``, values of fields the definition does not
+know, keys of sub-form rows the sub-form does not know, and structured values of a field whose
+type the model does not know. Known keys are typed columns; the rest goes, unchanged, into one
+JSON ``_extra`` cell (CSV, XLSX) / ``extra_keys`` column (SQL) / ``<extra>`` element (XML) /
+``extra`` object (JSON), read back from an archive replay the same."""
 from __future__ import annotations
 
 import csv
@@ -19,9 +19,9 @@ from connectors.archive import ArchiveSink
 from exporter.cli import cli
 from exporter.model import Account, Checkpoint
 from exporter.pipeline import new_run_id
-from exporter.records import parse_form, parse_submission, parse_user
+from exporter.records import parse_form, parse_group, parse_submission, parse_user
 from exporter.sinks import RunContext
-from tests.connectors.conftest_kizeo import EXTRA_META, EXTRA_USER, TOKEN, USERS, serve
+from tests.connectors.conftest_kizeo import EXTRA_GROUP, EXTRA_META, EXTRA_USER, GROUPS, TOKEN, USERS, serve
 
 pytestmark = pytest.mark.network
 
@@ -50,6 +50,7 @@ WANT_EXTRA = {
             "fields": {"ancien": "aussi retiré"}, "subforms": {"lignes": {"1": {"poids": 3}}}},
 }
 WANT_USER_EXTRA = {"7": EXTRA_USER, "8": None}
+WANT_GROUP_EXTRA = {"1": EXTRA_GROUP, "2": None}
 
 
 def _build(path: Path) -> Path:
@@ -57,6 +58,7 @@ def _build(path: Path) -> Path:
     sink.open(RunContext(run_id=new_run_id(), source="fixture"))
     sink.write([Account(source="fixture", raw={"source": "fixture"})])
     sink.write([parse_user(u) for u in USERS])
+    sink.write([parse_group(g) for g in GROUPS])
     form = parse_form(FORM)
     sink.write([form, parse_submission(form, NESTED), parse_submission(form, FLAT), Checkpoint(form.id, None)])
     sink.commit()
@@ -94,6 +96,7 @@ def test_parsing_keeps_every_unknown_key_whichever_the_shape():
     assert flat.text["trace"] == '["a","b"]'
     assert json.loads(nested.subforms["lignes"][0].text["forme"]) == {"cube": 2}
     assert parse_user(USERS[0]).extra == EXTRA_USER and parse_user(USERS[1]).extra == {}
+    assert parse_group(GROUPS[0]).extra == EXTRA_GROUP and parse_group(GROUPS[1]).extra == {}
 
 
 def _check_files(out: Path) -> None:
@@ -103,12 +106,18 @@ def _check_files(out: Path) -> None:
     assert json.loads(rows["500"]["trace"]) == TRACE
     with open(_one(out, "users.csv"), encoding="utf-8-sig", newline="") as fh:
         assert {r["id"]: _loads(r["_extra"]) for r in csv.DictReader(fh)} == WANT_USER_EXTRA
+    with open(_one(out, "groups.csv"), encoding="utf-8-sig", newline="") as fh:
+        assert {r["id"]: _loads(r["_extra"]) for r in csv.DictReader(fh)} == WANT_GROUP_EXTRA
 
     import openpyxl
 
     wb = openpyxl.load_workbook(_one(out, "users.xlsx"), read_only=True)
     header, *data = [list(r) + [None] * 40 for r in wb.worksheets[0].iter_rows(values_only=True)]
     assert {r[0]: _loads(r[header.index("_extra")]) for r in data} == WANT_USER_EXTRA
+    wb.close()
+    wb = openpyxl.load_workbook(_one(out, "groups.xlsx"), read_only=True)
+    header, *data = [list(r) + [None] * 40 for r in wb["groups"].iter_rows(values_only=True)]
+    assert {r[0]: _loads(r[header.index("_extra")]) for r in data} == WANT_GROUP_EXTRA
     wb.close()
 
     wb = openpyxl.load_workbook(_one(out, "submissions.xlsx"), read_only=True)
@@ -133,6 +142,9 @@ def _check_files(out: Path) -> None:
     users = json.loads(_one(out, "users.json").read_text(encoding="utf-8"))
     users = users if isinstance(users, list) else users["users"]
     assert {u["id"]: u["extra"] or None for u in users} == WANT_USER_EXTRA
+    groups = json.loads(_one(out, "groups.json").read_text(encoding="utf-8"))
+    groups = groups if isinstance(groups, list) else groups["groups"]
+    assert {g["id"]: g["extra"] or None for g in groups} == WANT_GROUP_EXTRA
 
 
 def test_files_keep_every_key_the_service_sends(archive, tmp_path):

@@ -8,7 +8,14 @@ import pytest
 import sqlalchemy as sa
 
 from tests.connectors.conftest_kizeo import serve
-from tests.connectors.test_kizeo_extra_keys import TRACE, WANT_EXTRA, WANT_USER_EXTRA, _export, _loads
+from tests.connectors.test_kizeo_extra_keys import (
+    TRACE,
+    WANT_EXTRA,
+    WANT_GROUP_EXTRA,
+    WANT_USER_EXTRA,
+    _export,
+    _loads,
+)
 from tests.connectors.test_kizeo_extra_keys import archive as archive  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.network
@@ -21,6 +28,7 @@ def test_sql_keeps_every_key_the_service_sends(archive, db, tmp_path):
     assert {r["submission_id"]: _loads(r["extra_keys"]) for r in rows} == WANT_EXTRA
     assert json.loads(next(r for r in rows if r["submission_id"] == "500")["trace"]) == TRACE
     assert {r["user_id"]: _loads(r["extra_keys"]) for r in db.rows("users")} == WANT_USER_EXTRA
+    assert {r["group_id"]: _loads(r["extra_keys"]) for r in db.rows("user_groups")} == WANT_GROUP_EXTRA
 
 
 def test_a_field_called_extra_keys_keeps_its_column_and_the_extra_keys_theirs():
