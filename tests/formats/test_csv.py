@@ -216,8 +216,8 @@ def test_users_groups_lists(dataset, tmp_path):
     assert users[0][:3] == ["id", "login", "first_name"]
     assert users[1][:2] == ["11", "jdupont"] and users[1][6] == "true"
     assert users[2][1] == "'=HYPERLINK(\"x\")"
-    assert _read(tmp_path / "groups.csv") == [["id", "name", "parent_id"], ["5", "Équipe ../ Nord", ""],
-                                             ["6", "'=Sud", "5"]]
+    assert _read(tmp_path / "groups.csv") == [["id", "name", "parent_id", "_extra"], ["5", "Équipe ../ Nord", "", ""],
+                                             ["6", "'=Sud", "5", ""]]
     assert _read(tmp_path / "group_members.csv") == [["group_id", "user_id", "role"], ["5", "11", "member"],
                                                     ["5", "12", "member"], ["5", "11", "leader"]]
     (txt,) = (tmp_path / "lists").glob("77-*.txt")

@@ -227,7 +227,8 @@ def test_users_groups_lists(dataset, tmp_path):
     assert users[0][:2] == ["id", "login"]
     assert users[1][6] is True and users[2][1] == '=HYPERLINK("x")'
     gwb = load_workbook(tmp_path / "groups.xlsx")
-    assert _rows(gwb["groups"])[1:] == [["5", "Équipe ../ Nord", None], ["6", "=Sud", "5"]]
+    assert _rows(gwb["groups"]) == [["id", "name", "parent_id", "_extra"], ["5", "Équipe ../ Nord", None, None],
+                                    ["6", "=Sud", "5", None]]
     assert _rows(gwb["members"])[1:] == [["5", "11", "member"], ["5", "12", "member"], ["5", "11", "leader"]]
     (lx,) = (tmp_path / "lists").glob("77-*.xlsx")
     rows = _rows(load_workbook(lx).active)
