@@ -173,6 +173,11 @@ class FilesSink:
                     store.checkpoint(record.form_id, record.cursor, prune=self._prune)
             elif kind == "account":
                 self._account = record
+                if store is not None:  # what every aggregate says of the account: all again when it changed
+                    said = json.dumps([record.source, record.timezone, record.exported_at])
+                    if store.meta("account") != said:
+                        store.mark_all_dirty()
+                        store.set_meta("account", said)
             for w in self.writers:
                 self._feed(w, record)
             if self.delta_writers and (kind == "account" or changed):
@@ -288,9 +293,11 @@ class FilesSink:
         renamed into place (an unchanged file is left as it is), then the form is marked clean."""
         store = self.store
         out = OutputDir(self.root, run_id=self.out.run_id, incremental=False,
-                        max_name_bytes=self.capabilities.max_name_length or 255, track_published=False,
+                        max_name_bytes=self.capabilities.max_name_length or 255, track_published=True,
                         keep_unchanged=True)
+        store.mark_missing(self.root)  # a file removed by hand is written again
         for fid in store.dirty_forms():
+            out.published.clear()
             writers = [make_writer(key, out, self._opts, records=False) for key in self._aggregate_keys]
             ok = False
             try:
@@ -312,8 +319,9 @@ class FilesSink:
                     for w in writers:
                         w.close(False)
                     out.discard_all()
+            files = out.pending_relpaths()
             out.publish_all()
-            store.mark_clean(fid)
+            store.mark_clean(fid, [p.as_posix() for p in [*files, *out.published]])
             log.info("form %s: aggregates rebuilt from %d stored submissions", fid, n)
 
 

@@ -22,7 +22,7 @@ import contextlib
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -280,9 +280,19 @@ class FormStore:
         finally:
             cur.close()
 
-    def mark_clean(self, form_id: str) -> None:
-        """The form's aggregates are published: clear its mark, durably."""
+    def mark_clean(self, form_id: str, files: Iterable[str] = ()) -> None:
+        """The form's aggregates are published as ``files`` (paths relative to the output
+        folder): remember them, and clear its mark, durably."""
+        self.set_meta(f"files {form_id}", _json(sorted(set(files))))
         self.db.execute("UPDATE forms SET dirty = 0 WHERE form_id = ?", (form_id,))
+
+    def mark_missing(self, root: Path) -> None:
+        """Mark dirty each clean form one of whose published files is gone (removed by hand)."""
+        rows = self.db.execute("SELECT f.form_id, m.value FROM forms f JOIN meta m ON m.key = 'files ' || f.form_id "
+                               "WHERE f.dirty = 0").fetchall()
+        for form_id, files in rows:
+            if not all((root / rel).is_file() for rel in json.loads(files)):
+                self.db.execute("UPDATE forms SET dirty = 1 WHERE form_id = ?", (form_id,))
 
     def close(self) -> None:
         """Roll back what is not committed; a store this run made and never committed is removed."""

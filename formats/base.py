@@ -148,6 +148,10 @@ class OutputDir:
         if pf.publish(self.keep_unchanged):
             self._published(p)
 
+    def pending_relpaths(self) -> list[Path]:
+        """The files ``publish_all`` would publish, relative to the root."""
+        return [self._rel(p) for p in self._pending]
+
     def publish_all(self) -> None:
         for p in list(self._pending):
             pf = self._pending[p]

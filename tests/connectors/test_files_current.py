@@ -2,6 +2,8 @@
 edits replace rows, new submissions are added, the result equals a fresh full export of the same
 data, a run that changes nothing writes nothing, per-run deltas only on request."""
 import copy
+import json
+import shutil
 
 import openpyxl
 from click.testing import CliRunner
@@ -223,3 +225,32 @@ def test_a_bad_deltas_value_is_refused_before_anything_is_created(sample_archive
                                  "-o", "deltas=maybe"])
     assert r.exit_code == 2 and "deltas" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_an_aggregate_removed_by_hand_comes_back_on_the_next_run(sample_archive, tmp_path):
+    out = tmp_path / "out"
+    run(ArchiveSource(sample_archive), [FilesSink(out)], ctx(formats=("json", "csv", "xml")))
+    (out / FORM / "submissions.csv").unlink()
+    (out / FORM / "subform-defauts.csv").unlink()
+    (out / "exporter-forms.xsd").unlink()
+    kept = stamps(out)
+    run(ArchiveSource(sample_archive, mode="cursor"), [FilesSink(out)], ctx("cursor", ("json", "csv", "xml")))
+    assert (out / FORM / "submissions.csv").is_file() and (out / FORM / "subform-defauts.csv").is_file()
+    assert (out / "exporter-forms.xsd").is_file()
+    after = stamps(out)
+    assert {k for k in kept if kept[k] != after[k]} <= {STORE_PATH}  # no other file rewritten
+
+
+def test_an_account_changed_since_the_last_run_is_in_every_aggregate(sample_archive, tmp_path):
+    # the same data re-exported from a newer snapshot: a fresh export would carry its exported_at
+    out, ref, newer = tmp_path / "out", tmp_path / "ref", tmp_path / "newer"
+    shutil.copytree(sample_archive, newer)
+    manifest = newer / "manifest.json"
+    data = json.loads(manifest.read_text("utf-8"))
+    data["exported_at"] = "2031-01-01T00:00:00Z"
+    manifest.write_text(json.dumps(data), "utf-8")
+    run(ArchiveSource(sample_archive), [FilesSink(out)], ctx(formats=("xml",)))
+    run(ArchiveSource(newer), [FilesSink(out)], ctx(formats=("xml",)))
+    run(ArchiveSource(newer), [FilesSink(ref)], ctx(formats=("xml",)))
+    assert 'exported_at="2031-01-01T00:00:00Z"' in (out / FORM / "submissions.xml").read_text("utf-8")
+    assert aggregates(out) == aggregates(ref)
