@@ -35,7 +35,7 @@ from typing import Sequence
 from connectors.files_store import STORE_PATH, FormStore
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, FormatError, SinkError, os_error_text
-from exporter.fsutil import atomic_write, claim, file_digest, release
+from exporter.fsutil import atomic_write, claim, file_digest, live_claim, release
 from exporter.model import Media, counted_bytes
 from exporter.sinks import RunContext, SinkStats
 from formats.base import OutputDir, get_writer_class, make_writer
@@ -105,6 +105,13 @@ class FilesSink:
             self._marker = claim(self.root)
         except OSError as e:
             raise SinkError(os_error_text(e, f"write in {self.root}")) from None
+        other = live_claim(self.root, self._marker)
+        if other is not None:  # two runs would fight over the store and the aggregates
+            release(self._marker)
+            self._marker = None
+            self._remove_created()
+            raise SinkError(f"another export (process {other.partition('.')[0]}) is writing into {self.root}; "
+                            "run one export per folder at a time")
         try:
             self.out = OutputDir(self.root, run_id=ctx.run_id, incremental=incremental,
                                  max_name_bytes=self.capabilities.max_name_length or 255, durable_each=False,

@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -149,6 +150,23 @@ def claim(root: Path) -> Path:
     with open(marker, "x", encoding="utf-8") as fh:
         fh.write(owner.owner() + "\n")
     return marker
+
+
+def live_claim(root: Path, mine: Path) -> str | None:
+    """The owner of another run of this host that marked ``root`` and still runs, if any (a
+    marker of another host cannot be told alive or dead, so it never counts)."""
+    try:
+        markers = [p for p in root.iterdir() if p.name.startswith(MARKER_PREFIX) and p != mine]
+    except OSError:
+        return None
+    for m in markers:
+        try:
+            text = m.read_text("utf-8").strip()
+        except OSError:
+            continue
+        if text.rpartition("@")[2] == socket.gethostname() and not owner.is_dead(text):
+            return text
+    return None
 
 
 def release(marker: Path) -> None:

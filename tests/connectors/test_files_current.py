@@ -4,6 +4,8 @@ data, a run that changes nothing writes nothing, per-run deltas only on request.
 import copy
 import json
 import shutil
+import subprocess
+import sys
 
 import openpyxl
 from click.testing import CliRunner
@@ -254,3 +256,23 @@ def test_an_account_changed_since_the_last_run_is_in_every_aggregate(sample_arch
     run(ArchiveSource(newer), [FilesSink(ref)], ctx(formats=("xml",)))
     assert 'exported_at="2031-01-01T00:00:00Z"' in (out / FORM / "submissions.xml").read_text("utf-8")
     assert aggregates(out) == aggregates(ref)
+
+
+def test_a_second_export_into_a_folder_being_written_is_refused_in_one_line(sample_archive, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(  # another live run writing into the folder
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from exporter.fsutil import claim; "
+         "claim(Path(sys.argv[1])); print('ready', flush=True); time.sleep(60)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        r = CliRunner().invoke(cli, ["-q", "export", "-s", str(sample_archive), "--to", str(out), "--format", FORMATS])
+        assert r.exit_code == 1, r.output
+        assert "another export" in r.output and str(holder.pid) in r.output and len(r.output.strip().splitlines()) == 1
+        assert [p.name for p in out.iterdir() if not p.name.startswith(".exporter-run.")] == []  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    r = CliRunner().invoke(cli, ["-q", "export", "-s", str(sample_archive), "--to", str(out), "--format", FORMATS])
+    assert r.exit_code == 0, r.output  # the holder is dead: its marker is swept
