@@ -11,7 +11,8 @@ LABELS: dict[str, dict[str, str]] = {
         "lang": "en", "yes": "Yes", "no": "No", "submission": "Submission", "form": "Form", "id": "Submission id",
         "record": "Record", "rows_one": "row", "rows_other": "rows", "no_rows": "No rows.", "row": "Row",
         "missing": "not exported", "unreadable": "image could not be read",
-        "too_large": "image too large to embed", "bytes": "bytes", "kB": "kB", "MB": "MB", "decimal_point": ".",
+        "too_large": "image too large to embed", "bytes_one": "byte", "bytes_other": "bytes",
+        "kB": "kB", "MB": "MB", "decimal_point": ".",
         "contents": "Contents", "page": "page", "submissions": "Submissions", "source": "Source",
         "exported_at": "Exported at", "timezone": "Times are local to", "note": "Note",
         "see_note": "see note", "no_submissions": "No submissions.", "part": "part",
@@ -27,7 +28,7 @@ LABELS: dict[str, dict[str, str]] = {
         "lang": "fr", "yes": "Oui", "no": "Non", "submission": "Saisie", "form": "Formulaire", "id": "Id de la saisie",
         "record": "Saisie", "rows_one": "ligne", "rows_other": "lignes", "no_rows": "Aucune ligne.", "row": "Ligne",
         "missing": "non exporté", "unreadable": "image illisible",
-        "too_large": "image trop grande pour être insérée", "bytes": "octets", "kB": "ko", "MB": "Mo",
+        "too_large": "image trop grande pour être insérée", "bytes_one": "octet", "bytes_other": "octets", "kB": "ko", "MB": "Mo",
         "decimal_point": ",",
         "contents": "Sommaire", "page": "page", "submissions": "Saisies", "source": "Source",
         "exported_at": "Exporté le", "timezone": "Heures locales de", "note": "Note",
@@ -120,11 +121,11 @@ def text_language(texts: list[str]) -> str | None:
 
 
 def file_size(size: int | None, labels: dict[str, str]) -> str:
-    """``28 bytes``, ``2.7 kB``, ``1.2 MB`` (in the labels' language: ``2,7 ko``)."""
+    """``1 byte``, ``28 bytes``, ``2.7 kB``, ``1.2 MB`` (in the labels' language: ``0 octet``, ``2,7 ko``)."""
     if size is None:
         return ""
     if size < 1000:
-        return f"{size} {labels['bytes']}"
+        return counted(size, "bytes", labels)
     value, unit = (size / 1e3, labels["kB"]) if size < 1e6 else (size / 1e6, labels["MB"])
     return f"{value:.1f}".replace(".", labels["decimal_point"]) + f" {unit}"
 

@@ -15,7 +15,7 @@ from exporter.model import Account
 from exporter.records import parse_form
 from formats.base import OutputDir
 from formats.docx_writer import DocxWriter
-from formats.labels import LABELS, counted, form_language, text_language
+from formats.labels import LABELS, counted, file_size, form_language, text_language
 from formats.pdf_writer import PdfWriter
 from formats.report import ReportOptions
 from tests.formats.conftest import RAW_FORM, build_dataset, run_writer
@@ -104,3 +104,11 @@ def test_demo_report_reads_french(sample_archive, tmp_path):
     assert "Produits livrés (1 ligne)" in paras
     kv = {r.cells[0].text: r.cells[1].text for t in doc.tables for r in t.rows if len(r.cells) == 2}
     assert kv["Livraison complète"] in ("Oui", "Non") and "Id de la saisie" in kv
+
+
+@pytest.mark.parametrize(("lang", "size", "text"), [
+    ("en", 0, "0 bytes"), ("en", 1, "1 byte"), ("en", 999, "999 bytes"), ("en", 2700, "2.7 kB"),
+    ("fr", 0, "0 octet"), ("fr", 1, "1 octet"), ("fr", 2, "2 octets"), ("fr", 2700, "2,7 ko"),
+])
+def test_media_sizes_agree_with_their_number(lang, size, text):
+    assert file_size(size, LABELS[lang]) == text
