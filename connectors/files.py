@@ -166,6 +166,7 @@ class FilesSink:
             if kind == "form":
                 self._forms[record.id] = record.name
                 if store is not None:
+                    self._follow_rename(store.form_name(record.id), record)
                     store.put_form(record)
                     self._delta_form = record
             elif kind == "submission":
@@ -190,6 +191,21 @@ class FilesSink:
             if self.delta_writers and (kind == "account" or changed):
                 self._delta(record)
             self.stats.add(kind)
+
+    def _follow_rename(self, old_name: str | None, form) -> None:
+        """A form renamed on the service: its folder (per-submission files, media, reports) takes
+        the new name, so the aggregates built for it still lead to its media, and no stale copy
+        stays under the old name."""
+        if old_name is None or old_name == form.name:
+            return
+        src, dst = self.root / self.out.form_dir(form.id, old_name), self.root / self.out.form_dir(form)
+        if src == dst or not src.is_dir() or dst.exists():
+            return
+        try:
+            os.rename(src, dst)
+        except OSError as e:
+            raise SinkError(os_error_text(e, f"rename {src} to {dst.name}")) from None
+        log.info("form %s was renamed: %s moved to %s", form.id, src.name, dst.name)
 
     @staticmethod
     def _feed(w, record) -> None:

@@ -271,6 +271,11 @@ class FormStore:
         (definition,) = self.db.execute("SELECT definition FROM forms WHERE form_id = ?", (form_id,)).fetchone()
         return decode_form(definition)
 
+    def form_name(self, form_id: str) -> str | None:
+        """The stored form's name (None for a form not stored yet)."""
+        row = self.db.execute("SELECT definition FROM forms WHERE form_id = ?", (form_id,)).fetchone()
+        return decode_form(row[0]).name if row else None
+
     def submissions(self, form_id: str) -> Iterator[Submission]:
         """The form's submissions, one at a time, in ``sort_key`` order."""
         cur = self.db.execute("SELECT doc FROM submissions WHERE form_id = ? ORDER BY sort_key", (form_id,))

@@ -2,6 +2,7 @@
 edits replace rows, new submissions are added, the result equals a fresh full export of the same
 data, a run that changes nothing writes nothing, per-run deltas only on request."""
 import copy
+import hashlib
 import json
 import shutil
 import subprocess
@@ -276,3 +277,31 @@ def test_a_second_export_into_a_folder_being_written_is_refused_in_one_line(samp
         holder.wait()
     r = CliRunner().invoke(cli, ["-q", "export", "-s", str(sample_archive), "--to", str(out), "--format", FORMATS])
     assert r.exit_code == 0, r.output  # the holder is dead: its marker is swept
+
+
+def renamed_copy(archive, dest, form_id, old, new):
+    """A copy of ``archive`` where form ``form_id`` is called ``new`` (its manifest kept true)."""
+    shutil.copytree(archive, dest)
+    manifest = json.loads((dest / "manifest.json").read_text("utf-8"))
+    for rel in ("forms.jsonl", f"forms/{form_id}/form.json"):
+        p = dest / rel
+        p.write_text(p.read_text("utf-8").replace(old, new), "utf-8")
+        if rel in manifest["files"]:
+            data = p.read_bytes()
+            manifest["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    (dest / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    return dest
+
+
+def test_a_form_renamed_on_the_service_takes_its_folder_along(sample_archive, tmp_path):
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    renamed = renamed_copy(sample_archive, tmp_path / "renamed", "1001", "Inspection de chantier", "Inspections")
+    run(ArchiveSource(sample_archive), [FilesSink(out)], ctx())
+    run(ArchiveSource(renamed, mode="cursor"), [FilesSink(out)], ctx("cursor"))
+    run(ArchiveSource(renamed), [FilesSink(ref)], ctx())
+    assert not (out / FORM).exists()  # no stale copy of the form under its old name
+    new = "forms/1001-Inspections"
+    assert aggregates(out) == aggregates(ref)
+    files = sorted(p.relative_to(ref).as_posix() for p in (ref / new).rglob("*") if p.is_file())
+    assert any("/media/" in f for f in files) and any("/submissions/" in f for f in files)
+    assert sorted(p.relative_to(out).as_posix() for p in (out / new).rglob("*") if p.is_file()) == files
