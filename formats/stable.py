@@ -20,6 +20,8 @@ from typing import IO
 
 #: the time of a file that holds no dated data: the earliest a ZIP entry can carry
 EPOCH = dt.datetime(1980, 1, 1)
+#: the latest a ZIP entry can carry (a later data time, e.g. a "9999-12-31" placeholder, dates it so)
+ZIP_LATEST = dt.datetime(2107, 12, 31, 23, 59, 58)
 _TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2}))?)?")
 
 
@@ -66,7 +68,7 @@ class DatedZip(zipfile.ZipFile):
 
     def __init__(self, file, when: dt.datetime):
         super().__init__(file, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
-        self.when = when.timetuple()[:6]
+        self.when = min(when, ZIP_LATEST).timetuple()[:6]
 
     def dated_info(self, name: str, like: zipfile.ZipInfo | None = None) -> zipfile.ZipInfo:
         """An entry named ``name`` dated ``when`` (compressed like ``like`` when given)."""

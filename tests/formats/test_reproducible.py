@@ -13,7 +13,8 @@ from exporter.cli import cli
 from formats.docx_writer import DocxWriter
 from formats.pdf_writer import PdfWriter
 from formats.stable import EPOCH, newest
-from tests.formats.conftest import run_writer
+from formats.xlsx_writer import XlsxWriter
+from tests.formats.conftest import build_dataset, run_writer
 from tests.formats.report_fixtures import image_dataset
 
 FORMATS = ("json", "csv", "xlsx", "xml", "docx", "pdf")
@@ -87,3 +88,19 @@ def test_exporting_the_same_account_twice_from_the_web_service_gives_identical_f
     a, b = outs
     assert any(k.endswith(".xml") for k in a) and any(k.endswith(".docx") for k in a)
     assert _differ(a, b) == []
+
+
+@pytest.mark.parametrize("cls", [DocxWriter, XlsxWriter])
+def test_a_time_past_what_a_zip_can_date_still_writes_the_file(tmp_path, cls):
+    # a placeholder update time ("9999-12-31"): ZIP entries can be dated up to 2107 only
+    ds = build_dataset()
+    ds.submissions[0].meta["update_time"] = "9999-12-31 23:59:59"
+    run_writer(cls, tmp_path, {}, ds.records())
+    sid = ds.submissions[0].id
+    paths = [p for p in tmp_path.rglob(f"*.{cls.key}") if p.name in (f"{sid}.docx", "submissions.xlsx")]
+    years = set()
+    for path in paths:
+        with zipfile.ZipFile(path) as z:
+            assert z.testzip() is None
+            years.add(max(i.date_time for i in z.infolist())[0])
+    assert 2107 in years  # the latest date a ZIP entry can carry
