@@ -388,8 +388,10 @@ class SqlSink:
                                                       mode=ctx.mode, status="running", forms=0, submissions=0,
                                                       media=0, counts="{}", owner=owner.owner()))
                     self._commit_tx()
-        except BaseException:
+        except BaseException as e:
             self._rollback()  # the pipeline closes only the sinks that opened: leave no lock nor transaction
+            if self._failure is None:  # a run's row committed already says why it ended
+                self.note_failure(run_status(e), mask(one_line(e)))
             with contextlib.suppress(Exception):
                 self.close(False)  # and no connection, nor a database file this run created
             raise

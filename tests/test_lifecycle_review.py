@@ -1,0 +1,41 @@
+"""Life-cycle corners found in review: a run stopped at the edges of its steps."""
+from __future__ import annotations
+
+import signal
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+
+from connectors.sql.sink import SqlSink
+from exporter.cli import cli
+from exporter.errors import Interrupted
+
+
+@pytest.mark.parametrize(("error", "status", "code"), [
+    (RuntimeError("injected right after the run's row"), "failed", 1),
+    (Interrupted(signal.SIGTERM), "interrupted", 143),
+])
+def test_a_run_stopped_right_after_its_row_is_committed_records_why(error, status, code, sample_archive, tmp_path,
+                                                                    monkeypatch):
+    db = tmp_path / "x.db"
+    args = ["-q", "export", "-s", str(sample_archive), "--to", f"sqlite:///{db}", "--form", "1001"]
+    assert CliRunner().invoke(cli, args, catch_exceptions=False).exit_code == 0
+    orig = SqlSink._commit_tx
+
+    def commit_tx(self):
+        orig(self)
+        if self._ctx is not None:
+            with sqlite3.connect(db) as con:
+                row = con.execute("SELECT status FROM runs WHERE run_id = ?", (self._ctx.run_id,)).fetchone()
+            if row == ("running",):  # the signal comes as the COMMIT of the run's row returns
+                raise error
+    monkeypatch.setattr(SqlSink, "_commit_tx", commit_tx)
+    r = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert r.exit_code == code, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT status, message FROM runs ORDER BY run_id").fetchall()
+    assert rows[0] == ("ok", None)
+    assert rows[1][0] == status and rows[1][1] and rows[1][1] in lines[0], rows
