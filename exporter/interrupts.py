@@ -55,3 +55,16 @@ def deferred() -> Iterator[None]:
         if not _state["depth"] and signum is not None and not _state["raised"]:
             _state["pending"], _state["raised"] = None, True
             raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """The clean-up of a run that failed already: a stop signal arriving meanwhile is ignored, as a
+    second one is (``_handler``), so the clean-up runs to its end and the first error is the one
+    reported. Without ``install()`` it does nothing."""
+    before = _state["raised"]
+    _state["raised"] = True
+    try:
+        yield
+    finally:
+        _state["raised"] = before

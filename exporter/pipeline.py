@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from .errors import ExporterError, SinkError, one_line, run_status
+from .interrupts import shielded
 from .model import Record, counted_bytes
 from .secrets import mask
 from .sinks import RunContext, StatefulSink
@@ -142,6 +143,7 @@ def run(
     start = time.monotonic()
     opened: list = []
     current: str | None = None
+    source_open = True
     try:
         # a source that can say it is reachable and its token accepted says so before any sink
         # creates anything (a refused run leaves no empty folder nor empty database)
@@ -177,18 +179,18 @@ def run(
                 progress.update(summary, current)
         if before_close is not None:
             before_close(summary)
+        source_open = False  # a stop signal while it closes: the sinks still roll back (below)
+        _close_source(source)
     except BaseException as e:
         summary.status = run_status(e)
-        close_failed(opened, e)
+        with shielded():  # a stop signal now neither cuts the clean-up short nor hides ``e``
+            close_failed(opened, e)
+            if source_open:
+                _close_source(source)
         if progress:  # a live display is taken down before the error is printed
             with contextlib.suppress(Exception):
                 progress.done(summary)
         raise
-    finally:
-        try:
-            source.close()
-        except Exception as e:  # noqa: BLE001
-            log.debug("closing the source: %s", e)
     first_error: BaseException | None = None
     for i, s in enumerate(opened):
         try:
@@ -205,6 +207,13 @@ def run(
     if first_error:
         raise first_error
     return summary
+
+
+def _close_source(source: Source) -> None:
+    try:
+        source.close()
+    except Exception as e:  # noqa: BLE001
+        log.debug("closing the source: %s", e)
 
 
 def close_failed(sinks: Sequence, error: BaseException) -> None:
