@@ -108,10 +108,16 @@ class Interrupted(BaseException):
     """The process was asked to stop (SIGTERM, SIGHUP, SIGINT): raised in the main thread, so the
     run rolls back and removes its temporary files on its way out. Exit code 128 + signal."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int | str):
+        import re
         import signal
 
-        self.signum = signum
+        if not isinstance(signum, int):
+            # a library that re-raises ``type(e)(its text + ours)`` (reportlab) passes our text:
+            # the signal named last in it is the one
+            names = re.findall(r"\bSIG[A-Z]+\b", str(signum))
+            signum = getattr(signal, names[-1], signal.SIGTERM) if names else signal.SIGTERM
+        self.signum = int(signum)
         try:
             self.signal_name = signal.Signals(signum).name
         except ValueError:

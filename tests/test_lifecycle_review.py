@@ -39,3 +39,22 @@ def test_a_run_stopped_right_after_its_row_is_committed_records_why(error, statu
         rows = con.execute("SELECT status, message FROM runs ORDER BY run_id").fetchall()
     assert rows[0] == ("ok", None)
     assert rows[1][0] == status and rows[1][1] and rows[1][1] in lines[0], rows
+
+
+def test_a_stop_signal_rebuilt_by_a_library_keeps_its_signal_and_one_line():
+    """reportlab re-raises an error from inside a flowable as ``type(e)(text)`` (annotateException):
+    a SIGTERM landing in a PDF's layout came back as Interrupted("...interrupted by SIGTERM") and
+    the CLI died on ``128 + str`` with a traceback instead of exiting 143 in one line."""
+    import io
+
+    from reportlab.platypus import Flowable, KeepTogether, SimpleDocTemplate
+
+    class Stopped(Flowable):
+        def wrap(self, aw, ah):
+            raise Interrupted(signal.SIGTERM)
+
+    with pytest.raises(Interrupted) as info:
+        SimpleDocTemplate(io.BytesIO()).build([KeepTogether([Stopped()])])
+    e = info.value
+    assert e.exit_code == 143 and e.signum == signal.SIGTERM
+    assert str(e) == "interrupted by SIGTERM"
