@@ -230,7 +230,12 @@ class DocxWriter(ReportWriterBase):
         props.author = props.last_modified_by = "exporter"
         props.revision = 1
         with tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=self._tmp) as spool:
-            doc.save(StopAfterError(spool))  # a failed save leaves no ZipFile to fail again later
+            out = StopAfterError(spool)
+            try:
+                doc.save(out)  # a failed save leaves no ZipFile to fail again later
+            except BaseException:
+                out.close()  # failed between two writes (a stop signal): its ZipFile too
+                raise
             spool.seek(0)
             restamp(spool, fh, when)
 

@@ -58,3 +58,36 @@ def test_a_stop_signal_rebuilt_by_a_library_keeps_its_signal_and_one_line():
     e = info.value
     assert e.exit_code == 143 and e.signum == signal.SIGTERM
     assert str(e) == "interrupted by SIGTERM"
+
+
+def test_a_stop_signal_inside_a_docx_save_leaves_no_exception_ignored(tmp_path, monkeypatch):
+    """A SIGTERM landing in python-docx's save between two writes (not in a write of the file it
+    was given): the half-built ZipFile, freed later, found its spool closed and printed
+    "Exception ignored in ZipFile.__del__ ... I/O operation on closed file" under the one line."""
+    import datetime as dt
+    import gc
+    import io
+    import sys
+    import types
+    import zipfile
+
+    from docx import Document
+
+    from formats.docx_writer import DocxWriter
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(repr(u.exc_value)))
+    orig = zipfile.ZipFile.writestr
+    calls = {"n": 0}
+
+    def writestr(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Interrupted(signal.SIGTERM)
+        return orig(self, *args, **kwargs)
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", writestr)
+    fake = types.SimpleNamespace(_tmp=str(tmp_path))
+    with pytest.raises(Interrupted):
+        DocxWriter._save(fake, Document(), io.BytesIO(), dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "t")
+    gc.collect()
+    assert seen == []
