@@ -1,10 +1,10 @@
 """Who owns a run's leftovers, and whether that process is still alive.
 
 A run marks what it leaves behind while it works (temporary file names, its row in a SQL ``runs``
-table) with its owner: the host, the process id and the process's start time (so a recycled pid
-is not mistaken for the run's). A later run removes or closes those leftovers only when their
-owner is on this host and is dead; anything owned elsewhere, or whose owner cannot be told dead,
-is left alone (a live concurrent run's files are never touched).
+table) with its owner: the host (and its pid namespace: containers may share a host name), the
+process id and the process's start time (so a recycled pid is not mistaken for the run's). A later
+run removes or closes those leftovers only when their owner is on this host and is dead; anything
+owned elsewhere, or whose owner cannot be told dead, is left alone (a live concurrent run's files are never touched).
 """
 from __future__ import annotations
 
@@ -40,10 +40,26 @@ def token() -> str:
     return _cache[1]
 
 
+def _pid_namespace() -> str:
+    """This process's pid namespace (Linux: the inode of ``/proc/self/ns/pid``), or "" where
+    unknown. Two containers (or a container and its host) may share a host name; their pids
+    mean nothing to each other."""
+    try:
+        return os.readlink("/proc/self/ns/pid").partition("[")[2].rstrip("]")
+    except OSError:
+        return ""
+
+
+def _where() -> str:
+    ns = _pid_namespace()
+    return f"{socket.gethostname()}/{ns}" if ns else socket.gethostname()
+
+
 def owner() -> str:
-    """This process as ``<pid>.<start time>@<host>``, stored where a later run can read it."""
+    """This process as ``<pid>.<start time>@<host>[/<pid namespace>]``, stored where a later run
+    can read it."""
     pid = os.getpid()
-    return f"{pid}.{_start_time(pid)}@{socket.gethostname()}"
+    return f"{pid}.{_start_time(pid)}@{_where()}"
 
 
 def is_dead(owner_text: str | None) -> bool:
@@ -51,9 +67,10 @@ def is_dead(owner_text: str | None) -> bool:
     longer runs. Unknown hosts, unreadable texts and live processes give False."""
     if not owner_text:
         return False
-    who, _, host = owner_text.rpartition("@")
-    if host != socket.gethostname():
-        return False
+    who, _, where = owner_text.rpartition("@")
+    host, _, ns = where.partition("/")
+    if host != socket.gethostname() or (ns and ns != _pid_namespace()):
+        return False  # another host, or another pid namespace of this one: cannot tell
     pid_text, _, start = who.partition(".")
     try:
         pid = int(pid_text)

@@ -91,3 +91,34 @@ def test_a_stop_signal_inside_a_docx_save_leaves_no_exception_ignored(tmp_path, 
         DocxWriter._save(fake, Document(), io.BytesIO(), dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "t")
     gc.collect()
     assert seen == []
+
+
+
+def test_a_live_run_in_another_pid_namespace_with_the_same_host_name_is_never_taken_for_dead():
+    """A container sharing the host's name (docker --network host, a fixed hostname) and the
+    output folder or database: its pids mean nothing here. Its live run (pid 1 in there) was
+    taken for a dead or recycled pid here, so its temporary files were removed and its SQL run
+    marked abandoned by a run outside it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from exporter import owner
+    from tests.conftest import require_service
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = "import sys, time; from exporter import owner; print(owner.owner(), flush=True); sys.stdin.read()"
+    ok = shutil.which("unshare") and subprocess.run(["unshare", "-p", "-f", "--mount-proc", "true"],
+                                                     capture_output=True).returncode == 0
+    require_service(bool(ok), "unshare -p (a new pid namespace needs root)")
+    p = subprocess.Popen(["unshare", "-p", "-f", "--mount-proc", sys.executable, "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": root})
+    try:
+        theirs = p.stdout.readline().strip()
+        assert theirs.startswith("1.")  # the first process of its namespace
+        assert not owner.is_dead(theirs)
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+    assert not owner.is_dead(owner.owner())
