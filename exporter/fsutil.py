@@ -11,7 +11,6 @@ import contextlib
 import itertools
 import logging
 import os
-import socket
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -164,7 +163,7 @@ def live_claim(root: Path, mine: Path) -> str | None:
             text = m.read_text("utf-8").strip()
         except OSError:
             continue
-        if text.rpartition("@")[2] == socket.gethostname() and not owner.is_dead(text):
+        if owner.is_local(text) and not owner.is_dead(text):
             return text
     return None
 

@@ -62,15 +62,22 @@ def owner() -> str:
     return f"{pid}.{_start_time(pid)}@{_where()}"
 
 
+def is_local(owner_text: str | None) -> bool:
+    """Whether ``owner_text`` (from ``owner()``) names a process of this host and pid namespace,
+    the only ones whose life this process can tell."""
+    if not owner_text:
+        return False
+    where = owner_text.rpartition("@")[2]
+    host, _, ns = where.partition("/")
+    return host == socket.gethostname() and not (ns and ns != _pid_namespace())
+
+
 def is_dead(owner_text: str | None) -> bool:
     """True only when ``owner_text`` (from ``owner()``) names a process of this host that no
     longer runs. Unknown hosts, unreadable texts and live processes give False."""
-    if not owner_text:
-        return False
-    who, _, where = owner_text.rpartition("@")
-    host, _, ns = where.partition("/")
-    if host != socket.gethostname() or (ns and ns != _pid_namespace()):
+    if not is_local(owner_text):
         return False  # another host, or another pid namespace of this one: cannot tell
+    who = owner_text.rpartition("@")[0]
     pid_text, _, start = who.partition(".")
     try:
         pid = int(pid_text)
