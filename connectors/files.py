@@ -410,18 +410,6 @@ class FilesSink:
         self._created = None
 
 
-def _first_missing(path: Path) -> Path | None:
-    """The outermost folder of ``path`` that does not exist yet (what ``mkdir -p`` creates)."""
-    path = path.absolute()
-    missing = None
-    while not path.exists():
-        missing = path
-        if path.parent == path:
-            break
-        path = path.parent
-    return missing
-
-
     def _write_forms_gone(self) -> None:
         """``deleted_forms.csv``: the forms this folder holds that the service no longer lists
         (their folders are kept as they are); written when there are some or there were."""
@@ -449,6 +437,18 @@ def _first_missing(path: Path) -> Path | None:
         w = csv.writer(fh, lineterminator="\r\n")
         w.writerow(["submission_id", "deleted_at"])
         w.writerows(rows)
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (what ``mkdir -p`` creates)."""
+    path = path.absolute()
+    missing = None
+    while not path.exists():
+        missing = path
+        if path.parent == path:
+            break
+        path = path.parent
+    return missing
 
 
 def path_of(url: str) -> str:
