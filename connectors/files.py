@@ -409,7 +409,6 @@ class FilesSink:
             p = p.parent
         self._created = None
 
-
     def _write_forms_gone(self) -> None:
         """``deleted_forms.csv``: the forms this folder holds that the service no longer lists
         (their folders are kept as they are); written when there are some or there were."""
@@ -417,7 +416,8 @@ class FilesSink:
         rel = "deleted_forms.csv"
         if listed is None:
             return
-        gone = [fid for fid in self.store.form_ids() if fid not in set(listed)]
+        listed = set(listed)
+        gone = [fid for fid in self.store.form_ids() if fid not in listed]
         if gone:
             log.warning("forms gone from the service, kept as they are: %s", ", ".join(gone))
         if not gone and not (self.root / rel).exists():
