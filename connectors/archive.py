@@ -301,13 +301,17 @@ class ArchiveSource:
     """Replay an archive as if it were the live service (offline, after the contract ended)."""
 
     def __init__(self, path: str | os.PathLike, *, forms: Sequence[str] | None = None,
-                 mode: str = "full", overlap_seconds: int = 300, **_ignored: Any):
+                 mode: str = "full", overlap_seconds: int = 300, check_deletions: bool = False,
+                 **_ignored: Any):
         if mode == "unread":
             raise ConfigError("an archive has no server read markers: use --incremental cursor or full")
         self.reader = ArchiveReader(path)
         self.forms = list(forms) if forms else None
         self.mode = mode
         self.overlap = overlap_seconds
+        #: the archive's ids are a form's complete listing: given to sinks in full mode, or with
+        #: ``check_deletions`` (``exporter.deletions``)
+        self.check_deletions = check_deletions
         self.description = f"archive {self.reader.path}"
         if self.forms:
             for fid in self.forms:
@@ -326,6 +330,16 @@ class ArchiveSource:
             return self.forms
         return [str(f["id"]) for f in self.reader.forms_index()]
 
+    @property
+    def lists_ids(self) -> bool:
+        """Whether this run gives sinks each form's complete id listing (``exporter.deletions``)."""
+        return self.mode == "full" or self.check_deletions
+
+    def listing(self, form_id: str) -> frozenset[str]:
+        """A form's ids (the archive's are its complete listing), for the deletions check made
+        before anything is written."""
+        return frozenset(submission_id(raw) for raw in self.reader.submissions_raw(form_id))
+
     def form_weight(self, form_id: str) -> int:
         """A size hint for scheduling forms on parallel workers: the submissions file's size."""
         return self.reader.size(f"{form_dir(form_id)}/submissions.jsonl") or 0
@@ -338,7 +352,8 @@ class ArchiveSource:
         if account:
             acc = self.reader.account()
             yield Account(source=self.description, timezone=acc.get("timezone"),
-                          exported_at=self.reader.manifest.get("exported_at"), raw=acc)
+                          exported_at=self.reader.manifest.get("exported_at"), raw=acc,
+                          form_ids=None if self.forms else tuple(self.form_ids()))
             for u in self.reader.users_raw():
                 yield parse_user(u)
             for g in self.reader.groups_raw():
@@ -358,6 +373,9 @@ class ArchiveSource:
         media_iter = self.reader.media_index(fid)
         pending_media: dict | None = next(media_iter, None)
         max_time = cursor
+        # a share of a form (parallel workers) does not see the whole form: no listing then
+        listed: set[str] | None = (set() if (self.mode == "full" or self.check_deletions)
+                                   and (part is None or part.count <= 1) else None)
         for position, raw in enumerate(self.reader.submissions_raw(fid)):
             if part is not None and not part.takes(position):  # another worker's share
                 sid = submission_id(raw)
@@ -366,6 +384,8 @@ class ArchiveSource:
                 continue
             sub = self._parse(form, raw)
             sid, ut = sub.id, sub.update_time
+            if listed is not None:
+                listed.add(sid)
             medias = None
             while pending_media is not None and _media_sid(pending_media, media_rel) == sid:
                 if medias is None:
@@ -377,7 +397,7 @@ class ArchiveSource:
             if ut and (max_time is None or ut > max_time):
                 max_time = ut
             yield from self._submission_records(sub, medias)
-        yield Checkpoint(form.id, max_time, self.mode)
+        yield Checkpoint(form.id, max_time, self.mode, listing=None if listed is None else frozenset(listed))
 
     @staticmethod
     def _parse(form: Form, raw: Any) -> Submission:

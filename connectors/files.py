@@ -24,6 +24,8 @@ state in ``.exporter-state.json``, written only after a successful run.
 from __future__ import annotations
 
 import contextlib
+import csv
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -34,6 +36,7 @@ from typing import Sequence
 
 from connectors.files_store import STORE_PATH, FormStore
 from exporter.capabilities import Capabilities
+from exporter.deletions import doomed_ids
 from exporter.errors import ConfigError, FormatError, SinkError, os_error_text
 from exporter.fsutil import atomic_write, claim, file_digest, live_claim, release
 from exporter.model import Media, counted_bytes
@@ -66,7 +69,8 @@ class FilesSink:
         self.store: FormStore | None = None
         self._opts: dict = {}
         self._aggregate_keys: list[str] = []  # formats whose aggregates are built from the store
-        self._prune = False  # a full run: rows a form's full read did not bring are gone
+        self._policy = None  # deletions (``exporter.deletions``), from the run context
+        self._hard_deleted: list[tuple[str, str]] = []  # (form id, submission id): files to remove
         self._account = None
         self._delta_form = None  # the form whose changed submissions the delta writers get next
         self._delta_started: str | None = None
@@ -88,6 +92,12 @@ class FilesSink:
         except ValueError as e:
             raise SinkError(f"{p} is corrupt ({e}); delete it to start a full export") from None
         return dict(data.get("cursors") or {})
+
+    def held_ids(self, form_id: str) -> set[str] | None:
+        """The form's submissions this folder holds (``exporter.deletions.preflight``)."""
+        if not self.keep_current:
+            return None
+        return FormStore.stored_ids(self.root / STORE_PATH, form_id)
 
     # ---- protocol ----------------------------------------------------------------------
     def open(self, ctx: RunContext) -> None:
@@ -131,7 +141,7 @@ class FilesSink:
                     self._aggregate_keys.append(key)
             if deltas and incremental:
                 self.delta_writers = [make_writer(key, self.out, opts, records=False) for key in self._aggregate_keys]
-            self._prune = ctx.mode == "full"
+            self._policy = ctx.deletion_policy()
         except BaseException:  # not opened: the pipeline will not close it
             release(self._marker)
             self._marker, self.out, self.writers, self.delta_writers = None, None, [], []
@@ -172,13 +182,15 @@ class FilesSink:
             elif kind == "submission":
                 self._media_done.clear()  # media paths are per submission: keep this set tiny
                 if store is not None:
-                    changed = store.put_submission(record, seen=self._prune)
+                    changed = store.put_submission(record)
             elif kind == "media":
                 self._write_media(record)
             elif kind == "checkpoint":
                 self._state[record.form_id] = record.cursor
                 if store is not None:
-                    store.checkpoint(record.form_id, record.cursor, prune=self._prune)
+                    if record.listing is not None and record.final:
+                        self._deletions(store, record.form_id, record.listing)
+                    store.checkpoint(record.form_id, record.cursor)
             elif kind == "account":
                 self._account = record
                 if store is not None:  # what every aggregate says of the account: all again when it changed
@@ -206,6 +218,34 @@ class FilesSink:
         except OSError as e:
             raise SinkError(os_error_text(e, f"rename {src} to {dst.name}")) from None
         log.info("form %s was renamed: %s moved to %s", form.id, src.name, dst.name)
+
+    def _deletions(self, store: FormStore, form_id: str, listing: frozenset[str]) -> None:
+        """The stored submissions the form's complete listing lacks leave the aggregates and go
+        to ``deleted.csv``; with ``--deletions hard`` their own files go too (once the run ends
+        well). More than ``--max-deletions`` refuses the run (see ``exporter.deletions``)."""
+        held = list(store.ids(form_id))
+        doomed = doomed_ids(held, listing)
+        if not doomed:
+            return
+        self._policy.check(form_id, len(doomed), len(held), self.name)
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        store.remove(form_id, doomed, now)
+        log.warning("form %s: %d submissions are gone from the service: recorded in deleted.csv (%s)",
+                    form_id, len(doomed), self._policy.mode)
+        if self._policy.mode == "hard":
+            self._hard_deleted.extend((form_id, sid) for sid in doomed)
+
+    def _remove_deleted_files(self) -> None:
+        """``--deletions hard``: a deleted submission's own JSON file and media folder."""
+        for fid, sid in self._hard_deleted:
+            d = self.root / self.out.form_dir(fid, self._forms.get(fid))
+            safe = self.out.safe(sid)
+            for p in (d / "submissions" / f"{safe}.json", d / "media" / safe):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                elif p.exists() or p.is_symlink():
+                    p.unlink()
+        self._hard_deleted = []
 
     @staticmethod
     def _feed(w, record) -> None:
@@ -276,6 +316,8 @@ class FilesSink:
                     if self.keep_current:
                         self._open_store().commit()
                         self._publish_current()
+                        self._remove_deleted_files()
+                        self._write_forms_gone()
                     else:
                         with atomic_write(self.root / STATE_FILE, "w", encoding="utf-8") as fh:
                             json.dump({"cursors": self._state}, fh, indent=1, sort_keys=True)
@@ -342,6 +384,7 @@ class FilesSink:
                     for w in writers:
                         w.close(False)
                     out.discard_all()
+            self._write_deleted(out, form, store.deleted(fid))
             files = out.pending_relpaths()
             out.publish_all()
             store.mark_clean(fid, [p.as_posix() for p in [*files, *out.published]])
@@ -365,6 +408,35 @@ class FilesSink:
                 break
             p = p.parent
         self._created = None
+
+    def _write_forms_gone(self) -> None:
+        """``deleted_forms.csv``: the forms this folder holds that the service no longer lists
+        (their folders are kept as they are); written when there are some or there were."""
+        listed = getattr(self._account, "form_ids", None)
+        rel = "deleted_forms.csv"
+        if listed is None:
+            return
+        listed = set(listed)
+        gone = [fid for fid in self.store.form_ids() if fid not in listed]
+        if gone:
+            log.warning("forms gone from the service, kept as they are: %s", ", ".join(gone))
+        if not gone and not (self.root / rel).exists():
+            return
+        with self.out.atomic(rel, "w", encoding="utf-8", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\r\n")
+            w.writerow(["form_id", "name"])
+            w.writerows([fid, self.store.form(fid).name] for fid in gone)
+
+    def _write_deleted(self, out: OutputDir, form, rows: list[tuple[str, str]]) -> None:
+        """``deleted.csv`` in the form folder: the submissions gone from the service (id, when
+        this destination saw them gone); written when there are some or there were."""
+        rel = f"{out.form_dir(form)}/deleted.csv"
+        if not rows and not (self.root / rel).exists():
+            return
+        fh = out.pending(rel)
+        w = csv.writer(fh, lineterminator="\r\n")
+        w.writerow(["submission_id", "deleted_at"])
+        w.writerows(rows)
 
 
 def _first_missing(path: Path) -> Path | None:

@@ -7,7 +7,7 @@ given (``exporter.model``), in canonical JSON that gives back equal records (``e
 ``decode_*``: typed values tagged with their type), so aggregates built from the store are those
 the same records would give from the stream. The sink commits it at each of its own commits
 (``synchronous=FULL``: fsynced), so whatever a source acknowledges after that commit is durable here.
-A form is marked dirty when its definition or a row changes (or a full run finds a row gone), and
+A form is marked dirty when its definition or a row changes (or a row is gone from the service), and
 clean once its aggregates were published from the stored rows: a run that stopped leaves its forms
 dirty, and the next run publishes them.
 
@@ -51,6 +51,11 @@ CREATE TABLE IF NOT EXISTS submissions (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS submissions_order ON submissions (form_id, sort_key);
 """
+
+#: submissions gone from the service (``remove``), until one comes back; made in any store
+_DELETED = """CREATE TABLE IF NOT EXISTS deleted (
+    form_id TEXT NOT NULL, id TEXT NOT NULL, sort_key TEXT NOT NULL, deleted_at TEXT NOT NULL,
+    PRIMARY KEY (form_id, id))"""
 
 
 def sort_key(sid: str) -> str:
@@ -154,6 +159,7 @@ class FormStore:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA synchronous=FULL")
             self._check_format()
+            self.db.execute(_DELETED)
         except sqlite3.Error as e:
             raise SinkError(f"cannot open the store {self.path}: {e}") from None
         self._dirty: set[str] = set()  # forms marked dirty in the open transaction
@@ -190,11 +196,26 @@ class FormStore:
             raise SinkError(f"cannot read the store {p}: {e}; remove the .exporter folder to start a full export") from None
         return dict(rows)
 
+    @staticmethod
+    def stored_ids(path: str | Path, form_id: str) -> set[str]:
+        """The ids of the form's stored submissions (empty without a store), read without opening
+        the store for a run (the deletions check made before anything is written)."""
+        p = Path(path)
+        if not p.exists():
+            return set()
+        try:
+            db = sqlite3.connect(p)
+            try:
+                return {r[0] for r in db.execute("SELECT id FROM submissions WHERE form_id = ?", (form_id,))}
+            finally:
+                db.close()
+        except sqlite3.Error as e:
+            raise SinkError(f"cannot read the store {p}: {e}; remove the .exporter folder to start a full export") from None
+
     # ---- writing (inside begin ... commit) -----------------------------------------------
     def begin(self) -> None:
         if not self.db.in_transaction:
             self.db.execute("BEGIN")
-            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS seen (form_id TEXT, id TEXT, PRIMARY KEY (form_id, id))")
 
     def _mark(self, form_id: str) -> None:
         if form_id not in self._dirty:
@@ -209,10 +230,9 @@ class FormStore:
         if cur.rowcount:
             self._dirty.add(form.id)
 
-    def put_submission(self, sub: Submission, *, seen: bool = False) -> bool:
+    def put_submission(self, sub: Submission) -> bool:
         """Store ``sub``; True when it is new or changed (the same submission served in the other
-        shape, flat or nested, types the same: no change). ``seen``: remember it for
-        ``checkpoint(prune=True)``."""
+        shape, flat or nested, types the same: no change). One that was deleted is no more."""
         try:
             doc = encode_submission(sub)
         except TypeError as e:
@@ -222,22 +242,42 @@ class FormStore:
             "ON CONFLICT (form_id, id) DO UPDATE SET update_time = excluded.update_time, "
             "doc = excluded.doc WHERE doc IS NOT excluded.doc",
             (sub.form_id, sub.id, sort_key(sub.id), sub.update_time, doc))
-        if seen:
-            self.db.execute("INSERT OR IGNORE INTO temp.seen VALUES (?, ?)", (sub.form_id, sub.id))
+        if cur.rowcount and self.db.execute("DELETE FROM deleted WHERE form_id = ? AND id = ?",
+                                            (sub.form_id, sub.id)).rowcount:
+            self._mark(sub.form_id)
         if cur.rowcount:
             self._mark(sub.form_id)
             return True
         return False
 
-    def checkpoint(self, form_id: str, cursor: str | None, *, prune: bool = False) -> None:
-        """Store the form's cursor; with ``prune`` (the form was read in full) remove the rows
-        that were not ``seen``: deleted on the service."""
-        if prune:
-            cur = self.db.execute("DELETE FROM submissions WHERE form_id = ? AND id NOT IN "
-                                  "(SELECT id FROM temp.seen WHERE form_id = ?)", (form_id, form_id))
-            if cur.rowcount:
-                self._mark(form_id)
-            self.db.execute("DELETE FROM temp.seen WHERE form_id = ?", (form_id,))
+    def ids(self, form_id: str) -> Iterator[str]:
+        """The ids of the form's stored submissions."""
+        cur = self.db.execute("SELECT id FROM submissions WHERE form_id = ?", (form_id,))
+        try:
+            for (sid,) in cur:
+                yield sid
+        finally:
+            cur.close()
+
+    def remove(self, form_id: str, ids: list[str], deleted_at: str) -> None:
+        """Drop these submissions (gone from the service) and record them as deleted."""
+        for sid in ids:
+            self.db.execute("DELETE FROM submissions WHERE form_id = ? AND id = ?", (form_id, sid))
+            self.db.execute("INSERT INTO deleted VALUES (?, ?, ?, ?) ON CONFLICT (form_id, id) DO NOTHING",
+                            (form_id, sid, sort_key(sid), deleted_at))
+        if ids:
+            self._mark(form_id)
+
+    def form_ids(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT form_id FROM forms ORDER BY form_id")]
+
+    def deleted(self, form_id: str) -> list[tuple[str, str]]:
+        """(id, deleted_at) of the form's deleted submissions, in ``sort_key`` order."""
+        return self.db.execute("SELECT id, deleted_at FROM deleted WHERE form_id = ? ORDER BY sort_key",
+                               (form_id,)).fetchall()
+
+    def checkpoint(self, form_id: str, cursor: str | None) -> None:
+        """Store the form's cursor."""
         self.db.execute("UPDATE forms SET cursor = ?, checkpointed = 1 WHERE form_id = ? AND "
                         "(checkpointed = 0 OR cursor IS NOT ?)", (cursor, form_id, cursor))
 

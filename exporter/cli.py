@@ -166,11 +166,12 @@ def source_options(fn):
 
 def build_source(source: str, *, token_env=None, token_file=None, login_env=None, forms=(), workers=4,
                  timezone=None, ca_bundle=None, timeout=120.0, mode="full", action=None, overlap=300,
-                 page_size=100, skip=()):
+                 page_size=100, skip=(), check_deletions=False):
     try:
         return _build_source(source, token_env=token_env, token_file=token_file, login_env=login_env, forms=forms,
                              workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, mode=mode,
-                             action=action, overlap=overlap, page_size=page_size, skip=skip)
+                             action=action, overlap=overlap, page_size=page_size, skip=skip,
+                             check_deletions=check_deletions)
     except OSError as e:  # an archive that cannot be read (permissions, a vanished disk)
         from .errors import SourceError, os_error_text
 
@@ -178,7 +179,7 @@ def build_source(source: str, *, token_env=None, token_file=None, login_env=None
 
 
 def _build_source(source: str, *, token_env, token_file, login_env, forms, workers, timezone, ca_bundle, timeout,
-                  mode, action, overlap, page_size, skip):
+                  mode, action, overlap, page_size, skip, check_deletions=False):
     if action and mode != "unread":
         raise ConfigError(f"--action {action} is for --incremental unread (this run is --incremental "
                           f"{'none' if mode == 'full' else mode})")
@@ -188,7 +189,7 @@ def _build_source(source: str, *, token_env, token_file, login_env, forms, worke
         return build_web_source(source, token_env=token_env, token_file=token_file, login_env=login_env,
                                 forms=list(forms), mode=mode, action=action, overlap_seconds=overlap,
                                 workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout,
-                                page_size=page_size, skip=skip)
+                                page_size=page_size, skip=skip, check_deletions=check_deletions)
     if token_env or token_file or login_env:
         log.info("an archive source needs no token; ignoring the token options")
     if skip:
@@ -196,7 +197,7 @@ def _build_source(source: str, *, token_env, token_file, login_env, forms, worke
                           "and lists are exported with it")
     from connectors.archive import ArchiveSource
 
-    return ArchiveSource(source, forms=list(forms), mode=mode, overlap_seconds=overlap)
+    return ArchiveSource(source, forms=list(forms), mode=mode, overlap_seconds=overlap, check_deletions=check_deletions)
 
 
 def _progress(obj: _Ctx, source=None):
@@ -259,10 +260,19 @@ class _OrderedCommand(click.Command):
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes exporting forms side by side (a big form of an archive is shared "
                    "among them). Destinations that take parallel writers only (PostgreSQL, MariaDB/MySQL).")
+@click.option("--deletions", type=click.Choice(["soft", "hard"]), default="soft", show_default=True,
+              help="Submissions erased on the service: soft marks them (SQL deleted_at, files deleted.csv); "
+                   "hard also removes their rows (sub-form and media rows too) or files.")
+@click.option("--max-deletions", metavar="N|P%", default="10%", show_default=True,
+              help="Refuse the run (nothing deleted, nothing committed) when a form would lose more "
+                   "submissions than this: a count (50) or a percentage of the form (5%).")
+@click.option("--check-deletions", is_flag=True,
+              help="--incremental cursor|unread: also read each form's complete id list (data/all) to see "
+                   "deletions (a full export always does).")
 @click.pass_context
 def export(ctx, source, token_env, token_file, login_env, forms, workers, page_size, skip, timezone, ca_bundle,
            timeout, destinations, formats, incremental, action, overlap, to_password_env, to_password_file, to_url_env,
-           media_in_db, raw_options, batch_size, jobs):
+           media_in_db, raw_options, batch_size, jobs, deletions, max_deletions, check_deletions):
     """Export an account (or some forms) to one or more destinations in one pass.
 
     \b
@@ -285,16 +295,24 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, page_s
             raise ConfigError("--incremental unread needs --action NAME (the read-marker name)")
         if mode != "unread" and ctx.get_parameter_source("page_size") is not click.core.ParameterSource.DEFAULT:
             raise ConfigError(f"--page-size is for --incremental unread (this run is --incremental {incremental})")
+        if check_deletions and mode == "full":
+            raise ConfigError("--check-deletions is for --incremental cursor or unread (a full export always "
+                              "sees deletions)")
+        from .deletions import parse_policy
+
+        parse_policy(deletions, max_deletions)  # a bad --max-deletions is refused before anything is created
         fmt = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
         options, dests = _plan_destinations(ctx, fmt, media_in_db)
         sinks = [create_sink(u, {**options, **own}) for u, own in dests]
         urls = [with_url_options(u, own) for u, own in dests]  # how worker processes rebuild them
         source_args = dict(source=source, token_env=token_env, token_file=token_file, login_env=login_env,
                            workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, mode=mode,
-                           action=action, overlap=overlap, page_size=page_size, skip=skip)
+                           action=action, overlap=overlap, page_size=page_size, skip=skip,
+                           check_deletions=check_deletions)
         src = build_source(forms=_resolve_forms(forms, source_args), **source_args)
         _first_answer(src)
-        rc = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, options=options)
+        rc = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, options=options,
+                        deletions=deletions, max_deletions=max_deletions)
         if jobs > 1:
             from .parallel import run_parallel
 

@@ -96,6 +96,9 @@ class Account:
     timezone: str | None = None  # IANA name when configured; served times have no offset
     exported_at: str | None = None  # ISO time the source snapshot was taken (archive) or now
     raw: dict = field(default_factory=dict, repr=False)
+    #: every form id the service lists, when the whole account is read (no ``--form``): a form a
+    #: destination holds that is not among them is gone from the service (marked, never emptied)
+    form_ids: tuple[str, ...] | None = None
 
     kind = "account"
 
@@ -371,6 +374,9 @@ class Checkpoint:
     #: False at a page boundary within the form (unread mode): more of the form follows, so a
     #: writer keeps the form open; True at the form's end
     final: bool = True
+    #: every id the form has on the service, when the source read its complete listing this run
+    #: (``exporter.deletions``); None: unknown, so nothing may be taken as deleted
+    listing: frozenset[str] | None = None
 
     kind = "checkpoint"
 

@@ -35,6 +35,7 @@ import traceback
 from typing import Any, Iterator, Sequence
 
 from . import errors
+from .deletions import preflight
 from .errors import ConfigError, ExporterError
 from .interrupts import deferred
 from .model import PART_ROWS, Checkpoint, FormPart
@@ -339,6 +340,7 @@ def run_parallel(source: Any, sinks: Sequence, ctx: RunContext, *, jobs: int, so
     jobs = min(jobs, len(tasks))
     if jobs <= 1:
         return run(source, sinks, ctx, batch_size=batch_size, progress=progress, state=state)
+    preflight(source, sinks, ctx.deletion_policy())  # too many deletions: refused before anything opens
     spec = WorkerSpec(source_args=source_args, urls=list(urls), ctx=ctx, state=state,
                       batch_size=batch_size, log_level=log_level, debug=debug)
     _start_fork_server()

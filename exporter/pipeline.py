@@ -24,6 +24,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
+from .deletions import preflight
 from .errors import ExporterError, SinkError, one_line, run_status
 from .interrupts import shielded
 from .model import Record, counted_bytes
@@ -152,6 +153,7 @@ def run(
             check()
         # each sink's stored state is read before any sink is opened for writing
         start_state = state if state is not None else (merged_state(sinks) if ctx.mode == "cursor" else {})
+        preflight(source, sinks, ctx.deletion_policy())  # too many deletions: refused before anything opens
         for s in sinks:
             s.open(ctx)
             opened.append(s)

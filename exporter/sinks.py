@@ -26,6 +26,14 @@ class RunContext:
     #: (its row in a runs table, its final counts) is left to the parent process, which holds the
     #: run open until every worker is done and then adds the workers' counts with ``add_counts``
     worker: int | None = None
+    #: ``--deletions`` and ``--max-deletions`` (``exporter.deletions.parse_policy``)
+    deletions: str = "soft"
+    max_deletions: str | None = None
+
+    def deletion_policy(self):
+        from .deletions import parse_policy
+
+        return parse_policy(self.deletions, self.max_deletions)
 
 
 @runtime_checkable

@@ -111,6 +111,10 @@ class _Store:
             subs = self.submissions(fid)
             subs[str(nested["id"])] = copy.deepcopy(nested)
 
+    def delete_submission(self, fid: str, sid: str) -> dict:
+        with self.lock:
+            return self.submissions(fid).pop(str(sid))
+
 
 # ---- server ---------------------------------------------------------------------------------
 
@@ -229,6 +233,11 @@ class FakeKizeoServer:
     def put_submission(self, form_id: str, nested: dict) -> None:
         """Add or replace a submission (nested shape), e.g. to simulate an edit."""
         self.store.put_submission(str(form_id), nested)
+
+    def delete_submission(self, form_id: str, submission_id: str) -> dict:
+        """Erase a submission, as a user deleting it in Kizeo; returns it (nested shape), so a
+        test can put it back (``put_submission``)."""
+        return self.store.delete_submission(str(form_id), str(submission_id))
 
     def request_count(self, pattern: str = "*") -> int:
         with self._lock:

@@ -21,6 +21,10 @@ Three modes:
     Markers are set (``markasreadbyaction``) only by ``acknowledge(batch)``, which the pipeline
     calls after every sink committed that batch. See ``WebSource`` for how pages and
     acknowledgements interleave; the source never marks before commit and never loops forever.
+
+A form's final ``Checkpoint`` carries its complete id listing (``data/all``) in full mode, and in
+the other modes with ``check_deletions``: sinks take the ids they hold and it lacks as deleted on
+the service (``exporter.deletions``). A listing that fails fails the run: no deletion.
 """
 from __future__ import annotations
 
@@ -81,7 +85,7 @@ class WebSource:
                  action: str | None = None, overlap_seconds: int = 300, workers: int = 4,
                  timezone: str | None = None, unread_limit: int = PAGE_SIZE, unread_max_pages: int = 1000,
                  include_updated: bool = True, skip: Iterable[str] = (), window_limit: int = WINDOW_LIMIT,
-                 read_ahead: int = READ_AHEAD):
+                 read_ahead: int = READ_AHEAD, check_deletions: bool = False):
         if mode not in MODES:
             raise ConfigError(f"unknown incremental mode {mode!r} (use one of {', '.join(MODES)})")
         if mode == "unread" and not (action and action.strip()):
@@ -91,6 +95,9 @@ class WebSource:
         if unread_limit < 1:
             raise ConfigError("the unread page size must be at least 1")
         self.skip = parse_skip(skip)
+        #: also read each form's complete id listing (``data/all``) in cursor and unread modes, so
+        #: sinks see deletions (full mode always reads it)
+        self.check_deletions = check_deletions
         self.window_limit = window_limit
         self.read_ahead = read_ahead
         self._reader: ReadAhead | None = None
@@ -143,6 +150,16 @@ class WebSource:
             return list(self.forms)
         return [str(f["id"]) for f in self._index() if f.get("id") not in (None, "")]
 
+    @property
+    def lists_ids(self) -> bool:
+        """Whether this run reads each form's complete id listing (``exporter.deletions``)."""
+        return self.mode == "full" or self.check_deletions
+
+    def listing(self, form_id: str) -> frozenset[str]:
+        """A form's complete id listing (``data/all``): the deletions check made before anything
+        is written (the run reads it again with the form)."""
+        return frozenset(_ids(self.client.list_data_ids(form_id)))
+
     def _executor(self) -> cf.ThreadPoolExecutor:
         if self._pool is None:
             self._pool = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="kizeo")
@@ -184,7 +201,8 @@ class WebSource:
             # no exported_at: the files a live export writes must not carry the wall clock (the same
             # data gives the same bytes); the run's time is in the runs table and the archive manifest
             yield Account(source=self.client.description, timezone=self.timezone, exported_at=None,
-                          raw={"source": self.client.description, "timezone": self.timezone})
+                          raw={"source": self.client.description, "timezone": self.timezone},
+                          form_ids=None if self.forms else tuple(self.form_ids()))
             yield from self._scoped("users", lambda: map(parse_user, self.client.users()))
             yield from self._scoped("groups", lambda: map(parse_group, self.client.groups()))
             yield from self._scoped("lists", self._lists)
@@ -223,18 +241,23 @@ class WebSource:
                 f"issued for an administrator, or --skip {part} to export without the account's {part}",
             ) from None
 
-    def _prologue(self, fid: str, cursor: str | None) -> tuple[Form, collections.deque | None]:
-        """A form's definition and, when it is read in full, the ids of its submissions."""
+    def _prologue(self, fid: str, cursor: str | None
+                  ) -> tuple[Form, collections.deque | None, frozenset[str] | None]:
+        """A form's definition; when it is read in full, the ids of its submissions; and the
+        form's complete id listing when it was read (full mode, or ``check_deletions``)."""
         form = parse_form(self.client.get_form(fid))
-        if self.mode == "unread" or (self.mode == "cursor" and cursor):
-            return form, None
-        return form, collections.deque(str(x) for x in _ids(self.client.list_data_ids(fid)))
+        whole = not (self.mode == "unread" or (self.mode == "cursor" and cursor))
+        if not whole and not self.check_deletions:
+            return form, None, None
+        listing = tuple(_ids(self.client.list_data_ids(fid)))
+        return form, (collections.deque(listing) if whole else None), frozenset(listing)
 
-    def _form_records(self, fid: str, cursor: str | None, prologue: tuple[Form, collections.deque | None]) -> Iterator:
-        form, ids = prologue
+    def _form_records(self, fid: str, cursor: str | None,
+                      prologue: tuple[Form, collections.deque | None, frozenset[str] | None]) -> Iterator:
+        form, ids, listing = prologue
         yield form
         if self.mode == "unread":
-            yield from self._unread(form, cursor)
+            yield from self._unread(form, cursor, listing)
             return
         if ids is None:
             since = minus_overlap(cursor, self.overlap)
@@ -253,7 +276,7 @@ class WebSource:
                 max_time = ut
             yield sub
             yield from medias
-        yield Checkpoint(form.id, max_time, self.mode)
+        yield Checkpoint(form.id, max_time, self.mode, listing=listing)
 
     def _changed_since(self, fid: str, since: str) -> Iterator[dict]:
         """Flat records changed since ``since``, read in bounded time windows (``windows.py``)."""
@@ -309,7 +332,7 @@ class WebSource:
             return None
 
     # ---- unread mode ---------------------------------------------------------------------------
-    def _unread(self, form: Form, cursor: str | None) -> Iterator:
+    def _unread(self, form: Form, cursor: str | None, listing: frozenset[str] | None = None) -> Iterator:
         fid = form.id
         seen: set[str] = set()
         max_time = cursor
@@ -348,7 +371,7 @@ class WebSource:
                 log.info("form %s: %d records of the last page are not acknowledged yet; "
                          "the next run continues with the remaining unread records", fid, len(waiting))
                 return
-        yield Checkpoint(fid, max_time, self.mode)
+        yield Checkpoint(fid, max_time, self.mode, listing=listing)
 
     def acknowledge(self, batch: Iterable) -> None:
         """Mark the batch's submissions read for ``action`` (unread mode only). Call it only
@@ -382,7 +405,7 @@ def build_web_source(base_url: str = DEFAULT_BASE_URL, *, token_env: str | None 
                      forms: Sequence[str] | None = None, mode: str = "full", action: str | None = None,
                      overlap_seconds: int = 300, workers: int | str = 4, timezone: str | None = None,
                      ca_bundle: str | None = None, timeout: float = 120.0, page_size: int = PAGE_SIZE,
-                     skip: Iterable[str] = (), **client_options: Any) -> WebSource:
+                     skip: Iterable[str] = (), check_deletions: bool = False, **client_options: Any) -> WebSource:
     """What the CLI calls: a ``WebSource`` over a ``KizeoClient`` whose token comes from
     ``token_env`` (a variable name), ``token_file`` (a path) or ``login_env`` (a prefix:
     ``PREFIX_USER``, ``PREFIX_PASSWORD``, ``PREFIX_COMPANY`` for the legacy ``POST /login``).
@@ -408,7 +431,8 @@ def build_web_source(base_url: str = DEFAULT_BASE_URL, *, token_env: str | None 
                          read_timeout=timeout, limiter=limiter, **client_options)
     try:
         return WebSource(client, forms=forms, mode=mode, action=action, overlap_seconds=overlap_seconds,
-                         workers=workers, timezone=timezone, unread_limit=page_size, skip=skip)
+                         workers=workers, timezone=timezone, unread_limit=page_size, skip=skip,
+                         check_deletions=check_deletions)
     except BaseException:
         client.close()
         raise

@@ -167,7 +167,8 @@ def fixed_tables(md: sa.MetaData, profile: SqlProfile) -> dict[str, sa.Table]:
     t["list_items"] = list_items_table(md, profile, [])
     t["forms"] = sa.Table(
         "forms", md, C("form_id", T("id"), primary_key=True), C("name", T("text")), C("class", T("text")),
-        C("update_time", T("text")), C("table_name", T("text")), C("definition", T("text")), **kw)
+        C("update_time", T("text")), C("table_name", T("text")), C("definition", T("text")),
+        C(DELETED_AT, T("datetime")), **kw)
     t["media"] = sa.Table(
         "media", md, C("media_key", T("key"), primary_key=True), C("form_id", T("id")),
         C("submission_id", T("id")), C("field", T("text")), C("subform", T("text")), C("row_index", T("int")),
@@ -261,12 +262,15 @@ class TablePlan:
     subform: str  # "" for the form itself
     parts: list[str]
     key_columns: list[str]  # physical names: submission_id[, row_index]
-    fixed_columns: list[str]  # physical names on parts[0] besides keys (meta..., unparsed_text[, extra_keys])
+    fixed_columns: list[str]  # physical names on parts[0] besides keys (meta..., unparsed_text[, extra_keys, deleted_at])
     meta_columns: dict[str, str]  # meta key -> physical column (form tables only)
     unparsed_column: str
     extra_column: str | None = None  # ``extra_keys`` (form tables only)
     columns: list[ColumnPlan] = field(default_factory=list)
     new_parts: set[str] = field(default_factory=set)
+    #: form tables: the column set when the submission is gone from the service (``DELETED_AT``,
+    #: unless a field's column of an existing table took that name)
+    deleted_column: str | None = None
 
     def active(self) -> list[ColumnPlan]:
         return [c for c in self.columns if c.status == "active"]
@@ -318,7 +322,11 @@ def plan_form(form: Form, stored: list[dict], planner: NamePlanner, profile: Sql
     extra = planner.fixed("extra_keys")
     while extra.lower() in stored_cols:
         extra = planner.fixed(extra + "_")
-    main = TablePlan(form.id, "", main_parts, key, [*meta.values(), unparsed, extra], meta, unparsed, extra)
+    deleted = planner.fixed(DELETED_AT)  # the same for the deletion mark
+    while deleted.lower() in stored_cols:
+        deleted = planner.fixed(deleted + "_")
+    main = TablePlan(form.id, "", main_parts, key, [*meta.values(), unparsed, extra, deleted], meta, unparsed, extra,
+                     deleted_column=deleted)
     if new_main:
         main.new_parts.add(main_parts[0])
     _plan_columns(main, [f for f in form.fields if f.has_value], cols_by_sub.get("", []), planner, profile,
@@ -428,6 +436,11 @@ def expected_foreign_keys(tables: Iterable[Any], planner: NamePlanner) -> list[t
     return out
 
 
+#: the form's main-table column set when a submission is gone from the service (soft deletion);
+#: no leading underscore (Access refuses one), like the other fixed columns
+DELETED_AT = "deleted_at"
+
+
 def build_tables(md: sa.MetaData, tp: TablePlan, profile: SqlProfile, parent: TablePlan | None) -> dict[str, sa.Table]:
     """SQLAlchemy tables of every part of ``tp`` (all planned columns, active or not)."""
     out = {}
@@ -443,6 +456,8 @@ def build_tables(md: sa.MetaData, tp: TablePlan, profile: SqlProfile, parent: Ta
             cols.append(sa.Column(tp.unparsed_column, sa_type("text", profile)))
             if tp.extra_column is not None:
                 cols.append(sa.Column(tp.extra_column, sa_type("text", profile)))
+            if tp.deleted_column:  # the form's main row: when the service was seen without it
+                cols.append(sa.Column(tp.deleted_column, sa_type("datetime", profile)))
         for c in tp.columns_of(part):
             cols.append(sa.Column(c.column, sa_type(c.sql_kind, profile)))
         if i > 0:
@@ -632,7 +647,7 @@ class _RowPlan:
 
 
 class _CompiledRows:
-    __slots__ = ("profile", "main", "meta", "subs", "extra")
+    __slots__ = ("profile", "main", "meta", "subs", "extra", "deleted")
 
     def __init__(self, plan: FormPlan, profile: SqlProfile):
         conv = _Converter(profile)
@@ -641,6 +656,7 @@ class _CompiledRows:
         self.meta = tuple((mk, col, mk in META_TIMES) for mk, col in plan.main.meta_columns.items())
         self.extra = plan.main.extra_column
         self.subs = tuple((name, _RowPlan(tp, conv)) for name, tp in plan.subforms.items())
+        self.deleted = plan.main.deleted_column or DELETED_AT
 
 
 def _compiled(plan: FormPlan, profile: SqlProfile) -> _CompiledRows:
@@ -704,6 +720,7 @@ def _submission_rows(comp: _CompiledRows, sid: str, sub: Submission
             parent[part][col] = fn(values(name), texts(name), unparsed)
     first[main.unparsed] = _dumps(unparsed) if unparsed else None
     first[comp.extra] = extra_json(sub.extra)
+    first[comp.deleted] = None  # served: not deleted (any more)
     children: dict[str, list[dict]] = {}
     sub_rows = sub.subforms
     for sf_name, tp in comp.subs:

@@ -34,6 +34,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
 from exporter import owner
+from exporter.deletions import doomed_ids
 from exporter.errors import ExporterError, SinkError, TransientSinkError, one_line, run_status
 from exporter.fsutil import atomic_write
 from exporter.model import (
@@ -56,6 +57,7 @@ from .capabilities import profile_for
 from .loaders import DeferredError, GenericLoader, loader_for
 from .planner import NamePlanner
 from .schema import (
+    DELETED_AT,
     FIXED_NAMES,
     LIST_ITEM_BASE_COLUMNS,
     FormPlan,
@@ -368,6 +370,7 @@ class SqlSink:
     # ------------------------------------------------------------------ protocol
     def open(self, ctx: RunContext) -> None:
         self._ctx, self._failure = ctx, None
+        self._policy = ctx.deletion_policy()
         conn = self._connect()
         try:
             with self._op("preparing the export tables"):
@@ -416,6 +419,32 @@ class SqlSink:
                     return {}
                 st = self._fixed["export_state"]
                 return {r.form_id: r.cursor for r in conn.execute(sa.select(st.c.form_id, st.c.cursor))}
+            finally:
+                if own:
+                    conn.rollback()
+                    conn.close()
+                    self._conn = None
+
+    def held_ids(self, form_id: str) -> set[str] | None:
+        """The ids of the form's submissions stored and not marked deleted
+        (``exporter.deletions.preflight``); None when the form has no table here yet."""
+        own = self._conn is None
+        with self._op(f"reading the ids of form {form_id}"):
+            conn = self._connect()
+            try:
+                insp = sa.inspect(conn)
+                if not insp.has_table("forms", schema=self.schema):
+                    return None
+                forms = self._fixed["forms"]
+                name = conn.execute(sa.select(forms.c.table_name).where(forms.c.form_id == form_id)).scalar()
+                if not name or not insp.has_table(name, schema=self.schema):
+                    return None
+                main = sa.Table(name, sa.MetaData(schema=self.schema), autoload_with=conn)
+                key = list(main.primary_key.columns)[0]
+                q = sa.select(key)
+                if DELETED_AT in main.c:
+                    q = q.where(main.c[DELETED_AT].is_(None))
+                return set(conn.execute(q).scalars())
             finally:
                 if own:
                     conn.rollback()
@@ -694,6 +723,8 @@ class SqlSink:
                 runs = self._fixed["runs"]
                 self._conn.execute(runs.update().where(runs.c.run_id == self._ctx.run_id)
                                    .values(timezone=acc.timezone))
+            if acc.form_ids is not None:
+                self._mark_forms_gone(set(acc.form_ids))
         users = [r for r in batch if isinstance(r, User)]
         groups = [r for r in batch if isinstance(r, Group)]
         if users:
@@ -716,6 +747,9 @@ class SqlSink:
         if media:
             self._write_media(media)
         cps = [r for r in batch if isinstance(r, Checkpoint)]
+        for c in cps:
+            if c.listing is not None and c.final:
+                self._apply_deletions(c.form_id, c.listing)
         if cps:
             st = self._fixed["export_state"]
             with self._op("table export_state"):
@@ -723,6 +757,59 @@ class SqlSink:
                     {"form_id": c.form_id, "cursor": c.cursor, "mode": c.mode, "run_id": self._run_id(), "updated_at": _now()}
                     for c in cps])
             self._count("checkpoint", len(cps))
+
+    def _mark_forms_gone(self, listed: set[str]) -> None:
+        """Forms the service no longer lists get ``forms.deleted_at`` (their rows are kept);
+        a form listed again is written again, which clears it."""
+        forms = self._fixed["forms"]
+        with self._op("table forms: forms gone from the service"):
+            held = self._conn.execute(sa.select(forms.c.form_id).where(forms.c[DELETED_AT].is_(None))).scalars().all()
+            gone = sorted(set(held) - listed)
+            for chunk in iter_chunks(gone, max(1, self.profile.max_params - 2)):
+                self._conn.execute(forms.update().where(forms.c.form_id.in_(chunk)).values({DELETED_AT: _now()}))
+        if gone:
+            log.warning("forms gone from the service, marked (their data is kept): %s", ", ".join(gone))
+
+    def _apply_deletions(self, form_id: str, listing: frozenset[str]) -> None:
+        """Rows of the form the complete ``listing`` lacks are deleted on the service: their main
+        row gets ``deleted_at`` (soft) or, with ``--deletions hard``, the row, its sub-form rows
+        and media rows go; a row listed again loses its mark. In the batch's transaction, after
+        the check against ``--max-deletions`` (``exporter.deletions``)."""
+        plan = self._plans.get(form_id)
+        if plan is None:
+            return
+        main = self._tables[plan.main.parts[0]]
+        key = main.c[plan.main.key_columns[0]]
+        column = plan.main.deleted_column or DELETED_AT
+        mark = main.c[column]
+        with self._op(f"form {form_id}: reading the ids held"):
+            rows = self._conn.execute(sa.select(key, mark)).all()
+        held = [r[0] for r in rows if r[1] is None]
+        marked = [r[0] for r in rows if r[1] is not None]
+        del rows
+        doomed = doomed_ids(held, listing)
+        self._policy.check(form_id, len(doomed), len(held), self.name)
+        back = [i for i in marked if i in listing]
+        step = max(1, self.profile.max_params - 2)
+        with self._op(f"form {form_id} table {main.name}: deletions"):
+            for chunk in iter_chunks(back, step):
+                self._conn.execute(main.update().where(key.in_(chunk)).values({column: None}))
+            if self._policy.mode == "soft":
+                now = _now()
+                for chunk in iter_chunks(doomed, step):
+                    self._conn.execute(main.update().where(key.in_(chunk)).values({column: now}))
+            else:
+                gone = doomed + [i for i in marked if i not in listing]
+                for tp in plan.subforms.values():
+                    for part in reversed(tp.parts):
+                        self._loader.delete_in(self._tables[part], tp.key_columns[0], gone)
+                self._loader.delete_in(self._fixed["media"], "submission_id", gone, form_id=form_id)
+                for part in reversed(plan.main.parts):
+                    self._loader.delete_in(self._tables[part], plan.main.key_columns[0], gone)
+        if doomed or back:
+            log.warning("form %s: %d submissions gone from the service (%s), %d back", form_id, len(doomed),
+                        self._policy.mode, len(back))
+            self._count("deleted", len(doomed))
 
     @staticmethod
     def _current_media(media: list[Media], subs: dict[str, dict[str, Submission]]) -> list[Media]:
@@ -808,7 +895,8 @@ class SqlSink:
     def _write_forms(self, forms: list[Form]) -> None:
         rows = [{"form_id": f.id, "name": f.name, "class_": f.class_, "update_time": f.update_time,
                      "table_name": self._plans[f.id].main.parts[0],
-                     "definition": json.dumps(f.raw, ensure_ascii=False, sort_keys=True, default=str)}
+                     "definition": json.dumps(f.raw, ensure_ascii=False, sort_keys=True, default=str),
+                     DELETED_AT: None}
                 for f in forms]
         for r in rows:
             r["class"] = r.pop("class_")
