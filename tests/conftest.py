@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,14 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def wait_port(port: int, tries: int = 200, host: str = "127.0.0.1") -> None:
+    """Wait until a server this test started listens on ``port`` (0.25 s at most a try)."""
+    for _ in range(tries):
+        if port_open(host, port, timeout=0.2):
+            return
+        time.sleep(0.05)
 
 
 def require_tool(name: str) -> str:

@@ -4,13 +4,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
 
 from connectors.kizeo.fake_server import FakeKizeoServer, Faults
 from exporter.cli import cli
+from tests.conftest import wait_port
 
 TOKEN = "tok-0123456789abcdef"
 
@@ -33,12 +33,7 @@ def test_serve_command_then_export_and_archive(sample_archive, tmp_path):
                              "--retry-after", "0.05", "--fail-every", "11", "--drop-every", "13"],
                             env=env, stderr=subprocess.PIPE, text=True)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_port(port, 100)
         url = f"http://127.0.0.1:{port}/rest/v3"
         out = tmp_path / "files"
         r = invoke("export", "--source", url, "--token-env", "KZ_TOKEN", "--to", str(out), "--format", "json,csv")

@@ -6,13 +6,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
 
 from connectors.kizeo.fake_server import FakeKizeoServer, Faults
 from exporter.cli import cli
+from tests.conftest import wait_port
 
 pytestmark = pytest.mark.network
 
@@ -77,12 +77,7 @@ def test_served_with_refused_routes_and_a_bounded_search(sample_archive, tmp_pat
                              str(port), "--token-env", "KZ_TOKEN", "--refuse", "users,lists", "--max-answer", "5"],
                             env=env, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_port(port, 200)
         url = f"http://127.0.0.1:{port}/rest/v3"
         db = f"sqlite:///{tmp_path / 'k.db'}"
         r = invoke("export", "-s", url, "--token-env", "KZ_TOKEN", "--to", db, "--incremental", "cursor")
