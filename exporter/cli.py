@@ -310,7 +310,6 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, page_s
                            action=action, overlap=overlap, page_size=page_size, skip=skip,
                            check_deletions=check_deletions)
         src = build_source(forms=_resolve_forms(forms, source_args), **source_args)
-        _first_answer(src)
         rc = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, options=options,
                         deletions=deletions, max_deletions=max_deletions)
         if jobs > 1:
@@ -324,20 +323,6 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, page_s
         _print_summary(ctx.obj, summary, sinks)
 
     _run_guarded(ctx, go)
-
-
-def _first_answer(src) -> None:
-    """Ask the source for its forms before any destination is opened: a token that is not set,
-    a wrong address or a refused token fails the run with nothing created. (The answer is kept:
-    the run does not ask again.)"""
-    form_ids = getattr(src, "form_ids", None)
-    if form_ids is None:
-        return
-    try:
-        form_ids()
-    except BaseException:
-        src.close()
-        raise
 
 
 def _refuse_password_in_url(url: str) -> None:

@@ -39,7 +39,7 @@ from .deletions import preflight
 from .errors import ConfigError, ExporterError
 from .interrupts import deferred
 from .model import PART_ROWS, Checkpoint, FormPart
-from .pipeline import Progress, RunSummary, _guard, merged_state, run
+from .pipeline import Progress, RunSummary, _guard, check_source, merged_state, run
 from .sinks import RunContext
 
 log = logging.getLogger("exporter.parallel")
@@ -335,6 +335,11 @@ def run_parallel(source: Any, sinks: Sequence, ctx: RunContext, *, jobs: int, so
         raise ConfigError(f"--jobs {jobs}: only destinations that take parallel writers (PostgreSQL, MariaDB/MySQL) "
                           "can be "
                           f"written by several processes; not {', '.join(refused)} (use --jobs 1)")
+    try:
+        check_source(source)  # as ``run`` does: the source answers before any destination opens
+    except BaseException:
+        source.close()
+        raise
     state = merged_state(sinks) if ctx.mode == "cursor" else {}
     tasks = plan_tasks(source, jobs, ctx.mode)
     jobs = min(jobs, len(tasks))

@@ -146,11 +146,7 @@ def run(
     current: str | None = None
     source_open = True
     try:
-        # a source that can say it is reachable and its token accepted says so before any sink
-        # creates anything (a refused run leaves no empty folder nor empty database)
-        check = getattr(source, "check", None)
-        if check is not None:
-            check()
+        check_source(source)
         # each sink's stored state is read before any sink is opened for writing
         start_state = state if state is not None else (merged_state(sinks) if ctx.mode == "cursor" else {})
         preflight(source, sinks, ctx.deletion_policy())  # too many deletions: refused before anything opens
@@ -209,6 +205,14 @@ def run(
     if first_error:
         raise first_error
     return summary
+
+
+def check_source(source) -> None:
+    """A source that can say it is reachable and its token accepted (an optional ``check()``) says
+    so before any sink creates anything: a refused run leaves no empty folder nor empty database."""
+    check = getattr(source, "check", None)
+    if check is not None:
+        check()
 
 
 def _close_source(source: Source) -> None:
