@@ -34,15 +34,16 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from connectors.files_store import STORE_PATH, FormStore
+from exporter.connectors.files_store import STORE_PATH, FormStore
+from exporter.formats.base import OutputDir, get_writer_class, make_writer
+from exporter.formats.report import opt_bool
+
 from exporter.capabilities import Capabilities
 from exporter.deletions import doomed_ids
 from exporter.errors import ConfigError, FormatError, SinkError, os_error_text
 from exporter.fsutil import atomic_write, claim, file_digest, live_claim, release
 from exporter.model import Media, counted_bytes
 from exporter.sinks import RunContext, SinkStats
-from formats.base import OutputDir, get_writer_class, make_writer
-from formats.report import opt_bool
 
 log = logging.getLogger("exporter.files")
 

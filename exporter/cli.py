@@ -125,7 +125,7 @@ def _account_parts(ctx, param, value: str | None) -> tuple[str, ...]:
     """``--skip``/``--refuse``: some of users, groups, lists."""
     if not value:
         return ()
-    from connectors.kizeo.source import SKIPPABLE, parse_skip
+    from exporter.connectors.kizeo.source import SKIPPABLE, parse_skip
 
     try:
         return tuple(sorted(parse_skip(value or "")))
@@ -184,7 +184,7 @@ def _build_source(source: str, *, token_env, token_file, login_env, forms, worke
         raise ConfigError(f"--action {action} is for --incremental unread (this run is --incremental "
                           f"{'none' if mode == 'full' else mode})")
     if source.startswith(("http://", "https://")):
-        from connectors.kizeo import build_web_source
+        from exporter.connectors.kizeo import build_web_source
 
         return build_web_source(source, token_env=token_env, token_file=token_file, login_env=login_env,
                                 forms=list(forms), mode=mode, action=action, overlap_seconds=overlap,
@@ -195,7 +195,7 @@ def _build_source(source: str, *, token_env, token_file, login_env, forms, worke
     if skip:
         raise ConfigError(f"--skip {','.join(sorted(skip))} is for the web service: an archive's users, groups "
                           "and lists are exported with it")
-    from connectors.archive import ArchiveSource
+    from exporter.connectors.archive import ArchiveSource
 
     return ArchiveSource(source, forms=list(forms), mode=mode, overlap_seconds=overlap, check_deletions=check_deletions)
 
@@ -357,7 +357,7 @@ def archive(ctx, source, token_env, token_file, login_env, forms, workers, page_
     checks and that any command taking --source can replay offline."""
 
     def go():
-        from connectors.archive import ArchiveSink
+        from exporter.connectors.archive import ArchiveSink
 
         from .pipeline import new_run_id, run
         from .sinks import RunContext
@@ -386,8 +386,8 @@ def verify(ctx, path):
     """
 
     def go():
-        from connectors.archive import ArchiveReader
-        from connectors.archive import verify as verify_archive
+        from exporter.connectors.archive import ArchiveReader
+        from exporter.connectors.archive import verify as verify_archive
 
         problems = verify_archive(path)
         if problems:
@@ -431,7 +431,7 @@ def serve(ctx, source, host, port, token_env, rate_limit_every, retry_after, fai
     optional injected faults, so the whole tool can be tried and tested without an account."""
 
     def go():
-        from connectors.kizeo.fake_server import FakeKizeoServer, Faults
+        from exporter.connectors.kizeo.fake_server import FakeKizeoServer, Faults
 
         from .secrets import read_secret
 
@@ -474,9 +474,9 @@ def demo(ctx, out, formats):
     """Export the bundled sample account to SQLite and files, and print what was written where."""
 
     def go():
-        from connectors.archive import ArchiveSource
-        from connectors.files import FilesSink
-        from formats.base import get_writer_class, known_formats
+        from exporter.connectors.archive import ArchiveSource
+        from exporter.connectors.files import FilesSink
+        from exporter.formats.base import get_writer_class, known_formats
 
         from .pipeline import new_run_id, run
         from .registry import create_sink

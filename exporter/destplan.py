@@ -84,7 +84,7 @@ def _identity(url: str) -> str:
     import os
 
     if "://" not in url or url.startswith("file://"):
-        from connectors.files import path_of
+        from exporter.connectors.files import path_of
 
         return "file://" + os.path.abspath(os.path.expanduser(path_of(url)))
     return url.rstrip("/")
@@ -132,7 +132,7 @@ def plan(args: Sequence[str], takes_value: Mapping[str, bool], destinations: Seq
         entries.append(entry)
     check_formats(formats, entries, formats_given)
     check_options(options, entries, formats, label=LABELS)
-    from formats.base import check_format_options
+    from exporter.formats.base import check_format_options
 
     for (_url, own), entry in zip(planned, entries, strict=True):
         if entry.formats:

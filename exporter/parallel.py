@@ -299,8 +299,9 @@ class _Workers:
 
 
 #: what a worker imports, loaded once by the fork server the workers start from
-_PRELOAD = ["exporter.parallel", "exporter.cli", "exporter.registry", "connectors.archive", "connectors.kizeo.source",
-            "connectors.sql.sink", "sqlalchemy.dialects.postgresql.psycopg2", "sqlalchemy.dialects.mysql.pymysql",
+_PRELOAD = ["exporter.parallel", "exporter.cli", "exporter.registry", "exporter.connectors.archive",
+            "exporter.connectors.kizeo.source", "exporter.connectors.sql.sink",
+            "sqlalchemy.dialects.postgresql.psycopg2", "sqlalchemy.dialects.mysql.pymysql",
             "psycopg2", "pymysql"]
 
 

@@ -37,7 +37,7 @@ def option_value(value: str) -> object:
 
 
 def format_options() -> dict[str, tuple[str, ...]]:
-    from formats.base import FORMAT_OPTIONS
+    from exporter.formats.base import FORMAT_OPTIONS
 
     return FORMAT_OPTIONS
 
@@ -71,7 +71,7 @@ def _format_of(key: str) -> list[str]:
 
 def check_formats(formats: tuple[str, ...], entries: list[SinkEntry], given: bool) -> None:
     """``--format``: at least one known format, and (when given) a destination that writes files."""
-    from formats.base import get_writer_class, known_formats
+    from exporter.formats.base import get_writer_class, known_formats
 
     if not formats:
         raise ConfigError(f"--format is empty: choose one or more of {', '.join(known_formats())}")

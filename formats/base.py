@@ -277,12 +277,12 @@ class FormStreamWriter:
 
 #: format key -> "module:Class"; imported only when used
 FORMATS: dict[str, str] = {
-    "json": "formats.json_writer:JsonWriter",
-    "csv": "formats.csv_writer:CsvWriter",
-    "xlsx": "formats.xlsx_writer:XlsxWriter",
-    "xml": "formats.xml_writer:XmlWriter",
-    "docx": "formats.docx_writer:DocxWriter",
-    "pdf": "formats.pdf_writer:PdfWriter",
+    "json": "exporter.formats.json_writer:JsonWriter",
+    "csv": "exporter.formats.csv_writer:CsvWriter",
+    "xlsx": "exporter.formats.xlsx_writer:XlsxWriter",
+    "xml": "exporter.formats.xml_writer:XmlWriter",
+    "docx": "exporter.formats.docx_writer:DocxWriter",
+    "pdf": "exporter.formats.pdf_writer:PdfWriter",
 }
 
 

@@ -25,10 +25,8 @@ import tempfile
 from collections.abc import Iterable
 from typing import IO
 
-from exporter.errors import ConfigError
-from exporter.model import FieldDef, Form, ListColumn, ListItem, Submission
-from formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
-from formats.tabular import (
+from exporter.formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
+from exporter.formats.tabular import (
     GROUP_COLUMNS,
     ROW_INDEX,
     USER_COLUMNS,
@@ -45,6 +43,9 @@ from formats.tabular import (
     text_cell,
     user_cell,
 )
+
+from exporter.errors import ConfigError
+from exporter.model import FieldDef, Form, ListColumn, ListItem, Submission
 
 _TRUE_OPTS = {"1", "true", "yes", "on"}
 _FALSE_OPTS = {"0", "false", "no", "off", ""}

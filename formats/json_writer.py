@@ -19,9 +19,10 @@ import json
 import re
 from typing import IO, Any
 
+from exporter.formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
+from exporter.formats.tabular import USER_FIELDS, json_value, media_links, relative
+
 from exporter.model import MEDIA, Form, Submission
-from formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
-from formats.tabular import USER_FIELDS, json_value, media_links, relative
 
 #: lone surrogates cannot be UTF-8; U+0085, U+2028, U+2029 are line breaks to many line readers
 _ESCAPE = re.compile("[\ud800-\udfff\x85\u2028\u2029]")
@@ -63,7 +64,7 @@ class JsonWriter(FormStreamWriter):
     @staticmethod
     def check_options(options: dict) -> bool:
         """``json_per_submission`` read as true or false (another value: ``ConfigError``)."""
-        from formats.report import opt_bool
+        from exporter.formats.report import opt_bool
 
         return opt_bool(options, "json_per_submission", True)
 

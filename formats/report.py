@@ -31,6 +31,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from exporter.formats import images
+from exporter.formats.base import submission_form
+from exporter.formats.labels import LABELS, file_size, form_language
+
 from exporter.errors import ConfigError, FormatError
 from exporter.fsutil import owned_tempdir
 from exporter.model import (
@@ -48,9 +52,6 @@ from exporter.model import (
     Submission,
     copy_media,
 )
-from formats import images
-from formats.base import submission_form
-from formats.labels import LABELS, file_size, form_language
 
 #: sub-forms with more value columns than this are laid out one small table per row
 WIDE_TABLE_COLUMNS = 6

@@ -28,17 +28,9 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
-from openpyxl.writer.excel import ExcelWriter
-
-from exporter.errors import FormatError
-from exporter.model import FieldDef, Form, GeoPoint, Submission
-from formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
-from formats.stable import DatedZip, Newest
-from formats.tabular import (
+from exporter.formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
+from exporter.formats.stable import DatedZip, Newest
+from exporter.formats.tabular import (
     GROUP_COLUMNS,
     META,
     ROW_INDEX,
@@ -58,6 +50,14 @@ from formats.tabular import (
     subform_columns,
     user_cell,
 )
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
+from openpyxl.writer.excel import ExcelWriter
+
+from exporter.errors import FormatError
+from exporter.model import FieldDef, Form, GeoPoint, Submission
 
 EXCEL_MAX_ROWS = 1_048_576
 EXCEL_MAX_CELL = 32_767

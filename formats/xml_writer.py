@@ -24,9 +24,10 @@ from decimal import Decimal
 from importlib import resources
 from typing import IO
 
+from exporter.formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
+from exporter.formats.tabular import decimal_text, media_links, relative
+
 from exporter.model import SUBFORM, FieldDef, Form, GeoPoint, Submission, extra_json
-from formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
-from formats.tabular import decimal_text, media_links, relative
 
 NAMESPACE = "urn:exporter:forms:1"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"

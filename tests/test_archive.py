@@ -3,8 +3,8 @@ import shutil
 import zipfile
 
 import pytest
+from exporter.connectors.archive import ArchiveReader, ArchiveSink, ArchiveSource, verify
 
-from connectors.archive import ArchiveReader, ArchiveSink, ArchiveSource, verify
 from exporter.errors import ArchiveError, NotFoundError
 from exporter.pipeline import new_run_id, run
 from exporter.sinks import RunContext

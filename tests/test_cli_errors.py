@@ -8,9 +8,9 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from exporter.connectors.kizeo import KizeoClient, StaticToken
+from exporter.connectors.kizeo.fake_server import FakeKizeoServer, Faults
 
-from connectors.kizeo import KizeoClient, StaticToken
-from connectors.kizeo.fake_server import FakeKizeoServer, Faults
 from exporter.cli import cli
 from exporter.errors import SourceError, TransientSourceError
 

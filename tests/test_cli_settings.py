@@ -8,8 +8,8 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from exporter.connectors.kizeo.fake_server import FakeKizeoServer
 
-from connectors.kizeo.fake_server import FakeKizeoServer
 from exporter.cli import cli
 from exporter.validate import split_url_options, with_url_options
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from exporter.connectors.kizeo.fake_server import FakeKizeoServer, Faults
 
-from connectors.kizeo.fake_server import FakeKizeoServer, Faults
 from exporter.cli import cli
 from tests.conftest import wait_port
 

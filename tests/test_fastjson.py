@@ -3,8 +3,8 @@ import json
 import shutil
 
 import pytest
+from exporter.connectors.archive import ArchiveReader
 
-from connectors.archive import ArchiveReader
 from exporter import fastjson
 from exporter.errors import ArchiveError
 

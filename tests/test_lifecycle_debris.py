@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 from click.testing import CliRunner
+from exporter.connectors.kizeo.client import KizeoClient
+from exporter.connectors.kizeo.fake_server import FakeKizeoServer
 
-from connectors.kizeo.client import KizeoClient
-from connectors.kizeo.fake_server import FakeKizeoServer
 from exporter.cli import cli
 
 TOKEN = "tok-0123456789abcdef"

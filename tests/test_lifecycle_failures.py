@@ -16,10 +16,10 @@ import zipfile
 
 import pytest
 from click.testing import CliRunner
+from exporter.connectors.sql.sink import SqlSink
+from exporter.formats.base import get_writer_class
 
-from connectors.sql.sink import SqlSink
 from exporter.cli import cli
-from formats.base import get_writer_class
 
 ALL_FORMATS = "json,csv,xlsx,xml,docx,pdf"
 

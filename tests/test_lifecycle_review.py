@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 from click.testing import CliRunner
+from exporter.connectors.sql.sink import SqlSink
 
-from connectors.sql.sink import SqlSink
 from exporter.cli import cli
 from exporter.errors import Interrupted
 
@@ -72,8 +72,7 @@ def test_a_stop_signal_inside_a_docx_save_leaves_no_exception_ignored(tmp_path, 
     import zipfile
 
     from docx import Document
-
-    from formats.docx_writer import DocxWriter
+    from exporter.formats.docx_writer import DocxWriter
 
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(repr(u.exc_value)))

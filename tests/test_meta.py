@@ -1,6 +1,7 @@
 """Meta-tests: packaging lists every package, the README documents every destination and command,
 the code passes the linter."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,19 @@ README = (ROOT / "README.md").read_text("utf-8")
 
 def test_every_package_is_packaged():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {p.parent.relative_to(ROOT).as_posix().replace("/", ".")
+    # connectors/ and formats/ install under the exporter. namespace (package-dir in pyproject.toml)
+    found = {("" if top == "exporter" else "exporter.") + p.parent.relative_to(ROOT).as_posix().replace("/", ".")
              for top in ("exporter", "connectors", "formats") for p in (ROOT / top).rglob("__init__.py")}
     assert found - listed == set(), "add these packages to pyproject.toml [tool.setuptools] packages"
+
+
+def test_no_top_level_connectors_or_formats_imports():
+    """An installed copy claims only the import name `exporter`: code and tests import
+    exporter.connectors / exporter.formats, never the repository's folder names."""
+    bad = re.compile(r"^\s*(from|import) (connectors|formats)\b", re.M)
+    offenders = [p.relative_to(ROOT).as_posix() for top in ("exporter", "connectors", "formats", "tests")
+                 for p in (ROOT / top).rglob("*.py") if bad.search(p.read_text("utf-8"))]
+    assert offenders == []
 
 
 def test_readme_destination_table_is_generated_from_the_registry():

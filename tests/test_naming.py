@@ -1,9 +1,9 @@
 
 import pytest
+from exporter.formats.base import OutputDir
 
 from exporter.errors import ConfigError
 from exporter.naming import safe_filename, safe_join, shorten_identifier
-from formats.base import OutputDir
 
 HOSTILE = ["../../etc/passwd", "/abs/path", "a\\b\\..\\c", "CON", "nul.txt", "com1", "x" * 300, "é" * 300 + ".jpg",
            "", ".", "..", " . ", "a:b*c?d\"e<f>g|h", "tab\tnew\nline", "\x00nul", "trailing. "]

@@ -1,7 +1,7 @@
 """Pipeline semantics: batching, fan-out, commit-then-acknowledge, rollback on failure, state."""
 import pytest
+from exporter.connectors.archive import ArchiveSource
 
-from connectors.archive import ArchiveSource
 from exporter.capabilities import Capabilities
 from exporter.errors import SinkError
 from exporter.model import Checkpoint

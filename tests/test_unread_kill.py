@@ -16,9 +16,8 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from connectors.archive import ArchiveReader
-from connectors.kizeo.fake_server import FakeKizeoServer
+from exporter.connectors.archive import ArchiveReader
+from exporter.connectors.kizeo.fake_server import FakeKizeoServer
 
 TOKEN = "tok-kill-0123456789"
 ROOT = Path(__file__).resolve().parent.parent

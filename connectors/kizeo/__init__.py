@@ -1,6 +1,6 @@
 """Kizeo Forms REST v3: the HTTP client, the web-service source and a fake service for tests.
 
-    from connectors.kizeo import KizeoClient, EnvToken, WebSource
+    from exporter.connectors.kizeo import KizeoClient, EnvToken, WebSource
     client = KizeoClient(EnvToken("KIZEO_TOKEN"))
     source = WebSource(client, mode="cursor")
 

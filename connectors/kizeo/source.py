@@ -35,7 +35,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from connectors.archive import minus_overlap
+from exporter.connectors.archive import minus_overlap
+
 from exporter.errors import AuthError, ConfigError, NotFoundError
 from exporter.model import Account, Checkpoint, Form, Media, MediaRef, Submission
 from exporter.records import (

@@ -15,11 +15,11 @@ from exporter.registry import missing_driver, scheme_of
 
 #: URL scheme -> "module:factory" building the remote as ``factory(url, options)``
 REMOTES: dict[str, str] = {
-    "ftp": "connectors.remote.ftp_remote:create_remote",
-    "ftps": "connectors.remote.ftp_remote:create_remote",
-    "sftp": "connectors.remote.sftp_remote:create_remote",
-    "dropbox": "connectors.remote.dropbox_remote:create_remote",
-    "sharepoint": "connectors.remote.sharepoint_remote:create_remote",
+    "ftp": "exporter.connectors.remote.ftp_remote:create_remote",
+    "ftps": "exporter.connectors.remote.ftp_remote:create_remote",
+    "sftp": "exporter.connectors.remote.sftp_remote:create_remote",
+    "dropbox": "exporter.connectors.remote.dropbox_remote:create_remote",
+    "sharepoint": "exporter.connectors.remote.sharepoint_remote:create_remote",
 }
 
 def create_remote(url: str, options: dict | None = None):

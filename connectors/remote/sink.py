@@ -68,7 +68,7 @@ PARTIAL_SUFFIX_LEN = len(".12345678.partial")
 
 
 def _default_inner(root: Path, options: dict):
-    from connectors.files import FilesSink
+    from exporter.connectors.files import FilesSink
 
     return FilesSink(str(root), {**options, "track_published": True}, keep_current=False)
 

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import registry as _dialects
 from exporter.errors import ConfigError
 
 # SQLAlchemy ships no PostgreSQL dialect for pyodbc: ours (imported only when a URL names it)
-_dialects.register("postgresql.pyodbc", "connectors.sql.pg_pyodbc", "PGDialect_pyodbc")
+_dialects.register("postgresql.pyodbc", "exporter.connectors.sql.pg_pyodbc", "PGDialect_pyodbc")
 
 _DEFAULT_DRIVER = {"postgresql": "psycopg2", "mysql": "pymysql", "mariadb": "pymysql", "mssql": "pyodbc",
                    "access": "pyodbc"}

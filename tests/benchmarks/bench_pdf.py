@@ -46,13 +46,13 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from exporter.formats.base import OutputDir
+from exporter.formats.docx_writer import DocxWriter
+from exporter.formats.pdf_writer import PdfWriter
 from PIL import Image
 
 from exporter.model import LAYOUT, MEDIA, META_KEYS, SUBFORM, Account, Checkpoint, Form, Media, Submission
 from exporter.records import parse_form, parse_submission
-from formats.base import OutputDir
-from formats.docx_writer import DocxWriter
-from formats.pdf_writer import PdfWriter
 
 FONTS = ROOT / "formats" / "fonts"
 

@@ -158,10 +158,9 @@ class _Layout:
 
     def __init__(self, dialect: str):
         import sqlalchemy as sa
-
-        from connectors.sql.capabilities import profile_for
-        from connectors.sql.planner import NamePlanner
-        from connectors.sql.schema import FIXED_NAMES
+        from exporter.connectors.sql.capabilities import profile_for
+        from exporter.connectors.sql.planner import NamePlanner
+        from exporter.connectors.sql.schema import FIXED_NAMES
 
         self.profile = profile_for(dialect)
         self.planner = NamePlanner(self.profile)
@@ -171,13 +170,13 @@ class _Layout:
         self.tables: dict = {}  # part name -> sa.Table (with keys)
         self.order: list[str] = []  # parents first
         # the media index, as the exporter writes it (one row per media file, no bytes)
-        from connectors.sql.schema import fixed_tables
+        from exporter.connectors.sql.schema import fixed_tables
 
         self.tables["media"] = fixed_tables(self.md, self.profile)["media"]
         self.order.append("media")
 
     def add(self, form) -> None:
-        from connectors.sql.schema import build_tables, plan_form
+        from exporter.connectors.sql.schema import build_tables, plan_form
 
         plan = plan_form(form, [], self.planner, self.profile, self.taken, "bench")
         self.plans[form.id] = plan
@@ -237,8 +236,8 @@ def prepare(arch: Path, data: Path) -> dict:
         cached = json.loads(meta_file.read_text())
         if cached.get("version") == PREPARED_VERSION:
             return cached
-    from connectors.archive import ArchiveSource
-    from connectors.sql.schema import media_row, submission_rows
+    from exporter.connectors.archive import ArchiveSource
+    from exporter.connectors.sql.schema import media_row, submission_rows
 
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
@@ -627,7 +626,7 @@ def main() -> None:
     # the exporter's ceiling: read and parse the archive, no sink
     secs, peak = child_run([sys.executable, "-c",
                             "import sys; sys.path.insert(0, '.');"
-                            "from connectors.archive import ArchiveSource;"
+                            "from exporter.connectors.archive import ArchiveSource;"
                             f"n = sum(1 for r in ArchiveSource({str(arch)!r}).records({{}}) "
                             "if r.kind == 'submission'); print(n)"])
     results.append(Result("-", "archive replay only (read + parse, no sink)", secs, peak, True))

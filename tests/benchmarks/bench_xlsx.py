@@ -20,12 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from exporter.formats.base import OutputDir
+from exporter.formats.xlsx_writer import XlsxWriter
 from openpyxl import Workbook
 
 from exporter.model import META_KEYS
 from exporter.records import parse_form, parse_submission
-from formats.base import OutputDir
-from formats.xlsx_writer import XlsxWriter
 
 FORM = {
     "id": "1", "name": "bench", "fields": {

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from connectors.archive import ArchiveSink
-from connectors.kizeo import KizeoClient, StaticToken
-from connectors.kizeo.fake_server import FakeKizeoServer, Faults
+from exporter.connectors.archive import ArchiveSink
+from exporter.connectors.kizeo import KizeoClient, StaticToken
+from exporter.connectors.kizeo.fake_server import FakeKizeoServer, Faults
+
 from exporter.model import Account, Checkpoint, Media
 from exporter.pipeline import new_run_id
 from exporter.records import (

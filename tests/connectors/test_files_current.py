@@ -10,11 +10,11 @@ import sys
 
 import openpyxl
 from click.testing import CliRunner
+from exporter.connectors.archive import ArchiveSource
+from exporter.connectors.files import FilesSink
+from exporter.connectors.files_store import STORE_PATH, FormStore
+from exporter.connectors.kizeo.fake_server import FakeKizeoServer
 
-from connectors.archive import ArchiveSource
-from connectors.files import FilesSink
-from connectors.files_store import STORE_PATH, FormStore
-from connectors.kizeo.fake_server import FakeKizeoServer
 from exporter.cli import cli
 from exporter.pipeline import new_run_id, run
 from exporter.sinks import RunContext
@@ -138,7 +138,7 @@ def test_other_formats_rebuild_every_form(sample_archive, tmp_path):
 
 
 def test_store_rows_come_back_in_id_order_whatever_their_arrival(tmp_path):
-    from connectors.files_store import sort_key
+    from exporter.connectors.files_store import sort_key
 
     ids = ["10", "9", "0100", "abc", "2", "100", "Z"]
     assert sorted(ids, key=sort_key) == ["2", "9", "10", "0100", "100", "Z", "abc"]
@@ -162,7 +162,8 @@ def test_store_gives_back_equal_records(sample_archive):
     import datetime as dt
     from decimal import Decimal
 
-    from connectors.files_store import decode_form, decode_submission, encode_form, encode_submission
+    from exporter.connectors.files_store import decode_form, decode_submission, encode_form, encode_submission
+
     from exporter.model import GeoPoint, MediaRef, SubformRow, Submission
 
     def same(a, b):  # repr: Decimal("1.50") stays 1.50, NaN stays NaN (which equals nothing)
@@ -190,8 +191,8 @@ def test_store_gives_back_equal_records(sample_archive):
 
 def test_unread_pages_of_one_form_make_one_table(sample_archive, tmp_path):
     """Unread mode closes each page of a form with a checkpoint, and more of the form follows."""
-    from connectors.kizeo import KizeoClient, StaticToken
-    from connectors.kizeo.source import WebSource
+    from exporter.connectors.kizeo import KizeoClient, StaticToken
+    from exporter.connectors.kizeo.source import WebSource
 
     out = tmp_path / "o"
     with FakeKizeoServer(str(sample_archive), TOKEN) as srv:

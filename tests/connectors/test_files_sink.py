@@ -2,9 +2,9 @@
 import hashlib
 
 import pytest
+from exporter.connectors.archive import ArchiveReader, ArchiveSource
+from exporter.connectors.files import FilesSink, create_sink
 
-from connectors.archive import ArchiveReader, ArchiveSource
-from connectors.files import FilesSink, create_sink
 from exporter.model import Checkpoint, Media, MediaRef
 from exporter.pipeline import new_run_id, run
 from exporter.records import parse_form, parse_submission

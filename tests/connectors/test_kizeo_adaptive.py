@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
+from exporter.connectors.archive import ArchiveSource
+from exporter.connectors.kizeo import WebSource
+from exporter.connectors.kizeo.adaptive import AIMD
+from exporter.connectors.kizeo.fake_server import Faults
 
-from connectors.archive import ArchiveSource
-from connectors.kizeo import WebSource
-from connectors.kizeo.adaptive import AIMD
-from connectors.kizeo.fake_server import Faults
 from exporter.errors import RateLimitError, TransientSourceError
 from tests.connectors.conftest_kizeo import make_client, serve
 
@@ -103,7 +103,7 @@ def test_bad_bounds():
 
 @pytest.mark.network
 def test_workers_auto_against_a_rate_limiting_fake(sample_archive):
-    from connectors.kizeo.adaptive import MAX_WORKERS
+    from exporter.connectors.kizeo.adaptive import MAX_WORKERS
 
     gate = AIMD()
     with serve(sample_archive, Faults(rate_limit_every=25, retry_after=0, latency=0.005)) as srv:
@@ -123,8 +123,8 @@ def test_login_inside_a_gated_request_does_not_wait_for_a_place(rich_archive, mo
     """A legacy login happens inside a request that holds a place (``_send_once`` asks the
     provider for a token); had the login waited for a place of its own, a gate with every place
     taken (here its one place, as after a few halvings) would have waited for itself forever."""
-    from connectors.kizeo import KizeoClient
-    from connectors.kizeo.tokens import LoginToken
+    from exporter.connectors.kizeo import KizeoClient
+    from exporter.connectors.kizeo.tokens import LoginToken
 
     monkeypatch.setenv("KZ_USER", "zoe")
     monkeypatch.setenv("KZ_PASSWORD", "pw")

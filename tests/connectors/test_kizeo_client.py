@@ -9,8 +9,7 @@ import time
 
 import pytest
 import requests
-
-from connectors.kizeo import (
+from exporter.connectors.kizeo import (
     EnvToken,
     FileToken,
     KizeoClient,
@@ -18,8 +17,9 @@ from connectors.kizeo import (
     StaticToken,
     build_web_source,
 )
-from connectors.kizeo.client import parse_retry_after
-from connectors.kizeo.fake_server import FakeKizeoServer, Faults
+from exporter.connectors.kizeo.client import parse_retry_after
+from exporter.connectors.kizeo.fake_server import FakeKizeoServer, Faults
+
 from exporter.errors import (
     AuthError,
     BadAnswerError,

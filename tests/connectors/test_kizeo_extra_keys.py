@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from exporter.connectors.archive import ArchiveSink
 
-from connectors.archive import ArchiveSink
 from exporter.cli import cli
 from exporter.model import Account, Checkpoint
 from exporter.pipeline import new_run_id
@@ -164,7 +164,7 @@ def test_an_archive_replay_keeps_every_key(archive, tmp_path):
 
 
 def test_the_files_store_round_trips_the_extra_keys():
-    from connectors.files_store import decode_submission, encode_submission
+    from exporter.connectors.files_store import decode_submission, encode_submission
 
     form = parse_form(FORM)
     for raw in (NESTED, FLAT):

@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 
 import pytest
+from exporter.connectors.archive import ArchiveReader, ArchiveSink, ArchiveSource, verify
+from exporter.connectors.kizeo import WebSource
+from exporter.connectors.kizeo.fake_server import Faults
 
-from connectors.archive import ArchiveReader, ArchiveSink, ArchiveSource, verify
-from connectors.kizeo import WebSource
-from connectors.kizeo.fake_server import Faults
 from exporter.capabilities import Capabilities
 from exporter.errors import AuthError, ConfigError, NotFoundError, SinkError
 from exporter.pipeline import new_run_id, run
@@ -414,7 +414,7 @@ def test_a_bad_token_is_not_reported_as_missing_rights(fake):
 
 
 def test_skip_names_are_checked():
-    from connectors.kizeo.source import parse_skip
+    from exporter.connectors.kizeo.source import parse_skip
 
     assert parse_skip(["users, Lists"]) == {"users", "lists"}
     with pytest.raises(ConfigError, match="--skip takes users, groups, lists"):

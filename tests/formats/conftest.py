@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import pytest
+from exporter.formats.base import OutputDir
 
 from exporter.model import (
     Account,
@@ -40,7 +41,6 @@ from exporter.records import (
     parse_submission,
     parse_user,
 )
-from formats.base import OutputDir
 
 # ---- hostile values ------------------------------------------------------------------------
 LONG_TEXT = ("Lorem ipsum ✓ דוד 😀 " * 2000)[:40000]  # 40,000 characters

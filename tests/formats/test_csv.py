@@ -6,12 +6,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from exporter.formats.base import get_writer_class
+from exporter.formats.csv_writer import CsvWriter
+from exporter.formats.tabular import guard_formula
 
 from exporter.errors import ConfigError
 from exporter.model import META_KEYS, GeoPoint, extra_json
-from formats.base import get_writer_class
-from formats.csv_writer import CsvWriter
-from formats.tabular import guard_formula
 from tests.formats.conftest import (
     BAD_FIELD,
     CONTROL,
@@ -189,7 +189,7 @@ def test_semicolon_and_bom(dataset, tmp_path):
 
 @pytest.mark.parametrize("opts", [{"csv_delimiter": "\t"}, {"csv_bom": "maybe"}])
 def test_bad_options(tmp_path, opts):
-    from formats.base import OutputDir
+    from exporter.formats.base import OutputDir
 
     with pytest.raises(ConfigError):
         CsvWriter(OutputDir(tmp_path), opts)

@@ -10,12 +10,12 @@ from pathlib import Path
 import docx
 import pytest
 from docx.shared import Mm
+from exporter.formats.base import OutputDir, get_writer_class
+from exporter.formats.docx_writer import DocxWriter
 from PIL import Image
 
 from exporter.errors import ConfigError, FormatError
 from exporter.model import Media, MediaRef
-from formats.base import OutputDir, get_writer_class
-from formats.docx_writer import DocxWriter
 from tests.benchmarks import bench_pdf
 from tests.formats.conftest import (
     CONTROL,

@@ -4,10 +4,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from exporter.formats.base import OutputDir, get_writer_class
+from exporter.formats.json_writer import JsonWriter
 
 from exporter.model import GeoPoint
-from formats.base import OutputDir, get_writer_class
-from formats.json_writer import JsonWriter
 from tests.formats.conftest import (
     BAD_FIELD,
     CONTROL,
@@ -154,7 +154,7 @@ def test_submission_before_form_is_an_error(dataset, tmp_path):
 
 
 def test_every_writer_follows_the_protocol(tmp_path):
-    from formats.base import FormatLimits, FormatWriter
+    from exporter.formats.base import FormatLimits, FormatWriter
 
     for key in ("json", "csv", "xlsx", "xml"):
         cls = get_writer_class(key)
@@ -165,9 +165,10 @@ def test_every_writer_follows_the_protocol(tmp_path):
 def test_account_file_records_source_and_timezone(tmp_path):
     import json
 
+    from exporter.formats.base import OutputDir
+    from exporter.formats.json_writer import JsonWriter
+
     from exporter.model import Account
-    from formats.base import OutputDir
-    from formats.json_writer import JsonWriter
 
     out = OutputDir(tmp_path, run_id="r1")
     w = JsonWriter(out, {})

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pypdf
 import pytest
+from exporter.formats.base import OutputDir, get_writer_class
+from exporter.formats.pdf_writer import FONT, RTL_SUPPORT, PdfWriter, _LazyStory
 from PIL import Image
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.platypus import Paragraph, SimpleDocTemplate
 
-from formats.base import OutputDir, get_writer_class
-from formats.pdf_writer import FONT, RTL_SUPPORT, PdfWriter, _LazyStory
 from tests.formats.conftest import FORMULA, LONG_TEXT, abandon_writer, build_dataset, rare_gc, run_writer
 from tests.formats.report_fixtures import (
     ARABIC,

@@ -9,14 +9,14 @@ from pathlib import Path
 import docx
 import pytest
 from docx.image.exceptions import UnrecognizedImageError
+from exporter.formats import images
+from exporter.formats.docx_writer import DocxWriter
+from exporter.formats.pdf_writer import PdfWriter
 from PIL import Image
 from pypdf import PdfReader
 
 from exporter.model import Account, Checkpoint, Media
 from exporter.records import parse_form, parse_submission
-from formats import images
-from formats.docx_writer import DocxWriter
-from formats.pdf_writer import PdfWriter
 from tests.formats.conftest import run_writer
 from tests.formats.image_corpus import CORPUS, jpeg_led_by
 

@@ -7,17 +7,17 @@ import json
 import docx
 import pytest
 from click.testing import CliRunner
+from exporter.formats.base import OutputDir
+from exporter.formats.docx_writer import DocxWriter
+from exporter.formats.labels import LABELS, counted, file_size, form_language, text_language
+from exporter.formats.pdf_writer import PdfWriter
+from exporter.formats.report import ReportOptions
 from pypdf import PdfReader
 
 from exporter.cli import cli
 from exporter.errors import ConfigError
 from exporter.model import Account
 from exporter.records import parse_form
-from formats.base import OutputDir
-from formats.docx_writer import DocxWriter
-from formats.labels import LABELS, counted, file_size, form_language, text_language
-from formats.pdf_writer import PdfWriter
-from formats.report import ReportOptions
 from tests.formats.conftest import RAW_FORM, build_dataset, run_writer
 from tests.formats.report_fixtures import extra_records
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from exporter.formats.docx_writer import DocxWriter
+from exporter.formats.pdf_writer import PdfWriter
+from exporter.formats.stable import EPOCH, newest
+from exporter.formats.xlsx_writer import XlsxWriter
 
 from exporter.cli import cli
-from formats.docx_writer import DocxWriter
-from formats.pdf_writer import PdfWriter
-from formats.stable import EPOCH, newest
-from formats.xlsx_writer import XlsxWriter
 from tests.formats.conftest import build_dataset, run_writer
 from tests.formats.report_fixtures import image_dataset
 
@@ -72,7 +72,7 @@ def test_file_times_come_from_the_data(tmp_path):
 
 def test_exporting_the_same_account_twice_from_the_web_service_gives_identical_files(sample_archive, tmp_path):
     # the main road: a live export carries no wall clock either (no exported_at in XML or reports)
-    from connectors.kizeo.fake_server import FakeKizeoServer
+    from exporter.connectors.kizeo.fake_server import FakeKizeoServer
 
     outs = []
     with FakeKizeoServer(str(sample_archive), "tok-repro") as srv:

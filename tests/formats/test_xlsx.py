@@ -3,12 +3,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from exporter.formats.base import get_writer_class
+from exporter.formats.xlsx_writer import SheetNames, XlsxWriter
 from openpyxl import load_workbook
 
 from exporter.model import META_KEYS, GeoPoint
 from exporter.records import parse_form, parse_submission
-from formats.base import get_writer_class
-from formats.xlsx_writer import SheetNames, XlsxWriter
 from tests.formats.conftest import (
     BAD_FIELD,
     CONTROL,
@@ -149,7 +149,7 @@ def test_fields_sheet_describes_every_column(dataset, tmp_path):
 
 
 def test_link_targets_are_encoded():
-    from formats.xlsx_writer import link_target
+    from exporter.formats.xlsx_writer import link_target
 
     assert link_target("media/1/a b#c%d?.jpg") == "media/1/a%20b%23c%25d%3F.jpg"
     assert link_target("media/1/été.png") == "media/1/été.png"

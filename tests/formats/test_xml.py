@@ -5,12 +5,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from exporter.formats.base import get_writer_class
+from exporter.formats.xml_writer import NAMESPACE, XmlWriter
 from lxml import etree
 
 from exporter.model import GeoPoint
 from exporter.records import parse_form, parse_submission
-from formats.base import get_writer_class
-from formats.xml_writer import NAMESPACE, XmlWriter
 from tests.formats.conftest import (
     BAD_FIELD,
     CONTROL,
@@ -64,7 +64,7 @@ def schema():
 
 
 def test_registry_and_packaged_schema():
-    from formats.xml_writer import schema_text
+    from exporter.formats.xml_writer import schema_text
 
     assert get_writer_class("xml") is XmlWriter
     assert schema_text() == XSD.read_text("utf-8")

@@ -7,9 +7,9 @@ import os
 import time
 
 import pytest
+from exporter.connectors.remote.base import ChunkedRemote, Remote, local_checksum
+from exporter.connectors.remote.dropbox_remote import DropboxRemote, create_remote
 
-from connectors.remote.base import ChunkedRemote, Remote, local_checksum
-from connectors.remote.dropbox_remote import DropboxRemote, create_remote
 from exporter.errors import ConfigError, SinkError, TransientSinkError
 
 from .conftest import serve_fake, upload_file
@@ -288,8 +288,8 @@ def test_get_streams_a_file_back(remote, fake, tmp_path):
 
 def test_remote_sink_end_to_end(fake, tls, monkeypatch, tmp_path):
     """The generic RemoteSink over this remote: every file lands, a re-run sends nothing."""
-    from connectors.files import FilesSink
-    from connectors.remote import create_sink
+    from exporter.connectors.files import FilesSink
+    from exporter.connectors.remote import create_sink
 
     from .conftest import FAST, ctx, make_records, run, tree
 

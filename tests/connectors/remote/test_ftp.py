@@ -7,9 +7,9 @@ import socket
 import ssl
 
 import pytest
+from exporter.connectors.remote import create_remote, create_sink
+from exporter.connectors.remote.sink import MANIFEST_FILE, STATE_FILE
 
-from connectors.remote import create_remote, create_sink
-from connectors.remote.sink import MANIFEST_FILE, STATE_FILE
 from exporter.errors import SinkError, TransientSinkError
 
 from .conftest import FAST, PASSWORD, ctx, make_records, run, tree

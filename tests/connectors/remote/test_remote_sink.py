@@ -10,11 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from exporter.connectors.files import FilesSink
+from exporter.connectors.remote import create_remote, create_sink
+from exporter.connectors.remote.base import ChunkedRemote, ReadableRemote, Remote, RemoteStat
+from exporter.connectors.remote.sink import MANIFEST_FILE, STATE_FILE, RemoteSink
 
-from connectors.files import FilesSink
-from connectors.remote import create_remote, create_sink
-from connectors.remote.base import ChunkedRemote, ReadableRemote, Remote, RemoteStat
-from connectors.remote.sink import MANIFEST_FILE, STATE_FILE, RemoteSink
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
 
@@ -347,7 +347,7 @@ def test_media_bytes_streamed_not_loaded(tmp_path):
 def test_every_available_format_is_uploaded(sftp_server, password_env, tmp_path):
     """Whatever formats this build has (json, csv, xlsx, ...) land on the remote as the files sink
     writes them locally."""
-    from formats.base import known_formats
+    from exporter.formats.base import known_formats
 
     formats = tuple(known_formats())
     assert {"json", "csv"} <= set(formats)

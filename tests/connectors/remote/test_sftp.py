@@ -5,9 +5,9 @@ import io
 import json
 
 import pytest
+from exporter.connectors.remote import create_remote, create_sink
+from exporter.connectors.remote.sink import STATE_FILE
 
-from connectors.remote import create_remote, create_sink
-from connectors.remote.sink import STATE_FILE
 from exporter.errors import ConfigError, SinkError, TransientSinkError
 
 from .conftest import FAST, ctx, make_records, run, tree

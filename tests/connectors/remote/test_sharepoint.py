@@ -5,13 +5,13 @@ import os
 import time
 
 import pytest
-
-from connectors.remote.base import ChunkedRemote, Remote
-from connectors.remote.sharepoint_remote import (
+from exporter.connectors.remote.base import ChunkedRemote, Remote
+from exporter.connectors.remote.sharepoint_remote import (
     CHUNK_UNIT,
     SharePointRemote,
     create_remote,
 )
+
 from exporter.errors import ConfigError, SinkError, TransientSinkError
 
 from .conftest import serve_fake, upload_file
@@ -260,8 +260,8 @@ def test_get_streams_a_file_back(remote, fake, tmp_path):
 def test_remote_sink_end_to_end(fake, tls, monkeypatch, tmp_path):
     """The generic RemoteSink over this remote: every file lands, a re-run sends nothing, a change
     sends only the files holding it (size-only stat + the sink's sha256 manifest)."""
-    from connectors.files import FilesSink
-    from connectors.remote import create_sink
+    from exporter.connectors.files import FilesSink
+    from exporter.connectors.remote import create_sink
 
     from .conftest import FAST, ctx, make_records, run, tree
 

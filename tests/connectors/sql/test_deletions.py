@@ -7,9 +7,9 @@ import hashlib
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from exporter.connectors.kizeo.fake_faults import Faults
+from exporter.connectors.kizeo.fake_server import FakeKizeoServer
 
-from connectors.kizeo.fake_faults import Faults
-from connectors.kizeo.fake_server import FakeKizeoServer
 from exporter.cli import cli
 from exporter.deletions import DeletionPolicy, parse_policy
 from exporter.errors import ConfigError

@@ -7,12 +7,12 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
+import exporter.connectors.sql  # noqa: F401  (registers postgresql+pyodbc)
 import pytest
 import sqlalchemy as sa
+from exporter.connectors.sql.pg_pyodbc import format_pg_array, parse_pg_array
 from sqlalchemy.dialects import postgresql
 
-import connectors.sql  # noqa: F401  (registers postgresql+pyodbc)
-from connectors.sql.pg_pyodbc import format_pg_array, parse_pg_array
 from tests.conftest import require_service
 
 from .conftest import odbc_drivers

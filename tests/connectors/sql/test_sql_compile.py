@@ -7,13 +7,13 @@ import re
 
 import pytest
 import sqlalchemy as sa
+from exporter.connectors.sql.capabilities import profile_for
+from exporter.connectors.sql.loaders import GenericLoader
+from exporter.connectors.sql.planner import NamePlanner
+from exporter.connectors.sql.schema import FIXED_NAMES, build_tables, fixed_tables, plan_form, submission_rows
 from sqlalchemy.dialects import mssql
 from sqlalchemy.schema import CreateColumn, CreateTable
 
-from connectors.sql.capabilities import profile_for
-from connectors.sql.loaders import GenericLoader
-from connectors.sql.planner import NamePlanner
-from connectors.sql.schema import FIXED_NAMES, build_tables, fixed_tables, plan_form, submission_rows
 from exporter.records import parse_form, parse_submission
 
 from .test_sql_sink import HOSTILE

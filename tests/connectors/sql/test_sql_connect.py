@@ -5,8 +5,8 @@ import secrets
 
 import pytest
 import sqlalchemy as sa
+from exporter.connectors.sql import create_sink
 
-from connectors.sql import create_sink
 from exporter.errors import ConfigError, SinkError
 from exporter.registry import create_sink as registry_create_sink
 
@@ -113,7 +113,7 @@ def test_postgresql_pyodbc_really_goes_through_psqlodbc(pg_odbc_db):
     try:
         conn = sink._conn
         assert conn.dialect.name == "postgresql" and conn.dialect.driver == "pyodbc"
-        assert type(conn.dialect).__module__ == "connectors.sql.pg_pyodbc"
+        assert type(conn.dialect).__module__ == "exporter.connectors.sql.pg_pyodbc"
         assert conn.dialect.paramstyle == "qmark" and conn.dialect.server_version_info >= (10,)
         raw = conn.connection.dbapi_connection
         assert isinstance(raw, pyodbc.Connection)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from exporter.connectors.sql import create_sink
+from exporter.connectors.sql.capabilities import profile_for
 
-from connectors.sql import create_sink
-from connectors.sql.capabilities import profile_for
 from exporter.errors import SinkError
 from exporter.model import Checkpoint
 from exporter.records import parse_form, parse_submission

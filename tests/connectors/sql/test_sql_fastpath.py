@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from exporter.connectors.sql import create_sink
 
-from connectors.sql import create_sink
 from exporter.errors import SinkError
 from exporter.model import Checkpoint, Media, MediaRef
 from exporter.records import parse_submission

@@ -10,10 +10,10 @@ import logging
 import pymysql
 import pytest
 import sqlalchemy as sa
+from exporter.connectors.sql import create_sink
+from exporter.connectors.sql.capabilities import profile_for
+from exporter.connectors.sql.loaders import MultiRowLoader
 
-from connectors.sql import create_sink
-from connectors.sql.capabilities import profile_for
-from connectors.sql.loaders import MultiRowLoader
 from exporter.errors import SinkError, TransientSinkError
 
 from .conftest import _my_db
@@ -144,7 +144,7 @@ def test_a_batch_that_loses_a_deadlock_is_written_again(my_db, monkeypatch, capl
 
 
 def test_a_batch_that_keeps_losing_deadlocks_fails_without_committing_it(my_db, monkeypatch):
-    from connectors.sql.sink import WRITE_ATTEMPTS
+    from exporter.connectors.sql.sink import WRITE_ATTEMPTS
 
     f_records = _stream(4)
     seen = _deadlock_on(monkeypatch, set(range(1, 1000)))

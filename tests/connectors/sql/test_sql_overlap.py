@@ -7,8 +7,8 @@ import sys
 from dataclasses import replace
 
 import pytest
+from exporter.connectors.sql import create_sink
 
-from connectors.sql import create_sink
 from exporter.errors import SinkError
 from exporter.model import Checkpoint, Media
 from exporter.sinks import RunContext

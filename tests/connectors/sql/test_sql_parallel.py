@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from exporter.connectors.archive import ArchiveSource
+from exporter.connectors.sql import create_sink
 
-from connectors.archive import ArchiveSource
-from connectors.sql import create_sink
 from exporter import parallel
 from exporter.cli import cli
 from exporter.errors import ExporterError

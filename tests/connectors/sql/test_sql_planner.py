@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import pytest
-
-from connectors.sql.capabilities import profile_for
-from connectors.sql.planner import NamePlanner, slug
+from exporter.connectors.sql.capabilities import profile_for
+from exporter.connectors.sql.planner import NamePlanner, slug
 
 
 @pytest.mark.parametrize("dialect,limit", [("postgresql", 63), ("mysql", 64), ("mssql", 128), ("access", 64)])

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from exporter.connectors.sql import create_sink
+from exporter.connectors.sql.schema import lineage_key, media_key
 
-from connectors.sql import create_sink
-from connectors.sql.schema import lineage_key, media_key
 from exporter.errors import SinkError
 from exporter.model import Checkpoint
 from exporter.records import parse_form, parse_submission
@@ -324,7 +324,7 @@ def test_wide_form_is_split_into_continuation_tables(db):
 
 
 def test_media_bytes_in_database(db, monkeypatch):
-    import connectors.sql.sink as sink_mod
+    import exporter.connectors.sql.sink as sink_mod
 
     monkeypatch.setattr(sink_mod, "_CHUNK", 1000)  # several appends on PostgreSQL
     f = form()
