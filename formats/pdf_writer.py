@@ -59,6 +59,7 @@ from reportlab.platypus.doctemplate import LayoutError
 from exporter.model import Form
 
 from .base import FormatLimits
+from .catalog import PDF
 from .labels import counted
 from .report import (
     WIDE_TABLE_COLUMNS,
@@ -73,7 +74,6 @@ from .report import (
     clean_text,
     fonts_dir,
     group_blocks,
-    opt_bool,
     release_documents,
     single_name,
     submission_name,
@@ -343,13 +343,14 @@ class _DocTemplate(SimpleDocTemplate):
 
 
 class PdfWriter(ReportWriterBase):
-    key = "pdf"
-    description = "PDF report per submission (pdf_single: one PDF per form with a table of contents)"
+    key = PDF.key
+    description = PDF.description
+    format = PDF
     limits = FormatLimits(holds_whole_document=True, per_submission_files=True)
 
     def __init__(self, out, options: dict):
         super().__init__(out, options)
-        self.single = opt_bool(self.options, "pdf_single")
+        self.single = self.options["pdf_single"]
         self.limits = FormatLimits(holds_whole_document=self.single, per_submission_files=not self.single)
         register_fonts()
         self.pagesize = A4 if self.ropts.page_size == "A4" else LETTER

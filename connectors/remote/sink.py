@@ -45,14 +45,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from exporter import secrets
-from exporter.errors import ConfigError, ExporterError, SinkError
+from exporter.errors import ExporterError, SinkError
 from exporter.fsutil import file_digest
 from exporter.naming import safe_filename, short_hash
+from exporter.options import parse
 from exporter.retry import retry_call
 from exporter.sinks import RunContext
 
-from .base import ChunkedRemote, ReadableRemote, Remote, RemoteStat, local_checksum, parse_size
+from .base import ChunkedRemote, ReadableRemote, Remote, RemoteStat, local_checksum
+from .catalog import SINK_OPTIONS
 
 log = logging.getLogger("exporter.remote")
 
@@ -70,7 +71,7 @@ PARTIAL_SUFFIX_LEN = len(".12345678.partial")
 def _default_inner(root: Path, options: dict):
     from exporter.connectors.files import FilesSink
 
-    return FilesSink(str(root), {**options, "track_published": True}, keep_current=False)
+    return FilesSink(str(root), options, keep_current=False, track_published=True)
 
 
 @dataclasses.dataclass
@@ -94,12 +95,14 @@ class RemoteSink:
             tested=remote.capabilities.tested or "real servers on loopback",
         )
         self._inner_factory = inner_factory or _default_inner
-        self.attempts = (opt_int(self.options, "retries", 5) or 0) + 1
+        own = parse(SINK_OPTIONS, self.options, strict=False)
+        self.attempts = own["retries"] + 1
         if getattr(remote, "retries_itself", False):
             self.attempts = 1  # the remote already retries each call: do not multiply attempts
-        self.base_delay = _opt_float(self.options, "retry_base_delay", 0.5)
-        self.max_delay = _opt_float(self.options, "retry_max_delay", 30.0)
-        self.chunk_size = parse_size(self.options.get("chunk_size") or DEFAULT_CHUNK, "chunk_size")
+        self.base_delay = own["retry_base_delay"]
+        self.max_delay = 30.0 if own["retry_max_delay"] is None else own["retry_max_delay"]
+        self.chunk_size = own["chunk_size"] or DEFAULT_CHUNK
+        self.staging_parent = own["staging_dir"]
         self.stats = UploadStats()
         self.inner = None
         self.staging: Path | None = None
@@ -351,7 +354,7 @@ class RemoteSink:
     # ---- Sink protocol -------------------------------------------------------------------
     def open(self, ctx: RunContext) -> None:
         self._run_id = ctx.run_id
-        staging_parent = self.options.get("staging_dir")
+        staging_parent = self.staging_parent
         if staging_parent:
             Path(staging_parent).mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(prefix="exporter-remote-", dir=staging_parent))
@@ -430,44 +433,3 @@ def _reset(buf: io.BytesIO) -> io.BytesIO:
     buf.seek(0)
     buf.truncate()
     return buf
-
-
-def refuse_plain_secrets(options: dict, scheme: str) -> None:
-    """Refuse secrets passed as plain option values (they belong in env variables or files)."""
-    for key in ("password", "passphrase", "key_passphrase", "token"):
-        if options.get(key):
-            raise ConfigError(f"{scheme}: pass the secret through an environment variable or a file "
-                              f"({key}_env / {key}_file), never as a value")
-
-
-def read_secret(options: dict, base: str, what: str) -> str | None:
-    """A secret from ``<base>_env`` (name of an environment variable) or ``<base>_file``; None
-    when neither option is given. The value is registered for masking in logs and messages."""
-    env = options.get(f"{base}_env")
-    path = options.get(f"{base}_file")
-    if not env and not path:
-        return None
-    return secrets.read_secret(env=env, file=path, what=f"{base.replace('_', ' ')} for {what}")
-
-
-def opt_bool(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def opt_int(options: dict, key: str, default: int | None) -> int | None:
-    value = options.get(key, default)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"option {key} must be a whole number, not {value!r}") from None
-
-
-def _opt_float(options: dict, key: str, default: float) -> float:
-    try:
-        return float(options.get(key, default))
-    except (TypeError, ValueError):
-        raise ConfigError(f"option {key} must be a number, not {options.get(key)!r}") from None
