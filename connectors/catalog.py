@@ -25,7 +25,7 @@ KIZEO = Source(
     "https://forms.kizeo.com/rest/v3", ("https", "http"), order=10,
 )
 
-ARCHIVE_SOURCE = Source("archive", "exporter.connectors.archive:ArchiveSource",
+ARCHIVE_SOURCE = Source("archive", "exporter.connectors.archive.source:ArchiveSource",
                         "an account archive (directory or .zip), replayed offline", (), "PATH[.zip]", order=20,
                         paths=True)
 
@@ -38,7 +38,7 @@ FILES = Destination(
 )
 
 ARCHIVE = Destination(
-    "archive", "exporter.connectors.archive:create_sink",
+    "archive", "exporter.connectors.archive.sink:create_sink",
     "a full account archive (manifest + JSON + media), replayable as a source",
     (Option("zip", "bool", None, "write one .zip file (default: when the path ends in .zip)"),),
     "archive:///path[.zip]", ("archive",), order=20,

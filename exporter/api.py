@@ -127,8 +127,8 @@ class Verification:
 
 def verify(path: str | os.PathLike) -> Verification:
     """Re-hash every file of the account archive at ``path`` and check the counts."""
-    from exporter.connectors.archive import ArchiveReader
-    from exporter.connectors.archive import verify as verify_archive
+    from exporter.connectors.archive.reader import ArchiveReader
+    from exporter.connectors.archive.verify import verify as verify_archive
 
     problems = verify_archive(path)
     reader = ArchiveReader(path)

@@ -303,8 +303,8 @@ class _Workers:
 
 #: what a worker imports, loaded once by the fork server the workers start from
 _PRELOAD = ["exporter.parallel", "exporter.logs", "exporter.registry", "exporter.connectors.catalog",
-            "exporter.connectors.sql.catalog", "exporter.connectors.archive", "exporter.connectors.kizeo.source",
-            "exporter.connectors.sql.sink",
+            "exporter.connectors.sql.catalog", "exporter.connectors.archive.source", "exporter.connectors.archive.sink",
+            "exporter.connectors.kizeo.source", "exporter.connectors.sql.sink",
             "sqlalchemy.dialects.postgresql.psycopg2", "sqlalchemy.dialects.mysql.pymysql",
             "psycopg2", "pymysql"]
 

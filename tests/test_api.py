@@ -6,11 +6,11 @@ import io
 import sqlite3
 
 import pytest
-from exporter.connectors.kizeo.fake_server import FakeKizeoServer
 
 import exporter
 from exporter import archive, export, list_forms, verify
 from exporter.errors import ConfigError, SourceError
+from exporter.testing.fake_server import FakeKizeoServer
 
 TOKEN = "tok-api-0123456789abcdef"
 

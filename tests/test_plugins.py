@@ -121,7 +121,7 @@ PLUGIN = textwrap.dedent('''
 
 
     def sample_source(url, **run):
-        from exporter.connectors.archive import ArchiveSource
+        from exporter.connectors.archive.source import ArchiveSource
 
         return ArchiveSource(url.split("://", 1)[1], **run)
 ''')

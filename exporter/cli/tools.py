@@ -33,7 +33,7 @@ def serve(ctx: click.Context, **p) -> None:
     optional injected faults, so the whole tool can be tried and tested without an account."""
 
     def go():
-        from exporter.connectors.kizeo.fake_server import FakeKizeoServer, Faults
+        from exporter.testing.fake_server import FakeKizeoServer, Faults
 
         from ..secrets import read_secret
 
