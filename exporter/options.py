@@ -123,9 +123,10 @@ class Option:
             raise ValueError(f"option {self.name}: a secret option names an env variable or a file (*_env, *_file)")
 
     def parse(self, value: Any) -> Any:
-        """``value`` (text as typed by a user, or a Python value) as this option's type."""
+        """``value`` (text as typed by a user, or a Python value) as this option's type; None is
+        the default."""
         if value is None:
-            return None
+            return self.default
         if self.type == "int" and isinstance(value, str) and value.strip().lower() in self.choices:
             return value.strip().lower()
         try:
@@ -146,9 +147,11 @@ class Option:
         return typed
 
     def describe_range(self) -> str:
-        lo = "" if self.min is None else f"{self.min:g} <= "
-        hi = "" if self.max is None else f" <= {self.max:g}"
-        return f"{lo}{self.name}{hi}"
+        lo = None if self.min is None else _number(self.min, self.type)
+        hi = None if self.max is None else _number(self.max, self.type)
+        if lo is not None and hi is not None:
+            return f"{lo} <= {self.name} <= {hi}"
+        return f"{self.name} >= {lo}" if lo is not None else f"{self.name} <= {hi}"
 
     def describe_type(self) -> str:
         """The type as the documentation shows it: ``int >= 0``, ``text: , or ;``, ``int 1..32 or auto``."""

@@ -183,7 +183,7 @@ def test_plugins_are_used_like_builtins(plugin, sample_archive, tmp_path):
 
 
 def test_plugin_options_are_checked_like_builtins(plugin, sample_archive, tmp_path):
-    with pytest.raises(ConfigError, match="option every: expected 1 <= every"):
+    with pytest.raises(ConfigError, match="option every: expected every >= 1"):
         export(sample_archive, [(f"memo://{tmp_path / 'm.json'}", {"every": "0"})])
     with pytest.raises(ConfigError, match="unknown option evry .*did you mean every"):
         export(sample_archive, [(f"memo://{tmp_path / 'm.json'}", {"evry": "2"})])
