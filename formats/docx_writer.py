@@ -11,7 +11,7 @@ bytes are not held: each embedded image stays in a temporary file and is streame
 package when the document is saved. ``report_max_submissions=N`` starts a new volume
 (``<name> (part 2).docx``...) every N submissions to bound that memory.
 
-Content (see ``formats.report``): title, metadata table, every field with its caption in
+Content (see ``formats.report_model``): title, metadata table, every field with its caption in
 definition order (consecutive simple fields as a caption/value table), section headings,
 sub-forms as tables whose header row holds the child captions (repeated on every page), photos and
 signatures scaled to the text width keeping their aspect ratio, other media listed by name with
@@ -35,23 +35,18 @@ from exporter.model import Form
 
 from .base import FormatLimits
 from .labels import counted
-from .report import (
+from .report import ReportWriterBase, opt_bool, release_documents, single_name, submission_name, translate_errors
+from .report_model import (
     WIDE_TABLE_COLUMNS,
     FileItem,
     HeadingBlock,
     ImageItem,
     MediaBlock,
     MediaItem,
-    ReportWriterBase,
     SubmissionReport,
     TableBlock,
     clean_text,
     group_blocks,
-    opt_bool,
-    release_documents,
-    single_name,
-    submission_name,
-    translate_errors,
 )
 from .stable import Newest, newest, restamp
 

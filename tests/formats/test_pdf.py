@@ -11,7 +11,9 @@ from pathlib import Path
 import pypdf
 import pytest
 from exporter.formats.base import OutputDir, get_writer_class
-from exporter.formats.pdf_writer import FONT, RTL_SUPPORT, PdfWriter, _LazyStory
+from exporter.formats.pdf_flowables import LazyStory
+from exporter.formats.pdf_text import FONT, RTL_SUPPORT
+from exporter.formats.pdf_writer import PdfWriter
 from PIL import Image
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.platypus import Paragraph, SimpleDocTemplate
@@ -213,9 +215,9 @@ def test_lazy_story_keeps_a_small_window(tmp_path):
             peak = max(peak, produced - consumed)
 
     doc = Doc(str(tmp_path / "lazy.pdf"))
-    doc.build(_LazyStory(story()))
+    doc.build(LazyStory(story()))
     assert consumed == produced == 3000
-    assert peak <= _LazyStory.LOOKAHEAD + 2
+    assert peak <= LazyStory.LOOKAHEAD + 2
     assert len(pypdf.PdfReader(tmp_path / "lazy.pdf").pages) > 30
 
 
@@ -225,11 +227,14 @@ class _CountingPdf(PdfWriter):
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
         self.made: list = []
+        make = self.layout.doc
 
-    def _doc(self, *a, **k):
-        doc = super()._doc(*a, **k)
-        self.made.append(weakref.ref(doc))
-        return doc
+        def doc(*a, **k):
+            d = make(*a, **k)
+            self.made.append(weakref.ref(d))
+            return d
+
+        self.layout.doc = doc
 
 
 @pytest.mark.parametrize("options", [{}, {"pdf_single": True, "report_max_submissions": 1}])
