@@ -15,15 +15,15 @@ import unicodedata
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from reportlab import rl_config
 from reportlab.lib.utils import simpleSplit
-from reportlab.pdfbase import pdfmetrics, ttfonts
+from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 
 from .report_model import clean_text
 
-FONT = "DejaVuSans"
-FONT_BOLD = "DejaVuSans-Bold"
+#: the names our fonts are registered under with reportlab (its registry is shared by the process)
+FONT = "exporter-DejaVuSans"
+FONT_BOLD = "exporter-DejaVuSans-Bold"
 _registered = False
 _RTL = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc]")
 _ARABIC = re.compile("[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff]")
@@ -44,33 +44,38 @@ def fonts_dir() -> Path:
     return Path(os.path.dirname(__file__)) / "fonts"
 
 
-def _to_unicode_cmap(fontname, subset):
-    """reportlab's ToUnicode CMap writes code points above U+FFFF as 5 hex digits, which is not a
-    valid CMap (text extraction breaks on emoji); write them as UTF-16BE surrogate pairs."""
-    text = _orig_to_unicode_cmap(fontname, subset)
-    if all(v <= 0xFFFF for v in subset):
-        return text
-    for i, v in enumerate(subset):
-        if v > 0xFFFF:
-            text = text.replace(f"<{i:02X}> <{v:04X}>", f"<{i:02X}> <{chr(v).encode('utf-16-be').hex().upper()}>")
-    return text
+_CMAP_ABOVE_BMP = re.compile(r"^<([0-9A-F]{2})> <([0-9A-F]{5,6})>$", re.M)
 
 
-_orig_to_unicode_cmap = ttfonts.makeToUnicodeCMap
+def _surrogates(m: re.Match) -> str:
+    return f"<{m[1]}> <{chr(int(m[2], 16)).encode('utf-16-be').hex().upper()}>"
+
+
+class _Font(TTFont):
+    """A TrueType font whose ToUnicode CMaps are valid above U+FFFF. reportlab writes those code
+    points as 5 hex digits, which is not a valid CMap (text extraction breaks on emoji); each such
+    entry of the CMaps this font adds to a document is rewritten as a UTF-16BE surrogate pair.
+    Only documents using our fonts are concerned: reportlab itself is left as it is."""
+
+    def addObjects(self, doc):
+        before = set(doc.idToObject)
+        super().addObjects(doc)
+        for name in doc.idToObject.keys() - before:
+            if name.startswith("toUnicodeCMap:"):
+                stream = doc.idToObject[name]
+                stream.content = _CMAP_ABOVE_BMP.sub(_surrogates, stream.content)
 
 
 def register_fonts() -> None:
+    """Register our fonts with reportlab (its documented way to use a TrueType font), under names
+    of our own so that no font an application registered is replaced. Image and page streams keep
+    reportlab's settings (ASCII85 + Flate): the ``rl_accel`` C accelerator makes the encoding cheap."""
     global _registered
     if _registered:
         return
-    if ttfonts.makeToUnicodeCMap is _orig_to_unicode_cmap:
-        ttfonts.makeToUnicodeCMap = _to_unicode_cmap
-    # image streams in binary, not ASCII85 (reportlab's pure-Python encoder dominates the run
-    # time and grows every image by a quarter when its C accelerator is not built)
-    rl_config.useA85 = 0
     d = fonts_dir()
-    pdfmetrics.registerFont(TTFont(FONT, str(d / "DejaVuSans.ttf")))
-    pdfmetrics.registerFont(TTFont(FONT_BOLD, str(d / "DejaVuSans-Bold.ttf")))
+    pdfmetrics.registerFont(_Font(FONT, str(d / "DejaVuSans.ttf")))
+    pdfmetrics.registerFont(_Font(FONT_BOLD, str(d / "DejaVuSans-Bold.ttf")))
     pdfmetrics.registerFontFamily(FONT, normal=FONT, bold=FONT_BOLD, italic=FONT, boldItalic=FONT_BOLD)
     _registered = True
 

@@ -247,3 +247,19 @@ def test_written_documents_are_freed_with_a_rarely_running_collector(tmp_path, o
         _, w = run_writer(_CountingPdf, tmp_path, options, ds.records())
         alive = sum(r() is not None for r in w.made)
     assert len(w.made) >= 2 and alive == 0
+
+
+def test_writing_pdfs_leaves_reportlab_as_it_was(tmp_path):
+    """The emoji CMap fix lives in our font class, and image streams keep reportlab's settings:
+    writing a report changes nothing reportlab shares with the rest of the process, and a font an
+    application registered under DejaVu's own name is not replaced."""
+    from reportlab import rl_config
+    from reportlab.pdfbase import pdfmetrics, ttfonts
+
+    cmap, a85 = ttfonts.makeToUnicodeCMap, rl_config.useA85
+    ds = build_dataset()
+    ds.submissions = [s for s in ds.submissions if s.id != "1002"]
+    run_writer(PdfWriter, tmp_path, {}, ds.records())
+    assert ttfonts.makeToUnicodeCMap is cmap and rl_config.useA85 == a85
+    assert "DejaVuSans" not in pdfmetrics.getRegisteredFontNames()
+    assert type(pdfmetrics.getFont(FONT)) is not ttfonts.TTFont  # ours: a subclass, used by our documents only
