@@ -204,7 +204,7 @@ def _make(config: BackupConfig, source, recipients: list, now: dt.datetime, spoo
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     name = f"{config.account}-{stamp}{SUFFIX}"
     if any(e["name"] == name for e in entries):
-        raise ConfigError(f"a backup named {name} already exists: one backup per second at most")
+        raise SinkError(f"a backup named {name} already exists: one backup per second at most")
     plain = spool / name.removesuffix(".age")
     run(source, [create_sink(f"archive://{plain}", {})], RunContext(run_id=new_run_id(), source=source.description),
         progress=progress)

@@ -126,6 +126,8 @@ def test_a_failed_backup_stores_nothing_and_prunes_nothing(tmp_path, age_keys):
     assert [e["name"] for e in load_index(cfg.state_dir, "acme")] == [first["name"]]
     assert (tmp_path / "backups" / first["name"]).exists()
     assert not list((tmp_path / "state" / "acme").glob("spool*"))
+    with pytest.raises(SinkError, match="one backup per second"):
+        backup(cfg)  # the same second again: refused, nothing changed
     with pytest.raises(ConfigError, match="secret key was given as a backup recipient"):
         backup(BackupConfig("acme", cfg.state_dir, cfg.to, {}, [str(age_keys["identity"])]))
     with pytest.raises(ConfigError, match="not an age recipient"):
