@@ -194,8 +194,8 @@ def create_backup(config: BackupConfig, source, *, now: dt.datetime | None = Non
 
 
 def _make(config: BackupConfig, source, recipients: list, now: dt.datetime, spool: Path, progress) -> dict:
-    from .connectors.archive import ArchiveReader
-    from .connectors.archive import verify as verify_archive
+    from .connectors.archive.reader import ArchiveReader
+    from .connectors.archive.verify import verify as verify_archive
     from .pipeline import new_run_id, run
     from .registry import create_sink
     from .sinks import RunContext
@@ -299,7 +299,7 @@ def _prune(state_dir, account: str, retention: Retention, dry_run: bool = False)
 def fetch(entry: dict, identities: list, spool: Path) -> tuple[Path | None, list[str]]:
     """Download a backup, check its sha256, decrypt it, check the archive's sha256, verify every
     file of the archive: (the verified plain zip in ``spool``, []) or (None, problems)."""
-    from .connectors.archive import verify as verify_archive
+    from .connectors.archive.verify import verify as verify_archive
 
     name = entry["name"]
     sealed = spool / name
@@ -355,7 +355,7 @@ def restore(state_dir: str | os.PathLike, account: str, which: str | None, ident
     """Decrypt and verify a backup, then write the archive to ``out`` and/or replay it into
     ``sinks`` (any destinations, through the archive source). Returns the entry. Nothing is
     written anywhere unless the backup verifies."""
-    from .connectors.archive import ArchiveSource
+    from .connectors.archive.source import ArchiveSource
     from .pipeline import new_run_id, run
     from .sinks import RunContext
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from exporter.connectors.archive import ArchiveSource
-from exporter.connectors.archive import verify as verify_archive
+from exporter.connectors.archive.source import ArchiveSource
+from exporter.connectors.archive.verify import verify as verify_archive
 from pyrage import x25519
 
 from exporter.backups import BackupConfig, create_backup, find, load_index, prune, restore, verify_backups

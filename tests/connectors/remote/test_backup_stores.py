@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from exporter.connectors.archive import ArchiveSource
-from exporter.connectors.archive import verify as verify_archive
+from exporter.connectors.archive.source import ArchiveSource
+from exporter.connectors.archive.verify import verify as verify_archive
 
 from exporter.backups import create_backup, load_index, restore, verify_backups
 from exporter.retention import Retention
