@@ -171,6 +171,10 @@ class _HashingFile:
             self.fh.write(data)
         return len(data)
 
+    def writelines(self, pieces) -> None:
+        for piece in pieces:
+            self.write(piece)
+
 
 # ---- making one ---------------------------------------------------------------------------------
 def create_backup(config: BackupConfig, source, *, now: dt.datetime | None = None, progress=None) -> dict:

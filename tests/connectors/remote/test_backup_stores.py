@@ -45,3 +45,36 @@ def test_backups_on_sftp(tmp_path, age_keys, sftp_server, password_env):
     _first, second = _round_trip(tmp_path, age_keys, sftp_server.url("/backups/acme"), opts)
     assert sorted(p.name for p in (sftp_server.root / "backups" / "acme").iterdir()) == [second["name"]]
     assert second["checked_by"] == "read back and re-hashed"
+
+
+def test_backups_on_ftp(tmp_path, age_keys, ftp_server, password_env):
+    _first, second = _round_trip(tmp_path, age_keys, ftp_server.url("backups"),
+                                 {"password_env": password_env, "retries": 1})
+    assert sorted(p.name for p in (ftp_server.root / "backups").iterdir()) == [second["name"]]
+
+
+def test_backups_on_dropbox(tmp_path, age_keys, tls, monkeypatch):
+    from .conftest import serve_fake
+    from .fake_dropbox import FakeDropbox
+
+    monkeypatch.setenv("TEST_DBX_TOKEN", "good-token")
+    for fake in serve_fake(FakeDropbox, tls):
+        opts = {"token_env": "TEST_DBX_TOKEN", "api_host": fake.host, "content_host": fake.host,
+                "ca_certs": str(tls[0]), "simple_upload_limit": 64 * 1024, "chunk_size": 32 * 1024, "retry_max_delay": 1}
+        _first, second = _round_trip(tmp_path, age_keys, "dropbox:///backups/acme", opts)
+        assert second["checked_by"] == "dropbox on the destination"
+
+
+def test_backups_on_sharepoint(tmp_path, age_keys, tls, monkeypatch):
+    from .conftest import serve_fake
+    from .fake_sharepoint import FakeSharePoint
+
+    monkeypatch.setenv("TEST_SP_TOKEN", "sp-token")
+    lib = "/sites/Team/Shared Documents"
+    for fake in serve_fake(FakeSharePoint, tls):
+        fake.folders[f"{lib}/backups".lower()] = f"{lib}/backups"
+        opts = {"token_env": "TEST_SP_TOKEN", "ca_bundle": str(tls[0]), "simple_upload_limit": 64 * 1024,
+                "chunk_size": 320 * 1024, "retry_max_delay": 1}
+        _first, second = _round_trip(tmp_path, age_keys,
+                                     f"sharepoint://{fake.host}/sites/Team/Shared%20Documents/backups", opts)
+        assert second["checked_by"] == "read back and re-hashed"
