@@ -175,6 +175,13 @@ def source_settings(source: str, given: Mapping[str, Any]) -> dict:
     return entry.parse_options(own)
 
 
+def open_source(source: str | os.PathLike, source_options: Mapping[str, Any] | None = None, **run: Any):
+    """The source reading ``source``, its options checked and typed (``source_settings``); ``run``:
+    forms, mode, action, overlap_seconds, check_deletions. For a caller that runs it itself (the
+    backups); close it when done."""
+    return _open(str(source), source_settings(str(source), dict(source_options or {})), run)
+
+
 def _open(source: str, typed: Mapping[str, Any], run_args: Mapping[str, Any]):
     try:
         return registry.open_source(source, typed, **run_args)

@@ -25,7 +25,8 @@ from . import secrets
 from .errors import ConfigError
 
 #: a key naming a secret itself (not the variable or file that holds it)
-SECRET_KEY = re.compile(r"(password|passwd|pwd|secret|token|passphrase|apikey|api_key)$", re.I)
+SECRET_KEY = re.compile(r"(password|passwd|pwd|secret|token|passphrase|apikey|api_key|access_key|access_key_id|"
+                        r"account_key|connection_string)$", re.I)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TRUE = ("true", "yes", "on", "1", "y")
 _FALSE = ("false", "no", "off", "0", "n")

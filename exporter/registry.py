@@ -92,6 +92,8 @@ class Destination(Plugin):
 class Remote(Plugin):
     """A remote storage: ``factory(url, options) -> Remote`` (``connectors.remote.base``)."""
 
+    paths: bool = False  # a plain path (no scheme) is this remote (a local folder)
+
     kind = "remote"
 
 
@@ -219,6 +221,9 @@ DRIVER_EXTRAS: dict[str, tuple[str, ...]] = {
     "paramiko": ("sftp",),
     "dropbox": ("dropbox",),
     "office365": ("sharepoint",),
+    "boto3": ("s3",),
+    "botocore": ("s3",),
+    "azure": ("azure",),
 }
 
 
@@ -270,8 +275,9 @@ def source_for(url: str) -> Source:
 
 
 def remote_for(url: str) -> Remote:
-    """The remote declaration answering ``url``."""
-    entry = REMOTES.for_url(url) if scheme_of(url) else None
+    """The remote declaration answering ``url`` (a plain path: a local folder)."""
+    scheme_like = scheme_of(url) is None and ":" in url.partition("/")[0]  # "sftp:host/x" is no folder
+    entry = None if scheme_like or not url else REMOTES.for_url(url)
     if entry is None:
         raise ConfigError(f"not a remote URL: {url!r} (known: {REMOTES.known()})")
     return entry

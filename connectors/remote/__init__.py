@@ -1,11 +1,13 @@
-"""Remote destinations: FTP/FTPS, SFTP, Dropbox, SharePoint.
+"""Remote destinations: FTP/FTPS, SFTP, Dropbox, SharePoint, S3, Azure Blob Storage.
 
 Every remote implements the small interface of ``connectors.remote.base`` and is driven by one
 generic ``RemoteSink`` (``connectors.remote.sink``): the files sink writes the chosen formats and the
 media into a local staging folder, and what it publishes is uploaded (``.partial`` + rename,
 identical files skipped, retries with backoff). The remotes are registered like every plugin
 (entry point group ``exporter.remotes``, declarations in ``connectors.remote.catalog``);
-``create_remote(url, options)`` picks one from the URL scheme and imports its SDK only then.
+``create_remote(url, options)`` picks one from the URL scheme and imports its SDK only then. It
+also takes a local folder (a plain path or ``file:///abs/path``), for what stores whole files
+anywhere (the backups).
 """
 from __future__ import annotations
 

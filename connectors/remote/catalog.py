@@ -1,20 +1,24 @@
 """The remote storages as the registry sees them: each is a ``Remote`` (entry point group
 ``exporter.remotes``: what ``create_remote`` builds) and, through the remote sink, a
 ``Destination`` (group ``exporter.sinks``) taking the file formats, its options being the remote
-sink's (``SINK_OPTIONS``), then the remote's own. Imports no SDK."""
+sink's (``SINK_OPTIONS``), then the remote's own. A local folder is a remote too (``LOCAL``: where
+backups go when given a path), not a destination (that is the files destination). Imports no SDK."""
 from __future__ import annotations
 
 from exporter.options import Option, secret
 from exporter.registry import Destination, Remote
 
-#: what the remote sink reads, whatever the remote
-SINK_OPTIONS = (
+#: what every move of files to a remote reads (``transfer.Transfer``: the remote sink, the backups)
+TRANSFER_OPTIONS = (
     Option("retries", "int", 5, "retries of a failed upload or listing (transient errors only)", min=0),
     Option("retry_base_delay", "float", 0.5, "seconds before the first retry (doubled each time)", min=0),
     Option("retry_max_delay", "float", None, "longest wait between two retries, in seconds (default 30; 60 for "
            "Dropbox and SharePoint, which retry each request themselves)", min=0),
-    Option("chunk_size", "size", None, "bytes per upload chunk (default 8 MiB; SharePoint rounds it to 320 KiB "
-           "multiples, default 10 MiB)", min=1),
+    Option("chunk_size", "size", None, "bytes per upload chunk or part (default 8 MiB; SharePoint rounds it to "
+           "320 KiB multiples, default 10 MiB; S3 at least 5 MiB)", min=1),
+)
+#: what the remote sink reads, whatever the remote
+SINK_OPTIONS = TRANSFER_OPTIONS + (
     Option("staging_dir", "path", None, "local folder for the files staged before upload (default: the system's "
            "temporary folder)"),
 )
@@ -72,6 +76,30 @@ _SHAREPOINT = _sdk("SHAREPOINT_TOKEN") + (
     Option("ca_bundle", "path", None, "CA bundle for TLS verification"),
 )
 
+_OBJECT_STORE = TRANSFER_OPTIONS + (
+    Option("ca_bundle", "path", None, "CA bundle for TLS verification (verification is always on)"),
+    Option("simple_upload_limit", "size", None, "largest file sent in one request (default 8 MiB); bigger ones "
+           "go in parts", min=1),
+    Option("upload_concurrency", "int", 4, "parts in flight at once (memory: parts x chunk_size)", min=1),
+    Option("timeout", "float", 60.0, "seconds to wait for an answer", min=0.001),
+)
+_S3 = _OBJECT_STORE + (
+    Option("endpoint_url", "text", None, "an S3-compatible service (https://minio.example.com:9000)"),
+    Option("region", "text", None, "the bucket's region"),
+    Option("path_style", "bool", False, "path-style addressing (most S3-compatible stores need it)"),
+    Option("profile", "text", None, "a profile of ~/.aws/credentials (else boto3's chain: AWS_* variables...)"),
+    *secret("access_key_id", "access key id"),
+    *secret("secret_access_key", "secret access key"),
+    *secret("session_token", "session token"),
+)
+_AZURE = _OBJECT_STORE + (
+    Option("endpoint", "text", None, "the account URL when not https://ACCOUNT.blob.core.windows.net (Azurite, "
+           "sovereign clouds)"),
+    *secret("account_key", "account's shared key"),
+    *secret("sas_token", "SAS token"),
+    *secret("connection_string", "connection string (endpoint included)"),
+)
+
 FTP = Remote("ftp", "exporter.connectors.remote.ftp_remote:create_remote", "FTP server", _FTP,
              "ftp://user@host:21/path", ("ftp",), order=80)
 FTPS = Remote("ftps", "exporter.connectors.remote.ftp_remote:create_remote", "FTP with explicit TLS", _FTP,
@@ -87,6 +115,15 @@ SHAREPOINT = Remote("sharepoint", "exporter.connectors.remote.sharepoint_remote:
                     "sharepoint://tenant.sharepoint.com/sites/SITE/LIBRARY/path", ("sharepoint",), "sharepoint",
                     ("office365",), order=120)
 
+S3 = Remote("s3", "exporter.connectors.remote.s3_remote:create_remote",
+            "Amazon S3 or S3-compatible object storage (multipart uploads, sha256 kept with each object)", _S3,
+            "s3://bucket/prefix", ("s3",), "s3", ("boto3",), order=130)
+AZURE = Remote("azure", "exporter.connectors.remote.azure_remote:create_remote",
+               "Azure Blob Storage (block uploads, sha256 kept with each blob)", _AZURE,
+               "azure://account/container/prefix", ("azure",), "azure", order=140)
+LOCAL = Remote("file", "exporter.connectors.remote.local_remote:create_remote", "a folder of this machine", (),
+               "/path or file:///abs/path", ("file",), order=150, paths=True)
+
 
 def destination(remote: Remote) -> Destination:
     """``remote`` as a destination: the remote sink over it, writing the file formats."""
@@ -98,3 +135,4 @@ def destination(remote: Remote) -> Destination:
 
 FTP_SINK, FTPS_SINK, SFTP_SINK = destination(FTP), destination(FTPS), destination(SFTP)
 DROPBOX_SINK, SHAREPOINT_SINK = destination(DROPBOX), destination(SHAREPOINT)
+S3_SINK, AZURE_SINK = destination(S3), destination(AZURE)

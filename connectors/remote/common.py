@@ -1,5 +1,6 @@
 """Helpers shared by the remote implementations (not part of the ``Remote`` interface).
 
+* for the object stores (S3, Azure): their upload and retry settings (``object_store_settings``);
 * for the SDK remotes (Dropbox, SharePoint): reading a local stream at an offset to resume an
   upload session (``OffsetReader``), the upload and retry options (``upload_options``), checks of
   one path component (``check_name_part``) and the translation of ``requests`` transport errors
@@ -62,11 +63,50 @@ def read_exactly(data: BinaryIO, size: int, where: str) -> bytes:
     return payload
 
 
+def send_parts(data: BinaryIO, size: int, part_size: int, concurrency: int, send: Callable[[int, bytes], T],
+               where: str, seen: Callable[[bytes], None] | None = None) -> list[T]:
+    """Read ``size`` bytes of ``data`` in ``part_size`` pieces and hand each to ``send(number,
+    piece)`` (numbers from 1) on up to ``concurrency`` threads; their answers in order. At most
+    ``concurrency`` pieces are held in memory. ``seen`` is given every piece, in order (to hash the
+    whole while it goes)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    answers: list[T] = []
+    pending: deque = deque()
+    pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="upload-part")
+    try:
+        offset, number = 0, 1
+        while offset < size:
+            piece = read_exactly(data, min(part_size, size - offset), where)
+            if seen is not None:
+                seen(piece)
+            pending.append(pool.submit(send, number, piece))
+            offset, number = offset + len(piece), number + 1
+            if len(pending) >= concurrency:
+                answers.append(pending.popleft().result())
+        while pending:
+            answers.append(pending.popleft().result())
+    finally:
+        pool.shutdown(wait=not pending, cancel_futures=True)
+    return answers
+
+
 def upload_options(options: dict) -> dict[str, Any]:
     """The upload and retry options an SDK remote was given (typed, see ``catalog``), as keyword
     arguments; those not given keep the remote's own defaults."""
     keys = ("simple_upload_limit", "chunk_size", "attempts", "retry_max_delay", "timeout")
     return {k: options[k] for k in keys if options.get(k) is not None}
+
+
+def object_store_settings(options: dict) -> dict[str, Any]:
+    """The upload and retry settings of an object store (S3, Azure) from its typed options (they
+    retry each request themselves, so the transfer options are theirs)."""
+    return dict(simple_upload_limit=options["simple_upload_limit"] or 8 * MiB, chunk_size=options["chunk_size"] or 8 * MiB,
+                upload_concurrency=options["upload_concurrency"], attempts=options["retries"] + 1,
+                base_delay=options["retry_base_delay"],
+                max_delay=30.0 if options["retry_max_delay"] is None else options["retry_max_delay"],
+                timeout=options["timeout"])
 
 
 def split_path(path: str, name: str) -> list[str]:
@@ -136,9 +176,8 @@ def host_and_port(parts: SplitResult, url: str, scheme: str, default_port: int) 
 
 
 def server_capabilities(options: dict, tested: str) -> Capabilities:
-    """A file server's capabilities: POSIX-like defaults (the options' defaults, see ``catalog``),
-    which the options may override (a server on Windows: ``case_insensitive``,
-    ``forbidden_chars``, shorter ``max_path_length``)."""
+    """A file server's capabilities: POSIX-like defaults, which the options may override (a
+    server on Windows: ``case_insensitive``, ``forbidden_chars``, shorter ``max_path_length``)."""
     return Capabilities(
         max_path_length=options["max_path_length"],
         max_name_length=options["max_name_length"],

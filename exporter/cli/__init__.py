@@ -4,7 +4,8 @@ A thin layer over the Python API (``exporter.api``): each command turns its swit
 call and prints the outcome. Exit codes: 0 success, 1 failure (one readable line on stderr), 2
 usage error. Tracebacks only with ``--debug``. The core never imports click; this package turns
 core errors into click ones (``common``). Commands by group: ``run`` (what reads an account),
-``tools`` (the fake service, the demo, the registry's listing).
+``tools`` (the fake service, the demo, the registry's listing), ``backups`` (the command group
+``exporter backups ...``).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import click
 
 from .. import __version__
 from ..errors import Interrupted
-from . import run, tools
+from . import backups, run, tools
 from .common import Ctx, interrupted
 
 
@@ -54,8 +55,9 @@ def _global_switches() -> list[click.Option]:
     ]
 
 
-for _command in (*run.COMMANDS, *tools.COMMANDS):
+for _command in (*run.COMMANDS, *tools.COMMANDS, *backups.backups.commands.values()):
     _command.params.extend(_global_switches())
+for _command in (*run.COMMANDS, *tools.COMMANDS, backups.backups):
     cli.add_command(_command)
 
 
