@@ -169,8 +169,10 @@ class ExternalList:
     name: str
     class_: str | None = None
     update_time: str | None = None
-    items: tuple[str, ...] = ()  # raw lines exactly as served
+    items: tuple[str, ...] = ()  # raw lines exactly as served (an item served as an object: its JSON text)
     raw: dict = field(default_factory=dict, repr=False)
+    #: every served key the fields above do not read (``LIST_KEYS``), unchanged (see ``extra_json``)
+    extra: dict = field(default_factory=dict, repr=False)
 
     kind = "list"
 
@@ -231,6 +233,8 @@ USER_KEYS = ("id", "login", "first_name", "last_name", "email", "phone", "admin"
              "create_time")
 #: served group keys the ``Group`` fields read
 GROUP_KEYS = ("id", "name", "parent_group_id", "parent_id", "users", "leaders", "children")
+#: served external-list keys the ``ExternalList`` fields read
+LIST_KEYS = ("id", "name", "class", "update_time", "items")
 
 
 def extra_json(extra: dict) -> str | None:

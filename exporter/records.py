@@ -19,6 +19,7 @@ from .model import (
     GEOLOC,
     GROUP_KEYS,
     LAYOUT,
+    LIST_KEYS,
     MEDIA,
     META_KEYS,
     NUMBER,
@@ -594,8 +595,18 @@ def parse_list(p: dict) -> ExternalList:
         raise BadAnswerError("external list items are not a list", context=f"list {p.get('id')}")
     return ExternalList(
         id=_s(p["id"]), name=_s(p.get("name")) or "", class_=_s(p.get("class")),
-        update_time=_s(p.get("update_time")), items=tuple(_s(i) or "" for i in items), raw=p,
+        update_time=_s(p.get("update_time")), items=tuple(map(_item_line, items)), raw=p,
+        extra={k: v for k, v in p.items() if k not in LIST_KEYS},
     )
+
+
+def _item_line(item: Any) -> str:
+    """An external-list item's line: the text as served; an item served as an object or a list
+    (not a v3 shape, but a later API's) is kept whole as its JSON text, like any structured value
+    the model does not know."""
+    if isinstance(item, (list, dict)):
+        return _json_text(item) or ""
+    return _s(item) or ""
 
 
 def unwrap(payload: Any, *keys: str, context: str) -> Any:
