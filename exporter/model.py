@@ -435,6 +435,9 @@ class Checkpoint:
     #: every id the form has on the service, when the source read its complete listing this run
     #: (``exporter.deletions``); None: unknown, so nothing may be taken as deleted
     listing: frozenset[str] | None = None
+    #: ids the source saw deleted during this run: listed, then gone when it asked for them (they
+    #: are not in ``listing``); an archive keeps them (``deleted.jsonl``) and replays them
+    gone: frozenset[str] = frozenset()
 
     kind = "checkpoint"
 

@@ -275,8 +275,10 @@ class WebSource:
             results = self._ordered(lambda did: self._fetch(form, did, docs), _drain(ids))
         max_time = cursor
         pictures = docs.pictures
+        gone: set[str] = set()
         for result in results:
-            if result is None:
+            if isinstance(result, str):  # listed, then deleted before we asked for it
+                gone.add(result)
                 continue
             sub, medias = result
             ut = sub.update_time
@@ -287,7 +289,9 @@ class WebSource:
             if pictures:  # the form's layout pictures, once, through its first submission
                 pictures = ()
                 yield from self.documents.form_pictures(docs, sub.id)
-        yield Checkpoint(form.id, max_time, self.mode, listing=listing)
+        if gone and listing is not None:
+            listing = listing - gone
+        yield Checkpoint(form.id, max_time, self.mode, listing=listing, gone=frozenset(gone))
 
     def _changed_since(self, fid: str, since: str) -> Iterator[dict]:
         """Flat records changed since ``since``, read in bounded time windows (``windows.py``)."""
@@ -300,14 +304,15 @@ class WebSource:
             del window
             yield from _drain(rows)
 
-    def _fetch(self, form: Form, data_id: str, docs: FormDocuments) -> tuple[Submission, list[Media | Document]] | None:
+    def _fetch(self, form: Form, data_id: str, docs: FormDocuments) -> tuple[Submission, list[Media | Document]] | str:
+        """A listed submission with its media and documents, or its id when it is gone."""
         try:
             raw = self.client.get_data(form.id, data_id)
         except NotFoundError as e:
             # listed by data/all, gone by the time we ask: deleted during the export
-            log.warning("form %s: submission %s disappeared during the export (%s); skipped",
+            log.warning("form %s: submission %s disappeared during the export (%s); recorded as deleted",
                         form.id, data_id, e.message)
-            return None
+            return data_id
         return self._with_media(form, raw, docs)
 
     def _with_media(self, form: Form, raw: dict, docs: FormDocuments
