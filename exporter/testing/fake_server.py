@@ -10,6 +10,9 @@ tested (and demonstrated) end to end without an account::
     GET  /forms/{f}/data/unread/{action}/{limit}[?includeupdated][&format=simple|basic]
     POST /forms/{f}/markasreadbyaction/{action}      {"data_ids": [...]}
     GET  /forms/{f}/data/{d}/medias/{name}           (streamed bytes)
+    GET  /forms/{f}/exports                          custom export templates
+    GET  /forms/{f}/data/{d}/pdf   /forms/{f}/data/{d}/exports/{id}   /forms/{f}/data/{d}/form_pictures/{name}
+                                                     vendor documents (``fake_documents``)
     GET  /users   /groups   /group/{g}/users   /group/{g}/leaders
     GET  /lists   /lists/{id}   /lists/{id}/complete
 
@@ -58,6 +61,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from exporter.connectors.archive.reader import ArchiveReader
 from exporter.errors import ConfigError
 
+from . import fake_documents
 from .fake_data import data_format, flatten, matches, nest_submission, sort_rows
 from .fake_faults import Faults
 
@@ -144,7 +148,8 @@ class FakeKizeoServer:
                  faults: Faults | None = None, *, login: tuple[str, str, str] | None = None,
                  token_ttl: float = 3 * 24 * 3600, groups_at_top: bool = False,
                  tls: tuple[str, str] | None = None, list_filters: dict[str, str] | None = None,
-                 complete_route: bool = True, refuse: tuple[str, ...] = (), refuse_status: int = 401):
+                 complete_route: bool = True, refuse: tuple[str, ...] = (), refuse_status: int = 401,
+                 document_bytes: int = 0):
         if not token:
             raise ValueError("the fake service needs a token to expect")
         self.reader = ArchiveReader(archive_path)
@@ -156,6 +161,7 @@ class FakeKizeoServer:
         self.groups_at_top = groups_at_top
         self.list_filters = {str(k): v for k, v in (list_filters or {}).items()}
         self.complete_route = complete_route
+        self.document_bytes = document_bytes  # every vendor document this big (0: a few kilobytes)
         unknown = set(refuse) - {"users", "groups", "lists"}
         if unknown:
             raise ValueError(f"refuse takes users, groups, lists (not {', '.join(sorted(unknown))})")
@@ -487,6 +493,19 @@ class _Handler(BaseHTTPRequestHandler):
             if s is None:
                 raise _NotFound(f"unknown data id {rest[1]} for form {fid}")
             return self._send(200, {"status": "ok", "message": "", "data": s})
+        if method == "GET" and rest == ["exports"]:
+            return self._send(200, {"status": "ok", "exports": fake_documents.templates(store.form(fid))})
+        if method == "GET" and len(rest) in (3, 4) and rest[0] == "data" and rest[2] in ("pdf", "exports", "form_pictures"):
+            s = subs.get(rest[1])
+            if s is None:
+                raise _NotFound(f"unknown data id {rest[1]} for form {fid}")
+            try:
+                doc = fake_documents.document(store.form(fid), s, rest[2:], fake.document_bytes)
+            except fake_documents.CannotProduce as e:
+                return self._error(501, str(e))
+            except fake_documents.UnknownDocument as e:
+                return self._error(404, str(e))
+            return self._send_stream(doc.content_type, doc.size, doc.chunks, doc.headers())
         if method == "GET" and len(rest) == 4 and rest[0] == "data" and rest[2] == "medias":
             sid, name = rest[1], rest[3]
             if sid not in subs:
@@ -496,6 +515,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(404, f"media {name} not found")
             return self._stream_file(m)
         return self._error(404, f"no such route: /forms/{fid}/{'/'.join(rest)}")
+
+    def _send_stream(self, ctype: str, size: int, chunks, headers: dict[str, str]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(size))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        for chunk in chunks:
+            self.wfile.write(chunk)
 
     def _stream_file(self, m: dict) -> None:
         fake = self.server.fake
