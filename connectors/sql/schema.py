@@ -10,7 +10,7 @@ Layout (the README documents every column):
   foreign key to the form table.
 * ``<table>_p2``, ``_p3``...: continuation tables when a table has more columns than the dialect
   allows (Access 255); same key, foreign key to the first table.
-* fixed: users, user_groups, group_members, lists, list_items, forms, media, lineage, runs,
+* fixed: users, user_groups, group_members, lists, list_items, forms, media, documents, lineage, runs,
   export_state.
 
 Schema evolution: a new field adds a column; a removed field keeps its column (``lineage.status =
@@ -36,10 +36,14 @@ from exporter.model import (
     BOOLEAN,
     DATE,
     DATETIME,
+    EXPORT,
+    FORM_PICTURE,
     GEOLOC,
     META_KEYS,
     NUMBER,
     TIME,
+    Document,
+    DocumentRef,
     FieldDef,
     Form,
     GeoPoint,
@@ -163,7 +167,7 @@ def fixed_tables(md: sa.MetaData, profile: SqlProfile) -> dict[str, sa.Table]:
         C("role", T("short"), primary_key=True), **kw)
     t["lists"] = sa.Table(
         "lists", md, C("list_id", T("id"), primary_key=True), C("name", T("text")), C("class", T("text")),
-        C("update_time", T("text")), C("item_count", T("int")), **kw)
+        C("update_time", T("text")), C("item_count", T("int")), C("extra_keys", T("text")), **kw)
     t["list_items"] = list_items_table(md, profile, [])
     t["forms"] = sa.Table(
         "forms", md, C("form_id", T("id"), primary_key=True), C("name", T("text")), C("class", T("text")),
@@ -175,6 +179,12 @@ def fixed_tables(md: sa.MetaData, profile: SqlProfile) -> dict[str, sa.Table]:
         C("name", T("text")), C("content_type", T("text")), C("size", T("bigint")), C("sha256", T("key")),
         C("path", T("text")), C("content", T("binary")),
         sa.Index("ix_media_submission", "form_id", "submission_id"), info={"late_indexes": True}, **kw)
+    t["documents"] = sa.Table(
+        "documents", md, C("document_key", T("key"), primary_key=True), C("form_id", T("id")),
+        C("submission_id", T("id")), C("kind", T("short")), C("export_id", T("text")), C("field", T("text")),
+        C("name", T("text")), C("content_type", T("text")), C("size", T("bigint")), C("sha256", T("key")),
+        C("path", T("text")), C("content", T("binary")),
+        sa.Index("ix_documents_submission", "form_id", "submission_id"), info={"late_indexes": True}, **kw)
     t["lineage"] = sa.Table(
         "lineage", md, C("lineage_key", T("key"), primary_key=True), C("object", T("short")),
         C("form_id", T("id")), C("subform", T("text")), C("field_name", T("text")), C("caption", T("text")),
@@ -211,7 +221,7 @@ def list_items_table(md: sa.MetaData, profile: SqlProfile, extra: list[str]) -> 
 
 
 FIXED_NAMES = ("users", "user_groups", "group_members", "lists", "list_items", "forms", "media",
-               "lineage", "runs", "export_state")
+               "documents", "lineage", "runs", "export_state")
 
 
 def _table_kw(profile: SqlProfile) -> dict:
@@ -551,10 +561,22 @@ def media_key(form_id: str, submission_id: str, subform: str | None, row: int | 
     row, field, name). Keys of one submission sit side by side and grow with the ids, so a load
     appends to the key's index instead of writing all over it. When the ids are not plain ASCII or
     too long for the column, the key is the natural key's whole sha256 (64 hex digits) instead."""
-    h = lineage_key(form_id, submission_id, subform or "", "" if row is None else str(row), field, name)
+    return _submission_key(form_id, submission_id, lineage_key(
+        form_id, submission_id, subform or "", "" if row is None else str(row), field, name))
+
+
+def _submission_key(form_id: str, submission_id: str, h: str) -> str:
+    """``<form id>/<submission id>/`` and 16 hex digits of ``h``, or ``h`` whole (see ``media_key``)."""
     if len(form_id) + len(submission_id) + 18 <= KEY_LEN and (form_id + submission_id).isascii():
         return f"{form_id}/{submission_id}/{h[:16]}"
     return h
+
+
+def document_key(ref: DocumentRef) -> str:
+    """The ``documents`` table's key of one vendor document, made like ``media_key`` from its
+    natural key (form, submission (none for a layout picture), kind, export id or field)."""
+    sid = ref.submission_id or ""
+    return _submission_key(ref.form_id, sid, lineage_key("document", ref.form_id, sid, ref.doc_kind, ref.key))
 
 
 #: the columns of a ``media`` table row (``media_row``), in order
@@ -572,6 +594,25 @@ def media_row(m: Media, size: int | None, sha256: str | None, path: str | None) 
         check_id(sid, "submission id", ctx)
     return dict(zip(MEDIA_COLUMNS, (media_key(fid, sid, r.subform, r.row, r.field, r.name), fid, sid, r.field,
                                     r.subform, r.row, r.name, m.content_type, size, sha256, path), strict=True))
+
+
+#: the columns of a ``documents`` table row (``document_row``), in order
+DOCUMENT_COLUMNS = ["document_key", "form_id", "submission_id", "kind", "export_id", "field", "name", "content_type",
+                    "size", "sha256", "path"]
+
+
+def document_row(d: Document, size: int | None, sha256: str | None, path: str | None) -> dict:
+    """The ``documents`` table row of one vendor document (its bytes, with ``--media-in-db``, go in
+    after): ``export_id`` for a custom export, ``field`` for a layout picture (whose
+    ``submission_id`` is NULL)."""
+    r = d.ref
+    ctx = f"form {r.form_id} submission {r.submission_id} document {d.name}"
+    check_id(r.form_id, "form id", ctx)
+    if r.submission_id is not None:
+        check_id(r.submission_id, "submission id", ctx)
+    return dict(zip(DOCUMENT_COLUMNS, (
+        document_key(r), r.form_id, r.submission_id, r.doc_kind, r.key if r.doc_kind == EXPORT else None,
+        r.key if r.doc_kind == FORM_PICTURE else None, d.name, d.content_type, size, sha256, path), strict=True))
 
 
 def _cell_fn(c: ColumnPlan, conv: _Converter):

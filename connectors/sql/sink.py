@@ -10,7 +10,8 @@ Flow per ``write(batch)``:
    transaction just before the data, and only ever *adds* tables and columns.
 2. data phase, inside the batch's transaction: users, groups (+ members), lists (+ items), forms,
    submissions per form (child rows and media rows of every written submission deleted, parent
-   rows upserted, child rows inserted), media, then ``export_state`` from Checkpoint records.
+   rows upserted, child rows inserted), media, vendor documents (upserted by natural key), then
+   ``export_state`` from Checkpoint records.
 
 ``commit()`` commits (the runs row's counters go in the same transaction); a failure inside
 ``write`` rolls the batch back before raising; ``close(ok=False)`` rolls back whatever is pending.
@@ -38,8 +39,11 @@ from exporter.deletions import doomed_ids
 from exporter.errors import ExporterError, SinkError, TransientSinkError, one_line, run_status
 from exporter.fsutil import atomic_write
 from exporter.model import (
+    FORM_PICTURE,
+    PDF,
     Account,
     Checkpoint,
+    Document,
     ExternalList,
     Form,
     Group,
@@ -63,6 +67,7 @@ from .schema import (
     FormPlan,
     build_tables,
     check_id,
+    document_row,
     expected_foreign_keys,
     fixed_tables,
     iter_chunks,
@@ -746,6 +751,9 @@ class SqlSink:
             media = self._current_media(media, subs)
         if media:
             self._write_media(media)
+        docs = [r for r in batch if isinstance(r, Document)]
+        if docs:
+            self._write_documents(docs)
         cps = [r for r in batch if isinstance(r, Checkpoint)]
         for c in cps:
             if c.listing is not None and c.final:
@@ -804,6 +812,7 @@ class SqlSink:
                     for part in reversed(tp.parts):
                         self._loader.delete_in(self._tables[part], tp.key_columns[0], gone)
                 self._loader.delete_in(self._fixed["media"], "submission_id", gone, form_id=form_id)
+                self._loader.delete_in(self._fixed["documents"], "submission_id", gone, form_id=form_id)
                 for part in reversed(plan.main.parts):
                     self._loader.delete_in(self._tables[part], plan.main.key_columns[0], gone)
         if doomed or back:
@@ -865,7 +874,8 @@ class SqlSink:
 
     def _write_lists(self, lists: list[ExternalList]) -> None:
         rows = [{"list_id": check_id(x.id, "list id", f"list {x.id}"), "name": x.name, "class_": x.class_,
-                     "update_time": x.update_time, "item_count": len(x.items)} for x in lists]
+                     "update_time": x.update_time, "item_count": len(x.items), "extra_keys": extra_json(x.extra)}
+                for x in lists]
         for r in rows:
             r["class"] = r.pop("class_")
         with self._op("table lists"):
@@ -942,30 +952,45 @@ class SqlSink:
                     loader.insert(self._tables[part], parts.get(part, []))
         self._count("submission", len(ids))
 
-    # ------------------------------------------------------------------ media
+    # ------------------------------------------------------------------ media and documents
     def _write_media(self, media: list[Media]) -> None:
+        self._write_blobs(media, "media", "media_key", media_row, self._media_parts)
+
+    def _write_documents(self, docs: list[Document]) -> None:
+        """Vendor documents (``documents`` table): upserted by their natural key, so a document
+        fetched again (an edited submission) replaces its row; bytes like a media's."""
+        self._write_blobs(docs, "documents", "document_key", document_row, self._document_parts)
+
+    def _write_blobs(self, blobs: list, table_name: str, key: str, row_of, parts_of) -> None:
+        """The rows of media or documents (``row_of``), their bytes in files under ``media_dir``
+        (at ``parts_of``) or, with ``media_in_db``, in the row's ``content``."""
         rows = []
-        by_key: dict[str, Media] = {}
+        by_key: dict[str, Any] = {}
         media_dir, in_db = self.media_dir, self.media_in_db
-        for m in media:
-            size, sha, path = m.size, m.sha256, None
+        for b in blobs:
+            size, sha, path = b.size, b.sha256, None
             if media_dir is not None:
-                r = m.ref
-                path, size, sha = self._media_file(m, f"form {r.form_id} submission {r.submission_id} media {r.name}")
+                path, size, sha = self._blob_file(b, parts_of(b), self._where(b))
             elif in_db and (size is None or sha is None):
-                size, sha = self._measure(m)
-            row = media_row(m, size, sha, path)
+                size, sha = self._measure(b)
+            row = row_of(b, size, sha, path)
             rows.append(row)
-            by_key[row["media_key"]] = m
-        table = self._fixed["media"]
-        with self._op("table media"):
-            self._loader.upsert_step(table, "media_key", rows)
+            by_key[row[key]] = b
+        table = self._fixed[table_name]
+        with self._op(f"table {table_name}"):
+            self._loader.upsert_step(table, key, rows)
         if self.media_in_db:
-            sizes = {r["media_key"]: r["size"] for r in rows}
-            for k, m in by_key.items():
-                with self._op(f"table media ({m.ref.name})"):
-                    self._store_content(table, k, m, sizes[k])
-        self._count("media", len(rows))
+            sizes = {r[key]: r["size"] for r in rows}
+            for k, b in by_key.items():
+                with self._op(f"table {table_name} ({_name(b)})"):
+                    self._store_content(table, table.c[key] == k, b, sizes[k], self._where(b))
+        self._count(blobs[0].kind, len(rows))
+
+    @staticmethod
+    def _where(b) -> str:
+        """``form F submission S media N`` / ``... pdf document N``: what an error names."""
+        what = "media" if b.kind == "media" else f"{b.ref.doc_kind} document"
+        return f"form {b.ref.form_id} submission {b.ref.submission_id} {what} {_name(b)}"
 
     @staticmethod
     def _measure(m: Media) -> tuple[int, str]:
@@ -975,37 +1000,53 @@ class SqlSink:
             n += len(chunk)
         return n, h.hexdigest()
 
-    def _media_file(self, m: Media, ctx: str) -> tuple[str, int, str]:
+    @staticmethod
+    def _media_parts(m: Media) -> list[str]:
+        """``<form>/<submission>[/<sub-form>-<row>]/<name>`` under ``media_dir``."""
         r = m.ref
         parts = [safe_filename(r.form_id), safe_filename(r.submission_id)]
         if r.subform:
             parts.append(safe_filename(f"{r.subform}-{r.row}"))
-        parts.append(safe_filename(r.name))
+        return [*parts, safe_filename(r.name)]
+
+    @staticmethod
+    def _document_parts(d: Document) -> list[str]:
+        """``documents/<form>/<submission>/pdf|export-<id>/<name>`` under ``media_dir``; a layout
+        picture ``documents/<form>/form_pictures/<field>/<name>``."""
+        r = d.ref
+        if r.doc_kind == FORM_PICTURE:
+            where = ["form_pictures", safe_filename(r.key)]
+        else:
+            where = [safe_filename(r.submission_id or ""), "pdf" if r.doc_kind == PDF else safe_filename(f"{r.doc_kind}-{r.key}")]
+        return ["documents", safe_filename(r.form_id), *where, safe_filename(d.name)]
+
+    def _blob_file(self, b, parts: list[str], ctx: str) -> tuple[str, int, str]:
         dest = safe_join(self.media_dir, *parts)
         h, n = hashlib.sha256(), 0
         try:
             with atomic_write(dest) as fh:
-                for chunk in m.iter_bytes():
+                for chunk in b.iter_bytes():
                     h.update(chunk)
                     n += len(chunk)
                     fh.write(chunk)
         except OSError as e:
-            raise SinkError(f"cannot write media file {dest}: {e.strerror or e}", context=ctx) from None
+            raise SinkError(f"cannot write {b.kind} file {dest}: {e.strerror or e}", context=ctx) from None
         return "/".join(parts), n, h.hexdigest()
 
-    def _store_content(self, table: sa.Table, key: str, m: Media, size: int) -> None:
+    def _store_content(self, table: sa.Table, where, b, size: int, ctx: str) -> None:
+        """The bytes of ``b`` (a media or a document) into the ``content`` of its row (``where``),
+        streamed where the database lets us."""
         conn = self._conn
-        where = table.c.media_key == key
         d = self.profile.dialect
         if d == "sqlite":
             conn.execute(table.update().where(where).values(content=sa.func.zeroblob(size)))
             rowid = conn.execute(sa.select(sa.literal_column("rowid")).select_from(table).where(where)).scalar_one()
             raw = conn.connection.driver_connection
-            with raw.blobopen("media", "content", rowid, name=self.schema or "main") as blob:
+            with raw.blobopen(table.name, "content", rowid, name=self.schema or "main") as blob:
                 written = 0
-                for chunk in m.iter_bytes(1 << 20):
+                for chunk in b.iter_bytes(1 << 20):
                     if written + len(chunk) > size:
-                        raise SinkError("media changed size while being stored", context=m.ref.name)
+                        raise SinkError(f"{b.kind} changed size while being stored", context=ctx)
                     blob.write(chunk)
                     written += len(chunk)
             return
@@ -1013,7 +1054,7 @@ class SqlSink:
             conn.execute(table.update().where(where).values(content=b""))
             stmt = table.update().where(where).values(
                 content=table.c.content.op("||")(sa.bindparam("chunk", type_=sa.LargeBinary)))
-            with m.open() as fh:
+            with b.open() as fh:
                 while chunk := fh.read(_CHUNK):
                     conn.execute(stmt, {"chunk": chunk})
             return
@@ -1022,12 +1063,15 @@ class SqlSink:
             packet = conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar() or 0
             limit = min(limit, int(packet) - (64 << 10))
         if size > limit:
-            raise SinkError(f"media is {size} bytes, more than the {limit} this database takes in one value; "
-                            "use media_dir instead of media_in_db",
-                            context=f"form {m.ref.form_id} submission {m.ref.submission_id} media {m.ref.name}")
-        with m.open() as fh:
+            raise SinkError(f"{b.kind} is {size} bytes, more than the {limit} this database takes in one value; "
+                            "use media_dir instead of media_in_db", context=ctx)
+        with b.open() as fh:
             data = fh.read()
         conn.execute(table.update().where(where).values(content=data))
+
+def _name(b) -> str:
+    """The file name of a media or a vendor document, as served."""
+    return b.ref.name if b.kind == "media" else b.name
 
 
 __all__ = ["SqlSink", "iter_chunks"]
