@@ -547,14 +547,9 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(fh.read(size // 2))
                 self.wfile.flush()
                 return self._drop_connection()
-        self.send_response(200)
-        self.send_header("Content-Type", m.get("content_type") or "application/octet-stream")
-        self.send_header("Content-Length", str(size))
-        self.send_header("Last-Modified", email.utils.format_datetime(dt.datetime.now(dt.UTC), usegmt=True))
-        self.end_headers()
         with reader.open(m["path"]) as fh:
-            while chunk := fh.read(1 << 16):
-                self.wfile.write(chunk)
+            self._send_stream(m.get("content_type") or "application/octet-stream", size, iter(lambda: fh.read(1 << 16), b""),
+                              {"Last-Modified": email.utils.format_datetime(dt.datetime.now(dt.UTC), usegmt=True)})
 
 
 class _NotFound(Exception):
