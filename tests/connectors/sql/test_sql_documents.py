@@ -66,3 +66,16 @@ def _indexes(db, table: str) -> list[dict]:
 
     with db.engine().connect() as c:
         return sa.inspect(c).get_indexes(table, schema=db.schema)
+
+
+def test_with_media_dir_the_documents_are_files_beside_the_database(account, sqlite_db, tmp_path):
+    media = tmp_path / "media"
+    with serve(account) as srv:
+        _cli("export", "-s", srv.base_url, "--token-env", "KZ_TOKEN", "--vendor-pdf", "--to", sqlite_db.url,
+             "-o", f"media_dir={media}")
+        pdf, name = _served(srv, "/forms/81/data/1/pdf")
+    rows = {(r["submission_id"], r["kind"]): r for r in sqlite_db.rows("documents")}
+    r = rows[("1", "pdf")]
+    assert r["content"] is None and r["path"].startswith("documents/81/1/pdf/")
+    assert (media / r["path"]).read_bytes() == pdf and r["name"] == name
+    assert (media / rows[(None, "form_picture")]["path"]).is_file()
