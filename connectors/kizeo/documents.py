@@ -36,7 +36,8 @@ from exporter.errors import NotFoundError
 from exporter.model import EXPORT, FORM_PICTURE, PDF, Document, DocumentRef, Form, Submission
 from exporter.retry import retry_call
 
-from .client import AnswerTimeout, KizeoClient, StreamInterrupted
+from .client import KizeoClient
+from .http_errors import AnswerTimeout, StreamInterrupted
 
 log = logging.getLogger("exporter.kizeo")
 
