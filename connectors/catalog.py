@@ -8,6 +8,13 @@ from exporter.registry import Destination, Source
 
 # ---- sources -------------------------------------------------------------------------------------
 
+#: vendor documents, opt-in: fetched from the service, or replayed from an archive that holds them
+_DOCUMENTS = (
+    Option("vendor_pdf", "bool", False, "also each submission's standard PDF as the service makes it (data/{id}/pdf)"),
+    Option("vendor_exports", "bool", False, "also each submission through every custom Word/Excel export of its "
+           "form (forms/{id}/exports)"),
+)
+
 KIZEO = Source(
     "kizeo", "exporter.connectors.kizeo:build_web_source", "the Kizeo Forms web service (REST v3)",
     (
@@ -21,12 +28,13 @@ KIZEO = Source(
         Option("timezone", "text", None, "account time zone (IANA, e.g. Europe/Paris), recorded with the data"),
         Option("ca_bundle", "path", None, "CA bundle for TLS verification (verification is always on)"),
         Option("timeout", "float", 120.0, "read timeout per request, in seconds", min=0.001),
+        *_DOCUMENTS,
     ),
     "https://forms.kizeo.com/rest/v3", ("https", "http"), order=10,
 )
 
 ARCHIVE_SOURCE = Source("archive", "exporter.connectors.archive.source:ArchiveSource",
-                        "an account archive (directory or .zip), replayed offline", (), "PATH[.zip]", order=20,
+                        "an account archive (directory or .zip), replayed offline", _DOCUMENTS, "PATH[.zip]", order=20,
                         paths=True)
 
 # ---- destinations --------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def account_parts(ctx, param, value: str | None) -> tuple[str, ...]:
 
 #: the source's options (``exporter.connectors.catalog``), each a switch of its own
 SOURCE_SWITCHES = ("token_env", "token_file", "login_env", "workers", "page_size", "skip", "timezone", "ca_bundle",
-                   "timeout")
+                   "timeout", "vendor_pdf", "vendor_exports")
 
 
 def source_options(fn):
@@ -130,6 +130,20 @@ def source_options(fn):
         click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False),
                      help="CA bundle for TLS verification (verification is always on)."),
         click.option("--timeout", type=float, default=120.0, show_default=True, help="Read timeout per request, in seconds."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def document_options(fn):
+    """Vendor documents, opt-in (``exporter export`` and ``exporter archive``): source options."""
+    opts = [
+        click.option("--vendor-pdf", is_flag=True,
+                     help="Also store each submission's standard PDF as the service makes it (GET data/{id}/pdf)."),
+        click.option("--vendor-exports", is_flag=True,
+                     help="Also store each submission through every custom Word/Excel export of its form "
+                          "(GET forms/{id}/exports, then data/{id}/exports/{export})."),
     ]
     for o in reversed(opts):
         fn = o(fn)

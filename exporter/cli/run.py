@@ -7,7 +7,7 @@ import json
 import click
 
 from .. import api
-from .common import given_source_options, print_summary, progress, run_guarded, source_options
+from .common import document_options, given_source_options, print_summary, progress, run_guarded, source_options
 
 
 class OrderedCommand(click.Command):
@@ -21,6 +21,7 @@ class OrderedCommand(click.Command):
 
 @click.command(cls=OrderedCommand)
 @source_options
+@document_options
 @click.option("--to", "destinations", multiple=True, metavar="DEST",
               help="Destination (repeatable): a directory, file:///dir, sqlite:///x.db, postgresql+psycopg2://..., "
                    "mysql+pymysql://..., mssql+pyodbc://..., access+pyodbc://..., ftp://, ftps://, sftp://, "
@@ -93,6 +94,7 @@ def export(ctx: click.Context, **p) -> None:
 
 @click.command()
 @source_options
+@document_options
 @click.option("--out", required=True, type=click.Path(), help="Archive directory, or a .zip file.")
 @click.option("--zip", "as_zip", is_flag=True, help="Write a single zip file (implied by a .zip name).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing archive at --out (refused without it).")
