@@ -302,8 +302,8 @@ class _Workers:
 _PRELOAD = ["exporter.parallel", "exporter.cli", "exporter.registry", "exporter.connectors.archive.source",
             "exporter.connectors.archive.sink",
             "exporter.connectors.kizeo.source", "exporter.connectors.sql.sink",
-            "sqlalchemy.dialects.postgresql.psycopg2", "sqlalchemy.dialects.mysql.pymysql",
-            "psycopg2", "pymysql"]
+            "sqlalchemy.dialects.postgresql.psycopg", "sqlalchemy.dialects.mysql.pymysql",
+            "psycopg", "pymysql"]
 
 
 def _context() -> Any:

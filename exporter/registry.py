@@ -1,7 +1,7 @@
 """Registry of sinks: a short lowercase key per destination, mapped to a lazily imported factory.
 
 Built-in sinks and third-party plugins (entry point group ``exporter.sinks``) register the same
-way. The key is the URL scheme (``postgres`` for ``postgresql+psycopg2://``); a bare path is the
+way. The key is the URL scheme (``postgres`` for ``postgresql+psycopg://``); a bare path is the
 files sink. A factory is called as ``factory(url, options) -> Sink`` and imports its driver only
 then, so ``import exporter`` stays cheap.
 """
@@ -45,7 +45,7 @@ class SinkEntry:
 
 #: top-level module of every optional driver or SDK -> the pip extras that bring it (pyproject.toml)
 DRIVER_EXTRAS: dict[str, tuple[str, ...]] = {
-    "psycopg2": ("postgres",),
+    "psycopg": ("postgres",),
     "pymysql": ("mysql",),
     "pyodbc": ("odbc", "mssql", "access"),
     "sqlalchemy_access": ("access",),
@@ -94,8 +94,8 @@ _BUILTINS = [
               options=("zip",)),
     SinkEntry("sqlite", "exporter.connectors.sql:create_sink", "sqlite:///path.db",
               "SQLite database (embedded default)", ("sqlite",), options=_SQL, url_query=True),
-    SinkEntry("postgres", "exporter.connectors.sql:create_sink", "postgresql+psycopg2://user@host:5432/db",
-              "PostgreSQL (COPY into staging, then merge)", ("postgresql", "postgres"), "postgres",
+    SinkEntry("postgres", "exporter.connectors.sql:create_sink", "postgresql+psycopg://user@host:5432/db",
+              "PostgreSQL (binary COPY, merged through staging when keys exist)", ("postgresql", "postgres"), "postgres",
               options=_SQL, url_query=True),
     SinkEntry("mysql", "exporter.connectors.sql:create_sink", "mysql+pymysql://user@host:3306/db",
               "MariaDB / MySQL (multi-row INSERT, merged with ON DUPLICATE KEY UPDATE)",

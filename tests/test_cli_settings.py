@@ -200,8 +200,9 @@ def test_url_options_survive_the_round_trip_to_worker_processes():
 # ---- 3. a missing driver names its extra --------------------------------------------------------
 
 @pytest.mark.parametrize("module, url, extra", [
-    ("psycopg2", "postgresql+psycopg2://etl@127.0.0.1:1/x", "postgres"),
-    ("psycopg2", "postgresql://etl@127.0.0.1:1/x", "postgres"),
+    ("psycopg", "postgresql+psycopg://etl@127.0.0.1:1/x", "postgres"),
+    ("psycopg", "postgresql+psycopg2://etl@127.0.0.1:1/x", "postgres"),  # served by psycopg 3
+    ("psycopg", "postgresql://etl@127.0.0.1:1/x", "postgres"),
     ("pymysql", "mysql+pymysql://root@127.0.0.1:1/x", "mysql"),
     ("pyodbc", "mssql+pyodbc://u@dsn", "mssql"),
     ("pyodbc", "mysql+pyodbc://u@dsn", "odbc"),

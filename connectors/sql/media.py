@@ -15,7 +15,7 @@ from exporter.model import Media
 from exporter.naming import safe_filename, safe_join
 
 from .dialects.base import Dialect, Loader
-from .rows import media_row
+from .rows import MEDIA_COLUMNS, media_row
 
 
 class MediaWrites:
@@ -42,16 +42,17 @@ class MediaWrites:
             if media_dir is not None:
                 r = m.ref
                 path, size, sha = self._media_file(m, f"form {r.form_id} submission {r.submission_id} media {r.name}")
-            elif in_db and (size is None or sha is None):
+            elif in_db and (type(size) is not int or sha is None):
                 size, sha = self._measure(m)
             row = media_row(m, size, sha, path)
             rows.append(row)
-            by_key[row["media_key"]] = m
+            by_key[row[0]] = m
         table = self._fixed["media"]
         with self._op("table media"):
-            self._loader.upsert_step(table, "media_key", rows)
+            self._loader.upsert_step(table, "media_key", MEDIA_COLUMNS, rows)
         if self.media_in_db:
-            sizes = {r["media_key"]: r["size"] for r in rows}
+            size_at = MEDIA_COLUMNS.index("size")
+            sizes = {r[0]: r[size_at] for r in rows}
             for k, m in by_key.items():
                 with self._op(f"table media ({m.ref.name})"):
                     self._store_content(table, k, m, sizes[k])
