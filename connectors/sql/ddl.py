@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager
 
 import sqlalchemy as sa
 
+from exporter.capabilities import Capabilities
 from exporter.errors import SinkError
 from exporter.model import ExternalList, Form
 from exporter.sinks import RunContext
@@ -40,6 +41,7 @@ class SchemaSteps:
     url: sa.URL
     schema: str | None
     profile: SqlProfile
+    capabilities: Capabilities
     planner: NamePlanner
     _conn: sa.Connection
     _ctx: RunContext | None

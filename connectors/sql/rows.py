@@ -43,7 +43,8 @@ class _Fit:
             return None
         if self.profile.numeric_precision is None:  # the column keeps any decimal exactly
             return v
-        _sign, digits, exp = v.as_tuple()
+        _sign, digits, exp = v.as_tuple()  # finite: the exponent is an int
+        assert isinstance(exp, int)
         int_digits = max(len(digits) + exp, 0)
         if int_digits > self.max_int_digits:
             _keep(unparsed, key, text)
@@ -215,17 +216,18 @@ class FormRows:
             check_id(sid, "submission id", f"form {self.form_id} submission {sid}")
         un: dict[str, str] = {}
         meta = sub.meta.get
-        lead = []
+        lead: list[Any] = []
         for mk, is_time in self.meta:
             t = meta(mk)
-            if is_time and t is not None:
+            if not is_time:
+                lead.append(t)
+            elif t is None:
+                lead.append(None)
+            else:
                 v, keep = meta_time(t)
                 if keep:
                     un[f"_meta:{mk}"] = t
-                t = v
-            elif is_time:
-                t = None
-            lead.append(t)
+                lead.append(v)
         values, texts = sub.values.get, sub.text.get
         main = self.main
         cells = [fn(values(name), texts(name), un) for name, fn in main.cells]

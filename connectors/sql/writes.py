@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -151,13 +151,20 @@ class RecordWrites:
         key = main.c[plan.main.key_columns[0]]
         column = plan.main.deleted_column or DELETED_AT
         mark = main.c[column]
+        # the ids are streamed (a server-side cursor where the driver has one): a form's whole
+        # column of ids is never held, only those to delete, and the few marked ones
+        held = 0
+
+        def unmarked() -> Iterator[str]:
+            nonlocal held
+            ids = sa.select(key).where(mark.is_(None)).execution_options(yield_per=10_000)
+            for chunk in self._conn.execute(ids).scalars().partitions():
+                held += len(chunk)
+                yield from chunk
         with self._op(f"form {form_id}: reading the ids held"):
-            rows = self._conn.execute(sa.select(key, mark)).all()
-        held = [r[0] for r in rows if r[1] is None]
-        marked = [r[0] for r in rows if r[1] is not None]
-        del rows
-        doomed = doomed_ids(held, listing)
-        self._policy.check(form_id, len(doomed), len(held), self.name)
+            doomed = doomed_ids(unmarked(), listing)
+            marked = self._conn.execute(sa.select(key).where(mark.is_not(None))).scalars().all()
+        self._policy.check(form_id, len(doomed), held, self.name)
         back = [i for i in marked if i in listing]
         step = max(1, self.profile.max_params - 2)
         with self._op(f"form {form_id} table {main.name}: deletions"):
