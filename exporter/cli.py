@@ -68,7 +68,8 @@ def _interrupted(e: BaseException, debug: bool = False) -> None:
 
 
 def _run_guarded(ctx: click.Context, fn):
-    debug = ctx.find_object(_Ctx).debug if ctx.find_object(_Ctx) else False
+    obj = ctx.find_object(_Ctx)
+    debug = obj.debug if obj is not None else False
     try:
         return fn()
     except click.ClickException:
@@ -202,8 +203,10 @@ def _build_source(source: str, *, token_env, token_file, login_env, forms, worke
 
 def _progress(obj: _Ctx, source=None):
     from .progress import make_progress
+    from .sources import CountsSubmissions
 
-    return make_progress(quiet=obj.quiet, total=getattr(source, "expected_submissions", None))
+    total = source.expected_submissions if isinstance(source, CountsSubmissions) else None
+    return make_progress(quiet=obj.quiet, total=total)
 
 
 def _print_summary(obj: _Ctx, summary, sinks) -> None:

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import IO, Any, BinaryIO, Callable, ClassVar, Iterator, Literal, cast
 
 # --------------------------------------------------------------------------------------------
 # Field kinds: the service's field type mapped onto the value type we store.
@@ -100,7 +100,7 @@ class Account:
     #: destination holds that is not among them is gone from the service (marked, never emptied)
     form_ids: tuple[str, ...] | None = None
 
-    kind = "account"
+    kind: ClassVar[Literal["account"]] = "account"
 
 
 @dataclass
@@ -118,7 +118,7 @@ class User:
     #: every served key the fields above do not read, unchanged (see ``extra_json``)
     extra: dict = field(default_factory=dict, repr=False)
 
-    kind = "user"
+    kind: ClassVar[Literal["user"]] = "user"
 
 
 @dataclass
@@ -133,7 +133,7 @@ class Group:
     #: every served key the fields above do not read, unchanged (see ``extra_json``)
     extra: dict = field(default_factory=dict, repr=False)
 
-    kind = "group"
+    kind: ClassVar[Literal["group"]] = "group"
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ class ExternalList:
     items: tuple[str, ...] = ()  # raw lines exactly as served
     raw: dict = field(default_factory=dict, repr=False)
 
-    kind = "list"
+    kind: ClassVar[Literal["list"]] = "list"
 
     def parsed_items(self) -> Iterator[ListItem]:
         for i, line in enumerate(self.items):
@@ -189,7 +189,7 @@ class Form:
     options: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict, repr=False)
 
-    kind = "form"
+    kind: ClassVar[Literal["form"]] = "form"
 
     def value_fields(self) -> list[FieldDef]:
         """Top-level fields that hold a value (no layout, no sub-form)."""
@@ -263,7 +263,7 @@ class Submission:
     #: sub-form rows under ``"subforms"``: see ``records.parse_submission``), unchanged
     extra: dict = field(default_factory=dict, repr=False)
 
-    kind = "submission"
+    kind: ClassVar[Literal["submission"]] = "submission"
 
     @property
     def update_time(self) -> str | None:
@@ -283,7 +283,9 @@ class Media:
     same media one after another. ``size`` and ``sha256`` are known once the media is spooled.
     """
 
-    kind = "media"
+    kind: ClassVar[Literal["media"]] = "media"
+    #: the spool a ``spooled`` media reads from, kept alive with the record
+    _spool: IO[bytes] | None = None
 
     def __init__(
         self,
@@ -325,7 +327,8 @@ class Media:
 
         def opener() -> BinaryIO:
             spool.seek(0)
-            return _NoClose(spool)
+            # a raw reader has every method a BinaryIO caller uses, without being one nominally
+            return cast(BinaryIO, _NoClose(spool))
 
         media = cls(ref, content_type, opener, size=size, sha256=h.hexdigest())
         media._spool = spool  # keep alive with the record; freed with it
@@ -378,10 +381,12 @@ class Checkpoint:
     #: (``exporter.deletions``); None: unknown, so nothing may be taken as deleted
     listing: frozenset[str] | None = None
 
-    kind = "checkpoint"
+    kind: ClassVar[Literal["checkpoint"]] = "checkpoint"
 
 
 Record = Account | User | Group | ExternalList | Form | Submission | Media | Checkpoint
+#: what ``Record.kind`` can be: testing ``r.kind == "media"`` narrows ``r`` to ``Media`` for the type checker
+RecordKind = Literal["account", "user", "group", "list", "form", "submission", "media", "checkpoint"]
 
 #: submissions per slice when a form is shared among parallel workers (see ``FormPart``)
 PART_ROWS = 1000

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
-from exporter.model import counted_bytes
+from exporter.model import Media, counted_bytes
 
 _END = object()
 
@@ -42,7 +42,7 @@ class ReadAhead:
 
     @staticmethod
     def _weight(item: Any) -> int:
-        return counted_bytes(item.size) if getattr(item, "kind", None) == "media" else 0
+        return counted_bytes(item.size) if isinstance(item, Media) else 0
 
     def _put(self, item: Any) -> bool:
         with self._cond:
@@ -73,9 +73,8 @@ class ReadAhead:
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             self._put(_Failure(e))
         finally:
-            close = getattr(self._records, "close", None)
-            if close is not None:
-                close()
+            if isinstance(self._records, Generator):
+                self._records.close()
 
     def __iter__(self) -> Iterator[Any]:
         try:

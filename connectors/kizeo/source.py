@@ -38,7 +38,7 @@ from typing import Any
 from exporter.connectors.archive.source import minus_overlap
 
 from exporter.errors import AuthError, ConfigError, NotFoundError
-from exporter.model import Account, Checkpoint, Form, Media, MediaRef, Submission
+from exporter.model import Account, Checkpoint, Form, Media, MediaRef, Record, Submission
 from exporter.records import (
     parse_form,
     parse_group,
@@ -375,14 +375,14 @@ class WebSource:
                 return
         yield Checkpoint(fid, max_time, self.mode, listing=listing)
 
-    def acknowledge(self, batch: Iterable) -> None:
+    def acknowledge(self, batch: Iterable[Record]) -> None:
         """Mark the batch's submissions read for ``action`` (unread mode only). Call it only
         after every sink committed the batch."""
         if self.mode != "unread":
             return
         by_form: dict[str, list[str]] = {}
         for r in batch:
-            if getattr(r, "kind", None) == "submission":
+            if r.kind == "submission":
                 by_form.setdefault(r.form_id, []).append(r.id)
         for fid, ids in by_form.items():
             for i in range(0, len(ids), MARK_CHUNK):

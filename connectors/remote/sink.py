@@ -28,7 +28,7 @@ remote root, written only by a successful ``close``; a failed run never advances
 manifest are read back with ``get`` (``ReadableRemote``); a remote without it works without them.
 
 Every remote call goes through ``exporter.retry.retry_call`` (option ``retries``, default 5);
-a remote that already retries each call itself says so with ``retries_itself = True``.
+a remote that already retries each call itself says so with ``retries_itself = True`` (``SelfRetryingRemote``).
 Options: ``retries``, ``retry_base_delay``, ``retry_max_delay``, ``chunk_size``, ``staging_dir``.
 """
 from __future__ import annotations
@@ -43,16 +43,29 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter import secrets
 from exporter.errors import ConfigError, ExporterError, SinkError
 from exporter.fsutil import file_digest
+from exporter.model import Record
 from exporter.naming import safe_filename, short_hash
 from exporter.retry import retry_call
 from exporter.sinks import RunContext
 
-from .base import ChunkedRemote, ReadableRemote, Remote, RemoteStat, local_checksum, parse_size
+from .base import (
+    ChunkedRemote,
+    ReadableRemote,
+    Remote,
+    RemoteStat,
+    RootedRemote,
+    SelfRetryingRemote,
+    local_checksum,
+    parse_size,
+)
+
+if TYPE_CHECKING:
+    from exporter.connectors.files import FilesSink
 
 log = logging.getLogger("exporter.remote")
 
@@ -67,7 +80,7 @@ DEFAULT_CHUNK = 20 * 1024 * 1024
 PARTIAL_SUFFIX_LEN = len(".12345678.partial")
 
 
-def _default_inner(root: Path, options: dict):
+def _default_inner(root: Path, options: dict) -> FilesSink:
     from exporter.connectors.files import FilesSink
 
     return FilesSink(str(root), {**options, "track_published": True}, keep_current=False)
@@ -85,7 +98,7 @@ class RemoteSink:
     """Stage with the files sink, upload what it publishes. See the module docstring."""
 
     def __init__(self, remote: Remote, options: dict | None = None, *,
-                 inner_factory: Callable[[Path, dict], Any] | None = None):
+                 inner_factory: Callable[[Path, dict], FilesSink] | None = None):
         self.options = dict(options or {})
         self.remote = remote
         self.name = remote.name
@@ -95,13 +108,13 @@ class RemoteSink:
         )
         self._inner_factory = inner_factory or _default_inner
         self.attempts = (opt_int(self.options, "retries", 5) or 0) + 1
-        if getattr(remote, "retries_itself", False):
+        if isinstance(remote, SelfRetryingRemote) and remote.retries_itself:
             self.attempts = 1  # the remote already retries each call: do not multiply attempts
         self.base_delay = _opt_float(self.options, "retry_base_delay", 0.5)
         self.max_delay = _opt_float(self.options, "retry_max_delay", 30.0)
         self.chunk_size = parse_size(self.options.get("chunk_size") or DEFAULT_CHUNK, "chunk_size")
         self.stats = UploadStats()
-        self.inner = None
+        self.inner: FilesSink | None = None
         self.staging: Path | None = None
         self._connected = False
         self._upto = 0  # index in out.published already handled
@@ -120,6 +133,17 @@ class RemoteSink:
         return f"RemoteSink({self.name})"
 
     # ---- helpers -------------------------------------------------------------------------
+    def _inner(self) -> FilesSink:
+        """The files sink staging this run's files (set by ``open``)."""
+        if self.inner is None:
+            raise SinkError(f"{self.name} is not open")
+        return self.inner
+
+    def _staging(self) -> Path:
+        if self.staging is None:
+            raise SinkError(f"{self.name} is not open")
+        return self.staging
+
     def _retry(self, fn: Callable[[], Any], describe: str, attempts: int | None = None):
         return retry_call(fn, attempts=attempts or self.attempts, base_delay=self.base_delay,
                           max_delay=self.max_delay, describe=f"{self.name}: {describe}")
@@ -135,7 +159,8 @@ class RemoteSink:
             log.warning("%s cannot read files back: %s is not used", self.name, path)
             return None
         buf = io.BytesIO()
-        found = self._retry(lambda: self.remote.get(path, _reset(buf)), f"read {path}")
+        remote = self.remote
+        found = self._retry(lambda: remote.get(path, _reset(buf)), f"read {path}")
         if found is False:
             return None
         try:
@@ -174,9 +199,12 @@ class RemoteSink:
             parts.append(comp)
         return "/".join(parts)
 
+    def _root(self) -> str:
+        return (self.remote.root or "") if isinstance(self.remote, RootedRemote) else ""
+
     def _check_path(self, rel: str, remote_rel: str) -> None:
         caps = self.capabilities
-        root = str(getattr(self.remote, "root", "") or "").rstrip("/")
+        root = self._root().rstrip("/")
         full = f"{root}/{remote_rel}" if root else remote_rel
         extra = PARTIAL_SUFFIX_LEN if caps.rename else 0
         if caps.max_path_length is not None and len(full) + extra > caps.max_path_length:
@@ -257,7 +285,7 @@ class RemoteSink:
                 self.remote.put(path, fh, size)
 
     def _upload(self, rel: str, remote_rel: str) -> None:
-        local = self.staging / rel
+        local = self._staging() / rel
         size = local.stat().st_size
         sha = file_digest(local)
         st = self._retry(lambda: self.remote.stat(remote_rel), f"stat {remote_rel}")
@@ -298,7 +326,7 @@ class RemoteSink:
             self._manifest_dirty = True
 
     def _upload_new(self) -> None:
-        out = self.inner.out
+        out = self._inner().output()
         fresh = [p.as_posix() if isinstance(p, Path) else str(p) for p in out.published[self._upto:]]
         plan = self._plan(fresh)
         for rel, remote_rel in plan:
@@ -357,26 +385,26 @@ class RemoteSink:
         self.staging = Path(tempfile.mkdtemp(prefix="exporter-remote-", dir=staging_parent))
         try:
             self._connect()  # a remote creates its root folder when it connects
-            root = str(getattr(self.remote, "root", "") or "")
+            root = self._root()
             limit = self.capabilities.max_path_length
             if limit is not None and len(root) + 1 >= limit:
                 raise SinkError(f"destination folder {root!r} is already as long as {self.name} allows "
                                 f"({limit} characters)")
             self._load_manifest()
-            self.inner = self._inner_factory(self.staging, self.options)
-            self.inner.open(ctx)
+            self.inner = inner = self._inner_factory(self.staging, self.options)
+            inner.open(ctx)
         except BaseException:
             self._cleanup()
             raise
 
-    def write(self, batch: Sequence) -> None:
+    def write(self, batch: Sequence[Record]) -> None:
         for r in batch:
-            if getattr(r, "kind", None) == "checkpoint":
+            if r.kind == "checkpoint":
                 self._pending_cursors[r.form_id] = r.cursor
-        self.inner.write(batch)
+        self._inner().write(batch)
 
     def commit(self) -> None:
-        self.inner.commit()
+        self._inner().commit()
         self._upload_new()
         self._committed_cursors.update(self._pending_cursors)
         self._pending_cursors.clear()
