@@ -64,6 +64,11 @@ class GeoPoint:
 Value = None | str | Decimal | dt.date | dt.time | dt.datetime | bool | GeoPoint | tuple
 
 
+def media_names(value: Value) -> tuple[str, ...]:
+    """The media names a media field's value holds (its converter gives a tuple; None: none)."""
+    return value if isinstance(value, tuple) else ()
+
+
 @dataclass(frozen=True)
 class FieldDef:
     """One field of a form definition, in definition order."""

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from exporter.formats.base import submission_form
 from exporter.formats.images import MediaPreparer
@@ -97,6 +98,7 @@ class ReportWriterBase:
     """
 
     single: bool = False
+    key: ClassVar[str]  # the format key, declared by each writer
 
     @classmethod
     def check_options(cls, options: dict) -> None:
