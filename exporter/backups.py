@@ -373,7 +373,7 @@ def restore(state_dir: str | os.PathLike, account: str, which: str | None, ident
     spool.mkdir(mode=0o700)
     try:
         plain, problems = fetch(entry, identities, spool)
-        if problems:
+        if plain is None or problems:  # (no path comes without problems)
             raise ArchiveError(f"backup {entry['name']} does not verify: {'; '.join(problems[:3])}")
         if sinks:
             src = ArchiveSource(plain)

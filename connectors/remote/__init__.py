@@ -31,8 +31,8 @@ def create_remote(url: str, options: dict | None = None):
     scheme = scheme_of(url)
     if scheme is None and url and ":" not in url.partition("/")[0]:
         scheme, url = "file", url  # a plain path: a local folder
-    target = REMOTES.get(scheme or "")
-    if target is None:
+    target = REMOTES.get(scheme) if scheme is not None else None
+    if scheme is None or target is None:
         raise ConfigError(f"not a remote URL: {url!r} (known: {', '.join(f'{s}://' for s in REMOTES)})")
     module, _, attr = target.partition(":")
     try:

@@ -83,22 +83,24 @@ class Transfer:
     def read(self, path: str, dest: BinaryIO) -> bool:
         """Download ``path`` into ``dest`` (a retry starts again from where ``dest`` was);
         False when it does not exist."""
-        if not isinstance(self.remote, ReadableRemote):
+        remote = self.remote
+        if not isinstance(remote, ReadableRemote):
             raise SinkError("this remote cannot read files back", context=self.name)
         start = dest.tell()
 
         def attempt() -> bool:
             dest.seek(start)
             dest.truncate()
-            return self.remote.get(path, dest)
+            return remote.get(path, dest)
 
         return self.retry(attempt, f"download {path}") is not False
 
     def listdir(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
         """The files directly in folder ``path`` (name, stat), when the remote can list."""
-        if not isinstance(self.remote, ListableRemote):
+        remote = self.remote
+        if not isinstance(remote, ListableRemote):
             raise SinkError("this remote cannot list a folder", context=self.name)
-        return iter(self.retry(lambda: list(self.remote.listdir(path)), f"list {path or '/'}"))
+        return iter(self.retry(lambda: list(remote.listdir(path)), f"list {path or '/'}"))
 
     # ---- uploads ---------------------------------------------------------------------------
     def partial_name(self, remote_rel: str, content_hash: str) -> str:
