@@ -296,7 +296,7 @@ class Media:
         self,
         ref: MediaRef,
         content_type: str,
-        opener: Callable[[], BinaryIO],
+        opener: Callable[[], IO[bytes]],
         size: int | None = None,
         sha256: str | None = None,
     ):
@@ -306,7 +306,7 @@ class Media:
         self.size = size
         self.sha256 = sha256
 
-    def open(self) -> BinaryIO:
+    def open(self) -> IO[bytes]:
         return self._opener()
 
     def iter_bytes(self, chunk_size: int = 1 << 16) -> Iterator[bytes]:
@@ -330,10 +330,10 @@ class Media:
             spool.write(chunk)
         spool.flush()
 
-        def opener() -> BinaryIO:
+        def opener() -> IO[bytes]:
             spool.seek(0)
-            # a raw reader has every method a BinaryIO caller uses, without being one nominally
-            return cast(BinaryIO, _NoClose(spool))
+            # a raw reader has every method an IO[bytes] caller uses, without being one nominally
+            return cast(IO[bytes], _NoClose(spool))
 
         media = cls(ref, content_type, opener, size=size, sha256=h.hexdigest())
         media._spool = spool  # keep alive with the record; freed with it

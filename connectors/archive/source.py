@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 from typing import Any, Iterable, Iterator, Sequence
 
 from exporter.errors import ArchiveError, BadAnswerError, ConfigError, NotFoundError
-from exporter.model import Account, Checkpoint, Form, FormPart, Media, Submission
+from exporter.model import Account, Checkpoint, Form, FormPart, Media, Record, Submission
 from exporter.records import parse_form, parse_group, parse_list, parse_submission, parse_user, submission_id
 
 from .layout import form_dir
@@ -71,7 +72,8 @@ class ArchiveSource:
     def listing(self, form_id: str) -> frozenset[str]:
         """A form's ids (the archive's are its complete listing), for the deletions check made
         before anything is written."""
-        return frozenset(submission_id(raw) for raw in self.reader.submissions_raw(form_id))
+        ids = (submission_id(raw) for raw in self.reader.submissions_raw(form_id))
+        return frozenset(sid for sid in ids if sid is not None)
 
     def form_weight(self, form_id: str) -> int:
         """A size hint for scheduling forms on parallel workers: the submissions file's size."""
@@ -157,9 +159,9 @@ class ArchiveSource:
                 continue  # referenced by the submission but never downloaded (missing on the server)
             rel = m["path"]
             yield Media(ref, m.get("content_type") or "application/octet-stream",
-                        (lambda rel=rel: self.reader.open(rel)), size=m.get("size"), sha256=m.get("sha256"))
+                        functools.partial(self.reader.open, rel), size=m.get("size"), sha256=m.get("sha256"))
 
-    def acknowledge(self, batch: Iterable) -> None:
+    def acknowledge(self, batch: Iterable[Record]) -> None:
         """Archives have no read markers: nothing to acknowledge."""
 
     def close(self) -> None:

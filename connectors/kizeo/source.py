@@ -215,9 +215,9 @@ class WebSource:
         # each form's definition and id list are asked for while the previous form streams, so
         # the pool does not drain at every form boundary
         fids = self.form_ids()
-        ahead = self._executor().submit(self._prologue, fids[0], state.get(fids[0])) if fids else None
+        ahead = None
         for i, fid in enumerate(fids):
-            current = ahead
+            current = ahead if ahead is not None else self._executor().submit(self._prologue, fid, state.get(fid))
             if i + 1 < len(fids):
                 ahead = self._executor().submit(self._prologue, fids[i + 1], state.get(fids[i + 1]))
             yield from self._form_records(fid, state.get(fid), current.result())
@@ -262,6 +262,7 @@ class WebSource:
             yield from self._unread(form, cursor, listing)
             return
         if ids is None:
+            assert cursor is not None  # the ids are left unread only in cursor mode with a cursor
             since = minus_overlap(cursor, self.overlap)
             log.info("form %s: reading submissions updated or created since %s", fid, since)
             results = self._ordered(lambda raw: self._with_media(form, raw), self._changed_since(fid, since))
@@ -334,13 +335,19 @@ class WebSource:
             return None
 
     # ---- unread mode ---------------------------------------------------------------------------
+    def _unread_action(self) -> str:
+        if self.action is None:  # refused when the source is made; said again for the type checker
+            raise ConfigError("unread mode needs an action name (the consumer whose read markers are used)")
+        return self.action
+
     def _unread(self, form: Form, cursor: str | None, listing: frozenset[str] | None = None) -> Iterator:
         fid = form.id
+        action = self._unread_action()
         seen: set[str] = set()
         max_time = cursor
         pages = 0
         while True:
-            page = self.client.unread(fid, self.action, self.unread_limit, self.include_updated)
+            page = self.client.unread(fid, action, self.unread_limit, self.include_updated)
             fresh = [r for r in page if isinstance(r, dict) and _rid(r) not in seen]
             if not fresh:
                 if page:
@@ -380,6 +387,7 @@ class WebSource:
         after every sink committed the batch."""
         if self.mode != "unread":
             return
+        action = self._unread_action()
         by_form: dict[str, list[str]] = {}
         for r in batch:
             if r.kind == "submission":
@@ -387,7 +395,7 @@ class WebSource:
         for fid, ids in by_form.items():
             for i in range(0, len(ids), MARK_CHUNK):
                 chunk = ids[i:i + MARK_CHUNK]
-                self.client.mark_read(fid, self.action, chunk)
+                self.client.mark_read(fid, action, chunk)
                 with self._lock:
                     self._acked[fid].update(chunk)
             log.info("form %s: marked %d submissions read for action %r", fid, len(ids), self.action)
