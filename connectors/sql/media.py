@@ -41,7 +41,8 @@ class MediaWrites:
             size, sha, path = m.size, m.sha256, None
             if media_dir is not None:
                 r = m.ref
-                path, size, sha = self._media_file(m, f"form {r.form_id} submission {r.submission_id} media {r.name}")
+                path, size, sha = self._media_file(m, media_dir,
+                                                   f"form {r.form_id} submission {r.submission_id} media {r.name}")
             elif in_db and (size is None or sha is None):
                 size, sha = self._measure(m)
             row = media_row(m, size, sha, path)
@@ -65,13 +66,13 @@ class MediaWrites:
             n += len(chunk)
         return n, h.hexdigest()
 
-    def _media_file(self, m: Media, ctx: str) -> tuple[str, int, str]:
+    def _media_file(self, m: Media, media_dir: Path, ctx: str) -> tuple[str, int, str]:
         r = m.ref
         parts = [safe_filename(r.form_id), safe_filename(r.submission_id)]
         if r.subform:
             parts.append(safe_filename(f"{r.subform}-{r.row}"))
         parts.append(safe_filename(r.name))
-        dest = safe_join(self.media_dir, *parts)
+        dest = safe_join(media_dir, *parts)
         h, n = hashlib.sha256(), 0
         try:
             with atomic_write(dest) as fh:

@@ -49,7 +49,8 @@ def reserved(*lists: Any) -> frozenset[str]:
 
 def capabilities(**kw: Any) -> Capabilities:
     """A SQL dialect's capabilities: what every SQL database shares, then ``kw``."""
-    base = {"transactions": True, "streaming": True, "rename": True, "stores_media": True, "max_name_length": None}
+    base: dict[str, Any] = {"transactions": True, "streaming": True, "rename": True, "stores_media": True,
+                            "max_name_length": None}
     base.update(kw)
     return Capabilities(**base)
 

@@ -73,8 +73,10 @@ class SQLite(Dialect):
         """A zero-filled blob of the media's size, then its bytes written into it in place."""
         where = table.c.media_key == key
         conn.execute(table.update().where(where).values(content=sa.func.zeroblob(size)))
-        rowid = conn.execute(sa.select(sa.literal_column("rowid")).select_from(table).where(where)).scalar_one()
+        rowid: int = conn.execute(sa.select(sa.literal_column("rowid")).select_from(table).where(where)).scalar_one()
         raw = conn.connection.driver_connection
+        if raw is None:  # (a connection in use always has its driver's)
+            raise SinkError("the SQLite connection is closed", context=media.ref.name)
         with raw.blobopen(table.name, "content", rowid, name=schema or "main") as blob:
             written = 0
             for chunk in media.iter_bytes(1 << 20):
