@@ -113,7 +113,7 @@ class SheetNames:
     """Excel sheet names: at most 31 characters, none of ``[]:*?/\\``, no leading/trailing
     apostrophe, not "History", unique without regard to case."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.used: set[str] = set()
 
     def make(self, wanted: str) -> str:

@@ -85,7 +85,7 @@ def _installed_layout(tree: Path) -> Path:
     """The package as it is installed (exporter/, with connectors/ and formats/ inside it), made of
     symlinks under ``tree``: mypy cannot follow setuptools' editable import hook for package-dir."""
     pkg = tree / "exporter"
-    pkg.mkdir()
+    pkg.mkdir(parents=True)
     for entry in (ROOT / "exporter").iterdir():
         if entry.name != "__pycache__":
             (pkg / entry.name).symlink_to(entry)

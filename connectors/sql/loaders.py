@@ -14,6 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from exporter.errors import SinkError
+
 from .dialects.base import Outcome, SqlProfile
 
 
@@ -23,6 +25,14 @@ def dedupe(rows: list[dict], key: str) -> list[dict]:
     for r in rows:
         seen[r[key]] = r
     return list(seen.values()) if len(seen) != len(rows) else rows
+
+
+def driver_connection(conn: sa.Connection) -> Any:
+    """The DB-API connection under ``conn``, whose cursors the fast loaders use directly."""
+    raw = conn.connection.driver_connection
+    if raw is None:  # (a connection in use always has one)
+        raise SinkError("the database connection is closed")
+    return raw
 
 
 def chunks(items: list, n: int) -> Iterator[list]:

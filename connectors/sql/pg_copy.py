@@ -18,7 +18,7 @@ from exporter.naming import short_hash
 
 from .background import Overlapping
 from .dialects.base import Outcome, SqlProfile
-from .loaders import GenericLoader, chunks, dedupe
+from .loaders import GenericLoader, chunks, dedupe, driver_connection
 
 
 class TextFormat:
@@ -88,7 +88,7 @@ def _temporal_column(values: list, t: type, fmt: TextFormat) -> list:
     conv = fmt.temporal[t]
     naive_only = t is not dt.date
     get = cache.get
-    out = []
+    out: list[str] = []
     append = out.append
     for v in values:
         if v is None:
@@ -213,7 +213,7 @@ class CopyLoader(Overlapping, GenericLoader):
     name = "copy"
 
     def _raw_cursor(self):
-        return self.conn.connection.driver_connection.cursor()
+        return driver_connection(self.conn).cursor()
 
     def _qualified(self, table: sa.Table) -> str:
         return self.conn.dialect.identifier_preparer.format_table(table)
@@ -226,7 +226,7 @@ class CopyLoader(Overlapping, GenericLoader):
         bg = self._background
         if bg is not None:
             data = copy_bytes(rows, cols)
-            raw = self.conn.connection.driver_connection
+            raw = driver_connection(self.conn)
 
             def send() -> None:
                 with raw.cursor() as cur:
@@ -278,7 +278,7 @@ class CopyLoader(Overlapping, GenericLoader):
         in this run: a fresh export never merges, an incremental one pays one aborted COPY per table."""
         target = self._qualified(table)
         copy_sql, stage_sql, create, merge, drop = self._merge_sql(table, key, cols, target)
-        raw = self.conn.connection.driver_connection
+        raw = driver_connection(self.conn)
         merge_only, name = self._merge_only, table.fullname
 
         def run() -> None:
@@ -317,7 +317,7 @@ class CopyLoader(Overlapping, GenericLoader):
         for i, (k, v) in enumerate(equal.items()):
             sql += f" AND {q(k)} = %(e{i})s"
             params[f"e{i}"] = v
-        raw = self.conn.connection.driver_connection
+        raw = driver_connection(self.conn)
 
         def run() -> None:
             if not unless.all_new:

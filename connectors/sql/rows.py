@@ -30,6 +30,8 @@ class _Converter:
         if self.profile.numeric_precision is None:  # the column keeps any decimal exactly
             return v
         _sign, digits, exp = v.as_tuple()
+        if not isinstance(exp, int):  # (a finite decimal has a whole exponent)
+            return v
         int_digits = max(len(digits) + exp, 0)
         if int_digits > self.max_int_digits:
             _keep(unparsed, key, text)
@@ -188,7 +190,7 @@ class _CompiledRows:
         self.profile = profile
         self.main = _RowPlan(plan.main, conv)
         self.meta = tuple((mk, col, mk in META_TIMES) for mk, col in plan.main.meta_columns.items())
-        self.extra = plan.main.extra_column
+        self.extra = plan.main.extra_column or "extra_keys"  # (a form's main table always has it)
         self.subs = tuple((name, _RowPlan(tp, conv)) for name, tp in plan.subforms.items())
         self.deleted = plan.main.deleted_column or DELETED_AT
 
@@ -235,6 +237,8 @@ def _submission_rows(comp: _CompiledRows, sid: str, sub: Submission
                      ) -> tuple[dict[str, dict], dict[str, list[dict]]]:
     main = comp.main
     unparsed: dict[str, str] = {}
+    first: dict[str, Any]
+    parent: dict[str, dict[str, Any]]
     if main.single:
         first = {main.key: sid}
         parent = {main.first: first}

@@ -16,6 +16,7 @@ from sqlalchemy.types import TypeDecorator
 from exporter.errors import SinkError
 from exporter.model import Media
 
+from ..loaders import driver_connection
 from .base import Dialect, SqlProfile, capabilities, reserved, reserved_from
 
 
@@ -74,9 +75,7 @@ class SQLite(Dialect):
         where = table.c.media_key == key
         conn.execute(table.update().where(where).values(content=sa.func.zeroblob(size)))
         rowid: int = conn.execute(sa.select(sa.literal_column("rowid")).select_from(table).where(where)).scalar_one()
-        raw = conn.connection.driver_connection
-        if raw is None:  # (a connection in use always has its driver's)
-            raise SinkError("the SQLite connection is closed", context=media.ref.name)
+        raw = driver_connection(conn)
         with raw.blobopen(table.name, "content", rowid, name=schema or "main") as blob:
             written = 0
             for chunk in media.iter_bytes(1 << 20):
