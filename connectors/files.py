@@ -42,7 +42,7 @@ from exporter.capabilities import Capabilities
 from exporter.deletions import DeletionPolicy, doomed_ids
 from exporter.errors import ConfigError, FormatError, SinkError, os_error_text
 from exporter.fsutil import atomic_write, claim, file_digest, live_claim, release
-from exporter.model import Account, Form, Media, Record, counted_bytes
+from exporter.model import Account, Document, Form, Media, Record, counted_bytes
 from exporter.sinks import RunContext, SinkStats
 
 log = logging.getLogger("exporter.files")
@@ -192,6 +192,8 @@ class FilesSink:
                     changed = store.put_submission(record)
             elif record.kind == "media":
                 self._write_media(record)
+            elif record.kind == "document":
+                self._write_document(record)
             elif record.kind == "checkpoint":
                 self._state[record.form_id] = record.cursor
                 if store is not None:
@@ -251,7 +253,7 @@ class FilesSink:
         for fid, sid in self._hard_deleted:
             d = self.root / out.form_dir(fid, self._forms.get(fid))
             safe = out.safe(sid)
-            for p in (d / "submissions" / f"{safe}.json", d / "media" / safe):
+            for p in (d / "submissions" / f"{safe}.json", d / "media" / safe, d / "documents" / safe):
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p)
                 elif p.exists() or p.is_symlink():
@@ -294,6 +296,26 @@ class FilesSink:
             raise SinkError(os_error_text(e, f"write the media file {target}")) from None
         self._media_done.add(rel)
         self.stats.bytes += counted_bytes(m.size)
+
+    def _write_document(self, doc: Document) -> None:
+        """A vendor document, alone in its folder (``OutputDir.document_dir``): a new version
+        under another name replaces the old file; the same bytes under the same name are left
+        as they are."""
+        out = self.output()
+        folder = out.document_dir(doc.ref, self._forms.get(doc.ref.form_id))
+        rel = f"{folder}/{out.safe(doc.name)}"
+        target = out.path(rel)
+        try:
+            for old in target.parent.iterdir():
+                if old.name != target.name and not old.name.startswith(".") and old.is_file():
+                    old.unlink()  # the document's former name
+            if not (doc.size is not None and target.exists() and target.stat().st_size == doc.size
+                    and (doc.sha256 is None or file_digest(target) == doc.sha256)):
+                with out.atomic(rel) as fh, doc.open() as src:
+                    shutil.copyfileobj(src, fh, 1 << 16)
+                self.stats.bytes += counted_bytes(doc.size)
+        except OSError as e:
+            raise SinkError(os_error_text(e, f"write the document {target}")) from None
 
     def commit(self) -> None:
         """Per-submission files and media were published atomically as they came: make them
