@@ -23,7 +23,7 @@ import operator
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from .deletions import preflight
 from .errors import ExporterError, SinkError, one_line, run_status
@@ -31,7 +31,7 @@ from .interrupts import shielded
 from .model import Record, blob_bytes
 from .secrets import mask
 from .sinks import RecordsFailures, RunContext, Sink, StatefulSink
-from .sources import CheckedSource, Source
+from .sources import CheckedSource, CountsSubmissions, Source
 
 log = logging.getLogger("exporter.pipeline")
 
@@ -48,6 +48,8 @@ class RunSummary:
     seconds: float = 0.0
     batches: int = 0
     status: str = "ok"
+    #: submissions the source will give, when it can tell (an archive replayed in full)
+    expected: int | None = None
 
     def rate(self) -> float:
         n = self.counts.get("submission", 0)
@@ -136,7 +138,8 @@ def run(
     """Stream ``source`` into every sink (see the module docstring). ``before_close`` is called
     once the source is exhausted, with the sinks still open (a parallel export runs its workers
     there); if it raises, the run fails like any other step."""
-    summary = RunSummary(run_id=ctx.run_id, source=source.description)
+    summary = RunSummary(run_id=ctx.run_id, source=source.description,
+                         expected=source.expected_submissions if isinstance(source, CountsSubmissions) else None)
     start = time.monotonic()
     opened: list[Sink] = []
     current: str | None = None
@@ -154,9 +157,9 @@ def run(
             batch_size = BATCH_SIZE
         for batch in batches(source.records(start_state), batch_size, batch_bytes):
             for s in sinks:
-                _guard(s, "write", functools.partial(s.write, batch))
+                guard(s, "write", functools.partial(s.write, batch))
             for s in sinks:
-                _guard(s, "commit", s.commit)
+                guard(s, "commit", s.commit)
             source.acknowledge(batch)
             summary.batches += 1
             kinds = collections.Counter(map(_KIND, batch))
@@ -188,7 +191,7 @@ def run(
     first_error: BaseException | None = None
     for i, s in enumerate(opened):
         try:
-            _guard(s, "close", functools.partial(s.close, True))
+            guard(s, "close", functools.partial(s.close, True))
         except BaseException as e:  # noqa: BLE001 - close every sink, raise the first error
             summary.status = run_status(e)
             first_error = first_error or e
@@ -234,7 +237,7 @@ def close_failed(sinks: Sequence[Sink], error: BaseException) -> None:
             log.debug("while rolling back %s (after: %s): %s", s.name, message, one_line(e))
 
 
-def _guard(sink: Sink, what: str, fn: Callable[[], Any]) -> None:
+def guard(sink: Sink, what: str, fn: Callable[[], None]) -> None:
     """Run a sink step; any error that is not already ours is wrapped with the sink's name."""
     try:
         fn()

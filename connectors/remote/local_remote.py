@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, os_error_text
 from exporter.fsutil import FILE_MODE, fsync_dir
 
 from .base import RemoteStat
+from .catalog import LOCAL
 from .common import split_path
+
+T = TypeVar("T")
 
 
 class LocalRemote:
@@ -26,7 +29,7 @@ class LocalRemote:
     capabilities = Capabilities(max_path_length=4096, max_name_length=255, rename=True, checksum=None,
                                 tested="a temporary folder")
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike) -> None:
         self.root = str(Path(root).expanduser().absolute())
         self.name = f"file://{self.root}"
 
@@ -36,7 +39,7 @@ class LocalRemote:
     def _p(self, path: str) -> Path:
         return Path(self.root, *split_path(path, self.name))
 
-    def _os(self, what: str, fn):
+    def _os(self, what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except OSError as e:
@@ -97,9 +100,10 @@ class LocalRemote:
 
 
 def create_remote(url: str, options: dict | None = None) -> LocalRemote:
-    """``file:///abs/path`` (or a plain path) -> a LocalRemote."""
+    """``file:///abs/path`` (or a plain path) -> a LocalRemote (it takes no options)."""
     from exporter.connectors.files import path_of
 
+    LOCAL.parse_options(options or {})
     path = path_of(url)
     if not path:
         raise ConfigError(f"no folder in {url!r}")

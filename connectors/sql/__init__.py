@@ -14,29 +14,39 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporter.errors import ConfigError
+from exporter.secrets import register_secret
 
 from .dialects import for_url
 
+if TYPE_CHECKING:
+    import sqlalchemy
+
+    from .sink import SqlSink
+
 
 def _read_secret(options: dict) -> str | None:
+    """The password named by ``password_env`` or ``password_file``, registered for masking. Read
+    as written (an empty password, spaces at either end and all), unlike the other secrets."""
     env = options.get("password_env")
+    value = None
     if env:
         value = os.environ.get(env)
         if value is None:
             raise ConfigError(f"environment variable {env} (database password) is not set")
-        return value
-    path = options.get("password_file")
-    if path:
+    elif options.get("password_file"):
+        path = options["password_file"]
         try:
-            return Path(path).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+            value = Path(path).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as e:
             raise ConfigError(f"cannot read the database password file {path}: {e.strerror or e}") from None
-    return None
+    register_secret(value)
+    return value
 
 
-def parse_url(url: str | None, options: dict):
+def parse_url(url: str | None, options: dict) -> sqlalchemy.engine.URL:
     """The SQLAlchemy URL of ``url``/``options``, with its driver defaulted and password set."""
     import sqlalchemy as sa
     from sqlalchemy.exc import ArgumentError
@@ -63,7 +73,7 @@ def parse_url(url: str | None, options: dict):
     return u
 
 
-def create_sink(url: str, options: dict | None = None):
+def create_sink(url: str, options: dict | None = None) -> SqlSink:
     """Registry factory: ``create_sink(url, options) -> SqlSink``."""
     from sqlalchemy.exc import NoSuchModuleError
 
