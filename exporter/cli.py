@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .cli_jobs import COMMANDS as JOBS_COMMANDS
 from .errors import ConfigError, ExporterError, Interrupted, one_line
 from .secrets import SecretFilter, mask
 
@@ -638,6 +639,8 @@ def _add_global_switches(group: click.Group) -> None:
         ])
 
 
+for _command in JOBS_COMMANDS:  # exporter jobs ..., exporter audit ... (exporter/cli_jobs.py)
+    cli.add_command(_command)
 _add_global_switches(cli)
 
 

@@ -24,6 +24,12 @@ from .registry import SINKS, SinkEntry, entry_for
 _SECRET_KEY = re.compile(r"(password|passwd|pwd|secret|token|passphrase|apikey|api_key)$", re.I)
 
 
+def names_a_secret(key: str) -> bool:
+    """Whether a setting named ``key`` would hold a secret itself (``password``, ``token``,
+    ``client_secret``...) rather than the variable or file that holds it (``*_env``, ``*_file``)."""
+    return bool(_SECRET_KEY.search(key))
+
+
 def option_value(value: str) -> object:
     """An option's text as the sinks read it: true/yes/on, false/no/off, a whole number, else text."""
     low = value.lower()
