@@ -138,7 +138,9 @@ def export_argv(account: Account, *, verbose: bool = False) -> list[str]:
         argv += ["--token-env", account.token_env]
     if account.token_file:
         argv += ["--token-file", account.token_file]
-    argv += ["--incremental", account.incremental, "--format", ",".join(account.formats)]
+    argv += ["--incremental", account.incremental]
+    if account.formats:  # only when a destination writes files (the command refuses formats otherwise)
+        argv += ["--format", ",".join(account.formats)]
     for key, value in account.settings.items():
         flag, kind = SETTINGS[key]
         if kind == "flag":

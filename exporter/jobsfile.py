@@ -104,7 +104,7 @@ class Account:
     token_file: str | None = None
     schedule: str | None = None
     incremental: str = "none"
-    formats: tuple[str, ...] = DEFAULT_FORMATS
+    formats: tuple[str, ...] | None = DEFAULT_FORMATS  # None: no destination of the account writes files
     backup: Backup | None = None
     alerts: Alerts | None = None
     time_limit: float | None = None
@@ -484,7 +484,7 @@ def _destinations(c: _Checker, value: Any, key: tuple, env: list, files: list):
         all_options.append({**url_options, **own})
     formats = formats or DEFAULT_FORMATS
     _check_formats(c, formats, formats_at or key, all_options)
-    return tuple(out), formats
+    return tuple(out), (formats if any(entry_for(d.to).formats for d in out) else None)
 
 
 def _check_formats(c: _Checker, formats: tuple[str, ...], key: tuple, options: list[dict]) -> None:
