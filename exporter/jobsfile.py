@@ -17,7 +17,6 @@ jobs file's folder (the export runs there).
 """
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -130,60 +129,19 @@ class JobsFile:
         return f"{self.path}:{tomlpos.line_of(self.lines, key)}: {dotted(key)}"
 
 
-def dotted(key: tuple) -> str:
-    out = ""
-    for k in key:
-        if isinstance(k, int):
-            out += f"[{k}]"
-        else:
-            out += ("." if out else "") + (k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else f'"{k}"')
-    return out
-
-
-def _nearest(key: str, choices) -> str:
-    close = difflib.get_close_matches(key, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+dotted = tomlpos.key_text
 
 
 def _is_reference(key: str) -> bool:
     return key.endswith(("_env", "_file"))
 
 
-class _Checker:
-    """Walks the parsed document, collecting problems with their lines."""
+class _Checker(tomlpos.Problems):
+    """The jobs file's own checks: schedules, URLs, secrets by reference only."""
 
     def __init__(self, path: Path, doc: dict, lines: dict):
-        self.path, self.doc, self.lines = path, doc, lines
-        self.problems: list[str] = []
-
-    def bad(self, key: tuple, message: str) -> None:
-        self.problems.append(f"{self.path}:{tomlpos.line_of(self.lines, key)}: {dotted(key)}: {message}")
-
-    # -- values ---------------------------------------------------------------------------------
-    def text(self, key: tuple, value: Any) -> str | None:
-        if not isinstance(value, str) or not value.strip():
-            self.bad(key, f"expected a non-empty string, not {value!r}")
-            return None
-        return value.strip()
-
-    def integer(self, key: tuple, value: Any, low: int = 0) -> int | None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            self.bad(key, f"expected a whole number >= {low}, not {value!r}")
-            return None
-        return value
-
-    def strings(self, key: tuple, value: Any, *, empty: bool = False) -> tuple[str, ...] | None:
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value) \
-                or (not value and not empty):
-            self.bad(key, f"expected a list of strings, not {value!r}")
-            return None
-        return tuple(v.strip() for v in value)
-
-    def table(self, key: tuple, value: Any) -> dict | None:
-        if not isinstance(value, dict):
-            self.bad(key, f"expected a table, not {value!r}")
-            return None
-        return value
+        super().__init__(path, lines)
+        self.doc = doc
 
     def cron(self, key: tuple, value: Any) -> str | None:
         text = self.text(key, value)
@@ -213,13 +171,10 @@ class _Checker:
 
     def unknown(self, table: dict, key: tuple, known: set[str], extra: str = "") -> None:
         for k in table:
-            if k in known:
-                continue
-            if not _is_reference(k) and _secret_key(k):
+            if k not in known and not _is_reference(k) and _secret_key(k):
                 self.bad(key + (k,), f"inline secret: write {k}_env (an environment variable) or {k}_file "
                                      "(a file) instead")
-            else:
-                self.bad(key + (k,), f"unknown key{_nearest(k, known)}{extra}; valid: {', '.join(sorted(known))}")
+        super().unknown({k: v for k, v in table.items() if _is_reference(k) or not _secret_key(k)}, key, known, extra)
 
     def references(self, table: dict, key: tuple, names: tuple[str, ...], env: list, files: list) -> None:
         """``NAME_env`` / ``NAME_file`` pairs: at most one of each pair; collected for the checks of
@@ -348,10 +303,7 @@ def _account(c: _Checker, name: str, defaults: dict, own: dict, base: Path) -> A
     incremental = merged.get("incremental", "none")
     if incremental not in INCREMENTAL:
         c.bad(where["incremental"], f"expected one of {', '.join(INCREMENTAL)}, not {incremental!r}")
-    time_limit = merged.get("time_limit")
-    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
-                                   or time_limit <= 0):
-        c.bad(where["time_limit"], f"expected a number of seconds > 0, not {time_limit!r}")
+    time_limit = c.number(where["time_limit"], merged["time_limit"]) if "time_limit" in merged else None
     settings = _settings(c, merged, where, incremental)
 
     dests, formats = _destinations(c, merged.get("destinations"), where.get("destinations", ("accounts", name)),
@@ -379,13 +331,9 @@ def _settings(c: _Checker, merged: dict, where: dict, incremental: str) -> dict:
         elif kind in ("int", "int0"):
             v = c.integer(key, v, 0 if kind == "int0" else 1)
         elif kind == "number":
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                c.bad(key, f"expected a number > 0, not {v!r}")
-                v = None
+            v = c.number(key, v)
         elif kind == "flag":
-            if not isinstance(v, bool):
-                c.bad(key, f"expected true or false, not {v!r}")
-                v = None
+            v = c.flag(key, v)
         elif kind == "workers":
             if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 32):
                 c.bad(key, f"expected a number from 1 to 32 or \"auto\", not {v!r}")

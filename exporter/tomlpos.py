@@ -8,14 +8,20 @@ where each key, table and array element starts. Values are not converted: ``toml
 the same text already. A path is a tuple of keys (str) and array indexes (int), as the parsed
 document is reached: ``("accounts", "acme", "destinations", 0, "to")``.
 
+``Problems`` collects what is wrong with a parsed document, each problem one line
+``FILE:LINE: KEY: message`` at the line of the key it is about.
+
 ``headers`` lists the ``[table]`` headers in order (with their lines), so a table declared twice
 (a TOML error, which ``tomllib`` reports without saying which table) is named with both lines.
 """
 from __future__ import annotations
 
+import difflib
+import os
 import re
 import tomllib
 from bisect import bisect_right
+from typing import Any
 
 Path = tuple  # of str | int
 
@@ -213,3 +219,64 @@ def line_of(lines: dict[Path, int], path: Path) -> int:
         if path[:n] in lines:
             return lines[path[:n]]
     return 1
+
+
+def key_text(key: Path) -> str:
+    """A key path as written in TOML: ``accounts.acme.destinations[0].to``."""
+    out = ""
+    for k in key:
+        if isinstance(k, int):
+            out += f"[{k}]"
+        else:
+            out += ("." if out else "") + (k if _BARE.fullmatch(k) else f'"{k}"')
+    return out
+
+
+class Problems:
+    """Problems of a TOML document, each ``FILE:LINE: KEY: message``; the value checks return the
+    value (normalised) or None after recording why it is refused."""
+
+    def __init__(self, path: str | os.PathLike, lines: dict[Path, int]):
+        self.path, self.lines = path, lines
+        self.problems: list[str] = []
+
+    def bad(self, key: Path, message: str) -> None:
+        self.problems.append(f"{self.path}:{line_of(self.lines, key)}: {key_text(key)}: {message}")
+
+    def text(self, key: Path, value: Any) -> str | None:
+        if not isinstance(value, str) or not value.strip():
+            return self._refuse(key, "a non-empty string", value)
+        return value.strip()
+
+    def integer(self, key: Path, value: Any, low: int = 0) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            return self._refuse(key, f"a whole number >= {low}", value)
+        return value
+
+    def number(self, key: Path, value: Any) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            return self._refuse(key, "a number > 0", value)
+        return value
+
+    def flag(self, key: Path, value: Any) -> bool | None:
+        return value if isinstance(value, bool) else self._refuse(key, "true or false", value)
+
+    def strings(self, key: Path, value: Any) -> tuple[str, ...] | None:
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+            return self._refuse(key, "a list of strings", value)
+        return tuple(v.strip() for v in value)
+
+    def table(self, key: Path, value: Any) -> dict | None:
+        return value if isinstance(value, dict) else self._refuse(key, "a table", value)
+
+    def unknown(self, table: dict, key: Path, known: set[str], extra: str = "") -> None:
+        """Every key of ``table`` not in ``known``, the nearest known one suggested."""
+        for k in table:
+            if k not in known:
+                close = difflib.get_close_matches(k, sorted(known), n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                self.bad(key + (k,), f"unknown key{hint}{extra}; valid: {', '.join(sorted(known))}")
+
+    def _refuse(self, key: Path, expected: str, value: Any) -> None:
+        self.bad(key, f"expected {expected}, not {value!r}")
+        return None

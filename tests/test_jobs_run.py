@@ -290,3 +290,19 @@ def test_time_limit_and_a_webhook_that_does_not_answer(tmp_path):
     assert r.stderr.count("the alert webhook http://127.0.0.1:") == 2 and "/hook" not in r.stderr
     (line,) = audit_lines(tmp_path / "state" / "slow" / "audit.jsonl")
     assert line["result"] == "timed out"
+
+
+def test_success_alert_when_asked_and_status_of_a_new_account(webhook, tmp_path):
+    hook_url, received = webhook
+    p = write_jobs(tmp_path,
+                   f'[accounts.local]\nsource = "{SAMPLE}"\nschedule = "@daily"\n'
+                   f'destinations = [{{ to = "sqlite:///local.db" }}]\n'
+                   'alerts = { webhook_env = "HOOK", on = ["success"] }\n')
+    s = jobs("status", p)
+    assert s.returncode == 0 and s.stdout.splitlines()[1].split() == ["local", "export", "never", "-", "-", "now"]
+    r = jobs("run", p, "--due", env_=env(HOOK=hook_url))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [(b["account"], b["result"]) for _, b in received] == [("local", "ok")]
+    assert received[0][1]["text"] == "exporter: export of account local ok"
+    r = jobs("run", p, "--account", "nobody")
+    assert r.returncode == 2 and "no account nobody (accounts: local)" in r.stderr

@@ -251,3 +251,20 @@ def test_crontab_lines_and_systemd_units(tmp_path):
     for value in re.findall(r"^OnCalendar=(.*)$", units, re.M):
         res = subprocess.run([analyze, "calendar", value], capture_output=True, text=True)
         assert res.returncode == 0, (value, res.stderr)
+
+
+def test_schedules_due_and_next():
+    import datetime as dt
+
+    from exporter import schedule
+
+    utc = dt.UTC
+    last = dt.datetime(2026, 3, 1, 2, 0, 5, tzinfo=utc).astimezone(schedule.local_zone())
+    nxt = schedule.next_after("0 2 * * *", last)
+    assert nxt > last and (nxt.hour, nxt.minute) == (2, 0) and nxt - last < dt.timedelta(days=1, seconds=1)
+    assert schedule.due("0 2 * * *", None, last)  # never ran: due
+    assert not schedule.due("0 2 * * *", last, last + dt.timedelta(hours=1))
+    assert schedule.due("0 2 * * *", last, nxt)
+    assert schedule.expand("@daily") == "0 0 * * *"
+    assert schedule.on_calendar("0 0 1,15 * 5") == ["*-*-01,15 00:00:00", "Fri *-*-* 00:00:00"]  # cron's OR
+    assert schedule.on_calendar("0 0 L * *") is None and schedule.cron_line("0 0 L * *") == "* * * * *"
