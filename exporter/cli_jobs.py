@@ -149,7 +149,7 @@ def status(file):
                 if action == "backup" and account.backup is None:
                     continue
                 last = state.get(action) or {}
-                nxt = jobstate.next_due(account, action, state)
+                nxt = jobstate.next_due(account, action, state, t)
                 when = ("with each export" if action == "backup" else "when run by name") if nxt is None else \
                     ("now" if nxt <= t else jobstate.iso(nxt))
                 rows.append((account.name, action, last.get("start", "never"), last.get("result", "-"),

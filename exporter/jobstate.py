@@ -93,13 +93,13 @@ def due(account: Account, action: str, state: dict, at: dt.datetime) -> bool:
     return expr is not None and schedule.due(expr, last_start(state, action), at)
 
 
-def next_due(account: Account, action: str, state: dict) -> dt.datetime | None:
-    """When ``action`` is next due (a past time: due now); None without a schedule."""
+def next_due(account: Account, action: str, state: dict, at: dt.datetime) -> dt.datetime | None:
+    """When ``action`` is next due (``at`` or before: due now); None without a schedule."""
     expr = schedule_of(account, action)
     if expr is None:
         return None
     last = last_start(state, action)
-    return now() if last is None else schedule.next_after(expr, last)
+    return at if last is None else schedule.next_after(expr, last)
 
 
 def new_log(account: Account, start: dt.datetime) -> Path:
