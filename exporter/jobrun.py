@@ -210,22 +210,23 @@ class Runner:
     def run(self) -> list[Outcome]:
         """Every account's outcomes (export, then backup), in the order of ``names``. A stop signal
         is re-raised once every account has been recorded (``self.interrupted``)."""
-        results: dict[str, list[Outcome]] = {}
         pool = ThreadPoolExecutor(max_workers=min(self.parallel, max(1, len(self.names))),
                                   thread_name_prefix="account")
-        futures = {pool.submit(self._account, self.jobs.accounts[n]): n for n in self.names}
+        futures: dict = {}
         try:
-            pending = set(futures)
-            while pending:
-                _done, pending = wait(pending, timeout=0.5)
-        except (Interrupted, KeyboardInterrupt) as e:
-            self.stop(e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT))
-            wait(futures)
+            try:
+                for n in self.names:
+                    futures[pool.submit(self._account, self.jobs.accounts[n])] = n
+                pending = set(futures)
+                while pending:
+                    _done, pending = wait(pending, timeout=0.5)
+            except (Interrupted, KeyboardInterrupt) as e:
+                self.stop(e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT))
+                wait(futures)
         finally:
             pool.shutdown(wait=True)
-        for f, name in futures.items():
-            results[name] = f.result()
-        return [o for n in self.names for o in results[n]]
+        results = {name: f.result() for f, name in futures.items()}
+        return [o for n in self.names for o in results.get(n, [Outcome(n, "export", "not started")])]
 
     @property
     def interrupted(self) -> Interrupted | None:

@@ -237,8 +237,9 @@ def test_each_export_sees_only_its_own_secret_and_a_stop_signal_stops_all(servic
     finally:
         runner.kill()
     assert runner.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted by SIGTERM" in err, err
     results = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:]}
-    assert sorted(results.values()) == ["interrupted", "interrupted", "not"]  # the third never started
+    assert sorted(results.values()) == ["interrupted", "interrupted", "not"], out + err  # the third never started
     state = tmp_path / "state"
     interrupted = [x for x in audit_lines(state / "audit.jsonl") if x["result"] == "interrupted"]
     assert len(interrupted) == 2
