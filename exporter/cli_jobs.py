@@ -136,8 +136,10 @@ def summary_table(results) -> list[str]:
 @jobs.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 def status(file):
-    """Each account's last export and backup (start, result, duration) and when each is next due."""
+    """Each account's last export and backup (start, result, duration) and when each is next due;
+    an account running now is shown with its runner's pid, host and start."""
     from . import jobstate
+    from .jobrun import lock_holder
 
     def go():
         jobs_file, _ = _load(file, environment=False)
@@ -145,6 +147,9 @@ def status(file):
         t = jobstate.now()
         for account in jobs_file.accounts.values():
             state = jobstate.read(account)
+            running = lock_holder(account)
+            if running:
+                rows.append((account.name, "(running)", running, "", "", ""))
             for action in ("export", "backup"):
                 if action == "backup" and account.backup is None:
                     continue

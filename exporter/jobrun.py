@@ -107,6 +107,25 @@ def account_lock(account: Account):
         os.close(fd)
 
 
+def lock_holder(account: Account) -> str | None:
+    """Who runs the account now (``pid N on HOST since T``), or None: goes with ``account_lock``."""
+    try:
+        fd = os.open(account.dir / "lock", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except ValueError:
+            holder = {}
+        return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
+    finally:
+        os.close(fd)
+
+
 def backup_problems(backup: Backup) -> list[tuple[str | None, str]]:
     """Problems of a backup table beyond its shape ((key or None, message)): the hook where
     ``exporter.backups`` checks its destination and recipients."""

@@ -261,6 +261,8 @@ def test_a_running_account_is_locked_even_after_its_runner_is_killed(services, t
         assert f"account acme is running: locked by pid {runner.pid} on {socket.gethostname()} since " in r.stdout
         r = jobs("run", p, "--due")
         assert r.returncode == 0 and "acme     export  running" in r.stdout
+        s = jobs("status", p)
+        assert f"acme     (running)  pid {runner.pid} on {socket.gethostname()} since " in s.stdout
         # the runner killed outright: its export still holds the account until it ends
         runner.kill()
         runner.wait()
