@@ -93,12 +93,7 @@ def account_lock(account: Account):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            try:
-                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            except ValueError:
-                holder = {}
-            raise AccountLocked(f"account {account.name} is running: locked by pid {holder.get('pid', '?')} on "
-                                f"{holder.get('host', '?')} since {holder.get('since', '?')}") from None
+            raise AccountLocked(f"account {account.name} is running: locked by {_holder(fd)}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "owner": owner.owner(),
                                   "since": jobstate.iso(jobstate.now())}).encode(), 0)
@@ -117,13 +112,17 @@ def lock_holder(account: Account) -> str | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return None
     except BlockingIOError:
-        try:
-            holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        except ValueError:
-            holder = {}
-        return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
+        return _holder(fd)
     finally:
         os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:
+        holder = {}
+    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
 
 
 def backup_problems(backup: Backup) -> list[tuple[str | None, str]]:
