@@ -14,7 +14,6 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .cli_jobs import COMMANDS as JOBS_COMMANDS
 from .errors import ConfigError, ExporterError, Interrupted, one_line
 from .secrets import SecretFilter, mask
 
@@ -82,7 +81,25 @@ def _run_guarded(ctx: click.Context, fn):
         _fail(e, debug)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    """The command group. Command groups kept in modules of their own are named in ``LAZY``
+    (name -> "module:attribute") and imported only when used (the hook for such groups)."""
+
+    LAZY = {"backups": "exporter.cli_backups:backups", "jobs": "exporter.cli_jobs:jobs", "audit": "exporter.cli_jobs:audit"}
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx, name):
+        if name in self.LAZY and name not in self.commands:
+            import importlib
+
+            module, _, attr = self.LAZY[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="exporter", message="%(prog)s %(version)s")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress, no summary.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each step (INFO).")
@@ -639,9 +656,8 @@ def _add_global_switches(group: click.Group) -> None:
         ])
 
 
-for _command in JOBS_COMMANDS:  # exporter jobs ..., exporter audit ... (exporter/cli_jobs.py)
-    cli.add_command(_command)
 _add_global_switches(cli)
+run_guarded = _run_guarded  # for the command groups in modules of their own (_Commands.LAZY)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Command line: ``exporter jobs check|run|status|crontab`` and ``exporter audit verify``.
+"""Command line: ``exporter jobs check|run|status|crontab`` and ``exporter audit verify``
+(registered in ``exporter.cli`` as command groups of their own: ``_Commands.LAZY``).
 
 The jobs file is read by ``exporter.jobsfile``, run by ``exporter.jobrun``; this module only turns
 their results and errors into output and exit codes (0 success, 1 failure, 2 a jobs file or a
@@ -11,37 +12,37 @@ import sys
 
 import click
 
-from .errors import ConfigError, ExporterError, Interrupted, one_line
+from .cli import run_guarded
+from .errors import ConfigError
 from .secrets import mask
 
 
-def _debug() -> bool:
-    ctx = click.get_current_context(silent=True)
-    return bool(ctx and ctx.find_root().params.get("debug"))
+class _Problems(click.ClickException):
+    """A jobs file's problems: one line each on stderr, exit 2 (a usage error)."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]):
+        super().__init__(problems[0])
+        self.problems = problems
+
+    def show(self, file=None) -> None:
+        for p in self.problems:
+            click.echo(mask(p), err=True)
 
 
 def _guarded(fn):
-    """Run ``fn``; our errors become click's (one line, or one line per jobs-file problem)."""
+    """``fn`` as every command runs (``exporter.cli.run_guarded``: one line, exit 1 or 2, a
+    traceback only with --debug); a jobs file's problems are each said on a line of their own."""
     from .jobsfile import JobsFileError
 
-    try:
-        return fn()
-    except (click.ClickException, Interrupted, KeyboardInterrupt):
-        raise
-    except Exception as e:  # noqa: BLE001 - every error is one line; a traceback only with --debug
-        if _debug():
-            import traceback
+    def go():
+        try:
+            return fn()
+        except JobsFileError as e:
+            raise _Problems(e.problems) from None
 
-            traceback.print_exception(e, file=sys.stderr)
-        if isinstance(e, JobsFileError):
-            for p in e.problems:
-                click.echo(mask(p), err=True)
-            raise click.exceptions.Exit(2) from None
-        if isinstance(e, ConfigError):
-            raise click.UsageError(mask(one_line(e))) from None
-        if isinstance(e, ExporterError):
-            raise click.ClickException(mask(one_line(e))) from None
-        raise click.ClickException(mask(one_line(e))) from None
+    return run_guarded(click.get_current_context(), go)
 
 
 def _load(path: str, names: tuple[str, ...] = (), environment: bool = True):
@@ -205,5 +206,3 @@ def audit_verify(paths):
 
     _guarded(go)
 
-
-COMMANDS = (jobs, audit)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
-import json
 import logging
 import os
 import re
@@ -32,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import audit, jobstate, owner
-from .errors import ConfigError, ExporterError, Interrupted
+from . import audit, jobstate
+from .errors import ConfigError, Interrupted, LockedError
 from .jobsfile import Account, Backup, JobsFile
 from .secrets import mask, read_secret
 
@@ -48,10 +46,6 @@ STOP_GRACE = 60.0  # seconds a stopped or timed-out export has to roll back befo
 _COUNTS = re.compile(r"(\d+) (forms|submissions|media|users|groups|lists)\b")
 
 
-class AccountLocked(ExporterError):
-    """The account is running already."""
-
-
 @dataclass
 class Outcome:
     account: str
@@ -63,6 +57,7 @@ class Outcome:
     counts: dict = field(default_factory=dict)
     error: str = ""
     log: str = ""
+    extra: dict = field(default_factory=dict)  # a backup's name, size and hashes, for the audit line
 
     @property
     def seconds(self) -> float:
@@ -82,63 +77,46 @@ class Outcome:
 
 @contextlib.contextmanager
 def account_lock(account: Account):
-    """Hold the account's lock while it runs, or raise AccountLocked naming who holds it since
-    when. The one place that locks an account (``exporter.locks`` may take its place): an
-    ``flock`` on ``<account>/lock``, released by the kernel when its holders die (so a killed run
-    leaves nothing to take over by hand) and passed to the export process (``yield``: the fd), so
-    a runner killed outright does not free the account while its export still writes."""
-    path = account.dir / "lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AccountLocked(f"account {account.name} is running: locked by {_holder(fd)}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "owner": owner.owner(),
-                                  "since": jobstate.iso(jobstate.now())}).encode(), 0)
-        yield fd
-    finally:
-        os.close(fd)
+    """Hold the account's lock (``exporter.locks``, the one ``exporter backups`` takes too) while
+    its export runs, or raise LockedError naming who holds it since when; yields the lock's file,
+    which the export process is given, so a runner killed outright does not free the account
+    while its export still writes."""
+    from .locks import AccountLock
+
+    with AccountLock(account.state_dir, account.name, command="jobs run") as lock:
+        yield lock.fileno()
 
 
 def lock_holder(account: Account) -> str | None:
-    """Who runs the account now (``pid N on HOST since T``), or None: goes with ``account_lock``."""
-    try:
-        fd = os.open(account.dir / "lock", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
+    """Who runs the account now (``pid N on host H (...) since T``), or None."""
+    if not (account.dir / "lock").exists():
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return None
-    except BlockingIOError:
-        return _holder(fd)
-    finally:
-        os.close(fd)
+    from .locks import AccountLock
 
-
-def _holder(fd: int) -> str:
-    try:
-        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except ValueError:
-        holder = {}
-    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
+    return AccountLock(account.state_dir, account.name).holder()
 
 
 def backup_problems(backup: Backup) -> list[tuple[str | None, str]]:
-    """Problems of a backup table beyond its shape ((key or None, message)): the hook where
-    ``exporter.backups`` checks its destination and recipients."""
-    import importlib.util
+    """What ``exporter backups create`` would refuse in a backup table ((key, message)): its
+    recipients (age public keys) and its destination's options."""
+    from .agecrypt import parse_recipients
+    from .backups import check_store_options
 
-    if importlib.util.find_spec("exporter.backups") is None:
-        return [(None, "backups are not available in this version (exporter.backups is not installed)")]
-    return []  # pragma: no cover - until exporter.backups lands
-
-
-def backup_argv(account: Account) -> list[str]:
-    """The command that makes ``account``'s backup (run like its export, in its isolation): the
-    one hook for ``exporter.backups``."""
-    raise ConfigError("backups are not available in this version (exporter.backups is not installed)")
+    out: list[tuple[str | None, str]] = []
+    try:
+        parse_recipients(backup.encrypt_to)
+    except ConfigError as e:
+        out.append(("encrypt_to", str(e)))
+    try:
+        check_store_options(backup.to, {})
+    except ConfigError as e:
+        return out + [("to", str(e))]
+    for key, value in backup.options.items():
+        try:
+            check_store_options(backup.to, {key: value})
+        except ConfigError as e:
+            out.append((key, str(e)))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,20 +124,22 @@ def backup_argv(account: Account) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 
-def export_argv(account: Account, *, verbose: bool = False) -> list[str]:
-    """``python -m exporter export ...`` for the account: every secret by reference."""
+def _exporter(verbose: bool) -> list[str]:
+    return [sys.executable, "-m", "exporter"] + (["--verbose"] if verbose else [])
+
+
+def _source_args(account: Account, keys) -> list[str]:
+    """``--source`` and its settings, every secret by reference."""
     from .jobsfile import SETTINGS
 
-    argv = [sys.executable, "-m", "exporter"] + (["--verbose"] if verbose else []) + ["export", "--source",
-                                                                                       account.source]
+    argv = ["--source", account.source]
     if account.token_env:
         argv += ["--token-env", account.token_env]
     if account.token_file:
         argv += ["--token-file", account.token_file]
-    argv += ["--incremental", account.incremental]
-    if account.formats:  # only when a destination writes files (the command refuses formats otherwise)
-        argv += ["--format", ",".join(account.formats)]
     for key, value in account.settings.items():
+        if key not in keys:
+            continue
         flag, kind = SETTINGS[key]
         if kind == "flag":
             argv += [flag] if value else []
@@ -168,15 +148,69 @@ def export_argv(account: Account, *, verbose: bool = False) -> list[str]:
                 argv += [flag, v]
         else:
             argv += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
+    return argv
+
+
+def _options(options: dict) -> list[str]:
+    out = []
+    for k, v in options.items():
+        out += ["-o", f"{k}={'true' if v is True else 'false' if v is False else v}"]
+    return out
+
+
+def export_argv(account: Account, *, verbose: bool = False) -> list[str]:
+    """``python -m exporter export ...`` for the account."""
+    from .jobsfile import SETTINGS
+
+    argv = _exporter(verbose) + ["export"] + _source_args(account, SETTINGS) + ["--incremental", account.incremental]
+    if account.formats:  # only when a destination writes files (the command refuses formats otherwise)
+        argv += ["--format", ",".join(account.formats)]
     for d in account.destinations:
         argv += ["--to", d.to]
         if d.password_env:
             argv += ["--to-password-env", d.password_env]
         if d.password_file:
             argv += ["--to-password-file", d.password_file]
-        for k, v in d.options.items():
-            argv += ["-o", f"{k}={'true' if v is True else 'false' if v is False else v}"]
+        argv += _options(d.options)
     return argv
+
+
+#: the account settings a backup's source reads (a backup holds every form: no ``forms``)
+BACKUP_SETTINGS = ("skip", "timezone", "ca_bundle", "timeout", "workers")
+
+
+def backup_argv(account: Account, *, verbose: bool = False) -> list[str]:
+    """``python -m exporter backups create ...`` for the account (``exporter.backups``: a full
+    archive, verified, encrypted to ``encrypt_to``, stored, checked, then pruned)."""
+    b = account.backup
+    argv = _exporter(verbose) + ["backups", "create", "--account", account.name, "--state-dir",
+                                 str(account.state_dir)] + _source_args(account, BACKUP_SETTINGS) + ["--to", b.to]
+    options = dict(b.options)
+    for key, flag in (("password_env", "--to-password-env"), ("password_file", "--to-password-file")):
+        if key in options:
+            argv += [flag, str(options.pop(key))]
+    argv += _options(options)
+    for r in b.encrypt_to:
+        argv += ["--encrypt-to", r]
+    for rule in ("last", "daily", "weekly", "monthly", "yearly"):
+        if getattr(b, f"keep_{rule}"):
+            argv += [f"--keep-{rule}", str(getattr(b, f"keep_{rule}"))]
+    return argv
+
+
+def _backup_entry(account: Account) -> dict:
+    """The newest entry of the account's backups index, as the audit line carries it."""
+    from .backups import load_index
+
+    entries = load_index(account.state_dir, account.name)
+    if not entries:
+        return {}
+    e = entries[-1]
+    archive = e.get("archive") or {}
+    return {"backup": {"name": e.get("name"), "destination": e.get("destination"), "bytes": e.get("size"),
+                       "sha256": e.get("sha256"), "archive_bytes": archive.get("size"),
+                       "archive_sha256": archive.get("sha256"), "files": archive.get("files"),
+                       "counts": archive.get("counts") or {}}}
 
 
 def child_env(account: Account, spool: Path, environ=None) -> dict[str, str]:
@@ -277,19 +311,27 @@ class Runner:
         if not export and not backup:
             return [Outcome(account.name, "export", "not due")]
         jobstate.prepare(account)
-        try:
-            with account_lock(account) as fd:
-                jobstate.clean_spool(account)
-                out = []
-                if export:
+        out = []
+        if export:
+            try:
+                with account_lock(account) as fd:
+                    jobstate.clean_spool(account)
                     out.append(self._step(account, "export", fd))
-                if backup:
-                    out.append(self._step(account, "backup", fd))
-                return out
-        except AccountLocked as e:
-            return [Outcome(account.name, "export", "running" if self.due_only else "locked", error=str(e))]
+            except LockedError as e:
+                return [self._locked(account, "export", e)]
+        if backup:
+            # ``exporter backups create`` takes the account's lock itself
+            holder = lock_holder(account)
+            if holder:
+                return out + [self._locked(account, "backup", LockedError(
+                    f"account {account.name} is already running: locked by {holder}"))]
+            out.append(self._step(account, "backup", None))
+        return out
 
-    def _step(self, account: Account, action: str, lock_fd: int) -> Outcome:
+    def _locked(self, account: Account, action: str, e: LockedError) -> Outcome:
+        return Outcome(account.name, action, "running" if self.due_only else "locked", error=str(e))
+
+    def _step(self, account: Account, action: str, lock_fd: int | None) -> Outcome:
         start = jobstate.now()
         outcome = Outcome(account.name, action, "failed", start=start)
         if self._stopping is not None:
@@ -299,11 +341,7 @@ class Runner:
         spool = account.dir / "spool"
         log_path = jobstate.new_log(account, start)
         outcome.log = str(log_path)
-        try:
-            argv = export_argv(account, verbose=self.verbose) if action == "export" else backup_argv(account)
-        except ConfigError as e:
-            outcome.end, outcome.error = jobstate.now(), str(e)
-            return self._finish(account, outcome)
+        argv = (export_argv if action == "export" else backup_argv)(account, verbose=self.verbose)
         env = child_env(account, spool)
         with open(log_path, "ab", buffering=0) as fh:
             os.chmod(log_path, 0o600)
@@ -318,6 +356,9 @@ class Runner:
             outcome.result, outcome.error = "timed out", f"stopped after its time_limit of {account.time_limit:g}s"
         elif code == 0:
             outcome.result, outcome.error = "ok", ""
+            if action == "backup":
+                outcome.extra = _backup_entry(account)
+                outcome.counts = (outcome.extra.get("backup") or {}).get("counts") or {}
         elif code < 0:  # killed outright
             outcome.result = "interrupted" if self._stopping is not None else "failed"
             outcome.error = f"killed by {signal.Signals(-code).name}"
@@ -325,12 +366,12 @@ class Runner:
             outcome.result = "interrupted"  # stopped by a signal (ours, or the service manager's): rolled back
         return self._finish(account, outcome)
 
-    def _child(self, account: Account, argv: list[str], env: dict, fh, lock_fd: int) -> tuple[int, bool]:
+    def _child(self, account: Account, argv: list[str], env: dict, fh, lock_fd: int | None) -> tuple[int, bool]:
         with self._lock:
             if self._stopping is not None:
                 return 128 + self._stopping.signum, False
             proc = subprocess.Popen(argv, cwd=account.base_dir, env=env, stdin=subprocess.DEVNULL, stdout=fh,
-                                    stderr=subprocess.STDOUT, pass_fds=(lock_fd,))
+                                    stderr=subprocess.STDOUT, pass_fds=() if lock_fd is None else (lock_fd,))
             self._live[account.name] = proc
         try:
             try:
@@ -354,7 +395,7 @@ class Runner:
         record = {"time": run["end"], "account": account.name, "action": outcome.action, **run,
                   "source": account.source, "host": socket.gethostname(), "jobs_file": str(self.jobs.path.resolve()),
                   "destinations": ([d.to for d in account.destinations] if outcome.action == "export"
-                                   else [account.backup.to] if account.backup else [])}
+                                   else [account.backup.to] if account.backup else []), **outcome.extra}
         for what, fn in (("state", lambda: jobstate.record(account, outcome.action, run)),
                          ("audit log", lambda: audit.append(account.dir / "audit.jsonl", record)),
                          ("shared audit log", lambda: audit.append(account.state_dir / "audit.jsonl", record)),

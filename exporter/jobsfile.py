@@ -43,7 +43,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
 }
 ACCOUNT_KEYS = {"source", "token_env", "token_file", "schedule", "incremental", "destinations", "backup", "alerts",
                 "state_dir", "time_limit", *SETTINGS}
-BACKUP_KEYS = {"to", "encrypt_to", "keep_daily", "keep_weekly", "keep_monthly", "schedule"}
+KEEP = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+BACKUP_KEYS = {"to", "encrypt_to", "schedule", *KEEP}
 ALERT_KEYS = {"webhook_env", "webhook_file", "on"}
 
 
@@ -77,9 +78,11 @@ class Backup:
     to: str
     encrypt_to: tuple[str, ...]
     key: tuple
+    keep_last: int = 0
     keep_daily: int = 0
     keep_weekly: int = 0
     keep_monthly: int = 0
+    keep_yearly: int = 0
     schedule: str | None = None
     options: dict = field(default_factory=dict)  # the backup destination's own (password_env, ...)
 
@@ -171,10 +174,10 @@ class _Checker(tomlpos.Problems):
 
     def unknown(self, table: dict, key: tuple, known: set[str], extra: str = "") -> None:
         for k in table:
-            if k not in known and not _is_reference(k) and _secret_key(k):
+            if k not in known and _secret_key(k):
                 self.bad(key + (k,), f"inline secret: write {k}_env (an environment variable) or {k}_file "
                                      "(a file) instead")
-        super().unknown({k: v for k, v in table.items() if _is_reference(k) or not _secret_key(k)}, key, known, extra)
+        super().unknown({k: v for k, v in table.items() if not _secret_key(k)}, key, known, extra)
 
     def references(self, table: dict, key: tuple, names: tuple[str, ...], env: list, files: list) -> None:
         """``NAME_env`` / ``NAME_file`` pairs: at most one of each pair; collected for the checks of
@@ -191,10 +194,25 @@ class _Checker(tomlpos.Problems):
                 (env if k.endswith("_env") else files).append((key + (k,), text))
 
 
-def _secret_key(key: str) -> bool:
+def _secret_key(key: str, declared=()) -> bool:
+    """Whether ``key`` would hold a secret itself: its name says so (``password``, ``token``...),
+    or the destination reads it by reference (``key_env``/``key_file`` among ``declared``)."""
     from .validate import names_a_secret
 
-    return names_a_secret(key) or key in ("webhook", "webhook_url")
+    if _is_reference(key):
+        return False
+    return names_a_secret(key) or key in ("webhook", "webhook_url") or f"{key}_env" in declared \
+        or f"{key}_file" in declared
+
+
+def _declared(url: str) -> set[str]:
+    """The option keys the destination at ``url`` declares (none when it cannot be told)."""
+    from .registry import entry_for
+
+    try:
+        return set(entry_for(url.partition("?")[0]).options or ())
+    except ConfigError:
+        return set()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -417,7 +435,7 @@ def _destinations(c: _Checker, value: Any, key: tuple, env: list, files: list):
                 formats, formats_at = fmt, dkey + ("formats",)
         options = {k: v for k, v in table.items() if k not in ("to", "formats")}
         for k, v in options.items():
-            if not _is_reference(k) and _secret_key(k):
+            if _secret_key(k, entry.options or ()):
                 c.bad(dkey + (k,), f"inline secret: write {k}_env (an environment variable) or {k}_file instead")
             elif not isinstance(v, (str, int, float, bool)):
                 c.bad(dkey + (k,), f"an option takes one value (text, number or true/false), not {v!r}")
@@ -451,10 +469,17 @@ def _backup(c: _Checker, value: Any, key: tuple, env: list, files: list) -> Back
     table = c.table(key, value)
     if table is None:
         return None
-    options = {k: v for k, v in table.items() if k not in BACKUP_KEYS}
-    for k in list(options):
-        if not _is_reference(k):
-            c.unknown({k: None}, key, BACKUP_KEYS | {"password_env", "password_file"})
+    declared = _declared(str(table.get("to", "")))
+    options = {}
+    for k, v in table.items():
+        if k in BACKUP_KEYS:
+            continue
+        if _secret_key(k, declared):
+            c.bad(key + (k,), f"inline secret: write {k}_env (an environment variable) or {k}_file instead")
+        elif not isinstance(v, (str, int, float, bool)):
+            c.bad(key + (k,), f"an option takes one value (text, number or true/false), not {v!r}")
+        else:
+            options[k] = v
     c.references(options, key, ("password",), env, files)
     if "to" not in table or "encrypt_to" not in table:
         c.bad(key, "a backup needs to = \"URL or folder\" and encrypt_to = [\"age1...\"] (the public keys it is "
@@ -462,7 +487,7 @@ def _backup(c: _Checker, value: Any, key: tuple, env: list, files: list) -> Back
         return None
     to = c.url(key + ("to",), table["to"])
     recipients = c.strings(key + ("encrypt_to",), table["encrypt_to"])
-    keep = {k: c.integer(key + (k,), table[k]) for k in ("keep_daily", "keep_weekly", "keep_monthly") if k in table}
+    keep = {k: c.integer(key + (k,), table[k]) for k in KEEP if k in table}
     cron = c.cron(key + ("schedule",), table["schedule"]) if "schedule" in table else None
     if to is None or recipients is None or None in keep.values():
         return None
@@ -470,7 +495,8 @@ def _backup(c: _Checker, value: Any, key: tuple, env: list, files: list) -> Back
     from .jobrun import backup_problems
 
     for k, message in backup_problems(backup):
-        c.bad(key + ((k,) if k else ()), message)
+        near = tomlpos.nearest(k, BACKUP_KEYS) if k in options else ""
+        c.bad(key + ((k,) if k else ()), message + near)
     return backup
 
 

@@ -1,11 +1,11 @@
 """What the jobs runner keeps per account, under ``state_dir/<account>/`` (mode 0700):
 
-    state.json        the last run of each action (export, backup): start, end, result, counts
+    last-export.json  the last export: start, end, result, counts (last-backup.json: the last backup)
     audit.jsonl       one hash-chained JSON line per run (``exporter.audit``); state_dir/audit.jsonl
                       holds the lines of every account kept in that state_dir
     logs/<start>.log  what each run printed (the newest ``KEEP_LOGS`` are kept)
     spool/            the run's temporary files (its TMPDIR), emptied before each run
-    lock              held while the account runs (``exporter.jobrun.account_lock``)
+    lock              held while the account runs (``exporter.locks``; also by ``exporter backups``)
 
 Times are stored as ISO 8601 with their UTC offset. ``due`` and ``next_due`` read the account's
 schedules against the last start of each action.
@@ -58,19 +58,23 @@ def clean_spool(account: Account) -> Path:
 
 
 def read(account: Account) -> dict:
-    try:
-        data = json.loads((account.dir / "state.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """``{action: its last run}`` for the actions that ran."""
+    state = {}
+    for action in ACTIONS:
+        try:
+            data = json.loads((account.dir / f"last-{action}.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            state[action] = data
+    return state
 
 
 def record(account: Account, action: str, run: dict) -> None:
-    """Store ``run`` as the last ``action`` of the account (atomically)."""
-    state = read(account)
-    state[action] = run
-    with atomic_write(account.dir / "state.json", "w", encoding="utf-8") as fh:
-        json.dump(state, fh, indent=1, sort_keys=True)
+    """Store ``run`` as the last ``action`` of the account (atomically; a file per action, so an
+    export and a backup recorded at once do not overwrite each other)."""
+    with atomic_write(account.dir / f"last-{action}.json", "w", encoding="utf-8") as fh:
+        json.dump(run, fh, indent=1, sort_keys=True)
 
 
 def last_start(state: dict, action: str) -> dt.datetime | None:

@@ -232,6 +232,12 @@ def key_text(key: Path) -> str:
     return out
 
 
+def nearest(key: str, choices) -> str:
+    """`` (did you mean X?)`` for the choice nearest to a misspelt ``key``, or ""."""
+    close = difflib.get_close_matches(key, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 class Problems:
     """Problems of a TOML document, each ``FILE:LINE: KEY: message``; the value checks return the
     value (normalised) or None after recording why it is refused."""
@@ -273,9 +279,7 @@ class Problems:
         """Every key of ``table`` not in ``known``, the nearest known one suggested."""
         for k in table:
             if k not in known:
-                close = difflib.get_close_matches(k, sorted(known), n=1, cutoff=0.6)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                self.bad(key + (k,), f"unknown key{hint}{extra}; valid: {', '.join(sorted(known))}")
+                self.bad(key + (k,), f"unknown key{nearest(k, known)}{extra}; valid: {', '.join(sorted(known))}")
 
     def _refuse(self, key: Path, expected: str, value: Any) -> None:
         self.bad(key, f"expected {expected}, not {value!r}")

@@ -165,9 +165,9 @@ def test_three_accounts_one_fails_alone(services, webhook, tmp_path):
     assert status["acme"][3] == "ok" and status["gamma"][3] == "failed" and status["acme"][5].endswith(":00")
     r = jobs("run", p, "--due", env_=env(HOOK=hook_url))
     assert r.returncode == 0 and r.stdout.count("not due") == 3
-    st = json.loads((state / "acme" / "state.json").read_text())
-    st["export"]["start"] = "2000-01-01T00:00:00+00:00"
-    (state / "acme" / "state.json").write_text(json.dumps(st))
+    st = json.loads((state / "acme" / "last-export.json").read_text())
+    st["start"] = "2000-01-01T00:00:00+00:00"
+    (state / "acme" / "last-export.json").write_text(json.dumps(st))
     r = jobs("run", p, "--due", env_=env(HOOK=hook_url))
     assert r.returncode == 0, r.stdout
     assert "acme     export  ok" in r.stdout and r.stdout.count("not due") == 2
@@ -258,11 +258,12 @@ def test_a_running_account_is_locked_even_after_its_runner_is_killed(services, t
         r = jobs("run", p, "--account", "acme")
         assert time.monotonic() - t < 10
         assert r.returncode == 1 and "acme     export  locked" in r.stdout
-        assert f"account acme is running: locked by pid {runner.pid} on {socket.gethostname()} since " in r.stdout
+        assert f"account acme is already running: locked by pid {runner.pid} on host {socket.gethostname()} " \
+               "(jobs run) since " in r.stdout
         r = jobs("run", p, "--due")
         assert r.returncode == 0 and "acme     export  running" in r.stdout
         s = jobs("status", p)
-        assert f"acme     (running)  pid {runner.pid} on {socket.gethostname()} since " in s.stdout
+        assert f"acme     (running)  pid {runner.pid} on host {socket.gethostname()} (jobs run) since " in s.stdout
         # the runner killed outright: its export still holds the account until it ends
         runner.kill()
         runner.wait()
@@ -309,3 +310,47 @@ def test_success_alert_when_asked_and_status_of_a_new_account(webhook, tmp_path)
     assert received[0][1]["text"] == "exporter: export of account local ok"
     r = jobs("run", p, "--account", "nobody")
     assert r.returncode == 2 and "no account nobody (accounts: local)" in r.stderr
+
+
+def test_backup_with_the_export_when_due_encrypted_and_audited(tmp_path):
+    from pyrage import x25519
+
+    from tests.conftest import require_tool
+
+    identity = x25519.Identity.generate()
+    p = write_jobs(tmp_path,
+                   f'[accounts.local]\nsource = "{SAMPLE}"\nschedule = "0 0 1 1 *"\n'
+                   f'destinations = [{{ to = "sqlite:///local.db" }}]\n'
+                   f'backup = {{ to = "backups/local", encrypt_to = ["{identity.to_public()}"], keep_daily = 3, '
+                   'schedule = "0 0 1 1 *" }\n')
+    r = jobs("run", p)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "local    export  ok" in r.stdout and "local    backup  ok" in r.stdout
+    state = tmp_path / "state" / "local"
+    (log,) = [x for x in (state / "logs").glob("*.log") if "backups create" in x.read_text()]
+    assert "--encrypt-to age1" in log.read_text() and "--keep-daily 3" in log.read_text()
+    index = json.loads((state / "backups.json").read_text())["backups"]
+    (stored,) = list((tmp_path / "backups" / "local").glob("*.zip.age"))
+    assert [e["name"] for e in index] == [stored.name]
+    lines = audit_lines(state / "audit.jsonl")
+    assert [x["action"] for x in lines] == ["export", "backup"]
+    backup = lines[1]["backup"]
+    assert backup["sha256"] == index[0]["sha256"] and backup["archive_sha256"] == index[0]["archive"]["sha256"]
+    assert lines[1]["counts"]["submissions"] == 50 and lines[1]["destinations"] == ["backups/local"]
+    # the standard age tool decrypts it, and the archive inside verifies
+    age = require_tool("age")
+    key = tmp_path / "key.txt"
+    key.write_text(str(identity) + "\n")
+    plain = tmp_path / "restored.zip"
+    subprocess.run([age, "-d", "-i", str(key), "-o", str(plain), str(stored)], check=True)
+    v = subprocess.run([sys.executable, "-m", "exporter", "verify", str(plain)], capture_output=True, text=True)
+    assert v.returncode == 0 and v.stdout.startswith("OK:")
+    # nothing is due now; a run by name exports again, the backup waits for its schedule
+    r = jobs("run", p, "--due")
+    assert r.returncode == 0 and "local    export  not due" in r.stdout
+    r = jobs("run", p)
+    assert r.returncode == 0 and "local    export  ok" in r.stdout and "backup" not in r.stdout.split("\n", 1)[1]
+    s = jobs("status", p)
+    rows = [x.split() for x in s.stdout.splitlines()[1:]]
+    assert [x[:2] for x in rows] == [["local", "export"], ["local", "backup"]] and rows[1][3] == "ok"
+    assert len(json.loads((state / "backups.json").read_text())["backups"]) == 1

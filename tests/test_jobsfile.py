@@ -1,6 +1,5 @@
 """The jobs file: what `exporter jobs check` accepts, and every refusal as FILE:LINE: KEY: message,
 all problems at once, before anything runs; the crontab and systemd output; key positions."""
-import importlib.util
 import re
 import subprocess
 from pathlib import Path
@@ -36,21 +35,27 @@ def readme_example() -> str:
 
 
 def test_the_readme_example_works_as_written(tmp_path):
-    p = write(tmp_path, readme_example())
+    from pyrage import x25519
+
+    text = readme_example()
+    assert 'encrypt_to = ["age1..."]' in text
+    # "age1..." stands for a public key: with one, the example is good as it is
+    key = str(x25519.Identity.generate().to_public())
+    p = write(tmp_path, text.replace('"age1..."', f'"{key}"'))
     r = check(p)
-    if importlib.util.find_spec("exporter.backups") is None:
-        # until the backups module lands, its hook refuses a backup table (and says so at its line)
-        assert r.exit_code == 2
-        assert r.output.strip() == f"{p}:14: accounts.acme.backup: backups are not available in this version " \
-                                   "(exporter.backups is not installed)"
-    else:
-        assert r.exit_code == 0, r.output
-        assert "1 account(s) OK: acme" in r.output
-    jobs = load(p) if r.exit_code == 0 else None
-    if jobs:
-        acme = jobs.accounts["acme"]
-        assert acme.incremental == "cursor" and acme.formats == ("json", "csv", "xlsx")
-        assert acme.state_dir == Path("/var/lib/exporter") and not Path("/var/lib/exporter/acme").exists()
+    assert r.exit_code == 0, r.output
+    assert "1 account(s) OK: acme" in r.output
+    acme = load(p).accounts["acme"]
+    assert acme.incremental == "cursor" and acme.formats == ("json", "csv", "xlsx") and acme.schedule == "0 2 * * *"
+    assert acme.state_dir == Path("/var/lib/exporter") and not Path("/var/lib/exporter/acme").exists()
+    assert acme.backup.to == "s3://backups/acme" and acme.backup.encrypt_to == (key,)
+    assert (acme.backup.keep_daily, acme.backup.keep_monthly, acme.backup.schedule) == (30, 12, "30 3 * * *")
+    assert {v for _k, v in acme.env_refs} == {"ACME_TOKEN", "ACME_PG"}
+    # and the placeholder itself is refused at its line
+    p = write(tmp_path, text, "verbatim.toml")
+    r = check(p)
+    assert r.exit_code == 2
+    assert r.output.startswith(f"{p}:14: accounts.acme.backup.encrypt_to: not an age recipient: 'age1...'")
 
 
 GOOD = """\
@@ -202,11 +207,24 @@ def test_duplicate_account_and_bad_toml_name_file_and_line(tmp_path):
      'destinations = [{to = "sqlite:/x.db"}]\n', 5, "accounts.a.destinations[0].to", "is not a destination URL"),
     ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\n'
      'destinations = [{to = "o"}]\nbackup = {to = "b"}\n', 6, "accounts.a.backup", "encrypt_to"),
+    ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\n'
+     'destinations = [{to = "o"}]\nbackup = {to = "b", encrypt_to = ["AGE-SECRET-KEY-1XYZ"]}\n', 6,
+     "accounts.a.backup.encrypt_to", "a secret key was given as a backup recipient"),
+    ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\n'
+     'destinations = [{to = "o"}]\n[accounts.a.backup]\nto = "s3://bk/a"\nencrypt_to = ["%KEY%"]\n'
+     'keep_dayly = 3\nregion = "eu-west-3"\nsecret_access_key = "x"\n', 9,
+     "accounts.a.backup.keep_dayly", "is not read by the backup destination s3://bk/a (s3 reads: "),
+    ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\n'
+     'destinations = [{to = "o"}]\n[accounts.a.backup]\nto = "s3://bk/a"\nencrypt_to = ["%KEY%"]\n'
+     'keep_dayly = 3\nregion = "eu-west-3"\nsecret_access_key = "x"\n', 11,
+     "accounts.a.backup.secret_access_key", "inline secret"),
     ('[defaults]\nstate_dir = "s"\nschedul = "x"\n[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\n'
      'destinations = [{to = "o"}]\n', 3, "defaults.schedul", "did you mean schedule"),
 ])
 def test_refusals(tmp_path, text, line, key, words):
-    p = write(tmp_path, text)
+    from pyrage import x25519
+
+    p = write(tmp_path, text.replace("%KEY%", str(x25519.Identity.generate().to_public())))
     with pytest.raises(JobsFileError) as e:
         load(p)
     assert any(x.startswith(f"{p}:{line}: {key}: ") and words in x for x in e.value.problems), e.value.problems
