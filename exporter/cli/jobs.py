@@ -1,5 +1,5 @@
-"""Command line: ``exporter jobs check|run|status|crontab`` and ``exporter audit verify``
-(registered in ``exporter.cli`` as command groups of their own: ``_Commands.LAZY``).
+"""``exporter jobs check|run|status|crontab`` and ``exporter audit verify``: command groups of
+their own in ``exporter.cli``, like ``backups``.
 
 The jobs file is read by ``exporter.jobsfile``, run by ``exporter.jobrun``; this module only turns
 their results and errors into output and exit codes (0 success, 1 failure, 2 a jobs file or a
@@ -7,14 +7,13 @@ command line that is wrong, each problem one line ``FILE:LINE: KEY: message``).
 """
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
-from .cli import run_guarded
-from .errors import ConfigError
-from .secrets import mask
+from ..errors import ConfigError
+from ..secrets import mask
+from .common import Ctx, run_guarded
 
 
 class _Problems(click.ClickException):
@@ -32,9 +31,9 @@ class _Problems(click.ClickException):
 
 
 def _guarded(fn):
-    """``fn`` as every command runs (``exporter.cli.run_guarded``: one line, exit 1 or 2, a
-    traceback only with --debug); a jobs file's problems are each said on a line of their own."""
-    from .jobsfile import JobsFileError
+    """``fn`` as every command runs (``run_guarded``: one line, exit 1 or 2, a traceback only with
+    --debug); a jobs file's problems are each said on a line of their own."""
+    from ..jobsfile import JobsFileError
 
     def go():
         try:
@@ -46,7 +45,7 @@ def _guarded(fn):
 
 
 def _load(path: str, names: tuple[str, ...] = (), environment: bool = True):
-    from .jobsfile import check_environment, load
+    from ..jobsfile import check_environment, load
 
     jobs = load(path)
     unknown = [n for n in names if n not in jobs.accounts]
@@ -58,8 +57,12 @@ def _load(path: str, names: tuple[str, ...] = (), environment: bool = True):
     return jobs, selected
 
 
+def _switches() -> Ctx:
+    return click.get_current_context().find_object(Ctx) or Ctx(False, False, False)
+
+
 def _quiet() -> bool:
-    return logging.getLogger().level >= logging.ERROR
+    return _switches().quiet
 
 
 @click.group()
@@ -101,14 +104,14 @@ def check(file, no_env):
 def run(file, accounts, due, parallel):
     """Run the accounts of a jobs file, each in its own process, environment, spool and log; one
     account's failure never stops another. Exit 1 if any failed; a summary table at the end."""
-    from .jobrun import DEFAULT_PARALLEL, Runner
+    from ..jobrun import DEFAULT_PARALLEL, Runner
 
     outcome: dict = {}
 
     def go():
         jobs_file, selected = _load(file, accounts)
         runner = Runner(jobs_file, selected, due_only=due, parallel=parallel or DEFAULT_PARALLEL,
-                        verbose=logging.getLogger().level <= logging.INFO)
+                        verbose=_switches().verbose or _switches().debug)
         outcome["results"] = runner.run()
         outcome["interrupted"] = runner.interrupted
 
@@ -139,8 +142,8 @@ def summary_table(results) -> list[str]:
 def status(file):
     """Each account's last export and backup (start, result, duration) and when each is next due;
     an account running now is shown with its runner's pid, host and start."""
-    from . import jobstate
-    from .jobrun import lock_holder
+    from .. import jobstate
+    from ..jobrun import lock_holder
 
     def go():
         jobs_file, _ = _load(file, environment=False)
@@ -173,7 +176,7 @@ def status(file):
 @click.option("--systemd", is_flag=True, help="Print systemd service and timer units instead of crontab lines.")
 def crontab(file, systemd):
     """Print the crontab lines (or the systemd units) that run each account when it is due."""
-    from . import jobunits
+    from .. import jobunits
 
     def go():
         jobs_file, _ = _load(file, environment=False)
@@ -193,7 +196,7 @@ def audit():
 def audit_verify(paths):
     """Check that audit logs are intact: every line chained to the one before, the last one as
     recorded. Exit 0 only if all are; each problem is printed."""
-    from .audit import verify
+    from ..audit import verify
 
     def go():
         problems = [p for path in paths for p in verify(path)]
