@@ -209,9 +209,15 @@ def nearest(key: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def names_a_secret(key: str) -> bool:
+    """Whether a key names a secret itself (``password``, ``token``, ``client_secret``...) rather
+    than the variable or file holding it (``*_env``, ``*_file``)."""
+    return bool(SECRET_KEY.search(key)) and not key.endswith(("_env", "_file"))
+
+
 def refuse_plain_secret(key: str, where: str = "") -> None:
     """A key naming a secret itself is refused: secrets are given by reference only."""
-    if SECRET_KEY.search(key) and not key.endswith(("_env", "_file")):
+    if names_a_secret(key):
         cli = " (on the command line: --to-password-env NAME, --to-password-file PATH)" if "pass" in key else ""
         raise ConfigError(f"{key}=...{where}: a secret is given by reference, never as a value; secrets come from "
                           f"an environment variable or a file: {key}_env=NAME or {key}_file=PATH{cli}")
