@@ -15,6 +15,7 @@ import click
 
 from . import __version__
 from .errors import ConfigError, ExporterError, Interrupted, one_line
+from .privacy.cli import make_forget, pseudonymise_options
 from .secrets import SecretFilter, mask
 
 log = logging.getLogger("exporter")
@@ -269,6 +270,7 @@ class _OrderedCommand(click.Command):
 @click.option("--check-deletions", is_flag=True,
               help="--incremental cursor|unread: also read each form's complete id list (data/all) to see "
                    "deletions (a full export always does).")
+@pseudonymise_options
 @click.pass_context
 def export(ctx, source, token_env, token_file, login_env, forms, workers, page_size, skip, timezone, ca_bundle,
            timeout, destinations, formats, incremental, action, overlap, to_password_env, to_password_file, to_url_env,
@@ -301,6 +303,9 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, page_s
         from .deletions import parse_policy
 
         parse_policy(deletions, max_deletions)  # a bad --max-deletions is refused before anything is created
+        from .privacy.cli import check_run, spec_of
+
+        privacy = spec_of(ctx)  # --pseudonymise: a bad SPEC or key is refused before anything is created
         fmt = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
         options, dests = _plan_destinations(ctx, fmt, media_in_db)
         sinks = [create_sink(u, {**options, **own}) for u, own in dests]
@@ -311,7 +316,8 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, page_s
                            check_deletions=check_deletions)
         src = build_source(forms=_resolve_forms(forms, source_args), **source_args)
         rc = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, options=options,
-                        deletions=deletions, max_deletions=max_deletions)
+                        deletions=deletions, max_deletions=max_deletions, privacy=privacy)
+        check_run(privacy, src, sinks)
         if jobs > 1:
             from .parallel import run_parallel
 
@@ -638,6 +644,7 @@ def _add_global_switches(group: click.Group) -> None:
         ])
 
 
+cli.add_command(make_forget(_run_guarded, _OrderedCommand))
 _add_global_switches(cli)
 
 

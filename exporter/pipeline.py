@@ -28,6 +28,7 @@ from .deletions import preflight
 from .errors import ExporterError, SinkError, one_line, run_status
 from .interrupts import shielded
 from .model import Record, counted_bytes
+from .privacy.pseudonymise import stage_for
 from .secrets import mask
 from .sinks import RunContext, StatefulSink
 
@@ -147,6 +148,7 @@ def run(
     source_open = True
     try:
         check_source(source)
+        stage = stage_for(ctx)  # --pseudonymise: what every sink is given instead of the batch
         # each sink's stored state is read before any sink is opened for writing
         start_state = state if state is not None else (merged_state(sinks) if ctx.mode == "cursor" else {})
         preflight(source, sinks, ctx.deletion_policy())  # too many deletions: refused before anything opens
@@ -157,17 +159,19 @@ def run(
         if batch_size is None:
             batch_size = BATCH_SIZE
         for batch in batches(source.records(start_state), batch_size, batch_bytes):
+            shown = batch if stage is None else stage.apply(batch)
             for s in sinks:
-                _guard(s, "write", lambda s=s, b=batch: s.write(b))
+                b = batch if stage is not None and stage.keeps_original(s) else shown
+                _guard(s, "write", lambda s=s, b=b: s.write(b))
             for s in sinks:
                 _guard(s, "commit", s.commit)
             source.acknowledge(batch)
             summary.batches += 1
-            kinds = collections.Counter(map(_KIND, batch))
+            kinds = collections.Counter(map(_KIND, shown))
             if kinds["media"]:
-                summary.media_bytes += sum(counted_bytes(r.size) for r in batch if r.kind == "media")
+                summary.media_bytes += sum(counted_bytes(r.size) for r in shown if r.kind == "media")
             if kinds["form"]:
-                last = [r for r in batch if r.kind == "form"][-1]
+                last = [r for r in shown if r.kind == "form"][-1]
                 current = f"form {last.id} {last.name}"
             for counts in (summary.counts, *(summary.per_sink[s.name] for s in sinks)):
                 for kind, n in kinds.items():

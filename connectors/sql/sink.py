@@ -135,6 +135,12 @@ class SqlSink:
     def __repr__(self) -> str:
         return f"SqlSink({self.name!r})"
 
+    def eraser(self):
+        """``exporter forget`` on this database (``connectors.sql.eraser``)."""
+        from .eraser import SqlEraser
+
+        return SqlEraser(self)
+
     # ------------------------------------------------------------------ errors
     def _translate(self, exc: BaseException, what: str, retryable: bool = False) -> SinkError:
         orig = getattr(exc, "orig", None) or exc
