@@ -69,6 +69,7 @@ class FilesSink:
         self.delta_writers: list = []  # aggregates of the submissions a run changed (deltas=true)
         self.store: FormStore | None = None
         self._opts: dict = {}
+        self._formats: tuple[str, ...] = ()
         self._aggregate_keys: list[str] = []  # formats whose aggregates are built from the store
         self._policy = None  # deletions (``exporter.deletions``), from the run context
         self._hard_deleted: list[tuple[str, str]] = []  # (form id, submission id): files to remove
@@ -80,6 +81,14 @@ class FilesSink:
         self._media_done: set[str] = set()
         self._marker: Path | None = None
         self._created: Path | None = None  # the outermost folder this run created, if any
+
+    def eraser(self):
+        """``exporter forget`` on this folder (``connectors.files_eraser``)."""
+        from exporter.connectors.files_eraser import FilesEraser
+
+        if not self.keep_current:
+            raise ConfigError(f"{self.name}: a staging folder keeps no store to erase from")
+        return FilesEraser(self)
 
     # ---- state -------------------------------------------------------------------------
     def load_state(self) -> dict[str, str | None]:
@@ -103,6 +112,7 @@ class FilesSink:
     # ---- protocol ----------------------------------------------------------------------
     def open(self, ctx: RunContext) -> None:
         self._opts = opts = {**ctx.options, **self.options}
+        self._formats = tuple(ctx.formats)
         deltas = opt_bool(opts, "deltas")  # a bad value is refused before anything is created
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} exists and is not a directory")
@@ -159,7 +169,16 @@ class FilesSink:
             if self.store.meta("aggregates") != wanted:
                 self.store.mark_all_dirty()
                 self.store.set_meta("aggregates", wanted)
+            self.store.set_meta("settings", self._settings())  # how the files were made (exporter forget)
         return self.store
+
+    def _settings(self) -> str:
+        """The formats and format options of this run (``exporter forget`` writes files again with them)."""
+        from exporter.formats.base import FORMAT_OPTIONS
+
+        keys = {k for opts in FORMAT_OPTIONS.values() for k in opts}
+        return json.dumps({"formats": list(self._formats),
+                           "options": {k: v for k, v in sorted(self._opts.items()) if k in keys}}, sort_keys=True)
 
     def _fingerprint(self) -> str:
         keys = sorted(self._aggregate_keys)
@@ -199,6 +218,9 @@ class FilesSink:
                     if store.meta("account") != said:
                         store.mark_all_dirty()
                         store.set_meta("account", said)
+                    store.clear_people()  # the people files come again from this run's users and groups
+            elif (kind == "user" or kind == "group") and store is not None:
+                store.put_person(record)
             for w in self.writers:
                 self._feed(w, record)
             if self.delta_writers and (kind == "account" or changed):
