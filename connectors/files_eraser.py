@@ -140,11 +140,13 @@ class FilesEraser:
                         add(counts, "submission_personal_values", blank_roles(sub, roles)[1])
                 leftovers += [[fid, sid] for sid in self._gone_submissions(store, out, fid, request)]
             add(counts, "submissions", sum(map(len, doomed.values())) + len(leftovers))
-            people = uid is not None and store.meta("account") is not None
-            if people:
-                if store.meta("people") is None:
-                    raise ConfigError(f"{self.name}: exported by an earlier version, which did not keep its users "
-                                      "and groups in its store: export into it once with this version, then forget")
+            # the account goes through the sink again (what the aggregates say of it), and with it
+            # the people files, written again from the store
+            people = store.meta("account") is not None
+            if people and store.meta("people") is None:
+                raise ConfigError(f"{self.name}: exported by an earlier version, which did not keep its users "
+                                  "and groups in its store: export into it once with this version, then forget")
+            if people and uid is not None:
                 for p in store.people():
                     if p.kind == "user" and p.id == uid:
                         if request.only_personal:

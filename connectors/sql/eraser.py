@@ -48,7 +48,7 @@ class SqlEraser:
         self.url = sink.url
         self.schema = sink.schema
         self.profile = sink.profile
-        self.media_dir: Path | None = sink.media_dir
+        self.media_dir: Path | None = sink.media_dir.resolve() if sink.media_dir is not None else None
         self.name = sink.name
         self._password = sink.url.password
 
@@ -174,6 +174,13 @@ class SqlEraser:
             for p in media_files:  # before the commit: a run stopped now still has the rows
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
+                for d in p.parents:  # and the folders they leave empty
+                    if d == self.media_dir or self.media_dir not in d.parents:
+                        break
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        break
         return counts
 
     def _targets(self, conn, request: Request, main: sa.Table, key, meta: dict[str, str], step: int
