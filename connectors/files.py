@@ -218,9 +218,11 @@ class FilesSink:
                     if store.meta("account") != said:
                         store.mark_all_dirty()
                         store.set_meta("account", said)
-                    store.clear_people()  # the people files come again from this run's users and groups
+                    store.start_people()  # the people files come again from this run's users and groups
             elif (kind == "user" or kind == "group") and store is not None:
                 store.put_person(record)
+            if (kind == "form" or kind == "list") and store is not None:
+                store.end_people()  # they come before lists and forms
             for w in self.writers:
                 self._feed(w, record)
             if self.delta_writers and (kind == "account" or changed):
@@ -337,6 +339,7 @@ class FilesSink:
                 try:
                     self.out.publish_all()
                     if self.keep_current:
+                        self._open_store().end_people()
                         self._open_store().commit()
                         self._publish_current()
                         self._remove_deleted_files()

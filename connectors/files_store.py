@@ -184,6 +184,7 @@ class FormStore:
         except sqlite3.Error as e:
             raise SinkError(f"cannot open the store {self.path}: {e}") from None
         self._dirty: set[str] = set()  # forms marked dirty in the open transaction
+        self._people: dict[tuple[str, str], int] | None = None  # a run's people so far (``start_people``)
 
     def _check_format(self) -> None:
         if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
@@ -296,14 +297,29 @@ class FormStore:
         if ids:
             self._mark(form_id)
 
-    def clear_people(self) -> None:
-        """A run's users and groups follow (they replace the stored ones)."""
-        self.db.execute("DELETE FROM people")
+    def start_people(self) -> None:
+        """A run's users and groups follow (``put_person``), until ``end_people``: they replace
+        the stored ones (a row that does not change is not written again)."""
+        self._people = {}
         self.set_meta("people", "1")
 
     def put_person(self, person: User | Group) -> None:
-        self.db.execute("INSERT INTO people VALUES (?, ?, (SELECT COUNT(*) FROM people), ?) ON CONFLICT (kind, id) "
-                        "DO UPDATE SET doc = excluded.doc", (person.kind, person.id, encode_person(person)))
+        key = (person.kind, person.id)
+        if self._people is None or key in self._people:
+            return
+        self._people[key] = len(self._people)
+        self.db.execute("INSERT INTO people VALUES (?, ?, ?, ?) ON CONFLICT (kind, id) DO UPDATE SET "
+                        "position = excluded.position, doc = excluded.doc WHERE position IS NOT excluded.position "
+                        "OR doc IS NOT excluded.doc", (*key, self._people[key], encode_person(person)))
+
+    def end_people(self) -> None:
+        """The run's users and groups are all in: those it did not give go."""
+        if self._people is None:
+            return
+        for key in [tuple(k) for k in self.db.execute("SELECT kind, id FROM people")]:
+            if key not in self._people:
+                self.db.execute("DELETE FROM people WHERE kind = ? AND id = ?", key)
+        self._people = None
 
     def people(self) -> Iterator[User | Group]:
         """The stored users, then groups, each in the order the run gave them."""
@@ -348,6 +364,7 @@ class FormStore:
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         self._dirty.clear()
+        self._people = None
 
     # ---- reading back --------------------------------------------------------------------
     def dirty_forms(self) -> list[str]:
