@@ -196,7 +196,7 @@ def _build_source(source: str, *, token_env, token_file, login_env, forms, worke
     if skip:
         raise ConfigError(f"--skip {','.join(sorted(skip))} is for the web service: an archive's users, groups "
                           "and lists are exported with it")
-    from exporter.connectors.archive import ArchiveSource
+    from exporter.connectors.archive.source import ArchiveSource
 
     return ArchiveSource(source, forms=list(forms), mode=mode, overlap_seconds=overlap, check_deletions=check_deletions)
 
@@ -363,7 +363,7 @@ def archive(ctx, source, token_env, token_file, login_env, forms, workers, page_
     checks and that any command taking --source can replay offline."""
 
     def go():
-        from exporter.connectors.archive import ArchiveSink
+        from exporter.connectors.archive.sink import ArchiveSink
 
         from .pipeline import new_run_id, run
         from .sinks import RunContext
@@ -392,8 +392,8 @@ def verify(ctx, path):
     """
 
     def go():
-        from exporter.connectors.archive import ArchiveReader
-        from exporter.connectors.archive import verify as verify_archive
+        from exporter.connectors.archive.reader import ArchiveReader
+        from exporter.connectors.archive.verify import verify as verify_archive
 
         problems = verify_archive(path)
         if problems:
@@ -437,7 +437,7 @@ def serve(ctx, source, host, port, token_env, rate_limit_every, retry_after, fai
     optional injected faults, so the whole tool can be tried and tested without an account."""
 
     def go():
-        from exporter.connectors.kizeo.fake_server import FakeKizeoServer, Faults
+        from exporter.testing.fake_server import FakeKizeoServer, Faults
 
         from .secrets import read_secret
 
@@ -480,7 +480,7 @@ def demo(ctx, out, formats):
     """Export the bundled sample account to SQLite and files, and print what was written where."""
 
     def go():
-        from exporter.connectors.archive import ArchiveSource
+        from exporter.connectors.archive.source import ArchiveSource
         from exporter.connectors.files import FilesSink
         from exporter.formats.base import get_writer_class, known_formats
 

@@ -20,7 +20,7 @@ def list_forms(src: Any) -> list[dict]:
     """``[{id, name, class, submissions, update_time}]`` in the source's order."""
     reader = getattr(src, "reader", None)
     if reader is not None:  # an account archive
-        from exporter.connectors.archive import form_dir
+        from exporter.connectors.archive.layout import form_dir
 
         rows = []
         for f in reader.forms_index():

@@ -299,7 +299,8 @@ class _Workers:
 
 
 #: what a worker imports, loaded once by the fork server the workers start from
-_PRELOAD = ["exporter.parallel", "exporter.cli", "exporter.registry", "exporter.connectors.archive",
+_PRELOAD = ["exporter.parallel", "exporter.cli", "exporter.registry", "exporter.connectors.archive.source",
+            "exporter.connectors.archive.sink",
             "exporter.connectors.kizeo.source", "exporter.connectors.sql.sink",
             "sqlalchemy.dialects.postgresql.psycopg2", "sqlalchemy.dialects.mysql.pymysql",
             "psycopg2", "pymysql"]

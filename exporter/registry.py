@@ -89,7 +89,7 @@ _SHAREPOINT = _SDK + ("tenant", "client_id", "client_secret_env", "client_secret
 _BUILTINS = [
     SinkEntry("files", "exporter.connectors.files:create_sink", "./dir or file:///abs/dir",
               "a directory of files in the chosen formats, media alongside", ("file",), options=("deltas",), formats=True),
-    SinkEntry("archive", "exporter.connectors.archive:create_sink", "archive:///path[.zip]",
+    SinkEntry("archive", "exporter.connectors.archive.sink:create_sink", "archive:///path[.zip]",
               "a full account archive (manifest + JSON + media), replayable as a source", ("archive",),
               options=("zip",)),
     SinkEntry("sqlite", "exporter.connectors.sql:create_sink", "sqlite:///path.db",

@@ -3,7 +3,10 @@ import shutil
 import zipfile
 
 import pytest
-from exporter.connectors.archive import ArchiveReader, ArchiveSink, ArchiveSource, verify
+from exporter.connectors.archive.reader import ArchiveReader
+from exporter.connectors.archive.sink import ArchiveSink
+from exporter.connectors.archive.source import ArchiveSource
+from exporter.connectors.archive.verify import verify
 
 from exporter.errors import ArchiveError, NotFoundError
 from exporter.pipeline import new_run_id, run

@@ -9,10 +9,10 @@ import time
 import pytest
 from click.testing import CliRunner
 from exporter.connectors.kizeo import KizeoClient, StaticToken
-from exporter.connectors.kizeo.fake_server import FakeKizeoServer, Faults
 
 from exporter.cli import cli
 from exporter.errors import SourceError, TransientSourceError
+from exporter.testing.fake_server import FakeKizeoServer, Faults
 
 TOKEN = "tok-0123456789abcdef"
 

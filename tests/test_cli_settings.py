@@ -8,9 +8,9 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from exporter.connectors.kizeo.fake_server import FakeKizeoServer
 
 from exporter.cli import cli
+from exporter.testing.fake_server import FakeKizeoServer
 from exporter.validate import split_url_options, with_url_options
 
 TOKEN = "tok-0123456789abcdef"

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from exporter.connectors.kizeo.fake_server import FakeKizeoServer, Faults
 
 from exporter.cli import cli
+from exporter.testing.fake_server import FakeKizeoServer, Faults
 from tests.conftest import wait_port
 
 TOKEN = "tok-0123456789abcdef"

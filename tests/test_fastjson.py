@@ -3,7 +3,7 @@ import json
 import shutil
 
 import pytest
-from exporter.connectors.archive import ArchiveReader
+from exporter.connectors.archive.reader import ArchiveReader
 
 from exporter import fastjson
 from exporter.errors import ArchiveError

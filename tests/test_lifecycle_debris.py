@@ -8,9 +8,9 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 from exporter.connectors.kizeo.client import KizeoClient
-from exporter.connectors.kizeo.fake_server import FakeKizeoServer
 
 from exporter.cli import cli
+from exporter.testing.fake_server import FakeKizeoServer
 
 TOKEN = "tok-0123456789abcdef"
 

@@ -1,6 +1,6 @@
 """Pipeline semantics: batching, fan-out, commit-then-acknowledge, rollback on failure, state."""
 import pytest
-from exporter.connectors.archive import ArchiveSource
+from exporter.connectors.archive.source import ArchiveSource
 
 from exporter.capabilities import Capabilities
 from exporter.errors import SinkError

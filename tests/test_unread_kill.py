@@ -16,8 +16,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from exporter.connectors.archive import ArchiveReader
-from exporter.connectors.kizeo.fake_server import FakeKizeoServer
+from exporter.connectors.archive.reader import ArchiveReader
+
+from exporter.testing.fake_server import FakeKizeoServer
 
 TOKEN = "tok-kill-0123456789"
 ROOT = Path(__file__).resolve().parent.parent

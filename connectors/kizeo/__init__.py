@@ -1,10 +1,10 @@
-"""Kizeo Forms REST v3: the HTTP client, the web-service source and a fake service for tests.
+"""Kizeo Forms REST v3: the HTTP client and the web-service source.
 
     from exporter.connectors.kizeo import KizeoClient, EnvToken, WebSource
     client = KizeoClient(EnvToken("KIZEO_TOKEN"))
     source = WebSource(client, mode="cursor")
 
-The fake service (``connectors.kizeo.fake_server``) is imported on demand only.
+The fake service for tests and demonstrations is ``exporter.testing.fake_server``.
 """
 from .client import DEFAULT_BASE_URL, KizeoClient, mask_url
 from .source import WebSource, build_web_source

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from exporter.connectors.archive import minus_overlap
+from exporter.connectors.archive.source import minus_overlap
 
 from exporter.errors import AuthError, ConfigError, NotFoundError
 from exporter.model import Account, Checkpoint, Form, Media, MediaRef, Submission

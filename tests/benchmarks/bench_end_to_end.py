@@ -65,7 +65,7 @@ def main() -> None:
         # pipeline could reach; (2) cp -r of the archive: the file system's cost of writing the same
         # media files and JSON (what the files destination cannot go below)
         replay = [sys.executable, "-c", "import sys; sys.path.insert(0, '.');"
-                  "from exporter.connectors.archive import ArchiveSource;"
+                  "from exporter.connectors.archive.source import ArchiveSource;"
                   f"print(sum(1 for r in ArchiveSource({str(arch)!r}).records({{}}) if r.kind == 'submission'))"]
         results = {"baseline: replay archive, no sink": child_run(replay)}
         fresh()
@@ -73,7 +73,7 @@ def main() -> None:
         env = dict(os.environ)
         server = None
         if a.web:
-            from exporter.connectors.kizeo.fake_server import FakeKizeoServer
+            from exporter.testing.fake_server import FakeKizeoServer
 
             env["BENCH_TOKEN"] = "bench-token-0123456789"
             server = FakeKizeoServer(str(arch), env["BENCH_TOKEN"])

@@ -39,7 +39,7 @@ TOKEN = "bench-live-token-0123456789"
 
 def serve(archive: str, latency: float, conn) -> None:
     """The fake service, in its own process: answers 'count' (requests so far) and 'stop'."""
-    from exporter.connectors.kizeo.fake_server import FakeKizeoServer, Faults
+    from exporter.testing.fake_server import FakeKizeoServer, Faults
 
     srv = FakeKizeoServer(archive, TOKEN, faults=Faults(latency=latency))
     conn.send(srv.start())

@@ -236,7 +236,7 @@ def prepare(arch: Path, data: Path) -> dict:
         cached = json.loads(meta_file.read_text())
         if cached.get("version") == PREPARED_VERSION:
             return cached
-    from exporter.connectors.archive import ArchiveSource
+    from exporter.connectors.archive.source import ArchiveSource
     from exporter.connectors.sql.schema import media_row, submission_rows
 
     shutil.rmtree(data, ignore_errors=True)
@@ -626,7 +626,7 @@ def main() -> None:
     # the exporter's ceiling: read and parse the archive, no sink
     secs, peak = child_run([sys.executable, "-c",
                             "import sys; sys.path.insert(0, '.');"
-                            "from exporter.connectors.archive import ArchiveSource;"
+                            "from exporter.connectors.archive.source import ArchiveSource;"
                             f"n = sum(1 for r in ArchiveSource({str(arch)!r}).records({{}}) "
                             "if r.kind == 'submission'); print(n)"])
     results.append(Result("-", "archive replay only (read + parse, no sink)", secs, peak, True))

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from exporter.connectors.archive import ArchiveSink  # noqa: E402
+from exporter.connectors.archive.sink import ArchiveSink  # noqa: E402
 
 from exporter.model import Account, Checkpoint, Media  # noqa: E402
 from exporter.records import parse_form, parse_group, parse_list, parse_submission, parse_user  # noqa: E402

@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from exporter.connectors.archive import ArchiveSink
+from exporter.connectors.archive.sink import ArchiveSink
 from exporter.connectors.kizeo import KizeoClient, StaticToken
-from exporter.connectors.kizeo.fake_server import FakeKizeoServer, Faults
 
 from exporter.model import Account, Checkpoint, Media
 from exporter.pipeline import new_run_id
@@ -24,6 +23,7 @@ from exporter.records import (
     parse_user,
 )
 from exporter.sinks import RunContext
+from exporter.testing.fake_server import FakeKizeoServer, Faults
 from tests.conftest import self_signed_cert as _self_signed_cert
 
 TOKEN = "tok-Zq8!secret-4711"

@@ -10,14 +10,14 @@ import sys
 
 import openpyxl
 from click.testing import CliRunner
-from exporter.connectors.archive import ArchiveSource
+from exporter.connectors.archive.source import ArchiveSource
 from exporter.connectors.files import FilesSink
 from exporter.connectors.files_store import STORE_PATH, FormStore
-from exporter.connectors.kizeo.fake_server import FakeKizeoServer
 
 from exporter.cli import cli
 from exporter.pipeline import new_run_id, run
 from exporter.sinks import RunContext
+from exporter.testing.fake_server import FakeKizeoServer
 
 TOKEN = "tok-current-0123456789"
 FORMATS = "json,csv,xlsx,xml"

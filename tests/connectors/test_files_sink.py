@@ -2,7 +2,8 @@
 import hashlib
 
 import pytest
-from exporter.connectors.archive import ArchiveReader, ArchiveSource
+from exporter.connectors.archive.reader import ArchiveReader
+from exporter.connectors.archive.source import ArchiveSource
 from exporter.connectors.files import FilesSink, create_sink
 
 from exporter.model import Checkpoint, Media, MediaRef

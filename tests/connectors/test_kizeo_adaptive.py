@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 
 import pytest
-from exporter.connectors.archive import ArchiveSource
+from exporter.connectors.archive.source import ArchiveSource
 from exporter.connectors.kizeo import WebSource
 from exporter.connectors.kizeo.adaptive import AIMD
-from exporter.connectors.kizeo.fake_server import Faults
 
 from exporter.errors import RateLimitError, TransientSourceError
+from exporter.testing.fake_server import Faults
 from tests.connectors.conftest_kizeo import make_client, serve
 
 

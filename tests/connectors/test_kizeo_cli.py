@@ -9,9 +9,9 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from exporter.connectors.kizeo.fake_server import FakeKizeoServer, Faults
 
 from exporter.cli import cli
+from exporter.testing.fake_server import FakeKizeoServer, Faults
 from tests.conftest import wait_port
 
 pytestmark = pytest.mark.network

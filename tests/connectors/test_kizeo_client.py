@@ -18,7 +18,6 @@ from exporter.connectors.kizeo import (
     build_web_source,
 )
 from exporter.connectors.kizeo.client import parse_retry_after
-from exporter.connectors.kizeo.fake_server import FakeKizeoServer, Faults
 
 from exporter.errors import (
     AuthError,
@@ -29,6 +28,7 @@ from exporter.errors import (
     SourceError,
     TransientSourceError,
 )
+from exporter.testing.fake_server import FakeKizeoServer, Faults
 from tests.connectors.conftest_kizeo import (
     MEDIA_BYTES,
     TOKEN,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from exporter.connectors.archive import ArchiveSink
+from exporter.connectors.archive.sink import ArchiveSink
 
 from exporter.cli import cli
 from exporter.model import Account, Checkpoint

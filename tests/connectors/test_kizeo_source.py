@@ -4,14 +4,17 @@ from __future__ import annotations
 import logging
 
 import pytest
-from exporter.connectors.archive import ArchiveReader, ArchiveSink, ArchiveSource, verify
+from exporter.connectors.archive.reader import ArchiveReader
+from exporter.connectors.archive.sink import ArchiveSink
+from exporter.connectors.archive.source import ArchiveSource
+from exporter.connectors.archive.verify import verify
 from exporter.connectors.kizeo import WebSource
-from exporter.connectors.kizeo.fake_server import Faults
 
 from exporter.capabilities import Capabilities
 from exporter.errors import AuthError, ConfigError, NotFoundError, SinkError
 from exporter.pipeline import new_run_id, run
 from exporter.sinks import RunContext
+from exporter.testing.fake_server import Faults
 from tests.connectors.conftest_kizeo import (
     TOKEN,
     make_client,

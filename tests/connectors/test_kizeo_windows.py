@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from exporter.connectors.archive import ArchiveSource
+from exporter.connectors.archive.source import ArchiveSource
 from exporter.connectors.kizeo import WebSource
 from exporter.connectors.kizeo.client import AnswerTimeout
-from exporter.connectors.kizeo.fake_data import flatten, matches
-from exporter.connectors.kizeo.fake_server import Faults
 from exporter.connectors.kizeo.windows import change_time, changed_since, window_filter
 
+from exporter.testing.fake_data import flatten, matches
+from exporter.testing.fake_server import Faults
 from tests.connectors.conftest_kizeo import big_form_submissions, build_big_form_archive, make_client, serve
 
 NOW = lambda: dt.datetime(2026, 12, 5, 1, 0, 0)  # noqa: E731 - a fixed local clock

@@ -72,7 +72,7 @@ def test_file_times_come_from_the_data(tmp_path):
 
 def test_exporting_the_same_account_twice_from_the_web_service_gives_identical_files(sample_archive, tmp_path):
     # the main road: a live export carries no wall clock either (no exported_at in XML or reports)
-    from exporter.connectors.kizeo.fake_server import FakeKizeoServer
+    from exporter.testing.fake_server import FakeKizeoServer
 
     outs = []
     with FakeKizeoServer(str(sample_archive), "tok-repro") as srv:

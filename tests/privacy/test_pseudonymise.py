@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from click.testing import CliRunner
-from exporter.connectors.archive import ArchiveReader
+from exporter.connectors.archive.reader import ArchiveReader
 
 from exporter.cli import cli
 from exporter.model import Account
@@ -163,7 +163,7 @@ def test_both_payload_shapes_give_the_same_records(sample_archive):
 
 
 def test_from_the_web_service(sample_archive, tmp_path):
-    from exporter.connectors.kizeo.fake_server import FakeKizeoServer
+    from exporter.testing.fake_server import FakeKizeoServer
 
     with FakeKizeoServer(str(sample_archive), "tok-0123456789") as srv:
         r = invoke("-q", "export", "-s", srv.base_url, "--token-env", "TK", "--to", tmp_path / "out",

@@ -7,12 +7,12 @@ import hashlib
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from exporter.connectors.kizeo.fake_faults import Faults
-from exporter.connectors.kizeo.fake_server import FakeKizeoServer
 
 from exporter.cli import cli
 from exporter.deletions import DeletionPolicy, parse_policy
 from exporter.errors import ConfigError
+from exporter.testing.fake_faults import Faults
+from exporter.testing.fake_server import FakeKizeoServer
 
 TOKEN = "tok-deletions-0123456789"
 FORM = "1001"

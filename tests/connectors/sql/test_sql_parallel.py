@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from exporter.connectors.archive import ArchiveSource
+from exporter.connectors.archive.source import ArchiveSource
 from exporter.connectors.sql import create_sink
 
 from exporter import parallel

@@ -55,8 +55,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from exporter.connectors.archive import ArchiveReader
-
+from exporter.connectors.archive.reader import ArchiveReader
 from exporter.errors import ConfigError
 
 from .fake_data import data_format, flatten, matches, nest_submission, sort_rows

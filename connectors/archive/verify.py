@@ -1,0 +1,54 @@
+"""Check an account archive: every file re-hashed against the manifest, and the counts."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .layout import MANIFEST
+from .reader import ArchiveReader
+
+
+def verify(path: str | os.PathLike) -> list[str]:
+    """Re-hash every file and check the counts. Returns the list of differences (empty = OK)."""
+    reader = ArchiveReader(path)
+    problems: list[str] = []
+    try:
+        present = set(reader.file_list()) - {MANIFEST}
+        listed: set[str] = set()
+        for rel, want in reader.iter_files():
+            listed.add(rel)
+            if rel not in present:
+                problems.append(f"missing file: {rel}")
+                continue
+            h = hashlib.sha256()
+            size = 0
+            with reader.open(rel) as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+                    size += len(chunk)
+            if size != want.get("size"):
+                problems.append(f"size mismatch: {rel} is {size} bytes, manifest says {want.get('size')}")
+            if h.hexdigest() != want.get("sha256"):
+                problems.append(f"checksum mismatch: {rel}")
+        for rel in sorted(present - listed):
+            if not Path(rel).name.startswith("."):
+                problems.append(f"file not in manifest: {rel}")
+        if not problems:
+            counts = _count(reader)
+            for key, want in (reader.manifest.get("counts") or {}).items():
+                if counts.get(key) != want:
+                    problems.append(f"count mismatch: {key} is {counts.get(key)}, manifest says {want}")
+    finally:
+        reader.close()
+    return problems
+
+
+def _count(reader: ArchiveReader) -> dict[str, int]:
+    counts = {"users": sum(1 for _ in reader.users_raw()), "groups": sum(1 for _ in reader.groups_raw()),
+              "lists": sum(1 for _ in reader.lists_raw())}
+    forms = [str(f["id"]) for f in reader.forms_index()]
+    counts["forms"] = len(forms)
+    counts["submissions"] = sum(sum(1 for _ in reader.submissions_raw(f)) for f in forms)
+    counts["media"] = len({m["path"] for f in forms for m in reader.media_index(f)})
+    return counts

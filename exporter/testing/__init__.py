@@ -1,0 +1,9 @@
+"""Test doubles shipped with the exporter: a fake Kizeo Forms REST v3 service that serves an account
+archive over real HTTP (``exporter serve``), for tests, demonstrations and benchmarks.
+
+    fake_server   FakeKizeoServer: the routes, envelopes, authentication and faults
+    fake_data     the nested and flat shapes of a submission, ``data/advanced`` filters and order
+    fake_faults   Faults: scheduled misbehaviour (429, 503, dropped connections, latency, ...)
+
+Nothing outside this package imports it except ``exporter serve`` (on demand) and the tests.
+"""
