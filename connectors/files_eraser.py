@@ -38,7 +38,7 @@ from exporter.connectors.files_store import STORE_PATH, FormStore
 from exporter.formats.base import OutputDir
 
 from exporter.errors import ConfigError, SinkError, os_error_text
-from exporter.fsutil import atomic_write
+from exporter.fsutil import atomic_write, live_claim
 from exporter.model import Account, Media
 from exporter.privacy import personal
 from exporter.privacy.erase_records import blank_roles, blank_user, without_member
@@ -69,6 +69,10 @@ class FilesEraser:
         return self._job(request)["counts"]
 
     def erase(self, request: Request, audit_line: Callable[[dict[str, int]], str]) -> list[str]:
+        other = live_claim(self.root, self.root / JOURNAL)  # (the sink claims the folder for its step)
+        if other is not None:
+            raise SinkError(f"an export (process {other.partition('.')[0]}) is writing into {self.root}; "
+                            "run forget once it is done")
         lines = []
         pending = self._pending()
         if pending is not None:

@@ -134,8 +134,8 @@ class SqlEraser:
             tables = dict(build_tables(md, plan.main, self.profile, None))
             for tp in plan.subforms.values():
                 tables.update(build_tables(md, tp, self.profile, plan.main))
-            if all(t.lower() in existing for t in tables):
-                yield plan, tables
+            if plan.main.parts[0].lower() in existing:  # (a part never created holds nothing)
+                yield plan, {name: t for name, t in tables.items() if name.lower() in existing}
 
     def _work(self, conn: sa.Connection, request: Request, apply: bool) -> dict[str, int]:
         md = sa.MetaData(schema=self.schema)
@@ -152,7 +152,9 @@ class SqlEraser:
             if doomed:
                 add(counts, "submissions", len(doomed))
                 for tp in plan.subforms.values():
-                    first = tables[tp.parts[0]]
+                    first = tables.get(tp.parts[0])
+                    if first is None:
+                        continue
                     sid = first.c[tp.key_columns[0]]
                     for chunk in iter_chunks(doomed, step):
                         add(counts, "subform_rows", conn.execute(
@@ -161,7 +163,7 @@ class SqlEraser:
                     media_files += self._media(conn, fixed["media"], plan.form.id, doomed, step, counts, apply)
                 if apply:
                     for tp in [*plan.subforms.values(), plan.main]:
-                        for part in reversed(tp.parts):
+                        for part in reversed([p for p in tp.parts if p in tables]):
                             t = tables[part]
                             for chunk in iter_chunks(doomed, step):
                                 conn.execute(t.delete().where(t.c[tp.key_columns[0]].in_(chunk)))

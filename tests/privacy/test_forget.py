@@ -246,3 +246,35 @@ def test_media_dir_files_are_erased_too(sample_archive, tmp_path):
     r = invoke("forget", "--to", f"sqlite:///{db}", "-o", f"media_dir={media}", "--user", PERSON, "--apply")
     assert r.exit_code == 0 and "15 media files" in r.output, r.output
     assert not (media / "1002" / "800001").exists() and (media / "1002" / "800000").is_dir()
+
+
+def test_a_folder_being_exported_into_is_left_alone(sample_archive, tmp_path):
+    from exporter.fsutil import claim, release
+
+    out = tmp_path / "files"
+    export(sample_archive, Dest("files", [out], path=out))
+    marker = claim(out)  # a live export of this host is writing there
+    try:
+        r = invoke("forget", "--to", out, "--user", PERSON, "--apply")
+        assert r.exit_code == 1 and "is writing into" in r.output, r.output
+    finally:
+        release(marker)
+    assert not (out / ".exporter" / "forget.json").exists()
+    assert search_files(out, ["akowalski"]) != []
+
+
+def test_files_of_submissions_gone_from_the_service_go_too(roles_archive, tmp_path):
+    """A submission of the person's erased in Kizeo left the aggregates but kept its own files
+    (--deletions soft): its JSON file tells whose it is, and forget removes them."""
+    out = tmp_path / "files"
+    export(roles_archive, Dest("files", [out], path=out))
+    f = roles_archive / "forms" / "1002" / "submissions.jsonl"
+    f.write_text("".join(line + "\n" for line in f.read_text("utf-8").splitlines()
+                         if json.loads(line)["id"] != "800001"), "utf-8")
+    export(roles_archive, Dest("files", [out], path=out))  # 800001 is gone from the service
+    form = next((out / "forms").glob("1002-*"))
+    assert "800001" in (form / "deleted.csv").read_text("utf-8") and (form / "media" / "800001").is_dir()
+    r = invoke("forget", "--to", out, "--user", PERSON, "--apply")
+    assert r.exit_code == 0 and "9 submissions" in r.output, r.output
+    assert not (form / "media" / "800001").exists() and not (form / "submissions" / "800001.json").exists()
+    assert search_files(out, PERSON_VALUES) == []
