@@ -82,7 +82,25 @@ def _run_guarded(ctx: click.Context, fn):
         _fail(e, debug)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    """The command group. Command groups kept in modules of their own are named in ``LAZY``
+    (name -> "module:attribute") and imported only when used (the hook for such groups)."""
+
+    LAZY = {"backups": "exporter.cli_backups:backups"}
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx, name):
+        if name in self.LAZY and name not in self.commands:
+            import importlib
+
+            module, _, attr = self.LAZY[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="exporter", message="%(prog)s %(version)s")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress, no summary.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each step (INFO).")
@@ -646,6 +664,7 @@ def _add_global_switches(group: click.Group) -> None:
 
 cli.add_command(make_forget(_run_guarded, _OrderedCommand))
 _add_global_switches(cli)
+run_guarded = _run_guarded  # for the command groups in modules of their own (_Commands.LAZY)
 
 
 def main() -> None:

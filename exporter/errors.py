@@ -9,6 +9,7 @@
     │   ├── RateLimitError        429 (carries retry_after)                           (transient)
     │   └── TransientSourceError  5xx, connection reset, timeout                      (transient)
     ├── ArchiveError              an account archive is missing, corrupt or mismatched (terminal)
+    ├── LockedError               the account is being run by another process          (terminal)
     ├── SinkError                 anything a destination refuses                       (terminal)
     │   └── TransientSinkError    a destination that may answer later                 (transient)
     └── FormatError               a file writer cannot write a value                  (terminal)
@@ -70,6 +71,10 @@ class RateLimitError(TransientSourceError):
 
 class ArchiveError(ExporterError):
     """An account archive is missing, corrupt, or does not match its manifest."""
+
+
+class LockedError(ExporterError):
+    """Another process holds the account's lock (``exporter.locks``): this run did not start."""
 
 
 class SinkError(ExporterError):

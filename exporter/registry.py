@@ -52,6 +52,9 @@ DRIVER_EXTRAS: dict[str, tuple[str, ...]] = {
     "paramiko": ("sftp",),
     "dropbox": ("dropbox",),
     "office365": ("sharepoint",),
+    "boto3": ("s3",),
+    "botocore": ("s3",),
+    "azure": ("azure",),
 }
 
 
@@ -83,6 +86,11 @@ _SFTP = _SERVER + ("key_file", "key_passphrase_env", "key_passphrase_file", "kno
 _SDK = _REMOTE + ("token_env", "token_file", "simple_upload_limit", "attempts", "timeout")
 _DROPBOX = _SDK + ("refresh_token_env", "refresh_token_file", "app_key", "app_key_env", "app_secret_env",
                    "app_secret_file", "api_host", "content_host", "ca_certs")
+_OBJECT_STORE = _REMOTE + ("ca_bundle", "simple_upload_limit", "upload_concurrency", "timeout")
+_S3 = _OBJECT_STORE + ("endpoint_url", "region", "path_style", "profile", "access_key_id_env", "access_key_id_file",
+                       "secret_access_key_env", "secret_access_key_file", "session_token_env", "session_token_file")
+_AZURE = _OBJECT_STORE + ("endpoint", "connection_string_env", "connection_string_file", "account_key_env",
+                          "account_key_file", "sas_token_env", "sas_token_file")
 _SHAREPOINT = _SDK + ("tenant", "client_id", "client_secret_env", "client_secret_file", "cert_path", "thumbprint",
                       "site_path", "ca_bundle")
 
@@ -119,6 +127,12 @@ _BUILTINS = [
               "sharepoint://tenant.sharepoint.com/sites/SITE/LIBRARY/path",
               "SharePoint document library (upload sessions)", ("sharepoint",), "sharepoint", ("office365",),
               options=_SHAREPOINT, formats=True),
+    SinkEntry("s3", "exporter.connectors.remote:create_sink", "s3://bucket/prefix",
+              "Amazon S3 or S3-compatible object storage (multipart uploads, sha256 kept with each object)",
+              ("s3",), "s3", ("boto3",), options=_S3, formats=True),
+    SinkEntry("azure", "exporter.connectors.remote:create_sink", "azure://account/container/prefix",
+              "Azure Blob Storage (block uploads, sha256 kept with each blob)", ("azure",), "azure",
+              options=_AZURE, formats=True),
 ]
 
 for _e in _BUILTINS:

@@ -11,7 +11,7 @@ bytes are not held: each embedded image stays in a temporary file and is streame
 package when the document is saved. ``report_max_submissions=N`` starts a new volume
 (``<name> (part 2).docx``...) every N submissions to bound that memory.
 
-Content (see ``formats.report``): title, metadata table, every field with its caption in
+Content (see ``formats.report_model``): title, metadata table, every field with its caption in
 definition order (consecutive simple fields as a caption/value table), section headings,
 sub-forms as tables whose header row holds the child captions (repeated on every page), photos and
 signatures scaled to the text width keeping their aspect ratio, other media listed by name with
@@ -19,12 +19,14 @@ their path relative to the document.
 """
 from __future__ import annotations
 
+import itertools
 import tempfile
 from pathlib import Path
 
 from docx import Document
 from docx.enum.text import WD_BREAK
 from docx.image.image import Image as DocxImage
+from docx.opc.packuri import PackURI
 from docx.oxml import OxmlElement
 from docx.oxml.ns import qn
 from docx.parts.image import ImagePart
@@ -35,23 +37,18 @@ from exporter.model import Form
 
 from .base import FormatLimits
 from .labels import counted
-from .report import (
+from .report import ReportWriterBase, opt_bool, release_documents, single_name, submission_name, translate_errors
+from .report_model import (
     WIDE_TABLE_COLUMNS,
     FileItem,
     HeadingBlock,
     ImageItem,
     MediaBlock,
     MediaItem,
-    ReportWriterBase,
     SubmissionReport,
     TableBlock,
     clean_text,
     group_blocks,
-    opt_bool,
-    release_documents,
-    single_name,
-    submission_name,
-    translate_errors,
 )
 from .stable import Newest, newest, restamp
 
@@ -62,10 +59,14 @@ CANT_SPLIT_MAX_CHARS = 1500
 
 
 class _DiskImagePart(ImagePart):
-    """An image part whose bytes stay in a file until the package is saved."""
+    """An image part whose bytes stay in their file until the package is saved, and which keeps
+    no decoded copy. Made by this writer (``_add_image_part``) and only for its own documents;
+    python-docx's classes are left as they are."""
 
-    _disk_path: str
-    _disk_sha1: str
+    def __init__(self, partname: PackURI, content_type: str, path: str, sha1: str):
+        super().__init__(partname, content_type, b"")
+        self._disk_path = path
+        self._disk_sha1 = sha1
 
     @property
     def blob(self) -> bytes:  # read once, at save time, one image at a time
@@ -75,15 +76,23 @@ class _DiskImagePart(ImagePart):
     def sha1(self) -> str:
         return self._disk_sha1
 
+    @property
+    def image(self) -> DocxImage:  # parsed when asked (sizes, file name), not kept
+        return DocxImage.from_file(self._disk_path)
 
-def _offload(part, path: str) -> None:
-    if not isinstance(part, _DiskImagePart):
-        sha1 = part.sha1
-        part.__class__ = _DiskImagePart
-        part._disk_path = path
-        part._disk_sha1 = sha1
-        part._blob = None
-    part._image = None  # drop the decoded copy python-docx keeps
+
+def _add_image_part(doc, path: str) -> None:
+    """Give ``doc`` an image part for the image at ``path`` that reads its bytes from the file at
+    save time. ``add_picture`` then finds it by its SHA-1, as it finds any image already in the
+    package, and relates it to the document as usual; an image already there is not added twice.
+    The part is named as python-docx names its own (``/word/media/image<n>.<ext>``, lowest free n)."""
+    image = DocxImage.from_file(path)
+    parts = doc.part.package.image_parts
+    if any(p.sha1 == image.sha1 for p in parts):
+        return
+    used = {p.partname.idx for p in parts}
+    n = next(i for i in itertools.count(1) if i not in used)
+    parts.append(_DiskImagePart(PackURI(f"/word/media/image{n}.{image.ext}"), image.content_type, path, image.sha1))
 
 
 def _set_cell_width(cell, width: int) -> None:
@@ -324,10 +333,8 @@ class DocxWriter(ReportWriterBase):
         assert isinstance(item, ImageItem)
         p.paragraph_format.keep_with_next = True
         w, h = self._image_size(item)
-        shape = doc.add_paragraph().add_run().add_picture(item.path, width=Emu(w), height=Emu(h))
-        if self.single:
-            rid = shape._inline.graphic.graphicData.pic.blipFill.blip.embed
-            _offload(doc.part.related_parts[rid], item.path)
+        _add_image_part(doc, item.path)
+        doc.add_paragraph().add_run().add_picture(item.path, width=Emu(w), height=Emu(h))
 
     def _image_size(self, item: ImageItem) -> tuple[int, int]:
         """Natural size at 96 dpi, scaled down to the text width and 70% of the text height."""

@@ -49,7 +49,8 @@ from exporter.records import (
 from exporter.retry import retry_call
 
 from .adaptive import AIMD, MAX_WORKERS
-from .client import DEFAULT_BASE_URL, KizeoClient, StreamInterrupted
+from .client import DEFAULT_BASE_URL, KizeoClient
+from .http_errors import StreamInterrupted
 from .readahead import ReadAhead
 from .tokens import EnvToken, FileToken, LoginToken, TokenProvider
 from .windows import WINDOW_LIMIT, changed_since, window_filter

@@ -2,13 +2,14 @@
 
 Required (``Remote``): ``stat``, ``put``, ``mkdir``, ``rename``, ``delete``. Optional abilities are
 separate protocols detected at run time (``ChunkedRemote`` for resumable upload sessions,
-``ReadableRemote`` to read a small file back); no remote
+``ReadableRemote`` to read a file back, ``ListableRemote`` to list a folder); no remote
 stubs what it cannot do. Each remote declares its limits as ``Capabilities`` (path length, forbidden
 characters, largest simple upload, checksum kind), which the remote sink reads to plan names and
 uploads. Paths are POSIX-style, relative to the remote root given in the URL.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -63,6 +64,15 @@ class ReadableRemote(Protocol):
 
     def get(self, path: str, dest: BinaryIO) -> bool:
         """Write the bytes of ``path`` into ``dest``; return False when it does not exist."""
+
+
+@runtime_checkable
+class ListableRemote(Protocol):
+    """A remote that can list the files of a folder (the backups find their leftovers with it)."""
+
+    def listdir(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        """(name, stat) of each file directly in folder ``path`` (sub-folders left out); nothing
+        when the folder does not exist."""
 
 
 def parse_size(value, what: str) -> int:

@@ -21,7 +21,8 @@ from exporter.errors import ConfigError, SinkError, TransientSinkError
 from exporter.secrets import read_secret
 
 from .base import parse_size
-from .sink import opt_bool, opt_int
+from .sink import opt_bool
+from .transfer import opt_int
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -65,6 +66,35 @@ def read_exactly(data: BinaryIO, size: int, where: str) -> bytes:
     if len(payload) != size:
         raise SinkError(f"local data is {len(payload)} bytes, expected {size}", context=where)
     return payload
+
+
+def send_parts(data: BinaryIO, size: int, part_size: int, concurrency: int, send: Callable[[int, bytes], T],
+               where: str, seen: Callable[[bytes], None] | None = None) -> list[T]:
+    """Read ``size`` bytes of ``data`` in ``part_size`` pieces and hand each to ``send(number,
+    piece)`` (numbers from 1) on up to ``concurrency`` threads; their answers in order. At most
+    ``concurrency`` pieces are held in memory. ``seen`` is given every piece, in order (to hash the
+    whole while it goes)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    answers: list[T] = []
+    pending: deque = deque()
+    pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="upload-part")
+    try:
+        offset, number = 0, 1
+        while offset < size:
+            piece = read_exactly(data, min(part_size, size - offset), where)
+            if seen is not None:
+                seen(piece)
+            pending.append(pool.submit(send, number, piece))
+            offset, number = offset + len(piece), number + 1
+            if len(pending) >= concurrency:
+                answers.append(pending.popleft().result())
+        while pending:
+            answers.append(pending.popleft().result())
+    finally:
+        pool.shutdown(wait=not pending, cancel_futures=True)
+    return answers
 
 
 def refuse_secret_options(options: dict, keys: tuple[str, ...], service: str, hint: str) -> None:

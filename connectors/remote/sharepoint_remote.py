@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
-from exporter.retry import parse_retry_after, retry_call
+from exporter.retry import retry_call
 from exporter.secrets import read_secret
 
 from .base import RemoteStat
@@ -48,9 +48,9 @@ from .common import (
     refuse_secret_options,
     secret_option,
     split_path,
-    translate_transport_error,
     upload_options,
 )
+from .sharepoint_errors import NotFound, translate_error
 
 log = logging.getLogger("exporter.remote.sharepoint")
 T = TypeVar("T")
@@ -68,11 +68,6 @@ _RESERVED_NAMES = frozenset(
     {".lock", "con", "prn", "aux", "nul", "desktop.ini"}
     | {f"com{i}" for i in range(10)} | {f"lpt{i}" for i in range(10)}
 )
-_TRANSIENT_STATUS = {408, 423, 429, 500, 502, 503, 504}
-
-
-class _NotFound(Exception):
-    pass
 
 
 class SharePointRemote:
@@ -153,12 +148,12 @@ class SharePointRemote:
         try:
             self._run(lambda c: c.web.get_folder_by_server_relative_path(self.root_path).get(),
                       self.root_path, "open the library folder")
-        except _NotFound:  # the folder is created on the first upload; the library must exist
+        except NotFound:  # the folder is created on the first upload; the library must exist
             library = self.library_path
             try:
                 self._run(lambda c: c.web.get_folder_by_server_relative_path(library).get(),
                           library, "open the library")
-            except _NotFound:
+            except NotFound:
                 raise SinkError("document library not found (check the URL)", context=f"{self.site_url} {library}") from None
         else:
             self._known_dirs.add(self.root_path.lower())
@@ -194,44 +189,11 @@ class SharePointRemote:
         if len(full) > SHAREPOINT_MAX_PATH:
             raise SinkError(f"path is {len(full)} characters long; SharePoint allows {SHAREPOINT_MAX_PATH}", context=full)
 
-    # -- errors -------------------------------------------------------------------------------------
-    def _translate(self, exc: BaseException, path: str, what: str) -> BaseException:
-        from office365.runtime.client_request_exception import ClientRequestException
-
-        where = f"{self.site_url} {path}"
-        if isinstance(exc, ClientRequestException) and getattr(exc, "response", None) is not None:
-            resp = exc.response
-            status = resp.status_code
-            text = ""
-            try:
-                text = str(exc.message or "")
-            except Exception:  # noqa: BLE001 - a body the SDK cannot parse has no message
-                text = ""
-            detail = f" ({text[:200]})" if text else ""
-            if status == 404:
-                return _NotFound(path)
-            if status in (401, 403):
-                return SinkError(f"SharePoint refused the token or the access (HTTP {status}) while trying to "
-                                 f"{what}{detail}", context=where)
-            if status == 507 or "quota" in text.lower() or "SPQuotaExceeded" in str(getattr(exc, "code", "")):
-                return SinkError(f"the SharePoint site is out of storage (quota exceeded) while trying to {what}",
-                                 context=where)
-            if status in _TRANSIENT_STATUS:
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                return TransientSinkError(f"SharePoint answered HTTP {status} while trying to {what}{detail}",
-                                          context=where, retry_after=retry_after)
-            return SinkError(f"SharePoint refused to {what} (HTTP {status}){detail}", context=where)
-        transport = translate_transport_error(exc, "SharePoint", what, where)
-        if transport is not None:
-            return transport
-        if isinstance(exc, ClientRequestException):  # no response: a transport failure wrapped by the SDK
-            return TransientSinkError(f"SharePoint request failed while trying to {what}: {exc}", context=where)
-        return exc
-
+    # -- calls (errors translated by sharepoint_errors) -------------------------------------------
     def _run(self, build: Callable[[Any], T], path: str, what: str, *, retry: bool = True) -> T:
         """Queue the SDK call(s) made by ``build(ctx)``, execute them, translate and retry errors.
 
-        ``_NotFound`` (HTTP 404) is raised as is for callers to decide."""
+        ``NotFound`` (HTTP 404) is raised as is for callers to decide."""
         if self._ctx is None:
             self.connect()
 
@@ -245,7 +207,7 @@ class SharePointRemote:
                 # a failed chain can leave queries behind: start from a clean, reconfigured context
                 ctx.clear()
                 self._configure(ctx)
-                translated = self._translate(e, path, what)
+                translated = translate_error(e, self.site_url, path, what)
                 if translated is e:
                     raise
                 raise translated from None
@@ -260,7 +222,7 @@ class SharePointRemote:
         full = self._full(path)
         try:
             f = self._run(lambda c: c.web.get_file_by_server_relative_path(full).get(), full, "read file properties")
-        except _NotFound:
+        except NotFound:
             return None
         return RemoteStat(size=int(f.properties.get("Length") or 0), checksum=None)
 
@@ -269,7 +231,7 @@ class SharePointRemote:
         full = self._full(path)
         try:
             self._run(lambda c: c.web.get_file_by_server_relative_path(full).download_session(dest), full, "download")
-        except _NotFound:
+        except NotFound:
             return False
         return True
 
@@ -289,11 +251,11 @@ class SharePointRemote:
                 try:
                     self._run(lambda c, here=here: c.web.get_folder_by_server_relative_path(here).get(), here,
                               "look up folder")
-                except _NotFound:
+                except NotFound:
                     try:
                         self._run(lambda c, parent=parent, part=part: c.web.get_folder_by_server_relative_path(parent)
                                   .folders.add(part), here, "create folder")
-                    except _NotFound:
+                    except NotFound:
                         raise SinkError("the parent folder disappeared while creating folders", context=here) from None
                 self._known_dirs.add(here.lower())
             parent = here
@@ -302,7 +264,7 @@ class SharePointRemote:
         full = self._full(path)
         try:
             self._run(lambda c: c.web.get_file_by_server_relative_path(full).delete_object(), full, "delete")
-        except _NotFound:
+        except NotFound:
             return
 
     def rename(self, src: str, dst: str) -> None:
@@ -327,7 +289,7 @@ class SharePointRemote:
 
         try:
             self._run(build, full_dst, f"move {full_src} to")
-        except _NotFound:
+        except NotFound:
             raise SinkError(f"cannot rename: {full_src} does not exist (or the target folder is missing)",
                             context=self.site_url) from None
 
@@ -348,12 +310,12 @@ class SharePointRemote:
 
         try:
             return self._run(build, full, "upload")
-        except _NotFound:
+        except NotFound:
             self._known_dirs = {self.library_path.lower()}  # something was removed: look again
             self._ensure_folders(parent)
             try:
                 return self._run(build, full, "upload")
-            except _NotFound:
+            except NotFound:
                 raise SinkError("the folder for this file cannot be found", context=full) from None
 
     def put_chunked(self, path: str, data: BinaryIO, size: int, chunk_size: int) -> None:
@@ -380,7 +342,7 @@ class SharePointRemote:
             try:
                 status = self._run(lambda c: file_of(c).get_upload_status(upload_id), full,
                                    "read upload status", retry=False)
-            except _NotFound:
+            except NotFound:
                 status = None
             if status is None or status.properties.get("ExpectedContentRange") is None:
                 if not state["started"]:
@@ -424,7 +386,7 @@ class SharePointRemote:
             except TransientSinkError:
                 state["resync"] = True
                 raise
-            except _NotFound:
+            except NotFound:
                 raise SinkError("the file or its upload session disappeared during the upload", context=full) from None
             new_offset = int(res.value)
             if new_offset != offset + len(buf):

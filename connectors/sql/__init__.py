@@ -3,7 +3,8 @@
 URL forms: ``sqlite:///path.db``, ``postgresql+psycopg2://user@host:5432/db``,
 ``mysql+pymysql://user@host:3306/db`` (or ``mariadb+pymysql://``), ``mssql+pyodbc://user@dsn``,
 ``access+pyodbc://@dsn``, ``postgresql+pyodbc://user@host:5432/db?driver=PostgreSQL+Unicode``
-(psqlODBC; the dialect lives in :mod:`connectors.sql.pg_pyodbc`, registered on import). The
+(psqlODBC; the SQLAlchemy dialect lives in :mod:`.pg_pyodbc`). What differs between databases is in
+one module per dialect (:mod:`.dialects`), chosen from the URL's backend name. The
 password never goes in the URL on a command line: options ``password_env`` (name of an
 environment variable), ``password_file`` (a file holding it), or ``url_env`` (an environment
 variable holding the whole URL). Passwords are masked in ``name`` and
@@ -14,15 +15,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy.dialects import registry as _dialects
-
 from exporter.errors import ConfigError
 
-# SQLAlchemy ships no PostgreSQL dialect for pyodbc: ours (imported only when a URL names it)
-_dialects.register("postgresql.pyodbc", "exporter.connectors.sql.pg_pyodbc", "PGDialect_pyodbc")
-
-_DEFAULT_DRIVER = {"postgresql": "psycopg2", "mysql": "pymysql", "mariadb": "pymysql", "mssql": "pyodbc",
-                   "access": "pyodbc"}
+from .dialects import for_url
 
 
 def _read_secret(options: dict) -> str | None:
@@ -58,12 +53,10 @@ def parse_url(url: str | None, options: dict):
     except ArgumentError:
         scheme = url.split("://", 1)[0] if "://" in url else "?"
         raise ConfigError(f"not a database URL (scheme {scheme}://)") from None
-    backend = u.get_backend_name()
-    if backend == "postgres":
-        u = u.set(drivername="postgresql" + ("+" + u.get_driver_name() if "+" in u.drivername else ""))
-        backend = "postgresql"
-    if "+" not in u.drivername and backend in _DEFAULT_DRIVER:
-        u = u.set(drivername=f"{backend}+{_DEFAULT_DRIVER[backend]}")
+    try:
+        u = for_url(u).url(u)
+    except ValueError:  # no dialect module: SQLAlchemy's own dialect, if it has one, as given
+        pass
     secret = _read_secret(options)
     if secret is not None:
         u = u.set(password=secret)

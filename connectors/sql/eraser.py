@@ -35,8 +35,11 @@ from exporter.privacy.forget import Request, add
 from exporter.records import parse_form
 from exporter.secrets import mask
 
+from .columns import sa_type
+from .loaders import chunks as iter_chunks
 from .planner import NamePlanner
-from .schema import FormPlan, build_tables, fixed_tables, iter_chunks, plan_form, sa_type
+from .plans import FormPlan, plan_form
+from .tables import build_tables, fixed_tables
 
 ERASURES = "erasures"
 
@@ -48,6 +51,7 @@ class SqlEraser:
         self.url = sink.url
         self.schema = sink.schema
         self.profile = sink.profile
+        self.dialect = sink.dialect
         self.media_dir: Path | None = sink.media_dir.resolve() if sink.media_dir is not None else None
         self.name = sink.name
         self._password = sink.url.password
@@ -78,22 +82,13 @@ class SqlEraser:
     # ---- connection and errors --------------------------------------------------------------
     @contextlib.contextmanager
     def _connection(self, what: str) -> Iterator[sa.Connection]:
+        if self.dialect.new_database_file(self.url) is not None:  # nothing to erase: create nothing
+            raise SinkError("no such database file", context=self.name)
         engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
-        if self.profile.dialect == "sqlite":
-            if not (self.url.database or "") or not Path(self.url.database).expanduser().is_file():
-                raise SinkError("no such database file", context=self.name)
-
-            @sa.event.listens_for(engine, "connect")
-            def _pragmas(dbapi_conn, _rec):  # pragma: no cover - every sqlite test runs it
-                dbapi_conn.isolation_level = None
-                dbapi_conn.execute("PRAGMA foreign_keys=ON")
-                dbapi_conn.execute("PRAGMA busy_timeout=30000")
-
-            @sa.event.listens_for(engine, "begin")
-            def _begin(conn):  # pragma: no cover
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+        self.dialect.configure_engine(engine, self.profile)
         try:
             with engine.connect() as conn:
+                self.dialect.secure_delete(conn)
                 yield conn
         except ExporterError:
             raise

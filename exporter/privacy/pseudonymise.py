@@ -33,7 +33,8 @@ from typing import Any
 
 from exporter.errors import ConfigError
 from exporter.model import CHOICE, DATETIME, GEOLOC, SUBFORM, TEXT, USER_KEYS, Form, Record, Submission, User
-from exporter.records import parse_form, parse_submission, parse_user, typed_value
+from exporter.records import parse_form, parse_submission, parse_user
+from exporter.values import typed_value
 
 from . import personal
 from .spec import PseudonymiseSpec, Rule, check_form

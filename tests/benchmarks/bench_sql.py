@@ -158,10 +158,11 @@ class _Layout:
 
     def __init__(self, dialect: str):
         import sqlalchemy as sa
-        from exporter.connectors.sql.capabilities import profile_for
+        from exporter.connectors.sql.dialects import profile_for
         from exporter.connectors.sql.planner import NamePlanner
-        from exporter.connectors.sql.schema import FIXED_NAMES
+        from exporter.connectors.sql.tables import FIXED_NAMES
 
+        self.dialect = dialect
         self.profile = profile_for(dialect)
         self.planner = NamePlanner(self.profile)
         self.md = sa.MetaData()
@@ -170,13 +171,14 @@ class _Layout:
         self.tables: dict = {}  # part name -> sa.Table (with keys)
         self.order: list[str] = []  # parents first
         # the media index, as the exporter writes it (one row per media file, no bytes)
-        from exporter.connectors.sql.schema import fixed_tables
+        from exporter.connectors.sql.tables import fixed_tables
 
         self.tables["media"] = fixed_tables(self.md, self.profile)["media"]
         self.order.append("media")
 
     def add(self, form) -> None:
-        from exporter.connectors.sql.schema import build_tables, plan_form
+        from exporter.connectors.sql.plans import plan_form
+        from exporter.connectors.sql.tables import build_tables
 
         plan = plan_form(form, [], self.planner, self.profile, self.taken, "bench")
         self.plans[form.id] = plan
@@ -198,7 +200,7 @@ class _Layout:
         from sqlalchemy.dialects import mysql, postgresql
         from sqlalchemy.schema import CreateIndex, CreateTable
 
-        d = self.profile.dialect
+        d = self.dialect
         dialect = postgresql.dialect() if d == "postgresql" else mysql.dialect()
         q = dialect.identifier_preparer.quote
         out = {"create": [], "keys": [], "tables": {}}
@@ -237,7 +239,7 @@ def prepare(arch: Path, data: Path) -> dict:
         if cached.get("version") == PREPARED_VERSION:
             return cached
     from exporter.connectors.archive.source import ArchiveSource
-    from exporter.connectors.sql.schema import media_row, submission_rows
+    from exporter.connectors.sql.rows import media_row, submission_rows
 
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)

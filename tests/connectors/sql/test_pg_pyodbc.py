@@ -7,10 +7,10 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
-import exporter.connectors.sql  # noqa: F401  (registers postgresql+pyodbc)
+import exporter.connectors.sql.dialects.postgresql  # noqa: F401  (registers postgresql+pyodbc)
 import pytest
 import sqlalchemy as sa
-from exporter.connectors.sql.pg_pyodbc import format_pg_array, parse_pg_array
+from exporter.connectors.sql.pg_pyodbc_types import format_pg_array, parse_pg_array
 from sqlalchemy.dialects import postgresql
 
 from tests.conftest import require_service

@@ -7,10 +7,12 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from exporter.connectors.sql.capabilities import profile_for
+from exporter.connectors.sql.dialects import profile_for
 from exporter.connectors.sql.loaders import GenericLoader
 from exporter.connectors.sql.planner import NamePlanner
-from exporter.connectors.sql.schema import FIXED_NAMES, build_tables, fixed_tables, plan_form, submission_rows
+from exporter.connectors.sql.plans import plan_form
+from exporter.connectors.sql.rows import submission_rows
+from exporter.connectors.sql.tables import FIXED_NAMES, build_tables, fixed_tables
 from sqlalchemy.dialects import mssql
 from sqlalchemy.schema import CreateColumn, CreateTable
 

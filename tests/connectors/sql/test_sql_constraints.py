@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 from exporter.connectors.sql import create_sink
-from exporter.connectors.sql.capabilities import profile_for
+from exporter.connectors.sql.dialects import profile_for
 
 from exporter.errors import SinkError
 from exporter.model import Checkpoint

@@ -32,9 +32,11 @@ def test_sql_keeps_every_key_the_service_sends(archive, db, tmp_path):
 
 
 def test_a_field_called_extra_keys_keeps_its_column_and_the_extra_keys_theirs():
-    from exporter.connectors.sql.capabilities import profile_for
+    from exporter.connectors.sql.dialects import profile_for
     from exporter.connectors.sql.planner import NamePlanner
-    from exporter.connectors.sql.schema import FIXED_NAMES, build_tables, plan_form, submission_rows
+    from exporter.connectors.sql.plans import plan_form
+    from exporter.connectors.sql.rows import submission_rows
+    from exporter.connectors.sql.tables import FIXED_NAMES, build_tables
 
     from exporter.records import parse_form, parse_submission
 

@@ -11,8 +11,8 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 from exporter.connectors.sql import create_sink
-from exporter.connectors.sql.capabilities import profile_for
-from exporter.connectors.sql.loaders import MultiRowLoader
+from exporter.connectors.sql.dialects import profile_for
+from exporter.connectors.sql.mysql_insert import MultiRowLoader
 
 from exporter.errors import SinkError, TransientSinkError
 
