@@ -6,9 +6,10 @@ the users and groups, the formats and options the files were made with). An eras
 1. is planned from the store, and written down (``.exporter/forget.json``: what goes, which
    aggregate files each touched form had) before anything changes;
 2. removes the per-submission files of the submissions that go (``submissions/<id>.json``,
-   ``reports/<id>.*``, ``media/<id>/``), including those of submissions gone from the service
-   whose JSON file names the user; the files that hold a touched form's submissions but cannot
-   be written again without the stream (single-document reports, ``runs/`` deltas) are removed;
+   ``reports/<id>.*``, ``media/<id>/``, ``documents/<id>/``), including those of submissions gone
+   from the service whose JSON file names the user; the files that hold a touched form's
+   submissions but cannot be written again without the stream (single-document reports, ``runs/``
+   deltas, the service's documents of a kept submission that names the user) are removed;
 3. goes through the files sink itself (``FilesSink``): the users and groups without the person,
    the changed submissions (their own files written again), the submissions that go taken out of
    the store (``FormStore.erase``, with SQLite's ``secure_delete``), one commit; then the sink
@@ -200,10 +201,10 @@ class FilesEraser:
         found = [p for p in [d / "submissions" / f"{safe}.json",
                              *(d / "reports" / f"{safe}.{ext}" for ext in ("docx", "pdf"))] if p.is_file()]
         add(counts, "files", len(found))
-        media = d / "media" / safe
-        if media.is_dir():
-            add(counts, "media_files", sum(1 for p in media.rglob("*") if p.is_file()))
-            found.append(media)
+        for folder, kind in ((d / "media" / safe, "media_files"), (d / "documents" / safe, "documents")):
+            if folder.is_dir():
+                add(counts, kind, sum(1 for p in folder.rglob("*") if p.is_file()))
+                found.append(folder)
         return found
 
     def _derived(self, out: OutputDir, fid: str, name: str | None, touched: dict, rebuilt: tuple,
@@ -219,6 +220,11 @@ class FilesEraser:
                 if ext not in rebuilt and p.is_file():
                     found.append(p)
         add(counts, "derived_files", len(found))
+        for sid in touched:  # the service's documents of a kept submission still name the person
+            docs = d / "documents" / out.safe(sid)
+            if docs.is_dir():
+                add(counts, "documents", sum(1 for p in docs.rglob("*") if p.is_file()))
+                found.append(docs)
         if (d / "runs").is_dir():
             add(counts, "derived_files", sum(1 for p in (d / "runs").rglob("*") if p.is_file()))
             found.append(d / "runs")

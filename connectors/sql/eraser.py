@@ -6,10 +6,12 @@ stored name plan (``lineage``) give, through the sink's own planner (``schema.pl
 transaction**:
 
 * a user (``Request.user_id``): the submissions they made or received go (their rows in every
-  part, their sub-form rows, their ``media`` rows, and their media files under ``media_dir``); in
-  the submissions they only edited, the columns naming them are emptied; their ``users`` row and
+  part, their sub-form rows, their ``media`` and ``documents`` rows, and those files under
+  ``media_dir``); in the submissions they only edited, the columns naming them are emptied (and
+  the service's documents of them go: they show the data as served); their ``users`` row and
   their ``group_members`` rows go. With ``only_personal``: their personal columns are emptied
-  everywhere instead (``users``, and the metadata naming them in every submission), rows stay;
+  everywhere instead (``users``, and the metadata naming them in every submission, whose
+  documents go), rows stay;
 * submissions (``Request.submission_ids``): those rows, in every form, as above;
 * the audit line goes into the ``erasures`` table (made on first use), in the same transaction.
 
@@ -155,7 +157,8 @@ class SqlEraser:
                         add(counts, "subform_rows", conn.execute(
                             sa.select(sa.func.count()).select_from(first).where(sid.in_(chunk))).scalar() or 0)
                 if "media" in existing:
-                    media_files += self._media(conn, fixed["media"], plan.form.id, doomed, step, counts, apply)
+                    media_files += self._files(conn, fixed["media"], "media", plan.form.id, doomed, step, counts,
+                                               apply)
                 if apply:
                     for tp in [*plan.subforms.values(), plan.main]:
                         for part in reversed([p for p in tp.parts if p in tables]):
@@ -165,6 +168,10 @@ class SqlEraser:
             if touched:
                 add(counts, "submission_personal_values",
                     self._blank(conn, main, key, plan.main.extra_column, meta, touched, request.user_id, apply))
+            if "documents" in existing:  # the service's documents of a submission show it as served
+                gone = doomed + [sid for sid, _roles in touched]
+                media_files += self._files(conn, fixed["documents"], "documents", plan.form.id, gone, step, counts,
+                                           apply)
         if request.user_id is not None and "users" in existing:
             self._user(conn, fixed, existing, request, counts, apply)
         if apply:
@@ -203,21 +210,23 @@ class SqlEraser:
                 touched.append((row[0], roles))
         return doomed, touched
 
-    def _media(self, conn, media: sa.Table, form_id: str, doomed: list[str], step: int, counts: dict,
+    def _files(self, conn, table: sa.Table, kind: str, form_id: str, ids: list[str], step: int, counts: dict,
                apply: bool) -> list[Path]:
+        """The rows of ``table`` (media, documents) of these submissions (deleted), counted as
+        ``kind``; their files under ``media_dir``, to remove."""
         files = []
-        for chunk in iter_chunks(doomed, step):
-            where = sa.and_(media.c.form_id == form_id, media.c.submission_id.in_(chunk))
-            rows = conn.execute(sa.select(media.c.path).where(where)).scalars().all()
-            add(counts, "media", len(rows))
+        for chunk in iter_chunks(ids, step):
+            where = sa.and_(table.c.form_id == form_id, table.c.submission_id.in_(chunk))
+            rows = conn.execute(sa.select(table.c.path).where(where)).scalars().all()
+            add(counts, kind, len(rows))
             for path in rows:
                 if path:
                     if self.media_dir is None:
                         raise ConfigError(f"{self.name}: its media files are in a media_dir folder: give "
                                           "-o media_dir=DIR (as for the export) so that they are erased too")
                     files.append(safe_join(self.media_dir, *path.split("/")))
-            if apply:
-                conn.execute(media.delete().where(where))
+            if apply and rows:
+                conn.execute(table.delete().where(where))
         add(counts, "media_files", len(files))
         return files
 

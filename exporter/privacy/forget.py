@@ -40,6 +40,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "subform_rows": ("sub-form row", "sub-form rows"),
     "media": ("media", "media"),
     "media_files": ("media file", "media files"),
+    "documents": ("document made by the service", "documents made by the service"),
     "submission_personal_values": ("value naming the user in a kept submission",
                                    "values naming the user in kept submissions"),
     "files": ("file", "files"),

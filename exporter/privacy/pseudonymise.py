@@ -10,7 +10,9 @@ files keep) all agree, whatever the payload's shape (nested or flat). So:
   (a number, a date, a geolocation...) becomes a text field (its values are digests);
 * a submission's values are changed (sub-form rows too); values that are empty stay empty; a
   value ``round`` cannot read is emptied (it could not be rounded, so it is not shown);
-* the ``Media`` of a dropped field (or of a dropped sub-form) are left out of the batch;
+* the ``Media`` of a dropped field (or of a dropped sub-form) are left out of the batch, and so
+  are the documents the service made of submissions (``--vendor-pdf``, ``--vendor-exports``: they
+  show the data as served, which nothing here can change; a form's layout pictures stay);
 * a user's personal columns, and their copies in the metadata of the submissions (see
   ``exporter.privacy.personal``), are given a digest (``hmac``) or emptied (``drop``).
 
@@ -115,6 +117,7 @@ class Pseudonymiser:
         self._drop_groups = spec.user_groups("drop")
         self._users = bool(self._hmac_groups or self._drop_groups)
         self._refs: frozenset | None = None  # media references of the submission last changed
+        self._documents_said = False
 
     def __repr__(self) -> str:  # the key never shows
         return f"Pseudonymiser({', '.join(r.text for r in self.spec.rules)})"
@@ -139,6 +142,11 @@ class Pseudonymiser:
                     out.append(r)
             elif kind == "user" and self._users:
                 out.append(self._user(r))
+            elif kind == "document" and r.ref.submission_id is not None:
+                if not self._documents_said:  # made by the service from the data as served
+                    log.warning("the documents the service made of submissions (--vendor-pdf, --vendor-exports) "
+                                "show the data as served: they are left out of pseudonymised destinations")
+                    self._documents_said = True
             else:
                 out.append(r)
         return out
