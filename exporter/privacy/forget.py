@@ -24,9 +24,9 @@ import datetime as dt
 import json
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from exporter import __version__
 from exporter.errors import ConfigError, SinkError, os_error_text
@@ -139,6 +139,21 @@ class Outcome:
     name: str
     counts: dict[str, int]
     lines: list[str]
+
+
+def forget_destinations(to: Sequence[tuple[str, Mapping[str, Any]]], request: Request, *,
+                        options: Mapping[str, Any] | None = None, apply: bool = False,
+                        audit_file: str | None = None,
+                        on_planned: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """``forget`` on destinations given as for an export: ``[(URL, its own options)]`` and
+    ``options`` for every destination that reads them (checked and typed before anything)."""
+    from exporter import registry
+    from exporter.validate import plan_destinations
+
+    formats = ("json",)  # (none is written: the files a folder holds are made again as they were made)
+    planned = plan_destinations(to, options or {}, formats, formats_given=False)
+    sinks = [registry.create_sink(url, opts, formats) for url, opts in planned]
+    return forget(sinks, request, apply=apply, audit_file=audit_file, on_planned=on_planned)
 
 
 def forget(sinks: Sequence, request: Request, *, apply: bool = False, audit_file: str | None = None,

@@ -39,7 +39,7 @@ from exporter.records import parse_form, parse_submission, parse_user
 from exporter.values import typed_value
 
 from . import personal
-from .spec import PseudonymiseSpec, Rule, check_form
+from .spec import PseudonymiseSpec, Rule, check_form, check_forms
 
 log = logging.getLogger("exporter.privacy")
 
@@ -298,6 +298,35 @@ def _round_geoloc(fdef: Any, value: Any, digits: int) -> str:
     if point is None:
         return ""
     return f"{point.latitude:.{digits}f},{point.longitude:.{digits}f}"
+
+
+def check_run(spec: PseudonymiseSpec | None, source: Any, sinks: Sequence) -> None:
+    """Before anything is created: the key is read, ``field:`` rules are checked against the
+    definitions of the forms the run exports (``spec.check_forms``), ``--pseudonymise-archive``
+    against the destinations. The source is closed when the run is refused."""
+    if spec is None:
+        return
+    archives = [s for s in sinks if getattr(s.capabilities, "as_served", False)]
+    try:
+        spec.key()
+        if spec.archive and not archives:
+            raise ConfigError("--pseudonymise-archive: this run has no archive destination (archive:///path)")
+        if any(r.selector == "field" for r in spec.rules):
+            check_forms(spec, _definitions(source))
+    except BaseException:
+        source.close()
+        raise
+    for s in archives if not spec.archive else ():
+        log.warning("%s keeps the data as served, not pseudonymised (add --pseudonymise-archive to "
+                    "pseudonymise it too)", s.name)
+
+
+def _definitions(source: Any):
+    """The definitions of the forms a source exports (an archive's files, or the web service's
+    ``GET /forms/{id}``), for the checks made before the run."""
+    reader = getattr(source, "reader", None)
+    for fid in source.form_ids():
+        yield parse_form(reader.form_raw(fid) if reader is not None else source.client.get_form(fid))
 
 
 def stage_for(ctx: Any) -> Pseudonymiser | None:
