@@ -254,10 +254,13 @@ class FilesEraser:
         ok = False
         try:
             sink.write([])  # opens the store, in a transaction
-            sink.store.db.execute("PRAGMA secure_delete=ON")  # erased rows leave no bytes behind
+            kept = sink.store
+            if kept is None:
+                raise SinkError("the store did not open", context=self.name)
+            kept.db.execute("PRAGMA secure_delete=ON")  # erased rows leave no bytes behind
             sink.write(batch)
             for fid, ids in job["doomed"].items():
-                sink.store.erase(fid, ids)
+                kept.erase(fid, ids)
             sink.commit()
             ok = True
         finally:
@@ -268,8 +271,9 @@ class FilesEraser:
         touched form with its changed submissions and their media (from this folder)."""
         uid = job["request"]["user_id"]
         batch: list[Any] = []
-        if job["people"]:
-            source, timezone, exported_at = json.loads(store.meta("account"))
+        account = store.meta("account")
+        if job["people"] and account is not None:
+            source, timezone, exported_at = json.loads(account)
             batch.append(Account(source=source, timezone=timezone, exported_at=exported_at))
             for p in store.people():
                 if p.kind == "user" and p.id == uid:

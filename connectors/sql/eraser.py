@@ -167,7 +167,7 @@ class SqlEraser:
                                 conn.execute(t.delete().where(t.c[tp.key_columns[0]].in_(chunk)))
             if touched:
                 add(counts, "submission_personal_values",
-                    self._blank(conn, main, key, plan.main.extra_column, meta, touched, request.user_id, apply))
+                    self._blank(conn, main, key, plan.main.extra_column, meta, touched, apply))
             if "documents" in existing:  # the service's documents of a submission show it as served
                 gone = doomed + [sid for sid, _roles in touched]
                 media_files += self._files(conn, fixed["documents"], "documents", plan.form.id, gone, step, counts,
@@ -197,7 +197,7 @@ class SqlEraser:
                 doomed += conn.execute(sa.select(key).where(key.in_(chunk))).scalars().all()
             return sorted(doomed), []
         uid = request.user_id
-        role_cols = {role: main.c[meta[role]] for role in personal.ROLES if meta.get(role) in main.c}
+        role_cols = {role: main.c[meta[role]] for role in personal.ROLES if meta.get(role, "") in main.c}
         if not role_cols:
             return [], []
         q = sa.select(key, *role_cols.values()).where(sa.or_(*(c == uid for c in role_cols.values())))
@@ -231,17 +231,17 @@ class SqlEraser:
         return files
 
     def _blank(self, conn, main: sa.Table, key, extra_col: str | None, meta: dict[str, str],
-               touched: list[tuple[str, list[str]]], uid: str, apply: bool) -> int:
+               touched: list[tuple[str, list[str]]], apply: bool) -> int:
         """Empty the metadata naming the user in the rows that stay (and their references in
         ``extra_keys``); the number of values emptied."""
         extra = main.c[extra_col] if extra_col and extra_col in main.c else None
         n = 0
         for sid, roles in touched:
-            cols = [meta[k] for role in roles for k in personal.ROLES[role][0] if meta.get(k) in main.c]
+            cols = [meta[k] for role in roles for k in personal.ROLES[role][0] if meta.get(k, "") in main.c]
             prefixes = [personal.ROLES[role][1] for role in roles]
             select = [main.c[c] for c in cols] + ([extra] if extra is not None else [])
             row = conn.execute(sa.select(*select).where(key == sid)).one()
-            values = {c: None for c, v in zip(cols, row, strict=False) if v not in (None, "")}
+            values: dict[str, str | None] = {c: None for c, v in zip(cols, row, strict=False) if v not in (None, "")}
             n += len(values)
             if extra is not None and row[-1]:
                 kept, gone = _strip_refs(row[-1], prefixes)
@@ -259,7 +259,7 @@ class SqlEraser:
         if request.only_personal:
             if row is not None:
                 cols = personal.user_keys(personal.GROUPS)
-                values = {c: None for c in cols if row._mapping[c] not in (None, "")}
+                values: dict[str, str | None] = {c: None for c in cols if row._mapping[c] not in (None, "")}
                 if row.extra_keys:
                     kept, gone = _strip_refs(row.extra_keys, None)
                     if gone:

@@ -17,7 +17,10 @@ def blank_user(user: User) -> tuple[User, int]:
     n = sum(1 for k in keys if getattr(user, k)) + sum(1 for k in user.extra if personal.is_user_ref(k))
     raw = {k: (None if k in keys else v) for k, v in user.raw.items() if not personal.is_user_ref(k)}
     extra = {k: v for k, v in user.extra.items() if not personal.is_user_ref(k)}
-    return dataclasses.replace(user, raw=raw, extra=extra, **dict.fromkeys(keys, "")), n
+    out = dataclasses.replace(user, raw=raw, extra=extra)
+    for k in keys:
+        setattr(out, k, "")
+    return out, n
 
 
 def without_member(group: Group, user_id: str) -> tuple[Group, int]:

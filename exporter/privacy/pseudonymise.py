@@ -26,6 +26,7 @@ the account archive) the original batch, unless ``spec.archive`` (``--pseudonymi
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -34,7 +35,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from exporter.errors import ConfigError
-from exporter.model import CHOICE, DATETIME, GEOLOC, SUBFORM, TEXT, USER_KEYS, Form, Record, Submission, User
+from exporter.model import (
+    CHOICE,
+    DATETIME,
+    GEOLOC,
+    SUBFORM,
+    TEXT,
+    USER_KEYS,
+    Form,
+    GeoPoint,
+    MediaRef,
+    Record,
+    Submission,
+    User,
+)
 from exporter.records import parse_form, parse_submission, parse_user
 from exporter.values import typed_value
 
@@ -116,7 +130,8 @@ class Pseudonymiser:
         self._hmac_groups = spec.user_groups("hmac")
         self._drop_groups = spec.user_groups("drop")
         self._users = bool(self._hmac_groups or self._drop_groups)
-        self._refs: frozenset | None = None  # media references of the submission last changed
+        #: (form id, submission id) of the submission last changed, and its media references
+        self._refs: tuple[tuple[str, str], frozenset[MediaRef]] | None = None
         self._documents_said = False
 
     def __repr__(self) -> str:  # the key never shows
@@ -129,20 +144,19 @@ class Pseudonymiser:
     # ---- the stage -------------------------------------------------------------------------
     def apply(self, batch: Sequence[Record]) -> list[Record]:
         out: list[Record] = []
-        for r in batch:
-            kind = r.kind
-            if kind == "form":
+        for r in batch:  # (``r.kind`` tested each time: each test narrows ``r``)
+            if r.kind == "form":
                 rules = self._forms[r.id] = _FormRules(self.spec, r)
                 out.append(rules.form)
-            elif kind == "submission":
+            elif r.kind == "submission":
                 out.append(self._submission(r))
-            elif kind == "media":
+            elif r.kind == "media":
                 ref = r.ref
                 if self._refs is None or (ref.form_id, ref.submission_id) != self._refs[0] or ref in self._refs[1]:
                     out.append(r)
-            elif kind == "user" and self._users:
+            elif r.kind == "user" and self._users:
                 out.append(self._user(r))
-            elif kind == "document" and r.ref.submission_id is not None:
+            elif r.kind == "document" and r.ref.submission_id is not None:
                 if not self._documents_said:  # made by the service from the data as served
                     log.warning("the documents the service made of submissions (--vendor-pdf, --vendor-exports) "
                                 "show the data as served: they are left out of pseudonymised destinations")
@@ -152,6 +166,8 @@ class Pseudonymiser:
         return out
 
     def digest(self, text: str) -> str:
+        if self._key is None:
+            raise ConfigError("hmac needs a key")
         return hmac.new(self._key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
     def _text(self, v: Any) -> str:
@@ -282,7 +298,7 @@ def _month(fdef: Any, value: Any) -> str:
     """A date or date-time moved to the first day of its month, in ISO form ("" if unreadable)."""
     text = value if isinstance(value, str) else str(value)
     typed = typed_value(fdef, text, {}) if fdef is not None else None
-    if typed is None:
+    if not isinstance(typed, dt.date):  # (a date-time is a date)
         return ""
     head = f"{typed.year:04d}-{typed.month:02d}-01"
     if fdef.kind != DATETIME:
@@ -295,7 +311,7 @@ def _round_geoloc(fdef: Any, value: Any, digits: int) -> str:
     """``lat,lon`` rounded to ``digits`` decimals ("" if unreadable)."""
     text = value if isinstance(value, str) else str(value)
     point = typed_value(fdef, text, {}) if fdef is not None and fdef.kind == GEOLOC else None
-    if point is None:
+    if not isinstance(point, GeoPoint):
         return ""
     return f"{point.latitude:.{digits}f},{point.longitude:.{digits}f}"
 
