@@ -203,6 +203,8 @@ class FormsAhead:
         try:
             for k, fid in enumerate(self.fids):
                 with self._lock:
+                    if self._closed:
+                        return
                     self._current = k
                     reader = self._start(k)
                     self._start_due()
