@@ -41,9 +41,11 @@ TOKEN = "bench-live-token-0123456789"
 BASELINE = "sequential client (requests, one at a time)"
 RUNS = (("exporter, default --workers (4)", []), ("exporter, --workers auto", ["--workers", "auto"]))
 
-# the child's peak RSS (KiB) and CPU seconds (user + system), measured by a wrapper process
-_WRAP = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
-         "ru = resource.getrusage(resource.RUSAGE_CHILDREN); print(ru.ru_maxrss, ru.ru_utime + ru.ru_stime)")
+# the child's seconds, peak RSS (KiB) and CPU seconds (user + system), measured by a wrapper
+# process (its own start-up is not the exporter's, so it is not counted)
+_WRAP = ("import resource, subprocess, sys, time; t = time.perf_counter();"
+         "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); t = time.perf_counter() - t;"
+         "ru = resource.getrusage(resource.RUSAGE_CHILDREN); print(t, ru.ru_maxrss, ru.ru_utime + ru.ru_stime)")
 
 
 def serve(archive: str, latency: float, conn) -> None:
@@ -95,32 +97,30 @@ def sequential(base: str) -> int:
     return n
 
 
-def child(cmd: list[str], env: dict) -> tuple[float | None, float]:
+def child(cmd: list[str], env: dict) -> tuple[float, float | None, float]:
     """Run ``cmd`` in a fresh intermediate process (so the figures are the command's alone):
-    (peak RSS in MiB, CPU seconds)."""
+    (seconds, peak RSS in MiB, CPU seconds)."""
     res = subprocess.run([sys.executable, "-c", _WRAP, *cmd], check=True, env=env, cwd=ROOT,
                          capture_output=True, text=True)
-    rss, cpu = res.stdout.strip().splitlines()[-1].split()
-    return int(rss) / 1024, float(cpu)
+    seconds, rss, cpu = res.stdout.strip().splitlines()[-1].split()
+    return float(seconds), int(rss) / 1024, float(cpu)
 
 
 def counted(conn, fn) -> dict:
-    """Seconds, requests the service got, its CPU seconds, and ``fn()``'s (peak RSS, CPU seconds)."""
+    """Requests the service got, its CPU seconds, and ``fn()``'s (seconds, peak RSS, CPU seconds)."""
     conn.send("count")
     requests_before, fake_before = conn.recv()
-    t = time.perf_counter()
-    peak, cpu = fn()
-    seconds = time.perf_counter() - t
+    seconds, peak, cpu = fn()
     conn.send("count")
     requests_after, fake_after = conn.recv()
     return {"seconds": seconds, "requests": requests_after - requests_before, "peak": peak, "cpu": cpu,
             "fake_cpu": fake_after - fake_before}
 
 
-def baseline(base: str) -> tuple[None, float]:
-    t = time.process_time()
+def baseline(base: str) -> tuple[float, None, float]:
+    t, cpu = time.perf_counter(), time.process_time()
     sequential(base)
-    return None, time.process_time() - t
+    return time.perf_counter() - t, None, time.process_time() - cpu
 
 
 def measure(arch: Path, latency: float, formats: str, work: Path, repeat: int) -> list[dict]:
