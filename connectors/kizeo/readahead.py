@@ -141,17 +141,21 @@ class FormsAhead:
 
     ``begin(fid)`` (a form's definition and id list) runs on ``pool`` while the form before is
     read. With ``overlap``, each form's records (``read(fid, begun)``) come from a ``ReadAhead``
-    of their own, and the next form's reader starts as soon as the current form calls
-    ``asked_all()`` (its last submission is asked for: only its last answers are in flight). At
-    most two forms are read at a time, and their readers share one ``Budget``: at most ``size``
-    records and ``max_bytes`` of media ahead of the consumer in all, as with one reader. Without
+    of their own, and the next form's reader starts as soon as the form before calls
+    ``asked_all()`` (its last submission is asked for: only its last answers are in flight), even
+    while the consumer is still busy with an earlier form (small forms follow one another
+    without a pause), up to ``ahead`` forms beyond the one the consumer reads. The readers share
+    one ``Budget``: at most ``size`` records and ``max_bytes`` of media ahead of the consumer in
+    all, as with one reader (plus one record per reader whose own queue is empty). Without
     ``overlap`` (unread mode, whose pages wait for acknowledgements, or no read-ahead at all)
     each form is read in the consumer's thread, only its beginning ahead.
     """
 
     def __init__(self, fids: Sequence[str], pool: cf.ThreadPoolExecutor, begin: Callable[[str], Any],
-                 read: Callable[[str, Any], Iterator], *, overlap: bool, size: int, max_bytes: int = 16 << 20):
+                 read: Callable[[str, Any], Iterator], *, overlap: bool, size: int, max_bytes: int = 16 << 20,
+                 ahead: int = 4):
         self.fids, self.pool, self.begin, self.read, self.overlap = list(fids), pool, begin, read, overlap
+        self.ahead = max(1, ahead)
         self.budget = Budget(size, max_bytes)
         self._lock = threading.Lock()
         self._begun: dict[int, cf.Future] = {}
@@ -195,9 +199,13 @@ class FormsAhead:
             self._start_due()
 
     def _start_due(self) -> None:
-        k = self._current + 1
-        if k < len(self.fids) and k - 1 in self._asked:
-            self._start(k)
+        """Start every form whose predecessor asked for everything, up to ``ahead`` forms beyond
+        the one the consumer reads (called with the lock held)."""
+        for k in range(self._current + 1, min(len(self.fids), self._current + 1 + self.ahead)):
+            if k not in self._readers:
+                if k - 1 not in self._asked:
+                    return
+                self._start(k)
 
     def __iter__(self) -> Iterator:
         try:

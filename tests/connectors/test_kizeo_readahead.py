@@ -84,3 +84,21 @@ def test_an_error_comes_at_its_place_and_close_stops_the_readers():
     ahead.close()
     assert ahead.budget.count == 0
     pool.shutdown()
+
+
+def test_small_forms_follow_one_another_while_the_consumer_is_busy_up_to_the_limit():
+    pool = cf.ThreadPoolExecutor(2)
+    started = {f: threading.Event() for f in "ABCDEFG"}
+
+    def read(fid: str, begun: str):
+        started[fid].set()
+        ahead.asked_all()  # small forms: everything asked for at once
+        yield f"{fid}1"
+
+    ahead = FormsAhead(list("ABCDEFG"), pool, lambda fid: fid, read, overlap=True, size=100, ahead=3)
+    it = iter(ahead)
+    assert next(it) == "A1"  # the consumer is busy with A: B, C and D are read meanwhile, not E
+    assert all(started[f].wait(2) for f in "BCD")
+    assert not started["E"].wait(0.2)
+    assert list(it) == ["B1", "C1", "D1", "E1", "F1", "G1"]
+    pool.shutdown()
