@@ -165,6 +165,8 @@ class FormsAhead:
         self._current = -1
         self._closed = False
         self._begin_at(0)
+        if overlap:  # the first form is read at once (while the consumer takes what comes before it)
+            self.asked_all()
 
     def _begin_at(self, k: int) -> None:
         if k < len(self.fids) and k not in self._begun:
@@ -192,8 +194,8 @@ class FormsAhead:
         return self._readers.get(k)
 
     def asked_all(self) -> None:
-        """The caller's form (or, outside any form's reader, the part before the first form) has
-        asked for everything it will ask: the next form may start."""
+        """The caller's form has asked for everything it will ask: the next form may start. (Outside
+        any form's reader: the part before the first form, which starts at once anyway.)"""
         with self._lock:
             self._asked.add(self._threads.get(threading.get_ident(), -1))
             self._start_due()
