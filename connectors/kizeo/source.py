@@ -193,7 +193,7 @@ class WebSource:
         and lists; ``forms`` replaces the form ids (parallel workers pull theirs from a queue).
 
         Users, groups and the lists index are asked for at once, with the first form's definition
-        and id list; the lists one after the other through the pool. Each form is read ahead of
+        and id list; each list through the pool (the first alone). Each form is read ahead of
         the consumer (``readahead.FormsAhead``: requests go on while sinks write, and the next
         form starts while the last answers of the one before are in flight), except in unread mode
         (its beginning only) and for pulled forms (no look-ahead)."""
