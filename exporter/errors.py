@@ -9,6 +9,7 @@
     │   ├── RateLimitError        429 (carries retry_after)                           (transient)
     │   └── TransientSourceError  5xx, connection reset, timeout                      (transient)
     ├── ArchiveError              an account archive is missing, corrupt or mismatched (terminal)
+    ├── LockedError               the account is being run by another process          (terminal)
     ├── SinkError                 anything a destination refuses                       (terminal)
     │   └── TransientSinkError    a destination that may answer later                 (transient)
     └── FormatError               a file writer cannot write a value                  (terminal)
@@ -72,6 +73,10 @@ class ArchiveError(ExporterError):
     """An account archive is missing, corrupt, or does not match its manifest."""
 
 
+class LockedError(ExporterError):
+    """Another process holds the account's lock (``exporter.locks``): this run did not start."""
+
+
 class SinkError(ExporterError):
     """A destination refused the data."""
 
@@ -98,7 +103,7 @@ def os_error_text(e: OSError, doing: str) -> str:
     import errno
 
     reason = (e.strerror or type(e).__name__).lower() if e.strerror else str(e) or type(e).__name__
-    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+    if e.errno is not None and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         reason += f" [{errno.errorcode[e.errno]}: disk full]"
     paths = [p for p in (e.filename, getattr(e, "filename2", None)) if p]
     return f"cannot {doing}: {reason}" + (f" ({', '.join(str(p) for p in paths)})" if paths else "")

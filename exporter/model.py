@@ -2,8 +2,9 @@
 
 A source yields, in this order: ``Account`` (once), ``User``\\ s, ``Group``\\ s, ``ExternalList``\\ s,
 then for each form its ``Form`` record followed by its ``Submission``\\ s, each submission followed by
-the ``Media`` records it references, and finally a ``Checkpoint`` for the form (its incremental
-cursor). A sink may rely on a form's ``Form`` record arriving before any of its submissions.
+the ``Media`` records it references and its vendor ``Document``\\ s (when asked for; a form's layout
+pictures follow the first submission a run reads of it), and finally a ``Checkpoint`` for the form
+(its incremental cursor). A sink may rely on a form's ``Form`` record arriving before any of its submissions.
 
 Natural keys come from the service: form id, submission id, (sub-form field, row index), media name.
 The original service payload is kept in ``raw`` on every record, and the original text of every
@@ -19,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import IO, Any, BinaryIO, Callable, ClassVar, Iterator, Literal, Self, cast
 
 # --------------------------------------------------------------------------------------------
 # Field kinds: the service's field type mapped onto the value type we store.
@@ -64,6 +65,11 @@ class GeoPoint:
 Value = None | str | Decimal | dt.date | dt.time | dt.datetime | bool | GeoPoint | tuple
 
 
+def media_names(value: Value) -> tuple[str, ...]:
+    """The media names a media field's value holds (its converter gives a tuple; None: none)."""
+    return value if isinstance(value, tuple) else ()
+
+
 @dataclass(frozen=True)
 class FieldDef:
     """One field of a form definition, in definition order."""
@@ -100,7 +106,7 @@ class Account:
     #: destination holds that is not among them is gone from the service (marked, never emptied)
     form_ids: tuple[str, ...] | None = None
 
-    kind = "account"
+    kind: ClassVar[Literal["account"]] = "account"
 
 
 @dataclass
@@ -118,7 +124,7 @@ class User:
     #: every served key the fields above do not read, unchanged (see ``extra_json``)
     extra: dict = field(default_factory=dict, repr=False)
 
-    kind = "user"
+    kind: ClassVar[Literal["user"]] = "user"
 
 
 @dataclass
@@ -133,7 +139,7 @@ class Group:
     #: every served key the fields above do not read, unchanged (see ``extra_json``)
     extra: dict = field(default_factory=dict, repr=False)
 
-    kind = "group"
+    kind: ClassVar[Literal["group"]] = "group"
 
 
 @dataclass(frozen=True)
@@ -169,10 +175,12 @@ class ExternalList:
     name: str
     class_: str | None = None
     update_time: str | None = None
-    items: tuple[str, ...] = ()  # raw lines exactly as served
+    items: tuple[str, ...] = ()  # raw lines exactly as served (an item served as an object: its JSON text)
     raw: dict = field(default_factory=dict, repr=False)
+    #: every served key the fields above do not read (``LIST_KEYS``), unchanged (see ``extra_json``)
+    extra: dict = field(default_factory=dict, repr=False)
 
-    kind = "list"
+    kind: ClassVar[Literal["list"]] = "list"
 
     def parsed_items(self) -> Iterator[ListItem]:
         for i, line in enumerate(self.items):
@@ -189,7 +197,7 @@ class Form:
     options: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict, repr=False)
 
-    kind = "form"
+    kind: ClassVar[Literal["form"]] = "form"
 
     def value_fields(self) -> list[FieldDef]:
         """Top-level fields that hold a value (no layout, no sub-form)."""
@@ -231,6 +239,8 @@ USER_KEYS = ("id", "login", "first_name", "last_name", "email", "phone", "admin"
              "create_time")
 #: served group keys the ``Group`` fields read
 GROUP_KEYS = ("id", "name", "parent_group_id", "parent_id", "users", "leaders", "children")
+#: served external-list keys the ``ExternalList`` fields read
+LIST_KEYS = ("id", "name", "class", "update_time", "items")
 
 
 def extra_json(extra: dict) -> str | None:
@@ -263,7 +273,7 @@ class Submission:
     #: sub-form rows under ``"subforms"``: see ``records.parse_submission``), unchanged
     extra: dict = field(default_factory=dict, repr=False)
 
-    kind = "submission"
+    kind: ClassVar[Literal["submission"]] = "submission"
 
     @property
     def update_time(self) -> str | None:
@@ -276,20 +286,23 @@ def counted_bytes(size: Any) -> int:
     return size if type(size) is int else 0
 
 
-class Media:
-    """A media file: metadata plus its bytes, streamed, never all held in memory.
+class Blob:
+    """Bytes that travel with the records (a media file, a vendor document): metadata plus a
+    stream, never all held in memory.
 
     ``open()`` returns a new binary reader each time it is called, so several sinks can read the
-    same media one after another. ``size`` and ``sha256`` are known once the media is spooled.
+    same bytes one after another. ``size`` and ``sha256`` are known once the bytes are spooled.
     """
 
-    kind = "media"
+    kind: ClassVar[str] = ""  # each kind of blob says its own
+    #: the spool a ``spooled`` blob reads from, kept alive with the record
+    _spool: IO[bytes] | None = None
 
     def __init__(
         self,
-        ref: MediaRef,
+        ref: Any,
         content_type: str,
-        opener: Callable[[], BinaryIO],
+        opener: Callable[[], IO[bytes]],
         size: int | None = None,
         sha256: str | None = None,
     ):
@@ -299,7 +312,7 @@ class Media:
         self.size = size
         self.sha256 = sha256
 
-    def open(self) -> BinaryIO:
+    def open(self) -> IO[bytes]:
         return self._opener()
 
     def iter_bytes(self, chunk_size: int = 1 << 16) -> Iterator[bytes]:
@@ -308,33 +321,86 @@ class Media:
                 yield chunk
 
     def __repr__(self) -> str:
-        return f"Media({self.ref!r}, {self.content_type!r}, size={self.size}, sha256={self.sha256})"
+        return f"{type(self).__name__}({self.ref!r}, {self.content_type!r}, size={self.size}, sha256={self.sha256})"
 
     @classmethod
-    def spooled(cls, ref: MediaRef, content_type: str, chunks: Iterator[bytes],
-                max_memory: int = 1 << 20) -> Media:
+    def spooled(cls, ref: Any, content_type: str, chunks: Iterator[bytes],
+                max_memory: int = 1 << 20, **kw: Any) -> Self:
         """Spool a byte stream to a temporary file (in memory up to ``max_memory``), hashing it."""
         spool = tempfile.SpooledTemporaryFile(max_size=max_memory)
         h = hashlib.sha256()
         size = 0
-        for chunk in chunks:
-            h.update(chunk)
-            size += len(chunk)
-            spool.write(chunk)
-        spool.flush()
+        try:
+            for chunk in chunks:
+                h.update(chunk)
+                size += len(chunk)
+                spool.write(chunk)
+            spool.flush()
+        except BaseException:
+            spool.close()
+            raise
 
-        def opener() -> BinaryIO:
+        def opener() -> IO[bytes]:
             spool.seek(0)
-            return _NoClose(spool)
+            # a raw reader has every method an IO[bytes] caller uses, without being one nominally
+            return cast(IO[bytes], _NoClose(spool))
 
-        media = cls(ref, content_type, opener, size=size, sha256=h.hexdigest())
-        media._spool = spool  # keep alive with the record; freed with it
-        return media
+        blob = cls(ref, content_type, opener, size=size, sha256=h.hexdigest(), **kw)
+        blob._spool = spool  # keep alive with the record; freed with it
+        return blob
 
     @classmethod
-    def from_path(cls, ref: MediaRef, content_type: str, path: str,
-                  size: int | None = None, sha256: str | None = None) -> Media:
-        return cls(ref, content_type, lambda: open(path, "rb"), size=size, sha256=sha256)
+    def from_path(cls, ref: Any, content_type: str, path: str,
+                  size: int | None = None, sha256: str | None = None, **kw: Any) -> Self:
+        return cls(ref, content_type, lambda: open(path, "rb"), size=size, sha256=sha256, **kw)
+
+
+class Media(Blob):
+    """A media file of a submission (photo, signature, attachment...): ``ref`` is its ``MediaRef``."""
+
+    kind: ClassVar[Literal["media"]] = "media"
+    ref: MediaRef
+
+
+#: kinds of vendor document (``DocumentRef.doc_kind``)
+PDF, EXPORT, FORM_PICTURE = "pdf", "export", "form_picture"
+DOCUMENT_KINDS = (PDF, EXPORT, FORM_PICTURE)
+
+
+@dataclass(frozen=True)
+class DocumentRef:
+    """What a vendor document is, its natural key: a submission's standard PDF (``pdf``), one of
+    its custom Word/Excel exports (``export``, ``key`` = the export id), or a form's layout
+    picture (``form_picture``, ``key`` = the ``fixed_image`` field's name; no submission: it
+    belongs to the form)."""
+
+    form_id: str
+    submission_id: str | None
+    doc_kind: str
+    key: str = ""
+
+
+class Document(Blob):
+    """A document the service makes (``DocumentRef``): its bytes, streamed like a media's, and
+    ``name``, the file name as the service gave it (``Content-Disposition``), unchanged: sinks
+    make it safe where it becomes a path, hostile names are normal input."""
+
+    kind: ClassVar[Literal["document"]] = "document"
+    ref: DocumentRef
+
+    def __init__(self, ref: DocumentRef, content_type: str, opener: Callable[[], IO[bytes]],
+                 size: int | None = None, sha256: str | None = None, *, name: str):
+        super().__init__(ref, content_type, opener, size=size, sha256=sha256)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Document({self.ref!r}, {self.name!r}, {self.content_type!r}, size={self.size})"
+
+
+def blob_bytes(record: Any) -> int:
+    """What a record weighs in bytes it carries (media, documents), for batch and read-ahead limits
+    and byte totals; anything else nothing."""
+    return counted_bytes(record.size) if isinstance(record, Blob) else 0
 
 
 class _NoClose(io.RawIOBase):
@@ -377,11 +443,16 @@ class Checkpoint:
     #: every id the form has on the service, when the source read its complete listing this run
     #: (``exporter.deletions``); None: unknown, so nothing may be taken as deleted
     listing: frozenset[str] | None = None
+    #: ids the source saw deleted during this run: listed, then gone when it asked for them (they
+    #: are not in ``listing``); an archive keeps them (``deleted.jsonl``) and replays them
+    gone: frozenset[str] = frozenset()
 
-    kind = "checkpoint"
+    kind: ClassVar[Literal["checkpoint"]] = "checkpoint"
 
 
-Record = Account | User | Group | ExternalList | Form | Submission | Media | Checkpoint
+Record = Account | User | Group | ExternalList | Form | Submission | Media | Document | Checkpoint
+#: what ``Record.kind`` can be: testing ``r.kind == "media"`` narrows ``r`` to ``Media`` for the type checker
+RecordKind = Literal["account", "user", "group", "list", "form", "submission", "media", "document", "checkpoint"]
 
 #: submissions per slice when a form is shared among parallel workers (see ``FormPart``)
 PART_ROWS = 1000

@@ -21,7 +21,6 @@ class RunContext:
     source: str  # masked source description
     mode: str = "full"  # "full", "cursor" or "unread"
     formats: tuple[str, ...] = ("json", "csv")
-    options: dict = field(default_factory=dict)  # sink-specific switches from the CLI
     #: set in the worker processes of a parallel export (``--jobs``): the run's own bookkeeping
     #: (its row in a runs table, its final counts) is left to the parent process, which holds the
     #: run open until every worker is done and then adds the workers' counts with ``add_counts``
@@ -63,6 +62,24 @@ class RecordsFailures(Protocol):
     run ended (``failed`` or ``interrupted``) and its one-line cause, secrets already masked."""
 
     def note_failure(self, status: str, message: str) -> None: ...
+
+
+@runtime_checkable
+class HoldsIds(Protocol):
+    """A sink that can say which submission ids it holds for a form (a set, or None when it
+    cannot tell): the deletions check before a run (``exporter.deletions.preflight``)."""
+
+    name: str
+
+    def held_ids(self, form_id: str) -> set[str] | None: ...
+
+
+@runtime_checkable
+class AddsCounts(Protocol):
+    """A sink that records a run's counts and is told those of a parallel export's workers
+    (``exporter.parallel``), added once they are all done."""
+
+    def add_counts(self, counts: dict[str, int]) -> None: ...
 
 
 @dataclass

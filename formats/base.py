@@ -11,19 +11,19 @@ what it published (``OutputDir.published``).
 """
 from __future__ import annotations
 
+import abc
 import contextlib
-import importlib
 import importlib.util
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, ClassVar, Protocol, runtime_checkable
 
 from exporter.errors import ConfigError, FormatError
 from exporter.fsutil import PendingFile, atomic_write, remove_temp_files, sync_all
-from exporter.model import Form, MediaRef, Submission
+from exporter.model import FORM_PICTURE, PDF, Account, DocumentRef, ExternalList, Form, Group, MediaRef, Record, Submission, User
 from exporter.naming import safe_filename, safe_join
 
 
@@ -84,6 +84,16 @@ class OutputDir:
         """``forms/<form>/media/<submission id>/<media name>``, every part made safe."""
         return "/".join([self.form_dir(ref.form_id, form_name), "media", self.safe(ref.submission_id),
                          self.safe(ref.name)])
+
+    def document_dir(self, ref: DocumentRef, form_name: str | None = None) -> str:
+        """The folder that holds one vendor document, alone: under its submission,
+        ``forms/<form>/documents/<submission id>/pdf`` or ``.../export-<export id>``; a form's
+        layout picture ``forms/<form>/form_pictures/<field>``. Every part made safe."""
+        base = self.form_dir(ref.form_id, form_name)
+        if ref.doc_kind == FORM_PICTURE:
+            return "/".join([base, "form_pictures", self.safe(ref.key)])
+        kind = "pdf" if ref.doc_kind == PDF else self.safe(f"{ref.doc_kind}-{ref.key}")
+        return "/".join([base, "documents", self.safe(ref.submission_id or ""), kind])
 
     def path(self, relpath: str) -> Path:
         """The absolute path of ``relpath``, its folder created. Components are checked (no
@@ -241,22 +251,22 @@ class FormStreamWriter:
     records: bool = True
     aggregates: bool = True
 
-    def write(self, record) -> None:
-        kind = record.kind
-        if kind == "account":
+    def write(self, record: Record) -> None:
+        # ``record.kind`` tested each time (not kept in a local): each test narrows ``record``
+        if record.kind == "account":
             self._on_account(record)
-        elif kind == "user" and self.records:  # people and lists are record files
+        elif record.kind == "user" and self.records:  # people and lists are record files
             self._on_user(record)
-        elif kind == "group" and self.records:
+        elif record.kind == "group" and self.records:
             self._on_group(record)
-        elif kind == "list" and self.records:
+        elif record.kind == "list" and self.records:
             self._on_list(record)
-        elif kind == "form":
+        elif record.kind == "form":
             self._finish_form()
             self._start_form(record)
-        elif kind == "submission":
+        elif record.kind == "submission":
             self._write_submission(record)
-        elif kind == "checkpoint" and record.final and self._form is not None and record.form_id == self._form.id:
+        elif record.kind == "checkpoint" and record.final and self._form is not None and record.form_id == self._form.id:
             self._finish_form()
 
     def close(self, ok: bool) -> None:
@@ -272,16 +282,27 @@ class FormStreamWriter:
             raise
 
     # ---- hooks -----------------------------------------------------------------------------
-    def _on_account(self, account) -> None:
+    # the three a subclass must implement (abstract for the type checker, which refuses a subclass
+    # without them; the others are defaults a subclass may replace)
+    @abc.abstractmethod
+    def _start_form(self, form: Form) -> None: ...
+
+    @abc.abstractmethod
+    def _finish_form(self) -> None: ...
+
+    @abc.abstractmethod
+    def _write_submission(self, sub: Submission) -> None: ...
+
+    def _on_account(self, account: Account) -> None:
         self._account_seen = True
 
-    def _on_user(self, user) -> None:
+    def _on_user(self, user: User) -> None:
         pass
 
-    def _on_group(self, group) -> None:
+    def _on_group(self, group: Group) -> None:
         pass
 
-    def _on_list(self, lst) -> None:
+    def _on_list(self, lst: ExternalList) -> None:
         pass
 
     def _finish_account(self) -> None:
@@ -291,41 +312,13 @@ class FormStreamWriter:
         pass
 
 
-#: format key -> "module:Class"; imported only when used
-FORMATS: dict[str, str] = {
-    "json": "exporter.formats.json_writer:JsonWriter",
-    "csv": "exporter.formats.csv_writer:CsvWriter",
-    "xlsx": "exporter.formats.xlsx_writer:XlsxWriter",
-    "xml": "exporter.formats.xml_writer:XmlWriter",
-    "docx": "exporter.formats.docx_writer:DocxWriter",
-    "pdf": "exporter.formats.pdf_writer:PdfWriter",
-}
-
-
-#: format key -> the option keys its writer reads (``-o KEY=VALUE``); the CLI checks against these
-FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
-    "json": ("json_per_submission",),
-    "csv": ("csv_delimiter", "csv_bom", "csv_formula_guard"),
-    "xlsx": (),
-    "xml": (),
-    "docx": ("docx_single", "report_max_submissions", "report_image_max_px", "report_lang", "report_page_size"),
-    "pdf": ("pdf_single", "report_max_submissions", "report_image_max_px", "report_lang", "report_page_size"),
-}
-
-
-def check_format_options(formats: Iterable[str], options: dict) -> None:
-    """Each format's option values, checked as its writer reads them (``check_options``), so a
-    bad value is refused before any output exists."""
-    for key in formats:
-        check = getattr(get_writer_class(key), "check_options", None)
-        if check is not None:
-            check(options)
-
-
 def known_formats() -> list[str]:
+    """The formats registered (entry point group ``exporter.formats``) whose writer can be imported."""
+    from exporter.registry import FORMATS
+
     out = []
-    for key, target in FORMATS.items():
-        module = target.partition(":")[0]
+    for key in FORMATS.ordered_keys():
+        module = FORMATS.get(key).target.partition(":")[0]
         if importlib.util.find_spec(module) is not None:
             out.append(key)
     return out
@@ -344,14 +337,8 @@ def make_writer(key: str, out: OutputDir, options: dict, *, records: bool = True
     return w
 
 
-def get_writer_class(key: str):
-    target = FORMATS.get(key.lower().strip())
-    if target is None:
-        raise ConfigError(f"unknown format '{key}' (known: {', '.join(known_formats())})")
-    module, _, attr = target.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            raise ConfigError(f"format '{key}' is not available in this version") from None
-        raise ConfigError(f"format '{key}' needs a package that is not installed: {e.name}") from None
+def get_writer_class(key: str) -> type:
+    """The writer class of format ``key`` (see ``exporter.registry.writer_class``)."""
+    from exporter.registry import writer_class
+
+    return writer_class(key)

@@ -5,6 +5,7 @@ Files (relative to the output directory)::
     <aggregate dir>/submissions.csv                  metadata columns + one column per field
     <aggregate dir>/subform-<name>.csv               one row per sub-form row (_submission_id, _row_index)
     users.csv, groups.csv, group_members.csv         (group_id, user_id, role member|leader)
+    lists.csv                                        one row per external list (with _extra)
     lists/<id>-<name>.txt                            the list's lines exactly as served
     list_items.csv                                   list_id, index, line, label/code per level and column
 
@@ -26,8 +27,10 @@ from collections.abc import Iterable
 from typing import IO
 
 from exporter.formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
+from exporter.formats.catalog import CSV
 from exporter.formats.tabular import (
     GROUP_COLUMNS,
+    LIST_COLUMNS,
     ROW_INDEX,
     USER_COLUMNS,
     Column,
@@ -36,6 +39,7 @@ from exporter.formats.tabular import (
     group_cells,
     group_members,
     guard_formula,
+    list_cells,
     list_item_cells,
     list_item_headers,
     row_cells,
@@ -44,22 +48,7 @@ from exporter.formats.tabular import (
     user_cell,
 )
 
-from exporter.errors import ConfigError
-from exporter.model import FieldDef, Form, ListColumn, ListItem, Submission
-
-_TRUE_OPTS = {"1", "true", "yes", "on"}
-_FALSE_OPTS = {"0", "false", "no", "off", ""}
-
-
-def _bool_option(options: dict, key: str, default: bool) -> bool:
-    v = options.get(key, default)
-    if isinstance(v, bool):
-        return v
-    if str(v).strip().lower() in _TRUE_OPTS:
-        return True
-    if str(v).strip().lower() in _FALSE_OPTS:
-        return False
-    raise ConfigError(f"option {key} must be true or false, not {v!r}")
+from exporter.model import ExternalList, FieldDef, Form, Group, ListColumn, ListItem, Submission, User
 
 
 class CsvFile:
@@ -103,14 +92,14 @@ class CsvFile:
 
 
 class CsvWriter(FormStreamWriter):
-    key = "csv"
-    description = ("CSV (RFC 4180, UTF-8): one table per form and per sub-form, users, groups, group "
-                   "members, external lists")
+    key = CSV.key
+    description = CSV.description
     limits = FormatLimits()
 
     def __init__(self, out: OutputDir, options: dict):
         self.out = out
-        self.fmt = self.check_options(options)
+        o = CSV.parse_options(options, strict=False)
+        self.fmt = {"delimiter": o["csv_delimiter"], "bom": o["csv_bom"], "guard": o["csv_formula_guard"]}
         self._form: Form | None = None
         self._main: CsvFile | None = None
         self._main_cols: list[Column] = []
@@ -118,40 +107,37 @@ class CsvWriter(FormStreamWriter):
         self._users: CsvFile | None = None
         self._groups: CsvFile | None = None
         self._members: CsvFile | None = None
+        self._lists: CsvFile | None = None
         self._items_spool: IO | None = None  # list items, kept on disk until the widest is known
         self._items_shape = (0, 0)
         self._account_seen = False
-
-    @staticmethod
-    def check_options(options: dict) -> dict:
-        """The CSV settings read from ``options`` (a bad value: ``ConfigError``)."""
-        delim = options.get("csv_delimiter", ",")
-        if delim not in (",", ";"):
-            raise ConfigError(f"option csv_delimiter must be ',' or ';', not {delim!r}")
-        return {"delimiter": delim, "bom": _bool_option(options, "csv_bom", False),
-                "guard": _bool_option(options, "csv_formula_guard", True)}
 
     def _file(self, relpath: str, header) -> CsvFile:
         return CsvFile(self.out, relpath, header, **self.fmt)
 
     # ---- records (dispatched by FormStreamWriter.write) --------------------------------
-    def _on_user(self, user) -> None:
-        self._open_people()
-        self._users.write_text(_user_cells(user))
+    def _on_user(self, user: User) -> None:
+        users, _groups, _members = self._open_people()
+        users.write_text(_user_cells(user))
 
-    def _on_group(self, group) -> None:
-        self._open_people()
-        self._groups.write_text(group_cells(group))
+    def _on_group(self, group: Group) -> None:
+        _users, groups, members = self._open_people()
+        groups.write_text(group_cells(group))
         for gid, uid, role in group_members(group):
-            self._members.write_text([gid, uid, role])
+            members.write_text([gid, uid, role])
 
-    def _open_people(self) -> None:
-        if self._users is None:
+    def _open_people(self) -> tuple[CsvFile, CsvFile, CsvFile]:
+        """The users, groups and group members files, opened with the first user or group."""
+        if self._users is None or self._groups is None or self._members is None:
             self._users = self._file("users.csv", USER_COLUMNS)
             self._groups = self._file("groups.csv", GROUP_COLUMNS)
             self._members = self._file("group_members.csv", ("group_id", "user_id", "role"))
+        return self._users, self._groups, self._members
 
-    def _on_list(self, lst) -> None:
+    def _on_list(self, lst: ExternalList) -> None:
+        if self._lists is None:
+            self._lists = self._file("lists.csv", LIST_COLUMNS)
+        self._lists.write_text([v if v is None or isinstance(v, str) else str(v) for v in list_cells(lst)])
         rel = "lists/" + self.out.safe(f"{lst.id}-{lst.name}") + ".txt"
         with self.out.atomic(rel, "wb") as fh:
             for line in lst.items:
@@ -224,14 +210,15 @@ class CsvWriter(FormStreamWriter):
     def _abandon(self) -> None:
         if self._items_spool is not None:
             self._items_spool.close()
-        for f in [self._main, self._users, self._groups, self._members, *(f for _, _, f in self._subs)]:
+        for f in [self._main, self._users, self._groups, self._members, self._lists,
+                  *(f for _, _, f in self._subs)]:
             if f is not None:
                 f.abandon()
 
     def _finish_account(self) -> None:
         if self._account_seen:
             self._open_people()
-        for f in (self._users, self._groups, self._members):
+        for f in (self._users, self._groups, self._members, self._lists):
             if f is not None:
                 f.finish()
         self._finish_list_items()

@@ -11,7 +11,7 @@ bytes are not held: each embedded image stays in a temporary file and is streame
 package when the document is saved. ``report_max_submissions=N`` starts a new volume
 (``<name> (part 2).docx``...) every N submissions to bound that memory.
 
-Content (see ``formats.report``): title, metadata table, every field with its caption in
+Content (see ``formats.report_model``): title, metadata table, every field with its caption in
 definition order (consecutive simple fields as a caption/value table), section headings,
 sub-forms as tables whose header row holds the child captions (repeated on every page), photos and
 signatures scaled to the text width keeping their aspect ratio, other media listed by name with
@@ -19,12 +19,15 @@ their path relative to the document.
 """
 from __future__ import annotations
 
+import itertools
 import tempfile
 from pathlib import Path
 
 from docx import Document
+from docx.document import Document as DocxDocument
 from docx.enum.text import WD_BREAK
 from docx.image.image import Image as DocxImage
+from docx.opc.packuri import PackURI
 from docx.oxml import OxmlElement
 from docx.oxml.ns import qn
 from docx.parts.image import ImagePart
@@ -34,24 +37,20 @@ from exporter.fsutil import StopAfterError
 from exporter.model import Form
 
 from .base import FormatLimits
+from .catalog import DOCX
 from .labels import counted
-from .report import (
+from .report import ReportWriterBase, release_documents, single_name, submission_name, translate_errors
+from .report_model import (
     WIDE_TABLE_COLUMNS,
     FileItem,
     HeadingBlock,
     ImageItem,
     MediaBlock,
     MediaItem,
-    ReportWriterBase,
     SubmissionReport,
     TableBlock,
     clean_text,
     group_blocks,
-    opt_bool,
-    release_documents,
-    single_name,
-    submission_name,
-    translate_errors,
 )
 from .stable import Newest, newest, restamp
 
@@ -62,10 +61,14 @@ CANT_SPLIT_MAX_CHARS = 1500
 
 
 class _DiskImagePart(ImagePart):
-    """An image part whose bytes stay in a file until the package is saved."""
+    """An image part whose bytes stay in their file until the package is saved, and which keeps
+    no decoded copy. Made by this writer (``_add_image_part``) and only for its own documents;
+    python-docx's classes are left as they are."""
 
-    _disk_path: str
-    _disk_sha1: str
+    def __init__(self, partname: PackURI, content_type: str, path: str, sha1: str):
+        super().__init__(partname, content_type, b"")
+        self._disk_path = path
+        self._disk_sha1 = sha1
 
     @property
     def blob(self) -> bytes:  # read once, at save time, one image at a time
@@ -75,15 +78,23 @@ class _DiskImagePart(ImagePart):
     def sha1(self) -> str:
         return self._disk_sha1
 
+    @property
+    def image(self) -> DocxImage:  # parsed when asked (sizes, file name), not kept
+        return DocxImage.from_file(self._disk_path)
 
-def _offload(part, path: str) -> None:
-    if not isinstance(part, _DiskImagePart):
-        sha1 = part.sha1
-        part.__class__ = _DiskImagePart
-        part._disk_path = path
-        part._disk_sha1 = sha1
-        part._blob = None
-    part._image = None  # drop the decoded copy python-docx keeps
+
+def _add_image_part(doc, path: str) -> None:
+    """Give ``doc`` an image part for the image at ``path`` that reads its bytes from the file at
+    save time. ``add_picture`` then finds it by its SHA-1, as it finds any image already in the
+    package, and relates it to the document as usual; an image already there is not added twice.
+    The part is named as python-docx names its own (``/word/media/image<n>.<ext>``, lowest free n)."""
+    image = DocxImage.from_file(path)
+    parts = doc.part.package.image_parts
+    if any(p.sha1 == image.sha1 for p in parts):
+        return
+    used = {p.partname.idx for p in parts}
+    n = next(i for i in itertools.count(1) if i not in used)
+    parts.append(_DiskImagePart(PackURI(f"/word/media/image{n}.{image.ext}"), image.content_type, path, image.sha1))
 
 
 def _set_cell_width(cell, width: int) -> None:
@@ -109,16 +120,17 @@ def _field(paragraph, instr: str, placeholder: str) -> None:
 
 
 class DocxWriter(ReportWriterBase):
-    key = "docx"
-    description = "Word report per submission (docx_single: one document per form)"
+    key = DOCX.key
+    description = DOCX.description
+    format = DOCX
     #: the class declares the worst case (docx_single); instances declare their actual mode
     limits = FormatLimits(holds_whole_document=True, per_submission_files=True)
 
     def __init__(self, out, options: dict):
         super().__init__(out, options)
-        self.single = opt_bool(self.options, "docx_single")
+        self.single = self.options["docx_single"]
         self.limits = FormatLimits(holds_whole_document=self.single, per_submission_files=not self.single)
-        self._doc = None
+        self._doc: DocxDocument | None = None
         self._count = 0
         self._volume = 0
         self._newest = Newest()  # of the submissions in the single document being built
@@ -131,17 +143,16 @@ class DocxWriter(ReportWriterBase):
         return DocxImage.from_file(path)
 
     # ---- document setup ----------------------------------------------------------------
-    def _new_document(self):
+    def _new_document(self) -> DocxDocument:
         doc = Document()
         sec = doc.sections[0]
-        if self.ropts.page_size == "A4":
-            sec.page_width, sec.page_height = Mm(210), Mm(297)
-        else:
-            sec.page_width, sec.page_height = Mm(215.9), Mm(279.4)
+        width, height = (Mm(210), Mm(297)) if self.ropts.page_size == "A4" else (Mm(215.9), Mm(279.4))
+        sec.page_width, sec.page_height = width, height
+        margin = Mm(18)
         for side in ("left_margin", "right_margin", "top_margin", "bottom_margin"):
-            setattr(sec, side, Mm(18))
-        self._text_width = sec.page_width - sec.left_margin - sec.right_margin
-        self._text_height = sec.page_height - sec.top_margin - sec.bottom_margin
+            setattr(sec, side, margin)
+        self._text_width = width - 2 * margin
+        self._text_height = height - 2 * margin
         normal = doc.styles["Normal"]
         normal.font.size = Pt(10)
         footer = sec.footer.paragraphs[0]
@@ -229,7 +240,7 @@ class DocxWriter(ReportWriterBase):
         props.title = title
         props.author = props.last_modified_by = "exporter"
         props.revision = 1
-        with tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=self._tmp) as spool:
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=str(self._tmp)) as spool:
             out = StopAfterError(spool)
             try:
                 doc.save(out)  # a failed save leaves no ZipFile to fail again later
@@ -324,10 +335,8 @@ class DocxWriter(ReportWriterBase):
         assert isinstance(item, ImageItem)
         p.paragraph_format.keep_with_next = True
         w, h = self._image_size(item)
-        shape = doc.add_paragraph().add_run().add_picture(item.path, width=Emu(w), height=Emu(h))
-        if self.single:
-            rid = shape._inline.graphic.graphicData.pic.blipFill.blip.embed
-            _offload(doc.part.related_parts[rid], item.path)
+        _add_image_part(doc, item.path)
+        doc.add_paragraph().add_run().add_picture(item.path, width=Emu(w), height=Emu(h))
 
     def _image_size(self, item: ImageItem) -> tuple[int, int]:
         """Natural size at 96 dpi, scaled down to the text width and 70% of the text height."""

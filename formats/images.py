@@ -22,10 +22,16 @@ a report.
 from __future__ import annotations
 
 import os
+import posixpath
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from exporter.formats.report_model import FileItem, ImageItem, MediaItem, clean_text
+
+from exporter.errors import FormatError
+from exporter.model import FieldDef, Media, copy_media
 
 #: largest image decoded (after JPEG draft scaling): 25 million pixels, at most 100 MB as RGBA
 MAX_DECODED_PIXELS = 25_000_000
@@ -98,7 +104,7 @@ def _encode(im, dst_stem: Path, max_px: int) -> Prepared:
     orientation = im.getexif().get(0x0112, 1)
     img = ImageOps.exif_transpose(im) if orientation not in _UPRIGHT else im
     if max_px and max(img.size) > max_px:
-        img.thumbnail((max_px, max_px), Image.LANCZOS)  # in place: no second full-size copy
+        img.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)  # in place: no second full-size copy
     if _has_alpha(img):
         out = dst_stem.with_suffix(".png")
         img = img.convert("RGBA") if img.mode not in ("RGBA", "LA") else img
@@ -165,3 +171,60 @@ def for_renderer(image: Prepared, accepts: Callable[[str], object], dst_stem: Pa
     if plain.path != image.path:
         image.path.unlink(missing_ok=True)
     return plain
+
+
+# --------------------------------------------------------------------------------------------
+# A report's media: spooled, images prepared, each becoming an item of the report model
+# --------------------------------------------------------------------------------------------
+
+#: field types whose media are images (also any media served as ``image/*``)
+IMAGE_FIELD_TYPES = frozenset({"photo", "signature", "paint", "schema", "drawing", "fixed_image"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def looks_like_image(media: Media, fdef: FieldDef | None) -> bool:
+    if (media.content_type or "").lower().startswith("image/"):
+        return True
+    if fdef is not None and fdef.type.lower() in IMAGE_FIELD_TYPES:
+        return True
+    return posixpath.splitext(media.ref.name.lower())[1] in IMAGE_EXTENSIONS
+
+
+class MediaPreparer:
+    """Copies the media of a report to a work directory, decoding images once (``prepare``):
+    embedded when the renderer's parser ``accepts`` them, plain or re-encoded, else listed as
+    files (a ``FileItem`` saying why)."""
+
+    def __init__(self, max_px: int, labels: dict[str, str], accepts: Callable[[str], object] | None = None):
+        self.max_px = max_px
+        self.labels = labels
+        self.accepts = accepts
+        self._n = 0
+
+    def prepare(self, media: Media, fdef: FieldDef | None, relpath: str | None, caption: str,
+                workdir: Path) -> MediaItem:
+        name = clean_text(media.ref.name)
+        ctype = clean_text(media.content_type or "")
+        size = media.size if type(media.size) is int else None
+        if not looks_like_image(media, fdef):
+            return FileItem(caption, name, relpath, ctype, size)
+        self._n += 1
+        raw = workdir / f"m{self._n}.bin"
+        try:
+            with open(raw, "wb") as fh:
+                copy_media(media, fh)
+        except OSError as e:
+            raise FormatError(f"cannot spool media {media.ref.name!r}: {e}",
+                              context=f"form {media.ref.form_id} submission {media.ref.submission_id}") from e
+        size = raw.stat().st_size
+        stem = workdir / f"m{self._n}"
+        try:
+            got = prepare(raw, stem, self.max_px)
+            if self.accepts is not None:
+                got = for_renderer(got, self.accepts, stem)
+        except Refused as e:
+            raw.unlink(missing_ok=True)
+            return FileItem(caption, name, relpath, ctype, size, self.labels[e.reason])
+        if got.path != raw:
+            raw.unlink(missing_ok=True)
+        return ImageItem(caption, name, str(got.path), got.width, got.height, relpath)

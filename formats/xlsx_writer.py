@@ -5,7 +5,8 @@ Files (relative to the output directory)::
 
     <aggregate dir>/submissions.xlsx                 sheet "submissions" + one sheet per sub-form
     <aggregate dir>/long-values/<sid>-<field>.txt    full text of any cell over 32,767 characters
-    users.xlsx, groups.xlsx (sheets groups, members), lists/<id>-<name>.xlsx
+    users.xlsx, groups.xlsx (sheets groups, members), lists.xlsx (one row per list, with _extra),
+    lists/<id>-<name>.xlsx (its items)
 
 Cells are real Excel values: numbers, dates, times, date-times, booleans; text is stored as text
 (never as a formula, so no formula guard is needed). Numbers with more than 15 significant digits
@@ -24,7 +25,7 @@ import contextlib
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +33,7 @@ from exporter.formats.base import FormatLimits, FormStreamWriter, OutputDir, sub
 from exporter.formats.stable import DatedZip, Newest
 from exporter.formats.tabular import (
     GROUP_COLUMNS,
+    LIST_COLUMNS,
     META,
     ROW_INDEX,
     SUBMISSION_ID,
@@ -42,6 +44,7 @@ from exporter.formats.tabular import (
     form_columns,
     group_cells,
     group_members,
+    list_cells,
     list_item_cells,
     list_item_columns,
     list_item_headers,
@@ -83,7 +86,8 @@ def _meta_time(text: str) -> dt.datetime | None:
     if not m:
         return None
     try:
-        when = dt.datetime(*(int(g) for g in m.groups()))
+        year, month, day, hour, minute, second = (int(g) for g in m.groups())
+        when = dt.datetime(year, month, day, hour, minute, second)
     except ValueError:
         return None
     return when if when.date() >= _EXCEL_MIN_DATE else None
@@ -112,7 +116,7 @@ class SheetNames:
     """Excel sheet names: at most 31 characters, none of ``[]:*?/\\``, no leading/trailing
     apostrophe, not "History", unique without regard to case."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.used: set[str] = set()
 
     def make(self, wanted: str) -> str:
@@ -131,10 +135,10 @@ class SheetNames:
 class _Sheet:
     """One logical table, written to one or more worksheets (continued past the row limit)."""
 
-    def __init__(self, book: _Book, title: str, headers: list[str], widths: list[float]):
+    def __init__(self, book: _Book, title: str, headers: list[str], widths: Sequence[float]):
         self.book, self.title, self.headers, self.widths = book, title, headers, widths
         self.part = 0
-        self.ws = None
+        self.ws: Any = None  # the write-only worksheet being written (openpyxl's stubs: Any)
         self.rows = 0
         self._new_part()
 
@@ -195,7 +199,7 @@ class _Book:
         self.max_links = max_links
         self.newest = Newest()  # of the data the workbook holds: dates the file
 
-    def sheet(self, title: str, headers: list[str], widths: list[float] | None = None) -> _Sheet:
+    def sheet(self, title: str, headers: list[str], widths: Sequence[float] | None = None) -> _Sheet:
         if widths is None:
             widths = [min(max(len(h) + 2, 12), 60) for h in headers]
         return _Sheet(self, title, headers, widths)
@@ -259,7 +263,7 @@ class XlsxWriter(FormStreamWriter):
         self._account_seen = False
 
     # ---- cells -------------------------------------------------------------------------
-    def _text(self, text: str, base: str, long_name: str, link: str | None = None) -> _Val:
+    def _text(self, text: str, base: str, long_name: str, link: str | None = None) -> str | _Val:
         text = escape_forbidden(text)
         if len(text) * 2 <= self.max_cell_chars or utf16_len(text) <= self.max_cell_chars:
             if link is None and not text.startswith("="):
@@ -323,7 +327,7 @@ class XlsxWriter(FormStreamWriter):
 
     @staticmethod
     def _widths(cols: list[Column]) -> list[float]:
-        out = []
+        out: list[float] = []
         for c in cols:
             base = _WIDTH.get(c.kind, 20) if c.field is not None else (12 if c.source != "meta" else 20)
             out.append(min(max(len(c.header) + 2, base), 60))
@@ -345,10 +349,10 @@ class XlsxWriter(FormStreamWriter):
             self._people["members"].append([_Val(escape_forbidden(v), string=True) for v in member])
 
     def _open_people(self) -> None:
-        if self._people:
+        if "users_book" in self._people:
             return
         ub, gb = _Book(self.max_rows, self.max_links), _Book(self.max_rows, self.max_links)
-        self._people = {
+        self._people |= {
             "users_book": ub, "groups_book": gb,
             "users": ub.sheet("users", list(USER_COLUMNS)),
             "groups": gb.sheet("groups", list(GROUP_COLUMNS)),
@@ -356,6 +360,12 @@ class XlsxWriter(FormStreamWriter):
         }
 
     def _on_list(self, lst) -> None:
+        if "lists_book" not in self._people:
+            lb = _Book(self.max_rows, self.max_links)
+            self._people["lists_book"], self._people["lists"] = lb, lb.sheet("lists", list(LIST_COLUMNS))
+        self._people["lists_book"].newest.add(lst.update_time)
+        self._people["lists"].append([v if not isinstance(v, str) else self._cell(v, v, "", f"list-{lst.id}")
+                                      for v in list_cells(lst)])
         levels, cols = list_item_columns(lst.parsed_items())
         book = _Book(self.max_rows, self.max_links)
         headers = ["index", "line", *list_item_headers(levels, cols)]
@@ -384,22 +394,21 @@ class XlsxWriter(FormStreamWriter):
             return
         agg = self.out.aggregate_dir(form)
         self._book_rel = f"{agg}/submissions.xlsx"
-        self._book = _Book(self.max_rows, self.max_links)
-        self._book.newest.add(form.update_time)
-        self._main = self._book.sheet("submissions", [c.header for c in self._main_cols],
-                                      self._widths(self._main_cols))
+        book = self._book = _Book(self.max_rows, self.max_links)
+        book.newest.add(form.update_time)
+        main = self._main = book.sheet("submissions", [c.header for c in self._main_cols], self._widths(self._main_cols))
         self._subs = []
         for sf in form.subforms():
             cols = subform_columns(sf)
-            self._subs.append((sf, cols, self._book.sheet(sf.name, [c.header for c in cols], self._widths(cols))))
-        self._fields_sheet(form)
+            self._subs.append((sf, cols, book.sheet(sf.name, [c.header for c in cols], self._widths(cols))))
+        self._fields_sheet(book, main, form)
 
-    def _fields_sheet(self, form: Form) -> None:
+    def _fields_sheet(self, book: _Book, main: _Sheet, form: Form) -> None:
         """A sheet describing every column: the field's caption, type and kind."""
-        sheet = self._book.sheet("fields", ["sheet", "column", "field", "caption", "type", "kind", "required",
+        sheet = book.sheet("fields", ["sheet", "column", "field", "caption", "type", "kind", "required",
                                             "list_id"], [20, 24, 24, 40, 12, 10, 9, 9])
         base = self.out.aggregate_dir(form)
-        tables = [(self._main, self._main_cols, {f.name: f for f in form.value_fields()})]
+        tables = [(main, self._main_cols, {f.name: f for f in form.value_fields()})]
         tables += [(sh, cols, {c.name: c for c in sf.children}) for sf, cols, sh in self._subs]
         for sh, cols, by_name in tables:
             for c in cols:
@@ -422,14 +431,14 @@ class XlsxWriter(FormStreamWriter):
 
     def _abandon(self) -> None:
         books = [self._book] if self._book is not None else []
-        books += [self._people[k] for k in ("users_book", "groups_book") if k in self._people]
+        books += [self._people[k] for k in ("users_book", "groups_book", "lists_book") if k in self._people]
         self._book, self._people = None, {}
         for book in books:
             book.discard()
 
     def _write_submission(self, sub: Submission) -> None:
         form = submission_form(self._form, sub)
-        if self._main is None:  # records only: nothing per submission
+        if self._main is None or self._book is None:  # records only: nothing per submission
             return
         base = self.out.aggregate_dir(form)
         self._book.newest.add(sub.update_time)
@@ -443,8 +452,10 @@ class XlsxWriter(FormStreamWriter):
         if self._account_seen:
             self._open_people()
         if self._people:
-            for key, rel in (("users_book", "users.xlsx"), ("groups_book", "groups.xlsx")):
-                book = self._people.pop(key)
+            for key, rel in (("users_book", "users.xlsx"), ("groups_book", "groups.xlsx"), ("lists_book", "lists.xlsx")):
+                book = self._people.pop(key, None)
+                if book is None:  # no external list
+                    continue
                 try:
                     path = self.out.pending_path(rel)
                 except BaseException:

@@ -118,3 +118,15 @@ def _root_logging_restored():
     for h in list(root.handlers):
         if h not in handlers and getattr(h, "_exporter", False):
             root.removeHandler(h)
+
+
+@pytest.fixture(scope="session")
+def age_keys(tmp_path_factory):
+    """Two recipients; the identity of the first in an age identity file."""
+    from pyrage import x25519
+
+    a, b = x25519.Identity.generate(), x25519.Identity.generate()
+    f = tmp_path_factory.mktemp("age-keys") / "backup.key"
+    f.write_text(f"# created: for the tests\n# public key: {a.to_public()}\n{a}\n")
+    f.chmod(0o600)
+    return {"file": f, "identity": a, "recipients": [str(a.to_public()), str(b.to_public())], "other": b}

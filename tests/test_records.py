@@ -67,7 +67,7 @@ def test_list_item_parsing_keeps_raw_line():
 
 
 def test_typed_value_agrees_with_the_submission_parser():
-    from exporter.records import typed_value
+    from exporter.values import typed_value
 
     form = parse_form(FORM)
     sub = parse_submission(form, NESTED)

@@ -6,7 +6,8 @@
 
 The fake service for tests and demonstrations is ``exporter.testing.fake_server``.
 """
-from .client import DEFAULT_BASE_URL, KizeoClient, mask_url
+from .client import DEFAULT_BASE_URL, KizeoClient
+from .http_errors import mask_url
 from .source import WebSource, build_web_source
 from .tokens import EnvToken, FileToken, LoginToken, StaticToken, TokenProvider
 

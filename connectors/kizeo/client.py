@@ -5,14 +5,10 @@ timeouts, TLS verified by default with TLS 1.2 as the floor). Every call goes th
 ``exporter.retry.retry_call``: 429/502/503/504, resets and timeouts are retried with exponential
 backoff and jitter, and a ``Retry-After`` header (seconds or HTTP date) is honoured.
 
-Errors are translated here, where they enter our code (see ``exporter.errors``)::
-
-    401 403 410                    -> AuthError        (after one token renewal for a login token)
-    404 501, "unknown id" messages -> NotFoundError
-    429                            -> RateLimitError   (transient, carries retry_after)
-    502 503 504, resets, timeouts  -> TransientSourceError
-    other 4xx/5xx, status:error    -> SourceError / BadAnswerError with the server's message
-    malformed JSON                 -> BadAnswerError naming the URL path
+Errors are translated where they enter our code: HTTP statuses and connection failures by
+``http_errors`` (the table is there; a 401 first renews a login token once, here); an answer that
+is not JSON, or a ``status: error`` envelope, here (BadAnswerError naming the URL path, or
+NotFoundError when its message says the id is unknown).
 
 The token is secret: it is sent raw in the ``Authorization`` header (no ``Bearer``), comes from a
 ``TokenProvider`` (``tokens.py``: environment variable, file, or legacy ``POST /login`` with
@@ -21,14 +17,15 @@ credentials from environment variables) and never appears in a repr, a log line 
 from __future__ import annotations
 
 import contextlib
+import email.message
+import email.utils
 import logging
 import os
-import socket
-import ssl
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Self
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -38,61 +35,26 @@ from exporter.errors import (
     BadAnswerError,
     ConfigError,
     NotFoundError,
-    RateLimitError,
-    SourceError,
     TransientSourceError,
 )
 from exporter.fastjson import loads as json_loads
-from exporter.retry import parse_retry_after, retry_call
+from exporter.retry import retry_call
 
 from .adaptive import AIMD
+from .http_errors import (
+    NOT_FOUND_HINTS,
+    AnswerTimeout,
+    StreamInterrupted,
+    mask_url,
+    raise_for_status,
+    request_error,
+)
 from .tokens import TokenProvider
 from .transport import HeaderAuth, TLSAdapter
 
 log = logging.getLogger("exporter.kizeo")
 
 DEFAULT_BASE_URL = "https://forms.kizeo.com/rest/v3"
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-_NOT_FOUND_HINTS = ("unknown", "not found", "does not exist", "doesn't exist", "introuvable",
-                    "inexistant", "n'existe pas", "mismatch", "invalid id")
-
-
-class StreamInterrupted(TransientSourceError):
-    """A download broke after it started: worth restarting from the beginning."""
-
-
-class AnswerTimeout(TransientSourceError):
-    """The service (or its gateway) gave up on an answer: 504, or none within the read timeout.
-    Retried like any transient error, except by a windowed read (``windows.py``), which asks for
-    less instead."""
-
-
-def mask_url(url: str) -> str:
-    """A URL without user info, query or fragment (what we show in logs and descriptions)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    if parts.username or parts.password:
-        host = "***@" + host
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def _server_message(resp: requests.Response) -> str:
-    """The ``message`` of an error envelope, or a short piece of the body."""
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        msg = body.get("message") or body.get("error")
-        if msg:
-            return str(msg)[:500]
-    text = (resp.text or "").strip().replace("\n", " ")
-    return text[:200] if text else (resp.reason or "no message")
 
 
 class KizeoClient:
@@ -195,84 +157,17 @@ class KizeoClient:
                     timeout=self.timeout, stream=stream, allow_redirects=False,
                     verify=self.session.verify,  # per request: an explicit CA bundle beats REQUESTS_CA_BUNDLE
                 )
-            except requests.exceptions.SSLError as e:
-                raise SourceError(
-                    f"TLS handshake with {mask_url(self.base_url)} failed: {self._redact(_ssl_reason(e))} "
-                    "(certificate verification is on; give a CA bundle for a private certificate authority)",
-                ) from None
-            except requests.exceptions.ReadTimeout:
-                where = urlsplit(self.base_url).hostname
-                raise AnswerTimeout(f"{where} sent no answer within {self.timeout[1]:g} s (read timeout; --timeout "
-                                    "sets it)", context=f"{method} {path}") from None
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as e:
-                raise self._connection_error(e, method, path) from None
             except requests.exceptions.RequestException as e:
-                raise SourceError(self._redact(f"request failed: {type(e).__name__}: {e}"),
-                                  context=f"{method} {path}") from None
-            if resp.status_code == 401 and auth and self.tokens.renewable and not renewed:
+                raise request_error(e, self.base_url, self.timeout, f"{method} {path}", self._redact) from None
+            if resp.status_code == 401 and token is not None and self.tokens.renewable and not renewed:
                 resp.close()
                 log.info("the service refused the token on %s %s; logging in again", method, path)
                 self.tokens.invalidate(token)
                 renewed = True
                 continue
             if resp.status_code >= 300:
-                self._raise_for_status(resp, method, path)
+                raise_for_status(resp, self.base_url, f"{method} {path}", self._redact)
             return resp
-
-    def _connection_error(self, e: Exception, method: str, path: str) -> SourceError:
-        """A connection failure in words: refused, DNS name not found, timed out, reset. A name
-        the DNS says does not exist is terminal (retrying cannot help); the rest may pass."""
-        parts = urlsplit(self.base_url)
-        where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
-        ctx = f"{method} {path}"
-        cause = _find_cause(e, (socket.gaierror, ConnectionRefusedError, ConnectionResetError, TimeoutError))
-        if isinstance(e, requests.exceptions.ConnectTimeout):
-            return TransientSourceError(f"connecting to {where} timed out after {self.timeout[0]:g} s", context=ctx)
-        if isinstance(cause, socket.gaierror):
-            if cause.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
-                return SourceError(f"DNS name not found: {parts.hostname} (check the --source URL)", context=ctx)
-            return TransientSourceError(f"DNS lookup of {parts.hostname} failed: {cause.strerror or cause}", context=ctx)
-        if isinstance(cause, ConnectionRefusedError):
-            return TransientSourceError(f"connection refused by {where} (nothing listens there: check the host "
-                                        "and port of --source)", context=ctx)
-        if isinstance(cause, ConnectionResetError):
-            return TransientSourceError(f"connection reset by {where}", context=ctx)
-        if isinstance(cause, TimeoutError):
-            return TransientSourceError(f"connecting to {where} timed out", context=ctx)
-        if isinstance(e, requests.exceptions.ChunkedEncodingError):
-            return TransientSourceError(f"connection to {where} cut off in the middle of an answer", context=ctx)
-        return TransientSourceError(self._redact(f"connection to {where} failed: {_innermost(e)}"), context=ctx)
-
-    def _raise_for_status(self, resp: requests.Response, method: str, path: str) -> None:
-        status = resp.status_code
-        try:
-            msg = self._redact(_server_message(resp))
-        finally:
-            resp.close()
-        ctx = f"{method} {path}"
-        if status == 429:
-            raise RateLimitError(f"rate limited (HTTP 429): {msg}", context=ctx,
-                                 retry_after=parse_retry_after(resp.headers.get("Retry-After")))
-        if status in RETRY_STATUSES:
-            cls = AnswerTimeout if status == 504 else TransientSourceError
-            raise cls(f"HTTP {status}: {msg}", context=ctx, retry_after=parse_retry_after(resp.headers.get("Retry-After")))
-        if status in (401, 403, 410):
-            raise AuthError(f"the service refused the credentials (HTTP {status}): {msg}", context=ctx)
-        if status in (404, 501) or (status == 400 and any(h in msg.lower() for h in _NOT_FOUND_HINTS)):
-            raise NotFoundError(f"not found (HTTP {status}): {msg}{self._base_url_hint(status)}", context=ctx)
-        if 300 <= status < 400:
-            raise SourceError(f"unexpected redirect (HTTP {status}) to {mask_url(resp.headers.get('Location', ''))}",
-                              context=ctx)
-        raise SourceError(f"the service answered HTTP {status}: {msg}", context=ctx)
-
-    def _base_url_hint(self, status: int) -> str:
-        """A 404 from a base URL that does not end with /rest/v3 is most likely that URL's fault."""
-        parts = urlsplit(self.base_url)
-        if status != 404 or parts.path.rstrip("/").endswith("/rest/v3"):
-            return ""
-        fixed = urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/rest/v3", query="", fragment=""))
-        return f" (the base URL has no /rest/v3: did you mean {mask_url(fixed)}?)"
 
     def _json(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
               auth: bool = True, retry_timeouts: bool = True) -> Any:
@@ -297,7 +192,7 @@ class KizeoClient:
                 resp.close()
             if isinstance(data, dict) and data.get("status") == "error":
                 msg = self._redact(str(data.get("message") or "the service reported an error"))
-                if any(h in msg.lower() for h in _NOT_FOUND_HINTS):
+                if any(h in msg.lower() for h in NOT_FOUND_HINTS):
                     raise NotFoundError(msg, context=f"{method} {path}")
                 raise BadAnswerError(msg, context=f"{method} {path}")
             return data
@@ -400,8 +295,9 @@ class KizeoClient:
     def media_response(self, form_id: str, data_id: str, name: str) -> requests.Response:
         """Open a media download (status checked, body not read yet). Retried until it opens.
         With ``--workers auto`` the opening holds a place among the requests in flight."""
-        path = f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/medias/{_seg(name)}"
+        return self._open_download(f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/medias/{_seg(name)}")
 
+    def _open_download(self, path: str) -> requests.Response:
         def attempt() -> requests.Response:
             with self._slot():
                 return self._send_once("GET", path, stream=True)
@@ -410,12 +306,18 @@ class KizeoClient:
 
     def stream_media(self, form_id: str, data_id: str, name: str,
                      chunk_size: int = 1 << 16) -> tuple[Iterator[bytes], str]:
-        """``(chunks, content_type)``: the media bytes, streamed, never all in memory. Opening
-        the download is retried here; a connection lost mid-stream (or a body shorter than its
-        Content-Length) raises ``StreamInterrupted`` from the iterator, and the caller restarts
-        the download (see ``WebSource``)."""
-        path = f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/medias/{_seg(name)}"
-        resp = self.media_response(form_id, data_id, name)
+        """``(chunks, content_type)``: the media bytes, streamed, never all in memory (see
+        ``download``)."""
+        d = self.download(f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/medias/{_seg(name)}", chunk_size)
+        return d.chunks, d.content_type
+
+    def download(self, path: str, chunk_size: int = 1 << 16) -> Download:
+        """A file the service serves at ``path`` (a media, a document): its bytes streamed, never
+        all in memory, its content type and the file name its ``Content-Disposition`` gives.
+        Opening the download is retried here; a connection lost mid-stream (or a body shorter
+        than its Content-Length) raises ``StreamInterrupted`` from the iterator, and the caller
+        restarts the download (see ``WebSource``)."""
+        resp = self._open_download(path)
         ctype = (resp.headers.get("Content-Type") or "application/octet-stream").split(";")[0].strip()
 
         def chunks() -> Iterator[bytes]:
@@ -429,7 +331,30 @@ class KizeoClient:
             finally:
                 resp.close()
 
-        return chunks(), ctype
+        return Download(chunks(), ctype, attachment_filename(resp.headers.get("Content-Disposition")))
+
+    # vendor documents: the routes the vendor's own clients call (n8n and Activepieces nodes)
+    def exports(self, form_id: str) -> list[dict]:
+        """``GET /forms/{f}/exports``: the form's custom Word/Excel export templates."""
+        path = f"/forms/{_seg(form_id)}/exports"
+        return [e for e in self._list(self._json("GET", path), ("exports",), f"GET {path}") if isinstance(e, dict)]
+
+    @staticmethod
+    def pdf_path(form_id: str, data_id: str) -> str:
+        """A submission's standard PDF: ``GET /forms/{f}/data/{d}/pdf``."""
+        return f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/pdf"
+
+    @staticmethod
+    def export_path(form_id: str, data_id: str, export_id: str) -> str:
+        """A submission through a custom export, in the template's format (docx, xlsx):
+        ``GET /forms/{f}/data/{d}/exports/{exportId}``."""
+        return f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/exports/{_seg(export_id)}"
+
+    @staticmethod
+    def form_picture_path(form_id: str, data_id: str, name: str) -> str:
+        """A form's layout picture (a ``fixed_image`` field), seen through one of its submissions:
+        ``GET /forms/{f}/data/{d}/form_pictures/{name}``."""
+        return f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/form_pictures/{_seg(name)}"
 
     def users(self) -> list[dict]:
         return self._list(self._json("GET", "/users"), ("users",), "GET /users")
@@ -469,6 +394,41 @@ class KizeoClient:
         return lst
 
 
+@dataclass
+class Download:
+    """An open download: ``chunks`` (read once), its content type, and the file name from its
+    ``Content-Disposition`` (None when it gives none)."""
+
+    chunks: Iterator[bytes]
+    content_type: str
+    filename: str | None
+
+
+def attachment_filename(header: str | None) -> str | None:
+    """The file name a ``Content-Disposition`` gives (RFC 6266): ``filename*`` (RFC 5987/2231:
+    charset, language, percent-encoded bytes) before ``filename``, whatever their order; None when
+    there is neither or the name is empty. The name is returned as given: it is not a path, and
+    whoever stores it makes it safe (hostile names are normal input)."""
+    if not header:
+        return None
+    msg = email.message.Message()
+    try:
+        msg["Content-Disposition"] = header
+        params = msg.get_params(header="content-disposition") or []
+    except (ValueError, TypeError):
+        return None
+    plain = extended = None
+    for key, value in params[1:]:
+        if key.lower() != "filename":
+            continue
+        if isinstance(value, tuple):  # filename*=charset'lang'bytes, decoded by the email package
+            extended = email.utils.collapse_rfc2231_value(value, errors="replace")
+        else:
+            plain = value
+    name = extended if extended else plain
+    return name or None
+
+
 def _json_of(resp: requests.Response) -> Any:
     """The JSON of an answer. A UTF-8 one (JSON's own encoding, what requests assumes for
     application/json) is decoded from its bytes by ``exporter.fastjson`` (orjson when installed,
@@ -490,45 +450,4 @@ def _seg(value: Any) -> str:
         raise ConfigError("empty id in a web service path")
     return quote(text, safe="")
 
-
-def _chain(e: BaseException) -> Iterator[BaseException]:
-    """``e`` and the exceptions it wraps (args, ``reason`` of urllib3's errors, cause, context)."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [e]
-    while todo:
-        cur = todo.pop(0)
-        if id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        yield cur
-        todo.extend(a for a in getattr(cur, "args", ()) if isinstance(a, BaseException))
-        for nxt in (getattr(cur, "reason", None), cur.__cause__, cur.__context__):
-            if isinstance(nxt, BaseException):
-                todo.append(nxt)
-
-
-def _find_cause(e: BaseException, kinds: tuple[type, ...]) -> BaseException | None:
-    return next((c for c in _chain(e) if isinstance(c, kinds)), None)
-
-
-def _innermost(e: BaseException) -> str:
-    *_, last = _chain(e)
-    return f"{type(last).__name__}: {last}"[:300]
-
-
-def _ssl_reason(e: Exception) -> str:
-    """The innermost SSL error's reason (certificate verify failed, wrong version, ...)."""
-    seen = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, ssl.SSLError):
-            return getattr(cur, "verify_message", None) or cur.reason or str(cur)
-        nxt = None
-        for arg in getattr(cur, "args", ()):
-            if isinstance(arg, BaseException):
-                nxt = arg
-                break
-        cur = nxt or cur.__cause__ or cur.__context__
-    return "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(e) else str(e)[:200]
 

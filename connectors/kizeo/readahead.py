@@ -18,10 +18,10 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
-from exporter.model import counted_bytes
+from exporter.model import blob_bytes
 
 _END = object()
 
@@ -48,8 +48,8 @@ class Budget:
 
 class ReadAhead:
     """Iterate ``records`` in a background thread, at most ``size`` records and ``max_bytes`` of
-    media ahead (a record bigger than that still goes, alone), or within a ``budget`` shared
-    with other readers."""
+    media and documents ahead (a record bigger than that still goes, alone), or within a
+    ``budget`` shared with other readers."""
 
     def __init__(self, records: Iterator[Any], size: int = 1000, max_bytes: int = 16 << 20,
                  budget: Budget | None = None):
@@ -62,9 +62,7 @@ class ReadAhead:
         self._thread = threading.Thread(target=self._produce, name="kizeo-read-ahead", daemon=True)
         self._thread.start()
 
-    @staticmethod
-    def _weight(item: Any) -> int:
-        return counted_bytes(item.size) if getattr(item, "kind", None) == "media" else 0
+    _weight = staticmethod(blob_bytes)
 
     def _put(self, item: Any) -> bool:
         budget = self._budget
@@ -103,9 +101,8 @@ class ReadAhead:
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             self._put(_Failure(e))
         finally:
-            close = getattr(self._records, "close", None)
-            if close is not None:
-                close()
+            if isinstance(self._records, Generator):
+                self._records.close()
 
     def __iter__(self) -> Iterator[Any]:
         try:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 from exporter.errors import ConfigError
 
-from .client import AnswerTimeout
+from .http_errors import AnswerTimeout
 
 log = logging.getLogger("exporter.kizeo")
 

@@ -2,13 +2,15 @@
 
 Required (``Remote``): ``stat``, ``put``, ``mkdir``, ``rename``, ``delete``. Optional abilities are
 separate protocols detected at run time (``ChunkedRemote`` for resumable upload sessions,
-``ReadableRemote`` to read a small file back); no remote
+``ReadableRemote`` to read a file back, ``ListableRemote`` to list a folder, ``SelfRetryingRemote``,
+``RootedRemote``); no remote
 stubs what it cannot do. Each remote declares its limits as ``Capabilities`` (path length, forbidden
 characters, largest simple upload, checksum kind), which the remote sink reads to plan names and
 uploads. Paths are POSIX-style, relative to the remote root given in the URL.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -65,22 +67,29 @@ class ReadableRemote(Protocol):
         """Write the bytes of ``path`` into ``dest``; return False when it does not exist."""
 
 
-def parse_size(value, what: str) -> int:
-    """A size option: bytes as a number, or with a unit (``8MiB``, ``320KiB``, ``1G``)."""
-    from exporter.errors import ConfigError
+@runtime_checkable
+class SelfRetryingRemote(Protocol):
+    """A remote whose client may retry each call itself (``retries_itself`` true: Dropbox and
+    SharePoint, whose SDK sessions do): the remote sink then does not multiply the attempts."""
 
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    text = str(value).strip().lower().replace("ib", "").replace("b", "")
-    mult = 1
-    for suffix, m in (("k", 1024), ("m", 1024 ** 2), ("g", 1024 ** 3)):
-        if text.endswith(suffix):
-            text, mult = text[:-1], m
-            break
-    try:
-        return int(float(text) * mult)
-    except ValueError:
-        raise ConfigError(f"option {what} must be a size in bytes (e.g. 8388608 or 8MiB), got {value!r}") from None
+    retries_itself: bool
+
+
+@runtime_checkable
+class RootedRemote(Protocol):
+    """A remote that reports the folder its paths are relative to (``root``, final once connected):
+    the remote sink counts it in the path length its capabilities allow."""
+
+    root: str
+
+
+@runtime_checkable
+class ListableRemote(Protocol):
+    """A remote that can list the files of a folder (the backups find their leftovers with it)."""
+
+    def listdir(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        """(name, stat) of each file directly in folder ``path`` (sub-folders left out); nothing
+        when the folder does not exist."""
 
 
 def local_checksum(kind: str | None, path) -> str | None:

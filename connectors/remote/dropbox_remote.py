@@ -24,6 +24,7 @@ verify that host; the SDK always speaks HTTPS with certificate verification.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
@@ -33,19 +34,19 @@ from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
+from exporter.options import read_secret
 from exporter.retry import retry_call
 
 from .base import RemoteStat
+from .catalog import DROPBOX
 from .common import (
     OffsetReader,
     check_name_part,
     read_exactly,
-    refuse_secret_options,
-    secret_option,
     split_path,
-    translate_transport_error,
     upload_options,
 )
+from .dropbox_errors import translate_error, union_tags
 
 log = logging.getLogger("exporter.remote.dropbox")
 T = TypeVar("T")
@@ -78,21 +79,6 @@ class _SessionGone(Exception):
 
 def _utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
-
-
-def _union_tags(err: Any, depth: int = 0) -> list[str]:
-    """Flatten a Stone error union (``path -> reason -> insufficient_space``) into its tags."""
-    tags: list[str] = []
-    if err is None or depth > 6:
-        return tags
-    tag = getattr(err, "_tag", None)
-    if tag is not None:
-        tags.append(tag)
-        tags.extend(_union_tags(getattr(err, "_value", None), depth + 1))
-    else:  # a struct (UploadWriteFailed: reason + session id)
-        reason = getattr(err, "reason", None) if hasattr(type(err), "reason") else None
-        tags.extend(_union_tags(reason, depth + 1))
-    return tags
 
 
 class DropboxRemote:
@@ -221,51 +207,7 @@ class DropboxRemote:
         if _utf16_len(full) > DROPBOX_MAX_PATH:
             raise SinkError(f"path is {_utf16_len(full)} characters long; Dropbox allows {DROPBOX_MAX_PATH}", context=full)
 
-    # -- error translation ----------------------------------------------------------------------
-    def _translate(self, exc: BaseException, path: str, what: str) -> BaseException:
-        from dropbox import exceptions as dx
-        from dropbox.stone_validators import ValidationError
-
-        where = f"{self.name} {path}"
-        if isinstance(exc, dx.AuthError):
-            tag = getattr(exc.error, "_tag", None) or "invalid token"
-            return SinkError(f"Dropbox refused the token ({tag}) while trying to {what}", context=where)
-        if isinstance(exc, dx.RateLimitError):
-            return TransientSinkError(f"Dropbox asks to slow down (too_many_requests) while trying to {what}",
-                                      context=where, retry_after=exc.backoff)
-        if isinstance(exc, dx.InternalServerError):
-            return TransientSinkError(f"Dropbox server error {exc.status_code} while trying to {what}", context=where)
-        if isinstance(exc, dx.BadInputError):
-            return SinkError(f"Dropbox refused the request to {what}: {exc.message}", context=where)
-        if isinstance(exc, dx.ApiError):
-            tags = _union_tags(exc.error)
-            summary = "/".join(tags) or str(exc.error)
-            if any(t in tags for t in ("insufficient_space", "insufficient_quota", "team_folder_insufficient_space",
-                                        "member_folder_insufficient_space", "team_folder_insufficient_quota",
-                                        "member_folder_insufficient_quota")):
-                return SinkError(f"the Dropbox account is out of space (quota exceeded) while trying to {what}", context=where)
-            if "too_many_write_operations" in tags or "too_many_requests" in tags:
-                return TransientSinkError(f"Dropbox is busy ({summary}) while trying to {what}", context=where, retry_after=1.0)
-            if "upload_traffic_limit_reached" in tags:
-                return SinkError(f"the Dropbox upload traffic limit is reached while trying to {what}", context=where)
-            if "malformed_path" in tags or "disallowed_name" in tags:
-                return SinkError(f"Dropbox refused the path ({summary}) while trying to {what}", context=where)
-            if "no_write_permission" in tags or "access_restricted" in tags or "team_folder" in tags:
-                return SinkError(f"no permission to write there ({summary}) while trying to {what}", context=where)
-            if "content_hash_mismatch" in tags:
-                return TransientSinkError(f"data corrupted in transit ({summary}) while trying to {what}", context=where)
-            return SinkError(f"Dropbox refused to {what} ({summary})", context=where)
-        if isinstance(exc, ValidationError):
-            return SinkError(f"Dropbox SDK refused the argument to {what}: {exc}", context=where)
-        transport = translate_transport_error(exc, "Dropbox", what, where)
-        if transport is not None:
-            return transport
-        if isinstance(exc, dx.HttpError):
-            if exc.status_code >= 500 or exc.status_code == 408:
-                return TransientSinkError(f"Dropbox HTTP {exc.status_code} while trying to {what}", context=where)
-            return SinkError(f"Dropbox HTTP {exc.status_code} while trying to {what}: {str(exc.body)[:200]}", context=where)
-        return exc
-
+    # -- calls (errors translated by dropbox_errors) ----------------------------------------------
     def _call(self, fn: Callable[[], T], path: str, what: str,
               handle: Callable[[Any], T | None] | None = None) -> T:
         """Run one SDK call: ApiErrors first go through ``handle`` (which may return a value or
@@ -280,11 +222,11 @@ class DropboxRemote:
                     result = handle(e.error)
                     if result is not None:
                         return result
-                raise self._translate(e, path, what) from None
+                raise translate_error(e, f"{self.name} {path}", what) from None
             except (_IncorrectOffset, _SessionGone):
                 raise
             except Exception as e:
-                translated = self._translate(e, path, what)
+                translated = translate_error(e, f"{self.name} {path}", what)
                 if translated is e:
                     raise
                 raise translated from None
@@ -306,7 +248,7 @@ class DropboxRemote:
         missing = object()
 
         def handle(err: Any) -> Any:
-            if "not_found" in _union_tags(err):
+            if "not_found" in union_tags(err):
                 return missing
             return None
 
@@ -330,7 +272,7 @@ class DropboxRemote:
             start = None
 
         def handle(err: Any) -> Any:
-            return missing if "not_found" in _union_tags(err) else None
+            return missing if "not_found" in union_tags(err) else None
 
         def fetch() -> bool:
             _md, resp = dbx.files_download(full)
@@ -351,7 +293,7 @@ class DropboxRemote:
         dbx = self._client()
 
         def handle(err: Any) -> Any:
-            tags = _union_tags(err)
+            tags = union_tags(err)
             if "conflict" in tags and "folder" in tags:
                 return True  # already there
             return None
@@ -363,7 +305,7 @@ class DropboxRemote:
         dbx = self._client()
 
         def handle(err: Any) -> Any:
-            tags = _union_tags(err)
+            tags = union_tags(err)
             return True if tags[:2] == ["path_lookup", "not_found"] else None
 
         self._call(lambda: dbx.files_delete_v2(full), full, "delete", handle)
@@ -375,7 +317,7 @@ class DropboxRemote:
         conflict = object()
 
         def handle(err: Any) -> Any:
-            tags = _union_tags(err)
+            tags = union_tags(err)
             if tags[:2] == ["to", "conflict"]:
                 return conflict
             return None
@@ -449,7 +391,7 @@ class DropboxRemote:
             feed(buf, offset)
             cursor = files.UploadSessionCursor(session_id=session_id, offset=offset)
             try:
-                self._call(lambda buf=buf, cursor=cursor: dbx.files_upload_session_append_v2(buf, cursor, close=False),
+                self._call(functools.partial(dbx.files_upload_session_append_v2, buf, cursor, close=False),
                            full, f"append at offset {offset}", on_append_error)
                 offset += len(buf)
             except _IncorrectOffset as e:
@@ -510,9 +452,7 @@ def _pin_ca_bundle(session: Any, ca_certs: str) -> None:
 
 def create_remote(url: str, options: dict | None = None) -> DropboxRemote:
     """``dropbox:///path`` -> a DropboxRemote (credentials from env variables or files only)."""
-    options = dict(options or {})
-    refuse_secret_options(options, ("token", "access_token", "refresh_token", "app_secret"), "Dropbox",
-                          "token_env, token_file, refresh_token_file, DROPBOX_APP_SECRET")
+    options = DROPBOX.parse_options(options or {})
     parts = urlsplit(url)
     if parts.scheme.split("+")[0] != "dropbox":
         raise ConfigError(f"not a Dropbox URL: {parts.scheme}://...")
@@ -520,25 +460,23 @@ def create_remote(url: str, options: dict | None = None) -> DropboxRemote:
         raise ConfigError("a Dropbox URL carries no credentials: use DROPBOX_TOKEN or token_file")
     root = unquote((parts.netloc or "") + (parts.path or ""))
 
-    access = secret_option(options, "token_file", "token_env", "DROPBOX_TOKEN", "Dropbox access token")
-    refresh = secret_option(options, "refresh_token_file", "refresh_token_env", "DROPBOX_REFRESH_TOKEN",
-                            "Dropbox refresh token")
-    app_key = options.get("app_key") or os.environ.get(options.get("app_key_env") or "DROPBOX_APP_KEY") or None
-    app_secret = secret_option(options, "app_secret_file", "app_secret_env", "DROPBOX_APP_SECRET", "Dropbox app secret")
+    access = read_secret(options, "token", "Dropbox access token", default_env="DROPBOX_TOKEN")
+    refresh = read_secret(options, "refresh_token", "Dropbox refresh token", default_env="DROPBOX_REFRESH_TOKEN")
+    app_key = options["app_key"] or os.environ.get(options["app_key_env"]) or None
+    app_secret = read_secret(options, "app_secret", "Dropbox app secret", default_env="DROPBOX_APP_SECRET")
     if not access and not (refresh and app_key):
         raise ConfigError(
-            f"no Dropbox credentials: set {options.get('token_env') or 'DROPBOX_TOKEN'} (or the token_file option), "
+            f"no Dropbox credentials: set {options['token_env'] or 'DROPBOX_TOKEN'} (or the token_file option), "
             "or DROPBOX_REFRESH_TOKEN with DROPBOX_APP_KEY"
         )
-    kwargs = upload_options(options, "Dropbox")
     return DropboxRemote(
         root,
         access_token=access,
         refresh_token=refresh,
         app_key=app_key,
         app_secret=app_secret,
-        api_host=options.get("api_host") or None,
-        content_host=options.get("content_host") or None,
-        ca_certs=options.get("ca_certs") or None,
-        **kwargs,
+        api_host=options["api_host"] or None,
+        content_host=options["content_host"] or None,
+        ca_certs=options["ca_certs"] or None,
+        **upload_options(options),
     )

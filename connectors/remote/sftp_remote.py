@@ -23,15 +23,19 @@ import errno
 import os
 import posixpath
 import socket
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
+from exporter.options import read_secret
 
 from .base import RemoteStat
+from .catalog import SFTP
 from .common import ConnectedRemote, host_and_port, server_capabilities
-from .sink import opt_bool, read_secret, refuse_plain_secrets
+
+if TYPE_CHECKING:  # paramiko is imported when a connection opens
+    import paramiko
 
 _TESTED = "asyncssh SFTP server on loopback (password and key auth, host keys)"
 
@@ -78,8 +82,8 @@ class SftpRemote(ConnectedRemote):
         self.name = f"sftp://{user + '@' if user else ''}{host}:{port}{root if root.startswith('/') else '/' + root}"
         self.capabilities = capabilities or Capabilities(
             max_path_length=4096, max_name_length=255, rename=True, checksum=None, tested=_TESTED)
-        self._client = None
-        self._sftp = None
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
         self._posix_rename = True
         self._dirs: set[str] = set()  # folders known to exist
 
@@ -131,7 +135,9 @@ class SftpRemote(ConnectedRemote):
                 timeout=self.timeout, banner_timeout=self.timeout, auth_timeout=self.timeout,
             )
             sftp = client.open_sftp()
-            sftp.get_channel().settimeout(self.timeout)
+            channel = sftp.get_channel()
+            if channel is not None:  # (it is, once open_sftp has returned)
+                channel.settimeout(self.timeout)
             if self._root_arg.startswith("~"):
                 home = sftp.normalize(".")
                 self.root = posixpath.normpath(posixpath.join(home, self._root_arg[1:].lstrip("/")))
@@ -151,7 +157,7 @@ class SftpRemote(ConnectedRemote):
             with contextlib.suppress(Exception):
                 client.close()
 
-    def _session(self):
+    def _session(self) -> paramiko.SFTPClient | None:
         return self._sftp
 
     def _drop(self) -> None:
@@ -304,7 +310,8 @@ class SftpRemote(ConnectedRemote):
 
 
 def create_remote(url: str, options: dict) -> SftpRemote:
-    refuse_plain_secrets(options, "sftp")
+    """``sftp://`` -> an SftpRemote (its options typed as ``catalog.SFTP`` declares)."""
+    options = SFTP.parse_options(options)
     try:
         import paramiko  # noqa: F401
     except ImportError:
@@ -321,13 +328,12 @@ def create_remote(url: str, options: dict) -> SftpRemote:
     path = unquote(parts.path or "/")
     if path.startswith("/~"):
         path = path[1:]
-    password = read_secret(options, "password", who)
-    passphrase = read_secret(options, "key_passphrase", who)
+    password = read_secret(options, "password", f"password for {who}")
+    passphrase = read_secret(options, "key_passphrase", f"key passphrase for {who}")
     caps = server_capabilities(options, _TESTED)
     return SftpRemote(
-        host, port, user, path, password=password, key_file=options.get("key_file"),
-        key_passphrase=passphrase, known_hosts=options.get("known_hosts"),
-        trust_on_first_use=opt_bool(options.get("trust_on_first_use", False)),
-        timeout=float(options.get("timeout", 60)), capabilities=caps,
+        host, port, user, path, password=password, key_file=options["key_file"],
+        key_passphrase=passphrase, known_hosts=options["known_hosts"],
+        trust_on_first_use=options["trust_on_first_use"], timeout=options["timeout"], capabilities=caps,
     )
 

@@ -35,22 +35,22 @@ from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from exporter import secrets
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
-from exporter.retry import parse_retry_after, retry_call
-from exporter.secrets import read_secret
+from exporter.options import read_secret
+from exporter.retry import retry_call
 
 from .base import RemoteStat
+from .catalog import SHAREPOINT
 from .common import (
     OffsetReader,
     check_name_part,
     read_exactly,
-    refuse_secret_options,
-    secret_option,
     split_path,
-    translate_transport_error,
     upload_options,
 )
+from .sharepoint_errors import NotFound, translate_error
 
 log = logging.getLogger("exporter.remote.sharepoint")
 T = TypeVar("T")
@@ -68,11 +68,6 @@ _RESERVED_NAMES = frozenset(
     {".lock", "con", "prn", "aux", "nul", "desktop.ini"}
     | {f"com{i}" for i in range(10)} | {f"lpt{i}" for i in range(10)}
 )
-_TRANSIENT_STATUS = {408, 423, 429, 500, 502, 503, 504}
-
-
-class _NotFound(Exception):
-    pass
 
 
 class SharePointRemote:
@@ -153,12 +148,12 @@ class SharePointRemote:
         try:
             self._run(lambda c: c.web.get_folder_by_server_relative_path(self.root_path).get(),
                       self.root_path, "open the library folder")
-        except _NotFound:  # the folder is created on the first upload; the library must exist
+        except NotFound:  # the folder is created on the first upload; the library must exist
             library = self.library_path
             try:
                 self._run(lambda c: c.web.get_folder_by_server_relative_path(library).get(),
                           library, "open the library")
-            except _NotFound:
+            except NotFound:
                 raise SinkError("document library not found (check the URL)", context=f"{self.site_url} {library}") from None
         else:
             self._known_dirs.add(self.root_path.lower())
@@ -194,44 +189,11 @@ class SharePointRemote:
         if len(full) > SHAREPOINT_MAX_PATH:
             raise SinkError(f"path is {len(full)} characters long; SharePoint allows {SHAREPOINT_MAX_PATH}", context=full)
 
-    # -- errors -------------------------------------------------------------------------------------
-    def _translate(self, exc: BaseException, path: str, what: str) -> BaseException:
-        from office365.runtime.client_request_exception import ClientRequestException
-
-        where = f"{self.site_url} {path}"
-        if isinstance(exc, ClientRequestException) and getattr(exc, "response", None) is not None:
-            resp = exc.response
-            status = resp.status_code
-            text = ""
-            try:
-                text = str(exc.message or "")
-            except Exception:  # noqa: BLE001 - a body the SDK cannot parse has no message
-                text = ""
-            detail = f" ({text[:200]})" if text else ""
-            if status == 404:
-                return _NotFound(path)
-            if status in (401, 403):
-                return SinkError(f"SharePoint refused the token or the access (HTTP {status}) while trying to "
-                                 f"{what}{detail}", context=where)
-            if status == 507 or "quota" in text.lower() or "SPQuotaExceeded" in str(getattr(exc, "code", "")):
-                return SinkError(f"the SharePoint site is out of storage (quota exceeded) while trying to {what}",
-                                 context=where)
-            if status in _TRANSIENT_STATUS:
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                return TransientSinkError(f"SharePoint answered HTTP {status} while trying to {what}{detail}",
-                                          context=where, retry_after=retry_after)
-            return SinkError(f"SharePoint refused to {what} (HTTP {status}){detail}", context=where)
-        transport = translate_transport_error(exc, "SharePoint", what, where)
-        if transport is not None:
-            return transport
-        if isinstance(exc, ClientRequestException):  # no response: a transport failure wrapped by the SDK
-            return TransientSinkError(f"SharePoint request failed while trying to {what}: {exc}", context=where)
-        return exc
-
+    # -- calls (errors translated by sharepoint_errors) -------------------------------------------
     def _run(self, build: Callable[[Any], T], path: str, what: str, *, retry: bool = True) -> T:
         """Queue the SDK call(s) made by ``build(ctx)``, execute them, translate and retry errors.
 
-        ``_NotFound`` (HTTP 404) is raised as is for callers to decide."""
+        ``NotFound`` (HTTP 404) is raised as is for callers to decide."""
         if self._ctx is None:
             self.connect()
 
@@ -245,7 +207,7 @@ class SharePointRemote:
                 # a failed chain can leave queries behind: start from a clean, reconfigured context
                 ctx.clear()
                 self._configure(ctx)
-                translated = self._translate(e, path, what)
+                translated = translate_error(e, self.site_url, path, what)
                 if translated is e:
                     raise
                 raise translated from None
@@ -260,7 +222,7 @@ class SharePointRemote:
         full = self._full(path)
         try:
             f = self._run(lambda c: c.web.get_file_by_server_relative_path(full).get(), full, "read file properties")
-        except _NotFound:
+        except NotFound:
             return None
         return RemoteStat(size=int(f.properties.get("Length") or 0), checksum=None)
 
@@ -269,7 +231,7 @@ class SharePointRemote:
         full = self._full(path)
         try:
             self._run(lambda c: c.web.get_file_by_server_relative_path(full).download_session(dest), full, "download")
-        except _NotFound:
+        except NotFound:
             return False
         return True
 
@@ -286,14 +248,18 @@ class SharePointRemote:
         for part in rel.split("/") if rel else []:
             here = f"{parent}/{part}"
             if here.lower() not in self._known_dirs:
+                def look_up(c: Any, here: str = here) -> Any:
+                    return c.web.get_folder_by_server_relative_path(here).get()
+
+                def create(c: Any, parent: str = parent, part: str = part) -> Any:
+                    return c.web.get_folder_by_server_relative_path(parent).folders.add(part)
+
                 try:
-                    self._run(lambda c, here=here: c.web.get_folder_by_server_relative_path(here).get(), here,
-                              "look up folder")
-                except _NotFound:
+                    self._run(look_up, here, "look up folder")
+                except NotFound:
                     try:
-                        self._run(lambda c, parent=parent, part=part: c.web.get_folder_by_server_relative_path(parent)
-                                  .folders.add(part), here, "create folder")
-                    except _NotFound:
+                        self._run(create, here, "create folder")
+                    except NotFound:
                         raise SinkError("the parent folder disappeared while creating folders", context=here) from None
                 self._known_dirs.add(here.lower())
             parent = here
@@ -302,7 +268,7 @@ class SharePointRemote:
         full = self._full(path)
         try:
             self._run(lambda c: c.web.get_file_by_server_relative_path(full).delete_object(), full, "delete")
-        except _NotFound:
+        except NotFound:
             return
 
     def rename(self, src: str, dst: str) -> None:
@@ -327,7 +293,7 @@ class SharePointRemote:
 
         try:
             self._run(build, full_dst, f"move {full_src} to")
-        except _NotFound:
+        except NotFound:
             raise SinkError(f"cannot rename: {full_src} does not exist (or the target folder is missing)",
                             context=self.site_url) from None
 
@@ -348,12 +314,12 @@ class SharePointRemote:
 
         try:
             return self._run(build, full, "upload")
-        except _NotFound:
+        except NotFound:
             self._known_dirs = {self.library_path.lower()}  # something was removed: look again
             self._ensure_folders(parent)
             try:
                 return self._run(build, full, "upload")
-            except _NotFound:
+            except NotFound:
                 raise SinkError("the folder for this file cannot be found", context=full) from None
 
     def put_chunked(self, path: str, data: BinaryIO, size: int, chunk_size: int) -> None:
@@ -369,7 +335,7 @@ class SharePointRemote:
         # the session needs an existing file: an empty placeholder (the sink uploads to a .partial)
         self._add(parent, name, b"", full)
         upload_id = str(uuid.uuid4())
-        state = {"offset": 0, "started": False, "resync": False, "done": None}
+        state: dict[str, Any] = {"offset": 0, "started": False, "resync": False, "done": None}
 
         def file_of(c: Any) -> Any:
             return c.web.get_file_by_server_relative_path(full)
@@ -380,7 +346,7 @@ class SharePointRemote:
             try:
                 status = self._run(lambda c: file_of(c).get_upload_status(upload_id), full,
                                    "read upload status", retry=False)
-            except _NotFound:
+            except NotFound:
                 status = None
             if status is None or status.properties.get("ExpectedContentRange") is None:
                 if not state["started"]:
@@ -424,7 +390,7 @@ class SharePointRemote:
             except TransientSinkError:
                 state["resync"] = True
                 raise
-            except _NotFound:
+            except NotFound:
                 raise SinkError("the file or its upload session disappeared during the upload", context=full) from None
             new_offset = int(res.value)
             if new_offset != offset + len(buf):
@@ -446,10 +412,8 @@ class SharePointRemote:
 
 def _auth_configurer(options: dict, site_url: str) -> Callable[[Any], None]:
     """Pick the credential source (env variables / files only) and return ``ctx -> None``."""
-    refuse_secret_options(options, ("token", "access_token", "client_secret", "password", "passphrase"), "SharePoint",
-                          "token_env, token_file, SHAREPOINT_CLIENT_SECRET, client_secret_file")
-    token_env = options.get("token_env") or "SHAREPOINT_TOKEN"
-    token = secret_option(options, "token_file", "token_env", "SHAREPOINT_TOKEN", "SharePoint access token")
+    token_env = options["token_env"] or "SHAREPOINT_TOKEN"
+    token = read_secret(options, "token", "SharePoint access token", default_env="SHAREPOINT_TOKEN")
     if token:
         def configure_token(ctx: Any) -> None:
             from office365.runtime.auth.token_response import TokenResponse
@@ -457,22 +421,22 @@ def _auth_configurer(options: dict, site_url: str) -> Callable[[Any], None]:
             ctx.with_access_token(lambda: TokenResponse(access_token=token, token_type="Bearer"))
 
         return configure_token
-    tenant = options.get("tenant") or os.environ.get("SHAREPOINT_TENANT")
-    client_id = options.get("client_id") or os.environ.get("SHAREPOINT_CLIENT_ID")
-    secret = secret_option(options, "client_secret_file", "client_secret_env", "SHAREPOINT_CLIENT_SECRET",
-                           "SharePoint client secret")
-    cert_path = options.get("cert_path")
+    tenant = options["tenant"] or os.environ.get("SHAREPOINT_TENANT")
+    client_id = options["client_id"] or os.environ.get("SHAREPOINT_CLIENT_ID")
+    secret = read_secret(options, "client_secret", "SharePoint client secret", default_env="SHAREPOINT_CLIENT_SECRET")
+    cert_path = options["cert_path"]
     if tenant and client_id and secret:
         def configure_secret(ctx: Any) -> None:
             ctx.with_client_secret(tenant, client_id, secret)
 
         return configure_secret
     if tenant and client_id and cert_path:
-        if not options.get("thumbprint"):
+        if not options["thumbprint"]:
             raise ConfigError("SharePoint certificate login needs the 'thumbprint' option with 'cert_path'")
         if not os.path.exists(os.path.expanduser(cert_path)):
             raise ConfigError(f"SharePoint certificate file not found: {cert_path}")
-        passphrase = read_secret(env="SHAREPOINT_CERT_PASSPHRASE", what="certificate passphrase", required=False) or None
+        passphrase = secrets.read_secret(env="SHAREPOINT_CERT_PASSPHRASE", what="certificate passphrase",
+                                         required=False) or None
 
         def configure_cert(ctx: Any) -> None:
             ctx.with_client_certificate(tenant, client_id, options["thumbprint"], os.path.expanduser(cert_path),
@@ -487,7 +451,7 @@ def _auth_configurer(options: dict, site_url: str) -> Callable[[Any], None]:
 
 def create_remote(url: str, options: dict | None = None) -> SharePointRemote:
     """``sharepoint://host/sites/SITE/LIBRARY/path`` -> a SharePointRemote."""
-    options = dict(options or {})
+    options = SHAREPOINT.parse_options(options or {})
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("sharepoint", "sharepoint+https", "sharepoint+http"):
@@ -498,7 +462,7 @@ def create_remote(url: str, options: dict | None = None) -> SharePointRemote:
         raise ConfigError("a SharePoint URL needs the host: sharepoint://tenant.sharepoint.com/sites/SITE/LIBRARY")
     http_scheme = "http" if scheme == "sharepoint+http" else "https"
     segments = [unquote(s) for s in parts.path.split("/") if s]
-    site_path = options.get("site_path")
+    site_path = options["site_path"]
     if site_path:
         site_segments = [s for s in str(site_path).split("/") if s]
         if [s.lower() for s in segments[: len(site_segments)]] != [s.lower() for s in site_segments]:
@@ -514,6 +478,5 @@ def create_remote(url: str, options: dict | None = None) -> SharePointRemote:
     site = "/" + "/".join(site_segments) if site_segments else ""
     site_url = f"{http_scheme}://{parts.netloc}{site}"
     root_path = site + "/" + "/".join(rest)
-    kwargs = upload_options(options, "SharePoint")
     return SharePointRemote(site_url, root_path, configure_auth=_auth_configurer(options, site_url),
-                            ca_bundle=options.get("ca_bundle") or None, **kwargs)
+                            ca_bundle=options["ca_bundle"] or None, **upload_options(options))

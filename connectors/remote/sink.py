@@ -8,11 +8,10 @@ uploaded:
 * at ``close(ok=True)`` the aggregate files the files sink publishes at the end (CSV, XLSX, ...);
 * ``close(ok=False)`` uploads no more data and removes the staging directory.
 
-Uploads are atomic where the remote can rename: bytes go to ``<name>.<short hash>.partial`` in
-the same folder and are renamed into place, so a reader never sees half a file. A remote without
-rename (``Capabilities.rename=False``) receives the file directly under its final name. Files
-larger than ``Capabilities.max_simple_upload`` go through the remote's upload session
-(``ChunkedRemote``).
+Uploads go through ``connectors.remote.transfer.Transfer``: atomic where the remote can rename
+(``<name>.<short hash>.partial`` renamed into place, so a reader never sees half a file), under the
+final name on a remote whose uploads appear only once complete (object stores); upload sessions
+(``ChunkedRemote``) for files larger than ``Capabilities.max_simple_upload``.
 
 Skipping: a file is not sent again when the remote already holds the same bytes. With a remote
 checksum kind (Dropbox, SharePoint) that means same size and same checksum. Remotes without
@@ -28,14 +27,14 @@ remote root, written only by a successful ``close``; a failed run never advances
 manifest are read back with ``get`` (``ReadableRemote``); a remote without it works without them.
 
 Every remote call goes through ``exporter.retry.retry_call`` (option ``retries``, default 5);
-a remote that already retries each call itself says so with ``retries_itself = True``.
-Options: ``retries``, ``retry_base_delay``, ``retry_max_delay``, ``chunk_size``, ``staging_dir``.
+a remote that already retries each call itself says so with ``retries_itself = True`` (``SelfRetryingRemote``).
+Options: ``retries``, ``retry_base_delay``, ``retry_max_delay``, ``chunk_size``, ``staging_dir``
+(``catalog.SINK_OPTIONS``).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -43,16 +42,21 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from exporter import secrets
-from exporter.errors import ConfigError, ExporterError, SinkError
+from exporter.errors import ExporterError, SinkError
 from exporter.fsutil import file_digest
-from exporter.naming import safe_filename, short_hash
-from exporter.retry import retry_call
+from exporter.model import Record
+from exporter.naming import safe_filename
+from exporter.options import parse
 from exporter.sinks import RunContext
 
-from .base import ChunkedRemote, ReadableRemote, Remote, RemoteStat, local_checksum, parse_size
+from .base import ReadableRemote, Remote, RemoteStat, RootedRemote, local_checksum
+from .catalog import SINK_OPTIONS
+from .transfer import PARTIAL_SUFFIX_LEN, Transfer
+
+if TYPE_CHECKING:
+    from exporter.connectors.files import FilesSink
 
 log = logging.getLogger("exporter.remote")
 
@@ -61,16 +65,12 @@ MANIFEST_FILE = ".exporter-manifest.json"
 RESERVED = frozenset({STATE_FILE, MANIFEST_FILE})
 STATE_FORMAT = "exporter-remote-state"
 MANIFEST_FORMAT = "exporter-remote-manifest"
-#: default chunk for upload sessions: a multiple of Dropbox's 4 MiB and SharePoint's 320 KiB
-DEFAULT_CHUNK = 20 * 1024 * 1024
-#: length added to a file name by the temporary upload name ``.<8 hex>.partial``
-PARTIAL_SUFFIX_LEN = len(".12345678.partial")
 
 
-def _default_inner(root: Path, options: dict):
+def _default_inner(root: Path, options: dict) -> FilesSink:
     from exporter.connectors.files import FilesSink
 
-    return FilesSink(str(root), {**options, "track_published": True}, keep_current=False)
+    return FilesSink(str(root), options, keep_current=False, track_published=True)
 
 
 @dataclasses.dataclass
@@ -85,7 +85,7 @@ class RemoteSink:
     """Stage with the files sink, upload what it publishes. See the module docstring."""
 
     def __init__(self, remote: Remote, options: dict | None = None, *,
-                 inner_factory: Callable[[Path, dict], Any] | None = None):
+                 inner_factory: Callable[[Path, dict], FilesSink] | None = None):
         self.options = dict(options or {})
         self.remote = remote
         self.name = remote.name
@@ -94,20 +94,12 @@ class RemoteSink:
             tested=remote.capabilities.tested or "real servers on loopback",
         )
         self._inner_factory = inner_factory or _default_inner
-        self.attempts = (opt_int(self.options, "retries", 5) or 0) + 1
-        if getattr(remote, "retries_itself", False):
-            self.attempts = 1  # the remote already retries each call: do not multiply attempts
-        self.base_delay = _opt_float(self.options, "retry_base_delay", 0.5)
-        self.max_delay = _opt_float(self.options, "retry_max_delay", 30.0)
-        self.chunk_size = parse_size(self.options.get("chunk_size") or DEFAULT_CHUNK, "chunk_size")
+        self.transfer = Transfer(remote, self.options)
         self.stats = UploadStats()
-        self.inner = None
+        self.inner: FilesSink | None = None
         self.staging: Path | None = None
-        self._connected = False
         self._upto = 0  # index in out.published already handled
-        self._dirs: set[str] = set()  # remote folders known to exist
         self._planned: dict[str, str] = {}  # folded remote path -> local relative path
-        self._partials: set[str] = set()  # temporary names that may be left on the remote
         self._manifest: dict[str, dict] | None = None
         self._manifest_dirty = False
         self._state_loaded: dict[str, str | None] | None = None
@@ -120,14 +112,16 @@ class RemoteSink:
         return f"RemoteSink({self.name})"
 
     # ---- helpers -------------------------------------------------------------------------
-    def _retry(self, fn: Callable[[], Any], describe: str, attempts: int | None = None):
-        return retry_call(fn, attempts=attempts or self.attempts, base_delay=self.base_delay,
-                          max_delay=self.max_delay, describe=f"{self.name}: {describe}")
+    def _inner(self) -> FilesSink:
+        """The files sink staging this run's files (set by ``open``)."""
+        if self.inner is None:
+            raise SinkError(f"{self.name} is not open")
+        return self.inner
 
-    def _connect(self) -> None:
-        if not self._connected:
-            self._retry(self.remote.connect, "connect")
-            self._connected = True
+    def _staging(self) -> Path:
+        if self.staging is None:
+            raise SinkError(f"{self.name} is not open")
+        return self.staging
 
     def _read_json(self, path: str) -> Any | None:
         """Download a small JSON file we wrote (state, manifest); None when absent."""
@@ -135,23 +129,12 @@ class RemoteSink:
             log.warning("%s cannot read files back: %s is not used", self.name, path)
             return None
         buf = io.BytesIO()
-        found = self._retry(lambda: self.remote.get(path, _reset(buf)), f"read {path}")
-        if found is False:
+        if not self.transfer.read(path, buf):
             return None
         try:
             return json.loads(buf.getvalue().decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise SinkError(f"{path} on {self.name} is not valid JSON ({e}); remove it to start over") from None
-
-    def _write_small(self, path: str, data: bytes, attempts: int | None = None) -> None:
-        tmp = self._partial_name(path, hashlib.sha256(data).hexdigest())
-        if self.capabilities.rename:
-            self._partials.add(tmp)
-            self._retry(lambda: self.remote.put(tmp, io.BytesIO(data), len(data)), f"upload {tmp}", attempts)
-            self._retry(lambda: self._rename(tmp, path, len(data)), f"rename {tmp}", attempts)
-            self._partials.discard(tmp)
-        else:
-            self._retry(lambda: self.remote.put(path, io.BytesIO(data), len(data)), f"upload {path}", attempts)
 
     # ---- planning ------------------------------------------------------------------------
     def remote_path(self, rel: str) -> str:
@@ -174,9 +157,13 @@ class RemoteSink:
             parts.append(comp)
         return "/".join(parts)
 
+    def _root(self) -> str:
+        # str(): a plugin's remote may report its root as a Path
+        return str(self.remote.root or "") if isinstance(self.remote, RootedRemote) else ""
+
     def _check_path(self, rel: str, remote_rel: str) -> None:
         caps = self.capabilities
-        root = str(getattr(self.remote, "root", "") or "").rstrip("/")
+        root = self._root().rstrip("/")
         full = f"{root}/{remote_rel}" if root else remote_rel
         extra = PARTIAL_SUFFIX_LEN if caps.rename else 0
         if caps.max_path_length is not None and len(full) + extra > caps.max_path_length:
@@ -204,24 +191,6 @@ class RemoteSink:
         return plan
 
     # ---- uploading -----------------------------------------------------------------------
-    def _partial_name(self, remote_rel: str, content_hash: str) -> str:
-        folder, _, name = remote_rel.rpartition("/")
-        h = short_hash(content_hash + (self._run_id or ""), 8)
-        max_name = self.capabilities.max_name_length or 255
-        if len(name.encode("utf-8")) + PARTIAL_SUFFIX_LEN > max_name:
-            name = short_hash(name, 16)
-        tmp = f"{name}.{h}.partial"
-        return f"{folder}/{tmp}" if folder else tmp
-
-    def _ensure_dir(self, remote_rel: str) -> None:
-        folder = remote_rel.rpartition("/")[0]
-        if not folder or folder in self._dirs:
-            return
-        self._retry(lambda: self.remote.mkdir(folder), f"create folder {folder}")
-        parts = folder.split("/")
-        for i in range(1, len(parts) + 1):
-            self._dirs.add("/".join(parts[:i]))
-
     def _same(self, remote_rel: str, local: Path, size: int, sha: str, st: RemoteStat | None) -> bool:
         if st is None or st.size != size:
             return False
@@ -233,63 +202,20 @@ class RemoteSink:
             return entry.get("sha256") == sha
         return True  # size-only: nothing better is known about a file we did not upload
 
-    def _rename(self, src: str, dst: str, size: int) -> None:
-        try:
-            self.remote.rename(src, dst)
-        except SinkError:
-            # a retried rename whose first answer was lost: the source is gone, the target is there
-            st_src = self.remote.stat(src)
-            st_dst = self.remote.stat(dst)
-            if st_src is None and st_dst is not None and st_dst.size == size:
-                return
-            raise
-
-    def _put(self, path: str, local: Path, size: int) -> None:
-        caps = self.capabilities
-        with open(local, "rb") as fh:
-            if caps.max_simple_upload is not None and size > caps.max_simple_upload:
-                if not isinstance(self.remote, ChunkedRemote):
-                    raise SinkError(f"{local.name} is {size} bytes, more than {self.name} accepts in one "
-                                    f"upload ({caps.max_simple_upload}), and it has no upload sessions")
-                chunk = min(self.chunk_size, caps.max_simple_upload)
-                self.remote.put_chunked(path, fh, size, chunk)
-            else:
-                self.remote.put(path, fh, size)
-
     def _upload(self, rel: str, remote_rel: str) -> None:
-        local = self.staging / rel
+        local = self._staging() / rel
         size = local.stat().st_size
         sha = file_digest(local)
-        st = self._retry(lambda: self.remote.stat(remote_rel), f"stat {remote_rel}")
+        st = self.transfer.stat(remote_rel)
         if self._same(remote_rel, local, size, sha, st):
             self.stats.skipped += 1
             self._remember(remote_rel, size, sha)
             return
-        self._ensure_dir(remote_rel)
-        if self.capabilities.rename:
-            tmp = self._partial_name(remote_rel, sha)
-            self._partials.add(tmp)
-            try:
-                self._retry(lambda: self._put(tmp, local, size), f"upload {remote_rel}")
-                self._retry(lambda: self._rename(tmp, remote_rel, size), f"rename into {remote_rel}")
-            except BaseException:
-                self._drop_partial(tmp)
-                raise
-            self._partials.discard(tmp)
-        else:
-            # no rename on this remote: the file is written under its final name directly
-            self._retry(lambda: self._put(remote_rel, local, size), f"upload {remote_rel}")
+        self.transfer.publish(local, remote_rel, sha, size)
         self.stats.uploaded += 1
         self.stats.bytes += size
         self.stats.uploaded_paths.append(remote_rel)
         self._remember(remote_rel, size, sha)
-
-    def _drop_partial(self, tmp: str) -> None:
-        try:
-            self._retry(lambda: self.remote.delete(tmp), f"remove {tmp}", attempts=2)
-            self._partials.discard(tmp)
-        except Exception as e:  # noqa: BLE001 - best effort, the original error matters more
-            log.warning("%s: could not remove %s: %s", self.name, tmp, e)
 
     def _remember(self, remote_rel: str, size: int, sha: str) -> None:
         entry = {"size": size, "sha256": sha}
@@ -298,7 +224,7 @@ class RemoteSink:
             self._manifest_dirty = True
 
     def _upload_new(self) -> None:
-        out = self.inner.out
+        out = self._inner().output()
         fresh = [p.as_posix() if isinstance(p, Path) else str(p) for p in out.published[self._upto:]]
         plan = self._plan(fresh)
         for rel, remote_rel in plan:
@@ -321,13 +247,13 @@ class RemoteSink:
             return
         doc = {"format": MANIFEST_FORMAT, "version": 1, "run_id": self._run_id,
                "files": dict(sorted(self._manifest.items()))}
-        self._write_small(MANIFEST_FILE, (json.dumps(doc, ensure_ascii=False, indent=0) + "\n").encode(),
+        self.transfer.write_small(MANIFEST_FILE, (json.dumps(doc, ensure_ascii=False, indent=0) + "\n").encode(),
                           attempts)
         self._manifest_dirty = False
 
     def load_state(self) -> dict[str, str | None]:
         if self._state_loaded is None:
-            self._connect()
+            self.transfer.connect()
             data = self._read_json(STATE_FILE)
             cursors = data.get("cursors") if isinstance(data, dict) else None
             if data is not None and (data.get("format") != STATE_FORMAT or not isinstance(cursors, dict)):
@@ -345,38 +271,38 @@ class RemoteSink:
             return  # nothing advanced: nothing to send
         doc = {"format": STATE_FORMAT, "version": 1, "run_id": self._run_id,
                "cursors": dict(sorted(cursors.items()))}
-        self._write_small(STATE_FILE, (json.dumps(doc, ensure_ascii=False, indent=1) + "\n").encode())
+        self.transfer.write_small(STATE_FILE, (json.dumps(doc, ensure_ascii=False, indent=1) + "\n").encode())
         self._state_loaded = cursors
 
     # ---- Sink protocol -------------------------------------------------------------------
     def open(self, ctx: RunContext) -> None:
-        self._run_id = ctx.run_id
-        staging_parent = self.options.get("staging_dir")
+        self._run_id = self.transfer.run_id = ctx.run_id
+        staging_parent = parse(SINK_OPTIONS, self.options, strict=False)["staging_dir"]
         if staging_parent:
             Path(staging_parent).mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(prefix="exporter-remote-", dir=staging_parent))
         try:
-            self._connect()  # a remote creates its root folder when it connects
-            root = str(getattr(self.remote, "root", "") or "")
+            self.transfer.connect()  # a remote creates its root folder when it connects
+            root = self._root()
             limit = self.capabilities.max_path_length
             if limit is not None and len(root) + 1 >= limit:
                 raise SinkError(f"destination folder {root!r} is already as long as {self.name} allows "
                                 f"({limit} characters)")
             self._load_manifest()
-            self.inner = self._inner_factory(self.staging, self.options)
-            self.inner.open(ctx)
+            self.inner = inner = self._inner_factory(self.staging, self.options)
+            inner.open(ctx)
         except BaseException:
             self._cleanup()
             raise
 
-    def write(self, batch: Sequence) -> None:
+    def write(self, batch: Sequence[Record]) -> None:
         for r in batch:
-            if getattr(r, "kind", None) == "checkpoint":
+            if r.kind == "checkpoint":
                 self._pending_cursors[r.form_id] = r.cursor
-        self.inner.write(batch)
+        self._inner().write(batch)
 
     def commit(self) -> None:
-        self.inner.commit()
+        self._inner().commit()
         self._upload_new()
         self._committed_cursors.update(self._pending_cursors)
         self._pending_cursors.clear()
@@ -410,64 +336,14 @@ class RemoteSink:
 
     def _abandon(self) -> None:
         """After a failure: remove temporary uploads, record what really got there."""
-        for tmp in list(self._partials):
-            self._drop_partial(tmp)
+        self.transfer.drop_partials()
         try:
             self._save_manifest(attempts=1)
         except ExporterError as e:
             log.warning("%s: manifest not updated: %s", self.name, e)
 
     def _cleanup(self) -> None:
-        with contextlib.suppress(Exception):
-            self.remote.close()
-        self._connected = False
+        self.transfer.close()
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
             self.staging = None
-
-
-def _reset(buf: io.BytesIO) -> io.BytesIO:
-    buf.seek(0)
-    buf.truncate()
-    return buf
-
-
-def refuse_plain_secrets(options: dict, scheme: str) -> None:
-    """Refuse secrets passed as plain option values (they belong in env variables or files)."""
-    for key in ("password", "passphrase", "key_passphrase", "token"):
-        if options.get(key):
-            raise ConfigError(f"{scheme}: pass the secret through an environment variable or a file "
-                              f"({key}_env / {key}_file), never as a value")
-
-
-def read_secret(options: dict, base: str, what: str) -> str | None:
-    """A secret from ``<base>_env`` (name of an environment variable) or ``<base>_file``; None
-    when neither option is given. The value is registered for masking in logs and messages."""
-    env = options.get(f"{base}_env")
-    path = options.get(f"{base}_file")
-    if not env and not path:
-        return None
-    return secrets.read_secret(env=env, file=path, what=f"{base.replace('_', ' ')} for {what}")
-
-
-def opt_bool(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def opt_int(options: dict, key: str, default: int | None) -> int | None:
-    value = options.get(key, default)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"option {key} must be a whole number, not {value!r}") from None
-
-
-def _opt_float(options: dict, key: str, default: float) -> float:
-    try:
-        return float(options.get(key, default))
-    except (TypeError, ValueError):
-        raise ConfigError(f"option {key} must be a number, not {options.get(key)!r}") from None

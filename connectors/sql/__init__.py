@@ -3,7 +3,8 @@
 URL forms: ``sqlite:///path.db``, ``postgresql+psycopg2://user@host:5432/db``,
 ``mysql+pymysql://user@host:3306/db`` (or ``mariadb+pymysql://``), ``mssql+pyodbc://user@dsn``,
 ``access+pyodbc://@dsn``, ``postgresql+pyodbc://user@host:5432/db?driver=PostgreSQL+Unicode``
-(psqlODBC; the dialect lives in :mod:`connectors.sql.pg_pyodbc`, registered on import). The
+(psqlODBC; the SQLAlchemy dialect lives in :mod:`.pg_pyodbc`). What differs between databases is in
+one module per dialect (:mod:`.dialects`), chosen from the URL's backend name. The
 password never goes in the URL on a command line: options ``password_env`` (name of an
 environment variable), ``password_file`` (a file holding it), or ``url_env`` (an environment
 variable holding the whole URL). Passwords are masked in ``name`` and
@@ -13,35 +14,39 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from sqlalchemy.dialects import registry as _dialects
+from typing import TYPE_CHECKING
 
 from exporter.errors import ConfigError
+from exporter.secrets import register_secret
 
-# SQLAlchemy ships no PostgreSQL dialect for pyodbc: ours (imported only when a URL names it)
-_dialects.register("postgresql.pyodbc", "exporter.connectors.sql.pg_pyodbc", "PGDialect_pyodbc")
+from .dialects import for_url
 
-_DEFAULT_DRIVER = {"postgresql": "psycopg2", "mysql": "pymysql", "mariadb": "pymysql", "mssql": "pyodbc",
-                   "access": "pyodbc"}
+if TYPE_CHECKING:
+    import sqlalchemy
+
+    from .sink import SqlSink
 
 
 def _read_secret(options: dict) -> str | None:
+    """The password named by ``password_env`` or ``password_file``, registered for masking. Read
+    as written (an empty password, spaces at either end and all), unlike the other secrets."""
     env = options.get("password_env")
+    value = None
     if env:
         value = os.environ.get(env)
         if value is None:
             raise ConfigError(f"environment variable {env} (database password) is not set")
-        return value
-    path = options.get("password_file")
-    if path:
+    elif options.get("password_file"):
+        path = options["password_file"]
         try:
-            return Path(path).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+            value = Path(path).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as e:
             raise ConfigError(f"cannot read the database password file {path}: {e.strerror or e}") from None
-    return None
+    register_secret(value)
+    return value
 
 
-def parse_url(url: str | None, options: dict):
+def parse_url(url: str | None, options: dict) -> sqlalchemy.engine.URL:
     """The SQLAlchemy URL of ``url``/``options``, with its driver defaulted and password set."""
     import sqlalchemy as sa
     from sqlalchemy.exc import ArgumentError
@@ -58,19 +63,17 @@ def parse_url(url: str | None, options: dict):
     except ArgumentError:
         scheme = url.split("://", 1)[0] if "://" in url else "?"
         raise ConfigError(f"not a database URL (scheme {scheme}://)") from None
-    backend = u.get_backend_name()
-    if backend == "postgres":
-        u = u.set(drivername="postgresql" + ("+" + u.get_driver_name() if "+" in u.drivername else ""))
-        backend = "postgresql"
-    if "+" not in u.drivername and backend in _DEFAULT_DRIVER:
-        u = u.set(drivername=f"{backend}+{_DEFAULT_DRIVER[backend]}")
+    try:
+        u = for_url(u).url(u)
+    except ValueError:  # no dialect module: SQLAlchemy's own dialect, if it has one, as given
+        pass
     secret = _read_secret(options)
     if secret is not None:
         u = u.set(password=secret)
     return u
 
 
-def create_sink(url: str, options: dict | None = None):
+def create_sink(url: str, options: dict | None = None) -> SqlSink:
     """Registry factory: ``create_sink(url, options) -> SqlSink``."""
     from sqlalchemy.exc import NoSuchModuleError
 

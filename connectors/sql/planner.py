@@ -20,7 +20,7 @@ import unicodedata
 
 from exporter.naming import short_hash, shorten_identifier
 
-from .capabilities import SqlProfile
+from .dialects.base import SqlProfile
 
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 

@@ -17,7 +17,7 @@ The baselines are what a plain loop over the records would do with the same libr
 same content: title, subtitle, the metadata and the field caption/value pairs as two-column
 tables, the section heading, the sub-form rows as a table under a header row, the same JPEG
 drawn at the text width. PDF: platypus ``SimpleDocTemplate`` (same page size, margins, DejaVu
-Sans from ``formats/fonts``, binary image streams like our writer), values as escaped
+Sans from ``formats/fonts``, reportlab's default stream encoding like our writer), values as escaped
 ``Paragraph`` cells, a "page N" footer, each photo saved to a file and drawn from it (reportlab
 decodes and re-compresses an image given as a file object, which would slow the baseline
 down); in single mode one story list with a page break before each submission.
@@ -160,7 +160,6 @@ def _meta(form: Form, sub: Submission) -> list[tuple[str, str]]:
 
 
 def baseline_pdf(single: bool, n: int, photos: int, rows: int, tmp: Path) -> dict:
-    from reportlab import rl_config
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
@@ -171,7 +170,6 @@ def baseline_pdf(single: bool, n: int, photos: int, rows: int, tmp: Path) -> dic
     from reportlab.platypus import Image as RLImage
     from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-    rl_config.useA85 = 0  # binary image streams, as our writer sets (no C accelerator: A85 is slow)
     pdfmetrics.registerFont(TTFont("BenchSans", str(FONTS / "DejaVuSans.ttf")))
     pdfmetrics.registerFont(TTFont("BenchSans-Bold", str(FONTS / "DejaVuSans-Bold.ttf")))
     body = ParagraphStyle("b", fontName="BenchSans", fontSize=9, leading=11.5)

@@ -17,7 +17,6 @@ from exporter.connectors.kizeo import (
     StaticToken,
     build_web_source,
 )
-from exporter.connectors.kizeo.client import parse_retry_after
 
 from exporter.errors import (
     AuthError,
@@ -28,6 +27,7 @@ from exporter.errors import (
     SourceError,
     TransientSourceError,
 )
+from exporter.retry import parse_retry_after
 from exporter.testing.fake_server import FakeKizeoServer, Faults
 from tests.connectors.conftest_kizeo import (
     MEDIA_BYTES,

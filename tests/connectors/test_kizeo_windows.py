@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from exporter.connectors.archive.source import ArchiveSource
 from exporter.connectors.kizeo import WebSource
-from exporter.connectors.kizeo.client import AnswerTimeout
+from exporter.connectors.kizeo.http_errors import AnswerTimeout
 from exporter.connectors.kizeo.windows import change_time, changed_since, window_filter
 
 from exporter.testing.fake_data import flatten, matches

@@ -312,3 +312,50 @@ def test_per_submission_memory_is_flat(tmp_path):
     peak(2)  # warm-up: imports and caches
     small, big = peak(4), peak(16)
     assert big - small < 300_000, (small, big)  # a leaked report costs ~0.5 MB of traced memory
+
+
+def _noisy_jpeg(seed: int) -> bytes:
+    """A photo that does not compress (random pixels): about 100 KB."""
+    import random
+
+    rnd = random.Random(seed)
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (320, 240), rnd.randbytes(320 * 240 * 3)).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_single_document_holds_no_image_bytes(tmp_path):
+    """docx_single holds the document's XML until it is saved, not its images: each stays in its
+    file and is read when the package is written (python-docx itself keeps an image part's bytes
+    and a decoded copy). Traced memory just before the save, 4 vs 16 submissions, each with its
+    own ~90 KB photo: less than two photos apart (holding them would add 12)."""
+    photos = [_noisy_jpeg(i) for i in range(16)]
+    assert min(len(p) for p in photos) > 80_000
+
+    def records(n: int):
+        it, done = iter(photos), set()
+        for r in _small_records(n, b""):
+            if r.kind != "media":
+                yield r
+            elif r.ref.submission_id not in done:  # one photo per submission, its own
+                done.add(r.ref.submission_id)
+                yield Media.spooled(r.ref, "image/jpeg", iter([next(it)]))
+
+    class Measured(DocxWriter):
+        def _save_single(self):
+            self.held = tracemalloc.get_traced_memory()[0]
+            super()._save_single()
+
+    def held(n: int) -> tuple[int, Path]:
+        tracemalloc.start()
+        try:
+            out, w = run_writer(Measured, tmp_path / str(n), {"docx_single": True}, records(n))
+            return w.held, tmp_path / str(n) / out.published[0]
+        finally:
+            tracemalloc.stop()
+
+    held(2)  # warm-up: imports and caches
+    (small, _), (big, path) = held(4), held(16)
+    assert big - small < 2 * len(photos[0]), (small, big)
+    assert len(docx.Document(path).inline_shapes) == 16
+    assert sorted(_images(path)) == sorted(photos)  # each stored once, passed through untouched

@@ -11,7 +11,9 @@ from pathlib import Path
 import pypdf
 import pytest
 from exporter.formats.base import OutputDir, get_writer_class
-from exporter.formats.pdf_writer import FONT, RTL_SUPPORT, PdfWriter, _LazyStory
+from exporter.formats.pdf_flowables import LazyStory
+from exporter.formats.pdf_text import FONT, RTL_SUPPORT
+from exporter.formats.pdf_writer import PdfWriter
 from PIL import Image
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.platypus import Paragraph, SimpleDocTemplate
@@ -213,9 +215,9 @@ def test_lazy_story_keeps_a_small_window(tmp_path):
             peak = max(peak, produced - consumed)
 
     doc = Doc(str(tmp_path / "lazy.pdf"))
-    doc.build(_LazyStory(story()))
+    doc.build(LazyStory(story()))
     assert consumed == produced == 3000
-    assert peak <= _LazyStory.LOOKAHEAD + 2
+    assert peak <= LazyStory.LOOKAHEAD + 2
     assert len(pypdf.PdfReader(tmp_path / "lazy.pdf").pages) > 30
 
 
@@ -225,11 +227,14 @@ class _CountingPdf(PdfWriter):
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
         self.made: list = []
+        make = self.layout.doc
 
-    def _doc(self, *a, **k):
-        doc = super()._doc(*a, **k)
-        self.made.append(weakref.ref(doc))
-        return doc
+        def doc(*a, **k):
+            d = make(*a, **k)
+            self.made.append(weakref.ref(d))
+            return d
+
+        self.layout.doc = doc
 
 
 @pytest.mark.parametrize("options", [{}, {"pdf_single": True, "report_max_submissions": 1}])
@@ -242,3 +247,19 @@ def test_written_documents_are_freed_with_a_rarely_running_collector(tmp_path, o
         _, w = run_writer(_CountingPdf, tmp_path, options, ds.records())
         alive = sum(r() is not None for r in w.made)
     assert len(w.made) >= 2 and alive == 0
+
+
+def test_writing_pdfs_leaves_reportlab_as_it_was(tmp_path):
+    """The emoji CMap fix lives in our font class, and image streams keep reportlab's settings:
+    writing a report changes nothing reportlab shares with the rest of the process, and a font an
+    application registered under DejaVu's own name is not replaced."""
+    from reportlab import rl_config
+    from reportlab.pdfbase import pdfmetrics, ttfonts
+
+    cmap, a85 = ttfonts.makeToUnicodeCMap, rl_config.useA85
+    ds = build_dataset()
+    ds.submissions = [s for s in ds.submissions if s.id != "1002"]
+    run_writer(PdfWriter, tmp_path, {}, ds.records())
+    assert ttfonts.makeToUnicodeCMap is cmap and rl_config.useA85 == a85
+    assert "DejaVuSans" not in pdfmetrics.getRegisteredFontNames()
+    assert type(pdfmetrics.getFont(FONT)) is not ttfonts.TTFont  # ours: a subclass, used by our documents only

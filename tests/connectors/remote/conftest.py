@@ -387,3 +387,6 @@ def password_env(monkeypatch):
 FAST = {"retries": 2, "retry_base_delay": 0.01, "retry_max_delay": 0.05, "timeout": 10}
 
 
+
+
+from tests.objstores import _azurite_port, _moto_port, azurite, s3_server, store_tls  # noqa: E402,F401 - fixtures

@@ -277,7 +277,7 @@ def test_case_insensitive_collision_is_refused(tmp_path):
 def test_long_names_get_a_short_partial_name(tmp_path):
     remote = DirRemote(tmp_path / "r", Capabilities(checksum="sha256"))
     sink = RemoteSink(remote, FAST)
-    tmp = sink._partial_name("d/" + "x" * 250 + ".jpg", "abc")
+    tmp = sink.transfer.partial_name("d/" + "x" * 250 + ".jpg", "abc")
     assert tmp.startswith("d/") and tmp.endswith(".partial") and len(tmp.split("/")[1]) < 60
 
 

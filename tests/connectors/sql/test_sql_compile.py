@@ -7,10 +7,12 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from exporter.connectors.sql.capabilities import profile_for
+from exporter.connectors.sql.dialects import profile_for
 from exporter.connectors.sql.loaders import GenericLoader
 from exporter.connectors.sql.planner import NamePlanner
-from exporter.connectors.sql.schema import FIXED_NAMES, build_tables, fixed_tables, plan_form, submission_rows
+from exporter.connectors.sql.plans import plan_form
+from exporter.connectors.sql.rows import submission_rows
+from exporter.connectors.sql.tables import FIXED_NAMES, build_tables, fixed_tables
 from sqlalchemy.dialects import mssql
 from sqlalchemy.schema import CreateColumn, CreateTable
 
@@ -85,7 +87,7 @@ def test_load_statements_compile_with_bound_values(name):
     for part, row in parent.items():
         t = tables[part]
         cols = list(row)
-        params = GenericLoader._params(t, cols)
+        params = GenericLoader.params(t, cols)
         ins = str(t.insert().values(params).compile(dialect=dialect))
         upd = str(t.update().where(t.c[cols[0]] == params[cols[0]])
                   .values({c: params[c] for c in cols[1:]}).compile(dialect=dialect))

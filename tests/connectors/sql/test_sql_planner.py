@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from exporter.connectors.sql.capabilities import profile_for
+from exporter.connectors.sql.dialects import profile_for
 from exporter.connectors.sql.planner import NamePlanner, slug
 
 

@@ -8,7 +8,8 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 from exporter.connectors.sql import create_sink
-from exporter.connectors.sql.schema import lineage_key, media_key
+from exporter.connectors.sql.columns import lineage_key
+from exporter.connectors.sql.rows import media_key
 
 from exporter.errors import SinkError
 from exporter.model import Checkpoint
@@ -324,9 +325,9 @@ def test_wide_form_is_split_into_continuation_tables(db):
 
 
 def test_media_bytes_in_database(db, monkeypatch):
-    import exporter.connectors.sql.sink as sink_mod
+    import exporter.connectors.sql.dialects.postgresql as pg
 
-    monkeypatch.setattr(sink_mod, "_CHUNK", 1000)  # several appends on PostgreSQL
+    monkeypatch.setattr(pg, "CHUNK", 1000)  # several appends on PostgreSQL
     f = form()
     s = submission(f, "1", rows=1)
     payload = bytes(range(256)) * 40

@@ -1,0 +1,236 @@
+"""``exporter backups create | list | verify | restore | prune``: encrypted, verified backups of
+an account, with retention (the core is ``exporter.backups``; this module only reads the command
+line and prints). A command group of its own in ``exporter.cli``.
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .. import api
+from ..errors import ConfigError
+from ..secrets import mask
+from .common import given_source_options, progress, run_guarded, source_options
+
+STATE_HELP = "Folder of the accounts' state (index, lock, spool); default $EXPORTER_STATE_DIR."
+
+
+def account_options(fn):
+    opts = [
+        click.option("--account", "-a", required=True, metavar="NAME", help="The account (a name of your choice)."),
+        click.option("--state-dir", required=True, envvar="EXPORTER_STATE_DIR", type=click.Path(file_okay=False),
+                     help=STATE_HELP),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def retention_options(fn):
+    for rule, what in reversed((("last", "most recent backups"), ("daily", "days"), ("weekly", "ISO weeks"),
+                                ("monthly", "months"), ("yearly", "years"))):
+        fn = click.option(f"--keep-{rule}", f"keep_{rule}", type=click.IntRange(0), default=0, metavar="N",
+                          help=f"Keep the newest backup of each of the last N {what} that have one."
+                          if rule != "last" else "Keep the N most recent backups.")(fn)
+    return fn
+
+
+def identity_options(fn):
+    fn = click.option("--identity-env", metavar="NAME",
+                      help="Environment variable holding the age identity (AGE-SECRET-KEY-1...).")(fn)
+    return click.option("--identity-file", type=click.Path(dir_okay=False), metavar="PATH",
+                        help="age identity file (age-keygen output) that decrypts the backups.")(fn)
+
+
+def _retention(**keep):
+    from ..retention import Retention
+
+    policy = Retention(**{k: v for k, v in keep.items() if k.startswith("keep_")})
+    return None if policy.empty else policy
+
+
+def _options(raw: tuple[str, ...], password_env: str | None, password_file: str | None) -> dict:
+    from ..destplan import parse_items
+
+    options = parse_items(raw)
+    if password_env:
+        options["password_env"] = password_env
+    if password_file:
+        options["password_file"] = password_file
+    return options
+
+
+@click.group()
+def backups():
+    """Encrypted, verified backups of an account, with retention.
+
+    A backup is a full account archive (zip), re-hashed after writing, encrypted with age to
+    public keys (decrypt it with `age -d -i KEY FILE.zip.age > FILE.zip`, no exporter needed),
+    stored on any destination that holds files and checked there. An index per account
+    (STATE_DIR/ACCOUNT/backups.json) lists them; a lock (STATE_DIR/ACCOUNT/lock) stops two runs
+    of one account at once.
+    """
+
+
+@backups.command()
+@account_options
+@source_options
+@click.option("--to", "to", required=True, metavar="DEST",
+              help="Where backups go: a folder, file:///dir, sftp://, ftp://, ftps://, dropbox:///, sharepoint://, "
+                   "s3://bucket/prefix, azure://account/container/prefix.")
+@click.option("--option", "-o", "raw_options", multiple=True, metavar="KEY=VALUE",
+              help="Option of the destination (credentials by reference: -o secret_access_key_env=NAME ...).")
+@click.option("--to-password-env", metavar="NAME", help="Environment variable holding the destination's password.")
+@click.option("--to-password-file", type=click.Path(dir_okay=False), help="File holding the destination's password.")
+@click.option("--encrypt-to", "recipients", multiple=True, metavar="AGE1...",
+              help="age public key (or SSH public key) the backups are encrypted to (repeatable).")
+@click.option("--recipients-file", type=click.Path(dir_okay=False, exists=True),
+              help="age recipients file: one public key a line.")
+@retention_options
+@click.pass_context
+def create(ctx, account, state_dir, source, token_env, token_file, login_env, forms, workers, page_size, skip,
+           timezone, ca_bundle, timeout, to, raw_options, to_password_env, to_password_file, recipients,
+           recipients_file, **keep):
+    """Back up an account: archive, verify, encrypt, store, check; then prune old backups by the
+    --keep-* rules (only after the new one is verified; the newest good one is always kept)."""
+
+    def go():
+        from ..agecrypt import read_recipients_file
+        from ..backups import BackupConfig, create_backup, store_options
+
+        if forms:
+            raise ConfigError("a backup holds the whole account: --form is not accepted")
+        keys = list(recipients) + (read_recipients_file(recipients_file) if recipients_file else [])
+        options = _options(raw_options, to_password_env, to_password_file)
+        store_options(to, options)  # refused before anything runs
+        config = BackupConfig(account, state_dir, to, options, keys, _retention(**keep))
+        src = api.open_source(source, given_source_options(ctx))
+        entry = create_backup(config, src, progress=progress(ctx))
+        if not ctx.obj.quiet:
+            click.echo(f"backup {entry['name']} stored on {entry['destination']}: {entry['size']} bytes, "
+                       f"sha256 {entry['sha256']}, {entry['archive']['files']} files verified, {entry['checked_by']}")
+
+    run_guarded(ctx, go)
+
+
+@backups.command(name="list")
+@account_options
+@click.option("--json", "as_json", is_flag=True, help="The index entries as JSON.")
+@click.pass_context
+def list_(ctx, account, state_dir, as_json):
+    """List an account's backups: date, size, sha256, verified."""
+
+    def go():
+        from ..backups import load_index
+
+        entries = sorted(load_index(state_dir, account), key=lambda e: e["created"], reverse=True)
+        if as_json:
+            click.echo(json.dumps(entries, ensure_ascii=False, indent=1))
+            return
+        if not entries:
+            click.echo(f"no backup of account {account} yet")
+            return
+        click.echo(f"{'created':<20}  {'size':>12}  {'sha256':<64}  verified")
+        for e in entries:
+            state = f"yes {e.get('verified_at', '')}" if e.get("verified") else "NO " + "; ".join(e.get("problems", []))[:80]
+            click.echo(f"{e['created']:<20}  {e['size']:>12}  {e['sha256']:<64}  {state}")
+            if ctx.obj.verbose:
+                click.echo(f"  {e['name']} on {e['destination']}; archive {e['archive']['sha256']} "
+                           f"({e['archive']['files']} files)")
+
+    run_guarded(ctx, go)
+
+
+@backups.command()
+@account_options
+@click.option("--backup", "which", default="latest", show_default=True, metavar="ID|NAME|latest|all",
+              help="Which backup(s) to verify.")
+@identity_options
+@click.pass_context
+def verify(ctx, account, state_dir, which, identity_file, identity_env):
+    """Download, decrypt and re-hash backups (every file of the archive inside); the result is
+    recorded in the index. Exit 1 if any does not verify."""
+
+    def go():
+        from ..agecrypt import load_identities
+        from ..backups import verify_backups
+
+        identities = load_identities(file=identity_file, env=identity_env)
+        bad = 0
+        for entry, problems in verify_backups(state_dir, account, which, identities):
+            if problems:
+                bad += 1
+                for p in problems:
+                    click.echo(f"{entry['name']}: {p}", err=True)
+            elif not ctx.obj.quiet:
+                click.echo(f"OK: {entry['name']} ({entry['archive']['files']} files match their sha256)")
+        if bad:
+            raise click.ClickException(f"{bad} backup(s) of account {account} do not verify")
+
+    run_guarded(ctx, go)
+
+
+@backups.command()
+@account_options
+@click.option("--backup", "which", default="latest", show_default=True, metavar="ID|NAME|latest",
+              help="Which backup to restore (latest = the newest verified one).")
+@identity_options
+@click.option("--out", type=click.Path(), help="Write the decrypted, verified archive (.zip) here.")
+@click.option("--to", "destinations", multiple=True, metavar="DEST",
+              help="Replay the account into this destination (repeatable; any destination of `exporter export`).")
+@click.option("--option", "-o", "raw_options", multiple=True, metavar="KEY=VALUE",
+              help="Option of every --to destination.")
+@click.option("--to-password-env", metavar="NAME", help="Environment variable holding the --to password.")
+@click.option("--to-password-file", type=click.Path(dir_okay=False), help="File holding the --to password.")
+@click.option("--format", "formats", default="json,csv", show_default=True, metavar="LIST",
+              help="File formats for file and remote --to destinations.")
+@click.pass_context
+def restore(ctx, account, state_dir, which, identity_file, identity_env, out, destinations, raw_options,
+            to_password_env, to_password_file, formats):
+    """Decrypt a backup, verify it, then write it (--out) and/or replay it into destinations (--to)."""
+
+    def go():
+        from ..agecrypt import load_identities
+        from ..backups import restore as restore_backup
+        from ..registry import create_sink
+        from ..validate import plan_destinations
+
+        fmt = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
+        options = _options(raw_options, to_password_env, to_password_file)
+        given = ctx.get_parameter_source("formats") is not click.core.ParameterSource.DEFAULT
+        planned = plan_destinations([(u, {}) for u in destinations], options, fmt, formats_given=given) \
+            if destinations else []
+        identities = load_identities(file=identity_file, env=identity_env)
+        sinks = [create_sink(u, typed, fmt) for u, typed in planned]
+        entry = restore_backup(state_dir, account, which, identities, out=out, sinks=sinks, progress=progress(ctx))
+        if not ctx.obj.quiet:
+            where = ", ".join([*(mask(u) for u in destinations), *([out] if out else [])])
+            click.echo(f"restored {entry['name']} ({entry['archive']['files']} files verified) to {where}")
+
+    run_guarded(ctx, go)
+
+
+@backups.command()
+@account_options
+@retention_options
+@click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
+@click.pass_context
+def prune(ctx, account, state_dir, dry_run, **keep):
+    """Remove the backups the --keep-* rules do not keep (restic's forget rules; the newest good
+    backup is always kept)."""
+
+    def go():
+        from ..backups import prune as prune_backups
+
+        policy = _retention(**keep)
+        if policy is None:
+            raise ConfigError("no retention rule: give at least one --keep-last/--keep-daily/--keep-weekly/"
+                              "--keep-monthly/--keep-yearly")
+        removed = prune_backups(state_dir, account, policy, dry_run=dry_run)
+        if not ctx.obj.quiet:
+            for e in removed:
+                click.echo(f"{'would remove' if dry_run else 'removed'} {e['name']} ({e['created']})")
+            click.echo(f"{len(removed)} backup(s) {'to remove' if dry_run else 'removed'} ({policy.describe()})")
+
+    run_guarded(ctx, go)

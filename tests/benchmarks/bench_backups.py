@@ -1,0 +1,113 @@
+"""Benchmark: `exporter backups create` of a big account archive to an S3 server, against the
+plain tools doing less (`zip -r` + `age -r` + boto3's `upload_file`) on the same files, in the same
+run. The S3 server is moto's, in a process of its own on loopback.
+
+    python tests/benchmarks/bench_backups.py [--submissions 100000] [--work DIR]
+
+Ours does more than the baseline: it reads the archive as a source and writes a new one (the same
+path a web-service backup takes), re-hashes every file of it (verify), encrypts, uploads in parts
+with Content-MD5 and checks the stored sha256. Each side runs in a child process, whose peak memory
+(ru_maxrss) is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+OURS = """
+import datetime as dt, json, sys, time
+from exporter.backups import BackupConfig, create_backup
+from exporter.connectors.archive.source import ArchiveSource
+src, state, port, recipient = sys.argv[1:5]
+opts = {"endpoint_url": f"http://127.0.0.1:{port}", "path_style": True, "region": "us-east-1",
+        "access_key_id_env": "BENCH_KEY", "secret_access_key_env": "BENCH_SECRET", "chunk_size": "16MiB"}
+t = time.perf_counter()
+e = create_backup(BackupConfig("bench", state, "s3://bench/ours", opts, [recipient]), ArchiveSource(src))
+import resource
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": time.perf_counter() - t, "size": e["size"], "files": e["archive"]["files"], "rss": rss}))
+"""
+
+BASELINE = """
+import json, subprocess, sys, time, boto3
+src, work, port, recipient = sys.argv[1:5]
+t = time.perf_counter()
+subprocess.run(["zip", "-q", "-r", f"{work}/plain.zip", "."], cwd=src, check=True)
+subprocess.run(["age", "-r", recipient, "-o", f"{work}/plain.zip.age", f"{work}/plain.zip"], check=True)
+c = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                 aws_access_key_id="k", aws_secret_access_key="s")
+c.upload_file(f"{work}/plain.zip.age", "bench", "baseline/plain.zip.age")
+import resource
+rss = max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+print(json.dumps({"seconds": time.perf_counter() - t, "rss": rss}))
+"""
+
+
+def child(code: str, *args: str, env: dict | None = None) -> dict:
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})}, cwd=ROOT)
+    if r.returncode:
+        sys.exit(r.stderr)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--submissions", type=int, default=100_000)
+    ap.add_argument("--work", default="/tmp/exporter-bench-backups")
+    args = ap.parse_args()
+    work = Path(args.work)
+    src = work / f"account-{args.submissions}"
+    if not (src / "manifest.json").exists():
+        subprocess.run([sys.executable, str(ROOT / "tests/benchmarks/synth_account.py"), str(src),
+                        "--submissions", str(args.submissions), "--tiny-media"], check=True)
+    from pyrage import x25519
+
+    recipient = str(x25519.Identity.generate().to_public())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import boto3
+
+        for _ in range(100):
+            try:
+                boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                             aws_access_key_id="k", aws_secret_access_key="s").create_bucket(Bucket="bench")
+                break
+            except Exception:  # noqa: BLE001 - not listening yet
+                time.sleep(0.1)
+        size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+        files = sum(1 for p in src.rglob("*") if p.is_file())
+        print(f"account: {args.submissions} submissions, {files} files, {size / 1e6:.0f} MB")
+        for attempt in range(2):
+            for d in ("state", "base"):
+                shutil.rmtree(work / d, ignore_errors=True)
+            (work / "base").mkdir(parents=True)
+            base = child(BASELINE, str(src), str(work / "base"), str(port), recipient)
+            ours = child(OURS, str(src), str(work / "state"), str(port), recipient,
+                                   env={"BENCH_KEY": "k", "BENCH_SECRET": "s"})
+            print(f"run {attempt + 1}: zip + age + upload_file {base['seconds']:.1f} s; exporter backups create "
+                  f"{ours['seconds']:.1f} s ({ours['files']} files verified, {ours['size'] / 1e6:.0f} MB stored); "
+                  f"speed ratio {base['seconds'] / ours['seconds']:.2f}x; peak memory of the children "
+                  f"{base['rss']:.0f} MB (largest of python, zip, age) / {ours['rss']:.0f} MB")
+    finally:
+        moto.terminate()
+        moto.wait()
+
+
+if __name__ == "__main__":
+    main()
