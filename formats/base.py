@@ -15,6 +15,7 @@ import abc
 import contextlib
 import importlib.util
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,23 +97,38 @@ class OutputDir:
 
     def path(self, relpath: str) -> Path:
         """The absolute path of ``relpath``, its folder created. Components are checked (no
-        ``..``, separators or NUL) and each new folder is resolved once and proven to be inside
-        the root (so a planted symlink cannot lead outside either)."""
+        ``..``, separators or NUL) and each new folder is proven to be inside the root (so a
+        planted symlink cannot lead outside either), once."""
         parts = [p for p in relpath.split("/") if p]
         for p in parts:
             if p in (".", "..") or "\\" in p or "\x00" in p:
                 raise ConfigError(f"unsafe path component {p!r} in {relpath!r}")
         if not parts:
             raise ConfigError("empty path")
-        parent = "/".join(parts[:-1])
-        if parent not in self._dirs:
-            if len(self._dirs) >= 4096:  # one folder per submission: keep the cache bounded
-                self._dirs.clear()
-            d = safe_join(self._root_resolved, *parts[:-1])
+        return self._folder("/".join(parts[:-1])) / parts[-1]
+
+    def _folder(self, rel: str) -> Path:
+        """The folder ``rel`` (checked components), created and proven inside the root. A real
+        folder (not a symlink) in a proven one is inside the root too: a new folder below a
+        known one costs a ``mkdir`` and an ``lstat`` (one per submission's media folder), not
+        resolving its whole path twice. Anything else there (a symlink) is resolved in full."""
+        d = self._dirs.get(rel)
+        if d is not None:
+            return d
+        if len(self._dirs) >= 4096:  # one folder per submission: keep the cache bounded
+            self._dirs.clear()
+        if not rel:
+            return self._root_resolved
+        head, _, name = rel.rpartition("/")
+        d = self._folder(head) / name
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d)
+        if not stat.S_ISDIR(os.lstat(d).st_mode):
+            d = safe_join(self._root_resolved, *rel.split("/"))
             d.mkdir(parents=True, exist_ok=True)
-            safe_join(self._root_resolved, *parts[:-1])  # again, now that it exists
-            self._dirs[parent] = d
-        return self._dirs[parent] / parts[-1]
+            safe_join(self._root_resolved, *rel.split("/"))  # again, now that it exists
+        self._dirs[rel] = d
+        return d
 
     def _rel(self, p: Path) -> Path:
         return p.relative_to(self._root_resolved)

@@ -45,6 +45,20 @@ def test_output_dir_never_escapes(tmp_path):
     assert (tmp_path / "o").resolve() in p.parents
 
 
+def test_output_dir_refuses_a_planted_symlink_that_leads_outside(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = OutputDir(tmp_path / "o")
+    out.path("forms/1-a/media/s1/photo.jpg")  # folders known: the next ones below cost a mkdir + lstat
+    (tmp_path / "o" / "forms" / "1-a" / "media" / "s2").symlink_to(outside)
+    with pytest.raises(ConfigError, match="outside the output directory"):
+        out.path("forms/1-a/media/s2/photo.jpg")
+    (tmp_path / "o" / "forms" / "2-b").symlink_to(tmp_path / "o" / "forms" / "1-a")  # inside: followed
+    p = out.path("forms/2-b/media/s3/photo.jpg")
+    assert p.parent == (tmp_path / "o" / "forms" / "1-a" / "media" / "s3").resolve() and p.parent.is_dir()
+    assert not any(outside.iterdir())
+
+
 def test_shorten_identifier_deterministic_and_distinct():
     a = shorten_identifier("x" * 70 + "a", 63)
     b = shorten_identifier("x" * 70 + "b", 63)

@@ -1,11 +1,14 @@
 """``--workers auto``: how many requests may be in flight, adapted as the run goes (AIMD).
 
 The limit starts at 4 (the default ``--workers``). Each *round* (as many completed requests as the limit) measures the
-throughput; the limit goes up by one while the throughput grows from one round to the next, and
-holds when it stops growing. A sign of congestion (429, 503, a timeout: any transient failure)
-halves it at once, once for all the requests that were in flight then (they share one sign). It
-stays between ``low`` and ``high`` (1 and 16). No rate limit is documented
-for the service, so this is how the exporter finds what it may ask without being told.
+throughput. At first the limit doubles while the throughput grows from one round to the next (a
+slow start, as TCP's: 4, 8, 16 in two rounds, where one more per round took twelve); the first
+doubling that brings no growth goes back to the limit before it plus one, and from there the
+limit goes up by one while the throughput grows, and holds when it stops growing. A sign of
+congestion (429, 503, a timeout: any transient failure) halves it at once, once for all the
+requests that were in flight then (they share one sign), and ends the slow start. It stays
+between ``low`` and ``high`` (1 and 16). No rate limit is documented for the service, so this
+is how the exporter finds what it may ask without being told.
 
 The controller is deterministic given its clock, so it is unit-tested without a network.
 """
@@ -43,6 +46,8 @@ class AIMD:
         self._round_start = clock()
         self._last_rate: float | None = None
         self._epoch = 0  # counts decreases: a request started before the last one cannot cause another
+        self._slow = True  # slow start: doubling while the throughput grows
+        self._doubled_from, self._rate_before = start, 0.0  # the limit before the last doubling, its throughput
 
     def __repr__(self) -> str:
         return f"AIMD(limit={self.limit}, {self.low}..{self.high})"
@@ -91,10 +96,19 @@ class AIMD:
         now = self._clock()
         rate = self._done / max(now - self._round_start, 1e-9)
         grew = self._last_rate is None or rate > self._last_rate * self.growth
-        if grew and self.limit < self.high:
-            self.limit += 1
+        if self._slow and not grew:  # the last doubling brought nothing: from before it, one by one
+            self._slow = False
+            self.limit = min(self._doubled_from + 1, self.limit)
+            rate = self._rate_before
+            log.debug("%.1f requests/s: %d in flight now", rate, self.limit)
+        elif grew and self.limit < self.high:
+            if self._slow:
+                self._doubled_from, self._rate_before = self.limit, rate
+            self.limit = min(self.high, 2 * self.limit if self._slow else self.limit + 1)
             self.peak = max(self.peak, self.limit)
             log.debug("%.1f requests/s: %d in flight now", rate, self.limit)
+        elif grew:  # at the top
+            self._slow = False
         self._last_rate = rate
         self._done = 0
         self._round_start = now
@@ -106,6 +120,7 @@ class AIMD:
         self.limit = new
         self.decreases += 1
         self._epoch += 1
+        self._slow = False  # no more doubling after congestion
         self._last_rate = None  # the next round measures afresh, then growth resumes
         self._done = 0
         self._round_start = self._clock()

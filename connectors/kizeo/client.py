@@ -37,6 +37,7 @@ from exporter.errors import (
     NotFoundError,
     TransientSourceError,
 )
+from exporter.fastjson import loads as json_loads
 from exporter.retry import retry_call
 
 from .adaptive import AIMD
@@ -179,7 +180,7 @@ class KizeoClient:
         def read_once() -> Any:
             resp = self._send_once(method, path, body=body, params=params, auth=auth)
             try:
-                data = resp.json()
+                data = _json_of(resp)
             except ValueError:
                 ctype = resp.headers.get("Content-Type", "?")
                 raise BadAnswerError(f"the answer is not valid JSON (HTTP {resp.status_code}, {ctype})",
@@ -426,6 +427,16 @@ def attachment_filename(header: str | None) -> str | None:
             plain = value
     name = extended if extended else plain
     return name or None
+
+
+def _json_of(resp: requests.Response) -> Any:
+    """The JSON of an answer. A UTF-8 one (JSON's own encoding, what requests assumes for
+    application/json) is decoded from its bytes by ``exporter.fastjson`` (orjson when installed,
+    the same result as the standard library, about 3x faster); anything else by requests."""
+    enc = resp.encoding
+    if enc is not None and enc.lower().replace("-", "").replace("_", "") == "utf8":
+        return json_loads(resp.content)
+    return resp.json()
 
 
 def _retryable_but_timeouts(e: BaseException) -> bool:

@@ -54,7 +54,7 @@ from .adaptive import AIMD, MAX_WORKERS
 from .client import DEFAULT_BASE_URL, KizeoClient
 from .documents import FormDocuments, VendorDocuments
 from .http_errors import StreamInterrupted
-from .readahead import ReadAhead
+from .readahead import FormsAhead
 from .tokens import EnvToken, FileToken, LoginToken, TokenProvider
 from .windows import WINDOW_LIMIT, changed_since, window_filter
 
@@ -106,7 +106,7 @@ class WebSource:
         self.check_deletions = check_deletions
         self.window_limit = window_limit
         self.read_ahead = read_ahead
-        self._reader: ReadAhead | None = None
+        self._reader: FormsAhead | None = None
         if timezone:
             import zoneinfo
 
@@ -174,7 +174,8 @@ class WebSource:
         return self._pool
 
     def _ordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
-        """``map(fn, items)`` on the pool, in order, with at most ``2 * workers`` in flight."""
+        """``map(fn, items)`` on the pool, in order, with at most ``2 * workers`` in flight. Once
+        ``items`` is exhausted the next form may start (``FormsAhead.asked_all``)."""
         window = 2 * self.workers
         pending: collections.deque[cf.Future] = collections.deque()
         it = iter(items)
@@ -184,6 +185,8 @@ class WebSource:
                 pending.append(pool.submit(fn, item))
                 if len(pending) >= window:
                     yield pending.popleft().result()
+            if self._reader is not None:
+                self._reader.asked_all()
             while pending:
                 yield pending.popleft().result()
         finally:
@@ -195,44 +198,50 @@ class WebSource:
                 forms: Iterable[str] | None = None) -> Iterator:
         """The account's records in order. ``account=False`` leaves out the account, users, groups
         and lists; ``forms`` replaces the form ids (parallel workers pull theirs from a queue).
-        Read ahead of the consumer (``readahead.py``: requests go on while sinks write), except in
-        unread mode and for pulled forms."""
-        records = self._records(state or {}, account=account, forms=forms)
-        if self.mode == "unread" or forms is not None or not self.read_ahead:
-            return records
-        self._reader = ReadAhead(records, self.read_ahead)
-        return iter(self._reader)
+
+        Users, groups and the lists index are asked for at once, with the first form's definition
+        and id list; each list through the pool (the first alone). Each form is read ahead of
+        the consumer (``readahead.FormsAhead``: requests go on while sinks write, and the next
+        form starts while the last answers of the one before are in flight), except in unread mode
+        (its beginning only) and for pulled forms (no look-ahead)."""
+        return self._records(state or {}, account=account, forms=forms)
 
     def _records(self, state: dict[str, str | None], *, account: bool, forms: Iterable[str] | None) -> Iterator:
         if account:
             self._index()  # GET /forms first: a bad token fails there, so a refusal below is about rights
+        pool = self._executor()
+        reader = None
+        if forms is None:
+            if self._reader is not None:  # a second reading of the same source
+                self._reader.close()
+            reader = self._reader = FormsAhead(
+                self.form_ids(), pool, lambda fid: self._prologue(fid, state.get(fid)),
+                lambda fid, prologue: self._form_records(fid, state.get(fid), prologue),
+                overlap=self.mode != "unread" and self.read_ahead > 0, size=max(1, self.read_ahead))
+        if account:
+            early = {part: pool.submit(read) for part, read in (
+                ("users", self.client.users), ("groups", self.client.groups), ("lists", self.client.lists),
+            ) if part not in self.skip}
             # no exported_at: the files a live export writes must not carry the wall clock (the same
             # data gives the same bytes); the run's time is in the runs table and the archive manifest
             yield Account(source=self.client.description, timezone=self.timezone, exported_at=None,
                           raw={"source": self.client.description, "timezone": self.timezone},
                           form_ids=None if self.forms else tuple(self.form_ids()))
-            yield from self._scoped("users", lambda: map(parse_user, self.client.users()))
-            yield from self._scoped("groups", lambda: map(parse_group, self.client.groups()))
-            yield from self._scoped("lists", self._lists)
+            yield from self._scoped("users", lambda: map(parse_user, early["users"].result()))
+            yield from self._scoped("groups", lambda: map(parse_group, early["groups"].result()))
+            yield from self._scoped("lists", lambda: self._lists(early["lists"].result()))
         if forms is not None:  # pulled one by one (parallel workers share a queue): no look-ahead
             for fid in forms:
                 yield from self._form_records(fid, state.get(fid), self._prologue(fid, state.get(fid)))
             return
-        # each form's definition and id list are asked for while the previous form streams, so
-        # the pool does not drain at every form boundary
-        fids = self.form_ids()
-        ahead = None
-        for i, fid in enumerate(fids):
-            current = ahead if ahead is not None else self._executor().submit(self._prologue, fid, state.get(fid))
-            if i + 1 < len(fids):
-                ahead = self._executor().submit(self._prologue, fids[i + 1], state.get(fids[i + 1]))
-            yield from self._form_records(fid, state.get(fid), current.result())
+        if reader is not None:
+            yield from reader
 
-    def _lists(self) -> Iterator:
-        for summary in self.client.lists():
-            lid = summary.get("id") if isinstance(summary, dict) else summary
-            if lid not in (None, ""):
-                yield parse_list(self.client.get_list(str(lid)))
+    def _lists(self, index: list) -> Iterator:
+        ids = [str(lid) for lid in (s.get("id") if isinstance(s, dict) else s for s in index) if lid not in (None, "")]
+        if ids:  # the first alone: it finds out whether the service has GET /lists/{id}/complete
+            yield parse_list(self.client.get_list(ids[0]))
+        yield from self._ordered(lambda lid: parse_list(self.client.get_list(lid)), ids[1:])
 
     def _scoped(self, part: str, read: Callable[[], Iterable]) -> Iterator:
         """The account's ``part`` (users, groups, lists), unless skipped. A token is issued for one

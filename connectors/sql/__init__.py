@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING
 from exporter.errors import ConfigError
 from exporter.secrets import register_secret
 
-from .dialects import for_url
-
 if TYPE_CHECKING:
     import sqlalchemy
 
@@ -50,6 +48,8 @@ def parse_url(url: str | None, options: dict) -> sqlalchemy.engine.URL:
     """The SQLAlchemy URL of ``url``/``options``, with its driver defaulted and password set."""
     import sqlalchemy as sa
     from sqlalchemy.exc import ArgumentError
+
+    from .dialects import for_url
 
     if options.get("url_env"):
         env = options["url_env"]

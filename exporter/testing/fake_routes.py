@@ -32,6 +32,9 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+    #: answers buffered, so the status line, the headers and a small body leave in one send (the
+    #: server flushes after each request; a cut download flushes before it drops the connection)
+    wbufsize = 1 << 16
     server: FakeHTTPServer
     server_version = "FakeKizeo/1"
 

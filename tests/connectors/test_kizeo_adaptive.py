@@ -39,8 +39,24 @@ def test_limit_grows_while_throughput_grows_then_holds():
     for _ in range(30):
         _round(gate, clock, capacity=6)
         seen.append(gate.limit)
-    assert seen[:4] == [3, 4, 5, 6]  # one more per round while each round is faster
-    assert max(seen) == 7 and seen[-1] == 7  # 7 brings nothing over 6 (one probe), then it holds
+    # slow start: doubled while each round is faster; 8 brings nothing over 4: from 4, one by one
+    assert seen[:5] == [4, 8, 5, 6, 7]
+    assert seen[-1] == 7 and seen[5:] == [7] * 25  # 7 brings nothing over 6 (one probe), then it holds
+
+
+def test_slow_start_reaches_the_top_in_two_rounds_and_ends_with_congestion():
+    clock = Clock()
+    gate = AIMD(clock=clock)
+    _round(gate, clock, capacity=100)
+    _round(gate, clock, capacity=100)
+    assert gate.limit == 16  # 4, 8, 16
+    gate.release(gate.acquire(), congested=True)
+    assert gate.limit == 8
+    seen = []
+    for _ in range(3):
+        _round(gate, clock, capacity=100)
+        seen.append(gate.limit)
+    assert seen == [9, 10, 11]  # after congestion, one more per round only
 
 
 def test_limit_never_leaves_its_bounds():

@@ -456,3 +456,41 @@ def test_proxy_from_the_environment_still_applies(fake, monkeypatch):
     with pytest.raises(SourceError, match="DNS name not found"):
         c.list_forms()
     c.close()
+
+
+def test_answers_decode_exactly_whatever_their_charset():
+    """UTF-8 answers are decoded from their bytes (``exporter.fastjson``): big integers exact,
+    text intact; an answer that declares another charset is decoded by requests in that charset."""
+    import http.server
+    import threading
+
+    answers = {
+        "/rest/v3/forms": ("utf-8", '{"status":"ok","forms":[{"id":"1","name":"Visite été ✓","n":123456789012345678901234}]}'),
+        "/rest/v3/users": ("iso-8859-1", '{"status":"ok","data":{"users":[{"id":"7","login":"élodie"}]}}'),
+    }
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):  # noqa: N802 - http.server's name
+            charset, text = answers[self.path]
+            body = text.encode(charset)
+            self.send_response(200)
+            self.send_header("Content-Type", f"application/json; charset={charset}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        c = KizeoClient(StaticToken(TOKEN), base_url=f"http://127.0.0.1:{httpd.server_address[1]}/rest/v3")
+        assert c.list_forms() == [{"id": "1", "name": "Visite été ✓", "n": 123456789012345678901234}]
+        assert c.users() == [{"id": "7", "login": "élodie"}]
+        c.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
