@@ -305,8 +305,8 @@ class _Workers:
 _PRELOAD = ["exporter.parallel", "exporter.logs", "exporter.registry", "exporter.connectors.catalog",
             "exporter.connectors.sql.catalog", "exporter.connectors.archive.source", "exporter.connectors.archive.sink",
             "exporter.connectors.kizeo.source", "exporter.connectors.sql.sink",
-            "sqlalchemy.dialects.postgresql.psycopg2", "sqlalchemy.dialects.mysql.pymysql",
-            "psycopg2", "pymysql"]
+            "sqlalchemy.dialects.postgresql.psycopg", "sqlalchemy.dialects.mysql.pymysql",
+            "psycopg", "pymysql"]
 
 
 def _context() -> Any:

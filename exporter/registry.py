@@ -10,7 +10,7 @@ live in small modules that import no driver (``connectors/catalog.py``, ``connec
 ``connectors/remote/catalog.py``, ``formats/catalog.py``), so listing them stays cheap, and the
 groups are read on first use, not when ``exporter`` is imported.
 
-The key is the URL scheme (``postgres`` answers ``postgresql+psycopg2://``); a plain path is the
+The key is the URL scheme (``postgres`` answers ``postgresql+psycopg://``); a plain path is the
 destination or source that declares ``paths``. A factory receives typed options:
 ``factory(url, options)`` for sinks and remotes, ``factory(url, forms=..., mode=..., action=...,
 overlap_seconds=..., check_deletions=..., **options)`` for sources, ``Writer(out, options)`` for
@@ -214,7 +214,7 @@ def refresh() -> None:
 
 #: top-level module of every optional driver or SDK -> the pip extras that bring it (pyproject.toml)
 DRIVER_EXTRAS: dict[str, tuple[str, ...]] = {
-    "psycopg2": ("postgres",),
+    "psycopg": ("postgres",),
     "pymysql": ("mysql",),
     "pyodbc": ("odbc", "mssql", "access"),
     "sqlalchemy_access": ("access",),

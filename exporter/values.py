@@ -193,3 +193,29 @@ def _conv_media(text: str | None, cell: dict | None, bools: Any) -> Value:
 
 CONVERTERS = {NUMBER: _conv_number, DATE: _conv_date, TIME: _conv_time, DATETIME: _conv_datetime,
                BOOLEAN: _conv_boolean, GEOLOC: _conv_geoloc, MEDIA: _conv_media}
+
+# texts of metadata times already read (naive ones only); a submission's six times are often
+# equal and neighbouring submissions share them
+_META_TIMES: dict[str, dt.datetime] = {}
+
+
+def meta_time(text: str | None) -> tuple[dt.datetime | None, bool]:
+    """A metadata time (``create_time``, ``update_time``...: ISO text, served without an offset) as
+    a naive datetime, and whether its text says more than that value, so that a destination
+    keeps the text beside it: one that does not parse (None), or one with an offset (the wall
+    time kept, the offset dropped)."""
+    v = _META_TIMES.get(text)  # type: ignore[arg-type]
+    if v is not None:
+        return v, False
+    if text is None or not text.strip():
+        return None, False
+    try:
+        v = _datetime_iso(text.strip())
+    except ValueError:
+        return None, True
+    if v.tzinfo is not None:
+        return v.replace(tzinfo=None), True
+    if len(_META_TIMES) >= 4096:
+        _META_TIMES.clear()
+    _META_TIMES[text] = v
+    return v, False

@@ -10,12 +10,14 @@ from contextlib import AbstractContextManager
 
 import sqlalchemy as sa
 
+from exporter.capabilities import Capabilities
 from exporter.errors import SinkError
 from exporter.model import ExternalList, Form
 from exporter.sinks import RunContext
 
 from .columns import type_family
 from .dialects.base import Loader, SqlProfile
+from .loaders import as_rows
 from .planner import NamePlanner
 from .plans import FormPlan, lineage_rows, plan_form
 from .tables import (
@@ -39,6 +41,7 @@ class SchemaSteps:
     url: sa.URL
     schema: str | None
     profile: SqlProfile
+    capabilities: Capabilities
     planner: NamePlanner
     _conn: sa.Connection
     _ctx: RunContext | None
@@ -200,7 +203,7 @@ class SchemaSteps:
             tables.update(build_tables(self._md, tp, self.profile, plan.main))
         checked = self._check_tables(list(tables.values()))
         with self._op(f"storing the name plan of form {form.id}"):
-            self._loader.upsert(lin, "lineage_key", lineage_rows(plan, self._run_id()))
+            self._loader.upsert(lin, "lineage_key", *as_rows(lineage_rows(plan, self._run_id())))
         self._apply_ddl(checked)
         self._plans[form.id] = plan
         self._tables.update(tables)

@@ -118,6 +118,9 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
         except DeferredError as e:  # a statement that ran in the background (overlapped loads)
             if isinstance(e.error, ExporterError):
                 raise e.error from None
+            if isinstance(e.error, (OverflowError, ValueError)):  # as below, found by the driver there
+                raise self._translate(e.error, f"{what}: {e.label}: a value cannot be stored "
+                                               f"({type(e.error).__name__})") from None
             raise self._translate(e.error, f"{what}: {e.label}") from None
         except SQLAlchemyError as e:
             raise self._translate(e, what, retryable=True) from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -49,7 +49,8 @@ def reserved(*lists: Any) -> frozenset[str]:
 
 def capabilities(**kw: Any) -> Capabilities:
     """A SQL dialect's capabilities: what every SQL database shares, then ``kw``."""
-    base = {"transactions": True, "streaming": True, "rename": True, "stores_media": True, "max_name_length": None}
+    base: dict[str, Any] = {"transactions": True, "streaming": True, "rename": True, "stores_media": True,
+                            "max_name_length": None}
     base.update(kw)
     return Capabilities(**base)
 
@@ -110,25 +111,28 @@ class Outcome:
 
 
 class Loader(Protocol):
-    """How rows get into tables, inside the caller's transaction. Rows are dicts keyed by column
-    name; a loader holds at most ``rows`` rows of statement parameters at a time."""
+    """How rows get into tables, inside the caller's transaction. Rows are tuples, in the order of
+    the columns given with them; a loader holds at most ``rows`` rows of statement parameters at a
+    time."""
 
     name: str
     rows: int
     #: statements run on a background thread (see :class:`BackgroundLoader`)
     overlapping: bool
 
-    def insert(self, table: sa.Table, rows: list[dict]) -> None: ...
+    def insert(self, table: sa.Table, cols: Sequence[str], rows: list[tuple]) -> None: ...
 
-    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
-        """Insert or update by ``key``, done when it returns; True when none of the keys was stored."""
+    def upsert(self, table: sa.Table, key: str, cols: Sequence[str], rows: list[tuple]) -> bool:
+        """Insert or update by column ``key``, done when it returns; True when none of the keys
+        was stored."""
         ...
 
     def delete_in(self, table: sa.Table, column: str, values: list, **equal: Any) -> None: ...
 
     # a batch's steps whose order matters but whose results the caller need not wait for: run now,
     # or queued on the background thread of a loader that overlaps
-    def upsert_step(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome | None = None) -> Outcome:
+    def upsert_step(self, table: sa.Table, key: str, cols: Sequence[str], rows: list[tuple],
+                    outcome: Outcome | None = None) -> Outcome:
         """``upsert``; ``outcome.all_new`` turns False when some key was already stored."""
         ...
 
