@@ -22,12 +22,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .errors import ConfigError
 from .pipeline import Progress, RunSummary
 from .validate import plan_destinations
+
+if TYPE_CHECKING:
+    from .sources import Source
 
 log = logging.getLogger("exporter")
 
@@ -175,14 +178,14 @@ def source_settings(source: str, given: Mapping[str, Any]) -> dict:
     return entry.parse_options(own)
 
 
-def open_source(source: str | os.PathLike, source_options: Mapping[str, Any] | None = None, **run: Any):
+def open_source(source: str | os.PathLike, source_options: Mapping[str, Any] | None = None, **run: Any) -> Source:
     """The source reading ``source``, its options checked and typed (``source_settings``); ``run``:
     forms, mode, action, overlap_seconds, check_deletions. For a caller that runs it itself (the
     backups); close it when done."""
     return _open(str(source), source_settings(str(source), dict(source_options or {})), run)
 
 
-def _open(source: str, typed: Mapping[str, Any], run_args: Mapping[str, Any]):
+def _open(source: str, typed: Mapping[str, Any], run_args: Mapping[str, Any]) -> Source:
     try:
         return registry.open_source(source, typed, **run_args)
     except OSError as e:  # an archive that cannot be read (permissions, a vanished disk)

@@ -143,6 +143,13 @@ class AccountLock:
         os.pwrite(fd, data, 0)
         os.fsync(fd)
 
+    def fileno(self) -> int:
+        """The lock file, open and locked while ``held``: a child process given it (``pass_fds``)
+        keeps the account locked while it runs, even if this process is killed meanwhile."""
+        if self._fd is None:
+            raise ValueError(f"the lock of account {self.account} is not held")
+        return self._fd
+
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is None:

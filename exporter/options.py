@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,8 +96,9 @@ def _parse_list(value: Any) -> tuple[str, ...]:
 
 
 #: type name -> parser (raises ValueError naming what it takes)
-PARSERS = {"bool": parse_bool, "int": _parse_int, "float": _parse_float, "size": parse_size, "text": _parse_text,
-           "path": _parse_text, "env": _parse_env, "list": _parse_list}
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "bool": parse_bool, "int": _parse_int, "float": _parse_float, "size": parse_size, "text": _parse_text,
+    "path": _parse_text, "env": _parse_env, "list": _parse_list}
 
 
 @dataclass(frozen=True)
@@ -208,9 +209,15 @@ def nearest(key: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def names_a_secret(key: str) -> bool:
+    """Whether a key names a secret itself (``password``, ``token``, ``client_secret``...) rather
+    than the variable or file holding it (``*_env``, ``*_file``)."""
+    return bool(SECRET_KEY.search(key)) and not key.endswith(("_env", "_file"))
+
+
 def refuse_plain_secret(key: str, where: str = "") -> None:
     """A key naming a secret itself is refused: secrets are given by reference only."""
-    if SECRET_KEY.search(key) and not key.endswith(("_env", "_file")):
+    if names_a_secret(key):
         cli = " (on the command line: --to-password-env NAME, --to-password-file PATH)" if "pass" in key else ""
         raise ConfigError(f"{key}=...{where}: a secret is given by reference, never as a value; secrets come from "
                           f"an environment variable or a file: {key}_env=NAME or {key}_file=PATH{cli}")

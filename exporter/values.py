@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Callable
 
 from .model import BOOLEAN, DATE, DATETIME, GEOLOC, MEDIA, NUMBER, TIME, FieldDef, GeoPoint, Value
 
@@ -191,7 +191,10 @@ def _conv_media(text: str | None, cell: dict | None, bools: Any) -> Value:
     return tuple([n for n in map(str.strip, text.split(",")) if n])
 
 
-CONVERTERS = {NUMBER: _conv_number, DATE: _conv_date, TIME: _conv_time, DATETIME: _conv_datetime,
+#: a typed-value converter: (served text, the served cell, how booleans are written) -> value
+Converter = Callable[[str | None, dict | None, Any], Value]
+
+CONVERTERS: dict[str, Converter] = {NUMBER: _conv_number, DATE: _conv_date, TIME: _conv_time, DATETIME: _conv_datetime,
                BOOLEAN: _conv_boolean, GEOLOC: _conv_geoloc, MEDIA: _conv_media}
 
 # texts of metadata times already read (naive ones only); a submission's six times are often

@@ -66,7 +66,7 @@ class SchemaSteps:
         """Check every table before any DDL: returns (table, None) to create, (table, [missing
         columns]) to alter. Raises SinkError for an existing table of incompatible shape."""
         insp = self._inspector()
-        out = []
+        out: list[tuple[sa.Table, list[sa.Column] | None]] = []
         for t in tables:
             if not insp.has_table(t.name, schema=self.schema):
                 out.append((t, None))
@@ -148,7 +148,7 @@ class SchemaSteps:
         for t in self._fixed.values():
             for ix in t.indexes if t.info.get("late_indexes") and t.name in existing else ():
                 with self._op(f"creating index {ix.name} of table {t.name}"):
-                    if not insp.has_index(t.name, ix.name, schema=self.schema):
+                    if ix.name is None or not insp.has_index(t.name, ix.name, schema=self.schema):
                         log.info("%s: creating index %s of table %s", self.name, ix.name, t.name)
                         ix.create(conn)
 
@@ -184,9 +184,12 @@ class SchemaSteps:
 
     def _schema_unlock(self) -> None:
         """Release a session schema lock (after the schema step's commit, or on rollback)."""
+        unlock = self.profile.schema_unlock_sql
         if self._locked:
             self._locked = False
-            self._conn.execute(sa.text(self.profile.schema_unlock_sql), {"k": self._lock_key()})
+            if unlock is None:  # (a dialect without an unlock statement never locks)
+                return
+            self._conn.execute(sa.text(unlock), {"k": self._lock_key()})
             if self._conn.in_transaction():
                 self._conn.commit()
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from exporter.errors import SinkError
+
 from .dialects.base import Outcome, SqlProfile
 
 
@@ -22,6 +24,14 @@ def dedupe(rows: list[tuple], key: int) -> list[tuple]:
     """Keep the last row of each key (field ``key`` of the tuples: a record sent twice in one batch)."""
     seen: dict[Any, tuple] = {r[key]: r for r in rows}
     return list(seen.values()) if len(seen) != len(rows) else rows
+
+
+def driver_connection(conn: sa.Connection) -> Any:
+    """The DB-API connection under ``conn``, whose cursors the fast loaders use directly."""
+    raw = conn.connection.driver_connection
+    if raw is None:  # (a connection in use always has one)
+        raise SinkError("the database connection is closed")
+    return raw
 
 
 def chunks(items: list, n: int) -> Iterator[list]:

@@ -4,7 +4,7 @@ only its index."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -42,7 +42,7 @@ class MediaWrites:
         fetched again (an edited submission) replaces its row; bytes like a media's."""
         self._write_blobs(docs, "documents", "document_key", DOCUMENT_COLUMNS, document_row, _document_parts)
 
-    def _write_blobs(self, blobs: list[Blob], table_name: str, key: str, columns: tuple[str, ...], row_of,
+    def _write_blobs(self, blobs: Sequence[Blob], table_name: str, key: str, columns: tuple[str, ...], row_of,
                      parts_of) -> None:
         """The rows of media or documents (``row_of``), their bytes in files under ``media_dir``
         (at ``parts_of``) or, with ``media_in_db``, in the row's ``content``."""
@@ -52,7 +52,7 @@ class MediaWrites:
         for b in blobs:
             size, sha, path = b.size, b.sha256, None
             if media_dir is not None:
-                path, size, sha = self._blob_file(b, parts_of(b))
+                path, size, sha = self._blob_file(b, media_dir, parts_of(b))
             elif in_db and (type(size) is not int or sha is None):
                 size, sha = self._measure(b)
             row = row_of(b, size, sha, path)
@@ -77,8 +77,9 @@ class MediaWrites:
             n += len(chunk)
         return n, h.hexdigest()
 
-    def _blob_file(self, b: Blob, parts: list[str]) -> tuple[str, int, str]:
-        dest = safe_join(self.media_dir, *parts)
+    @staticmethod
+    def _blob_file(b: Blob, media_dir: Path, parts: list[str]) -> tuple[str, int, str]:
+        dest = safe_join(media_dir, *parts)
         h, n = hashlib.sha256(), 0
         try:
             with atomic_write(dest) as fh:

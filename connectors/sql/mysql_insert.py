@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from .background import Overlapping
 from .dialects.base import Outcome, SqlProfile
-from .loaders import GenericLoader, chunks, dedupe
+from .loaders import GenericLoader, chunks, dedupe, driver_connection
 
 
 class MultiRowLoader(Overlapping, GenericLoader):
@@ -34,7 +34,7 @@ class MultiRowLoader(Overlapping, GenericLoader):
 
     def _run(self, stmt, rows: list[tuple]) -> None:
         sql = str(stmt.compile(dialect=self.conn.dialect))
-        with self.conn.connection.driver_connection.cursor() as cur:
+        with driver_connection(self.conn).cursor() as cur:
             cur.max_stmt_length = self.max_stmt
             for chunk in chunks(rows, self.rows):
                 cur.executemany(sql, self._named(chunk))

@@ -74,9 +74,9 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
         self.media_max_bytes = int(options.get("media_in_db_max_bytes") or (256 << 20))
         self.planner = NamePlanner(self.profile)
         self._engine: sa.Engine | None = None
-        self._conn: sa.Connection | None = None
+        self._connection: sa.Connection | None = None  # while connected (``_conn``)
         self._tx: sa.Transaction | None = None
-        self._loader: Loader | None = None
+        self._active_loader: Loader | None = None  # made with the connection (``_loader``)
         self._ctx: RunContext | None = None
         self._failure: tuple[str, str] | None = None  # (status, message) of a failed run
         self._new_file: Path | None = None  # a SQLite file this run creates
@@ -89,6 +89,28 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
 
     def __repr__(self) -> str:
         return f"SqlSink({self.name!r})"
+
+    # the mixins (schema steps, record writes, media, runs) run only while connected: for them the
+    # connection and its loader are always there; this class tests ``_connection`` itself
+    @property
+    def _conn(self) -> sa.Connection:
+        if self._connection is None:
+            raise SinkError("not connected", context=self.name)
+        return self._connection
+
+    @_conn.setter
+    def _conn(self, conn: sa.Connection | None) -> None:
+        self._connection = conn
+
+    @property
+    def _loader(self) -> Loader:
+        if self._active_loader is None:
+            raise SinkError("not connected", context=self.name)
+        return self._active_loader
+
+    @_loader.setter
+    def _loader(self, loader: Loader | None) -> None:
+        self._active_loader = loader
 
     # ------------------------------------------------------------------ errors
     def _translate(self, exc: BaseException, what: str, retryable: bool = False) -> SinkError:
@@ -150,7 +172,7 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
         return engine
 
     def _connect(self) -> sa.Connection:
-        if self._conn is None:
+        if self._connection is None:
             engine = self._ensure_engine()
             try:
                 self._conn = engine.connect()
@@ -174,14 +196,14 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
             tx.commit()
 
     def _rollback(self) -> None:
-        if self._loader is not None:
+        if self._active_loader is not None:
             with contextlib.suppress(Exception):
-                self._loader.drain()
+                self._active_loader.drain()
         tx, self._tx = self._tx, None
         if tx is not None:
             with contextlib.suppress(Exception):
                 tx.rollback()
-        if self._conn is not None:
+        if self._connection is not None:
             # a transaction handed to the background for its commit, which did not happen, or one
             # an interruption (a signal) left inactive but still attached (a no-op otherwise)
             with contextlib.suppress(Exception):
@@ -234,7 +256,7 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
                 self._loader.overlap()
 
     def load_state(self) -> dict[str, str | None]:
-        own = self._conn is None
+        own = self._connection is None
         with self._op("reading the export state"):
             conn = self._connect()
             try:
@@ -251,7 +273,7 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
     def held_ids(self, form_id: str) -> set[str] | None:
         """The ids of the form's submissions stored and not marked deleted
         (``exporter.deletions.preflight``); None when the form has no table here yet."""
-        own = self._conn is None
+        own = self._connection is None
         with self._op(f"reading the ids of form {form_id}"):
             conn = self._connect()
             try:
@@ -278,7 +300,7 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
         """Write one batch in one transaction. A batch that lost a deadlock or a lock wait
         (processes writing the same tables at once) is rolled back and written again, up to
         ``WRITE_ATTEMPTS`` times in all; any other failure rolls back and is raised."""
-        if self._conn is None:
+        if self._connection is None:
             raise SinkError("write() before open()", context=self.name)
         retry_call(lambda: self._write_once(batch), attempts=WRITE_ATTEMPTS, base_delay=0.1, max_delay=2.0,
                    describe=f"{self.name}: writing a batch")
@@ -336,7 +358,7 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
         self._pending = {}
 
     def close(self, ok: bool) -> None:
-        if self._conn is None:
+        if self._connection is None:
             if self._engine is not None:
                 self._engine.dispose()
             if not ok:

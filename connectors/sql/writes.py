@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -31,7 +31,7 @@ from exporter.model import (
 from exporter.sinks import RunContext
 
 from .columns import DELETED_AT
-from .dialects.base import Loader, SqlProfile
+from .dialects.base import Loader, Outcome, SqlProfile
 from .loaders import as_rows, chunks
 from .plans import FormPlan
 from .rows import Rows, check_id, form_rows, records_rows
@@ -195,7 +195,7 @@ class RecordWrites:
             self._count("deleted", len(doomed))
 
     @staticmethod
-    def _current_media(media: list[Media], subs: dict[str, dict[str, Submission]]) -> list[Media]:
+    def _current_media(media: list[Media], subs: Mapping[str, Mapping[str, Submission]]) -> list[Media]:
         """Drop the media of an earlier version of a submission sent again in this batch (or whose
         media spilled over into it): its rows were just replaced by the last version's, so only
         the media that version references may be written."""
@@ -311,7 +311,7 @@ class RecordWrites:
         # submission written before them. Skipping the deletes on a fresh load matters: without
         # table statistics PostgreSQL runs the media delete as a scan of the form's whole index.
         # (Steps, in this order: run now, or on the loader's background thread.)
-        outcome = None
+        outcome = Outcome()
         for part in plan.main.parts:
             with self._op(f"form {form_id} table {part}"):
                 outcome = loader.upsert_step(self._tables[part], key, cols[part], parts[part], outcome)

@@ -5,7 +5,7 @@ call and prints the outcome. Exit codes: 0 success, 1 failure (one readable line
 usage error. Tracebacks only with ``--debug``. The core never imports click; this package turns
 core errors into click ones (``common``). Commands by group: ``run`` (what reads an account),
 ``tools`` (the fake service, the demo, the registry's listing), ``backups`` (the command group
-``exporter backups ...``).
+``exporter backups ...``), ``jobs`` (the command groups ``exporter jobs ...`` and ``exporter audit ...``).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import click
 
 from .. import __version__
 from ..errors import Interrupted
-from . import backups, run, tools
+from . import backups, jobs, run, tools
 from .common import Ctx, interrupted
 
 
@@ -55,9 +55,10 @@ def _global_switches() -> list[click.Option]:
     ]
 
 
-for _command in (*run.COMMANDS, *tools.COMMANDS, *backups.backups.commands.values()):
+GROUPS = (backups.backups, jobs.jobs, jobs.audit)
+for _command in (*run.COMMANDS, *tools.COMMANDS, *(c for g in GROUPS for c in g.commands.values())):
     _command.params.extend(_global_switches())
-for _command in (*run.COMMANDS, *tools.COMMANDS, backups.backups):
+for _command in (*run.COMMANDS, *tools.COMMANDS, *GROUPS):
     cli.add_command(_command)
 
 

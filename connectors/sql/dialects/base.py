@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from exporter.capabilities import Capabilities
 from exporter.errors import SinkError
-from exporter.model import Blob, Media
+from exporter.model import Blob, Document
 
 # SQL:2016 reserved words that every dialect refuses or warns about (added to each dialect's list)
 COMMON_RESERVED = frozenset(
@@ -234,12 +234,12 @@ def row_of(table: sa.Table, key: str):
 
 def blob_name(b: Blob) -> str:
     """The file name of a media or a vendor document, as served."""
-    return b.ref.name if isinstance(b, Media) else b.name
+    return b.name if isinstance(b, Document) else b.ref.name
 
 
 def blob_context(b: Blob) -> str:
     """What an error about a media or a vendor document names: ``form F submission S media N``."""
-    what = "media" if isinstance(b, Media) else f"{b.ref.doc_kind} document"
+    what = f"{b.ref.doc_kind} document" if isinstance(b, Document) else "media"
     return f"form {b.ref.form_id} submission {b.ref.submission_id} {what} {blob_name(b)}"
 
 

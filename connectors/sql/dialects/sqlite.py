@@ -16,6 +16,7 @@ from sqlalchemy.types import TypeDecorator
 from exporter.errors import SinkError
 from exporter.model import Blob
 
+from ..loaders import driver_connection
 from .base import Dialect, SqlProfile, blob_context, capabilities, reserved, reserved_from, row_of
 
 
@@ -73,8 +74,8 @@ class SQLite(Dialect):
         """A zero-filled blob of the media's size, then its bytes written into it in place."""
         where = row_of(table, key)
         conn.execute(table.update().where(where).values(content=sa.func.zeroblob(size)))
-        rowid = conn.execute(sa.select(sa.literal_column("rowid")).select_from(table).where(where)).scalar_one()
-        raw = conn.connection.driver_connection
+        rowid: int = conn.execute(sa.select(sa.literal_column("rowid")).select_from(table).where(where)).scalar_one()
+        raw = driver_connection(conn)
         with raw.blobopen(table.name, "content", rowid, name=schema or "main") as blob:
             written = 0
             for chunk in media.iter_bytes(1 << 20):

@@ -1,0 +1,119 @@
+"""Audit logs: append-only JSON lines, hash-chained, so an edited or removed line is seen.
+
+Each line is one JSON object ending with ``"prev"``: the SHA-256 (hex) of the line before it (of
+its bytes, without the newline; 64 zeros for the first). A sidecar ``<log>.head`` holds the count
+and the hash of the last line, so a removed or edited *last* line is seen too. Appending takes an
+exclusive ``flock`` on the log, so several processes (accounts running side by side, two ``jobs
+run``) append whole lines in turn; each line is written with one ``write`` and fsynced.
+
+``verify`` re-reads a log and returns its problems (an empty list: intact). Nothing secret is
+ever written here: callers pass masked values, and every text is masked again on its way in.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from .fsutil import atomic_write
+from .secrets import mask
+
+GENESIS = "0" * 64
+
+
+def _masked(value):
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(v) for v in value]
+    return value
+
+
+def _last_line(fh) -> bytes | None:
+    """The last complete line of an open log (without its newline), read from the end."""
+    end = fh.seek(0, os.SEEK_END)
+    if not end:
+        return None
+    block, data = 4096, b""
+    pos = end
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        fh.seek(pos)
+        data = fh.read(step) + data
+        body = data[:-1] if data.endswith(b"\n") else data
+        cut = body.rfind(b"\n")
+        if cut >= 0:
+            return body[cut + 1:]
+    return data.rstrip(b"\n")
+
+
+def append(path: str | os.PathLike, record: dict) -> str:
+    """Append ``record`` (masked) to the log at ``path``, chained to its last line; returns the
+    new line's SHA-256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o600)
+    with os.fdopen(fd, "r+b", buffering=0) as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            last = _last_line(fh)
+            prev = hashlib.sha256(last).hexdigest() if last is not None else GENESIS
+            head = _head(path) if last is not None else {"lines": 0}
+            line = json.dumps({**_masked(record), "prev": prev}, ensure_ascii=False, separators=(",", ":"),
+                              default=str).encode("utf-8")
+            fh.write(line + b"\n")
+            os.fsync(fh.fileno())
+            digest = hashlib.sha256(line).hexdigest()
+            with atomic_write(_head_path(path), "w", encoding="utf-8") as h:
+                lines = head["lines"] + 1 if isinstance(head.get("lines"), int) else _count(path)
+                json.dump({"lines": lines, "sha256": digest}, h)
+            return digest
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _head_path(path: Path) -> Path:
+    return path.with_name(path.name + ".head")
+
+
+def _head(path: Path) -> dict:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(_head_path(path).read_text("utf-8"))
+    return {}
+
+
+def _count(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def verify(path: str | os.PathLike) -> list[str]:
+    """The problems of the log at ``path``: a line that is not JSON, a broken chain (a line edited,
+    removed or inserted before it), or a last line that differs from the recorded head."""
+    path = Path(path)
+    problems: list[str] = []
+    prev, n, digest = GENESIS, 0, GENESIS
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            line = raw.rstrip(b"\n")
+            try:
+                record = json.loads(line)
+            except ValueError:
+                problems.append(f"{path}:{n}: not a JSON line")
+                record = {}
+            if record.get("prev") != prev:
+                problems.append(f"{path}:{n}: chain broken: this line does not follow line {n - 1} as written "
+                                f"(a line was edited, removed or inserted)")
+            prev = digest = hashlib.sha256(line).hexdigest()
+    head = _head(path)
+    if head and (head.get("lines") != n or head.get("sha256") != digest):
+        problems.append(f"{path}: the log ends at line {n} but {head.get('lines')} line(s) were written "
+                        "(the last lines were edited or removed)" if head.get("lines") != n else
+                        f"{path}:{n}: the last line was edited (its hash differs from the recorded head)")
+    return problems

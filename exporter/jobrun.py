@@ -1,0 +1,394 @@
+"""``exporter jobs run``: each account of a jobs file exported in isolation, side by side.
+
+Each account runs as its own process (``exporter export`` with arguments built from the file:
+the command line stays the one way to export), in the jobs file's folder, under its lock
+(``account_lock``), with an environment holding only the basics (``BASIC_ENV``) and the variables
+its own ``*_env`` keys name (never another account's, nor the alert webhook's), its temporary files
+in its spool (TMPDIR, mode 0700), and its output in its own log file. Accounts run concurrently on
+a bounded pool: one that fails, hangs (``time_limit``) or is locked never stops or delays another.
+After each run the runner records it (``jobstate``), appends one audit line to the account's log
+and to its state_dir's (``exporter.audit``) and sends the alert the account asks for
+(``exporter.alerts``), whose failure is logged and changes nothing.
+
+A stop signal (SIGTERM, Ctrl-C) stops the runner: running exports get SIGTERM (they roll back),
+accounts not yet started are not started, and every account's outcome is still recorded.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import audit, jobstate
+from .errors import ConfigError, Interrupted, LockedError
+from .jobsfile import Account, JobsFile
+from .jobtables import SETTINGS
+from .secrets import mask, read_secret
+
+log = logging.getLogger("exporter.jobs")
+
+#: variables every account's process gets from the runner's environment (besides its own secrets)
+BASIC_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "VIRTUAL_ENV",
+             "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+             "http_proxy", "https_proxy", "no_proxy")
+DEFAULT_PARALLEL = 4
+STOP_GRACE = 60.0  # seconds a stopped or timed-out export has to roll back before SIGKILL
+_COUNTS = re.compile(r"(\d+) (forms|submissions|media|users|groups|lists)\b")
+
+
+@dataclass
+class Outcome:
+    account: str
+    action: str  # export, backup
+    result: str  # ok, failed, timed out, interrupted, locked, running, not started
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    exit_code: int | None = None
+    counts: dict = field(default_factory=dict)
+    error: str = ""
+    log: str = ""
+    extra: dict = field(default_factory=dict)  # a backup's name, size and hashes, for the audit line
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds() if self.start and self.end else 0.0
+
+    @property
+    def failed(self) -> bool:
+        """Whether the run counts against the exit code: not done, or done badly (an account
+        that is not due, or already running under ``--due``, is not a failure)."""
+        return self.result not in ("ok", "running", "not due")
+
+
+# ----------------------------------------------------------------------------------------------
+# the hooks: the account lock
+# ----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def account_lock(account: Account):
+    """Hold the account's lock (``exporter.locks``, the one ``exporter backups`` takes too) while
+    its export runs, or raise LockedError naming who holds it since when; yields the lock's file,
+    which the export process is given, so a runner killed outright does not free the account
+    while its export still writes."""
+    from .locks import AccountLock
+
+    with AccountLock(account.state_dir, account.name, command="jobs run") as lock:
+        yield lock.fileno()
+
+
+def lock_holder(account: Account) -> str | None:
+    """Who runs the account now (``pid N on host H (...) since T``), or None."""
+    if not (account.dir / "lock").exists():
+        return None
+    from .locks import AccountLock
+
+    return AccountLock(account.state_dir, account.name).holder()
+
+
+# ----------------------------------------------------------------------------------------------
+# one account's process
+# ----------------------------------------------------------------------------------------------
+
+
+def _exporter(verbose: bool) -> list[str]:
+    return [sys.executable, "-m", "exporter"] + (["--verbose"] if verbose else [])
+
+
+def _source_args(account: Account, keys) -> list[str]:
+    """``--source`` and its settings, every secret by reference."""
+    argv = ["--source", account.source]
+    if account.token_env:
+        argv += ["--token-env", account.token_env]
+    if account.token_file:
+        argv += ["--token-file", account.token_file]
+    for key, value in account.settings.items():
+        if key not in keys:
+            continue
+        flag, kind = SETTINGS[key]
+        if kind == "flag":
+            argv += [flag] if value else []
+        elif kind == "list":
+            for v in value:
+                argv += [flag, v]
+        else:
+            argv += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
+    return argv
+
+
+def _options(options: dict) -> list[str]:
+    out = []
+    for k, v in options.items():
+        out += ["-o", f"{k}={'true' if v is True else 'false' if v is False else v}"]
+    return out
+
+
+def export_argv(account: Account, *, verbose: bool = False) -> list[str]:
+    """``python -m exporter export ...`` for the account."""
+    argv = _exporter(verbose) + ["export"] + _source_args(account, SETTINGS) + ["--incremental", account.incremental]
+    if account.formats:  # only when a destination writes files (the command refuses formats otherwise)
+        argv += ["--format", ",".join(account.formats)]
+    for d in account.destinations:
+        argv += ["--to", d.to]
+        if d.password_env:
+            argv += ["--to-password-env", d.password_env]
+        if d.password_file:
+            argv += ["--to-password-file", d.password_file]
+        argv += _options(d.options)
+    return argv
+
+
+#: the account settings a backup's source reads (a backup holds every form: no ``forms``)
+BACKUP_SETTINGS = ("skip", "timezone", "ca_bundle", "timeout", "workers")
+
+
+def backup_argv(account: Account, *, verbose: bool = False) -> list[str]:
+    """``python -m exporter backups create ...`` for the account (``exporter.backups``: a full
+    archive, verified, encrypted to ``encrypt_to``, stored, checked, then pruned)."""
+    b = account.backup
+    argv = _exporter(verbose) + ["backups", "create", "--account", account.name, "--state-dir",
+                                 str(account.state_dir)] + _source_args(account, BACKUP_SETTINGS) + ["--to", b.to]
+    options = dict(b.options)
+    for key, flag in (("password_env", "--to-password-env"), ("password_file", "--to-password-file")):
+        if key in options:
+            argv += [flag, str(options.pop(key))]
+    argv += _options(options)
+    for r in b.encrypt_to:
+        argv += ["--encrypt-to", r]
+    for rule in ("last", "daily", "weekly", "monthly", "yearly"):
+        if getattr(b, f"keep_{rule}"):
+            argv += [f"--keep-{rule}", str(getattr(b, f"keep_{rule}"))]
+    return argv
+
+
+def _backup_entry(account: Account) -> dict:
+    """The newest entry of the account's backups index, as the audit line carries it."""
+    from .backups import load_index
+
+    entries = load_index(account.state_dir, account.name)
+    if not entries:
+        return {}
+    e = entries[-1]
+    archive = e.get("archive") or {}
+    return {"backup": {"name": e.get("name"), "destination": e.get("destination"), "bytes": e.get("size"),
+                       "sha256": e.get("sha256"), "archive_bytes": archive.get("size"),
+                       "archive_sha256": archive.get("sha256"), "files": archive.get("files"),
+                       "counts": archive.get("counts") or {}}}
+
+
+def child_env(account: Account, spool: Path, environ=None) -> dict[str, str]:
+    """The account's process environment: the basics, its own variables, TMPDIR = its spool."""
+    environ = os.environ if environ is None else environ
+    env = {k: v for k, v in environ.items() if k in BASIC_ENV or k.startswith("LC_")}
+    for _key, var in account.env_refs:
+        env[var] = environ[var]
+    env["TMPDIR"] = str(spool)
+    return env
+
+
+def _register_secrets(account: Account) -> None:
+    """The account's secret values are masked in everything this process writes (audit, alerts)."""
+    for _key, var in account.env_refs:
+        read_secret(env=var, what=var, required=False)
+    for _key, f in account.file_refs:
+        with contextlib.suppress(ConfigError):
+            read_secret(file=account.base_dir / os.path.expanduser(f), required=False)
+
+
+def _summary_of(log_path: Path) -> tuple[dict, str]:
+    """(counts read, the error line) from the end of an export's log."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 65536))
+            tail = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return {}, ""
+    counts: dict = {}
+    for line in tail:
+        if line.strip().startswith("read:"):
+            counts = {k: int(n) for n, k in _COUNTS.findall(line)}
+    errors = [line[len("Error: "):] for line in tail if line.startswith("Error: ")]
+    error = errors[-1] if errors else next((line for line in reversed(tail) if line.strip()), "")
+    return counts, mask(error.strip())[:500]
+
+
+class Runner:
+    def __init__(self, jobs: JobsFile, names: list[str], *, due_only: bool = False,
+                 parallel: int = DEFAULT_PARALLEL, verbose: bool = False):
+        self.jobs, self.names, self.due_only = jobs, names, due_only
+        self.parallel, self.verbose = max(1, parallel), verbose
+        self._lock = threading.Lock()
+        self._live: dict[str, subprocess.Popen] = {}
+        self._stopping: Interrupted | None = None
+
+    # -- all accounts ---------------------------------------------------------------------------
+    def run(self) -> list[Outcome]:
+        """Every account's outcomes (export, then backup), in the order of ``names``. A stop signal
+        is re-raised once every account has been recorded (``self.interrupted``)."""
+        pool = ThreadPoolExecutor(max_workers=min(self.parallel, max(1, len(self.names))),
+                                  thread_name_prefix="account")
+        futures: dict = {}
+        try:
+            try:
+                for n in self.names:
+                    futures[pool.submit(self._account, self.jobs.accounts[n])] = n
+                pending = set(futures)
+                while pending:
+                    _done, pending = wait(pending, timeout=0.5)
+            except (Interrupted, KeyboardInterrupt) as e:
+                self.stop(e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT))
+                wait(futures)
+        finally:
+            pool.shutdown(wait=True)
+        results = {name: f.result() for f, name in futures.items()}
+        return [o for n in self.names for o in results.get(n, [Outcome(n, "export", "not started")])]
+
+    @property
+    def interrupted(self) -> Interrupted | None:
+        return self._stopping
+
+    def stop(self, why: Interrupted) -> None:
+        """Start nothing more; ask every running export to stop (it rolls back)."""
+        with self._lock:
+            self._stopping = why
+            for proc in self._live.values():
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+
+    # -- one account ----------------------------------------------------------------------------
+    def _account(self, account: Account) -> list[Outcome]:
+        try:
+            return self._account_steps(account)
+        except Exception as e:  # noqa: BLE001 - one account's trouble is its own: reported, never raised
+            log.debug("account %s", account.name, exc_info=True)
+            from .errors import one_line
+
+            return [Outcome(account.name, "export", "failed", error=mask(one_line(e)))]
+
+    def _account_steps(self, account: Account) -> list[Outcome]:
+        at = jobstate.now()
+        state = jobstate.read(account) if account.dir.exists() else {}
+        export = not self.due_only or jobstate.due(account, "export", state, at)
+        backup = account.backup is not None and (jobstate.due(account, "backup", state, at)
+                                                 or (account.backup.schedule is None and export))
+        if not export and not backup:
+            return [Outcome(account.name, "export", "not due")]
+        jobstate.prepare(account)
+        out = []
+        if export:
+            try:
+                with account_lock(account) as fd:
+                    jobstate.clean_spool(account)
+                    out.append(self._step(account, "export", fd))
+            except LockedError as e:
+                return [self._locked(account, "export", e)]
+        if backup:
+            # ``exporter backups create`` takes the account's lock itself
+            holder = lock_holder(account)
+            if holder:
+                return out + [self._locked(account, "backup", LockedError(
+                    f"account {account.name} is already running: locked by {holder}"))]
+            out.append(self._step(account, "backup", None))
+        return out
+
+    def _locked(self, account: Account, action: str, e: LockedError) -> Outcome:
+        return Outcome(account.name, action, "running" if self.due_only else "locked", error=str(e))
+
+    def _step(self, account: Account, action: str, lock_fd: int | None) -> Outcome:
+        start = jobstate.now()
+        outcome = Outcome(account.name, action, "failed", start=start)
+        if self._stopping is not None:
+            outcome.result, outcome.end = "not started", start
+            return outcome
+        _register_secrets(account)
+        spool = account.dir / "spool"
+        log_path = jobstate.new_log(account, start)
+        outcome.log = str(log_path)
+        argv = (export_argv if action == "export" else backup_argv)(account, verbose=self.verbose)
+        env = child_env(account, spool)
+        with open(log_path, "ab", buffering=0) as fh:
+            os.chmod(log_path, 0o600)
+            fh.write((f"# exporter jobs run: account {account.name}, {action}, started {jobstate.iso(start)}\n"
+                      f"# command: {mask(shlex.join(['exporter', *argv[3:]]))}\n# cwd: {account.base_dir}\n"
+                      f"# environment: {', '.join(sorted(env))}\n").encode())
+            outcome.exit_code, timed_out = self._child(account, argv, env, fh, lock_fd)
+        outcome.end = jobstate.now()
+        outcome.counts, outcome.error = _summary_of(log_path)
+        code = outcome.exit_code
+        if timed_out:
+            outcome.result, outcome.error = "timed out", f"stopped after its time_limit of {account.time_limit:g}s"
+        elif code == 0:
+            outcome.result, outcome.error = "ok", ""
+            if action == "backup":
+                outcome.extra = _backup_entry(account)
+                outcome.counts = (outcome.extra.get("backup") or {}).get("counts") or {}
+        elif code < 0:  # killed outright
+            outcome.result = "interrupted" if self._stopping is not None else "failed"
+            outcome.error = f"killed by {signal.Signals(-code).name}"
+        elif code in (128 + signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGHUP):
+            outcome.result = "interrupted"  # stopped by a signal (ours, or the service manager's): rolled back
+        return self._finish(account, outcome)
+
+    def _child(self, account: Account, argv: list[str], env: dict, fh, lock_fd: int | None) -> tuple[int, bool]:
+        with self._lock:
+            if self._stopping is not None:
+                return 128 + self._stopping.signum, False
+            proc = subprocess.Popen(argv, cwd=account.base_dir, env=env, stdin=subprocess.DEVNULL, stdout=fh,
+                                    stderr=subprocess.STDOUT, pass_fds=() if lock_fd is None else (lock_fd,))
+            self._live[account.name] = proc
+        try:
+            try:
+                return proc.wait(timeout=account.time_limit), False
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=STOP_GRACE)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                return proc.wait(), True
+        finally:
+            with self._lock:
+                self._live.pop(account.name, None)
+
+    def _finish(self, account: Account, outcome: Outcome) -> Outcome:
+        """Record the run, audit it, alert about it; none of these changes its result."""
+        run = {"start": jobstate.iso(outcome.start), "end": jobstate.iso(outcome.end), "result": outcome.result,
+               "seconds": round(outcome.seconds, 3), "exit_code": outcome.exit_code, "counts": outcome.counts,
+               "error": outcome.error, "log": outcome.log}
+        record = {"time": run["end"], "account": account.name, "action": outcome.action, **run,
+                  "source": account.source, "host": socket.gethostname(), "jobs_file": str(self.jobs.path.resolve()),
+                  "destinations": ([d.to for d in account.destinations] if outcome.action == "export"
+                                   else [account.backup.to] if account.backup else []), **outcome.extra}
+        for what, fn in (("state", lambda: jobstate.record(account, outcome.action, run)),
+                         ("audit log", lambda: audit.append(account.dir / "audit.jsonl", record)),
+                         ("shared audit log", lambda: audit.append(account.state_dir / "audit.jsonl", record)),
+                         ("alert", lambda: self._alert(account, record))):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - bookkeeping never hides the run's own result
+                log.error("account %s: could not write its %s: %s", account.name, what, mask(str(e)))
+        return outcome
+
+    def _alert(self, account: Account, record: dict) -> None:
+        alerts = account.alerts
+        wanted = "success" if record["result"] == "ok" else "failure"
+        if alerts is None or wanted not in alerts.on:
+            return
+        from .alerts import send
+
+        url = read_secret(env=alerts.webhook_env, file=alerts.webhook_file and
+                          account.base_dir / os.path.expanduser(alerts.webhook_file), what="alert webhook URL")
+        problem = send(url, record)
+        if problem:
+            log.error("account %s: %s", account.name, problem)

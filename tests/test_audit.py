@@ -1,0 +1,66 @@
+"""Audit logs: hash-chained lines appended by several processes at once; an edited, removed or
+inserted line (the last one included) is found by `exporter audit verify`; secrets are masked."""
+import json
+import multiprocessing
+
+from click.testing import CliRunner
+
+from exporter import audit
+from exporter.cli import cli
+from exporter.secrets import register_secret
+
+
+def _writer(path, who, n):
+    for i in range(n):
+        audit.append(path, {"account": who, "i": i})
+
+
+def verify(*paths):
+    return CliRunner().invoke(cli, ["audit", "verify", *map(str, paths)], catch_exceptions=False)
+
+
+def test_concurrent_writers_keep_one_chain(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(path), f"acct{k}", 25)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(lines) == 100 and sorted((x["account"], x["i"]) for x in lines) == sorted(
+        (f"acct{k}", i) for k in range(4) for i in range(25))
+    assert audit.verify(path) == []
+    r = verify(path)
+    assert r.exit_code == 0 and "OK: 1 audit log(s) intact" in r.output
+
+
+def test_edits_removals_and_insertions_are_found(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    for i in range(5):
+        audit.append(path, {"i": i, "result": "ok"})
+    original = path.read_text().splitlines()
+
+    def tampered(lines):
+        path.write_text("".join(x + "\n" for x in lines))
+        r = verify(path)
+        assert r.exit_code == 1 and "problem(s) found" in r.output
+        return r.output
+
+    assert "audit.jsonl:3: chain broken" in tampered(original[:1] + [original[1].replace('"ok"', '"failed"')]
+                                                     + original[2:])
+    assert "audit.jsonl:3: chain broken" in tampered(original[:2] + original[3:])  # a line removed
+    assert "audit.jsonl:2: chain broken" in tampered(original[:1] + ['{"i":9,"prev":"x"}'] + original[1:])
+    assert "the last line was edited" in tampered(original[:4] + [original[4].replace('"ok"', '"no"')])
+    assert "the log ends at line 4 but 5 line(s) were written" in tampered(original[:4])
+    path.write_text("".join(x + "\n" for x in original))
+    assert verify(path).exit_code == 0
+
+
+def test_nothing_secret_is_written(tmp_path):
+    register_secret("s3cr3t-value-42")
+    path = tmp_path / "audit.jsonl"
+    audit.append(path, {"error": "refused s3cr3t-value-42", "destinations": ["postgresql://u:pw123@h/db"]})
+    text = path.read_text()
+    assert "s3cr3t-value-42" not in text and "pw123" not in text and "***" in text
