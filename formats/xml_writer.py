@@ -42,7 +42,7 @@ _ATTR_ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"
 
 def schema_text() -> str:
     """The published XSD, read from the package."""
-    return resources.files("formats").joinpath(SCHEMA_FILE).read_text("utf-8")
+    return resources.files("exporter.formats").joinpath(SCHEMA_FILE).read_text("utf-8")
 
 
 def _encode(s: str) -> str:
