@@ -32,7 +32,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from exporter.connectors.catalog import FILES
 from exporter.connectors.files_store import STORE_PATH, FormStore
@@ -47,6 +47,9 @@ from exporter.registry import FORMATS
 from exporter.sinks import RunContext, SinkStats
 
 log = logging.getLogger("exporter.files")
+
+if TYPE_CHECKING:
+    from exporter.connectors.files_eraser import FilesEraser
 
 STATE_FILE = ".exporter-state.json"
 
@@ -73,6 +76,7 @@ class FilesSink:
         self.writers: list = []  # every record of the stream (record files; aggregates too without a store)
         self.delta_writers: list = []  # aggregates of the submissions a run changed (deltas=true)
         self.store: FormStore | None = None
+        self._formats: tuple[str, ...] = ()  # this run's (recorded in the store: exporter forget)
         self._aggregate_keys: list[str] = []  # formats whose aggregates are built from the store
         self._policy: DeletionPolicy | None = None  # deletions (``exporter.deletions``), from the run context
         self._hard_deleted: list[tuple[str, str]] = []  # (form id, submission id): files to remove
@@ -84,6 +88,14 @@ class FilesSink:
         self._media_done: set[str] = set()
         self._marker: Path | None = None
         self._created: Path | None = None  # the outermost folder this run created, if any
+
+    def eraser(self) -> FilesEraser:
+        """``exporter forget`` on this folder (``connectors.files_eraser``)."""
+        from exporter.connectors.files_eraser import FilesEraser
+
+        if not self.keep_current:
+            raise ConfigError(f"{self.name}: a staging folder keeps no store to erase from")
+        return FilesEraser(self)
 
     # ---- state -------------------------------------------------------------------------
     def load_state(self) -> dict[str, str | None]:
@@ -108,6 +120,7 @@ class FilesSink:
     def open(self, ctx: RunContext) -> None:
         opts = self.options
         deltas = opts["deltas"]
+        self._formats = tuple(ctx.formats)
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} exists and is not a directory")
         self._created = _first_missing(self.root)
@@ -163,7 +176,15 @@ class FilesSink:
             if self.store.meta("aggregates") != wanted:
                 self.store.mark_all_dirty()
                 self.store.set_meta("aggregates", wanted)
+            self.store.set_meta("settings", self._settings())  # how the files were made (exporter forget)
         return self.store
+
+    def _settings(self) -> str:
+        """The formats and format options of this run (``exporter forget`` writes files again with them)."""
+        keys = {o.name for key in FORMATS.keys() for o in FORMATS.get(key).options}
+        return json.dumps({"formats": list(self._formats),
+                           "options": {k: v for k, v in sorted(self.options.items()) if k in keys}},
+                          sort_keys=True, default=str)
 
     def _fingerprint(self) -> str:
         keys = sorted(self._aggregate_keys)
@@ -214,6 +235,11 @@ class FilesSink:
                     if store.meta("account") != said:
                         store.mark_all_dirty()
                         store.set_meta("account", said)
+                    store.start_people()  # the people files come again from this run's users and groups
+            elif (record.kind == "user" or record.kind == "group") and store is not None:
+                store.put_person(record)
+            if (record.kind == "form" or record.kind == "list") and store is not None:
+                store.end_people()  # they come before lists and forms
             for w in self.writers:
                 self._feed(w, record)
             if self.delta_writers and (record.kind == "account" or changed):
@@ -357,6 +383,7 @@ class FilesSink:
                     out.publish_all()
                     if self.keep_current:
                         store = self._open_store()
+                        store.end_people()
                         store.commit()
                         self._publish_current(store)
                         self._remove_deleted_files()

@@ -45,7 +45,8 @@ def export(source: str | os.PathLike, to: Destinations, *, formats: str | Sequen
            options: Mapping[str, Any] | None = None, source_options: Mapping[str, Any] | None = None,
            forms: Sequence[str] = (), incremental: str = "none", action: str | None = None, overlap: int = 300,
            check_deletions: bool = False, deletions: str = "soft", max_deletions: str | None = "10%",
-           batch_size: int | None = None, jobs: int = 1, progress: Progress | None = None) -> RunSummary:
+           batch_size: int | None = None, jobs: int = 1, progress: Progress | None = None,
+           pseudonymise: Any = None) -> RunSummary:
     """Export the account at ``source`` (the web service's base URL, or an archive) to every
     destination of ``to`` in one pass; returns the run's summary (counts per record kind and per
     destination, status, seconds).
@@ -58,9 +59,12 @@ def export(source: str | os.PathLike, to: Destinations, *, formats: str | Sequen
     seconds re-read before a stored cursor. ``deletions`` (soft, hard), ``max_deletions`` (N or P%)
     and ``check_deletions``: submissions erased on the service. ``batch_size``: submissions per
     batch (one transaction each in SQL). ``jobs``: worker processes (destinations taking parallel
-    writers only). ``progress``: an object told of each batch (``exporter.progress``)."""
+    writers only). ``progress``: an object told of each batch (``exporter.progress``).
+    ``pseudonymise``: an ``exporter.privacy.spec.PseudonymiseSpec`` (``parse_spec``), the stage
+    every destination's records go through (see ``exporter.privacy.pseudonymise``)."""
     from .deletions import parse_policy
     from .pipeline import new_run_id, run
+    from .privacy.pseudonymise import check_run
     from .sinks import RunContext
 
     mode = _mode(incremental)
@@ -86,7 +90,8 @@ def export(source: str | os.PathLike, to: Destinations, *, formats: str | Sequen
                 "forms": list(_resolve_forms(forms, source, typed))}
     src = _open(source, typed, run_args)
     ctx = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, deletions=deletions,
-                     max_deletions=max_deletions)
+                     max_deletions=max_deletions, privacy=pseudonymise)
+    check_run(pseudonymise, src, sinks)  # before anything is created (closes the source when refused)
     if jobs > 1:
         from .parallel import run_parallel
 

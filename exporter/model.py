@@ -47,6 +47,10 @@ _KIND_BY_TYPE = {
 }
 
 
+#: every service field type the model knows (any other is typed as text)
+FIELD_TYPES = tuple(_KIND_BY_TYPE)
+
+
 def kind_of(field_type: str | None) -> str:
     """Canonical kind of a service field type; unknown types are kept as text (nothing lost)."""
     return _KIND_BY_TYPE.get((field_type or "").lower(), TEXT)

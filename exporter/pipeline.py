@@ -29,6 +29,7 @@ from .deletions import preflight
 from .errors import ExporterError, SinkError, one_line, run_status
 from .interrupts import shielded
 from .model import Record, blob_bytes
+from .privacy.pseudonymise import stage_for
 from .secrets import mask
 from .sinks import RecordsFailures, RunContext, Sink, StatefulSink
 from .sources import CheckedSource, CountsSubmissions, Source
@@ -146,6 +147,7 @@ def run(
     source_open = True
     try:
         check_source(source)
+        stage = stage_for(ctx)  # --pseudonymise: what every sink is given instead of the batch
         # each sink's stored state is read before any sink is opened for writing
         start_state = state if state is not None else (merged_state(sinks) if ctx.mode == "cursor" else {})
         preflight(source, sinks, ctx.deletion_policy())  # too many deletions: refused before anything opens
@@ -156,17 +158,19 @@ def run(
         if batch_size is None:
             batch_size = BATCH_SIZE
         for batch in batches(source.records(start_state), batch_size, batch_bytes):
+            shown = batch if stage is None else stage.apply(batch)
             for s in sinks:
-                guard(s, "write", functools.partial(s.write, batch))
+                b = batch if stage is not None and stage.keeps_original(s) else shown
+                guard(s, "write", functools.partial(s.write, b))
             for s in sinks:
                 guard(s, "commit", s.commit)
             source.acknowledge(batch)
             summary.batches += 1
-            kinds = collections.Counter(map(_KIND, batch))
+            kinds = collections.Counter(map(_KIND, shown))
             if kinds["media"] or kinds["document"]:
-                summary.media_bytes += sum(map(blob_bytes, batch))
+                summary.media_bytes += sum(map(blob_bytes, shown))
             if kinds["form"]:
-                last = [r for r in batch if r.kind == "form"][-1]
+                last = [r for r in shown if r.kind == "form"][-1]
                 current = f"form {last.id} {last.name}"
             for counts in (summary.counts, *(summary.per_sink[s.name] for s in sinks)):
                 for kind, n in kinds.items():

@@ -28,6 +28,8 @@ class RunContext:
     #: ``--deletions`` and ``--max-deletions`` (``exporter.deletions.parse_policy``)
     deletions: str = "soft"
     max_deletions: str | None = None
+    #: ``--pseudonymise``: an ``exporter.privacy.PseudonymiseSpec`` (its key by reference), or None
+    privacy: object | None = None
 
     def deletion_policy(self):
         from .deletions import parse_policy

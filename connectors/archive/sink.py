@@ -38,7 +38,7 @@ class ArchiveSink:
     """Write a full account snapshot. The archive is assembled under a temporary name and moved
     into place only when complete (manifest written last); a failed run leaves nothing."""
 
-    capabilities = Capabilities(transactions=False, rename=True, streaming=True, checksum="sha256",
+    capabilities = Capabilities(transactions=False, rename=True, streaming=True, checksum="sha256", as_served=True,
                                 tested="archive round trip, verify, replay as a source")
 
     def __init__(self, path: str | os.PathLike, *, zip_output: bool | None = None):

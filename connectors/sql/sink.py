@@ -24,7 +24,7 @@ import logging
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
@@ -45,6 +45,9 @@ from .planner import NamePlanner
 from .runs import RunRecords
 from .tables import DELETED_AT
 from .writes import RecordWrites, now
+
+if TYPE_CHECKING:
+    from .eraser import SqlEraser
 
 log = logging.getLogger("exporter.sql")
 
@@ -89,6 +92,12 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
 
     def __repr__(self) -> str:
         return f"SqlSink({self.name!r})"
+
+    def eraser(self) -> SqlEraser:
+        """``exporter forget`` on this database (``connectors.sql.eraser``)."""
+        from .eraser import SqlEraser
+
+        return SqlEraser(self)
 
     # the mixins (schema steps, record writes, media, runs) run only while connected: for them the
     # connection and its loader are always there; this class tests ``_connection`` itself

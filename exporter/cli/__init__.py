@@ -13,7 +13,7 @@ import click
 
 from .. import __version__
 from ..errors import Interrupted
-from . import backups, jobs, run, tools
+from . import backups, forget, jobs, run, tools
 from .common import Ctx, interrupted
 
 
@@ -56,9 +56,9 @@ def _global_switches() -> list[click.Option]:
 
 
 GROUPS = (backups.backups, jobs.jobs, jobs.audit)
-for _command in (*run.COMMANDS, *tools.COMMANDS, *(c for g in GROUPS for c in g.commands.values())):
+for _command in (*run.COMMANDS, *tools.COMMANDS, *forget.COMMANDS, *(c for g in GROUPS for c in g.commands.values())):
     _command.params.extend(_global_switches())
-for _command in (*run.COMMANDS, *tools.COMMANDS, *GROUPS):
+for _command in (*run.COMMANDS, *tools.COMMANDS, *forget.COMMANDS, *GROUPS):
     cli.add_command(_command)
 
 

@@ -195,6 +195,11 @@ class Dialect(abc.ABC):
                 if executemany:
                     cursor.fast_executemany = True
 
+    def secure_delete(self, conn: sa.Connection) -> None:
+        """Make the rows this connection deletes or overwrites leave no bytes behind in the
+        database's files, where the database offers it (``exporter forget``); nothing otherwise."""
+        return None
+
     def loader(self, conn: sa.Connection, profile: SqlProfile, forced: str | None = None,
                rows_per_batch: int | None = None) -> Loader:
         """The fastest loader the dialect and the connection's driver allow (``forced="generic"``:

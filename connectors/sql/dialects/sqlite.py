@@ -69,6 +69,10 @@ class SQLite(Dialect):
         def _sqlite_begin(conn):  # pragma: no cover
             conn.exec_driver_sql("BEGIN")
 
+    def secure_delete(self, conn: sa.Connection) -> None:
+        conn.exec_driver_sql("PRAGMA secure_delete=ON")
+        conn.commit()
+
     def store_content(self, conn: sa.Connection, table: sa.Table, key: str, media: Blob, size: int,
                       max_bytes: int, schema: str | None) -> None:
         """A zero-filled blob of the media's size, then its bytes written into it in place."""
