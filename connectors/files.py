@@ -1,6 +1,6 @@
 """The files sink: a local directory holding the chosen file formats and the media.
 
-Layout (see the README): ``forms/<id>-<name>/`` per form with its aggregate files,
+Layout (see docs/formats.md): ``forms/<id>-<name>/`` per form with its aggregate files,
 ``submissions/`` pretty JSON, ``media/<submission>/`` media files, and users/groups/lists files at
 the top. Per-submission files and media are written atomically as they come, and made durable at
 each commit.

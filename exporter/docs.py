@@ -1,10 +1,11 @@
-"""Parts of the README generated from the registry, so they cannot drift: the destination table
-and the options table (every option of every destination, format and source, from the same
-declarations the checks read).
+"""Tables of the documentation generated from the registry, so they cannot drift: the destination
+table (in README.md) and the options table (every option of every destination, format and source,
+from the same declarations the checks read; in docs/options.md). Each lives in its file between
+its markers.
 
     python -m exporter.docs            # print the generated tables
-    python -m exporter.docs --check    # exit 1 if README.md does not contain them
-    python -m exporter.docs --write    # put them into README.md, between their markers
+    python -m exporter.docs --check    # exit 1 if a file does not contain its table as generated
+    python -m exporter.docs --write    # put each table into its file, between its markers
 """
 from __future__ import annotations
 
@@ -61,34 +62,41 @@ def options_lines(options: Iterable[Option]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows]
 
 
-def _sections() -> list[tuple[str, str, str]]:
-    return [(BEGIN, END, destinations_table()), (OPTIONS_BEGIN, OPTIONS_END, options_table())]
+#: where each generated table lives, relative to the repository's root
+DESTINATIONS_FILE = "README.md"
+OPTIONS_FILE = "docs/options.md"
 
 
-def readme_is_current(readme: Path) -> bool:
-    text = readme.read_text("utf-8")
-    return all(block in text for _b, _e, block in _sections())
+def _sections() -> list[tuple[str, str, str, str]]:
+    return [(DESTINATIONS_FILE, BEGIN, END, destinations_table()),
+            (OPTIONS_FILE, OPTIONS_BEGIN, OPTIONS_END, options_table())]
 
 
-def write_readme(readme: Path) -> None:
-    text = readme.read_text("utf-8")
-    for begin, end, block in _sections():
+def stale_files(root: Path) -> list[str]:
+    """The files (relative to ``root``) whose generated table is not the current one."""
+    return [name for name, _b, _e, block in _sections() if block not in (root / name).read_text("utf-8")]
+
+
+def write_tables(root: Path) -> None:
+    for name, begin, end, block in _sections():
+        path = root / name
+        text = path.read_text("utf-8")
         start, stop = text.find(begin), text.find(end)
         if start < 0 or stop < start:
-            raise SystemExit(f"{readme}: markers {begin!r} ... {end!r} not found")
-        text = text[:start] + block + text[stop + len(end):]
-    readme.write_text(text, "utf-8")
+            raise SystemExit(f"{path}: markers {begin!r} ... {end!r} not found")
+        path.write_text(text[:start] + block + text[stop + len(end):], "utf-8")
 
 
 def main(argv: list[str]) -> int:
-    readme = Path(__file__).resolve().parents[1] / "README.md"
+    root = Path(__file__).resolve().parents[1]
     if "--write" in argv:
-        write_readme(readme)
+        write_tables(root)
         return 0
     if "--check" in argv:
-        ok = readme_is_current(readme)
-        print("README tables are current" if ok else "README tables are stale: python -m exporter.docs --write")
-        return 0 if ok else 1
+        stale = stale_files(root)
+        print(f"stale generated tables in {', '.join(stale)}: python -m exporter.docs --write" if stale
+              else "generated tables are current")
+        return 1 if stale else 0
     print(destinations_table() + "\n\n" + options_table())
     return 0
 

@@ -3,8 +3,9 @@
 Reading, typing and row building are pure Python, so one process keeps one core busy while a
 database destination mostly waits. With ``--jobs N`` the parent process opens every destination
 as in a sequential run, writes the account-level records (account, users, groups, lists) and keeps
-its run open; N worker processes (spawned, each with its own source reader and its own
-connections) then take the forms one at a time from a shared queue, largest first, and stream each
+its run open; N worker processes (started from a fork server, spawned where there is none; each
+with its own source reader and its own connections) then take the forms one at a time from a shared
+queue, largest first, and stream each
 form through the ordinary pipeline, from its definition to its checkpoint, in the same batches,
 transactions and state updates as in a sequential run. A big form of an archive (an immutable
 snapshot) is cut into parts (``plan_tasks``, ``FormPart``) taken by different workers; its cursor

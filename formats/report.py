@@ -257,9 +257,9 @@ def release_documents() -> None:
     dropping one frees nothing until the cycle collector runs; much of their memory (libxml2's XML
     trees, page streams) is not counted by the collector's allocation threshold, so when the
     collector runs rarely (a host application may raise its threshold; the exporter leaves it
-    alone) hundreds of written documents piled up: 1.4 GB for 500 DOCX reports. Collecting the
-    young generations, where a document built since the previous one sits, costs about 3 ms; a
-    full collection would scan every live object of the run. This changes no setting of the
+    alone) hundreds of written documents piled up (figures in docs/benchmarks.md). Collecting the
+    young generations, where a document built since the previous one sits, is cheap; a full
+    collection would scan every live object of the run. This changes no setting of the
     interpreter."""
     gc.collect(1)
 

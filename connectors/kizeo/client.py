@@ -92,10 +92,10 @@ class KizeoClient:
         self.max_backoff = max_backoff
         self.sleep = sleep
         self.session = requests.Session()
-        # proxies and REQUESTS_CA_BUNDLE from the environment still apply, read once here (every
-        # request goes to the one host of base_url; reading them per request cost ~0.3 ms of CPU
-        # each); every request passes its own ``auth`` so a ~/.netrc entry can never replace the
-        # token header
+        # proxies and REQUESTS_CA_BUNDLE from the environment still apply, read once here: every
+        # request goes to the one host of base_url, so reading them again per request would spend
+        # CPU on every request for the same answer; every request passes its own ``auth`` so a
+        # ~/.netrc entry can never replace the token header
         env = self.session.merge_environment_settings(self.base_url, {}, None, None, None)
         self.session.proxies.update(env["proxies"])
         self.session.trust_env = False

@@ -1,6 +1,6 @@
 """Deterministic SQL names, driven by the dialect's declared capabilities.
 
-Rules (the README repeats them):
+Rules (docs/sql-layout.md repeats them):
 
 * a name is made ASCII (accents folded, anything else but ``a-z0-9`` becomes ``_``), lowercased,
   with ``_`` runs collapsed; an empty name becomes ``field_<hash>``, a leading digit gets ``c_``;

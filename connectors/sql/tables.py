@@ -1,5 +1,5 @@
 """The tables of an export database: the fixed ones every export has, and those built from a form's
-plan (see :mod:`.plans`); the layout is documented in the README's "Table layout"."""
+plan (see :mod:`.plans`); the layout is documented in docs/sql-layout.md."""
 from __future__ import annotations
 
 from collections.abc import Iterable

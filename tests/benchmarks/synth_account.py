@@ -1,11 +1,11 @@
 """Build a synthetic Kizeo Forms account as an account archive.
 
-Used for ``sample_data/`` (small and realistic: ``python tests/benchmarks/synth_account.py
-sample_data --submissions 50 --realistic``) and for the benchmarks (``--submissions 100000``).
+Used for ``sample_data/`` (``python tests/benchmarks/synth_account.py sample_data --submissions 50``)
+and for the benchmarks (``--submissions 100000 --tiny-media``).
 Deterministic: the same arguments give the same archive content. Records are built as the service
 serves them (nested ``GET /data/{d}`` shape) and written through the real archive sink, streamed.
 
-    python tests/benchmarks/synth_account.py OUT [--submissions N] [--rows 2] [--realistic] [--zip]
+    python tests/benchmarks/synth_account.py OUT [--submissions N] [--seed 42] [--tiny-media] [--zip]
 """
 from __future__ import annotations
 
