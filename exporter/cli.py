@@ -85,7 +85,8 @@ class _Commands(click.Group):
     """The command group. Command groups kept in modules of their own are named in ``LAZY``
     (name -> "module:attribute") and imported only when used (the hook for such groups)."""
 
-    LAZY = {"backups": "exporter.cli_backups:backups", "jobs": "exporter.cli_jobs:jobs", "audit": "exporter.cli_jobs:audit"}
+    LAZY = {"backups": "exporter.cli_backups:backups", "jobs": "exporter.cli_jobs:jobs", "audit": "exporter.cli_jobs:audit",
+            "worker": "exporter.cli_cluster:worker", "beat": "exporter.cli_cluster:beat"}
 
     def list_commands(self, ctx):
         return sorted({*super().list_commands(ctx), *self.LAZY})
