@@ -7,13 +7,15 @@ account's secrets by reference, from its own environment or files). The worker
 2. takes the account's lease (``exporter.lease``): held by another worker -> the task is dropped
    with an audit line saying who holds it (a redelivered task first waits up to one lease and a
    half, since its holder may be the worker that died with it);
-3. drops the task when a run was already made for its slot or a later one (the same message
-   delivered twice, two beats);
+3. drops a task for a run already made: the account's state records a run for the task's slot or
+   a later one (the same message delivered again after its run was recorded). A due task (beat's,
+   ``enqueue --due``) is left to the schedule instead: the runner runs only what is still due;
 4. takes over a lock file left in the shared state folder by a worker that died on another host
    (the lease says it is gone), then runs the account exactly as ``exporter jobs run --account
    NAME [--due]`` does (``jobrun.Runner``: its own process, spool, log, environment and local lock,
    the state, the audit line, the alert), with the task's slot and worker in the audit line;
-5. records the slot as served (unless the run was cut short) and releases the lease.
+5. releases the lease. The runner records each run with the task's slot in the account's state,
+   the moment its export or backup process ends, before anything else.
 
 A lease that cannot be renewed stops the run (its export rolls back): another worker may hold the
 account now. Every task leaves an audit line in the account's log, run or dropped.
@@ -32,8 +34,8 @@ from .secrets import mask
 
 log = logging.getLogger("exporter.worker")
 
-#: outcomes after which the slot is not served (the run did not happen, or was cut short)
-UNSERVED = ("interrupted", "not started", "locked", "running")
+#: results of a run that served its slot (one stopped before its end did not)
+SERVED = ("ok", "failed", "timed out")
 #: outcomes the runner does not audit itself (nothing ran): the task audits them
 UNAUDITED = ("not due", "locked", "running")
 
@@ -73,7 +75,16 @@ def _audit(jobs: JobsFile, account: Account, outcome: Outcome, note: dict) -> No
         log.error("account %s: could not write its audit line: %s", account.name, mask(str(e)))
 
 
-def execute(jobs_path: str, name: str, slot: str, *, due: bool, redelivered: bool, ledger, note: dict,
+def served_slot(account: Account, slot: str) -> str | None:
+    """The slot of a run the account's state records at or after ``slot`` (the run the task asks
+    for was made already: the same message delivered again), or None."""
+    state = jobstate.read(account) if account.dir.exists() else {}
+    served = [s for run in state.values() if run.get("result") in SERVED and isinstance(s := run.get("slot"), str)
+              and s >= slot]
+    return max(served) if served else None
+
+
+def execute(jobs_path: str, name: str, slot: str, *, due: bool, redelivered: bool, leases, note: dict,
             verbose: bool = False) -> dict:
     """Run (or drop) the task for account ``name`` of ``jobs_path`` and ``slot``; a summary."""
     note = {"slot": slot, **note}
@@ -94,15 +105,15 @@ def execute(jobs_path: str, name: str, slot: str, *, due: bool, redelivered: boo
         problems = "; ".join(getattr(e, "problems", [str(e)]))
         return _drop(jobs, account, "failed", f"on this worker: {problems}", note)
 
-    lease = ledger.lease(account.dir)
-    if not lease.acquire(wait=ledger.lease_seconds * 1.5 if redelivered else 0):
+    lease = leases.lease(account.dir)
+    if not lease.acquire(wait=leases.lease_seconds * 1.5 if redelivered else 0):
         holder = lease.holder()
         return _drop(jobs, account, "locked", f"account {name} is already running: leased by "
                                               f"{holder or 'another worker'}", note)
     try:
-        done = ledger.done(account.dir)
-        if done is not None and slot <= done:
-            return _drop(jobs, account, "already done", f"a run was already made for slot {done}", note)
+        served = None if due else served_slot(account, slot)
+        if served:
+            return _drop(jobs, account, "already done", f"a run was already made for slot {served}", note)
         from .locks import AccountLock
 
         try:  # a lock file left by a worker that died (on any host): ours to take over, holding the lease
@@ -117,8 +128,6 @@ def execute(jobs_path: str, name: str, slot: str, *, due: bool, redelivered: boo
             if o.result in UNAUDITED:
                 o.start = o.end = o.start or jobstate.now()
                 _audit(jobs, account, o, note)
-        if lease.lost is None and not any(o.result in UNSERVED for o in outcomes):
-            ledger.mark_done(account.dir, slot)
     finally:
         lease.release()
     return {"account": name, "slot": slot, "results": {o.action: o.result for o in outcomes},

@@ -13,26 +13,27 @@ from .cli import run_guarded
 from .errors import ConfigError
 
 
-def _no_password_on_command_line(ctx: click.Context, param: click.Parameter, value):
-    """A URL given on the command line holds no password (every user sees a command line): it
-    belongs in the environment variable the option reads."""
-    if value and ctx.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE:
-        try:
-            has_password = urlsplit(value).password is not None
-        except ValueError:
-            has_password = False
-        if has_password:
-            raise click.BadParameter(f"a password inside the URL is visible to every user of this machine: set "
-                                     f"{param.envvar} instead (e.g. in the service's environment file)")
-    return value
+def _no_password_on_command_line(ctx: click.Context, name: str) -> None:
+    """A URL given on the command line holds no password (every user of the machine sees a command
+    line): it belongs in the environment variable the option reads."""
+    value = ctx.params.get(name)
+    if not value or ctx.get_parameter_source(name) is not click.core.ParameterSource.COMMANDLINE:
+        return
+    try:
+        has_password = urlsplit(value).password is not None
+    except ValueError:
+        has_password = False
+    if has_password:
+        raise ConfigError(f"--{name}: a password inside the URL is visible to every user of this machine: set "
+                          f"EXPORTER_{name.upper()} instead (e.g. in the service's environment file)")
 
 
 def cluster_options(fn):
     """The options every command talking to the broker takes (each with its environment variable)."""
     options = [
-        click.option("--broker", envvar="EXPORTER_BROKER", metavar="URL", callback=_no_password_on_command_line,
+        click.option("--broker", envvar="EXPORTER_BROKER", metavar="URL",
                      help="The broker: redis://HOST:6379/N or amqp://USER@HOST:5672/VHOST [EXPORTER_BROKER]."),
-        click.option("--locks", envvar="EXPORTER_LOCKS", metavar="URL", callback=_no_password_on_command_line,
+        click.option("--locks", envvar="EXPORTER_LOCKS", metavar="URL",
                      help="The Redis holding the accounts' leases (default: the broker, when it is Redis) "
                           "[EXPORTER_LOCKS]."),
         click.option("--prefix", envvar="EXPORTER_PREFIX", metavar="TEXT",
@@ -53,10 +54,13 @@ def cluster_options(fn):
     return fn
 
 
-def settings_of(params: dict):
+def settings_of(ctx: click.Context):
     """The checked settings from the cluster options given (the rest at their defaults)."""
     from .worker import Settings, with_defaults
 
+    for name in ("broker", "locks"):
+        _no_password_on_command_line(ctx, name)
+    params = ctx.params
     keys = ("broker", "locks", "prefix", "queue", "lease", "time_limit", "visibility_timeout")
     return with_defaults(Settings(broker=""), **{k: params.get(k) for k in keys}).checked()
 
@@ -84,7 +88,7 @@ def _log_level() -> str:
 @click.option("-c", "--concurrency", type=click.IntRange(1, 256), default=4, show_default=True,
               help="Accounts this worker runs side by side (each in a worker process of its own).")
 @click.option("-n", "--hostname", metavar="NAME", help="The worker's name (default: exporter@HOST).")
-def worker(concurrency, hostname, **params):
+def worker(concurrency, hostname, **_cluster):
     """Run account tasks from the broker: each task runs one account of a jobs file, exactly as
     `exporter jobs run --account NAME` does, under the account's cluster-wide lease. Start one (or
     more) on each worker machine; the accounts' secrets are read from this machine's environment.
@@ -92,7 +96,7 @@ def worker(concurrency, hostname, **params):
     broker)."""
 
     def go():
-        settings = settings_of(params)
+        settings = settings_of(click.get_current_context())
         _ping_locks(settings)
         from .worker import app, configure
 
@@ -112,7 +116,7 @@ def worker(concurrency, hostname, **params):
 @cluster_options
 @click.option("--schedule-file", default="exporter-beat-schedule", show_default=True, metavar="PATH",
               help="Where beat keeps when it last sent each account's task (Celery's schedule file).")
-def beat(file, schedule_file, **params):
+def beat(file, schedule_file, **_cluster):
     """Send each account's task when its cron schedule (export or backup) comes, for the workers
     to run what is due. Run exactly one beat per jobs file (a second one sends nothing the workers
     would run twice, but is useless). The file is read again when beat restarts."""
@@ -122,7 +126,7 @@ def beat(file, schedule_file, **params):
         from .jobsfile import load
         from .worker import app, configure
 
-        settings = settings_of(params)
+        settings = settings_of(click.get_current_context())
         jobs = load(file)
         schedule = entries(jobs, settings)
         if not schedule:

@@ -142,7 +142,7 @@ def summary_table(results) -> list[str]:
 @click.option("--due", is_flag=True, help="Only the accounts with something due, each with the slot (scheduled "
                                          "time) that made it due; the worker runs only what is still due.")
 @cluster_options
-def enqueue(file, accounts, due, **params):
+def enqueue(file, accounts, due, **_cluster):
     """Put one task per account on the broker, for `exporter worker` processes to run (each
     exactly as `exporter jobs run --account NAME [--due]` would). A task holds the jobs file's
     path, the account's name and its slot: nothing secret."""
@@ -150,7 +150,7 @@ def enqueue(file, accounts, due, **params):
     from .worker import enqueue as send
 
     def go():
-        settings = settings_of(params)
+        settings = settings_of(click.get_current_context())
         jobs_file, selected = _load(file, accounts, environment=False)
         sent = send(settings, jobs_file, selected, due=due)
         if not _quiet():

@@ -263,18 +263,20 @@ def due_actions(account: Account, due_only: bool) -> tuple[bool, bool]:
 
 def audit_record(jobs: JobsFile, account: Account, outcome: Outcome, note: dict | None = None) -> dict:
     """The audit line of one outcome (``note``: what the caller adds, e.g. a worker's task)."""
-    run = run_record(outcome)
+    run = run_record(outcome, note)
     return {"time": run["end"] or jobstate.iso(jobstate.now()), "account": account.name, "action": outcome.action,
             **run, "source": account.source, "host": socket.gethostname(), "jobs_file": str(jobs.path.resolve()),
             "destinations": ([d.to for d in account.destinations] if outcome.action == "export"
                              else [account.backup.to] if account.backup else []), **outcome.extra, **(note or {})}
 
 
-def run_record(outcome: Outcome) -> dict:
-    """What the account's state keeps of its last run of an action (``jobstate.record``)."""
+def run_record(outcome: Outcome, note: dict | None = None) -> dict:
+    """What the account's state keeps of its last run of an action (``jobstate.record``), with the
+    schedule slot a worker's task ran it for (``exporter.accounttask``)."""
     return {"start": outcome.start and jobstate.iso(outcome.start), "end": outcome.end and jobstate.iso(outcome.end),
             "result": outcome.result, "seconds": round(outcome.seconds, 3), "exit_code": outcome.exit_code,
-            "counts": outcome.counts, "error": outcome.error, "log": outcome.log, "host": socket.gethostname()}
+            "counts": outcome.counts, "error": outcome.error, "log": outcome.log, "host": socket.gethostname(),
+            **({"slot": note["slot"]} if note and "slot" in note else {})}
 
 
 def write_audit(account: Account, record: dict) -> None:
@@ -420,7 +422,7 @@ class Runner:
     def _finish(self, account: Account, outcome: Outcome) -> Outcome:
         """Record the run, audit it, alert about it; none of these changes its result."""
         record = audit_record(self.jobs, account, outcome, self.note)
-        for what, fn in (("state", lambda: jobstate.record(account, outcome.action, run_record(outcome))),
+        for what, fn in (("state", lambda: jobstate.record(account, outcome.action, run_record(outcome, self.note))),
                          ("audit logs", lambda: write_audit(account, record)),
                          ("alert", lambda: self._alert(account, record))):
             try:

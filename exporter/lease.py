@@ -7,12 +7,8 @@ most ``seconds`` later and the account is free again: a dead worker never blocks
 ever. A holder that cannot renew (Redis unreachable for longer than the lease, or the lease expired
 meanwhile) calls ``on_lost`` once, and the caller stops its run: another worker may hold it now.
 
-The token names its holder (``host pid since``), so a refused task says who runs the account.
-
-``Ledger`` keeps, per account, the last schedule slot a run was made for (``done``/``mark_done``),
-so a task for a slot already served (the same message delivered twice, two beats) is dropped.
-Keys: ``<prefix>:lease:<account folder>`` and ``<prefix>:done:<account folder>``; the account's
-folder (``state_dir/name``) names it uniquely, whatever jobs file it comes from.
+The token names its holder (``pid N on host H since T``), so a refused task says who runs the
+account. Keys: ``<prefix>:lease:<account folder>``.
 """
 from __future__ import annotations
 
@@ -31,7 +27,6 @@ from .secrets import mask_url
 log = logging.getLogger("exporter.lease")
 
 DEFAULT_SECONDS = 60.0
-DONE_DAYS = 40  # a slot marker lives this long after its run (a message older than that is not redelivered)
 
 
 def client(url: str):
@@ -124,30 +119,17 @@ class Lease:
             log.warning("lease %s: could not release it (%s); it expires within %gs", self.key, e, self.seconds)
 
 
-class Ledger:
-    """Leases and slot markers of the accounts, under one key prefix of one Redis."""
+class Leases:
+    """The accounts' leases, under one key prefix of one Redis."""
 
     def __init__(self, redis_client, *, prefix: str = "exporter", lease_seconds: float = DEFAULT_SECONDS):
         self.redis, self.prefix, self.lease_seconds = redis_client, prefix, float(lease_seconds)
 
     @classmethod
-    def from_url(cls, url: str, **kwargs) -> Ledger:
+    def from_url(cls, url: str, **kwargs) -> Leases:
         return cls(client(url), **kwargs)
 
-    def _key(self, kind: str, account_dir) -> str:
-        return f"{self.prefix}:{kind}:{account_dir}"
-
     def lease(self, account_dir, on_lost: Callable[[str], None] | None = None) -> Lease:
-        return Lease(self.redis, self._key("lease", account_dir), seconds=self.lease_seconds, on_lost=on_lost)
-
-    def done(self, account_dir) -> str | None:
-        """The latest slot a run was made for (an ISO 8601 UTC time), or None."""
-        value = self.redis.get(self._key("done", account_dir))
-        return value.decode() if value is not None else None
-
-    def mark_done(self, account_dir, slot: str) -> None:
-        """Record that a run was made for ``slot`` (kept if a later slot is recorded already).
-        Called under the account's lease, so no other worker writes it meanwhile."""
-        previous = self.done(account_dir)
-        if previous is None or slot > previous:
-            self.redis.set(self._key("done", account_dir), slot, ex=DONE_DAYS * 86400)
+        """The lease of the account kept in ``account_dir`` (``state_dir/name``: it names the
+        account uniquely, whatever jobs file it comes from)."""
+        return Lease(self.redis, f"{self.prefix}:lease:{account_dir}", seconds=self.lease_seconds, on_lost=on_lost)

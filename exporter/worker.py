@@ -10,7 +10,8 @@ is due runs: nothing secret (the worker reads the account's secrets by reference
 Delivery is at least once and runs are exactly once per slot: tasks are acknowledged after they
 ran (``acks_late``), a worker process lost mid-task gives its task back (``reject_on_worker_lost``),
 each worker process reserves one task at a time (prefetch multiplier 1), every task has a time
-limit, and the account's lease and slot ledger in Redis (``exporter.lease``) drop a second copy.
+limit, and a second copy is dropped: by the account's lease in Redis (``exporter.lease``) while
+it runs, by the slot its state records (or, for a due run, by its schedule) once it ran.
 A worker killed outright: RabbitMQ gives its tasks to another worker as soon as the connection
 drops; Redis after ``visibility_timeout`` (by default the task time limit and 10 minutes, so a
 long run is never handed out twice while it still runs).
@@ -120,6 +121,7 @@ def configure(app: Celery, settings: Settings) -> Celery:
         task_default_queue=settings.queue, task_default_exchange=settings.queue,
         task_default_routing_key=settings.queue, task_create_missing_queues=True,
         task_serializer="json", accept_content=["json"], result_serializer="json", task_ignore_result=True,
+        result_expires=None,
         task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
         task_time_limit=settings.time_limit, timezone="UTC", enable_utc=True,
         worker_hijack_root_logger=False, worker_redirect_stdouts=False,
@@ -133,19 +135,19 @@ _settings = Settings.from_env()
 if _settings.broker:  # ``celery -A exporter.worker worker``: the environment says it all
     configure(app, _settings)
 
-_ledger: dict = {}
+_leases: dict = {}
 
 
-def ledger():
+def leases():
     """This process's lease store (made after the pool's fork: no connection is shared)."""
-    from .lease import Ledger
+    from .lease import Leases
 
     settings: Settings = app.exporter_settings
     key = (os.getpid(), settings.lock_store, settings.prefix, settings.lease)
-    if key not in _ledger:
-        _ledger.clear()
-        _ledger[key] = Ledger.from_url(settings.lock_store, prefix=settings.prefix, lease_seconds=settings.lease)
-    return _ledger[key]
+    if key not in _leases:
+        _leases.clear()
+        _leases[key] = Leases.from_url(settings.lock_store, prefix=settings.prefix, lease_seconds=settings.lease)
+    return _leases[key]
 
 
 @app.task(name=TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -158,7 +160,7 @@ def run_account(self, jobs_file: str, account: str, slot: str, due: bool = False
     request = self.request
     redelivered = bool((request.delivery_info or {}).get("redelivered"))
     note = {"worker": request.hostname or socket.gethostname(), "task": request.id, "redelivered": redelivered}
-    return execute(jobs_file, account, slot, due=due, redelivered=redelivered, ledger=ledger(), note=note,
+    return execute(jobs_file, account, slot, due=due, redelivered=redelivered, leases=leases(), note=note,
                    verbose=logging.getLogger("exporter").getEffectiveLevel() <= logging.INFO)
 
 
