@@ -42,7 +42,7 @@ from exporter.capabilities import Capabilities
 from exporter.deletions import doomed_ids
 from exporter.errors import ConfigError, FormatError, SinkError, os_error_text
 from exporter.fsutil import atomic_write, claim, file_digest, live_claim, release
-from exporter.model import Media, counted_bytes
+from exporter.model import Document, Media, counted_bytes
 from exporter.sinks import RunContext, SinkStats
 
 log = logging.getLogger("exporter.files")
@@ -186,6 +186,8 @@ class FilesSink:
                     changed = store.put_submission(record)
             elif kind == "media":
                 self._write_media(record)
+            elif kind == "document":
+                self._write_document(record)
             elif kind == "checkpoint":
                 self._state[record.form_id] = record.cursor
                 if store is not None:
@@ -241,7 +243,7 @@ class FilesSink:
         for fid, sid in self._hard_deleted:
             d = self.root / self.out.form_dir(fid, self._forms.get(fid))
             safe = self.out.safe(sid)
-            for p in (d / "submissions" / f"{safe}.json", d / "media" / safe):
+            for p in (d / "submissions" / f"{safe}.json", d / "media" / safe, d / "documents" / safe):
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p)
                 elif p.exists() or p.is_symlink():
@@ -283,6 +285,25 @@ class FilesSink:
             raise SinkError(os_error_text(e, f"write the media file {target}")) from None
         self._media_done.add(rel)
         self.stats.bytes += counted_bytes(m.size)
+
+    def _write_document(self, doc: Document) -> None:
+        """A vendor document, alone in its folder (``OutputDir.document_dir``): a new version
+        under another name replaces the old file; the same bytes under the same name are left
+        as they are."""
+        folder = self.out.document_dir(doc.ref, self._forms.get(doc.ref.form_id))
+        rel = f"{folder}/{self.out.safe(doc.name)}"
+        target = self.out.path(rel)
+        try:
+            for old in target.parent.iterdir():
+                if old.name != target.name and not old.name.startswith(".") and old.is_file():
+                    old.unlink()  # the document's former name
+            if not (doc.size is not None and target.exists() and target.stat().st_size == doc.size
+                    and (doc.sha256 is None or file_digest(target) == doc.sha256)):
+                with self.out.atomic(rel) as fh, doc.open() as src:
+                    shutil.copyfileobj(src, fh, 1 << 16)
+                self.stats.bytes += counted_bytes(doc.size)
+        except OSError as e:
+            raise SinkError(os_error_text(e, f"write the document {target}")) from None
 
     def commit(self) -> None:
         """Per-submission files and media were published atomically as they came: make them

@@ -183,14 +183,28 @@ def source_options(fn):
     return fn
 
 
+def document_options(fn):
+    """Vendor documents, opt-in (``exporter export`` and ``exporter archive``)."""
+    opts = [
+        click.option("--vendor-pdf", is_flag=True,
+                     help="Also store each submission's standard PDF as the service makes it (GET data/{id}/pdf)."),
+        click.option("--vendor-exports", is_flag=True,
+                     help="Also store each submission through every custom Word/Excel export of its form "
+                          "(GET forms/{id}/exports, then data/{id}/exports/{export})."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
 def build_source(source: str, *, token_env=None, token_file=None, login_env=None, forms=(), workers=4,
                  timezone=None, ca_bundle=None, timeout=120.0, mode="full", action=None, overlap=300,
-                 page_size=100, skip=(), check_deletions=False):
+                 page_size=100, skip=(), check_deletions=False, vendor_pdf=False, vendor_exports=False):
     try:
         return _build_source(source, token_env=token_env, token_file=token_file, login_env=login_env, forms=forms,
                              workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, mode=mode,
                              action=action, overlap=overlap, page_size=page_size, skip=skip,
-                             check_deletions=check_deletions)
+                             check_deletions=check_deletions, vendor_pdf=vendor_pdf, vendor_exports=vendor_exports)
     except OSError as e:  # an archive that cannot be read (permissions, a vanished disk)
         from .errors import SourceError, os_error_text
 
@@ -198,7 +212,7 @@ def build_source(source: str, *, token_env=None, token_file=None, login_env=None
 
 
 def _build_source(source: str, *, token_env, token_file, login_env, forms, workers, timezone, ca_bundle, timeout,
-                  mode, action, overlap, page_size, skip, check_deletions=False):
+                  mode, action, overlap, page_size, skip, check_deletions=False, vendor_pdf=False, vendor_exports=False):
     if action and mode != "unread":
         raise ConfigError(f"--action {action} is for --incremental unread (this run is --incremental "
                           f"{'none' if mode == 'full' else mode})")
@@ -208,7 +222,8 @@ def _build_source(source: str, *, token_env, token_file, login_env, forms, worke
         return build_web_source(source, token_env=token_env, token_file=token_file, login_env=login_env,
                                 forms=list(forms), mode=mode, action=action, overlap_seconds=overlap,
                                 workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout,
-                                page_size=page_size, skip=skip, check_deletions=check_deletions)
+                                page_size=page_size, skip=skip, check_deletions=check_deletions,
+                                vendor_pdf=vendor_pdf, vendor_exports=vendor_exports)
     if token_env or token_file or login_env:
         log.info("an archive source needs no token; ignoring the token options")
     if skip:
@@ -216,7 +231,8 @@ def _build_source(source: str, *, token_env, token_file, login_env, forms, worke
                           "and lists are exported with it")
     from exporter.connectors.archive.source import ArchiveSource
 
-    return ArchiveSource(source, forms=list(forms), mode=mode, overlap_seconds=overlap, check_deletions=check_deletions)
+    return ArchiveSource(source, forms=list(forms), mode=mode, overlap_seconds=overlap, check_deletions=check_deletions,
+                         vendor_pdf=vendor_pdf, vendor_exports=vendor_exports)
 
 
 def _progress(obj: _Ctx, source=None):
@@ -249,6 +265,7 @@ class _OrderedCommand(click.Command):
 
 @cli.command(cls=_OrderedCommand)
 @source_options
+@document_options
 @click.option("--to", "destinations", multiple=True, metavar="DEST",
               help="Destination (repeatable): a directory, file:///dir, sqlite:///x.db, postgresql+psycopg2://..., "
                    "mysql+pymysql://..., mssql+pyodbc://..., access+pyodbc://..., ftp://, ftps://, sftp://, "
@@ -290,8 +307,8 @@ class _OrderedCommand(click.Command):
                    "deletions (a full export always does).")
 @click.pass_context
 def export(ctx, source, token_env, token_file, login_env, forms, workers, page_size, skip, timezone, ca_bundle,
-           timeout, destinations, formats, incremental, action, overlap, to_password_env, to_password_file, to_url_env,
-           media_in_db, raw_options, batch_size, jobs, deletions, max_deletions, check_deletions):
+           timeout, vendor_pdf, vendor_exports, destinations, formats, incremental, action, overlap, to_password_env,
+           to_password_file, to_url_env, media_in_db, raw_options, batch_size, jobs, deletions, max_deletions, check_deletions):
     """Export an account (or some forms) to one or more destinations in one pass.
 
     \b
@@ -327,7 +344,7 @@ def export(ctx, source, token_env, token_file, login_env, forms, workers, page_s
         source_args = dict(source=source, token_env=token_env, token_file=token_file, login_env=login_env,
                            workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, mode=mode,
                            action=action, overlap=overlap, page_size=page_size, skip=skip,
-                           check_deletions=check_deletions)
+                           check_deletions=check_deletions, vendor_pdf=vendor_pdf, vendor_exports=vendor_exports)
         src = build_source(forms=_resolve_forms(forms, source_args), **source_args)
         rc = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, options=options,
                         deletions=deletions, max_deletions=max_deletions)
@@ -366,12 +383,13 @@ def _refuse_password_in_url(url: str) -> None:
 
 @cli.command()
 @source_options
+@document_options
 @click.option("--out", required=True, type=click.Path(), help="Archive directory, or a .zip file.")
 @click.option("--zip", "as_zip", is_flag=True, help="Write a single zip file (implied by a .zip name).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing archive at --out (refused without it).")
 @click.pass_context
 def archive(ctx, source, token_env, token_file, login_env, forms, workers, page_size, skip, timezone, ca_bundle,
-            timeout, out, as_zip, overwrite):
+            timeout, vendor_pdf, vendor_exports, out, as_zip, overwrite):
     """Write a complete account archive (manifest, JSON, media): a full snapshot that `verify`
     checks and that any command taking --source can replay offline."""
 
@@ -383,7 +401,8 @@ def archive(ctx, source, token_env, token_file, login_env, forms, workers, page_
 
         _refuse_existing(out, overwrite)
         source_args = dict(source=source, token_env=token_env, token_file=token_file, login_env=login_env,
-                           workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, skip=skip)
+                           workers=workers, timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, skip=skip,
+                           vendor_pdf=vendor_pdf, vendor_exports=vendor_exports)
         src = build_source(forms=_resolve_forms(forms, source_args), **source_args)
         sink = ArchiveSink(out, zip_output=True if as_zip else None)
         summary = run(src, [sink], RunContext(run_id=new_run_id(), source=src.description),

@@ -2,8 +2,9 @@
 
 A source yields, in this order: ``Account`` (once), ``User``\\ s, ``Group``\\ s, ``ExternalList``\\ s,
 then for each form its ``Form`` record followed by its ``Submission``\\ s, each submission followed by
-the ``Media`` records it references, and finally a ``Checkpoint`` for the form (its incremental
-cursor). A sink may rely on a form's ``Form`` record arriving before any of its submissions.
+the ``Media`` records it references and its vendor ``Document``\\ s (when asked for; a form's layout
+pictures follow the first submission a run reads of it), and finally a ``Checkpoint`` for the form
+(its incremental cursor). A sink may rely on a form's ``Form`` record arriving before any of its submissions.
 
 Natural keys come from the service: form id, submission id, (sub-form field, row index), media name.
 The original service payload is kept in ``raw`` on every record, and the original text of every
@@ -19,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, Self
 
 # --------------------------------------------------------------------------------------------
 # Field kinds: the service's field type mapped onto the value type we store.
@@ -169,8 +170,10 @@ class ExternalList:
     name: str
     class_: str | None = None
     update_time: str | None = None
-    items: tuple[str, ...] = ()  # raw lines exactly as served
+    items: tuple[str, ...] = ()  # raw lines exactly as served (an item served as an object: its JSON text)
     raw: dict = field(default_factory=dict, repr=False)
+    #: every served key the fields above do not read (``LIST_KEYS``), unchanged (see ``extra_json``)
+    extra: dict = field(default_factory=dict, repr=False)
 
     kind = "list"
 
@@ -231,6 +234,8 @@ USER_KEYS = ("id", "login", "first_name", "last_name", "email", "phone", "admin"
              "create_time")
 #: served group keys the ``Group`` fields read
 GROUP_KEYS = ("id", "name", "parent_group_id", "parent_id", "users", "leaders", "children")
+#: served external-list keys the ``ExternalList`` fields read
+LIST_KEYS = ("id", "name", "class", "update_time", "items")
 
 
 def extra_json(extra: dict) -> str | None:
@@ -276,18 +281,19 @@ def counted_bytes(size: Any) -> int:
     return size if type(size) is int else 0
 
 
-class Media:
-    """A media file: metadata plus its bytes, streamed, never all held in memory.
+class Blob:
+    """Bytes that travel with the records (a media file, a vendor document): metadata plus a
+    stream, never all held in memory.
 
     ``open()`` returns a new binary reader each time it is called, so several sinks can read the
-    same media one after another. ``size`` and ``sha256`` are known once the media is spooled.
+    same bytes one after another. ``size`` and ``sha256`` are known once the bytes are spooled.
     """
 
-    kind = "media"
+    kind = ""
 
     def __init__(
         self,
-        ref: MediaRef,
+        ref: Any,
         content_type: str,
         opener: Callable[[], BinaryIO],
         size: int | None = None,
@@ -308,33 +314,85 @@ class Media:
                 yield chunk
 
     def __repr__(self) -> str:
-        return f"Media({self.ref!r}, {self.content_type!r}, size={self.size}, sha256={self.sha256})"
+        return f"{type(self).__name__}({self.ref!r}, {self.content_type!r}, size={self.size}, sha256={self.sha256})"
 
     @classmethod
-    def spooled(cls, ref: MediaRef, content_type: str, chunks: Iterator[bytes],
-                max_memory: int = 1 << 20) -> Media:
+    def spooled(cls, ref: Any, content_type: str, chunks: Iterator[bytes],
+                max_memory: int = 1 << 20, **kw: Any) -> Self:
         """Spool a byte stream to a temporary file (in memory up to ``max_memory``), hashing it."""
         spool = tempfile.SpooledTemporaryFile(max_size=max_memory)
         h = hashlib.sha256()
         size = 0
-        for chunk in chunks:
-            h.update(chunk)
-            size += len(chunk)
-            spool.write(chunk)
-        spool.flush()
+        try:
+            for chunk in chunks:
+                h.update(chunk)
+                size += len(chunk)
+                spool.write(chunk)
+            spool.flush()
+        except BaseException:
+            spool.close()
+            raise
 
         def opener() -> BinaryIO:
             spool.seek(0)
             return _NoClose(spool)
 
-        media = cls(ref, content_type, opener, size=size, sha256=h.hexdigest())
-        media._spool = spool  # keep alive with the record; freed with it
-        return media
+        blob = cls(ref, content_type, opener, size=size, sha256=h.hexdigest(), **kw)
+        blob._spool = spool  # keep alive with the record; freed with it
+        return blob
 
     @classmethod
-    def from_path(cls, ref: MediaRef, content_type: str, path: str,
-                  size: int | None = None, sha256: str | None = None) -> Media:
-        return cls(ref, content_type, lambda: open(path, "rb"), size=size, sha256=sha256)
+    def from_path(cls, ref: Any, content_type: str, path: str,
+                  size: int | None = None, sha256: str | None = None, **kw: Any) -> Self:
+        return cls(ref, content_type, lambda: open(path, "rb"), size=size, sha256=sha256, **kw)
+
+
+class Media(Blob):
+    """A media file of a submission (photo, signature, attachment...): ``ref`` is its ``MediaRef``."""
+
+    kind = "media"
+    ref: MediaRef
+
+
+#: kinds of vendor document (``DocumentRef.doc_kind``)
+PDF, EXPORT, FORM_PICTURE = "pdf", "export", "form_picture"
+DOCUMENT_KINDS = (PDF, EXPORT, FORM_PICTURE)
+
+
+@dataclass(frozen=True)
+class DocumentRef:
+    """What a vendor document is, its natural key: a submission's standard PDF (``pdf``), one of
+    its custom Word/Excel exports (``export``, ``key`` = the export id), or a form's layout
+    picture (``form_picture``, ``key`` = the ``fixed_image`` field's name; no submission: it
+    belongs to the form)."""
+
+    form_id: str
+    submission_id: str | None
+    doc_kind: str
+    key: str = ""
+
+
+class Document(Blob):
+    """A document the service makes (``DocumentRef``): its bytes, streamed like a media's, and
+    ``name``, the file name as the service gave it (``Content-Disposition``), unchanged: sinks
+    make it safe where it becomes a path, hostile names are normal input."""
+
+    kind = "document"
+    ref: DocumentRef
+
+    def __init__(self, ref: DocumentRef, content_type: str, opener: Callable[[], BinaryIO],
+                 size: int | None = None, sha256: str | None = None, *, name: str):
+        super().__init__(ref, content_type, opener, size=size, sha256=sha256)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Document({self.ref!r}, {self.name!r}, {self.content_type!r}, size={self.size})"
+
+
+def blob_bytes(record: Any) -> int:
+    """What a record weighs in bytes it carries (media, documents), for batch and read-ahead limits
+    and byte totals; anything else nothing."""
+    return counted_bytes(record.size) if isinstance(record, Blob) else 0
 
 
 class _NoClose(io.RawIOBase):
@@ -377,11 +435,14 @@ class Checkpoint:
     #: every id the form has on the service, when the source read its complete listing this run
     #: (``exporter.deletions``); None: unknown, so nothing may be taken as deleted
     listing: frozenset[str] | None = None
+    #: ids the source saw deleted during this run: listed, then gone when it asked for them (they
+    #: are not in ``listing``); an archive keeps them (``deleted.jsonl``) and replays them
+    gone: frozenset[str] = frozenset()
 
     kind = "checkpoint"
 
 
-Record = Account | User | Group | ExternalList | Form | Submission | Media | Checkpoint
+Record = Account | User | Group | ExternalList | Form | Submission | Media | Document | Checkpoint
 
 #: submissions per slice when a form is shared among parallel workers (see ``FormPart``)
 PART_ROWS = 1000

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 from .deletions import preflight
 from .errors import ExporterError, SinkError, one_line, run_status
 from .interrupts import shielded
-from .model import Record, counted_bytes
+from .model import Record, blob_bytes
 from .secrets import mask
 from .sinks import RunContext, StatefulSink
 
@@ -95,24 +95,25 @@ class Progress(Protocol):
 
 def batches(records: Iterable[Record], batch_size: int, batch_bytes: int) -> Iterator[list[Record]]:
     """Group the stream into batches of about ``batch_size`` submissions or ``batch_bytes`` of
-    media, each closed right after a ``Checkpoint``, or, once a limit is
-    reached, just before the next record that is neither a ``Media`` nor a ``Checkpoint``: a submission and the media that
-    follow it always share a batch (the source acknowledges a batch's submissions once it is
-    committed, so media left to the next batch would be lost if the run stopped in between)."""
+    media and documents, each closed right after a ``Checkpoint``, or, once a limit is reached,
+    just before the next record that is none of a ``Media``, a ``Document`` or a ``Checkpoint``: a
+    submission and the media and documents that follow it always share a batch (the source
+    acknowledges a batch's submissions once it is committed, so what was left to the next batch
+    would be lost if the run stopped in between)."""
     batch: list[Record] = []
     subs = 0
     size = 0
     full = False  # a limit was reached: close before the next record that starts something new
     for r in records:
         kind = r.kind
-        if full and kind != "media" and kind != "checkpoint":
+        if full and kind not in _BELONGING:
             yield batch
             batch, subs, size, full = [], 0, 0, False
         batch.append(r)
         if kind == "submission":
             subs += 1
-        elif kind == "media":
-            size += counted_bytes(r.size)
+        else:
+            size += blob_bytes(r)
         if kind == "checkpoint":
             yield batch
             batch, subs, size, full = [], 0, 0, False
@@ -121,6 +122,9 @@ def batches(records: Iterable[Record], batch_size: int, batch_bytes: int) -> Ite
     if batch:
         yield batch
 
+
+#: records that belong to the submission before them (never the first of a batch)
+_BELONGING = frozenset(("media", "document", "checkpoint"))
 
 #: submissions per batch by default
 BATCH_SIZE = 500
@@ -164,8 +168,8 @@ def run(
             source.acknowledge(batch)
             summary.batches += 1
             kinds = collections.Counter(map(_KIND, batch))
-            if kinds["media"]:
-                summary.media_bytes += sum(counted_bytes(r.size) for r in batch if r.kind == "media")
+            if kinds["media"] or kinds["document"]:
+                summary.media_bytes += sum(map(blob_bytes, batch))
             if kinds["form"]:
                 last = [r for r in batch if r.kind == "form"][-1]
                 current = f"form {last.id} {last.name}"

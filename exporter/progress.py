@@ -92,7 +92,8 @@ def format_summary(summary: RunSummary, sinks) -> str:
         f"run {summary.run_id} {summary.status} in {summary.seconds:.1f}s from {summary.source}",
         "  read: " + ", ".join(f"{c.get(k, 0)} {label}" for k, label in (
             ("form", "forms"), ("submission", "submissions"), ("media", "media"), ("user", "users"),
-            ("group", "groups"), ("list", "lists"))) + f" ({summary.media_bytes / 1e6:.1f} MB of media)",
+            ("group", "groups"), ("list", "lists"))) + (f", {c['document']} documents" if c.get("document") else "")
+        + f" ({summary.media_bytes / 1e6:.1f} MB of media{' and documents' if c.get('document') else ''})",
     ]
     for s in sinks:
         per = summary.per_sink.get(s.name, {})

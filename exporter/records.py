@@ -13,6 +13,7 @@ from typing import Any
 from .errors import BadAnswerError
 from .model import (
     GROUP_KEYS,
+    LIST_KEYS,
     META_KEYS,
     SUBFORM,
     USER_KEYS,
@@ -336,5 +337,15 @@ def parse_list(p: dict) -> ExternalList:
         raise BadAnswerError("external list items are not a list", context=f"list {p.get('id')}")
     return ExternalList(
         id=as_text(p["id"]), name=as_text(p.get("name")) or "", class_=as_text(p.get("class")),
-        update_time=as_text(p.get("update_time")), items=tuple(as_text(i) or "" for i in items), raw=p,
+        update_time=as_text(p.get("update_time")), items=tuple(map(_item_line, items)), raw=p,
+        extra={k: v for k, v in p.items() if k not in LIST_KEYS},
     )
+
+
+def _item_line(item: Any) -> str:
+    """An external-list item's line: the text as served; an item served as an object or a list
+    (not a v3 shape, but a later API's) is kept whole as its JSON text, like any structured value
+    the model does not know."""
+    if isinstance(item, (list, dict)):
+        return _json_text(item) or ""
+    return as_text(item) or ""

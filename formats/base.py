@@ -22,7 +22,7 @@ from typing import IO, ClassVar, Protocol, runtime_checkable
 
 from exporter.errors import ConfigError, FormatError
 from exporter.fsutil import PendingFile, atomic_write, remove_temp_files, sync_all
-from exporter.model import Form, MediaRef, Submission
+from exporter.model import FORM_PICTURE, PDF, DocumentRef, Form, MediaRef, Submission
 from exporter.naming import safe_filename, safe_join
 
 
@@ -83,6 +83,16 @@ class OutputDir:
         """``forms/<form>/media/<submission id>/<media name>``, every part made safe."""
         return "/".join([self.form_dir(ref.form_id, form_name), "media", self.safe(ref.submission_id),
                          self.safe(ref.name)])
+
+    def document_dir(self, ref: DocumentRef, form_name: str | None = None) -> str:
+        """The folder that holds one vendor document, alone: under its submission,
+        ``forms/<form>/documents/<submission id>/pdf`` or ``.../export-<export id>``; a form's
+        layout picture ``forms/<form>/form_pictures/<field>``. Every part made safe."""
+        base = self.form_dir(ref.form_id, form_name)
+        if ref.doc_kind == FORM_PICTURE:
+            return "/".join([base, "form_pictures", self.safe(ref.key)])
+        kind = "pdf" if ref.doc_kind == PDF else self.safe(f"{ref.doc_kind}-{ref.key}")
+        return "/".join([base, "documents", self.safe(ref.submission_id or ""), kind])
 
     def path(self, relpath: str) -> Path:
         """The absolute path of ``relpath``, its folder created. Components are checked (no

@@ -5,6 +5,7 @@ Files (relative to the output directory)::
     <aggregate dir>/submissions.csv                  metadata columns + one column per field
     <aggregate dir>/subform-<name>.csv               one row per sub-form row (_submission_id, _row_index)
     users.csv, groups.csv, group_members.csv         (group_id, user_id, role member|leader)
+    lists.csv                                        one row per external list (with _extra)
     lists/<id>-<name>.txt                            the list's lines exactly as served
     list_items.csv                                   list_id, index, line, label/code per level and column
 
@@ -28,6 +29,7 @@ from typing import IO
 from exporter.formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
 from exporter.formats.tabular import (
     GROUP_COLUMNS,
+    LIST_COLUMNS,
     ROW_INDEX,
     USER_COLUMNS,
     Column,
@@ -36,6 +38,7 @@ from exporter.formats.tabular import (
     group_cells,
     group_members,
     guard_formula,
+    list_cells,
     list_item_cells,
     list_item_headers,
     row_cells,
@@ -118,6 +121,7 @@ class CsvWriter(FormStreamWriter):
         self._users: CsvFile | None = None
         self._groups: CsvFile | None = None
         self._members: CsvFile | None = None
+        self._lists: CsvFile | None = None
         self._items_spool: IO | None = None  # list items, kept on disk until the widest is known
         self._items_shape = (0, 0)
         self._account_seen = False
@@ -152,6 +156,9 @@ class CsvWriter(FormStreamWriter):
             self._members = self._file("group_members.csv", ("group_id", "user_id", "role"))
 
     def _on_list(self, lst) -> None:
+        if self._lists is None:
+            self._lists = self._file("lists.csv", LIST_COLUMNS)
+        self._lists.write_text([v if v is None or isinstance(v, str) else str(v) for v in list_cells(lst)])
         rel = "lists/" + self.out.safe(f"{lst.id}-{lst.name}") + ".txt"
         with self.out.atomic(rel, "wb") as fh:
             for line in lst.items:
@@ -224,14 +231,15 @@ class CsvWriter(FormStreamWriter):
     def _abandon(self) -> None:
         if self._items_spool is not None:
             self._items_spool.close()
-        for f in [self._main, self._users, self._groups, self._members, *(f for _, _, f in self._subs)]:
+        for f in [self._main, self._users, self._groups, self._members, self._lists,
+                  *(f for _, _, f in self._subs)]:
             if f is not None:
                 f.abandon()
 
     def _finish_account(self) -> None:
         if self._account_seen:
             self._open_people()
-        for f in (self._users, self._groups, self._members):
+        for f in (self._users, self._groups, self._members, self._lists):
             if f is not None:
                 f.finish()
         self._finish_list_items()

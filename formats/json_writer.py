@@ -105,6 +105,7 @@ class JsonWriter(FormStreamWriter):
     def _on_list(self, lst) -> None:
         doc = {
             "id": lst.id, "name": lst.name, "class": lst.class_, "update_time": lst.update_time,
+            "extra": lst.extra,
             "items": [
                 {"index": it.index, "line": it.line,
                  "levels": [[{"label": c.label, "code": c.code} for c in level] for level in it.levels]}

@@ -258,6 +258,17 @@ def group_cells(group) -> list:
     return [group.id, group.name, group.parent_id, extra_json(group.extra)]
 
 
+LIST_FIELDS = ("id", "name", "class", "update_time", "items")
+#: the lists table's columns (``lists.csv``, ``lists.xlsx``): ``LIST_FIELDS`` (``items``: how many)
+#: then ``_extra`` (every other served key of the list, ``extra_json``)
+LIST_COLUMNS = (*LIST_FIELDS, "_extra")
+
+
+def list_cells(lst) -> list:
+    """The cells of one external list (``LIST_COLUMNS``); its items have files of their own."""
+    return [lst.id, lst.name, lst.class_, lst.update_time, len(lst.items), extra_json(lst.extra)]
+
+
 def group_members(group) -> Iterator[tuple[str, str, str]]:
     """(group_id, user_id, role) with role ``member`` or ``leader``; a leader who is also listed
     as a member appears once per role."""

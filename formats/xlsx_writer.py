@@ -5,7 +5,8 @@ Files (relative to the output directory)::
 
     <aggregate dir>/submissions.xlsx                 sheet "submissions" + one sheet per sub-form
     <aggregate dir>/long-values/<sid>-<field>.txt    full text of any cell over 32,767 characters
-    users.xlsx, groups.xlsx (sheets groups, members), lists/<id>-<name>.xlsx
+    users.xlsx, groups.xlsx (sheets groups, members), lists.xlsx (one row per list, with _extra),
+    lists/<id>-<name>.xlsx (its items)
 
 Cells are real Excel values: numbers, dates, times, date-times, booleans; text is stored as text
 (never as a formula, so no formula guard is needed). Numbers with more than 15 significant digits
@@ -32,6 +33,7 @@ from exporter.formats.base import FormatLimits, FormStreamWriter, OutputDir, sub
 from exporter.formats.stable import DatedZip, Newest
 from exporter.formats.tabular import (
     GROUP_COLUMNS,
+    LIST_COLUMNS,
     META,
     ROW_INDEX,
     SUBMISSION_ID,
@@ -42,6 +44,7 @@ from exporter.formats.tabular import (
     form_columns,
     group_cells,
     group_members,
+    list_cells,
     list_item_cells,
     list_item_columns,
     list_item_headers,
@@ -345,10 +348,10 @@ class XlsxWriter(FormStreamWriter):
             self._people["members"].append([_Val(escape_forbidden(v), string=True) for v in member])
 
     def _open_people(self) -> None:
-        if self._people:
+        if "users_book" in self._people:
             return
         ub, gb = _Book(self.max_rows, self.max_links), _Book(self.max_rows, self.max_links)
-        self._people = {
+        self._people |= {
             "users_book": ub, "groups_book": gb,
             "users": ub.sheet("users", list(USER_COLUMNS)),
             "groups": gb.sheet("groups", list(GROUP_COLUMNS)),
@@ -356,6 +359,12 @@ class XlsxWriter(FormStreamWriter):
         }
 
     def _on_list(self, lst) -> None:
+        if "lists_book" not in self._people:
+            lb = _Book(self.max_rows, self.max_links)
+            self._people["lists_book"], self._people["lists"] = lb, lb.sheet("lists", list(LIST_COLUMNS))
+        self._people["lists_book"].newest.add(lst.update_time)
+        self._people["lists"].append([v if not isinstance(v, str) else self._cell(v, v, "", f"list-{lst.id}")
+                                      for v in list_cells(lst)])
         levels, cols = list_item_columns(lst.parsed_items())
         book = _Book(self.max_rows, self.max_links)
         headers = ["index", "line", *list_item_headers(levels, cols)]
@@ -422,7 +431,7 @@ class XlsxWriter(FormStreamWriter):
 
     def _abandon(self) -> None:
         books = [self._book] if self._book is not None else []
-        books += [self._people[k] for k in ("users_book", "groups_book") if k in self._people]
+        books += [self._people[k] for k in ("users_book", "groups_book", "lists_book") if k in self._people]
         self._book, self._people = None, {}
         for book in books:
             book.discard()
@@ -443,8 +452,10 @@ class XlsxWriter(FormStreamWriter):
         if self._account_seen:
             self._open_people()
         if self._people:
-            for key, rel in (("users_book", "users.xlsx"), ("groups_book", "groups.xlsx")):
-                book = self._people.pop(key)
+            for key, rel in (("users_book", "users.xlsx"), ("groups_book", "groups.xlsx"), ("lists_book", "lists.xlsx")):
+                book = self._people.pop(key, None)
+                if book is None:  # no external list
+                    continue
                 try:
                     path = self.out.pending_path(rel)
                 except BaseException:

@@ -194,3 +194,55 @@ def test_a_bad_line_is_named(sample_archive, tmp_path):
     media.write_bytes(b"[1, 2]\n" + media.read_bytes())
     with pytest.raises(ArchiveError, match=r"forms/1001/media.jsonl.* is not a JSON object"):
         _replay(ArchiveSource(copy))
+
+
+# ---- format versions ------------------------------------------------------------------------------
+
+
+def _as_version_1(path) -> None:
+    """An archive of the current code made one of format version 1: no file v2 added (documents,
+    deleted.jsonl) and the manifest's version and counts as version 1 wrote them."""
+    assert not [p for p in path.rglob("*") if p.name in ("documents.jsonl", "deleted.jsonl")
+                or "documents" in p.parts or "form_pictures" in p.parts]
+    m = path / "manifest.json"
+    text = m.read_text("utf-8")
+    old = ',\n  "documents": 0,\n  "deleted": 0\n },'
+    assert '"format_version": 2,' in text and old in text
+    m.write_text(text.replace('"format_version": 2,', '"format_version": 1,').replace(old, "\n },"), "utf-8")
+
+
+def test_an_archive_of_the_previous_format_version_replays_and_verifies(sample_archive, tmp_path):
+    v1 = tmp_path / "v1"
+    run(ArchiveSource(sample_archive), [ArchiveSink(v1)], _ctx())
+    _as_version_1(v1)
+    reader = ArchiveReader(v1)
+    assert reader.manifest["format_version"] == 1 and "documents" not in reader.manifest["counts"]
+    reader.close()
+    assert verify(v1) == []
+    # replayed: into a current archive (same files, version 2, nothing new), into SQLite and files
+    v2 = tmp_path / "v2"
+    summary = run(ArchiveSource(v1, vendor_pdf=True, vendor_exports=True), [ArchiveSink(v2)], _ctx())
+    assert summary.counts.get("document", 0) == 0 and verify(v2) == []
+    r1, r2 = ArchiveReader(v1), ArchiveReader(v2)
+    assert r1.files() == r2.files() and r2.manifest["format_version"] == 2
+    assert r2.manifest["counts"] == {**r1.manifest["counts"], "documents": 0, "deleted": 0}
+    r1.close()
+    r2.close()
+    from click.testing import CliRunner
+
+    from exporter.cli import cli
+
+    res = CliRunner().invoke(cli, ["export", "-s", str(v1), "--to", f"sqlite:///{tmp_path / 'x.db'}",
+                                   "--to", str(tmp_path / "files"), "--vendor-pdf"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "files").rglob("submissions.csv"))) == r1.manifest["counts"]["forms"]
+
+
+def test_an_archive_of_a_newer_format_version_is_refused(sample_archive, tmp_path):
+    copy = tmp_path / "v9"
+    shutil.copytree(sample_archive, copy)
+    m = copy / "manifest.json"
+    m.write_text(m.read_text("utf-8").replace('"format_version": 1,', '"format_version": 9,'), "utf-8")
+    with pytest.raises(ArchiveError, match="format version 9 is newer"):
+        ArchiveReader(copy)
+

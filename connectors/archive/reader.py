@@ -199,6 +199,15 @@ class ArchiveReader:
     def media_index(self, form_id: str) -> Iterator[dict]:
         return self.jsonl(f"{form_dir(form_id)}/media.jsonl")
 
+    def documents_index(self, form_id: str) -> Iterator[dict]:
+        """The form's vendor documents (none in a version 1 archive)."""
+        return self.jsonl(f"{form_dir(form_id)}/documents.jsonl")
+
+    def deleted_ids(self, form_id: str) -> Iterator[str]:
+        """The submissions of the form the export saw deleted (none in a version 1 archive)."""
+        return (str(x.get("submission_id")) for x in self.jsonl(f"{form_dir(form_id)}/deleted.jsonl")
+                if isinstance(x, dict))
+
     def users_raw(self) -> Iterator[dict]:
         return self.jsonl("users.jsonl")
 

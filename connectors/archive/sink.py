@@ -16,10 +16,10 @@ from typing import IO, Any, Sequence
 from exporter.capabilities import Capabilities
 from exporter.errors import ArchiveError, ConfigError, SinkError, os_error_text
 from exporter.fsutil import FILE_MODE
-from exporter.model import Form, Media
+from exporter.model import Checkpoint, Document, Form, Media
 from exporter.sinks import RunContext
 
-from .layout import FORMAT, FORMAT_VERSION, MANIFEST, dumps, entry_line, form_dir, media_path
+from .layout import FORMAT, FORMAT_VERSION, MANIFEST, document_path, dumps, entry_line, form_dir, media_path
 
 
 class _HashingWriter:
@@ -51,7 +51,9 @@ class ArchiveSink:
         self._entries: IO[str] | None = None
         self._seen: set[str] = set()
         self._sub_media: dict[str, dict] = {}
-        self.counts = {"forms": 0, "submissions": 0, "media": 0, "users": 0, "groups": 0, "lists": 0}
+        self._docs_written: set[str] = set()  # paths of the current submission's documents and the form's pictures
+        self.counts = {"forms": 0, "submissions": 0, "media": 0, "users": 0, "groups": 0, "lists": 0,
+                       "documents": 0, "deleted": 0}
         self._streams: dict[str, tuple[IO, _HashingWriter]] = {}
         self._forms: dict[str, Form] = {}
         self._account: dict = {}
@@ -146,6 +148,7 @@ class ArchiveSink:
                 self.counts["lists"] += 1
             elif k == "form":
                 self._end_form_streams()
+                self._docs_written.clear()
                 summary = {key: r.raw[key] for key in ("id", "name", "class", "update_time") if key in r.raw}
                 self._line("forms.jsonl", summary or {"id": r.id, "name": r.name})
                 self._whole(f"{form_dir(r.id)}/form.json", (dumps(r.raw) + "\n").encode("utf-8"))
@@ -153,9 +156,14 @@ class ArchiveSink:
             elif k == "submission":
                 self._line(f"{form_dir(r.form_id)}/submissions.jsonl", r.raw)
                 self.counts["submissions"] += 1
+                self._docs_written = {p for p in self._docs_written if "/form_pictures/" in p}
             elif k == "media":
                 self._write_media(r)
-            # checkpoints: an archive is a full snapshot, it keeps no incremental state
+            elif k == "document":
+                self._write_document(r)
+            elif k == "checkpoint":
+                self._write_deleted(r)
+            # an archive is a full snapshot: it keeps no incremental state (cursors)
 
     def _write_media(self, m: Media) -> None:
         ref = m.ref
@@ -179,6 +187,34 @@ class ArchiveSink:
             "row": ref.row, "name": ref.name, "path": rel, "content_type": m.content_type,
             "size": entry["size"], "sha256": entry["sha256"],
         })
+
+    def _write_document(self, d: Document) -> None:
+        """A vendor document's bytes, and its line in the form's ``documents.jsonl`` (the same
+        document given twice is stored once)."""
+        ref = d.ref
+        rel = document_path(ref, d.name)
+        if rel in self._docs_written:
+            return
+        with self._open_file(rel) as fh:
+            hw = _HashingWriter(fh)
+            with d.open() as src:
+                while chunk := src.read(1 << 16):
+                    hw.write(chunk)
+        self._docs_written.add(rel)
+        self._record(rel, hw.h.hexdigest(), hw.size, media=True)
+        self.counts["documents"] += 1
+        self._line(f"{form_dir(ref.form_id)}/documents.jsonl", {
+            "submission_id": ref.submission_id, "kind": ref.doc_kind, "key": ref.key, "name": d.name,
+            "path": rel, "content_type": d.content_type, "size": hw.size, "sha256": hw.h.hexdigest(),
+        })
+
+    def _write_deleted(self, c: Checkpoint) -> None:
+        """The submissions the source saw deleted during its read (``deleted.jsonl``)."""
+        if not c.gone:
+            return
+        for sid in sorted(c.gone):
+            self._line(f"{form_dir(c.form_id)}/deleted.jsonl", {"submission_id": sid})
+        self.counts["deleted"] += len(c.gone)
 
     def commit(self) -> None:
         """A snapshot is only complete at the end; nothing to make durable per batch."""

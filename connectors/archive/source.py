@@ -6,7 +6,19 @@ import os
 from typing import Any, Iterable, Iterator, Sequence
 
 from exporter.errors import ArchiveError, BadAnswerError, ConfigError, NotFoundError
-from exporter.model import Account, Checkpoint, Form, FormPart, Media, Submission
+from exporter.model import (
+    EXPORT,
+    FORM_PICTURE,
+    PDF,
+    Account,
+    Checkpoint,
+    Document,
+    DocumentRef,
+    Form,
+    FormPart,
+    Media,
+    Submission,
+)
 from exporter.records import parse_form, parse_group, parse_list, parse_submission, parse_user, submission_id
 
 from .layout import form_dir
@@ -19,6 +31,29 @@ def _media_sid(entry: Any, rel: str = "media.jsonl", n: int | None = None) -> st
         where = f" line {n}" if n is not None else ""
         raise ArchiveError(f"{rel}{where} is not a JSON object")
     return str(entry.get("submission_id"))
+
+
+class _Documents:
+    """A form's ``documents.jsonl``, streamed alongside its submissions (the same order): the
+    lines of each submission, and the form's own (layout pictures, ``submission_id`` null), which
+    go with the first submission replayed."""
+
+    def __init__(self, lines: Iterator[dict], rel: str, kinds: frozenset[str]):
+        self._lines, self._rel, self.kinds = lines, rel, kinds
+        self._next: dict | None = next(lines, None)
+        self.form_level: list[dict] = []
+
+    def take(self, sid: str) -> list[dict]:
+        """The lines of submission ``sid`` (those of the form met on the way are kept aside)."""
+        out = []
+        while self._next is not None:
+            line = self._next
+            owner = line.get("submission_id") if isinstance(line, dict) else _media_sid(line, self._rel)
+            if owner is not None and str(owner) != sid:
+                break
+            (out if owner is not None else self.form_level).append(line)
+            self._next = next(self._lines, None)
+        return [x for x in out if x.get("kind") in self.kinds]
 
 
 def minus_overlap(cursor: str, overlap_seconds: int) -> str:
@@ -35,7 +70,7 @@ class ArchiveSource:
 
     def __init__(self, path: str | os.PathLike, *, forms: Sequence[str] | None = None,
                  mode: str = "full", overlap_seconds: int = 300, check_deletions: bool = False,
-                 **_ignored: Any):
+                 vendor_pdf: bool = False, vendor_exports: bool = False, **_ignored: Any):
         if mode == "unread":
             raise ConfigError("an archive has no server read markers: use --incremental cursor or full")
         self.reader = ArchiveReader(path)
@@ -45,6 +80,9 @@ class ArchiveSource:
         #: the archive's ids are a form's complete listing: given to sinks in full mode, or with
         #: ``check_deletions`` (``exporter.deletions``)
         self.check_deletions = check_deletions
+        #: the vendor documents replayed: as a live run asks for them (``--vendor-pdf``,
+        #: ``--vendor-exports``); layout pictures always
+        self.document_kinds = frozenset([FORM_PICTURE] + [PDF] * vendor_pdf + [EXPORT] * vendor_exports)
         self.description = f"archive {self.reader.path}"
         if self.forms:
             for fid in self.forms:
@@ -109,11 +147,14 @@ class ArchiveSource:
         # a share of a form (parallel workers) does not see the whole form: no listing then
         listed: set[str] | None = (set() if (self.mode == "full" or self.check_deletions)
                                    and (part is None or part.count <= 1) else None)
+        docs = _Documents(self.reader.documents_index(fid), f"{form_dir(fid)}/documents.jsonl", self.document_kinds)
+        pictures = True  # the form's layout pictures: with the first submission replayed
         for position, raw in enumerate(self.reader.submissions_raw(fid)):
             if part is not None and not part.takes(position):  # another worker's share
                 sid = submission_id(raw)
                 while pending_media is not None and _media_sid(pending_media, media_rel) == sid:
                     pending_media = next(media_iter, None)
+                docs.take(str(sid))
                 continue
             sub = self._parse(form, raw)
             sid, ut = sub.id, sub.update_time
@@ -125,12 +166,20 @@ class ArchiveSource:
                     medias = []
                 medias.append(pending_media)
                 pending_media = next(media_iter, None)
+            own = docs.take(sid)
             if since and ut and ut < since:
                 continue
             if ut and (max_time is None or ut > max_time):
                 max_time = ut
             yield from self._submission_records(sub, medias)
-        yield Checkpoint(form.id, max_time, self.mode, listing=None if listed is None else frozenset(listed))
+            for line in own:
+                yield self._document(form.id, line)
+            if pictures and docs.form_level:
+                pictures = False
+                for line in docs.form_level:
+                    yield self._document(form.id, line)
+        yield Checkpoint(form.id, max_time, self.mode, listing=None if listed is None else frozenset(listed),
+                         gone=frozenset(self.reader.deleted_ids(fid)))
 
     @staticmethod
     def _parse(form: Form, raw: Any) -> Submission:
@@ -158,6 +207,15 @@ class ArchiveSource:
             rel = m["path"]
             yield Media(ref, m.get("content_type") or "application/octet-stream",
                         (lambda rel=rel: self.reader.open(rel)), size=m.get("size"), sha256=m.get("sha256"))
+
+    def _document(self, form_id: str, line: dict) -> Document:
+        """A ``documents.jsonl`` line as the ``Document`` it stands for (bytes read when opened)."""
+        rel = line["path"]
+        sid = line.get("submission_id")
+        ref = DocumentRef(form_id, None if sid is None else str(sid), str(line.get("kind")), str(line.get("key") or ""))
+        return Document(ref, line.get("content_type") or "application/octet-stream",
+                        (lambda: self.reader.open(rel)), size=line.get("size"), sha256=line.get("sha256"),
+                        name=str(line.get("name") or rel.rsplit("/", 1)[-1]))
 
     def acknowledge(self, batch: Iterable) -> None:
         """Archives have no read markers: nothing to acknowledge."""

@@ -34,6 +34,7 @@ def verify(path: str | os.PathLike) -> list[str]:
         for rel in sorted(present - listed):
             if not Path(rel).name.startswith("."):
                 problems.append(f"file not in manifest: {rel}")
+        problems += _unlisted_documents(reader, listed)
         if not problems:
             counts = _count(reader)
             for key, want in (reader.manifest.get("counts") or {}).items():
@@ -51,4 +52,19 @@ def _count(reader: ArchiveReader) -> dict[str, int]:
     counts["forms"] = len(forms)
     counts["submissions"] = sum(sum(1 for _ in reader.submissions_raw(f)) for f in forms)
     counts["media"] = len({m["path"] for f in forms for m in reader.media_index(f)})
+    if "documents" in (reader.manifest.get("counts") or {}):  # format version 2
+        counts["documents"] = len({d["path"] for f in forms for d in reader.documents_index(f)})
+        counts["deleted"] = sum(sum(1 for _ in reader.deleted_ids(f)) for f in forms)
     return counts
+
+
+def _unlisted_documents(reader: ArchiveReader, listed: set[str]) -> list[str]:
+    """Index lines of ``documents.jsonl`` whose file the manifest does not list."""
+    out = []
+    for f in reader.forms_index():
+        fid = str(f["id"])
+        for d in reader.documents_index(fid):
+            path = d.get("path") if isinstance(d, dict) else None
+            if path not in listed:
+                out.append(f"document in forms/{fid}/documents.jsonl without its file: {path}")
+    return out

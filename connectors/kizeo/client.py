@@ -17,10 +17,13 @@ credentials from environment variables) and never appears in a repr, a log line 
 from __future__ import annotations
 
 import contextlib
+import email.message
+import email.utils
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
@@ -291,8 +294,9 @@ class KizeoClient:
     def media_response(self, form_id: str, data_id: str, name: str) -> requests.Response:
         """Open a media download (status checked, body not read yet). Retried until it opens.
         With ``--workers auto`` the opening holds a place among the requests in flight."""
-        path = f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/medias/{_seg(name)}"
+        return self._open_download(f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/medias/{_seg(name)}")
 
+    def _open_download(self, path: str) -> requests.Response:
         def attempt() -> requests.Response:
             with self._slot():
                 return self._send_once("GET", path, stream=True)
@@ -301,12 +305,18 @@ class KizeoClient:
 
     def stream_media(self, form_id: str, data_id: str, name: str,
                      chunk_size: int = 1 << 16) -> tuple[Iterator[bytes], str]:
-        """``(chunks, content_type)``: the media bytes, streamed, never all in memory. Opening
-        the download is retried here; a connection lost mid-stream (or a body shorter than its
-        Content-Length) raises ``StreamInterrupted`` from the iterator, and the caller restarts
-        the download (see ``WebSource``)."""
-        path = f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/medias/{_seg(name)}"
-        resp = self.media_response(form_id, data_id, name)
+        """``(chunks, content_type)``: the media bytes, streamed, never all in memory (see
+        ``download``)."""
+        d = self.download(f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/medias/{_seg(name)}", chunk_size)
+        return d.chunks, d.content_type
+
+    def download(self, path: str, chunk_size: int = 1 << 16) -> Download:
+        """A file the service serves at ``path`` (a media, a document): its bytes streamed, never
+        all in memory, its content type and the file name its ``Content-Disposition`` gives.
+        Opening the download is retried here; a connection lost mid-stream (or a body shorter
+        than its Content-Length) raises ``StreamInterrupted`` from the iterator, and the caller
+        restarts the download (see ``WebSource``)."""
+        resp = self._open_download(path)
         ctype = (resp.headers.get("Content-Type") or "application/octet-stream").split(";")[0].strip()
 
         def chunks() -> Iterator[bytes]:
@@ -320,7 +330,30 @@ class KizeoClient:
             finally:
                 resp.close()
 
-        return chunks(), ctype
+        return Download(chunks(), ctype, attachment_filename(resp.headers.get("Content-Disposition")))
+
+    # vendor documents: the routes the vendor's own clients call (n8n and Activepieces nodes)
+    def exports(self, form_id: str) -> list[dict]:
+        """``GET /forms/{f}/exports``: the form's custom Word/Excel export templates."""
+        path = f"/forms/{_seg(form_id)}/exports"
+        return [e for e in self._list(self._json("GET", path), ("exports",), f"GET {path}") if isinstance(e, dict)]
+
+    @staticmethod
+    def pdf_path(form_id: str, data_id: str) -> str:
+        """A submission's standard PDF: ``GET /forms/{f}/data/{d}/pdf``."""
+        return f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/pdf"
+
+    @staticmethod
+    def export_path(form_id: str, data_id: str, export_id: str) -> str:
+        """A submission through a custom export, in the template's format (docx, xlsx):
+        ``GET /forms/{f}/data/{d}/exports/{exportId}``."""
+        return f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/exports/{_seg(export_id)}"
+
+    @staticmethod
+    def form_picture_path(form_id: str, data_id: str, name: str) -> str:
+        """A form's layout picture (a ``fixed_image`` field), seen through one of its submissions:
+        ``GET /forms/{f}/data/{d}/form_pictures/{name}``."""
+        return f"/forms/{_seg(form_id)}/data/{_seg(data_id)}/form_pictures/{_seg(name)}"
 
     def users(self) -> list[dict]:
         return self._list(self._json("GET", "/users"), ("users",), "GET /users")
@@ -358,6 +391,41 @@ class KizeoClient:
         if not isinstance(lst, dict):
             raise BadAnswerError("'list' is not an object", context=f"GET {path}")
         return lst
+
+
+@dataclass
+class Download:
+    """An open download: ``chunks`` (read once), its content type, and the file name from its
+    ``Content-Disposition`` (None when it gives none)."""
+
+    chunks: Iterator[bytes]
+    content_type: str
+    filename: str | None
+
+
+def attachment_filename(header: str | None) -> str | None:
+    """The file name a ``Content-Disposition`` gives (RFC 6266): ``filename*`` (RFC 5987/2231:
+    charset, language, percent-encoded bytes) before ``filename``, whatever their order; None when
+    there is neither or the name is empty. The name is returned as given: it is not a path, and
+    whoever stores it makes it safe (hostile names are normal input)."""
+    if not header:
+        return None
+    msg = email.message.Message()
+    try:
+        msg["Content-Disposition"] = header
+        params = msg.get_params(header="content-disposition") or []
+    except (ValueError, TypeError):
+        return None
+    plain = extended = None
+    for key, value in params[1:]:
+        if key.lower() != "filename":
+            continue
+        if isinstance(value, tuple):  # filename*=charset'lang'bytes, decoded by the email package
+            extended = email.utils.collapse_rfc2231_value(value, errors="replace")
+        else:
+            plain = value
+    name = extended if extended else plain
+    return name or None
 
 
 def _retryable_but_timeouts(e: BaseException) -> bool:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from exporter.model import counted_bytes
+from exporter.model import blob_bytes
 
 _END = object()
 
@@ -28,7 +28,7 @@ class _Failure:
 
 class ReadAhead:
     """Iterate ``records`` in a background thread, at most ``size`` records and ``max_bytes`` of
-    media ahead (a record bigger than that still goes, alone)."""
+    media and documents ahead (a record bigger than that still goes, alone)."""
 
     def __init__(self, records: Iterator[Any], size: int, max_bytes: int = 16 << 20):
         self._records = records
@@ -40,9 +40,7 @@ class ReadAhead:
         self._thread = threading.Thread(target=self._produce, name="kizeo-read-ahead", daemon=True)
         self._thread.start()
 
-    @staticmethod
-    def _weight(item: Any) -> int:
-        return counted_bytes(item.size) if getattr(item, "kind", None) == "media" else 0
+    _weight = staticmethod(blob_bytes)
 
     def _put(self, item: Any) -> bool:
         with self._cond:

@@ -2,7 +2,9 @@
 
 Stream order (see ``exporter.model``): ``Account``, users, groups, external lists (``GET /lists``
 then ``GET /lists/{id}/complete`` each), then per form its ``Form``, its ``Submission``\\ s each followed
-by its ``Media`` (bytes spooled to disk, hashed, size known), and a ``Checkpoint``.
+by its ``Media`` (bytes spooled to disk, hashed, size known) and, when asked for, its vendor
+``Document``\\ s (``documents.py``; the form's layout pictures follow its first submission), and a
+``Checkpoint``.
 
 Three modes:
 
@@ -33,12 +35,12 @@ import concurrent.futures as cf
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from exporter.connectors.archive.source import minus_overlap
 
 from exporter.errors import AuthError, ConfigError, NotFoundError
-from exporter.model import Account, Checkpoint, Form, Media, MediaRef, Submission
+from exporter.model import Account, Checkpoint, Document, Form, Media, MediaRef, Submission
 from exporter.records import (
     parse_form,
     parse_group,
@@ -50,6 +52,7 @@ from exporter.retry import retry_call
 
 from .adaptive import AIMD, MAX_WORKERS
 from .client import DEFAULT_BASE_URL, KizeoClient
+from .documents import FormDocuments, VendorDocuments
 from .http_errors import StreamInterrupted
 from .readahead import ReadAhead
 from .tokens import EnvToken, FileToken, LoginToken, TokenProvider
@@ -87,7 +90,8 @@ class WebSource:
                  action: str | None = None, overlap_seconds: int = 300, workers: int = 4,
                  timezone: str | None = None, unread_limit: int = PAGE_SIZE, unread_max_pages: int = 1000,
                  include_updated: bool = True, skip: Iterable[str] = (), window_limit: int = WINDOW_LIMIT,
-                 read_ahead: int = READ_AHEAD, check_deletions: bool = False):
+                 read_ahead: int = READ_AHEAD, check_deletions: bool = False, vendor_pdf: bool = False,
+                 vendor_exports: bool = False):
         if mode not in MODES:
             raise ConfigError(f"unknown incremental mode {mode!r} (use one of {', '.join(MODES)})")
         if mode == "unread" and not (action and action.strip()):
@@ -111,6 +115,8 @@ class WebSource:
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
                 raise ConfigError(f"unknown time zone {timezone!r} (use an IANA name like Europe/Paris)") from None
         self.client = client
+        #: vendor documents (``--vendor-pdf``, ``--vendor-exports``) and layout pictures
+        self.documents = VendorDocuments(client, pdf=vendor_pdf, exports=vendor_exports)
         self.mode = mode
         self.action = action.strip() if action else None
         self.overlap = int(overlap_seconds)
@@ -243,34 +249,37 @@ class WebSource:
                 f"issued for an administrator, or --skip {part} to export without the account's {part}",
             ) from None
 
-    def _prologue(self, fid: str, cursor: str | None
-                  ) -> tuple[Form, collections.deque | None, frozenset[str] | None]:
-        """A form's definition; when it is read in full, the ids of its submissions; and the
-        form's complete id listing when it was read (full mode, or ``check_deletions``)."""
+    def _prologue(self, fid: str, cursor: str | None) -> _Prologue:
+        """A form's definition; when it is read in full, the ids of its submissions; the form's
+        complete id listing when it was read (full mode, or ``check_deletions``); and what vendor
+        documents its submissions get (its export templates read)."""
         form = parse_form(self.client.get_form(fid))
-        whole = not (self.mode == "unread" or (self.mode == "cursor" and cursor))
-        if not whole and not self.check_deletions:
-            return form, None, None
+        incremental = self.mode == "unread" or (self.mode == "cursor" and bool(cursor))
+        docs = self.documents.plan(form, newer_than=cursor if self.mode == "cursor" else None)
+        if incremental and not self.check_deletions:
+            return _Prologue(form, None, None, docs)
         listing = tuple(_ids(self.client.list_data_ids(fid)))
-        return form, (collections.deque(listing) if whole else None), frozenset(listing)
+        return _Prologue(form, None if incremental else collections.deque(listing), frozenset(listing), docs)
 
-    def _form_records(self, fid: str, cursor: str | None,
-                      prologue: tuple[Form, collections.deque | None, frozenset[str] | None]) -> Iterator:
-        form, ids, listing = prologue
+    def _form_records(self, fid: str, cursor: str | None, prologue: _Prologue) -> Iterator:
+        form, ids, listing, docs = prologue
         yield form
         if self.mode == "unread":
-            yield from self._unread(form, cursor, listing)
+            yield from self._unread(form, cursor, listing, docs)
             return
         if ids is None:
             since = minus_overlap(cursor, self.overlap)
             log.info("form %s: reading submissions updated or created since %s", fid, since)
-            results = self._ordered(lambda raw: self._with_media(form, raw), self._changed_since(fid, since))
+            results = self._ordered(lambda raw: self._with_media(form, raw, docs), self._changed_since(fid, since))
         else:
             log.info("form %s: %d submissions", fid, len(ids))
-            results = self._ordered(lambda did: self._fetch(form, did), _drain(ids))
+            results = self._ordered(lambda did: self._fetch(form, did, docs), _drain(ids))
         max_time = cursor
+        pictures = docs.pictures
+        gone: set[str] = set()
         for result in results:
-            if result is None:
+            if isinstance(result, str):  # listed, then deleted before we asked for it
+                gone.add(result)
                 continue
             sub, medias = result
             ut = sub.update_time
@@ -278,7 +287,12 @@ class WebSource:
                 max_time = ut
             yield sub
             yield from medias
-        yield Checkpoint(form.id, max_time, self.mode, listing=listing)
+            if pictures:  # the form's layout pictures, once, through its first submission
+                pictures = ()
+                yield from self.documents.form_pictures(docs, sub.id)
+        if gone and listing is not None:
+            listing = listing - gone
+        yield Checkpoint(form.id, max_time, self.mode, listing=listing, gone=frozenset(gone))
 
     def _changed_since(self, fid: str, since: str) -> Iterator[dict]:
         """Flat records changed since ``since``, read in bounded time windows (``windows.py``)."""
@@ -291,19 +305,23 @@ class WebSource:
             del window
             yield from _drain(rows)
 
-    def _fetch(self, form: Form, data_id: str) -> tuple[Submission, list[Media]] | None:
+    def _fetch(self, form: Form, data_id: str, docs: FormDocuments) -> tuple[Submission, list[Media | Document]] | str:
+        """A listed submission with its media and documents, or its id when it is gone."""
         try:
             raw = self.client.get_data(form.id, data_id)
         except NotFoundError as e:
             # listed by data/all, gone by the time we ask: deleted during the export
-            log.warning("form %s: submission %s disappeared during the export (%s); skipped",
+            log.warning("form %s: submission %s disappeared during the export (%s); recorded as deleted",
                         form.id, data_id, e.message)
-            return None
-        return self._with_media(form, raw)
+            return data_id
+        return self._with_media(form, raw, docs)
 
-    def _with_media(self, form: Form, raw: dict) -> tuple[Submission, list[Media]]:
+    def _with_media(self, form: Form, raw: dict, docs: FormDocuments
+                    ) -> tuple[Submission, list[Media | Document]]:
+        """A submission, the media it references and its vendor documents (downloaded here: on
+        the pool's threads)."""
         sub = parse_submission(form, raw)
-        medias: list[Media] = []
+        medias: list[Media | Document] = []
         downloaded: dict[str, Media | None] = {}
         for ref in sub.media:
             if ref.name not in downloaded:
@@ -315,6 +333,7 @@ class WebSource:
                 medias.append(got)
             else:  # the same file used by another field/row: share the spool
                 medias.append(Media(ref, got.content_type, got.open, size=got.size, sha256=got.sha256))
+        medias.extend(self.documents.of_submission(docs, sub))
         return sub, medias
 
     def _download(self, ref: MediaRef) -> Media | None:
@@ -334,11 +353,13 @@ class WebSource:
             return None
 
     # ---- unread mode ---------------------------------------------------------------------------
-    def _unread(self, form: Form, cursor: str | None, listing: frozenset[str] | None = None) -> Iterator:
+    def _unread(self, form: Form, cursor: str | None, listing: frozenset[str] | None,
+                docs: FormDocuments) -> Iterator:
         fid = form.id
         seen: set[str] = set()
         max_time = cursor
         pages = 0
+        pictures = docs.pictures
         while True:
             page = self.client.unread(fid, self.action, self.unread_limit, self.include_updated)
             fresh = [r for r in page if isinstance(r, dict) and _rid(r) not in seen]
@@ -349,7 +370,7 @@ class WebSource:
                 break
             pages += 1
             ids = set()
-            for sub, medias in self._ordered(lambda raw: self._with_media(form, raw), fresh):
+            for sub, medias in self._ordered(lambda raw: self._with_media(form, raw, docs), fresh):
                 seen.add(sub.id)
                 ids.add(sub.id)
                 ut = sub.update_time
@@ -357,6 +378,9 @@ class WebSource:
                     max_time = ut
                 yield sub
                 yield from medias
+                if pictures:
+                    pictures = ()
+                    yield from self.documents.form_pictures(docs, sub.id)
             if len(page) < self.unread_limit:
                 break  # the last page: nothing more is waiting
             if pages >= self.unread_max_pages:
@@ -407,7 +431,8 @@ def build_web_source(base_url: str = DEFAULT_BASE_URL, *, token_env: str | None 
                      forms: Sequence[str] | None = None, mode: str = "full", action: str | None = None,
                      overlap_seconds: int = 300, workers: int | str = 4, timezone: str | None = None,
                      ca_bundle: str | None = None, timeout: float = 120.0, page_size: int = PAGE_SIZE,
-                     skip: Iterable[str] = (), check_deletions: bool = False, **client_options: Any) -> WebSource:
+                     skip: Iterable[str] = (), check_deletions: bool = False, vendor_pdf: bool = False,
+                     vendor_exports: bool = False, **client_options: Any) -> WebSource:
     """What the CLI calls: a ``WebSource`` over a ``KizeoClient`` whose token comes from
     ``token_env`` (a variable name), ``token_file`` (a path) or ``login_env`` (a prefix:
     ``PREFIX_USER``, ``PREFIX_PASSWORD``, ``PREFIX_COMPANY`` for the legacy ``POST /login``).
@@ -434,10 +459,17 @@ def build_web_source(base_url: str = DEFAULT_BASE_URL, *, token_env: str | None 
     try:
         return WebSource(client, forms=forms, mode=mode, action=action, overlap_seconds=overlap_seconds,
                          workers=workers, timezone=timezone, unread_limit=page_size, skip=skip,
-                         check_deletions=check_deletions)
+                         check_deletions=check_deletions, vendor_pdf=vendor_pdf, vendor_exports=vendor_exports)
     except BaseException:
         client.close()
         raise
+
+
+class _Prologue(NamedTuple):
+    form: Form
+    ids: collections.deque | None  # the ids to read, when the form is read in full
+    listing: frozenset[str] | None  # its complete id listing, when read (``exporter.deletions``)
+    docs: FormDocuments
 
 
 def parse_skip(values: Iterable[str] | str) -> frozenset[str]:

@@ -1,5 +1,6 @@
-"""The SQL sink's ``media`` rows: one per media file, with its bytes beside the database
-(``media_dir``), in it (``media_in_db``, stored the dialect's way) or only its index."""
+"""The SQL sink's ``media`` and ``documents`` rows: one per media file or vendor document, with its
+bytes beside the database (``media_dir``), in it (``media_in_db``, stored the dialect's way) or
+only its index."""
 from __future__ import annotations
 
 import hashlib
@@ -11,15 +12,15 @@ import sqlalchemy as sa
 
 from exporter.errors import SinkError
 from exporter.fsutil import atomic_write
-from exporter.model import Media
+from exporter.model import FORM_PICTURE, PDF, Blob, Document, Media
 from exporter.naming import safe_filename, safe_join
 
-from .dialects.base import Dialect, Loader
-from .rows import media_row
+from .dialects.base import Dialect, Loader, blob_context, blob_name
+from .rows import document_row, media_row
 
 
 class MediaWrites:
-    """Mixed into ``SqlSink``: the media of a batch."""
+    """Mixed into ``SqlSink``: the media and vendor documents of a batch."""
 
     name: str
     schema: str | None
@@ -34,54 +35,75 @@ class MediaWrites:
     _count: Callable[..., None]
 
     def _write_media(self, media: list[Media]) -> None:
+        self._write_blobs(media, "media", "media_key", media_row, _media_parts)
+
+    def _write_documents(self, docs: list[Document]) -> None:
+        """Vendor documents (``documents`` table): upserted by their natural key, so a document
+        fetched again (an edited submission) replaces its row; bytes like a media's."""
+        self._write_blobs(docs, "documents", "document_key", document_row, _document_parts)
+
+    def _write_blobs(self, blobs: list[Blob], table_name: str, key: str, row_of, parts_of) -> None:
+        """The rows of media or documents (``row_of``), their bytes in files under ``media_dir``
+        (at ``parts_of``) or, with ``media_in_db``, in the row's ``content``."""
         rows = []
-        by_key: dict[str, Media] = {}
+        by_key: dict[str, Blob] = {}
         media_dir, in_db = self.media_dir, self.media_in_db
-        for m in media:
-            size, sha, path = m.size, m.sha256, None
+        for b in blobs:
+            size, sha, path = b.size, b.sha256, None
             if media_dir is not None:
-                r = m.ref
-                path, size, sha = self._media_file(m, f"form {r.form_id} submission {r.submission_id} media {r.name}")
+                path, size, sha = self._blob_file(b, parts_of(b))
             elif in_db and (size is None or sha is None):
-                size, sha = self._measure(m)
-            row = media_row(m, size, sha, path)
+                size, sha = self._measure(b)
+            row = row_of(b, size, sha, path)
             rows.append(row)
-            by_key[row["media_key"]] = m
-        table = self._fixed["media"]
-        with self._op("table media"):
-            self._loader.upsert_step(table, "media_key", rows)
+            by_key[row[key]] = b
+        table = self._fixed[table_name]
+        with self._op(f"table {table_name}"):
+            self._loader.upsert_step(table, key, rows)
         if self.media_in_db:
-            sizes = {r["media_key"]: r["size"] for r in rows}
-            for k, m in by_key.items():
-                with self._op(f"table media ({m.ref.name})"):
-                    self._store_content(table, k, m, sizes[k])
-        self._count("media", len(rows))
+            sizes = {r[key]: r["size"] for r in rows}
+            for k, b in by_key.items():
+                with self._op(f"table {table_name} ({blob_name(b)})"):
+                    self.dialect.store_content(self._conn, table, k, b, sizes[k], self.media_max_bytes, self.schema)
+        self._count(blobs[0].kind, len(rows))
 
     @staticmethod
-    def _measure(m: Media) -> tuple[int, str]:
+    def _measure(m: Blob) -> tuple[int, str]:
         h, n = hashlib.sha256(), 0
         for chunk in m.iter_bytes():
             h.update(chunk)
             n += len(chunk)
         return n, h.hexdigest()
 
-    def _media_file(self, m: Media, ctx: str) -> tuple[str, int, str]:
-        r = m.ref
-        parts = [safe_filename(r.form_id), safe_filename(r.submission_id)]
-        if r.subform:
-            parts.append(safe_filename(f"{r.subform}-{r.row}"))
-        parts.append(safe_filename(r.name))
+    def _blob_file(self, b: Blob, parts: list[str]) -> tuple[str, int, str]:
         dest = safe_join(self.media_dir, *parts)
         h, n = hashlib.sha256(), 0
         try:
             with atomic_write(dest) as fh:
-                for chunk in m.iter_bytes():
+                for chunk in b.iter_bytes():
                     h.update(chunk)
                     n += len(chunk)
                     fh.write(chunk)
         except OSError as e:
-            raise SinkError(f"cannot write media file {dest}: {e.strerror or e}", context=ctx) from None
+            raise SinkError(f"cannot write {b.kind} file {dest}: {e.strerror or e}", context=blob_context(b)) from None
         return "/".join(parts), n, h.hexdigest()
 
-    def _store_content(self, table: sa.Table, key: str, m: Media, size: int) -> None:
-        self.dialect.store_content(self._conn, table, key, m, size, self.media_max_bytes, self.schema)
+
+def _media_parts(m: Media) -> list[str]:
+    """``<form>/<submission>[/<sub-form>-<row>]/<name>`` under ``media_dir``."""
+    r = m.ref
+    parts = [safe_filename(r.form_id), safe_filename(r.submission_id)]
+    if r.subform:
+        parts.append(safe_filename(f"{r.subform}-{r.row}"))
+    return [*parts, safe_filename(r.name)]
+
+
+def _document_parts(d: Document) -> list[str]:
+    """``documents/<form>/<submission>/pdf|export-<id>/<name>`` under ``media_dir``; a layout
+    picture ``documents/<form>/form_pictures/<field>/<name>``."""
+    r = d.ref
+    if r.doc_kind == FORM_PICTURE:
+        where = ["form_pictures", safe_filename(r.key)]
+    else:
+        where = [safe_filename(r.submission_id or ""), "pdf" if r.doc_kind == PDF else safe_filename(f"{r.doc_kind}-{r.key}")]
+    return ["documents", safe_filename(r.form_id), *where, safe_filename(d.name)]

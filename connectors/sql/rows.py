@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from exporter.errors import SinkError
-from exporter.model import GeoPoint, Media, Submission, extra_json
+from exporter.model import EXPORT, FORM_PICTURE, Document, DocumentRef, GeoPoint, Media, Submission, extra_json
 
 from .columns import DELETED_AT, ID_LEN, KEY_LEN, META_TIMES, lineage_key
 from .dialects.base import SqlProfile
@@ -85,10 +85,22 @@ def media_key(form_id: str, submission_id: str, subform: str | None, row: int | 
     row, field, name). Keys of one submission sit side by side and grow with the ids, so a load
     appends to the key's index instead of writing all over it. When the ids are not plain ASCII or
     too long for the column, the key is the natural key's whole sha256 (64 hex digits) instead."""
-    h = lineage_key(form_id, submission_id, subform or "", "" if row is None else str(row), field, name)
+    return _submission_key(form_id, submission_id, lineage_key(
+        form_id, submission_id, subform or "", "" if row is None else str(row), field, name))
+
+
+def _submission_key(form_id: str, submission_id: str, h: str) -> str:
+    """``<form id>/<submission id>/`` and 16 hex digits of ``h``, or ``h`` whole (see ``media_key``)."""
     if len(form_id) + len(submission_id) + 18 <= KEY_LEN and (form_id + submission_id).isascii():
         return f"{form_id}/{submission_id}/{h[:16]}"
     return h
+
+
+def document_key(ref: DocumentRef) -> str:
+    """The ``documents`` table's key of one vendor document, made like ``media_key`` from its
+    natural key (form, submission (none for a layout picture), kind, export id or field)."""
+    sid = ref.submission_id or ""
+    return _submission_key(ref.form_id, sid, lineage_key("document", ref.form_id, sid, ref.doc_kind, ref.key))
 
 
 #: the columns of a ``media`` table row (``media_row``), in order
@@ -106,6 +118,25 @@ def media_row(m: Media, size: int | None, sha256: str | None, path: str | None) 
         check_id(sid, "submission id", ctx)
     return dict(zip(MEDIA_COLUMNS, (media_key(fid, sid, r.subform, r.row, r.field, r.name), fid, sid, r.field,
                                     r.subform, r.row, r.name, m.content_type, size, sha256, path), strict=True))
+
+
+#: the columns of a ``documents`` table row (``document_row``), in order
+DOCUMENT_COLUMNS = ["document_key", "form_id", "submission_id", "kind", "export_id", "field", "name", "content_type",
+                    "size", "sha256", "path"]
+
+
+def document_row(d: Document, size: int | None, sha256: str | None, path: str | None) -> dict:
+    """The ``documents`` table row of one vendor document (its bytes, with ``--media-in-db``, go in
+    after): ``export_id`` for a custom export, ``field`` for a layout picture (whose
+    ``submission_id`` is NULL)."""
+    r = d.ref
+    ctx = f"form {r.form_id} submission {r.submission_id} document {d.name}"
+    check_id(r.form_id, "form id", ctx)
+    if r.submission_id is not None:
+        check_id(r.submission_id, "submission id", ctx)
+    return dict(zip(DOCUMENT_COLUMNS, (
+        document_key(r), r.form_id, r.submission_id, r.doc_kind, r.key if r.doc_kind == EXPORT else None,
+        r.key if r.doc_kind == FORM_PICTURE else None, d.name, d.content_type, size, sha256, path), strict=True))
 
 
 def _cell_fn(c: ColumnPlan, conv: _Converter):

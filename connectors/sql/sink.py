@@ -10,7 +10,8 @@ Flow per ``write(batch)``:
    transaction just before the data, and only ever *adds* tables and columns.
 2. data phase, inside the batch's transaction: users, groups (+ members), lists (+ items), forms,
    submissions per form (child rows and media rows of every written submission deleted, parent
-   rows upserted, child rows inserted), media, then ``export_state`` from Checkpoint records.
+   rows upserted, child rows inserted), media, vendor documents (upserted by natural key), then
+   ``export_state`` from Checkpoint records.
 
 ``commit()`` commits (the runs row's counters go in the same transaction); a failure inside
 ``write`` rolls the batch back before raising; ``close(ok=False)`` rolls back whatever is pending.

@@ -32,7 +32,7 @@ def fixed_tables(md: sa.MetaData, profile: SqlProfile) -> dict[str, sa.Table]:
         C("role", T("short"), primary_key=True), **kw)
     t["lists"] = sa.Table(
         "lists", md, C("list_id", T("id"), primary_key=True), C("name", T("text")), C("class", T("text")),
-        C("update_time", T("text")), C("item_count", T("int")), **kw)
+        C("update_time", T("text")), C("item_count", T("int")), C("extra_keys", T("text")), **kw)
     t["list_items"] = list_items_table(md, profile, [])
     t["forms"] = sa.Table(
         "forms", md, C("form_id", T("id"), primary_key=True), C("name", T("text")), C("class", T("text")),
@@ -44,6 +44,12 @@ def fixed_tables(md: sa.MetaData, profile: SqlProfile) -> dict[str, sa.Table]:
         C("name", T("text")), C("content_type", T("text")), C("size", T("bigint")), C("sha256", T("key")),
         C("path", T("text")), C("content", T("binary")),
         sa.Index("ix_media_submission", "form_id", "submission_id"), info={"late_indexes": True}, **kw)
+    t["documents"] = sa.Table(
+        "documents", md, C("document_key", T("key"), primary_key=True), C("form_id", T("id")),
+        C("submission_id", T("id")), C("kind", T("short")), C("export_id", T("text")), C("field", T("text")),
+        C("name", T("text")), C("content_type", T("text")), C("size", T("bigint")), C("sha256", T("key")),
+        C("path", T("text")), C("content", T("binary")),
+        sa.Index("ix_documents_submission", "form_id", "submission_id"), info={"late_indexes": True}, **kw)
     t["lineage"] = sa.Table(
         "lineage", md, C("lineage_key", T("key"), primary_key=True), C("object", T("short")),
         C("form_id", T("id")), C("subform", T("text")), C("field_name", T("text")), C("caption", T("text")),
@@ -80,7 +86,7 @@ def list_items_table(md: sa.MetaData, profile: SqlProfile, extra: list[str]) -> 
 
 
 FIXED_NAMES = ("users", "user_groups", "group_members", "lists", "list_items", "forms", "media",
-               "lineage", "runs", "export_state")
+               "documents", "lineage", "runs", "export_state")
 
 
 def table_options(profile: SqlProfile) -> dict:

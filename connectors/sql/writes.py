@@ -1,6 +1,7 @@
 """The SQL sink's data steps: each kind of record of a batch into its tables, in the batch's
-transaction (users, groups, lists, forms, submissions with their sub-form rows, deletions seen in
-a form's complete listing, ``export_state`` from checkpoints)."""
+transaction (users, groups, lists, forms, submissions with their sub-form rows, their media and
+vendor documents (``media.py``), deletions seen in a form's complete listing, ``export_state``
+from checkpoints)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -18,6 +19,7 @@ from exporter.errors import SinkError
 from exporter.model import (
     Account,
     Checkpoint,
+    Document,
     ExternalList,
     Form,
     Group,
@@ -68,6 +70,7 @@ class RecordWrites:
     _prepare_list_items: Callable[[list[ExternalList]], None]
     _list_item_table: Callable[[], sa.Table]
     _write_media: Callable[[list[Media]], None]
+    _write_documents: Callable[[list[Document]], None]
 
     def _write(self, batch: Sequence[Any]) -> None:
         forms = [r for r in batch if isinstance(r, Form)]
@@ -116,6 +119,9 @@ class RecordWrites:
             media = self._current_media(media, subs)
         if media:
             self._write_media(media)
+        docs = [r for r in batch if isinstance(r, Document)]
+        if docs:
+            self._write_documents(docs)
         cps = [r for r in batch if isinstance(r, Checkpoint)]
         for c in cps:
             if c.listing is not None and c.final:
@@ -143,7 +149,7 @@ class RecordWrites:
     def _apply_deletions(self, form_id: str, listing: frozenset[str]) -> None:
         """Rows of the form the complete ``listing`` lacks are deleted on the service: their main
         row gets ``deleted_at`` (soft) or, with ``--deletions hard``, the row, its sub-form rows
-        and media rows go; a row listed again loses its mark. In the batch's transaction, after
+        and media rows go (and its vendor documents); a row listed again loses its mark. In the batch's transaction, after
         the check against ``--max-deletions`` (``exporter.deletions``)."""
         plan = self._plans.get(form_id)
         if plan is None:
@@ -174,6 +180,7 @@ class RecordWrites:
                     for part in reversed(tp.parts):
                         self._loader.delete_in(self._tables[part], tp.key_columns[0], gone)
                 self._loader.delete_in(self._fixed["media"], "submission_id", gone, form_id=form_id)
+                self._loader.delete_in(self._fixed["documents"], "submission_id", gone, form_id=form_id)
                 for part in reversed(plan.main.parts):
                     self._loader.delete_in(self._tables[part], plan.main.key_columns[0], gone)
         if doomed or back:
@@ -235,7 +242,8 @@ class RecordWrites:
 
     def _write_lists(self, lists: list[ExternalList]) -> None:
         rows = [{"list_id": check_id(x.id, "list id", f"list {x.id}"), "name": x.name, "class_": x.class_,
-                     "update_time": x.update_time, "item_count": len(x.items)} for x in lists]
+                     "update_time": x.update_time, "item_count": len(x.items), "extra_keys": extra_json(x.extra)}
+                for x in lists]
         for r in rows:
             r["class"] = r.pop("class_")
         with self._op("table lists"):

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from . import fake_documents
 from .fake_data import data_format, flatten, matches, sort_rows
 
 if TYPE_CHECKING:
@@ -235,6 +236,19 @@ class Handler(BaseHTTPRequestHandler):
             if s is None:
                 raise UnknownId(f"unknown data id {rest[1]} for form {fid}")
             return self._send(200, {"status": "ok", "message": "", "data": s})
+        if method == "GET" and rest == ["exports"]:
+            return self._send(200, {"status": "ok", "exports": fake_documents.templates(store.form(fid))})
+        if method == "GET" and len(rest) in (3, 4) and rest[0] == "data" and rest[2] in ("pdf", "exports", "form_pictures"):
+            s = subs.get(rest[1])
+            if s is None:
+                raise UnknownId(f"unknown data id {rest[1]} for form {fid}")
+            try:
+                doc = fake_documents.document(store.form(fid), s, rest[2:], fake.document_bytes)
+            except fake_documents.CannotProduce as e:
+                return self._error(501, str(e))
+            except fake_documents.UnknownDocument as e:
+                return self._error(404, str(e))
+            return self._send_stream(doc.content_type, doc.size, doc.chunks, doc.headers())
         if method == "GET" and len(rest) == 4 and rest[0] == "data" and rest[2] == "medias":
             sid, name = rest[1], rest[3]
             if sid not in subs:
@@ -260,14 +274,20 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(fh.read(size // 2))
             self.wfile.flush()
             return self._drop_connection()
-        self.send_response(200)
-        self.send_header("Content-Type", m.get("content_type") or "application/octet-stream")
-        self.send_header("Content-Length", str(size))
-        self.send_header("Last-Modified", email.utils.format_datetime(dt.datetime.now(dt.UTC), usegmt=True))
-        self.end_headers()
         with reader.open(m["path"]) as fh:
-            while chunk := fh.read(1 << 16):
-                self.wfile.write(chunk)
+            self._send_stream(m.get("content_type") or "application/octet-stream", size, iter(lambda: fh.read(1 << 16), b""),
+                              {"Last-Modified": email.utils.format_datetime(dt.datetime.now(dt.UTC), usegmt=True)})
+
+    def _send_stream(self, ctype: str, size: int, chunks, headers: dict[str, str]) -> None:
+        """A 200 answer of ``size`` bytes sent as ``chunks`` come (never all in memory)."""
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(size))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        for chunk in chunks:
+            self.wfile.write(chunk)
 
 
 class UnknownId(Exception):

@@ -10,6 +10,9 @@ tested (and demonstrated) end to end without an account::
     GET  /forms/{f}/data/unread/{action}/{limit}[?includeupdated][&format=simple|basic]
     POST /forms/{f}/markasreadbyaction/{action}      {"data_ids": [...]}
     GET  /forms/{f}/data/{d}/medias/{name}           (streamed bytes)
+    GET  /forms/{f}/exports                          custom export templates
+    GET  /forms/{f}/data/{d}/pdf   /forms/{f}/data/{d}/exports/{id}   /forms/{f}/data/{d}/form_pictures/{name}
+                                                     vendor documents (``fake_documents``)
     GET  /users   /groups   /group/{g}/users   /group/{g}/leaders
     GET  /lists   /lists/{id}   /lists/{id}/complete
 
@@ -137,7 +140,8 @@ class FakeKizeoServer:
                  faults: Faults | None = None, *, login: tuple[str, str, str] | None = None,
                  token_ttl: float = 3 * 24 * 3600, groups_at_top: bool = False,
                  tls: tuple[str, str] | None = None, list_filters: dict[str, str] | None = None,
-                 complete_route: bool = True, refuse: tuple[str, ...] = (), refuse_status: int = 401):
+                 complete_route: bool = True, refuse: tuple[str, ...] = (), refuse_status: int = 401,
+                 document_bytes: int = 0):
         if not token:
             raise ValueError("the fake service needs a token to expect")
         self.reader = ArchiveReader(archive_path)
@@ -149,6 +153,7 @@ class FakeKizeoServer:
         self.groups_at_top = groups_at_top
         self.list_filters = {str(k): v for k, v in (list_filters or {}).items()}
         self.complete_route = complete_route
+        self.document_bytes = document_bytes  # every vendor document this big (0: a few kilobytes)
         unknown = set(refuse) - {"users", "groups", "lists"}
         if unknown:
             raise ValueError(f"refuse takes users, groups, lists (not {', '.join(sorted(unknown))})")

@@ -2,8 +2,9 @@
 beyond ``META_KEYS`` (``_transform_status``, ``_pull_time``, ``_user_ref1..20``... and whatever
 a later API version adds), user keys beyond ``USER_KEYS`` (``is_admin``, ``store_validator``,
 ``user_ref1..20``), group keys beyond ``GROUP_KEYS``, values of fields the definition does not
-know, keys of sub-form rows the sub-form does not know, and structured values of a field whose
-type the model does not know. Known keys are typed columns; the rest goes, unchanged, into one
+know, keys of sub-form rows the sub-form does not know, structured values of a field whose type
+the model does not know, and external-list keys beyond ``LIST_KEYS`` (an item served as an object
+is kept as its JSON text). Known keys are typed columns; the rest goes, unchanged, into one
 JSON ``_extra`` cell (CSV, XLSX) / ``extra_keys`` column (SQL) / ``<extra>`` element (XML) /
 ``extra`` object (JSON), read back from an archive replay the same."""
 from __future__ import annotations
@@ -19,7 +20,7 @@ from exporter.connectors.archive.sink import ArchiveSink
 from exporter.cli import cli
 from exporter.model import Account, Checkpoint
 from exporter.pipeline import new_run_id
-from exporter.records import parse_form, parse_group, parse_submission, parse_user
+from exporter.records import parse_form, parse_group, parse_list, parse_submission, parse_user
 from exporter.sinks import RunContext
 from tests.connectors.conftest_kizeo import EXTRA_GROUP, EXTRA_META, EXTRA_USER, GROUPS, TOKEN, USERS, serve
 
@@ -49,6 +50,13 @@ WANT_EXTRA = {
     "501": {"pull_time": "2026-05-03 00:00:00", "user_ref1": "à plat", "v4_key": [1, 2],
             "fields": {"ancien": "aussi retiré"}, "subforms": {"lignes": {"1": {"poids": 3}}}},
 }
+#: list keys the model does not read (``LIST_KEYS``), served by /lists/{id}/complete
+EXTRA_LIST = {"nb_items": 3, "filters": [{"col": 1, "val": "B"}], "is_advanced": False, "future": {"a": None}}
+LISTS = [{"id": "910", "name": "Étages", "class": "", "update_time": "2026-01-02 00:00:00", **EXTRA_LIST,
+          "items": ["Bas:B", {"label": "Haut", "code": "H", "couleur": "rouge"}, 7]},
+         {"id": "911", "name": "Sans clé", "items": ["x"]}]
+WANT_LIST_EXTRA = {"910": EXTRA_LIST, "911": None}
+WANT_LINES = {"910": ["Bas:B", '{"code":"H","couleur":"rouge","label":"Haut"}', "7"], "911": ["x"]}
 WANT_USER_EXTRA = {"7": EXTRA_USER, "8": None}
 WANT_GROUP_EXTRA = {"1": EXTRA_GROUP, "2": None}
 
@@ -59,6 +67,7 @@ def _build(path: Path) -> Path:
     sink.write([Account(source="fixture", raw={"source": "fixture"})])
     sink.write([parse_user(u) for u in USERS])
     sink.write([parse_group(g) for g in GROUPS])
+    sink.write([parse_list(x) for x in LISTS])
     form = parse_form(FORM)
     sink.write([form, parse_submission(form, NESTED), parse_submission(form, FLAT), Checkpoint(form.id, None)])
     sink.commit()
@@ -97,6 +106,8 @@ def test_parsing_keeps_every_unknown_key_whichever_the_shape():
     assert json.loads(nested.subforms["lignes"][0].text["forme"]) == {"cube": 2}
     assert parse_user(USERS[0]).extra == EXTRA_USER and parse_user(USERS[1]).extra == {}
     assert parse_group(GROUPS[0]).extra == EXTRA_GROUP and parse_group(GROUPS[1]).extra == {}
+    assert {x["id"]: parse_list(x).extra or None for x in LISTS} == WANT_LIST_EXTRA
+    assert {x["id"]: list(parse_list(x).items) for x in LISTS} == WANT_LINES
 
 
 def _check_files(out: Path) -> None:
@@ -108,6 +119,13 @@ def _check_files(out: Path) -> None:
         assert {r["id"]: _loads(r["_extra"]) for r in csv.DictReader(fh)} == WANT_USER_EXTRA
     with open(_one(out, "groups.csv"), encoding="utf-8-sig", newline="") as fh:
         assert {r["id"]: _loads(r["_extra"]) for r in csv.DictReader(fh)} == WANT_GROUP_EXTRA
+    with open(_one(out, "lists.csv"), encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["id"]: _loads(r["_extra"]) for r in rows} == WANT_LIST_EXTRA
+    assert {r["id"]: int(r["items"]) for r in rows} == {k: len(v) for k, v in WANT_LINES.items()}
+    with open(_one(out, "list_items.csv"), encoding="utf-8-sig", newline="") as fh:
+        items = list(csv.DictReader(fh))
+    assert {lid: [r["line"] for r in items if r["list_id"] == lid] for lid in WANT_LINES} == WANT_LINES
 
     import openpyxl
 
@@ -118,6 +136,11 @@ def _check_files(out: Path) -> None:
     wb = openpyxl.load_workbook(_one(out, "groups.xlsx"), read_only=True)
     header, *data = [list(r) + [None] * 40 for r in wb["groups"].iter_rows(values_only=True)]
     assert {r[0]: _loads(r[header.index("_extra")]) for r in data} == WANT_GROUP_EXTRA
+    wb.close()
+
+    wb = openpyxl.load_workbook(_one(out, "lists.xlsx"), read_only=True)
+    header, *data = [list(r) + [None] * 10 for r in wb["lists"].iter_rows(values_only=True)]
+    assert {r[0]: _loads(r[header.index("_extra")]) for r in data} == WANT_LIST_EXTRA
     wb.close()
 
     wb = openpyxl.load_workbook(_one(out, "submissions.xlsx"), read_only=True)
@@ -145,6 +168,9 @@ def _check_files(out: Path) -> None:
     groups = json.loads(_one(out, "groups.json").read_text(encoding="utf-8"))
     groups = groups if isinstance(groups, list) else groups["groups"]
     assert {g["id"]: g["extra"] or None for g in groups} == WANT_GROUP_EXTRA
+    for lid, want in WANT_LIST_EXTRA.items():
+        doc = json.loads(next((out / "lists").glob(f"{lid}-*.json")).read_text(encoding="utf-8"))
+        assert (doc["extra"] or None) == want and [i["line"] for i in doc["items"]] == WANT_LINES[lid]
 
 
 def test_files_keep_every_key_the_service_sends(archive, tmp_path):

@@ -374,6 +374,9 @@ def test_submission_deleted_during_the_export_is_skipped(rich_archive, caplog):
         recs = list(WebSource(make_client(srv), forms=["42"]).records({}))
     assert [r.id for r in recs if r.kind == "submission"] == ["1", "2", "4", "5"]
     assert "submission 3 disappeared during the export" in caplog.text
+    # a deletion seen: on the checkpoint, and out of the listing (sinks take it as deleted now)
+    cp = recs[-1]
+    assert cp.kind == "checkpoint" and cp.gone == {"3"} and cp.listing == {"1", "2", "4", "5"}
 
 
 # ---- issue 16: the real API, read loss-free ------------------------------------------------------

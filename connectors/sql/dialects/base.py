@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from exporter.capabilities import Capabilities
 from exporter.errors import SinkError
-from exporter.model import Media
+from exporter.model import Blob, Media
 
 # SQL:2016 reserved words that every dialect refuses or warns about (added to each dialect's list)
 COMMON_RESERVED = frozenset(
@@ -206,22 +206,37 @@ class Dialect(abc.ABC):
         first = error.args[0] if getattr(error, "args", None) else None
         return state in LOCK_STATES or first in LOCK_STATES  # pyodbc: the SQLSTATE comes first
 
-    def store_content(self, conn: sa.Connection, table: sa.Table, key: str, media: Media, size: int,
+    def store_content(self, conn: sa.Connection, table: sa.Table, key: str, media: Blob, size: int,
                       max_bytes: int, schema: str | None) -> None:
-        """Put a media's bytes in ``table.content`` of row ``key`` (the row exists): by default one
-        value, up to ``max_bytes``."""
+        """Put the bytes of a media or a vendor document in ``table.content`` of the row whose
+        primary key is ``key`` (the row exists): by default one value, up to ``max_bytes``."""
         self.check_size(media, size, max_bytes)
         with media.open() as fh:
             data = fh.read()
-        conn.execute(table.update().where(table.c.media_key == key).values(content=data))
+        conn.execute(table.update().where(row_of(table, key)).values(content=data))
 
     @staticmethod
-    def check_size(media: Media, size: int, limit: int) -> None:
+    def check_size(media: Blob, size: int, limit: int) -> None:
         if size > limit:
-            r = media.ref
-            raise SinkError(f"media is {size} bytes, more than the {limit} this database takes in one value; "
-                            "use media_dir instead of media_in_db",
-                            context=f"form {r.form_id} submission {r.submission_id} media {r.name}")
+            raise SinkError(f"{media.kind} is {size} bytes, more than the {limit} this database takes in one value; "
+                            "use media_dir instead of media_in_db", context=blob_context(media))
+
+
+def row_of(table: sa.Table, key: str):
+    """The condition that picks the row of ``table`` (``media``, ``documents``) whose key is ``key``."""
+    (column,) = table.primary_key.columns
+    return column == key
+
+
+def blob_name(b: Blob) -> str:
+    """The file name of a media or a vendor document, as served."""
+    return b.ref.name if isinstance(b, Media) else b.name
+
+
+def blob_context(b: Blob) -> str:
+    """What an error about a media or a vendor document names: ``form F submission S media N``."""
+    what = "media" if isinstance(b, Media) else f"{b.ref.doc_kind} document"
+    return f"form {b.ref.form_id} submission {b.ref.submission_id} {what} {blob_name(b)}"
 
 
 def reserved_from(module: str, *names: str) -> list[str]:

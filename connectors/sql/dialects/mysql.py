@@ -13,7 +13,7 @@ from functools import cache
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from exporter.model import Media
+from exporter.model import Blob
 
 from .base import Dialect, Loader, SqlProfile, capabilities, reserved, reserved_from
 
@@ -60,7 +60,7 @@ class MySQL(Dialect):
         first = error.args[0] if getattr(error, "args", None) else None
         return first in LOCK_ERRNOS or super().lost_a_lock(error)  # PyMySQL: the errno comes first
 
-    def store_content(self, conn: sa.Connection, table: sa.Table, key: str, media: Media, size: int,
+    def store_content(self, conn: sa.Connection, table: sa.Table, key: str, media: Blob, size: int,
                       max_bytes: int, schema: str | None) -> None:
         packet = conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar() or 0
         super().store_content(conn, table, key, media, size, min(max_bytes, int(packet) - (64 << 10)), schema)

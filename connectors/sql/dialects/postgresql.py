@@ -12,9 +12,9 @@ from functools import cache
 import sqlalchemy as sa
 from sqlalchemy.dialects import registry as sa_dialects
 
-from exporter.model import Media
+from exporter.model import Blob
 
-from .base import Dialect, Loader, SqlProfile, capabilities, reserved, reserved_from
+from .base import Dialect, Loader, SqlProfile, capabilities, reserved, reserved_from, row_of
 
 # SQLAlchemy ships no PostgreSQL dialect for pyodbc: ours (imported only when a URL names it)
 sa_dialects.register("postgresql.pyodbc", "exporter.connectors.sql.pg_pyodbc", "PGDialect_pyodbc")
@@ -55,9 +55,9 @@ class PostgreSQL(Dialect):
         # cuts the text at the NUL (and a cut key could match another row): refuse it here.
         return GenericLoader(conn, profile, rows_per_batch, refuse_nul=conn.dialect.driver != "psycopg2")
 
-    def store_content(self, conn: sa.Connection, table: sa.Table, key: str, media: Media, size: int,
+    def store_content(self, conn: sa.Connection, table: sa.Table, key: str, media: Blob, size: int,
                       max_bytes: int, schema: str | None) -> None:
-        where = table.c.media_key == key
+        where = row_of(table, key)
         conn.execute(table.update().where(where).values(content=b""))
         stmt = table.update().where(where).values(
             content=table.c.content.op("||")(sa.bindparam("chunk", type_=sa.LargeBinary)))

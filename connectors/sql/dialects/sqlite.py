@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
 from exporter.errors import SinkError
-from exporter.model import Media
+from exporter.model import Blob
 
-from .base import Dialect, SqlProfile, capabilities, reserved, reserved_from
+from .base import Dialect, SqlProfile, blob_context, capabilities, reserved, reserved_from, row_of
 
 
 class SQLiteDecimal(TypeDecorator):
@@ -68,10 +68,10 @@ class SQLite(Dialect):
         def _sqlite_begin(conn):  # pragma: no cover
             conn.exec_driver_sql("BEGIN")
 
-    def store_content(self, conn: sa.Connection, table: sa.Table, key: str, media: Media, size: int,
+    def store_content(self, conn: sa.Connection, table: sa.Table, key: str, media: Blob, size: int,
                       max_bytes: int, schema: str | None) -> None:
         """A zero-filled blob of the media's size, then its bytes written into it in place."""
-        where = table.c.media_key == key
+        where = row_of(table, key)
         conn.execute(table.update().where(where).values(content=sa.func.zeroblob(size)))
         rowid = conn.execute(sa.select(sa.literal_column("rowid")).select_from(table).where(where)).scalar_one()
         raw = conn.connection.driver_connection
@@ -79,7 +79,7 @@ class SQLite(Dialect):
             written = 0
             for chunk in media.iter_bytes(1 << 20):
                 if written + len(chunk) > size:
-                    raise SinkError("media changed size while being stored", context=media.ref.name)
+                    raise SinkError(f"{media.kind} changed size while being stored", context=blob_context(media))
                 blob.write(chunk)
                 written += len(chunk)
 

@@ -1,5 +1,5 @@
-"""Every key the service sends is kept in SQL too (issue 16): the form table's and the users
-table's ``extra_keys`` column, on every backend (see ``tests/connectors/test_kizeo_extra_keys.py``)."""
+"""Every key the service sends is kept in SQL too (issue 16): the form table's, the users,
+user_groups and lists tables' ``extra_keys`` column, on every backend (see ``tests/connectors/test_kizeo_extra_keys.py``)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,7 @@ from tests.connectors.test_kizeo_extra_keys import (
     TRACE,
     WANT_EXTRA,
     WANT_GROUP_EXTRA,
+    WANT_LIST_EXTRA,
     WANT_USER_EXTRA,
     _export,
     _loads,
@@ -29,6 +30,7 @@ def test_sql_keeps_every_key_the_service_sends(archive, db, tmp_path):
     assert json.loads(next(r for r in rows if r["submission_id"] == "500")["trace"]) == TRACE
     assert {r["user_id"]: _loads(r["extra_keys"]) for r in db.rows("users")} == WANT_USER_EXTRA
     assert {r["group_id"]: _loads(r["extra_keys"]) for r in db.rows("user_groups")} == WANT_GROUP_EXTRA
+    assert {r["list_id"]: _loads(r["extra_keys"]) for r in db.rows("lists")} == WANT_LIST_EXTRA
 
 
 def test_a_field_called_extra_keys_keeps_its_column_and_the_extra_keys_theirs():
