@@ -22,6 +22,7 @@ account now. Every task leaves an audit line in the account's log, run or droppe
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -85,7 +86,7 @@ def served_slot(account: Account, slot: str) -> str | None:
 
 
 def execute(jobs_path: str, name: str, slot: str, *, due: bool, redelivered: bool, leases, note: dict,
-            verbose: bool = False) -> dict:
+            time_limit: float | None = None, verbose: bool = False) -> dict:
     """Run (or drop) the task for account ``name`` of ``jobs_path`` and ``slot``; a summary."""
     note = {"slot": slot, **note}
     try:
@@ -105,8 +106,18 @@ def execute(jobs_path: str, name: str, slot: str, *, due: bool, redelivered: boo
         problems = "; ".join(getattr(e, "problems", [str(e)]))
         return _drop(jobs, account, "failed", f"on this worker: {problems}", note)
 
+    if account.time_limit is None and time_limit:  # the worker's default: every run of a task stops in time
+        account = dataclasses.replace(account, time_limit=time_limit)
+        jobs = dataclasses.replace(jobs, accounts={**jobs.accounts, name: account})
+    from redis.exceptions import RedisError
+
     lease = leases.lease(account.dir)
-    if not lease.acquire(wait=leases.lease_seconds * 1.5 if redelivered else 0):
+    try:
+        got = lease.acquire(wait=leases.lease_seconds * 1.5 if redelivered else 0)
+    except RedisError as e:  # without the lease, nobody can tell the account is not running elsewhere
+        return _drop(jobs, account, "failed", f"the lock store cannot be reached, so the account is not run: {e}",
+                     note)
+    if not got:
         holder = lease.holder()
         return _drop(jobs, account, "locked", f"account {name} is already running: leased by "
                                               f"{holder or 'another worker'}", note)

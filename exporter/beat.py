@@ -70,9 +70,10 @@ def entries(jobs: JobsFile, settings) -> dict:
         for action, expr in (("export", account.schedule), ("backup", account.backup and account.backup.schedule)):
             if not expr:
                 continue
+            limit = settings.task_time_limit(account)
             out[f"{account.name} {action}"] = {
                 "task": TASK, "schedule": CronSchedule(expr),
                 "args": (path, account.name, BeatLazyFunc(slot_now, expr)), "kwargs": {"due": True},
-                "options": {"time_limit": settings.task_time_limit(account)},
+                "options": {"time_limit": limit} if limit else {},
             }
     return out

@@ -44,10 +44,12 @@ def cluster_options(fn):
                      help="Length of an account's lease, renewed every third of it while it runs: a dead "
                           "worker's accounts are free again after this long [EXPORTER_LEASE; 60]."),
         click.option("--time-limit", envvar="EXPORTER_TIME_LIMIT", type=click.FloatRange(1), metavar="SECONDS",
-                     help="Time limit of a task whose account sets no time_limit [EXPORTER_TIME_LIMIT; 21600]."),
+                     help="The time_limit of an account whose jobs file sets none: its export, then its backup, "
+                          "each stopped (rolled back) past it [EXPORTER_TIME_LIMIT; 10800]."),
         click.option("--visibility-timeout", envvar="EXPORTER_VISIBILITY_TIMEOUT", type=click.FloatRange(1),
                      metavar="SECONDS", help="Redis broker: a task not acknowledged after this long is given to "
-                                             "another worker [EXPORTER_VISIBILITY_TIMEOUT; time limit + 600]."),
+                                             "another worker; longer than the longest task "
+                                             "[EXPORTER_VISIBILITY_TIMEOUT; 2 x (time limit + 60) + 660]."),
     ]
     for option in reversed(options):
         fn = option(fn)

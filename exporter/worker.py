@@ -10,11 +10,13 @@ is due runs: nothing secret (the worker reads the account's secrets by reference
 Delivery is at least once and runs are exactly once per slot: tasks are acknowledged after they
 ran (``acks_late``), a worker process lost mid-task gives its task back (``reject_on_worker_lost``),
 each worker process reserves one task at a time (prefetch multiplier 1), every task has a time
-limit, and a second copy is dropped: by the account's lease in Redis (``exporter.lease``) while
-it runs, by the slot its state records (or, for a due run, by its schedule) once it ran.
+limit (an account's export and backup each stop at its ``time_limit``, or the worker's default
+``--time-limit``; Celery kills a task past ``hard_limit`` of that as a last resort), and a second
+copy is dropped: by the account's lease in Redis (``exporter.lease``) while it runs, by the slot
+its state records (or, for a due run, by its schedule) once it ran.
 A worker killed outright: RabbitMQ gives its tasks to another worker as soon as the connection
-drops; Redis after ``visibility_timeout`` (by default the task time limit and 10 minutes, so a
-long run is never handed out twice while it still runs).
+drops; Redis after ``visibility_timeout`` (by default the default task's hard limit and 10
+minutes, so a long run is not handed out twice while it still runs).
 
 Settings come from the command line or the environment (``Settings.from_env``): ``EXPORTER_BROKER``
 (a URL with a password belongs there, not on a command line), ``EXPORTER_LOCKS`` (the Redis of the
@@ -37,7 +39,7 @@ from .lease import DEFAULT_SECONDS
 from .secrets import mask_url
 
 TASK = "exporter.run_account"
-DEFAULT_TIME_LIMIT = 6 * 3600.0  # seconds a task may take when its account sets no time_limit
+DEFAULT_TIME_LIMIT = 3 * 3600.0  # an account's time_limit on a worker when its jobs file sets none
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 BROKER_SCHEMES = REDIS_SCHEMES + ("amqp://", "amqps://", "pyamqp://")
 
@@ -50,7 +52,7 @@ class Settings:
     queue: str = "exporter"
     lease: float = DEFAULT_SECONDS
     time_limit: float = DEFAULT_TIME_LIMIT
-    visibility_timeout: float | None = None  # None: time_limit + 10 minutes
+    visibility_timeout: float | None = None  # None: the default task's hard limit + 10 minutes
 
     ENV = {"broker": "EXPORTER_BROKER", "locks": "EXPORTER_LOCKS", "prefix": "EXPORTER_PREFIX",
            "queue": "EXPORTER_QUEUE", "lease": "EXPORTER_LEASE", "time_limit": "EXPORTER_TIME_LIMIT",
@@ -100,19 +102,24 @@ class Settings:
     def redis_broker(self) -> bool:
         return self.broker.startswith(REDIS_SCHEMES)
 
-    def task_time_limit(self, account) -> float:
-        """A task's hard time limit: its account's export and backup, each with its own
-        ``time_limit`` and the grace a stopped one has, and a margin; else the default."""
-        if account.time_limit:
-            return 2 * (account.time_limit + STOP_GRACE) + 60
-        return self.time_limit
+    def task_time_limit(self, account) -> float | None:
+        """The hard time limit a message carries for ``account``: None (the worker's default,
+        ``hard_limit(time_limit)``) unless the account sets its own ``time_limit``."""
+        return hard_limit(account.time_limit) if account.time_limit else None
+
+
+def hard_limit(time_limit: float) -> float:
+    """A task's hard time limit (Celery kills its worker process past it) for an account whose
+    export and backup may each take ``time_limit``: both, each with the grace a stopped one has
+    to roll back, and a margin. The runner stops a step at ``time_limit`` before that."""
+    return 2 * (time_limit + STOP_GRACE) + 60
 
 
 def configure(app: Celery, settings: Settings) -> Celery:
     """Set ``app`` up for ``settings``: broker, queue, delivery guarantees, time limits."""
     transport: dict = {}
     if settings.redis_broker:
-        visibility = settings.visibility_timeout or settings.time_limit + 600
+        visibility = settings.visibility_timeout or hard_limit(settings.time_limit) + 600
         transport = {"visibility_timeout": visibility, "global_keyprefix": f"{settings.prefix}:",
                      # look for the tasks of dead workers often enough for a short visibility timeout
                      "unacked_restore_interval": max(1, min(10, int(visibility / 4))), "unacked_restore_throttle": 1}
@@ -123,7 +130,7 @@ def configure(app: Celery, settings: Settings) -> Celery:
         task_serializer="json", accept_content=["json"], result_serializer="json", task_ignore_result=True,
         result_expires=None,
         task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
-        task_time_limit=settings.time_limit, timezone="UTC", enable_utc=True,
+        task_time_limit=hard_limit(settings.time_limit), timezone="UTC", enable_utc=True,
         worker_hijack_root_logger=False, worker_redirect_stdouts=False,
     )
     app.exporter_settings = settings
@@ -160,8 +167,9 @@ def run_account(self, jobs_file: str, account: str, slot: str, due: bool = False
     request = self.request
     redelivered = bool((request.delivery_info or {}).get("redelivered"))
     note = {"worker": request.hostname or socket.gethostname(), "task": request.id, "redelivered": redelivered}
+    verbose = logging.getLogger("exporter").getEffectiveLevel() <= logging.INFO
     return execute(jobs_file, account, slot, due=due, redelivered=redelivered, leases=leases(), note=note,
-                   verbose=logging.getLogger("exporter").getEffectiveLevel() <= logging.INFO)
+                   time_limit=app.exporter_settings.time_limit, verbose=verbose)
 
 
 def slot_text(t: dt.datetime) -> str:
@@ -198,8 +206,9 @@ def enqueue(settings: Settings, jobs, names: list[str], *, due: bool) -> list[tu
         plan.append((account, due_slot(account, at) if due else slot_text(at)))
     with app.producer_or_acquire() as producer:
         for account, slot in plan:
+            limit = settings.task_time_limit(account)
             run_account.apply_async((path, account.name, slot), {"due": due}, producer=producer,
-                                    time_limit=settings.task_time_limit(account))
+                                    **({"time_limit": limit} if limit else {}))
     return [(a.name, s) for a, s in plan]
 
 

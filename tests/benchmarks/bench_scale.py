@@ -47,6 +47,14 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rpartition(b")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class Sampler(threading.Thread):
     """Peak resident memory of each worker: its Celery processes, and its whole tree."""
 
@@ -59,11 +67,13 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(0.2):
             for w in self.workers:
-                procs = w.processes()
-                own = sum(rss_kb(pid) for pid, cmd in procs if " export " not in cmd)
+                # the worker's Celery processes: its main process and the pool processes it forked;
+                # the rest of its session: the exports they run (and their own workers)
+                pids = [pid for pid, _cmd in w.processes()]
+                celery = [pid for pid in pids if pid == w.proc.pid or parent(pid) == w.proc.pid]
+                own = sum(rss_kb(pid) for pid in celery)
                 self.celery[w.name] = max(self.celery[w.name], own)
-                self.tree[w.name] = max(self.tree[w.name], own + sum(rss_kb(pid) for pid, cmd in procs
-                                                                     if " export " in cmd))
+                self.tree[w.name] = max(self.tree[w.name], own + sum(rss_kb(pid) for pid in pids if pid not in celery))
 
 
 def recorded(state: Path, names: list[str]) -> int:
