@@ -34,15 +34,16 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+from exporter.connectors.catalog import FILES
 from exporter.connectors.files_store import STORE_PATH, FormStore
 from exporter.formats.base import OutputDir, get_writer_class, make_writer
-from exporter.formats.report import opt_bool
 
 from exporter.capabilities import Capabilities
 from exporter.deletions import doomed_ids
 from exporter.errors import ConfigError, FormatError, SinkError, os_error_text
 from exporter.fsutil import atomic_write, claim, file_digest, live_claim, release
 from exporter.model import Document, Media, counted_bytes
+from exporter.registry import FORMATS
 from exporter.sinks import RunContext, SinkStats
 
 log = logging.getLogger("exporter.files")
@@ -58,17 +59,20 @@ class FilesSink:
         checksum="sha256", tested="local temporary directories, every format read back",
     )
 
-    def __init__(self, root: str | os.PathLike, options: dict | None = None, *, keep_current: bool = True):
+    def __init__(self, root: str | os.PathLike, options: dict | None = None, *, keep_current: bool = True,
+                 track_published: bool = False):
         self.root = Path(root)
-        self.options = dict(options or {})
+        #: its own options typed (a bad value is refused here, before anything is created); the
+        #: writers pick theirs from the same set
+        self.options = {**(options or {}), **FILES.parse_options(options or {}, strict=False)}
         self.keep_current = keep_current
+        self.track_published = track_published  # a remote sink uploads what is published
         self.name = f"files {self.root}"
         self.stats = SinkStats()
         self.out: OutputDir | None = None
         self.writers: list = []  # every record of the stream (record files; aggregates too without a store)
         self.delta_writers: list = []  # aggregates of the submissions a run changed (deltas=true)
         self.store: FormStore | None = None
-        self._opts: dict = {}
         self._aggregate_keys: list[str] = []  # formats whose aggregates are built from the store
         self._policy = None  # deletions (``exporter.deletions``), from the run context
         self._hard_deleted: list[tuple[str, str]] = []  # (form id, submission id): files to remove
@@ -102,8 +106,8 @@ class FilesSink:
 
     # ---- protocol ----------------------------------------------------------------------
     def open(self, ctx: RunContext) -> None:
-        self._opts = opts = {**ctx.options, **self.options}
-        deltas = opt_bool(opts, "deltas")  # a bad value is refused before anything is created
+        opts = self.options
+        deltas = opts["deltas"]
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} exists and is not a directory")
         self._created = _first_missing(self.root)
@@ -126,7 +130,7 @@ class FilesSink:
         try:
             self.out = OutputDir(self.root, run_id=ctx.run_id, incremental=incremental,
                                  max_name_bytes=self.capabilities.max_name_length or 255, durable_each=False,
-                                 track_published=bool(self.options.get("track_published")),
+                                 track_published=self.track_published,
                                  keep_unchanged=self.keep_current)
             if not self.keep_current:
                 self._state = self.load_state()
@@ -163,7 +167,10 @@ class FilesSink:
 
     def _fingerprint(self) -> str:
         keys = sorted(self._aggregate_keys)
-        opts = {k: str(v) for k, v in sorted(self._opts.items()) if k.split("_")[0] in keys}
+        opts: dict = {}
+        for key in keys:  # each format's options as its writer reads them, defaults included
+            opts.update(FORMATS.get(key).parse_options(self.options, strict=False))
+        opts = {k: str(v) for k, v in sorted(opts.items())}
         return hashlib.sha256(json.dumps([keys, opts]).encode()).hexdigest()
 
     def write(self, batch: Sequence) -> None:
@@ -385,7 +392,7 @@ class FilesSink:
         store.mark_missing(self.root)  # a file removed by hand is written again
         for fid in store.dirty_forms():
             out.published.clear()
-            writers = [make_writer(key, out, self._opts, records=False) for key in self._aggregate_keys]
+            writers = [make_writer(key, out, self.options, records=False) for key in self._aggregate_keys]
             ok = False
             try:
                 form = store.form(fid)

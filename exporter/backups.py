@@ -60,19 +60,6 @@ class BackupConfig:
     retention: Retention | None = None
 
 
-def check_store_options(url: str, options: Mapping[str, Any]) -> None:
-    """Options of a backup destination: those its remote reads (a local folder reads none)."""
-    from .registry import entry_for, scheme_of
-
-    scheme = scheme_of(url)
-    entry = entry_for(url) if scheme and scheme != "file" else None
-    allowed = set(entry.options or ()) if entry is not None else set()
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ConfigError(f"option {unknown[0]} is not read by the backup destination {mask(url)}"
-                          + (f" ({entry.key} reads: {', '.join(sorted(allowed))})" if entry else " (a folder reads none)"))
-
-
 # ---- the index ---------------------------------------------------------------------------------
 def index_path(state_dir: str | os.PathLike, account: str) -> Path:
     return account_dir(state_dir, account) / INDEX_NAME
@@ -138,11 +125,29 @@ def _spool(state_dir: Path, account: str) -> Path:
     return spool
 
 
-def _transfer(url: str, options: Mapping[str, Any], run_id: str = ""):
-    from .connectors.remote import create_remote
-    from .connectors.remote.transfer import Transfer
+def store_options(url: str, options: Mapping[str, Any]) -> dict:
+    """The options of a backup destination, checked and typed: those its remote reads and the
+    transfer's (retries...)."""
+    from .connectors.remote.catalog import TRANSFER_OPTIONS
+    from .options import parse
+    from .registry import remote_for
 
-    transfer = Transfer(create_remote(url, dict(options)), dict(options))
+    remote = remote_for(url)
+    names = {o.name for o in remote.options}
+    declared = remote.options + tuple(o for o in TRANSFER_OPTIONS if o.name not in names)
+    for key in options:
+        if key not in {o.name for o in declared}:
+            raise ConfigError(f"option {key} is not read by the backup destination {mask(url)} ({remote.key} reads: "
+                              f"{', '.join(sorted(o.name for o in declared))})")
+    return parse(declared, options)
+
+
+def _transfer(url: str, options: Mapping[str, Any], run_id: str = ""):
+    from .connectors.remote.transfer import Transfer
+    from .registry import create_remote
+
+    typed = store_options(url, options)
+    transfer = Transfer(create_remote(url, typed, strict=False), typed)
     transfer.run_id = run_id
     return transfer
 

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from . import audit, jobstate
 from .errors import ConfigError, Interrupted, LockedError
-from .jobsfile import Account, Backup, JobsFile
+from .jobsfile import Account, JobsFile
+from .jobtables import SETTINGS
 from .secrets import mask, read_secret
 
 log = logging.getLogger("exporter.jobs")
@@ -71,7 +72,7 @@ class Outcome:
 
 
 # ----------------------------------------------------------------------------------------------
-# the hooks: the account lock, the backup
+# the hooks: the account lock
 # ----------------------------------------------------------------------------------------------
 
 
@@ -96,29 +97,6 @@ def lock_holder(account: Account) -> str | None:
     return AccountLock(account.state_dir, account.name).holder()
 
 
-def backup_problems(backup: Backup) -> list[tuple[str | None, str]]:
-    """What ``exporter backups create`` would refuse in a backup table ((key, message)): its
-    recipients (age public keys) and its destination's options."""
-    from .agecrypt import parse_recipients
-    from .backups import check_store_options
-
-    out: list[tuple[str | None, str]] = []
-    try:
-        parse_recipients(backup.encrypt_to)
-    except ConfigError as e:
-        out.append(("encrypt_to", str(e)))
-    try:
-        check_store_options(backup.to, {})
-    except ConfigError as e:
-        return out + [("to", str(e))]
-    for key, value in backup.options.items():
-        try:
-            check_store_options(backup.to, {key: value})
-        except ConfigError as e:
-            out.append((key, str(e)))
-    return out
-
-
 # ----------------------------------------------------------------------------------------------
 # one account's process
 # ----------------------------------------------------------------------------------------------
@@ -130,8 +108,6 @@ def _exporter(verbose: bool) -> list[str]:
 
 def _source_args(account: Account, keys) -> list[str]:
     """``--source`` and its settings, every secret by reference."""
-    from .jobsfile import SETTINGS
-
     argv = ["--source", account.source]
     if account.token_env:
         argv += ["--token-env", account.token_env]
@@ -160,8 +136,6 @@ def _options(options: dict) -> list[str]:
 
 def export_argv(account: Account, *, verbose: bool = False) -> list[str]:
     """``python -m exporter export ...`` for the account."""
-    from .jobsfile import SETTINGS
-
     argv = _exporter(verbose) + ["export"] + _source_args(account, SETTINGS) + ["--incremental", account.incremental]
     if account.formats:  # only when a destination writes files (the command refuses formats otherwise)
         argv += ["--format", ",".join(account.formats)]

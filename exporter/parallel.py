@@ -39,7 +39,7 @@ from .deletions import preflight
 from .errors import ConfigError, ExporterError
 from .interrupts import deferred
 from .model import PART_ROWS, Checkpoint, FormPart
-from .pipeline import Progress, RunSummary, _guard, check_source, merged_state, run
+from .pipeline import Progress, RunSummary, check_source, guard, merged_state, run
 from .sinks import RunContext
 
 log = logging.getLogger("exporter.parallel")
@@ -50,9 +50,11 @@ class WorkerSpec:
     """Everything a worker needs to rebuild its own source and destinations (sent over a pipe to
     the spawned process, never on a command line)."""
 
-    source_args: dict  # keyword arguments of ``exporter.cli.build_source``
-    urls: list[str]
-    ctx: RunContext  # its options are the destinations' options too
+    source: str  # the source's URL or path (``exporter.registry.open_source``)
+    source_options: dict  # its typed options
+    source_run: dict  # forms, mode, action, overlap_seconds, check_deletions
+    destinations: list[tuple[str, dict]]  # (URL, typed options) of each destination
+    ctx: RunContext
     state: dict[str, str | None]
     batch_size: int | None
     log_level: int = logging.WARNING
@@ -69,6 +71,7 @@ class _Part:
     def __init__(self, source: Any, *, account: bool, forms: Any = None, events: Any = None, idx: int = 0):
         self.source = source
         self.description = source.description
+        self.expected_submissions = getattr(source, "expected_submissions", None) if account else None
         self.account = account
         self.queue, self.events, self.idx = forms, events, idx
         self.current: FormPart | None = None
@@ -142,15 +145,15 @@ class _Relay:
 
 def _worker(spec: WorkerSpec, idx: int, forms: Any, events: Any) -> None:
     """Entry point of a worker process."""
-    from .cli import _setup_logging, build_source
     from .interrupts import install
-    from .registry import create_sink
+    from .logs import setup_logging
+    from .registry import create_sink, open_source
 
     install()  # SIGTERM from the parent (or anyone): roll back, then report
-    _setup_logging(spec.log_level)
+    setup_logging(spec.log_level)
     try:
-        sinks = [create_sink(u, spec.ctx.options) for u in spec.urls]
-        src = build_source(**spec.source_args)
+        sinks = [create_sink(u, o, spec.ctx.formats) for u, o in spec.destinations]
+        src = open_source(spec.source, spec.source_options, **spec.source_run)
         summary = run(_Part(src, account=False, forms=forms, events=events, idx=idx), sinks,
                       dataclasses.replace(spec.ctx, worker=idx), batch_size=spec.batch_size,
                       state=spec.state, progress=_Relay(events, idx))
@@ -264,9 +267,9 @@ class _Workers:
         if not cps:
             return
         for s in self.sinks:
-            _guard(s, "write", lambda s=s: s.write(cps))
+            guard(s, "write", lambda s=s: s.write(cps))
         for s in self.sinks:
-            _guard(s, "commit", s.commit)
+            guard(s, "commit", s.commit)
         summary.batches += 1
         for counts in (summary.counts, *(summary.per_sink.setdefault(s.name, {}) for s in self.sinks)):
             counts["checkpoint"] = counts.get("checkpoint", 0) + len(cps)
@@ -299,8 +302,8 @@ class _Workers:
 
 
 #: what a worker imports, loaded once by the fork server the workers start from
-_PRELOAD = ["exporter.parallel", "exporter.cli", "exporter.registry", "exporter.connectors.archive.source",
-            "exporter.connectors.archive.sink",
+_PRELOAD = ["exporter.parallel", "exporter.logs", "exporter.registry", "exporter.connectors.catalog",
+            "exporter.connectors.sql.catalog", "exporter.connectors.archive.source", "exporter.connectors.archive.sink",
             "exporter.connectors.kizeo.source", "exporter.connectors.sql.sink",
             "sqlalchemy.dialects.postgresql.psycopg2", "sqlalchemy.dialects.mysql.pymysql",
             "psycopg2", "pymysql"]
@@ -327,11 +330,13 @@ def _start_fork_server() -> None:
         forkserver.ensure_running()
 
 
-def run_parallel(source: Any, sinks: Sequence, ctx: RunContext, *, jobs: int, source_args: dict,
-                 urls: list[str], batch_size: int | None = None, progress: Progress | None = None,
-                 log_level: int = logging.WARNING, debug: bool = False) -> RunSummary:
+def run_parallel(source: Any, sinks: Sequence, ctx: RunContext, *, jobs: int,
+                 rebuild: tuple[str, dict, dict, list[tuple[str, dict]]], batch_size: int | None = None,
+                 progress: Progress | None = None, log_level: int = logging.WARNING, debug: bool = False) -> RunSummary:
     """``pipeline.run`` with the forms spread over ``jobs`` worker processes (see the module
-    docstring). ``source_args`` and ``urls`` let each worker rebuild the source and the sinks."""
+    docstring). ``rebuild`` lets each worker make its own source and sinks: the source's URL, its
+    options and run settings (``exporter.registry.open_source``), and each destination's URL and
+    options (``exporter.registry.create_sink``)."""
     refused = [s.name for s in sinks if not s.capabilities.parallel_writers]
     if refused:
         raise ConfigError(f"--jobs {jobs}: only destinations that take parallel writers (PostgreSQL, MariaDB/MySQL) "
@@ -348,8 +353,9 @@ def run_parallel(source: Any, sinks: Sequence, ctx: RunContext, *, jobs: int, so
     if jobs <= 1:
         return run(source, sinks, ctx, batch_size=batch_size, progress=progress, state=state)
     preflight(source, sinks, ctx.deletion_policy())  # too many deletions: refused before anything opens
-    spec = WorkerSpec(source_args=source_args, urls=list(urls), ctx=ctx, state=state,
-                      batch_size=batch_size, log_level=log_level, debug=debug)
+    url, options, source_run, destinations = rebuild
+    spec = WorkerSpec(source=url, source_options=options, source_run=source_run, destinations=list(destinations),
+                      ctx=ctx, state=state, batch_size=batch_size, log_level=log_level, debug=debug)
     _start_fork_server()
     return run(_Part(source, account=True), sinks, ctx, batch_size=batch_size, progress=progress,
                state=state, before_close=_Workers(spec, tasks, jobs, sinks, progress))

@@ -56,6 +56,8 @@ class RunSummary:
     seconds: float = 0.0
     batches: int = 0
     status: str = "ok"
+    #: submissions the source will give, when it can tell (an archive replayed in full)
+    expected: int | None = None
 
     def rate(self) -> float:
         n = self.counts.get("submission", 0)
@@ -144,7 +146,8 @@ def run(
     """Stream ``source`` into every sink (see the module docstring). ``before_close`` is called
     once the source is exhausted, with the sinks still open (a parallel export runs its workers
     there); if it raises, the run fails like any other step."""
-    summary = RunSummary(run_id=ctx.run_id, source=source.description)
+    summary = RunSummary(run_id=ctx.run_id, source=source.description,
+                         expected=getattr(source, "expected_submissions", None))
     start = time.monotonic()
     opened: list = []
     current: str | None = None
@@ -162,9 +165,9 @@ def run(
             batch_size = BATCH_SIZE
         for batch in batches(source.records(start_state), batch_size, batch_bytes):
             for s in sinks:
-                _guard(s, "write", lambda s=s, b=batch: s.write(b))
+                guard(s, "write", lambda s=s, b=batch: s.write(b))
             for s in sinks:
-                _guard(s, "commit", s.commit)
+                guard(s, "commit", s.commit)
             source.acknowledge(batch)
             summary.batches += 1
             kinds = collections.Counter(map(_KIND, batch))
@@ -196,7 +199,7 @@ def run(
     first_error: BaseException | None = None
     for i, s in enumerate(opened):
         try:
-            _guard(s, "close", lambda s=s: s.close(True))
+            guard(s, "close", lambda s=s: s.close(True))
         except BaseException as e:  # noqa: BLE001 - close every sink, raise the first error
             summary.status = run_status(e)
             first_error = first_error or e
@@ -244,7 +247,7 @@ def close_failed(sinks: Sequence, error: BaseException) -> None:
             log.debug("while rolling back %s (after: %s): %s", s.name, message, one_line(e))
 
 
-def _guard(sink, what: str, fn: Callable[[], None]) -> None:
+def guard(sink, what: str, fn: Callable[[], None]) -> None:
     """Run a sink step; any error that is not already ours is wrapped with the sink's name."""
     try:
         fn()

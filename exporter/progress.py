@@ -37,7 +37,7 @@ class RichProgress:
     """A rich progress bar of submissions (with a total when the source knows it, e.g. an archive),
     plus media count, volume, rate and the form being read."""
 
-    def __init__(self, total: int | None = None):
+    def __init__(self):
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -54,17 +54,21 @@ class RichProgress:
             TextColumn("submissions"), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[extra]}"),
             console=Console(stderr=True), transient=True, refresh_per_second=4,
         )
-        self.task = self.progress.add_task("starting", total=total, extra="")
-        self.progress.start()
+        self.task = self.progress.add_task("starting", total=None, extra="")
+        self.started = False  # shown from the first batch on: a run refused before shows nothing
 
     def update(self, summary: RunSummary, current: str | None) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
         c = summary.counts
         self.progress.update(
-            self.task, completed=c.get("submission", 0), description=(current or "reading")[:30],
+            self.task, total=summary.expected, completed=c.get("submission", 0), description=(current or "reading")[:30],
             extra=f"{c.get('media', 0)} media, {summary.media_bytes / 1e6:.1f} MB, {summary.rate():.0f}/s")
 
     def done(self, summary: RunSummary) -> None:
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
 
 
 class _Quiet:
@@ -75,18 +79,20 @@ class _Quiet:
         pass
 
 
-def make_progress(quiet: bool = False, total: int | None = None):
+def make_progress(quiet: bool = False):
+    """The display for this terminal: a rich bar (of the source's submissions when it knows how
+    many, ``RunSummary.expected``), plain lines when stderr is not a terminal, nothing when quiet."""
     if quiet:
         return _Quiet()
     if sys.stderr.isatty():
         try:
-            return RichProgress(total)
+            return RichProgress()
         except Exception:  # noqa: BLE001 - a terminal rich cannot drive
             pass
     return PlainProgress()
 
 
-def format_summary(summary: RunSummary, sinks) -> str:
+def format_summary(summary: RunSummary) -> str:
     c = summary.counts
     lines = [
         f"run {summary.run_id} {summary.status} in {summary.seconds:.1f}s from {summary.source}",
@@ -95,8 +101,7 @@ def format_summary(summary: RunSummary, sinks) -> str:
             ("group", "groups"), ("list", "lists"))) + (f", {c['document']} documents" if c.get("document") else "")
         + f" ({summary.media_bytes / 1e6:.1f} MB of media{' and documents' if c.get('document') else ''})",
     ]
-    for s in sinks:
-        per = summary.per_sink.get(s.name, {})
-        lines.append(f"  -> {s.name}: {per.get('submission', 0)} submissions, {per.get('media', 0)} media, "
+    for name, per in summary.per_sink.items():  # every destination, in the order given
+        lines.append(f"  -> {name}: {per.get('submission', 0)} submissions, {per.get('media', 0)} media, "
                      f"{per.get('form', 0)} forms")
     return "\n".join(lines)

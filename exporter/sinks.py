@@ -21,7 +21,6 @@ class RunContext:
     source: str  # masked source description
     mode: str = "full"  # "full", "cursor" or "unread"
     formats: tuple[str, ...] = ("json", "csv")
-    options: dict = field(default_factory=dict)  # sink-specific switches from the CLI
     #: set in the worker processes of a parallel export (``--jobs``): the run's own bookkeeping
     #: (its row in a runs table, its final counts) is left to the parent process, which holds the
     #: run open until every worker is done and then adds the workers' counts with ``add_counts``

@@ -16,12 +16,13 @@ document is reached: ``("accounts", "acme", "destinations", 0, "to")``.
 """
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
 from bisect import bisect_right
 from typing import Any
+
+from .options import nearest
 
 Path = tuple  # of str | int
 
@@ -230,12 +231,6 @@ def key_text(key: Path) -> str:
         else:
             out += ("." if out else "") + (k if _BARE.fullmatch(k) else f'"{k}"')
     return out
-
-
-def nearest(key: str, choices) -> str:
-    """`` (did you mean X?)`` for the choice nearest to a misspelt ``key``, or ""."""
-    close = difflib.get_close_matches(key, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
 
 
 class Problems:

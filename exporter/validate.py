@@ -1,81 +1,47 @@
-"""Settings checked before anything is created: destination options, formats and URLs.
+"""A run's destinations and formats, checked before anything is created.
 
-Every option key a destination reads is declared with its registry entry
-(``exporter.registry.SinkEntry.options``), every format option with its format
-(``formats.base.FORMAT_OPTIONS``); these checks read those declarations, so a misspelt key, an
-option no destination of the run reads, or a format with nowhere to go is one usage error naming
-the valid choices, not a setting silently ignored.
+Every option a destination reads is declared with it, every format option with its format (see
+``exporter.options`` and ``exporter.registry``); ``plan_destinations`` reads those declarations,
+so a misspelt key, an option no destination of the run reads, a bad value or a format with nowhere
+to go is one usage error naming the valid choices, not a setting silently ignored, and each
+destination gets its options typed, defaults filled in.
 
-Sink options may also ride in a destination URL's query (``file:///out?csv_bom=true``): exporter
-keys are taken out of the URL here (``split_url_options``); a SQL URL keeps the others for its
-driver (``?driver=...``). A secret never goes in a URL.
+Options may also ride in a destination URL's query (``file:///out?csv_bom=true``): exporter keys
+are taken out of the URL here (``split_url_options``); a SQL URL keeps the others for its driver
+(``?driver=...``). A secret never goes in a URL.
 """
 from __future__ import annotations
 
-import difflib
-import re
-from collections.abc import Iterable, Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from .errors import ConfigError
-from .registry import SINKS, SinkEntry, entry_for
+from .options import nearest, parse, refuse_plain_secret
+from .registry import FORMATS, SINKS, Destination, destination_options, entry_for, format_options
+from .secrets import mask
 
-#: a key naming a secret itself (not the variable or file that holds it)
-_SECRET_KEY = re.compile(r"(password|passwd|pwd|secret|token|passphrase|apikey|api_key)$", re.I)
-
-
-def names_a_secret(key: str) -> bool:
-    """Whether a setting named ``key`` would hold a secret itself (``password``, ``token``,
-    ``client_secret``...) rather than the variable or file that holds it (``*_env``, ``*_file``)."""
-    return bool(_SECRET_KEY.search(key))
-
-
-def option_value(value: str) -> object:
-    """An option's text as the sinks read it: true/yes/on, false/no/off, a whole number, else text."""
-    low = value.lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if value.isdigit():
-        return int(value)
-    return value
-
-
-def format_options() -> dict[str, tuple[str, ...]]:
-    from exporter.formats.base import FORMAT_OPTIONS
-
-    return FORMAT_OPTIONS
+#: options the command line sets with switches of their own: messages name the switch
+LABELS = {"media_in_db": "--media-in-db", "password_env": "--to-password-env", "password_file": "--to-password-file"}
 
 
 def all_option_keys() -> set[str]:
-    keys = {k for e in SINKS.values() for k in (e.options or ())}
-    return keys | {k for opts in format_options().values() for k in opts}
+    """Every option key a destination or a format declares."""
+    keys = {o.name for e in SINKS.all().values() for o in e.options}
+    return keys | {o.name for o in format_options()}
 
 
-def accepted_keys(entry: SinkEntry, formats: Iterable[str]) -> set[str] | None:
-    """The option keys a destination reads in a run writing ``formats``; None when it does not
-    declare them (a plugin), so anything goes."""
-    if entry.options is None:
-        return None
-    keys = set(entry.options)
-    if entry.formats:
-        fo = format_options()
-        for f in formats:
-            keys.update(fo.get(f, ()))
-    return keys
-
-
-def _nearest(key: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+def accepted_keys(entry: Destination, formats: Iterable[str]) -> set[str]:
+    """The option keys a destination reads in a run writing ``formats``."""
+    return {o.name for o in destination_options(entry, formats)}
 
 
 def _format_of(key: str) -> list[str]:
-    return [f for f, opts in format_options().items() if key in opts]
+    return [f.key for f in FORMATS.all().values() if key in f.option_names()]
 
 
-def check_formats(formats: tuple[str, ...], entries: list[SinkEntry], given: bool) -> None:
+def check_formats(formats: Sequence[str], entries: Sequence[Destination], given: bool) -> None:
     """``--format``: at least one known format, and (when given) a destination that writes files."""
     from exporter.formats.base import get_writer_class, known_formats
 
@@ -84,77 +50,98 @@ def check_formats(formats: tuple[str, ...], entries: list[SinkEntry], given: boo
     for f in formats:
         get_writer_class(f)
     if given and entries and not any(e.formats for e in entries):
-        takers = ", ".join(e.key for e in SINKS.values() if e.formats)
+        takers = ", ".join(e.key for e in SINKS.all().values() if e.formats)
         raise ConfigError(f"--format {','.join(formats)}: no destination of this run writes files "
                           f"({', '.join(e.key for e in entries)}); formats go to {takers}")
 
 
-def check_options(options: Mapping[str, object], entries: list[SinkEntry], formats: tuple[str, ...],
+def check_options(options: Mapping[str, object], entries: Sequence[Destination], formats: Sequence[str],
                   *, label: Mapping[str, str] | None = None, where: str = "") -> None:
     """Every key of ``options`` must be read by at least one of ``entries`` (the destinations it
     applies to) in a run writing ``formats``. ``label`` names how a key was given (``--media-in-db``)."""
-    label = label or {}
+    label = LABELS if label is None else label
     accepted: set[str] = set()
     for e in entries:
-        keys = accepted_keys(e, formats)
-        if keys is None:
-            return  # a plugin destination declares nothing: it may read anything
-        accepted |= keys
+        accepted |= accepted_keys(e, formats)
     dests = ", ".join(e.key for e in entries)
     for key in options:
         shown = label.get(key, f"option {key}")
         if key in accepted:
             continue
-        if key not in all_option_keys():
-            raise ConfigError(f"unknown {shown}{where}{_nearest(key, all_option_keys())}; "
+        refuse_plain_secret(key, where)
+        known = all_option_keys()
+        if key not in known:
+            raise ConfigError(f"unknown {shown}{where}{nearest(key, known)}; "
                               f"valid for {dests}: {', '.join(sorted(accepted)) or '(none)'}")
         fmts = _format_of(key)
         if fmts and any(e.formats for e in entries):
             raise ConfigError(f"{shown}{where} is for the {' and '.join(fmts)} format, which this run does not "
                               f"write (--format {','.join(formats)})")
-        users = ", ".join(e.key for e in SINKS.values() if key in (e.options or ()) or (fmts and e.formats))
+        users = ", ".join(e.key for e in SINKS.all().values() if key in e.option_names() or (fmts and e.formats))
         raise ConfigError(f"{shown}{where} is not read by {dests}; it is for {users}")
 
 
 def split_url_options(url: str) -> tuple[str, dict]:
-    """``(url without exporter options, options)``: the query parameters of a destination URL that
-    are exporter option keys. Any other parameter stays in a SQL URL (for its driver) and is an
-    error elsewhere. A secret as a query parameter is refused."""
+    """``(url without exporter options, options as text)``: the query parameters of a destination
+    URL that are exporter option keys. Any other parameter stays in a SQL URL (for its driver) and
+    is an error elsewhere. A secret as a query parameter is refused."""
     if "://" not in url or "?" not in url:
         return url, {}
     entry = entry_for(url)
-    parts = urlsplit(url)
+    base, _, query = url.partition("?")
+    query, mark, fragment = query.partition("#")
     known = all_option_keys()
     options: dict = {}
     rest: list[tuple[str, str]] = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if _SECRET_KEY.search(key):
-            raise ConfigError(f"do not put a secret in a destination URL ({key}=...): use --to-password-env NAME, "
-                              "--to-password-file PATH or the *_env / *_file options")
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        refuse_plain_secret(key, " in a destination URL")
         if key in known:
-            options[key] = option_value(value)
+            options[key] = value
         elif entry.url_query:
             rest.append((key, value))
         else:
-            mine = accepted_keys(entry, format_options())
-            if mine is None:
-                rest.append((key, value))
-                continue
-            raise ConfigError(f"unknown option {key} in the {entry.key} URL{_nearest(key, known)}; "
+            mine = accepted_keys(entry, FORMATS.keys())
+            raise ConfigError(f"unknown option {key} in the {entry.key} URL{nearest(key, known)}; "
                               f"valid: {', '.join(sorted(mine)) or '(none)'}")
-    return urlunsplit(parts._replace(query=urlencode(rest))), options
+    # the URL rebuilt as written (urlunsplit would drop the // of a scheme it does not know: dropbox:///x)
+    return base + (f"?{urlencode(rest)}" if rest else "") + mark + fragment, options
 
 
-def with_url_options(url: str, options: Mapping[str, object]) -> str:
-    """``url`` with ``options`` added to its query (how a destination's own options reach the
-    worker processes of a parallel export, which rebuild each sink from its URL)."""
-    if not options:
-        return url
-    if "://" not in url:  # a plain path (the files sink reads file:// paths as they are written)
-        import os
+def _identity(url: str) -> str:
+    """What makes two destinations the same: a local folder's absolute path, else the URL."""
+    if "://" not in url or url.startswith("file://"):
+        from exporter.connectors.files import path_of
 
-        url = "file://" + os.path.abspath(url)
-    parts = urlsplit(url)
-    text = {k: ("true" if v is True else "false" if v is False else str(v)) for k, v in options.items()}
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(text.items())
-    return urlunsplit(parts._replace(query=urlencode(query)))
+        return "file://" + os.path.abspath(os.path.expanduser(path_of(url)))
+    return url.rstrip("/")
+
+
+def plan_destinations(destinations: Sequence[tuple[str, Mapping[str, Any]]], options: Mapping[str, Any],
+                      formats: Sequence[str], *, formats_given: bool = True,
+                      label: Mapping[str, str] | None = None) -> list[tuple[str, dict]]:
+    """``[(URL, its typed options)]`` for ``destinations`` (``(URL, its own options)``) in a run
+    writing ``formats``, with ``options`` for every destination that reads them. Checked here,
+    before anything is created: URL query options, the same destination twice, every key read
+    by its destination (a key of ``options``: by at least one), the formats, every value."""
+    planned: list[tuple[str, Mapping[str, Any], Destination]] = []
+    seen: dict[str, str] = {}
+    for url, given in destinations:
+        url, own = split_url_options(url)
+        own.update(given)
+        entry = entry_for(url)
+        check_options(own, [entry], formats, label=label, where=f" for {mask(url)}")
+        same = seen.setdefault(_identity(url), url)
+        if same is not url:
+            raise ConfigError(f"the same destination is given twice ({mask(same)} and {mask(url)}): "
+                              "two writers would fight over it")
+        planned.append((url, own, entry))
+    entries = [e for _u, _o, e in planned]
+    check_formats(formats, entries, formats_given)
+    check_options(options, entries, formats, label=label)
+    out = []
+    for url, own, entry in planned:
+        declared = destination_options(entry, formats)
+        names = {o.name for o in declared}
+        given = {**{k: v for k, v in options.items() if k in names}, **own}
+        out.append((url, parse(declared, given, owner=f"{mask(url)}")))
+    return out

@@ -1,4 +1,5 @@
-"""File formats: one writer per format, looked up by key (``json``, ``csv``, ``xlsx``...)."""
-from .base import FORMATS, FormatWriter, OutputDir, get_writer_class, known_formats
+"""File formats: one writer per format, registered by key (``json``, ``csv``, ``xlsx``...) in the
+entry point group ``exporter.formats`` (declarations in ``formats.catalog``)."""
+from .base import FormatWriter, OutputDir, get_writer_class, known_formats
 
-__all__ = ["FORMATS", "FormatWriter", "OutputDir", "get_writer_class", "known_formats"]
+__all__ = ["FormatWriter", "OutputDir", "get_writer_class", "known_formats"]

@@ -12,10 +12,9 @@ what it published (``OutputDir.published``).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import importlib.util
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, ClassVar, Protocol, runtime_checkable
@@ -285,41 +284,13 @@ class FormStreamWriter:
         pass
 
 
-#: format key -> "module:Class"; imported only when used
-FORMATS: dict[str, str] = {
-    "json": "exporter.formats.json_writer:JsonWriter",
-    "csv": "exporter.formats.csv_writer:CsvWriter",
-    "xlsx": "exporter.formats.xlsx_writer:XlsxWriter",
-    "xml": "exporter.formats.xml_writer:XmlWriter",
-    "docx": "exporter.formats.docx_writer:DocxWriter",
-    "pdf": "exporter.formats.pdf_writer:PdfWriter",
-}
-
-
-#: format key -> the option keys its writer reads (``-o KEY=VALUE``); the CLI checks against these
-FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
-    "json": ("json_per_submission",),
-    "csv": ("csv_delimiter", "csv_bom", "csv_formula_guard"),
-    "xlsx": (),
-    "xml": (),
-    "docx": ("docx_single", "report_max_submissions", "report_image_max_px", "report_lang", "report_page_size"),
-    "pdf": ("pdf_single", "report_max_submissions", "report_image_max_px", "report_lang", "report_page_size"),
-}
-
-
-def check_format_options(formats: Iterable[str], options: dict) -> None:
-    """Each format's option values, checked as its writer reads them (``check_options``), so a
-    bad value is refused before any output exists."""
-    for key in formats:
-        check = getattr(get_writer_class(key), "check_options", None)
-        if check is not None:
-            check(options)
-
-
 def known_formats() -> list[str]:
+    """The formats registered (entry point group ``exporter.formats``) whose writer can be imported."""
+    from exporter.registry import FORMATS
+
     out = []
-    for key, target in FORMATS.items():
-        module = target.partition(":")[0]
+    for key in FORMATS.ordered_keys():
+        module = FORMATS.get(key).target.partition(":")[0]
         if importlib.util.find_spec(module) is not None:
             out.append(key)
     return out
@@ -339,13 +310,7 @@ def make_writer(key: str, out: OutputDir, options: dict, *, records: bool = True
 
 
 def get_writer_class(key: str):
-    target = FORMATS.get(key.lower().strip())
-    if target is None:
-        raise ConfigError(f"unknown format '{key}' (known: {', '.join(known_formats())})")
-    module, _, attr = target.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            raise ConfigError(f"format '{key}' is not available in this version") from None
-        raise ConfigError(f"format '{key}' needs a package that is not installed: {e.name}") from None
+    """The writer class of format ``key`` (see ``exporter.registry.writer_class``)."""
+    from exporter.registry import writer_class
+
+    return writer_class(key)

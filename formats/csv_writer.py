@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from typing import IO
 
 from exporter.formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
+from exporter.formats.catalog import CSV
 from exporter.formats.tabular import (
     GROUP_COLUMNS,
     LIST_COLUMNS,
@@ -47,22 +48,7 @@ from exporter.formats.tabular import (
     user_cell,
 )
 
-from exporter.errors import ConfigError
 from exporter.model import FieldDef, Form, ListColumn, ListItem, Submission
-
-_TRUE_OPTS = {"1", "true", "yes", "on"}
-_FALSE_OPTS = {"0", "false", "no", "off", ""}
-
-
-def _bool_option(options: dict, key: str, default: bool) -> bool:
-    v = options.get(key, default)
-    if isinstance(v, bool):
-        return v
-    if str(v).strip().lower() in _TRUE_OPTS:
-        return True
-    if str(v).strip().lower() in _FALSE_OPTS:
-        return False
-    raise ConfigError(f"option {key} must be true or false, not {v!r}")
 
 
 class CsvFile:
@@ -106,14 +92,14 @@ class CsvFile:
 
 
 class CsvWriter(FormStreamWriter):
-    key = "csv"
-    description = ("CSV (RFC 4180, UTF-8): one table per form and per sub-form, users, groups, group "
-                   "members, external lists")
+    key = CSV.key
+    description = CSV.description
     limits = FormatLimits()
 
     def __init__(self, out: OutputDir, options: dict):
         self.out = out
-        self.fmt = self.check_options(options)
+        o = CSV.parse_options(options, strict=False)
+        self.fmt = {"delimiter": o["csv_delimiter"], "bom": o["csv_bom"], "guard": o["csv_formula_guard"]}
         self._form: Form | None = None
         self._main: CsvFile | None = None
         self._main_cols: list[Column] = []
@@ -125,15 +111,6 @@ class CsvWriter(FormStreamWriter):
         self._items_spool: IO | None = None  # list items, kept on disk until the widest is known
         self._items_shape = (0, 0)
         self._account_seen = False
-
-    @staticmethod
-    def check_options(options: dict) -> dict:
-        """The CSV settings read from ``options`` (a bad value: ``ConfigError``)."""
-        delim = options.get("csv_delimiter", ",")
-        if delim not in (",", ";"):
-            raise ConfigError(f"option csv_delimiter must be ',' or ';', not {delim!r}")
-        return {"delimiter": delim, "bom": _bool_option(options, "csv_bom", False),
-                "guard": _bool_option(options, "csv_formula_guard", True)}
 
     def _file(self, relpath: str, header) -> CsvFile:
         return CsvFile(self.out, relpath, header, **self.fmt)

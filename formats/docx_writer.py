@@ -36,8 +36,9 @@ from exporter.fsutil import StopAfterError
 from exporter.model import Form
 
 from .base import FormatLimits
+from .catalog import DOCX
 from .labels import counted
-from .report import ReportWriterBase, opt_bool, release_documents, single_name, submission_name, translate_errors
+from .report import ReportWriterBase, release_documents, single_name, submission_name, translate_errors
 from .report_model import (
     WIDE_TABLE_COLUMNS,
     FileItem,
@@ -118,14 +119,15 @@ def _field(paragraph, instr: str, placeholder: str) -> None:
 
 
 class DocxWriter(ReportWriterBase):
-    key = "docx"
-    description = "Word report per submission (docx_single: one document per form)"
+    key = DOCX.key
+    description = DOCX.description
+    format = DOCX
     #: the class declares the worst case (docx_single); instances declare their actual mode
     limits = FormatLimits(holds_whole_document=True, per_submission_files=True)
 
     def __init__(self, out, options: dict):
         super().__init__(out, options)
-        self.single = opt_bool(self.options, "docx_single")
+        self.single = self.options["docx_single"]
         self.limits = FormatLimits(holds_whole_document=self.single, per_submission_files=not self.single)
         self._doc = None
         self._count = 0

@@ -20,6 +20,7 @@ import re
 from typing import IO, Any
 
 from exporter.formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
+from exporter.formats.catalog import JSON
 from exporter.formats.tabular import USER_FIELDS, json_value, media_links, relative
 
 from exporter.model import MEDIA, Form, Submission
@@ -56,22 +57,14 @@ class _JsonArray:
 
 
 class JsonWriter(FormStreamWriter):
-    key = "json"
-    description = ("JSON Lines per form (submissions.jsonl), a pretty JSON per submission, form "
-                   "definitions, users, groups and external lists as JSON")
+    key = JSON.key
+    description = JSON.description
     limits = FormatLimits(per_submission_files=True)
-
-    @staticmethod
-    def check_options(options: dict) -> bool:
-        """``json_per_submission`` read as true or false (another value: ``ConfigError``)."""
-        from exporter.formats.report import opt_bool
-
-        return opt_bool(options, "json_per_submission", True)
 
     def __init__(self, out: OutputDir, options: dict):
         self.out = out
         self.options = options
-        self.per_submission = self.check_options(options)
+        self.per_submission = JSON.parse_options(options, strict=False)["json_per_submission"]
         self._form: Form | None = None
         self._jsonl: IO | None = None
         self._jsonl_rel = ""

@@ -31,22 +31,24 @@ from reportlab.platypus.doctemplate import LayoutError
 from exporter.model import Form
 
 from .base import FormatLimits
+from .catalog import PDF
 from .pdf_flowables import CountingCanvas, LazyStory, TocEntry, numbered_canvas
 from .pdf_layout import PdfLayout
 from .pdf_text import visual_line
-from .report import ReportWriterBase, opt_bool, release_documents, single_name, submission_name, translate_errors
+from .report import ReportWriterBase, release_documents, single_name, submission_name, translate_errors
 from .report_model import SubmissionReport, clean_text
 from .stable import Newest, newest
 
 
 class PdfWriter(ReportWriterBase):
-    key = "pdf"
-    description = "PDF report per submission (pdf_single: one PDF per form with a table of contents)"
+    key = PDF.key
+    description = PDF.description
+    format = PDF
     limits = FormatLimits(holds_whole_document=True, per_submission_files=True)
 
     def __init__(self, out, options: dict):
         super().__init__(out, options)
-        self.single = opt_bool(self.options, "pdf_single")
+        self.single = self.options["pdf_single"]
         self.limits = FormatLimits(holds_whole_document=self.single, per_submission_files=not self.single)
         self.layout = PdfLayout(self.ropts.page_size, self.labels)
         self._spool = None

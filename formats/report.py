@@ -16,8 +16,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from exporter.formats.base import submission_form
+from exporter.formats.catalog import REPORT_OPTIONS
 from exporter.formats.images import MediaPreparer
 from exporter.formats.labels import LABELS, form_language
 from exporter.formats.report_model import MediaItem, SubmissionReport, build_report, caption_of, clean_text, media_key
@@ -25,33 +27,12 @@ from exporter.formats.report_model import MediaItem, SubmissionReport, build_rep
 from exporter.errors import ConfigError, FormatError
 from exporter.fsutil import owned_tempdir
 from exporter.model import Account, Checkpoint, FieldDef, Form, Media, MediaRef, Submission
+from exporter.options import parse
+from exporter.registry import Format
 
 # --------------------------------------------------------------------------------------------
 # Options
 # --------------------------------------------------------------------------------------------
-
-
-def opt_bool(options: dict, key: str, default: bool = False) -> bool:
-    v = options.get(key, default)
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("1", "true", "yes", "on", "y"):
-        return True
-    if s in ("0", "false", "no", "off", "n", ""):
-        return False
-    raise ConfigError(f"option {key}: expected true/false, got {v!r}")
-
-
-def opt_int(options: dict, key: str, default: int, minimum: int = 0) -> int:
-    v = options.get(key, default)
-    try:
-        n = int(v)
-    except (TypeError, ValueError):
-        raise ConfigError(f"option {key}: expected a whole number, got {v!r}") from None
-    if n < minimum:
-        raise ConfigError(f"option {key}: must be at least {minimum}, got {n}")
-    return n
 
 
 @dataclass(frozen=True)
@@ -65,15 +46,11 @@ class ReportOptions:
 
     @classmethod
     def from_options(cls, options: dict) -> ReportOptions:
-        lang = str(options.get("report_lang", "auto")).strip().lower()
-        if lang != "auto" and lang not in LABELS:
-            raise ConfigError(f"option report_lang: expected auto or one of {', '.join(LABELS)}, got {lang!r}")
-        size = str(options.get("report_page_size", "A4")).strip().lower()
-        if size not in ("a4", "letter"):
-            raise ConfigError(f"option report_page_size: expected A4 or letter, got {size!r}")
-        return cls(lang=lang, page_size="A4" if size == "a4" else "letter",
-                   image_max_px=opt_int(options, "report_image_max_px", 1600),
-                   max_submissions=opt_int(options, "report_max_submissions", 0))
+        """The report options of ``options`` (declared in ``formats.catalog``; a bad value:
+        ``ConfigError``)."""
+        o = parse(REPORT_OPTIONS, options, strict=False)
+        return cls(lang=o["report_lang"], page_size=o["report_page_size"], image_max_px=o["report_image_max_px"],
+                   max_submissions=o["report_max_submissions"])
 
     def labels(self, form: Form | None = None, account: Account | None = None) -> dict[str, str]:
         """The labels for ``form``: ``report_lang``'s, or with ``auto`` the form's language
@@ -97,16 +74,12 @@ class ReportWriterBase:
     """
 
     single: bool = False
-
-    @classmethod
-    def check_options(cls, options: dict) -> None:
-        """Raise ``ConfigError`` for a bad report option value (what the constructor reads)."""
-        ReportOptions.from_options(options)
-        opt_bool(options, f"{cls.key}_single")
+    #: the format's declaration (``formats.catalog``): the options its writer reads
+    format: ClassVar[Format]
 
     def __init__(self, out, options: dict):
         self.out = out
-        self.options = dict(options or {})
+        self.options = self.format.parse_options(options or {}, strict=False)
         self.ropts = ReportOptions.from_options(self.options)
         self.labels = self.ropts.labels()  # of the form being written (set with each form)
         self.account: Account | None = None

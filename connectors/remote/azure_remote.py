@@ -33,12 +33,12 @@ from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
+from exporter.options import read_secret
 from exporter.retry import parse_retry_after, retry_call
 
-from .base import RemoteStat, parse_size
-from .common import read_exactly, refuse_secret_options, send_parts, split_path
-from .sink import read_secret
-from .transfer import opt_float, opt_int
+from .base import RemoteStat
+from .catalog import AZURE
+from .common import object_store_settings, read_exactly, send_parts, split_path
 
 log = logging.getLogger("exporter.remote.azure")
 T = TypeVar("T")
@@ -285,9 +285,7 @@ class AzureRemote:
 
 def create_remote(url: str, options: dict | None = None) -> AzureRemote:
     """``azure://account/container/prefix`` -> an AzureRemote (credentials from env variables or files)."""
-    options = dict(options or {})
-    refuse_secret_options(options, ("account_key", "sas_token", "connection_string", "password", "token"), "Azure",
-                          "account_key_env, sas_token_env, connection_string_env, or their _file options")
+    options = AZURE.parse_options(options or {})
     try:
         import azure.storage.blob  # noqa: F401
     except ImportError:
@@ -302,12 +300,12 @@ def create_remote(url: str, options: dict | None = None) -> AzureRemote:
     container, _, prefix = unquote(parts.path or "").strip("/").partition("/")
     if not account or not container:
         raise ConfigError(f"Azure URL needs an account and a container: {url!r} (azure://account/container/prefix)")
-    endpoint = options.get("endpoint") or None
+    endpoint = options["endpoint"] or None
     if endpoint and urlsplit(str(endpoint)).scheme not in ("http", "https"):
         raise ConfigError(f"Azure option endpoint must be an http(s):// URL, got {endpoint!r}")
-    key = read_secret(options, "account_key", url)
-    sas = read_secret(options, "sas_token", url)
-    conn = read_secret(options, "connection_string", url)
+    key = read_secret(options, "account_key", f"account key for {url}")
+    sas = read_secret(options, "sas_token", f"SAS token for {url}")
+    conn = read_secret(options, "connection_string", f"connection string for {url}")
     given = [n for n, v in (("account_key", key), ("sas_token", sas), ("connection_string", conn)) if v]
     if len(given) != 1:
         raise ConfigError("Azure needs exactly one of account_key_env, sas_token_env, connection_string_env (or "
@@ -325,11 +323,5 @@ def create_remote(url: str, options: dict | None = None) -> AzureRemote:
         credential = AzureSasCredential(sas.lstrip("?"))
     return AzureRemote(
         account, container, prefix, endpoint=endpoint, credential=credential, connection_string=conn,
-        ca_bundle=options.get("ca_bundle") or None,
-        simple_upload_limit=parse_size(options.get("simple_upload_limit") or 8 * MiB, "simple_upload_limit"),
-        chunk_size=parse_size(options.get("chunk_size") or 8 * MiB, "chunk_size"),
-        upload_concurrency=opt_int(options, "upload_concurrency", 4) or 1,
-        attempts=(opt_int(options, "retries", 5) or 0) + 1,
-        base_delay=opt_float(options, "retry_base_delay", 0.5), max_delay=opt_float(options, "retry_max_delay", 30.0),
-        timeout=opt_float(options, "timeout", 60.0),
+        ca_bundle=options["ca_bundle"] or None, **object_store_settings(options),
     )

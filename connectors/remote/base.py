@@ -75,24 +75,6 @@ class ListableRemote(Protocol):
         when the folder does not exist."""
 
 
-def parse_size(value, what: str) -> int:
-    """A size option: bytes as a number, or with a unit (``8MiB``, ``320KiB``, ``1G``)."""
-    from exporter.errors import ConfigError
-
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    text = str(value).strip().lower().replace("ib", "").replace("b", "")
-    mult = 1
-    for suffix, m in (("k", 1024), ("m", 1024 ** 2), ("g", 1024 ** 3)):
-        if text.endswith(suffix):
-            text, mult = text[:-1], m
-            break
-    try:
-        return int(float(text) * mult)
-    except ValueError:
-        raise ConfigError(f"option {what} must be a size in bytes (e.g. 8388608 or 8MiB), got {value!r}") from None
-
-
 def local_checksum(kind: str | None, path) -> str | None:
     """Compute a local file's checksum in the remote's kind, to skip identical files."""
     import hashlib

@@ -1,10 +1,10 @@
 """Helpers shared by the remote implementations (not part of the ``Remote`` interface).
 
+* for the object stores (S3, Azure): their upload and retry settings (``object_store_settings``);
 * for the SDK remotes (Dropbox, SharePoint): reading a local stream at an offset to resume an
-  upload session (``OffsetReader``), secrets from a file or an env variable (``secret_option``),
-  refusing secrets passed as option values (``refuse_secret_options``), the upload and retry
-  options (``upload_options``), checks of one path component (``check_name_part``) and the
-  translation of ``requests`` transport errors (``translate_transport_error``);
+  upload session (``OffsetReader``), the upload and retry options (``upload_options``), checks of
+  one path component (``check_name_part``) and the translation of ``requests`` transport errors
+  (``translate_transport_error``);
 * for the server remotes (FTP/FTPS, SFTP): one connection used through ``_call`` and dropped after
   a transient failure (``ConnectedRemote``), host and port from the URL (``host_and_port``) and
   the capabilities the options may override (``server_capabilities``).
@@ -18,11 +18,6 @@ from urllib.parse import SplitResult
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
-from exporter.secrets import read_secret
-
-from .base import parse_size
-from .sink import opt_bool
-from .transfer import opt_int
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -97,36 +92,21 @@ def send_parts(data: BinaryIO, size: int, part_size: int, concurrency: int, send
     return answers
 
 
-def refuse_secret_options(options: dict, keys: tuple[str, ...], service: str, hint: str) -> None:
-    """Refuse a secret given as a plain option value; ``hint`` lists where it may come from."""
-    for forbidden in keys:
-        if options.get(forbidden):
-            raise ConfigError(f"{service} option {forbidden!r} is not accepted: secrets come from an env variable "
-                              f"or a file ({hint})")
+def upload_options(options: dict) -> dict[str, Any]:
+    """The upload and retry options an SDK remote was given (typed, see ``catalog``), as keyword
+    arguments; those not given keep the remote's own defaults."""
+    keys = ("simple_upload_limit", "chunk_size", "attempts", "retry_max_delay", "timeout")
+    return {k: options[k] for k in keys if options.get(k) is not None}
 
 
-def secret_option(options: dict, file_key: str, env_key: str, default_env: str, what: str) -> str | None:
-    """A secret from the file named by option ``file_key`` (if given) or else the env variable named
-    by option ``env_key`` (``default_env`` without it); registered with ``exporter.secrets`` so logs
-    and messages mask it. None when the variable is unset or empty."""
-    if options.get(file_key):
-        return read_secret(file=options[file_key], what=what)
-    return read_secret(env=options.get(env_key) or default_env, what=what, required=False) or None
-
-
-def upload_options(options: dict, service: str) -> dict[str, Any]:
-    """The upload and retry options an SDK remote accepts, converted (keyword arguments)."""
-    kwargs: dict[str, Any] = {}
-    for key in ("simple_upload_limit", "chunk_size"):
-        if options.get(key) is not None:
-            kwargs[key] = parse_size(options[key], key)
-    for key, conv in (("attempts", int), ("retry_max_delay", float), ("timeout", float)):
-        if options.get(key) is not None:
-            try:
-                kwargs[key] = conv(options[key])
-            except ValueError:
-                raise ConfigError(f"{service} option {key} must be a number, got {options[key]!r}") from None
-    return kwargs
+def object_store_settings(options: dict) -> dict[str, Any]:
+    """The upload and retry settings of an object store (S3, Azure) from its typed options (they
+    retry each request themselves, so the transfer options are theirs)."""
+    return dict(simple_upload_limit=options["simple_upload_limit"] or 8 * MiB, chunk_size=options["chunk_size"] or 8 * MiB,
+                upload_concurrency=options["upload_concurrency"], attempts=options["retries"] + 1,
+                base_delay=options["retry_base_delay"],
+                max_delay=30.0 if options["retry_max_delay"] is None else options["retry_max_delay"],
+                timeout=options["timeout"])
 
 
 def split_path(path: str, name: str) -> list[str]:
@@ -199,9 +179,9 @@ def server_capabilities(options: dict, tested: str) -> Capabilities:
     """A file server's capabilities: POSIX-like defaults, which the options may override (a
     server on Windows: ``case_insensitive``, ``forbidden_chars``, shorter ``max_path_length``)."""
     return Capabilities(
-        max_path_length=opt_int(options, "max_path_length", 4096),
-        max_name_length=opt_int(options, "max_name_length", 255),
-        forbidden_chars=str(options.get("forbidden_chars") or ""),
-        case_insensitive=opt_bool(options.get("case_insensitive", False)),
+        max_path_length=options["max_path_length"],
+        max_name_length=options["max_name_length"],
+        forbidden_chars=options["forbidden_chars"] or "",
+        case_insensitive=options["case_insensitive"],
         rename=True, checksum=None, streaming=True, tested=tested,
     )

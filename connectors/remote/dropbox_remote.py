@@ -33,15 +33,15 @@ from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
+from exporter.options import read_secret
 from exporter.retry import retry_call
 
 from .base import RemoteStat
+from .catalog import DROPBOX
 from .common import (
     OffsetReader,
     check_name_part,
     read_exactly,
-    refuse_secret_options,
-    secret_option,
     split_path,
     upload_options,
 )
@@ -451,9 +451,7 @@ def _pin_ca_bundle(session: Any, ca_certs: str) -> None:
 
 def create_remote(url: str, options: dict | None = None) -> DropboxRemote:
     """``dropbox:///path`` -> a DropboxRemote (credentials from env variables or files only)."""
-    options = dict(options or {})
-    refuse_secret_options(options, ("token", "access_token", "refresh_token", "app_secret"), "Dropbox",
-                          "token_env, token_file, refresh_token_file, DROPBOX_APP_SECRET")
+    options = DROPBOX.parse_options(options or {})
     parts = urlsplit(url)
     if parts.scheme.split("+")[0] != "dropbox":
         raise ConfigError(f"not a Dropbox URL: {parts.scheme}://...")
@@ -461,25 +459,23 @@ def create_remote(url: str, options: dict | None = None) -> DropboxRemote:
         raise ConfigError("a Dropbox URL carries no credentials: use DROPBOX_TOKEN or token_file")
     root = unquote((parts.netloc or "") + (parts.path or ""))
 
-    access = secret_option(options, "token_file", "token_env", "DROPBOX_TOKEN", "Dropbox access token")
-    refresh = secret_option(options, "refresh_token_file", "refresh_token_env", "DROPBOX_REFRESH_TOKEN",
-                            "Dropbox refresh token")
-    app_key = options.get("app_key") or os.environ.get(options.get("app_key_env") or "DROPBOX_APP_KEY") or None
-    app_secret = secret_option(options, "app_secret_file", "app_secret_env", "DROPBOX_APP_SECRET", "Dropbox app secret")
+    access = read_secret(options, "token", "Dropbox access token", default_env="DROPBOX_TOKEN")
+    refresh = read_secret(options, "refresh_token", "Dropbox refresh token", default_env="DROPBOX_REFRESH_TOKEN")
+    app_key = options["app_key"] or os.environ.get(options["app_key_env"]) or None
+    app_secret = read_secret(options, "app_secret", "Dropbox app secret", default_env="DROPBOX_APP_SECRET")
     if not access and not (refresh and app_key):
         raise ConfigError(
-            f"no Dropbox credentials: set {options.get('token_env') or 'DROPBOX_TOKEN'} (or the token_file option), "
+            f"no Dropbox credentials: set {options['token_env'] or 'DROPBOX_TOKEN'} (or the token_file option), "
             "or DROPBOX_REFRESH_TOKEN with DROPBOX_APP_KEY"
         )
-    kwargs = upload_options(options, "Dropbox")
     return DropboxRemote(
         root,
         access_token=access,
         refresh_token=refresh,
         app_key=app_key,
         app_secret=app_secret,
-        api_host=options.get("api_host") or None,
-        content_host=options.get("content_host") or None,
-        ca_certs=options.get("ca_certs") or None,
-        **kwargs,
+        api_host=options["api_host"] or None,
+        content_host=options["content_host"] or None,
+        ca_certs=options["ca_certs"] or None,
+        **upload_options(options),
     )

@@ -26,10 +26,11 @@ from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
+from exporter.options import read_secret
 
 from .base import RemoteStat
+from .catalog import FTP
 from .common import ConnectedRemote, host_and_port, server_capabilities
-from .sink import opt_bool, read_secret, refuse_plain_secrets
 
 BLOCK = 64 * 1024
 _TESTED = "pyftpdlib server on loopback (FTP and FTPS with a generated certificate)"
@@ -249,7 +250,8 @@ class FtpRemote(ConnectedRemote):
 
 
 def create_remote(url: str, options: dict) -> FtpRemote:
-    refuse_plain_secrets(options, "ftp")
+    """``ftp://`` or ``ftps://`` -> an FtpRemote (its options typed as ``catalog.FTP`` declares)."""
+    options = FTP.parse_options(options)
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("ftp", "ftps"):
@@ -259,13 +261,13 @@ def create_remote(url: str, options: dict) -> FtpRemote:
                           "file (password_file), not in the URL")
     host, port = host_and_port(parts, url, scheme, 21)
     user = unquote(parts.username) if parts.username else "anonymous"
-    password = read_secret(options, "password", f"{scheme}://{user}@{host}")
+    password = read_secret(options, "password", f"password for {scheme}://{user}@{host}")
     if password is None:
         password = "anonymous@" if user == "anonymous" else ""
     path = unquote(parts.path or "")
     relative = not path.startswith("//")
     caps = server_capabilities(options, _TESTED)
     return FtpRemote(host, port, user, password, path, tls=scheme == "ftps",
-                     ca_file=options.get("ca_file"), timeout=float(options.get("timeout", 60)),
-                     passive=opt_bool(options.get("passive", True)), capabilities=caps, relative_root=relative)
+                     ca_file=options["ca_file"], timeout=options["timeout"], passive=options["passive"],
+                     capabilities=caps, relative_root=relative)
 

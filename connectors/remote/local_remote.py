@@ -17,6 +17,7 @@ from exporter.errors import ConfigError, SinkError, os_error_text
 from exporter.fsutil import FILE_MODE, fsync_dir
 
 from .base import RemoteStat
+from .catalog import LOCAL
 from .common import split_path
 
 
@@ -97,9 +98,10 @@ class LocalRemote:
 
 
 def create_remote(url: str, options: dict | None = None) -> LocalRemote:
-    """``file:///abs/path`` (or a plain path) -> a LocalRemote."""
+    """``file:///abs/path`` (or a plain path) -> a LocalRemote (it takes no options)."""
     from exporter.connectors.files import path_of
 
+    LOCAL.parse_options(options or {})
     path = path_of(url)
     if not path:
         raise ConfigError(f"no folder in {url!r}")

@@ -34,12 +34,12 @@ from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
+from exporter.options import read_secret
 from exporter.retry import parse_retry_after, retry_call
 
-from .base import RemoteStat, parse_size
-from .common import read_exactly, refuse_secret_options, send_parts, split_path
-from .sink import opt_bool, read_secret
-from .transfer import opt_float, opt_int
+from .base import RemoteStat
+from .catalog import S3
+from .common import object_store_settings, read_exactly, send_parts, split_path
 
 log = logging.getLogger("exporter.remote.s3")
 T = TypeVar("T")
@@ -347,9 +347,7 @@ def _digest_and_rewind(data: BinaryIO) -> str | None:
 
 def create_remote(url: str, options: dict | None = None) -> S3Remote:
     """``s3://bucket/prefix`` -> an S3Remote (credentials from env variables, files or boto3's chain)."""
-    options = dict(options or {})
-    refuse_secret_options(options, ("access_key_id", "secret_access_key", "session_token", "password", "token"),
-                          "S3", "access_key_id_env, secret_access_key_env or _file, profile, AWS_* variables")
+    options = S3.parse_options(options or {})
     try:
         import boto3  # noqa: F401
     except ImportError:
@@ -363,13 +361,13 @@ def create_remote(url: str, options: dict | None = None) -> S3Remote:
     bucket = parts.netloc
     if not bucket:
         raise ConfigError(f"s3:// URL without a bucket: {url!r} (s3://bucket/prefix)")
-    endpoint = options.get("endpoint_url") or None
+    endpoint = options["endpoint_url"] or None
     if endpoint and urlsplit(str(endpoint)).scheme not in ("http", "https"):
         raise ConfigError(f"S3 option endpoint_url must be an http(s):// URL, got {endpoint!r}")
     session: dict[str, Any] = {}
-    key_id = read_secret(options, "access_key_id", url)
-    secret = read_secret(options, "secret_access_key", url)
-    token = read_secret(options, "session_token", url)
+    key_id = read_secret(options, "access_key_id", f"access key id for {url}")
+    secret = read_secret(options, "secret_access_key", f"secret access key for {url}")
+    token = read_secret(options, "session_token", f"session token for {url}")
     if bool(key_id) != bool(secret):
         raise ConfigError("S3: give both the access key id and the secret access key (access_key_id_env and "
                           "secret_access_key_env, or their _file options), or neither")
@@ -377,16 +375,11 @@ def create_remote(url: str, options: dict | None = None) -> S3Remote:
         session.update(aws_access_key_id=key_id, aws_secret_access_key=secret)
         if token:
             session["aws_session_token"] = token
-    if options.get("profile"):
-        session["profile_name"] = str(options["profile"])
+    if options["profile"]:
+        session["profile_name"] = options["profile"]
     return S3Remote(
         bucket, unquote(parts.path or ""), session_kwargs=session, endpoint_url=endpoint,
-        region=options.get("region") or None, path_style=opt_bool(options.get("path_style", False)),
-        ca_bundle=options.get("ca_bundle") or None,
-        simple_upload_limit=parse_size(options.get("simple_upload_limit") or 8 * MiB, "simple_upload_limit"),
-        chunk_size=parse_size(options.get("chunk_size") or 8 * MiB, "chunk_size"),
-        upload_concurrency=opt_int(options, "upload_concurrency", 4) or 1,
-        attempts=(opt_int(options, "retries", 5) or 0) + 1,
-        base_delay=opt_float(options, "retry_base_delay", 0.5), max_delay=opt_float(options, "retry_max_delay", 30.0),
-        timeout=opt_float(options, "timeout", 60.0),
+        region=options["region"] or None, path_style=options["path_style"], ca_bundle=options["ca_bundle"] or None,
+        **object_store_settings(options),
     )
+

@@ -28,10 +28,11 @@ from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
+from exporter.options import read_secret
 
 from .base import RemoteStat
+from .catalog import SFTP
 from .common import ConnectedRemote, host_and_port, server_capabilities
-from .sink import opt_bool, read_secret, refuse_plain_secrets
 
 _TESTED = "asyncssh SFTP server on loopback (password and key auth, host keys)"
 
@@ -304,7 +305,8 @@ class SftpRemote(ConnectedRemote):
 
 
 def create_remote(url: str, options: dict) -> SftpRemote:
-    refuse_plain_secrets(options, "sftp")
+    """``sftp://`` -> an SftpRemote (its options typed as ``catalog.SFTP`` declares)."""
+    options = SFTP.parse_options(options)
     try:
         import paramiko  # noqa: F401
     except ImportError:
@@ -321,13 +323,12 @@ def create_remote(url: str, options: dict) -> SftpRemote:
     path = unquote(parts.path or "/")
     if path.startswith("/~"):
         path = path[1:]
-    password = read_secret(options, "password", who)
-    passphrase = read_secret(options, "key_passphrase", who)
+    password = read_secret(options, "password", f"password for {who}")
+    passphrase = read_secret(options, "key_passphrase", f"key passphrase for {who}")
     caps = server_capabilities(options, _TESTED)
     return SftpRemote(
-        host, port, user, path, password=password, key_file=options.get("key_file"),
-        key_passphrase=passphrase, known_hosts=options.get("known_hosts"),
-        trust_on_first_use=opt_bool(options.get("trust_on_first_use", False)),
-        timeout=float(options.get("timeout", 60)), capabilities=caps,
+        host, port, user, path, password=password, key_file=options["key_file"],
+        key_passphrase=passphrase, known_hosts=options["known_hosts"],
+        trust_on_first_use=options["trust_on_first_use"], timeout=options["timeout"], capabilities=caps,
     )
 

@@ -35,18 +35,18 @@ from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from exporter import secrets
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
+from exporter.options import read_secret
 from exporter.retry import retry_call
-from exporter.secrets import read_secret
 
 from .base import RemoteStat
+from .catalog import SHAREPOINT
 from .common import (
     OffsetReader,
     check_name_part,
     read_exactly,
-    refuse_secret_options,
-    secret_option,
     split_path,
     upload_options,
 )
@@ -408,10 +408,8 @@ class SharePointRemote:
 
 def _auth_configurer(options: dict, site_url: str) -> Callable[[Any], None]:
     """Pick the credential source (env variables / files only) and return ``ctx -> None``."""
-    refuse_secret_options(options, ("token", "access_token", "client_secret", "password", "passphrase"), "SharePoint",
-                          "token_env, token_file, SHAREPOINT_CLIENT_SECRET, client_secret_file")
-    token_env = options.get("token_env") or "SHAREPOINT_TOKEN"
-    token = secret_option(options, "token_file", "token_env", "SHAREPOINT_TOKEN", "SharePoint access token")
+    token_env = options["token_env"] or "SHAREPOINT_TOKEN"
+    token = read_secret(options, "token", "SharePoint access token", default_env="SHAREPOINT_TOKEN")
     if token:
         def configure_token(ctx: Any) -> None:
             from office365.runtime.auth.token_response import TokenResponse
@@ -419,22 +417,22 @@ def _auth_configurer(options: dict, site_url: str) -> Callable[[Any], None]:
             ctx.with_access_token(lambda: TokenResponse(access_token=token, token_type="Bearer"))
 
         return configure_token
-    tenant = options.get("tenant") or os.environ.get("SHAREPOINT_TENANT")
-    client_id = options.get("client_id") or os.environ.get("SHAREPOINT_CLIENT_ID")
-    secret = secret_option(options, "client_secret_file", "client_secret_env", "SHAREPOINT_CLIENT_SECRET",
-                           "SharePoint client secret")
-    cert_path = options.get("cert_path")
+    tenant = options["tenant"] or os.environ.get("SHAREPOINT_TENANT")
+    client_id = options["client_id"] or os.environ.get("SHAREPOINT_CLIENT_ID")
+    secret = read_secret(options, "client_secret", "SharePoint client secret", default_env="SHAREPOINT_CLIENT_SECRET")
+    cert_path = options["cert_path"]
     if tenant and client_id and secret:
         def configure_secret(ctx: Any) -> None:
             ctx.with_client_secret(tenant, client_id, secret)
 
         return configure_secret
     if tenant and client_id and cert_path:
-        if not options.get("thumbprint"):
+        if not options["thumbprint"]:
             raise ConfigError("SharePoint certificate login needs the 'thumbprint' option with 'cert_path'")
         if not os.path.exists(os.path.expanduser(cert_path)):
             raise ConfigError(f"SharePoint certificate file not found: {cert_path}")
-        passphrase = read_secret(env="SHAREPOINT_CERT_PASSPHRASE", what="certificate passphrase", required=False) or None
+        passphrase = secrets.read_secret(env="SHAREPOINT_CERT_PASSPHRASE", what="certificate passphrase",
+                                         required=False) or None
 
         def configure_cert(ctx: Any) -> None:
             ctx.with_client_certificate(tenant, client_id, options["thumbprint"], os.path.expanduser(cert_path),
@@ -449,7 +447,7 @@ def _auth_configurer(options: dict, site_url: str) -> Callable[[Any], None]:
 
 def create_remote(url: str, options: dict | None = None) -> SharePointRemote:
     """``sharepoint://host/sites/SITE/LIBRARY/path`` -> a SharePointRemote."""
-    options = dict(options or {})
+    options = SHAREPOINT.parse_options(options or {})
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("sharepoint", "sharepoint+https", "sharepoint+http"):
@@ -460,7 +458,7 @@ def create_remote(url: str, options: dict | None = None) -> SharePointRemote:
         raise ConfigError("a SharePoint URL needs the host: sharepoint://tenant.sharepoint.com/sites/SITE/LIBRARY")
     http_scheme = "http" if scheme == "sharepoint+http" else "https"
     segments = [unquote(s) for s in parts.path.split("/") if s]
-    site_path = options.get("site_path")
+    site_path = options["site_path"]
     if site_path:
         site_segments = [s for s in str(site_path).split("/") if s]
         if [s.lower() for s in segments[: len(site_segments)]] != [s.lower() for s in site_segments]:
@@ -476,6 +474,5 @@ def create_remote(url: str, options: dict | None = None) -> SharePointRemote:
     site = "/" + "/".join(site_segments) if site_segments else ""
     site_url = f"{http_scheme}://{parts.netloc}{site}"
     root_path = site + "/" + "/".join(rest)
-    kwargs = upload_options(options, "SharePoint")
     return SharePointRemote(site_url, root_path, configure_auth=_auth_configurer(options, site_url),
-                            ca_bundle=options.get("ca_bundle") or None, **kwargs)
+                            ca_bundle=options["ca_bundle"] or None, **upload_options(options))

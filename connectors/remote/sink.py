@@ -28,7 +28,8 @@ manifest are read back with ``get`` (``ReadableRemote``); a remote without it wo
 
 Every remote call goes through ``exporter.retry.retry_call`` (option ``retries``, default 5);
 a remote that already retries each call itself says so with ``retries_itself = True``.
-Options: ``retries``, ``retry_base_delay``, ``retry_max_delay``, ``chunk_size``, ``staging_dir``.
+Options: ``retries``, ``retry_base_delay``, ``retry_max_delay``, ``chunk_size``, ``staging_dir``
+(``catalog.SINK_OPTIONS``).
 """
 from __future__ import annotations
 
@@ -43,13 +44,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from exporter import secrets
-from exporter.errors import ConfigError, ExporterError, SinkError
+from exporter.errors import ExporterError, SinkError
 from exporter.fsutil import file_digest
 from exporter.naming import safe_filename
+from exporter.options import parse
 from exporter.sinks import RunContext
 
 from .base import ReadableRemote, Remote, RemoteStat, local_checksum
+from .catalog import SINK_OPTIONS
 from .transfer import PARTIAL_SUFFIX_LEN, Transfer
 
 log = logging.getLogger("exporter.remote")
@@ -64,7 +66,7 @@ MANIFEST_FORMAT = "exporter-remote-manifest"
 def _default_inner(root: Path, options: dict):
     from exporter.connectors.files import FilesSink
 
-    return FilesSink(str(root), {**options, "track_published": True}, keep_current=False)
+    return FilesSink(str(root), options, keep_current=False, track_published=True)
 
 
 @dataclasses.dataclass
@@ -256,7 +258,7 @@ class RemoteSink:
     # ---- Sink protocol -------------------------------------------------------------------
     def open(self, ctx: RunContext) -> None:
         self._run_id = self.transfer.run_id = ctx.run_id
-        staging_parent = self.options.get("staging_dir")
+        staging_parent = parse(SINK_OPTIONS, self.options, strict=False)["staging_dir"]
         if staging_parent:
             Path(staging_parent).mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(prefix="exporter-remote-", dir=staging_parent))
@@ -326,27 +328,3 @@ class RemoteSink:
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
             self.staging = None
-
-
-def refuse_plain_secrets(options: dict, scheme: str) -> None:
-    """Refuse secrets passed as plain option values (they belong in env variables or files)."""
-    for key in ("password", "passphrase", "key_passphrase", "token"):
-        if options.get(key):
-            raise ConfigError(f"{scheme}: pass the secret through an environment variable or a file "
-                              f"({key}_env / {key}_file), never as a value")
-
-
-def read_secret(options: dict, base: str, what: str) -> str | None:
-    """A secret from ``<base>_env`` (name of an environment variable) or ``<base>_file``; None
-    when neither option is given. The value is registered for masking in logs and messages."""
-    env = options.get(f"{base}_env")
-    path = options.get(f"{base}_file")
-    if not env and not path:
-        return None
-    return secrets.read_secret(env=env, file=path, what=f"{base.replace('_', ' ')} for {what}")
-
-
-def opt_bool(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)

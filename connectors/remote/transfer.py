@@ -3,7 +3,7 @@
 ``Transfer`` wraps one ``Remote`` for whoever moves files with it (the remote sink, the backups):
 
 * every remote call goes through ``exporter.retry.retry_call`` (options ``retries``, default 5,
-  ``retry_base_delay``, ``retry_max_delay``); a remote that already retries each call itself says
+  ``retry_base_delay``, ``retry_max_delay``: ``catalog.TRANSFER_OPTIONS``); a remote that already retries each call itself says
   so with ``retries_itself = True`` and is called once;
 * ``publish`` uploads a local file atomically: where the remote can rename, bytes go to
   ``<name>.<8 hex>.partial`` in the same folder and are renamed into place, so a reader never sees
@@ -23,11 +23,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from exporter.errors import ConfigError, SinkError
+from exporter.errors import SinkError
 from exporter.naming import short_hash
+from exporter.options import parse
 from exporter.retry import retry_call
 
-from .base import ChunkedRemote, ListableRemote, ReadableRemote, Remote, RemoteStat, parse_size
+from .base import ChunkedRemote, ListableRemote, ReadableRemote, Remote, RemoteStat
+from .catalog import TRANSFER_OPTIONS
 
 log = logging.getLogger("exporter.remote")
 
@@ -41,16 +43,16 @@ class Transfer:
     """One remote, its retries and its atomic uploads. See the module docstring."""
 
     def __init__(self, remote: Remote, options: dict | None = None):
-        options = dict(options or {})
+        options = parse(TRANSFER_OPTIONS, options or {}, strict=False)
         self.remote = remote
         self.name = remote.name
         self.capabilities = remote.capabilities
-        self.attempts = (opt_int(options, "retries", 5) or 0) + 1
+        self.attempts = options["retries"] + 1
         if getattr(remote, "retries_itself", False):
             self.attempts = 1  # the remote already retries each call: do not multiply attempts
-        self.base_delay = opt_float(options, "retry_base_delay", 0.5)
-        self.max_delay = opt_float(options, "retry_max_delay", 30.0)
-        self.chunk_size = parse_size(options.get("chunk_size") or DEFAULT_CHUNK, "chunk_size")
+        self.base_delay = options["retry_base_delay"]
+        self.max_delay = 30.0 if options["retry_max_delay"] is None else options["retry_max_delay"]
+        self.chunk_size = options["chunk_size"] or DEFAULT_CHUNK
         self.run_id = ""  # mixed into temporary names, so two runs never share one
         self.partials: set[str] = set()  # temporary names that may be left on the remote
         self._dirs: set[str] = set()  # remote folders known to exist
@@ -181,20 +183,3 @@ class Transfer:
     def drop_partials(self) -> None:
         for tmp in list(self.partials):
             self.drop_partial(tmp)
-
-
-def opt_int(options: dict, key: str, default: int | None) -> int | None:
-    value = options.get(key, default)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"option {key} must be a whole number, not {value!r}") from None
-
-
-def opt_float(options: dict, key: str, default: float) -> float:
-    try:
-        return float(options.get(key, default))
-    except (TypeError, ValueError):
-        raise ConfigError(f"option {key} must be a number, not {options.get(key)!r}") from None

@@ -16,24 +16,28 @@ import os
 from pathlib import Path
 
 from exporter.errors import ConfigError
+from exporter.secrets import register_secret
 
 from .dialects import for_url
 
 
 def _read_secret(options: dict) -> str | None:
+    """The password named by ``password_env`` or ``password_file``, registered for masking. Read
+    as written (an empty password, spaces at either end and all), unlike the other secrets."""
     env = options.get("password_env")
+    value = None
     if env:
         value = os.environ.get(env)
         if value is None:
             raise ConfigError(f"environment variable {env} (database password) is not set")
-        return value
-    path = options.get("password_file")
-    if path:
+    elif options.get("password_file"):
+        path = options["password_file"]
         try:
-            return Path(path).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+            value = Path(path).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as e:
             raise ConfigError(f"cannot read the database password file {path}: {e.strerror or e}") from None
-    return None
+    register_secret(value)
+    return value
 
 
 def parse_url(url: str | None, options: dict):

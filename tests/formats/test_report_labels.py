@@ -79,7 +79,7 @@ def test_form_that_tells_nothing_gets_english_with_plurals(tmp_path):
 
 
 def test_unknown_language_is_one_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="expected auto or one of en, fr"):
+    with pytest.raises(ConfigError, match="expected auto, en or fr"):
         PdfWriter(OutputDir(tmp_path), {"report_lang": "de"})
 
 

@@ -167,6 +167,7 @@ def test_forbidden_characters_option(sftp_server, opts):
 
 
 def test_remote_operations(sftp_server, opts):
+    opts = {k: v for k, v in opts.items() if k not in FAST}  # the remote's own options (FAST: the sink's)
     remote = create_remote(sftp_server.url("/a/b"), opts)
     remote.connect()
     try:

@@ -1,6 +1,6 @@
 """``exporter backups create | list | verify | restore | prune``: encrypted, verified backups of
 an account, with retention (the core is ``exporter.backups``; this module only reads the command
-line and prints). Registered in ``exporter.cli`` as a command group of its own (``_Commands.LAZY``).
+line and prints). A command group of its own in ``exporter.cli``.
 """
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import json
 
 import click
 
-from .cli import build_source, run_guarded, source_options
-from .errors import ConfigError
-from .secrets import mask
+from .. import api
+from ..errors import ConfigError
+from ..secrets import mask
+from .common import given_source_options, progress, run_guarded, source_options
 
 STATE_HELP = "Folder of the accounts' state (index, lock, spool); default $EXPORTER_STATE_DIR."
 
@@ -43,14 +44,14 @@ def identity_options(fn):
 
 
 def _retention(**keep):
-    from .retention import Retention
+    from ..retention import Retention
 
     policy = Retention(**{k: v for k, v in keep.items() if k.startswith("keep_")})
     return None if policy.empty else policy
 
 
 def _options(raw: tuple[str, ...], password_env: str | None, password_file: str | None) -> dict:
-    from .destplan import parse_items
+    from ..destplan import parse_items
 
     options = parse_items(raw)
     if password_env:
@@ -95,19 +96,17 @@ def create(ctx, account, state_dir, source, token_env, token_file, login_env, fo
     --keep-* rules (only after the new one is verified; the newest good one is always kept)."""
 
     def go():
-        from .agecrypt import read_recipients_file
-        from .backups import BackupConfig, check_store_options, create_backup
-        from .progress import make_progress
+        from ..agecrypt import read_recipients_file
+        from ..backups import BackupConfig, create_backup, store_options
 
         if forms:
             raise ConfigError("a backup holds the whole account: --form is not accepted")
         keys = list(recipients) + (read_recipients_file(recipients_file) if recipients_file else [])
         options = _options(raw_options, to_password_env, to_password_file)
-        check_store_options(to, options)
+        store_options(to, options)  # refused before anything runs
         config = BackupConfig(account, state_dir, to, options, keys, _retention(**keep))
-        src = build_source(source, token_env=token_env, token_file=token_file, login_env=login_env, workers=workers,
-                           timezone=timezone, ca_bundle=ca_bundle, timeout=timeout, skip=skip)
-        entry = create_backup(config, src, progress=make_progress(quiet=ctx.obj.quiet))
+        src = api.open_source(source, given_source_options(ctx))
+        entry = create_backup(config, src, progress=progress(ctx))
         if not ctx.obj.quiet:
             click.echo(f"backup {entry['name']} stored on {entry['destination']}: {entry['size']} bytes, "
                        f"sha256 {entry['sha256']}, {entry['archive']['files']} files verified, {entry['checked_by']}")
@@ -123,7 +122,7 @@ def list_(ctx, account, state_dir, as_json):
     """List an account's backups: date, size, sha256, verified."""
 
     def go():
-        from .backups import load_index
+        from ..backups import load_index
 
         entries = sorted(load_index(state_dir, account), key=lambda e: e["created"], reverse=True)
         if as_json:
@@ -154,8 +153,8 @@ def verify(ctx, account, state_dir, which, identity_file, identity_env):
     recorded in the index. Exit 1 if any does not verify."""
 
     def go():
-        from .agecrypt import load_identities
-        from .backups import verify_backups
+        from ..agecrypt import load_identities
+        from ..backups import verify_backups
 
         identities = load_identities(file=identity_file, env=identity_env)
         bad = 0
@@ -192,23 +191,19 @@ def restore(ctx, account, state_dir, which, identity_file, identity_env, out, de
     """Decrypt a backup, verify it, then write it (--out) and/or replay it into destinations (--to)."""
 
     def go():
-        from .agecrypt import load_identities
-        from .backups import restore as restore_backup
-        from .progress import make_progress
-        from .registry import create_sink, entry_for
-        from .validate import check_formats, check_options, split_url_options
+        from ..agecrypt import load_identities
+        from ..backups import restore as restore_backup
+        from ..registry import create_sink
+        from ..validate import plan_destinations
 
         fmt = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
         options = _options(raw_options, to_password_env, to_password_file)
-        planned = [split_url_options(u) for u in destinations]
-        entries = [entry_for(u) for u, _ in planned]
-        if entries:
-            check_formats(fmt, entries, ctx.get_parameter_source("formats") is not click.core.ParameterSource.DEFAULT)
-            check_options(options, entries, fmt)
+        given = ctx.get_parameter_source("formats") is not click.core.ParameterSource.DEFAULT
+        planned = plan_destinations([(u, {}) for u in destinations], options, fmt, formats_given=given) \
+            if destinations else []
         identities = load_identities(file=identity_file, env=identity_env)
-        sinks = [create_sink(u, {**options, **own}) for u, own in planned]
-        entry = restore_backup(state_dir, account, which, identities, out=out, sinks=sinks,
-                               progress=make_progress(quiet=ctx.obj.quiet))
+        sinks = [create_sink(u, typed, fmt) for u, typed in planned]
+        entry = restore_backup(state_dir, account, which, identities, out=out, sinks=sinks, progress=progress(ctx))
         if not ctx.obj.quiet:
             where = ", ".join([*(mask(u) for u in destinations), *([out] if out else [])])
             click.echo(f"restored {entry['name']} ({entry['archive']['files']} files verified) to {where}")
@@ -226,7 +221,7 @@ def prune(ctx, account, state_dir, dry_run, **keep):
     backup is always kept)."""
 
     def go():
-        from .backups import prune as prune_backups
+        from ..backups import prune as prune_backups
 
         policy = _retention(**keep)
         if policy is None:

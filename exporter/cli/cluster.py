@@ -1,6 +1,6 @@
-"""Command line: ``exporter worker`` and ``exporter beat`` (the Celery side of a jobs file;
-``exporter jobs enqueue`` is in ``exporter.cli_jobs``). Registered in ``exporter.cli`` as lazy
-commands (``_Commands.LAZY``): Celery is imported only when they run."""
+"""``exporter worker`` and ``exporter beat``: the Celery side of a jobs file (``exporter jobs
+enqueue`` is in ``jobs``, with the options of ``cluster_options``). Celery is imported only when
+one of them runs."""
 from __future__ import annotations
 
 import logging
@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from .cli import run_guarded
-from .errors import ConfigError
+from ..errors import ConfigError
+from .common import run_guarded
 
 
 def _no_password_on_command_line(ctx: click.Context, name: str) -> None:
@@ -58,7 +58,7 @@ def cluster_options(fn):
 
 def settings_of(ctx: click.Context):
     """The checked settings from the cluster options given (the rest at their defaults)."""
-    from .worker import Settings, with_defaults
+    from ..worker import Settings, with_defaults
 
     for name in ("broker", "locks"):
         _no_password_on_command_line(ctx, name)
@@ -70,8 +70,8 @@ def settings_of(ctx: click.Context):
 def _ping_locks(settings) -> None:
     from redis.exceptions import RedisError
 
-    from .lease import client
-    from .secrets import mask_url
+    from ..lease import client
+    from ..secrets import mask_url
 
     try:
         client(settings.lock_store).ping()
@@ -100,7 +100,7 @@ def worker(concurrency, hostname, **_cluster):
     def go():
         settings = settings_of(click.get_current_context())
         _ping_locks(settings)
-        from .worker import app, configure
+        from ..worker import app, configure
 
         configure(app, settings)
         level = _log_level()
@@ -124,9 +124,9 @@ def beat(file, schedule_file, **_cluster):
     would run twice, but is useless). The file is read again when beat restarts."""
 
     def go():
-        from .beat import entries
-        from .jobsfile import load
-        from .worker import app, configure
+        from ..beat import entries
+        from ..jobsfile import load
+        from ..worker import app, configure
 
         settings = settings_of(click.get_current_context())
         jobs = load(file)
@@ -138,3 +138,6 @@ def beat(file, schedule_file, **_cluster):
         app.Beat(schedule=schedule_file, loglevel=_log_level(), max_interval=60).run()
 
     run_guarded(click.get_current_context(), go)
+
+
+COMMANDS = (worker, beat)

@@ -1,5 +1,5 @@
-"""Command line: ``exporter jobs check|run|status|crontab`` and ``exporter audit verify``
-(registered in ``exporter.cli`` as command groups of their own: ``_Commands.LAZY``).
+"""``exporter jobs check|run|status|crontab`` and ``exporter audit verify``: command groups of
+their own in ``exporter.cli``, like ``backups``.
 
 The jobs file is read by ``exporter.jobsfile``, run by ``exporter.jobrun``; this module only turns
 their results and errors into output and exit codes (0 success, 1 failure, 2 a jobs file or a
@@ -7,15 +7,14 @@ command line that is wrong, each problem one line ``FILE:LINE: KEY: message``).
 """
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
-from .cli import run_guarded
-from .cli_cluster import cluster_options
-from .errors import ConfigError
-from .secrets import mask
+from ..errors import ConfigError
+from ..secrets import mask
+from .cluster import cluster_options
+from .common import Ctx, run_guarded
 
 
 class _Problems(click.ClickException):
@@ -33,9 +32,9 @@ class _Problems(click.ClickException):
 
 
 def _guarded(fn):
-    """``fn`` as every command runs (``exporter.cli.run_guarded``: one line, exit 1 or 2, a
-    traceback only with --debug); a jobs file's problems are each said on a line of their own."""
-    from .jobsfile import JobsFileError
+    """``fn`` as every command runs (``run_guarded``: one line, exit 1 or 2, a traceback only with
+    --debug); a jobs file's problems are each said on a line of their own."""
+    from ..jobsfile import JobsFileError
 
     def go():
         try:
@@ -47,7 +46,7 @@ def _guarded(fn):
 
 
 def _load(path: str, names: tuple[str, ...] = (), environment: bool = True):
-    from .jobsfile import check_environment, load
+    from ..jobsfile import check_environment, load
 
     jobs = load(path)
     unknown = [n for n in names if n not in jobs.accounts]
@@ -59,8 +58,12 @@ def _load(path: str, names: tuple[str, ...] = (), environment: bool = True):
     return jobs, selected
 
 
+def _switches() -> Ctx:
+    return click.get_current_context().find_object(Ctx) or Ctx(False, False, False)
+
+
 def _quiet() -> bool:
-    return logging.getLogger().level >= logging.ERROR
+    return _switches().quiet
 
 
 @click.group()
@@ -103,14 +106,14 @@ def check(file, no_env):
 def run(file, accounts, due, parallel):
     """Run the accounts of a jobs file, each in its own process, environment, spool and log; one
     account's failure never stops another. Exit 1 if any failed; a summary table at the end."""
-    from .jobrun import DEFAULT_PARALLEL, Runner
+    from ..jobrun import DEFAULT_PARALLEL, Runner
 
     outcome: dict = {}
 
     def go():
         jobs_file, selected = _load(file, accounts)
         runner = Runner(jobs_file, selected, due_only=due, parallel=parallel or DEFAULT_PARALLEL,
-                        verbose=logging.getLogger().level <= logging.INFO)
+                        verbose=_switches().verbose or _switches().debug)
         outcome["results"] = runner.run()
         outcome["interrupted"] = runner.interrupted
 
@@ -146,8 +149,8 @@ def enqueue(file, accounts, due, **_cluster):
     """Put one task per account on the broker, for `exporter worker` processes to run (each
     exactly as `exporter jobs run --account NAME [--due]` would). A task holds the jobs file's
     path, the account's name and its slot: nothing secret."""
-    from .cli_cluster import settings_of
-    from .worker import enqueue as send
+    from ..worker import enqueue as send
+    from .cluster import settings_of
 
     def go():
         settings = settings_of(click.get_current_context())
@@ -166,8 +169,8 @@ def enqueue(file, accounts, due, **_cluster):
 def status(file):
     """Each account's last export and backup (start, result, duration, the host that ran it) and
     when each is next due; an account running now is shown with its runner's pid, host and start."""
-    from . import jobstate
-    from .jobrun import lock_holder
+    from .. import jobstate
+    from ..jobrun import lock_holder
 
     def go():
         jobs_file, _ = _load(file, environment=False)
@@ -200,7 +203,7 @@ def status(file):
 @click.option("--systemd", is_flag=True, help="Print systemd service and timer units instead of crontab lines.")
 def crontab(file, systemd):
     """Print the crontab lines (or the systemd units) that run each account when it is due."""
-    from . import jobunits
+    from .. import jobunits
 
     def go():
         jobs_file, _ = _load(file, environment=False)
@@ -220,7 +223,7 @@ def audit():
 def audit_verify(paths):
     """Check that audit logs are intact: every line chained to the one before, the last one as
     recorded. Exit 0 only if all are; each problem is printed."""
-    from .audit import verify
+    from ..audit import verify
 
     def go():
         problems = [p for path in paths for p in verify(path)]

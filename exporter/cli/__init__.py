@@ -1,0 +1,73 @@
+"""Command line: ``exporter export | archive | verify | forms | serve | demo | destinations``.
+
+A thin layer over the Python API (``exporter.api``): each command turns its switches into an API
+call and prints the outcome. Exit codes: 0 success, 1 failure (one readable line on stderr), 2
+usage error. Tracebacks only with ``--debug``. The core never imports click; this package turns
+core errors into click ones (``common``). Commands by group: ``run`` (what reads an account),
+``tools`` (the fake service, the demo, the registry's listing), ``backups`` (the command group
+``exporter backups ...``), ``jobs`` (the command groups ``exporter jobs ...`` and ``exporter audit ...``), ``cluster``
+(``exporter worker`` and ``exporter beat``, Celery's side of a jobs file).
+"""
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from ..errors import Interrupted
+from . import backups, cluster, jobs, run, tools
+from .common import Ctx, interrupted
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="exporter", message="%(prog)s %(version)s")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress, no summary.")
+@click.option("-v", "--verbose", is_flag=True, help="Log each step (INFO).")
+@click.option("--debug", is_flag=True, help="Log everything and show tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, verbose: bool, debug: bool) -> None:
+    """Take a whole Kizeo Forms account out: forms, submissions, sub-forms, media, users, groups and
+    external lists, to files, SQL databases and remote storage.
+
+    Secrets (tokens, passwords) are read from environment variables or files, never from the
+    command line. Run `exporter demo` for a first look. --quiet, --verbose and --debug may also
+    follow the command name.
+    """
+    ctx.obj = Ctx(quiet, verbose, debug)
+    ctx.obj.apply()
+
+
+def _late_switch(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``exporter export ... --debug``: the global switches work after the command name too."""
+    obj = ctx.find_object(Ctx)
+    if not value or obj is None:
+        return
+    setattr(obj, param.name, True)
+    obj.apply()
+
+
+def _global_switches() -> list[click.Option]:
+    return [
+        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_late_switch,
+                     help="Same as exporter --quiet (allowed after the command name)."),
+        click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, callback=_late_switch,
+                     help="Same as exporter --verbose."),
+        click.Option(["--debug"], is_flag=True, expose_value=False, callback=_late_switch,
+                     help="Same as exporter --debug."),
+    ]
+
+
+GROUPS = (backups.backups, jobs.jobs, jobs.audit)
+for _command in (*run.COMMANDS, *tools.COMMANDS, *cluster.COMMANDS, *(c for g in GROUPS for c in g.commands.values())):
+    _command.params.extend(_global_switches())
+for _command in (*run.COMMANDS, *tools.COMMANDS, *cluster.COMMANDS, *GROUPS):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    from ..interrupts import install
+
+    install()  # this process is the CLI's: stop signals roll the run back (exporter.interrupts)
+    try:
+        cli(prog_name="exporter")
+    except Interrupted as e:  # outside a command (while starting): still one line and 128 + signal
+        interrupted(e)
