@@ -32,21 +32,24 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from exporter.connectors.catalog import FILES
 from exporter.connectors.files_store import STORE_PATH, FormStore
 from exporter.formats.base import OutputDir, get_writer_class, make_writer
 
 from exporter.capabilities import Capabilities
-from exporter.deletions import doomed_ids
+from exporter.deletions import DeletionPolicy, doomed_ids
 from exporter.errors import ConfigError, FormatError, SinkError, os_error_text
 from exporter.fsutil import atomic_write, claim, file_digest, live_claim, release
-from exporter.model import Document, Media, counted_bytes
+from exporter.model import Account, Document, Form, Media, Record, counted_bytes
 from exporter.registry import FORMATS
 from exporter.sinks import RunContext, SinkStats
 
 log = logging.getLogger("exporter.files")
+
+if TYPE_CHECKING:
+    from exporter.connectors.files_eraser import FilesEraser
 
 STATE_FILE = ".exporter-state.json"
 
@@ -73,17 +76,26 @@ class FilesSink:
         self.writers: list = []  # every record of the stream (record files; aggregates too without a store)
         self.delta_writers: list = []  # aggregates of the submissions a run changed (deltas=true)
         self.store: FormStore | None = None
+        self._formats: tuple[str, ...] = ()  # this run's (recorded in the store: exporter forget)
         self._aggregate_keys: list[str] = []  # formats whose aggregates are built from the store
-        self._policy = None  # deletions (``exporter.deletions``), from the run context
+        self._policy: DeletionPolicy | None = None  # deletions (``exporter.deletions``), from the run context
         self._hard_deleted: list[tuple[str, str]] = []  # (form id, submission id): files to remove
-        self._account = None
-        self._delta_form = None  # the form whose changed submissions the delta writers get next
+        self._account: Account | None = None
+        self._delta_form: Form | None = None  # the form whose changed submissions the delta writers get next
         self._delta_started: str | None = None
         self._forms: dict[str, str] = {}  # form id -> name, for media paths
         self._state: dict[str, str | None] = {}
         self._media_done: set[str] = set()
         self._marker: Path | None = None
         self._created: Path | None = None  # the outermost folder this run created, if any
+
+    def eraser(self) -> FilesEraser:
+        """``exporter forget`` on this folder (``connectors.files_eraser``)."""
+        from exporter.connectors.files_eraser import FilesEraser
+
+        if not self.keep_current:
+            raise ConfigError(f"{self.name}: a staging folder keeps no store to erase from")
+        return FilesEraser(self)
 
     # ---- state -------------------------------------------------------------------------
     def load_state(self) -> dict[str, str | None]:
@@ -108,6 +120,7 @@ class FilesSink:
     def open(self, ctx: RunContext) -> None:
         opts = self.options
         deltas = opts["deltas"]
+        self._formats = tuple(ctx.formats)
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} exists and is not a directory")
         self._created = _first_missing(self.root)
@@ -163,7 +176,15 @@ class FilesSink:
             if self.store.meta("aggregates") != wanted:
                 self.store.mark_all_dirty()
                 self.store.set_meta("aggregates", wanted)
+            self.store.set_meta("settings", self._settings())  # how the files were made (exporter forget)
         return self.store
+
+    def _settings(self) -> str:
+        """The formats and format options of this run (``exporter forget`` writes files again with them)."""
+        keys = {o.name for key in FORMATS.keys() for o in FORMATS.get(key).options}
+        return json.dumps({"formats": list(self._formats),
+                           "options": {k: v for k, v in sorted(self.options.items()) if k in keys}},
+                          sort_keys=True, default=str)
 
     def _fingerprint(self) -> str:
         keys = sorted(self._aggregate_keys)
@@ -173,54 +194,66 @@ class FilesSink:
         opts = {k: str(v) for k, v in sorted(opts.items())}
         return hashlib.sha256(json.dumps([keys, opts]).encode()).hexdigest()
 
-    def write(self, batch: Sequence) -> None:
-        assert self.out is not None
+    def output(self) -> OutputDir:
+        """The output folder of this run (set by ``open``)."""
+        if self.out is None:
+            raise SinkError(f"{self.name} is not open")
+        return self.out
+
+    def write(self, batch: Sequence[Record]) -> None:
+        self.output()
         store = self._open_store() if self.keep_current else None
         if store is not None:
             store.begin()
         for record in batch:
-            kind = record.kind
             changed = False
-            if kind == "form":
+            # ``record.kind`` tested each time (not kept in a local): each test narrows ``record``
+            if record.kind == "form":
                 self._forms[record.id] = record.name
                 if store is not None:
                     self._follow_rename(store.form_name(record.id), record)
                     store.put_form(record)
                     self._delta_form = record
-            elif kind == "submission":
+            elif record.kind == "submission":
                 self._media_done.clear()  # media paths are per submission: keep this set tiny
                 if store is not None:
                     changed = store.put_submission(record)
-            elif kind == "media":
+            elif record.kind == "media":
                 self._write_media(record)
-            elif kind == "document":
+            elif record.kind == "document":
                 self._write_document(record)
-            elif kind == "checkpoint":
+            elif record.kind == "checkpoint":
                 self._state[record.form_id] = record.cursor
                 if store is not None:
                     if record.listing is not None and record.final:
                         self._deletions(store, record.form_id, record.listing)
                     store.checkpoint(record.form_id, record.cursor)
-            elif kind == "account":
+            elif record.kind == "account":
                 self._account = record
                 if store is not None:  # what every aggregate says of the account: all again when it changed
                     said = json.dumps([record.source, record.timezone, record.exported_at])
                     if store.meta("account") != said:
                         store.mark_all_dirty()
                         store.set_meta("account", said)
+                    store.start_people()  # the people files come again from this run's users and groups
+            elif (record.kind == "user" or record.kind == "group") and store is not None:
+                store.put_person(record)
+            if (record.kind == "form" or record.kind == "list") and store is not None:
+                store.end_people()  # they come before lists and forms
             for w in self.writers:
                 self._feed(w, record)
-            if self.delta_writers and (kind == "account" or changed):
+            if self.delta_writers and (record.kind == "account" or changed):
                 self._delta(record)
-            self.stats.add(kind)
+            self.stats.add(record.kind)
 
-    def _follow_rename(self, old_name: str | None, form) -> None:
+    def _follow_rename(self, old_name: str | None, form: Form) -> None:
         """A form renamed on the service: its folder (per-submission files, media, reports) takes
         the new name, so the aggregates built for it still lead to its media, and no stale copy
         stays under the old name."""
         if old_name is None or old_name == form.name:
             return
-        src, dst = self.root / self.out.form_dir(form.id, old_name), self.root / self.out.form_dir(form)
+        out = self.output()
+        src, dst = self.root / out.form_dir(form.id, old_name), self.root / out.form_dir(form)
         if src == dst or not src.is_dir() or dst.exists():
             return
         try:
@@ -237,19 +270,22 @@ class FilesSink:
         doomed = doomed_ids(held, listing)
         if not doomed:
             return
-        self._policy.check(form_id, len(doomed), len(held), self.name)
+        policy = self._policy
+        assert policy is not None  # set by ``open`` whenever there is a store
+        policy.check(form_id, len(doomed), len(held), self.name)
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         store.remove(form_id, doomed, now)
         log.warning("form %s: %d submissions are gone from the service: recorded in deleted.csv (%s)",
-                    form_id, len(doomed), self._policy.mode)
-        if self._policy.mode == "hard":
+                    form_id, len(doomed), policy.mode)
+        if policy.mode == "hard":
             self._hard_deleted.extend((form_id, sid) for sid in doomed)
 
     def _remove_deleted_files(self) -> None:
         """``--deletions hard``: a deleted submission's own JSON file and media folder."""
+        out = self.output()
         for fid, sid in self._hard_deleted:
-            d = self.root / self.out.form_dir(fid, self._forms.get(fid))
-            safe = self.out.safe(sid)
+            d = self.root / out.form_dir(fid, self._forms.get(fid))
+            safe = out.safe(sid)
             for p in (d / "submissions" / f"{safe}.json", d / "media" / safe, d / "documents" / safe):
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p)
@@ -266,7 +302,7 @@ class FilesSink:
         except OSError as e:
             raise SinkError(os_error_text(e, f"write the {w.key} files in {w.out.root}")) from None
 
-    def _delta(self, record) -> None:
+    def _delta(self, record: Record) -> None:
         """The delta writers get the account and each changed submission, its form first."""
         if record.kind == "submission" and self._delta_started != record.form_id:
             for w in self.delta_writers:
@@ -276,17 +312,18 @@ class FilesSink:
             self._feed(w, record)
 
     def _write_media(self, m: Media) -> None:
-        rel = self.out.media_relpath(m.ref, self._forms.get(m.ref.form_id))
+        out = self.output()
+        rel = out.media_relpath(m.ref, self._forms.get(m.ref.form_id))
         if rel in self._media_done:  # the same media referenced twice in one submission
             return
-        target = self.out.path(rel)
+        target = out.path(rel)
         # skip an identical file already there (re-runs do not rewrite gigabytes of photos)
         if m.size is not None and target.exists() and target.stat().st_size == m.size:
             if m.sha256 is None or file_digest(target) == m.sha256:
                 self._media_done.add(rel)
                 return
         try:
-            with self.out.atomic(rel) as fh, m.open() as src:
+            with out.atomic(rel) as fh, m.open() as src:
                 shutil.copyfileobj(src, fh, 1 << 16)
         except OSError as e:
             raise SinkError(os_error_text(e, f"write the media file {target}")) from None
@@ -297,16 +334,17 @@ class FilesSink:
         """A vendor document, alone in its folder (``OutputDir.document_dir``): a new version
         under another name replaces the old file; the same bytes under the same name are left
         as they are."""
-        folder = self.out.document_dir(doc.ref, self._forms.get(doc.ref.form_id))
-        rel = f"{folder}/{self.out.safe(doc.name)}"
-        target = self.out.path(rel)
+        out = self.output()
+        folder = out.document_dir(doc.ref, self._forms.get(doc.ref.form_id))
+        rel = f"{folder}/{out.safe(doc.name)}"
+        target = out.path(rel)
         try:
             for old in target.parent.iterdir():
                 if old.name != target.name and not old.name.startswith(".") and old.is_file():
                     old.unlink()  # the document's former name
             if not (doc.size is not None and target.exists() and target.stat().st_size == doc.size
                     and (doc.sha256 is None or file_digest(target) == doc.sha256)):
-                with self.out.atomic(rel) as fh, doc.open() as src:
+                with out.atomic(rel) as fh, doc.open() as src:
                     shutil.copyfileobj(src, fh, 1 << 16)
                 self.stats.bytes += counted_bytes(doc.size)
         except OSError as e:
@@ -328,7 +366,8 @@ class FilesSink:
         """Every writer gets its close, whatever happened; then the pending files are published
         (and the state stored) or discarded. The first error is raised; later ones (a clean-up
         failing after it) are only logged."""
-        if self.out is None:
+        out = self.out
+        if out is None:
             return
         errors: list[BaseException] = []
         published = False
@@ -341,12 +380,14 @@ class FilesSink:
                     ok = False
             if ok:
                 try:
-                    self.out.publish_all()
+                    out.publish_all()
                     if self.keep_current:
-                        self._open_store().commit()
-                        self._publish_current()
+                        store = self._open_store()
+                        store.end_people()
+                        store.commit()
+                        self._publish_current(store)
                         self._remove_deleted_files()
-                        self._write_forms_gone()
+                        self._write_forms_gone(store)
                     else:
                         with atomic_write(self.root / STATE_FILE, "w", encoding="utf-8") as fh:
                             json.dump({"cursors": self._state}, fh, indent=1, sort_keys=True)
@@ -359,7 +400,7 @@ class FilesSink:
             try:
                 if not ok:
                     try:
-                        self.out.discard_all()
+                        out.discard_all()
                     except Exception as e:  # noqa: BLE001
                         errors.append(e)
             finally:
@@ -374,19 +415,18 @@ class FilesSink:
         for later in errors[1:]:
             log.debug("%s: also, while closing: %s: %s", self.name, type(later).__name__, later)
         if errors:
-            e = errors[0]
-            if isinstance(e, (SinkError, FormatError, ConfigError)) or not isinstance(e, Exception):
-                raise e
-            if isinstance(e, OSError):
-                raise SinkError(os_error_text(e, f"finish the files in {self.root}")) from None
-            raise SinkError(f"{type(e).__name__}: {e}", context=self.name) from e
+            first = errors[0]
+            if isinstance(first, (SinkError, FormatError, ConfigError)) or not isinstance(first, Exception):
+                raise first
+            if isinstance(first, OSError):
+                raise SinkError(os_error_text(first, f"finish the files in {self.root}")) from None
+            raise SinkError(f"{type(first).__name__}: {first}", context=self.name) from first
 
-    def _publish_current(self) -> None:
+    def _publish_current(self, store: FormStore) -> None:
         """Build again, from the store, the aggregates of every form marked dirty (changed by this
         run or left unpublished by an earlier one), one form at a time: written to temporary files,
         renamed into place (an unchanged file is left as it is), then the form is marked clean."""
-        store = self.store
-        out = OutputDir(self.root, run_id=self.out.run_id, incremental=False,
+        out = OutputDir(self.root, run_id=self.output().run_id, incremental=False,
                         max_name_bytes=self.capabilities.max_name_length or 255, track_published=True,
                         keep_unchanged=True)
         store.mark_missing(self.root)  # a file removed by hand is written again
@@ -438,25 +478,24 @@ class FilesSink:
             p = p.parent
         self._created = None
 
-    def _write_forms_gone(self) -> None:
+    def _write_forms_gone(self, store: FormStore) -> None:
         """``deleted_forms.csv``: the forms this folder holds that the service no longer lists
         (their folders are kept as they are); written when there are some or there were."""
-        listed = getattr(self._account, "form_ids", None)
-        rel = "deleted_forms.csv"
-        if listed is None:
+        if self._account is None or self._account.form_ids is None:
             return
-        listed = set(listed)
-        gone = [fid for fid in self.store.form_ids() if fid not in listed]
+        rel = "deleted_forms.csv"
+        listed = set(self._account.form_ids)
+        gone = [fid for fid in store.form_ids() if fid not in listed]
         if gone:
             log.warning("forms gone from the service, kept as they are: %s", ", ".join(gone))
         if not gone and not (self.root / rel).exists():
             return
-        with self.out.atomic(rel, "w", encoding="utf-8", newline="") as fh:
+        with self.output().atomic(rel, "w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh, lineterminator="\r\n")
             w.writerow(["form_id", "name"])
-            w.writerows([fid, self.store.form(fid).name] for fid in gone)
+            w.writerows([fid, store.form(fid).name] for fid in gone)
 
-    def _write_deleted(self, out: OutputDir, form, rows: list[tuple[str, str]]) -> None:
+    def _write_deleted(self, out: OutputDir, form: Form, rows: list[tuple[str, str]]) -> None:
         """``deleted.csv`` in the form folder: the submissions gone from the service (id, when
         this destination saw them gone); written when there are some or there were."""
         rel = f"{out.form_dir(form)}/deleted.csv"

@@ -27,7 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from exporter.errors import SinkError
-from exporter.model import FieldDef, Form, GeoPoint, MediaRef, SubformRow, Submission
+from exporter.model import FieldDef, Form, GeoPoint, Group, MediaRef, SubformRow, Submission, User
 
 STORE_PATH = ".exporter/store.sqlite"
 FORMAT_VERSION = "1"
@@ -56,6 +56,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS submissions_order ON submissions (form_id, sor
 _DELETED = """CREATE TABLE IF NOT EXISTS deleted (
     form_id TEXT NOT NULL, id TEXT NOT NULL, sort_key TEXT NOT NULL, deleted_at TEXT NOT NULL,
     PRIMARY KEY (form_id, id))"""
+#: the users and groups of the last run, in stream order (what the people files were written
+#: from, so ``exporter forget`` can write them again without a person); made in any store
+_PEOPLE = """CREATE TABLE IF NOT EXISTS people (
+    kind TEXT NOT NULL, id TEXT NOT NULL, position INTEGER NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (kind, id))"""
 
 
 def sort_key(sid: str) -> str:
@@ -128,6 +133,21 @@ def decode_submission(doc: str) -> Submission:
                       tuple(MediaRef(*m) for m in media), extra=extra)
 
 
+def encode_person(p: User | Group) -> str:
+    if p.kind == "user":
+        return _json([p.id, p.login, p.first_name, p.last_name, p.email, p.phone, p.admin, p.main_group_id,
+                      p.create_time, p.raw, p.extra])
+    return _json([p.id, p.name, p.parent_id, list(p.users), list(p.leaders), list(p.children), p.raw, p.extra])
+
+
+def decode_person(kind: str, doc: str) -> User | Group:
+    if kind == "user":
+        uid, login, first, last, email, phone, admin, main_group, created, raw, extra = json.loads(doc)
+        return User(uid, login, first, last, email, phone, admin, main_group, created, raw, extra)
+    gid, name, parent, users, leaders, children, raw, extra = json.loads(doc)
+    return Group(gid, name, parent, tuple(users), tuple(leaders), tuple(children), raw, extra)
+
+
 def _field(f: FieldDef) -> list:
     return [f.name, f.type, f.kind, f.caption, f.subtype, f.required, f.list_id, [_field(c) for c in f.children], f.raw]
 
@@ -160,9 +180,11 @@ class FormStore:
             self.db.execute("PRAGMA synchronous=FULL")
             self._check_format()
             self.db.execute(_DELETED)
+            self.db.execute(_PEOPLE)
         except sqlite3.Error as e:
             raise SinkError(f"cannot open the store {self.path}: {e}") from None
         self._dirty: set[str] = set()  # forms marked dirty in the open transaction
+        self._people: dict[tuple[str, str], int] | None = None  # a run's people so far (``start_people``)
 
     def _check_format(self) -> None:
         if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
@@ -268,6 +290,46 @@ class FormStore:
         if ids:
             self._mark(form_id)
 
+    def erase(self, form_id: str, ids: list[str]) -> None:
+        """Drop these submissions without a trace (``exporter forget``): not recorded as deleted."""
+        for sid in ids:
+            self.db.execute("DELETE FROM submissions WHERE form_id = ? AND id = ?", (form_id, sid))
+        if ids:
+            self._mark(form_id)
+
+    def start_people(self) -> None:
+        """A run's users and groups follow (``put_person``), until ``end_people``: they replace
+        the stored ones (a row that does not change is not written again)."""
+        self._people = {}
+        self.set_meta("people", "1")
+
+    def put_person(self, person: User | Group) -> None:
+        key = (person.kind, person.id)
+        if self._people is None or key in self._people:
+            return
+        self._people[key] = len(self._people)
+        self.db.execute("INSERT INTO people VALUES (?, ?, ?, ?) ON CONFLICT (kind, id) DO UPDATE SET "
+                        "position = excluded.position, doc = excluded.doc WHERE position IS NOT excluded.position "
+                        "OR doc IS NOT excluded.doc", (*key, self._people[key], encode_person(person)))
+
+    def end_people(self) -> None:
+        """The run's users and groups are all in: those it did not give go."""
+        if self._people is None:
+            return
+        for key in [tuple(k) for k in self.db.execute("SELECT kind, id FROM people")]:
+            if key not in self._people:
+                self.db.execute("DELETE FROM people WHERE kind = ? AND id = ?", key)
+        self._people = None
+
+    def people(self) -> Iterator[User | Group]:
+        """The stored users, then groups, each in the order the run gave them."""
+        cur = self.db.execute("SELECT kind, doc FROM people ORDER BY kind = 'group', position")
+        try:
+            for kind, doc in cur:
+                yield decode_person(kind, doc)
+        finally:
+            cur.close()
+
     def form_ids(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT form_id FROM forms ORDER BY form_id")]
 
@@ -302,6 +364,7 @@ class FormStore:
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         self._dirty.clear()
+        self._people = None
 
     # ---- reading back --------------------------------------------------------------------
     def dirty_forms(self) -> list[str]:

@@ -44,9 +44,9 @@ def send(url: str, record: dict, *, timeout: float = 10.0, attempts: int = 3, ba
         if r.status_code >= 500 or r.status_code == 429:
             raise AlertError(f"HTTP {r.status_code}")
         if r.status_code >= 300:
-            e = AlertError(f"HTTP {r.status_code}")
-            e.transient = False
-            raise e
+            refused = AlertError(f"HTTP {r.status_code}")
+            refused.transient = False  # a 3xx/4xx answer will not change: not retried
+            raise refused
 
     try:
         retry_call(post, attempts=attempts, base_delay=base_delay, max_delay=5.0, describe="alert webhook")

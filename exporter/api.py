@@ -22,12 +22,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .errors import ConfigError
 from .pipeline import Progress, RunSummary
 from .validate import plan_destinations
+
+if TYPE_CHECKING:
+    from .sources import Source
 
 log = logging.getLogger("exporter")
 
@@ -42,7 +45,8 @@ def export(source: str | os.PathLike, to: Destinations, *, formats: str | Sequen
            options: Mapping[str, Any] | None = None, source_options: Mapping[str, Any] | None = None,
            forms: Sequence[str] = (), incremental: str = "none", action: str | None = None, overlap: int = 300,
            check_deletions: bool = False, deletions: str = "soft", max_deletions: str | None = "10%",
-           batch_size: int | None = None, jobs: int = 1, progress: Progress | None = None) -> RunSummary:
+           batch_size: int | None = None, jobs: int = 1, progress: Progress | None = None,
+           pseudonymise: Any = None) -> RunSummary:
     """Export the account at ``source`` (the web service's base URL, or an archive) to every
     destination of ``to`` in one pass; returns the run's summary (counts per record kind and per
     destination, status, seconds).
@@ -55,9 +59,12 @@ def export(source: str | os.PathLike, to: Destinations, *, formats: str | Sequen
     seconds re-read before a stored cursor. ``deletions`` (soft, hard), ``max_deletions`` (N or P%)
     and ``check_deletions``: submissions erased on the service. ``batch_size``: submissions per
     batch (one transaction each in SQL). ``jobs``: worker processes (destinations taking parallel
-    writers only). ``progress``: an object told of each batch (``exporter.progress``)."""
+    writers only). ``progress``: an object told of each batch (``exporter.progress``).
+    ``pseudonymise``: an ``exporter.privacy.spec.PseudonymiseSpec`` (``parse_spec``), the stage
+    every destination's records go through (see ``exporter.privacy.pseudonymise``)."""
     from .deletions import parse_policy
     from .pipeline import new_run_id, run
+    from .privacy.pseudonymise import check_run
     from .sinks import RunContext
 
     mode = _mode(incremental)
@@ -83,7 +90,8 @@ def export(source: str | os.PathLike, to: Destinations, *, formats: str | Sequen
                 "forms": list(_resolve_forms(forms, source, typed))}
     src = _open(source, typed, run_args)
     ctx = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, deletions=deletions,
-                     max_deletions=max_deletions)
+                     max_deletions=max_deletions, privacy=pseudonymise)
+    check_run(pseudonymise, src, sinks)  # before anything is created (closes the source when refused)
     if jobs > 1:
         from .parallel import run_parallel
 
@@ -175,14 +183,14 @@ def source_settings(source: str, given: Mapping[str, Any]) -> dict:
     return entry.parse_options(own)
 
 
-def open_source(source: str | os.PathLike, source_options: Mapping[str, Any] | None = None, **run: Any):
+def open_source(source: str | os.PathLike, source_options: Mapping[str, Any] | None = None, **run: Any) -> Source:
     """The source reading ``source``, its options checked and typed (``source_settings``); ``run``:
     forms, mode, action, overlap_seconds, check_deletions. For a caller that runs it itself (the
     backups); close it when done."""
     return _open(str(source), source_settings(str(source), dict(source_options or {})), run)
 
 
-def _open(source: str, typed: Mapping[str, Any], run_args: Mapping[str, Any]):
+def _open(source: str, typed: Mapping[str, Any], run_args: Mapping[str, Any]) -> Source:
     try:
         return registry.open_source(source, typed, **run_args)
     except OSError as e:  # an archive that cannot be read (permissions, a vanished disk)

@@ -32,7 +32,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Iterable, cast
 
 from .agecrypt import decrypt_file, encrypt_file, parse_recipients
 from .errors import ArchiveError, ConfigError, SinkError
@@ -40,6 +40,13 @@ from .fsutil import atomic_write
 from .locks import AccountLock, account_dir
 from .retention import Retention, select
 from .secrets import mask
+
+if TYPE_CHECKING:
+    from .agecrypt import Digest
+    from .connectors.remote.transfer import Transfer
+    from .pipeline import Progress
+    from .sinks import Sink
+    from .sources import Source
 
 log = logging.getLogger("exporter.backups")
 
@@ -142,7 +149,7 @@ def store_options(url: str, options: Mapping[str, Any]) -> dict:
     return parse(declared, options)
 
 
-def _transfer(url: str, options: Mapping[str, Any], run_id: str = ""):
+def _transfer(url: str, options: Mapping[str, Any], run_id: str = "") -> Transfer:
     from .connectors.remote.transfer import Transfer
     from .registry import create_remote
 
@@ -156,7 +163,7 @@ class _HashingFile:
     """A download target that hashes what it is given (and writes it to ``fh`` when given); a
     retried download starts it again from 0."""
 
-    def __init__(self, fh=None):
+    def __init__(self, fh: IO[bytes] | None = None) -> None:
         import hashlib
 
         self._new = hashlib.sha256
@@ -189,13 +196,19 @@ class _HashingFile:
             self.fh.write(data)
         return len(data)
 
-    def writelines(self, pieces) -> None:
+    def writelines(self, pieces: Iterable[bytes]) -> None:
         for piece in pieces:
             self.write(piece)
 
+    def as_target(self) -> BinaryIO:
+        """This object as the binary file a download writes to: the remotes' ``get`` only write,
+        ``tell`` and ``seek(0)`` it (the rest of ``BinaryIO`` is never called)."""
+        return cast(BinaryIO, self)
+
 
 # ---- making one ---------------------------------------------------------------------------------
-def create_backup(config: BackupConfig, source, *, now: dt.datetime | None = None, progress=None) -> dict:
+def create_backup(config: BackupConfig, source: Source, *, now: dt.datetime | None = None,
+                  progress: Progress | None = None) -> dict:
     """Archive ``source`` (a records source: the web service, an archive), verify, encrypt,
     store, check it on the destination, record it; then prune by ``config.retention``. Returns
     the index entry. Holds the account's lock throughout (``LockedError`` if another run has it)."""
@@ -215,7 +228,8 @@ def create_backup(config: BackupConfig, source, *, now: dt.datetime | None = Non
     return entry
 
 
-def _make(config: BackupConfig, source, recipients: list, now: dt.datetime, spool: Path, progress) -> dict:
+def _make(config: BackupConfig, source: Source, recipients: list, now: dt.datetime, spool: Path,
+          progress: Progress | None) -> dict:
     from .connectors.archive.reader import ArchiveReader
     from .connectors.archive.verify import verify as verify_archive
     from .pipeline import new_run_id, run
@@ -267,7 +281,7 @@ def _make(config: BackupConfig, source, recipients: list, now: dt.datetime, spoo
     return entry
 
 
-def _check_stored(transfer, name: str, local: Path, digest) -> str:
+def _check_stored(transfer: Transfer, name: str, local: Path, digest: Digest) -> str:
     """Check the stored file against the local one: size, and the destination's checksum when
     it keeps one; else read it back and re-hash it. Returns how it was checked."""
     from .connectors.remote.base import local_checksum
@@ -284,7 +298,7 @@ def _check_stored(transfer, name: str, local: Path, digest) -> str:
                             context=transfer.name)
         return f"{kind} on the destination"
     back = _HashingFile()
-    if not transfer.read(name, back) or back.h.hexdigest() != digest.sha256 or back.size != digest.size:
+    if not transfer.read(name, back.as_target()) or back.h.hexdigest() != digest.sha256 or back.size != digest.size:
         raise SinkError(f"{name} read back from the destination differs from what was sent", context=transfer.name)
     return "read back and re-hashed"
 
@@ -297,7 +311,7 @@ def prune(state_dir: str | os.PathLike, account: str, retention: Retention, *, d
         return _prune(state_dir, account, retention, dry_run=dry_run)
 
 
-def _prune(state_dir, account: str, retention: Retention, dry_run: bool = False) -> list[dict]:
+def _prune(state_dir: str | os.PathLike, account: str, retention: Retention, dry_run: bool = False) -> list[dict]:
     entries = load_index(state_dir, account)
     _kept, removed = select(entries, _when, lambda e: bool(e.get("verified")), retention)
     if dry_run:
@@ -330,7 +344,7 @@ def fetch(entry: dict, identities: list, spool: Path) -> tuple[Path | None, list
         transfer.connect()
         with open(sealed, "wb") as fh:
             got = _HashingFile(fh)
-            found = transfer.read(name, got)
+            found = transfer.read(name, got.as_target())
     finally:
         transfer.close()
     if not found:
@@ -373,7 +387,7 @@ def verify_backups(state_dir: str | os.PathLike, account: str, which: str | None
 
 
 def restore(state_dir: str | os.PathLike, account: str, which: str | None, identities: list, *,
-            out: str | os.PathLike | None = None, sinks: Sequence = (), progress=None) -> dict:
+            out: str | os.PathLike | None = None, sinks: Sequence[Sink] = (), progress: Progress | None = None) -> dict:
     """Decrypt and verify a backup, then write the archive to ``out`` and/or replay it into
     ``sinks`` (any destinations, through the archive source). Returns the entry. Nothing is
     written anywhere unless the backup verifies."""
@@ -391,7 +405,7 @@ def restore(state_dir: str | os.PathLike, account: str, which: str | None, ident
     spool.mkdir(mode=0o700)
     try:
         plain, problems = fetch(entry, identities, spool)
-        if problems:
+        if plain is None or problems:  # (no path comes without problems)
             raise ArchiveError(f"backup {entry['name']} does not verify: {'; '.join(problems[:3])}")
         if sinks:
             src = ArchiveSource(plain)

@@ -45,5 +45,8 @@ class Capabilities:
     #: several processes may write different forms at once (``export --jobs N``): each in its own
     #: transactions, none of them touching another form's rows
     parallel_writers: bool = False
+    #: keeps every record as the source served it (its payload): an account archive, which
+    #: ``--pseudonymise`` leaves as served unless ``--pseudonymise-archive`` is given
+    as_served: bool = False
     #: how it is tested (for the README's sink table)
     tested: str = ""

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import ConfigError, ExporterError
+from .sinks import HoldsIds
+from .sources import ListsIds
 
 MODES = ("soft", "hard")
 DEFAULT_MAX = "10%"
@@ -72,15 +74,15 @@ def parse_policy(mode: str | None = None, max_deletions: str | None = None) -> D
         raise ConfigError(f"--max-deletions takes a count (50) or a percentage of a form (5%), not {text!r}") from None
 
 
-def preflight(source, sinks, policy: DeletionPolicy) -> None:
-    """Before any destination is opened: each form's complete listing (a source's optional
-    ``listing(form_id)``, when its ``lists_ids`` is true) against the ids each destination holds
-    for it (a sink's optional ``held_ids(form_id)``: a set, or None). Only forms some destination
-    holds are listed, one at a time. A form over the limit refuses the run here, so nothing
+def preflight(source: object, sinks: Iterable[object], policy: DeletionPolicy) -> None:
+    """Before any destination is opened: each form's complete listing (a ``sources.ListsIds``
+    source's ``listing(form_id)``, when its ``lists_ids`` is true) against the ids each destination
+    holds for it (a ``sinks.HoldsIds`` sink's ``held_ids(form_id)``: a set, or None). Only forms
+    some destination holds are listed, one at a time. A form over the limit refuses the run here, so nothing
     anywhere is changed. The same check is made again when the deletions are applied (the
     service may change meanwhile)."""
-    holders = [s for s in sinks if callable(getattr(s, "held_ids", None))]
-    if not getattr(source, "lists_ids", False) or not holders:
+    holders = [s for s in sinks if isinstance(s, HoldsIds)]
+    if not isinstance(source, ListsIds) or not source.lists_ids or not holders:
         return
     for form_id in source.form_ids():
         held = [(s, ids) for s in holders if (ids := s.held_ids(str(form_id)))]

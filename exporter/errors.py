@@ -103,7 +103,7 @@ def os_error_text(e: OSError, doing: str) -> str:
     import errno
 
     reason = (e.strerror or type(e).__name__).lower() if e.strerror else str(e) or type(e).__name__
-    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+    if e.errno is not None and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         reason += f" [{errno.errorcode[e.errno]}: disk full]"
     paths = [p for p in (e.filename, getattr(e, "filename2", None)) if p]
     return f"cannot {doing}: {reason}" + (f" ({', '.join(str(p) for p in paths)})" if paths else "")

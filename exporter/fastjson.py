@@ -9,8 +9,10 @@ document raises ``ValueError``.
 from __future__ import annotations
 
 import json
+from types import ModuleType
 from typing import Any
 
+_orjson: ModuleType | None
 try:  # pragma: no cover - which branch runs depends on the installation
     import orjson as _orjson
 except ImportError:  # pragma: no cover

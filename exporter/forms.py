@@ -18,10 +18,11 @@ SHOWN = 5
 
 def list_forms(src: Any) -> list[dict]:
     """``[{id, name, class, submissions, update_time}]`` in the source's order."""
-    reader = getattr(src, "reader", None)
-    if reader is not None:  # an account archive
-        from exporter.connectors.archive.layout import form_dir
+    from exporter.connectors.archive.layout import form_dir
+    from exporter.connectors.archive.source import ArchiveSource
 
+    if isinstance(src, ArchiveSource):  # an account archive
+        reader = src.reader
         rows = []
         for f in reader.forms_index():
             fid = str(f.get("id"))

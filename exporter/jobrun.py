@@ -157,6 +157,8 @@ def backup_argv(account: Account, *, verbose: bool = False) -> list[str]:
     """``python -m exporter backups create ...`` for the account (``exporter.backups``: a full
     archive, verified, encrypted to ``encrypt_to``, stored, checked, then pruned)."""
     b = account.backup
+    if b is None:
+        raise ConfigError(f"account {account.name} has no backup table in the jobs file")
     argv = _exporter(verbose) + ["backups", "create", "--account", account.name, "--state-dir",
                                  str(account.state_dir)] + _source_args(account, BACKUP_SETTINGS) + ["--to", b.to]
     options = dict(b.options)

@@ -126,9 +126,9 @@ def _syntax_problem(p: Path, text: str, e: tomllib.TOMLDecodeError) -> str:
         seen[name] = line
     message = str(e)
     m = re.search(r"\s*\(at line (\d+), column \d+\)", message)
-    line = m.group(1) if m else "1"
+    at = m.group(1) if m else "1"
     message = message[:m.start()] + message[m.end():] if m else message
-    return f"{p}:{line}: not valid TOML: {message}"
+    return f"{p}:{at}: not valid TOML: {message}"
 
 
 def _accounts(c: Checker, base: Path) -> dict[str, Account]:
@@ -202,7 +202,7 @@ def _account(c: Checker, name: str, defaults: dict, own: dict, base: Path) -> Ac
                                    env, files, str(base))
     found_backup = backup(c, merged["backup"], where["backup"], env, files) if "backup" in merged else None
     found_alerts = alerts(c, merged["alerts"], where["alerts"], [], files) if "alerts" in merged else None
-    if len(c.problems) > before:
+    if len(c.problems) > before or source is None or state is None:  # both None only with a problem recorded
         return None
     return Account(name=name, source=source, state_dir=(base / os.path.expanduser(state)).resolve(), base_dir=base,
                    destinations=dests, token_env=merged.get("token_env"), token_file=merged.get("token_file"),

@@ -311,9 +311,10 @@ def backup(c: Checker, value: Any, key: tuple, env: list, files: list) -> Backup
         return None
     to = c.url(key + ("to",), table["to"])
     recipients = c.strings(key + ("encrypt_to",), table["encrypt_to"])
-    keep = {k: c.integer(key + (k,), table[k]) for k in KEEP if k in table}
+    checked = {k: c.integer(key + (k,), table[k]) for k in KEEP if k in table}
+    keep = {k: v for k, v in checked.items() if v is not None}
     cron = c.cron(key + ("schedule",), table["schedule"]) if "schedule" in table else None
-    if to is None or recipients is None or None in keep.values():
+    if to is None or recipients is None or len(keep) != len(checked):
         return None
     found = Backup(to=to, encrypt_to=recipients, key=key, schedule=cron, options=options, **keep)
     for k, message in backup_problems(found):
@@ -332,13 +333,13 @@ def _remote_options(url: str) -> set[str]:
         return set()
 
 
-def backup_problems(b: Backup) -> list[tuple[str | None, str]]:
+def backup_problems(b: Backup) -> list[tuple[str, str]]:
     """What ``exporter backups create`` would refuse in a backup table ((key, message)): its
     recipients (age public keys) and its destination's options (``backups.store_options``)."""
     from .agecrypt import parse_recipients
     from .backups import store_options
 
-    out: list[tuple[str | None, str]] = []
+    out: list[tuple[str, str]] = []
     try:
         parse_recipients(b.encrypt_to)
     except ConfigError as e:

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, BinaryIO, Callable, Iterator, Self
+from typing import IO, Any, BinaryIO, Callable, ClassVar, Iterator, Literal, Self, cast
 
 # --------------------------------------------------------------------------------------------
 # Field kinds: the service's field type mapped onto the value type we store.
@@ -47,6 +47,10 @@ _KIND_BY_TYPE = {
 }
 
 
+#: every service field type the model knows (any other is typed as text)
+FIELD_TYPES = tuple(_KIND_BY_TYPE)
+
+
 def kind_of(field_type: str | None) -> str:
     """Canonical kind of a service field type; unknown types are kept as text (nothing lost)."""
     return _KIND_BY_TYPE.get((field_type or "").lower(), TEXT)
@@ -63,6 +67,11 @@ class GeoPoint:
 
 #: a typed value: what ``Submission.values`` holds
 Value = None | str | Decimal | dt.date | dt.time | dt.datetime | bool | GeoPoint | tuple
+
+
+def media_names(value: Value) -> tuple[str, ...]:
+    """The media names a media field's value holds (its converter gives a tuple; None: none)."""
+    return value if isinstance(value, tuple) else ()
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,7 @@ class Account:
     #: destination holds that is not among them is gone from the service (marked, never emptied)
     form_ids: tuple[str, ...] | None = None
 
-    kind = "account"
+    kind: ClassVar[Literal["account"]] = "account"
 
 
 @dataclass
@@ -119,7 +128,7 @@ class User:
     #: every served key the fields above do not read, unchanged (see ``extra_json``)
     extra: dict = field(default_factory=dict, repr=False)
 
-    kind = "user"
+    kind: ClassVar[Literal["user"]] = "user"
 
 
 @dataclass
@@ -134,7 +143,7 @@ class Group:
     #: every served key the fields above do not read, unchanged (see ``extra_json``)
     extra: dict = field(default_factory=dict, repr=False)
 
-    kind = "group"
+    kind: ClassVar[Literal["group"]] = "group"
 
 
 @dataclass(frozen=True)
@@ -175,7 +184,7 @@ class ExternalList:
     #: every served key the fields above do not read (``LIST_KEYS``), unchanged (see ``extra_json``)
     extra: dict = field(default_factory=dict, repr=False)
 
-    kind = "list"
+    kind: ClassVar[Literal["list"]] = "list"
 
     def parsed_items(self) -> Iterator[ListItem]:
         for i, line in enumerate(self.items):
@@ -192,7 +201,7 @@ class Form:
     options: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict, repr=False)
 
-    kind = "form"
+    kind: ClassVar[Literal["form"]] = "form"
 
     def value_fields(self) -> list[FieldDef]:
         """Top-level fields that hold a value (no layout, no sub-form)."""
@@ -268,7 +277,7 @@ class Submission:
     #: sub-form rows under ``"subforms"``: see ``records.parse_submission``), unchanged
     extra: dict = field(default_factory=dict, repr=False)
 
-    kind = "submission"
+    kind: ClassVar[Literal["submission"]] = "submission"
 
     @property
     def update_time(self) -> str | None:
@@ -289,13 +298,15 @@ class Blob:
     same bytes one after another. ``size`` and ``sha256`` are known once the bytes are spooled.
     """
 
-    kind = ""
+    kind: ClassVar[str] = ""  # each kind of blob says its own
+    #: the spool a ``spooled`` blob reads from, kept alive with the record
+    _spool: IO[bytes] | None = None
 
     def __init__(
         self,
         ref: Any,
         content_type: str,
-        opener: Callable[[], BinaryIO],
+        opener: Callable[[], IO[bytes]],
         size: int | None = None,
         sha256: str | None = None,
     ):
@@ -305,7 +316,7 @@ class Blob:
         self.size = size
         self.sha256 = sha256
 
-    def open(self) -> BinaryIO:
+    def open(self) -> IO[bytes]:
         return self._opener()
 
     def iter_bytes(self, chunk_size: int = 1 << 16) -> Iterator[bytes]:
@@ -333,9 +344,10 @@ class Blob:
             spool.close()
             raise
 
-        def opener() -> BinaryIO:
+        def opener() -> IO[bytes]:
             spool.seek(0)
-            return _NoClose(spool)
+            # a raw reader has every method an IO[bytes] caller uses, without being one nominally
+            return cast(IO[bytes], _NoClose(spool))
 
         blob = cls(ref, content_type, opener, size=size, sha256=h.hexdigest(), **kw)
         blob._spool = spool  # keep alive with the record; freed with it
@@ -350,7 +362,7 @@ class Blob:
 class Media(Blob):
     """A media file of a submission (photo, signature, attachment...): ``ref`` is its ``MediaRef``."""
 
-    kind = "media"
+    kind: ClassVar[Literal["media"]] = "media"
     ref: MediaRef
 
 
@@ -377,10 +389,10 @@ class Document(Blob):
     ``name``, the file name as the service gave it (``Content-Disposition``), unchanged: sinks
     make it safe where it becomes a path, hostile names are normal input."""
 
-    kind = "document"
+    kind: ClassVar[Literal["document"]] = "document"
     ref: DocumentRef
 
-    def __init__(self, ref: DocumentRef, content_type: str, opener: Callable[[], BinaryIO],
+    def __init__(self, ref: DocumentRef, content_type: str, opener: Callable[[], IO[bytes]],
                  size: int | None = None, sha256: str | None = None, *, name: str):
         super().__init__(ref, content_type, opener, size=size, sha256=sha256)
         self.name = name
@@ -439,10 +451,12 @@ class Checkpoint:
     #: are not in ``listing``); an archive keeps them (``deleted.jsonl``) and replays them
     gone: frozenset[str] = frozenset()
 
-    kind = "checkpoint"
+    kind: ClassVar[Literal["checkpoint"]] = "checkpoint"
 
 
 Record = Account | User | Group | ExternalList | Form | Submission | Media | Document | Checkpoint
+#: what ``Record.kind`` can be: testing ``r.kind == "media"`` narrows ``r`` to ``Media`` for the type checker
+RecordKind = Literal["account", "user", "group", "list", "form", "submission", "media", "document", "checkpoint"]
 
 #: submissions per slice when a form is shared among parallel workers (see ``FormPart``)
 PART_ROWS = 1000

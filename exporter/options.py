@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,8 +96,9 @@ def _parse_list(value: Any) -> tuple[str, ...]:
 
 
 #: type name -> parser (raises ValueError naming what it takes)
-PARSERS = {"bool": parse_bool, "int": _parse_int, "float": _parse_float, "size": parse_size, "text": _parse_text,
-           "path": _parse_text, "env": _parse_env, "list": _parse_list}
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "bool": parse_bool, "int": _parse_int, "float": _parse_float, "size": parse_size, "text": _parse_text,
+    "path": _parse_text, "env": _parse_env, "list": _parse_list}
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from typing import TypeGuard
 
 _cache: tuple[int, str] | None = None
 
@@ -62,7 +63,7 @@ def owner() -> str:
     return f"{pid}.{_start_time(pid)}@{_where()}"
 
 
-def is_local(owner_text: str | None) -> bool:
+def is_local(owner_text: str | None) -> TypeGuard[str]:
     """Whether ``owner_text`` (from ``owner()``) names a process of this host and pid namespace,
     the only ones whose life this process can tell."""
     if not owner_text:

@@ -26,6 +26,7 @@ before a failing one do in a sequential run; a form in parts gets no state unles
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import multiprocessing
 import queue
@@ -40,7 +41,8 @@ from .errors import ConfigError, ExporterError
 from .interrupts import deferred
 from .model import PART_ROWS, Checkpoint, FormPart
 from .pipeline import Progress, RunSummary, check_source, guard, merged_state, run
-from .sinks import RunContext
+from .sinks import AddsCounts, RunContext, Sink
+from .sources import CountsSubmissions, WeighsForms
 
 log = logging.getLogger("exporter.parallel")
 
@@ -71,7 +73,8 @@ class _Part:
     def __init__(self, source: Any, *, account: bool, forms: Any = None, events: Any = None, idx: int = 0):
         self.source = source
         self.description = source.description
-        self.expected_submissions = getattr(source, "expected_submissions", None) if account else None
+        self.expected_submissions = (source.expected_submissions
+                                     if account and isinstance(source, CountsSubmissions) else None)
         self.account = account
         self.queue, self.events, self.idx = forms, events, idx
         self.current: FormPart | None = None
@@ -179,7 +182,7 @@ def _error(name: str, text: str) -> ExporterError:
 class _Workers:
     """Run the workers (called by the parent's pipeline once the account-level records are in)."""
 
-    def __init__(self, spec: WorkerSpec, tasks: list[FormPart], jobs: int, sinks: Sequence,
+    def __init__(self, spec: WorkerSpec, tasks: list[FormPart], jobs: int, sinks: Sequence[Sink],
                  progress: Progress | None):
         self.spec, self.tasks, self.jobs, self.sinks, self.progress = spec, tasks, jobs, sinks, progress
         self.split = {t.form_id: t.count for t in tasks if t.count > 1}
@@ -246,12 +249,11 @@ class _Workers:
             if counts.get("form"):
                 counts["form"] -= extra
         for s in self.sinks:
-            add = getattr(s, "add_counts", None)
-            if add is not None:
+            if isinstance(s, AddsCounts):
                 totals: dict[str, int] = {"form": -extra}
                 for snap in latest.values():
                     _add(totals, snap["per_sink"].get(s.name, {}))
-                add(totals)
+                s.add_counts(totals)
         self._store_cursors(summary)
 
     def _store_cursors(self, summary: RunSummary) -> None:
@@ -267,7 +269,7 @@ class _Workers:
         if not cps:
             return
         for s in self.sinks:
-            guard(s, "write", lambda s=s: s.write(cps))
+            guard(s, "write", functools.partial(s.write, cps))
         for s in self.sinks:
             guard(s, "commit", s.commit)
         summary.batches += 1
@@ -305,8 +307,8 @@ class _Workers:
 _PRELOAD = ["exporter.parallel", "exporter.logs", "exporter.registry", "exporter.connectors.catalog",
             "exporter.connectors.sql.catalog", "exporter.connectors.archive.source", "exporter.connectors.archive.sink",
             "exporter.connectors.kizeo.source", "exporter.connectors.sql.sink",
-            "sqlalchemy.dialects.postgresql.psycopg2", "sqlalchemy.dialects.mysql.pymysql",
-            "psycopg2", "pymysql"]
+            "sqlalchemy.dialects.postgresql.psycopg", "sqlalchemy.dialects.mysql.pymysql",
+            "psycopg", "pymysql"]
 
 
 def _context() -> Any:
@@ -330,7 +332,7 @@ def _start_fork_server() -> None:
         forkserver.ensure_running()
 
 
-def run_parallel(source: Any, sinks: Sequence, ctx: RunContext, *, jobs: int,
+def run_parallel(source: Any, sinks: Sequence[Sink], ctx: RunContext, *, jobs: int,
                  rebuild: tuple[str, dict, dict, list[tuple[str, dict]]], batch_size: int | None = None,
                  progress: Progress | None = None, log_level: int = logging.WARNING, debug: bool = False) -> RunSummary:
     """``pipeline.run`` with the forms spread over ``jobs`` worker processes (see the module
@@ -374,12 +376,11 @@ def plan_tasks(source: Any, jobs: int, mode: str) -> list[FormPart]:
     read from the live service always go whole to one worker: a submission edited during the
     export would move in the listings the parts are cut from."""
     form_ids = list(source.form_ids())
-    weight = getattr(source, "form_weight", None)
-    if weight is None:
+    if not isinstance(source, WeighsForms):
         return [FormPart(fid) for fid in form_ids]
-    weights = {fid: weight(fid) for fid in form_ids}
+    weights = {fid: source.form_weight(fid) for fid in form_ids}
     total = sum(weights.values())
-    tasks = []
+    tasks: list[FormPart] = []
     for fid in form_ids:
         # a share of more than half a worker's fair load, and worth the split
         n = jobs if mode != "unread" and weights[fid] >= SPLIT_MIN_BYTES and weights[fid] * 2 * jobs > total else 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .model import BOOLEAN, LAYOUT, MEDIA, META_KEYS, SUBFORM, FieldDef, Form
-from .values import CONVERTERS, as_text
+from .values import CONVERTERS, Converter, as_text
 
 #: the metadata keys as the flat shape serves them (``_`` + key)
 FLAT_META_KEYS = tuple("_" + k for k in META_KEYS)
@@ -21,7 +21,7 @@ class ParsePlan:
         self.fields = fields  # kept: the cache key is its identity
         # (name, converter (None: the text as is), is_media, name starts with "_", sub-form
         # children or None)
-        top = []
+        top: list[tuple[str, Converter | None, bool, bool, tuple[tuple[str, Converter | None, bool], ...] | None]] = []
         has_bool = False
         for f in fields:
             if f.kind == LAYOUT:

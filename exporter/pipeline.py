@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import functools
 import logging
 import operator
 import time
@@ -28,22 +29,14 @@ from .deletions import preflight
 from .errors import ExporterError, SinkError, one_line, run_status
 from .interrupts import shielded
 from .model import Record, blob_bytes
+from .privacy.pseudonymise import stage_for
 from .secrets import mask
-from .sinks import RunContext, StatefulSink
+from .sinks import RecordsFailures, RunContext, Sink, StatefulSink
+from .sources import CheckedSource, CountsSubmissions, Source
 
 log = logging.getLogger("exporter.pipeline")
 
 _KIND = operator.attrgetter("kind")
-
-
-class Source(Protocol):
-    description: str
-
-    def records(self, state: dict[str, str | None]) -> Iterator[Record]: ...
-
-    def acknowledge(self, batch: Sequence[Record]) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -68,7 +61,7 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def merged_state(sinks: Sequence) -> dict[str, str | None]:
+def merged_state(sinks: Sequence[Sink]) -> dict[str, str | None]:
     """The cursor the source may start from, per form: the oldest among the stateful sinks, so
     that every sink gets everything it has not yet committed. A form that one stateful sink has
     never seen is read in full (absent from the result)."""
@@ -84,8 +77,8 @@ def merged_state(sinks: Sequence) -> dict[str, str | None]:
         common &= set(st)
     out: dict[str, str | None] = {}
     for fid in common:
-        values = [st[fid] for st in states]
-        out[fid] = None if any(v is None for v in values) else min(values)
+        values = [v for st in states if (v := st[fid]) is not None]
+        out[fid] = min(values) if len(values) == len(states) else None
     return out
 
 
@@ -112,7 +105,7 @@ def batches(records: Iterable[Record], batch_size: int, batch_bytes: int) -> Ite
             yield batch
             batch, subs, size, full = [], 0, 0, False
         batch.append(r)
-        if kind == "submission":
+        if r.kind == "submission":
             subs += 1
         else:
             size += blob_bytes(r)
@@ -134,7 +127,7 @@ BATCH_SIZE = 500
 
 def run(
     source: Source,
-    sinks: Sequence,
+    sinks: Sequence[Sink],
     ctx: RunContext,
     *,
     batch_size: int | None = None,
@@ -147,13 +140,14 @@ def run(
     once the source is exhausted, with the sinks still open (a parallel export runs its workers
     there); if it raises, the run fails like any other step."""
     summary = RunSummary(run_id=ctx.run_id, source=source.description,
-                         expected=getattr(source, "expected_submissions", None))
+                         expected=source.expected_submissions if isinstance(source, CountsSubmissions) else None)
     start = time.monotonic()
-    opened: list = []
+    opened: list[Sink] = []
     current: str | None = None
     source_open = True
     try:
         check_source(source)
+        stage = stage_for(ctx)  # --pseudonymise: what every sink is given instead of the batch
         # each sink's stored state is read before any sink is opened for writing
         start_state = state if state is not None else (merged_state(sinks) if ctx.mode == "cursor" else {})
         preflight(source, sinks, ctx.deletion_policy())  # too many deletions: refused before anything opens
@@ -164,17 +158,19 @@ def run(
         if batch_size is None:
             batch_size = BATCH_SIZE
         for batch in batches(source.records(start_state), batch_size, batch_bytes):
+            shown = batch if stage is None else stage.apply(batch)
             for s in sinks:
-                guard(s, "write", lambda s=s, b=batch: s.write(b))
+                b = batch if stage is not None and stage.keeps_original(s) else shown
+                guard(s, "write", functools.partial(s.write, b))
             for s in sinks:
                 guard(s, "commit", s.commit)
             source.acknowledge(batch)
             summary.batches += 1
-            kinds = collections.Counter(map(_KIND, batch))
+            kinds = collections.Counter(map(_KIND, shown))
             if kinds["media"] or kinds["document"]:
-                summary.media_bytes += sum(map(blob_bytes, batch))
+                summary.media_bytes += sum(map(blob_bytes, shown))
             if kinds["form"]:
-                last = [r for r in batch if r.kind == "form"][-1]
+                last = [r for r in shown if r.kind == "form"][-1]
                 current = f"form {last.id} {last.name}"
             for counts in (summary.counts, *(summary.per_sink[s.name] for s in sinks)):
                 for kind, n in kinds.items():
@@ -199,7 +195,7 @@ def run(
     first_error: BaseException | None = None
     for i, s in enumerate(opened):
         try:
-            guard(s, "close", lambda s=s: s.close(True))
+            guard(s, "close", functools.partial(s.close, True))
         except BaseException as e:  # noqa: BLE001 - close every sink, raise the first error
             summary.status = run_status(e)
             first_error = first_error or e
@@ -214,12 +210,11 @@ def run(
     return summary
 
 
-def check_source(source) -> None:
-    """A source that can say it is reachable and its token accepted (an optional ``check()``) says
-    so before any sink creates anything: a refused run leaves no empty folder nor empty database."""
-    check = getattr(source, "check", None)
-    if check is not None:
-        check()
+def check_source(source: Source) -> None:
+    """A source that can say it is reachable and its token accepted (``CheckedSource``) says so
+    before any sink creates anything: a refused run leaves no empty folder nor empty database."""
+    if isinstance(source, CheckedSource):
+        source.check()
 
 
 def _close_source(source: Source) -> None:
@@ -229,7 +224,7 @@ def _close_source(source: Source) -> None:
         log.debug("closing the source: %s", e)
 
 
-def close_failed(sinks: Sequence, error: BaseException) -> None:
+def close_failed(sinks: Sequence[Sink], error: BaseException) -> None:
     """Close ``sinks`` (last opened first) as failed after ``error``: each is told the run's status
     and its one-line cause when it records runs (``note_failure``), and each gets its close even
     when another's fails; those later failures are logged, never raised over ``error``."""
@@ -239,15 +234,14 @@ def close_failed(sinks: Sequence, error: BaseException) -> None:
     traceback.clear_frames(error.__traceback__)
     for s in reversed(sinks):
         try:
-            note = getattr(s, "note_failure", None)
-            if note is not None:
-                note(status, message)
+            if isinstance(s, RecordsFailures):
+                s.note_failure(status, message)
             s.close(False)
         except Exception as e:  # noqa: BLE001 - report the first failure, not the clean-up's
             log.debug("while rolling back %s (after: %s): %s", s.name, message, one_line(e))
 
 
-def guard(sink, what: str, fn: Callable[[], None]) -> None:
+def guard(sink: Sink, what: str, fn: Callable[[], None]) -> None:
     """Run a sink step; any error that is not already ours is wrapped with the sink's name."""
     try:
         fn()

@@ -68,11 +68,14 @@ def parse_form(payload: dict) -> Form:
     if not isinstance(payload, dict) or "id" not in payload:
         raise BadAnswerError("form definition without an id")
     fid = as_text(payload["id"])
+    if not fid:  # "id": null or ""
+        raise BadAnswerError("form definition without an id")
+    options = payload.get("options")
     return Form(
         id=fid, name=as_text(payload.get("name")) or fid,
         fields=_field_defs(payload.get("fields"), f"form {fid}"),
         class_=as_text(payload.get("class")), update_time=as_text(payload.get("update_time")),
-        options=payload.get("options") if isinstance(payload.get("options"), dict) else {},
+        options=options if isinstance(options, dict) else {},
         raw=payload,
     )
 
@@ -162,7 +165,7 @@ def _parse_fields(plan: ParsePlan, cells: dict, flat: bool, bools: Any, form_id:
                         c = None
                     rt[cname] = t
                     val = rv[cname] = t if cconv is None else cconv(t, c, bools)
-                    if c_media and val:
+                    if c_media and isinstance(val, tuple) and val:  # the media converter gives a tuple
                         media.extend([MediaRef(form_id, sid, cname, n, name, i) for n in val])
                 rows.append(SubformRow(i, rv, rt))
             subforms[name] = rows
@@ -177,7 +180,7 @@ def _parse_fields(plan: ParsePlan, cells: dict, flat: bool, bools: Any, form_id:
             cell = None
         text[name] = t
         val = values[name] = t if conv is None else conv(t, cell, bools)
-        if is_media and val:
+        if is_media and isinstance(val, tuple) and val:  # the media converter gives a tuple
             if len(val) == 1:
                 media.append(MediaRef(form_id, sid, name, val[0]))
             else:
@@ -196,8 +199,8 @@ def parse_submission(form: Form, payload: dict) -> Submission:
         cells = payload
     else:
         sid = as_text(payload.get("id"))
-        cells = payload.get("fields")
-        cells = {} if cells is None else cells
+        fields = payload.get("fields")
+        cells = {} if fields is None else fields
         if not isinstance(cells, dict):
             raise BadAnswerError("submission 'fields' is not an object", context=f"form {form.id}")
     if not sid:
@@ -295,10 +298,11 @@ def flatten_submission(payload: dict) -> dict:
 
 
 def parse_user(p: dict) -> User:
-    if not isinstance(p, dict) or p.get("id") in (None, ""):
+    uid = as_text(p.get("id")) if isinstance(p, dict) else None
+    if not uid:
         raise BadAnswerError("user without an id")
     return User(
-        id=as_text(p["id"]), login=as_text(p.get("login")) or "", first_name=as_text(p.get("first_name")) or "",
+        id=uid, login=as_text(p.get("login")) or "", first_name=as_text(p.get("first_name")) or "",
         last_name=as_text(p.get("last_name")) or "", email=as_text(p.get("email")) or "",
         phone=as_text(p.get("phone")) or "", admin=str(p.get("admin")).lower() in ("1", "true"),
         main_group_id=as_text(p.get("main_group_id")) or None, create_time=as_text(p.get("create_time")),
@@ -319,24 +323,26 @@ def _ids(v: Any) -> tuple[str, ...]:
 
 
 def parse_group(p: dict) -> Group:
-    if not isinstance(p, dict) or p.get("id") in (None, ""):
+    gid = as_text(p.get("id")) if isinstance(p, dict) else None
+    if not gid:
         raise BadAnswerError("group without an id")
     parent = as_text(p.get("parent_group_id") or p.get("parent_id"))
     return Group(
-        id=as_text(p["id"]), name=as_text(p.get("name")) or "", parent_id=parent if parent not in ("", "0") else None,
+        id=gid, name=as_text(p.get("name")) or "", parent_id=parent if parent not in ("", "0") else None,
         users=_ids(p.get("users")), leaders=_ids(p.get("leaders")), children=_ids(p.get("children")),
         raw=p, extra={k: v for k, v in p.items() if k not in GROUP_KEYS},
     )
 
 
 def parse_list(p: dict) -> ExternalList:
-    if not isinstance(p, dict) or p.get("id") in (None, ""):
+    lid = as_text(p.get("id")) if isinstance(p, dict) else None
+    if not lid:
         raise BadAnswerError("external list without an id")
     items = p.get("items") or []
     if not isinstance(items, list):
         raise BadAnswerError("external list items are not a list", context=f"list {p.get('id')}")
     return ExternalList(
-        id=as_text(p["id"]), name=as_text(p.get("name")) or "", class_=as_text(p.get("class")),
+        id=lid, name=as_text(p.get("name")) or "", class_=as_text(p.get("class")),
         update_time=as_text(p.get("update_time")), items=tuple(map(_item_line, items)), raw=p,
         extra={k: v for k, v in p.items() if k not in LIST_KEYS},
     )

@@ -10,7 +10,7 @@ live in small modules that import no driver (``connectors/catalog.py``, ``connec
 ``connectors/remote/catalog.py``, ``formats/catalog.py``), so listing them stays cheap, and the
 groups are read on first use, not when ``exporter`` is imported.
 
-The key is the URL scheme (``postgres`` answers ``postgresql+psycopg2://``); a plain path is the
+The key is the URL scheme (``postgres`` answers ``postgresql+psycopg://``); a plain path is the
 destination or source that declares ``paths``. A factory receives typed options:
 ``factory(url, options)`` for sinks and remotes, ``factory(url, forms=..., mode=..., action=...,
 overlap_seconds=..., check_deletions=..., **options)`` for sources, ``Writer(out, options)`` for
@@ -26,11 +26,17 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from . import options as opts
 from .errors import ConfigError
 from .options import Option
+
+if TYPE_CHECKING:  # the protocols a factory's product follows (their names are the declarations' here)
+    from exporter.connectors.remote.base import Remote as RemoteStorage
+
+    from .sinks import Sink
+    from .sources import Source as RecordSource
 
 log = logging.getLogger("exporter.registry")
 
@@ -214,7 +220,7 @@ def refresh() -> None:
 
 #: top-level module of every optional driver or SDK -> the pip extras that bring it (pyproject.toml)
 DRIVER_EXTRAS: dict[str, tuple[str, ...]] = {
-    "psycopg2": ("postgres",),
+    "psycopg": ("postgres",),
     "pymysql": ("mysql",),
     "pyodbc": ("odbc", "mssql", "access"),
     "sqlalchemy_access": ("access",),
@@ -301,7 +307,7 @@ def destination_options(entry: Destination, formats: Iterable[str] | None = None
     return entry.options + (format_options(formats) if entry.formats else ())
 
 
-def create_sink(url: str, options: Mapping[str, Any] | None = None, formats: Iterable[str] | None = None):
+def create_sink(url: str, options: Mapping[str, Any] | None = None, formats: Iterable[str] | None = None) -> Sink:
     """The sink for ``url``, its options (``options`` and its URL's query options) checked and
     typed against what it declares and, when it writes files, what ``formats`` declare (every
     format's when not known). A driver or SDK that is not installed is one ConfigError naming the
@@ -321,7 +327,7 @@ def create_sink(url: str, options: Mapping[str, Any] | None = None, formats: Ite
         raise
 
 
-def create_remote(url: str, options: Mapping[str, Any] | None = None, *, strict: bool = True):
+def create_remote(url: str, options: Mapping[str, Any] | None = None, *, strict: bool = True) -> RemoteStorage:
     """The remote storage at ``url``, its options typed. ``strict=False``: options the remote does
     not declare are left out (the remote sink passes its whole option set)."""
     entry = remote_for(url)
@@ -330,7 +336,7 @@ def create_remote(url: str, options: Mapping[str, Any] | None = None, *, strict:
     return entry.load()(url, typed)
 
 
-def open_source(url: str, options: Mapping[str, Any] | None = None, **run: Any):
+def open_source(url: str, options: Mapping[str, Any] | None = None, **run: Any) -> RecordSource:
     """The source reading ``url``, its options typed; ``run``: forms, mode, action,
     overlap_seconds, check_deletions."""
     entry = source_for(url)
@@ -339,7 +345,7 @@ def open_source(url: str, options: Mapping[str, Any] | None = None, **run: Any):
     return factory(url, **run, **{k: v for k, v in typed.items() if v is not None})
 
 
-def writer_class(key: str):
+def writer_class(key: str) -> type:
     """The writer class of format ``key``."""
     entry = FORMATS.find(key.lower().strip())
     if entry is None:

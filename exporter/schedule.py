@@ -105,7 +105,8 @@ def on_calendar(expr: str) -> list[str] | None:
         return None
     minutes, hours = _field(c.minutes, range(60)), _field(c.hours, range(24))
     days, months = _field(c.days, range(1, 32)), _field(c.months, range(1, 13))
-    weekdays = sorted({d % 7 for d in c.weekdays})
+    # _cron_can_read let only plain weekdays through (no (day, nth) pairs of ``#`` or ``L``)
+    weekdays = sorted({d % 7 for d in c.weekdays if isinstance(d, int)})
     dow = "" if weekdays == list(range(7)) else ",".join(_DAYS[d] for d in weekdays) + " "
     time = f"{hours}:{minutes}:00"
     if dow and days != "*" and not c.day_and:

@@ -7,6 +7,7 @@ import os
 import re
 import threading
 from pathlib import Path
+from typing import Literal, overload
 
 from .errors import ConfigError
 
@@ -37,6 +38,16 @@ _URL_PW = re.compile(r"(?P<pre>[a-zA-Z][\w+.-]*://[^/\s:@]*:)(?P<pw>[^@/\s]+)(?P
 def mask_url(text: str) -> str:
     """Hide the password part of any ``scheme://user:password@host`` in ``text``."""
     return _URL_PW.sub(lambda m: m["pre"] + MASK + m["at"], text)
+
+
+@overload
+def read_secret(*, env: str | None = None, file: str | os.PathLike | None = None, what: str = "secret",
+                required: Literal[True] = True) -> str: ...
+
+
+@overload
+def read_secret(*, env: str | None = None, file: str | os.PathLike | None = None, what: str = "secret",
+                required: bool) -> str | None: ...
 
 
 def read_secret(*, env: str | None = None, file: str | os.PathLike | None = None, what: str = "secret",

@@ -28,6 +28,8 @@ class RunContext:
     #: ``--deletions`` and ``--max-deletions`` (``exporter.deletions.parse_policy``)
     deletions: str = "soft"
     max_deletions: str | None = None
+    #: ``--pseudonymise``: an ``exporter.privacy.PseudonymiseSpec`` (its key by reference), or None
+    privacy: object | None = None
 
     def deletion_policy(self):
         from .deletions import parse_policy
@@ -62,6 +64,24 @@ class RecordsFailures(Protocol):
     run ended (``failed`` or ``interrupted``) and its one-line cause, secrets already masked."""
 
     def note_failure(self, status: str, message: str) -> None: ...
+
+
+@runtime_checkable
+class HoldsIds(Protocol):
+    """A sink that can say which submission ids it holds for a form (a set, or None when it
+    cannot tell): the deletions check before a run (``exporter.deletions.preflight``)."""
+
+    name: str
+
+    def held_ids(self, form_id: str) -> set[str] | None: ...
+
+
+@runtime_checkable
+class AddsCounts(Protocol):
+    """A sink that records a run's counts and is told those of a parallel export's workers
+    (``exporter.parallel``), added once they are all done."""
+
+    def add_counts(self, counts: dict[str, int]) -> None: ...
 
 
 @dataclass

@@ -145,6 +145,7 @@ class _Scanner:
                     self.i += 1
         else:  # number, boolean, date or time: up to the next delimiter
             m = _SCALAR.match(self.text, self.i)
+            assert m is not None  # the pattern matches the empty string: it always matches
             self.i = m.end()
 
     def keyval(self, table: Path) -> None:
@@ -246,29 +247,39 @@ class Problems:
 
     def text(self, key: Path, value: Any) -> str | None:
         if not isinstance(value, str) or not value.strip():
-            return self._refuse(key, "a non-empty string", value)
+            self._refuse(key, "a non-empty string", value)
+            return None
         return value.strip()
 
     def integer(self, key: Path, value: Any, low: int = 0) -> int | None:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            return self._refuse(key, f"a whole number >= {low}", value)
+            self._refuse(key, f"a whole number >= {low}", value)
+            return None
         return value
 
     def number(self, key: Path, value: Any) -> float | None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            return self._refuse(key, "a number > 0", value)
+            self._refuse(key, "a number > 0", value)
+            return None
         return value
 
     def flag(self, key: Path, value: Any) -> bool | None:
-        return value if isinstance(value, bool) else self._refuse(key, "true or false", value)
+        if isinstance(value, bool):
+            return value
+        self._refuse(key, "true or false", value)
+        return None
 
     def strings(self, key: Path, value: Any) -> tuple[str, ...] | None:
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
-            return self._refuse(key, "a list of strings", value)
+            self._refuse(key, "a list of strings", value)
+            return None
         return tuple(v.strip() for v in value)
 
     def table(self, key: Path, value: Any) -> dict | None:
-        return value if isinstance(value, dict) else self._refuse(key, "a table", value)
+        if isinstance(value, dict):
+            return value
+        self._refuse(key, "a table", value)
+        return None
 
     def unknown(self, table: dict, key: Path, known: set[str], extra: str = "") -> None:
         """Every key of ``table`` not in ``known``, the nearest known one suggested."""
@@ -278,4 +289,3 @@ class Problems:
 
     def _refuse(self, key: Path, expected: str, value: Any) -> None:
         self.bad(key, f"expected {expected}, not {value!r}")
-        return None

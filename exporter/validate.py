@@ -123,7 +123,7 @@ def plan_destinations(destinations: Sequence[tuple[str, Mapping[str, Any]]], opt
     writing ``formats``, with ``options`` for every destination that reads them. Checked here,
     before anything is created: URL query options, the same destination twice, every key read
     by its destination (a key of ``options``: by at least one), the formats, every value."""
-    planned: list[tuple[str, Mapping[str, Any], Destination]] = []
+    planned: list[tuple[str, dict[str, Any], Destination]] = []
     seen: dict[str, str] = {}
     for url, given in destinations:
         url, own = split_url_options(url)

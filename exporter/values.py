@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Callable
 
 from .model import BOOLEAN, DATE, DATETIME, GEOLOC, MEDIA, NUMBER, TIME, FieldDef, GeoPoint, Value
 
@@ -191,5 +191,34 @@ def _conv_media(text: str | None, cell: dict | None, bools: Any) -> Value:
     return tuple([n for n in map(str.strip, text.split(",")) if n])
 
 
-CONVERTERS = {NUMBER: _conv_number, DATE: _conv_date, TIME: _conv_time, DATETIME: _conv_datetime,
+#: a typed-value converter: (served text, the served cell, how booleans are written) -> value
+Converter = Callable[[str | None, dict | None, Any], Value]
+
+CONVERTERS: dict[str, Converter] = {NUMBER: _conv_number, DATE: _conv_date, TIME: _conv_time, DATETIME: _conv_datetime,
                BOOLEAN: _conv_boolean, GEOLOC: _conv_geoloc, MEDIA: _conv_media}
+
+# texts of metadata times already read (naive ones only); a submission's six times are often
+# equal and neighbouring submissions share them
+_META_TIMES: dict[str, dt.datetime] = {}
+
+
+def meta_time(text: str | None) -> tuple[dt.datetime | None, bool]:
+    """A metadata time (``create_time``, ``update_time``...: ISO text, served without an offset) as
+    a naive datetime, and whether its text says more than that value, so that a destination
+    keeps the text beside it: one that does not parse (None), or one with an offset (the wall
+    time kept, the offset dropped)."""
+    v = _META_TIMES.get(text)  # type: ignore[arg-type]
+    if v is not None:
+        return v, False
+    if text is None or not text.strip():
+        return None, False
+    try:
+        v = _datetime_iso(text.strip())
+    except ValueError:
+        return None, True
+    if v.tzinfo is not None:
+        return v.replace(tzinfo=None), True
+    if len(_META_TIMES) >= 4096:
+        _META_TIMES.clear()
+    _META_TIMES[text] = v
+    return v, False

@@ -11,6 +11,7 @@ what it published (``OutputDir.published``).
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import importlib.util
 import os
@@ -21,7 +22,7 @@ from typing import IO, ClassVar, Protocol, runtime_checkable
 
 from exporter.errors import ConfigError, FormatError
 from exporter.fsutil import PendingFile, atomic_write, remove_temp_files, sync_all
-from exporter.model import FORM_PICTURE, PDF, DocumentRef, Form, MediaRef, Submission
+from exporter.model import FORM_PICTURE, PDF, Account, DocumentRef, ExternalList, Form, Group, MediaRef, Record, Submission, User
 from exporter.naming import safe_filename, safe_join
 
 
@@ -234,22 +235,22 @@ class FormStreamWriter:
     records: bool = True
     aggregates: bool = True
 
-    def write(self, record) -> None:
-        kind = record.kind
-        if kind == "account":
+    def write(self, record: Record) -> None:
+        # ``record.kind`` tested each time (not kept in a local): each test narrows ``record``
+        if record.kind == "account":
             self._on_account(record)
-        elif kind == "user" and self.records:  # people and lists are record files
+        elif record.kind == "user" and self.records:  # people and lists are record files
             self._on_user(record)
-        elif kind == "group" and self.records:
+        elif record.kind == "group" and self.records:
             self._on_group(record)
-        elif kind == "list" and self.records:
+        elif record.kind == "list" and self.records:
             self._on_list(record)
-        elif kind == "form":
+        elif record.kind == "form":
             self._finish_form()
             self._start_form(record)
-        elif kind == "submission":
+        elif record.kind == "submission":
             self._write_submission(record)
-        elif kind == "checkpoint" and record.final and self._form is not None and record.form_id == self._form.id:
+        elif record.kind == "checkpoint" and record.final and self._form is not None and record.form_id == self._form.id:
             self._finish_form()
 
     def close(self, ok: bool) -> None:
@@ -265,16 +266,27 @@ class FormStreamWriter:
             raise
 
     # ---- hooks -----------------------------------------------------------------------------
-    def _on_account(self, account) -> None:
+    # the three a subclass must implement (abstract for the type checker, which refuses a subclass
+    # without them; the others are defaults a subclass may replace)
+    @abc.abstractmethod
+    def _start_form(self, form: Form) -> None: ...
+
+    @abc.abstractmethod
+    def _finish_form(self) -> None: ...
+
+    @abc.abstractmethod
+    def _write_submission(self, sub: Submission) -> None: ...
+
+    def _on_account(self, account: Account) -> None:
         self._account_seen = True
 
-    def _on_user(self, user) -> None:
+    def _on_user(self, user: User) -> None:
         pass
 
-    def _on_group(self, group) -> None:
+    def _on_group(self, group: Group) -> None:
         pass
 
-    def _on_list(self, lst) -> None:
+    def _on_list(self, lst: ExternalList) -> None:
         pass
 
     def _finish_account(self) -> None:
@@ -309,7 +321,7 @@ def make_writer(key: str, out: OutputDir, options: dict, *, records: bool = True
     return w
 
 
-def get_writer_class(key: str):
+def get_writer_class(key: str) -> type:
     """The writer class of format ``key`` (see ``exporter.registry.writer_class``)."""
     from exporter.registry import writer_class
 

@@ -48,7 +48,7 @@ from exporter.formats.tabular import (
     user_cell,
 )
 
-from exporter.model import FieldDef, Form, ListColumn, ListItem, Submission
+from exporter.model import ExternalList, FieldDef, Form, Group, ListColumn, ListItem, Submission, User
 
 
 class CsvFile:
@@ -116,23 +116,25 @@ class CsvWriter(FormStreamWriter):
         return CsvFile(self.out, relpath, header, **self.fmt)
 
     # ---- records (dispatched by FormStreamWriter.write) --------------------------------
-    def _on_user(self, user) -> None:
-        self._open_people()
-        self._users.write_text(_user_cells(user))
+    def _on_user(self, user: User) -> None:
+        users, _groups, _members = self._open_people()
+        users.write_text(_user_cells(user))
 
-    def _on_group(self, group) -> None:
-        self._open_people()
-        self._groups.write_text(group_cells(group))
+    def _on_group(self, group: Group) -> None:
+        _users, groups, members = self._open_people()
+        groups.write_text(group_cells(group))
         for gid, uid, role in group_members(group):
-            self._members.write_text([gid, uid, role])
+            members.write_text([gid, uid, role])
 
-    def _open_people(self) -> None:
-        if self._users is None:
+    def _open_people(self) -> tuple[CsvFile, CsvFile, CsvFile]:
+        """The users, groups and group members files, opened with the first user or group."""
+        if self._users is None or self._groups is None or self._members is None:
             self._users = self._file("users.csv", USER_COLUMNS)
             self._groups = self._file("groups.csv", GROUP_COLUMNS)
             self._members = self._file("group_members.csv", ("group_id", "user_id", "role"))
+        return self._users, self._groups, self._members
 
-    def _on_list(self, lst) -> None:
+    def _on_list(self, lst: ExternalList) -> None:
         if self._lists is None:
             self._lists = self._file("lists.csv", LIST_COLUMNS)
         self._lists.write_text([v if v is None or isinstance(v, str) else str(v) for v in list_cells(lst)])

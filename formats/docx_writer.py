@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from docx import Document
+from docx.document import Document as DocxDocument
 from docx.enum.text import WD_BREAK
 from docx.image.image import Image as DocxImage
 from docx.opc.packuri import PackURI
@@ -129,7 +130,7 @@ class DocxWriter(ReportWriterBase):
         super().__init__(out, options)
         self.single = self.options["docx_single"]
         self.limits = FormatLimits(holds_whole_document=self.single, per_submission_files=not self.single)
-        self._doc = None
+        self._doc: DocxDocument | None = None
         self._count = 0
         self._volume = 0
         self._newest = Newest()  # of the submissions in the single document being built
@@ -142,17 +143,16 @@ class DocxWriter(ReportWriterBase):
         return DocxImage.from_file(path)
 
     # ---- document setup ----------------------------------------------------------------
-    def _new_document(self):
+    def _new_document(self) -> DocxDocument:
         doc = Document()
         sec = doc.sections[0]
-        if self.ropts.page_size == "A4":
-            sec.page_width, sec.page_height = Mm(210), Mm(297)
-        else:
-            sec.page_width, sec.page_height = Mm(215.9), Mm(279.4)
+        width, height = (Mm(210), Mm(297)) if self.ropts.page_size == "A4" else (Mm(215.9), Mm(279.4))
+        sec.page_width, sec.page_height = width, height
+        margin = Mm(18)
         for side in ("left_margin", "right_margin", "top_margin", "bottom_margin"):
-            setattr(sec, side, Mm(18))
-        self._text_width = sec.page_width - sec.left_margin - sec.right_margin
-        self._text_height = sec.page_height - sec.top_margin - sec.bottom_margin
+            setattr(sec, side, margin)
+        self._text_width = width - 2 * margin
+        self._text_height = height - 2 * margin
         normal = doc.styles["Normal"]
         normal.font.size = Pt(10)
         footer = sec.footer.paragraphs[0]
@@ -240,7 +240,7 @@ class DocxWriter(ReportWriterBase):
         props.title = title
         props.author = props.last_modified_by = "exporter"
         props.revision = 1
-        with tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=self._tmp) as spool:
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=str(self._tmp)) as spool:
             out = StopAfterError(spool)
             try:
                 doc.save(out)  # a failed save leaves no ZipFile to fail again later

@@ -104,7 +104,7 @@ def _encode(im, dst_stem: Path, max_px: int) -> Prepared:
     orientation = im.getexif().get(0x0112, 1)
     img = ImageOps.exif_transpose(im) if orientation not in _UPRIGHT else im
     if max_px and max(img.size) > max_px:
-        img.thumbnail((max_px, max_px), Image.LANCZOS)  # in place: no second full-size copy
+        img.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)  # in place: no second full-size copy
     if _has_alpha(img):
         out = dst_stem.with_suffix(".png")
         img = img.convert("RGBA") if img.mode not in ("RGBA", "LA") else img

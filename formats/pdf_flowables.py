@@ -4,9 +4,11 @@ counting pass, a submission heading that records its page, a table-of-contents l
 document template (reproducible: no wall clock in the file)."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfgen.canvas import Canvas
@@ -175,7 +177,7 @@ class DocTemplate(SimpleDocTemplate):
     """reportlab's invariant mode (no wall clock, an ID derived from the content) and the
     CreationDate/ModDate of ``when``, a time taken from the data (``formats.stable``)."""
 
-    def __init__(self, *a, when, **k):
+    def __init__(self, *a: Any, when: dt.datetime, **k: Any) -> None:
         super().__init__(*a, invariant=1, **k)
         self.heading_pages: list[int] = []
         self._date = pdf_date(when)

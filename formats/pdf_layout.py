@@ -198,12 +198,12 @@ class PdfLayout:
             style = TableStyle(list(self.kv_style.getCommands()) + [
                 ("SPAN", (0, 0), (1, 0)), ("BACKGROUND", (0, 0), (1, 0), colors.HexColor("#e4e4e4"))])
             for r, values in enumerate(block.rows, 1):
-                data = [[self.p(f"{row_l} {r}", self.st_cap), ""]]
+                pairs: list[list[Flowable | str]] = [[self.p(f"{row_l} {r}", self.st_cap), ""]]
                 for h, v in zip(block.headers, values, strict=False):
                     label = f"{row_l} {r} · {h}"
-                    data.append([cell(h, label, w0, self.st_cap, self.frame_h / 4),
-                                 cell(v, label, w1, self.st_cell, self.frame_h / 4)])
-                yield self._table(data, [w0, w1], style, 1)
+                    pairs.append([cell(h, label, w0, self.st_cap, self.frame_h / 4),
+                                  cell(v, label, w1, self.st_cell, self.frame_h / 4)])
+                yield self._table(pairs, [w0, w1], style, 1)
                 yield Spacer(1, 3)
         for i, (label, text) in enumerate(notes, 1):
             yield self.p(f"[{i}] {label}", self.st_note_key)

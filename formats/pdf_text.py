@@ -109,7 +109,7 @@ def display_lines(text: str, font_name: str, font_size: float, width: float) -> 
     """Text with right-to-left letters broken into lines of ``width`` points and each line
     reordered for display, and whether it should be right-aligned (its first paragraph starts
     right-to-left and the lines could be reordered)."""
-    lines = []
+    lines: list[str] = []
     rtl_first = False
     for n, logical in enumerate(text.split("\n")):
         base = _base_direction(logical)

@@ -23,6 +23,7 @@ import io
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from reportlab.lib.utils import ImageReader
 from reportlab.platypus import Flowable, PageBreak
@@ -51,7 +52,7 @@ class PdfWriter(ReportWriterBase):
         self.single = self.options["pdf_single"]
         self.limits = FormatLimits(holds_whole_document=self.single, per_submission_files=not self.single)
         self.layout = PdfLayout(self.ropts.page_size, self.labels)
-        self._spool = None
+        self._spool: IO[bytes] | None = None
         self._spool_path: Path | None = None
         self._count = 0
         self._volume = 0
@@ -88,11 +89,12 @@ class PdfWriter(ReportWriterBase):
                 return
             if self._spool is not None and self.ropts.max_submissions and self._count >= self.ropts.max_submissions:
                 self._build_single()
-            if self._spool is None:
+            spool = self._spool
+            if spool is None:
                 self._volume += 1
                 self._count = 0
-                self._open_spool()
-            pickle.dump(report, self._spool, protocol=pickle.HIGHEST_PROTOCOL)
+                spool = self._open_spool()
+            pickle.dump(report, spool, protocol=pickle.HIGHEST_PROTOCOL)
             self._newest.add(report.update_time)
             self._count += 1
 
@@ -106,9 +108,10 @@ class PdfWriter(ReportWriterBase):
             if self._spool is not None:
                 self._build_single()
 
-    def _open_spool(self) -> None:
+    def _open_spool(self) -> IO[bytes]:
         self._spool_path = self.workdir() / f"reports-{self._volume}.pickle"
         self._spool = open(self._spool_path, "wb")  # noqa: SIM115 - spans many records, closed in _build_single
+        return self._spool
 
     def _abandon(self) -> None:
         if self._spool is not None:
@@ -147,7 +150,8 @@ class PdfWriter(ReportWriterBase):
         layout.counting = True
         try:
             doc = layout.doc(io.BytesIO(), name, when)
-            doc.build(LazyStory(self._single_story(form, pages)), canvasmaker=CountingCanvas)
+            # reportlab's stubs ask for a list; it only takes from the front, which a LazyStory does
+            doc.build(LazyStory(self._single_story(form, pages)), canvasmaker=CountingCanvas)  # type: ignore[arg-type]
             pages, total = doc.heading_pages, doc.page
         finally:
             layout.counting = False
@@ -158,7 +162,8 @@ class PdfWriter(ReportWriterBase):
             def on_page(canv, d, footer=footer, total=total):
                 footer(canv, d.page, total)
 
-            doc.build(LazyStory(self._single_story(form, pages)), onFirstPage=on_page, onLaterPages=on_page)
+            doc.build(LazyStory(self._single_story(form, pages)),  # type: ignore[arg-type]  # as above
+                      onFirstPage=on_page, onLaterPages=on_page)
             if doc.heading_pages == pages and doc.page == total:
                 break
             pages, total = doc.heading_pages, doc.page

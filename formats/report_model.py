@@ -21,7 +21,19 @@ from typing import Any
 
 from exporter.formats.labels import file_size
 
-from exporter.model import LAYOUT, MEDIA, META_KEYS, SUBFORM, Account, FieldDef, Form, GeoPoint, MediaRef, Submission
+from exporter.model import (
+    LAYOUT,
+    MEDIA,
+    META_KEYS,
+    SUBFORM,
+    Account,
+    FieldDef,
+    Form,
+    GeoPoint,
+    MediaRef,
+    Submission,
+    media_names,
+)
 
 #: sub-forms with more value columns than this are laid out one small table per row
 WIDE_TABLE_COLUMNS = 6
@@ -197,13 +209,13 @@ def build_report(form: Form, sub: Submission, media: dict[tuple, MediaItem], lab
                              for c in children])
                 for c in children:
                     if c.kind == MEDIA:
-                        for name in row.values.get(c.name) or ():
+                        for name in media_names(row.values.get(c.name)):
                             ref = MediaRef(form.id, sub.id, c.name, name, f.name, row.index)
                             items.append(item_for(ref, f"{labels['row']} {row.index + 1} · {caption_of(c)}"))
             blocks.append(TableBlock(caption_of(f), [caption_of(c) for c in children], rows, items))
             continue
         value = format_value(f, sub.values.get(f.name), sub.text.get(f.name), labels)
-        names = sub.values.get(f.name) if f.kind == MEDIA else None
+        names = media_names(sub.values.get(f.name)) if f.kind == MEDIA else ()
         if names:
             items = [item_for(MediaRef(form.id, sub.id, f.name, n), caption_of(f)) for n in names]
             blocks.append(MediaBlock(caption_of(f), value, items))

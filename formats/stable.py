@@ -31,7 +31,8 @@ def parse_time(text) -> dt.datetime | None:
     if not m:
         return None
     try:
-        return dt.datetime(*(int(g or 0) for g in m.groups()))
+        year, month, day, hour, minute, second = (int(g or 0) for g in m.groups())
+        return dt.datetime(year, month, day, hour, minute, second)
     except ValueError:
         return None
 

@@ -25,7 +25,7 @@ import contextlib
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -86,7 +86,8 @@ def _meta_time(text: str) -> dt.datetime | None:
     if not m:
         return None
     try:
-        when = dt.datetime(*(int(g) for g in m.groups()))
+        year, month, day, hour, minute, second = (int(g) for g in m.groups())
+        when = dt.datetime(year, month, day, hour, minute, second)
     except ValueError:
         return None
     return when if when.date() >= _EXCEL_MIN_DATE else None
@@ -115,7 +116,7 @@ class SheetNames:
     """Excel sheet names: at most 31 characters, none of ``[]:*?/\\``, no leading/trailing
     apostrophe, not "History", unique without regard to case."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.used: set[str] = set()
 
     def make(self, wanted: str) -> str:
@@ -134,10 +135,10 @@ class SheetNames:
 class _Sheet:
     """One logical table, written to one or more worksheets (continued past the row limit)."""
 
-    def __init__(self, book: _Book, title: str, headers: list[str], widths: list[float]):
+    def __init__(self, book: _Book, title: str, headers: list[str], widths: Sequence[float]):
         self.book, self.title, self.headers, self.widths = book, title, headers, widths
         self.part = 0
-        self.ws = None
+        self.ws: Any = None  # the write-only worksheet being written (openpyxl's stubs: Any)
         self.rows = 0
         self._new_part()
 
@@ -198,7 +199,7 @@ class _Book:
         self.max_links = max_links
         self.newest = Newest()  # of the data the workbook holds: dates the file
 
-    def sheet(self, title: str, headers: list[str], widths: list[float] | None = None) -> _Sheet:
+    def sheet(self, title: str, headers: list[str], widths: Sequence[float] | None = None) -> _Sheet:
         if widths is None:
             widths = [min(max(len(h) + 2, 12), 60) for h in headers]
         return _Sheet(self, title, headers, widths)
@@ -262,7 +263,7 @@ class XlsxWriter(FormStreamWriter):
         self._account_seen = False
 
     # ---- cells -------------------------------------------------------------------------
-    def _text(self, text: str, base: str, long_name: str, link: str | None = None) -> _Val:
+    def _text(self, text: str, base: str, long_name: str, link: str | None = None) -> str | _Val:
         text = escape_forbidden(text)
         if len(text) * 2 <= self.max_cell_chars or utf16_len(text) <= self.max_cell_chars:
             if link is None and not text.startswith("="):
@@ -326,7 +327,7 @@ class XlsxWriter(FormStreamWriter):
 
     @staticmethod
     def _widths(cols: list[Column]) -> list[float]:
-        out = []
+        out: list[float] = []
         for c in cols:
             base = _WIDTH.get(c.kind, 20) if c.field is not None else (12 if c.source != "meta" else 20)
             out.append(min(max(len(c.header) + 2, base), 60))
@@ -393,22 +394,21 @@ class XlsxWriter(FormStreamWriter):
             return
         agg = self.out.aggregate_dir(form)
         self._book_rel = f"{agg}/submissions.xlsx"
-        self._book = _Book(self.max_rows, self.max_links)
-        self._book.newest.add(form.update_time)
-        self._main = self._book.sheet("submissions", [c.header for c in self._main_cols],
-                                      self._widths(self._main_cols))
+        book = self._book = _Book(self.max_rows, self.max_links)
+        book.newest.add(form.update_time)
+        main = self._main = book.sheet("submissions", [c.header for c in self._main_cols], self._widths(self._main_cols))
         self._subs = []
         for sf in form.subforms():
             cols = subform_columns(sf)
-            self._subs.append((sf, cols, self._book.sheet(sf.name, [c.header for c in cols], self._widths(cols))))
-        self._fields_sheet(form)
+            self._subs.append((sf, cols, book.sheet(sf.name, [c.header for c in cols], self._widths(cols))))
+        self._fields_sheet(book, main, form)
 
-    def _fields_sheet(self, form: Form) -> None:
+    def _fields_sheet(self, book: _Book, main: _Sheet, form: Form) -> None:
         """A sheet describing every column: the field's caption, type and kind."""
-        sheet = self._book.sheet("fields", ["sheet", "column", "field", "caption", "type", "kind", "required",
+        sheet = book.sheet("fields", ["sheet", "column", "field", "caption", "type", "kind", "required",
                                             "list_id"], [20, 24, 24, 40, 12, 10, 9, 9])
         base = self.out.aggregate_dir(form)
-        tables = [(self._main, self._main_cols, {f.name: f for f in form.value_fields()})]
+        tables = [(main, self._main_cols, {f.name: f for f in form.value_fields()})]
         tables += [(sh, cols, {c.name: c for c in sf.children}) for sf, cols, sh in self._subs]
         for sh, cols, by_name in tables:
             for c in cols:
@@ -438,7 +438,7 @@ class XlsxWriter(FormStreamWriter):
 
     def _write_submission(self, sub: Submission) -> None:
         form = submission_form(self._form, sub)
-        if self._main is None:  # records only: nothing per submission
+        if self._main is None or self._book is None:  # records only: nothing per submission
             return
         base = self.out.aggregate_dir(form)
         self._book.newest.add(sub.update_time)

@@ -27,7 +27,7 @@ from typing import IO
 from exporter.formats.base import FormatLimits, FormStreamWriter, OutputDir, submission_form
 from exporter.formats.tabular import decimal_text, media_links, relative
 
-from exporter.model import SUBFORM, FieldDef, Form, GeoPoint, Submission, extra_json
+from exporter.model import SUBFORM, Account, FieldDef, Form, GeoPoint, Submission, Value, extra_json
 
 NAMESPACE = "urn:exporter:forms:1"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -42,7 +42,7 @@ _ATTR_ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"
 
 def schema_text() -> str:
     """The published XSD, read from the package."""
-    return resources.files("formats").joinpath(SCHEMA_FILE).read_text("utf-8")
+    return resources.files("exporter.formats").joinpath(SCHEMA_FILE).read_text("utf-8")
 
 
 def _encode(s: str) -> str:
@@ -108,13 +108,13 @@ class XmlWriter(FormStreamWriter):
     def __init__(self, out: OutputDir, options: dict):
         self.out = out
         self.options = options
-        self._account = None
+        self._account: Account | None = None
         self._form: Form | None = None
         self._xml: XmlStream | None = None
         self._rel = ""
         self._schema_written = False
 
-    def _on_account(self, account) -> None:  # dispatched by FormStreamWriter.write
+    def _on_account(self, account: Account) -> None:  # dispatched by FormStreamWriter.write
         self._account = account
 
     # ---- documents ---------------------------------------------------------------------
@@ -142,19 +142,19 @@ class XmlWriter(FormStreamWriter):
         })
         x.start("fields")
         for f in form.fields:
-            self._field(f)
+            self._field(x, f)
         x.end("fields")
 
-    def _field(self, f: FieldDef) -> None:
+    def _field(self, x: XmlStream, f: FieldDef) -> None:
         attrs = {"name": f.name, "type": f.type, "kind": f.kind, "caption": f.caption or None,
                  "subtype": f.subtype, "required": "true" if f.required else None, "list_id": f.list_id}
         if f.children:
-            self._xml.start("field", attrs)
+            x.start("field", attrs)
             for c in f.children:
-                self._field(c)
-            self._xml.end("field")
+                self._field(x, c)
+            x.end("field")
         else:
-            self._xml.element("field", attrs)
+            x.element("field", attrs)
 
     def _finish_form(self) -> None:
         if self._xml is not None:
@@ -162,9 +162,8 @@ class XmlWriter(FormStreamWriter):
             self.out.finish(self._rel)
         self._xml, self._form = None, None
 
-    def _value(self, form: Form, sub: Submission, f: FieldDef, value, text: str | None, base: str,
-               subform: str | None = None, row: int | None = None) -> None:
-        x = self._xml
+    def _value(self, x: XmlStream, form: Form, sub: Submission, f: FieldDef, value: Value, text: str | None,
+               base: str, subform: str | None = None, row: int | None = None) -> None:
         name = f.name
         if value is None or (isinstance(value, Decimal) and not value.is_finite()):
             if text is None:
@@ -226,11 +225,11 @@ class XmlWriter(FormStreamWriter):
                     x.start("row", {"index": row.index})
                     for c in f.children:
                         if c.has_value:
-                            self._value(form, sub, c, row.values.get(c.name), row.text.get(c.name), base,
+                            self._value(x, form, sub, c, row.values.get(c.name), row.text.get(c.name), base,
                                         f.name, row.index)
                     x.end("row")
                 x.end("subform")
             elif f.has_value:
-                self._value(form, sub, f, sub.values.get(f.name), sub.text.get(f.name), base)
+                self._value(x, form, sub, f, sub.values.get(f.name), sub.text.get(f.name), base)
         x.end("submission")
 

@@ -203,8 +203,9 @@ def test_url_query_options_are_typed_and_driver_parameters_stay():
 # ---- 3. a missing driver names its extra --------------------------------------------------------
 
 @pytest.mark.parametrize("module, url, extra", [
-    ("psycopg2", "postgresql+psycopg2://etl@127.0.0.1:1/x", "postgres"),
-    ("psycopg2", "postgresql://etl@127.0.0.1:1/x", "postgres"),
+    ("psycopg", "postgresql+psycopg://etl@127.0.0.1:1/x", "postgres"),
+    ("psycopg", "postgresql+psycopg2://etl@127.0.0.1:1/x", "postgres"),  # served by psycopg 3
+    ("psycopg", "postgresql://etl@127.0.0.1:1/x", "postgres"),
     ("pymysql", "mysql+pymysql://root@127.0.0.1:1/x", "mysql"),
     ("pyodbc", "mssql+pyodbc://u@dsn", "mssql"),
     ("pyodbc", "mysql+pyodbc://u@dsn", "odbc"),

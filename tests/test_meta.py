@@ -1,6 +1,6 @@
 """Meta-tests: packaging lists every package, the README documents every destination and command
 and shows the generated tables, the built-ins are registered as entry points, no module imports
-another's private names, the code passes the linter."""
+another's private names, the code passes the linter and the type checker."""
 import ast
 import os
 import re
@@ -86,6 +86,33 @@ def test_the_code_passes_ruff():
     ruff = shutil.which("ruff") or shutil.which("ruff", path=os.path.dirname(sys.executable))
     require_service(ruff is not None, "ruff (pip install -e '.[dev]')")
     res = subprocess.run([ruff, "check", "--no-cache", str(ROOT)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def _installed_layout(tree: Path) -> Path:
+    """The package as it is installed (exporter/, with connectors/ and formats/ inside it), made of
+    symlinks under ``tree``: mypy cannot follow setuptools' editable import hook for package-dir."""
+    pkg = tree / "exporter"
+    pkg.mkdir(parents=True)
+    for entry in (ROOT / "exporter").iterdir():
+        if entry.name != "__pycache__":
+            (pkg / entry.name).symlink_to(entry)
+    for sub in ("connectors", "formats"):
+        (pkg / sub).symlink_to(ROOT / sub)
+    return tree
+
+
+def test_the_code_passes_mypy(tmp_path):
+    # mypy comes with the dev extra; in CI (CI=true) it must be there, elsewhere its absence skips
+    try:
+        import mypy.api
+    except ImportError:
+        mypy = None
+    require_service(mypy is not None, "mypy (pip install -e '.[dev]')")
+    tree = _installed_layout(tmp_path / "tree")
+    res = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
+                          "--cache-dir", str(tmp_path / "cache"), "-p", "exporter"],
+                         cwd=tree, capture_output=True, text=True, env={**os.environ, "MYPYPATH": str(tree)})
     assert res.returncode == 0, res.stdout + res.stderr
 
 

@@ -16,7 +16,7 @@ from typing import IO, Any, Sequence
 from exporter.capabilities import Capabilities
 from exporter.errors import ArchiveError, ConfigError, SinkError, os_error_text
 from exporter.fsutil import FILE_MODE
-from exporter.model import Checkpoint, Document, Form, Media
+from exporter.model import Checkpoint, Document, Form, Media, Record
 from exporter.sinks import RunContext
 
 from .layout import FORMAT, FORMAT_VERSION, MANIFEST, document_path, dumps, entry_line, form_dir, media_path
@@ -38,7 +38,7 @@ class ArchiveSink:
     """Write a full account snapshot. The archive is assembled under a temporary name and moved
     into place only when complete (manifest written last); a failed run leaves nothing."""
 
-    capabilities = Capabilities(transactions=False, rename=True, streaming=True, checksum="sha256",
+    capabilities = Capabilities(transactions=False, rename=True, streaming=True, checksum="sha256", as_served=True,
                                 tested="archive round trip, verify, replay as a source")
 
     def __init__(self, path: str | os.PathLike, *, zip_output: bool | None = None):
@@ -49,6 +49,7 @@ class ArchiveSink:
         # a 200k-submission account has ~400k files. Only the few non-media paths are remembered
         # (to catch a file written twice), and the media of the current submission (de-duplication).
         self._entries: IO[str] | None = None
+        self._tmp: str | None = None  # the archive (zip file or folder) being written, until it is complete
         self._seen: set[str] = set()
         self._sub_media: dict[str, dict] = {}
         self._docs_written: set[str] = set()  # paths of the current submission's documents and the form's pictures
@@ -83,15 +84,21 @@ class ArchiveSink:
         self._exported_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._entries = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.target.parent)
 
+    def _work(self) -> tuple[str, IO[str]]:
+        """The temporary archive and the entries file of the open run."""
+        if self._tmp is None or self._entries is None:
+            raise SinkError(f"{self.name} is not open")
+        return self._tmp, self._entries
+
     def _record(self, rel: str, sha256: str, size: int, *, media: bool = False) -> None:
         if not media:
             self._seen.add(rel)
-        self._entries.write(entry_line(rel, {"sha256": sha256, "size": size}) + "\n")
+        self._work()[1].write(entry_line(rel, {"sha256": sha256, "size": size}) + "\n")
 
     def _open_file(self, rel: str) -> IO[bytes]:
         if self.zip:
             return self._zf.open(rel, "w", force_zip64=True)
-        p = Path(self._tmp) / rel
+        p = Path(self._work()[0]) / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         return open(p, "wb")
 
@@ -102,6 +109,7 @@ class ArchiveSink:
         if rel not in self._streams:
             if rel in self._seen:
                 raise ArchiveError(f"{rel} written twice: records out of order")
+            fh: IO[bytes]
             if self.zip:
                 fh = tempfile.TemporaryFile(dir=self.target.parent)
             else:
@@ -132,36 +140,36 @@ class ArchiveSink:
         self._record(rel, hashlib.sha256(data).hexdigest(), len(data))
 
     # ---- protocol --------------------------------------------------------------------------
-    def write(self, batch: Sequence) -> None:
+    def write(self, batch: Sequence[Record]) -> None:
         for r in batch:
-            k = r.kind
-            if k == "account":
+            # ``r.kind`` tested each time (not kept in a local): each test narrows ``r``
+            if r.kind == "account":
                 self._account = dict(r.raw) if r.raw else {"source": r.source, "timezone": r.timezone}
-            elif k == "user":
+            elif r.kind == "user":
                 self._line("users.jsonl", r.raw)
                 self.counts["users"] += 1
-            elif k == "group":
+            elif r.kind == "group":
                 self._line("groups.jsonl", r.raw)
                 self.counts["groups"] += 1
-            elif k == "list":
+            elif r.kind == "list":
                 self._line("lists.jsonl", r.raw)
                 self.counts["lists"] += 1
-            elif k == "form":
+            elif r.kind == "form":
                 self._end_form_streams()
                 self._docs_written.clear()
                 summary = {key: r.raw[key] for key in ("id", "name", "class", "update_time") if key in r.raw}
                 self._line("forms.jsonl", summary or {"id": r.id, "name": r.name})
                 self._whole(f"{form_dir(r.id)}/form.json", (dumps(r.raw) + "\n").encode("utf-8"))
                 self.counts["forms"] += 1
-            elif k == "submission":
+            elif r.kind == "submission":
                 self._line(f"{form_dir(r.form_id)}/submissions.jsonl", r.raw)
                 self.counts["submissions"] += 1
                 self._docs_written = {p for p in self._docs_written if "/form_pictures/" in p}
-            elif k == "media":
+            elif r.kind == "media":
                 self._write_media(r)
-            elif k == "document":
+            elif r.kind == "document":
                 self._write_document(r)
-            elif k == "checkpoint":
+            elif r.kind == "checkpoint":
                 self._write_deleted(r)
             # an archive is a full snapshot: it keeps no incremental state (cursors)
 
@@ -232,25 +240,26 @@ class ArchiveSink:
             "exported_at": self._exported_at,
             "counts": self.counts,
         }
+        tmp = self._work()[0]
         if self.zip:
             with self._zf.open(MANIFEST, "w") as fh:
                 self._write_manifest(head, fh)
             self._zf.close()
-            with open(self._tmp, "rb+") as fh:
+            with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-            os.replace(self._tmp, self.target)
+            os.replace(tmp, self.target)
         else:
-            with open(Path(self._tmp) / MANIFEST, "wb") as fh:
+            with open(Path(tmp) / MANIFEST, "wb") as fh:
                 self._write_manifest(head, fh)
             os.sync()  # every file of the archive is durable before it appears under its name
             if self.target.exists():
                 old = Path(tempfile.mkdtemp(prefix="." + self.target.name + ".", suffix=".old",
                                             dir=self.target.parent))
                 os.rename(self.target, old / "x")
-                os.rename(self._tmp, self.target)
+                os.rename(tmp, self.target)
                 shutil.rmtree(old, ignore_errors=True)
             else:
-                os.rename(self._tmp, self.target)
+                os.rename(tmp, self.target)
 
     def _write_manifest(self, head: dict, out: IO[bytes]) -> None:
         """The manifest, streamed: the head as indented JSON, then ``"files"`` last with one entry
@@ -258,13 +267,14 @@ class ArchiveSink:
         loading hundreds of thousands of entries, and ``verify`` can stream them."""
         text = json.dumps(head, ensure_ascii=False, indent=1)
         out.write((text[: text.rstrip().rfind("}")].rstrip() + ',\n "files": {\n').encode("utf-8"))
-        self._entries.seek(0)
+        entries = self._work()[1]
+        entries.seek(0)
         first = True
-        for line in self._entries:
+        for line in entries:
             out.write((("  " if first else ",\n  ") + line.rstrip("\n")).encode("utf-8"))
             first = False
         out.write((b"\n" if not first else b"") + b" }\n}\n")
-        self._entries.close()
+        entries.close()
 
     def _abort(self) -> None:
         if self._entries is not None:
@@ -273,6 +283,8 @@ class ArchiveSink:
             with contextlib.suppress(Exception):
                 fh.close()
         self._streams.clear()
+        if self._tmp is None:  # never opened
+            return
         if self.zip:
             with contextlib.suppress(Exception):
                 self._zf.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -17,6 +18,7 @@ from exporter.model import (
     Form,
     FormPart,
     Media,
+    Record,
     Submission,
 )
 from exporter.records import parse_form, parse_group, parse_list, parse_submission, parse_user, submission_id
@@ -45,7 +47,7 @@ class _Documents:
 
     def take(self, sid: str) -> list[dict]:
         """The lines of submission ``sid`` (those of the form met on the way are kept aside)."""
-        out = []
+        out: list[dict] = []
         while self._next is not None:
             line = self._next
             owner = line.get("submission_id") if isinstance(line, dict) else _media_sid(line, self._rel)
@@ -109,7 +111,8 @@ class ArchiveSource:
     def listing(self, form_id: str) -> frozenset[str]:
         """A form's ids (the archive's are its complete listing), for the deletions check made
         before anything is written."""
-        return frozenset(submission_id(raw) for raw in self.reader.submissions_raw(form_id))
+        ids = (submission_id(raw) for raw in self.reader.submissions_raw(form_id))
+        return frozenset(sid for sid in ids if sid is not None)
 
     def form_weight(self, form_id: str) -> int:
         """A size hint for scheduling forms on parallel workers: the submissions file's size."""
@@ -206,7 +209,7 @@ class ArchiveSource:
                 continue  # referenced by the submission but never downloaded (missing on the server)
             rel = m["path"]
             yield Media(ref, m.get("content_type") or "application/octet-stream",
-                        (lambda rel=rel: self.reader.open(rel)), size=m.get("size"), sha256=m.get("sha256"))
+                        functools.partial(self.reader.open, rel), size=m.get("size"), sha256=m.get("sha256"))
 
     def _document(self, form_id: str, line: dict) -> Document:
         """A ``documents.jsonl`` line as the ``Document`` it stands for (bytes read when opened)."""
@@ -214,10 +217,10 @@ class ArchiveSource:
         sid = line.get("submission_id")
         ref = DocumentRef(form_id, None if sid is None else str(sid), str(line.get("kind")), str(line.get("key") or ""))
         return Document(ref, line.get("content_type") or "application/octet-stream",
-                        (lambda: self.reader.open(rel)), size=line.get("size"), sha256=line.get("sha256"),
+                        functools.partial(self.reader.open, rel), size=line.get("size"), sha256=line.get("sha256"),
                         name=str(line.get("name") or rel.rsplit("/", 1)[-1]))
 
-    def acknowledge(self, batch: Iterable) -> None:
+    def acknowledge(self, batch: Iterable[Record]) -> None:
         """Archives have no read markers: nothing to acknowledge."""
 
     def close(self) -> None:

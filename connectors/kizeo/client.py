@@ -158,7 +158,7 @@ class KizeoClient:
                 )
             except requests.exceptions.RequestException as e:
                 raise request_error(e, self.base_url, self.timeout, f"{method} {path}", self._redact) from None
-            if resp.status_code == 401 and auth and self.tokens.renewable and not renewed:
+            if resp.status_code == 401 and token is not None and self.tokens.renewable and not renewed:
                 resp.close()
                 log.info("the service refused the token on %s %s; logging in again", method, path)
                 self.tokens.invalidate(token)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from exporter.model import blob_bytes
@@ -71,9 +71,8 @@ class ReadAhead:
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             self._put(_Failure(e))
         finally:
-            close = getattr(self._records, "close", None)
-            if close is not None:
-                close()
+            if isinstance(self._records, Generator):
+                self._records.close()
 
     def __iter__(self) -> Iterator[Any]:
         try:

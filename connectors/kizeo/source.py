@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 from exporter.connectors.archive.source import minus_overlap
 
 from exporter.errors import AuthError, ConfigError, NotFoundError
-from exporter.model import Account, Checkpoint, Document, Form, Media, MediaRef, Submission
+from exporter.model import Account, Checkpoint, Document, Form, Media, MediaRef, Record, Submission
 from exporter.records import (
     parse_form,
     parse_group,
@@ -221,9 +221,9 @@ class WebSource:
         # each form's definition and id list are asked for while the previous form streams, so
         # the pool does not drain at every form boundary
         fids = self.form_ids()
-        ahead = self._executor().submit(self._prologue, fids[0], state.get(fids[0])) if fids else None
+        ahead = None
         for i, fid in enumerate(fids):
-            current = ahead
+            current = ahead if ahead is not None else self._executor().submit(self._prologue, fid, state.get(fid))
             if i + 1 < len(fids):
                 ahead = self._executor().submit(self._prologue, fids[i + 1], state.get(fids[i + 1]))
             yield from self._form_records(fid, state.get(fid), current.result())
@@ -268,6 +268,7 @@ class WebSource:
             yield from self._unread(form, cursor, listing, docs)
             return
         if ids is None:
+            assert cursor is not None  # the ids are left unread only in cursor mode with a cursor
             since = minus_overlap(cursor, self.overlap)
             log.info("form %s: reading submissions updated or created since %s", fid, since)
             results = self._ordered(lambda raw: self._with_media(form, raw, docs), self._changed_since(fid, since))
@@ -353,15 +354,21 @@ class WebSource:
             return None
 
     # ---- unread mode ---------------------------------------------------------------------------
+    def _unread_action(self) -> str:
+        if self.action is None:  # refused when the source is made; said again for the type checker
+            raise ConfigError("unread mode needs an action name (the consumer whose read markers are used)")
+        return self.action
+
     def _unread(self, form: Form, cursor: str | None, listing: frozenset[str] | None,
                 docs: FormDocuments) -> Iterator:
         fid = form.id
+        action = self._unread_action()
         seen: set[str] = set()
         max_time = cursor
         pages = 0
         pictures = docs.pictures
         while True:
-            page = self.client.unread(fid, self.action, self.unread_limit, self.include_updated)
+            page = self.client.unread(fid, action, self.unread_limit, self.include_updated)
             fresh = [r for r in page if isinstance(r, dict) and _rid(r) not in seen]
             if not fresh:
                 if page:
@@ -399,19 +406,20 @@ class WebSource:
                 return
         yield Checkpoint(fid, max_time, self.mode, listing=listing)
 
-    def acknowledge(self, batch: Iterable) -> None:
+    def acknowledge(self, batch: Iterable[Record]) -> None:
         """Mark the batch's submissions read for ``action`` (unread mode only). Call it only
         after every sink committed the batch."""
         if self.mode != "unread":
             return
+        action = self._unread_action()
         by_form: dict[str, list[str]] = {}
         for r in batch:
-            if getattr(r, "kind", None) == "submission":
+            if r.kind == "submission":
                 by_form.setdefault(r.form_id, []).append(r.id)
         for fid, ids in by_form.items():
             for i in range(0, len(ids), MARK_CHUNK):
                 chunk = ids[i:i + MARK_CHUNK]
-                self.client.mark_read(fid, self.action, chunk)
+                self.client.mark_read(fid, action, chunk)
                 with self._lock:
                     self._acked[fid].update(chunk)
             log.info("form %s: marked %d submissions read for action %r", fid, len(ids), self.action)

@@ -6,6 +6,7 @@ no repr shows it. ``KizeoClient`` asks ``token(client)`` before each request and
 """
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import threading
@@ -65,6 +66,9 @@ class _ReadOnceToken(TokenProvider):
     when it is missing or empty), then registered as a secret and kept."""
 
     _value: str | None = None
+
+    @abc.abstractmethod  # (for the type checker; no ABC at run time)
+    def _read(self) -> str: ...
 
     def token(self, client: KizeoClient) -> str:
         if self._value is None:

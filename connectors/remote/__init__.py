@@ -11,15 +11,21 @@ anywhere (the backups).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from exporter import registry
 
+if TYPE_CHECKING:
+    from .base import Remote
+    from .sink import RemoteSink
 
-def create_remote(url: str, options: dict | None = None):
+
+def create_remote(url: str, options: dict | None = None) -> Remote:
     """The remote at ``url``, its options checked and typed (unknown keys refused)."""
     return registry.create_remote(url, options)
 
 
-def create_sink(url: str, options: dict | None = None):
+def create_sink(url: str, options: dict | None = None) -> RemoteSink:
     """The destination factory of every remote: a ``RemoteSink`` over the remote, which reads the
     options it declares; the sink and the files it stages read the others."""
     from .sink import RemoteSink

@@ -28,7 +28,7 @@ import logging
 import secrets as pysecrets
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
@@ -39,6 +39,9 @@ from exporter.retry import parse_retry_after, retry_call
 from .base import RemoteStat
 from .catalog import AZURE
 from .common import object_store_settings, read_exactly, send_parts, split_path
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
 
 log = logging.getLogger("exporter.remote.azure")
 T = TypeVar("T")
@@ -78,7 +81,7 @@ class AzureRemote:
         self.concurrency = max(1, upload_concurrency)
         self.attempts, self.base_delay, self.max_delay = attempts, base_delay, max_delay
         self.timeout = timeout
-        self._container = None
+        self._container: ContainerClient | None = None
 
     def __repr__(self) -> str:
         return f"AzureRemote({self.name})"
@@ -89,7 +92,7 @@ class AzureRemote:
             return
         from azure.storage.blob import BlobServiceClient
 
-        kwargs = dict(retry_total=0, connection_timeout=self.timeout, read_timeout=self.timeout,
+        kwargs: dict[str, Any] = dict(retry_total=0, connection_timeout=self.timeout, read_timeout=self.timeout,
                       connection_verify=self.ca_bundle or True)
         try:
             if self._connection_string:

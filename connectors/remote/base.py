@@ -2,7 +2,8 @@
 
 Required (``Remote``): ``stat``, ``put``, ``mkdir``, ``rename``, ``delete``. Optional abilities are
 separate protocols detected at run time (``ChunkedRemote`` for resumable upload sessions,
-``ReadableRemote`` to read a file back, ``ListableRemote`` to list a folder); no remote
+``ReadableRemote`` to read a file back, ``ListableRemote`` to list a folder, ``SelfRetryingRemote``,
+``RootedRemote``); no remote
 stubs what it cannot do. Each remote declares its limits as ``Capabilities`` (path length, forbidden
 characters, largest simple upload, checksum kind), which the remote sink reads to plan names and
 uploads. Paths are POSIX-style, relative to the remote root given in the URL.
@@ -64,6 +65,22 @@ class ReadableRemote(Protocol):
 
     def get(self, path: str, dest: BinaryIO) -> bool:
         """Write the bytes of ``path`` into ``dest``; return False when it does not exist."""
+
+
+@runtime_checkable
+class SelfRetryingRemote(Protocol):
+    """A remote whose client may retry each call itself (``retries_itself`` true: Dropbox and
+    SharePoint, whose SDK sessions do): the remote sink then does not multiply the attempts."""
+
+    retries_itself: bool
+
+
+@runtime_checkable
+class RootedRemote(Protocol):
+    """A remote that reports the folder its paths are relative to (``root``, final once connected):
+    the remote sink counts it in the path length its capabilities allow."""
+
+    root: str
 
 
 @runtime_checkable

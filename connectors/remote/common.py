@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import abc
 import posixpath
 from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
@@ -148,6 +149,19 @@ class ConnectedRemote:
     ``_session()`` (the open connection), ``_drop()`` and ``_translate(exc, what)``."""
 
     root: str
+
+    # what a subclass provides (abstract for the type checker; no ABC at run time)
+    @abc.abstractmethod
+    def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    def _session(self) -> Any: ...
+
+    @abc.abstractmethod
+    def _drop(self) -> None: ...
+
+    @abc.abstractmethod
+    def _translate(self, e: BaseException, what: str) -> BaseException: ...
 
     def _abs(self, path: str) -> str:
         path = path.strip("/")

@@ -24,6 +24,7 @@ verify that host; the SDK always speaks HTTPS with certificate verification.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
@@ -390,7 +391,7 @@ class DropboxRemote:
             feed(buf, offset)
             cursor = files.UploadSessionCursor(session_id=session_id, offset=offset)
             try:
-                self._call(lambda buf=buf, cursor=cursor: dbx.files_upload_session_append_v2(buf, cursor, close=False),
+                self._call(functools.partial(dbx.files_upload_session_append_v2, buf, cursor, close=False),
                            full, f"append at offset {offset}", on_append_error)
                 offset += len(buf)
             except _IncorrectOffset as e:

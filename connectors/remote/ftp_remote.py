@@ -86,7 +86,7 @@ class FtpRemote(ConnectedRemote):
         try:
             ftp.connect(self.host, self.port, timeout=self.timeout)
             ftp.login(self.user, self._password)
-            if self.tls:
+            if isinstance(ftp, ftplib.FTP_TLS):  # self.tls
                 ftp.prot_p()
             ftp.set_pasv(self.passive)
             ftp.voidcmd("TYPE I")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, os_error_text
@@ -20,6 +20,8 @@ from .base import RemoteStat
 from .catalog import LOCAL
 from .common import split_path
 
+T = TypeVar("T")
+
 
 class LocalRemote:
     """A folder of this machine (created on ``connect``)."""
@@ -27,7 +29,7 @@ class LocalRemote:
     capabilities = Capabilities(max_path_length=4096, max_name_length=255, rename=True, checksum=None,
                                 tested="a temporary folder")
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike) -> None:
         self.root = str(Path(root).expanduser().absolute())
         self.name = f"file://{self.root}"
 
@@ -37,7 +39,7 @@ class LocalRemote:
     def _p(self, path: str) -> Path:
         return Path(self.root, *split_path(path, self.name))
 
-    def _os(self, what: str, fn):
+    def _os(self, what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except OSError as e:

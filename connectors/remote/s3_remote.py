@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
@@ -40,6 +41,9 @@ from exporter.retry import parse_retry_after, retry_call
 from .base import RemoteStat
 from .catalog import S3
 from .common import object_store_settings, read_exactly, send_parts, split_path
+
+if TYPE_CHECKING:  # the client's types come with the stubs (dev extra: boto3-stubs[s3])
+    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger("exporter.remote.s3")
 T = TypeVar("T")
@@ -86,7 +90,7 @@ class S3Remote:
         self.concurrency = max(1, upload_concurrency)
         self.attempts, self.base_delay, self.max_delay = attempts, base_delay, max_delay
         self.timeout = timeout
-        self._client = None
+        self._client: S3Client | None = None
 
     def __repr__(self) -> str:
         return f"S3Remote({self.name})"
@@ -244,7 +248,7 @@ class S3Remote:
 
         token = None
         while True:
-            answer = self._call(lambda token=token: page(token), "list", prefix)
+            answer = self._call(functools.partial(page, token), "list", prefix)
             for obj in answer.get("Contents", ()):
                 name = obj["Key"][len(prefix):]
                 if name and "/" not in name:
@@ -293,8 +297,8 @@ class S3Remote:
                                                  ContentMD5=_md5_b64(payload), Metadata={"sha256": sha}),
                        "upload", key)
             return
-        sha = _digest_and_rewind(data)
-        meta = {"sha256": sha} if sha else {}
+        digest = _digest_and_rewind(data)
+        meta = {"sha256": digest} if digest else {}
         upload_id = self._call(lambda: client.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata=meta),
                                "start multipart upload", key)["UploadId"]
         try:

@@ -23,7 +23,7 @@ import errno
 import os
 import posixpath
 import socket
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from exporter.capabilities import Capabilities
@@ -33,6 +33,9 @@ from exporter.options import read_secret
 from .base import RemoteStat
 from .catalog import SFTP
 from .common import ConnectedRemote, host_and_port, server_capabilities
+
+if TYPE_CHECKING:  # paramiko is imported when a connection opens
+    import paramiko
 
 _TESTED = "asyncssh SFTP server on loopback (password and key auth, host keys)"
 
@@ -79,8 +82,8 @@ class SftpRemote(ConnectedRemote):
         self.name = f"sftp://{user + '@' if user else ''}{host}:{port}{root if root.startswith('/') else '/' + root}"
         self.capabilities = capabilities or Capabilities(
             max_path_length=4096, max_name_length=255, rename=True, checksum=None, tested=_TESTED)
-        self._client = None
-        self._sftp = None
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
         self._posix_rename = True
         self._dirs: set[str] = set()  # folders known to exist
 
@@ -132,7 +135,9 @@ class SftpRemote(ConnectedRemote):
                 timeout=self.timeout, banner_timeout=self.timeout, auth_timeout=self.timeout,
             )
             sftp = client.open_sftp()
-            sftp.get_channel().settimeout(self.timeout)
+            channel = sftp.get_channel()
+            if channel is not None:  # (it is, once open_sftp has returned)
+                channel.settimeout(self.timeout)
             if self._root_arg.startswith("~"):
                 home = sftp.normalize(".")
                 self.root = posixpath.normpath(posixpath.join(home, self._root_arg[1:].lstrip("/")))
@@ -152,7 +157,7 @@ class SftpRemote(ConnectedRemote):
             with contextlib.suppress(Exception):
                 client.close()
 
-    def _session(self):
+    def _session(self) -> paramiko.SFTPClient | None:
         return self._sftp
 
     def _drop(self) -> None:

@@ -24,8 +24,7 @@ def translate_error(exc: BaseException, site_url: str, path: str, what: str) -> 
     from office365.runtime.client_request_exception import ClientRequestException
 
     where = f"{site_url} {path}"
-    if isinstance(exc, ClientRequestException) and getattr(exc, "response", None) is not None:
-        resp = exc.response
+    if isinstance(exc, ClientRequestException) and (resp := exc.response) is not None:
         status = resp.status_code
         text = ""
         try:

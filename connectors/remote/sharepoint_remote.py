@@ -248,13 +248,17 @@ class SharePointRemote:
         for part in rel.split("/") if rel else []:
             here = f"{parent}/{part}"
             if here.lower() not in self._known_dirs:
+                def look_up(c: Any, here: str = here) -> Any:
+                    return c.web.get_folder_by_server_relative_path(here).get()
+
+                def create(c: Any, parent: str = parent, part: str = part) -> Any:
+                    return c.web.get_folder_by_server_relative_path(parent).folders.add(part)
+
                 try:
-                    self._run(lambda c, here=here: c.web.get_folder_by_server_relative_path(here).get(), here,
-                              "look up folder")
+                    self._run(look_up, here, "look up folder")
                 except NotFound:
                     try:
-                        self._run(lambda c, parent=parent, part=part: c.web.get_folder_by_server_relative_path(parent)
-                                  .folders.add(part), here, "create folder")
+                        self._run(create, here, "create folder")
                     except NotFound:
                         raise SinkError("the parent folder disappeared while creating folders", context=here) from None
                 self._known_dirs.add(here.lower())
@@ -331,7 +335,7 @@ class SharePointRemote:
         # the session needs an existing file: an empty placeholder (the sink uploads to a .partial)
         self._add(parent, name, b"", full)
         upload_id = str(uuid.uuid4())
-        state = {"offset": 0, "started": False, "resync": False, "done": None}
+        state: dict[str, Any] = {"offset": 0, "started": False, "resync": False, "done": None}
 
         def file_of(c: Any) -> Any:
             return c.web.get_file_by_server_relative_path(full)

@@ -27,7 +27,7 @@ remote root, written only by a successful ``close``; a failed run never advances
 manifest are read back with ``get`` (``ReadableRemote``); a remote without it works without them.
 
 Every remote call goes through ``exporter.retry.retry_call`` (option ``retries``, default 5);
-a remote that already retries each call itself says so with ``retries_itself = True``.
+a remote that already retries each call itself says so with ``retries_itself = True`` (``SelfRetryingRemote``).
 Options: ``retries``, ``retry_base_delay``, ``retry_max_delay``, ``chunk_size``, ``staging_dir``
 (``catalog.SINK_OPTIONS``).
 """
@@ -42,17 +42,21 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.errors import ExporterError, SinkError
 from exporter.fsutil import file_digest
+from exporter.model import Record
 from exporter.naming import safe_filename
 from exporter.options import parse
 from exporter.sinks import RunContext
 
-from .base import ReadableRemote, Remote, RemoteStat, local_checksum
+from .base import ReadableRemote, Remote, RemoteStat, RootedRemote, local_checksum
 from .catalog import SINK_OPTIONS
 from .transfer import PARTIAL_SUFFIX_LEN, Transfer
+
+if TYPE_CHECKING:
+    from exporter.connectors.files import FilesSink
 
 log = logging.getLogger("exporter.remote")
 
@@ -63,7 +67,7 @@ STATE_FORMAT = "exporter-remote-state"
 MANIFEST_FORMAT = "exporter-remote-manifest"
 
 
-def _default_inner(root: Path, options: dict):
+def _default_inner(root: Path, options: dict) -> FilesSink:
     from exporter.connectors.files import FilesSink
 
     return FilesSink(str(root), options, keep_current=False, track_published=True)
@@ -81,7 +85,7 @@ class RemoteSink:
     """Stage with the files sink, upload what it publishes. See the module docstring."""
 
     def __init__(self, remote: Remote, options: dict | None = None, *,
-                 inner_factory: Callable[[Path, dict], Any] | None = None):
+                 inner_factory: Callable[[Path, dict], FilesSink] | None = None):
         self.options = dict(options or {})
         self.remote = remote
         self.name = remote.name
@@ -92,7 +96,7 @@ class RemoteSink:
         self._inner_factory = inner_factory or _default_inner
         self.transfer = Transfer(remote, self.options)
         self.stats = UploadStats()
-        self.inner = None
+        self.inner: FilesSink | None = None
         self.staging: Path | None = None
         self._upto = 0  # index in out.published already handled
         self._planned: dict[str, str] = {}  # folded remote path -> local relative path
@@ -108,6 +112,17 @@ class RemoteSink:
         return f"RemoteSink({self.name})"
 
     # ---- helpers -------------------------------------------------------------------------
+    def _inner(self) -> FilesSink:
+        """The files sink staging this run's files (set by ``open``)."""
+        if self.inner is None:
+            raise SinkError(f"{self.name} is not open")
+        return self.inner
+
+    def _staging(self) -> Path:
+        if self.staging is None:
+            raise SinkError(f"{self.name} is not open")
+        return self.staging
+
     def _read_json(self, path: str) -> Any | None:
         """Download a small JSON file we wrote (state, manifest); None when absent."""
         if not isinstance(self.remote, ReadableRemote):
@@ -142,9 +157,13 @@ class RemoteSink:
             parts.append(comp)
         return "/".join(parts)
 
+    def _root(self) -> str:
+        # str(): a plugin's remote may report its root as a Path
+        return str(self.remote.root or "") if isinstance(self.remote, RootedRemote) else ""
+
     def _check_path(self, rel: str, remote_rel: str) -> None:
         caps = self.capabilities
-        root = str(getattr(self.remote, "root", "") or "").rstrip("/")
+        root = self._root().rstrip("/")
         full = f"{root}/{remote_rel}" if root else remote_rel
         extra = PARTIAL_SUFFIX_LEN if caps.rename else 0
         if caps.max_path_length is not None and len(full) + extra > caps.max_path_length:
@@ -184,7 +203,7 @@ class RemoteSink:
         return True  # size-only: nothing better is known about a file we did not upload
 
     def _upload(self, rel: str, remote_rel: str) -> None:
-        local = self.staging / rel
+        local = self._staging() / rel
         size = local.stat().st_size
         sha = file_digest(local)
         st = self.transfer.stat(remote_rel)
@@ -205,7 +224,7 @@ class RemoteSink:
             self._manifest_dirty = True
 
     def _upload_new(self) -> None:
-        out = self.inner.out
+        out = self._inner().output()
         fresh = [p.as_posix() if isinstance(p, Path) else str(p) for p in out.published[self._upto:]]
         plan = self._plan(fresh)
         for rel, remote_rel in plan:
@@ -264,26 +283,26 @@ class RemoteSink:
         self.staging = Path(tempfile.mkdtemp(prefix="exporter-remote-", dir=staging_parent))
         try:
             self.transfer.connect()  # a remote creates its root folder when it connects
-            root = str(getattr(self.remote, "root", "") or "")
+            root = self._root()
             limit = self.capabilities.max_path_length
             if limit is not None and len(root) + 1 >= limit:
                 raise SinkError(f"destination folder {root!r} is already as long as {self.name} allows "
                                 f"({limit} characters)")
             self._load_manifest()
-            self.inner = self._inner_factory(self.staging, self.options)
-            self.inner.open(ctx)
+            self.inner = inner = self._inner_factory(self.staging, self.options)
+            inner.open(ctx)
         except BaseException:
             self._cleanup()
             raise
 
-    def write(self, batch: Sequence) -> None:
+    def write(self, batch: Sequence[Record]) -> None:
         for r in batch:
-            if getattr(r, "kind", None) == "checkpoint":
+            if r.kind == "checkpoint":
                 self._pending_cursors[r.form_id] = r.cursor
-        self.inner.write(batch)
+        self._inner().write(batch)
 
     def commit(self) -> None:
-        self.inner.commit()
+        self._inner().commit()
         self._upload_new()
         self._committed_cursors.update(self._pending_cursors)
         self._pending_cursors.clear()

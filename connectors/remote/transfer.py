@@ -3,8 +3,8 @@
 ``Transfer`` wraps one ``Remote`` for whoever moves files with it (the remote sink, the backups):
 
 * every remote call goes through ``exporter.retry.retry_call`` (options ``retries``, default 5,
-  ``retry_base_delay``, ``retry_max_delay``: ``catalog.TRANSFER_OPTIONS``); a remote that already retries each call itself says
-  so with ``retries_itself = True`` and is called once;
+  ``retry_base_delay``, ``retry_max_delay``: ``catalog.TRANSFER_OPTIONS``); a remote that already
+  retries each call itself says so with ``retries_itself = True`` (``SelfRetryingRemote``) and is called once;
 * ``publish`` uploads a local file atomically: where the remote can rename, bytes go to
   ``<name>.<8 hex>.partial`` in the same folder and are renamed into place, so a reader never sees
   half a file, and a failed upload's temporary name is removed; a remote without rename (object
@@ -28,7 +28,7 @@ from exporter.naming import short_hash
 from exporter.options import parse
 from exporter.retry import retry_call
 
-from .base import ChunkedRemote, ListableRemote, ReadableRemote, Remote, RemoteStat
+from .base import ChunkedRemote, ListableRemote, ReadableRemote, Remote, RemoteStat, SelfRetryingRemote
 from .catalog import TRANSFER_OPTIONS
 
 log = logging.getLogger("exporter.remote")
@@ -48,7 +48,7 @@ class Transfer:
         self.name = remote.name
         self.capabilities = remote.capabilities
         self.attempts = options["retries"] + 1
-        if getattr(remote, "retries_itself", False):
+        if isinstance(remote, SelfRetryingRemote) and remote.retries_itself:
             self.attempts = 1  # the remote already retries each call: do not multiply attempts
         self.base_delay = options["retry_base_delay"]
         self.max_delay = 30.0 if options["retry_max_delay"] is None else options["retry_max_delay"]
@@ -85,22 +85,24 @@ class Transfer:
     def read(self, path: str, dest: BinaryIO) -> bool:
         """Download ``path`` into ``dest`` (a retry starts again from where ``dest`` was);
         False when it does not exist."""
-        if not isinstance(self.remote, ReadableRemote):
+        remote = self.remote
+        if not isinstance(remote, ReadableRemote):
             raise SinkError("this remote cannot read files back", context=self.name)
         start = dest.tell()
 
         def attempt() -> bool:
             dest.seek(start)
             dest.truncate()
-            return self.remote.get(path, dest)
+            return remote.get(path, dest)
 
         return self.retry(attempt, f"download {path}") is not False
 
     def listdir(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
         """The files directly in folder ``path`` (name, stat), when the remote can list."""
-        if not isinstance(self.remote, ListableRemote):
+        remote = self.remote
+        if not isinstance(remote, ListableRemote):
             raise SinkError("this remote cannot list a folder", context=self.name)
-        return iter(self.retry(lambda: list(self.remote.listdir(path)), f"list {path or '/'}"))
+        return iter(self.retry(lambda: list(remote.listdir(path)), f"list {path or '/'}"))
 
     # ---- uploads ---------------------------------------------------------------------------
     def partial_name(self, remote_rel: str, content_hash: str) -> str:

@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporter.errors import ConfigError
 from exporter.secrets import register_secret
 
 from .dialects import for_url
+
+if TYPE_CHECKING:
+    import sqlalchemy
+
+    from .sink import SqlSink
 
 
 def _read_secret(options: dict) -> str | None:
@@ -40,7 +46,7 @@ def _read_secret(options: dict) -> str | None:
     return value
 
 
-def parse_url(url: str | None, options: dict):
+def parse_url(url: str | None, options: dict) -> sqlalchemy.engine.URL:
     """The SQLAlchemy URL of ``url``/``options``, with its driver defaulted and password set."""
     import sqlalchemy as sa
     from sqlalchemy.exc import ArgumentError
@@ -67,7 +73,7 @@ def parse_url(url: str | None, options: dict):
     return u
 
 
-def create_sink(url: str, options: dict | None = None):
+def create_sink(url: str, options: dict | None = None) -> SqlSink:
     """Registry factory: ``create_sink(url, options) -> SqlSink``."""
     from sqlalchemy.exc import NoSuchModuleError
 

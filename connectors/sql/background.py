@@ -112,7 +112,10 @@ class Overlapping:
             self._background.drain()
 
     def submit(self, label: str, fn: Any) -> None:
-        """Hand ``fn`` to the background thread (``overlap()`` first)."""
+        """Hand ``fn`` to the background thread (``overlap()`` first; without it, run it now)."""
+        if self._background is None:
+            fn()
+            return
         self._background.submit(label, fn)
 
     def stop(self) -> None:

@@ -32,8 +32,8 @@ def _sql(order: int, key: str, url_form: str, description: str, schemes: tuple[s
 
 
 SQLITE = _sql(30, "sqlite", "sqlite:///path.db", "SQLite database (embedded default)", ("sqlite",))
-POSTGRES = _sql(40, "postgres", "postgresql+psycopg2://user@host:5432/db", "PostgreSQL (COPY into staging, then merge)",
-                ("postgresql", "postgres"), "postgres")
+POSTGRES = _sql(40, "postgres", "postgresql+psycopg://user@host:5432/db",
+                "PostgreSQL (binary COPY, merged through staging when keys exist)", ("postgresql", "postgres"), "postgres")
 MYSQL = _sql(50, "mysql", "mysql+pymysql://user@host:3306/db",
              "MariaDB / MySQL (multi-row INSERT, merged with ON DUPLICATE KEY UPDATE)", ("mysql", "mariadb"), "mysql")
 MSSQL = _sql(60, "mssql", "mssql+pyodbc://user@dsn", "Microsoft SQL Server (pyodbc fast_executemany)", ("mssql",), "mssql")

@@ -10,12 +10,14 @@ from contextlib import AbstractContextManager
 
 import sqlalchemy as sa
 
+from exporter.capabilities import Capabilities
 from exporter.errors import SinkError
 from exporter.model import ExternalList, Form
 from exporter.sinks import RunContext
 
 from .columns import type_family
 from .dialects.base import Loader, SqlProfile
+from .loaders import as_rows
 from .planner import NamePlanner
 from .plans import FormPlan, lineage_rows, plan_form
 from .tables import (
@@ -39,6 +41,7 @@ class SchemaSteps:
     url: sa.URL
     schema: str | None
     profile: SqlProfile
+    capabilities: Capabilities
     planner: NamePlanner
     _conn: sa.Connection
     _ctx: RunContext | None
@@ -63,7 +66,7 @@ class SchemaSteps:
         """Check every table before any DDL: returns (table, None) to create, (table, [missing
         columns]) to alter. Raises SinkError for an existing table of incompatible shape."""
         insp = self._inspector()
-        out = []
+        out: list[tuple[sa.Table, list[sa.Column] | None]] = []
         for t in tables:
             if not insp.has_table(t.name, schema=self.schema):
                 out.append((t, None))
@@ -145,7 +148,7 @@ class SchemaSteps:
         for t in self._fixed.values():
             for ix in t.indexes if t.info.get("late_indexes") and t.name in existing else ():
                 with self._op(f"creating index {ix.name} of table {t.name}"):
-                    if not insp.has_index(t.name, ix.name, schema=self.schema):
+                    if ix.name is None or not insp.has_index(t.name, ix.name, schema=self.schema):
                         log.info("%s: creating index %s of table %s", self.name, ix.name, t.name)
                         ix.create(conn)
 
@@ -181,9 +184,12 @@ class SchemaSteps:
 
     def _schema_unlock(self) -> None:
         """Release a session schema lock (after the schema step's commit, or on rollback)."""
+        unlock = self.profile.schema_unlock_sql
         if self._locked:
             self._locked = False
-            self._conn.execute(sa.text(self.profile.schema_unlock_sql), {"k": self._lock_key()})
+            if unlock is None:  # (a dialect without an unlock statement never locks)
+                return
+            self._conn.execute(sa.text(unlock), {"k": self._lock_key()})
             if self._conn.in_transaction():
                 self._conn.commit()
 
@@ -200,7 +206,7 @@ class SchemaSteps:
             tables.update(build_tables(self._md, tp, self.profile, plan.main))
         checked = self._check_tables(list(tables.values()))
         with self._op(f"storing the name plan of form {form.id}"):
-            self._loader.upsert(lin, "lineage_key", lineage_rows(plan, self._run_id()))
+            self._loader.upsert(lin, "lineage_key", *as_rows(lineage_rows(plan, self._run_id())))
         self._apply_ddl(checked)
         self._plans[form.id] = plan
         self._tables.update(tables)

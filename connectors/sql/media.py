@@ -4,7 +4,7 @@ only its index."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from exporter.model import FORM_PICTURE, PDF, Blob, Document, Media
 from exporter.naming import safe_filename, safe_join
 
 from .dialects.base import Dialect, Loader, blob_context, blob_name
-from .rows import document_row, media_row
+from .rows import DOCUMENT_COLUMNS, MEDIA_COLUMNS, document_row, media_row
 
 
 class MediaWrites:
@@ -35,14 +35,15 @@ class MediaWrites:
     _count: Callable[..., None]
 
     def _write_media(self, media: list[Media]) -> None:
-        self._write_blobs(media, "media", "media_key", media_row, _media_parts)
+        self._write_blobs(media, "media", "media_key", MEDIA_COLUMNS, media_row, _media_parts)
 
     def _write_documents(self, docs: list[Document]) -> None:
         """Vendor documents (``documents`` table): upserted by their natural key, so a document
         fetched again (an edited submission) replaces its row; bytes like a media's."""
-        self._write_blobs(docs, "documents", "document_key", document_row, _document_parts)
+        self._write_blobs(docs, "documents", "document_key", DOCUMENT_COLUMNS, document_row, _document_parts)
 
-    def _write_blobs(self, blobs: list[Blob], table_name: str, key: str, row_of, parts_of) -> None:
+    def _write_blobs(self, blobs: Sequence[Blob], table_name: str, key: str, columns: tuple[str, ...], row_of,
+                     parts_of) -> None:
         """The rows of media or documents (``row_of``), their bytes in files under ``media_dir``
         (at ``parts_of``) or, with ``media_in_db``, in the row's ``content``."""
         rows = []
@@ -51,17 +52,18 @@ class MediaWrites:
         for b in blobs:
             size, sha, path = b.size, b.sha256, None
             if media_dir is not None:
-                path, size, sha = self._blob_file(b, parts_of(b))
-            elif in_db and (size is None or sha is None):
+                path, size, sha = self._blob_file(b, media_dir, parts_of(b))
+            elif in_db and (type(size) is not int or sha is None):
                 size, sha = self._measure(b)
             row = row_of(b, size, sha, path)
             rows.append(row)
-            by_key[row[key]] = b
+            by_key[row[0]] = b
         table = self._fixed[table_name]
         with self._op(f"table {table_name}"):
-            self._loader.upsert_step(table, key, rows)
+            self._loader.upsert_step(table, key, columns, rows)
         if self.media_in_db:
-            sizes = {r[key]: r["size"] for r in rows}
+            size_at = columns.index("size")
+            sizes = {r[0]: r[size_at] for r in rows}
             for k, b in by_key.items():
                 with self._op(f"table {table_name} ({blob_name(b)})"):
                     self.dialect.store_content(self._conn, table, k, b, sizes[k], self.media_max_bytes, self.schema)
@@ -75,8 +77,9 @@ class MediaWrites:
             n += len(chunk)
         return n, h.hexdigest()
 
-    def _blob_file(self, b: Blob, parts: list[str]) -> tuple[str, int, str]:
-        dest = safe_join(self.media_dir, *parts)
+    @staticmethod
+    def _blob_file(b: Blob, media_dir: Path, parts: list[str]) -> tuple[str, int, str]:
+        dest = safe_join(media_dir, *parts)
         h, n = hashlib.sha256(), 0
         try:
             with atomic_write(dest) as fh:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from .background import Overlapping
 from .dialects.base import Outcome, SqlProfile
-from .loaders import GenericLoader, chunks, dedupe
+from .loaders import GenericLoader, chunks, dedupe, driver_connection
 
 
 class MultiRowLoader(Overlapping, GenericLoader):
@@ -31,29 +32,29 @@ class MultiRowLoader(Overlapping, GenericLoader):
         self.max_stmt = max(64 << 10, min(int(packet) - (64 << 10), 256 << 20))
         self._merge_only: set[str] = set()  # tables where a plain INSERT met an existing key
 
-    def _run(self, stmt, rows: list[dict], cols: list[str]) -> None:
+    def _run(self, stmt, rows: list[tuple]) -> None:
         sql = str(stmt.compile(dialect=self.conn.dialect))
-        with self.conn.connection.driver_connection.cursor() as cur:
+        with driver_connection(self.conn).cursor() as cur:
             cur.max_stmt_length = self.max_stmt
             for chunk in chunks(rows, self.rows):
-                cur.executemany(sql, self._rename(chunk, cols))
+                cur.executemany(sql, self._named(chunk))
 
-    def insert(self, table: sa.Table, rows: list[dict]) -> None:
-        if rows:
-            self.later(f"table {table.name}", lambda: self._insert_now(table, rows))
-
-    def _insert_now(self, table: sa.Table, rows: list[dict]) -> None:
+    @staticmethod
+    def _statement(table: sa.Table, cols: Sequence[str]):
         from sqlalchemy.dialects import mysql
 
-        cols = list(rows[0])
-        stmt = mysql.insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(cols)})
-        self._run(stmt, rows, cols)
+        return mysql.insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(cols)})
 
-    def upsert_step(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome | None = None) -> Outcome:
+    def insert(self, table: sa.Table, cols: Sequence[str], rows: list[tuple]) -> None:
+        if rows:
+            self.later(f"table {table.name}", lambda: self._run(self._statement(table, cols), rows))
+
+    def upsert_step(self, table: sa.Table, key: str, cols: Sequence[str], rows: list[tuple],
+                    outcome: Outcome | None = None) -> Outcome:
         outcome = outcome or Outcome()  # all_new is settled in its turn (delete_step reads it then)
 
         def job() -> None:
-            if not self._upsert_now(table, key, rows):
+            if not self._upsert_now(table, key, cols, rows):
                 outcome.all_new = False
         if rows:
             self.later(f"table {table.name}", job)
@@ -62,26 +63,22 @@ class MultiRowLoader(Overlapping, GenericLoader):
     def delete_step(self, table: sa.Table, column: str, values: list, unless: Outcome, **equal: Any) -> None:
         self.later(f"table {table.name}", lambda: GenericLoader.delete_step(self, table, column, values, unless, **equal))
 
-    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
+    def upsert(self, table: sa.Table, key: str, cols: Sequence[str], rows: list[tuple]) -> bool:
         self.settle()
-        return self._upsert_now(table, key, rows)
+        return self._upsert_now(table, key, cols, rows)
 
-    def _upsert_now(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
+    def _upsert_now(self, table: sa.Table, key: str, cols: Sequence[str], rows: list[tuple]) -> bool:
         if not rows:
             return True
-        from sqlalchemy.dialects import mysql
-
-        rows = dedupe(rows, key)
-        cols = list(rows[0])
-        ins = mysql.insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(cols)})
-        if self._insert_new(table, ins, rows, cols):
+        rows = dedupe(rows, list(cols).index(key))
+        ins = self._statement(table, cols)
+        if self._insert_new(table, ins, rows):
             return True
         others = [c for c in cols if c != key] or [key]
-        stmt = ins.on_duplicate_key_update({c: ins.inserted[c] for c in others})
-        self._run(stmt, rows, cols)
+        self._run(ins.on_duplicate_key_update({c: ins.inserted[c] for c in others}), rows)
         return False
 
-    def _insert_new(self, table: sa.Table, ins, rows: list[dict], cols: list[str]) -> bool:
+    def _insert_new(self, table: sa.Table, ins, rows: list[tuple]) -> bool:
         """Plain INSERT inside a savepoint: True if every key was new; False (nothing written) at
         the first duplicate key, after which the table is only ever merged in this run."""
         import pymysql
@@ -90,7 +87,7 @@ class MultiRowLoader(Overlapping, GenericLoader):
             return False
         sp = self.conn.begin_nested()
         try:
-            self._run(ins, rows, cols)
+            self._run(ins, rows)
         except pymysql.err.IntegrityError as e:
             sp.rollback()
             if e.args and e.args[0] == 1062:  # ER_DUP_ENTRY

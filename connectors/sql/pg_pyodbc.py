@@ -41,7 +41,7 @@ from typing import Any
 from sqlalchemy import util
 from sqlalchemy.connectors.pyodbc import PyODBCConnector
 from sqlalchemy.dialects.postgresql.base import PGDialect
-from sqlalchemy.engine import interfaces
+from sqlalchemy.engine import URL, interfaces
 
 from .pg_pyodbc_types import COLSPECS
 
@@ -87,7 +87,7 @@ class PGDialect_pyodbc(PyODBCConnector, PGDialect):
     colspecs = util.update_copy(PGDialect.colspecs, COLSPECS)
 
     # ------------------------------------------------------------------ connecting
-    def create_connect_args(self, url):
+    def create_connect_args(self, url: URL) -> interfaces.ConnectArgsType:
         opts = url.translate_connect_args(username="user")
         opts.update(url.query)
         connect_args: dict[str, Any] = {}

@@ -207,6 +207,7 @@ def parse_pg_array(text: str) -> list:
         while True:
             j = skip_ws(j)
             c = text[j]
+            val: list | str | None
             if c == "{":
                 val, j = parse(j)
             elif c == '"':

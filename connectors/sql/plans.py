@@ -153,9 +153,9 @@ def _plan_columns(tp: TablePlan, fields: list[FieldDef], stored: list[dict], pla
         counts[c.table] = counts.get(c.table, 0) + 1
     for f in fields:
         for part, sql_kind in field_parts(f):
-            cp = existing.get((f.name, part, sql_kind))
-            if cp is not None:
-                cp.status, cp.caption, cp.field_type, cp.field_kind = "active", f.caption, f.type, f.kind
+            known = existing.get((f.name, part, sql_kind))
+            if known is not None:
+                known.status, known.caption, known.field_type, known.field_kind = "active", f.caption, f.type, f.kind
                 continue
             retyped = [c for c in tp.columns if c.field == f.name and c.part == part and c.sql_kind != sql_kind]
             suffix = "" if part == "value" else f"_{part}"

@@ -1,22 +1,36 @@
-"""Rows of the export tables from records: a form's submissions (through its compiled plan) and
-media. A value its typed column cannot hold exactly goes to the row's ``unparsed_text`` as served."""
+"""Rows of the export tables from records, as tuples in a fixed column order.
+
+Each form's plan is compiled once (:class:`FormRows`): per table part, its columns and, per
+column, the function that fits a typed value to it. A submission then becomes one tuple per part
+of the form table and one per sub-form row and part, straight from its typed values, with no
+other object made on the way. A value its typed column cannot hold exactly goes to the row's
+``unparsed_text`` as served. (Typing itself, text to value, is ``exporter.records``'s.)
+"""
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
 from exporter.errors import SinkError
 from exporter.model import EXPORT, FORM_PICTURE, Document, DocumentRef, GeoPoint, Media, Submission, extra_json
+from exporter.values import meta_time
 
 from .columns import DELETED_AT, ID_LEN, KEY_LEN, META_TIMES, lineage_key
 from .dialects.base import SqlProfile
 from .plans import ColumnPlan, FormPlan, TablePlan
 
+#: rows of table parts: part name -> its rows (tuples in the order of its ``columns``)
+Rows = dict[str, list[tuple]]
+#: ``fn(value, text, unparsed)``: the cell of one column from a typed value and its served text
+CellFn = Callable[[Any, "str | None", dict], Any]
 
-class _Converter:
+
+class _Fit:
+    """What fitting a value to its column depends on in a dialect (decimal precision, booleans)."""
+
     def __init__(self, profile: SqlProfile):
         self.profile = profile
         p, s = profile.numeric_precision, profile.numeric_scale
@@ -29,7 +43,8 @@ class _Converter:
             return None
         if self.profile.numeric_precision is None:  # the column keeps any decimal exactly
             return v
-        _sign, digits, exp = v.as_tuple()
+        _sign, digits, exp = v.as_tuple()  # finite: the exponent is an int
+        assert isinstance(exp, int)
         int_digits = max(len(digits) + exp, 0)
         if int_digits > self.max_int_digits:
             _keep(unparsed, key, text)
@@ -43,31 +58,6 @@ class _Converter:
 def _keep(unparsed: dict, key: str, text: str | None) -> None:
     if text is not None and text.strip() != "":
         unparsed[key] = text
-
-
-# texts of metadata times already read (naive ones only: nothing to keep aside); a submission's six
-# times are often equal and neighbouring submissions share them
-_META_TIMES: dict[str, dt.datetime] = {}
-
-
-def parse_meta_time(text: str | None, unparsed: dict, key: str) -> dt.datetime | None:
-    v = _META_TIMES.get(text)  # type: ignore[arg-type]
-    if v is not None:
-        return v
-    if text is None or not text.strip():
-        return None
-    try:
-        v = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        unparsed[f"_meta:{key}"] = text
-        return None
-    if v.tzinfo is not None:
-        unparsed[f"_meta:{key}"] = text
-        return v.replace(tzinfo=None)
-    if len(_META_TIMES) >= 4096:
-        _META_TIMES.clear()
-    _META_TIMES[text] = v
-    return v
 
 
 def check_id(value: str | None, what: str, context: str) -> str:
@@ -104,44 +94,50 @@ def document_key(ref: DocumentRef) -> str:
 
 
 #: the columns of a ``media`` table row (``media_row``), in order
-MEDIA_COLUMNS = ["media_key", "form_id", "submission_id", "field", "subform", "row_index", "name", "content_type",
-                 "size", "sha256", "path"]
+MEDIA_COLUMNS = ("media_key", "form_id", "submission_id", "field", "subform", "row_index", "name", "content_type",
+                 "size", "sha256", "path")
 
 
-def media_row(m: Media, size: int | None, sha256: str | None, path: str | None) -> dict:
-    """The ``media`` table row of one media file (its bytes, with ``--media-in-db``, go in after)."""
+def _text_or_none(v: Any) -> str | None:
+    return v if v is None or type(v) is str else str(v)
+
+
+def media_row(m: Media, size: Any, sha256: Any, path: str | None) -> tuple:
+    """The ``media`` table row of one media file (its bytes, with ``--media-in-db``, go in after), in
+    ``MEDIA_COLUMNS`` order. A size that is not a whole number (an archive may hold anything
+    there) is unknown: NULL."""
     r = m.ref
     fid, sid = r.form_id, r.submission_id
     if not fid or not sid or len(fid) > ID_LEN or len(sid) > ID_LEN:
         ctx = f"form {fid} submission {sid} media {r.name}"
         check_id(fid, "form id", ctx)
         check_id(sid, "submission id", ctx)
-    return dict(zip(MEDIA_COLUMNS, (media_key(fid, sid, r.subform, r.row, r.field, r.name), fid, sid, r.field,
-                                    r.subform, r.row, r.name, m.content_type, size, sha256, path), strict=True))
+    return (media_key(fid, sid, r.subform, r.row, r.field, r.name), fid, sid, r.field, r.subform, r.row, r.name,
+            _text_or_none(m.content_type), size if type(size) is int else None, _text_or_none(sha256), path)
 
 
 #: the columns of a ``documents`` table row (``document_row``), in order
-DOCUMENT_COLUMNS = ["document_key", "form_id", "submission_id", "kind", "export_id", "field", "name", "content_type",
-                    "size", "sha256", "path"]
+DOCUMENT_COLUMNS = ("document_key", "form_id", "submission_id", "kind", "export_id", "field", "name", "content_type",
+                    "size", "sha256", "path")
 
 
-def document_row(d: Document, size: int | None, sha256: str | None, path: str | None) -> dict:
+def document_row(d: Document, size: Any, sha256: Any, path: str | None) -> tuple:
     """The ``documents`` table row of one vendor document (its bytes, with ``--media-in-db``, go in
-    after): ``export_id`` for a custom export, ``field`` for a layout picture (whose
-    ``submission_id`` is NULL)."""
+    after), in ``DOCUMENT_COLUMNS`` order: ``export_id`` for a custom export, ``field`` for a layout
+    picture (whose ``submission_id`` is NULL)."""
     r = d.ref
     ctx = f"form {r.form_id} submission {r.submission_id} document {d.name}"
     check_id(r.form_id, "form id", ctx)
     if r.submission_id is not None:
         check_id(r.submission_id, "submission id", ctx)
-    return dict(zip(DOCUMENT_COLUMNS, (
-        document_key(r), r.form_id, r.submission_id, r.doc_kind, r.key if r.doc_kind == EXPORT else None,
-        r.key if r.doc_kind == FORM_PICTURE else None, d.name, d.content_type, size, sha256, path), strict=True))
+    return (document_key(r), r.form_id, r.submission_id, r.doc_kind, r.key if r.doc_kind == EXPORT else None,
+            r.key if r.doc_kind == FORM_PICTURE else None, d.name, _text_or_none(d.content_type),
+            size if type(size) is int else None, _text_or_none(sha256), path)
 
 
-def _cell_fn(c: ColumnPlan, conv: _Converter):
-    """``fn(value, text, unparsed)``: the cell of column ``c`` from a typed value and its served
-    text; a text that did not type is kept in ``unparsed`` (the row's ``unparsed_text``)."""
+def _cell_fn(c: ColumnPlan, fit: _Fit) -> CellFn:
+    """The cell of column ``c`` from a typed value and its served text; a text that did not type
+    is kept in ``unparsed`` (the row's ``unparsed_text``)."""
     k, name = c.sql_kind, c.field
     if k == "text":
         def text(v, t, un, _tuple=tuple):
@@ -150,7 +146,7 @@ def _cell_fn(c: ColumnPlan, conv: _Converter):
             return t
         return text
     if k == "number":
-        number = conv.number
+        number = fit.number
 
         def num(v, t, un):
             if v is None:
@@ -171,7 +167,7 @@ def _cell_fn(c: ColumnPlan, conv: _Converter):
             return None
         return double
     if k == "boolean":
-        as_int = conv.profile.boolean_as_int
+        as_int = fit.profile.boolean_as_int
 
         def boolean(v, t, un):
             if isinstance(v, bool):
@@ -194,121 +190,133 @@ def _cell_fn(c: ColumnPlan, conv: _Converter):
     return lambda v, t, un: t
 
 
-class _RowPlan:
-    """One table plan compiled for ``submission_rows``: per part, (column, field, fn)."""
+class TableRows:
+    """One table plan (a form or a sub-form, possibly split in parts) compiled: the columns of each
+    part, in row order, and the cells that fill them. Part 0's row ends with its fixed columns."""
 
-    __slots__ = ("parts", "first", "key", "row_key", "unparsed", "cols", "single")
+    __slots__ = ("parts", "columns", "cells", "split")
 
-    def __init__(self, tp: TablePlan, conv: _Converter):
+    def __init__(self, tp: TablePlan, fit: _Fit, lead: list[str], tail: list[str]):
         self.parts = tuple(tp.parts)
-        self.first = tp.parts[0]
-        self.key = tp.key_columns[0]
-        self.row_key = tp.key_columns[1] if len(tp.key_columns) > 1 else None
-        self.unparsed = tp.unparsed_column
         active = tp.active()
-        # (part, column, field, fn) in plan order: the row dicts get their keys in that order
-        self.cols = tuple((c.table, c.column, c.field, _cell_fn(c, conv)) for c in active)
-        self.single = len(self.parts) == 1
+        #: (field, fn) of every active column, part after part
+        self.cells: tuple[tuple[str, CellFn], ...] = tuple(
+            (c.field, _cell_fn(c, fit)) for p in tp.parts for c in active if c.table == p)
+        self.columns: dict[str, tuple[str, ...]] = {}
+        #: for a table in several parts: (part, first cell, end) of each, in ``cells``
+        self.split: tuple[tuple[str, int, int], ...] = ()
+        start = 0
+        split = []
+        for i, p in enumerate(tp.parts):
+            mine = [c.column for c in active if c.table == p]
+            keys = tp.key_columns
+            self.columns[p] = (*keys, *(lead if i == 0 else ()), *mine, *(tail if i == 0 else ()))
+            split.append((p, start, start + len(mine)))
+            start += len(mine)
+        if len(tp.parts) > 1:
+            self.split = tuple(split)
 
 
-class _CompiledRows:
-    __slots__ = ("profile", "main", "meta", "subs", "extra", "deleted")
+class FormRows:
+    """A form's plan compiled for rows (see the module docstring); made once per plan."""
+
+    __slots__ = ("profile", "form_id", "main", "meta", "subs")
 
     def __init__(self, plan: FormPlan, profile: SqlProfile):
-        conv = _Converter(profile)
+        fit = _Fit(profile)
+        main = plan.main
         self.profile = profile
-        self.main = _RowPlan(plan.main, conv)
-        self.meta = tuple((mk, col, mk in META_TIMES) for mk, col in plan.main.meta_columns.items())
-        self.extra = plan.main.extra_column
-        self.subs = tuple((name, _RowPlan(tp, conv)) for name, tp in plan.subforms.items())
-        self.deleted = plan.main.deleted_column or DELETED_AT
+        self.form_id = plan.form.id
+        #: (meta key, is a time) of each metadata column, in row order
+        self.meta = tuple((mk, mk in META_TIMES) for mk in main.meta_columns)
+        tail = [main.unparsed_column, main.extra_column or "extra_keys", main.deleted_column or DELETED_AT]
+        self.main = TableRows(main, fit, list(main.meta_columns.values()), tail)
+        self.subs = tuple((name, TableRows(tp, fit, [], [tp.unparsed_column])) for name, tp in plan.subforms.items())
+
+    def columns(self) -> dict[str, tuple[str, ...]]:
+        """Every part's columns, in row order."""
+        out = dict(self.main.columns)
+        for _name, tr in self.subs:
+            out.update(tr.columns)
+        return out
+
+    def add(self, sub: Submission, out: Rows) -> None:
+        """The rows of one submission, appended to ``out``'s lists (one per part)."""
+        sid = sub.id
+        if not sid or len(sid) > ID_LEN:
+            check_id(sid, "submission id", f"form {self.form_id} submission {sid}")
+        un: dict[str, str] = {}
+        meta = sub.meta.get
+        lead: list[Any] = []
+        for mk, is_time in self.meta:
+            t = meta(mk)
+            if not is_time:
+                lead.append(t)
+            elif t is None:
+                lead.append(None)
+            else:
+                v, keep = meta_time(t)
+                if keep:
+                    un[f"_meta:{mk}"] = t
+                lead.append(v)
+        values, texts = sub.values.get, sub.text.get
+        main = self.main
+        cells = [fn(values(name), texts(name), un) for name, fn in main.cells]
+        tail = (json.dumps(un, ensure_ascii=False, sort_keys=True) if un else None, extra_json(sub.extra), None)
+        if not main.split:
+            out[main.parts[0]].append((sid, *lead, *cells, *tail))
+        else:
+            for i, (part, a, b) in enumerate(main.split):
+                out[part].append((sid, *lead, *cells[a:b], *tail) if i == 0 else (sid, *cells[a:b]))
+        sub_rows = sub.subforms
+        for sf_name, tr in self.subs:
+            rows = sub_rows.get(sf_name)
+            if not rows:
+                continue
+            for row in rows:
+                un = {}
+                values, texts = row.values.get, row.text.get
+                cells = [fn(values(name), texts(name), un) for name, fn in tr.cells]
+                unparsed = json.dumps(un, ensure_ascii=False, sort_keys=True) if un else None
+                if not tr.split:
+                    out[tr.parts[0]].append((sid, row.index, *cells, unparsed))
+                    continue
+                for i, (part, a, b) in enumerate(tr.split):
+                    out[part].append((sid, row.index, *cells[a:b], unparsed) if i == 0 else (sid, row.index, *cells[a:b]))
 
 
-def _compiled(plan: FormPlan, profile: SqlProfile) -> _CompiledRows:
+def form_rows(plan: FormPlan, profile: SqlProfile) -> FormRows:
+    """``plan`` compiled for ``profile`` (kept with the plan: a plan is not changed once made)."""
     c = plan.compiled
     if c is None or c.profile is not profile:
-        c = plan.compiled = _CompiledRows(plan, profile)
+        c = plan.compiled = FormRows(plan, profile)
     return c
 
 
-def _dumps(un: dict) -> str:
-    return json.dumps(un, ensure_ascii=False, sort_keys=True)
+def records_rows(plan: FormPlan, profile: SqlProfile, records: Iterable[Any]) -> tuple[Rows, list[tuple]]:
+    """The rows of the ``Submission``\\ s among ``records``, per table part (every part listed, empty
+    or not), and the ``media`` rows ``media_row`` makes of their ``Media`` (sizes and hashes as
+    the records give them, no path)."""
+    fr = form_rows(plan, profile)
+    rows: Rows = {p: [] for p in fr.columns()}
+    media: list[tuple] = []
+    add = fr.add
+    for r in records:
+        if r.kind == "media":
+            media.append(media_row(r, r.size, r.sha256, None))
+        else:
+            add(r, rows)
+    return rows, media
 
 
 def submission_rows(plan: FormPlan, sub: Submission, profile: SqlProfile
                     ) -> tuple[dict[str, dict], dict[str, list[dict]]]:
-    """Rows of one submission: {part table: row} for the form, {part table: [rows]} for sub-forms."""
-    comp = _compiled(plan, profile)
-    sid = check_id(sub.id, "submission id", f"form {plan.form.id} submission {sub.id}")
-    return _submission_rows(comp, sid, sub)
-
-
-def records_rows(plan: FormPlan, profile: SqlProfile, records: Iterable[Any]
-                 ) -> tuple[dict[str, list[dict]], list[dict]]:
-    """The rows ``submission_rows`` makes of the ``Submission``\\ s among ``records``, per table
-    part, and the ``media`` rows ``media_row`` makes of their ``Media`` (sizes and hashes as the
-    records give them, no path)."""
-    rows: dict[str, list[dict]] = {}
-    media: list[dict] = []
-    for r in records:
-        if r.kind == "media":
-            media.append(media_row(r, r.size, r.sha256, None))
-            continue
-        parent, children = submission_rows(plan, r, profile)
-        for part, row in parent.items():
-            rows.setdefault(part, []).append(row)
-        for part, more in children.items():
-            rows.setdefault(part, []).extend(more)
-    return rows, media
-
-
-def _submission_rows(comp: _CompiledRows, sid: str, sub: Submission
-                     ) -> tuple[dict[str, dict], dict[str, list[dict]]]:
-    main = comp.main
-    unparsed: dict[str, str] = {}
-    if main.single:
-        first = {main.key: sid}
-        parent = {main.first: first}
-    else:
-        parent = {p: {main.key: sid} for p in main.parts}
-        first = parent[main.first]
-    meta = sub.meta
-    for mk, col, is_time in comp.meta:
-        t = meta.get(mk)
-        first[col] = parse_meta_time(t, unparsed, mk) if is_time else t
-    values, texts = sub.values.get, sub.text.get
-    if main.single:
-        for _part, col, name, fn in main.cols:
-            first[col] = fn(values(name), texts(name), unparsed)
-    else:
-        for part, col, name, fn in main.cols:
-            parent[part][col] = fn(values(name), texts(name), unparsed)
-    first[main.unparsed] = _dumps(unparsed) if unparsed else None
-    first[comp.extra] = extra_json(sub.extra)
-    first[comp.deleted] = None  # served: not deleted (any more)
-    children: dict[str, list[dict]] = {}
-    sub_rows = sub.subforms
-    for sf_name, tp in comp.subs:
-        if tp.single:
-            out = children.setdefault(tp.first, [])
-        else:
-            for p in tp.parts:
-                children.setdefault(p, [])
-        key, row_key, unparsed_col = tp.key, tp.row_key, tp.unparsed
-        for row in sub_rows.get(sf_name, ()):
-            un: dict[str, str] = {}
-            rvalues, rtexts = row.values.get, row.text.get
-            if tp.single:
-                r = {key: sid, row_key: row.index}
-                for _part, col, name, fn in tp.cols:
-                    r[col] = fn(rvalues(name), rtexts(name), un)
-                r[unparsed_col] = _dumps(un) if un else None
-                out.append(r)
-                continue
-            prow = {p: {key: sid, row_key: row.index} for p in tp.parts}
-            for part, col, name, fn in tp.cols:
-                prow[part][col] = fn(rvalues(name), rtexts(name), un)
-            prow[tp.first][unparsed_col] = _dumps(un) if un else None
-            for p, r in prow.items():
-                children[p].append(r)
+    """The rows of one submission as dicts (column -> value), for tests and tools: {part: row} of
+    the form table, {part: [rows]} of its sub-form tables."""
+    fr = form_rows(plan, profile)
+    cols = fr.columns()
+    out: Rows = {p: [] for p in cols}
+    fr.add(sub, out)
+    parent = {p: dict(zip(cols[p], out[p][0], strict=True)) for p in fr.main.parts}
+    children = {p: [dict(zip(cols[p], r, strict=True)) for r in out[p]] for _n, tr in fr.subs for p in tr.parts}
     return parent, children

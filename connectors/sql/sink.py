@@ -24,7 +24,7 @@ import logging
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
@@ -45,6 +45,9 @@ from .planner import NamePlanner
 from .runs import RunRecords
 from .tables import DELETED_AT
 from .writes import RecordWrites, now
+
+if TYPE_CHECKING:
+    from .eraser import SqlEraser
 
 log = logging.getLogger("exporter.sql")
 
@@ -74,9 +77,9 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
         self.media_max_bytes = int(options.get("media_in_db_max_bytes") or (256 << 20))
         self.planner = NamePlanner(self.profile)
         self._engine: sa.Engine | None = None
-        self._conn: sa.Connection | None = None
+        self._connection: sa.Connection | None = None  # while connected (``_conn``)
         self._tx: sa.Transaction | None = None
-        self._loader: Loader | None = None
+        self._active_loader: Loader | None = None  # made with the connection (``_loader``)
         self._ctx: RunContext | None = None
         self._failure: tuple[str, str] | None = None  # (status, message) of a failed run
         self._new_file: Path | None = None  # a SQLite file this run creates
@@ -89,6 +92,34 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
 
     def __repr__(self) -> str:
         return f"SqlSink({self.name!r})"
+
+    def eraser(self) -> SqlEraser:
+        """``exporter forget`` on this database (``connectors.sql.eraser``)."""
+        from .eraser import SqlEraser
+
+        return SqlEraser(self)
+
+    # the mixins (schema steps, record writes, media, runs) run only while connected: for them the
+    # connection and its loader are always there; this class tests ``_connection`` itself
+    @property
+    def _conn(self) -> sa.Connection:
+        if self._connection is None:
+            raise SinkError("not connected", context=self.name)
+        return self._connection
+
+    @_conn.setter
+    def _conn(self, conn: sa.Connection | None) -> None:
+        self._connection = conn
+
+    @property
+    def _loader(self) -> Loader:
+        if self._active_loader is None:
+            raise SinkError("not connected", context=self.name)
+        return self._active_loader
+
+    @_loader.setter
+    def _loader(self, loader: Loader | None) -> None:
+        self._active_loader = loader
 
     # ------------------------------------------------------------------ errors
     def _translate(self, exc: BaseException, what: str, retryable: bool = False) -> SinkError:
@@ -118,6 +149,9 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
         except DeferredError as e:  # a statement that ran in the background (overlapped loads)
             if isinstance(e.error, ExporterError):
                 raise e.error from None
+            if isinstance(e.error, (OverflowError, ValueError)):  # as below, found by the driver there
+                raise self._translate(e.error, f"{what}: {e.label}: a value cannot be stored "
+                                               f"({type(e.error).__name__})") from None
             raise self._translate(e.error, f"{what}: {e.label}") from None
         except SQLAlchemyError as e:
             raise self._translate(e, what, retryable=True) from None
@@ -147,7 +181,7 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
         return engine
 
     def _connect(self) -> sa.Connection:
-        if self._conn is None:
+        if self._connection is None:
             engine = self._ensure_engine()
             try:
                 self._conn = engine.connect()
@@ -171,14 +205,14 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
             tx.commit()
 
     def _rollback(self) -> None:
-        if self._loader is not None:
+        if self._active_loader is not None:
             with contextlib.suppress(Exception):
-                self._loader.drain()
+                self._active_loader.drain()
         tx, self._tx = self._tx, None
         if tx is not None:
             with contextlib.suppress(Exception):
                 tx.rollback()
-        if self._conn is not None:
+        if self._connection is not None:
             # a transaction handed to the background for its commit, which did not happen, or one
             # an interruption (a signal) left inactive but still attached (a no-op otherwise)
             with contextlib.suppress(Exception):
@@ -231,7 +265,7 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
                 self._loader.overlap()
 
     def load_state(self) -> dict[str, str | None]:
-        own = self._conn is None
+        own = self._connection is None
         with self._op("reading the export state"):
             conn = self._connect()
             try:
@@ -248,7 +282,7 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
     def held_ids(self, form_id: str) -> set[str] | None:
         """The ids of the form's submissions stored and not marked deleted
         (``exporter.deletions.preflight``); None when the form has no table here yet."""
-        own = self._conn is None
+        own = self._connection is None
         with self._op(f"reading the ids of form {form_id}"):
             conn = self._connect()
             try:
@@ -275,7 +309,7 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
         """Write one batch in one transaction. A batch that lost a deadlock or a lock wait
         (processes writing the same tables at once) is rolled back and written again, up to
         ``WRITE_ATTEMPTS`` times in all; any other failure rolls back and is raised."""
-        if self._conn is None:
+        if self._connection is None:
             raise SinkError("write() before open()", context=self.name)
         retry_call(lambda: self._write_once(batch), attempts=WRITE_ATTEMPTS, base_delay=0.1, max_delay=2.0,
                    describe=f"{self.name}: writing a batch")
@@ -333,7 +367,7 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
         self._pending = {}
 
     def close(self, ok: bool) -> None:
-        if self._conn is None:
+        if self._connection is None:
             if self._engine is not None:
                 self._engine.dispose()
             if not ok:

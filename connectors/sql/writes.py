@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -31,10 +31,10 @@ from exporter.model import (
 from exporter.sinks import RunContext
 
 from .columns import DELETED_AT
-from .dialects.base import Loader, SqlProfile
-from .loaders import chunks
+from .dialects.base import Loader, Outcome, SqlProfile
+from .loaders import as_rows, chunks
 from .plans import FormPlan
-from .rows import check_id, records_rows
+from .rows import Rows, check_id, form_rows, records_rows
 from .tables import LIST_ITEM_BASE_COLUMNS
 
 log = logging.getLogger("exporter.sql")
@@ -129,9 +129,8 @@ class RecordWrites:
         if cps:
             st = self._fixed["export_state"]
             with self._op("table export_state"):
-                self._loader.upsert(st, "form_id", [
-                    {"form_id": c.form_id, "cursor": c.cursor, "mode": c.mode, "run_id": self._run_id(), "updated_at": now()}
-                    for c in cps])
+                self._loader.upsert(st, "form_id", ("form_id", "cursor", "mode", "run_id", "updated_at"),
+                                    [(c.form_id, c.cursor, c.mode, self._run_id(), now()) for c in cps])
             self._count("checkpoint", len(cps))
 
     def _mark_forms_gone(self, listed: set[str]) -> None:
@@ -158,13 +157,20 @@ class RecordWrites:
         key = main.c[plan.main.key_columns[0]]
         column = plan.main.deleted_column or DELETED_AT
         mark = main.c[column]
+        # the ids are streamed (a server-side cursor where the driver has one): a form's whole
+        # column of ids is never held, only those to delete, and the few marked ones
+        held = 0
+
+        def unmarked() -> Iterator[str]:
+            nonlocal held
+            ids = sa.select(key).where(mark.is_(None)).execution_options(yield_per=10_000)
+            for chunk in self._conn.execute(ids).scalars().partitions():
+                held += len(chunk)
+                yield from chunk
         with self._op(f"form {form_id}: reading the ids held"):
-            rows = self._conn.execute(sa.select(key, mark)).all()
-        held = [r[0] for r in rows if r[1] is None]
-        marked = [r[0] for r in rows if r[1] is not None]
-        del rows
-        doomed = doomed_ids(held, listing)
-        self._policy.check(form_id, len(doomed), len(held), self.name)
+            doomed = doomed_ids(unmarked(), listing)
+            marked = self._conn.execute(sa.select(key).where(mark.is_not(None))).scalars().all()
+        self._policy.check(form_id, len(doomed), held, self.name)
         back = [i for i in marked if i in listing]
         step = max(1, self.profile.max_params - 2)
         with self._op(f"form {form_id} table {main.name}: deletions"):
@@ -189,7 +195,7 @@ class RecordWrites:
             self._count("deleted", len(doomed))
 
     @staticmethod
-    def _current_media(media: list[Media], subs: dict[str, dict[str, Submission]]) -> list[Media]:
+    def _current_media(media: list[Media], subs: Mapping[str, Mapping[str, Submission]]) -> list[Media]:
         """Drop the media of an earlier version of a submission sent again in this batch (or whose
         media spilled over into it): its rows were just replaced by the last version's, so only
         the media that version references may be written."""
@@ -217,7 +223,7 @@ class RecordWrites:
                      "main_group_id": u.main_group_id, "create_time": u.create_time,
                      "extra_keys": extra_json(u.extra)} for u in users]
         with self._op("table users"):
-            self._loader.upsert(self._fixed["users"], "user_id", rows)
+            self._loader.upsert(self._fixed["users"], "user_id", *as_rows(rows))
         self._count("user", len(rows))
 
     def _write_groups(self, groups: list[Group]) -> None:
@@ -230,14 +236,13 @@ class RecordWrites:
                 for uid in ids:
                     if (uid, role) not in seen:
                         seen.add((uid, role))
-                        members.append({"group_id": g.id, "user_id": check_id(uid, "user id", f"group {g.id}"),
-                                            "role": role})
+                        members.append((g.id, check_id(uid, "user id", f"group {g.id}"), role))
         with self._op("table user_groups"):
-            self._loader.upsert(self._fixed["user_groups"], "group_id", rows)
+            self._loader.upsert(self._fixed["user_groups"], "group_id", *as_rows(rows))
         with self._op("table group_members"):
             gm = self._fixed["group_members"]
             self._loader.delete_in(gm, "group_id", [r["group_id"] for r in rows])
-            self._loader.insert(gm, members)
+            self._loader.insert(gm, ("group_id", "user_id", "role"), members)
         self._count("group", len(rows))
 
     def _write_lists(self, lists: list[ExternalList]) -> None:
@@ -247,15 +252,16 @@ class RecordWrites:
         for r in rows:
             r["class"] = r.pop("class_")
         with self._op("table lists"):
-            self._loader.upsert(self._fixed["lists"], "list_id", rows)
+            self._loader.upsert(self._fixed["lists"], "list_id", *as_rows(rows))
         table = self._list_item_table()
         split = [c.name for c in table.columns if c.name not in LIST_ITEM_BASE_COLUMNS]
+        cols = [*LIST_ITEM_BASE_COLUMNS, *split]
         with self._op("table list_items"):
             self._loader.delete_in(table, "list_id", [r["list_id"] for r in rows])
             for lst in {x.id: x for x in lists}.values():
-                buf: list[dict] = []
+                buf: list[tuple] = []
                 for item in lst.parsed_items():
-                    row = dict.fromkeys(split)
+                    row = dict.fromkeys(cols)
                     row.update(list_id=lst.id, item_index=item.index, line=item.line)
                     for lv_i, level in enumerate(item.levels, 1):
                         for c_i, col in enumerate(level, 1):
@@ -263,11 +269,11 @@ class RecordWrites:
                             if f"{stem}_label" in row:
                                 row[f"{stem}_label"] = col.label
                                 row[f"{stem}_code"] = col.code
-                    buf.append(row)
+                    buf.append(tuple(row.values()))
                     if len(buf) >= self._loader.rows:
-                        self._loader.insert(table, buf)
+                        self._loader.insert(table, cols, buf)
                         buf = []
-                self._loader.insert(table, buf)
+                self._loader.insert(table, cols, buf)
         self._count("list", len(rows))
 
     def _write_forms(self, forms: list[Form]) -> None:
@@ -279,7 +285,7 @@ class RecordWrites:
         for r in rows:
             r["class"] = r.pop("class_")
         with self._op("table forms"):
-            self._loader.upsert(self._fixed["forms"], "form_id", rows)
+            self._loader.upsert(self._fixed["forms"], "form_id", *as_rows(rows))
         self._count("form", len(rows))
 
     def _plan_of(self, form_id: str) -> FormPlan:
@@ -293,10 +299,11 @@ class RecordWrites:
         rows, _media = records_rows(plan, self.profile, subs)
         self._store_submissions(plan, [s.id for s in subs], rows)
 
-    def _store_submissions(self, plan: FormPlan, ids: list[str], parts: dict[str, list[dict]]) -> None:
+    def _store_submissions(self, plan: FormPlan, ids: list[str], parts: Rows) -> None:
         """Upsert the rows of one form's submissions (``ids``) and replace their sub-form rows
-        (row dicts per table part, ``parts``)."""
+        (rows per table part, ``parts``)."""
         loader = self._loader
+        cols = form_rows(plan, self.profile).columns()
         form_id = plan.form.id
         key = plan.main.key_columns[0]
         # Submissions already stored lose their old sub-form and media rows. New ones have none:
@@ -304,10 +311,10 @@ class RecordWrites:
         # submission written before them. Skipping the deletes on a fresh load matters: without
         # table statistics PostgreSQL runs the media delete as a scan of the form's whole index.
         # (Steps, in this order: run now, or on the loader's background thread.)
-        outcome = None
+        outcome = Outcome()
         for part in plan.main.parts:
             with self._op(f"form {form_id} table {part}"):
-                outcome = loader.upsert_step(self._tables[part], key, parts[part], outcome)
+                outcome = loader.upsert_step(self._tables[part], key, cols[part], parts[part], outcome)
         for tp in plan.subforms.values():
             for part in reversed(tp.parts):
                 with self._op(f"form {form_id} table {part}"):
@@ -317,5 +324,5 @@ class RecordWrites:
         for tp in plan.subforms.values():
             for part in tp.parts:
                 with self._op(f"form {form_id} table {part}"):
-                    loader.insert(self._tables[part], parts.get(part, []))
+                    loader.insert(self._tables[part], cols[part], parts.get(part, []))
         self._count("submission", len(ids))

@@ -14,7 +14,7 @@ import click
 
 from .. import __version__
 from ..errors import Interrupted
-from . import backups, cluster, jobs, run, tools
+from . import backups, cluster, forget, jobs, run, tools
 from .common import Ctx, interrupted
 
 
@@ -57,9 +57,10 @@ def _global_switches() -> list[click.Option]:
 
 
 GROUPS = (backups.backups, jobs.jobs, jobs.audit)
-for _command in (*run.COMMANDS, *tools.COMMANDS, *cluster.COMMANDS, *(c for g in GROUPS for c in g.commands.values())):
+COMMANDS = (*run.COMMANDS, *tools.COMMANDS, *forget.COMMANDS, *cluster.COMMANDS)
+for _command in (*COMMANDS, *(c for g in GROUPS for c in g.commands.values())):
     _command.params.extend(_global_switches())
-for _command in (*run.COMMANDS, *tools.COMMANDS, *cluster.COMMANDS, *GROUPS):
+for _command in (*COMMANDS, *GROUPS):
     cli.add_command(_command)
 
 

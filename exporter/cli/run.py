@@ -8,6 +8,7 @@ import click
 
 from .. import api
 from .common import document_options, given_source_options, print_summary, progress, run_guarded, source_options
+from .privacy import pseudonymise_options, spec_of
 
 
 class OrderedCommand(click.Command):
@@ -62,6 +63,7 @@ class OrderedCommand(click.Command):
 @click.option("--check-deletions", is_flag=True,
               help="--incremental cursor|unread: also read each form's complete id list (data/all) to see "
                    "deletions (a full export always does).")
+@pseudonymise_options
 @click.pass_context
 def export(ctx: click.Context, **p) -> None:
     """Export an account (or some forms) to one or more destinations in one pass.
@@ -76,6 +78,7 @@ def export(ctx: click.Context, **p) -> None:
     def go():
         from ..destplan import from_command_line
 
+        pseudonymise = spec_of(ctx)  # a bad SPEC or key is refused before anything is created
         takes_value = {name: not o.is_flag and not o.count for o in ctx.command.params if isinstance(o, click.Option)
                        for name in o.opts + o.secondary_opts}
         options, destinations = from_command_line(ctx.meta.get("exporter.args", []), takes_value, p["destinations"])
@@ -86,7 +89,8 @@ def export(ctx: click.Context, **p) -> None:
             p["source"], destinations, formats=p["formats"] if formats_given else None, options=options,
             source_options=given_source_options(ctx), forms=p["forms"], incremental=p["incremental"],
             action=p["action"], overlap=p["overlap"], check_deletions=p["check_deletions"], deletions=p["deletions"],
-            max_deletions=p["max_deletions"], batch_size=p["batch_size"], jobs=p["jobs"], progress=progress(ctx))
+            max_deletions=p["max_deletions"], batch_size=p["batch_size"], jobs=p["jobs"], progress=progress(ctx),
+            pseudonymise=pseudonymise)
         print_summary(ctx, summary)
 
     run_guarded(ctx, go)

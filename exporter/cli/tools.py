@@ -148,9 +148,9 @@ def destinations(with_options: bool) -> None:
         return
     for title, plugins in (("formats", FORMATS.all()), ("sources", SOURCES.all())):
         click.echo(f"\n{title}:")
-        for key, e in plugins.items():
-            click.echo(f"{key:<{width}}  {e.description}")
-            for line in options_lines(e.options):
+        for key, plugin in plugins.items():
+            click.echo(f"{key:<{width}}  {plugin.description}")
+            for line in options_lines(plugin.options):
                 click.echo("    " + line)
 
 

@@ -3,7 +3,7 @@ submission, and the ``data/advanced`` filters (``= > >= < <= != like notlike``, 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 
 def nest_submission(raw: dict) -> dict:
@@ -82,7 +82,16 @@ def _compare(value: Any, op: str, want: Any) -> bool:
     if op == "notlike":
         return not _like(a, b)
     na, nb = _num(a), _num(b)
-    x, y = (na, nb) if (na is not None and nb is not None) else (a, b)
+    if na is not None and nb is not None:
+        return _order(na, op, nb)
+    return _order(a, op, b)
+
+
+_Ordered = TypeVar("_Ordered", float, str)
+
+
+def _order(x: _Ordered, op: str, y: _Ordered) -> bool:
+    """``x op y`` for two numbers or two texts."""
     if op == "=":
         return x == y
     if op == "!=":

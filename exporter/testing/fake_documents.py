@@ -78,10 +78,12 @@ def document(form: dict, sub: dict, what: list[str], size: int = 0) -> FakeDocum
         t = next((t for t in templates(form) if str(t.get("id")) == what[1] and not t.get("deleted")), None)
         if t is None:
             raise CannotProduce(f"unknown export id {what[1]} for form {fid}")
-        spec = t.get("json") if isinstance(t.get("json"), dict) else {}
+        spec = t.get("json")
+        spec = spec if isinstance(spec, dict) else {}
         if not spec.get("file"):
             raise CannotProduce(f"export {what[1]} has no template file: it cannot be produced")
-        names = t.get("computedNames") if isinstance(t.get("computedNames"), dict) else {}
+        names = t.get("computedNames")
+        names = names if isinstance(names, dict) else {}
         base = names.get("word") or t.get("name") or spec.get("exportName") or f"export {what[1]}"
         excel = str(t.get("type")) == "excel"
         return FakeDocument(f"{base} {record}{'.xlsx' if excel else '.docx'}", XLSX if excel else DOCX, *_body(

@@ -156,8 +156,8 @@ class Handler(BaseHTTPRequestHandler):
             group = next((g for g in store.groups if str(g.get("id")) == segs[1]), None)
             if group is None:
                 raise UnknownId(f"unknown group id {segs[1]}")
-            wanted = {str(x.get("id") if isinstance(x, dict) else x) for x in group.get(segs[2]) or []}
-            return self._send(200, {"status": "ok", "data": [u for u in store.users if str(u.get("id")) in wanted]})
+            members = {str(x.get("id") if isinstance(x, dict) else x) for x in group.get(segs[2]) or []}
+            return self._send(200, {"status": "ok", "data": [u for u in store.users if str(u.get("id")) in members]})
         if method == "GET" and segs == ["lists"]:
             summaries = [{k: lst[k] for k in ("id", "name", "class", "update_time") if k in lst} for lst in store.lists]
             return self._send(200, {"status": "ok", "lists": summaries})
@@ -226,24 +226,24 @@ class Handler(BaseHTTPRequestHandler):
             with store.lock:
                 marks = {} if fake.faults.ignore_read_marks else store.read_markers.setdefault((fid, action), {})
                 for sid in ids:
-                    s = subs.get(sid)
-                    if s is not None:
-                        marks[sid] = s.get("update_time") or s.get("create_time")
+                    sub = subs.get(sid)
+                    if sub is not None:
+                        marks[sid] = sub.get("update_time") or sub.get("create_time")
             fake.record_mark(fid, action, ids)
             return self._send(200, {"status": "ok", "message": ""})
         if method == "GET" and len(rest) == 2 and rest[0] == "data":
-            s = subs.get(rest[1])
-            if s is None:
+            sub = subs.get(rest[1])
+            if sub is None:
                 raise UnknownId(f"unknown data id {rest[1]} for form {fid}")
-            return self._send(200, {"status": "ok", "message": "", "data": s})
+            return self._send(200, {"status": "ok", "message": "", "data": sub})
         if method == "GET" and rest == ["exports"]:
             return self._send(200, {"status": "ok", "exports": fake_documents.templates(store.form(fid))})
         if method == "GET" and len(rest) in (3, 4) and rest[0] == "data" and rest[2] in ("pdf", "exports", "form_pictures"):
-            s = subs.get(rest[1])
-            if s is None:
+            sub = subs.get(rest[1])
+            if sub is None:
                 raise UnknownId(f"unknown data id {rest[1]} for form {fid}")
             try:
-                doc = fake_documents.document(store.form(fid), s, rest[2:], fake.document_bytes)
+                doc = fake_documents.document(store.form(fid), sub, rest[2:], fake.document_bytes)
             except fake_documents.CannotProduce as e:
                 return self._error(501, str(e))
             except fake_documents.UnknownDocument as e:

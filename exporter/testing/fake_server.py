@@ -193,6 +193,8 @@ class FakeKizeoServer:
     @property
     def base_url(self) -> str:
         host = self.httpd.server_address[0]
+        if isinstance(host, bytes):  # typed so for Unix sockets; an IP server gives a text
+            host = host.decode()
         return f"{self.scheme}://{host}:{self.port}{PREFIX}"
 
     def start(self) -> str:

@@ -6,7 +6,7 @@
 One synthetic account (``synth_account.build(..., tiny_media=True)``, cached in ``--work``) is loaded
 into a fresh database per run (created, checked, dropped):
 
-* PostgreSQL (127.0.0.1:5432, user postgres, trust): ``exporter export --to postgresql+psycopg2://``
+* PostgreSQL (127.0.0.1:5432, user postgres, trust): ``exporter export --to postgresql+psycopg://``
   (one process, and ``--jobs N`` worker processes, N = the CPU count by default)
   versus plain ``COPY ... FROM STDIN`` (psycopg2 ``copy_expert``) of CSV files holding the same rows
   (form and sub-form tables and the media index, same columns and types, from the exporter's own
@@ -239,7 +239,7 @@ def prepare(arch: Path, data: Path) -> dict:
         if cached.get("version") == PREPARED_VERSION:
             return cached
     from exporter.connectors.archive.source import ArchiveSource
-    from exporter.connectors.sql.rows import media_row, submission_rows
+    from exporter.connectors.sql.rows import MEDIA_COLUMNS, media_row, submission_rows
 
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
@@ -327,7 +327,7 @@ def prepare(arch: Path, data: Path) -> dict:
                     counts[dialect][table] += len(rows)
         elif r.kind == "media":
             media += 1
-            row = media_row(r, r.size, r.sha256, None)
+            row = dict(zip(MEDIA_COLUMNS, media_row(r, r.size, r.sha256, None), strict=True))
             media_csv.write(",".join(_csv_value(row.get(c)) for c in media_cols) + "\n")
             media_jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
     close_batch(current)
@@ -653,7 +653,7 @@ def main() -> None:
             env = dict(os.environ, RUNTIME__DLTHUB_TELEMETRY="false", RUNTIME__LOG_LEVEL="WARNING")
             try:
                 if loader.startswith("exporter"):
-                    args = [*cmd, "--to", f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{db}"]
+                    args = [*cmd, "--to", f"postgresql+psycopg://{PG['user']}@{PG['host']}:{PG['port']}/{db}"]
                     name = {"exporter-jobs": f"exporter --jobs {a.jobs} (COPY loader; peak RSS per process)"}.get(
                         loader, "exporter (COPY loader)")
                 elif loader == "COPY":

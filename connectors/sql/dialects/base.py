@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from exporter.capabilities import Capabilities
 from exporter.errors import SinkError
-from exporter.model import Blob, Media
+from exporter.model import Blob, Document
 
 # SQL:2016 reserved words that every dialect refuses or warns about (added to each dialect's list)
 COMMON_RESERVED = frozenset(
@@ -49,7 +49,8 @@ def reserved(*lists: Any) -> frozenset[str]:
 
 def capabilities(**kw: Any) -> Capabilities:
     """A SQL dialect's capabilities: what every SQL database shares, then ``kw``."""
-    base = {"transactions": True, "streaming": True, "rename": True, "stores_media": True, "max_name_length": None}
+    base: dict[str, Any] = {"transactions": True, "streaming": True, "rename": True, "stores_media": True,
+                            "max_name_length": None}
     base.update(kw)
     return Capabilities(**base)
 
@@ -110,25 +111,28 @@ class Outcome:
 
 
 class Loader(Protocol):
-    """How rows get into tables, inside the caller's transaction. Rows are dicts keyed by column
-    name; a loader holds at most ``rows`` rows of statement parameters at a time."""
+    """How rows get into tables, inside the caller's transaction. Rows are tuples, in the order of
+    the columns given with them; a loader holds at most ``rows`` rows of statement parameters at a
+    time."""
 
     name: str
     rows: int
     #: statements run on a background thread (see :class:`BackgroundLoader`)
     overlapping: bool
 
-    def insert(self, table: sa.Table, rows: list[dict]) -> None: ...
+    def insert(self, table: sa.Table, cols: Sequence[str], rows: list[tuple]) -> None: ...
 
-    def upsert(self, table: sa.Table, key: str, rows: list[dict]) -> bool:
-        """Insert or update by ``key``, done when it returns; True when none of the keys was stored."""
+    def upsert(self, table: sa.Table, key: str, cols: Sequence[str], rows: list[tuple]) -> bool:
+        """Insert or update by column ``key``, done when it returns; True when none of the keys
+        was stored."""
         ...
 
     def delete_in(self, table: sa.Table, column: str, values: list, **equal: Any) -> None: ...
 
     # a batch's steps whose order matters but whose results the caller need not wait for: run now,
     # or queued on the background thread of a loader that overlaps
-    def upsert_step(self, table: sa.Table, key: str, rows: list[dict], outcome: Outcome | None = None) -> Outcome:
+    def upsert_step(self, table: sa.Table, key: str, cols: Sequence[str], rows: list[tuple],
+                    outcome: Outcome | None = None) -> Outcome:
         """``upsert``; ``outcome.all_new`` turns False when some key was already stored."""
         ...
 
@@ -191,6 +195,11 @@ class Dialect(abc.ABC):
                 if executemany:
                     cursor.fast_executemany = True
 
+    def secure_delete(self, conn: sa.Connection) -> None:
+        """Make the rows this connection deletes or overwrites leave no bytes behind in the
+        database's files, where the database offers it (``exporter forget``); nothing otherwise."""
+        return None
+
     def loader(self, conn: sa.Connection, profile: SqlProfile, forced: str | None = None,
                rows_per_batch: int | None = None) -> Loader:
         """The fastest loader the dialect and the connection's driver allow (``forced="generic"``:
@@ -230,12 +239,12 @@ def row_of(table: sa.Table, key: str):
 
 def blob_name(b: Blob) -> str:
     """The file name of a media or a vendor document, as served."""
-    return b.ref.name if isinstance(b, Media) else b.name
+    return b.name if isinstance(b, Document) else b.ref.name
 
 
 def blob_context(b: Blob) -> str:
     """What an error about a media or a vendor document names: ``form F submission S media N``."""
-    what = "media" if isinstance(b, Media) else f"{b.ref.doc_kind} document"
+    what = f"{b.ref.doc_kind} document" if isinstance(b, Document) else "media"
     return f"form {b.ref.form_id} submission {b.ref.submission_id} {what} {blob_name(b)}"
 
 

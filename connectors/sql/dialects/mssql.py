@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from functools import cache
 
-from sqlalchemy.dialects import mssql
-
 from .base import Dialect, SqlProfile, capabilities, reserved, reserved_from
 
 
@@ -18,6 +16,8 @@ class SQLServer(Dialect):
 
     @cache  # noqa: B019 - one instance per module, for the life of the process
     def profile(self) -> SqlProfile:
+        from sqlalchemy.dialects import mssql
+
         words = reserved_from("sqlalchemy.dialects.mssql.base", "RESERVED_WORDS")
         return SqlProfile(
             "SQL Server", capabilities(max_identifier_length=128, max_columns=1024, transactional_ddl=True,

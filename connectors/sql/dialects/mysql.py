@@ -11,7 +11,6 @@ from __future__ import annotations
 from functools import cache
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
 from exporter.model import Blob
 
@@ -26,6 +25,8 @@ class MySQL(Dialect):
 
     @cache  # noqa: B019 - one instance per module, for the life of the process
     def profile(self) -> SqlProfile:
+        from sqlalchemy.dialects import mysql
+
         words = reserved_from("sqlalchemy.dialects.mysql.reserved_words", "RESERVED_WORDS_MYSQL",
                               "RESERVED_WORDS_MARIADB")
         # InnoDB allows 1017 columns, but a row keeps up to 40 bytes of every TEXT inline and must

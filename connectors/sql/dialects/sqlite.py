@@ -16,6 +16,7 @@ from sqlalchemy.types import TypeDecorator
 from exporter.errors import SinkError
 from exporter.model import Blob
 
+from ..loaders import driver_connection
 from .base import Dialect, SqlProfile, blob_context, capabilities, reserved, reserved_from, row_of
 
 
@@ -68,13 +69,17 @@ class SQLite(Dialect):
         def _sqlite_begin(conn):  # pragma: no cover
             conn.exec_driver_sql("BEGIN")
 
+    def secure_delete(self, conn: sa.Connection) -> None:
+        conn.exec_driver_sql("PRAGMA secure_delete=ON")
+        conn.commit()
+
     def store_content(self, conn: sa.Connection, table: sa.Table, key: str, media: Blob, size: int,
                       max_bytes: int, schema: str | None) -> None:
         """A zero-filled blob of the media's size, then its bytes written into it in place."""
         where = row_of(table, key)
         conn.execute(table.update().where(where).values(content=sa.func.zeroblob(size)))
-        rowid = conn.execute(sa.select(sa.literal_column("rowid")).select_from(table).where(where)).scalar_one()
-        raw = conn.connection.driver_connection
+        rowid: int = conn.execute(sa.select(sa.literal_column("rowid")).select_from(table).where(where)).scalar_one()
+        raw = driver_connection(conn)
         with raw.blobopen(table.name, "content", rowid, name=schema or "main") as blob:
             written = 0
             for chunk in media.iter_bytes(1 << 20):

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from tests.conftest import port_open, require_service
 
-PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PG_ODBC = "postgresql+pyodbc://postgres@127.0.0.1:5432/test?driver=PostgreSQL+Unicode"
 MY_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
 
@@ -26,7 +26,7 @@ class Db:
     _engine: sa.Engine | None = field(default=None, repr=False)
 
     def engine(self) -> sa.Engine:
-        """An engine of the test's own, to look at what the sink wrote (PyMySQL / psycopg2 for ODBC
+        """An engine of the test's own, to look at what the sink wrote (PyMySQL / psycopg for ODBC
         runs: what pyodbc wrote is read back through another driver)."""
         if self._engine is None:
             url = self.url

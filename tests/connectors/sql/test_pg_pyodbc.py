@@ -1,5 +1,5 @@
 """The ``postgresql+pyodbc`` dialect (connectors/sql/pg_pyodbc.py) against the real PostgreSQL
-through Debian's psqlODBC: type round trips (checked through psycopg2 too), RETURNING,
+through Debian's psqlODBC: type round trips (checked through psycopg too), RETURNING,
 insertmanyvalues, reflection, transactions and savepoints, session settings."""
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ ROWS = [
 ]
 
 
-def test_types_round_trip_through_pyodbc_and_psycopg2(pg):
+def test_types_round_trip_through_pyodbc_and_psycopg(pg):
     engine, db = pg
     t = _table(db.schema)
     rows = [{"id": i, **r} for i, r in enumerate(ROWS, 1)]
@@ -107,7 +107,7 @@ def test_types_round_trip_through_pyodbc_and_psycopg2(pg):
         back = [dict(r._mapping) for r in c.execute(sa.select(t).order_by(t.c.id))]
     j_null = {**rows[1], "j": None}  # JSON None is stored as JSON null and read back as None
     assert back == [rows[0], j_null, rows[2]]
-    # what pyodbc wrote, read through psycopg2 (another driver) with the same table definition
+    # what pyodbc wrote, read through psycopg (another driver) with the same table definition
     with db.engine().connect() as c:
         other = [dict(r._mapping) for r in c.execute(sa.select(t).order_by(t.c.id))]
     assert other == [rows[0], j_null, rows[2]]

@@ -87,7 +87,7 @@ def test_load_statements_compile_with_bound_values(name):
     for part, row in parent.items():
         t = tables[part]
         cols = list(row)
-        params = GenericLoader._params(t, cols)
+        params = GenericLoader.params(t, cols)
         ins = str(t.insert().values(params).compile(dialect=dialect))
         upd = str(t.update().where(t.c[cols[0]] == params[cols[0]])
                   .values({c: params[c] for c in cols[1:]}).compile(dialect=dialect))

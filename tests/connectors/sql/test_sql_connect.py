@@ -14,13 +14,28 @@ from .records_fixture import FORM_ID, ctx, full_stream, run_export
 
 
 def test_registry_routes_every_sql_scheme(tmp_path):
-    for url in (f"sqlite:///{tmp_path}/a.db", "postgresql+psycopg2://u@h/db", "postgres://u@h/db",
+    for url in (f"sqlite:///{tmp_path}/a.db", "postgresql+psycopg://u@h/db", "postgres://u@h/db",
                 "mysql+pymysql://u@h/db", "mariadb+pymysql://u@h/db", "mssql+pyodbc://u@dsn",
                 "access+pyodbc://@dsn", "postgresql+pyodbc://u@h/db?driver=PostgreSQL+Unicode"):
         sink = registry_create_sink(url, {})
         assert type(sink).__name__ == "SqlSink"
-    assert create_sink("postgres://u@h/db", {}).url.drivername == "postgresql+psycopg2"
+    assert create_sink("postgres://u@h/db", {}).url.drivername == "postgresql+psycopg"
     assert create_sink("mysql://u@h/db", {}).url.drivername == "mysql+pymysql"
+
+
+def test_psycopg2_urls_are_served_by_psycopg_with_one_notice(caplog, pg_db):
+    """psycopg 3 is the one PostgreSQL driver; the postgresql+psycopg2:// URLs of existing cron
+    jobs keep working (the same database, one notice line) and load the same rows."""
+    old = pg_db.url.replace("+psycopg:", "+psycopg2:")
+    assert "+psycopg2:" in old
+    with caplog.at_level("WARNING", logger="exporter.sql"):
+        sink = create_sink(old, pg_db.options)
+    assert sink.url.drivername == "postgresql+psycopg"
+    notices = [r.getMessage() for r in caplog.records if "psycopg2" in r.getMessage()]
+    assert len(notices) == 1 and "\n" not in notices[0] and "psycopg 3" in notices[0]
+    run_export(sink, full_stream())
+    assert sink._loader.name == "copy"
+    assert [r["submission_id"] for r in pg_db.rows("visite_de_chantier_1001")] == ["1", "2", "3"]
 
 
 def test_password_from_env_file_or_url_env_is_masked(tmp_path, monkeypatch):
@@ -50,7 +65,7 @@ def test_sqlite_missing_directory(tmp_path):
 
 def test_unreachable_server_is_one_clear_line(monkeypatch):
     monkeypatch.setenv("EXP_TEST_PW", "hunter2-secret")
-    sink = create_sink("postgresql+psycopg2://postgres@127.0.0.1:1/test?connect_timeout=3",
+    sink = create_sink("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=3",
                        {"password_env": "EXP_TEST_PW"})
     with pytest.raises(SinkError) as ei:
         sink.open(ctx())
@@ -134,7 +149,7 @@ def test_postgresql_pyodbc_really_goes_through_psqlodbc(pg_odbc_db):
     assert seen and not any(fast for _s, _m, fast in seen)
     inserts = [s for s, _m, _f in seen if s.startswith("INSERT INTO") and "visite_de_chantier_1001__lignes" in s]
     assert inserts and all(s.count("(?") >= 2 for s in inserts)  # 6 child rows in one multi-row INSERT
-    with pg_odbc_db.engine().connect() as c:  # read back through psycopg2
+    with pg_odbc_db.engine().connect() as c:  # read back through psycopg
         n = c.exec_driver_sql(f'SELECT count(*) FROM "{pg_odbc_db.schema}".visite_de_chantier_1001__lignes').scalar()
     assert n == 6
     assert create_sink(pg_odbc_db.url, pg_odbc_db.options).load_state() == {FORM_ID: "2024-03-01 10:00:00"}

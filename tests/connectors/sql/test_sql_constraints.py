@@ -92,7 +92,7 @@ def test_rows_that_break_a_late_foreign_key_fail_the_next_run_in_one_line(pg_db)
     with pytest.raises(SinkError) as ei:
         sink.open(ctx("20240302T100000Z"))
     # rolled back and closed by open itself: no lock held meanwhile
-    assert sink._conn is None or not sink._conn.in_transaction()
+    assert sink._connection is None or not sink._connection.in_transaction()
     sink.close(False)
     msg = str(ei.value)
     assert CHILD in msg and "\n" not in msg

@@ -100,7 +100,7 @@ def test_value_out_of_range_is_a_clear_error(db):
 
 
 def test_nul_in_a_text_is_refused_by_postgresql_and_kept_elsewhere(db):
-    """PostgreSQL texts cannot hold NUL: COPY and psycopg2 refuse it, psqlODBC would silently cut
+    """PostgreSQL texts cannot hold NUL: COPY and psycopg refuse it, psqlODBC would silently cut
     the text at the NUL, so the sink refuses it first. SQLite and MariaDB keep it."""
     f = form()
     bad = parse_submission(f, {"id": "9", "update_time": "2024-03-01 10:00:00",

@@ -81,11 +81,11 @@ def test_a_value_the_column_cannot_hold_fails(narrow):
     table = sa.Table("narrow", sa.MetaData(), autoload_with=conn)
     conn.rollback()
     with conn.begin():
-        loader.insert(table, [{"k": 1, "v": "abc"}])
+        loader.insert(table, ["k", "v"], [(1, "abc")])
     with pytest.raises(pymysql.err.DataError, match="1406"):
         with conn.begin():
-            loader.insert(table, [{"k": 2, "v": "ab"}])
-            loader.insert(table, [{"k": 3, "v": "abcdef"}])
+            loader.insert(table, ["k", "v"], [(2, "ab")])
+            loader.insert(table, ["k", "v"], [(3, "abcdef")])
     assert conn.exec_driver_sql("SELECT k, v FROM narrow ORDER BY k").fetchall() == [(1, "abc")]
 
 
@@ -118,13 +118,13 @@ def _deadlock_on(monkeypatch, calls: set[int]):
     real = MultiRowLoader._run
     seen = {"n": 0}
 
-    def run(self, stmt, rows, cols):
+    def run(self, stmt, rows):
         seen["n"] += 1
         if seen["n"] in calls:
             self.conn.connection.driver_connection.rollback()
             raise pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock; try restarting "
                                                      "transaction")
-        return real(self, stmt, rows, cols)
+        return real(self, stmt, rows)
     monkeypatch.setattr(MultiRowLoader, "_run", run)
     return seen
 

@@ -1,4 +1,4 @@
-"""PostgreSQL + psycopg2: each batch's COPYs and commit run on a background thread while the next
+"""PostgreSQL + psycopg: each batch's COPYs and commit run on a background thread while the next
 batch is read (``CopyLoader.overlap``). Same tables as a plain load, errors still one clear line
 naming the table, and nothing committed past a failure."""
 from __future__ import annotations

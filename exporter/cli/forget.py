@@ -1,0 +1,103 @@
+"""``exporter forget`` (``exporter.privacy.forget``): erase a person or submissions from every
+destination given, as for an export."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError
+from .common import run_guarded
+from .run import OrderedCommand
+
+
+def _ids_file(path: str | None) -> list[str]:
+    if not path:
+        return []
+    try:
+        text = Path(path).read_text("utf-8")
+    except OSError as e:
+        raise ConfigError(f"--submissions-file {path}: {e.strerror or e}") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+@click.command("forget", cls=OrderedCommand)
+@click.option("--to", "destinations", multiple=True, metavar="DEST",
+              help="Destination to erase from (repeatable), as given to export: a directory, sqlite:///x.db, "
+                   "postgresql+psycopg2://..., mysql+pymysql://...")
+@click.option("--to-password-env", "to_password_env", multiple=True, metavar="NAME",
+              help="Environment variable holding the password of the --to just before it.")
+@click.option("--to-password-file", "to_password_file", multiple=True, type=click.Path(dir_okay=False),
+              help="File holding the password of the --to just before it.")
+@click.option("--to-url-env", metavar="NAME", help="Environment variable holding a whole destination URL.")
+@click.option("--option", "-o", "raw_options", multiple=True, metavar="KEY=VALUE",
+              help="Destination option, as for export (e.g. -o schema=kizeo, -o media_dir=DIR).")
+@click.option("--user", "user_id", metavar="ID", help="The user to erase (their id, as in users.user_id).")
+@click.option("--only-personal", is_flag=True,
+              help="With --user: empty only their personal columns (login, names, email, phone, references) "
+                   "everywhere; their submissions and memberships stay.")
+@click.option("--submission", "submission_ids", multiple=True, metavar="ID",
+              help="A submission to erase, in whichever form holds it (repeatable).")
+@click.option("--submissions-file", metavar="PATH", type=click.Path(dir_okay=False),
+              help="A file of submission ids to erase, one per line.")
+@click.option("--apply", is_flag=True, help="Erase. Without it, only say what would be erased (dry run).")
+@click.option("--audit", "audit_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Also append each audit line (JSON) to FILE (each destination keeps its own).")
+@click.option("--reference", metavar="TEXT",
+              help="Your reference for this erasure (a ticket number), written in the audit lines.")
+@click.pass_context
+def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw_options, user_id, only_personal,
+           submission_ids, submissions_file, apply, audit_file, reference):
+    """Erase a person (--user ID) or submissions (--submission ID) from every destination given.
+
+    \b
+    A user: their user row, their group memberships and the submissions they made or
+    received go; in submissions they only edited, the metadata naming them is emptied.
+    --only-personal empties their personal columns everywhere instead. A dry run by default
+    (counts per kind, never the data); --apply erases, in one transaction per database
+    (files: their files and media removed, the aggregates rewritten). Each erasure writes an
+    audit line (what kind, how much; never the data) in the destination: SQL table
+    `erasures`, files `.exporter/erasures.jsonl`. A forget that is stopped is finished by
+    running it again.
+
+    \b
+    Examples:
+      exporter forget --to sqlite:///kizeo.db --to ./kizeo-files --user 104
+      exporter forget --to postgresql+psycopg2://etl@db/forms --to-password-env PGPASS \\
+          --user 104 --apply --audit erasures.jsonl --reference GDPR-2026-017
+    """
+
+    def go():
+        from ..destplan import from_command_line
+        from ..privacy.forget import Request, describe, forget_destinations
+
+        ids = tuple(dict.fromkeys([*submission_ids, *_ids_file(submissions_file)]))
+        request = Request(user_id=user_id.strip() if user_id else None, submission_ids=ids,
+                          only_personal=only_personal, reference=reference)
+        if not destinations and not to_url_env:
+            raise ConfigError("no destination: give --to DEST (repeatable) or --to-url-env NAME")
+        takes_value = {name: not p.is_flag and not p.count for p in ctx.command.params
+                       if isinstance(p, click.Option) for name in p.opts + p.secondary_opts}
+        options, dests = from_command_line(ctx.meta.get("exporter.args", []), takes_value, destinations)
+        quiet = getattr(ctx.obj, "quiet", False)
+
+        def said(outcome) -> None:
+            if not quiet and not apply:
+                click.echo(f"{outcome.name}: would erase {describe(outcome.counts)}")
+
+        outcomes = forget_destinations(dests, request, options=options, apply=apply, audit_file=audit_file,
+                                       on_planned=said)
+        if quiet:
+            return
+        if not apply:
+            click.echo("dry run: nothing was changed (add --apply to erase)")
+            return
+        for o in outcomes:
+            click.echo(f"{o.name}: erased {describe(o.counts)}")
+        click.echo("audit: one line per destination in its own record (SQL table erasures, files "
+                   ".exporter/erasures.jsonl)" + (f" and in {audit_file}" if audit_file else ""))
+
+    run_guarded(ctx, go)
+
+
+COMMANDS = (forget,)
