@@ -14,6 +14,7 @@ time missed while beat was down is sent once when it starts again.
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 from celery.beat import BeatLazyFunc
 from celery.schedules import BaseSchedule, schedstate
@@ -74,6 +75,6 @@ def entries(jobs: JobsFile, settings) -> dict:
             out[f"{account.name} {action}"] = {
                 "task": TASK, "schedule": CronSchedule(expr),
                 "args": (path, account.name, BeatLazyFunc(slot_now, expr)), "kwargs": {"due": True},
-                "options": {"time_limit": limit} if limit else {},
+                "options": {"time_limit": math.ceil(limit)} if limit else {},
             }
     return out

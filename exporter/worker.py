@@ -27,9 +27,11 @@ each run's outcome is in the account's state and audit log, in the shared state 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import socket
 from dataclasses import dataclass, replace
+from typing import Any
 
 from celery import Celery
 
@@ -130,10 +132,10 @@ def configure(app: Celery, settings: Settings) -> Celery:
         task_serializer="json", accept_content=["json"], result_serializer="json", task_ignore_result=True,
         result_expires=None,
         task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
-        task_time_limit=hard_limit(settings.time_limit), timezone="UTC", enable_utc=True,
+        task_time_limit=math.ceil(hard_limit(settings.time_limit)), timezone="UTC", enable_utc=True,
         worker_hijack_root_logger=False, worker_redirect_stdouts=False,
     )
-    app.exporter_settings = settings
+    app.conf["exporter_settings"] = settings
     return app
 
 
@@ -149,7 +151,7 @@ def leases():
     """This process's lease store (made after the pool's fork: no connection is shared)."""
     from .lease import Leases
 
-    settings: Settings = app.exporter_settings
+    settings: Settings = app.conf["exporter_settings"]
     key = (os.getpid(), settings.lock_store, settings.prefix, settings.lease)
     if key not in _leases:
         _leases.clear()
@@ -169,7 +171,7 @@ def run_account(self, jobs_file: str, account: str, slot: str, due: bool = False
     note = {"worker": request.hostname or socket.gethostname(), "task": request.id, "redelivered": redelivered}
     verbose = logging.getLogger("exporter").getEffectiveLevel() <= logging.INFO
     return execute(jobs_file, account, slot, due=due, redelivered=redelivered, leases=leases(), note=note,
-                   time_limit=app.exporter_settings.time_limit, verbose=verbose)
+                   time_limit=app.conf["exporter_settings"].time_limit, verbose=verbose)
 
 
 def slot_text(t: dt.datetime) -> str:
@@ -207,8 +209,8 @@ def enqueue(settings: Settings, jobs, names: list[str], *, due: bool) -> list[tu
     with app.producer_or_acquire() as producer:
         for account, slot in plan:
             limit = settings.task_time_limit(account)
-            run_account.apply_async((path, account.name, slot), {"due": due}, producer=producer,
-                                    **({"time_limit": limit} if limit else {}))
+            options: dict[str, Any] = {"time_limit": math.ceil(limit)} if limit else {}  # none: the worker's
+            run_account.apply_async((path, account.name, slot), {"due": due}, producer=producer, **options)
     return [(a.name, s) for a, s in plan]
 
 
