@@ -6,6 +6,10 @@ and the hash of the last line, so a removed or edited *last* line is seen too. A
 exclusive ``flock`` on the log, so several processes (accounts running side by side, two ``jobs
 run``) append whole lines in turn; each line is written with one ``write`` and fsynced.
 
+A writer killed between its line and the head leaves one whole line more than the head counts,
+chained to the head's hash: that is read as an append cut short, not as an edit (``verify``
+accepts it, the next ``append`` counts it).
+
 ``verify`` re-reads a log and returns its problems (an empty list: intact). Nothing secret is
 ever written here: callers pass masked values, and every text is masked again on its way in.
 """
@@ -65,6 +69,8 @@ def append(path: str | os.PathLike, record: dict) -> str:
             last = _last_line(fh)
             prev = hashlib.sha256(last).hexdigest() if last is not None else GENESIS
             head = _head(path) if last is not None else {"lines": 0}
+            if last is not None and _interrupted(head, last, prev):  # the line is whole: count it
+                head = {"lines": head["lines"] + 1}
             line = json.dumps({**_masked(record), "prev": prev}, ensure_ascii=False, separators=(",", ":"),
                               default=str).encode("utf-8")
             fh.write(line + b"\n")
@@ -76,6 +82,17 @@ def append(path: str | os.PathLike, record: dict) -> str:
             return digest
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _interrupted(head: dict, last: bytes, last_hash: str) -> bool:
+    """Whether the log's last line was appended by a writer killed before it wrote the head (the
+    head names the line before it, which the last line chains to): a whole line, not an edit."""
+    if head.get("sha256") in (None, last_hash) or not isinstance(head.get("lines"), int):
+        return False
+    try:
+        return json.loads(last).get("prev") == head["sha256"]
+    except (ValueError, AttributeError):
+        return False
 
 
 def _head_path(path: Path) -> Path:
@@ -112,6 +129,8 @@ def verify(path: str | os.PathLike) -> list[str]:
                                 f"(a line was edited, removed or inserted)")
             prev = digest = hashlib.sha256(line).hexdigest()
     head = _head(path)
+    if n and _interrupted(head, line, digest) and n == head["lines"] + 1:
+        head = {}  # the last append was cut short after its line: that line is whole and chained
     if head and (head.get("lines") != n or head.get("sha256") != digest):
         problems.append(f"{path}: the log ends at line {n} but {head.get('lines')} line(s) were written "
                         "(the last lines were edited or removed)" if head.get("lines") != n else

@@ -225,10 +225,46 @@ def _summary_of(log_path: Path) -> tuple[dict, str]:
     return counts, mask(error.strip())[:500]
 
 
+def due_actions(account: Account, due_only: bool) -> tuple[bool, bool]:
+    """(export, backup): what a run of ``account`` does now. Without ``due_only`` the export runs;
+    with it, only when its schedule has a time since its last start. The backup runs when its own
+    schedule is due, or with each export when it has none."""
+    at = jobstate.now()
+    state = jobstate.read(account) if account.dir.exists() else {}
+    export = not due_only or jobstate.due(account, "export", state, at)
+    backup = account.backup is not None and (jobstate.due(account, "backup", state, at)
+                                             or (account.backup.schedule is None and export))
+    return export, backup
+
+
+def audit_record(jobs: JobsFile, account: Account, outcome: Outcome, note: dict | None = None) -> dict:
+    """The audit line of one outcome (``note``: what the caller adds, e.g. a worker's task)."""
+    run = run_record(outcome, note)
+    return {"time": run["end"] or jobstate.iso(jobstate.now()), "account": account.name, "action": outcome.action,
+            **run, "source": account.source, "host": socket.gethostname(), "jobs_file": str(jobs.path.resolve()),
+            "destinations": ([d.to for d in account.destinations] if outcome.action == "export"
+                             else [account.backup.to] if account.backup else []), **outcome.extra, **(note or {})}
+
+
+def run_record(outcome: Outcome, note: dict | None = None) -> dict:
+    """What the account's state keeps of its last run of an action (``jobstate.record``), with the
+    schedule slot a worker's task ran it for (``exporter.accounttask``)."""
+    return {"start": outcome.start and jobstate.iso(outcome.start), "end": outcome.end and jobstate.iso(outcome.end),
+            "result": outcome.result, "seconds": round(outcome.seconds, 3), "exit_code": outcome.exit_code,
+            "counts": outcome.counts, "error": outcome.error, "log": outcome.log, "host": socket.gethostname(),
+            **({"slot": note["slot"]} if note and "slot" in note else {})}
+
+
+def write_audit(account: Account, record: dict) -> None:
+    """Append ``record`` to the account's audit log and to its state_dir's (``exporter.audit``)."""
+    audit.append(account.dir / "audit.jsonl", record)
+    audit.append(account.state_dir / "audit.jsonl", record)
+
+
 class Runner:
     def __init__(self, jobs: JobsFile, names: list[str], *, due_only: bool = False,
-                 parallel: int = DEFAULT_PARALLEL, verbose: bool = False):
-        self.jobs, self.names, self.due_only = jobs, names, due_only
+                 parallel: int = DEFAULT_PARALLEL, verbose: bool = False, note: dict | None = None):
+        self.jobs, self.names, self.due_only, self.note = jobs, names, due_only, note
         self.parallel, self.verbose = max(1, parallel), verbose
         self._lock = threading.Lock()
         self._live: dict[str, subprocess.Popen] = {}
@@ -279,11 +315,7 @@ class Runner:
             return [Outcome(account.name, "export", "failed", error=mask(one_line(e)))]
 
     def _account_steps(self, account: Account) -> list[Outcome]:
-        at = jobstate.now()
-        state = jobstate.read(account) if account.dir.exists() else {}
-        export = not self.due_only or jobstate.due(account, "export", state, at)
-        backup = account.backup is not None and (jobstate.due(account, "backup", state, at)
-                                                 or (account.backup.schedule is None and export))
+        export, backup = due_actions(account, self.due_only)
         if not export and not backup:
             return [Outcome(account.name, "export", "not due")]
         jobstate.prepare(account)
@@ -365,17 +397,9 @@ class Runner:
 
     def _finish(self, account: Account, outcome: Outcome) -> Outcome:
         """Record the run, audit it, alert about it; none of these changes its result."""
-        assert outcome.start is not None and outcome.end is not None  # ``_step`` sets both before finishing
-        run = {"start": jobstate.iso(outcome.start), "end": jobstate.iso(outcome.end), "result": outcome.result,
-               "seconds": round(outcome.seconds, 3), "exit_code": outcome.exit_code, "counts": outcome.counts,
-               "error": outcome.error, "log": outcome.log}
-        record = {"time": run["end"], "account": account.name, "action": outcome.action, **run,
-                  "source": account.source, "host": socket.gethostname(), "jobs_file": str(self.jobs.path.resolve()),
-                  "destinations": ([d.to for d in account.destinations] if outcome.action == "export"
-                                   else [account.backup.to] if account.backup else []), **outcome.extra}
-        for what, fn in (("state", lambda: jobstate.record(account, outcome.action, run)),
-                         ("audit log", lambda: audit.append(account.dir / "audit.jsonl", record)),
-                         ("shared audit log", lambda: audit.append(account.state_dir / "audit.jsonl", record)),
+        record = audit_record(self.jobs, account, outcome, self.note)
+        for what, fn in (("state", lambda: jobstate.record(account, outcome.action, run_record(outcome, self.note))),
+                         ("audit logs", lambda: write_audit(account, record)),
                          ("alert", lambda: self._alert(account, record))):
             try:
                 fn()

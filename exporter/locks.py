@@ -12,7 +12,9 @@ free but whose text names a process is taken over only when ``owner.is_dead`` sa
 gone (of this host and pid namespace, and its pid no longer runs or now belongs to a process
 started at another time); a holder on another host (a state folder shared over NFS, where
 ``flock`` may not reach) or in another container cannot be told dead, so the lock is refused with
-the way out: remove the file once that process is known to be gone.
+the way out: remove the file once that process is known to be gone. A caller that holds the
+account's cluster-wide lease (``leased=True``: ``exporter.lease``, taken by ``exporter worker``)
+takes such a file over: the lease says its holder is no longer running the account.
 
 The file is removed when the lock is released (while still holding ``flock``); a process that
 opened the old file meanwhile sees it is no longer the one at that path and tries again, so two
@@ -68,10 +70,11 @@ def _describe(text: str) -> str:
 class AccountLock:
     """``with AccountLock(state_dir, account, command="backup"):`` — see the module docstring."""
 
-    def __init__(self, state_dir: str | os.PathLike, account: str, *, command: str = ""):
+    def __init__(self, state_dir: str | os.PathLike, account: str, *, command: str = "", leased: bool = False):
         self.account = account
         self.path = account_dir(state_dir, account) / LOCK_NAME
         self.command = command
+        self.leased = leased
         self._fd: int | None = None
 
     def __repr__(self) -> str:
@@ -128,7 +131,7 @@ class AccountLock:
                 previous = json.loads(text).get("owner")
             except (ValueError, AttributeError):
                 previous = None
-            if previous and not owner.is_dead(previous):
+            if previous and not owner.is_dead(previous) and not self.leased:
                 where = "another host or container" if not owner.is_local(previous) else "this host"
                 raise LockedError(
                     f"account {self.account} is locked by {_describe(text)}, a process of {where} that cannot be "

@@ -67,6 +67,11 @@ def next_after(expr: str, after: dt.datetime) -> dt.datetime:
     return next(CronSim(expand(expr), after.astimezone(local_zone())))
 
 
+def last_at_or_before(expr: str, at: dt.datetime) -> dt.datetime:
+    """The latest scheduled time at or before ``at`` (aware), in local time."""
+    return next(CronSim(expand(expr), (at + dt.timedelta(microseconds=1)).astimezone(local_zone()), reverse=True))
+
+
 def due(expr: str, last: dt.datetime | None, now: dt.datetime) -> bool:
     """Whether a scheduled time falls after ``last`` and at or before ``now``; an account that never
     ran is due."""

@@ -64,3 +64,23 @@ def test_nothing_secret_is_written(tmp_path):
     audit.append(path, {"error": "refused s3cr3t-value-42", "destinations": ["postgresql://u:pw123@h/db"]})
     text = path.read_text()
     assert "s3cr3t-value-42" not in text and "pw123" not in text and "***" in text
+
+
+def test_an_append_killed_before_its_head_is_not_an_edit(tmp_path):
+    """A writer SIGKILLed between its line and the head (a worker killed mid-run) leaves a whole,
+    chained line the head does not count: not reported, and counted by the next append; a last
+    line removed or edited is still found."""
+    path = tmp_path / "audit.jsonl"
+    for i in range(3):
+        audit.append(path, {"i": i})
+    head = (tmp_path / "audit.jsonl.head").read_text()
+    audit.append(path, {"i": 3})
+    (tmp_path / "audit.jsonl.head").write_text(head)  # as the killed writer left it
+    assert audit.verify(path) == []
+    audit.append(path, {"i": 4})
+    assert audit.verify(path) == [] and json.loads((tmp_path / "audit.jsonl.head").read_text())["lines"] == 5
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n")  # the last line removed
+    assert "the log ends at line 4 but 5 line(s) were written" in audit.verify(path)[0]
+    path.write_text("\n".join(lines[:-1] + [lines[-1].replace('"i":4', '"i":5')]) + "\n")  # edited
+    assert "the last line was edited" in audit.verify(path)[0]

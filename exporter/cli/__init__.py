@@ -5,7 +5,8 @@ call and prints the outcome. Exit codes: 0 success, 1 failure (one readable line
 usage error. Tracebacks only with ``--debug``. The core never imports click; this package turns
 core errors into click ones (``common``). Commands by group: ``run`` (what reads an account),
 ``tools`` (the fake service, the demo, the registry's listing), ``backups`` (the command group
-``exporter backups ...``), ``jobs`` (the command groups ``exporter jobs ...`` and ``exporter audit ...``).
+``exporter backups ...``), ``jobs`` (the command groups ``exporter jobs ...`` and ``exporter audit ...``), ``cluster``
+(``exporter worker`` and ``exporter beat``, Celery's side of a jobs file).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import click
 
 from .. import __version__
 from ..errors import Interrupted
-from . import backups, forget, jobs, run, tools
+from . import backups, cluster, forget, jobs, run, tools
 from .common import Ctx, interrupted
 
 
@@ -56,9 +57,10 @@ def _global_switches() -> list[click.Option]:
 
 
 GROUPS = (backups.backups, jobs.jobs, jobs.audit)
-for _command in (*run.COMMANDS, *tools.COMMANDS, *forget.COMMANDS, *(c for g in GROUPS for c in g.commands.values())):
+COMMANDS = (*run.COMMANDS, *tools.COMMANDS, *forget.COMMANDS, *cluster.COMMANDS)
+for _command in (*COMMANDS, *(c for g in GROUPS for c in g.commands.values())):
     _command.params.extend(_global_switches())
-for _command in (*run.COMMANDS, *tools.COMMANDS, *forget.COMMANDS, *GROUPS):
+for _command in (*COMMANDS, *GROUPS):
     cli.add_command(_command)
 
 

@@ -13,6 +13,7 @@ import click
 
 from ..errors import ConfigError
 from ..secrets import mask
+from .cluster import cluster_options
 from .common import Ctx, run_guarded
 
 
@@ -74,6 +75,7 @@ def jobs():
     exporter jobs run FILE [--account NAME] [--due] [--parallel N]
     exporter jobs status FILE                last run, result, duration and next due time of each account
     exporter jobs crontab FILE [--systemd]   crontab lines, or systemd service and timer units
+    exporter jobs enqueue FILE [--account NAME] [--due] --broker URL   tasks for `exporter worker`
     """
 
 
@@ -139,21 +141,46 @@ def summary_table(results) -> list[str]:
 
 @jobs.command()
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--account", "accounts", multiple=True, metavar="NAME", help="Only this account (repeatable).")
+@click.option("--due", is_flag=True, help="Only the accounts with something due, each with the slot (scheduled "
+                                         "time) that made it due; the worker runs only what is still due.")
+@cluster_options
+def enqueue(file, accounts, due, **_cluster):
+    """Put one task per account on the broker, for `exporter worker` processes to run (each
+    exactly as `exporter jobs run --account NAME [--due]` would). A task holds the jobs file's
+    path, the account's name and its slot: nothing secret."""
+    from ..worker import enqueue as send
+    from .cluster import settings_of
+
+    def go():
+        settings = settings_of(click.get_current_context())
+        jobs_file, selected = _load(file, accounts, environment=False)
+        sent = send(settings, jobs_file, selected, due=due)
+        if not _quiet():
+            for name, slot in sent:
+                click.echo(f"{name}  slot {slot}")
+            click.echo(f"{len(sent)} task(s) sent to queue {settings.queue}")
+
+    _guarded(go)
+
+
+@jobs.command()
+@click.argument("file", type=click.Path(dir_okay=False))
 def status(file):
-    """Each account's last export and backup (start, result, duration) and when each is next due;
-    an account running now is shown with its runner's pid, host and start."""
+    """Each account's last export and backup (start, result, duration, the host that ran it) and
+    when each is next due; an account running now is shown with its runner's pid, host and start."""
     from .. import jobstate
     from ..jobrun import lock_holder
 
     def go():
         jobs_file, _ = _load(file, environment=False)
-        rows = [("account", "action", "last start", "result", "duration", "next due")]
+        rows = [("account", "action", "last start", "result", "duration", "next due", "host")]
         t = jobstate.now()
         for account in jobs_file.accounts.values():
             state = jobstate.read(account)
             running = lock_holder(account)
             if running:
-                rows.append((account.name, "(running)", running, "", "", ""))
+                rows.append((account.name, "(running)", running, "", "", "", ""))
             for action in ("export", "backup"):
                 if action == "backup" and account.backup is None:
                     continue
@@ -163,8 +190,8 @@ def status(file):
                     ("now" if nxt <= t else jobstate.iso(nxt))
                 rows.append((account.name, action, last.get("start", "never"), last.get("result", "-"),
                              f"{last['seconds']:.1f}s" if isinstance(last.get("seconds"), (int, float)) else "-",
-                             when))
-        widths = [max(len(r[i]) for r in rows) for i in range(6)]
+                             when, last.get("host", "")))
+        widths = [max(len(r[i]) for r in rows) for i in range(7)]
         for r in rows:
             click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 

@@ -1,0 +1,203 @@
+"""Benchmark: many small accounts over 1, 2, 4 and 8 `exporter worker` processes, against `exporter
+jobs run` of the same jobs file on one process, in the same run.
+
+    python tests/benchmarks/bench_scale.py [--accounts 200] [--latency 0.05] [--workers 1,2,4,8]
+                                           [--broker redis://127.0.0.1:6379/9] [--work DIR]
+
+Each account is one form of 10 submissions (no media) served by `exporter serve` with ``--latency``
+seconds added to every answer (four services, the accounts spread over them), exported to a JSON
+folder of its own: an I/O-bound job of about a dozen requests. For each worker count: a fresh
+state folder, N workers started (``exporter worker -c 1``, each in a session of its own) and ready,
+then ``exporter jobs enqueue FILE`` and the clock runs until every account's state records its run.
+Peak memory per worker: the highest resident memory seen (sampled every 0.2 s) of the worker's
+Celery processes (main + pool process), and of its whole process tree (with the export it runs).
+The baselines: ``exporter jobs run FILE --parallel 1`` (one account after another) and the default
+``--parallel 4``, timed from start to exit. Prints a table; ``--json`` for the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.cluster import Broker, Worker, serve, tiny_accounts  # noqa: E402
+
+TOKENS = [f"bench-token-{i}-{os.urandom(4).hex()}" for i in range(4)]
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rpartition(b")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Sampler(threading.Thread):
+    """Peak resident memory of each worker: its Celery processes, and its whole tree."""
+
+    def __init__(self, workers: list[Worker]):
+        super().__init__(daemon=True)
+        self.workers, self.stop = workers, threading.Event()
+        self.celery = {w.name: 0 for w in workers}
+        self.tree = {w.name: 0 for w in workers}
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            for w in self.workers:
+                # the worker's Celery processes: its main process and the pool processes it forked;
+                # the rest of its session: the exports they run (and their own workers)
+                pids = [pid for pid, _cmd in w.processes()]
+                celery = [pid for pid in pids if pid == w.proc.pid or parent(pid) == w.proc.pid]
+                own = sum(rss_kb(pid) for pid in celery)
+                self.celery[w.name] = max(self.celery[w.name], own)
+                self.tree[w.name] = max(self.tree[w.name], own + sum(rss_kb(pid) for pid in pids if pid not in celery))
+
+
+def recorded(state: Path, names: list[str]) -> int:
+    return sum(1 for n in names if (state / n / "last-export.json").exists())
+
+
+def check_all_ok(state: Path, names: list[str]) -> None:
+    bad = [n for n in names if json.loads((state / n / "last-export.json").read_text())["result"] != "ok"]
+    if bad:
+        raise SystemExit(f"accounts not exported: {bad[:5]} (see {state / bad[0] / 'logs'})")
+
+
+def fresh(work: Path, label: str, jobs: Path) -> Path:
+    d = work / label
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    shutil.copy(jobs, d / "jobs.toml")
+    (d / "out").mkdir()
+    return d
+
+
+def run_jobs(work: Path, jobs: Path, env: dict, names: list[str], parallel: int) -> dict:
+    d = fresh(work, f"jobs-run-p{parallel}", jobs)
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "exporter", "-q", "jobs", "run", "jobs.toml", "--parallel", str(parallel)],
+                       cwd=d, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    if r.returncode:
+        raise SystemExit(f"jobs run failed: {r.stderr[-2000:]}")
+    check_all_ok(d / "state", names)
+    return {"seconds": seconds, "per_minute": len(names) / seconds * 60}
+
+
+def wait_ready(workers: list[Worker], env: dict, timeout: float = 120) -> None:
+    """Until every worker answers a ping (Celery's remote control) through the broker."""
+    from celery import Celery
+
+    from exporter.worker import Settings, configure
+
+    app = configure(Celery("bench", set_as_current=False), Settings.from_env(env))  # this run's prefix and queue
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(app.control.ping(timeout=1.0)) >= len(workers):
+            return
+        if any(w.proc.poll() is not None for w in workers):
+            raise SystemExit(f"a worker exited: {next(w for w in workers if w.proc.poll() is not None).text()[-2000:]}")
+    raise SystemExit(f"workers not ready after {timeout}s")
+
+
+def run_workers(work: Path, jobs: Path, env: dict, names: list[str], n: int, broker_url: str) -> dict:
+    d = fresh(work, f"workers-{n}", jobs)
+    tag = os.urandom(4).hex()
+    broker = Broker(broker_url, f"exbench-{tag}", f"exbench-{tag}")
+    env = {**env, **broker.env}
+    workers = [Worker(d, f"b{i}", env, concurrency=1, verbose=False) for i in range(n)]
+    sampler = Sampler(workers)
+    try:
+        wait_ready(workers, env)
+        sampler.start()
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "exporter", "-q", "jobs", "enqueue", "jobs.toml"], cwd=d, env=env,
+                           capture_output=True, text=True)
+        if r.returncode:
+            raise SystemExit(f"enqueue failed: {r.stderr[-2000:]}")
+        while recorded(d / "state", names) < len(names):
+            if any(w.proc.poll() is not None for w in workers):
+                raise SystemExit(f"a worker exited: {workers[0].text()[-2000:]}")
+            time.sleep(0.1)
+        seconds = time.perf_counter() - t
+    finally:
+        sampler.stop.set()
+        for w in workers:
+            w.stop()
+        broker.close()
+    check_all_ok(d / "state", names)
+    return {"seconds": seconds, "per_minute": len(names) / seconds * 60,
+            "celery_mb": max(sampler.celery.values()) / 1024, "tree_mb": max(sampler.tree.values()) / 1024}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--accounts", type=int, default=200)
+    ap.add_argument("--latency", type=float, default=0.05)
+    ap.add_argument("--workers", default="1,2,4,8")
+    ap.add_argument("--broker", default="redis://127.0.0.1:6379/9")
+    ap.add_argument("--work", type=Path)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    services = [serve(tok, latency=args.latency) for tok in TOKENS]
+    try:
+        jobs = work / "jobs.toml"
+        tokens = tiny_accounts(jobs, args.accounts, [(url, tok) for (_, url), tok in zip(services, TOKENS, strict=True)],
+                               schedule=None, sqlite=False)
+        names = sorted(v.removesuffix("_TOKEN").lower() for v in tokens)
+        env = {**os.environ, **tokens}
+        results: dict = {"accounts": args.accounts, "latency": args.latency, "cpus": os.cpu_count()}
+        results["jobs run --parallel 1"] = run_jobs(work, jobs, env, names, 1)
+        print(f"jobs run --parallel 1: {results['jobs run --parallel 1']}", file=sys.stderr)
+        results["jobs run --parallel 4"] = run_jobs(work, jobs, env, names, 4)
+        print(f"jobs run --parallel 4: {results['jobs run --parallel 4']}", file=sys.stderr)
+        for n in (int(x) for x in args.workers.split(",")):
+            results[f"{n} workers"] = run_workers(work, jobs, env, names, n, args.broker)
+            print(f"{n} workers: {results[f'{n} workers']}", file=sys.stderr)
+    finally:
+        for p, _ in services:
+            p.terminate()
+            p.wait(10)
+    one = results.get("1 workers")
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    print(f"{args.accounts} accounts, {args.latency * 1000:g} ms per request, {os.cpu_count()} CPUs")
+    print(f"{'run':<24}{'seconds':>9}{'accounts/min':>14}{'vs 1 worker':>13}{'linear':>8}{'worker MB':>11}{'+export MB':>12}")
+    for key, r in results.items():
+        if not isinstance(r, dict):
+            continue
+        n = int(key.split()[0]) if key.endswith("workers") else None
+        speed = f"{r['per_minute'] / one['per_minute']:.2f}x" if one else "-"
+        linear = f"{r['per_minute'] / (n * one['per_minute']):.2f}" if one and n else "-"
+        mem = (f"{r['celery_mb']:.0f}", f"{r['tree_mb']:.0f}") if "celery_mb" in r else ("-", "-")
+        print(f"{key:<24}{r['seconds']:>9.1f}{r['per_minute']:>14.1f}{speed:>13}{linear:>8}{mem[0]:>11}{mem[1]:>12}")
+
+
+if __name__ == "__main__":
+    main()
