@@ -432,7 +432,8 @@ def attachment_filename(header: str | None) -> str | None:
 def _json_of(resp: requests.Response) -> Any:
     """The JSON of an answer. A UTF-8 one (JSON's own encoding, what requests assumes for
     application/json) is decoded from its bytes by ``exporter.fastjson`` (orjson when installed,
-    the same result as the standard library, about 3x faster); anything else by requests."""
+    the same result as the standard library, faster: see docs/benchmarks.md); anything else by
+    requests."""
     enc = resp.encoding
     if enc is not None and enc.lower().replace("-", "").replace("_", "") == "utf8":
         return json_loads(resp.content)
