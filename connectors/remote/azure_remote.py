@@ -34,11 +34,11 @@ from urllib.parse import unquote, urlsplit
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
 from exporter.options import read_secret
-from exporter.retry import parse_retry_after, retry_call
+from exporter.retry import parse_retry_after
 
 from .base import RemoteStat
 from .catalog import AZURE
-from .common import object_store_settings, read_exactly, send_parts, split_path
+from .common import call_translated, object_store_settings, read_exactly, send_parts, split_path
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
@@ -151,17 +151,8 @@ class AzureRemote:
         return e
 
     def _call(self, fn: Callable[[], T], what: str, key: str) -> T:
-        def attempt() -> T:
-            try:
-                return fn()
-            except Exception as e:  # noqa: BLE001 - translated into our error tree just below
-                err = self._translate(e, what, key)
-                if err is e:
-                    raise
-                raise err from None
-
-        return retry_call(attempt, attempts=self.attempts, base_delay=self.base_delay, max_delay=self.max_delay,
-                          describe=f"azure {what} {key}")
+        return call_translated(fn, lambda e: self._translate(e, what, key), attempts=self.attempts,
+                               base_delay=self.base_delay, max_delay=self.max_delay, describe=f"azure {what} {key}")
 
     def _props(self, key: str):
         from azure.core.exceptions import ResourceNotFoundError

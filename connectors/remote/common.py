@@ -19,6 +19,7 @@ from urllib.parse import SplitResult
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
+from exporter.retry import retry_call
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -199,3 +200,20 @@ def server_capabilities(options: dict, tested: str) -> Capabilities:
         case_insensitive=options["case_insensitive"],
         rename=True, checksum=None, streaming=True, tested=tested,
     )
+
+
+def call_translated(fn: Callable[[], T], translate: Callable[[BaseException], BaseException], *, attempts: int,
+                    base_delay: float, max_delay: float, describe: str) -> T:
+    """``fn()`` under the one retry helper, an SDK's error translated into our tree first
+    (``translate`` returns the error itself when it has nothing better), so that only what the
+    translation marks transient is retried."""
+    def attempt() -> T:
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - translated into our error tree just below
+            err = translate(e)
+            if err is e:
+                raise
+            raise err from None
+
+    return retry_call(attempt, attempts=attempts, base_delay=base_delay, max_delay=max_delay, describe=describe)

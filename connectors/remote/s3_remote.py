@@ -36,11 +36,11 @@ from urllib.parse import unquote, urlsplit
 from exporter.capabilities import Capabilities
 from exporter.errors import ConfigError, SinkError, TransientSinkError
 from exporter.options import read_secret
-from exporter.retry import parse_retry_after, retry_call
+from exporter.retry import parse_retry_after
 
 from .base import RemoteStat
 from .catalog import S3
-from .common import object_store_settings, read_exactly, send_parts, split_path
+from .common import call_translated, object_store_settings, read_exactly, send_parts, split_path
 
 if TYPE_CHECKING:  # the client's types come with the stubs (dev extra: boto3-stubs[s3])
     from mypy_boto3_s3 import S3Client
@@ -173,17 +173,8 @@ class S3Remote:
         return e
 
     def _call(self, fn: Callable[[], T], what: str, key: str) -> T:
-        def attempt() -> T:
-            try:
-                return fn()
-            except Exception as e:  # noqa: BLE001 - translated into our error tree just below
-                err = self._translate(e, what, key)
-                if err is e:
-                    raise
-                raise err from None
-
-        return retry_call(attempt, attempts=self.attempts, base_delay=self.base_delay, max_delay=self.max_delay,
-                          describe=f"s3 {what} {key}")
+        return call_translated(fn, lambda e: self._translate(e, what, key), attempts=self.attempts,
+                               base_delay=self.base_delay, max_delay=self.max_delay, describe=f"s3 {what} {key}")
 
     @staticmethod
     def _missing(e: BaseException) -> bool:
