@@ -16,6 +16,7 @@ ever written here: callers pass masked values, and every text is masked again on
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -26,52 +27,82 @@ from .fsutil import atomic_write
 from .secrets import mask
 
 GENESIS = "0" * 64
+#: how far before a record ``append(once=True)`` looks for it
+LOOK_BACK = dt.timedelta(days=1)
 
 
-def _masked(value):
+def masked(value):
+    """``value`` with every secret text in it masked (``exporter.secrets``)."""
     if isinstance(value, str):
         return mask(value)
     if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items()}
+        return {k: masked(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_masked(v) for v in value]
+        return [masked(v) for v in value]
     return value
+
+
+def _lines_from_end(fh):
+    """The complete lines of an open log (without their newline), last first, read in blocks."""
+    pos = fh.seek(0, os.SEEK_END)
+    rest = b""
+    while pos > 0:
+        step = min(65536, pos)
+        pos -= step
+        fh.seek(pos)
+        lines = (fh.read(step) + rest).split(b"\n")
+        rest = lines.pop(0)  # maybe the tail of a line that starts in the block before
+        for line in reversed(lines):
+            if line:
+                yield line
+    if rest:
+        yield rest
 
 
 def _last_line(fh) -> bytes | None:
     """The last complete line of an open log (without its newline), read from the end."""
-    end = fh.seek(0, os.SEEK_END)
-    if not end:
-        return None
-    block, data = 4096, b""
-    pos = end
-    while pos > 0:
-        step = min(block, pos)
-        pos -= step
-        fh.seek(pos)
-        data = fh.read(step) + data
-        body = data[:-1] if data.endswith(b"\n") else data
-        cut = body.rfind(b"\n")
-        if cut >= 0:
-            return body[cut + 1:]
-    return data.rstrip(b"\n")
+    return next(_lines_from_end(fh), None)
 
 
-def append(path: str | os.PathLike, record: dict) -> str:
+def _holds(fh, record: dict) -> bool:
+    """Whether the log holds the line of ``record`` (same ``id``), looking back from its end to
+    the lines a day older than the record (lines come in the order they were written)."""
+    ident, when = record.get("id"), _time(record.get("time"))
+    for line in _lines_from_end(fh):
+        with contextlib.suppress(ValueError, AttributeError):
+            other = json.loads(line)
+            if other.get("id") == ident:
+                return True
+            t = _time(other.get("time"))
+            if when is not None and t is not None and t < when - LOOK_BACK:
+                return False
+    return False
+
+
+def _time(value) -> dt.datetime | None:
+    with contextlib.suppress(TypeError, ValueError):
+        return dt.datetime.fromisoformat(value)
+    return None
+
+
+def append(path: str | os.PathLike, record: dict, *, once: bool = False) -> str | None:
     """Append ``record`` (masked) to the log at ``path``, chained to its last line; returns the
-    new line's SHA-256."""
+    new line's SHA-256. ``once``: unless the log holds it already (a record with the same ``id``,
+    appended by a writer killed before its other logs): then nothing is written, None."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o600)
     with os.fdopen(fd, "r+b", buffering=0) as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
+            if once and _holds(fh, record):
+                return None
             last = _last_line(fh)
             prev = hashlib.sha256(last).hexdigest() if last is not None else GENESIS
             head = _head(path) if last is not None else {"lines": 0}
             if last is not None and _interrupted(head, last, prev):  # the line is whole: count it
                 head = {"lines": head["lines"] + 1}
-            line = json.dumps({**_masked(record), "prev": prev}, ensure_ascii=False, separators=(",", ":"),
+            line = json.dumps({**masked(record), "prev": prev}, ensure_ascii=False, separators=(",", ":"),
                               default=str).encode("utf-8")
             fh.write(line + b"\n")
             os.fsync(fh.fileno())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ from . import audit, jobstate
 from .errors import ConfigError, Interrupted, LockedError
 from .jobsfile import Account, JobsFile
 from .jobtables import SETTINGS
+from .fsutil import atomic_write
 from .secrets import mask, read_secret
 
 log = logging.getLogger("exporter.jobs")
@@ -240,7 +243,8 @@ def due_actions(account: Account, due_only: bool) -> tuple[bool, bool]:
 def audit_record(jobs: JobsFile, account: Account, outcome: Outcome, note: dict | None = None) -> dict:
     """The audit line of one outcome (``note``: what the caller adds, e.g. a worker's task)."""
     run = run_record(outcome, note)
-    return {"time": run["end"] or jobstate.iso(jobstate.now()), "account": account.name, "action": outcome.action,
+    return {"id": uuid.uuid4().hex, "time": run["end"] or jobstate.iso(jobstate.now()), "account": account.name,
+            "action": outcome.action,
             **run, "source": account.source, "host": socket.gethostname(), "jobs_file": str(jobs.path.resolve()),
             "destinations": ([d.to for d in account.destinations] if outcome.action == "export"
                              else [account.backup.to] if account.backup else []), **outcome.extra, **(note or {})}
@@ -257,8 +261,28 @@ def run_record(outcome: Outcome, note: dict | None = None) -> dict:
 
 def write_audit(account: Account, record: dict) -> None:
     """Append ``record`` to the account's audit log and to its state_dir's (``exporter.audit``)."""
-    audit.append(account.dir / "audit.jsonl", record)
-    audit.append(account.state_dir / "audit.jsonl", record)
+    stage_audit(account, record)
+    flush_audit(account)
+
+
+def stage_audit(account: Account, record: dict) -> None:
+    """Keep ``record`` in the account's folder until ``flush_audit`` has put it in both logs: a
+    process killed between the two appends leaves it there, for the account's next audit line."""
+    with atomic_write(account.dir / "audit-pending" / f"{record['id']}.json", "w", encoding="utf-8") as fh:
+        json.dump(audit.masked(record), fh, default=str)
+
+
+def flush_audit(account: Account) -> None:
+    """Append every staged record of the account to both logs (once: a log that holds it already,
+    from a writer killed half-way, is left as it is), oldest first, then drop it."""
+    staged = []
+    for path in (account.dir / "audit-pending").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            staged.append((json.loads(path.read_text("utf-8")), path))
+    for record, path in sorted(staged, key=lambda x: str(x[0].get("time"))):
+        audit.append(account.dir / "audit.jsonl", record, once=True)
+        audit.append(account.state_dir / "audit.jsonl", record, once=True)
+        path.unlink(missing_ok=True)
 
 
 class Runner:
@@ -398,8 +422,10 @@ class Runner:
     def _finish(self, account: Account, outcome: Outcome) -> Outcome:
         """Record the run, audit it, alert about it; none of these changes its result."""
         record = audit_record(self.jobs, account, outcome, self.note)
-        for what, fn in (("state", lambda: jobstate.record(account, outcome.action, run_record(outcome, self.note))),
-                         ("audit logs", lambda: write_audit(account, record)),
+        # staged before the state records the run, so a kill anywhere after it loses no audit line
+        for what, fn in (("audit logs", lambda: stage_audit(account, record)),
+                         ("state", lambda: jobstate.record(account, outcome.action, run_record(outcome, self.note))),
+                         ("audit logs", lambda: flush_audit(account)),
                          ("alert", lambda: self._alert(account, record))):
             try:
                 fn()

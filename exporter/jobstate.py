@@ -3,6 +3,8 @@
     last-export.json  the last export: start, end, result, counts (last-backup.json: the last backup)
     audit.jsonl       one hash-chained JSON line per run (``exporter.audit``); state_dir/audit.jsonl
                       holds the lines of every account kept in that state_dir
+    audit-pending/    a line until it is in both logs (written before the run is recorded; a
+                      process killed before both appends leaves it for the account's next line)
     logs/<start>.log  what each run printed (the newest ``KEEP_LOGS`` are kept)
     spool/            the run's temporary files (its TMPDIR), emptied before each run
     lock              held while the account runs (``exporter.locks``; also by ``exporter backups``)

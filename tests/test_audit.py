@@ -84,3 +84,38 @@ def test_an_append_killed_before_its_head_is_not_an_edit(tmp_path):
     assert "the log ends at line 4 but 5 line(s) were written" in audit.verify(path)[0]
     path.write_text("\n".join(lines[:-1] + [lines[-1].replace('"i":4', '"i":5')]) + "\n")  # edited
     assert "the last line was edited" in audit.verify(path)[0]
+
+
+def test_a_writer_killed_between_the_two_logs_loses_no_line(tmp_path):
+    """A run's audit line is staged before the run is recorded: a process killed after the
+    account's log and before the state_dir's leaves it staged, and the account's next line puts it
+    in the log that missed it, once (the log that has it is not written twice)."""
+    from exporter.jobrun import flush_audit, stage_audit, write_audit
+    from exporter.jobsfile import load
+
+    jobs_file = tmp_path / "jobs.toml"
+    (tmp_path / "archive.zip").write_bytes(b"")
+    jobs_file.write_text('[defaults]\nstate_dir = "state"\n[accounts.acme]\nsource = "archive.zip"\n'
+                         'destinations = [{ to = "out" }]\n')
+    account = load(jobs_file).accounts["acme"]
+    first = {"id": "run-1", "time": "2026-12-05T02:00:00+00:00", "account": "acme", "result": "ok"}
+    stage_audit(account, first)
+    audit.append(account.dir / "audit.jsonl", first, once=True)  # ... killed here
+    assert audit.append(account.dir / "audit.jsonl", first, once=True) is None  # held: not twice
+    write_audit(account, {"id": "run-2", "time": "2026-12-06T02:00:00+00:00", "account": "acme", "result": "ok"})
+    for log in (account.dir / "audit.jsonl", account.state_dir / "audit.jsonl"):
+        assert [json.loads(x)["id"] for x in log.read_text().splitlines()] == ["run-1", "run-2"]
+        assert audit.verify(log) == []
+    assert not list((account.dir / "audit-pending").iterdir())
+    flush_audit(account)  # nothing staged: nothing written
+    assert len((account.state_dir / "audit.jsonl").read_text().splitlines()) == 2
+
+
+def test_once_looks_back_a_day_and_no_further(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    old = {"id": "x", "time": "2026-12-01T00:00:00+00:00"}
+    later = [{"id": f"n{i}", "time": "2026-12-03T00:00:00+00:00", "pad": "p" * 40} for i in range(3000)]
+    path.write_text("".join(json.dumps(x) + "\n" for x in [old, *later]))  # several read blocks
+    assert audit.append(path, {**old, "time": "2026-12-01T12:00:00+00:00"}, once=True) is None
+    assert audit.append(path, {**old, "time": "2026-12-03T01:00:00+00:00"}, once=True) is None
+    assert audit.append(path, {**old, "time": "2026-12-05T00:00:00+00:00"}, once=True) is not None
