@@ -34,9 +34,9 @@ from pathlib import Path
 
 from . import audit, jobstate
 from .errors import ConfigError, Interrupted, LockedError
+from .fsutil import atomic_write
 from .jobsfile import Account, JobsFile
 from .jobtables import SETTINGS
-from .fsutil import atomic_write
 from .secrets import mask, read_secret
 
 log = logging.getLogger("exporter.jobs")
