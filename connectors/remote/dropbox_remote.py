@@ -19,8 +19,9 @@ gives the offset to continue from. The content hash Dropbox reports for the comm
 compared with the hash computed locally while uploading.
 
 Testing hook: ``api_host`` / ``content_host`` (``host:port``) replace ``api.dropboxapi.com`` /
-``content.dropboxapi.com`` in the SDK's host map and ``ca_certs`` names the CA bundle used to
-verify that host; the SDK always speaks HTTPS with certificate verification.
+``content.dropboxapi.com`` in the URLs the SDK's requests session sends (a transport adapter
+mounted on it) and ``ca_certs`` names the CA bundle used to verify that host; the SDK always
+speaks HTTPS with certificate verification.
 """
 from __future__ import annotations
 
@@ -146,21 +147,16 @@ class DropboxRemote:
             return
         try:
             import dropbox
-            from dropbox.session import HOST_API, HOST_CONTENT
+            from dropbox.session import API_CONTENT_HOST, API_HOST
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise ConfigError(f"the Dropbox remote needs the 'dropbox' package: {e.name} "
                               "(pip install 'exporter[dropbox]')") from None
 
-        api_host = self._api_host
-
-        class _Client(dropbox.Dropbox):
-            def refresh_access_token(self, host=None, scope=None):  # token endpoint follows api_host
-                return super().refresh_access_token(host=host or api_host or dropbox.session.API_HOST, scope=scope)
-
         session = dropbox.create_session(ca_certs=self._ca_certs)
-        if self._ca_certs:
-            _pin_ca_bundle(session, self._ca_certs)
-        dbx = _Client(
+        if self._ca_certs or self._api_host:
+            hosts = {API_HOST: self._api_host, API_CONTENT_HOST: self._content_host} if self._api_host else {}
+            session.mount("https://", _adapter(hosts, self._ca_certs))
+        dbx = dropbox.Dropbox(
             session=session,
             oauth2_access_token=self._access_token,
             oauth2_refresh_token=self._refresh_token,
@@ -172,12 +168,6 @@ class DropboxRemote:
             timeout=self._timeout,
             user_agent="exporter",
         )
-        if self._api_host:
-            host_map = getattr(dbx, "_host_map", None)
-            if not isinstance(host_map, dict):
-                raise ConfigError("this version of the dropbox SDK cannot be pointed at another host (api_host)")
-            host_map[HOST_API] = self._api_host
-            host_map[HOST_CONTENT] = self._content_host
         self._dbx = dbx
         # validate the credentials now, with one clear error
         self._call(lambda: dbx.check_user("exporter"), self.root or "/", "check the token")
@@ -434,20 +424,23 @@ class DropboxRemote:
                             f"expected {size} bytes with hash {local_hash}", context=f"{self.name} {full}")
 
 
-def _pin_ca_bundle(session: Any, ca_certs: str) -> None:
-    """Make an explicit CA bundle win over ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``.
+def _adapter(hosts: dict[str, str], ca_certs: str | None):
+    """The session's HTTPS transport (requests' documented extension point, mounted on the session):
+    an explicit CA bundle wins over ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` (requests lets those
+    replace a session's ``verify`` on every request, which would silently ignore ``ca_certs``;
+    verification itself always stays on), and the testing hook sends what the SDK addresses to
+    Dropbox's hosts (``hosts``: theirs -> ``host:port``) elsewhere."""
+    from requests.adapters import HTTPAdapter
 
-    requests lets those variables replace a session's ``verify`` on every request, which would
-    silently ignore the ``ca_certs`` option; verification itself always stays on.
-    """
-    merge = session.merge_environment_settings
+    class Adapter(HTTPAdapter):
+        def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
+            parts = urlsplit(request.url)
+            if parts.netloc in hosts:
+                request.url = parts._replace(netloc=hosts[parts.netloc]).geturl()
+            return super().send(request, stream=stream, timeout=timeout, verify=ca_certs or verify, cert=cert,
+                                proxies=proxies)
 
-    def merge_pinned(url, proxies, stream, verify, cert):
-        settings = merge(url, proxies, stream, verify, cert)
-        settings["verify"] = ca_certs
-        return settings
-
-    session.merge_environment_settings = merge_pinned
+    return Adapter()
 
 
 def create_remote(url: str, options: dict | None = None) -> DropboxRemote:
