@@ -125,9 +125,8 @@ class DropboxRemote:
         self._retry_max_delay = retry_max_delay
         self._timeout = timeout
         self._dbx: Any = None
-        used = _utf16_len(self.root)
         self.capabilities = Capabilities(
-            max_path_length=max(DROPBOX_MAX_PATH - used - 1, 1),
+            max_path_length=DROPBOX_MAX_PATH,  # of the whole path: the remote sink counts the root in
             max_name_length=DROPBOX_MAX_NAME,
             forbidden_chars=DROPBOX_FORBIDDEN,
             case_insensitive=True,
