@@ -56,7 +56,7 @@ from .documents import FormDocuments, VendorDocuments
 from .http_errors import StreamInterrupted
 from .readahead import FormsAhead
 from .tokens import EnvToken, FileToken, LoginToken, TokenProvider
-from .windows import WINDOW_LIMIT, changed_since, window_filter
+from .windows import WINDOW_LIMIT, changed_since, clock_set_back, window_filter
 
 log = logging.getLogger("exporter.kizeo")
 
@@ -278,7 +278,7 @@ class WebSource:
             return
         if ids is None:
             assert cursor is not None  # the ids are left unread only in cursor mode with a cursor
-            since = minus_overlap(cursor, self.overlap)
+            since = minus_overlap(cursor, self.overlap + clock_set_back(cursor, self.timezone))
             log.info("form %s: reading submissions updated or created since %s", fid, since)
             results = self._ordered(lambda raw: self._with_media(form, raw, docs), self._changed_since(fid, since))
         else:

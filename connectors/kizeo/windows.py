@@ -112,3 +112,32 @@ def _halved(lo: dt.datetime, span: dt.timedelta | None, horizon: dt.datetime) ->
     if whole <= ONE_SECOND:
         return None
     return max(ONE_SECOND, dt.timedelta(seconds=int(whole.total_seconds()) // 2))
+
+
+def clock_set_back(cursor: str, timezone: str | None, now: dt.datetime | None = None) -> int:
+    """Seconds to read back further than ``cursor`` because the account's clock was set back.
+
+    Times are served as wall-clock text (no offset). When ``timezone``'s clock is set back (the
+    autumn DST change) less than that much after the cursor's instant, the hour that comes twice
+    holds changes made *after* the cursor with an *earlier* wall time: reading from the cursor would
+    miss them. Then the jump is returned (to add to the overlap); else 0, and 0 without a time zone
+    (the cursor's wall time, when it comes twice, is taken at its first occurrence)."""
+    if not timezone:
+        return 0
+    import zoneinfo
+
+    try:
+        zone = zoneinfo.ZoneInfo(timezone)
+        start = dt.datetime.strptime(cursor[:19], TIME_FORMAT).replace(tzinfo=zone, fold=0)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        return 0
+    begin = start.astimezone(dt.UTC)
+    end = min(now or dt.datetime.now(dt.UTC), begin + MAX_SET_BACK)
+    before, after = begin.astimezone(zone).utcoffset(), end.astimezone(zone).utcoffset()
+    if before is None or after is None or after >= before:
+        return 0
+    return int((before - after).total_seconds())
+
+
+#: the largest clock change of any time zone (a DST change is 1 hour; a few are 30 minutes)
+MAX_SET_BACK = dt.timedelta(hours=2)

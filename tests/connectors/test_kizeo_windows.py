@@ -147,3 +147,18 @@ def test_a_cursor_past_the_horizon_with_a_full_answer_keeps_it_instead_of_loopin
 
     got = [r["_id"] for w in changed_since(fetch, since, limit=2, now=NOW) for r in w]
     assert sorted(got) == [str(i) for i in range(5)] and calls == [(since, None)]
+
+
+@pytest.mark.parametrize(("cursor", "now", "back"), [
+    # Paris sets its clock back from 03:00 to 02:00 on 2026-10-25 (01:00 UTC)
+    ("2026-10-25 02:30:00", "2026-10-25T03:00:00+00:00", 3600),  # 02:10 comes again after the cursor
+    ("2026-10-25 01:30:00", "2026-10-26T00:00:00+00:00", 3600),  # 02:00-03:00 twice, 1 h after it
+    ("2026-10-25 02:30:00", "2026-10-25T00:45:00+00:00", 0),     # not set back yet
+    ("2026-10-24 12:00:00", "2026-10-26T00:00:00+00:00", 0),     # long before: its wall time does not come again
+    ("2026-03-29 01:30:00", "2026-03-30T00:00:00+00:00", 0),     # spring: set forward, nothing repeats
+])
+def test_a_cursor_before_the_clock_is_set_back_reads_the_repeated_hour(cursor, now, back):
+    from exporter.connectors.kizeo.windows import clock_set_back
+
+    assert clock_set_back(cursor, "Europe/Paris", dt.datetime.fromisoformat(now)) == back
+    assert clock_set_back(cursor, None, dt.datetime.fromisoformat(now)) == 0
