@@ -165,7 +165,10 @@ def _worker(spec: WorkerSpec, idx: int, forms: Any, events: Any) -> None:
     except BaseException as e:  # noqa: BLE001 - every failure goes to the parent, as one line
         if spec.debug:
             traceback.print_exception(e, file=sys.stderr)
-        text = str(e) if isinstance(e, ExporterError) else f"{type(e).__name__}: {e}"
+        from .secrets import mask
+
+        # masked here: a secret only this worker knows (a --login-env session token) is not the parent's to mask
+        text = mask(str(e) if isinstance(e, ExporterError) else f"{type(e).__name__}: {e}")
         events.put(("error", idx, type(e).__name__, text))
         events.close()
         events.join_thread()

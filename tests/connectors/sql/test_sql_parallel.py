@@ -148,3 +148,42 @@ def test_parts_whose_last_batch_ends_with_their_last_record(pg_two, sample_archi
     assert r.exit_code == 0, r.output
     assert export(seq, sample_archive).exit_code == 0
     assert _content(par) == _content(seq)
+
+
+def test_a_workers_error_reaches_the_parent_masked_by_the_worker(tmp_path):
+    """A secret only the worker knows (a --login-env session token it obtained) is masked before
+    its error text leaves it."""
+    import signal
+
+    from exporter.secrets import register_secret
+    from exporter.sinks import RunContext
+
+    secret = "sess-only-the-worker-knows-81f2"
+
+    class Events:
+        def __init__(self):
+            self.items = []
+
+        def put(self, item):
+            self.items.append(item)
+
+        def close(self):
+            pass
+
+        def join_thread(self):
+            pass
+
+    register_secret(secret)
+    events = Events()
+    spec = parallel.WorkerSpec(source=str(tmp_path / f"{secret}.zip"), source_options={}, source_run={},
+                               destinations=[], ctx=RunContext(run_id="r", source="s", mode="full"), state={},
+                               batch_size=None)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        with pytest.raises(SystemExit):
+            parallel._worker(spec, 0, [], events)
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    ((kind, _idx, _name, text),) = events.items
+    assert kind == "error" and secret not in text and ".zip" in text
