@@ -24,7 +24,7 @@ def _ids_file(path: str | None) -> list[str]:
 @click.command("forget", cls=OrderedCommand)
 @click.option("--to", "destinations", multiple=True, metavar="DEST",
               help="Destination to erase from (repeatable), as given to export: a directory, sqlite:///x.db, "
-                   "postgresql+psycopg2://..., mysql+pymysql://...")
+                   "postgresql+psycopg://..., mysql+pymysql://...")
 @click.option("--to-password-env", "to_password_env", multiple=True, metavar="NAME",
               help="Environment variable holding the password of the --to just before it.")
 @click.option("--to-password-file", "to_password_file", multiple=True, type=click.Path(dir_okay=False),
@@ -65,7 +65,7 @@ def forget(ctx: click.Context, destinations: tuple[str, ...], to_password_env: t
     \b
     Examples:
       exporter forget --to sqlite:///kizeo.db --to ./kizeo-files --user 104
-      exporter forget --to postgresql+psycopg2://etl@db/forms --to-password-env PGPASS \\
+      exporter forget --to postgresql+psycopg://etl@db/forms --to-password-env PGPASS \\
           --user 104 --apply --audit erasures.jsonl --reference GDPR-2026-017
     """
 

@@ -25,9 +25,10 @@ class OrderedCommand(click.Command):
 @source_options
 @document_options
 @click.option("--to", "destinations", multiple=True, metavar="DEST",
-              help="Destination (repeatable): a directory, file:///dir, sqlite:///x.db, postgresql+psycopg2://..., "
+              help="Destination (repeatable): a directory, file:///dir, sqlite:///x.db, postgresql+psycopg://..., "
                    "mysql+pymysql://..., mssql+pyodbc://..., access+pyodbc://..., ftp://, ftps://, sftp://, "
-                   "dropbox:///path, sharepoint://..., archive:///path[.zip]. See `exporter destinations`. "
+                   "dropbox:///path, sharepoint://..., s3://bucket/prefix, azure://account/container/prefix, "
+                   "archive:///path[.zip]. See `exporter destinations`. "
                    "Options may ride in the URL: file:///out?csv_bom=true. Required, unless --to-url-env is given.")
 @click.option("--format", "formats", default=",".join(api.DEFAULT_FORMATS), show_default=True, metavar="LIST",
               help="File formats for file and remote destinations: json,csv,xlsx,xml,docx,pdf.")
@@ -73,7 +74,7 @@ def export(ctx: click.Context, **p: Any) -> None:
     Examples:
       KIZEO_TOKEN=... exporter export --source https://forms.kizeo.com/rest/v3 \\
           --token-env KIZEO_TOKEN --to ./out --to sqlite:///kizeo.db --format json,csv,xlsx
-      exporter export --source account.zip --to postgresql+psycopg2://etl@db/forms --to-password-env PGPASS
+      exporter export --source account.zip --to postgresql+psycopg://etl@db/forms --to-password-env PGPASS
     """
 
     def go() -> None:
