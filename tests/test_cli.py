@@ -34,6 +34,17 @@ def test_export_help_names_every_destination_scheme():
     assert "psycopg2" not in text
 
 
+def test_demo_prints_where_it_wrote_and_nothing_when_quiet(tmp_path):
+    r = invoke("demo", "--out", str(tmp_path / "loud"), "--format", "json,csv")
+    assert r.exit_code == 0, r.output
+    assert "SQLite database:" in r.output and "Files (json, csv):" in r.output
+    q1, q2 = tmp_path / "q1", tmp_path / "q2"  # -q before the command, and after it
+    for out, args in ((q1, ("-q", "demo", "--out", str(q1))), (q2, ("demo", "--out", str(q2), "-q"))):
+        r = invoke(*args, "--format", "json,csv")
+        assert r.exit_code == 0 and r.output == "", r.output
+        assert (out / "demo.db").is_file() and (out / "files" / "forms").is_dir()
+
+
 def test_verify_ok_and_tampered(sample_archive, tmp_path):
     r = invoke("verify", str(sample_archive))
     assert r.exit_code == 0 and r.output.startswith("OK:")

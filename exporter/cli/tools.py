@@ -70,7 +70,8 @@ def sample_data_path() -> Path:
               help="File formats (default: every available format).")
 @click.pass_context
 def demo(ctx: click.Context, out: str, formats: str | None) -> None:
-    """Export the bundled sample account to SQLite and files, and print what was written where."""
+    """Export the bundled sample account to SQLite and files, and print what was written where
+    (nothing with --quiet)."""
 
     def go() -> None:
         from exporter.formats.base import get_writer_class, known_formats
@@ -96,8 +97,9 @@ def demo(ctx: click.Context, out: str, formats: str | None) -> None:
                     out_p.rmdir()
             raise
         print_summary(ctx, summary)
-        _show_database(db)
-        _show_files(files_root, fmt)
+        if not ctx.obj.quiet:  # -q: only errors, as every command
+            _show_database(db)
+            _show_files(files_root, fmt)
 
     run_guarded(ctx, go)
 
