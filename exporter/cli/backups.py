@@ -41,11 +41,33 @@ def retention_options(fn: F) -> F:
     return fn
 
 
+_IDENTITY = "exporter.identity"
+
+
+def _keep_identity(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    ctx.meta.setdefault(_IDENTITY, {})[param.name] = value
+    return value
+
+
 def identity_options(fn: F) -> F:
-    fn = click.option("--identity-env", metavar="NAME",
+    """``--identity-file`` / ``--identity-env`` of the commands that decrypt, read back with
+    ``identities_of`` (their values wait in ``ctx.meta``: the commands' signatures do not take them)."""
+    fn = click.option("--identity-env", metavar="NAME", expose_value=False, callback=_keep_identity,
                       help="Environment variable holding the age identity (AGE-SECRET-KEY-1...).")(fn)
-    return click.option("--identity-file", type=click.Path(dir_okay=False), metavar="PATH",
+    return click.option("--identity-file", type=click.Path(dir_okay=False), metavar="PATH", expose_value=False,
+                        callback=_keep_identity,
                         help="age identity file (age-keygen output) that decrypts the backups.")(fn)
+
+
+def identities_of(ctx: click.Context) -> list[Any]:
+    """The age identities of ``identity_options``: one of the file or the variable, read and checked."""
+    from ..agecrypt import load_identities
+
+    given = ctx.meta.get(_IDENTITY, {})
+    file, env = given.get("identity_file"), given.get("identity_env")
+    if file and env:
+        raise ConfigError("give one of --identity-file and --identity-env, not both")
+    return load_identities(file=file, env=env)
 
 
 def _retention(**keep: int) -> Retention | None:
@@ -154,16 +176,14 @@ def list_(ctx: click.Context, account: str, state_dir: str, as_json: bool) -> No
               help="Which backup(s) to verify.")
 @identity_options
 @click.pass_context
-def verify(ctx: click.Context, account: str, state_dir: str, which: str, identity_file: str | None,
-           identity_env: str | None) -> None:
+def verify(ctx: click.Context, account: str, state_dir: str, which: str) -> None:
     """Download, decrypt and re-hash backups (every file of the archive inside); the result is
     recorded in the index. Exit 1 if any does not verify."""
 
     def go() -> None:
-        from ..agecrypt import load_identities
         from ..backups import verify_backups
 
-        identities = load_identities(file=identity_file, env=identity_env)
+        identities = identities_of(ctx)
         bad = 0
         for entry, problems in verify_backups(state_dir, account, which, identities):
             if problems:
@@ -193,13 +213,12 @@ def verify(ctx: click.Context, account: str, state_dir: str, which: str, identit
 @click.option("--format", "formats", default="json,csv", show_default=True, metavar="LIST",
               help="File formats for file and remote --to destinations.")
 @click.pass_context
-def restore(ctx: click.Context, account: str, state_dir: str, which: str, identity_file: str | None,
-            identity_env: str | None, out: str | None, destinations: tuple[str, ...], raw_options: tuple[str, ...],
-            to_password_env: str | None, to_password_file: str | None, formats: str) -> None:
+def restore(ctx: click.Context, account: str, state_dir: str, which: str, out: str | None,
+            destinations: tuple[str, ...], raw_options: tuple[str, ...], to_password_env: str | None,
+            to_password_file: str | None, formats: str) -> None:
     """Decrypt a backup, verify it, then write it (--out) and/or replay it into destinations (--to)."""
 
     def go() -> None:
-        from ..agecrypt import load_identities
         from ..backups import restore as restore_backup
         from ..registry import create_sink
         from ..validate import plan_destinations
@@ -209,7 +228,7 @@ def restore(ctx: click.Context, account: str, state_dir: str, which: str, identi
         given = ctx.get_parameter_source("formats") is not click.core.ParameterSource.DEFAULT
         planned = plan_destinations([(u, {}) for u in destinations], options, fmt, formats_given=given) \
             if destinations else []
-        identities = load_identities(file=identity_file, env=identity_env)
+        identities = identities_of(ctx)
         sinks = [create_sink(u, typed, fmt) for u, typed in planned]
         entry = restore_backup(state_dir, account, which, identities, out=out, sinks=sinks, progress=progress(ctx))
         if not ctx.obj.quiet:
