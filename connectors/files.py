@@ -24,7 +24,6 @@ state in ``.exporter-state.json``, written only after a successful run.
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as dt
 import hashlib
 import json
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from exporter.connectors.catalog import FILES
+from exporter.connectors.files_publish import feed, publish_current, write_forms_gone
 from exporter.connectors.files_store import STORE_PATH, FormStore
 from exporter.formats.base import OutputDir, get_writer_class, make_writer
 
@@ -45,8 +45,6 @@ from exporter.fsutil import atomic_write, claim, file_digest, live_claim, releas
 from exporter.model import Account, Document, Form, Media, Record, counted_bytes
 from exporter.registry import FORMATS
 from exporter.sinks import RunContext, SinkStats
-
-log = logging.getLogger("exporter.files")
 
 if TYPE_CHECKING:
     from exporter.connectors.files_eraser import FilesEraser
@@ -241,7 +239,7 @@ class FilesSink:
             if (record.kind == "form" or record.kind == "list") and store is not None:
                 store.end_people()  # they come before lists and forms
             for w in self.writers:
-                self._feed(w, record)
+                feed(w, record)
             if self.delta_writers and (record.kind == "account" or changed):
                 self._delta(record)
             self.stats.add(record.kind)
@@ -293,23 +291,15 @@ class FilesSink:
                     p.unlink()
         self._hard_deleted = []
 
-    @staticmethod
-    def _feed(w, record) -> None:
-        try:
-            w.write(record)
-        except (SinkError, FormatError, ConfigError):
-            raise
-        except OSError as e:
-            raise SinkError(os_error_text(e, f"write the {w.key} files in {w.out.root}")) from None
-
     def _delta(self, record: Record) -> None:
         """The delta writers get the account and each changed submission, its form first."""
         if record.kind == "submission" and self._delta_started != record.form_id:
+            assert self._delta_form is not None  # a form's record comes before its submissions
             for w in self.delta_writers:
-                self._feed(w, self._delta_form)
+                feed(w, self._delta_form)
             self._delta_started = record.form_id
         for w in self.delta_writers:
-            self._feed(w, record)
+            feed(w, record)
 
     def _write_media(self, m: Media) -> None:
         out = self.output()
@@ -385,9 +375,11 @@ class FilesSink:
                         store = self._open_store()
                         store.end_people()
                         store.commit()
-                        self._publish_current(store)
+                        publish_current(self.root, store, run_id=out.run_id, formats=self._aggregate_keys,
+                                        options=self.options, account=self._account,
+                                        max_name_bytes=self.capabilities.max_name_length or 255)
                         self._remove_deleted_files()
-                        self._write_forms_gone(store)
+                        write_forms_gone(out, store, self._account)
                     else:
                         with atomic_write(self.root / STATE_FILE, "w", encoding="utf-8") as fh:
                             json.dump({"cursors": self._state}, fh, indent=1, sort_keys=True)
@@ -422,44 +414,6 @@ class FilesSink:
                 raise SinkError(os_error_text(first, f"finish the files in {self.root}")) from None
             raise SinkError(f"{type(first).__name__}: {first}", context=self.name) from first
 
-    def _publish_current(self, store: FormStore) -> None:
-        """Build again, from the store, the aggregates of every form marked dirty (changed by this
-        run or left unpublished by an earlier one), one form at a time: written to temporary files,
-        renamed into place (an unchanged file is left as it is), then the form is marked clean."""
-        out = OutputDir(self.root, run_id=self.output().run_id, incremental=False,
-                        max_name_bytes=self.capabilities.max_name_length or 255, track_published=True,
-                        keep_unchanged=True)
-        store.mark_missing(self.root)  # a file removed by hand is written again
-        for fid in store.dirty_forms():
-            out.published.clear()
-            writers = [make_writer(key, out, self.options, records=False) for key in self._aggregate_keys]
-            ok = False
-            try:
-                form = store.form(fid)
-                for w in writers:
-                    if self._account is not None:
-                        self._feed(w, self._account)
-                    self._feed(w, form)
-                n = 0
-                for sub in store.submissions(fid):
-                    n += 1
-                    for w in writers:
-                        self._feed(w, sub)
-                for w in writers:
-                    w.close(True)
-                ok = True
-            finally:
-                if not ok:
-                    for w in writers:
-                        w.close(False)
-                    out.discard_all()
-            self._write_deleted(out, form, store.deleted(fid))
-            files = out.pending_relpaths()
-            out.publish_all()
-            store.mark_clean(fid, [p.as_posix() for p in [*files, *out.published]])
-            log.info("form %s: aggregates rebuilt from %d stored submissions", fid, n)
-
-
     def _remove_created(self) -> None:
         """After a failure: the folders this run created, if they hold no file (a refused or
         failed run leaves no empty folder; a folder that existed before is never removed)."""
@@ -477,34 +431,6 @@ class FilesSink:
                 break
             p = p.parent
         self._created = None
-
-    def _write_forms_gone(self, store: FormStore) -> None:
-        """``deleted_forms.csv``: the forms this folder holds that the service no longer lists
-        (their folders are kept as they are); written when there are some or there were."""
-        if self._account is None or self._account.form_ids is None:
-            return
-        rel = "deleted_forms.csv"
-        listed = set(self._account.form_ids)
-        gone = [fid for fid in store.form_ids() if fid not in listed]
-        if gone:
-            log.warning("forms gone from the service, kept as they are: %s", ", ".join(gone))
-        if not gone and not (self.root / rel).exists():
-            return
-        with self.output().atomic(rel, "w", encoding="utf-8", newline="") as fh:
-            w = csv.writer(fh, lineterminator="\r\n")
-            w.writerow(["form_id", "name"])
-            w.writerows([fid, store.form(fid).name] for fid in gone)
-
-    def _write_deleted(self, out: OutputDir, form: Form, rows: list[tuple[str, str]]) -> None:
-        """``deleted.csv`` in the form folder: the submissions gone from the service (id, when
-        this destination saw them gone); written when there are some or there were."""
-        rel = f"{out.form_dir(form)}/deleted.csv"
-        if not rows and not (self.root / rel).exists():
-            return
-        fh = out.pending(rel)
-        w = csv.writer(fh, lineterminator="\r\n")
-        w.writerow(["submission_id", "deleted_at"])
-        w.writerows(rows)
 
 
 def _first_missing(path: Path) -> Path | None:

@@ -22,9 +22,10 @@ import contextlib
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from exporter.errors import SinkError
 from exporter.model import FieldDef, Form, GeoPoint, Group, MediaRef, SubformRow, Submission, User
@@ -93,7 +94,7 @@ def _value(v):
     raise TypeError(f"cannot store a value of type {type(v).__name__}")
 
 
-_DECODE = {"n": Decimal, "dt": dt.datetime.fromisoformat, "d": dt.date.fromisoformat,
+_DECODE: dict[str, Callable[[Any], Any]] = {"n": Decimal, "dt": dt.datetime.fromisoformat, "d": dt.date.fromisoformat,
            "t": dt.time.fromisoformat, "g": lambda p: GeoPoint(*p), "l": lambda xs: tuple(map(_unvalue, xs))}
 
 

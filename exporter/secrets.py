@@ -32,12 +32,26 @@ def mask(text: str) -> str:
     return mask_url(text)
 
 
-_URL_PW = re.compile(r"(?P<pre>[a-zA-Z][\w+.-]*://[^/\s:@]*:)(?P<pw>[^@/\s]+)(?P<at>@)")
+_URL = re.compile(r"[a-zA-Z][\w+.-]*://\S+")
+# the password runs to the authority's last "@" (a password may hold one; "/?#" end the authority)
+_URL_PW = re.compile(r"^(?P<pre>[a-zA-Z][\w+.-]*://[^/?#\s:@]*:)(?P<pw>[^/?#\s]+)(?P<at>@)")
+_QUERY_PARAM = re.compile(r"(?P<pre>[?&;](?P<name>[^=&;#\s]+)=)(?P<value>[^&;#\s'\"]+)")
+#: a query parameter whose name says it holds a secret: ``token``, ``access_token``, ``password``,
+#: ``api_key``, Azure SAS ``sig``, S3's ``X-Amz-Signature`` and ``X-Amz-Credential``...
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key|sig|credential|auth|session", re.I)
 
 
 def mask_url(text: str) -> str:
-    """Hide the password part of any ``scheme://user:password@host`` in ``text``."""
-    return _URL_PW.sub(lambda m: m["pre"] + MASK + m["at"], text)
+    """The one rule for URLs (log lines, messages, reprs, descriptions): in every
+    ``scheme://...`` URL of ``text``, the password of ``user:password@host`` and the value of
+    each query parameter whose name says it is a secret become ``***``; the rest (user, host,
+    path, other parameters such as ``?csv_bom=true``) stays readable."""
+    return _URL.sub(lambda m: _mask_one_url(m[0]), text)
+
+
+def _mask_one_url(url: str) -> str:
+    url = _URL_PW.sub(lambda m: m["pre"] + MASK + m["at"], url, count=1)
+    return _QUERY_PARAM.sub(lambda m: m["pre"] + MASK if _SECRET_PARAM.search(m["name"]) else m[0], url)
 
 
 @overload

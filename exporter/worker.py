@@ -155,6 +155,7 @@ def leases():
     key = (os.getpid(), settings.lock_store, settings.prefix, settings.lease)
     if key not in _leases:
         _leases.clear()
+        assert settings.lock_store is not None  # Settings.checked() refuses settings without one
         _leases[key] = Leases.from_url(settings.lock_store, prefix=settings.prefix, lease_seconds=settings.lease)
     return _leases[key]
 

@@ -96,7 +96,8 @@ class CountingCanvas(Canvas):
     """Lays pages out and throws them away: the counting pass keeps nothing."""
 
     def showPage(self):
-        self._startPage()
+        # Canvas's own reset for the next page (ReportLab's "page N of M" recipe calls it; the stubs lack it)
+        self._startPage()  # type: ignore[attr-defined]
 
     def save(self):
         pass
@@ -112,13 +113,13 @@ def numbered_canvas(footer):
 
         def showPage(self):
             self._states.append(dict(self.__dict__))
-            self._startPage()
+            self._startPage()  # type: ignore[attr-defined]  # (as in CountingCanvas)
 
         def save(self):
             total = len(self._states)
             for st in self._states:
                 self.__dict__.update(st)
-                footer(self, self._pageNumber, total)
+                footer(self, self.getPageNumber(), total)
                 Canvas.showPage(self)
             Canvas.save(self)
 

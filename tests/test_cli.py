@@ -23,6 +23,28 @@ def test_help(cmd):
         assert "--token " not in r.output  # a token is never a command-line value
 
 
+def test_export_help_names_every_destination_scheme():
+    """``export --help`` lists a URL of every destination the registry holds (s3://, azure://
+    included), and no driver that only survives as an alias (psycopg2: a notice on each run)."""
+    from exporter.registry import SINKS
+
+    text = " ".join(invoke("export", "--help").output.split())
+    for key, entry in SINKS.all().items():
+        assert any(f"{s}://" in text or f"{s}+" in text for s in entry.schemes), f"--to help lacks {key}"
+    assert "psycopg2" not in text
+
+
+def test_demo_prints_where_it_wrote_and_nothing_when_quiet(tmp_path):
+    r = invoke("demo", "--out", str(tmp_path / "loud"), "--format", "json,csv")
+    assert r.exit_code == 0, r.output
+    assert "SQLite database:" in r.output and "Files (json, csv):" in r.output
+    q1, q2 = tmp_path / "q1", tmp_path / "q2"  # -q before the command, and after it
+    for out, args in ((q1, ("-q", "demo", "--out", str(q1))), (q2, ("demo", "--out", str(q2), "-q"))):
+        r = invoke(*args, "--format", "json,csv")
+        assert r.exit_code == 0 and r.output == "", r.output
+        assert (out / "demo.db").is_file() and (out / "files" / "forms").is_dir()
+
+
 def test_verify_ok_and_tampered(sample_archive, tmp_path):
     r = invoke("verify", str(sample_archive))
     assert r.exit_code == 0 and r.output.startswith("OK:")

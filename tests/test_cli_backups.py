@@ -75,6 +75,18 @@ def test_refusals_are_one_line(base, tmp_path, age_keys):
     assert "Traceback" not in r.output
 
 
+def test_verify_and_restore_take_one_identity(base, tmp_path, age_keys):
+    """Both read --identity-file / --identity-env the same way (``identities_of``): one of them,
+    never both (which one would win is not for the user to guess), refused before anything is read."""
+    both = ("--identity-file", str(age_keys["file"]), "--identity-env", "AGE_ID")
+    env = {"AGE_ID": str(age_keys["identity"])}
+    for cmd, extra in (("verify", ()), ("restore", ("--out", str(tmp_path / "x.zip")))):
+        r = invoke("backups", cmd, *base, *both, *extra, env=env)
+        assert r.exit_code == 2 and "give one of --identity-file and --identity-env, not both" in r.output, r.output
+        assert r.output.count("Error:") == 1 and "Traceback" not in r.output
+    assert not (tmp_path / "x.zip").exists()
+
+
 HOLD = textwrap.dedent("""
     import sys, time
     from exporter.locks import AccountLock

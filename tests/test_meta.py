@@ -1,6 +1,7 @@
 """Meta-tests: packaging lists every package, the README documents every destination and command,
 the README and docs/options.md show the generated tables, the built-ins are registered as entry
-points, no module imports another's private names, the code passes the linter and the type checker."""
+points, no module imports another's private names, no module is over 500 lines, the code passes the
+linter and the type checker."""
 import ast
 import os
 import re
@@ -120,6 +121,17 @@ def test_the_code_passes_mypy(tmp_path):
 def _python_files(*tops: str):
     for top in tops:
         yield from sorted((ROOT / top).rglob("*.py"))
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_is_over_500_lines():
+    """Modules stay small, one job each: a module of the package (exporter/, connectors/,
+    formats/) over 500 lines is split along a seam, not let grow."""
+    long = {p.relative_to(ROOT).as_posix(): n for p in _python_files("exporter", "connectors", "formats")
+            if (n := len(p.read_text("utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert long == {}, f"modules over {MAX_MODULE_LINES} lines (split them along a seam): {long}"
 
 
 def _module_of(path: Path) -> str:

@@ -39,13 +39,13 @@ from exporter.errors import (
 )
 from exporter.fastjson import loads as json_loads
 from exporter.retry import retry_call
+from exporter.secrets import mask_url
 
 from .adaptive import AIMD
 from .http_errors import (
     NOT_FOUND_HINTS,
     AnswerTimeout,
     StreamInterrupted,
-    mask_url,
     raise_for_status,
     request_error,
 )

@@ -9,7 +9,7 @@
     a lost connection, DNS         -> in words: refused, name not found (terminal), reset, timed out
 
 Every message goes through the client's ``redact`` (the token never appears) and URLs through
-``mask_url``.
+``exporter.secrets.mask_url`` (the one rule for URLs).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import requests
 
 from exporter.errors import AuthError, NotFoundError, RateLimitError, SourceError, TransientSourceError
 from exporter.retry import parse_retry_after
+from exporter.secrets import mask_url
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 #: words of an error message that mean "no such id" (the service also answers 400 for those)
@@ -37,20 +38,6 @@ class AnswerTimeout(TransientSourceError):
     """The service (or its gateway) gave up on an answer: 504, or none within the read timeout.
     Retried like any transient error, except by a windowed read (``windows.py``), which asks for
     less instead."""
-
-
-def mask_url(url: str) -> str:
-    """A URL without user info, query or fragment (what we show in logs and descriptions)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    if parts.username or parts.password:
-        host = "***@" + host
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def server_message(resp: requests.Response) -> str:

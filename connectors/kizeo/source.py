@@ -2,7 +2,7 @@
 
 Stream order (see ``exporter.model``): ``Account``, users, groups, external lists (``GET /lists``
 then ``GET /lists/{id}/complete`` each), then per form its ``Form``, its ``Submission``\\ s each followed
-by its ``Media`` (bytes spooled to disk, hashed, size known) and, when asked for, its vendor
+by its ``Media`` (``submissions.py``: bytes spooled to disk, hashed, size known) and, when asked for, its vendor
 ``Document``\\ s (``documents.py``; the form's layout pictures follow its first submission), and a
 ``Checkpoint``.
 
@@ -40,21 +40,14 @@ from typing import Any, NamedTuple
 from exporter.connectors.archive.source import minus_overlap
 
 from exporter.errors import AuthError, ConfigError, NotFoundError
-from exporter.model import Account, Checkpoint, Document, Form, Media, MediaRef, Record, Submission
-from exporter.records import (
-    parse_form,
-    parse_group,
-    parse_list,
-    parse_submission,
-    parse_user,
-)
-from exporter.retry import retry_call
+from exporter.model import Account, Checkpoint, Form, Record
+from exporter.records import parse_form, parse_group, parse_list, parse_user
 
 from .adaptive import AIMD, MAX_WORKERS
 from .client import DEFAULT_BASE_URL, KizeoClient
 from .documents import FormDocuments, VendorDocuments
-from .http_errors import StreamInterrupted
 from .readahead import FormsAhead
+from .submissions import SubmissionReader
 from .tokens import EnvToken, FileToken, LoginToken, TokenProvider
 from .windows import WINDOW_LIMIT, changed_since, clock_set_back, window_filter
 
@@ -117,6 +110,8 @@ class WebSource:
         self.client = client
         #: vendor documents (``--vendor-pdf``, ``--vendor-exports``) and layout pictures
         self.documents = VendorDocuments(client, pdf=vendor_pdf, exports=vendor_exports)
+        #: each submission with its media and documents (``submissions.py``), on the pool's threads
+        self.submissions = SubmissionReader(client, self.documents)
         self.mode = mode
         self.action = action.strip() if action else None
         self.overlap = int(overlap_seconds)
@@ -280,10 +275,10 @@ class WebSource:
             assert cursor is not None  # the ids are left unread only in cursor mode with a cursor
             since = minus_overlap(cursor, self.overlap + clock_set_back(cursor, self.timezone))
             log.info("form %s: reading submissions updated or created since %s", fid, since)
-            results = self._ordered(lambda raw: self._with_media(form, raw, docs), self._changed_since(fid, since))
+            results = self._ordered(lambda raw: self.submissions.with_media(form, raw, docs), self._changed_since(fid, since))
         else:
             log.info("form %s: %d submissions", fid, len(ids))
-            results = self._ordered(lambda did: self._fetch(form, did, docs), _drain(ids))
+            results = self._ordered(lambda did: self.submissions.fetch(form, did, docs), _drain(ids))
         max_time = cursor
         pictures = docs.pictures
         gone: set[str] = set()
@@ -315,53 +310,6 @@ class WebSource:
             del window
             yield from _drain(rows)
 
-    def _fetch(self, form: Form, data_id: str, docs: FormDocuments) -> tuple[Submission, list[Media | Document]] | str:
-        """A listed submission with its media and documents, or its id when it is gone."""
-        try:
-            raw = self.client.get_data(form.id, data_id)
-        except NotFoundError as e:
-            # listed by data/all, gone by the time we ask: deleted during the export
-            log.warning("form %s: submission %s disappeared during the export (%s); recorded as deleted",
-                        form.id, data_id, e.message)
-            return data_id
-        return self._with_media(form, raw, docs)
-
-    def _with_media(self, form: Form, raw: dict, docs: FormDocuments
-                    ) -> tuple[Submission, list[Media | Document]]:
-        """A submission, the media it references and its vendor documents (downloaded here: on
-        the pool's threads)."""
-        sub = parse_submission(form, raw)
-        medias: list[Media | Document] = []
-        downloaded: dict[str, Media | None] = {}
-        for ref in sub.media:
-            if ref.name not in downloaded:
-                downloaded[ref.name] = self._download(ref)
-            got = downloaded[ref.name]
-            if got is None:
-                continue
-            if got.ref == ref:
-                medias.append(got)
-            else:  # the same file used by another field/row: share the spool
-                medias.append(Media(ref, got.content_type, got.open, size=got.size, sha256=got.sha256))
-        medias.extend(self.documents.of_submission(docs, sub))
-        return sub, medias
-
-    def _download(self, ref: MediaRef) -> Media | None:
-        def attempt() -> Media:
-            chunks, ctype = self.client.stream_media(ref.form_id, ref.submission_id, ref.name)
-            return Media.spooled(ref, ctype, chunks)
-
-        try:
-            # opening is retried inside the client; here only a download cut mid-stream restarts
-            return retry_call(attempt, attempts=self.client.attempts, base_delay=self.client.backoff,
-                              max_delay=self.client.max_backoff, sleep=self.client.sleep,
-                              is_retryable=lambda e: isinstance(e, StreamInterrupted),
-                              describe=f"media {ref.name!r} of submission {ref.submission_id}")
-        except NotFoundError as e:
-            log.warning("form %s submission %s: media %r is missing on the service (%s); skipped",
-                        ref.form_id, ref.submission_id, ref.name, e.message)
-            return None
-
     # ---- unread mode ---------------------------------------------------------------------------
     def _unread_action(self) -> str:
         if self.action is None:  # refused when the source is made; said again for the type checker
@@ -386,7 +334,7 @@ class WebSource:
                 break
             pages += 1
             ids = set()
-            for sub, medias in self._ordered(lambda raw: self._with_media(form, raw, docs), fresh):
+            for sub, medias in self._ordered(lambda raw: self.submissions.with_media(form, raw, docs), fresh):
                 seen.add(sub.id)
                 ids.add(sub.id)
                 ut = sub.update_time

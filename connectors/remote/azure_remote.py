@@ -41,7 +41,7 @@ from .catalog import AZURE
 from .common import call_translated, object_store_settings, read_exactly, send_parts, split_path
 
 if TYPE_CHECKING:
-    from azure.storage.blob import ContainerClient
+    from azure.storage.blob import BlobProperties, ContainerClient
 
 log = logging.getLogger("exporter.remote.azure")
 T = TypeVar("T")
@@ -111,9 +111,10 @@ class AzureRemote:
             with contextlib.suppress(Exception):
                 container.close()
 
-    def _c(self):
+    def _c(self) -> ContainerClient:
         if self._container is None:
             self.connect()
+        assert self._container is not None  # connect() sets it or raises
         return self._container
 
     def _key(self, path: str) -> str:
@@ -154,12 +155,12 @@ class AzureRemote:
         return call_translated(fn, lambda e: self._translate(e, what, key), attempts=self.attempts,
                                base_delay=self.base_delay, max_delay=self.max_delay, describe=f"azure {what} {key}")
 
-    def _props(self, key: str):
+    def _props(self, key: str) -> BlobProperties | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         blob = self._c().get_blob_client(key)
 
-        def props():
+        def props() -> BlobProperties | None:
             try:
                 return blob.get_blob_properties()
             except ResourceNotFoundError:
@@ -201,7 +202,8 @@ class AzureRemote:
         deadline = time.monotonic() + max(self.timeout, 60)
         while status == "pending" and time.monotonic() < deadline:
             time.sleep(0.2)
-            status = self._props(b).copy.status
+            props = self._props(b)
+            status = props.copy.status if props is not None else "not found"  # the copy was deleted meanwhile
         if status != "success":
             raise SinkError(f"server-side copy of {a} to {b} ended {status!r}", context=self.name)
         self.delete(src)

@@ -44,6 +44,7 @@ from .common import call_translated, object_store_settings, read_exactly, send_p
 
 if TYPE_CHECKING:  # the client's types come with the stubs (dev extra: boto3-stubs[s3])
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, HeadObjectOutputTypeDef, ListObjectsV2OutputTypeDef
 
 log = logging.getLogger("exporter.remote.s3")
 T = TypeVar("T")
@@ -126,9 +127,10 @@ class S3Remote:
             with contextlib.suppress(Exception):
                 client.close()
 
-    def _c(self):
+    def _c(self) -> S3Client:
         if self._client is None:
             self.connect()
+        assert self._client is not None  # connect() sets it or raises
         return self._client
 
     def _key(self, path: str) -> str:
@@ -185,10 +187,10 @@ class S3Remote:
         code = str(e.response.get("Error", {}).get("Code") or "")
         return code in ("404", "NoSuchKey", "NotFound") or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
 
-    def _head(self, key: str) -> dict | None:
+    def _head(self, key: str) -> HeadObjectOutputTypeDef | None:
         client = self._c()
 
-        def head() -> dict | None:
+        def head() -> HeadObjectOutputTypeDef | None:
             try:
                 return client.head_object(Bucket=self.bucket, Key=key)
             except Exception as e:
@@ -231,11 +233,10 @@ class S3Remote:
         prefix = f"{folder}/" if folder else ""
         client = self._c()
 
-        def page(token: str | None) -> dict:
-            kwargs = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/"}
+        def page(token: str | None) -> ListObjectsV2OutputTypeDef:
             if token:
-                kwargs["ContinuationToken"] = token
-            return client.list_objects_v2(**kwargs)
+                return client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, Delimiter="/", ContinuationToken=token)
+            return client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
 
         token = None
         while True:
@@ -306,10 +307,11 @@ class S3Remote:
             raise TransientSinkError(f"{key} is {head and head['ContentLength']} bytes after upload, expected {size}",
                                      context=self.name)
 
-    def _upload_parts(self, client, key: str, upload_id: str, data: BinaryIO, size: int, where: str) -> list[dict]:
+    def _upload_parts(self, client: S3Client, key: str, upload_id: str, data: BinaryIO, size: int, where: str
+                      ) -> list[CompletedPartTypeDef]:
         part_size = max(self.part_size, -(-size // MAX_PARTS))
 
-        def send(number: int, buf: bytes) -> dict:
+        def send(number: int, buf: bytes) -> CompletedPartTypeDef:
             answer = self._call(lambda: client.upload_part(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=buf,
                 ContentLength=len(buf), ContentMD5=_md5_b64(buf)), f"upload part {number} of", key)

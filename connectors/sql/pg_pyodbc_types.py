@@ -67,7 +67,8 @@ class _PGInterval_pyodbc(INTERVAL):
     render_bind_cast = True
 
     @classmethod
-    def adapt_emulated_to_native(cls, interval, **kw):  # sa.Interval -> this class, not INTERVAL
+    def adapt_emulated_to_native(  # type: ignore[override]  # (as SQLAlchemy's own INTERVAL does)
+            cls, interval: sqltypes.Interval, **kw: Any) -> _PGInterval_pyodbc:  # sa.Interval -> this class, not INTERVAL
         return cls(precision=interval.second_precision)
 
     def bind_processor(self, dialect):

@@ -5,18 +5,23 @@ line and prints). A command group of its own in ``exporter.cli``.
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import api
 from ..errors import ConfigError
 from ..secrets import mask
-from .common import given_source_options, progress, run_guarded, source_options
+from .common import F, given_source_options, progress, run_guarded, source_options
+
+if TYPE_CHECKING:
+    from ..retention import Retention
 
 STATE_HELP = "Folder of the accounts' state (index, lock, spool); default $EXPORTER_STATE_DIR."
 
 
-def account_options(fn):
+def account_options(fn: F) -> F:
     opts = [
         click.option("--account", "-a", required=True, metavar="NAME", help="The account (a name of your choice)."),
         click.option("--state-dir", required=True, envvar="EXPORTER_STATE_DIR", type=click.Path(file_okay=False),
@@ -27,7 +32,7 @@ def account_options(fn):
     return fn
 
 
-def retention_options(fn):
+def retention_options(fn: F) -> F:
     for rule, what in reversed((("last", "most recent backups"), ("daily", "days"), ("weekly", "ISO weeks"),
                                 ("monthly", "months"), ("yearly", "years"))):
         fn = click.option(f"--keep-{rule}", f"keep_{rule}", type=click.IntRange(0), default=0, metavar="N",
@@ -36,14 +41,36 @@ def retention_options(fn):
     return fn
 
 
-def identity_options(fn):
-    fn = click.option("--identity-env", metavar="NAME",
+_IDENTITY = "exporter.identity"
+
+
+def _keep_identity(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    ctx.meta.setdefault(_IDENTITY, {})[param.name] = value
+    return value
+
+
+def identity_options(fn: F) -> F:
+    """``--identity-file`` / ``--identity-env`` of the commands that decrypt, read back with
+    ``identities_of`` (their values wait in ``ctx.meta``: the commands' signatures do not take them)."""
+    fn = click.option("--identity-env", metavar="NAME", expose_value=False, callback=_keep_identity,
                       help="Environment variable holding the age identity (AGE-SECRET-KEY-1...).")(fn)
-    return click.option("--identity-file", type=click.Path(dir_okay=False), metavar="PATH",
+    return click.option("--identity-file", type=click.Path(dir_okay=False), metavar="PATH", expose_value=False,
+                        callback=_keep_identity,
                         help="age identity file (age-keygen output) that decrypts the backups.")(fn)
 
 
-def _retention(**keep):
+def identities_of(ctx: click.Context) -> list[Any]:
+    """The age identities of ``identity_options``: one of the file or the variable, read and checked."""
+    from ..agecrypt import load_identities
+
+    given = ctx.meta.get(_IDENTITY, {})
+    file, env = given.get("identity_file"), given.get("identity_env")
+    if file and env:
+        raise ConfigError("give one of --identity-file and --identity-env, not both")
+    return load_identities(file=file, env=env)
+
+
+def _retention(**keep: int) -> Retention | None:
     from ..retention import Retention
 
     policy = Retention(**{k: v for k, v in keep.items() if k.startswith("keep_")})
@@ -62,7 +89,7 @@ def _options(raw: tuple[str, ...], password_env: str | None, password_file: str 
 
 
 @click.group()
-def backups():
+def backups() -> None:
     """Encrypted, verified backups of an account, with retention.
 
     A backup is a full account archive (zip), re-hashed after writing, encrypted with age to
@@ -89,13 +116,13 @@ def backups():
               help="age recipients file: one public key a line.")
 @retention_options
 @click.pass_context
-def create(ctx, account, state_dir, source, token_env, token_file, login_env, forms, workers, page_size, skip,
-           timezone, ca_bundle, timeout, to, raw_options, to_password_env, to_password_file, recipients,
-           recipients_file, **keep):
+def create(ctx: click.Context, account: str, state_dir: str, source: str, forms: tuple[str, ...], to: str,
+           raw_options: tuple[str, ...], to_password_env: str | None, to_password_file: str | None,
+           recipients: tuple[str, ...], recipients_file: str | None, **switches: Any) -> None:
     """Back up an account: archive, verify, encrypt, store, check; then prune old backups by the
     --keep-* rules (only after the new one is verified; the newest good one is always kept)."""
 
-    def go():
+    def go() -> None:
         from ..agecrypt import read_recipients_file
         from ..backups import BackupConfig, create_backup, store_options
 
@@ -104,7 +131,8 @@ def create(ctx, account, state_dir, source, token_env, token_file, login_env, fo
         keys = list(recipients) + (read_recipients_file(recipients_file) if recipients_file else [])
         options = _options(raw_options, to_password_env, to_password_file)
         store_options(to, options)  # refused before anything runs
-        config = BackupConfig(account, state_dir, to, options, keys, _retention(**keep))
+        # ``switches``: the source's (read with given_source_options) and the --keep-* rules
+        config = BackupConfig(account, Path(state_dir), to, options, keys, _retention(**switches))
         src = api.open_source(source, given_source_options(ctx))
         entry = create_backup(config, src, progress=progress(ctx))
         if not ctx.obj.quiet:
@@ -118,10 +146,10 @@ def create(ctx, account, state_dir, source, token_env, token_file, login_env, fo
 @account_options
 @click.option("--json", "as_json", is_flag=True, help="The index entries as JSON.")
 @click.pass_context
-def list_(ctx, account, state_dir, as_json):
+def list_(ctx: click.Context, account: str, state_dir: str, as_json: bool) -> None:
     """List an account's backups: date, size, sha256, verified."""
 
-    def go():
+    def go() -> None:
         from ..backups import load_index
 
         entries = sorted(load_index(state_dir, account), key=lambda e: e["created"], reverse=True)
@@ -148,15 +176,14 @@ def list_(ctx, account, state_dir, as_json):
               help="Which backup(s) to verify.")
 @identity_options
 @click.pass_context
-def verify(ctx, account, state_dir, which, identity_file, identity_env):
+def verify(ctx: click.Context, account: str, state_dir: str, which: str) -> None:
     """Download, decrypt and re-hash backups (every file of the archive inside); the result is
     recorded in the index. Exit 1 if any does not verify."""
 
-    def go():
-        from ..agecrypt import load_identities
+    def go() -> None:
         from ..backups import verify_backups
 
-        identities = load_identities(file=identity_file, env=identity_env)
+        identities = identities_of(ctx)
         bad = 0
         for entry, problems in verify_backups(state_dir, account, which, identities):
             if problems:
@@ -186,12 +213,12 @@ def verify(ctx, account, state_dir, which, identity_file, identity_env):
 @click.option("--format", "formats", default="json,csv", show_default=True, metavar="LIST",
               help="File formats for file and remote --to destinations.")
 @click.pass_context
-def restore(ctx, account, state_dir, which, identity_file, identity_env, out, destinations, raw_options,
-            to_password_env, to_password_file, formats):
+def restore(ctx: click.Context, account: str, state_dir: str, which: str, out: str | None,
+            destinations: tuple[str, ...], raw_options: tuple[str, ...], to_password_env: str | None,
+            to_password_file: str | None, formats: str) -> None:
     """Decrypt a backup, verify it, then write it (--out) and/or replay it into destinations (--to)."""
 
-    def go():
-        from ..agecrypt import load_identities
+    def go() -> None:
         from ..backups import restore as restore_backup
         from ..registry import create_sink
         from ..validate import plan_destinations
@@ -201,7 +228,7 @@ def restore(ctx, account, state_dir, which, identity_file, identity_env, out, de
         given = ctx.get_parameter_source("formats") is not click.core.ParameterSource.DEFAULT
         planned = plan_destinations([(u, {}) for u in destinations], options, fmt, formats_given=given) \
             if destinations else []
-        identities = load_identities(file=identity_file, env=identity_env)
+        identities = identities_of(ctx)
         sinks = [create_sink(u, typed, fmt) for u, typed in planned]
         entry = restore_backup(state_dir, account, which, identities, out=out, sinks=sinks, progress=progress(ctx))
         if not ctx.obj.quiet:
@@ -216,11 +243,11 @@ def restore(ctx, account, state_dir, which, identity_file, identity_env, out, de
 @retention_options
 @click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
 @click.pass_context
-def prune(ctx, account, state_dir, dry_run, **keep):
+def prune(ctx: click.Context, account: str, state_dir: str, dry_run: bool, **keep: int) -> None:
     """Remove the backups the --keep-* rules do not keep (restic's forget rules; the newest good
     backup is always kept)."""
 
-    def go():
+    def go() -> None:
         from ..backups import prune as prune_backups
 
         policy = _retention(**keep)

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
 
 from ..errors import ConfigError
-from .common import run_guarded
+from .common import F, run_guarded
+
+if TYPE_CHECKING:
+    from ..worker import Settings
 
 
 def _no_password_on_command_line(ctx: click.Context, name: str) -> None:
@@ -28,7 +32,7 @@ def _no_password_on_command_line(ctx: click.Context, name: str) -> None:
                           f"EXPORTER_{name.upper()} instead (e.g. in the service's environment file)")
 
 
-def cluster_options(fn):
+def cluster_options(fn: F) -> F:
     """The options every command talking to the broker takes (each with its environment variable)."""
     options = [
         click.option("--broker", envvar="EXPORTER_BROKER", metavar="URL",
@@ -56,7 +60,7 @@ def cluster_options(fn):
     return fn
 
 
-def settings_of(ctx: click.Context):
+def settings_of(ctx: click.Context) -> Settings:
     """The checked settings from the cluster options given (the rest at their defaults)."""
     from ..worker import Settings, with_defaults
 
@@ -67,16 +71,18 @@ def settings_of(ctx: click.Context):
     return with_defaults(Settings(broker=""), **{k: params.get(k) for k in keys}).checked()
 
 
-def _ping_locks(settings) -> None:
+def _ping_locks(settings: Settings) -> None:
     from redis.exceptions import RedisError
 
     from ..lease import client
     from ..secrets import mask_url
 
+    store = settings.lock_store
+    assert store is not None  # Settings.checked() refuses settings without one
     try:
-        client(settings.lock_store).ping()
+        client(store).ping()
     except RedisError as e:
-        raise ConfigError(f"the lock store {mask_url(settings.lock_store)} cannot be reached: {e}") from None
+        raise ConfigError(f"the lock store {mask_url(store)} cannot be reached: {e}") from None
 
 
 def _log_level() -> str:
@@ -90,14 +96,14 @@ def _log_level() -> str:
 @click.option("-c", "--concurrency", type=click.IntRange(1, 256), default=4, show_default=True,
               help="Accounts this worker runs side by side (each in a worker process of its own).")
 @click.option("-n", "--hostname", metavar="NAME", help="The worker's name (default: exporter@HOST).")
-def worker(concurrency, hostname, **_cluster):
+def worker(concurrency: int, hostname: str | None, **_cluster: Any) -> None:
     """Run account tasks from the broker: each task runs one account of a jobs file, exactly as
     `exporter jobs run --account NAME` does, under the account's cluster-wide lease. Start one (or
     more) on each worker machine; the accounts' secrets are read from this machine's environment.
     Stop it with SIGTERM: running accounts finish first (a second SIGTERM gives them back to the
     broker)."""
 
-    def go():
+    def go() -> None:
         settings = settings_of(click.get_current_context())
         _ping_locks(settings)
         from ..worker import app, configure
@@ -118,12 +124,12 @@ def worker(concurrency, hostname, **_cluster):
 @cluster_options
 @click.option("--schedule-file", default="exporter-beat-schedule", show_default=True, metavar="PATH",
               help="Where beat keeps when it last sent each account's task (Celery's schedule file).")
-def beat(file, schedule_file, **_cluster):
+def beat(file: str, schedule_file: str, **_cluster: Any) -> None:
     """Send each account's task when its cron schedule (export or backup) comes, for the workers
     to run what is due. Run exactly one beat per jobs file (a second one sends nothing the workers
     would run twice, but is useless). The file is read again when beat restarts."""
 
-    def go():
+    def go() -> None:
         from ..beat import entries
         from ..jobsfile import load
         from ..worker import app, configure

@@ -6,13 +6,19 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 
 from ..errors import ConfigError, ExporterError, Interrupted, one_line
 from ..logs import setup_logging
 from ..secrets import mask
+
+if TYPE_CHECKING:
+    from ..pipeline import Progress, RunSummary
+
+#: a command function, as click's decorators take and give it back
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Ctx:
@@ -53,12 +59,12 @@ def interrupted(e: BaseException, debug: bool = False) -> None:
     sys.exit(code)
 
 
-def run_guarded(ctx: click.Context, fn: Callable[[], Any]) -> Any:
+def run_guarded(ctx: click.Context, fn: Callable[[], None]) -> None:
     """Run a command's work; any error is one line (a traceback too with --debug)."""
     obj = ctx.find_object(Ctx)
     debug = obj.debug if obj else False
     try:
-        return fn()
+        fn()
     except click.ClickException:
         raise
     except (KeyboardInterrupt, Interrupted) as e:
@@ -76,7 +82,7 @@ class WorkersType(click.ParamType):
 
     name = "N|auto"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
         if isinstance(value, int) or str(value).strip().lower() == "auto":
             return value if isinstance(value, int) else "auto"
         try:
@@ -88,7 +94,7 @@ class WorkersType(click.ParamType):
         return n
 
 
-def account_parts(ctx, param, value: str | None) -> tuple[str, ...]:
+def account_parts(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
     """``--skip``/``--refuse``: some of users, groups, lists."""
     if not value:
         return ()
@@ -105,7 +111,7 @@ SOURCE_SWITCHES = ("token_env", "token_file", "login_env", "workers", "page_size
                    "timeout", "vendor_pdf", "vendor_exports")
 
 
-def source_options(fn):
+def source_options(fn: F) -> F:
     opts = [
         click.option("--source", "-s", required=True, metavar="URL|ARCHIVE",
                      help="Web-service base URL (https://forms.kizeo.com/rest/v3) "
@@ -136,7 +142,7 @@ def source_options(fn):
     return fn
 
 
-def document_options(fn):
+def document_options(fn: F) -> F:
     """Vendor documents, opt-in (``exporter export`` and ``exporter archive``): source options."""
     opts = [
         click.option("--vendor-pdf", is_flag=True,
@@ -160,13 +166,13 @@ def given_source_options(ctx: click.Context) -> dict:
 
 # ---- progress and summary ----------------------------------------------------------------------------
 
-def progress(ctx: click.Context):
+def progress(ctx: click.Context) -> Progress:
     from ..progress import make_progress
 
     return make_progress(quiet=ctx.obj.quiet)
 
 
-def print_summary(ctx: click.Context, summary) -> None:
+def print_summary(ctx: click.Context, summary: RunSummary) -> None:
     if ctx.obj.quiet:
         return
     from ..progress import format_summary

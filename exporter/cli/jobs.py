@@ -8,6 +8,8 @@ command line that is wrong, each problem one line ``FILE:LINE: KEY: message``).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +17,10 @@ from ..errors import ConfigError
 from ..secrets import mask
 from .cluster import cluster_options
 from .common import Ctx, run_guarded
+
+if TYPE_CHECKING:
+    from ..jobrun import Outcome
+    from ..jobsfile import JobsFile
 
 
 class _Problems(click.ClickException):
@@ -26,26 +32,26 @@ class _Problems(click.ClickException):
         super().__init__(problems[0])
         self.problems = problems
 
-    def show(self, file=None) -> None:
+    def show(self, file: IO[Any] | None = None) -> None:
         for p in self.problems:
             click.echo(mask(p), err=True)
 
 
-def _guarded(fn):
+def _guarded(fn: Callable[[], None]) -> None:
     """``fn`` as every command runs (``run_guarded``: one line, exit 1 or 2, a traceback only with
     --debug); a jobs file's problems are each said on a line of their own."""
     from ..jobsfile import JobsFileError
 
-    def go():
+    def go() -> None:
         try:
-            return fn()
+            fn()
         except JobsFileError as e:
             raise _Problems(e.problems) from None
 
-    return run_guarded(click.get_current_context(), go)
+    run_guarded(click.get_current_context(), go)
 
 
-def _load(path: str, names: tuple[str, ...] = (), environment: bool = True):
+def _load(path: str, names: tuple[str, ...] = (), environment: bool = True) -> tuple[JobsFile, list[str]]:
     from ..jobsfile import check_environment, load
 
     jobs = load(path)
@@ -67,7 +73,7 @@ def _quiet() -> bool:
 
 
 @click.group()
-def jobs():
+def jobs() -> None:
     """Run many accounts from one jobs file (TOML): each isolated, scheduled, audited.
 
     \b
@@ -83,12 +89,12 @@ def jobs():
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--no-env", is_flag=True, help="Do not check that the variables and files the file names exist "
                                              "(checking the file on another machine).")
-def check(file, no_env):
+def check(file: str, no_env: bool) -> None:
     """Check a jobs file (keys, types, secrets by reference, cron schedules, destination options,
     variables and files) without running anything. Exit 0 when it is good, 2 with one line per
     problem otherwise."""
 
-    def go():
+    def go() -> None:
         jobs_file, selected = _load(file, environment=not no_env)
         if not _quiet():
             click.echo(f"{file}: {len(selected)} account(s) OK: {', '.join(selected)}")
@@ -103,14 +109,14 @@ def check(file, no_env):
                                          "run (an account that never ran is due), a backup likewise.")
 @click.option("--parallel", type=click.IntRange(1, 64), default=None, metavar="N",
               help="Accounts run side by side (default: 4, at most the number of accounts).")
-def run(file, accounts, due, parallel):
+def run(file: str, accounts: tuple[str, ...], due: bool, parallel: int | None) -> None:
     """Run the accounts of a jobs file, each in its own process, environment, spool and log; one
     account's failure never stops another. Exit 1 if any failed; a summary table at the end."""
     from ..jobrun import DEFAULT_PARALLEL, Runner
 
     outcome: dict = {}
 
-    def go():
+    def go() -> None:
         jobs_file, selected = _load(file, accounts)
         runner = Runner(jobs_file, selected, due_only=due, parallel=parallel or DEFAULT_PARALLEL,
                         verbose=_switches().verbose or _switches().debug)
@@ -128,7 +134,7 @@ def run(file, accounts, due, parallel):
         sys.exit(1)
 
 
-def summary_table(results) -> list[str]:
+def summary_table(results: Sequence[Outcome]) -> list[str]:
     rows = [("account", "action", "result", "duration", "submissions", "media", "detail")]
     for o in results:
         detail = o.error or (o.log if o.failed else "")
@@ -145,14 +151,14 @@ def summary_table(results) -> list[str]:
 @click.option("--due", is_flag=True, help="Only the accounts with something due, each with the slot (scheduled "
                                          "time) that made it due; the worker runs only what is still due.")
 @cluster_options
-def enqueue(file, accounts, due, **_cluster):
+def enqueue(file: str, accounts: tuple[str, ...], due: bool, **_cluster: Any) -> None:
     """Put one task per account on the broker, for `exporter worker` processes to run (each
     exactly as `exporter jobs run --account NAME [--due]` would). A task holds the jobs file's
     path, the account's name and its slot: nothing secret."""
     from ..worker import enqueue as send
     from .cluster import settings_of
 
-    def go():
+    def go() -> None:
         settings = settings_of(click.get_current_context())
         jobs_file, selected = _load(file, accounts, environment=False)
         sent = send(settings, jobs_file, selected, due=due)
@@ -166,13 +172,13 @@ def enqueue(file, accounts, due, **_cluster):
 
 @jobs.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-def status(file):
+def status(file: str) -> None:
     """Each account's last export and backup (start, result, duration, the host that ran it) and
     when each is next due; an account running now is shown with its runner's pid, host and start."""
     from .. import jobstate
     from ..jobrun import lock_holder
 
-    def go():
+    def go() -> None:
         jobs_file, _ = _load(file, environment=False)
         rows = [("account", "action", "last start", "result", "duration", "next due", "host")]
         t = jobstate.now()
@@ -201,11 +207,11 @@ def status(file):
 @jobs.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--systemd", is_flag=True, help="Print systemd service and timer units instead of crontab lines.")
-def crontab(file, systemd):
+def crontab(file: str, systemd: bool) -> None:
     """Print the crontab lines (or the systemd units) that run each account when it is due."""
     from .. import jobunits
 
-    def go():
+    def go() -> None:
         jobs_file, _ = _load(file, environment=False)
         for line in (jobunits.systemd(jobs_file) if systemd else jobunits.crontab(jobs_file)):
             click.echo(line)
@@ -214,18 +220,18 @@ def crontab(file, systemd):
 
 
 @click.group()
-def audit():
+def audit() -> None:
     """Audit logs written by `exporter jobs run` (one hash-chained JSON line per run)."""
 
 
 @audit.command("verify")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def audit_verify(paths):
+def audit_verify(paths: tuple[str, ...]) -> None:
     """Check that audit logs are intact: every line chained to the one before, the last one as
     recorded. Exit 0 only if all are; each problem is printed."""
     from ..audit import verify
 
-    def go():
+    def go() -> None:
         problems = [p for path in paths for p in verify(path)]
         for p in problems:
             click.echo(p, err=True)

@@ -3,17 +3,24 @@ options to a command; their values wait in ``ctx.meta`` until ``spec_of(ctx)`` r
 command's signature does not change."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
+
+from .common import F
+
+if TYPE_CHECKING:
+    from ..privacy.spec import PseudonymiseSpec
 
 _META = "exporter.privacy"
 
 
-def _keep(ctx: click.Context, param: click.Parameter, value):
+def _keep(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     ctx.meta.setdefault(_META, {})[param.name] = value
     return value
 
 
-def pseudonymise_options(fn):
+def pseudonymise_options(fn: F) -> F:
     """The ``--pseudonymise*`` options of ``export`` (read back with ``spec_of``)."""
     opts = [
         click.option("--pseudonymise", "pseudonymise", multiple=True, metavar="SPEC", expose_value=False,
@@ -36,7 +43,7 @@ def pseudonymise_options(fn):
     return fn
 
 
-def spec_of(ctx: click.Context):
+def spec_of(ctx: click.Context) -> PseudonymiseSpec | None:
     """The ``PseudonymiseSpec`` of the command line (None without ``--pseudonymise``); a bad one
     is a ConfigError, raised before anything is created."""
     from ..privacy.spec import parse_spec

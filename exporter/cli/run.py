@@ -3,6 +3,7 @@ its switches into a call of the Python API (``exporter.api``) and prints the out
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -24,9 +25,10 @@ class OrderedCommand(click.Command):
 @source_options
 @document_options
 @click.option("--to", "destinations", multiple=True, metavar="DEST",
-              help="Destination (repeatable): a directory, file:///dir, sqlite:///x.db, postgresql+psycopg2://..., "
+              help="Destination (repeatable): a directory, file:///dir, sqlite:///x.db, postgresql+psycopg://..., "
                    "mysql+pymysql://..., mssql+pyodbc://..., access+pyodbc://..., ftp://, ftps://, sftp://, "
-                   "dropbox:///path, sharepoint://..., archive:///path[.zip]. See `exporter destinations`. "
+                   "dropbox:///path, sharepoint://..., s3://bucket/prefix, azure://account/container/prefix, "
+                   "archive:///path[.zip]. See `exporter destinations`. "
                    "Options may ride in the URL: file:///out?csv_bom=true. Required, unless --to-url-env is given.")
 @click.option("--format", "formats", default=",".join(api.DEFAULT_FORMATS), show_default=True, metavar="LIST",
               help="File formats for file and remote destinations: json,csv,xlsx,xml,docx,pdf.")
@@ -65,17 +67,17 @@ class OrderedCommand(click.Command):
                    "deletions (a full export always does).")
 @pseudonymise_options
 @click.pass_context
-def export(ctx: click.Context, **p) -> None:
+def export(ctx: click.Context, **p: Any) -> None:
     """Export an account (or some forms) to one or more destinations in one pass.
 
     \b
     Examples:
       KIZEO_TOKEN=... exporter export --source https://forms.kizeo.com/rest/v3 \\
           --token-env KIZEO_TOKEN --to ./out --to sqlite:///kizeo.db --format json,csv,xlsx
-      exporter export --source account.zip --to postgresql+psycopg2://etl@db/forms --to-password-env PGPASS
+      exporter export --source account.zip --to postgresql+psycopg://etl@db/forms --to-password-env PGPASS
     """
 
-    def go():
+    def go() -> None:
         from ..destplan import from_command_line
 
         pseudonymise = spec_of(ctx)  # a bad SPEC or key is refused before anything is created
@@ -103,11 +105,11 @@ def export(ctx: click.Context, **p) -> None:
 @click.option("--zip", "as_zip", is_flag=True, help="Write a single zip file (implied by a .zip name).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing archive at --out (refused without it).")
 @click.pass_context
-def archive(ctx: click.Context, **p) -> None:
+def archive(ctx: click.Context, **p: Any) -> None:
     """Write a complete account archive (manifest, JSON, media): a full snapshot that `verify`
     checks and that any command taking --source can replay offline."""
 
-    def go():
+    def go() -> None:
         summary = api.archive(p["source"], p["out"], source_options=given_source_options(ctx), forms=p["forms"],
                               zip=True if p["as_zip"] else None, overwrite=p["overwrite"], progress=progress(ctx))
         print_summary(ctx, summary)
@@ -126,7 +128,7 @@ def verify(ctx: click.Context, path: str) -> None:
     Exit 0 only if everything matches; otherwise each difference is printed and the exit code is 1.
     """
 
-    def go():
+    def go() -> None:
         result = api.verify(path)
         if not result.ok:
             for problem in result.problems:
@@ -143,14 +145,14 @@ def verify(ctx: click.Context, path: str) -> None:
 @source_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (a list of forms) for scripts.")
 @click.pass_context
-def forms(ctx: click.Context, **p) -> None:
+def forms(ctx: click.Context, **p: Any) -> None:
     """List the forms of an account or archive: id, name, class, submissions, last update.
 
     The submission count is blank when the source cannot tell it cheaply (the web service: no
     submission is downloaded to count them). --form limits the list (an id or an exact name).
     """
 
-    def go():
+    def go() -> None:
         from .. import forms as formsel
 
         rows = api.list_forms(p["source"], source_options=given_source_options(ctx))

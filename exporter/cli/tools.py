@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,11 +29,11 @@ from .common import account_parts, print_summary, progress, run_guarded
 @click.option("--refuse", callback=account_parts, metavar="LIST",
               help="Refuse the token these routes, as for a group leader's token: users,groups,lists.")
 @click.pass_context
-def serve(ctx: click.Context, **p) -> None:
+def serve(ctx: click.Context, **p: Any) -> None:
     """Serve an account archive with the REST v3 routes and shapes (a fake Kizeo Forms), with
     optional injected faults, so the whole tool can be tried and tested without an account."""
 
-    def go():
+    def go() -> None:
         from exporter.testing.fake_server import FakeKizeoServer, Faults
 
         from ..secrets import read_secret
@@ -69,9 +70,10 @@ def sample_data_path() -> Path:
               help="File formats (default: every available format).")
 @click.pass_context
 def demo(ctx: click.Context, out: str, formats: str | None) -> None:
-    """Export the bundled sample account to SQLite and files, and print what was written where."""
+    """Export the bundled sample account to SQLite and files, and print what was written where
+    (nothing with --quiet)."""
 
-    def go():
+    def go() -> None:
         from exporter.formats.base import get_writer_class, known_formats
 
         out_p = Path(out).resolve()
@@ -95,8 +97,9 @@ def demo(ctx: click.Context, out: str, formats: str | None) -> None:
                     out_p.rmdir()
             raise
         print_summary(ctx, summary)
-        _show_database(db)
-        _show_files(files_root, fmt)
+        if not ctx.obj.quiet:  # -q: only errors, as every command
+            _show_database(db)
+            _show_files(files_root, fmt)
 
     run_guarded(ctx, go)
 
