@@ -153,7 +153,9 @@ class DropboxRemote:
 
         session = dropbox.create_session(ca_certs=self._ca_certs)
         if self._ca_certs or self._api_host:
-            hosts = {API_HOST: self._api_host, API_CONTENT_HOST: self._content_host} if self._api_host else {}
+            hosts: dict[str, str] = {}
+            if self._api_host:
+                hosts = {API_HOST: self._api_host, API_CONTENT_HOST: self._content_host or self._api_host}
             session.mount("https://", _adapter(hosts, self._ca_certs))
         dbx = dropbox.Dropbox(
             session=session,
