@@ -235,8 +235,17 @@ class WebSource:
     def _lists(self, index: list) -> Iterator:
         ids = [str(lid) for lid in (s.get("id") if isinstance(s, dict) else s for s in index) if lid not in (None, "")]
         if ids:  # the first alone: it finds out whether the service has GET /lists/{id}/complete
-            yield parse_list(self.client.get_list(ids[0]))
-        yield from self._ordered(lambda lid: parse_list(self.client.get_list(lid)), ids[1:])
+            yield from filter(None, [self._list(ids[0])])
+        yield from filter(None, self._ordered(self._list, ids[1:]))
+
+    def _list(self, lid: str):
+        """One external list, or None when it was deleted after ``GET /lists`` named it (404)."""
+        try:
+            return parse_list(self.client.get_list(lid))
+        except NotFoundError:
+            log.warning("external list %s was deleted while the export ran (GET /lists named it, then it was "
+                        "not found): not exported", lid)
+            return None
 
     def _scoped(self, part: str, read: Callable[[], Iterable]) -> Iterator:
         """The account's ``part`` (users, groups, lists), unless skipped. A token is issued for one

@@ -239,6 +239,10 @@ class FakeKizeoServer:
         test can put it back (``put_submission``)."""
         return self.store.delete_submission(str(form_id), str(submission_id))
 
+    def delete_list(self, list_id: str) -> None:
+        """Erase an external list, as an administrator deleting it in Kizeo."""
+        self.store.lists[:] = [x for x in self.store.lists if str(x.get("id")) != str(list_id)]
+
     def request_count(self, pattern: str = "*") -> int:
         with self._lock:
             return sum(1 for _, p in self.requests if fnmatch.fnmatchcase(p, pattern))

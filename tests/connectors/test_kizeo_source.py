@@ -426,3 +426,25 @@ def test_skip_names_are_checked():
     assert parse_skip(["users, Lists"]) == {"users", "lists"}
     with pytest.raises(ConfigError, match="--skip takes users, groups, lists"):
         parse_skip("users,forms")
+
+
+@pytest.mark.parametrize("gone", ["501", "502"])  # the first list (read alone) or a later one
+def test_a_list_deleted_between_the_index_and_its_reading_is_left_out_with_a_warning(sample_archive, gone, caplog):
+    with serve(sample_archive) as srv:
+        client = make_client(srv)
+        index = client.lists
+
+        def index_then_deleted():  # an administrator deletes a list right after GET /lists
+            got = index()
+            srv.delete_list(gone)
+            return got
+
+        client.lists = index_then_deleted
+        src = WebSource(client, mode="full")
+        lists = [r.id for r in src.records({}) if r.kind == "list"]
+        src.close()
+        assert srv.request_count(f"/lists/{gone}/complete") == 1
+    assert lists == [x for x in ("501", "502") if x != gone]
+    assert [r.getMessage() for r in caplog.records if "deleted while the export ran" in r.getMessage()] == [
+        f"external list {gone} was deleted while the export ran (GET /lists named it, then it was not found): "
+        "not exported"]
