@@ -118,7 +118,7 @@ class FilesSink:
     def open(self, ctx: RunContext) -> None:
         opts = self.options
         deltas = opts["deltas"]
-        self._formats = tuple(ctx.formats)
+        self._formats = tuple(opts.get("formats") or ctx.formats)  # its own formats, else the run's
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} exists and is not a directory")
         self._created = _first_missing(self.root)
@@ -145,10 +145,10 @@ class FilesSink:
                                  keep_unchanged=self.keep_current)
             if not self.keep_current:
                 self._state = self.load_state()
-                self.writers = [get_writer_class(key)(self.out, opts) for key in ctx.formats]
+                self.writers = [get_writer_class(key)(self.out, opts) for key in self._formats]
                 return
             self.writers, self._aggregate_keys = [], []
-            for key in ctx.formats:
+            for key in self._formats:
                 w = make_writer(key, self.out, opts, aggregates=False)
                 if w is None:  # a report writer: all its files come from the stream
                     self.writers.append(get_writer_class(key)(self.out, opts))

@@ -143,7 +143,7 @@ def export_argv(account: Account, *, verbose: bool = False) -> list[str]:
     if account.formats:  # only when a destination writes files (the command refuses formats otherwise)
         argv += ["--format", ",".join(account.formats)]
     for d in account.destinations:
-        argv += ["--to", d.to]
+        argv += ["--to", d.to] + (["-o", "formats=" + ",".join(d.formats)] if d.formats else [])
         if d.password_env:
             argv += ["--to-password-env", d.password_env]
         if d.password_file:

@@ -221,7 +221,7 @@ def destinations(c: Checker, value: Any, key: tuple, env: list, files: list, bas
     (``plan_destinations``: formats, the same destination twice, options in URLs); a folder is
     relative to ``base``, the jobs file's folder."""
     from .options import parse
-    from .registry import destination_options, entry_for
+    from .registry import destination_options, entry_for, formats_option
     from .validate import check_formats, check_options, plan_destinations, split_url_options
 
     if value is None:
@@ -231,8 +231,6 @@ def destinations(c: Checker, value: Any, key: tuple, env: list, files: list, bas
         c.bad(key, "expected a non-empty list of tables: destinations = [{ to = \"...\" }, ...]")
         return (), DEFAULT_FORMATS
     before = len(c.problems)
-    formats: tuple[str, ...] | None = None
-    formats_at: tuple = ()
     out, entries = [], []
     for i, table in enumerate(value):
         dkey = key + (i,)
@@ -252,18 +250,20 @@ def destinations(c: Checker, value: Any, key: tuple, env: list, files: list, bas
             c.bad(dkey + ("to",), str(e))
             continue
         fmt = None
-        if "formats" in table:
+        if "formats" in table:  # this destination's own formats (each destination may write others)
             fmt = c.strings(dkey + ("formats",), table["formats"])
             if fmt is not None and not entry.formats:
                 c.bad(dkey + ("formats",), f"the {entry.key} destination writes no files")
-            elif fmt is not None and formats is not None and set(fmt) != set(formats):
-                c.bad(dkey + ("formats",), f"every destination of an account writes the same formats (one export "
-                                           f"pass): {', '.join(formats)} at line "
-                                           f"{tomlpos.line_of(c.lines, formats_at)}")
-            elif fmt is not None and formats is None:
-                formats, formats_at = fmt, dkey + ("formats",)
+                fmt = None
+            elif fmt is not None:
+                try:
+                    check_formats(fmt, [entry], False)
+                    fmt = formats_option().parse(list(fmt))
+                except ConfigError as e:
+                    c.bad(dkey + ("formats",), str(e))
+                    fmt = None
         options = {k: v for k, v in table.items() if k not in ("to", "formats")}
-        run_formats = fmt or formats or DEFAULT_FORMATS
+        run_formats = fmt or DEFAULT_FORMATS
         for k, v in options.items():
             if not c.option(dkey + (k,), v, entry.option_names()):
                 continue
@@ -276,17 +276,13 @@ def destinations(c: Checker, value: Any, key: tuple, env: list, files: list, bas
         out.append(Destination(to=to, key=dkey, password_env=table.get("password_env"),
                                password_file=table.get("password_file"), formats=fmt, options=own))
         entries.append(entry)
-    formats = formats or DEFAULT_FORMATS
-    try:
-        check_formats(formats, entries, False)
-    except ConfigError as e:
-        c.bad(formats_at or key, str(e))
     if len(c.problems) == before:
         try:
-            plan_destinations([(_in(base, d.to), _options_of(d)) for d in out], {}, formats, formats_given=False)
+            plan_destinations([(_in(base, d.to), _options_of(d)) for d in out], {}, DEFAULT_FORMATS,
+                              formats_given=False)
         except ConfigError as e:
             c.bad(key, str(e))
-    return tuple(out), (formats if any(e.formats for e in entries) else None)
+    return tuple(out), (DEFAULT_FORMATS if any(e.formats for e in entries) else None)
 
 
 def _in(base: str, to: str) -> str:
@@ -294,7 +290,7 @@ def _in(base: str, to: str) -> str:
 
 
 def _options_of(d: Destination) -> dict:
-    refs = {"password_env": d.password_env, "password_file": d.password_file}
+    refs = {"password_env": d.password_env, "password_file": d.password_file, "formats": d.formats}
     return {**d.options, **{k: v for k, v in refs.items() if v is not None}}
 
 

@@ -301,10 +301,29 @@ def format_options(formats: Iterable[str] | None = None) -> tuple[Option, ...]:
     return tuple(seen.values())
 
 
+def formats_option() -> Option:
+    """``formats``, read by every destination that writes files: its own formats instead of the
+    run's ``--format`` (a jobs file's destination ``formats``; ``-o formats=csv,xlsx`` after its --to)."""
+    return Option("formats", "list", help="the file formats this destination writes, instead of the run's --format",
+                  choices=tuple(FORMATS.ordered_keys()))
+
+
+def own_formats(entry: Destination, given: Mapping[str, Any], formats: Iterable[str] | None) -> Iterable[str] | None:
+    """The formats a destination given ``given`` options writes: its ``formats`` option, else ``formats``."""
+    if entry.formats and given.get("formats") not in (None, "", ()):
+        return formats_option().parse(given["formats"])
+    return formats
+
+
+def own_options(entry: Destination) -> tuple[Option, ...]:
+    """The options a destination declares, with ``formats`` when it writes files."""
+    return entry.options + ((formats_option(),) if entry.formats else ())
+
+
 def destination_options(entry: Destination, formats: Iterable[str] | None = None) -> tuple[Option, ...]:
-    """What a destination reads in a run writing ``formats``: its own options and, when it writes
-    files, those formats' options (every format's when not known)."""
-    return entry.options + (format_options(formats) if entry.formats else ())
+    """What a destination reads in a run writing ``formats``: its own options (``own_options``)
+    and, when it writes files, those formats' options (every format's when not known)."""
+    return own_options(entry) + (format_options(formats) if entry.formats else ())
 
 
 def create_sink(url: str, options: Mapping[str, Any] | None = None, formats: Iterable[str] | None = None) -> Sink:
@@ -316,7 +335,8 @@ def create_sink(url: str, options: Mapping[str, Any] | None = None, formats: Ite
 
     url, url_options = split_url_options(url)
     entry = entry_for(url)
-    typed = opts.parse(destination_options(entry, formats), {**(options or {}), **url_options},
+    given = {**(options or {}), **url_options}
+    typed = opts.parse(destination_options(entry, own_formats(entry, given, formats)), given,
                        owner=f"the {entry.key} destination")
     entry.check_modules()
     try:

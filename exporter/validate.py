@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from .errors import ConfigError
 from .options import nearest, parse, refuse_plain_secret
-from .registry import FORMATS, SINKS, Destination, destination_options, entry_for, format_options
+from .registry import FORMATS, SINKS, Destination, destination_options, entry_for, format_options, formats_option, own_formats
 from .secrets import mask
 
 #: options the command line sets with switches of their own: messages name the switch
@@ -29,7 +29,7 @@ LABELS = {"media_in_db": "--media-in-db", "password_env": "--to-password-env", "
 def all_option_keys() -> set[str]:
     """Every option key a destination or a format declares."""
     keys = {o.name for e in SINKS.all().values() for o in e.options}
-    return keys | {o.name for o in format_options()}
+    return keys | {o.name for o in format_options()} | {formats_option().name}
 
 
 def accepted_keys(entry: Destination, formats: Iterable[str]) -> set[str]:
@@ -75,9 +75,10 @@ def check_options(options: Mapping[str, object], entries: Sequence[Destination],
                               f"valid for {dests}: {', '.join(sorted(accepted)) or '(none)'}")
         fmts = _format_of(key)
         if fmts and any(e.formats for e in entries):
-            raise ConfigError(f"{shown}{where} is for the {' and '.join(fmts)} format, which this run does not "
-                              f"write (--format {','.join(formats)})")
-        users = ", ".join(e.key for e in SINKS.all().values() if key in e.option_names() or (fmts and e.formats))
+            raise ConfigError(f"{shown}{where} is for the {' and '.join(fmts)} format, which is not written "
+                              f"(formats {','.join(formats)}: --format, or -o formats= after its --to)")
+        users = ", ".join(e.key for e in SINKS.all().values()
+                          if key in e.option_names() or ((fmts or key == formats_option().name) and e.formats))
         raise ConfigError(f"{shown}{where} is not read by {dests}; it is for {users}")
 
 
@@ -123,24 +124,28 @@ def plan_destinations(destinations: Sequence[tuple[str, Mapping[str, Any]]], opt
     writing ``formats``, with ``options`` for every destination that reads them. Checked here,
     before anything is created: URL query options, the same destination twice, every key read
     by its destination (a key of ``options``: by at least one), the formats, every value."""
-    planned: list[tuple[str, dict[str, Any], Destination]] = []
+    planned: list[tuple[str, dict[str, Any], Destination, tuple[str, ...]]] = []
     seen: dict[str, str] = {}
     for url, given in destinations:
         url, own = split_url_options(url)
         own.update(given)
         entry = entry_for(url)
-        check_options(own, [entry], formats, label=label, where=f" for {mask(url)}")
+        check_options({k: v for k, v in own.items() if k == "formats"}, [entry], formats, label=label,
+                      where=f" for {mask(url)}")
+        mine = tuple(own_formats(entry, own, formats) or formats)
+        check_options(own, [entry], mine, label=label, where=f" for {mask(url)}")
         same = seen.setdefault(_identity(url), url)
         if same is not url:
             raise ConfigError(f"the same destination is given twice ({mask(same)} and {mask(url)}): "
                               "two writers would fight over it")
-        planned.append((url, own, entry))
-    entries = [e for _u, _o, e in planned]
+        planned.append((url, own, entry, mine))
+    entries = [e for _u, _o, e, _f in planned]
     check_formats(formats, entries, formats_given)
-    check_options(options, entries, formats, label=label)
+    written = tuple(dict.fromkeys([f for *_x, mine in planned for f in mine] or formats))
+    check_options(options, entries, written, label=label)
     out = []
-    for url, own, entry in planned:
-        declared = destination_options(entry, formats)
+    for url, own, entry, mine in planned:
+        declared = destination_options(entry, mine)
         names = {o.name for o in declared}
         given = {**{k: v for k, v in options.items() if k in names}, **own}
         out.append((url, parse(declared, given, owner=f"{mask(url)}")))

@@ -58,6 +58,22 @@ def test_format_with_only_a_database_creates_no_database(sample_archive, tmp_pat
     assert r.exit_code == 0, r.output
 
 
+def test_each_folder_in_its_own_formats(sample_archive, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    r = invoke("-q", "export", "-s", str(sample_archive), "--to", str(a), "-o", "formats=xlsx,csv", "-o", "csv_bom=true",
+               "--to", str(b), "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert {p.suffix for p in a.glob("[!.]*.*")} == {".csv", ".xlsx"} and (a / "users.csv").read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert {p.suffix for p in b.glob("[!.]*.*")} == {".json"}
+    r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "c"), "-o", "formats=csv,docs")
+    one_line_usage_error(r, "option formats", "some of json,csv,xlsx", "docs")
+    r = invoke("export", "-s", str(sample_archive), "--to", f"sqlite:///{tmp_path / 'x.db'}", "-o", "formats=csv")
+    one_line_usage_error(r, "option formats", "not read by sqlite")
+    r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "d"), "-o", "formats=json", "-o", "csv_bom=true")
+    one_line_usage_error(r, "csv_bom", "csv format, which is not written (formats json:")
+    assert created(tmp_path) == ["a", "b"]
+
+
 def test_media_in_db_without_a_database(sample_archive, tmp_path):
     r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), "--media-in-db")
     one_line_usage_error(r, "--media-in-db", "sqlite", "postgres")
@@ -66,7 +82,7 @@ def test_media_in_db_without_a_database(sample_archive, tmp_path):
 
 def test_option_for_a_format_not_written(sample_archive, tmp_path):
     r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), "-o", "pdf_single=true")
-    one_line_usage_error(r, "pdf_single", "pdf format", "--format json,csv")
+    one_line_usage_error(r, "pdf_single", "pdf format", "formats json,csv: --format")
     assert created(tmp_path) == []
 
 

@@ -108,7 +108,8 @@ def test_three_accounts_one_fails_alone(services, webhook, tmp_path):
     p = write_jobs(
         tmp_path,
         account("acme", services["a"], "ACME_TOKEN", ['{ to = "sqlite:///acme.db" }',
-                                                     '{ to = "out/acme", formats = ["json", "csv"] }'],
+                                                     '{ to = "out/acme", formats = ["json", "csv"] }',
+                                                     '{ to = "out/acme-x", formats = ["xlsx"] }'],
                 'schedule = "0 0 1 1 *"\n'),
         account("beta", services["b"], "BETA_TOKEN", ['{ to = "out/beta", formats = ["csv"] }'],
                 'schedule = "0 0 1 1 *"\n'),
@@ -125,6 +126,9 @@ def test_three_accounts_one_fails_alone(services, webhook, tmp_path):
         assert con.execute("SELECT COUNT(*) FROM runs WHERE status = 'ok'").fetchone()[0] == 1
     assert list((tmp_path / "out" / "acme").rglob("*.json")) and list((tmp_path / "out" / "beta").rglob("*.csv"))
     assert not list((tmp_path / "out" / "beta").rglob("*.json"))
+    # each folder of one account in its own formats, in the same pass
+    assert not list((tmp_path / "out" / "acme").rglob("*.xlsx"))
+    assert list((tmp_path / "out" / "acme-x").rglob("*.xlsx")) and not list((tmp_path / "out" / "acme-x").rglob("*.csv"))
     assert not (tmp_path / "gamma.db").exists()
     # isolation on disk: private folders, a log per run naming the command and the variables it got
     state = tmp_path / "state"
@@ -145,7 +149,7 @@ def test_three_accounts_one_fails_alone(services, webhook, tmp_path):
     shared = audit_lines(state / "audit.jsonl")
     assert sorted(x["account"] for x in shared) == ["acme", "beta", "gamma"]
     acme = next(x for x in shared if x["account"] == "acme")
-    assert acme["counts"]["submissions"] == 50 and acme["destinations"] == ["sqlite:///acme.db", "out/acme"]
+    assert acme["counts"]["submissions"] == 50 and acme["destinations"] == ["sqlite:///acme.db", "out/acme", "out/acme-x"]
     logs = [state / "audit.jsonl"] + [state / n / "audit.jsonl" for n in ("acme", "beta", "gamma")]
     v = subprocess.run([sys.executable, "-m", "exporter", "audit", "verify", *map(str, logs)],
                        capture_output=True, text=True)

@@ -46,7 +46,8 @@ def test_the_readme_example_works_as_written(tmp_path):
     assert r.exit_code == 0, r.output
     assert "1 account(s) OK: acme" in r.output
     acme = load(p).accounts["acme"]
-    assert acme.incremental == "cursor" and acme.formats == ("json", "csv", "xlsx") and acme.schedule == "0 2 * * *"
+    assert acme.incremental == "cursor" and acme.schedule == "0 2 * * *"
+    assert [d.formats for d in acme.destinations] == [None, ("csv", "json", "xlsx")]  # the folder's own
     assert acme.state_dir == Path("/var/lib/exporter") and not Path("/var/lib/exporter/acme").exists()
     assert acme.backup.to == "s3://backups/acme" and acme.backup.encrypt_to == (key,)
     assert (acme.backup.keep_daily, acme.backup.keep_monthly, acme.backup.schedule) == (30, 12, "30 3 * * *")
@@ -198,8 +199,8 @@ def test_duplicate_account_and_bad_toml_name_file_and_line(tmp_path):
     ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\nmax_deletions = "five"\n'
      'destinations = [{to = "o"}]\n', 5, "accounts.a.max_deletions", "takes a count"),
     ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\n'
-     'destinations = [\n  {to = "o", formats = ["json"]},\n  {to = "p", formats = ["csv"]},\n]\n', 7,
-     "accounts.a.destinations[1].formats", "every destination of an account writes the same formats"),
+     'destinations = [\n  {to = "o", formats = ["json"]},\n  {to = "p", formats = ["json"], csv_bom = true},\n]\n', 7,
+     "accounts.a.destinations[1].csv_bom", "csv format, which is not written (formats json:"),
     ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\n'
      'destinations = [{to = "sqlite:///x.db", formats = ["json"]}]\n', 5,
      "accounts.a.destinations[0].formats", "writes no files"),

@@ -136,14 +136,14 @@ def _show_files(files_root: Path, fmt: tuple[str, ...]) -> None:
 def destinations(with_options: bool) -> None:
     """List every destination kind with its URL form (and, with --options, every option)."""
     from ..docs import options_lines
-    from ..registry import FORMATS, SINKS, SOURCES
+    from ..registry import FORMATS, SINKS, SOURCES, own_options
 
     sinks = SINKS.all()
     width = max(len(k) for k in sinks)
     for key, e in sinks.items():
         click.echo(f"{key:<{width}}  {e.url_form:<60}  {e.description}")
         if with_options:
-            for line in options_lines(e.options):
+            for line in options_lines(own_options(e)):
                 click.echo("    " + line)
             if e.formats:
                 click.echo("    (and the options of the formats it writes)")
