@@ -20,7 +20,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import shlex
 import signal
 import socket
@@ -47,7 +46,8 @@ BASIC_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "PYTHO
              "http_proxy", "https_proxy", "no_proxy")
 DEFAULT_PARALLEL = 4
 STOP_GRACE = 60.0  # seconds a stopped or timed-out export has to roll back before SIGKILL
-_COUNTS = re.compile(r"(\d+) (forms|submissions|media|users|groups|lists)\b")
+#: the export's summary, in the account's spool (emptied before each run)
+SUMMARY = "summary.json"
 
 
 @dataclass
@@ -142,6 +142,7 @@ def export_argv(account: Account, *, verbose: bool = False) -> list[str]:
     argv = _exporter(verbose) + ["export"] + _source_args(account, SETTINGS) + ["--incremental", account.incremental]
     if account.formats:  # only when a destination writes files (the command refuses formats otherwise)
         argv += ["--format", ",".join(account.formats)]
+    argv += ["--summary-json", str(account.dir / "spool" / SUMMARY)]
     for d in account.destinations:
         argv += ["--to", d.to] + (["-o", "formats=" + ",".join(d.formats)] if d.formats else [])
         if d.password_env:
@@ -211,21 +212,33 @@ def _register_secrets(account: Account) -> None:
             read_secret(file=account.base_dir / os.path.expanduser(f), required=False)
 
 
-def _summary_of(log_path: Path) -> tuple[dict, str]:
-    """(counts read, the error line) from the end of an export's log."""
+#: the counts of an export's summary (``--summary-json``) as its audit line names them
+COUNTED = {"form": "forms", "submission": "submissions", "media": "media", "user": "users", "group": "groups",
+           "list": "lists", "document": "documents"}
+
+
+def _counts_of(summary_path: Path) -> dict:
+    """The counts of a successful export, from the summary it wrote (``--summary-json``), with
+    the bytes of media and documents it read; {} when it wrote none (it failed)."""
+    try:
+        summary = json.loads(summary_path.read_text("utf-8"))
+        counts = {COUNTED[k]: int(n) for k, n in summary["counts"].items() if k in COUNTED}
+        return {**counts, "bytes": int(summary["media_bytes"])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _error_of(log_path: Path) -> str:
+    """The error line at the end of a run's log (masked)."""
     try:
         with open(log_path, "rb") as fh:
             fh.seek(max(0, fh.seek(0, os.SEEK_END) - 65536))
             tail = fh.read().decode("utf-8", "replace").splitlines()
     except OSError:
-        return {}, ""
-    counts: dict = {}
-    for line in tail:
-        if line.strip().startswith("read:"):
-            counts = {k: int(n) for n, k in _COUNTS.findall(line)}
+        return ""
     errors = [line[len("Error: "):] for line in tail if line.startswith("Error: ")]
     error = errors[-1] if errors else next((line for line in reversed(tail) if line.strip()), "")
-    return counts, mask(error.strip())[:500]
+    return mask(error.strip())[:500]
 
 
 def due_actions(account: Account, due_only: bool) -> tuple[bool, bool]:
@@ -382,7 +395,8 @@ class Runner:
                       f"# environment: {', '.join(sorted(env))}\n").encode())
             outcome.exit_code, timed_out = self._child(account, argv, env, fh, lock_fd)
         outcome.end = jobstate.now()
-        outcome.counts, outcome.error = _summary_of(log_path)
+        outcome.counts = _counts_of(spool / SUMMARY) if action == "export" else {}
+        outcome.error = _error_of(log_path)
         code = outcome.exit_code
         if timed_out:
             outcome.result, outcome.error = "timed out", f"stopped after its time_limit of {account.time_limit:g}s"

@@ -64,6 +64,21 @@ def test_export_archive_to_files(sample_archive, tmp_path):
     assert (out / "users.csv").is_file()
 
 
+def test_summary_json_for_a_scheduler(sample_archive, tmp_path):
+    import json
+
+    out, summary = tmp_path / "out", tmp_path / "s" / "summary.json"
+    r = invoke("-q", "export", "-s", str(sample_archive), "--to", str(out), "--summary-json", str(summary))
+    assert r.exit_code == 0 and r.output == "", r.output
+    got = json.loads(summary.read_text())
+    assert got["status"] == "ok" and got["counts"]["submission"] == 50 and got["counts"]["media"] == 99
+    assert got["media_bytes"] > 0 and got["per_sink"] and got["run_id"]
+    # a run that fails writes none
+    summary.unlink()
+    r = invoke("export", "-s", str(tmp_path / "missing.zip"), "--to", str(out), "--summary-json", str(summary))
+    assert r.exit_code != 0 and not summary.exists()
+
+
 def test_export_one_form(sample_archive, tmp_path):
     out = tmp_path / "out"
     r = invoke("export", "-s", str(sample_archive), "--form", "1003", "--to", str(out))

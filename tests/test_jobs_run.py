@@ -149,6 +149,7 @@ def test_three_accounts_one_fails_alone(services, webhook, tmp_path):
     shared = audit_lines(state / "audit.jsonl")
     assert sorted(x["account"] for x in shared) == ["acme", "beta", "gamma"]
     acme = next(x for x in shared if x["account"] == "acme")
+    assert acme["counts"]["media"] == 99 and acme["counts"]["bytes"] > 0  # from the export's --summary-json
     assert acme["counts"]["submissions"] == 50 and acme["destinations"] == ["sqlite:///acme.db", "out/acme", "out/acme-x"]
     logs = [state / "audit.jsonl"] + [state / n / "audit.jsonl" for n in ("acme", "beta", "gamma")]
     v = subprocess.run([sys.executable, "-m", "exporter", "audit", "verify", *map(str, logs)],

@@ -172,6 +172,21 @@ def progress(ctx: click.Context) -> Progress:
     return make_progress(quiet=ctx.obj.quiet)
 
 
+def write_summary_json(path: str, summary: RunSummary) -> None:
+    """``--summary-json``: the run's summary as one JSON object, written atomically."""
+    import dataclasses
+    import json
+
+    from ..errors import os_error_text
+    from ..fsutil import atomic_write
+
+    try:
+        with atomic_write(path, "w", encoding="utf-8") as fh:
+            json.dump(dataclasses.asdict(summary), fh, indent=1, sort_keys=True)
+    except OSError as e:
+        raise click.ClickException(os_error_text(e, "write --summary-json")) from None
+
+
 def print_summary(ctx: click.Context, summary: RunSummary) -> None:
     if ctx.obj.quiet:
         return

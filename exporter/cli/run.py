@@ -8,7 +8,15 @@ from typing import Any
 import click
 
 from .. import api
-from .common import document_options, given_source_options, print_summary, progress, run_guarded, source_options
+from .common import (
+    document_options,
+    given_source_options,
+    print_summary,
+    progress,
+    run_guarded,
+    source_options,
+    write_summary_json,
+)
 from .privacy import pseudonymise_options, spec_of
 
 
@@ -65,6 +73,9 @@ class OrderedCommand(click.Command):
 @click.option("--check-deletions", is_flag=True,
               help="--incremental cursor|unread: also read each form's complete id list (data/all) to see "
                    "deletions (a full export always does).")
+@click.option("--summary-json", type=click.Path(dir_okay=False), metavar="PATH",
+              help="When the run succeeds, also write its summary (run id, counts, bytes, per destination) as JSON "
+                   "to PATH, for a scheduler to read.")
 @pseudonymise_options
 @click.pass_context
 def export(ctx: click.Context, **p: Any) -> None:
@@ -93,6 +104,8 @@ def export(ctx: click.Context, **p: Any) -> None:
             action=p["action"], overlap=p["overlap"], check_deletions=p["check_deletions"], deletions=p["deletions"],
             max_deletions=p["max_deletions"], batch_size=p["batch_size"], jobs=p["jobs"], progress=progress(ctx),
             pseudonymise=pseudonymise)
+        if p["summary_json"]:
+            write_summary_json(p["summary_json"], summary)
         print_summary(ctx, summary)
 
     run_guarded(ctx, go)
