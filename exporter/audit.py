@@ -12,6 +12,12 @@ accepts it, the next ``append`` counts it).
 
 ``verify`` re-reads a log and returns its problems (an empty list: intact). Nothing secret is
 ever written here: callers pass masked values, and every text is masked again on its way in.
+
+An account's line goes to two logs, ``<state_dir>/<account>/audit.jsonl`` and
+``<state_dir>/audit.jsonl`` (every account kept there): ``write`` stages it in the account's
+``audit-pending/`` first, so a process killed between the two appends loses no line (``flush``,
+at the account's next line, puts it in the log that missed it, once). ``exporter jobs run`` and
+``exporter backups`` write their lines this way.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import os
 from pathlib import Path
 
 from .fsutil import atomic_write
+from .locks import account_dir
 from .secrets import mask
 
 GENESIS = "0" * 64
@@ -167,3 +174,32 @@ def verify(path: str | os.PathLike) -> list[str]:
                         "(the last lines were edited or removed)" if head.get("lines") != n else
                         f"{path}:{n}: the last line was edited (its hash differs from the recorded head)")
     return problems
+
+
+def write(state_dir: str | os.PathLike, account: str, record: dict) -> None:
+    """Append ``record`` (it has an ``id`` and a ``time``) to the account's log and to its
+    state_dir's, staged first (``stage``, ``flush``)."""
+    stage(state_dir, account, record)
+    flush(state_dir, account)
+
+
+def stage(state_dir: str | os.PathLike, account: str, record: dict) -> None:
+    """Keep ``record`` in the account's folder until ``flush`` has put it in both logs: a process
+    killed between the two appends leaves it there, for the account's next audit line."""
+    with atomic_write(account_dir(state_dir, account) / "audit-pending" / f"{record['id']}.json", "w",
+                      encoding="utf-8") as fh:
+        json.dump(masked(record), fh, default=str)
+
+
+def flush(state_dir: str | os.PathLike, account: str) -> None:
+    """Append every staged record of the account to both logs (once: a log that holds it already,
+    from a writer killed half-way, is left as it is), oldest first, then drop it."""
+    folder = account_dir(state_dir, account)
+    staged = []
+    for path in (folder / "audit-pending").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            staged.append((json.loads(path.read_text("utf-8")), path))
+    for record, path in sorted(staged, key=lambda x: str(x[0].get("time"))):
+        append(folder / "audit.jsonl", record, once=True)
+        append(folder.parent / "audit.jsonl", record, once=True)
+        path.unlink(missing_ok=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 import os
 import re
@@ -34,7 +33,6 @@ from pathlib import Path
 
 from . import audit, jobstate
 from .errors import ConfigError, Interrupted, LockedError
-from .fsutil import atomic_write
 from .jobsfile import Account, JobsFile
 from .jobtables import SETTINGS
 from .secrets import mask, read_secret
@@ -259,32 +257,6 @@ def run_record(outcome: Outcome, note: dict | None = None) -> dict:
             **({"slot": note["slot"]} if note and "slot" in note else {})}
 
 
-def write_audit(account: Account, record: dict) -> None:
-    """Append ``record`` to the account's audit log and to its state_dir's (``exporter.audit``)."""
-    stage_audit(account, record)
-    flush_audit(account)
-
-
-def stage_audit(account: Account, record: dict) -> None:
-    """Keep ``record`` in the account's folder until ``flush_audit`` has put it in both logs: a
-    process killed between the two appends leaves it there, for the account's next audit line."""
-    with atomic_write(account.dir / "audit-pending" / f"{record['id']}.json", "w", encoding="utf-8") as fh:
-        json.dump(audit.masked(record), fh, default=str)
-
-
-def flush_audit(account: Account) -> None:
-    """Append every staged record of the account to both logs (once: a log that holds it already,
-    from a writer killed half-way, is left as it is), oldest first, then drop it."""
-    staged = []
-    for path in (account.dir / "audit-pending").glob("*.json"):
-        with contextlib.suppress(OSError, ValueError):
-            staged.append((json.loads(path.read_text("utf-8")), path))
-    for record, path in sorted(staged, key=lambda x: str(x[0].get("time"))):
-        audit.append(account.dir / "audit.jsonl", record, once=True)
-        audit.append(account.state_dir / "audit.jsonl", record, once=True)
-        path.unlink(missing_ok=True)
-
-
 class Runner:
     def __init__(self, jobs: JobsFile, names: list[str], *, due_only: bool = False,
                  parallel: int = DEFAULT_PARALLEL, verbose: bool = False, note: dict | None = None):
@@ -423,9 +395,9 @@ class Runner:
         """Record the run, audit it, alert about it; none of these changes its result."""
         record = audit_record(self.jobs, account, outcome, self.note)
         # staged before the state records the run, so a kill anywhere after it loses no audit line
-        for what, fn in (("audit logs", lambda: stage_audit(account, record)),
+        for what, fn in (("audit logs", lambda: audit.stage(account.state_dir, account.name, record)),
                          ("state", lambda: jobstate.record(account, outcome.action, run_record(outcome, self.note))),
-                         ("audit logs", lambda: flush_audit(account)),
+                         ("audit logs", lambda: audit.flush(account.state_dir, account.name)),
                          ("alert", lambda: self._alert(account, record))):
             try:
                 fn()
