@@ -17,7 +17,8 @@ An account's line goes to two logs, ``<state_dir>/<account>/audit.jsonl`` and
 ``<state_dir>/audit.jsonl`` (every account kept there): ``write`` stages it in the account's
 ``audit-pending/`` first, so a process killed between the two appends loses no line (``flush``,
 at the account's next line, puts it in the log that missed it, once). ``exporter jobs run`` and
-``exporter backups`` write their lines this way.
+``exporter backups`` write their lines this way (``operation``: one line for one operation,
+whatever its outcome).
 """
 from __future__ import annotations
 
@@ -26,12 +27,19 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import socket
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import ConfigError, LockedError, one_line, run_status
 from .fsutil import atomic_write
 from .locks import account_dir
 from .secrets import mask
+
+log = logging.getLogger("exporter.audit")
 
 GENESIS = "0" * 64
 #: how far before a record ``append(once=True)`` looks for it
@@ -203,3 +211,40 @@ def flush(state_dir: str | os.PathLike, account: str) -> None:
         append(folder / "audit.jsonl", record, once=True)
         append(folder.parent / "audit.jsonl", record, once=True)
         path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def operation(state_dir: str | os.PathLike, account: str, action: str, **fields) -> Iterator[dict]:
+    """Write one line for the operation run in the ``with`` block (``exporter backups create``...):
+    the record it yields, which the block completes (counts, bytes, hashes), with its start, end,
+    duration, host and result: ``ok``; ``failed``, ``locked`` or ``interrupted`` with the error (one
+    line) when the block raises; or the ``result`` and ``error`` the block set itself. A refusal
+    (``ConfigError``: bad input, nothing done) writes no line. A line that cannot be written is
+    logged; it never changes the operation's outcome."""
+    from .jobstate import now
+
+    start = now()
+    record: dict = dict(fields)
+    try:
+        yield record
+    except ConfigError:
+        raise
+    except BaseException as e:
+        record.update(result="locked" if isinstance(e, LockedError) else run_status(e), error=one_line(e))
+        _finish(state_dir, account, action, start, record)
+        raise
+    _finish(state_dir, account, action, start, record)
+
+
+def _finish(state_dir: str | os.PathLike, account: str, action: str, start: dt.datetime, fields: dict) -> None:
+    from .jobstate import iso, now
+
+    end = now()
+    record = {"id": uuid.uuid4().hex, "time": iso(end), "account": account, "action": action, "start": iso(start),
+              "end": iso(end), "seconds": round((end - start).total_seconds(), 3), "result": "ok", "error": "",
+              **fields, "host": socket.gethostname()}
+    record["error"] = mask(record["error"])[:500]
+    try:
+        write(state_dir, account, record)
+    except Exception as e:  # noqa: BLE001 - bookkeeping never hides the operation's own outcome
+        log.error("account %s: could not write its audit line: %s", account, mask(one_line(e)))

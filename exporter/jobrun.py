@@ -155,12 +155,14 @@ BACKUP_SETTINGS = ("skip", "timezone", "ca_bundle", "timeout", "workers")
 
 
 def backup_argv(account: Account, *, verbose: bool = False) -> list[str]:
-    """``python -m exporter backups create ...`` for the account (``exporter.backups``: a full
-    archive, verified, encrypted to ``encrypt_to``, stored, checked, then pruned)."""
+    """``python -m exporter backups create --no-audit ...`` for the account (``exporter.backups``: a
+    full archive, verified, encrypted to ``encrypt_to``, stored, checked, then pruned; its audit
+    line is the runner's)."""
     b = account.backup
     if b is None:
         raise ConfigError(f"account {account.name} has no backup table in the jobs file")
-    argv = _exporter(verbose) + ["backups", "create", "--account", account.name, "--state-dir",
+    # --no-audit: the runner writes the backup's audit line itself (with its log, exit code, jobs file)
+    argv = _exporter(verbose) + ["backups", "create", "--no-audit", "--account", account.name, "--state-dir",
                                  str(account.state_dir)] + _source_args(account, BACKUP_SETTINGS) + ["--to", b.to]
     options = dict(b.options)
     for key, flag in (("password_env", "--to-password-env"), ("password_file", "--to-password-file")):
@@ -177,17 +179,10 @@ def backup_argv(account: Account, *, verbose: bool = False) -> list[str]:
 
 def _backup_entry(account: Account) -> dict:
     """The newest entry of the account's backups index, as the audit line carries it."""
-    from .backups import load_index
+    from .backups import audit_fields, load_index
 
     entries = load_index(account.state_dir, account.name)
-    if not entries:
-        return {}
-    e = entries[-1]
-    archive = e.get("archive") or {}
-    return {"backup": {"name": e.get("name"), "destination": e.get("destination"), "bytes": e.get("size"),
-                       "sha256": e.get("sha256"), "archive_bytes": archive.get("size"),
-                       "archive_sha256": archive.get("sha256"), "files": archive.get("files"),
-                       "counts": archive.get("counts") or {}}}
+    return {"backup": audit_fields(entries[-1])} if entries else {}
 
 
 def child_env(account: Account, spool: Path, environ=None) -> dict[str, str]:
