@@ -405,10 +405,7 @@ class Runner:
         wanted = "success" if record["result"] == "ok" else "failure"
         if alerts is None or wanted not in alerts.on:
             return
-        from .alerts import send
+        from .alerts import notify
 
-        url = read_secret(env=alerts.webhook_env, file=alerts.webhook_file and
-                          account.base_dir / os.path.expanduser(alerts.webhook_file), what="alert webhook URL")
-        problem = send(url, record)
-        if problem:
+        for problem in notify(alerts, record, account.base_dir):
             log.error("account %s: %s", account.name, problem)
