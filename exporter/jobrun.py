@@ -3,7 +3,7 @@
 Each account runs as its own process (``exporter export`` with arguments built from the file:
 the command line stays the one way to export), in the jobs file's folder, under its lock
 (``account_lock``), with an environment holding only the basics (``BASIC_ENV``) and the variables
-its own ``*_env`` keys name (never another account's, nor the alert webhook's), its temporary files
+its own ``*_env`` keys name (never another account's, nor the alerts' webhook or SMTP secrets), its temporary files
 in its spool (TMPDIR, mode 0700), and its output in its own log file. Accounts run concurrently on
 a bounded pool: one that fails, hangs (``time_limit``) or is locked never stops or delays another.
 After each run the runner records it (``jobstate``), appends one audit line to the account's log
