@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .jobtables import Alerts, Email
 
 log = logging.getLogger("exporter.alerts")
-SMTP_TIMEOUT = 30.0
+SMTP_TIMEOUT = 15.0  # seconds a connection or an answer may take (each of the attempts)
 
 
 class AlertError(ExporterError):

@@ -467,13 +467,16 @@ def _server(c: Checker, key: tuple, value: Any) -> tuple[str | None, int | None]
     text = c.text(key, value)
     if text is None:
         return None, None
+    if "@" in text:  # not echoed: what comes before it may be a password
+        c.bad(key, "expected HOST or HOST:PORT, without a user or password (give user_env and password_env)")
+        return None, None
     try:
         parts = urlsplit("//" + text)
         host, port = parts.hostname, parts.port
     except ValueError as e:
         c.bad(key, f"expected HOST or HOST:PORT, not {text!r} ({e})")
         return None, None
-    if not host or parts.path or parts.query or parts.fragment or parts.username is not None:
+    if not host or parts.path or parts.query or parts.fragment:
         c.bad(key, f"expected HOST or HOST:PORT (the SMTP server), not {text!r}")
         return None, None
     return host, port or 0

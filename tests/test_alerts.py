@@ -227,6 +227,8 @@ def test_jobs_check_reads_the_email_keys(tmp_path):
     ('{ to = ["ops@example.com"], from = "x@example.com" }', "accounts.acme.alerts.email", "no smtp"),
     ('{ to = ["ops@example.com"], from = "x@example.com", smtp = "h:99999" }', "accounts.acme.alerts.email.smtp",
      "expected HOST or HOST:PORT"),
+    ('{ to = ["ops@example.com"], from = "x@example.com", smtp = "u:inline-pw-0042@h:587" }',
+     "accounts.acme.alerts.email.smtp", "without a user or password"),
     ('{ to = ["ops@example.com"], from = "x@example.com", smtp = "h", tls = "none" }',
      "accounts.acme.alerts.email.tls", "expected one of starttls, implicit"),
     ('{ to = ["not an address"], from = "x@example.com", smtp = "h" }', "accounts.acme.alerts.email.to[0]",
