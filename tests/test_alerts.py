@@ -159,6 +159,23 @@ def test_implicit_tls_and_a_refused_password(smtp_server, tmp_path):
     assert len(inbox.mails) == 1
 
 
+def test_a_server_without_starttls_gets_nothing_in_clear(tmp_path):
+    from exporter.alerts import send_email
+    from exporter.jobtables import Email
+
+    inbox, port = Inbox(), free_port()
+    server = Controller(inbox, hostname="127.0.0.1", port=port)  # no TLS at all
+    server.start()
+    try:
+        mail = Email(key=(), to=("ops@example.com",), sender="exporter@example.com", host="127.0.0.1", port=port)
+        problem = send_email(mail, {"account": "acme", "action": "export", "result": "failed"}, tmp_path)
+    finally:
+        server.stop()
+    assert problem == (f"the alert email to ops@example.com via 127.0.0.1:{port} failed: the server does not offer "
+                       "STARTTLS (the alert is never sent in clear)")
+    assert inbox.mails == []
+
+
 def test_the_client_asks_for_verified_tls_12_or_later():
     from exporter.alerts import tls_context
 
