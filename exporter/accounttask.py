@@ -27,9 +27,9 @@ import logging
 import os
 import signal
 
-from . import jobstate
+from . import audit, jobstate
 from .errors import ConfigError, Interrupted, LockedError, one_line
-from .jobrun import Outcome, Runner, audit_record, write_audit
+from .jobrun import Outcome, Runner, audit_record
 from .jobsfile import Account, JobsFile
 from .secrets import mask
 
@@ -71,7 +71,7 @@ def _drop(jobs: JobsFile, account: Account, result: str, why: str, note: dict) -
 def _audit(jobs: JobsFile, account: Account, outcome: Outcome, note: dict) -> None:
     try:
         jobstate.prepare(account)
-        write_audit(account, audit_record(jobs, account, outcome, note))
+        audit.write(account.state_dir, account.name, audit_record(jobs, account, outcome, note))
     except Exception as e:  # noqa: BLE001 - bookkeeping never hides the task's own result
         log.error("account %s: could not write its audit line: %s", account.name, mask(str(e)))
 

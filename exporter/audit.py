@@ -12,6 +12,13 @@ accepts it, the next ``append`` counts it).
 
 ``verify`` re-reads a log and returns its problems (an empty list: intact). Nothing secret is
 ever written here: callers pass masked values, and every text is masked again on its way in.
+
+An account's line goes to two logs, ``<state_dir>/<account>/audit.jsonl`` and
+``<state_dir>/audit.jsonl`` (every account kept there): ``write`` stages it in the account's
+``audit-pending/`` first, so a process killed between the two appends loses no line (``flush``,
+at the account's next line, puts it in the log that missed it, once). ``exporter jobs run`` and
+``exporter backups`` write their lines this way (``operation``: one line for one operation,
+whatever its outcome).
 """
 from __future__ import annotations
 
@@ -20,11 +27,19 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import socket
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import ConfigError, LockedError, one_line, run_status
 from .fsutil import atomic_write
+from .locks import account_dir
 from .secrets import mask
+
+log = logging.getLogger("exporter.audit")
 
 GENESIS = "0" * 64
 #: how far before a record ``append(once=True)`` looks for it
@@ -167,3 +182,69 @@ def verify(path: str | os.PathLike) -> list[str]:
                         "(the last lines were edited or removed)" if head.get("lines") != n else
                         f"{path}:{n}: the last line was edited (its hash differs from the recorded head)")
     return problems
+
+
+def write(state_dir: str | os.PathLike, account: str, record: dict) -> None:
+    """Append ``record`` (it has an ``id`` and a ``time``) to the account's log and to its
+    state_dir's, staged first (``stage``, ``flush``)."""
+    stage(state_dir, account, record)
+    flush(state_dir, account)
+
+
+def stage(state_dir: str | os.PathLike, account: str, record: dict) -> None:
+    """Keep ``record`` in the account's folder until ``flush`` has put it in both logs: a process
+    killed between the two appends leaves it there, for the account's next audit line."""
+    with atomic_write(account_dir(state_dir, account) / "audit-pending" / f"{record['id']}.json", "w",
+                      encoding="utf-8") as fh:
+        json.dump(masked(record), fh, default=str)
+
+
+def flush(state_dir: str | os.PathLike, account: str) -> None:
+    """Append every staged record of the account to both logs (once: a log that holds it already,
+    from a writer killed half-way, is left as it is), oldest first, then drop it."""
+    folder = account_dir(state_dir, account)
+    staged = []
+    for path in (folder / "audit-pending").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            staged.append((json.loads(path.read_text("utf-8")), path))
+    for record, path in sorted(staged, key=lambda x: str(x[0].get("time"))):
+        append(folder / "audit.jsonl", record, once=True)
+        append(folder.parent / "audit.jsonl", record, once=True)
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def operation(state_dir: str | os.PathLike, account: str, action: str, **fields) -> Iterator[dict]:
+    """Write one line for the operation run in the ``with`` block (``exporter backups create``...):
+    the record it yields, which the block completes (counts, bytes, hashes), with its start, end,
+    duration, host and result: ``ok``; ``failed``, ``locked`` or ``interrupted`` with the error (one
+    line) when the block raises; or the ``result`` and ``error`` the block set itself. A refusal
+    (``ConfigError``: bad input, nothing done) writes no line. A line that cannot be written is
+    logged; it never changes the operation's outcome."""
+    from .jobstate import now
+
+    start = now()
+    record: dict = dict(fields)
+    try:
+        yield record
+    except ConfigError:
+        raise
+    except BaseException as e:
+        record.update(result="locked" if isinstance(e, LockedError) else run_status(e), error=one_line(e))
+        _finish(state_dir, account, action, start, record)
+        raise
+    _finish(state_dir, account, action, start, record)
+
+
+def _finish(state_dir: str | os.PathLike, account: str, action: str, start: dt.datetime, fields: dict) -> None:
+    from .jobstate import iso, now
+
+    end = now()
+    record = {"id": uuid.uuid4().hex, "time": iso(end), "account": account, "action": action, "start": iso(start),
+              "end": iso(end), "seconds": round((end - start).total_seconds(), 3), "result": "ok", "error": "",
+              **fields, "host": socket.gethostname()}
+    record["error"] = mask(record["error"])[:500]
+    try:
+        write(state_dir, account, record)
+    except Exception as e:  # noqa: BLE001 - bookkeeping never hides the operation's own outcome
+        log.error("account %s: could not write its audit line: %s", account, mask(one_line(e)))

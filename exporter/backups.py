@@ -86,6 +86,15 @@ def load_index(state_dir: str | os.PathLike, account: str) -> list[dict]:
     return doc["backups"]
 
 
+def audit_fields(entry: dict) -> dict:
+    """What an audit line says of a backup (its index entry): its name and destination, the size
+    and SHA-256 of the stored file and of the archive inside, the archive's file count and counts."""
+    archive = entry.get("archive") or {}
+    return {"name": entry.get("name"), "destination": entry.get("destination"), "bytes": entry.get("size"),
+            "sha256": entry.get("sha256"), "archive_bytes": archive.get("size"), "archive_sha256": archive.get("sha256"),
+            "files": archive.get("files"), "counts": archive.get("counts") or {}}
+
+
 def _save_index(state_dir: str | os.PathLike, account: str, entries: list[dict]) -> None:
     doc = {"format": INDEX_FORMAT, "version": 1, "account": account,
            "backups": sorted(entries, key=lambda e: e["created"])}

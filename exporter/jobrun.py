@@ -3,7 +3,7 @@
 Each account runs as its own process (``exporter export`` with arguments built from the file:
 the command line stays the one way to export), in the jobs file's folder, under its lock
 (``account_lock``), with an environment holding only the basics (``BASIC_ENV``) and the variables
-its own ``*_env`` keys name (never another account's, nor the alert webhook's), its temporary files
+its own ``*_env`` keys name (never another account's, nor the alerts' webhook or SMTP secrets), its temporary files
 in its spool (TMPDIR, mode 0700), and its output in its own log file. Accounts run concurrently on
 a bounded pool: one that fails, hangs (``time_limit``) or is locked never stops or delays another.
 After each run the runner records it (``jobstate``), appends one audit line to the account's log
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 import os
 import shlex
@@ -33,7 +32,6 @@ from pathlib import Path
 
 from . import audit, jobstate
 from .errors import ConfigError, Interrupted, LockedError
-from .fsutil import atomic_write
 from .jobsfile import Account, JobsFile
 from .jobtables import SETTINGS
 from .secrets import mask, read_secret
@@ -158,12 +156,14 @@ BACKUP_SETTINGS = ("skip", "timezone", "ca_bundle", "timeout", "workers")
 
 
 def backup_argv(account: Account, *, verbose: bool = False) -> list[str]:
-    """``python -m exporter backups create ...`` for the account (``exporter.backups``: a full
-    archive, verified, encrypted to ``encrypt_to``, stored, checked, then pruned)."""
+    """``python -m exporter backups create --no-audit ...`` for the account (``exporter.backups``: a
+    full archive, verified, encrypted to ``encrypt_to``, stored, checked, then pruned; its audit
+    line is the runner's)."""
     b = account.backup
     if b is None:
         raise ConfigError(f"account {account.name} has no backup table in the jobs file")
-    argv = _exporter(verbose) + ["backups", "create", "--account", account.name, "--state-dir",
+    # --no-audit: the runner writes the backup's audit line itself (with its log, exit code, jobs file)
+    argv = _exporter(verbose) + ["backups", "create", "--no-audit", "--account", account.name, "--state-dir",
                                  str(account.state_dir)] + _source_args(account, BACKUP_SETTINGS) + ["--to", b.to]
     options = dict(b.options)
     for key, flag in (("password_env", "--to-password-env"), ("password_file", "--to-password-file")):
@@ -180,17 +180,10 @@ def backup_argv(account: Account, *, verbose: bool = False) -> list[str]:
 
 def _backup_entry(account: Account) -> dict:
     """The newest entry of the account's backups index, as the audit line carries it."""
-    from .backups import load_index
+    from .backups import audit_fields, load_index
 
     entries = load_index(account.state_dir, account.name)
-    if not entries:
-        return {}
-    e = entries[-1]
-    archive = e.get("archive") or {}
-    return {"backup": {"name": e.get("name"), "destination": e.get("destination"), "bytes": e.get("size"),
-                       "sha256": e.get("sha256"), "archive_bytes": archive.get("size"),
-                       "archive_sha256": archive.get("sha256"), "files": archive.get("files"),
-                       "counts": archive.get("counts") or {}}}
+    return {"backup": audit_fields(entries[-1])} if entries else {}
 
 
 def child_env(account: Account, spool: Path, environ=None) -> dict[str, str]:
@@ -270,32 +263,6 @@ def run_record(outcome: Outcome, note: dict | None = None) -> dict:
             "result": outcome.result, "seconds": round(outcome.seconds, 3), "exit_code": outcome.exit_code,
             "counts": outcome.counts, "error": outcome.error, "log": outcome.log, "host": socket.gethostname(),
             **({"slot": note["slot"]} if note and "slot" in note else {})}
-
-
-def write_audit(account: Account, record: dict) -> None:
-    """Append ``record`` to the account's audit log and to its state_dir's (``exporter.audit``)."""
-    stage_audit(account, record)
-    flush_audit(account)
-
-
-def stage_audit(account: Account, record: dict) -> None:
-    """Keep ``record`` in the account's folder until ``flush_audit`` has put it in both logs: a
-    process killed between the two appends leaves it there, for the account's next audit line."""
-    with atomic_write(account.dir / "audit-pending" / f"{record['id']}.json", "w", encoding="utf-8") as fh:
-        json.dump(audit.masked(record), fh, default=str)
-
-
-def flush_audit(account: Account) -> None:
-    """Append every staged record of the account to both logs (once: a log that holds it already,
-    from a writer killed half-way, is left as it is), oldest first, then drop it."""
-    staged = []
-    for path in (account.dir / "audit-pending").glob("*.json"):
-        with contextlib.suppress(OSError, ValueError):
-            staged.append((json.loads(path.read_text("utf-8")), path))
-    for record, path in sorted(staged, key=lambda x: str(x[0].get("time"))):
-        audit.append(account.dir / "audit.jsonl", record, once=True)
-        audit.append(account.state_dir / "audit.jsonl", record, once=True)
-        path.unlink(missing_ok=True)
 
 
 class Runner:
@@ -437,9 +404,9 @@ class Runner:
         """Record the run, audit it, alert about it; none of these changes its result."""
         record = audit_record(self.jobs, account, outcome, self.note)
         # staged before the state records the run, so a kill anywhere after it loses no audit line
-        for what, fn in (("audit logs", lambda: stage_audit(account, record)),
+        for what, fn in (("audit logs", lambda: audit.stage(account.state_dir, account.name, record)),
                          ("state", lambda: jobstate.record(account, outcome.action, run_record(outcome, self.note))),
-                         ("audit logs", lambda: flush_audit(account)),
+                         ("audit logs", lambda: audit.flush(account.state_dir, account.name)),
                          ("alert", lambda: self._alert(account, record))):
             try:
                 fn()
@@ -452,10 +419,7 @@ class Runner:
         wanted = "success" if record["result"] == "ok" else "failure"
         if alerts is None or wanted not in alerts.on:
             return
-        from .alerts import send
+        from .alerts import notify
 
-        url = read_secret(env=alerts.webhook_env, file=alerts.webhook_file and
-                          account.base_dir / os.path.expanduser(alerts.webhook_file), what="alert webhook URL")
-        problem = send(url, record)
-        if problem:
+        for problem in notify(alerts, record, account.base_dir):
             log.error("account %s: %s", account.name, problem)

@@ -4,7 +4,9 @@
     [accounts.NAME]                 source, token_env | token_file, schedule, incremental,
                                     destinations = [{ to, password_env | password_file, formats, options }],
                                     backup = { to, encrypt_to, keep_daily, keep_weekly, keep_monthly, schedule },
-                                    alerts = { webhook_env | webhook_file, on = ["failure", "success"] },
+                                    alerts = { webhook_env | webhook_file, email = { to, from, smtp, tls,
+                                               user | user_env | user_file, password_env | password_file,
+                                               ca_file }, on = ["failure", "success"] },
                                     state_dir, time_limit, and the export settings of ``SETTINGS``
 
 Secrets are given only by reference: ``*_env`` names an environment variable, ``*_file`` a file.
@@ -201,7 +203,7 @@ def _account(c: Checker, name: str, defaults: dict, own: dict, base: Path) -> Ac
     dests, formats = destinations(c, merged.get("destinations"), where.get("destinations", ("accounts", name)),
                                    env, files, str(base))
     found_backup = backup(c, merged["backup"], where["backup"], env, files) if "backup" in merged else None
-    found_alerts = alerts(c, merged["alerts"], where["alerts"], [], files) if "alerts" in merged else None
+    found_alerts = alerts(c, merged["alerts"], where["alerts"], files) if "alerts" in merged else None
     if len(c.problems) > before or source is None or state is None:  # both None only with a problem recorded
         return None
     return Account(name=name, source=source, state_dir=(base / os.path.expanduser(state)).resolve(), base_dir=base,
@@ -225,14 +227,32 @@ def check_environment(jobs: JobsFile, names, environ=None) -> None:
         for key, var in account.env_refs:
             if not environ.get(var, "").strip():
                 problems.append(f"{jobs.at(key)}: environment variable {var} is not set")
-        if account.alerts and account.alerts.webhook_env:
-            var = account.alerts.webhook_env
+        for key, var in account.alerts.env_refs if account.alerts else ():
             if not environ.get(var, "").strip():
-                problems.append(f"{jobs.at(account.alerts.key + ('webhook_env',))}: environment variable {var} "
-                                "is not set")
+                problems.append(f"{jobs.at(key)}: environment variable {var} is not set")
+        email = account.alerts.email if account.alerts else None
+        if email and email.ca_file:
+            problem = _ca_problem(account.base_dir / os.path.expanduser(email.ca_file))
+            if problem:
+                problems.append(f"{jobs.at(email.key + ('ca_file',))}: {email.ca_file} {problem}")
         for key, f in account.file_refs:
             p = account.base_dir / os.path.expanduser(f)
             if not p.is_file() or not os.access(p, os.R_OK):
                 problems.append(f"{jobs.at(key)}: {f} is not a readable file")
     if problems:
         raise JobsFileError(problems)
+
+
+def _ca_problem(path: Path) -> str | None:
+    """Why ``path`` cannot serve as the CA certificates (PEM) of a TLS client, or None."""
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except FileNotFoundError:
+        return "does not exist"
+    except ssl.SSLError:  # (an OSError too)
+        return "holds no CA certificate (PEM) that TLS can load"
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    return None

@@ -58,7 +58,7 @@ def systemd(jobs: JobsFile) -> list[str]:
             continue
         unit = f"exporter-{account.name}"
         variables = sorted({var for _k, var in account.env_refs}
-                           | ({account.alerts.webhook_env} if account.alerts and account.alerts.webhook_env else set()))
+                           | {var for _k, var in (account.alerts.env_refs if account.alerts else ())})
         out += [f"# --- /etc/systemd/system/{unit}.service",
                 "[Unit]",
                 f"Description=exporter: account {account.name} of {jobs.path.resolve()}",

@@ -90,7 +90,6 @@ def test_a_writer_killed_between_the_two_logs_loses_no_line(tmp_path):
     """A run's audit line is staged before the run is recorded: a process killed after the
     account's log and before the state_dir's leaves it staged, and the account's next line puts it
     in the log that missed it, once (the log that has it is not written twice)."""
-    from exporter.jobrun import flush_audit, stage_audit, write_audit
     from exporter.jobsfile import load
 
     jobs_file = tmp_path / "jobs.toml"
@@ -99,15 +98,16 @@ def test_a_writer_killed_between_the_two_logs_loses_no_line(tmp_path):
                          'destinations = [{ to = "out" }]\n')
     account = load(jobs_file).accounts["acme"]
     first = {"id": "run-1", "time": "2026-12-05T02:00:00+00:00", "account": "acme", "result": "ok"}
-    stage_audit(account, first)
+    audit.stage(account.state_dir, "acme", first)
     audit.append(account.dir / "audit.jsonl", first, once=True)  # ... killed here
     assert audit.append(account.dir / "audit.jsonl", first, once=True) is None  # held: not twice
-    write_audit(account, {"id": "run-2", "time": "2026-12-06T02:00:00+00:00", "account": "acme", "result": "ok"})
+    second = {"id": "run-2", "time": "2026-12-06T02:00:00+00:00", "account": "acme", "result": "ok"}
+    audit.write(account.state_dir, "acme", second)
     for log in (account.dir / "audit.jsonl", account.state_dir / "audit.jsonl"):
         assert [json.loads(x)["id"] for x in log.read_text().splitlines()] == ["run-1", "run-2"]
         assert audit.verify(log) == []
     assert not list((account.dir / "audit-pending").iterdir())
-    flush_audit(account)  # nothing staged: nothing written
+    audit.flush(account.state_dir, "acme")  # nothing staged: nothing written
     assert len((account.state_dir / "audit.jsonl").read_text().splitlines()) == 2
 
 

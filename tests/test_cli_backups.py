@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,70 @@ def test_a_second_run_of_a_locked_account_exits_at_once(base, tmp_path, age_keys
         assert f"account acme is already running: locked by pid {holder.pid} on host" in r.stderr
         assert "(backup) since" in r.stderr and len(r.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "bk").exists()
+        (line,) = audit_lines(tmp_path / "state")
+        assert line["action"] == "backup" and line["result"] == "locked" and "already running" in line["error"]
     finally:
         holder.kill()
         holder.wait()
+
+
+def audit_lines(state: Path, account: str = "acme") -> list[dict]:
+    path = state / account / "audit.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_each_command_run_by_hand_leaves_one_audit_line(base, tmp_path, age_keys):
+    """create, verify, restore and prune write one line each to the account's audit log and to
+    the state_dir's, ok or failed; a dry run and a refused command write none; the logs verify
+    and hold no secret."""
+    state = tmp_path / "state"
+    secret_env = {"AGE_ID": str(age_keys["identity"]), "PG_PW": "pg-secret-6a1f0c"}
+    (tmp_path / "broken.zip").write_bytes(b"")
+    steps = [  # each command runs as the list is built
+        (create(base, tmp_path, age_keys), 0, "backup", "ok"),
+        (invoke("backups", "verify", *base, "--identity-env", "AGE_ID", env=secret_env), 0, "verify", "ok"),
+        (invoke("backups", "restore", *base, "--identity-env", "AGE_ID", "--to", str(tmp_path / "replay"),
+                env=secret_env), 0, "restore", "ok"),
+        (time.sleep(1.1) or create(base, tmp_path, age_keys), 0, "backup", "ok"),  # one backup a second
+        (invoke("backups", "prune", *base, "--keep-last", "1", "--dry-run"), 0, None, None),  # no line
+        (invoke("backups", "prune", *base, "--keep-last", "1"), 0, "prune", "ok"),
+        (invoke("backups", "verify", *base), 2, None, None),  # refused: no identity given, no line
+        # failures: an archive that is not one, a wrong identity, a stored backup altered
+        (invoke("backups", "create", *base, "--source", str(tmp_path / "broken.zip"), "--to", str(tmp_path / "bk"),
+                "--encrypt-to", age_keys["recipients"][0]), 1, "backup", "failed"),
+        (invoke("backups", "restore", *base, "--identity-env", "OTHER_ID", "--out", str(tmp_path / "x.zip"),
+                "--to", "postgresql://etl@127.0.0.1:9/x", "--to-password-env", "PG_PW",
+                env={**secret_env, "OTHER_ID": str(age_keys["other"])}), 1, "restore", "failed"),
+    ]
+    for r, code, _action, _result in steps:
+        assert r.exit_code == code, r.output
+    index = json.loads(invoke("backups", "list", *base, "--json").output)
+    (stored,) = (tmp_path / "bk").glob("*.zip.age")
+    stored.write_bytes(stored.read_bytes()[:-1] + b"\0")
+    r = invoke("backups", "verify", *base, "--identity-file", str(age_keys["file"]))
+    assert r.exit_code == 1
+    steps.append((r, 1, "verify", "failed"))
+
+    lines = audit_lines(state)
+    expected = [(action, result) for _r, _code, action, result in steps if action]
+    assert [(x["action"], x["result"]) for x in lines] == expected
+    assert [x["id"] for x in lines] == [x["id"] for x in audit_lines(tmp_path, "state")]  # the state_dir's log
+    first, verify, restore, second, prune, broken, wrong, tampered = lines
+    assert first["command"] == "backups create" and first["account"] == "acme" and first["source"] == str(SAMPLE)
+    assert first["destinations"] == [str(tmp_path / "bk")] and first["counts"]["submissions"] == 50
+    assert first["backup"]["archive_sha256"] and first["backup"]["bytes"] > 0 and first["error"] == ""
+    assert verify["backups"][0]["verified"] is True and verify["backups"][0]["sha256"] == first["backup"]["sha256"]
+    assert restore["backup"]["name"] == first["backup"]["name"] and restore["destinations"] == [str(tmp_path / "replay")]
+    assert [x["name"] for x in prune["removed"]] == [first["backup"]["name"]] and prune["retention"]
+    assert [e["name"] for e in index] == [second["backup"]["name"]]
+    assert broken["error"] == f"{tmp_path / 'broken.zip'} is not a zip archive"
+    assert wrong["error"] and "\n" not in wrong["error"] and wrong["destinations"][0] == "postgresql://etl@127.0.0.1:9/x"
+    assert "do not verify" in tampered["error"] and tampered["backups"][0]["verified"] is False
+    assert all(x["start"] <= x["end"] == x["time"] and x["host"] for x in lines)
+
+    v = subprocess.run([sys.executable, "-m", "exporter", "audit", "verify", str(state / "audit.jsonl"),
+                        str(state / "acme" / "audit.jsonl")], capture_output=True, text=True)
+    assert v.returncode == 0, v.stdout + v.stderr
+    written = (state / "audit.jsonl").read_text() + (state / "acme" / "audit.jsonl").read_text()
+    for secret in (*secret_env.values(), str(age_keys["other"]), "AGE-SECRET-KEY"):
+        assert secret not in written

@@ -1,16 +1,22 @@
 """``exporter backups create | list | verify | restore | prune``: encrypted, verified backups of
 an account, with retention (the core is ``exporter.backups``; this module only reads the command
 line and prints). A command group of its own in ``exporter.cli``.
+
+Each create, verify, restore and (not dry) prune appends one line to the account's audit logs
+(``exporter.audit.operation``: actions ``backup``, ``verify``, ``restore``, ``prune``), whatever
+its outcome; a command refused for bad input writes none. ``exporter jobs run`` passes ``create``
+the hidden ``--no-audit``: it writes that backup's line itself.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from .. import api
+from .. import api, audit
 from ..errors import ConfigError
 from ..secrets import mask
 from .common import F, given_source_options, progress, run_guarded, source_options
@@ -77,6 +83,14 @@ def _retention(**keep: int) -> Retention | None:
     return None if policy.empty else policy
 
 
+def _audited(ctx, state_dir: str, account: str, action: str, on: bool = True, **fields):
+    """The audit line of the operation in the ``with`` block (a dict to complete, naming the
+    command), or a dict written nowhere when ``on`` is false."""
+    if not on:
+        return contextlib.nullcontext({})
+    return audit.operation(state_dir, account, action, command=f"backups {ctx.info_name}", **fields)
+
+
 def _options(raw: tuple[str, ...], password_env: str | None, password_file: str | None) -> dict:
     from ..destplan import parse_items
 
@@ -115,16 +129,18 @@ def backups() -> None:
 @click.option("--recipients-file", type=click.Path(dir_okay=False, exists=True),
               help="age recipients file: one public key a line.")
 @retention_options
+@click.option("--no-audit", is_flag=True, hidden=True,
+              help="Write no audit line: the caller writes it (exporter jobs run does).")
 @click.pass_context
 def create(ctx: click.Context, account: str, state_dir: str, source: str, forms: tuple[str, ...], to: str,
            raw_options: tuple[str, ...], to_password_env: str | None, to_password_file: str | None,
-           recipients: tuple[str, ...], recipients_file: str | None, **switches: Any) -> None:
+           recipients: tuple[str, ...], recipients_file: str | None, no_audit: bool, **switches: Any) -> None:
     """Back up an account: archive, verify, encrypt, store, check; then prune old backups by the
     --keep-* rules (only after the new one is verified; the newest good one is always kept)."""
 
     def go() -> None:
         from ..agecrypt import read_recipients_file
-        from ..backups import BackupConfig, create_backup, store_options
+        from ..backups import BackupConfig, audit_fields, create_backup, store_options
 
         if forms:
             raise ConfigError("a backup holds the whole account: --form is not accepted")
@@ -133,8 +149,11 @@ def create(ctx: click.Context, account: str, state_dir: str, source: str, forms:
         store_options(to, options)  # refused before anything runs
         # ``switches``: the source's (read with given_source_options) and the --keep-* rules
         config = BackupConfig(account, Path(state_dir), to, options, keys, _retention(**switches))
-        src = api.open_source(source, given_source_options(ctx))
-        entry = create_backup(config, src, progress=progress(ctx))
+        with _audited(ctx, state_dir, account, "backup", not no_audit, source=mask(source),
+                      destinations=[mask(to)]) as line:
+            src = api.open_source(source, given_source_options(ctx))
+            entry = create_backup(config, src, progress=progress(ctx))
+            line.update(counts=entry["archive"]["counts"], backup=audit_fields(entry))
         if not ctx.obj.quiet:
             click.echo(f"backup {entry['name']} stored on {entry['destination']}: {entry['size']} bytes, "
                        f"sha256 {entry['sha256']}, {entry['archive']['files']} files verified, {entry['checked_by']}")
@@ -181,19 +200,24 @@ def verify(ctx: click.Context, account: str, state_dir: str, which: str) -> None
     recorded in the index. Exit 1 if any does not verify."""
 
     def go() -> None:
-        from ..backups import verify_backups
+        from ..backups import audit_fields, verify_backups
 
         identities = identities_of(ctx)
-        bad = 0
-        for entry, problems in verify_backups(state_dir, account, which, identities):
+        with _audited(ctx, state_dir, account, "verify", selection=which) as line:
+            results = verify_backups(state_dir, account, which, identities)
+            line["backups"] = [{**audit_fields(e), "verified": not problems} for e, problems in results]
+            line["destinations"] = sorted({e["destination"] for e, _problems in results})
+            bad = [(e["name"], problems[0]) for e, problems in results if problems]
+            if bad:
+                line.update(result="failed", error=f"{len(bad)} backup(s) do not verify: {bad[0][0]}: {bad[0][1]}")
+        for entry, problems in results:
             if problems:
-                bad += 1
                 for p in problems:
                     click.echo(f"{entry['name']}: {p}", err=True)
             elif not ctx.obj.quiet:
                 click.echo(f"OK: {entry['name']} ({entry['archive']['files']} files match their sha256)")
         if bad:
-            raise click.ClickException(f"{bad} backup(s) of account {account} do not verify")
+            raise click.ClickException(f"{len(bad)} backup(s) of account {account} do not verify")
 
     run_guarded(ctx, go)
 
@@ -219,6 +243,7 @@ def restore(ctx: click.Context, account: str, state_dir: str, which: str, out: s
     """Decrypt a backup, verify it, then write it (--out) and/or replay it into destinations (--to)."""
 
     def go() -> None:
+        from ..backups import audit_fields
         from ..backups import restore as restore_backup
         from ..registry import create_sink
         from ..validate import plan_destinations
@@ -230,7 +255,11 @@ def restore(ctx: click.Context, account: str, state_dir: str, which: str, out: s
             if destinations else []
         identities = identities_of(ctx)
         sinks = [create_sink(u, typed, fmt) for u, typed in planned]
-        entry = restore_backup(state_dir, account, which, identities, out=out, sinks=sinks, progress=progress(ctx))
+        with _audited(ctx, state_dir, account, "restore", selection=which,
+                      destinations=[*(mask(u) for u in destinations), *([str(out)] if out else [])]) as line:
+            entry = restore_backup(state_dir, account, which, identities, out=out, sinks=sinks,
+                                   progress=progress(ctx))
+            line.update(source=entry["destination"], counts=entry["archive"]["counts"], backup=audit_fields(entry))
         if not ctx.obj.quiet:
             where = ", ".join([*(mask(u) for u in destinations), *([out] if out else [])])
             click.echo(f"restored {entry['name']} ({entry['archive']['files']} files verified) to {where}")
@@ -248,13 +277,17 @@ def prune(ctx: click.Context, account: str, state_dir: str, dry_run: bool, **kee
     backup is always kept)."""
 
     def go() -> None:
+        from ..backups import audit_fields
         from ..backups import prune as prune_backups
 
         policy = _retention(**keep)
         if policy is None:
             raise ConfigError("no retention rule: give at least one --keep-last/--keep-daily/--keep-weekly/"
                               "--keep-monthly/--keep-yearly")
-        removed = prune_backups(state_dir, account, policy, dry_run=dry_run)
+        with _audited(ctx, state_dir, account, "prune", not dry_run, retention=policy.describe()) as line:
+            removed = prune_backups(state_dir, account, policy, dry_run=dry_run)
+            line.update(removed=[audit_fields(e) for e in removed],
+                        destinations=sorted({e["destination"] for e in removed}))
         if not ctx.obj.quiet:
             for e in removed:
                 click.echo(f"{'would remove' if dry_run else 'removed'} {e['name']} ({e['created']})")
