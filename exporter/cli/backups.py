@@ -83,7 +83,8 @@ def _retention(**keep: int) -> Retention | None:
     return None if policy.empty else policy
 
 
-def _audited(ctx, state_dir: str, account: str, action: str, on: bool = True, **fields):
+def _audited(ctx: click.Context, state_dir: str, account: str, action: str, on: bool = True,
+             **fields: Any) -> contextlib.AbstractContextManager[dict]:
     """The audit line of the operation in the ``with`` block (a dict to complete, naming the
     command), or a dict written nowhere when ``on`` is false."""
     if not on:
