@@ -1,6 +1,6 @@
 """SQL databases as export destinations, through SQLAlchemy 2.
 
-URL forms: ``sqlite:///path.db``, ``postgresql+psycopg2://user@host:5432/db``,
+URL forms: ``sqlite:///path.db``, ``postgresql+psycopg://user@host:5432/db``,
 ``mysql+pymysql://user@host:3306/db`` (or ``mariadb+pymysql://``), ``mssql+pyodbc://user@dsn``,
 ``access+pyodbc://@dsn``, ``postgresql+pyodbc://user@host:5432/db?driver=PostgreSQL+Unicode``
 (psqlODBC; the SQLAlchemy dialect lives in :mod:`.pg_pyodbc`). What differs between databases is in
