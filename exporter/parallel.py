@@ -343,22 +343,23 @@ def run_parallel(source: Any, sinks: Sequence[Sink], ctx: RunContext, *, jobs: i
     docstring). ``rebuild`` lets each worker make its own source and sinks: the source's URL, its
     options and run settings (``exporter.registry.open_source``), and each destination's URL and
     options (``exporter.registry.create_sink``)."""
-    refused = [s.name for s in sinks if not s.capabilities.parallel_writers]
-    if refused:
-        raise ConfigError(f"--jobs {jobs}: only destinations that take parallel writers (PostgreSQL, MariaDB/MySQL) "
-                          "can be "
-                          f"written by several processes; not {', '.join(refused)} (use --jobs 1)")
-    try:
+    try:  # until ``run`` owns the source, a refusal here closes it
+        refused = [s.name for s in sinks if not s.capabilities.parallel_writers]
+        if refused:
+            raise ConfigError(f"--jobs {jobs}: only destinations that take parallel writers (PostgreSQL, "
+                              f"MariaDB/MySQL) can be written by several processes; not {', '.join(refused)} "
+                              "(use --jobs 1)")
         check_source(source)  # as ``run`` does: the source answers before any destination opens
+        state = merged_state(sinks) if ctx.mode == "cursor" else {}
+        tasks = plan_tasks(source, jobs, ctx.mode)
+        jobs = min(jobs, len(tasks))
+        if jobs > 1:
+            preflight(source, sinks, ctx.deletion_policy())  # too many deletions: refused before anything opens
     except BaseException:
         source.close()
         raise
-    state = merged_state(sinks) if ctx.mode == "cursor" else {}
-    tasks = plan_tasks(source, jobs, ctx.mode)
-    jobs = min(jobs, len(tasks))
     if jobs <= 1:
         return run(source, sinks, ctx, batch_size=batch_size, progress=progress, state=state)
-    preflight(source, sinks, ctx.deletion_policy())  # too many deletions: refused before anything opens
     url, options, source_run, destinations = rebuild
     spec = WorkerSpec(source=url, source_options=options, source_run=source_run, destinations=list(destinations),
                       ctx=ctx, state=state, batch_size=batch_size, log_level=log_level, debug=debug)

@@ -187,3 +187,30 @@ def test_a_workers_error_reaches_the_parent_masked_by_the_worker(tmp_path):
             signal.signal(s, h)
     ((kind, _idx, _name, text),) = events.items
     assert kind == "error" and secret not in text and ".zip" in text
+
+
+def test_a_refused_parallel_run_closes_its_source():
+    """Until the pipeline owns the source, each refusal of run_parallel (destinations without
+    parallel writers, a failing plan or deletions preflight) closes it."""
+    from exporter.capabilities import Capabilities
+    from exporter.sinks import RunContext
+
+    class Source:
+        closed = 0
+
+        def close(self):
+            self.closed += 1
+
+        def form_ids(self):
+            raise ExporterError("the form list cannot be read")
+
+    class Sink:
+        name, capabilities = "x", Capabilities(parallel_writers=False)
+
+    src, ctx = Source(), RunContext(run_id="r", source="s")
+    with pytest.raises(ExporterError, match="parallel writers"):
+        parallel.run_parallel(src, [Sink()], ctx, jobs=2, rebuild=("", {}, {}, []))
+    Sink.capabilities = Capabilities(parallel_writers=True)
+    with pytest.raises(ExporterError):
+        parallel.run_parallel(src, [Sink()], ctx, jobs=2, rebuild=("", {}, {}, []))
+    assert src.closed == 2
