@@ -186,7 +186,9 @@ def row_cells(columns: list[Column], sub: Submission, row: SubformRow | None = N
 
 # ---- text hygiene --------------------------------------------------------------------------
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: what starts a formula; with the full-width forms (East Asian spreadsheets read a leading
+#: U+FF1D as =)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 #: a phone number or a signed number: one leading sign, then only digits, spaces, dots, dashes
 #: and parentheses (at least one digit). No letter, no operator but the dash: nothing a

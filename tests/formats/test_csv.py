@@ -119,6 +119,10 @@ def test_hostile_values(dataset, tmp_path):
 #: their usual variants: every one must come out guarded
 OWASP_PAYLOADS = [
     "=cmd|' /C calc'!A0",
+    "\uff1dcmd|' /C calc'!A0",  # full-width forms, read as = + - @ by East Asian spreadsheets
+    "\uff0bSUM(1+1)",
+    "\uff0d2+3",
+    "\uff20SUM(1+9)",
     "+cmd|' /C calc'!A0",
     "-cmd|' /C calc'!A0",
     "@cmd|' /C calc'!A0",
