@@ -124,6 +124,9 @@ def plan_destinations(destinations: Sequence[tuple[str, Mapping[str, Any]]], opt
     writing ``formats``, with ``options`` for every destination that reads them. Checked here,
     before anything is created: URL query options, the same destination twice, every key read
     by its destination (a key of ``options``: by at least one), the formats, every value."""
+    if formats_option().name in options:
+        raise ConfigError("option formats is a destination's own: give -o formats=... after its --to (--format sets "
+                          "the formats of every destination)")
     planned: list[tuple[str, dict[str, Any], Destination, tuple[str, ...]]] = []
     seen: dict[str, str] = {}
     for url, given in destinations:

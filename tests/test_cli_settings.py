@@ -71,6 +71,8 @@ def test_each_folder_in_its_own_formats(sample_archive, tmp_path):
     one_line_usage_error(r, "option formats", "not read by sqlite")
     r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "d"), "-o", "formats=json", "-o", "csv_bom=true")
     one_line_usage_error(r, "csv_bom", "csv format, which is not written (formats json:")
+    r = invoke("export", "-s", str(sample_archive), "-o", "formats=xlsx", "--to", str(tmp_path / "e"))
+    one_line_usage_error(r, "option formats is a destination's own", "after its --to", "--format sets")
     assert created(tmp_path) == ["a", "b"]
 
 

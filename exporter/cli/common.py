@@ -172,6 +172,15 @@ def progress(ctx: click.Context) -> Progress:
     return make_progress(quiet=ctx.obj.quiet)
 
 
+def check_summary_path(path: str) -> None:
+    """``--summary-json PATH`` can be written: its folder exists and takes files (a ConfigError)."""
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK) or os.path.isdir(path):
+        raise ConfigError(f"--summary-json {path}: cannot be written there (no such folder, or not writable)")
+
+
 def write_summary_json(path: str, summary: RunSummary) -> None:
     """``--summary-json``: the run's summary as one JSON object, written atomically."""
     import dataclasses
@@ -184,7 +193,8 @@ def write_summary_json(path: str, summary: RunSummary) -> None:
         with atomic_write(path, "w", encoding="utf-8") as fh:
             json.dump(dataclasses.asdict(summary), fh, indent=1, sort_keys=True)
     except OSError as e:
-        raise click.ClickException(os_error_text(e, "write --summary-json")) from None
+        raise click.ClickException(f"the run {summary.run_id} is committed, but its summary was not written: "
+                                   f"{os_error_text(e, 'write --summary-json')}") from None
 
 
 def print_summary(ctx: click.Context, summary: RunSummary) -> None:

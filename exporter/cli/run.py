@@ -9,6 +9,7 @@ import click
 
 from .. import api
 from .common import (
+    check_summary_path,
     document_options,
     given_source_options,
     print_summary,
@@ -92,6 +93,8 @@ def export(ctx: click.Context, **p: Any) -> None:
         from ..destplan import from_command_line
 
         pseudonymise = spec_of(ctx)  # a bad SPEC or key is refused before anything is created
+        if p["summary_json"]:
+            check_summary_path(p["summary_json"])  # refused before anything is created
         takes_value = {name: not o.is_flag and not o.count for o in ctx.command.params if isinstance(o, click.Option)
                        for name in o.opts + o.secondary_opts}
         options, destinations = from_command_line(ctx.meta.get("exporter.args", []), takes_value, p["destinations"])
