@@ -75,7 +75,7 @@ def test_summary_json_for_a_scheduler(sample_archive, tmp_path):
     assert got["media_bytes"] > 0 and got["per_sink"] and got["run_id"]
     # a place it cannot be written is refused before anything is created
     r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o2"), "--summary-json",
-               str(tmp_path / "no" / "such" / "s.json"))
+               str(out / "users.csv" / "s.json"))  # under a file
     assert r.exit_code == 2 and "--summary-json" in r.output and not (tmp_path / "o2").exists()
     # a run that fails writes none
     summary.unlink()

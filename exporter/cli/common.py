@@ -173,12 +173,15 @@ def progress(ctx: click.Context) -> Progress:
 
 
 def check_summary_path(path: str) -> None:
-    """``--summary-json PATH`` can be written: its folder exists and takes files (a ConfigError)."""
+    """``--summary-json PATH`` can be written: not a folder, and its folder (or the nearest one
+    that exists, where the missing ones will be made) takes files; else a ConfigError."""
     import os
 
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK) or os.path.isdir(path):
-        raise ConfigError(f"--summary-json {path}: cannot be written there (no such folder, or not writable)")
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--summary-json {path}: cannot be written there ({folder} is not a writable folder)")
 
 
 def write_summary_json(path: str, summary: RunSummary) -> None:
