@@ -2,11 +2,13 @@
 destination given, as for an export."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
 
 from ..errors import ConfigError
+from .backups import STATE_HELP, identity_options
 from .common import run_guarded
 from .run import OrderedCommand
 
@@ -32,6 +34,12 @@ def _ids_file(path: str | None) -> list[str]:
 @click.option("--to-url-env", metavar="NAME", help="Environment variable holding a whole destination URL.")
 @click.option("--option", "-o", "raw_options", multiple=True, metavar="KEY=VALUE",
               help="Destination option, as for export (e.g. -o schema=kizeo, -o media_dir=DIR).")
+@click.option("--account", "-a", "account", metavar="NAME",
+              help="Also erase from every backup of this account (`exporter backups`; needs --state-dir and the "
+                   "identity that decrypts them).")
+@click.option("--state-dir", envvar="EXPORTER_STATE_DIR", type=click.Path(file_okay=False),
+              help=STATE_HELP + " With --account.")
+@identity_options
 @click.option("--user", "user_id", metavar="ID", help="The user to erase (their id, as in users.user_id).")
 @click.option("--only-personal", is_flag=True,
               help="With --user: empty only their personal columns (login, names, email, phone, references) "
@@ -46,8 +54,9 @@ def _ids_file(path: str | None) -> list[str]:
 @click.option("--reference", metavar="TEXT",
               help="Your reference for this erasure (a ticket number), written in the audit lines.")
 @click.pass_context
-def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw_options, user_id, only_personal,
-           submission_ids, submissions_file, apply, audit_file, reference):
+def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw_options, account, state_dir,
+           identity_file, identity_env, user_id, only_personal, submission_ids, submissions_file, apply, audit_file,
+           reference):
     """Erase a person (--user ID) or submissions (--submission ID) from every destination given.
 
     \b
@@ -61,10 +70,19 @@ def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw
     running it again.
 
     \b
+    --account NAME (with --state-dir and --identity-file/--identity-env) adds every
+    backup of the account: each that holds the data is downloaded, decrypted, written
+    again without it, verified, encrypted to the same recipients, stored under a new
+    name and swapped in the index; the old one is removed after. Audit lines go to
+    STATE_DIR/NAME/erasures.jsonl.
+
+    \b
     Examples:
       exporter forget --to sqlite:///kizeo.db --to ./kizeo-files --user 104
       exporter forget --to postgresql+psycopg2://etl@db/forms --to-password-env PGPASS \\
           --user 104 --apply --audit erasures.jsonl --reference GDPR-2026-017
+      exporter forget --account acme --state-dir /var/lib/exporter \\
+          --identity-file ~/backup.key --user 104 --apply
     """
 
     def go():
@@ -74,8 +92,9 @@ def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw
         ids = tuple(dict.fromkeys([*submission_ids, *_ids_file(submissions_file)]))
         request = Request(user_id=user_id.strip() if user_id else None, submission_ids=ids,
                           only_personal=only_personal, reference=reference)
-        if not destinations and not to_url_env:
-            raise ConfigError("no destination: give --to DEST (repeatable) or --to-url-env NAME")
+        if not destinations and not to_url_env and not account:
+            raise ConfigError("no destination: give --to DEST (repeatable), --to-url-env NAME or --account NAME "
+                              "(its backups)")
         takes_value = {name: not p.is_flag and not p.count for p in ctx.command.params
                        if isinstance(p, click.Option) for name in p.opts + p.secondary_opts}
         options, dests = from_command_line(ctx.meta.get("exporter.args", []), takes_value, destinations)
@@ -85,8 +104,10 @@ def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw
             if not quiet and not apply:
                 click.echo(f"{outcome.name}: would erase {describe(outcome.counts)}")
 
-        outcomes = forget_destinations(dests, request, options=options, apply=apply, audit_file=audit_file,
-                                       on_planned=said)
+        with contextlib.ExitStack() as stack:
+            erasers = _backups(stack, account, state_dir, identity_file, identity_env, apply)
+            outcomes = forget_destinations(dests, request, options=options, apply=apply, audit_file=audit_file,
+                                           erasers=erasers, on_planned=said)
         if quiet:
             return
         if not apply:
@@ -95,9 +116,30 @@ def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw
         for o in outcomes:
             click.echo(f"{o.name}: erased {describe(o.counts)}")
         click.echo("audit: one line per destination in its own record (SQL table erasures, files "
-                   ".exporter/erasures.jsonl)" + (f" and in {audit_file}" if audit_file else ""))
+                   ".exporter/erasures.jsonl" + (f", backups {state_dir}/{account}/erasures.jsonl" if account else "")
+                   + ")" + (f" and in {audit_file}" if audit_file else ""))
 
     run_guarded(ctx, go)
+
+
+def _backups(stack: contextlib.ExitStack, account: str | None, state_dir: str | None, identity_file: str | None,
+             identity_env: str | None, apply: bool) -> list:
+    """The erasers of the account's backups, its lock held in ``stack`` (none without --account)."""
+    if account is None:
+        if identity_file or identity_env:
+            raise ConfigError("--identity-file/--identity-env decrypt an account's backups: give --account NAME too")
+        return []
+    from ..agecrypt import load_identities
+    from ..backup_forget import backup_erasers, recover
+    from ..locks import AccountLock
+
+    if not state_dir:
+        raise ConfigError("--account needs --state-dir DIR (or $EXPORTER_STATE_DIR): where its backups index is")
+    identities = load_identities(file=identity_file, env=identity_env)  # refused before anything is read
+    stack.enter_context(AccountLock(state_dir, account, command="forget"))
+    if apply:
+        recover(state_dir, account)
+    return backup_erasers(state_dir, account, identities)
 
 
 COMMANDS = (forget,)
