@@ -26,7 +26,19 @@ from pathlib import Path
 
 from . import tomlpos
 from .errors import ConfigError
-from .jobtables import DEFAULT_FORMATS, SETTINGS, Alerts, Backup, Checker, Destination, alerts, backup, destinations, settings
+from .jobtables import (
+    DEFAULT_FORMATS,
+    SETTINGS,
+    Alerts,
+    Backup,
+    Checker,
+    Destination,
+    alerts,
+    backup,
+    destinations,
+    pseudonymisation,
+    settings,
+)
 
 ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 INCREMENTAL = ("none", "cursor", "unread")
@@ -197,6 +209,7 @@ def _account(c: Checker, name: str, defaults: dict, own: dict, base: Path) -> Ac
         c.bad(where["incremental"], f"expected one of {', '.join(INCREMENTAL)}, not {incremental!r}")
     time_limit = c.number(where["time_limit"], merged["time_limit"]) if "time_limit" in merged else None
     account_settings = settings(c, merged, where, incremental)
+    pseudonymisation(c, account_settings, where, env, files, str(base))
 
     dests, formats = destinations(c, merged.get("destinations"), where.get("destinations", ("accounts", name)),
                                    env, files, str(base))
