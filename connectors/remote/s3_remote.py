@@ -227,12 +227,20 @@ class S3Remote:
         self.delete(src)
 
     def listdir(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        for name, st in self._list(path, "/"):
+            if "/" not in name:
+                yield name, st
+
+    def walk(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        return self._list(path, None)
+
+    def _list(self, path: str, delimiter: str | None) -> Iterator[tuple[str, RemoteStat]]:
         folder = self._key(path)
         prefix = f"{folder}/" if folder else ""
         client = self._c()
 
         def page(token: str | None) -> dict:
-            kwargs = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/"}
+            kwargs = {"Bucket": self.bucket, "Prefix": prefix, **({"Delimiter": delimiter} if delimiter else {})}
             if token:
                 kwargs["ContinuationToken"] = token
             return client.list_objects_v2(**kwargs)
@@ -242,7 +250,7 @@ class S3Remote:
             answer = self._call(functools.partial(page, token), "list", prefix)
             for obj in answer.get("Contents", ()):
                 name = obj["Key"][len(prefix):]
-                if name and "/" not in name:
+                if name and not name.endswith("/"):
                     yield name, RemoteStat(int(obj["Size"]))
             token = answer.get("NextContinuationToken")
             if not answer.get("IsTruncated") or not token:
