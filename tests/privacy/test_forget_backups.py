@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,3 +180,66 @@ def test_a_forget_killed_mid_rewrite_leaves_whole_backups_and_the_next_one_compl
         assert search_files(f, person_texts(roles_archive)) == []
     audit = (backed_up.state_dir / "acme" / "erasures.jsonl").read_text("utf-8").splitlines()
     assert len(audit) == 2  # one per backup rewritten: none lost, none twice
+
+
+def _max_rss_mb(argv, env) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``argv``; its peak resident memory (MB), read from the kernel for that child alone."""
+    import os
+
+    code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.stderr.write(r.stdout + r.stderr); "
+            "sys.exit(r.returncode)")
+    done = subprocess.run([sys.executable, "-c", code, *argv], env={**os.environ, **env}, capture_output=True,
+                          text=True)
+    return done, int(done.stdout.strip().splitlines()[-1]) / 1024
+
+
+def test_memory_stays_flat_whatever_the_backup_holds(roles_archive, tmp_path, age_keys):
+    """A backup holding a 96 MiB photo (of someone else: copied into the rewritten backup) is
+    rewritten in about the memory a backup of kilobytes takes: members are streamed."""
+    import os
+
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    peaks = {}
+    for size in (0, 96):
+        archive = tmp_path / f"archive-{size}"
+        shutil.copytree(roles_archive, archive)
+        if size:
+            with open(archive / "forms/1001/media/700002/photo_700002_0.jpg", "wb") as fh:
+                for _ in range(size):
+                    fh.write(os.urandom(1 << 20))
+        cfg = BackupConfig("acme", tmp_path / f"state-{size}", str(tmp_path / f"backups-{size}"), {},
+                           age_keys["recipients"])
+        create_backup(cfg, ArchiveSource(archive), now=DAY0)
+        done, peaks[size] = _max_rss_mb([sys.executable, "-m", "exporter", "-q",
+                                         *map(str, forget_args(cfg, age_keys, "--apply"))], env)
+        assert done.returncode == 0, done.stderr
+        (entry,) = load_index(cfg.state_dir, "acme")
+        assert entry.get("erased") and (not size or entry["archive"]["size"] > size << 20)
+    assert peaks[96] < peaks[0] + 32, peaks  # not the photo's 96 MiB, nor the archive's
+
+
+def test_after_one_forget_no_destination_nor_backup_holds_the_person(backed_up, age_keys, roles_archive, tmp_path,
+                                                                   sftp_server, password_env):
+    """One command over a SQLite database, a files folder, an SFTP remote and every backup of the
+    account; then every one of them searched (the backups decrypted by the age binary)."""
+    import sqlalchemy as sa
+
+    from tests.privacy.conftest import search_sql, search_sqlite_bytes
+
+    db, folder = tmp_path / "k.db", tmp_path / "files"
+    sftp = [sftp_server.url("/k"), "-o", f"known_hosts={sftp_server.known_hosts}", "--to-password-env", password_env]
+    for to in ([f"sqlite:///{db}"], [folder, "--format", "json,csv,xlsx,pdf"], [*sftp, "--format", "json,csv"]):
+        r = invoke("-q", "export", "-s", roles_archive, "--to", *to)
+        assert r.exit_code == 0, r.output
+    needles = person_texts(roles_archive)
+    r = invoke("forget", "--to", f"sqlite:///{db}", "--to", folder, "--to", *sftp,
+               *forget_args(backed_up, age_keys, "--apply")[1:])
+    assert r.exit_code == 0, r.output
+    assert r.output.count(": erased 1 user, 1 group membership, 9 submissions") == 5, r.output
+    assert search_sql(sa.create_engine(f"sqlite:///{db}"), None, needles) == []
+    assert search_sqlite_bytes(db, needles) == []
+    assert search_files(folder, needles) == []
+    assert search_files(sftp_server.root / "k", needles) == []
+    for f in decrypted(backed_up, age_keys, tmp_path / "plain"):
+        assert search_files(f, needles) == []
