@@ -190,7 +190,8 @@ class BackupEraser:
         self.name = f"backup {entry['name']} (account {account})"
         self._planned: dict[str, int] | None = None
 
-    def _fetched(self, spool: Path) -> Path:
+    def fetched(self, spool: Path) -> Path:
+        """The backup downloaded, checked, decrypted and verified into ``spool``."""
         plain, problems = fetch(self.entry, self.identities, spool)
         if plain is None:
             raise ArchiveError(f"{self.name} does not verify ({'; '.join(problems[:3])}): restore it from a copy, or "
@@ -200,7 +201,7 @@ class BackupEraser:
     def plan(self, request: Request) -> dict[str, int]:
         spool = new_spool(Path(self.state_dir), self.account)
         try:
-            self._planned = count_erasure(self._fetched(spool), request)
+            self._planned = count_erasure(self.fetched(spool), request)
             return self._planned
         finally:
             shutil.rmtree(spool, ignore_errors=True)
@@ -218,7 +219,7 @@ class BackupEraser:
         from .connectors.archive.reader import ArchiveReader
 
         old = self.entry
-        plain = self._fetched(spool)
+        plain = self.fetched(spool)
         new_plain = spool / "rewritten.zip"
         counts = rewrite_archive(plain, new_plain, request)
         plain.unlink()
@@ -258,6 +259,40 @@ class BackupEraser:
         _settle(self.state_dir, self.account, job)  # the old file goes, then the audit line; the journal last
         log.info("backup %s rewritten as %s without the erased data", old["name"], name)
         return [line]
+
+
+def gone_from_service(state_dir: str | os.PathLike, account: str, identities: list[Any]) -> list[str]:
+    """The submissions an older backup holds that the newest verified one no longer has: deleted
+    in the service since (each backup is a full snapshot). Every backup is downloaded, checked and
+    decrypted; only ids are kept. The caller holds the lock."""
+    from .backups import find
+    from .connectors.archive.reader import ArchiveReader
+    from .records import submission_id
+
+    entries = load_index(state_dir, account)
+    if not entries:
+        return []
+    newest = find(entries, "latest")[0]
+    ordered = [newest, *(e for e in entries if e["name"] != newest["name"])]
+    now: set[str] = set()
+    gone: set[str] = set()
+    for i, entry in enumerate(ordered):
+        spool = new_spool(Path(state_dir), account)
+        try:
+            plain = BackupEraser(state_dir, account, entry, identities).fetched(spool)
+            reader = ArchiveReader(plain)
+            try:
+                for form in reader.forms_index():
+                    for raw in reader.submissions_raw(str(form["id"])):
+                        sid = submission_id(raw)
+                        if sid is not None:
+                            (now if i == 0 else gone).add(sid)
+            finally:
+                reader.close()
+        finally:
+            shutil.rmtree(spool, ignore_errors=True)
+        gone -= now
+    return sorted(gone)
 
 
 def backup_erasers(state_dir: str | os.PathLike, account: str, identities: list[Any]) -> list[BackupEraser]:

@@ -209,7 +209,7 @@ class RemoteEraser:
                         remove.append(f"forms/{fdir}/{f}")
                     elif sid in kept and kind == "submissions":
                         rewrite.append(f"forms/{fdir}/{f}")
-            single = [f for f in files if "/" not in f and f.endswith((".docx", ".pdf"))]
+            single = [f for f in files if re.fullmatch(r"(?:runs/[^/]+/)?[^/]+\.(?:docx|pdf)", f)]
             add(counts, "derived_files", len(single))
             remove += [f"forms/{fdir}/{f}" for f in single]
             remove += [f"forms/{fdir}/{f}" for f in files if f.endswith(".partial")]
@@ -341,7 +341,7 @@ class RemoteEraser:
             from exporter.formats.json_writer import dumps
 
             new.write_text(dumps(doc, indent=2) + "\n", "utf-8", newline="\n")
-        if new.read_bytes() == local.read_bytes():
+        if file_digest(new) == file_digest(local):  # (streamed: an aggregate can be large)
             return None
         return self._publish(rel, new)
 
@@ -367,7 +367,8 @@ class RemoteEraser:
         from exporter.formats.catalog import CSV
 
         o = CSV.parse_options(self.sink.options, strict=False)
-        bom = src.read_bytes()[:3] == b"\xef\xbb\xbf"
+        with open(src, "rb") as fh:
+            bom = fh.read(3) == b"\xef\xbb\xbf"
         with self._csv_rows(src) as (header, rows), open(dst, "w", encoding="utf-8-sig" if bom else "utf-8",
                                                           errors="backslashreplace", newline="") as fout:
             w = csv.writer(fout, delimiter=o["csv_delimiter"], quotechar='"', lineterminator="\r\n",

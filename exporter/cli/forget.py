@@ -48,6 +48,9 @@ def _ids_file(path: str | None) -> list[str]:
               help="A submission to erase, in whichever form holds it (repeatable).")
 @click.option("--submissions-file", metavar="PATH", type=click.Path(dir_okay=False),
               help="A file of submission ids to erase, one per line.")
+@click.option("--gone-from-service", is_flag=True,
+              help="With --account: erase the submissions an older backup holds that the newest verified backup "
+                   "no longer has (deleted in Kizeo since), from every backup and every --to.")
 @click.option("--apply", is_flag=True, help="Erase. Without it, only say what would be erased (dry run).")
 @click.option("--audit", "audit_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="Also append each audit line (JSON) to FILE (each destination keeps its own).")
@@ -55,8 +58,8 @@ def _ids_file(path: str | None) -> list[str]:
               help="Your reference for this erasure (a ticket number), written in the audit lines.")
 @click.pass_context
 def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw_options, account, state_dir,
-           identity_file, identity_env, user_id, only_personal, submission_ids, submissions_file, apply, audit_file,
-           reference):
+           identity_file, identity_env, user_id, only_personal, submission_ids, submissions_file, gone_from_service,
+           apply, audit_file, reference):
     """Erase a person (--user ID) or submissions (--submission ID) from every destination given.
 
     \b
@@ -90,8 +93,11 @@ def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw
         from ..privacy.forget import Request, describe, forget_destinations
 
         ids = tuple(dict.fromkeys([*submission_ids, *_ids_file(submissions_file)]))
-        request = Request(user_id=user_id.strip() if user_id else None, submission_ids=ids,
-                          only_personal=only_personal, reference=reference)
+        uid = user_id.strip() if user_id else None
+        if gone_from_service and (account is None or uid is not None):
+            raise ConfigError("--gone-from-service is for an account's backups (--account NAME), without --user")
+        if not gone_from_service:  # checked before anything is read
+            Request(user_id=uid, submission_ids=ids, only_personal=only_personal, reference=reference)
         if not destinations and not to_url_env and not account:
             raise ConfigError("no destination: give --to DEST (repeatable), --to-url-env NAME or --account NAME "
                               "(its backups)")
@@ -105,7 +111,19 @@ def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw
                 click.echo(f"{outcome.name}: would erase {describe(outcome.counts)}")
 
         with contextlib.ExitStack() as stack:
-            erasers = _backups(stack, account, state_dir, identity_file, identity_env, apply)
+            identities = _backups(stack, account, state_dir, identity_file, identity_env, apply)
+            if identities is not None:
+                from ..backup_forget import backup_erasers
+                from ..backup_forget import gone_from_service as gone
+            if gone_from_service:
+                found = gone(state_dir, account, identities)
+                if not quiet:
+                    click.echo(f"{len(found)} submission(s) of older backups are gone from the newest one")
+                if not found and not ids:
+                    return
+                ids = tuple(dict.fromkeys([*ids, *found]))
+            request = Request(user_id=uid, submission_ids=ids, only_personal=only_personal, reference=reference)
+            erasers = [] if identities is None else backup_erasers(state_dir, account, identities)
             outcomes = forget_destinations(dests, request, options=options, apply=apply, audit_file=audit_file,
                                            erasers=erasers, on_planned=said)
         if quiet:
@@ -123,14 +141,15 @@ def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw
 
 
 def _backups(stack: contextlib.ExitStack, account: str | None, state_dir: str | None, identity_file: str | None,
-             identity_env: str | None, apply: bool) -> list:
-    """The erasers of the account's backups, its lock held in ``stack`` (none without --account)."""
+             identity_env: str | None, apply: bool) -> list | None:
+    """The identities that decrypt the account's backups, its lock held in ``stack``, what a stopped
+    forget left finished first (None without --account)."""
     if account is None:
         if identity_file or identity_env:
             raise ConfigError("--identity-file/--identity-env decrypt an account's backups: give --account NAME too")
-        return []
+        return None
     from ..agecrypt import load_identities
-    from ..backup_forget import backup_erasers, recover
+    from ..backup_forget import recover
     from ..locks import AccountLock
 
     if not state_dir:
@@ -139,7 +158,7 @@ def _backups(stack: contextlib.ExitStack, account: str | None, state_dir: str | 
     stack.enter_context(AccountLock(state_dir, account, command="forget"))
     if apply:
         recover(state_dir, account)
-    return backup_erasers(state_dir, account, identities)
+    return identities
 
 
 COMMANDS = (forget,)

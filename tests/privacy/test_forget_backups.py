@@ -243,3 +243,29 @@ def test_after_one_forget_no_destination_nor_backup_holds_the_person(backed_up, 
     assert search_files(sftp_server.root / "k", needles) == []
     for f in decrypted(backed_up, age_keys, tmp_path / "plain"):
         assert search_files(f, needles) == []
+
+
+def test_submissions_gone_from_the_service_are_erased_from_older_backups(roles_archive, tmp_path, age_keys):
+    """The newest backup no longer has submission 700002 (deleted in Kizeo since): on request,
+    the older backup is rewritten without it; the newest is left as it is."""
+    cfg = BackupConfig("acme", tmp_path / "state", str(tmp_path / "backups"), {}, age_keys["recipients"])
+    create_backup(cfg, ArchiveSource(roles_archive), now=DAY0)
+    for name in ("submissions.jsonl", "media.jsonl"):  # deleted in the service
+        f = roles_archive / "forms" / "1001" / name
+        f.write_text("".join(line + "\n" for line in f.read_text("utf-8").splitlines()
+                             if json.loads(line).get("id", json.loads(line).get("submission_id")) != "700002"))
+    create_backup(cfg, ArchiveSource(roles_archive), now=DAY0 + dt.timedelta(days=1))
+    old, new = load_index(cfg.state_dir, "acme")
+    args = ["forget", "--account", "acme", "--state-dir", cfg.state_dir, "--identity-file", age_keys["file"],
+            "--gone-from-service"]
+    r = invoke(*args)
+    assert r.exit_code == 0 and "1 submission(s) of older backups are gone from the newest one" in r.output, r.output
+    assert f"backup {old['name']} (account acme): would erase 1 submission" in r.output
+    assert f"backup {new['name']} (account acme): would erase nothing" in r.output
+    r = invoke(*args, "--apply")
+    assert r.exit_code == 0, r.output
+    after = load_index(cfg.state_dir, "acme")
+    assert after[1] == new and after[0]["erased"]
+    assert after[0]["archive"]["counts"]["submissions"] == new["archive"]["counts"]["submissions"]
+    r = invoke(*args)
+    assert "0 submission(s) of older backups are gone" in r.output
