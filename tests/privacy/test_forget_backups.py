@@ -113,6 +113,11 @@ def test_every_backup_is_rewritten_without_the_person(backed_up, age_keys, roles
     for f, b in zip(folders, plain_before, strict=True):  # the snapshot keeps its time
         assert json.loads((f / "manifest.json").read_text("utf-8"))["exported_at"] == json.loads(
             (b / "manifest.json").read_text("utf-8"))["exported_at"]
+    from exporter.agecrypt import load_identities
+    from exporter.backups import verify_backups
+
+    checked = verify_backups(backed_up.state_dir, "acme", "all", load_identities(file=age_keys["file"]))
+    assert [problems for _e, problems in checked] == [[], []]  # `backups verify` passes on them
     audit = (backed_up.state_dir / "acme" / "erasures.jsonl").read_text("utf-8").splitlines()
     assert len(audit) == 2 and all(json.loads(x)["request"]["reference"] == "GDPR-1" for x in audit)
     assert not any(v in "\n".join(audit) for v in [*PERSON_VALUES, PERSON])
