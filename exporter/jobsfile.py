@@ -247,5 +247,22 @@ def check_environment(jobs: JobsFile, names, environ=None) -> None:
             p = account.base_dir / os.path.expanduser(f)
             if not p.is_file() or not os.access(p, os.R_OK):
                 problems.append(f"{jobs.at(key)}: {f} is not a readable file")
+        problems += _short_keys(jobs, account, environ)
     if problems:
         raise JobsFileError(problems)
+
+
+def _short_keys(jobs: JobsFile, account: Account, environ) -> list[str]:
+    """A pseudonymisation key shorter than the export accepts (never shown)."""
+    from .privacy.spec import MIN_KEY_CHARS
+
+    found = [(key, environ.get(var, "")) for key, var in account.env_refs if key[-1] == "pseudonymise_key_env"]
+    for key, f in account.file_refs:
+        if key[-1] == "pseudonymise_key_file":
+            try:
+                found.append((key, (account.base_dir / os.path.expanduser(f)).read_text("utf-8")))
+            except (OSError, UnicodeDecodeError):
+                continue  # said above
+    return [f"{jobs.at(key)}: the pseudonymisation key is {len(value.strip())} characters long: give at least "
+            f"{MIN_KEY_CHARS} (e.g. the output of `openssl rand -hex 32`)"
+            for key, value in found if value.strip() and len(value.strip()) < MIN_KEY_CHARS]

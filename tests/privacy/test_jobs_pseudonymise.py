@@ -58,3 +58,13 @@ def test_bad_pseudonymisation_settings_are_one_line_each(tmp_path, extra, key, w
         load(p)
     assert any(f": accounts.a.{key}: " in x and words in x for x in e.value.problems), e.value.problems
     assert "0123456789abcdef01" not in "\n".join(e.value.problems)
+
+
+def test_jobs_check_names_a_short_key_without_showing_it(tmp_path):
+    p = write_jobs(tmp_path, f'[accounts.a]\nsource = "{SAMPLE}"\npseudonymise = "users=hmac"\n'
+                             'pseudonymise_key_env = "PSEUDO_KEY"\ndestinations = [{ to = "out" }]\n')
+    r = jobs("check", p, env_=env(PSEUDO_KEY="short-key-9"))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "accounts.a.pseudonymise_key_env: the pseudonymisation key is 11 characters long" in r.stderr
+    assert "short-key-9" not in r.stdout + r.stderr
+    assert not (tmp_path / "out").exists()
