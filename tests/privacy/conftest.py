@@ -12,7 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from tests.connectors.remote.conftest import (  # noqa: F401 - fixtures for these tests
+    _azurite_port,
     _moto_port,
+    azurite,
     password_env,
     s3_server,
     sftp_server,

@@ -82,6 +82,19 @@ def test_only_personal_over_s3(roles_archive, s3_server, tmp_path):
     assert (out / "export" / ".exporter-erasures.jsonl").is_file()
 
 
+def test_forget_over_azure(roles_archive, azurite, tmp_path):
+    opts = azurite.options()
+    to = [azurite.url("export"), *[x for k, v in opts.items() for x in ("-o", f"{k}={v}")]]
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv").exit_code == 0
+    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
+    assert r.exit_code == 0 and "erased 1 user, 1 group membership, 9 submissions" in r.output, r.output
+    out = tmp_path / "blobs"
+    for key, data in azurite.blobs().items():
+        (out / key).parent.mkdir(parents=True, exist_ok=True)
+        (out / key).write_bytes(data)
+    assert search_files(out, person_texts(roles_archive)) == []
+
+
 def test_a_remote_holding_xlsx_is_refused_in_one_line(roles_archive, sftp_server, password_env):
     to = sftp_to(sftp_server, password_env, "/x")
     assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,xlsx").exit_code == 0
