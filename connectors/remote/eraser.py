@@ -87,8 +87,8 @@ class RemoteEraser:
 
     def __init__(self, sink: RemoteSink):
         if not isinstance(sink.remote, TreeRemote) or not isinstance(sink.remote, ReadableRemote):
-            raise ConfigError(f"{sink.name}: this kind of remote cannot erase data (yet): forget works on SFTP, S3 and Azure "
-                              "remotes, local folders, SQL databases and an account's backups")
+            raise ConfigError(f"{sink.name}: this kind of remote cannot erase data (yet): forget works on SFTP, S3 and "
+                              "Azure remotes, local folders, SQL databases and an account's backups")
         self.sink = sink
         self.name = sink.name
         self.transfer = sink.transfer
