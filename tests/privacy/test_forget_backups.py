@@ -274,3 +274,19 @@ def test_submissions_gone_from_the_service_are_erased_from_older_backups(roles_a
     assert after[0]["archive"]["counts"]["submissions"] == new["archive"]["counts"]["submissions"]
     r = invoke(*args)
     assert "0 submission(s) of older backups are gone" in r.output
+
+
+def test_backups_stored_on_s3_are_rewritten_there(roles_archive, tmp_path, age_keys, s3_server):
+    cfg = BackupConfig("acme", tmp_path / "state", s3_server.url("bk"), s3_server.options(), age_keys["recipients"])
+    create_backup(cfg, ArchiveSource(roles_archive), now=DAY0)
+    r = invoke(*forget_args(cfg, age_keys, "--apply"))
+    assert r.exit_code == 0 and "erased 1 user, 1 group membership, 9 submissions" in r.output, r.output
+    (entry,) = load_index(cfg.state_dir, "acme")
+    assert set(s3_server.objects()) == {f"bk/{entry['name']}"} and entry["checked_by"] == "sha256 on the destination"
+    plain = tmp_path / "plain.zip"
+    sealed = tmp_path / "sealed.age"
+    sealed.write_bytes(s3_server.objects()[f"bk/{entry['name']}"])
+    subprocess.run([require_tool("age"), "-d", "-i", str(age_keys["file"]), "-o", str(plain), str(sealed)], check=True)
+    with zipfile.ZipFile(plain) as z:
+        z.extractall(tmp_path / "x")
+    assert search_files(tmp_path / "x", person_texts(roles_archive)) == []
