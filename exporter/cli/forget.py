@@ -115,7 +115,7 @@ def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw
             if identities is not None:
                 from ..backup_forget import backup_erasers
                 from ..backup_forget import gone_from_service as gone
-            if gone_from_service:
+            if gone_from_service and identities is not None:  # (--account is checked above)
                 found = gone(state_dir, account, identities)
                 if not quiet:
                     click.echo(f"{len(found)} submission(s) of older backups are gone from the newest one")
