@@ -227,20 +227,12 @@ class S3Remote:
         self.delete(src)
 
     def listdir(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
-        for name, st in self._list(path, "/"):
-            if "/" not in name:
-                yield name, st
-
-    def walk(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
-        return self._list(path, None)
-
-    def _list(self, path: str, delimiter: str | None) -> Iterator[tuple[str, RemoteStat]]:
         folder = self._key(path)
         prefix = f"{folder}/" if folder else ""
         client = self._c()
 
         def page(token: str | None) -> dict:
-            kwargs = {"Bucket": self.bucket, "Prefix": prefix, **({"Delimiter": delimiter} if delimiter else {})}
+            kwargs = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/"}
             if token:
                 kwargs["ContinuationToken"] = token
             return client.list_objects_v2(**kwargs)
@@ -250,11 +242,21 @@ class S3Remote:
             answer = self._call(functools.partial(page, token), "list", prefix)
             for obj in answer.get("Contents", ()):
                 name = obj["Key"][len(prefix):]
-                if name and not name.endswith("/"):
+                if name and "/" not in name:
                     yield name, RemoteStat(int(obj["Size"]))
             token = answer.get("NextContinuationToken")
             if not answer.get("IsTruncated") or not token:
                 return
+
+    def walk(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        """Every object under the folder, through the client's own paginator (no delimiter)."""
+        folder = self._key(path)
+        prefix = f"{folder}/" if folder else ""
+        pages = self._c().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for answer in self._call(lambda: list(pages), "list", prefix):
+            for obj in answer.get("Contents", ()):
+                if not obj["Key"].endswith("/"):
+                    yield obj["Key"][len(prefix):], RemoteStat(int(obj["Size"]))
 
     def get(self, path: str, dest: BinaryIO) -> bool:
         key = self._key(path)
