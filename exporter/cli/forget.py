@@ -26,7 +26,7 @@ def _ids_file(path: str | None) -> list[str]:
 @click.command("forget", cls=OrderedCommand)
 @click.option("--to", "destinations", multiple=True, metavar="DEST",
               help="Destination to erase from (repeatable), as given to export: a directory, sqlite:///x.db, "
-                   "postgresql+psycopg2://..., mysql+pymysql://...")
+                   "postgresql+psycopg://..., mysql+pymysql://...")
 @click.option("--to-password-env", "to_password_env", multiple=True, metavar="NAME",
               help="Environment variable holding the password of the --to just before it.")
 @click.option("--to-password-file", "to_password_file", multiple=True, type=click.Path(dir_okay=False),
@@ -57,9 +57,11 @@ def _ids_file(path: str | None) -> list[str]:
 @click.option("--reference", metavar="TEXT",
               help="Your reference for this erasure (a ticket number), written in the audit lines.")
 @click.pass_context
-def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw_options, account, state_dir,
-           identity_file, identity_env, user_id, only_personal, submission_ids, submissions_file, gone_from_service,
-           apply, audit_file, reference):
+def forget(ctx: click.Context, destinations: tuple[str, ...], to_password_env: tuple[str, ...],
+           to_password_file: tuple[str, ...], to_url_env: str | None, raw_options: tuple[str, ...], account: str | None,
+           state_dir: str | None, identity_file: str | None, identity_env: str | None, user_id: str | None,
+           only_personal: bool, submission_ids: tuple[str, ...], submissions_file: str | None, gone_from_service: bool,
+           apply: bool, audit_file: str | None, reference: str | None) -> None:
     """Erase a person (--user ID) or submissions (--submission ID) from every destination given.
 
     \b
@@ -82,15 +84,15 @@ def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw
     \b
     Examples:
       exporter forget --to sqlite:///kizeo.db --to ./kizeo-files --user 104
-      exporter forget --to postgresql+psycopg2://etl@db/forms --to-password-env PGPASS \\
+      exporter forget --to postgresql+psycopg://etl@db/forms --to-password-env PGPASS \\
           --user 104 --apply --audit erasures.jsonl --reference GDPR-2026-017
       exporter forget --account acme --state-dir /var/lib/exporter \\
           --identity-file ~/backup.key --user 104 --apply
     """
 
-    def go():
+    def go() -> None:
         from ..destplan import from_command_line
-        from ..privacy.forget import Request, describe, forget_destinations
+        from ..privacy.forget import Outcome, Request, describe, forget_destinations
 
         ids = tuple(dict.fromkeys([*submission_ids, *_ids_file(submissions_file)]))
         uid = user_id.strip() if user_id else None
@@ -106,7 +108,7 @@ def forget(ctx, destinations, to_password_env, to_password_file, to_url_env, raw
         options, dests = from_command_line(ctx.meta.get("exporter.args", []), takes_value, destinations)
         quiet = getattr(ctx.obj, "quiet", False)
 
-        def said(outcome) -> None:
+        def said(outcome: Outcome) -> None:
             if not quiet and not apply:
                 click.echo(f"{outcome.name}: would erase {describe(outcome.counts)}")
 
