@@ -113,19 +113,21 @@ def forget(ctx: click.Context, destinations: tuple[str, ...], to_password_env: t
                 click.echo(f"{outcome.name}: would erase {describe(outcome.counts)}")
 
         with contextlib.ExitStack() as stack:
-            identities = _backups(stack, account, state_dir, identity_file, identity_env, apply)
-            if identities is not None:
+            backups = _backups(stack, account, state_dir, identity_file, identity_env, apply)
+            erasers: list = []
+            if backups is not None:
                 from ..backup_forget import backup_erasers
                 from ..backup_forget import gone_from_service as gone
-            if gone_from_service and identities is not None:  # (--account is checked above)
-                found = gone(state_dir, account, identities)
-                if not quiet:
-                    click.echo(f"{len(found)} submission(s) of older backups are gone from the newest one")
-                if not found and not ids:
-                    return
-                ids = tuple(dict.fromkeys([*ids, *found]))
+
+                if gone_from_service:
+                    found = gone(*backups)
+                    if not quiet:
+                        click.echo(f"{len(found)} submission(s) of older backups are gone from the newest one")
+                    if not found and not ids:
+                        return
+                    ids = tuple(dict.fromkeys([*ids, *found]))
+                erasers = backup_erasers(*backups)
             request = Request(user_id=uid, submission_ids=ids, only_personal=only_personal, reference=reference)
-            erasers = [] if identities is None else backup_erasers(state_dir, account, identities)
             outcomes = forget_destinations(dests, request, options=options, apply=apply, audit_file=audit_file,
                                            erasers=erasers, on_planned=said)
         if quiet:
@@ -143,9 +145,9 @@ def forget(ctx: click.Context, destinations: tuple[str, ...], to_password_env: t
 
 
 def _backups(stack: contextlib.ExitStack, account: str | None, state_dir: str | None, identity_file: str | None,
-             identity_env: str | None, apply: bool) -> list | None:
-    """The identities that decrypt the account's backups, its lock held in ``stack``, what a stopped
-    forget left finished first (None without --account)."""
+             identity_env: str | None, apply: bool) -> tuple[str, str, list] | None:
+    """(state folder, account, the identities that decrypt its backups), the account's lock held in
+    ``stack``, what a stopped forget left finished first (None without --account)."""
     if account is None:
         if identity_file or identity_env:
             raise ConfigError("--identity-file/--identity-env decrypt an account's backups: give --account NAME too")
@@ -160,7 +162,7 @@ def _backups(stack: contextlib.ExitStack, account: str | None, state_dir: str | 
     stack.enter_context(AccountLock(state_dir, account, command="forget"))
     if apply:
         recover(state_dir, account)
-    return identities
+    return state_dir, account, identities
 
 
 COMMANDS = (forget,)
