@@ -95,7 +95,7 @@ def audit_fields(entry: dict) -> dict:
             "files": archive.get("files"), "counts": archive.get("counts") or {}}
 
 
-def _save_index(state_dir: str | os.PathLike, account: str, entries: list[dict]) -> None:
+def save_index(state_dir: str | os.PathLike, account: str, entries: list[dict]) -> None:
     doc = {"format": INDEX_FORMAT, "version": 1, "account": account,
            "backups": sorted(entries, key=lambda e: e["created"])}
     with atomic_write(index_path(state_dir, account), "w", encoding="utf-8") as fh:
@@ -132,7 +132,7 @@ def _when(entry: dict) -> dt.datetime:
     return dt.datetime.strptime(entry["created"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
-def _spool(state_dir: Path, account: str) -> Path:
+def new_spool(state_dir: Path, account: str) -> Path:
     """The account's scratch folder, emptied first (we hold the lock: what is there is a dead
     run's)."""
     spool = account_dir(state_dir, account) / "spool"
@@ -158,7 +158,7 @@ def store_options(url: str, options: Mapping[str, Any]) -> dict:
     return parse(declared, options)
 
 
-def _transfer(url: str, options: Mapping[str, Any], run_id: str = "") -> Transfer:
+def transfer_for(url: str, options: Mapping[str, Any], run_id: str = "") -> Transfer:
     from .connectors.remote.transfer import Transfer
     from .registry import create_remote
 
@@ -168,7 +168,7 @@ def _transfer(url: str, options: Mapping[str, Any], run_id: str = "") -> Transfe
     return transfer
 
 
-class _HashingFile:
+class HashingFile:
     """A download target that hashes what it is given (and writes it to ``fh`` when given); a
     retried download starts it again from 0."""
 
@@ -227,7 +227,7 @@ def create_backup(config: BackupConfig, source: Source, *, now: dt.datetime | No
     if config.retention is not None and config.retention.empty:
         raise ConfigError("an empty retention policy would keep everything: give a keep_* count, or none at all")
     with AccountLock(config.state_dir, config.account, command="backup"):
-        spool = _spool(Path(config.state_dir), config.account)
+        spool = new_spool(Path(config.state_dir), config.account)
         try:
             entry = _make(config, source, recipients, _now(now), spool, progress)
         finally:
@@ -264,12 +264,12 @@ def _make(config: BackupConfig, source: Source, recipients: list, now: dt.dateti
     sealed = spool / name
     plain_digest, sealed_digest = encrypt_file(plain, sealed, recipients)
     plain.unlink()
-    transfer = _transfer(config.to, config.options, stamp)
+    transfer = transfer_for(config.to, config.options, stamp)
     try:
         transfer.connect()
         transfer.publish(sealed, name, sealed_digest.sha256, sealed_digest.size)
         try:
-            checked = _check_stored(transfer, name, sealed, sealed_digest)
+            checked = check_stored(transfer, name, sealed, sealed_digest)
         except BaseException:
             with contextlib.suppress(Exception):  # a stored file that does not check out is not kept
                 transfer.delete(name)
@@ -284,13 +284,13 @@ def _make(config: BackupConfig, source: Source, recipients: list, now: dt.dateti
         "recipients": [str(r) for r in config.recipients],
         "verified": True, "verified_at": _iso(_now(None)), "checked_by": checked,
     }
-    _save_index(config.state_dir, config.account, [*entries, entry])
+    save_index(config.state_dir, config.account, [*entries, entry])
     log.info("backup %s stored on %s (%d bytes, sha256 %s; %s)", name, mask(config.to), sealed_digest.size,
              sealed_digest.sha256, checked)
     return entry
 
 
-def _check_stored(transfer: Transfer, name: str, local: Path, digest: Digest) -> str:
+def check_stored(transfer: Transfer, name: str, local: Path, digest: Digest) -> str:
     """Check the stored file against the local one: size, and the destination's checksum when
     it keeps one; else read it back and re-hash it. Returns how it was checked."""
     from .connectors.remote.base import local_checksum
@@ -306,7 +306,7 @@ def _check_stored(transfer: Transfer, name: str, local: Path, digest: Digest) ->
             raise SinkError(f"{name} on the destination has {kind} {st.checksum}, expected {want}",
                             context=transfer.name)
         return f"{kind} on the destination"
-    back = _HashingFile()
+    back = HashingFile()
     if not transfer.read(name, back.as_target()) or back.h.hexdigest() != digest.sha256 or back.size != digest.size:
         raise SinkError(f"{name} read back from the destination differs from what was sent", context=transfer.name)
     return "read back and re-hashed"
@@ -327,7 +327,7 @@ def _prune(state_dir: str | os.PathLike, account: str, retention: Retention, dry
         return removed
     done = []
     for entry in sorted(removed, key=_when):
-        transfer = _transfer(entry["destination"], entry.get("options") or {})
+        transfer = transfer_for(entry["destination"], entry.get("options") or {})
         try:
             transfer.connect()
             transfer.delete(entry["name"])
@@ -335,7 +335,7 @@ def _prune(state_dir: str | os.PathLike, account: str, retention: Retention, dry
             transfer.close()
         done.append(entry)
         entries = [e for e in entries if e is not entry]
-        _save_index(state_dir, account, entries)  # after each removal: the index never lists a removed file
+        save_index(state_dir, account, entries)  # after each removal: the index never lists a removed file
         log.info("pruned backup %s (%s)", entry["name"], retention.describe())
     return done
 
@@ -348,11 +348,11 @@ def fetch(entry: dict, identities: list, spool: Path) -> tuple[Path | None, list
 
     name = entry["name"]
     sealed = spool / name
-    transfer = _transfer(entry["destination"], entry.get("options") or {})
+    transfer = transfer_for(entry["destination"], entry.get("options") or {})
     try:
         transfer.connect()
         with open(sealed, "wb") as fh:
-            got = _HashingFile(fh)
+            got = HashingFile(fh)
             found = transfer.read(name, got.as_target())
     finally:
         transfer.close()
@@ -379,7 +379,7 @@ def verify_backups(state_dir: str | os.PathLike, account: str, which: str | None
     with AccountLock(state_dir, account, command="verify"):
         entries = load_index(state_dir, account)
         for entry in find(entries, which):
-            spool = _spool(Path(state_dir), account)
+            spool = new_spool(Path(state_dir), account)
             try:
                 _plain, problems = fetch(entry, identities, spool)
             except (ArchiveError, SinkError) as e:
@@ -390,7 +390,7 @@ def verify_backups(state_dir: str | os.PathLike, account: str, which: str | None
             entry.pop("problems", None)
             if problems:
                 entry["problems"] = problems[:20]
-            _save_index(state_dir, account, entries)
+            save_index(state_dir, account, entries)
             results.append((entry, problems))
     return results
 

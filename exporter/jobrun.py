@@ -121,7 +121,7 @@ def _source_args(account: Account, keys) -> list[str]:
         flag, kind = SETTINGS[key]
         if kind == "flag":
             argv += [flag] if value else []
-        elif kind == "list":
+        elif kind in ("list", "specs"):
             for v in value:
                 argv += [flag, v]
         else:

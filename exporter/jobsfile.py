@@ -28,7 +28,19 @@ from pathlib import Path
 
 from . import tomlpos
 from .errors import ConfigError
-from .jobtables import DEFAULT_FORMATS, SETTINGS, Alerts, Backup, Checker, Destination, alerts, backup, destinations, settings
+from .jobtables import (
+    DEFAULT_FORMATS,
+    SETTINGS,
+    Alerts,
+    Backup,
+    Checker,
+    Destination,
+    alerts,
+    backup,
+    destinations,
+    pseudonymisation,
+    settings,
+)
 
 ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 INCREMENTAL = ("none", "cursor", "unread")
@@ -199,6 +211,7 @@ def _account(c: Checker, name: str, defaults: dict, own: dict, base: Path) -> Ac
         c.bad(where["incremental"], f"expected one of {', '.join(INCREMENTAL)}, not {incremental!r}")
     time_limit = c.number(where["time_limit"], merged["time_limit"]) if "time_limit" in merged else None
     account_settings = settings(c, merged, where, incremental)
+    pseudonymisation(c, account_settings, where, env, files, str(base))
 
     dests, formats = destinations(c, merged.get("destinations"), where.get("destinations", ("accounts", name)),
                                    env, files, str(base))
@@ -239,6 +252,7 @@ def check_environment(jobs: JobsFile, names, environ=None) -> None:
             p = account.base_dir / os.path.expanduser(f)
             if not p.is_file() or not os.access(p, os.R_OK):
                 problems.append(f"{jobs.at(key)}: {f} is not a readable file")
+        problems += _short_keys(jobs, account, environ)
     if problems:
         raise JobsFileError(problems)
 
@@ -256,3 +270,19 @@ def _ca_problem(path: Path) -> str | None:
     except OSError as e:
         return f"cannot be read ({e.strerror})"
     return None
+
+
+def _short_keys(jobs: JobsFile, account: Account, environ) -> list[str]:
+    """A pseudonymisation key shorter than the export accepts (never shown)."""
+    from .privacy.spec import MIN_KEY_CHARS
+
+    found = [(key, environ.get(var, "")) for key, var in account.env_refs if key[-1] == "pseudonymise_key_env"]
+    for key, f in account.file_refs:
+        if key[-1] == "pseudonymise_key_file":
+            try:
+                found.append((key, (account.base_dir / os.path.expanduser(f)).read_text("utf-8")))
+            except (OSError, UnicodeDecodeError):
+                continue  # said above
+    return [f"{jobs.at(key)}: the pseudonymisation key is {len(value.strip())} characters long: give at least "
+            f"{MIN_KEY_CHARS} (e.g. the output of `openssl rand -hex 32`)"
+            for key, value in found if value.strip() and len(value.strip()) < MIN_KEY_CHARS]

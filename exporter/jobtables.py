@@ -29,7 +29,15 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "jobs": ("--jobs", "int"), "batch_size": ("--batch-size", "int"), "deletions": ("--deletions", "deletions"),
     "max_deletions": ("--max-deletions", "max_deletions"), "check_deletions": ("--check-deletions", "flag"),
     "overlap": ("--overlap", "int0"), "page_size": ("--page-size", "int"), "action": ("--action", "str"),
+    # pseudonymisation (``exporter.privacy``): the export only, never a backup (kept as served)
+    "pseudonymise": ("--pseudonymise", "specs"), "pseudonymise_key_env": ("--pseudonymise-key-env", "str"),
+    "pseudonymise_key_file": ("--pseudonymise-key-file", "str"), "pseudonymise_archive": ("--pseudonymise-archive",
+                                                                                         "flag"),
 }
+#: the command line's names of the pseudonymisation settings, as the jobs file spells them
+_PSEUDO_WORDS = {"--pseudonymise-key-env": "pseudonymise_key_env", "--pseudonymise-key-file": "pseudonymise_key_file",
+                 "--pseudonymise-archive": "pseudonymise_archive", "--pseudonymise SPEC": "pseudonymise",
+                 "--pseudonymise": "pseudonymise", "this run does not give": "this account does not give"}
 KEEP = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 BACKUP_KEYS = {"to", "encrypt_to", "schedule", *KEEP}
 ALERT_KEYS = {"webhook_env", "webhook_file", "email", "on"}
@@ -148,7 +156,7 @@ class Checker(tomlpos.Problems):
 
     def unknown(self, table: dict, key: tuple, known: set[str], extra: str = "") -> None:
         for k in table:
-            if k not in known and inline_secret(k):
+            if k not in known and inline_secret(k, known):
                 self.secret(key + (k,))
         super().unknown({k: v for k, v in table.items() if not inline_secret(k)}, key, known, extra)
 
@@ -198,6 +206,8 @@ def settings(c: Checker, merged: dict, where: dict, incremental: str) -> dict:
             v = c.number(key, v)
         elif kind == "flag":
             v = c.flag(key, v)
+        elif kind == "specs":  # one SPEC, or a list of them (as --pseudonymise is repeated)
+            v = c.strings(key, [v] if isinstance(v, str) else v)
         elif kind == "workers":
             if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 32):
                 c.bad(key, f"expected a number from 1 to 32 or \"auto\", not {v!r}")
@@ -215,6 +225,32 @@ def settings(c: Checker, merged: dict, where: dict, incremental: str) -> dict:
         c.bad(where["check_deletions"], "is for incremental = \"cursor\" or \"unread\" (a full export always "
                                         "sees deletions)")
     return out
+
+
+def pseudonymisation(c: Checker, out: dict, where: dict, env: list, files: list, base: str) -> None:
+    """The pseudonymisation settings checked together, as ``--pseudonymise`` checks them
+    (``privacy.spec.parse_spec``); the key's reference joins the account's (its variable is given
+    to the export's process, its file checked with the others)."""
+    from .privacy.spec import parse_spec
+
+    keys = [k for k in ("pseudonymise_key_env", "pseudonymise_key_file") if k in out]
+    for k in keys:
+        c.references({k: out[k]}, where[k][:-1], (), env, files)
+    if len(keys) == 2:
+        c.bad(where["pseudonymise_key_file"], "give pseudonymise_key_env or pseudonymise_key_file, not both")
+        return
+    given = [k for k in ("pseudonymise", *keys, "pseudonymise_archive") if k in out]
+    if not given:
+        return
+    key_file = out.get("pseudonymise_key_file")
+    try:
+        parse_spec(out.get("pseudonymise", ()), key_env=out.get("pseudonymise_key_env"),
+                   key_file=_in(base, key_file) if key_file else None, archive=bool(out.get("pseudonymise_archive")))
+    except ConfigError as e:
+        message = str(e)
+        for flag, word in _PSEUDO_WORDS.items():
+            message = message.replace(flag, word)
+        c.bad(where[given[0]], message)
 
 
 def _parsed(c: Checker, key: tuple, kind: str, v: Any):

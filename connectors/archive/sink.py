@@ -41,8 +41,11 @@ class ArchiveSink:
     capabilities = Capabilities(transactions=False, rename=True, streaming=True, checksum="sha256", as_served=True,
                                 tested="archive round trip, verify, replay as a source")
 
-    def __init__(self, path: str | os.PathLike, *, zip_output: bool | None = None):
+    def __init__(self, path: str | os.PathLike, *, zip_output: bool | None = None, exported_at: str | None = None):
         self.target = Path(path)
+        #: the snapshot's time in the manifest: now, or the one given (an archive written again
+        #: from another, as ``exporter forget`` rewrites a backup, keeps its time)
+        self._snapshot_time = exported_at
         self.zip = zip_output if zip_output is not None else self.target.suffix.lower() == ".zip"
         self.name = f"archive {self.target}"
         # every file's {sha256, size} goes to a temporary file as it is written, not to memory:
@@ -81,7 +84,7 @@ class ArchiveSink:
         else:
             self._tmp = tempfile.mkdtemp(prefix="." + self.target.name + ".", suffix=".partial",
                                          dir=self.target.parent)
-        self._exported_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._exported_at = self._snapshot_time or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._entries = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.target.parent)
 
     def _work(self) -> tuple[str, IO[str]]:

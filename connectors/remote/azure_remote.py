@@ -219,6 +219,16 @@ class AzureRemote:
             if name and not name.endswith("/") and hasattr(item, "size"):
                 yield name, RemoteStat(int(item.size))
 
+    def walk(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        folder = self._key(path)
+        prefix = f"{folder}/" if folder else ""
+        container = self._c()
+        items = self._call(lambda: list(container.list_blobs(name_starts_with=prefix or None)), "list", prefix)
+        for item in items:
+            name = item.name[len(prefix):]
+            if name and not name.endswith("/"):
+                yield name, RemoteStat(int(item.size))
+
     def get(self, path: str, dest: BinaryIO) -> bool:
         from azure.core.exceptions import ResourceNotFoundError
 

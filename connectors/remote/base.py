@@ -2,7 +2,8 @@
 
 Required (``Remote``): ``stat``, ``put``, ``mkdir``, ``rename``, ``delete``. Optional abilities are
 separate protocols detected at run time (``ChunkedRemote`` for resumable upload sessions,
-``ReadableRemote`` to read a file back, ``ListableRemote`` to list a folder, ``SelfRetryingRemote``,
+``ReadableRemote`` to read a file back, ``ListableRemote`` to list a folder, ``TreeRemote`` to
+list a whole tree, ``SelfRetryingRemote``,
 ``RootedRemote``); no remote
 stubs what it cannot do. Each remote declares its limits as ``Capabilities`` (path length, forbidden
 characters, largest simple upload, checksum kind), which the remote sink reads to plan names and
@@ -90,6 +91,16 @@ class ListableRemote(Protocol):
     def listdir(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
         """(name, stat) of each file directly in folder ``path`` (sub-folders left out); nothing
         when the folder does not exist."""
+
+
+@runtime_checkable
+class TreeRemote(Protocol):
+    """A remote that can list every file under a folder, sub-folders included (``exporter forget``
+    finds a person's files with it)."""
+
+    def walk(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        """(path relative to ``path``, stat) of every file under folder ``path``, in any order;
+        nothing when the folder does not exist."""
 
 
 def local_checksum(kind: str | None, path) -> str | None:

@@ -98,6 +98,14 @@ class LocalRemote:
             if entry.is_file(follow_symlinks=False):
                 yield entry.name, RemoteStat(entry.stat().st_size)
 
+    def walk(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        folder = self._p(path)
+        if not folder.is_dir():
+            return
+        for p in sorted(folder.rglob("*")):
+            if p.is_file() and not p.is_symlink():
+                yield p.relative_to(folder).as_posix(), RemoteStat(p.stat().st_size)
+
 
 def create_remote(url: str, options: dict | None = None) -> LocalRemote:
     """``file:///abs/path`` (or a plain path) -> a LocalRemote (it takes no options)."""

@@ -249,6 +249,16 @@ class S3Remote:
             if not answer.get("IsTruncated") or not token:
                 return
 
+    def walk(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        """Every object under the folder, through the client's own paginator (no delimiter)."""
+        folder = self._key(path)
+        prefix = f"{folder}/" if folder else ""
+        pages = self._c().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for answer in self._call(lambda: list(pages), "list", prefix):
+            for obj in answer.get("Contents", ()):
+                if not obj["Key"].endswith("/"):
+                    yield obj["Key"][len(prefix):], RemoteStat(int(obj["Size"]))
+
     def get(self, path: str, dest: BinaryIO) -> bool:
         key = self._key(path)
         client = self._c()

@@ -23,6 +23,7 @@ import errno
 import os
 import posixpath
 import socket
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlsplit
 
@@ -307,6 +308,32 @@ class SftpRemote(ConnectedRemote):
                 raise
 
         self._call(f"delete {target}", do)
+
+    def walk(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        import stat as st
+
+        top = self._abs(path)
+
+        def do(sftp) -> list[tuple[str, RemoteStat]]:
+            found: list[tuple[str, RemoteStat]] = []
+            folders = [""]
+            while folders:
+                rel = folders.pop()
+                try:
+                    entries = sftp.listdir_attr(f"{top}/{rel}" if rel else top)
+                except OSError as e:
+                    if isinstance(e, FileNotFoundError) or e.errno == errno.ENOENT:
+                        continue
+                    raise
+                for a in entries:
+                    name = f"{rel}/{a.filename}" if rel else a.filename
+                    if st.S_ISDIR(a.st_mode or 0):
+                        folders.append(name)
+                    elif st.S_ISREG(a.st_mode or 0):
+                        found.append((name, RemoteStat(int(a.st_size or 0))))
+            return found
+
+        return iter(self._call(f"list {top}", do))
 
 
 def create_remote(url: str, options: dict) -> SftpRemote:

@@ -58,6 +58,8 @@ from .transfer import PARTIAL_SUFFIX_LEN, Transfer
 if TYPE_CHECKING:
     from exporter.connectors.files import FilesSink
 
+    from .eraser import RemoteEraser
+
 log = logging.getLogger("exporter.remote")
 
 STATE_FILE = ".exporter-state.json"
@@ -110,6 +112,12 @@ class RemoteSink:
 
     def __repr__(self) -> str:
         return f"RemoteSink({self.name})"
+
+    def eraser(self) -> RemoteEraser:
+        """``exporter forget`` over the files this remote holds (``connectors.remote.eraser``)."""
+        from .eraser import RemoteEraser
+
+        return RemoteEraser(self)
 
     # ---- helpers -------------------------------------------------------------------------
     def _inner(self) -> FilesSink:

@@ -28,7 +28,7 @@ from exporter.naming import short_hash
 from exporter.options import parse
 from exporter.retry import retry_call
 
-from .base import ChunkedRemote, ListableRemote, ReadableRemote, Remote, RemoteStat, SelfRetryingRemote
+from .base import ChunkedRemote, ListableRemote, ReadableRemote, Remote, RemoteStat, SelfRetryingRemote, TreeRemote
 from .catalog import TRANSFER_OPTIONS
 
 log = logging.getLogger("exporter.remote")
@@ -103,6 +103,13 @@ class Transfer:
         if not isinstance(remote, ListableRemote):
             raise SinkError("this remote cannot list a folder", context=self.name)
         return iter(self.retry(lambda: list(remote.listdir(path)), f"list {path or '/'}"))
+
+    def walk(self, path: str = "") -> list[tuple[str, RemoteStat]]:
+        """Every file under folder ``path`` (relative path, stat), when the remote can list a tree."""
+        remote = self.remote
+        if not isinstance(remote, TreeRemote):
+            raise SinkError("this remote cannot list its files", context=self.name)
+        return self.retry(lambda: list(remote.walk(path)), f"list {path or '/'}")
 
     # ---- uploads ---------------------------------------------------------------------------
     def partial_name(self, remote_rel: str, content_hash: str) -> str:

@@ -130,7 +130,8 @@ def eraser_of(sink) -> Eraser:
     make = getattr(sink, "eraser", None)
     if make is None:
         raise ConfigError(f"{sink.name}: this kind of destination cannot erase data (yet): forget works on SQL "
-                          "databases and files folders")
+                          "databases, files folders, SFTP, S3 and Azure remotes and an account's backups "
+                          "(--account)")
     return make()
 
 
@@ -143,24 +144,25 @@ class Outcome:
 
 def forget_destinations(to: Sequence[tuple[str, Mapping[str, Any]]], request: Request, *,
                         options: Mapping[str, Any] | None = None, apply: bool = False,
-                        audit_file: str | None = None,
+                        audit_file: str | None = None, erasers: Sequence[Eraser] = (),
                         on_planned: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """``forget`` on destinations given as for an export: ``[(URL, its own options)]`` and
-    ``options`` for every destination that reads them (checked and typed before anything)."""
+    ``options`` for every destination that reads them (checked and typed before anything), and on
+    ``erasers`` of other kinds (an account's backups: ``exporter.backup_forget``)."""
     from exporter import registry
     from exporter.validate import plan_destinations
 
     formats = ("json",)  # (none is written: the files a folder holds are made again as they were made)
     planned = plan_destinations(to, options or {}, formats, formats_given=False)
     sinks = [registry.create_sink(url, opts, formats) for url, opts in planned]
-    return forget(sinks, request, apply=apply, audit_file=audit_file, on_planned=on_planned)
+    return forget(sinks, request, apply=apply, audit_file=audit_file, erasers=erasers, on_planned=on_planned)
 
 
 def forget(sinks: Sequence, request: Request, *, apply: bool = False, audit_file: str | None = None,
-           on_planned: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    """Plan every destination, then (``apply``) erase them in turn; see the module docstring.
-    ``on_planned`` is told each plan as soon as it is known."""
-    erasers = [eraser_of(s) for s in sinks]
+           erasers: Sequence[Eraser] = (), on_planned: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """Plan every destination (``sinks``' erasers, then ``erasers``), then (``apply``) erase them
+    in turn; see the module docstring. ``on_planned`` is told each plan as soon as it is known."""
+    erasers = [*(eraser_of(s) for s in sinks), *erasers]
     plans = []
     for e in erasers:
         plans.append(Outcome(e.name, e.plan(request), []))

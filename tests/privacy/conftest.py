@@ -11,6 +11,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.connectors.remote.conftest import (  # noqa: F401 - fixtures for these tests
+    _azurite_port,
+    _moto_port,
+    azurite,
+    password_env,
+    s3_server,
+    sftp_server,
+    ssh_keys,
+    store_tls,
+)
 from tests.connectors.sql.conftest import my_db, pg_db, sqlite_db  # noqa: F401 - fixtures for these tests
 
 PERSON = "104"

@@ -1,0 +1,146 @@
+"""``exporter forget`` over remote destinations: the sample account (user 104 in every role)
+exported as JSON and CSV to a real SFTP server and to moto's S3, then erased: a dry run changes
+nothing, the erasure leaves none of the person's values in any file of the remote (aggregates
+filtered, people files written again, their own files and media removed), other people's data
+stays, XLSX/XML on a remote are refused in one line, and a forget SIGKILLed mid-way is finished by
+the next one."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from exporter.cli import cli
+from tests.privacy.conftest import EDITED, PERSON, PERSON_VALUES, person_texts, search_files
+from tests.privacy.test_forget_kill import ROOT
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def sftp_to(server, password_env_name, path="/export"):
+    return [server.url(path), "-o", f"known_hosts={server.known_hosts}", "--to-password-env", password_env_name]
+
+
+def s3_to(server):
+    opts = server.options()
+    return [server.url("export"), *[x for k, v in opts.items() for x in ("-o", f"{k}={v}")]]
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_forget_over_sftp(roles_archive, sftp_server, password_env, tmp_path):
+    to = sftp_to(sftp_server, password_env)
+    r = invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv")
+    assert r.exit_code == 0, r.output
+    root = sftp_server.root / "export"
+    needles = person_texts(roles_archive)
+    assert search_files(root, needles)
+    before = tree(root)
+    r = invoke("forget", "--to", *to, "--user", PERSON)
+    assert r.exit_code == 0 and "would erase 1 user, 1 group membership, 9 submissions" in r.output, r.output
+    assert tree(root) == before  # a dry run changes nothing
+    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply", "--reference", "T-1")
+    assert r.exit_code == 0, r.output
+    assert search_files(root, needles) == []
+    after = tree(root)
+    assert not any(f"/media/{sid}/" in p for p in after for sid in ("700000",))  # their media are gone
+    assert any(b"mdupont" in b for b in after.values())  # others stay
+    subs = [json.loads(x) for f in root.glob("forms/1001-*/submissions.jsonl") for x in f.read_text().splitlines()]
+    edited = [s for s in subs if s["id"] == EDITED]
+    assert edited and edited[0]["meta"]["update_user_name"] is None
+    (line,) = (root / ".exporter-erasures.jsonl").read_text("utf-8").splitlines()
+    assert json.loads(line)["request"] == {"subject": "user", "only_personal": False, "reference": "T-1"}
+    assert not (root / ".exporter-forget.json").exists()
+    manifest = json.loads((root / ".exporter-manifest.json").read_text("utf-8"))["files"]
+    assert set(manifest) <= set(after) and all(manifest[p]["size"] == len(after[p]) for p in manifest)
+    # the same erasure again finds nothing
+    r = invoke("forget", "--to", *to, "--user", PERSON)
+    assert "would erase nothing" in r.output, r.output
+
+
+def test_only_personal_over_s3(roles_archive, s3_server, tmp_path):
+    to = s3_to(s3_server)
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv").exit_code == 0
+    r = invoke("forget", "--to", *to, "--user", PERSON, "--only-personal", "--apply")
+    assert r.exit_code == 0 and "personal values of the user" in r.output, r.output
+    out = tmp_path / "s3"
+    for key, data in s3_server.objects().items():
+        (out / key).parent.mkdir(parents=True, exist_ok=True)
+        (out / key).write_bytes(data)
+    assert search_files(out, PERSON_VALUES) == []
+    users = json.loads((out / "export" / "users.json").read_text("utf-8"))
+    assert [u["login"] for u in users if u["id"] == PERSON] == [""]  # the row stays, emptied
+    assert (out / "export" / ".exporter-erasures.jsonl").is_file()
+
+
+def test_forget_over_azure(roles_archive, azurite, tmp_path):
+    opts = azurite.options()
+    to = [azurite.url("export"), *[x for k, v in opts.items() for x in ("-o", f"{k}={v}")]]
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv").exit_code == 0
+    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
+    assert r.exit_code == 0 and "erased 1 user, 1 group membership, 9 submissions" in r.output, r.output
+    out = tmp_path / "blobs"
+    for key, data in azurite.blobs().items():
+        (out / key).parent.mkdir(parents=True, exist_ok=True)
+        (out / key).write_bytes(data)
+    assert search_files(out, person_texts(roles_archive)) == []
+
+
+def test_a_remote_holding_xlsx_is_refused_in_one_line(roles_archive, sftp_server, password_env):
+    to = sftp_to(sftp_server, password_env, "/x")
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,xlsx").exit_code == 0
+    before = tree(sftp_server.root / "x")
+    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
+    errors = [x for x in r.output.splitlines() if x.startswith("Error:")]
+    assert r.exit_code == 2 and len(errors) == 1 and "cannot rewrite the XLSX and XML files" in errors[0], r.output
+    assert tree(sftp_server.root / "x") == before
+
+
+def test_a_forget_killed_on_sftp_is_finished_by_the_next(roles_archive, sftp_server, password_env):
+    import os
+
+    to = sftp_to(sftp_server, password_env)
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv").exit_code == 0
+    root = sftp_server.root / "export"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "-q", "forget", "--to", *map(str, to), "--user",
+                             PERSON, "--apply"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 60
+    while not (root / ".exporter-forget.json").exists():
+        assert proc.poll() is None, f"forget ended first: {proc.returncode} {proc.stderr.read()}"
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
+    assert r.exit_code == 0, r.output
+    assert search_files(root, person_texts(roles_archive)) == []
+    assert len((root / ".exporter-erasures.jsonl").read_text("utf-8").splitlines()) == 1
+    assert not (root / ".exporter-forget.json").exists()
+
+
+def test_files_filtered_on_a_remote_are_those_an_export_without_them_makes(roles_archive, sftp_server,
+                                                                            password_env):
+    a, b = sftp_to(sftp_server, password_env, "/a"), sftp_to(sftp_server, password_env, "/b")
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *a, "--format", "json,csv").exit_code == 0
+    assert invoke("forget", "--to", *a, "--submission", "700002", "--apply").exit_code == 0
+    f = roles_archive / "forms" / "1001" / "submissions.jsonl"  # the same account without it
+    f.write_text("".join(line + "\n" for line in f.read_text("utf-8").splitlines()
+                         if json.loads(line)["id"] != "700002"), "utf-8")
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *b, "--format", "json,csv").exit_code == 0
+    ta, tb = tree(sftp_server.root / "a"), tree(sftp_server.root / "b")
+    # (media left aside: the archive's media index still names the submission taken out by hand)
+    data = {p for p in tb if not p.startswith(".exporter") and "/media/" not in p}
+    assert data == {p for p in ta if not p.startswith(".exporter") and "/media/" not in p}
+    assert all(ta[p] == tb[p] for p in data), [p for p in data if ta[p] != tb[p]]
+    assert not any("/media/700002/" in p for p in ta)
