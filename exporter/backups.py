@@ -231,7 +231,9 @@ def create_backup(config: BackupConfig, source: Source, *, now: dt.datetime | No
 def _make(config: BackupConfig, source: Source, recipients: list, now: dt.datetime, spool: Path,
           progress: Progress | None) -> dict:
     from .connectors.archive.reader import ArchiveReader
+    from .connectors.archive.source import ArchiveSource
     from .connectors.archive.verify import verify as verify_archive
+    from .connectors.archive.zipcopy import copy_to_zip
     from .pipeline import new_run_id, run
     from .registry import create_sink
     from .sinks import RunContext
@@ -242,8 +244,11 @@ def _make(config: BackupConfig, source: Source, recipients: list, now: dt.dateti
     if any(e["name"] == name for e in entries):
         raise SinkError(f"a backup named {name} already exists: one backup per second at most")
     plain = spool / name.removesuffix(".age")
-    run(source, [create_sink(f"archive://{plain}", {})], RunContext(run_id=new_run_id(), source=source.description),
-        progress=progress)
+    if isinstance(source, ArchiveSource) and source.whole:
+        copy_to_zip(source.reader.path, plain)  # an archive is backed up as it is, not written again
+    else:
+        run(source, [create_sink(f"archive://{plain}", {})],
+            RunContext(run_id=new_run_id(), source=source.description), progress=progress)
     problems = verify_archive(plain)
     if problems:
         raise ArchiveError(f"the new archive does not verify ({len(problems)} problem(s)): {'; '.join(problems[:3])}")
