@@ -50,7 +50,8 @@ def copy_to_zip(source: str | os.PathLike, target: str | os.PathLike, *, whole: 
     """Write the archive at ``source`` into the new zip ``target`` (refused if it exists), manifest
     last: the number of files copied, manifest included. A file the manifest lists but the archive
     lacks is an ArchiveError; on any error ``target`` is removed. Files up to ``whole`` bytes are
-    read whole."""
+    read whole. The copy is not fsynced: it is a backup's scratch copy, which is verified, encrypted
+    and uploaded at once (the destination makes its own copy durable)."""
     target = Path(target)
     reader = ArchiveReader(source)
     try:
@@ -65,8 +66,6 @@ def copy_to_zip(source: str | os.PathLike, target: str | os.PathLike, *, whole: 
                 _copy(reader, zf, rel, whole)
                 copied += 1
             _copy(reader, zf, MANIFEST, whole)
-        with open(target, "rb") as done:
-            os.fsync(done.fileno())
         return copied + 1
     except BaseException as e:
         target.unlink(missing_ok=True)
