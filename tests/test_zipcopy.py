@@ -40,7 +40,8 @@ def test_a_folder_archive_is_copied_byte_for_byte_manifest_last(sample_archive, 
     kinds = {i.filename.rsplit(".", 1)[-1]: i.compress_type for i in infos}
     assert kinds["jsonl"] == zipfile.ZIP_DEFLATED and kinds["json"] == zipfile.ZIP_DEFLATED
     assert kinds["png"] == zipfile.ZIP_STORED  # compressed already: stored as is
-    unzip = require_tool("unzip")  # a standard reader takes the data descriptors
+    assert not any(i.flag_bits & 0x08 for i in infos)  # sizes in every local header: readable as a stream
+    unzip = require_tool("unzip")  # a standard reader takes it
     subprocess.run([unzip, "-tq", str(out)], check=True, capture_output=True)
 
 
@@ -87,6 +88,7 @@ def test_the_archive_sinks_zip_stores_media_with_a_fixed_date(sample_archive, tm
     assert infos[-1].filename == "manifest.json" and {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
     assert {i.compress_type for i in infos if i.filename.endswith(".png")} == {zipfile.ZIP_STORED}
     assert {i.compress_type for i in infos if i.filename.endswith(".jsonl")} == {zipfile.ZIP_DEFLATED}
+    assert not any(i.flag_bits & 0x08 for i in infos)
     reader = ArchiveReader(out)
     try:  # the same files as the source, manifest aside (a new exported_at, format version 2)
         assert {rel for rel, _ in reader.iter_files()} == set(_files(sample_archive)) - {"manifest.json"}

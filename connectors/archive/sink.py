@@ -20,7 +20,7 @@ from exporter.model import Checkpoint, Document, Form, Media, Record
 from exporter.sinks import RunContext
 
 from .layout import FORMAT, FORMAT_VERSION, MANIFEST, document_path, dumps, entry_line, form_dir, media_path
-from .zipcopy import Forward, member
+from .zipcopy import member
 
 
 class _HashingWriter:
@@ -77,8 +77,8 @@ class ArchiveSink:
             fd, self._tmp = tempfile.mkstemp(prefix="." + self.target.name + ".", suffix=".partial",
                                              dir=self.target.parent)
             os.fchmod(fd, FILE_MODE)
-            self._zfh = os.fdopen(fd, "wb")
-            self._zf = zipfile.ZipFile(Forward(self._zfh), "w", allowZip64=True)
+            os.close(fd)
+            self._zf = zipfile.ZipFile(self._tmp, "w", allowZip64=True)
         else:
             self._tmp = tempfile.mkdtemp(prefix="." + self.target.name + ".", suffix=".partial",
                                          dir=self.target.parent)
@@ -246,9 +246,8 @@ class ArchiveSink:
             with self._zf.open(member(MANIFEST), "w", force_zip64=True) as fh:
                 self._write_manifest(head, fh)
             self._zf.close()
-            self._zfh.flush()
-            os.fsync(self._zfh.fileno())
-            self._zfh.close()
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
             os.replace(tmp, self.target)
         else:
             with open(Path(tmp) / MANIFEST, "wb") as fh:
@@ -290,8 +289,6 @@ class ArchiveSink:
         if self.zip:
             with contextlib.suppress(Exception):
                 self._zf.close()
-            with contextlib.suppress(Exception):
-                self._zfh.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._tmp)
         else:

@@ -9,8 +9,9 @@ was written (``verify``), which re-hashes every file against the copied manifest
 
 Members carry a fixed date (1980-01-01, as the archive format says). Files whose bytes are
 already compressed (photos, PDFs, office documents, archives: by their suffix) are stored, the
-rest deflated. A file of up to ``WHOLE`` bytes is read whole and written in one call (one
-local header, no seek back); a larger one streams in 1 MiB pieces.
+rest deflated. A file of up to ``WHOLE`` bytes is read whole and written in one call; a larger one
+streams in 1 MiB pieces. Every local header carries its member's sizes and CRC (no data descriptor),
+so the zip can also be read as a stream (``age -d ... | bsdtar -x``, Java's ZipInputStream).
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
 
 from exporter.errors import ArchiveError, os_error_text
 
@@ -60,7 +60,7 @@ def copy_to_zip(source: str | os.PathLike, target: str | os.PathLike, *, whole: 
         reader.close()
         raise ArchiveError(os_error_text(e, f"create {target}")) from None
     try:
-        with fh, zipfile.ZipFile(Forward(fh), "w", allowZip64=True) as zf:
+        with fh, zipfile.ZipFile(fh, "w", allowZip64=True) as zf:
             copied = 0
             for rel, _want in reader.iter_files():
                 _copy(reader, zf, rel, whole)
@@ -74,27 +74,6 @@ def copy_to_zip(source: str | os.PathLike, target: str | os.PathLike, *, whole: 
         raise
     finally:
         reader.close()
-
-
-class Forward:
-    """The output file, written front to back: zipfile, which cannot seek it, then puts each
-    member's sizes and CRC after its bytes (a data descriptor) instead of going back to its header,
-    which would cost a flush and two seeks per member."""
-
-    def __init__(self, fh: BinaryIO):
-        self.fh = fh
-
-    def write(self, data: bytes) -> int:
-        return self.fh.write(data)
-
-    def tell(self) -> int:
-        return self.fh.tell()
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-    def close(self) -> None:
-        self.fh.close()
 
 
 def _copy(reader: ArchiveReader, zf: zipfile.ZipFile, rel: str, whole: int) -> None:
