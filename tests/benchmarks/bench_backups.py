@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
 
 OURS = """
 import datetime as dt, json, sys, time
+import boto3  # imported before the clock starts, as in the baseline
 from exporter.backups import BackupConfig, create_backup
 from exporter.connectors.archive.source import ArchiveSource
 src, state, port, recipient, rewrite = sys.argv[1:6]
