@@ -9,7 +9,9 @@ of an archive is that archive), re-hashes every file of the zip and recounts its
 encrypts, uploads in parts with Content-MD5 and checks the stored sha256. With ``--rewrite`` a third
 line backs up the same account through the pipeline instead (the archive read as a source and
 written again by the archive sink: the path a backup from the web service takes). Each side runs in
-a child process, whose peak memory (ru_maxrss) is reported.
+a child process, whose peak memory (ru_maxrss) and CPU seconds (user + system, the baseline's
+programs included; moto's server not counted on either side) are reported: on a loaded machine the
+CPU ratio moves less than the wall-clock one.
 """
 from __future__ import annotations
 
@@ -29,34 +31,38 @@ if str(ROOT) not in sys.path:
 
 OURS = """
 import datetime as dt, json, sys, time
-import boto3  # imported before the clock starts, as in the baseline
+import boto3, resource  # imported before the clock starts, as in the baseline
 from exporter.backups import BackupConfig, create_backup
 from exporter.connectors.archive.source import ArchiveSource
 src, state, port, recipient, rewrite = sys.argv[1:6]
 opts = {"endpoint_url": f"http://127.0.0.1:{port}", "path_style": True, "region": "us-east-1",
         "access_key_id_env": "BENCH_KEY", "secret_access_key_env": "BENCH_SECRET", "chunk_size": "16MiB"}
 t = time.perf_counter()
+me = resource.getrusage(resource.RUSAGE_SELF)
+cpu = me.ru_utime + me.ru_stime
 source = ArchiveSource(src)
 if rewrite == "1":  # forms named: not a whole archive, so it is replayed through the pipeline
     source = ArchiveSource(src, forms=source.form_ids())
 e = create_backup(BackupConfig("bench", state, "s3://bench/ours", opts, [recipient]), source)
-import resource
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": time.perf_counter() - t, "size": e["size"], "files": e["archive"]["files"], "rss": rss}))
+me = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": time.perf_counter() - t, "size": e["size"], "files": e["archive"]["files"],
+                  "rss": me.ru_maxrss / 1024, "cpu": me.ru_utime + me.ru_stime - cpu}))
 """
 
 BASELINE = """
-import json, subprocess, sys, time, boto3
+import json, resource, subprocess, sys, time, boto3
 src, work, port, recipient = sys.argv[1:5]
+me = resource.getrusage(resource.RUSAGE_SELF)
+cpu = me.ru_utime + me.ru_stime
 t = time.perf_counter()
 subprocess.run(["zip", "-q", "-r", f"{work}/plain.zip", "."], cwd=src, check=True)
 subprocess.run(["age", "-r", recipient, "-o", f"{work}/plain.zip.age", f"{work}/plain.zip"], check=True)
 c = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                  aws_access_key_id="k", aws_secret_access_key="s")
 c.upload_file(f"{work}/plain.zip.age", "bench", "baseline/plain.zip.age")
-import resource
-rss = max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
-print(json.dumps({"seconds": time.perf_counter() - t, "rss": rss}))
+use = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+print(json.dumps({"seconds": time.perf_counter() - t, "rss": max(u.ru_maxrss for u in use) / 1024,
+                  "cpu": sum(u.ru_utime + u.ru_stime for u in use) - cpu}))
 """
 
 
@@ -118,14 +124,15 @@ def bench(work: Path, submissions: int, port: int, recipient: str, runs: int, re
         ours = child(OURS, str(src), str(work / "state"), str(port), recipient, "0", env=env)
         print(f"run {attempt + 1}: zip + age + upload_file {base['seconds']:.1f} s; exporter backups create "
               f"{ours['seconds']:.1f} s ({ours['files']} files verified, {ours['size'] / 1e6:.0f} MB stored); "
-              f"speed ratio {base['seconds'] / ours['seconds']:.2f}x; peak memory of the children "
+              f"speed ratio {base['seconds'] / ours['seconds']:.2f}x; CPU seconds {base['cpu']:.1f} / "
+              f"{ours['cpu']:.1f} (ratio {base['cpu'] / ours['cpu']:.2f}x); peak memory of the children "
               f"{base['rss']:.0f} MB (largest of python, zip, age) / {ours['rss']:.0f} MB")
         if rewrite:
             shutil.rmtree(work / "state", ignore_errors=True)
             again = child(OURS, str(src), str(work / "state"), str(port), recipient, "1", env=env)
             print(f"run {attempt + 1}, rewritten through the pipeline: {again['seconds']:.1f} s "
                   f"({again['size'] / 1e6:.0f} MB stored); ratio to the baseline "
-                  f"{base['seconds'] / again['seconds']:.2f}x; peak memory {again['rss']:.0f} MB")
+                  f"{base['seconds'] / again['seconds']:.2f}x; CPU {again['cpu']:.1f} s; peak memory {again['rss']:.0f} MB")
 
 
 if __name__ == "__main__":
