@@ -63,6 +63,8 @@ def copy_to_zip(source: str | os.PathLike, target: str | os.PathLike, *, whole: 
         with fh, zipfile.ZipFile(fh, "w", allowZip64=True) as zf:
             copied = 0
             for rel, _want in reader.iter_files():
+                if rel == MANIFEST:  # a manifest listing itself (by hand): it goes last, once
+                    continue
                 _copy(reader, zf, rel, whole)
                 copied += 1
             _copy(reader, zf, MANIFEST, whole)
