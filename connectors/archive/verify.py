@@ -21,7 +21,7 @@ def check(path: str | os.PathLike) -> tuple[list[str], int, dict]:
     problems: list[str] = []
     try:
         present = set(reader.file_list())
-        present.discard(MANIFEST)  # in place: a second set of every name would double the peak
+        present.discard(MANIFEST)  # in place, not a second set of every name
         listed: set[str] = set()
         for rel, want in reader.iter_files():
             listed.add(rel)
