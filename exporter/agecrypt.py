@@ -118,7 +118,9 @@ def load_identities(*, file: str | os.PathLike | None = None, env: str | None = 
 
 
 def encrypt_file(src: Path, dst: Path, recipients: list[Any]) -> tuple[Digest, Digest]:
-    """Encrypt ``src`` into ``dst`` (created, fsynced): (plain digest, encrypted digest)."""
+    """Encrypt ``src`` into ``dst`` (created): (plain digest, encrypted digest). ``dst`` is not
+    fsynced: it is the backup's scratch copy, uploaded at once (the destination makes its own copy
+    durable)."""
     import pyrage
 
     if not recipients:
@@ -129,8 +131,6 @@ def encrypt_file(src: Path, dst: Path, recipients: list[Any]) -> tuple[Digest, D
             pyrage.encrypt_io(reader, writer, recipients)
         except pyrage.EncryptError as e:
             raise ArchiveError(f"cannot encrypt {src.name}: {e}") from None
-        fout.flush()
-        os.fsync(fout.fileno())
     return reader.digest(), writer.digest()
 
 

@@ -1,6 +1,8 @@
 """Encrypted, verified backups of an account, with retention.
 
-A backup is a full account archive (a zip written by the archive sink, ``archive:///...zip``),
+A backup is a full account archive: a zip written by the archive sink (``archive:///...zip``) from
+the source, or, when the source is a whole archive, that archive's files copied into the zip as they
+are (``connectors/archive/zipcopy.py``: nothing parsed or written again, the same manifest). It is
 checked after writing (every file re-hashed and the counts recounted: ``exporter verify``'s
 logic), encrypted with age to public keys only (``exporter.agecrypt``: the machine writing backups
 cannot read them; ``age -d`` decrypts them without this tool) and stored as
@@ -239,8 +241,9 @@ def create_backup(config: BackupConfig, source: Source, *, now: dt.datetime | No
 
 def _make(config: BackupConfig, source: Source, recipients: list, now: dt.datetime, spool: Path,
           progress: Progress | None) -> dict:
-    from .connectors.archive.reader import ArchiveReader
-    from .connectors.archive.verify import verify as verify_archive
+    from .connectors.archive.source import ArchiveSource
+    from .connectors.archive.verify import check as check_archive
+    from .connectors.archive.zipcopy import copy_to_zip
     from .pipeline import new_run_id, run
     from .registry import create_sink
     from .sinks import RunContext
@@ -251,16 +254,14 @@ def _make(config: BackupConfig, source: Source, recipients: list, now: dt.dateti
     if any(e["name"] == name for e in entries):
         raise SinkError(f"a backup named {name} already exists: one backup per second at most")
     plain = spool / name.removesuffix(".age")
-    run(source, [create_sink(f"archive://{plain}", {})], RunContext(run_id=new_run_id(), source=source.description),
-        progress=progress)
-    problems = verify_archive(plain)
+    if isinstance(source, ArchiveSource) and source.whole:
+        copy_to_zip(source.reader.path, plain)  # an archive is backed up as it is, not written again
+    else:
+        run(source, [create_sink(f"archive://{plain}", {})],
+            RunContext(run_id=new_run_id(), source=source.description), progress=progress)
+    problems, files, counts = check_archive(plain)
     if problems:
         raise ArchiveError(f"the new archive does not verify ({len(problems)} problem(s)): {'; '.join(problems[:3])}")
-    reader = ArchiveReader(plain)
-    try:
-        counts, files = dict(reader.manifest.get("counts") or {}), sum(1 for _ in reader.iter_files())
-    finally:
-        reader.close()
     sealed = spool / name
     plain_digest, sealed_digest = encrypt_file(plain, sealed, recipients)
     plain.unlink()

@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,8 @@ def test_backup_is_verified_encrypted_and_readable_by_the_age_binary(tmp_path, a
     other.write_text(f"{age_keys['other']}\n")
     subprocess.run([age, "-d", "-i", str(other), "-o", str(tmp_path / "p2.zip"), str(stored)], check=True)
     assert (tmp_path / "p2.zip").read_bytes() == plain.read_bytes()
+    with zipfile.ZipFile(plain) as zf:  # a backup of an archive is that archive, every file as it is
+        assert {i.filename: zf.read(i) for i in zf.infolist()} == tree(SAMPLE)
     # `exporter verify` passes on it, and it replays exactly as the original account
     r = subprocess.run([sys.executable, "-m", "exporter", "verify", str(plain)], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("OK: ")
@@ -114,6 +118,23 @@ def test_forty_simulated_days_keep_exactly_the_retention_set(tmp_path, age_keys)
         t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in want)
     # 7 daily + the newest of 3 weeks and 2 months (several of those are the same backup)
     assert 7 <= len(want) <= 12
+
+
+def test_a_damaged_archive_is_not_backed_up_and_a_rewritten_one_is(tmp_path, age_keys):
+    cfg = config(tmp_path, age_keys)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(SAMPLE, damaged)
+    png = next(damaged.rglob("*.png"))
+    png.write_bytes(b"not the photo")
+    with pytest.raises(ArchiveError, match="does not verify.*size mismatch"):
+        create_backup(cfg, ArchiveSource(damaged), now=DAY0)
+    assert load_index(cfg.state_dir, "acme") == [] and not (tmp_path / "backups").exists()
+    # a source that is not a whole archive (here: forms named) is written again by the archive sink,
+    # as a backup from the web service is: a new manifest, in the current format version
+    forms = [p.name for p in (SAMPLE / "forms").iterdir()]
+    entry = create_backup(cfg, ArchiveSource(SAMPLE, forms=forms), now=DAY0)
+    assert entry["verified"] and entry["archive"]["counts"]["submissions"] > 40
+    assert entry["archive"]["counts"]["documents"] == 0  # version 2 counts: the manifest is new
 
 
 def test_a_failed_backup_stores_nothing_and_prunes_nothing(tmp_path, age_keys):

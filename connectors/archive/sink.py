@@ -20,6 +20,7 @@ from exporter.model import Checkpoint, Document, Form, Media, Record
 from exporter.sinks import RunContext
 
 from .layout import FORMAT, FORMAT_VERSION, MANIFEST, document_path, dumps, entry_line, form_dir, media_path
+from .zipcopy import member
 
 
 class _HashingWriter:
@@ -80,7 +81,7 @@ class ArchiveSink:
                                              dir=self.target.parent)
             os.fchmod(fd, FILE_MODE)
             os.close(fd)
-            self._zf = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+            self._zf = zipfile.ZipFile(self._tmp, "w", allowZip64=True)
         else:
             self._tmp = tempfile.mkdtemp(prefix="." + self.target.name + ".", suffix=".partial",
                                          dir=self.target.parent)
@@ -100,7 +101,7 @@ class ArchiveSink:
 
     def _open_file(self, rel: str) -> IO[bytes]:
         if self.zip:
-            return self._zf.open(rel, "w", force_zip64=True)
+            return self._zf.open(member(rel), "w", force_zip64=True)
         p = Path(self._work()[0]) / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         return open(p, "wb")
@@ -124,8 +125,8 @@ class ArchiveSink:
         fh, hw = self._streams.pop(rel)
         if self.zip:
             fh.seek(0)
-            with self._zf.open(rel, "w", force_zip64=True) as member:
-                shutil.copyfileobj(fh, member, 1 << 20)
+            with self._zf.open(member(rel), "w", force_zip64=True) as dst:
+                shutil.copyfileobj(fh, dst, 1 << 20)
         fh.close()
         self._record(rel, hw.h.hexdigest(), hw.size)
 
@@ -245,7 +246,7 @@ class ArchiveSink:
         }
         tmp = self._work()[0]
         if self.zip:
-            with self._zf.open(MANIFEST, "w") as fh:
+            with self._zf.open(member(MANIFEST), "w", force_zip64=True) as fh:
                 self._write_manifest(head, fh)
             self._zf.close()
             with open(tmp, "rb+") as fh:

@@ -92,6 +92,12 @@ class ArchiveSource:
                     raise NotFoundError(f"unknown form id {fid!r} (not in archive {self.reader.path})")
 
     @property
+    def whole(self) -> bool:
+        """Whether a run replays the whole archive (every form, full mode): a backup then copies
+        the archive as it is (``zipcopy``) instead of replaying it."""
+        return not self.forms and self.mode == "full"
+
+    @property
     def expected_submissions(self) -> int | None:
         """How many submissions a full replay yields (for progress bars), when the manifest says."""
         if self.forms or self.mode != "full":

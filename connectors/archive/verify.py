@@ -11,10 +11,17 @@ from .reader import ArchiveReader
 
 def verify(path: str | os.PathLike) -> list[str]:
     """Re-hash every file and check the counts. Returns the list of differences (empty = OK)."""
+    return check(path)[0]
+
+
+def check(path: str | os.PathLike) -> tuple[list[str], int, dict]:
+    """``verify``, with what was checked: (differences, the number of files the manifest lists,
+    the manifest's counts)."""
     reader = ArchiveReader(path)
     problems: list[str] = []
     try:
-        present = set(reader.file_list()) - {MANIFEST}
+        present = set(reader.file_list())
+        present.discard(MANIFEST)  # in place, not a second set of every name
         listed: set[str] = set()
         for rel, want in reader.iter_files():
             listed.add(rel)
@@ -40,9 +47,9 @@ def verify(path: str | os.PathLike) -> list[str]:
             for key, want in (reader.manifest.get("counts") or {}).items():
                 if counts.get(key) != want:
                     problems.append(f"count mismatch: {key} is {counts.get(key)}, manifest says {want}")
+        return problems, len(listed), dict(reader.manifest.get("counts") or {})
     finally:
         reader.close()
-    return problems
 
 
 def _count(reader: ArchiveReader) -> dict[str, int]:
