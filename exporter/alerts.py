@@ -28,7 +28,7 @@ from .retry import retry_call
 from .secrets import mask, read_secret
 
 if TYPE_CHECKING:
-    from .jobtables import Alerts, Email
+    from .jobalerts import Alerts, Email
 
 log = logging.getLogger("exporter.alerts")
 SMTP_TIMEOUT = 15.0  # seconds a connection or an answer may take (each of the attempts)

@@ -28,14 +28,13 @@ from pathlib import Path
 
 from . import tomlpos
 from .errors import ConfigError
+from .jobalerts import Alerts, alerts
 from .jobtables import (
     DEFAULT_FORMATS,
     SETTINGS,
-    Alerts,
     Backup,
     Checker,
     Destination,
-    alerts,
     backup,
     destinations,
     pseudonymisation,

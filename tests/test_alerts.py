@@ -161,7 +161,7 @@ def test_implicit_tls_and_a_refused_password(smtp_server, tmp_path):
 
 def test_a_server_without_starttls_gets_nothing_in_clear(tmp_path):
     from exporter.alerts import send_email
-    from exporter.jobtables import Email
+    from exporter.jobalerts import Email
 
     inbox, port = Inbox(), free_port()
     server = Controller(inbox, hostname="127.0.0.1", port=port)  # no TLS at all

@@ -65,6 +65,11 @@ def identity_options(fn: F) -> F:
                         help="age identity file (age-keygen output) that decrypts the backups.")(fn)
 
 
+def identity_given(ctx: click.Context) -> bool:
+    """Whether ``--identity-file`` or ``--identity-env`` was given."""
+    return any(ctx.meta.get(_IDENTITY, {}).values())
+
+
 def identities_of(ctx: click.Context) -> list[Any]:
     """The age identities of ``identity_options``: one of the file or the variable, read and checked."""
     from ..agecrypt import load_identities

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
-from .backups import STATE_HELP, identity_options
+from .backups import STATE_HELP, identities_of, identity_given, identity_options
 from .common import run_guarded
 from .run import OrderedCommand
 
@@ -59,7 +59,7 @@ def _ids_file(path: str | None) -> list[str]:
 @click.pass_context
 def forget(ctx: click.Context, destinations: tuple[str, ...], to_password_env: tuple[str, ...],
            to_password_file: tuple[str, ...], to_url_env: str | None, raw_options: tuple[str, ...], account: str | None,
-           state_dir: str | None, identity_file: str | None, identity_env: str | None, user_id: str | None,
+           state_dir: str | None, user_id: str | None,
            only_personal: bool, submission_ids: tuple[str, ...], submissions_file: str | None, gone_from_service: bool,
            apply: bool, audit_file: str | None, reference: str | None) -> None:
     """Erase a person (--user ID) or submissions (--submission ID) from every destination given.
@@ -113,7 +113,7 @@ def forget(ctx: click.Context, destinations: tuple[str, ...], to_password_env: t
                 click.echo(f"{outcome.name}: would erase {describe(outcome.counts)}")
 
         with contextlib.ExitStack() as stack:
-            backups = _backups(stack, account, state_dir, identity_file, identity_env, apply)
+            backups = _backups(ctx, stack, account, state_dir, apply)
             erasers: list = []
             if backups is not None:
                 from ..backup_forget import backup_erasers
@@ -144,21 +144,20 @@ def forget(ctx: click.Context, destinations: tuple[str, ...], to_password_env: t
     run_guarded(ctx, go)
 
 
-def _backups(stack: contextlib.ExitStack, account: str | None, state_dir: str | None, identity_file: str | None,
-             identity_env: str | None, apply: bool) -> tuple[str, str, list] | None:
+def _backups(ctx: click.Context, stack: contextlib.ExitStack, account: str | None, state_dir: str | None,
+             apply: bool) -> tuple[str, str, list] | None:
     """(state folder, account, the identities that decrypt its backups), the account's lock held in
     ``stack``, what a stopped forget left finished first (None without --account)."""
     if account is None:
-        if identity_file or identity_env:
+        if identity_given(ctx):
             raise ConfigError("--identity-file/--identity-env decrypt an account's backups: give --account NAME too")
         return None
-    from ..agecrypt import load_identities
     from ..backup_forget import recover
     from ..locks import AccountLock
 
     if not state_dir:
         raise ConfigError("--account needs --state-dir DIR (or $EXPORTER_STATE_DIR): where its backups index is")
-    identities = load_identities(file=identity_file, env=identity_env)  # refused before anything is read
+    identities = identities_of(ctx)  # refused before anything is read
     stack.enter_context(AccountLock(state_dir, account, command="forget"))
     if apply:
         recover(state_dir, account)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from exporter import archive, verify
 from tests.connectors.remote.conftest import (  # noqa: F401 - fixtures for these tests
     _azurite_port,
     _moto_port,
@@ -34,10 +35,10 @@ EDITED = "700001"  # a submission of user 102 that 104 edited last: it stays, wi
 def roles_archive(sample_archive, tmp_path) -> Path:
     """``sample_data`` where user 104 also received submission 700000 and last edited 700001,
     with a reference (``user_ref1``) on every record naming them."""
-    out = tmp_path / "roles-archive"
-    shutil.copytree(sample_archive, out)
-    users = [json.loads(line) for line in (out / "users.jsonl").read_text("utf-8").splitlines()]
-    for f in (out / "forms").glob("*/submissions.jsonl"):
+    raw, out = tmp_path / "roles-edited", tmp_path / "roles-archive"
+    shutil.copytree(sample_archive, raw)
+    users = [json.loads(line) for line in (raw / "users.jsonl").read_text("utf-8").splitlines()]
+    for f in (raw / "forms").glob("*/submissions.jsonl"):
         lines = []
         for line in f.read_text("utf-8").splitlines():
             d = json.loads(line)
@@ -50,6 +51,8 @@ def roles_archive(sample_archive, tmp_path) -> Path:
             lines.append(json.dumps(d, ensure_ascii=False, separators=(",", ":")))
         f.write_text("\n".join(lines) + "\n", "utf-8")
     assert any(u["id"] == PERSON for u in users)
+    archive(raw, out)  # written again, so that its manifest holds the edited files' sizes and hashes
+    assert verify(out).ok
     return out
 
 

@@ -204,15 +204,21 @@ def test_memory_stays_flat_whatever_the_backup_holds(roles_archive, tmp_path, ag
     rewritten in about the memory a backup of kilobytes takes: members are streamed."""
     import os
 
+    from exporter import archive as write_archive
+
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     peaks = {}
     for size in (0, 96):
         archive = tmp_path / f"archive-{size}"
-        shutil.copytree(roles_archive, archive)
         if size:
-            with open(archive / "forms/1001/media/700002/photo_700002_0.jpg", "wb") as fh:
+            raw = tmp_path / f"edited-{size}"
+            shutil.copytree(roles_archive, raw)
+            with open(raw / "forms/1001/media/700002/photo_700002_0.jpg", "wb") as fh:
                 for _ in range(size):
                     fh.write(os.urandom(1 << 20))
+            write_archive(raw, archive)  # its manifest holding the photo's size and hash
+        else:
+            shutil.copytree(roles_archive, archive)
         cfg = BackupConfig("acme", tmp_path / f"state-{size}", str(tmp_path / f"backups-{size}"), {},
                            age_keys["recipients"])
         create_backup(cfg, ArchiveSource(archive), now=DAY0)
@@ -255,11 +261,16 @@ def test_submissions_gone_from_the_service_are_erased_from_older_backups(roles_a
     the older backup is rewritten without it; the newest is left as it is."""
     cfg = BackupConfig("acme", tmp_path / "state", str(tmp_path / "backups"), {}, age_keys["recipients"])
     create_backup(cfg, ArchiveSource(roles_archive), now=DAY0)
+    from exporter import archive as write_archive
+
+    edited, later = tmp_path / "edited", tmp_path / "later"
+    shutil.copytree(roles_archive, edited)
     for name in ("submissions.jsonl", "media.jsonl"):  # deleted in the service
-        f = roles_archive / "forms" / "1001" / name
+        f = edited / "forms" / "1001" / name
         f.write_text("".join(line + "\n" for line in f.read_text("utf-8").splitlines()
                              if json.loads(line).get("id", json.loads(line).get("submission_id")) != "700002"))
-    create_backup(cfg, ArchiveSource(roles_archive), now=DAY0 + dt.timedelta(days=1))
+    write_archive(edited, later)  # the account as the next day's backup reads it
+    create_backup(cfg, ArchiveSource(later), now=DAY0 + dt.timedelta(days=1))
     old, new = load_index(cfg.state_dir, "acme")
     args = ["forget", "--account", "acme", "--state-dir", cfg.state_dir, "--identity-file", age_keys["file"],
             "--gone-from-service"]
