@@ -150,7 +150,8 @@ def send_email(email: Email, record: dict, base_dir: Path, *, timeout: float = S
     try:
         user, password = email.user, None
         if email.user_env or email.user_file:
-            user = read_secret(env=email.user_env, file=_path(base_dir, email.user_file), what="SMTP user")
+            user = read_secret(env=email.user_env, file=_path(base_dir, email.user_file), what="SMTP user",
+                               register=False)  # a name, not a secret: masking it would blank it everywhere
         if email.password_env or email.password_file:
             password = read_secret(env=email.password_env, file=_path(base_dir, email.password_file),
                                    what="SMTP password")

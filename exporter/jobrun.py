@@ -199,11 +199,15 @@ def child_env(account: Account, spool: Path, environ=None) -> dict[str, str]:
 
 def _register_secrets(account: Account) -> None:
     """The account's secret values are masked in everything this process writes (audit, alerts)."""
-    for _key, var in account.env_refs:
-        read_secret(env=var, what=var, required=False)
-    for _key, f in account.file_refs:
+    for key, var in account.env_refs:
+        read_secret(env=var, what=var, required=False, register=key[-1] not in NOT_SECRET)
+    for key, f in account.file_refs:
         with contextlib.suppress(ConfigError):
-            read_secret(file=account.base_dir / os.path.expanduser(f), required=False)
+            read_secret(file=account.base_dir / os.path.expanduser(f), required=False, register=key[-1] not in NOT_SECRET)
+
+
+#: keys read by reference whose values are not secrets (masking a user name would blank it everywhere)
+NOT_SECRET = ("user_env", "user_file")
 
 
 #: the counts of an export's summary (``--summary-json``) as its audit line names them

@@ -56,18 +56,19 @@ def _mask_one_url(url: str) -> str:
 
 @overload
 def read_secret(*, env: str | None = None, file: str | os.PathLike | None = None, what: str = "secret",
-                required: Literal[True] = True) -> str: ...
+                required: Literal[True] = True, register: bool = True) -> str: ...
 
 
 @overload
 def read_secret(*, env: str | None = None, file: str | os.PathLike | None = None, what: str = "secret",
-                required: bool) -> str | None: ...
+                required: bool, register: bool = True) -> str | None: ...
 
 
 def read_secret(*, env: str | None = None, file: str | os.PathLike | None = None, what: str = "secret",
-                required: bool = True) -> str | None:
+                required: bool = True, register: bool = True) -> str | None:
     """Read a secret from the environment variable ``env`` or the file ``file`` (first line,
-    surrounding white space stripped)."""
+    surrounding white space stripped), masked from then on in everything this process writes
+    (``register=False``: a value read by reference that is not secret, such as a user name)."""
     value: str | None = None
     if env:
         value = os.environ.get(env)
@@ -87,7 +88,8 @@ def read_secret(*, env: str | None = None, file: str | os.PathLike | None = None
         value = value.strip()
         if not value and required:
             raise ConfigError(f"the {what} is empty ({'$' + env if env else file})")
-        register_secret(value)
+        if register:
+            register_secret(value)
     elif required:
         raise ConfigError(f"no {what} given: use an environment variable or a file")
     return value
