@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -42,8 +43,6 @@ from .secrets import mask
 log = logging.getLogger("exporter.audit")
 
 GENESIS = "0" * 64
-#: how far before a record ``append(once=True)`` looks for it
-LOOK_BACK = dt.timedelta(days=1)
 
 
 def masked(value):
@@ -79,19 +78,30 @@ def _last_line(fh) -> bytes | None:
     return next(_lines_from_end(fh), None)
 
 
-def _holds(fh, record: dict) -> bool:
-    """Whether the log holds the line of ``record`` (same ``id``), looking back from its end to
-    the lines a day older than the record (lines come in the order they were written)."""
-    ident, when = record.get("id"), _time(record.get("time"))
+def _holds(fh, record: dict, since: dt.datetime) -> bool:
+    """Whether the log holds the line of ``record`` (same ``id``), looking back from its end over
+    the lines appended since ``since`` (less ``CLOCK_SKEW``: the log may be shared by hosts): lines
+    come in the order they were appended, each with its append time (``logged``). Only a line that
+    names the id is decoded."""
+    ident = record.get("id")
+    needle = json.dumps({"id": ident}, separators=(",", ":"))[1:-1].encode()
+    stop = since - CLOCK_SKEW
     for line in _lines_from_end(fh):
-        with contextlib.suppress(ValueError, AttributeError):
-            other = json.loads(line)
-            if other.get("id") == ident:
-                return True
-            t = _time(other.get("time"))
-            if when is not None and t is not None and t < when - LOOK_BACK:
-                return False
+        if needle in line:
+            with contextlib.suppress(ValueError, AttributeError):
+                if json.loads(line).get("id") == ident:
+                    return True
+        m = _LOGGED.search(line)
+        logged = _time(m.group(1).decode()) if m else None
+        if logged is not None and logged < stop:
+            return False
     return False
+
+
+#: a line's append time, read without decoding the line
+_LOGGED = re.compile(rb'"logged":"([^"]+)"')
+#: how far the clocks of hosts appending to one log may differ
+CLOCK_SKEW = dt.timedelta(hours=1)
 
 
 def _time(value) -> dt.datetime | None:
@@ -100,24 +110,27 @@ def _time(value) -> dt.datetime | None:
     return None
 
 
-def append(path: str | os.PathLike, record: dict, *, once: bool = False) -> str | None:
-    """Append ``record`` (masked) to the log at ``path``, chained to its last line; returns the
-    new line's SHA-256. ``once``: unless the log holds it already (a record with the same ``id``,
-    appended by a writer killed before its other logs): then nothing is written, None."""
+def append(path: str | os.PathLike, record: dict, *, once: dt.datetime | None = None) -> str | None:
+    """Append ``record`` (masked) to the log at ``path``, chained to its last line, with its
+    append time (``logged``); returns the new line's SHA-256. ``once`` (when the record was staged):
+    unless the log holds it already (a record with the same ``id``, appended since then by a writer
+    killed before its other logs): then nothing is written, None."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o600)
     with os.fdopen(fd, "r+b", buffering=0) as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            if once and _holds(fh, record):
+            if once is not None and _holds(fh, record, once):
                 return None
             last = _last_line(fh)
             prev = hashlib.sha256(last).hexdigest() if last is not None else GENESIS
             head = _head(path) if last is not None else {"lines": 0}
             if last is not None and _interrupted(head, last, prev):  # the line is whole: count it
                 head = {"lines": head["lines"] + 1}
-            line = json.dumps({**masked(record), "prev": prev}, ensure_ascii=False, separators=(",", ":"),
+            logged = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+            line = json.dumps({**masked(record), "logged": logged, "prev": prev}, ensure_ascii=False,
+                              separators=(",", ":"),
                               default=str).encode("utf-8")
             fh.write(line + b"\n")
             os.fsync(fh.fileno())
@@ -206,10 +219,11 @@ def flush(state_dir: str | os.PathLike, account: str) -> None:
     staged = []
     for path in (folder / "audit-pending").glob("*.json"):
         with contextlib.suppress(OSError, ValueError):
-            staged.append((json.loads(path.read_text("utf-8")), path))
-    for record, path in sorted(staged, key=lambda x: str(x[0].get("time"))):
-        append(folder / "audit.jsonl", record, once=True)
-        append(folder.parent / "audit.jsonl", record, once=True)
+            at = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)  # when it was staged
+            staged.append((at, json.loads(path.read_text("utf-8")), path))
+    for at, record, path in sorted(staged, key=lambda x: x[0]):
+        append(folder / "audit.jsonl", record, once=at)
+        append(folder.parent / "audit.jsonl", record, once=at)
         path.unlink(missing_ok=True)
 
 

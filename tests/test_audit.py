@@ -1,5 +1,6 @@
 """Audit logs: hash-chained lines appended by several processes at once; an edited, removed or
 inserted line (the last one included) is found by `exporter audit verify`; secrets are masked."""
+import datetime as dt
 import json
 import multiprocessing
 
@@ -99,8 +100,9 @@ def test_a_writer_killed_between_the_two_logs_loses_no_line(tmp_path):
     account = load(jobs_file).accounts["acme"]
     first = {"id": "run-1", "time": "2026-12-05T02:00:00+00:00", "account": "acme", "result": "ok"}
     audit.stage(account.state_dir, "acme", first)
-    audit.append(account.dir / "audit.jsonl", first, once=True)  # ... killed here
-    assert audit.append(account.dir / "audit.jsonl", first, once=True) is None  # held: not twice
+    staged = dt.datetime.now(dt.UTC)
+    audit.append(account.dir / "audit.jsonl", first, once=staged)  # ... killed here
+    assert audit.append(account.dir / "audit.jsonl", first, once=staged) is None  # held: not twice
     second = {"id": "run-2", "time": "2026-12-06T02:00:00+00:00", "account": "acme", "result": "ok"}
     audit.write(account.state_dir, "acme", second)
     for log in (account.dir / "audit.jsonl", account.state_dir / "audit.jsonl"):
@@ -111,11 +113,21 @@ def test_a_writer_killed_between_the_two_logs_loses_no_line(tmp_path):
     assert len((account.state_dir / "audit.jsonl").read_text().splitlines()) == 2
 
 
-def test_once_looks_back_a_day_and_no_further(tmp_path):
+def test_once_looks_at_the_lines_appended_since_the_record_was_staged(tmp_path):
+    """Lines are read back by their append time (``logged``), not by the time they report: a
+    line recovered late with an old time does not stop the search."""
     path = tmp_path / "audit.jsonl"
-    old = {"id": "x", "time": "2026-12-01T00:00:00+00:00"}
-    later = [{"id": f"n{i}", "time": "2026-12-03T00:00:00+00:00", "pad": "p" * 40} for i in range(3000)]
-    path.write_text("".join(json.dumps(x) + "\n" for x in [old, *later]))  # several read blocks
-    assert audit.append(path, {**old, "time": "2026-12-01T12:00:00+00:00"}, once=True) is None
-    assert audit.append(path, {**old, "time": "2026-12-03T01:00:00+00:00"}, once=True) is None
-    assert audit.append(path, {**old, "time": "2026-12-05T00:00:00+00:00"}, once=True) is not None
+    t0 = dt.datetime(2026, 12, 5, 2, 0, tzinfo=dt.UTC)
+
+    def line(ident, logged, time="2026-12-01T00:00:00+00:00"):
+        return json.dumps({"id": ident, "time": time, "logged": logged.isoformat(), "pad": "p" * 40},
+                          separators=(",", ":")) + "\n"
+
+    later = [line(f"n{i}", t0 + dt.timedelta(minutes=10)) for i in range(3000)]  # several read blocks
+    path.write_text(line("x", t0) + line("old-time", t0 + dt.timedelta(minutes=5), "2020-01-01T00:00:00+00:00")
+                    + "".join(later))
+    assert audit.append(path, {"id": "x"}, once=t0) is None  # appended after it was staged: held
+    assert audit.append(path, {"id": "x"}, once=t0 - dt.timedelta(days=1)) is None
+    # staged well after that line was appended: that line is another run's record of the same id
+    assert audit.append(path, {"id": "x"}, once=t0 + dt.timedelta(hours=3)) is not None
+    assert json.loads(path.read_text().splitlines()[-1])["logged"] > t0.isoformat()
