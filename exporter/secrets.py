@@ -35,7 +35,9 @@ def mask(text: str) -> str:
 _URL = re.compile(r"[a-zA-Z][\w+.-]*://\S+")
 # the password runs to the authority's last "@" (a password may hold one; "/?#" end the authority)
 _URL_PW = re.compile(r"^(?P<pre>[a-zA-Z][\w+.-]*://[^/?#\s:@]*:)(?P<pw>[^/?#\s]+)(?P<at>@)")
-_QUERY_PARAM = re.compile(r"(?P<pre>[?&;](?P<name>[^=&;#\s]+)=)(?P<value>[^&;#\s'\"]+)")
+#: a query (or fragment: ``#access_token=``) parameter; its value runs to the next separator or
+#: space (a quote inside a secret value is masked with it, a closing quote after it too)
+_QUERY_PARAM = re.compile(r"(?P<pre>[?&;#](?P<name>[^=&;#\s]+)=)(?P<value>[^&;#\s]+)")
 #: a query parameter whose name says it holds a secret: ``token``, ``access_token``, ``password``,
 #: ``api_key``, Azure SAS ``sig``, S3's ``X-Amz-Signature`` and ``X-Amz-Credential``...
 _SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key|sig|credential|auth|session", re.I)

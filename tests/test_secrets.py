@@ -20,6 +20,9 @@ from exporter.secrets import mask, mask_url
     ("https://acct.blob.core.windows.net/c/b?sv=2022-11-02&sig=AbC%2Fd&se=2030",
      "https://acct.blob.core.windows.net/c/b?sv=2022-11-02&sig=***&se=2030"),
     ("https://s3/b/k?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=f00", "https://s3/b/k?X-Amz-Credential=***&X-Amz-Signature=***"),
+    # in a fragment too (OAuth's implicit flow), and a quote inside a value does not end it
+    ("https://app/cb#access_token=abc&state=1", "https://app/cb#access_token=***&state=1"),
+    ('https://h/x?token=ab"cd&page=2', "https://h/x?token=***&page=2"),
     # what is not secret stays readable
     ("file:///out?csv_bom=true", "file:///out?csv_bom=true"),
     ("https://forms.kizeo.com/rest/v3", "https://forms.kizeo.com/rest/v3"),
