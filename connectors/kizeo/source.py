@@ -234,9 +234,14 @@ class WebSource:
 
     def _lists(self, index: list) -> Iterator:
         ids = [str(lid) for lid in (s.get("id") if isinstance(s, dict) else s for s in index) if lid not in (None, "")]
-        if ids:  # the first alone: it finds out whether the service has GET /lists/{id}/complete
-            yield from filter(None, [self._list(ids[0])])
-        yield from filter(None, self._ordered(self._list, ids[1:]))
+        first = 0  # read alone until one is found: it finds out whether the service has /lists/{id}/complete
+        while first < len(ids):
+            found = self._list(ids[first])
+            first += 1
+            if found is not None:
+                yield found
+                break
+        yield from filter(None, self._ordered(self._list, ids[first:]))
 
     def _list(self, lid: str):
         """One external list, or None when it was deleted after ``GET /lists`` named it (404)."""

@@ -448,3 +448,23 @@ def test_a_list_deleted_between_the_index_and_its_reading_is_left_out_with_a_war
     assert [r.getMessage() for r in caplog.records if "deleted while the export ran" in r.getMessage()] == [
         f"external list {gone} was deleted while the export ran (GET /lists named it, then it was not found): "
         "not exported"]
+
+
+def test_a_first_list_deleted_on_a_service_without_complete_asks_for_the_route_once_more(sample_archive, caplog):
+    with serve(sample_archive, complete_route=False) as srv:
+        client = make_client(srv)
+        index = client.lists
+
+        def index_then_deleted():
+            got = index()
+            srv.delete_list("501")
+            return got
+
+        client.lists = index_then_deleted
+        src = WebSource(client, mode="full", workers=4)
+        lists = [r.id for r in src.records({}) if r.kind == "list"]
+        src.close()
+        # 501's 404 says nothing of the route; 502, read alone next, finds it absent: not asked again
+        assert srv.request_count("/lists/*/complete") == 2
+    assert lists == ["502"]
+    assert len([r for r in caplog.records if "/complete" in r.getMessage()]) == 1
