@@ -165,7 +165,7 @@ class ArchiveReader:
             return
         with self.open(rel) as fh:
             for n, line in enumerate(fh, 1):
-                if not line.strip():
+                if line.isspace():  # blank (``strip()`` would copy every line)
                     continue
                 try:
                     yield fastjson.loads(line)
