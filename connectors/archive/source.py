@@ -167,14 +167,14 @@ class ArchiveSource:
                                    and (part is None or part.count <= 1) else None)
         docs = _Documents(self.reader.documents_index(fid), f"{form_dir(fid)}/documents.jsonl", self.document_kinds)
         pictures = True  # the form's layout pictures: with the first submission replayed
-        for position, raw in enumerate(self.reader.submissions_raw(fid)):
+        for position, (served, raw) in enumerate(self.reader.submissions_lines(fid)):
             if part is not None and not part.takes(position):  # another worker's share
                 sid = submission_id(raw)
                 while pending_media is not None and _media_sid(pending_media, media_rel) == sid:
                     pending_media = next(media_iter, None)
                 docs.take(str(sid))
                 continue
-            sub = self._parse(form, raw)
+            sub = self._parse(form, raw, served)
             sid, ut = sub.id, sub.update_time
             if listed is not None:
                 listed.add(sid)
@@ -200,9 +200,9 @@ class ArchiveSource:
                          gone=frozenset(self.reader.deleted_ids(fid)))
 
     @staticmethod
-    def _parse(form: Form, raw: Any) -> Submission:
+    def _parse(form: Form, raw: Any, served: bytes) -> Submission:
         try:
-            return parse_submission(form, raw)
+            return parse_submission(form, raw, served=served)
         except BadAnswerError as e:
             raise ArchiveError(e.message, context=e.context) from None
 
