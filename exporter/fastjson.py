@@ -32,14 +32,12 @@ if _orjson is not None:
     # every digit -> "0", anything else -> " ": a run of n digits is then a plain substring search
     _DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
 
-    def _digit_run(raw: bytes | bytearray | memoryview, n: int) -> bool:
-        """Whether ``raw`` holds a run of ``n`` or more ASCII digits."""
-        return b"0" * n in bytes(raw).translate(_DIGITS)
+    _RUN = b"0" * 19  # a run of 19 digits, once translated by ``_DIGITS``
 
     def loads(data: bytes | str) -> Any:
         """``json.loads`` of UTF-8 bytes or text (orjson first, the standard library for the rest)."""
         raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-        if not _digit_run(raw, 19):
+        if _RUN not in bytes(raw).translate(_DIGITS):  # no run of 19 digits
             try:
                 return _fast(raw)
             except _FastError:

@@ -188,8 +188,10 @@ def _parse_fields(plan: ParsePlan, cells: dict, flat: bool, bools: Any, form_id:
     return values, text, subforms, media
 
 
-def parse_submission(form: Form, payload: dict) -> Submission:
-    """Parse one submission, nested (``GET /data/{d}``) or flat (``_``-prefixed) shape."""
+def parse_submission(form: Form, payload: dict, served: bytes | None = None) -> Submission:
+    """Parse one submission, nested (``GET /data/{d}``) or flat (``_``-prefixed) shape. ``served``:
+    the JSON document ``payload`` was decoded from, kept as ``raw`` instead of the payload
+    (decoded again only if read: see ``model.Submission``)."""
     if not isinstance(payload, dict):
         raise BadAnswerError(f"submission is a {type(payload).__name__}, expected an object",
                              context=f"form {form.id}")
@@ -215,7 +217,7 @@ def parse_submission(form: Form, payload: dict) -> Submission:
     form_id = form.id
     values, text, subforms, media = _parse_fields(plan, cells, flat, bools, form_id, sid)
     return Submission(form_id=form_id, id=sid, meta=meta, values=values, text=text,
-                      subforms=subforms, media=_unique_media(media), raw=payload,
+                      subforms=subforms, media=_unique_media(media), raw=payload if served is None else served,
                       extra=_submission_extra(plan, payload, cells, flat))
 
 

@@ -161,14 +161,18 @@ class ArchiveReader:
                     yield p.relative_to(self.path).as_posix()
 
     def jsonl(self, rel: str) -> Iterator[dict]:
+        return (doc for _line, doc in self.jsonl_lines(rel))
+
+    def jsonl_lines(self, rel: str) -> Iterator[tuple[bytes, Any]]:
+        """Each JSON line of ``rel`` as ``(its bytes, the decoded document)``."""
         if not self.exists(rel):
             return
         with self.open(rel) as fh:
             for n, line in enumerate(fh, 1):
-                if not line.strip():
+                if line.isspace():  # blank (``strip()`` would copy every line)
                     continue
                 try:
-                    yield fastjson.loads(line)
+                    yield line, fastjson.loads(line)
                 except ValueError as e:  # UnicodeDecodeError included
                     raise ArchiveError(f"{rel} line {n} is not valid JSON: {e}") from None
 
@@ -195,6 +199,10 @@ class ArchiveReader:
 
     def submissions_raw(self, form_id: str) -> Iterator[dict]:
         return self.jsonl(f"{form_dir(form_id)}/submissions.jsonl")
+
+    def submissions_lines(self, form_id: str) -> Iterator[tuple[bytes, Any]]:
+        """The form's submissions as ``(line bytes, decoded payload)``."""
+        return self.jsonl_lines(f"{form_dir(form_id)}/submissions.jsonl")
 
     def media_index(self, form_id: str) -> Iterator[dict]:
         return self.jsonl(f"{form_dir(form_id)}/media.jsonl")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-from typing import Any, Iterable, Iterator, Sequence
+from typing import IO, Any, Iterable, Iterator, Sequence
 
 from exporter.errors import ArchiveError, BadAnswerError, ConfigError, NotFoundError
 from exporter.model import (
@@ -18,6 +18,7 @@ from exporter.model import (
     Form,
     FormPart,
     Media,
+    MediaRef,
     Record,
     Submission,
 )
@@ -56,6 +57,20 @@ class _Documents:
             (out if owner is not None else self.form_level).append(line)
             self._next = next(self._lines, None)
         return [x for x in out if x.get("kind") in self.kinds]
+
+
+class _ArchivedMedia(Media):
+    """A media file of the archive, opened from it when read. (Its reader and path are kept on the
+    record itself rather than in an opener closure: a replay makes one per media file, and every
+    object a batch holds is one more for the cycle collector to walk.)"""
+
+    def __init__(self, ref: MediaRef, content_type: str, reader: ArchiveReader, rel: str, size: Any, sha256: Any):
+        # Blob's fields set here: its opener would be the very object this saves
+        self.ref, self.content_type, self.size, self.sha256 = ref, content_type, size, sha256
+        self._reader, self._rel = reader, rel
+
+    def open(self) -> IO[bytes]:
+        return self._reader.open(self._rel)
 
 
 def minus_overlap(cursor: str, overlap_seconds: int) -> str:
@@ -158,14 +173,14 @@ class ArchiveSource:
                                    and (part is None or part.count <= 1) else None)
         docs = _Documents(self.reader.documents_index(fid), f"{form_dir(fid)}/documents.jsonl", self.document_kinds)
         pictures = True  # the form's layout pictures: with the first submission replayed
-        for position, raw in enumerate(self.reader.submissions_raw(fid)):
+        for position, (served, raw) in enumerate(self.reader.submissions_lines(fid)):
             if part is not None and not part.takes(position):  # another worker's share
                 sid = submission_id(raw)
                 while pending_media is not None and _media_sid(pending_media, media_rel) == sid:
                     pending_media = next(media_iter, None)
                 docs.take(str(sid))
                 continue
-            sub = self._parse(form, raw)
+            sub = self._parse(form, raw, served)
             sid, ut = sub.id, sub.update_time
             if listed is not None:
                 listed.add(sid)
@@ -191,9 +206,9 @@ class ArchiveSource:
                          gone=frozenset(self.reader.deleted_ids(fid)))
 
     @staticmethod
-    def _parse(form: Form, raw: Any) -> Submission:
+    def _parse(form: Form, raw: Any, served: bytes) -> Submission:
         try:
-            return parse_submission(form, raw)
+            return parse_submission(form, raw, served=served)
         except BadAnswerError as e:
             raise ArchiveError(e.message, context=e.context) from None
 
@@ -213,9 +228,8 @@ class ArchiveSource:
             m = by_name.get((ref.subform, ref.row, ref.field, ref.name))
             if m is None:
                 continue  # referenced by the submission but never downloaded (missing on the server)
-            rel = m["path"]
-            yield Media(ref, m.get("content_type") or "application/octet-stream",
-                        functools.partial(self.reader.open, rel), size=m.get("size"), sha256=m.get("sha256"))
+            yield _ArchivedMedia(ref, m.get("content_type") or "application/octet-stream", self.reader, m["path"],
+                                 m.get("size"), m.get("sha256"))
 
     def _document(self, form_id: str, line: dict) -> Document:
         """A ``documents.jsonl`` line as the ``Document`` it stands for (bytes read when opened)."""

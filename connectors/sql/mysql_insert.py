@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,18 @@ import sqlalchemy as sa
 from .background import Overlapping
 from .dialects.base import Outcome, SqlProfile
 from .loaders import GenericLoader, chunks, dedupe, driver_connection
+
+_NAMED = re.compile(r"%\(p(\d+)\)s")
+
+
+def _positional(sql: str, width: int) -> tuple[str, bool]:
+    """``sql`` with its named placeholders ``%(p0)s, %(p1)s...`` as positional ``%s``, when each of
+    the row's ``width`` values appears once and in order (so the row tuples go to PyMySQL as they
+    are, without a dict per row): ``(sql, True)``; otherwise ``(sql, False)`` unchanged."""
+    found = [int(n) for n in _NAMED.findall(sql)]
+    if found != list(range(width)):
+        return sql, False
+    return _NAMED.sub("%s", sql), True
 
 
 class MultiRowLoader(Overlapping, GenericLoader):
@@ -33,11 +46,11 @@ class MultiRowLoader(Overlapping, GenericLoader):
         self._merge_only: set[str] = set()  # tables where a plain INSERT met an existing key
 
     def _run(self, stmt, rows: list[tuple]) -> None:
-        sql = str(stmt.compile(dialect=self.conn.dialect))
+        sql, positional = _positional(str(stmt.compile(dialect=self.conn.dialect)), len(rows[0]) if rows else 0)
         with driver_connection(self.conn).cursor() as cur:
             cur.max_stmt_length = self.max_stmt
             for chunk in chunks(rows, self.rows):
-                cur.executemany(sql, self._named(chunk))
+                cur.executemany(sql, chunk if positional else self._named(chunk))
 
     @staticmethod
     def _statement(table: sa.Table, cols: Sequence[str]):

@@ -159,7 +159,9 @@ class CopyLoader(Overlapping, GenericLoader):
                         cur.execute("RELEASE SAVEPOINT exporter_copy")
                         merge_only.add(name)
                     else:
-                        cur.execute("RELEASE SAVEPOINT exporter_copy")
+                        # not released: a round trip saved per table and batch; the savepoint
+                        # goes with the transaction (a newer one of the same name is the one a
+                        # ROLLBACK TO names), and its changes are committed with it all the same
                         return
                 outcome.all_new = False
                 for chunk in chunks(rows, step):

@@ -200,9 +200,15 @@ class RecordWrites:
         media spilled over into it): its rows were just replaced by the last version's, so only
         the media that version references may be written."""
         refs: dict[tuple[str, str], tuple[set[int], tuple]] = {}
+        # the refs of the batch's last versions: a media holding one of these very objects is its
+        # submission's (a ref names its submission), and the usual case
+        current = {id(r) for by_id in subs.values() for sub in by_id.values() for r in sub.media}
         out = []
         for m in media:
             ref = m.ref
+            if id(ref) in current:
+                out.append(m)
+                continue
             key = (ref.form_id, ref.submission_id)
             sub = subs.get(key[0], {}).get(key[1])
             if sub is not None:

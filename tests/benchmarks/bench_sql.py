@@ -90,20 +90,24 @@ while p.poll() is None:
     time.sleep(0.05)
 if p.returncode:
     sys.exit(p.returncode)
-print(max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(max(peak, ru.ru_maxrss), ru.ru_utime + ru.ru_stime)
 """
 
 
-def child_run(args: list[str], env: dict | None = None) -> tuple[float, float]:
+def child_run(args: list[str], env: dict | None = None) -> tuple[float, float, float]:
     """Run a command in a fresh intermediate process (so the peak RSS is this command's alone);
-    return (seconds, peak RSS in MiB)."""
+    return (seconds, peak RSS in MiB, CPU seconds of the command's process and the children it
+    waited for: a client's own work, which other jobs on the machine disturb less than its wall
+    time; a database server's work is not in it)."""
     t = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", _WRAP, *args], env=env, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t
     if res.returncode:
         sys.stderr.write(res.stderr)
         raise SystemExit(f"failed: {' '.join(args)}")
-    return seconds, int(res.stdout.strip().splitlines()[-1]) / 1024
+    peak, cpu = res.stdout.strip().splitlines()[-1].split()
+    return seconds, int(peak) / 1024, float(cpu)
 
 
 # ================================================================================================
@@ -555,9 +559,9 @@ def my_counts(db: str, tables: list[str]) -> dict[str, int]:
 
 
 class Result:
-    def __init__(self, target: str, loader: str, seconds: float, peak: float, counts_ok: bool, note: str = ""):
-        self.target, self.loader, self.seconds, self.peak, self.ok, self.note = (
-            target, loader, seconds, peak, counts_ok, note)
+    def __init__(self, target: str, loader: str, seconds: float, peak: float, counts_ok: bool, cpu: float):
+        self.target, self.loader, self.seconds, self.peak, self.ok, self.cpu = (
+            target, loader, seconds, peak, counts_ok, cpu)
 
 
 def check(what: str, got: dict[str, int], want: dict[str, int]) -> bool:
@@ -626,19 +630,19 @@ def main() -> None:
         exporter += ["--batch-size", str(a.batch_size)]
 
     # the exporter's ceiling: read and parse the archive, no sink
-    secs, peak = child_run([sys.executable, "-c",
-                            "import sys; sys.path.insert(0, '.');"
+    secs, peak, cpu = child_run([sys.executable, "-c",
+                                 "import sys; sys.path.insert(0, '.');"
                             "from exporter.connectors.archive.source import ArchiveSource;"
                             f"n = sum(1 for r in ArchiveSource({str(arch)!r}).records({{}}) "
                             "if r.kind == 'submission'); print(n)"])
-    results.append(Result("-", "archive replay only (read + parse, no sink)", secs, peak, True))
+    results.append(Result("-", "archive replay only (read + parse, no sink)", secs, peak, True, cpu))
     # the floor of any Python loader of this archive: read every JSON line and decode it, nothing more
-    secs, peak = child_run([sys.executable, "-c",
-                            "import glob, orjson;"
+    secs, peak, cpu = child_run([sys.executable, "-c",
+                                 "import glob, orjson;"
                             f"files = glob.glob({str(arch / 'forms' / '*' / '*.jsonl')!r});"
                             "n = sum(1 for p in files for line in open(p, 'rb') if orjson.loads(line) is not None);"
                             "print(n)"])
-    results.append(Result("-", "archive JSON lines read + decoded only (orjson, nothing else)", secs, peak, True))
+    results.append(Result("-", "archive JSON lines read + decoded only (orjson, nothing else)", secs, peak, True, cpu))
 
     if not a.skip_pg:
         runs = [("exporter", exporter)]
@@ -671,12 +675,12 @@ def main() -> None:
                     import dlt
 
                     name = f"dlt {dlt.__version__} (JSONL, defaults)"
-                secs, peak = child_run(args, env)
+                secs, peak, cpu = child_run(args, env)
                 expect = dlt_expected(prepared) if loader == "dlt" else want
                 ok = check(f"PostgreSQL {loader}", pg_counts(db, list(expect)), expect)
                 if loader != "dlt":
                     digests[("pg", loader)] = pg_digests(db, list(want))
-                results.append(Result("PostgreSQL", name, secs, peak, ok))
+                results.append(Result("PostgreSQL", name, secs, peak, ok, cpu))
                 print(f"PostgreSQL {name}: {secs:.1f}s", file=sys.stderr)
             finally:
                 pg_admin(f'DROP DATABASE IF EXISTS "{db}"')
@@ -704,10 +708,10 @@ def main() -> None:
                     else:
                         args = [*me, "--child", "load-mysql", "--db", db, "--data", str(data)]
                         name = "LOAD DATA LOCAL INFILE of CSV (keys at CREATE)"
-                    secs, peak = child_run(args)
+                    secs, peak, cpu = child_run(args)
                     ok = check(f"MariaDB {loader}", my_counts(db, list(want_my)), want_my)
                     digests[("my", loader)] = my_digests(db, prepared["ddl"]["mysql"]["tables"])
-                    results.append(Result("MariaDB", name, secs, peak, ok))
+                    results.append(Result("MariaDB", name, secs, peak, ok, cpu))
                     print(f"MariaDB {name}: {secs:.1f}s", file=sys.stderr)
                 finally:
                     with admin.cursor() as cur:
@@ -741,11 +745,11 @@ def report(results: list[Result], prepared: dict, n: int, rows_total: int, a) ->
     print(f"\n{subs} submissions ({n} asked), {rows_total} rows in {len(prepared['counts'])} tables: "
           f"{mains} form rows, {rows_total - mains - media} sub-form rows, {media} media index rows "
           "(tiny media; one index row each, no bytes: no --media-in-db)\n")
-    print("| database | loader | seconds | submissions/s | rows/s | peak RSS MiB | row counts |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("| database | loader | seconds | client CPU s | submissions/s | rows/s | peak RSS MiB | row counts |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
     for r in results:
-        print(f"| {r.target} | {r.loader} | {r.seconds:.1f} | {subs / r.seconds:,.0f} | {rows_total / r.seconds:,.0f} "
-              f"| {r.peak:.0f} | {'ok' if r.ok else 'MISMATCH'} |")
+        print(f"| {r.target} | {r.loader} | {r.seconds:.1f} | {r.cpu:.1f} | {subs / r.seconds:,.0f} "
+              f"| {rows_total / r.seconds:,.0f} | {r.peak:.0f} | {'ok' if r.ok else 'MISMATCH'} |")
     by = {(r.target, " ".join(r.loader.split(" ")[:3]) if "--jobs" in r.loader else r.loader.split(" ")[0]): r
           for r in results}
 
@@ -767,7 +771,8 @@ def report(results: list[Result], prepared: dict, n: int, rows_total: int, a) ->
     ratio("PostgreSQL", jobs, "parallel", f" (against the {a.jobs}-connection floor)")
     ratio("MariaDB", "exporter", "LOAD", " (aim >= 0.3x)")
     ratio("MariaDB", jobs, "LOAD", "")
-    print("\nWall times include interpreter start-up and imports. Baselines read prepared files "
+    print("\nWall times include interpreter start-up and imports; client CPU is the loader process's own "
+          "(the database server's is not in it). Baselines read prepared files "
           "(CSV: rows already converted; JSONL: already typed); the exporter reads the account "
           "archive (its JSON lines decoded, typed into records, then rows) and also writes its small fixed "
           "tables. Exporter batch size: " + (str(a.batch_size) if a.batch_size else "its default") + ".")

@@ -167,3 +167,17 @@ def test_an_overlapped_load_that_loses_a_deadlock_fails_the_run_cleanly(my_db, m
     subs = {r["submission_id"] for r in my_db.rows(TABLE)}
     assert {r["submission_id"] for r in my_db.rows(CHILD)} <= subs
     assert {r["submission_id"] for r in my_db.rows("media")} <= subs
+
+
+def test_rows_go_to_pymysql_as_tuples_when_the_placeholders_allow():
+    """The compiled statement's named placeholders become positional (the row tuples are sent as
+    they are) only when each value appears once and in order; otherwise the statement is kept and
+    the rows go as named parameters."""
+    from exporter.connectors.sql.mysql_insert import _positional
+
+    sql = "INSERT INTO `t` (`a`, `b%%`) VALUES (%(p0)s, %(p1)s) ON DUPLICATE KEY UPDATE `a` = VALUES(`a`)"
+    assert _positional(sql, 2) == (
+        "INSERT INTO `t` (`a`, `b%%`) VALUES (%s, %s) ON DUPLICATE KEY UPDATE `a` = VALUES(`a`)", True)
+    odd = "INSERT INTO `%%(p0)s` (`a`, `b`) VALUES (%(p0)s, %(p1)s)"  # a name that looks like a placeholder
+    assert _positional(odd, 2) == (odd, False)
+    assert _positional("INSERT INTO t (a, b) VALUES (%(p1)s, %(p0)s)", 2)[1] is False
