@@ -20,7 +20,9 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import IO, Any, BinaryIO, Callable, ClassVar, Iterator, Literal, Self, cast, overload
+from typing import IO, Any, BinaryIO, Callable, ClassVar, Iterator, Literal, Self, cast
+
+from .served import ServedPayload
 
 # --------------------------------------------------------------------------------------------
 # Field kinds: the service's field type mapped onto the value type we store.
@@ -262,37 +264,6 @@ class SubformRow:
     text: dict[str, str | None]  # original text of every value
 
 
-class _ServedPayload:
-    """``Submission.raw``: the record as served, given either decoded (a dict) or as the JSON
-    document it was decoded from (bytes, as an archive holds it), then decoded again only when
-    read (and kept). A replay into SQL never reads it: each submission then holds one bytes object
-    instead of the payload's dozens of dicts and lists, which the cycle collector would walk
-    again and again while a batch is alive."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._attr = f"_{name}_served"
-
-    @overload
-    def __get__(self, obj: None, objtype: Any = None) -> _ServedPayload: ...
-
-    @overload
-    def __get__(self, obj: object, objtype: Any = None) -> dict: ...
-
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        if obj is None:  # read on the class: the descriptor (the field's default, see __set__)
-            return self
-        held = obj.__dict__[self._attr]
-        if isinstance(held, bytes):
-            from .fastjson import loads
-
-            held = obj.__dict__[self._attr] = loads(held)
-        return held
-
-    def __set__(self, obj: Any, value: dict | bytes | _ServedPayload) -> None:
-        # the default (no payload given) is this descriptor itself: an empty payload of its own
-        obj.__dict__[self._attr] = {} if value is self else value
-
-
 @dataclass
 class Submission:
     form_id: str
@@ -303,7 +274,7 @@ class Submission:
     subforms: dict[str, list[SubformRow]] = field(default_factory=dict)
     media: tuple[MediaRef, ...] = ()
     #: the record as served (either shape); given as the JSON document's bytes, decoded when read
-    raw: _ServedPayload = field(default=_ServedPayload(), repr=False)
+    raw: ServedPayload = field(default=ServedPayload(), repr=False)
     #: every served key the model does not read (metadata beyond ``META_KEYS``, named as in the
     #: nested shape; values of fields the definition does not know under ``"fields"``, keys of
     #: sub-form rows under ``"subforms"``: see ``records.parse_submission``), unchanged
