@@ -227,23 +227,35 @@ def flush(state_dir: str | os.PathLike, account: str) -> None:
         path.unlink(missing_ok=True)
 
 
+class Line(dict):
+    """The record of an operation's audit line (``operation``), which its block completes; the
+    block calls ``begin()`` when its work starts (something may be created or changed): from then
+    on a ``ConfigError`` is a failure, recorded like any other, no longer a refusal."""
+
+    began = False
+
+    def begin(self) -> None:
+        self.began = True
+
+
 @contextlib.contextmanager
-def operation(state_dir: str | os.PathLike, account: str, action: str, **fields) -> Iterator[dict]:
+def operation(state_dir: str | os.PathLike, account: str, action: str, **fields) -> Iterator[Line]:
     """Write one line for the operation run in the ``with`` block (``exporter backups create``...):
-    the record it yields, which the block completes (counts, bytes, hashes), with its start, end,
-    duration, host and result: ``ok``; ``failed``, ``locked`` or ``interrupted`` with the error (one
-    line) when the block raises; or the ``result`` and ``error`` the block set itself. A refusal
-    (``ConfigError``: bad input, nothing done) writes no line. A line that cannot be written is
-    logged; it never changes the operation's outcome."""
+    the record it yields (a ``Line``), which the block completes (counts, bytes, hashes), with its
+    start, end, duration, host and result: ``ok``; ``failed``, ``locked`` or ``interrupted`` with
+    the error (one line) when the block raises; or the ``result`` and ``error`` the block set
+    itself. A refusal (a ``ConfigError`` raised before the block called ``begin()``: bad input,
+    nothing done) writes no line. A line that cannot be written is logged; it never changes the
+    operation's outcome."""
     from .jobstate import now
 
     start = now()
-    record: dict = dict(fields)
+    record = Line(fields)
     try:
         yield record
-    except ConfigError:
-        raise
     except BaseException as e:
+        if isinstance(e, ConfigError) and not record.began:
+            raise
         record.update(result="locked" if isinstance(e, LockedError) else run_status(e), error=one_line(e))
         _finish(state_dir, account, action, start, record)
         raise

@@ -218,20 +218,47 @@ class HashingFile:
 
 
 # ---- making one ---------------------------------------------------------------------------------
-def create_backup(config: BackupConfig, source: Source, *, now: dt.datetime | None = None,
-                  progress: Progress | None = None) -> dict:
-    """Archive ``source`` (a records source: the web service, an archive), verify, encrypt,
-    store, check it on the destination, record it; then prune by ``config.retention``. Returns
-    the index entry. Holds the account's lock throughout (``LockedError`` if another run has it)."""
-    recipients = parse_recipients(config.recipients)  # refused before anything starts
+@dataclass(frozen=True)
+class BackupPlan:
+    """A backup checked before anything is created (``plan_backup``): its recipients parsed and
+    its destination built."""
+
+    config: BackupConfig
+    recipients: list
+    transfer: Transfer
+    now: dt.datetime
+    stamp: str  # the backup's id, in its name
+
+
+def plan_backup(config: BackupConfig, *, now: dt.datetime | None = None) -> BackupPlan:
+    """Everything a backup is refused for (``ConfigError``), checked before anything is created
+    or archived: the recipients, the retention policy, and the destination built (its options,
+    the secrets it reads, the modules it needs), not connected: connecting may create things (the
+    destination's folder, a host key trusted on first use), and a connection held open while the
+    account is archived could time out."""
+    recipients = parse_recipients(config.recipients)
     if not recipients:
         raise ConfigError("backups are encrypted: give at least one recipient (age1... public key)")
     if config.retention is not None and config.retention.empty:
         raise ConfigError("an empty retention policy would keep everything: give a keep_* count, or none at all")
+    when = _now(now)
+    stamp = when.strftime("%Y%m%dT%H%M%SZ")
+    return BackupPlan(config, recipients, transfer_for(config.to, config.options, stamp), when, stamp)
+
+
+def create_backup(config: BackupConfig | BackupPlan, source: Source, *, now: dt.datetime | None = None,
+                  progress: Progress | None = None) -> dict:
+    """Archive ``source`` (a records source: the web service, an archive), verify, encrypt,
+    store, check it on the destination, record it; then prune by ``config.retention``. Returns
+    the index entry. ``config`` is planned first (``plan_backup``: refused before anything is
+    created) unless it is a plan already. Holds the account's lock throughout (``LockedError``
+    if another run has it)."""
+    plan = config if isinstance(config, BackupPlan) else plan_backup(config, now=now)
+    config = plan.config
     with AccountLock(config.state_dir, config.account, command="backup"):
         spool = new_spool(Path(config.state_dir), config.account)
         try:
-            entry = _make(config, source, recipients, _now(now), spool, progress)
+            entry = _make(plan, source, spool, progress)
         finally:
             shutil.rmtree(spool, ignore_errors=True)
         if config.retention is not None:
@@ -239,8 +266,7 @@ def create_backup(config: BackupConfig, source: Source, *, now: dt.datetime | No
     return entry
 
 
-def _make(config: BackupConfig, source: Source, recipients: list, now: dt.datetime, spool: Path,
-          progress: Progress | None) -> dict:
+def _make(plan: BackupPlan, source: Source, spool: Path, progress: Progress | None) -> dict:
     from .connectors.archive.source import ArchiveSource
     from .connectors.archive.verify import check as check_archive
     from .connectors.archive.zipcopy import copy_to_zip
@@ -248,8 +274,8 @@ def _make(config: BackupConfig, source: Source, recipients: list, now: dt.dateti
     from .registry import create_sink
     from .sinks import RunContext
 
+    config, recipients, transfer, now, stamp = plan.config, plan.recipients, plan.transfer, plan.now, plan.stamp
     entries = load_index(config.state_dir, config.account)
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
     name = f"{config.account}-{stamp}{SUFFIX}"
     if any(e["name"] == name for e in entries):
         raise SinkError(f"a backup named {name} already exists: one backup per second at most")
@@ -265,7 +291,6 @@ def _make(config: BackupConfig, source: Source, recipients: list, now: dt.dateti
     sealed = spool / name
     plain_digest, sealed_digest = encrypt_file(plain, sealed, recipients)
     plain.unlink()
-    transfer = transfer_for(config.to, config.options, stamp)
     try:
         transfer.connect()
         transfer.publish(sealed, name, sealed_digest.sha256, sealed_digest.size)

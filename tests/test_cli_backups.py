@@ -175,3 +175,33 @@ def test_each_command_run_by_hand_leaves_one_audit_line(base, tmp_path, age_keys
     written = (state / "audit.jsonl").read_text() + (state / "acme" / "audit.jsonl").read_text()
     for secret in (*secret_env.values(), str(age_keys["other"]), "AGE-SECRET-KEY"):
         assert secret not in written
+
+
+def test_a_bad_destination_is_refused_before_the_account_is_archived(base, tmp_path, age_keys):
+    """The destination is built (its options, secrets, modules) before anything is archived: a
+    password variable that is not set is refused first, with nothing created (no lock, spool, index,
+    backup) and, as a refusal, no audit line."""
+    state = tmp_path / "state"
+    started = time.monotonic()
+    r = invoke("backups", "create", *base, "--source", str(SAMPLE), "--to", "sftp://u@127.0.0.1:1/x",
+               "--to-password-env", "EXPORTER_TEST_UNSET_PW", "--encrypt-to", age_keys["recipients"][0],
+               env={"EXPORTER_TEST_UNSET_PW": None})
+    assert r.exit_code == 2 and "EXPORTER_TEST_UNSET_PW" in r.output and "is not set" in r.output
+    assert "Traceback" not in r.output
+    assert time.monotonic() - started < 5
+    assert not state.exists()  # no lock, no spool, no index, no audit line
+    r = create(base, tmp_path, age_keys, "-o", "retries=x")  # a local folder: a bad option, same refusal
+    assert r.exit_code == 2 and not state.exists() and not (tmp_path / "bk").exists()
+
+
+def test_an_error_after_the_backup_began_leaves_a_failed_audit_line(base, tmp_path, age_keys):
+    """Even a ConfigError (the index unreadable, found once the account is locked) is a failure
+    once the work began: it is recorded, with its error."""
+    state = tmp_path / "state"
+    (state / "acme").mkdir(parents=True)
+    (state / "acme" / "backups.json").write_text("{not json")
+    r = create(base, tmp_path, age_keys)
+    assert r.exit_code == 2 and "backups index" in r.output and "unreadable" in r.output
+    (line,) = audit_lines(state)
+    assert line["action"] == "backup" and line["result"] == "failed" and "unreadable" in line["error"]
+    assert not (state / "acme" / "spool").exists() and not list((tmp_path / "bk").glob("*.zip.age"))

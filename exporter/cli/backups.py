@@ -89,11 +89,11 @@ def _retention(**keep: int) -> Retention | None:
 
 
 def _audited(ctx: click.Context, state_dir: str, account: str, action: str, on: bool = True,
-             **fields: Any) -> contextlib.AbstractContextManager[dict]:
+             **fields: Any) -> contextlib.AbstractContextManager[audit.Line]:
     """The audit line of the operation in the ``with`` block (a dict to complete, naming the
     command), or a dict written nowhere when ``on`` is false."""
     if not on:
-        return contextlib.nullcontext({})
+        return contextlib.nullcontext(audit.Line())
     return audit.operation(state_dir, account, action, command=f"backups {ctx.info_name}", **fields)
 
 
@@ -146,19 +146,20 @@ def create(ctx: click.Context, account: str, state_dir: str, source: str, forms:
 
     def go() -> None:
         from ..agecrypt import read_recipients_file
-        from ..backups import BackupConfig, audit_fields, create_backup, store_options
+        from ..backups import BackupConfig, audit_fields, create_backup, plan_backup
 
         if forms:
             raise ConfigError("a backup holds the whole account: --form is not accepted")
         keys = list(recipients) + (read_recipients_file(recipients_file) if recipients_file else [])
         options = _options(raw_options, to_password_env, to_password_file)
-        store_options(to, options)  # refused before anything runs
         # ``switches``: the source's (read with given_source_options) and the --keep-* rules
         config = BackupConfig(account, Path(state_dir), to, options, keys, _retention(**switches))
+        plan = plan_backup(config)  # refused before anything runs: recipients, destination, its secrets
         with _audited(ctx, state_dir, account, "backup", not no_audit, source=mask(source),
                       destinations=[mask(to)]) as line:
-            src = api.open_source(source, given_source_options(ctx))
-            entry = create_backup(config, src, progress=progress(ctx))
+            src = api.open_source(source, given_source_options(ctx))  # a ConfigError here is a refusal too
+            line.begin()  # from here on, any error is a failure of the backup
+            entry = create_backup(plan, src, progress=progress(ctx))
             line.update(counts=entry["archive"]["counts"], backup=audit_fields(entry))
         if not ctx.obj.quiet:
             click.echo(f"backup {entry['name']} stored on {entry['destination']}: {entry['size']} bytes, "

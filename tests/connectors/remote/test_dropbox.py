@@ -315,3 +315,24 @@ def test_remote_sink_end_to_end(fake, tls, monkeypatch, tmp_path):
 def fake_arg(req):
     raw = req.headers.get("dropbox-api-arg")
     return json.loads(raw) if raw else json.loads(req.body or b"null")
+
+
+def test_ca_certs_wins_over_the_ca_bundle_variables(fake, tls, monkeypatch, tmp_path):
+    """``ca_certs`` is pinned on the session's transport: REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE naming
+    another bundle (which requests would otherwise put in its place on every request) do not
+    override it, and verification stays on."""
+    import certifi
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())  # a real bundle, without the fake's CA
+    monkeypatch.setenv("CURL_CA_BUNDLE", certifi.where())
+    remote = make_remote(fake, tls, monkeypatch)
+    try:
+        upload_file(remote, tmp_path, "pinned/ca.txt", b"verified against ca_certs\n")
+    finally:
+        remote.close()
+    assert fake.read("/exports/pinned/ca.txt") == b"verified against ca_certs\n"
+    # the variables are in force in this process: without ca_certs, the wrong bundle is used and refused
+    with pytest.raises(SinkError, match="(?i)certificate|ssl"):
+        make_remote(fake, tls, monkeypatch, ca_certs=None, attempts=1)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls[0]))  # ... and the fake's CA through them is accepted
+    make_remote(fake, tls, monkeypatch, ca_certs=None).close()

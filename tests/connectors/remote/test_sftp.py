@@ -190,3 +190,28 @@ def test_remote_operations(sftp_server, opts):
     home.connect()
     home.close()
     assert home.root == "/rel"  # the chrooted login folder is "/"
+
+
+def test_a_remote_with_its_own_formats_beside_a_local_folder(sftp_server, password_env, sample_archive, tmp_path):
+    """One run, two destinations: a local folder in the run's ``--format json`` and an SFTP
+    remote with its own ``-o formats=csv`` (after its --to): each holds only its formats."""
+    from click.testing import CliRunner
+
+    from exporter.cli import cli
+
+    local = tmp_path / "local"
+    r = CliRunner().invoke(cli, [
+        "-q", "export", "-s", str(sample_archive), "--format", "json", "--to", str(local),
+        "--to", sftp_server.url("/both"), "-o", "formats=csv", "-o", f"password_env={password_env}",
+        "-o", f"known_hosts={sftp_server.known_hosts}", "-o", "retries=2"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    remote = sftp_server.root / "both"
+
+    def suffixes(root):
+        return {p.suffix for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+                and p.suffix in (".json", ".csv", ".xlsx")}
+
+    assert suffixes(local) == {".json"}
+    assert suffixes(remote) == {".csv"}
+    assert (remote / "users.csv").is_file() and not (remote / "users.json").exists()
+    assert (local / "users.json").is_file() and not (local / "users.csv").exists()
