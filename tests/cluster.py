@@ -173,13 +173,8 @@ class Worker:
         return out
 
     def exports(self) -> list[str]:
-        """The accounts whose export runs in this worker now (from the export processes' arguments)."""
-        out = []
-        for _pid, cmd in self.processes():
-            if " export " in cmd and "--token-env " in cmd:
-                var = cmd.split("--token-env ", 1)[1].split()[0]
-                out.append(var.removesuffix("_TOKEN").lower())
-        return out
+        """The accounts whose export runs in this worker now (its processes writing to an account's log)."""
+        return [name for pid, _cmd in self.processes() if (name := account_of(pid))]
 
     def kill(self) -> None:
         """SIGKILL to the worker and everything it started (a machine that dies)."""
@@ -200,6 +195,16 @@ class Worker:
         with contextlib.suppress(ProcessLookupError):  # anything it left behind
             os.killpg(self.proc.pid, signal.SIGKILL)
         self._fh.close()
+
+
+def account_of(pid: int) -> str | None:
+    """The account whose process ``pid`` is: the one whose log (``state/<account>/logs/*.log``) is
+    its standard output."""
+    try:
+        out = Path(os.readlink(f"/proc/{pid}/fd/1"))
+    except OSError:
+        return None
+    return out.parent.parent.name if out.parent.name == "logs" and out.suffix == ".log" else None
 
 
 def audit_lines(path: Path) -> list[dict]:
