@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from .errors import ConfigError
 from .jobrun import STOP_GRACE
@@ -155,6 +155,14 @@ def _start_zygote(**_kwargs) -> None:
     from .zygote import shared
 
     shared().start()
+
+
+@worker_process_shutdown.connect
+def _close_zygote(**_kwargs) -> None:
+    """... and lets it go when it ends (the zygote would leave by itself, unwaited for)."""
+    from .zygote import close_shared
+
+    close_shared()
 
 
 def leases():

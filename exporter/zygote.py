@@ -30,6 +30,7 @@ runner started, it runs to its end holding its account's lock. Where there is no
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import importlib
@@ -134,12 +135,13 @@ class Zygote:
         return ours
 
     def close(self) -> None:
-        """Let the zygote go: it exits (the processes it forked run on to their end)."""
+        """Let the zygote go: it exits (the processes it forked run on to their end), and is
+        waited for (its CPU, and its children's, is this process's children's)."""
         if self._ctl is not None:
             self._ctl.close()  # the zygote exits when this end closes
         if self._proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(0.1)
+                self._proc.wait(5)
         self._ctl = self._proc = None
 
     def forget(self) -> None:
@@ -182,10 +184,19 @@ _shared: dict[str, Zygote] = {}
 
 
 def shared() -> Zygote:
-    """This process's zygote (a process forked from this one gets its own)."""
+    """This process's zygote (a process forked from this one gets its own), closed when this
+    process exits (``close_shared``)."""
     if "zygote" not in _shared:
         _shared["zygote"] = Zygote()
+        atexit.register(close_shared)
     return _shared["zygote"]
+
+
+def close_shared() -> None:
+    """Close this process's zygote, if it has one (at its exit; a Celery worker process's end)."""
+    z = _shared.pop("zygote", None)
+    if z is not None:
+        z.close()
 
 
 def _after_fork() -> None:
