@@ -42,8 +42,9 @@ def masked(value):
     return value
 
 
-def _lines_from_end(fh):
-    """The complete lines of an open log (without their newline), last first, read in blocks."""
+def _blocks_from_end(fh):
+    """The complete lines of an open log (without their newline) in blocks of about 64 KiB, read
+    from the end: the last block first, the lines of each in their order."""
     pos = fh.seek(0, os.SEEK_END)
     rest = b""
     while pos > 0:
@@ -52,11 +53,17 @@ def _lines_from_end(fh):
         fh.seek(pos)
         lines = (fh.read(step) + rest).split(b"\n")
         rest = lines.pop(0)  # maybe the tail of a line that starts in the block before
-        for line in reversed(lines):
-            if line:
-                yield line
+        block = [line for line in lines if line]
+        if block:
+            yield block
     if rest:
-        yield rest
+        yield [rest]
+
+
+def _lines_from_end(fh):
+    """The complete lines of an open log (without their newline), last first."""
+    for block in _blocks_from_end(fh):
+        yield from reversed(block)
 
 
 def _last_line(fh) -> bytes | None:
@@ -66,14 +73,19 @@ def _last_line(fh) -> bytes | None:
 
 def _holds(fh, record: dict) -> bool:
     """Whether the log holds the line of ``record`` (same ``id``), looking back from its end to
-    the lines a day older than the record (lines come in the order they were written)."""
+    the lines a day older than the record (lines come in the order they were written). A block of
+    lines is searched for the id's bytes (a line is read only when they are in it), and only its
+    first line is read for its time: a log a day long costs a scan, not a JSON read per line."""
     ident, when = record.get("id"), _time(record.get("time"))
-    for line in _lines_from_end(fh):
+    needle = json.dumps(ident, ensure_ascii=False).encode("utf-8")  # the id's value, as a line holds it
+    for block in _blocks_from_end(fh):
+        for line in block:
+            if needle in line:
+                with contextlib.suppress(ValueError, AttributeError):
+                    if json.loads(line).get("id") == ident:
+                        return True
         with contextlib.suppress(ValueError, AttributeError):
-            other = json.loads(line)
-            if other.get("id") == ident:
-                return True
-            t = _time(other.get("time"))
+            t = _time(json.loads(block[0]).get("time"))
             if when is not None and t is not None and t < when - LOOK_BACK:
                 return False
     return False

@@ -1,22 +1,24 @@
 """Account processes forked from a warm zygote: an ``exporter`` command in a process of its own, in
 milliseconds of CPU instead of a new interpreter's imports (about 0.25 s each).
 
-``start(args, env=, cwd=, out=, keep=)`` runs ``exporter ARGS`` (``exporter.cli``) as a process of
-its own, with exactly the environment ``env`` (nothing else of this process's), in ``cwd``, its
-stdin from /dev/null, its stdout and stderr to the file descriptor ``out``, and the descriptors
-``keep`` held open (an account's lock); it returns a handle with ``pid``, ``wait(timeout)`` (the
-exit code, negative for a signal; ``subprocess.TimeoutExpired`` past ``timeout``),
-``send_signal`` and ``kill``, as ``subprocess.Popen`` has.
+``start(args, env=, cwd=, out=, keep=, modules=)`` runs ``exporter ARGS`` (``exporter.cli``) as a
+process of its own, with exactly the environment ``env`` (nothing else of this process's), in
+``cwd``, its stdin from /dev/null, its stdout and stderr to the file descriptor ``out``, and the
+descriptors ``keep`` held open (an account's lock); it returns a handle with ``pid``,
+``wait(timeout)`` (the exit code, negative for a signal; ``subprocess.TimeoutExpired`` past
+``timeout``), ``send_signal`` and ``kill``, as ``subprocess.Popen`` has.
 
-The zygote is a Python process of this project started once per process that asks (``shared()``:
-``exporter jobs run``, each Celery worker process, at their start), with only the basic variables
-of the environment (``BASIC_ENV``: no account's secret), single-threaded, that imports what an
-export needs (``PRELOAD``, and every plugin declaration), then waits on a socket pair. Each request
-brings a socket of its own: the zygote forks at once, and the child reads the request from it
+The zygote is a Python process of this project, one per process that asks (``shared()``: an
+``exporter jobs run``, each Celery worker process), started with only the basic variables of the
+environment (``BASIC_ENV``: no account's secret), single-threaded. It imports the command line and
+the pipeline (``PRELOAD``) and every plugin declaration, then waits on a socket pair. A request
+names the modules its command will use (``modules``: the account's source, destinations and
+formats), which the zygote imports the first time, for every later child, and brings a socket of
+its own: the zygote forks at once, and the child reads the rest of the request from that socket
 (arguments, environment, folder, and the descriptors as ``SCM_RIGHTS``) and runs the command, so
-the zygote itself never holds anything of an account, and a child holds nothing of another. The
-zygote answers on that socket with the child's pid and a pidfd (signals reach that process and no
-other, even once it has ended), then with its exit status.
+the zygote never holds anything of an account, nor a child anything of another. The zygote
+answers on that socket with the child's pid and a pidfd (signals reach that process and no other,
+even once it has ended), then with its exit status.
 
 multiprocessing's fork server (which ``exporter.parallel`` uses for the workers of one export) is
 not used here: it inherits the environment of the process that starts it (every account's secrets,
@@ -24,9 +26,11 @@ in a Celery worker) and reads each request itself.
 
 Lifetimes: the zygote ignores the stop signals (a Ctrl-C or ``systemctl stop`` reaches the exports
 and their runner, which tell it what happened) and exits when its owner's end of the socket pair
-closes (the owner ended, or was killed). A child it forked is not killed with it: like a process the
-runner started, it runs to its end holding its account's lock. Where there is no ``os.pidfd_open``
-(not Linux), each command runs in a new interpreter (``subprocess.Popen``), with the same isolation.
+closes (the owner ended, or was killed; an owner that ends normally waits for it). A child it
+forked is not killed with it: like a process the runner started, it runs to its end holding its
+account's lock. A zygote that dies takes its running children along (their owner could no longer
+tell how they end). Where there is no ``os.pidfd_open`` (not Linux), each command runs in a new
+interpreter (``popen``), with the same isolation.
 """
 from __future__ import annotations
 

@@ -104,6 +104,7 @@ def test_the_zygote_ignores_stop_signals_and_a_dead_zygote_takes_its_processes_a
         wait_port(port)
         server = owner._proc
         assert server is not None
+        assert len(os.listdir(f"/proc/{server.pid}/task")) == 1  # single-threaded: safe to fork
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a Ctrl-C or systemctl stop reaching it
             server.send_signal(sig)
         time.sleep(0.5)
