@@ -192,10 +192,10 @@ def _backup_entry(account: Account) -> dict:
 def plugin_modules(account: Account, action: str) -> list[str]:
     """The modules of the plugins the account's process will use (its source, its destinations
     and formats, or its backup's storage): imported once by the zygote, not in each process."""
-    from .registry import FORMATS, REMOTES, SINKS, SOURCES
+    from .registry import FORMATS, REMOTES, SINKS, SOURCES, Plugin
 
     try:
-        plugins = [SOURCES.for_url(account.source)]
+        plugins: list[Plugin | None] = [SOURCES.for_url(account.source)]
         if action == "export":
             plugins += [SINKS.for_url(d.to) for d in account.destinations] + [FORMATS.find(f) for f in account.formats or ()]
         elif account.backup is not None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import gc
 import importlib
 import json
 import os
@@ -48,6 +47,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Callable
 
 #: variables the zygote (and so every account's process) gets from its owner's environment,
 #: besides an account's own; none is a secret
@@ -131,7 +131,7 @@ class Zygote:
         self.close()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
-            self._proc = subprocess.Popen([sys.executable, "-c", "from exporter.zygote import main; main()",
+            self._proc = subprocess.Popen([sys.executable, "-c", "from exporter.cli.zygote import main; main()",
                                            str(theirs.fileno())],
                                           env=basic_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           pass_fds=(theirs.fileno(),))
@@ -232,18 +232,16 @@ def popen(args: list[str], *, env: dict[str, str], cwd, out: int, keep=()) -> su
 
 
 def _preload(modules) -> None:
-    """Import ``modules`` (one that fails is left to the child, which reports it), then keep what
-    was imported out of the collector's way: the children's pages stay shared with the zygote's."""
+    """Import ``modules`` (one that fails is left to the child, which reports it)."""
     for name in modules:
         if name and name not in sys.modules:
             with contextlib.suppress(Exception):
                 importlib.import_module(name)
-    gc.collect()
-    gc.freeze()
 
 
-def serve(ctl_fd: int) -> socket.socket | None:
-    """The zygote's loop; returns, in a child only, the socket its request comes on."""
+def serve(ctl_fd: int, after_imports: Callable[[], None] = lambda: None) -> socket.socket | None:
+    """The zygote's loop; returns, in a child only, the socket its request comes on.
+    ``after_imports`` is called after each round of imports, before the next fork."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     ctl = socket.socket(fileno=ctl_fd)
@@ -252,6 +250,7 @@ def serve(ctl_fd: int) -> socket.socket | None:
     for registry in (SOURCES, SINKS, REMOTES, FORMATS):
         registry.all()  # the entry points read and every declaration loaded once, not in each child
     _preload(PRELOAD)
+    after_imports()
     live: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the child's socket)
     poller = select.poll()
     poller.register(ctl, select.POLLIN)
@@ -264,9 +263,12 @@ def serve(ctl_fd: int) -> socket.socket | None:
                 if not fds:
                     continue
                 conn = socket.socket(fileno=fds[0])
-                wanted = [m for m in msg[1:].decode().split("\n") if m not in sys.modules]
+                wanted = [m for m in msg[1:].decode().split("\n") if m and m not in sys.modules]
                 if wanted:
                     _preload(wanted)
+                    after_imports()
+                for stream in (sys.stdout, sys.stderr):  # nothing of the zygote's goes to a child's log
+                    stream.flush()
                 pid = os.fork()
                 if pid == 0:
                     ctl.close()
@@ -289,9 +291,11 @@ def serve(ctl_fd: int) -> socket.socket | None:
                 os.close(fd)
 
 
-def child(conn: socket.socket) -> None:
-    """In a child of the zygote: read the request, become the account's process, run the command
-    (its exit is this process's, through ``SystemExit``)."""
+def become(conn: socket.socket) -> list[str]:
+    """In a child of the zygote: read the request, become the account's process (its standard
+    streams, stop signals, environment, folder); the command's arguments, for the command line
+    (``exporter.cli.zygote``) to run as ``python -m exporter ARGS`` would. A folder that cannot be
+    entered is one line in its log, and exit 1."""
     msg, fds, flags, _addr = socket.recv_fds(conn, _MAX_REQUEST, 64)
     conn.close()
     if not msg or flags & socket.MSG_TRUNC:
@@ -299,34 +303,19 @@ def child(conn: socket.socket) -> None:
     out = fds[0]
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    os.dup2(out, 1)
+    os.dup2(out, 1)  # sys.stdout and sys.stderr write to these descriptors: now the account's log
     os.dup2(out, 2)
     for fd in (null, out):
         os.close(fd)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     request = json.loads(msg)
     os.environ.clear()
     os.environ.update(request["env"])
     time.tzset()
-    import tempfile
-
-    tempfile.tempdir = None  # chosen again from this process's TMPDIR (its spool), not the zygote's
     try:
         os.chdir(request["cwd"])
     except OSError as e:
         print(f"Error: cannot enter the account's folder {request['cwd']}: {e.strerror}", file=sys.stderr)
         raise SystemExit(1) from None
-    sys.argv = ["exporter", *request["args"]]
-    from .cli import main as cli_main
-
-    cli_main()
-
-
-def main() -> None:
-    """The zygote process (``python -c 'from exporter.zygote import main; main()' FD``)."""
-    conn = serve(int(sys.argv[1]))
-    if conn is not None:
-        child(conn)
+    return list(request["args"])

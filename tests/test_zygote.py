@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -132,3 +133,13 @@ def test_the_zygote_leaves_with_its_owner_and_its_processes_run_on(owner, tmp_pa
         requests.get(f"http://127.0.0.1:{port}/rest/v3/forms", timeout=10)
     finally:
         child.kill()
+
+
+def test_nothing_the_zygote_imports_chooses_the_temporary_folder_of_its_children():
+    """A child's temporary files go to its own TMPDIR (its spool): neither the zygote's imports (the
+    command line, every plugin's module) nor the zygote itself have made ``tempfile`` choose one."""
+    code = ("import tempfile; from exporter import zygote; from exporter.registry import FORMATS, REMOTES, SINKS, "
+            "SOURCES; zygote._preload(zygote.PRELOAD); zygote._preload([p.target.partition(':')[0] for r in "
+            "(SOURCES, SINKS, REMOTES, FORMATS) for p in r.all().values()]); print(tempfile.tempdir)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "None", out.stdout + out.stderr

@@ -12,7 +12,8 @@ then ``exporter jobs enqueue FILE`` and the clock runs until every account's sta
 Peak memory per worker: the highest resident memory seen (sampled every 0.2 s) of the worker's
 Celery processes (main + pool process), and of its whole process tree (with the zygote and the
 export it runs). CPU: the seconds of CPU of everything the run started (workers or runner, their
-zygotes and exports), and of the fake services meanwhile.
+zygotes and exports), of the fake services, and of everything else the machine ran meanwhile
+("others, cores": other people's work on a shared machine, in cores busy on average).
 The baselines: ``exporter jobs run FILE --parallel 1`` (one account after another) and the default
 ``--parallel 4``, timed from start to exit. Prints a table; ``--json`` for the figures.
 
@@ -64,8 +65,19 @@ def parent(pid: int) -> int:
         return 0
 
 
+def sessions() -> dict[int, list[int]]:
+    """The pids of every process, by session (one pass over /proc)."""
+    out: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError):
+                out.setdefault(os.getsid(int(name)), []).append(int(name))
+    return out
+
+
 class Sampler(threading.Thread):
-    """Peak resident memory of each worker: its Celery processes, and its whole tree."""
+    """Peak resident memory of each worker: its Celery processes, and its whole tree (one pass over
+    /proc for all the workers, every 0.2 s: the sampling takes little of the CPU it measures)."""
 
     def __init__(self, workers: list[Worker]):
         super().__init__(daemon=True)
@@ -75,10 +87,11 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(0.2):
+            by_session = sessions()
             for w in self.workers:
                 # the worker's Celery processes: its main process and the pool processes it forked;
-                # the rest of its session: the exports they run (and their own workers)
-                pids = [pid for pid, _cmd in w.processes()]
+                # the rest of its session: its zygotes and the exports they fork (and their own workers)
+                pids = by_session.get(w.proc.pid, [])
                 celery = [pid for pid in pids if pid == w.proc.pid or parent(pid) == w.proc.pid]
                 own = sum(rss_kb(pid) for pid in celery)
                 self.celery[w.name] = max(self.celery[w.name], own)
@@ -101,18 +114,30 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (every core, every process: /proc/stat)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class Meter:
-    """CPU of what a run starts (waited for, hence counted, once it is stopped) and of the services."""
+    """CPU of what a run starts (waited for, hence counted, once it is stopped), of the services,
+    and of everything else the machine ran meanwhile (other people's work on a shared machine)."""
 
     def __init__(self, services: list[subprocess.Popen]):
         self.services = services
 
     def start(self) -> None:
         self.own, self.served = children_cpu(), sum(cpu_seconds(p.pid) for p in self.services)
+        self.busy, self.t = machine_busy(), time.monotonic()
 
     def stop(self) -> dict:
-        return {"cpu_s": children_cpu() - self.own,
-                "service_cpu_s": sum(cpu_seconds(p.pid) for p in self.services) - self.served}
+        own, served = children_cpu() - self.own, sum(cpu_seconds(p.pid) for p in self.services) - self.served
+        other = machine_busy() - self.busy - own - served
+        return {"cpu_s": own, "service_cpu_s": served, "other_cpu_s": max(0.0, other),
+                "other_cores": max(0.0, other) / (time.monotonic() - self.t)}
 
 
 def end_session(proc: subprocess.Popen) -> None:
@@ -280,7 +305,7 @@ def report(args, results: dict) -> None:
         return
     print(f"{args.accounts} accounts, {args.latency * 1000:g} ms per request, {os.cpu_count()} CPUs")
     print(f"{'run':<24}{'seconds':>9}{'accounts/min':>14}{'vs 1 worker':>13}{'linear':>8}{'CPU s':>8}"
-          f"{'service CPU s':>15}{'worker MB':>11}{'+export MB':>12}")
+          f"{'service CPU s':>15}{'others, cores':>15}{'worker MB':>11}{'+export MB':>12}")
     for key, r in results.items():
         if not isinstance(r, dict):
             continue
@@ -289,7 +314,7 @@ def report(args, results: dict) -> None:
         linear = f"{r['per_minute'] / (n * one['per_minute']):.2f}" if one and n else "-"
         mem = (f"{r['celery_mb']:.0f}", f"{r['tree_mb']:.0f}") if "celery_mb" in r else ("-", "-")
         print(f"{key:<24}{r['seconds']:>9.1f}{r['per_minute']:>14.1f}{speed:>13}{linear:>8}{r['cpu_s']:>8.1f}"
-              f"{r['service_cpu_s']:>15.1f}{mem[0]:>11}{mem[1]:>12}")
+              f"{r['service_cpu_s']:>15.1f}{r['other_cores']:>15.2f}{mem[0]:>11}{mem[1]:>12}")
 
 
 if __name__ == "__main__":
