@@ -1,10 +1,12 @@
 """``exporter jobs run``: each account of a jobs file exported in isolation, side by side.
 
 Each account runs as its own process (``exporter export`` with arguments built from the file:
-the command line stays the one way to export), in the jobs file's folder, under its lock
-(``account_lock``), with an environment holding only the basics (``BASIC_ENV``) and the variables
-its own ``*_env`` keys name (never another account's, nor the alerts' webhook or SMTP secrets), its temporary files
-in its spool (TMPDIR, mode 0700), and its output in its own log file. Accounts run concurrently on
+the command line stays the one way to export; forked from this process's warm zygote,
+``exporter.zygote``, so that it does not pay for a new interpreter's imports), in the jobs file's
+folder, under its lock (``account_lock``), with an environment holding only the basics
+(``zygote.BASIC_ENV``) and the variables its own ``*_env`` keys name (never another account's, nor
+the alerts' webhook or SMTP secrets), its temporary files in its spool (TMPDIR, mode 0700), and its output in its
+own log file. Accounts run concurrently on
 a bounded pool: one that fails, hangs (``time_limit``) or is locked never stops or delays another.
 After each run the runner records it (``jobstate``), appends one audit line to the account's log
 and to its state_dir's (``exporter.audit``) and sends the alert the account asks for
@@ -24,14 +26,13 @@ import shlex
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import audit, jobstate
+from . import audit, jobstate, zygote
 from .errors import ConfigError, Interrupted, LockedError
 from .jobsfile import Account, JobsFile
 from .jobtables import SETTINGS
@@ -39,10 +40,6 @@ from .secrets import mask, read_secret
 
 log = logging.getLogger("exporter.jobs")
 
-#: variables every account's process gets from the runner's environment (besides its own secrets)
-BASIC_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "VIRTUAL_ENV",
-             "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
-             "http_proxy", "https_proxy", "no_proxy")
 DEFAULT_PARALLEL = 4
 STOP_GRACE = 60.0  # seconds a stopped or timed-out export has to roll back before SIGKILL
 #: the export's summary, in the account's spool (emptied before each run)
@@ -105,7 +102,7 @@ def lock_holder(account: Account) -> str | None:
 
 
 def _exporter(verbose: bool) -> list[str]:
-    return [sys.executable, "-m", "exporter"] + (["--verbose"] if verbose else [])
+    return ["--verbose"] if verbose else []
 
 
 def _source_args(account: Account, keys) -> list[str]:
@@ -137,7 +134,7 @@ def _options(options: dict) -> list[str]:
 
 
 def export_argv(account: Account, *, verbose: bool = False) -> list[str]:
-    """``python -m exporter export ...`` for the account."""
+    """The arguments of ``exporter export ...`` for the account."""
     argv = _exporter(verbose) + ["export"] + _source_args(account, SETTINGS) + ["--incremental", account.incremental]
     if account.formats:  # only when a destination writes files (the command refuses formats otherwise)
         argv += ["--format", ",".join(account.formats)]
@@ -157,9 +154,9 @@ BACKUP_SETTINGS = ("skip", "timezone", "ca_bundle", "timeout", "workers")
 
 
 def backup_argv(account: Account, *, verbose: bool = False) -> list[str]:
-    """``python -m exporter backups create --no-audit ...`` for the account (``exporter.backups``: a
-    full archive, verified, encrypted to ``encrypt_to``, stored, checked, then pruned; its audit
-    line is the runner's)."""
+    """The arguments of ``exporter backups create --no-audit ...`` for the account
+    (``exporter.backups``: a full archive, verified, encrypted to ``encrypt_to``, stored, checked,
+    then pruned; its audit line is the runner's)."""
     b = account.backup
     if b is None:
         raise ConfigError(f"account {account.name} has no backup table in the jobs file")
@@ -187,10 +184,27 @@ def _backup_entry(account: Account) -> dict:
     return {"backup": audit_fields(entries[-1])} if entries else {}
 
 
+def plugin_modules(account: Account, action: str) -> list[str]:
+    """The modules of the plugins the account's process will use (its source, its destinations
+    and formats, or its backup's storage): imported once by the zygote, not in each process."""
+    from .registry import FORMATS, REMOTES, SINKS, SOURCES, Plugin
+
+    try:
+        plugins: list[Plugin | None] = [SOURCES.for_url(account.source)]
+        if action == "export":
+            plugins += [SINKS.for_url(d.to) for d in account.destinations] + [FORMATS.find(f) for f in account.formats or ()]
+        elif account.backup is not None:
+            plugins.append(REMOTES.for_url(account.backup.to))
+    except ConfigError:  # the process reports it
+        return []
+    return [p.target.partition(":")[0] for p in plugins if p is not None] + (["exporter.backups"] if action == "backup"
+                                                                            else [])
+
+
 def child_env(account: Account, spool: Path, environ=None) -> dict[str, str]:
     """The account's process environment: the basics, its own variables, TMPDIR = its spool."""
     environ = os.environ if environ is None else environ
-    env = {k: v for k, v in environ.items() if k in BASIC_ENV or k.startswith("LC_")}
+    env = zygote.basic_env(environ)
     for _key, var in account.env_refs:
         env[var] = environ[var]
     env["TMPDIR"] = str(spool)
@@ -276,7 +290,7 @@ class Runner:
         self.jobs, self.names, self.due_only, self.note = jobs, names, due_only, note
         self.parallel, self.verbose = max(1, parallel), verbose
         self._lock = threading.Lock()
-        self._live: dict[str, subprocess.Popen] = {}
+        self._live: dict[str, zygote.Child | subprocess.Popen] = {}
         self._stopping: Interrupted | None = None
 
     # -- all accounts ---------------------------------------------------------------------------
@@ -363,9 +377,9 @@ class Runner:
         with open(log_path, "ab", buffering=0) as fh:
             os.chmod(log_path, 0o600)
             fh.write((f"# exporter jobs run: account {account.name}, {action}, started {jobstate.iso(start)}\n"
-                      f"# command: {mask(shlex.join(['exporter', *argv[3:]]))}\n# cwd: {account.base_dir}\n"
+                      f"# command: {mask(shlex.join(['exporter', *argv]))}\n# cwd: {account.base_dir}\n"
                       f"# environment: {', '.join(sorted(env))}\n").encode())
-            outcome.exit_code, timed_out = self._child(account, argv, env, fh, lock_fd)
+            outcome.exit_code, timed_out = self._child(account, argv, env, fh, lock_fd, plugin_modules(account, action))
         outcome.end = jobstate.now()
         outcome.counts = _counts_of(spool / SUMMARY) if action == "export" else {}
         outcome.error = _error_of(log_path)
@@ -384,12 +398,13 @@ class Runner:
             outcome.result = "interrupted"  # stopped by a signal (ours, or the service manager's): rolled back
         return self._finish(account, outcome)
 
-    def _child(self, account: Account, argv: list[str], env: dict, fh, lock_fd: int | None) -> tuple[int, bool]:
+    def _child(self, account: Account, argv: list[str], env: dict, fh, lock_fd: int | None,
+               modules: list[str]) -> tuple[int, bool]:
         with self._lock:
             if self._stopping is not None:
                 return 128 + self._stopping.signum, False
-            proc = subprocess.Popen(argv, cwd=account.base_dir, env=env, stdin=subprocess.DEVNULL, stdout=fh,
-                                    stderr=subprocess.STDOUT, pass_fds=() if lock_fd is None else (lock_fd,))
+            proc = zygote.start(argv, env=env, cwd=account.base_dir, out=fh.fileno(),
+                                keep=() if lock_fd is None else (lock_fd,), modules=modules)
             self._live[account.name] = proc
         try:
             try:
@@ -404,6 +419,8 @@ class Runner:
         finally:
             with self._lock:
                 self._live.pop(account.name, None)
+                if isinstance(proc, zygote.Child):
+                    proc.close()
 
     def _finish(self, account: Account, outcome: Outcome) -> Outcome:
         """Record the run, audit it, alert about it; none of these changes its result."""

@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from .errors import ConfigError
 from .jobrun import STOP_GRACE
@@ -145,6 +146,23 @@ if _settings.broker:  # ``celery -A exporter.worker worker``: the environment sa
     configure(app, _settings)
 
 _leases: dict = {}
+
+
+@worker_process_init.connect
+def _start_zygote(**_kwargs) -> None:
+    """Each worker process starts its zygote (``exporter.zygote``, the accounts' processes are
+    forked from it) when it starts, before its first task."""
+    from .zygote import shared
+
+    shared().start()
+
+
+@worker_process_shutdown.connect
+def _close_zygote(**_kwargs) -> None:
+    """... and lets it go when it ends (the zygote would leave by itself, unwaited for)."""
+    from .zygote import close_shared
+
+    close_shared()
 
 
 def leases():

@@ -88,12 +88,19 @@ class Broker:
         return sorted(k.decode() for k in self.redis().scan_iter(f"{self.prefix}:{kind}:*"))
 
     def close(self) -> None:
+        """Remove what the test made: its queue (``cleanup``), and every key of its prefix in the
+        Redis of the leases and, when it is another Redis, the broker's."""
+        import redis
+
         for fn in reversed(self.cleanup):
             with contextlib.suppress(Exception):
                 fn()
-        r = self.redis()
-        for k in r.scan_iter(f"{self.prefix}:*"):
-            r.delete(k)
+        urls = {self.locks} | ({self.url} if self.url.startswith(("redis://", "rediss://", "unix://")) else set())
+        for url in urls:
+            r = redis.Redis.from_url(url)
+            for k in r.scan_iter(f"{self.prefix}:*"):
+                r.delete(k)
+            r.close()
 
 
 def _rabbitmqctl(*args: str) -> bool:
@@ -119,7 +126,15 @@ def make_broker(kind: str) -> Broker:
         b = Broker(f"{AMQP}/{vhost}", prefix, queue)
         b.cleanup.append(lambda: _rabbitmqctl("delete_vhost", vhost))
         return b
-    b = Broker(f"{AMQP}//", prefix, queue)
+    return broker_at(f"{AMQP}//", prefix, queue)
+
+
+def broker_at(url: str, prefix: str, queue: str) -> Broker:
+    """A broker at ``url`` (the leases in it when it is Redis, else in ``REDIS``) whose ``close()``
+    removes the keys of ``prefix`` and, on RabbitMQ, the queue and exchange named ``queue``."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return Broker(url, prefix, queue, locks=url)
+    b = Broker(url, prefix, queue)
 
     def drop_queue():
         from kombu import Connection
@@ -173,13 +188,8 @@ class Worker:
         return out
 
     def exports(self) -> list[str]:
-        """The accounts whose export runs in this worker now (from the export processes' arguments)."""
-        out = []
-        for _pid, cmd in self.processes():
-            if " export " in cmd and "--token-env " in cmd:
-                var = cmd.split("--token-env ", 1)[1].split()[0]
-                out.append(var.removesuffix("_TOKEN").lower())
-        return out
+        """The accounts whose export runs in this worker now (its processes writing to an account's log)."""
+        return [name for pid, _cmd in self.processes() if (name := account_of(pid))]
 
     def kill(self) -> None:
         """SIGKILL to the worker and everything it started (a machine that dies)."""
@@ -200,6 +210,16 @@ class Worker:
         with contextlib.suppress(ProcessLookupError):  # anything it left behind
             os.killpg(self.proc.pid, signal.SIGKILL)
         self._fh.close()
+
+
+def account_of(pid: int) -> str | None:
+    """The account whose process ``pid`` is: the one whose log (``state/<account>/logs/*.log``) is
+    its standard output."""
+    try:
+        out = Path(os.readlink(f"/proc/{pid}/fd/1"))
+    except OSError:
+        return None
+    return out.parent.parent.name if out.parent.name == "logs" and out.suffix == ".log" else None
 
 
 def audit_lines(path: Path) -> list[dict]:

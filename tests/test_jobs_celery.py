@@ -329,3 +329,17 @@ def test_command_line_problems_are_one_line(tmp_path):
         errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]  # after the usage line
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in r.stderr, r.stderr
         assert "hunter2" not in r.stderr
+
+
+@pytest.mark.parametrize("missing", ["celery", "redis"])
+def test_without_the_celery_extra_each_command_says_how_to_get_it(missing, tmp_path):
+    (tmp_path / "jobs.toml").write_text('[defaults]\nstate_dir = "s"\n[accounts.a]\nsource = "http://x/rest/v3"\n'
+                                        'token_env = "A"\nschedule = "@daily"\ndestinations = [{ to = "out" }]\n')
+    # the package made unimportable in that process alone, as where the extra is not installed
+    code = f"import sys; sys.modules[{missing!r}] = None; from exporter.cli import main; main()"
+    for args in (["worker"], ["beat", "jobs.toml"], ["jobs", "enqueue", "jobs.toml"]):
+        r = subprocess.run([sys.executable, "-c", code, *args, "--broker", "redis://127.0.0.1:6379/9"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=60)
+        command = " ".join(a for a in args if a != "jobs.toml")
+        assert r.returncode == 1 and r.stderr.splitlines() == [
+            f"Error: exporter {command} needs Celery, which is not installed here: pip install 'exporter[celery]'"], r.stderr

@@ -113,7 +113,17 @@ def g(sec, doc, obj):
     assert process_wide_tweaks(fine) == []
 
 
+#: the mains of processes that only this project starts, never a host's, and the one switch each
+#: may turn: the zygote freezes what it imported before it forks (``exporter/cli/zygote.py``)
+OWN_PROCESSES = {"exporter/cli/zygote.py": ["gc.freeze() changes the interpreter"]}
+
+
 def test_shipped_code_changes_nothing_process_wide():
-    offenders = [f"{p.relative_to(ROOT).as_posix()} {line}" for top in SHIPPED
-                 for p in sorted((ROOT / top).rglob("*.py")) for line in process_wide_tweaks(p.read_text("utf-8"))]
+    offenders = []
+    for top in SHIPPED:
+        for p in sorted((ROOT / top).rglob("*.py")):
+            name = p.relative_to(ROOT).as_posix()
+            found = process_wide_tweaks(p.read_text("utf-8"))
+            allowed = OWN_PROCESSES.get(name, [])
+            offenders += [f"{name} {line}" for line in found if not any(line.endswith(a) for a in allowed)]
     assert offenders == [], "process-wide changes in the shipped code:\n" + "\n".join(offenders)

@@ -64,11 +64,12 @@ for _command in (*COMMANDS, *GROUPS):
     cli.add_command(_command)
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> None:
+    """The command line, with ``args`` (default: this process's arguments)."""
     from ..interrupts import install
 
     install()  # this process is the CLI's: stop signals roll the run back (exporter.interrupts)
     try:
-        cli(prog_name="exporter")
+        cli(args=args, prog_name="exporter")
     except Interrupted as e:  # outside a command (while starting): still one line and 128 + signal
         interrupted(e)

@@ -1,8 +1,9 @@
 """``exporter worker`` and ``exporter beat``: the Celery side of a jobs file (``exporter jobs
 enqueue`` is in ``jobs``, with the options of ``cluster_options``). Celery is imported only when
-one of them runs."""
+one of them runs; where it is not installed, each says in one line to install the ``celery`` extra."""
 from __future__ import annotations
 
+import importlib
 import logging
 import socket
 from typing import TYPE_CHECKING, Any
@@ -10,11 +11,21 @@ from urllib.parse import urlsplit
 
 import click
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ExporterError
 from .common import F, run_guarded
 
 if TYPE_CHECKING:
     from ..worker import Settings
+
+
+def require_celery(command: str) -> None:
+    """Celery and redis-py (the ``celery`` extra) importable, or one line saying how to get them."""
+    for module in ("celery", "redis"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise ExporterError(f"exporter {command} needs Celery, which is not installed here: "
+                                "pip install 'exporter[celery]'") from None
 
 
 def _no_password_on_command_line(ctx: click.Context, name: str) -> None:
@@ -104,6 +115,7 @@ def worker(concurrency: int, hostname: str | None, **_cluster: Any) -> None:
     broker)."""
 
     def go() -> None:
+        require_celery("worker")
         settings = settings_of(click.get_current_context())
         _ping_locks(settings)
         from ..worker import app, configure
@@ -130,6 +142,7 @@ def beat(file: str, schedule_file: str, **_cluster: Any) -> None:
     would run twice, but is useless). The file is read again when beat restarts."""
 
     def go() -> None:
+        require_celery("beat")
         from ..beat import entries
         from ..jobsfile import load
         from ..worker import app, configure

@@ -155,10 +155,12 @@ def enqueue(file: str, accounts: tuple[str, ...], due: bool, **_cluster: Any) ->
     """Put one task per account on the broker, for `exporter worker` processes to run (each
     exactly as `exporter jobs run --account NAME [--due]` would). A task holds the jobs file's
     path, the account's name and its slot: nothing secret."""
-    from ..worker import enqueue as send
-    from .cluster import settings_of
+    from .cluster import require_celery, settings_of
 
     def go() -> None:
+        require_celery("jobs enqueue")
+        from ..worker import enqueue as send
+
         settings = settings_of(click.get_current_context())
         jobs_file, selected = _load(file, accounts, environment=False)
         sent = send(settings, jobs_file, selected, due=due)
