@@ -23,8 +23,8 @@ after the form's stored cursor (a submission read again only because of ``--over
 documents the run that first read it stored); ``unread`` mode serves only new or changed
 submissions; a full run asks for every submission's.
 
-A document the service cannot produce (404 or 501, or no answer in time after the retries: 504 or
-the read timeout) is a warning naming it, not a failed run.
+A document the service cannot produce (404 or 501, a failure of its own such as a 500, or no answer
+in time after the retries: 504 or the read timeout) is a warning naming it, not a failed run.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from exporter.model import EXPORT, FORM_PICTURE, PDF, Document, DocumentRef, For
 from exporter.retry import retry_call
 
 from .client import KizeoClient
-from .http_errors import AnswerTimeout, StreamInterrupted
+from .http_errors import AnswerTimeout, ServerFailure, StreamInterrupted
 
 log = logging.getLogger("exporter.kizeo")
 
@@ -137,7 +137,7 @@ class VendorDocuments:
             return retry_call(attempt, attempts=client.attempts, base_delay=client.backoff,
                               max_delay=client.max_backoff, sleep=client.sleep,
                               is_retryable=lambda e: isinstance(e, StreamInterrupted), describe=f"GET {path}")
-        except (NotFoundError, AnswerTimeout) as e:
+        except (NotFoundError, AnswerTimeout, ServerFailure) as e:
             log.warning("form %s: the service could not produce %s (%s); skipped", ref.form_id, what, e)
             return None
 

@@ -34,6 +34,11 @@ class StreamInterrupted(TransientSourceError):
     """A download broke after it started: worth restarting from the beginning."""
 
 
+class ServerFailure(SourceError):
+    """The service failed on its side (HTTP 500 and the like, not retried): for a vendor document,
+    it could not produce that one (``documents``: a warning, not a failed run)."""
+
+
 class AnswerTimeout(TransientSourceError):
     """The service (or its gateway) gave up on an answer: 504, or none within the read timeout.
     Retried like any transient error, except by a windowed read (``windows.py``), which asks for
@@ -118,7 +123,7 @@ def raise_for_status(resp: requests.Response, base_url: str, ctx: str, redact: C
     if 300 <= status < 400:
         raise SourceError(f"unexpected redirect (HTTP {status}) to {mask_url(resp.headers.get('Location', ''))}",
                           context=ctx)
-    raise SourceError(f"the service answered HTTP {status}: {msg}", context=ctx)
+    raise (ServerFailure if status >= 500 else SourceError)(f"the service answered HTTP {status}: {msg}", context=ctx)
 
 
 def base_url_hint(base_url: str, status: int) -> str:

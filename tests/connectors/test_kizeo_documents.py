@@ -203,18 +203,21 @@ def test_without_the_flags_no_document_is_asked_for_but_layout_pictures_are(acco
 def test_a_document_the_service_cannot_produce_is_a_warning_with_its_id(account, tmp_path, caplog):
     caplog.set_level(logging.WARNING)
     faults = Faults(fail_paths={"/forms/81/data/2/pdf": 404, "/forms/81/data/3/pdf": 504,
+                                "/forms/81/data/4/pdf": 500,  # the service's PDF maker failed on that one
                                 "/forms/81/exports": 501, "/forms/81/data/1/form_pictures/plan": 501})
     with serve(account, faults) as srv:
         src = WebSource(make_client(srv), vendor_pdf=True, vendor_exports=True)
         sink = FilesSink(tmp_path / "out")
         summary = run(src, [sink], RunContext(run_id=new_run_id(), source=src.description))
         assert srv.request_count("/forms/81/data/3/pdf") == 6  # a timeout is retried first
-    assert summary.status == "ok" and summary.counts["document"] == 2 + 2  # pdf 1 and 4, logo and picto
-    for what in ("standard PDF of submission 2", "standard PDF of submission 3", "lists no custom exports",
+        assert srv.request_count("/forms/81/data/4/pdf") == 1  # a failure of the service's own: not retried
+    assert summary.status == "ok" and summary.counts["document"] == 1 + 2  # pdf 1, logo and picto
+    for what in ("standard PDF of submission 2", "standard PDF of submission 3", "standard PDF of submission 4",
+                 "lists no custom exports",
                  "layout picture of field 'plan'"):
         assert what in caplog.text
     form_dir = _form_dir(tmp_path / "out")
-    assert sorted(p.name for p in (form_dir / "documents").iterdir()) == ["1", "4"]
+    assert sorted(p.name for p in (form_dir / "documents").iterdir()) == ["1"]
 
 
 def test_an_incremental_run_refetches_only_the_documents_of_an_edited_submission(account, tmp_path):
