@@ -209,14 +209,23 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
             with contextlib.suppress(Exception):
                 self._active_loader.drain()
         tx, self._tx = self._tx, None
+        broken = False
         if tx is not None:
-            with contextlib.suppress(Exception):
+            try:
                 tx.rollback()
+            except Exception:  # noqa: BLE001 - the connection is dropped below instead
+                broken = True
         if self._connection is not None:
             # a transaction handed to the background for its commit, which did not happen, or one
             # an interruption (a signal) left inactive but still attached (a no-op otherwise)
-            with contextlib.suppress(Exception):
+            try:
                 self._conn.rollback()
+            except Exception:  # noqa: BLE001
+                broken = True
+            if broken:  # cut mid-protocol (a signal inside a COPY): dropped, the server rolls back with it;
+                # the pool would otherwise try to reset it and log that failure
+                with contextlib.suppress(Exception):
+                    self._conn.invalidate()
         self._pending = {}
         with contextlib.suppress(Exception):
             self._schema_unlock()  # forgets the lock first, whatever the server answers

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from .conftest import PG_ADMIN, _pg_schema
 from .test_sql_parallel import _content, export
 
@@ -73,3 +75,33 @@ def test_sigterm_stops_the_workers_rolls_back_and_a_rerun_equals_a_clean_run(pg_
         assert _content(pg_db) == _content(clean)
     finally:
         next(gen, None)
+
+
+def test_a_connection_cut_mid_copy_is_dropped_not_reset(pg_db, caplog):
+    """A stop signal inside a COPY leaves the connection mid-protocol: its rollback fails, so it is
+    dropped (the server rolls back with it) instead of handed back to the pool, whose reset would
+    fail again and log a traceback over the one-line message."""
+    import logging
+
+    from exporter.connectors.sql import create_sink
+
+    from .records_fixture import account_records, ctx
+
+    sink = create_sink(pg_db.url, {**pg_db.options, "background_load": False})
+    sink.open(ctx())
+    sink.write(list(account_records()))
+    raw = sink._conn.connection.dbapi_connection
+    raw.execute("CREATE TEMP TABLE cut (x int)")
+    pg = raw.pgconn  # a COPY whose end was sent and its answer never read, as a signal in copy_end's wait leaves it
+    pg.send_query(b"COPY cut FROM STDIN")
+    while pg.is_busy():
+        pg.consume_input()
+    pg.get_result()
+    pg.put_copy_data(b"1\n")
+    pg.put_copy_end()
+    with caplog.at_level(logging.ERROR, logger="sqlalchemy.pool"):
+        sink.close(False)
+    assert not [r for r in caplog.records if r.name.startswith("sqlalchemy")], caplog.text
+    with sa.create_engine(pg_db.url).connect() as con:  # nothing of the run's open batch was kept
+        assert con.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+                                   "AND datname = current_database() AND pid <> pg_backend_pid()")).scalar() == 0
