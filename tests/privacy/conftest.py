@@ -16,6 +16,7 @@ from tests.connectors.remote.conftest import (  # noqa: F401 - fixtures for thes
     _azurite_port,
     _moto_port,
     azurite,
+    ftp_server,
     password_env,
     s3_server,
     sftp_server,

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from exporter.cli import cli
@@ -93,6 +94,30 @@ def test_forget_over_azure(roles_archive, azurite, tmp_path):
         (out / key).parent.mkdir(parents=True, exist_ok=True)
         (out / key).write_bytes(data)
     assert search_files(out, person_texts(roles_archive)) == []
+
+
+@pytest.mark.parametrize("mlsd", [True, False], ids=["mlsd", "nlst"])
+def test_forget_over_ftp(roles_archive, ftp_server, password_env, mlsd):
+    ftp_server.hooks.no_mlsd = not mlsd
+    to = [ftp_server.url("export"), "--to-password-env", password_env]
+    r = invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv")
+    assert r.exit_code == 0, r.output
+    root = ftp_server.root / "export"
+    needles = person_texts(roles_archive)
+    assert search_files(root, needles)
+    before = tree(root)
+    r = invoke("forget", "--to", *to, "--user", PERSON)
+    assert r.exit_code == 0 and "would erase 1 user, 1 group membership, 9 submissions" in r.output, r.output
+    assert tree(root) == before
+    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
+    assert r.exit_code == 0 and "erased 1 user, 1 group membership, 9 submissions" in r.output, r.output
+    assert search_files(root, needles) == []
+    after = tree(root)
+    assert any(b"mdupont" in b for b in after.values())  # others stay
+    assert not any("/media/700000/" in p for p in after)
+    manifest = json.loads((root / ".exporter-manifest.json").read_text("utf-8"))["files"]
+    assert set(manifest) <= set(after) and all(manifest[p]["size"] == len(after[p]) for p in manifest)
+    assert "would erase nothing" in invoke("forget", "--to", *to, "--user", PERSON).output
 
 
 def test_a_remote_holding_xlsx_is_refused_in_one_line(roles_archive, sftp_server, password_env):
