@@ -18,6 +18,10 @@ again at the same offset and, if Dropbox had already stored it, its ``incorrect_
 gives the offset to continue from. The content hash Dropbox reports for the committed file is
 compared with the hash computed locally while uploading.
 
+``walk`` lists a tree (``exporter forget`` reads it) with ``files/list_folder`` (``recursive``)
+then ``list_folder/continue`` with the cursor of each page while ``has_more``; a cursor Dropbox
+``reset`` starts the listing again.
+
 Testing hook: ``api_host`` / ``content_host`` (``host:port``) replace ``api.dropboxapi.com`` /
 ``content.dropboxapi.com`` in the URLs the SDK's requests session sends (a transport adapter
 mounted on it) and ``ca_certs`` names the CA bundle used to verify that host; the SDK always
@@ -29,7 +33,7 @@ import functools
 import logging
 import os
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -275,6 +279,36 @@ class DropboxRemote:
             return True
 
         return self._call(fetch, full, "download", handle) is not missing
+
+    def walk(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        """Every file under ``path`` (paths relative to it), from a recursive ``list_folder``."""
+        from dropbox import files
+
+        parts = split_path(path, self.name)
+        top = posixpath.join(self.root or "/", *parts) if parts else self.root  # ("" is the root)
+        dbx = self._client()
+        gone = object()
+
+        def handle(err: Any) -> Any:
+            tags = union_tags(err)
+            return gone if "not_found" in tags or "reset" in tags else None
+
+        for _attempt in range(3):  # (a cursor Dropbox resets: the listing starts again)
+            found: list[tuple[str, RemoteStat]] = []
+            page = self._call(lambda: dbx.files_list_folder(top, recursive=True), top or "/", "list", handle)
+            if page is gone:
+                return iter(())
+            while True:
+                for md in page.entries:
+                    if isinstance(md, files.FileMetadata) and md.path_lower.startswith(top.lower() + "/"):
+                        found.append((md.path_display[len(top) + 1:], RemoteStat(md.size, md.content_hash)))
+                if not page.has_more:
+                    return iter(found)
+                cursor = page.cursor
+                page = self._call(lambda c=cursor: dbx.files_list_folder_continue(c), top or "/", "list", handle)
+                if page is gone:
+                    break
+        raise TransientSinkError("the listing was reset three times", context=f"{self.name} {top or '/'}")
 
     def mkdir(self, path: str) -> None:
         full = self._full(path)

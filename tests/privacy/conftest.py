@@ -22,6 +22,7 @@ from tests.connectors.remote.conftest import (  # noqa: F401 - fixtures for thes
     sftp_server,
     ssh_keys,
     store_tls,
+    tls,
 )
 from tests.connectors.sql.conftest import my_db, pg_db, sqlite_db  # noqa: F401 - fixtures for these tests
 

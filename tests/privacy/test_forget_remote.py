@@ -120,6 +120,38 @@ def test_forget_over_ftp(roles_archive, ftp_server, password_env, mlsd):
     assert "would erase nothing" in invoke("forget", "--to", *to, "--user", PERSON).output
 
 
+@pytest.fixture()
+def dropbox(tls):
+    from tests.connectors.remote.conftest import serve_fake
+    from tests.connectors.remote.fake_dropbox import FakeDropbox
+
+    yield from serve_fake(FakeDropbox, tls)
+
+
+def test_forget_over_dropbox(roles_archive, dropbox, tls, monkeypatch, tmp_path):
+    monkeypatch.setenv("TEST_DBX_TOKEN", "good-token")
+    dropbox.page_size = 7  # the listing takes several pages
+    to = ["dropbox:///export", "-o", "token_env=TEST_DBX_TOKEN", "-o", f"api_host={dropbox.host}",
+          "-o", f"content_host={dropbox.host}", "-o", f"ca_certs={tls[0]}"]
+    r = invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv")
+    assert r.exit_code == 0, r.output
+
+    def copy(out: Path) -> Path:
+        for f in dropbox.files.values():
+            (out / f.path_display.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (out / f.path_display.lstrip("/")).write_bytes(f.data)
+        return out / "export"
+
+    needles = person_texts(roles_archive)
+    assert search_files(copy(tmp_path / "before"), needles)
+    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
+    assert r.exit_code == 0 and "erased 1 user, 1 group membership, 9 submissions" in r.output, r.output
+    assert dropbox.calls("/2/files/list_folder/continue")
+    after = copy(tmp_path / "after")
+    assert search_files(after, needles) == []
+    assert any(b"mdupont" in p.read_bytes() for p in after.rglob("*") if p.is_file())  # others stay
+
+
 def test_a_remote_holding_xlsx_is_refused_in_one_line(roles_archive, sftp_server, password_env):
     to = sftp_to(sftp_server, password_env, "/x")
     assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,xlsx").exit_code == 0
