@@ -4,7 +4,8 @@ A remote keeps no store of current rows (its exports stream their files), so its
 back and written again without the person, each published whole or not at all (the remote sink's
 ``Transfer``):
 
-* the whole remote is listed (``TreeRemote.walk``: local folders, SFTP, FTP/FTPS, S3, Azure, Dropbox); each form's
+* the whole remote is listed (``TreeRemote.walk``: local folders, SFTP, FTP/FTPS, S3, Azure, Dropbox,
+  SharePoint); each form's
   ``submissions.jsonl`` (else ``submissions.csv``), and those of its ``runs/`` deltas, say which
   submissions are whose; a per-submission JSON file of a submission no aggregate lists (gone from
   the service) is read for its metadata;
@@ -21,8 +22,8 @@ back and written again without the person, each published whole or not at all (t
 * the upload manifest (``.exporter-manifest.json``, remotes without checksums) follows.
 
 XLSX and XML files cannot be rewritten this way: a remote holding them is refused, in one line,
-before anything changes; so are remotes that cannot list a tree or read a file back (SharePoint for
-now).
+before anything changes; so would be a remote that cannot list a tree or read a file back (every
+built-in one can).
 
 The plan (``.exporter-forget.json`` on the remote) is written before anything changes; a forget
 stopped anywhere (SIGKILL too) is finished by the next one into that remote, which runs the plan it
@@ -88,7 +89,7 @@ class RemoteEraser:
     def __init__(self, sink: RemoteSink):
         if not isinstance(sink.remote, TreeRemote) or not isinstance(sink.remote, ReadableRemote):
             raise ConfigError(f"{sink.name}: this kind of remote cannot erase data (yet): forget works on SFTP, FTP, "
-                              "S3, Azure and Dropbox remotes, local folders, SQL databases and an account's backups")
+                              "S3, Azure, Dropbox and SharePoint remotes, local folders, SQL databases and an account's backups")
         self.sink = sink
         self.name = sink.name
         self.transfer = sink.transfer

@@ -24,6 +24,9 @@ connection or a throttled chunk the remote asks the server where the session sta
 (``GetUploadStatus``) and continues from that offset. Every request goes through
 ``exporter.retry.retry_call``; 429/503 honour ``Retry-After``. SharePoint's REST API exposes no
 content hash, so ``stat`` reports the size only (``Capabilities.checksum`` is None).
+
+``walk`` lists a tree (``exporter forget`` reads it) folder by folder: the ``Files`` and
+``Folders`` collections of each (``getFolderByServerRelativePath``), loaded in one batch of queries.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import logging
 import os
 import posixpath
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -234,6 +237,31 @@ class SharePointRemote:
         except NotFound:
             return False
         return True
+
+    def walk(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        top = self._full(path)
+        found: list[tuple[str, RemoteStat]] = []
+        folders = [""]
+        while folders:
+            rel = folders.pop()
+            here = f"{top}/{rel}" if rel else top
+
+            def build(c: Any, here: str = here) -> tuple[Any, Any]:
+                folder = c.web.get_folder_by_server_relative_path(here)
+                files, subs = folder.files, folder.folders
+                c.load(files)
+                c.load(subs)
+                return files, subs
+
+            try:
+                files, subs = self._run(build, here, "list folder")
+            except NotFound:
+                continue  # (gone, or never there)
+            for f in files:
+                name = f.properties.get("Name") or ""
+                found.append((f"{rel}/{name}" if rel else name, RemoteStat(int(f.properties.get("Length") or 0))))
+            folders += [f"{rel}/{d.properties.get('Name')}" if rel else str(d.properties.get("Name")) for d in subs]
+        return iter(found)
 
     def mkdir(self, path: str) -> None:
         full = self._full(path)

@@ -152,6 +152,36 @@ def test_forget_over_dropbox(roles_archive, dropbox, tls, monkeypatch, tmp_path)
     assert any(b"mdupont" in p.read_bytes() for p in after.rglob("*") if p.is_file())  # others stay
 
 
+@pytest.fixture()
+def sharepoint(tls):
+    from tests.connectors.remote.conftest import serve_fake
+    from tests.connectors.remote.fake_sharepoint import FakeSharePoint
+
+    yield from serve_fake(FakeSharePoint, tls)
+
+
+def test_forget_over_sharepoint(roles_archive, sharepoint, tls, monkeypatch, tmp_path):
+    monkeypatch.setenv("TEST_SP_TOKEN", "sp-token")
+    to = [f"sharepoint://{sharepoint.host}/sites/Team/Shared%20Documents/export", "-o", "token_env=TEST_SP_TOKEN",
+          "-o", f"ca_bundle={tls[0]}"]
+    r = invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv")
+    assert r.exit_code == 0, r.output
+
+    def copy(out: Path) -> Path:
+        for f in sharepoint.files.values():
+            (out / f.path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (out / f.path.lstrip("/")).write_bytes(f.data)
+        return out / "sites" / "Team" / "Shared Documents" / "export"
+
+    needles = person_texts(roles_archive)
+    assert search_files(copy(tmp_path / "before"), needles)
+    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
+    assert r.exit_code == 0 and "erased 1 user, 1 group membership, 9 submissions" in r.output, r.output
+    after = copy(tmp_path / "after")
+    assert search_files(after, needles) == []
+    assert any(b"mdupont" in p.read_bytes() for p in after.rglob("*") if p.is_file())  # others stay
+
+
 def test_a_remote_holding_xlsx_is_refused_in_one_line(roles_archive, sftp_server, password_env):
     to = sftp_to(sftp_server, password_env, "/x")
     assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,xlsx").exit_code == 0
