@@ -17,10 +17,7 @@ recommends), so memory stays bounded by one chunk. Every call is retried through
 again at the same offset and, if Dropbox had already stored it, its ``incorrect_offset`` answer
 gives the offset to continue from. The content hash Dropbox reports for the committed file is
 compared with the hash computed locally while uploading.
-
-``walk`` lists a tree (``exporter forget`` reads it) with ``files/list_folder`` (``recursive``)
-then ``list_folder/continue`` with the cursor of each page while ``has_more``; a cursor Dropbox
-``reset`` starts the listing again.
+``walk`` (``exporter forget``): a recursive ``files/list_folder``, then ``/continue`` while ``has_more``.
 
 Testing hook: ``api_host`` / ``content_host`` (``host:port``) replace ``api.dropboxapi.com`` /
 ``content.dropboxapi.com`` in the URLs the SDK's requests session sends (a transport adapter
@@ -44,13 +41,7 @@ from exporter.retry import retry_call
 
 from .base import RemoteStat
 from .catalog import DROPBOX
-from .common import (
-    OffsetReader,
-    check_name_part,
-    read_exactly,
-    split_path,
-    upload_options,
-)
+from .common import OffsetReader, check_name_part, read_exactly, split_path, upload_options
 from .dropbox_errors import translate_error, union_tags
 
 log = logging.getLogger("exporter.remote.dropbox")
@@ -286,28 +277,26 @@ class DropboxRemote:
 
         parts = split_path(path, self.name)
         top = posixpath.join(self.root or "/", *parts) if parts else self.root  # ("" is the root)
-        dbx = self._client()
-        gone = object()
+        dbx, gone = self._client(), object()
 
         def handle(err: Any) -> Any:
-            tags = union_tags(err)
-            return gone if "not_found" in tags or "reset" in tags else None
+            return gone if {"not_found", "reset"} & set(union_tags(err)) else None
+
+        def page(cursor: str | None) -> Any:
+            if cursor is None:
+                return self._call(lambda: dbx.files_list_folder(top, recursive=True), top or "/", "list", handle)
+            return self._call(lambda: dbx.files_list_folder_continue(cursor), top or "/", "list", handle)
 
         for _attempt in range(3):  # (a cursor Dropbox resets: the listing starts again)
-            found: list[tuple[str, RemoteStat]] = []
-            page = self._call(lambda: dbx.files_list_folder(top, recursive=True), top or "/", "list", handle)
-            if page is gone:
-                return iter(())
-            while True:
-                for md in page.entries:
-                    if isinstance(md, files.FileMetadata) and md.path_lower.startswith(top.lower() + "/"):
-                        found.append((md.path_display[len(top) + 1:], RemoteStat(md.size, md.content_hash)))
-                if not page.has_more:
+            found, got = [], page(None)
+            if got is gone:
+                return iter(())  # no such folder
+            while got is not gone:
+                found += [(md.path_display[len(top) + 1:], RemoteStat(md.size, md.content_hash)) for md in got.entries
+                          if isinstance(md, files.FileMetadata) and md.path_lower.startswith(top.lower() + "/")]
+                if not got.has_more:
                     return iter(found)
-                cursor = page.cursor
-                page = self._call(lambda c=cursor: dbx.files_list_folder_continue(c), top or "/", "list", handle)
-                if page is gone:
-                    break
+                got = page(got.cursor)
         raise TransientSinkError("the listing was reset three times", context=f"{self.name} {top or '/'}")
 
     def mkdir(self, path: str) -> None:
