@@ -5,15 +5,16 @@ back and written again without the person, each published whole or not at all (t
 ``Transfer``):
 
 * the whole remote is listed (``TreeRemote.walk``: local folders, SFTP, FTP/FTPS, S3, Azure, Dropbox,
-  SharePoint); each form's
-  ``submissions.jsonl`` (else ``submissions.csv``), and those of its ``runs/`` deltas, say which
-  submissions are whose; a per-submission JSON file of a submission no aggregate lists (gone from
-  the service) is read for its metadata;
+  SharePoint); each form's ``submissions.jsonl`` (else ``submissions.csv``, else
+  ``submissions.xml``), and those of its ``runs/`` deltas, say which submissions are whose; a
+  per-submission JSON file of a submission no aggregate lists (gone from the service) is read for
+  its metadata;
 * the submissions that go lose their lines in every JSONL and CSV aggregate of their form
-  (``submissions.*``, ``subform-*.csv``, deltas included), their own files (``submissions/<id>.json``,
-  ``reports/<id>.*``, ``media/<id>/``, ``documents/<id>/``); in the submissions that stay, the
-  metadata naming the person is emptied in those same lines and in their JSON file, and their
-  reports and the service's documents of them (which show it) are removed, with the touched forms'
+  (``submissions.*``, ``subform-*.csv``, deltas included) and their element in its XML documents
+  (``erase_xml``), their own files (``submissions/<id>.json``, ``reports/<id>.*``,
+  ``media/<id>/``, ``documents/<id>/``); in the submissions that stay, the metadata naming the
+  person is emptied in those same lines and elements and in their JSON file, and their reports and
+  the service's documents of them (which show it) are removed, with the touched forms'
   single-document reports ("derived files"). Lines and rows left alone keep their bytes;
 * the people files (``users.json``, ``groups.json``, ``users.csv``, ``groups.csv``,
   ``group_members.csv``) are written again by the JSON and CSV writers themselves from the
@@ -21,7 +22,7 @@ back and written again without the person, each published whole or not at all (t
   (``-o`` format options as given to the export);
 * the upload manifest (``.exporter-manifest.json``, remotes without checksums) follows.
 
-XLSX and XML files cannot be rewritten this way: a remote holding them is refused, in one line,
+XLSX files cannot be rewritten this way (yet): a remote holding them is refused, in one line,
 before anything changes; so would be a remote that cannot list a tree or read a file back (every
 built-in one can).
 
@@ -54,6 +55,7 @@ from exporter.privacy.forget import Request, add
 from exporter.records import parse_group, parse_user
 
 from .base import ReadableRemote, TreeRemote
+from .erase_xml import filter_xml, read_submissions
 
 if TYPE_CHECKING:
     from .sink import RemoteSink
@@ -64,7 +66,7 @@ JOURNAL = ".exporter-forget.json"
 AUDIT = ".exporter-erasures.jsonl"
 PEOPLE = ("users.json", "groups.json", "users.csv", "groups.csv", "group_members.csv")
 _FORM_FILE = re.compile(r"forms/([^/]+)/(.+)")
-_AGGREGATE = re.compile(r"(?:runs/[^/]+/)?(submissions\.jsonl|submissions\.csv|subform-[^/]+\.csv)")
+_AGGREGATE = re.compile(r"(?:runs/[^/]+/)?(submissions\.jsonl|submissions\.csv|submissions\.xml|subform-[^/]+\.csv)")
 _OWN = re.compile(r"(submissions)/([^/]+)\.json|(reports)/([^/]+)\.(?:docx|pdf)|(media|documents)/([^/]+)/.+")
 
 
@@ -151,9 +153,9 @@ class RemoteEraser:
         from exporter.formats.base import OutputDir
 
         listing = {rel: st.size for rel, st in self.transfer.walk("")}
-        refused = sorted(rel for rel in listing if rel.endswith((".xlsx", ".xml")) and not rel.startswith("lists"))
+        refused = sorted(rel for rel in listing if rel.endswith(".xlsx") and not rel.startswith("lists"))
         if refused:
-            raise ConfigError(f"{self.name}: forget cannot rewrite the XLSX and XML files a remote holds ({refused[0]}"
+            raise ConfigError(f"{self.name}: forget cannot rewrite the XLSX files a remote holds ({refused[0]}"
                               f"{f' and {len(refused) - 1} more' if len(refused) > 1 else ''}): export them again "
                               "without the person, or export to a local folder")
         out = OutputDir(self.scratch / "names")
@@ -225,12 +227,16 @@ class RemoteEraser:
         """sid -> (metadata, extra, sub-form rows) of every submission the form's JSONL (else CSV)
         aggregates list, deltas included."""
         out: dict[str, tuple[dict, dict, int]] = {}
-        jsonl = [f for f in files if f.endswith("submissions.jsonl") and _AGGREGATE.fullmatch(f)]
-        for f in jsonl or [f for f in files if f.endswith("submissions.csv") and _AGGREGATE.fullmatch(f)]:
+        def aggregates(name: str) -> list[str]:
+            return [f for f in files if f.endswith(name) and _AGGREGATE.fullmatch(f)]
+
+        for f in aggregates("submissions.jsonl") or aggregates("submissions.csv") or aggregates("submissions.xml"):
             local = self._download(f"forms/{fdir}/{f}")
             if local is None:
                 continue
-            if f.endswith(".jsonl"):
+            if f.endswith(".xml"):
+                out.update(read_submissions(local, f"forms/{fdir}/{f}"))
+            elif f.endswith(".jsonl"):
                 with open(local, encoding="utf-8") as fh:
                     for line in fh:
                         if line.strip():
@@ -334,6 +340,8 @@ class RemoteEraser:
         new = local.with_suffix(".new")
         if inner.endswith(".jsonl"):
             self._filter_jsonl(local, new, gone, kept)
+        elif inner.endswith(".xml"):
+            filter_xml(local, new, rel, gone, kept)
         elif inner.endswith(".csv"):
             self._filter_csv(local, new, gone, kept)
         else:  # a kept submission's own JSON file

@@ -182,13 +182,55 @@ def test_forget_over_sharepoint(roles_archive, sharepoint, tls, monkeypatch, tmp
     assert any(b"mdupont" in p.read_bytes() for p in after.rglob("*") if p.is_file())  # others stay
 
 
+@pytest.mark.parametrize("only_personal", [False, True], ids=["user", "only-personal"])
+def test_forget_filters_the_xml_documents_of_a_remote(roles_archive, sftp_server, password_env, only_personal):
+    """A remote holding XML only: whose submissions are whose is read from the XML itself; the
+    person's submissions (or only their metadata) go, the rest of each document keeps its bytes."""
+    import xml.etree.ElementTree as ET
+
+    to = sftp_to(sftp_server, password_env, "/xml")
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "xml").exit_code == 0
+    root = sftp_server.root / "xml"
+    before = tree(root)
+    needles = person_texts(roles_archive, only_personal)
+    assert search_files(root, needles)
+    r = invoke("forget", "--to", *to, "--user", PERSON, *(["--only-personal"] if only_personal else []), "--apply")
+    assert r.exit_code == 0, r.output
+    assert search_files(root, needles) == []
+    after = tree(root)
+    ns = "{urn:exporter:forms:1}"
+    for rel in (p for p in before if p.endswith("submissions.xml")):
+        old, new = ET.fromstring(before[rel]), ET.fromstring(after[rel])
+        assert new.tag == f"{ns}form" and new.attrib == old.attrib  # declaration and namespaces kept
+        assert after[rel].startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<form xmlns="urn:exporter:forms:1"')
+        kept = {s.get("id"): s for s in new.iter(f"{ns}submission")}
+        for sub in old.iter(f"{ns}submission"):
+            meta = {m.get("name"): m.text for m in sub.iter(f"{ns}meta")}
+            theirs = PERSON in (meta.get("user_id"), meta.get("recipient_id"))
+            if theirs and not only_personal:
+                assert sub.get("id") not in kept
+                continue
+            mine = kept[sub.get("id")]
+            if PERSON not in meta.values():  # other people's submissions: unchanged element by element
+                assert ET.tostring(mine) == ET.tostring(sub)
+            else:  # the person's metadata gone, their answers and the rest kept
+                left = " ".join(m.text or "" for m in mine.iter(f"{ns}meta"))
+                assert "Kowalski" not in left and "MAT-104" not in ET.tostring(mine).decode()
+                assert [ET.tostring(e) for e in mine if e.tag not in (f"{ns}meta", f"{ns}extra")] == \
+                    [ET.tostring(e) for e in sub if e.tag not in (f"{ns}meta", f"{ns}extra")]
+        if only_personal:
+            assert len(kept) == len(list(old.iter(f"{ns}submission")))
+    assert "would erase nothing" in invoke("forget", "--to", *to, "--user", PERSON,
+                                           *(["--only-personal"] if only_personal else [])).output
+
+
 def test_a_remote_holding_xlsx_is_refused_in_one_line(roles_archive, sftp_server, password_env):
     to = sftp_to(sftp_server, password_env, "/x")
     assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,xlsx").exit_code == 0
     before = tree(sftp_server.root / "x")
     r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
     errors = [x for x in r.output.splitlines() if x.startswith("Error:")]
-    assert r.exit_code == 2 and len(errors) == 1 and "cannot rewrite the XLSX and XML files" in errors[0], r.output
+    assert r.exit_code == 2 and len(errors) == 1 and "cannot rewrite the XLSX files" in errors[0], r.output
     assert tree(sftp_server.root / "x") == before
 
 
@@ -219,15 +261,16 @@ def test_a_forget_killed_on_sftp_is_finished_by_the_next(roles_archive, sftp_ser
 def test_files_filtered_on_a_remote_are_those_an_export_without_them_makes(roles_archive, sftp_server,
                                                                             password_env):
     a, b = sftp_to(sftp_server, password_env, "/a"), sftp_to(sftp_server, password_env, "/b")
-    assert invoke("-q", "export", "-s", roles_archive, "--to", *a, "--format", "json,csv").exit_code == 0
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *a, "--format", "json,csv,xml").exit_code == 0
     assert invoke("forget", "--to", *a, "--submission", "700002", "--apply").exit_code == 0
     f = roles_archive / "forms" / "1001" / "submissions.jsonl"  # the same account without it
     f.write_text("".join(line + "\n" for line in f.read_text("utf-8").splitlines()
                          if json.loads(line)["id"] != "700002"), "utf-8")
-    assert invoke("-q", "export", "-s", roles_archive, "--to", *b, "--format", "json,csv").exit_code == 0
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *b, "--format", "json,csv,xml").exit_code == 0
     ta, tb = tree(sftp_server.root / "a"), tree(sftp_server.root / "b")
     # (media left aside: the archive's media index still names the submission taken out by hand)
     data = {p for p in tb if not p.startswith(".exporter") and "/media/" not in p}
     assert data == {p for p in ta if not p.startswith(".exporter") and "/media/" not in p}
     assert all(ta[p] == tb[p] for p in data), [p for p in data if ta[p] != tb[p]]
     assert not any("/media/700002/" in p for p in ta)
+    assert any(p.endswith("submissions.xml") for p in data)  # the XML documents too, byte for byte
