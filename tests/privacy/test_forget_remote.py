@@ -224,14 +224,94 @@ def test_forget_filters_the_xml_documents_of_a_remote(roles_archive, sftp_server
                                            *(["--only-personal"] if only_personal else [])).output
 
 
-def test_a_remote_holding_xlsx_is_refused_in_one_line(roles_archive, sftp_server, password_env):
+def _trim(row: list) -> list:
+    """A row without its trailing empty cells (a sheet's stated width is no content)."""
+    while row and row[-1] is None:
+        row.pop()
+    return row
+
+
+def _sheets(path: Path) -> dict[str, list[list]]:
+    from openpyxl import load_workbook
+
+    book = load_workbook(path, read_only=True)
+    try:
+        return {ws.title: [_trim([c.value for c in row]) for row in ws.iter_rows()] for ws in book.worksheets}
+    finally:
+        book.close()
+
+
+@pytest.mark.parametrize("only_personal", [False, True], ids=["user", "only-personal"])
+def test_forget_filters_the_workbooks_of_a_remote(roles_archive, sftp_server, password_env, only_personal, tmp_path):
+    """The person's rows go from the workbooks (or only their metadata cells), every other row of
+    every sheet is unchanged cell by cell (values and types), text stays text; the people workbooks
+    are written again by the XLSX writer."""
+    from openpyxl import load_workbook
+
     to = sftp_to(sftp_server, password_env, "/x")
     assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,xlsx").exit_code == 0
-    before = tree(sftp_server.root / "x")
-    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
-    errors = [x for x in r.output.splitlines() if x.startswith("Error:")]
-    assert r.exit_code == 2 and len(errors) == 1 and "cannot rewrite the XLSX files" in errors[0], r.output
-    assert tree(sftp_server.root / "x") == before
+    root = sftp_server.root / "x"
+    books = sorted(p.relative_to(root).as_posix() for p in root.rglob("submissions.xlsx"))
+    before = {rel: _sheets(root / rel) for rel in books}
+    needles = person_texts(roles_archive, only_personal)
+    assert search_files(root, needles)
+    flag = ["--only-personal"] if only_personal else []
+    r = invoke("forget", "--to", *to, "--user", PERSON, *flag, "--apply")
+    assert r.exit_code == 0, r.output
+    assert search_files(root, needles) == []
+    erased = 0
+    for rel in books:
+        old, new = before[rel], _sheets(root / rel)
+        assert list(new) == list(old)  # the same sheets, in the same order
+        for title, rows in old.items():
+            header = rows[0]
+            assert new[title][0] == header
+            key = next((header.index(k) for k in ("_submission_id", "_id") if k in header), None)
+            if key is None:
+                assert new[title] == rows
+                continue
+            main = header[key] == "_id"
+            owners = {r[key]: r for r in old[[t for t in old if "_id" in old[t][0]][0]][1:]}
+            want = []
+            for row in rows[1:]:
+                owner = owners.get(row[key]) or row
+                theirs = PERSON in (owner[old_header_index(old, "_user_id")], owner[old_header_index(old, "_recipient_id")])
+                if theirs and not only_personal:
+                    erased += 1
+                    continue
+                want.append(row)
+            got = new[title][1:]
+            assert len(got) == len(want)
+            for a, b in zip(got, want, strict=True):
+                if main and PERSON in b:  # the person's metadata cells emptied, the rest as it was
+                    diff = [header[i] for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+                    assert diff and all(h.startswith("_") for h in diff), diff
+                else:
+                    assert a == b and [type(x) for x in a] == [type(x) for x in b]
+        ws = next(iter(load_workbook(root / rel).worksheets))
+        assert all(c.data_type != "f" for row in ws.iter_rows() for c in row)  # text never a formula
+    assert erased or only_personal
+    users = _sheets(root / "users.xlsx")["users"]
+    logins = [u[users[0].index("login")] for u in users[1:] if str(u[users[0].index("id")]) == PERSON]
+    assert logins == ([None] if only_personal else [])
+    assert "would erase nothing" in invoke("forget", "--to", *to, "--user", PERSON, *flag).output
+
+
+def test_an_xlsx_only_remote_says_whose_submissions_are_whose(roles_archive, sftp_server, password_env):
+    to = sftp_to(sftp_server, password_env, "/xo")
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "xlsx").exit_code == 0
+    root = sftp_server.root / "xo"
+    r = invoke("forget", "--to", *to, "--submission", "700002", "--apply")
+    assert r.exit_code == 0 and "1 submission" in r.output, r.output
+    ids = [row[0] for f in root.rglob("submissions.xlsx") for rows in _sheets(f).values() for row in rows]
+    assert "700001" in ids and "700002" not in ids
+    r = invoke("forget", "--to", *to, "--user", PERSON)  # the people workbooks need users.json: one line
+    assert r.exit_code == 2 and "written again from users.json" in r.output, r.output
+
+
+def old_header_index(sheets: dict[str, list[list]], name: str) -> int:
+    header = next(rows[0] for rows in sheets.values() if "_id" in rows[0])
+    return header.index(name)
 
 
 def test_a_forget_killed_on_sftp_is_finished_by_the_next(roles_archive, sftp_server, password_env):
