@@ -4,24 +4,23 @@ A remote keeps no store of current rows (its exports stream their files), so its
 back and written again without the person, each published whole or not at all (the remote sink's
 ``Transfer``):
 
-* the whole remote is listed (``TreeRemote.walk``: local folders, SFTP, FTP/FTPS, S3, Azure, Dropbox,
-  SharePoint); each form's ``submissions.jsonl`` (else ``submissions.csv``, else
-  ``submissions.xml``, else ``submissions.xlsx``), and those of its ``runs/`` deltas, say which submissions are whose; a
-  per-submission JSON file of a submission no aggregate lists (gone from the service) is read for
-  its metadata;
+* the whole remote is listed (``TreeRemote.walk``: local folders, SFTP, FTP/FTPS, S3, Azure,
+  Dropbox, SharePoint); each form's ``submissions.jsonl`` (else ``submissions.csv``, else
+  ``submissions.xml``, else ``submissions.xlsx``), and those of its ``runs/`` deltas, say which
+  submissions are whose; a per-submission JSON file of a submission no aggregate lists (gone from
+  the service) is read for its metadata;
 * the submissions that go lose their lines in every JSONL and CSV aggregate of their form
   (``submissions.*``, ``subform-*.csv``, deltas included), their element in its XML documents
   (``erase_xml``) and their rows in its workbooks (``erase_xlsx``), their own files
   (``submissions/<id>.json``, ``reports/<id>.*``, ``media/<id>/``, ``documents/<id>/``,
-  ``long-values/<id>-*.txt``); in the submissions that stay, the metadata naming the
-  person is emptied in those same lines, elements and rows and in their JSON file, and their reports and
-  the service's documents of them (which show it) are removed, with the touched forms'
-  single-document reports ("derived files"). Lines and rows left alone keep their bytes;
+  ``long-values/<id>-*.txt``); in the submissions that stay, the metadata naming the person is
+  emptied in those same lines, elements and rows and in their JSON file, and their reports and the
+  service's documents of them (which show it) are removed, with the touched forms' single-document
+  reports ("derived files"). Lines and rows left alone keep their bytes (workbooks: their cells);
 * the people files (``users.json``, ``groups.json``, ``users.csv``, ``groups.csv``,
   ``group_members.csv``, ``users.xlsx``, ``groups.xlsx``) are written again by the JSON, CSV and
-  XLSX writers themselves from the
-  records ``users.json``/``groups.json`` keep (their payload as served), without the person
-  (``-o`` format options as given to the export);
+  XLSX writers themselves from the records ``users.json``/``groups.json`` keep (their payload as
+  served), without the person (``-o`` format options as given to the export);
 * the upload manifest (``.exporter-manifest.json``, remotes without checksums) follows.
 
 A remote that cannot list a tree or read a file back would be refused, in one line, before anything
@@ -29,7 +28,7 @@ changes (every built-in one can).
 
 The plan (``.exporter-forget.json`` on the remote) is written before anything changes; a forget
 stopped anywhere (SIGKILL too) is finished by the next one into that remote, which runs the plan it
-finds first (every step can be done again: a file without the person filters to the same bytes).
+finds first (every step can be done again: a file without the person filters to the same content).
 The audit line goes to ``.exporter-erasures.jsonl`` on the remote, once. An export and a forget must
 not write the same remote at once (nothing on a remote can stop them).
 """
