@@ -17,6 +17,7 @@ recommends), so memory stays bounded by one chunk. Every call is retried through
 again at the same offset and, if Dropbox had already stored it, its ``incorrect_offset`` answer
 gives the offset to continue from. The content hash Dropbox reports for the committed file is
 compared with the hash computed locally while uploading.
+``walk`` (``exporter forget``): a recursive ``files/list_folder``, then ``/continue`` while ``has_more``.
 
 Testing hook: ``api_host`` / ``content_host`` (``host:port``) replace ``api.dropboxapi.com`` /
 ``content.dropboxapi.com`` in the URLs the SDK's requests session sends (a transport adapter
@@ -29,7 +30,7 @@ import functools
 import logging
 import os
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -40,13 +41,7 @@ from exporter.retry import retry_call
 
 from .base import RemoteStat
 from .catalog import DROPBOX
-from .common import (
-    OffsetReader,
-    check_name_part,
-    read_exactly,
-    split_path,
-    upload_options,
-)
+from .common import OffsetReader, check_name_part, read_exactly, split_path, upload_options
 from .dropbox_errors import translate_error, union_tags
 
 log = logging.getLogger("exporter.remote.dropbox")
@@ -275,6 +270,34 @@ class DropboxRemote:
             return True
 
         return self._call(fetch, full, "download", handle) is not missing
+
+    def walk(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        """Every file under ``path`` (paths relative to it), from a recursive ``list_folder``."""
+        from dropbox import files
+
+        parts = split_path(path, self.name)
+        top = posixpath.join(self.root or "/", *parts) if parts else self.root  # ("" is the root)
+        dbx, gone = self._client(), object()
+
+        def handle(err: Any) -> Any:
+            return gone if {"not_found", "reset"} & set(union_tags(err)) else None
+
+        def page(cursor: str | None) -> Any:
+            if cursor is None:
+                return self._call(lambda: dbx.files_list_folder(top, recursive=True), top or "/", "list", handle)
+            return self._call(lambda: dbx.files_list_folder_continue(cursor), top or "/", "list", handle)
+
+        for _attempt in range(3):  # (a cursor Dropbox resets: the listing starts again)
+            found, got = [], page(None)
+            if got is gone:
+                return iter(())  # no such folder
+            while got is not gone:
+                found += [(md.path_display[len(top) + 1:], RemoteStat(md.size, md.content_hash)) for md in got.entries
+                          if isinstance(md, files.FileMetadata) and md.path_lower.startswith(top.lower() + "/")]
+                if not got.has_more:
+                    return iter(found)
+                got = page(got.cursor)
+        raise TransientSinkError("the listing was reset three times", context=f"{self.name} {top or '/'}")
 
     def mkdir(self, path: str) -> None:
         full = self._full(path)

@@ -4,29 +4,31 @@ A remote keeps no store of current rows (its exports stream their files), so its
 back and written again without the person, each published whole or not at all (the remote sink's
 ``Transfer``):
 
-* the whole remote is listed (``TreeRemote.walk``: local folders, SFTP, S3, Azure); each form's
-  ``submissions.jsonl`` (else ``submissions.csv``), and those of its ``runs/`` deltas, say which
+* the whole remote is listed (``TreeRemote.walk``: local folders, SFTP, FTP/FTPS, S3, Azure,
+  Dropbox, SharePoint); each form's ``submissions.jsonl`` (else ``submissions.csv``, else
+  ``submissions.xml``, else ``submissions.xlsx``), and those of its ``runs/`` deltas, say which
   submissions are whose; a per-submission JSON file of a submission no aggregate lists (gone from
   the service) is read for its metadata;
 * the submissions that go lose their lines in every JSONL and CSV aggregate of their form
-  (``submissions.*``, ``subform-*.csv``, deltas included), their own files (``submissions/<id>.json``,
-  ``reports/<id>.*``, ``media/<id>/``, ``documents/<id>/``); in the submissions that stay, the
-  metadata naming the person is emptied in those same lines and in their JSON file, and their
-  reports and the service's documents of them (which show it) are removed, with the touched forms'
-  single-document reports ("derived files"). Lines and rows left alone keep their bytes;
+  (``submissions.*``, ``subform-*.csv``, deltas included), their element in its XML documents
+  (``erase_xml``) and their rows in its workbooks (``erase_xlsx``), their own files
+  (``submissions/<id>.json``, ``reports/<id>.*``, ``media/<id>/``, ``documents/<id>/``,
+  ``long-values/<id>-*.txt``); in the submissions that stay, the metadata naming the person is
+  emptied in those same lines, elements and rows and in their JSON file, and their reports and the
+  service's documents of them (which show it) are removed, with the touched forms' single-document
+  reports ("derived files"). Lines and rows left alone keep their bytes (workbooks: their cells);
 * the people files (``users.json``, ``groups.json``, ``users.csv``, ``groups.csv``,
-  ``group_members.csv``) are written again by the JSON and CSV writers themselves from the
-  records ``users.json``/``groups.json`` keep (their payload as served), without the person
-  (``-o`` format options as given to the export);
+  ``group_members.csv``, ``users.xlsx``, ``groups.xlsx``) are written again by the JSON, CSV and
+  XLSX writers themselves from the records ``users.json``/``groups.json`` keep (their payload as
+  served), without the person (``-o`` format options as given to the export);
 * the upload manifest (``.exporter-manifest.json``, remotes without checksums) follows.
 
-XLSX and XML files cannot be rewritten this way: a remote holding them is refused, in one line,
-before anything changes; so are remotes that cannot list a tree or read a file back (FTP, Dropbox,
-SharePoint for now).
+A remote that cannot list a tree or read a file back would be refused, in one line, before anything
+changes (every built-in one can).
 
 The plan (``.exporter-forget.json`` on the remote) is written before anything changes; a forget
 stopped anywhere (SIGKILL too) is finished by the next one into that remote, which runs the plan it
-finds first (every step can be done again: a file without the person filters to the same bytes).
+finds first (every step can be done again: a file without the person filters to the same content).
 The audit line goes to ``.exporter-erasures.jsonl`` on the remote, once. An export and a forget must
 not write the same remote at once (nothing on a remote can stop them).
 """
@@ -53,6 +55,10 @@ from exporter.privacy.forget import Request, add
 from exporter.records import parse_group, parse_user
 
 from .base import ReadableRemote, TreeRemote
+from .erase_xlsx import filter_xlsx
+from .erase_xlsx import read_submissions as read_xlsx
+from .erase_xml import filter_xml
+from .erase_xml import read_submissions as read_xml
 
 if TYPE_CHECKING:
     from .sink import RemoteSink
@@ -61,10 +67,11 @@ log = logging.getLogger("exporter.remote")
 
 JOURNAL = ".exporter-forget.json"
 AUDIT = ".exporter-erasures.jsonl"
-PEOPLE = ("users.json", "groups.json", "users.csv", "groups.csv", "group_members.csv")
+PEOPLE = ("users.json", "groups.json", "users.csv", "groups.csv", "group_members.csv", "users.xlsx", "groups.xlsx")
 _FORM_FILE = re.compile(r"forms/([^/]+)/(.+)")
-_AGGREGATE = re.compile(r"(?:runs/[^/]+/)?(submissions\.jsonl|submissions\.csv|subform-[^/]+\.csv)")
-_OWN = re.compile(r"(submissions)/([^/]+)\.json|(reports)/([^/]+)\.(?:docx|pdf)|(media|documents)/([^/]+)/.+")
+_AGGREGATE = re.compile(r"(?:runs/[^/]+/)?(submissions\.(?:jsonl|csv|xml|xlsx)|subform-[^/]+\.csv)")
+_OWN = re.compile(r"(submissions)/([^/]+)\.json|(reports)/([^/]+)\.(?:docx|pdf)|(media|documents)/([^/]+)/.+"
+                  r"|(long-values)/([^/-]+)-[^/]+\.txt")
 
 
 def _request_doc(r: Request) -> dict:
@@ -87,8 +94,8 @@ class RemoteEraser:
 
     def __init__(self, sink: RemoteSink):
         if not isinstance(sink.remote, TreeRemote) or not isinstance(sink.remote, ReadableRemote):
-            raise ConfigError(f"{sink.name}: this kind of remote cannot erase data (yet): forget works on SFTP, S3 and "
-                              "Azure remotes, local folders, SQL databases and an account's backups")
+            raise ConfigError(f"{sink.name}: this kind of remote cannot erase data (yet): forget works on SFTP, FTP, "
+                              "S3, Azure, Dropbox and SharePoint remotes, local folders, SQL databases and an account's backups")
         self.sink = sink
         self.name = sink.name
         self.transfer = sink.transfer
@@ -150,11 +157,6 @@ class RemoteEraser:
         from exporter.formats.base import OutputDir
 
         listing = {rel: st.size for rel, st in self.transfer.walk("")}
-        refused = sorted(rel for rel in listing if rel.endswith((".xlsx", ".xml")) and not rel.startswith("lists"))
-        if refused:
-            raise ConfigError(f"{self.name}: forget cannot rewrite the XLSX and XML files a remote holds ({refused[0]}"
-                              f"{f' and {len(refused) - 1} more' if len(refused) > 1 else ''}): export them again "
-                              "without the person, or export to a local folder")
         out = OutputDir(self.scratch / "names")
         uid, wanted = request.user_id, set(request.submission_ids)
         counts: dict[str, int] = {}
@@ -202,7 +204,7 @@ class RemoteEraser:
                 for f, kind in entries:
                     if sid in gone:
                         add(counts, {"submissions": "files", "reports": "files", "media": "media_files",
-                                     "documents": "documents"}[kind], 1)
+                                     "documents": "documents", "long-values": "files"}[kind], 1)
                         remove.append(f"forms/{fdir}/{f}")
                     elif sid in kept and kind in ("reports", "documents"):
                         add(counts, "derived_files" if kind == "reports" else "documents", 1)
@@ -224,12 +226,18 @@ class RemoteEraser:
         """sid -> (metadata, extra, sub-form rows) of every submission the form's JSONL (else CSV)
         aggregates list, deltas included."""
         out: dict[str, tuple[dict, dict, int]] = {}
-        jsonl = [f for f in files if f.endswith("submissions.jsonl") and _AGGREGATE.fullmatch(f)]
-        for f in jsonl or [f for f in files if f.endswith("submissions.csv") and _AGGREGATE.fullmatch(f)]:
+        def aggregates(name: str) -> list[str]:
+            return [f for f in files if f.endswith(name) and _AGGREGATE.fullmatch(f)]
+
+        for f in (aggregates("submissions.jsonl") or aggregates("submissions.csv") or aggregates("submissions.xml")
+                  or aggregates("submissions.xlsx")):
             local = self._download(f"forms/{fdir}/{f}")
             if local is None:
                 continue
-            if f.endswith(".jsonl"):
+            if f.endswith((".xml", ".xlsx")):
+                read = read_xml if f.endswith(".xml") else read_xlsx
+                out.update(read(local, f"forms/{fdir}/{f}"))
+            elif f.endswith(".jsonl"):
                 with open(local, encoding="utf-8") as fh:
                     for line in fh:
                         if line.strip():
@@ -270,8 +278,8 @@ class RemoteEraser:
         for f in files:
             m = _OWN.fullmatch(f)
             if m:
-                kind = m.group(1) or m.group(3) or m.group(5)
-                name = m.group(2) or m.group(4) or m.group(6)
+                kind = m.group(1) or m.group(3) or m.group(5) or m.group(7)
+                name = m.group(2) or m.group(4) or m.group(6) or m.group(8)
                 own.setdefault(name, []).append((f, kind))
         return own
 
@@ -290,8 +298,8 @@ class RemoteEraser:
 
     def _people(self, people: list[str]) -> tuple[list, list]:
         """The users and groups, from ``users.json``/``groups.json`` (their payloads as served)."""
-        if any(p.endswith(".csv") for p in people) and not {"users.json", "groups.json"} <= set(people):
-            raise ConfigError(f"{self.name}: the users and groups CSV files are written again from users.json and "
+        if any(not p.endswith(".json") for p in people) and not {"users.json", "groups.json"} <= set(people):
+            raise ConfigError(f"{self.name}: the users and groups CSV and XLSX files are written again from users.json and "
                               "groups.json, which this remote does not hold (export with the json format)")
         if "users.json" not in people:
             return [], []
@@ -333,6 +341,10 @@ class RemoteEraser:
         new = local.with_suffix(".new")
         if inner.endswith(".jsonl"):
             self._filter_jsonl(local, new, gone, kept)
+        elif inner.endswith(".xml"):
+            filter_xml(local, new, rel, gone, kept)
+        elif inner.endswith(".xlsx"):
+            filter_xlsx(local, new, rel, gone, kept)
         elif inner.endswith(".csv"):
             self._filter_csv(local, new, gone, kept)
         else:  # a kept submission's own JSON file

@@ -13,6 +13,10 @@ Errors are translated where ftplib raises them: 530 -> login refused, 550 -> per
 or no such path, 552/452 -> disk full or quota exceeded, 553 -> name refused (all terminal);
 connection refused/reset, timeouts, 421 and other 4xx -> ``TransientSinkError``, after which the
 connection is reopened by the next call.
+
+``walk`` lists a tree (``exporter forget`` reads it) with MLSD (RFC 3659: type and size of each
+entry in one answer) where the server has it, else with NLST and, for each name, CWD (a folder)
+or SIZE (a file).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import ftplib
 import posixpath
 import socket
 import ssl
+from collections.abc import Iterator
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
@@ -67,6 +72,7 @@ class FtpRemote(ConnectedRemote):
         )
         self._ftp: ftplib.FTP | None = None
         self._size_ok = True
+        self._mlsd_ok = True  # False once the server refused MLSD: NLST then
         self._dirs: set[str] = set()  # folders known to exist
 
     def __repr__(self) -> str:
@@ -157,34 +163,33 @@ class FtpRemote(ConnectedRemote):
     # ---- Remote ----------------------------------------------------------------------------
     def stat(self, path: str) -> RemoteStat | None:
         target = self._abs(path)
+        return self._call(f"stat {target}", lambda ftp: self._stat(ftp, target))
 
-        def size(ftp: ftplib.FTP) -> RemoteStat | None:
-            if self._size_ok:
-                try:
-                    n = ftp.size(target)
-                    return RemoteStat(int(n)) if n is not None else None
-                except ftplib.error_perm as e:
-                    if _code(e) == "550":
-                        return None  # no such file (or a folder)
-                    if _code(e) not in ("500", "501", "502", "504"):
-                        raise
-                    self._size_ok = False  # SIZE not supported: fall back to MLST
+    def _stat(self, ftp: ftplib.FTP, target: str) -> RemoteStat | None:
+        if self._size_ok:
             try:
-                resp = ftp.sendcmd(f"MLST {target}")
+                n = ftp.size(target)
+                return RemoteStat(int(n)) if n is not None else None
             except ftplib.error_perm as e:
                 if _code(e) == "550":
-                    return None
-                raise
-            for line in resp.splitlines()[1:]:
-                facts = line.strip().split(" ", 1)[0]
-                parsed = dict(f.split("=", 1) for f in facts.split(";") if "=" in f)
-                if parsed.get("type", "file").lower() != "file":
-                    return None
-                if "size" in parsed:
-                    return RemoteStat(int(parsed["size"]))
-            return None
-
-        return self._call(f"stat {target}", size)
+                    return None  # no such file (or a folder)
+                if _code(e) not in ("500", "501", "502", "504"):
+                    raise
+                self._size_ok = False  # SIZE not supported: fall back to MLST
+        try:
+            resp = ftp.sendcmd(f"MLST {target}")
+        except ftplib.error_perm as e:
+            if _code(e) == "550":
+                return None
+            raise
+        for line in resp.splitlines()[1:]:
+            facts = line.strip().split(" ", 1)[0]
+            parsed = dict(f.split("=", 1) for f in facts.split(";") if "=" in f)
+            if parsed.get("type", "file").lower() != "file":
+                return None
+            if "size" in parsed:
+                return RemoteStat(int(parsed["size"]))
+        return None
 
     def get(self, path: str, dest: BinaryIO) -> bool:
         target = self._abs(path)
@@ -247,6 +252,73 @@ class FtpRemote(ConnectedRemote):
                 raise
 
         self._call(f"delete {target}", remove)
+
+    # ---- TreeRemote ------------------------------------------------------------------------
+    def walk(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        top = self._abs(path)
+
+        def do(ftp: ftplib.FTP) -> list[tuple[str, RemoteStat]]:
+            found: list[tuple[str, RemoteStat]] = []
+            folders = [""]
+            try:
+                while folders:
+                    rel = folders.pop()
+                    for name, size in self._entries(ftp, posixpath.join(top, rel) if rel else top):
+                        sub = f"{rel}/{name}" if rel else name
+                        if size is None:
+                            folders.append(sub)
+                        else:
+                            found.append((sub, RemoteStat(size)))
+            finally:
+                ftp.voidcmd("TYPE I")  # (ftplib lists in ASCII mode, where servers refuse SIZE)
+            return found
+
+        return iter(self._call(f"list {top}", do))
+
+    def _entries(self, ftp: ftplib.FTP, folder: str) -> list[tuple[str, int | None]]:
+        """(name, size) of each entry of ``folder``, size None for a sub-folder; nothing when it
+        does not exist."""
+        if self._mlsd_ok:
+            try:
+                out: list[tuple[str, int | None]] = []
+                for name, facts in ftp.mlsd(folder, facts=["type", "size"]):
+                    kind = facts.get("type", "").lower()
+                    if kind == "dir":
+                        out.append((name, None))
+                    elif kind == "file":
+                        out.append((name, int(facts.get("size") or 0)))
+                return out  # (cdir, pdir and links left out)
+            except ftplib.error_perm as e:
+                if _code(e) in ("550", "501"):  # no such folder (501: pyftpdlib, vsftpd)
+                    return []
+                if _code(e) not in ("500", "502", "504"):
+                    raise
+                self._mlsd_ok = False  # no MLSD: NLST, then CWD or SIZE per name
+        try:
+            names = ftp.nlst(folder)
+        except ftplib.error_perm as e:
+            if _code(e) == "550":
+                return []
+            raise
+        finally:
+            ftp.voidcmd("TYPE I")  # (ftplib lists in ASCII mode, where servers refuse SIZE)
+        out = []
+        for entry in names:
+            name = posixpath.basename(entry.rstrip("/"))
+            if name in ("", ".", ".."):
+                continue
+            full = posixpath.join(folder, name)
+            try:
+                ftp.cwd(full)
+                out.append((name, None))
+                continue
+            except ftplib.error_perm as e:
+                if _code(e) != "550":
+                    raise
+            st = self._stat(ftp, full)
+            if st is not None:
+                out.append((name, st.size))
+        return out
 
 
 def create_remote(url: str, options: dict) -> FtpRemote:

@@ -24,6 +24,7 @@ connection or a throttled chunk the remote asks the server where the session sta
 (``GetUploadStatus``) and continues from that offset. Every request goes through
 ``exporter.retry.retry_call``; 429/503 honour ``Retry-After``. SharePoint's REST API exposes no
 content hash, so ``stat`` reports the size only (``Capabilities.checksum`` is None).
+``walk`` (``exporter forget``): each folder's ``Files`` and ``Folders`` collections, in one batch.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import logging
 import os
 import posixpath
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -43,13 +44,7 @@ from exporter.retry import retry_call
 
 from .base import RemoteStat
 from .catalog import SHAREPOINT
-from .common import (
-    OffsetReader,
-    check_name_part,
-    read_exactly,
-    split_path,
-    upload_options,
-)
+from .common import OffsetReader, check_name_part, read_exactly, split_path, upload_options
 from .sharepoint_errors import NotFound, translate_error
 
 log = logging.getLogger("exporter.remote.sharepoint")
@@ -234,6 +229,26 @@ class SharePointRemote:
         except NotFound:
             return False
         return True
+
+    def walk(self, path: str) -> Iterator[tuple[str, RemoteStat]]:
+        top, found, folders = self._full(path), [], [""]  # (a NotFound folder: gone, or never there)
+        while folders:
+            rel = folders.pop()
+
+            def build(c: Any, here: str = f"{top}/{rel}" if rel else top) -> tuple[Any, Any]:
+                folder = c.web.get_folder_by_server_relative_path(here)
+                files, subs = folder.files, folder.folders
+                c.load(files).load(subs)
+                return files, subs
+
+            try:
+                files, subs = self._run(build, f"{top}/{rel}", "list folder")
+            except NotFound:
+                continue
+            found += [(posixpath.join(rel, f.properties["Name"]), RemoteStat(int(f.properties.get("Length") or 0)))
+                      for f in files]
+            folders += [posixpath.join(rel, d.properties["Name"]) for d in subs]
+        return iter(found)
 
     def mkdir(self, path: str) -> None:
         full = self._full(path)

@@ -16,11 +16,13 @@ from tests.connectors.remote.conftest import (  # noqa: F401 - fixtures for thes
     _azurite_port,
     _moto_port,
     azurite,
+    ftp_server,
     password_env,
     s3_server,
     sftp_server,
     ssh_keys,
     store_tls,
+    tls,
 )
 from tests.connectors.sql.conftest import my_db, pg_db, sqlite_db  # noqa: F401 - fixtures for these tests
 

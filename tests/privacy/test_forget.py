@@ -211,7 +211,7 @@ def test_files_made_again_are_those_an_export_without_the_person_makes(roles_arc
 def test_a_destination_that_cannot_erase_stops_everything_first(sample_archive, tmp_path):
     db = tmp_path / "x.db"
     assert invoke("-q", "export", "-s", sample_archive, "--to", f"sqlite:///{db}").exit_code == 0
-    r = invoke("forget", "--to", f"sqlite:///{db}", "--to", "ftp://user@127.0.0.1:1/x", "--user", PERSON, "--apply")
+    r = invoke("forget", "--to", f"sqlite:///{db}", "--to", f"archive://{tmp_path / 'arch'}", "--user", PERSON, "--apply")
     assert r.exit_code == 2
     assert "cannot erase data" in r.output and "Traceback" not in r.output
     assert search_sql(sa.create_engine(f"sqlite:///{db}"), None, ["akowalski"]) != []

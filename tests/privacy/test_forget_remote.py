@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from exporter.cli import cli
@@ -95,14 +96,222 @@ def test_forget_over_azure(roles_archive, azurite, tmp_path):
     assert search_files(out, person_texts(roles_archive)) == []
 
 
-def test_a_remote_holding_xlsx_is_refused_in_one_line(roles_archive, sftp_server, password_env):
+@pytest.mark.parametrize("mlsd", [True, False], ids=["mlsd", "nlst"])
+def test_forget_over_ftp(roles_archive, ftp_server, password_env, mlsd):
+    ftp_server.hooks.no_mlsd = not mlsd
+    to = [ftp_server.url("export"), "--to-password-env", password_env]
+    r = invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv")
+    assert r.exit_code == 0, r.output
+    root = ftp_server.root / "export"
+    needles = person_texts(roles_archive)
+    assert search_files(root, needles)
+    before = tree(root)
+    r = invoke("forget", "--to", *to, "--user", PERSON)
+    assert r.exit_code == 0 and "would erase 1 user, 1 group membership, 9 submissions" in r.output, r.output
+    assert tree(root) == before
+    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
+    assert r.exit_code == 0 and "erased 1 user, 1 group membership, 9 submissions" in r.output, r.output
+    assert search_files(root, needles) == []
+    after = tree(root)
+    assert any(b"mdupont" in b for b in after.values())  # others stay
+    assert not any("/media/700000/" in p for p in after)
+    manifest = json.loads((root / ".exporter-manifest.json").read_text("utf-8"))["files"]
+    assert set(manifest) <= set(after) and all(manifest[p]["size"] == len(after[p]) for p in manifest)
+    assert "would erase nothing" in invoke("forget", "--to", *to, "--user", PERSON).output
+
+
+@pytest.fixture()
+def dropbox(tls):
+    from tests.connectors.remote.conftest import serve_fake
+    from tests.connectors.remote.fake_dropbox import FakeDropbox
+
+    yield from serve_fake(FakeDropbox, tls)
+
+
+def test_forget_over_dropbox(roles_archive, dropbox, tls, monkeypatch, tmp_path):
+    monkeypatch.setenv("TEST_DBX_TOKEN", "good-token")
+    dropbox.page_size = 7  # the listing takes several pages
+    to = ["dropbox:///export", "-o", "token_env=TEST_DBX_TOKEN", "-o", f"api_host={dropbox.host}",
+          "-o", f"content_host={dropbox.host}", "-o", f"ca_certs={tls[0]}"]
+    r = invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv")
+    assert r.exit_code == 0, r.output
+
+    def copy(out: Path) -> Path:
+        for f in dropbox.files.values():
+            (out / f.path_display.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (out / f.path_display.lstrip("/")).write_bytes(f.data)
+        return out / "export"
+
+    needles = person_texts(roles_archive)
+    assert search_files(copy(tmp_path / "before"), needles)
+    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
+    assert r.exit_code == 0 and "erased 1 user, 1 group membership, 9 submissions" in r.output, r.output
+    assert dropbox.calls("/2/files/list_folder/continue")
+    after = copy(tmp_path / "after")
+    assert search_files(after, needles) == []
+    assert any(b"mdupont" in p.read_bytes() for p in after.rglob("*") if p.is_file())  # others stay
+
+
+@pytest.fixture()
+def sharepoint(tls):
+    from tests.connectors.remote.conftest import serve_fake
+    from tests.connectors.remote.fake_sharepoint import FakeSharePoint
+
+    yield from serve_fake(FakeSharePoint, tls)
+
+
+def test_forget_over_sharepoint(roles_archive, sharepoint, tls, monkeypatch, tmp_path):
+    monkeypatch.setenv("TEST_SP_TOKEN", "sp-token")
+    to = [f"sharepoint://{sharepoint.host}/sites/Team/Shared%20Documents/export", "-o", "token_env=TEST_SP_TOKEN",
+          "-o", f"ca_bundle={tls[0]}"]
+    r = invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv")
+    assert r.exit_code == 0, r.output
+
+    def copy(out: Path) -> Path:
+        for f in sharepoint.files.values():
+            (out / f.path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (out / f.path.lstrip("/")).write_bytes(f.data)
+        return out / "sites" / "Team" / "Shared Documents" / "export"
+
+    needles = person_texts(roles_archive)
+    assert search_files(copy(tmp_path / "before"), needles)
+    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
+    assert r.exit_code == 0 and "erased 1 user, 1 group membership, 9 submissions" in r.output, r.output
+    after = copy(tmp_path / "after")
+    assert search_files(after, needles) == []
+    assert any(b"mdupont" in p.read_bytes() for p in after.rglob("*") if p.is_file())  # others stay
+
+
+@pytest.mark.parametrize("only_personal", [False, True], ids=["user", "only-personal"])
+def test_forget_filters_the_xml_documents_of_a_remote(roles_archive, sftp_server, password_env, only_personal):
+    """A remote holding XML only: whose submissions are whose is read from the XML itself; the
+    person's submissions (or only their metadata) go, the rest of each document keeps its bytes."""
+    import xml.etree.ElementTree as ET
+
+    to = sftp_to(sftp_server, password_env, "/xml")
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "xml").exit_code == 0
+    root = sftp_server.root / "xml"
+    before = tree(root)
+    needles = person_texts(roles_archive, only_personal)
+    assert search_files(root, needles)
+    r = invoke("forget", "--to", *to, "--user", PERSON, *(["--only-personal"] if only_personal else []), "--apply")
+    assert r.exit_code == 0, r.output
+    assert search_files(root, needles) == []
+    after = tree(root)
+    ns = "{urn:exporter:forms:1}"
+    for rel in (p for p in before if p.endswith("submissions.xml")):
+        old, new = ET.fromstring(before[rel]), ET.fromstring(after[rel])
+        assert new.tag == f"{ns}form" and new.attrib == old.attrib  # declaration and namespaces kept
+        assert after[rel].startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<form xmlns="urn:exporter:forms:1"')
+        kept = {s.get("id"): s for s in new.iter(f"{ns}submission")}
+        for sub in old.iter(f"{ns}submission"):
+            meta = {m.get("name"): m.text for m in sub.iter(f"{ns}meta")}
+            theirs = PERSON in (meta.get("user_id"), meta.get("recipient_id"))
+            if theirs and not only_personal:
+                assert sub.get("id") not in kept
+                continue
+            mine = kept[sub.get("id")]
+            if PERSON not in meta.values():  # other people's submissions: unchanged element by element
+                assert ET.tostring(mine) == ET.tostring(sub)
+            else:  # the person's metadata gone, their answers and the rest kept
+                left = " ".join(m.text or "" for m in mine.iter(f"{ns}meta"))
+                assert "Kowalski" not in left and "MAT-104" not in ET.tostring(mine).decode()
+                assert [ET.tostring(e) for e in mine if e.tag not in (f"{ns}meta", f"{ns}extra")] == \
+                    [ET.tostring(e) for e in sub if e.tag not in (f"{ns}meta", f"{ns}extra")]
+        if only_personal:
+            assert len(kept) == len(list(old.iter(f"{ns}submission")))
+    assert "would erase nothing" in invoke("forget", "--to", *to, "--user", PERSON,
+                                           *(["--only-personal"] if only_personal else [])).output
+
+
+def _trim(row: list) -> list:
+    """A row without its trailing empty cells (a sheet's stated width is no content)."""
+    while row and row[-1] is None:
+        row.pop()
+    return row
+
+
+def _sheets(path: Path) -> dict[str, list[list]]:
+    from openpyxl import load_workbook
+
+    book = load_workbook(path, read_only=True)
+    try:
+        return {ws.title: [_trim([c.value for c in row]) for row in ws.iter_rows()] for ws in book.worksheets}
+    finally:
+        book.close()
+
+
+@pytest.mark.parametrize("only_personal", [False, True], ids=["user", "only-personal"])
+def test_forget_filters_the_workbooks_of_a_remote(roles_archive, sftp_server, password_env, only_personal, tmp_path):
+    """The person's rows go from the workbooks (or only their metadata cells), every other row of
+    every sheet is unchanged cell by cell (values and types), text stays text; the people workbooks
+    are written again by the XLSX writer."""
+    from openpyxl import load_workbook
+
     to = sftp_to(sftp_server, password_env, "/x")
     assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,xlsx").exit_code == 0
-    before = tree(sftp_server.root / "x")
-    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
-    errors = [x for x in r.output.splitlines() if x.startswith("Error:")]
-    assert r.exit_code == 2 and len(errors) == 1 and "cannot rewrite the XLSX and XML files" in errors[0], r.output
-    assert tree(sftp_server.root / "x") == before
+    root = sftp_server.root / "x"
+    books = sorted(p.relative_to(root).as_posix() for p in root.rglob("submissions.xlsx"))
+    before = {rel: _sheets(root / rel) for rel in books}
+    needles = person_texts(roles_archive, only_personal)
+    assert search_files(root, needles)
+    flag = ["--only-personal"] if only_personal else []
+    r = invoke("forget", "--to", *to, "--user", PERSON, *flag, "--apply")
+    assert r.exit_code == 0, r.output
+    assert search_files(root, needles) == []
+    erased = 0
+    for rel in books:
+        old, new = before[rel], _sheets(root / rel)
+        assert list(new) == list(old)  # the same sheets, in the same order
+        for title, rows in old.items():
+            header = rows[0]
+            assert new[title][0] == header
+            key = next((header.index(k) for k in ("_submission_id", "_id") if k in header), None)
+            if key is None:
+                assert new[title] == rows
+                continue
+            main = header[key] == "_id"
+            owners = {r[key]: r for r in old[[t for t in old if "_id" in old[t][0]][0]][1:]}
+            want = []
+            for row in rows[1:]:
+                owner = owners.get(row[key]) or row
+                theirs = PERSON in (owner[old_header_index(old, "_user_id")], owner[old_header_index(old, "_recipient_id")])
+                if theirs and not only_personal:
+                    erased += 1
+                    continue
+                want.append(row)
+            got = new[title][1:]
+            assert len(got) == len(want)
+            for a, b in zip(got, want, strict=True):
+                if main and PERSON in b:  # the person's metadata cells emptied, the rest as it was
+                    diff = [header[i] for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+                    assert diff and all(h.startswith("_") for h in diff), diff
+                else:
+                    assert a == b and [type(x) for x in a] == [type(x) for x in b]
+        ws = next(iter(load_workbook(root / rel).worksheets))
+        assert all(c.data_type != "f" for row in ws.iter_rows() for c in row)  # text never a formula
+    assert erased or only_personal
+    users = _sheets(root / "users.xlsx")["users"]
+    logins = [u[users[0].index("login")] for u in users[1:] if str(u[users[0].index("id")]) == PERSON]
+    assert logins == ([None] if only_personal else [])
+    assert "would erase nothing" in invoke("forget", "--to", *to, "--user", PERSON, *flag).output
+
+
+def test_an_xlsx_only_remote_says_whose_submissions_are_whose(roles_archive, sftp_server, password_env):
+    to = sftp_to(sftp_server, password_env, "/xo")
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "xlsx").exit_code == 0
+    root = sftp_server.root / "xo"
+    r = invoke("forget", "--to", *to, "--submission", "700002", "--apply")
+    assert r.exit_code == 0 and "1 submission" in r.output, r.output
+    ids = [row[0] for f in root.rglob("submissions.xlsx") for rows in _sheets(f).values() for row in rows]
+    assert "700001" in ids and "700002" not in ids
+    r = invoke("forget", "--to", *to, "--user", PERSON)  # the people workbooks need users.json: one line
+    assert r.exit_code == 2 and "written again from users.json" in r.output, r.output
+
+
+def old_header_index(sheets: dict[str, list[list]], name: str) -> int:
+    header = next(rows[0] for rows in sheets.values() if "_id" in rows[0])
+    return header.index(name)
 
 
 def test_a_forget_killed_on_sftp_is_finished_by_the_next(roles_archive, sftp_server, password_env):
@@ -132,15 +341,16 @@ def test_a_forget_killed_on_sftp_is_finished_by_the_next(roles_archive, sftp_ser
 def test_files_filtered_on_a_remote_are_those_an_export_without_them_makes(roles_archive, sftp_server,
                                                                             password_env):
     a, b = sftp_to(sftp_server, password_env, "/a"), sftp_to(sftp_server, password_env, "/b")
-    assert invoke("-q", "export", "-s", roles_archive, "--to", *a, "--format", "json,csv").exit_code == 0
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *a, "--format", "json,csv,xml").exit_code == 0
     assert invoke("forget", "--to", *a, "--submission", "700002", "--apply").exit_code == 0
     f = roles_archive / "forms" / "1001" / "submissions.jsonl"  # the same account without it
     f.write_text("".join(line + "\n" for line in f.read_text("utf-8").splitlines()
                          if json.loads(line)["id"] != "700002"), "utf-8")
-    assert invoke("-q", "export", "-s", roles_archive, "--to", *b, "--format", "json,csv").exit_code == 0
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *b, "--format", "json,csv,xml").exit_code == 0
     ta, tb = tree(sftp_server.root / "a"), tree(sftp_server.root / "b")
     # (media left aside: the archive's media index still names the submission taken out by hand)
     data = {p for p in tb if not p.startswith(".exporter") and "/media/" not in p}
     assert data == {p for p in ta if not p.startswith(".exporter") and "/media/" not in p}
     assert all(ta[p] == tb[p] for p in data), [p for p in data if ta[p] != tb[p]]
     assert not any("/media/700002/" in p for p in ta)
+    assert any(p.endswith("submissions.xml") for p in data)  # the XML documents too, byte for byte

@@ -121,6 +121,7 @@ class Hooks:
     kill: str | None = None  # glob of paths whose upload drops the connection midway
     kill_times: int = 10 ** 6  # how many uploads to kill before letting them through
     killed: int = 0
+    no_mlsd: bool = False  # answer MLSD as a server without it does (FTP)
 
     def should_kill(self, path: str) -> bool:
         if self.kill and fnmatch.fnmatch(path, self.kill) and self.killed < self.kill_times:
@@ -211,6 +212,12 @@ def _start_ftp(tmp_path_factory, tls: bool):
                 self.respond("552 Requested file action aborted. Exceeded storage allocation.")
                 return None
             return super().ftp_STOR(file, mode)
+
+        def ftp_MLSD(self, path):
+            if hooks.no_mlsd:
+                self.respond("500 Command not understood.")
+                return None
+            return super().ftp_MLSD(path)
 
     authorizer = DummyAuthorizer()
     authorizer.add_user(USER, PASSWORD, str(root), perm="elradfmwMT")

@@ -3,7 +3,9 @@
 Served over HTTPS (test CA) so the official SDK runs unmodified except for its host map:
 ``/2/check/user``, ``/2/files/get_metadata``, ``/2/files/upload``, ``/2/files/upload_session/start``,
 ``/append_v2``, ``/finish``, ``/2/files/move_v2``, ``/2/files/delete_v2``,
-``/2/files/create_folder_v2`` and ``/oauth2/token`` (refresh). RPC routes take JSON bodies, upload
+``/2/files/create_folder_v2``, ``/2/files/list_folder`` and ``/list_folder/continue`` (pages
+of at most ``limit``, else ``page_size``, entries; a recursive listing includes the folder itself;
+a cursor unknown to the fake answers ``reset``) and ``/oauth2/token`` (refresh). RPC routes take JSON bodies, upload
 routes the ``Dropbox-API-Arg`` header; route errors are HTTP 409 with
 ``{"error_summary": ..., "error": {".tag": ...}}``, bad tokens HTTP 401, throttling HTTP 429 with
 ``Retry-After``. Names are case-insensitive (stored by lower-cased path, displayed as given),
@@ -67,6 +69,8 @@ class FakeDropbox(FakeService):
         self.files: dict[str, FakeFile] = {}
         self.folders: dict[str, str] = {}  # lower path -> display path
         self.sessions: dict[str, Session] = {}
+        self.page_size = 2000  # entries per list_folder page when the call gives no ``limit``
+        self.cursors: dict[str, tuple[list[dict], int]] = {}  # list_folder cursor -> (entries to give, page)
         self._ids = itertools.count(1)
         self.server = FakeServer(self._handle, tls=tls, exempt=lambda r: r.route == "/oauth2/token")
 
@@ -339,3 +343,37 @@ class FakeDropbox(FakeService):
             f.path_display = dst + f.path_display[len(src):]
             self.files[ld + key[len(ls):]] = f
         return {"metadata": self._folder_md(ld, tag=True)}
+
+    def r_files__list_folder(self, arg: dict, body: bytes) -> dict:
+        path = arg.get("path")
+        limit = arg.get("limit")
+        if path == "":  # the root is "", never "/"
+            lower = ""
+        else:
+            lower = self._check_path(path, "path").lower()
+            if lower in self.files:
+                raise RouteError("path/not_folder/", {".tag": "path", "path": {".tag": "not_folder"}})
+            if lower not in self.folders:
+                raise RouteError("path/not_found/", {".tag": "path", "path": {".tag": "not_found"}})
+        recursive = bool(arg.get("recursive"))
+
+        def inside(key: str) -> bool:
+            if not key.startswith(lower + "/"):
+                return False
+            return recursive or "/" not in key[len(lower) + 1:]
+
+        entries = [self._folder_md(lower, tag=True)] if recursive and lower else []
+        entries += [self._folder_md(k, tag=True) for k in sorted(self.folders) if inside(k)]
+        entries += [self._file_md(self.files[k], tag=True) for k in sorted(self.files) if inside(k)]
+        return self._page(entries, limit or self.page_size)
+
+    def r_files__list_folder__continue(self, arg: dict, body: bytes) -> dict:
+        rest = self.cursors.pop(arg.get("cursor"), None)
+        if rest is None:
+            raise RouteError("reset/", {".tag": "reset"})
+        return self._page(*rest)
+
+    def _page(self, entries: list[dict], size: int) -> dict:
+        cursor = "cursor-" + secrets.token_hex(8)
+        self.cursors[cursor] = (entries[size:], size)
+        return {"entries": entries[:size], "cursor": cursor, "has_more": len(entries) > size}

@@ -7,7 +7,9 @@ logging server), all under ``{site}/_api/``:
 * ``GET Web/getFileByServerRelativePath(DecodedUrl='...')`` -> file properties (``Length``...);
   the same URL with ``POST`` + ``X-HTTP-Method: DELETE`` deletes the file;
 * ``GET Web/GetFileById('guid')/$value`` -> the content (the SDK re-addresses a loaded file by id);
-* ``GET Web/getFolderByServerRelativePath(DecodedUrl='...')`` -> folder properties;
+* ``GET Web/getFolderByServerRelativePath(DecodedUrl='...')`` -> folder properties, and its
+  ``/Files`` and ``/Folders`` -> the collections of the files and sub-folders directly in it
+  (``{"d": {"results": [...]}}``, sorted by name; a missing folder is 404);
 * ``POST .../Folders/Add('name')`` and ``POST .../Files/add(overwrite=true,url='name')`` (body =
   file content);
 * ``POST .../startUpload(uploadID='id')``, ``continueUpload(uploadID='id',fileOffset=N)``,
@@ -287,6 +289,15 @@ class FakeSharePoint(FakeService):
             if req.method != "GET":
                 raise SPFail(405, "-1, System.InvalidOperationException", "Method not allowed")
             return ok(self._folder_json(folder))
+        if tail.lower() in ("files", "folders") and req.method == "GET":
+            def child(key: str) -> bool:
+                return key.rsplit("/", 1)[0] == folder.lower()
+
+            if tail.lower() == "files":
+                results = [self._file_json(self.files[k]) for k in sorted(self.files) if child(k)]
+            else:
+                results = [self._folder_json(self.folders[k]) for k in sorted(self.folders) if child(k)]
+            return ok({"results": results})
         fm = re.match(r"^(?P<coll>Files|Folders)/(?P<fn>add)\((?P<args>.*)\)$", tail, re.IGNORECASE | re.DOTALL)
         if fm is None or req.method != "POST":
             raise SPFail(400, "-1, Microsoft.SharePoint.Client.InvalidClientQueryException", f"Bad request {tail}")

@@ -336,3 +336,22 @@ def test_ca_certs_wins_over_the_ca_bundle_variables(fake, tls, monkeypatch, tmp_
         make_remote(fake, tls, monkeypatch, ca_certs=None, attempts=1)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls[0]))  # ... and the fake's CA through them is accepted
     make_remote(fake, tls, monkeypatch, ca_certs=None).close()
+
+
+def test_walk_pages_through_list_folder_continue(remote, fake, tmp_path):
+    names = ["a.txt", "Sub/b.csv", "Sub/deeper/c.json", "z/d.bin", "z/e.bin"]
+    for i, rel in enumerate(names):
+        upload_file(remote, tmp_path, rel, b"x" * (i + 1))
+    fake.page_size = 2  # several pages: the cursor is followed while has_more
+    got = {rel: st for rel, st in remote.walk("")}
+    assert {rel: st.size for rel, st in got.items()} == {rel: i + 1 for i, rel in enumerate(names)}
+    assert got["a.txt"].checksum == content_hash(b"x")
+    assert len(fake.calls("/2/files/list_folder/continue")) >= 3
+    assert all(a == {"path": "/exports", "recursive": True} or a.get("recursive")
+               for a in fake.args("/2/files/list_folder"))
+    assert {rel for rel, _st in remote.walk("sub")} == {"b.csv", "deeper/c.json"}  # case-insensitive
+    assert list(remote.walk("missing")) == []
+    # a cursor Dropbox resets: the listing starts again and still gives every file once
+    fake.inject("/2/files/list_folder/continue", "status", status=409, times=1,
+                body={"error_summary": "reset/..", "error": {".tag": "reset"}})
+    assert sorted(rel for rel, _st in remote.walk("")) == sorted(names)

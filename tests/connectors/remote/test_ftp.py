@@ -160,3 +160,24 @@ def test_absolute_and_relative_roots(ftp_server, password_env):
     absolute.connect()
     absolute.close()
     assert absolute.root == "/abs/dir" and (ftp_server.root / "abs" / "dir").is_dir()
+
+
+@pytest.mark.parametrize("mlsd", [True, False], ids=["mlsd", "nlst"])
+def test_walk_lists_the_whole_tree(ftp_server, password_env, mlsd):
+    """``walk`` with MLSD, and without it (a server answering 500) with NLST then CWD/SIZE."""
+    ftp_server.hooks.no_mlsd = not mlsd
+    (ftp_server.root / "w" / "a b" / "c").mkdir(parents=True)
+    (ftp_server.root / "w" / "empty").mkdir()
+    (ftp_server.root / "w" / "top.txt").write_bytes(b"12345")
+    (ftp_server.root / "w" / "a b" / "x y.csv").write_bytes(b"1")
+    (ftp_server.root / "w" / "a b" / "c" / "deep.json").write_bytes(b"{}" * 100)
+    remote = create_remote(ftp_server.url("w"), {"password_env": password_env})
+    remote.connect()
+    try:
+        got = {rel: st.size for rel, st in remote.walk("")}
+        assert got == {"top.txt": 5, "a b/x y.csv": 1, "a b/c/deep.json": 200}
+        assert {rel: st.size for rel, st in remote.walk("a b")} == {"x y.csv": 1, "c/deep.json": 200}
+        assert list(remote.walk("missing")) == []
+        assert remote._mlsd_ok is mlsd
+    finally:
+        remote.close()

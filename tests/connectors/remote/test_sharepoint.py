@@ -289,3 +289,15 @@ def test_remote_sink_end_to_end(fake, tls, monkeypatch, tmp_path):
     assert 0 < sink.stats.uploaded < len(expected)
     assert not any("/media/" in p for p in sink.stats.uploaded_paths)
     assert b"comment 1 v2" in b"".join(f.data for f in fake.files.values())
+
+
+def test_walk_lists_files_and_folders_recursively(remote, fake, tmp_path):
+    names = ["a.txt", "Sub/b.csv", "Sub/deeper/c.json", "z/d.bin"]
+    for i, rel in enumerate(names):
+        upload_file(remote, tmp_path, rel, b"x" * (i + 1))
+    remote.mkdir("empty/folder")
+    got = {rel: st.size for rel, st in remote.walk("")}
+    assert got == {rel: i + 1 for i, rel in enumerate(names)}
+    assert {rel for rel, _st in remote.walk("Sub")} == {"b.csv", "deeper/c.json"}
+    assert list(remote.walk("missing")) == []
+    assert {c.route.rsplit("/", 1)[-1] for c in fake.server.log} >= {"Files", "Folders"}
