@@ -118,6 +118,7 @@ def test_every_backup_is_rewritten_without_the_person(backed_up, age_keys, roles
 
     checked = verify_backups(backed_up.state_dir, "acme", "all", load_identities(file=age_keys["file"]))
     assert [problems for _e, problems in checked] == [[], []]  # `backups verify` passes on them
+    new = load_index(backed_up.state_dir, backed_up.account)  # (verify records its time in the index)
     audit = (backed_up.state_dir / "acme" / "erasures.jsonl").read_text("utf-8").splitlines()
     assert len(audit) == 2 and all(json.loads(x)["request"]["reference"] == "GDPR-1" for x in audit)
     assert not any(v in "\n".join(audit) for v in [*PERSON_VALUES, PERSON])
