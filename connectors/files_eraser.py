@@ -43,7 +43,7 @@ from exporter.fsutil import atomic_write, live_claim
 from exporter.model import Account, Media
 from exporter.privacy import personal
 from exporter.privacy.erase_records import blank_roles, blank_user, without_member
-from exporter.privacy.forget import Request, add, append_lines
+from exporter.privacy.forget import Request, add, append_lines, journaled
 from exporter.sinks import RunContext
 
 log = logging.getLogger("exporter.files")
@@ -52,10 +52,6 @@ JOURNAL = ".exporter/forget.json"
 AUDIT = ".exporter/erasures.jsonl"
 #: report formats that also have a one-document-per-form mode (its option)
 _SINGLE = {"docx": "docx_single", "pdf": "pdf_single"}
-
-
-def _request_doc(r: Request) -> dict:
-    return {"user_id": r.user_id, "submission_ids": list(r.submission_ids), "only_personal": r.only_personal}
 
 
 class FilesEraser:
@@ -74,22 +70,14 @@ class FilesEraser:
         if other is not None:
             raise SinkError(f"an export (process {other.partition('.')[0]}) is writing into {self.root}; "
                             "run forget once it is done")
-        lines = []
-        pending = self._pending()
-        if pending is not None:
-            log.warning("%s: finishing an erasure that was stopped before its end", self.name)
-            lines.append(self._run(pending))
-            if pending["request"] == _request_doc(request):
-                return lines
-        job = self._job(request)
-        job["line"] = audit_line(job["counts"])
+        return journaled(self.name, request, audit_line, self._pending(), self._job, self._save, self._run)
+
+    def _save(self, job: dict) -> None:
         try:
             with atomic_write(self.root / JOURNAL, "w", encoding="utf-8") as fh:
                 json.dump(job, fh, sort_keys=True)
         except OSError as e:
             raise SinkError(os_error_text(e, f"write {self.root / JOURNAL}")) from None
-        lines.append(self._run(job))
-        return lines
 
     # ---- planning --------------------------------------------------------------------------
     def _store(self) -> FormStore:
@@ -170,7 +158,7 @@ class FilesEraser:
             old_files = {fid: json.loads(store.meta(f"files {fid}") or "[]") for fid in forms}
         finally:
             store.close()
-        return {"request": _request_doc(request), "counts": counts, "doomed": doomed, "touched": touched,
+        return {"request": request.as_doc(), "counts": counts, "doomed": doomed, "touched": touched,
                 "people": people, "remove": gone_files + derived, "old_files": old_files}
 
     def _gone_submissions(self, store: FormStore, out: OutputDir, fid: str, request: Request) -> Iterator[str]:

@@ -51,7 +51,7 @@ from exporter.fsutil import file_digest
 from exporter.model import Account, Submission, extra_json
 from exporter.privacy import personal
 from exporter.privacy.erase_records import blank_roles, blank_user, without_member
-from exporter.privacy.forget import Request, add
+from exporter.privacy.forget import Request, add, journaled
 from exporter.records import parse_group, parse_user
 
 from .base import ReadableRemote, TreeRemote
@@ -72,10 +72,6 @@ _FORM_FILE = re.compile(r"forms/([^/]+)/(.+)")
 _AGGREGATE = re.compile(r"(?:runs/[^/]+/)?(submissions\.(?:jsonl|csv|xml|xlsx)|subform-[^/]+\.csv)")
 _OWN = re.compile(r"(submissions)/([^/]+)\.json|(reports)/([^/]+)\.(?:docx|pdf)|(media|documents)/([^/]+)/.+"
                   r"|(long-values)/([^/-]+)-[^/]+\.txt")
-
-
-def _request_doc(r: Request) -> dict:
-    return {"user_id": r.user_id, "submission_ids": list(r.submission_ids), "only_personal": r.only_personal}
 
 
 def _meta_of_row(header: list[str], row: list[str]) -> tuple[dict, dict]:
@@ -107,18 +103,9 @@ class RemoteEraser:
 
     def erase(self, request: Request, audit_line: Callable[[dict[str, int]], str]) -> list[str]:
         with self._connected():
-            lines = []
-            pending = self._read_json(JOURNAL)
-            if pending is not None:
-                log.warning("%s: finishing an erasure that was stopped before its end", self.name)
-                lines.append(self._run(pending))
-                if pending["request"] == _request_doc(request):
-                    return lines
-            job = self._job(request)
-            job["line"] = audit_line(job["counts"])
-            self.transfer.write_small(JOURNAL, json.dumps(job, sort_keys=True).encode("utf-8"))
-            lines.append(self._run(job))
-            return lines
+            return journaled(self.name, request, audit_line, self._read_json(JOURNAL), self._job,
+                             lambda job: self.transfer.write_small(JOURNAL, json.dumps(job, sort_keys=True).encode()),
+                             self._run)
 
     # ---- access ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -219,7 +206,7 @@ class RemoteEraser:
         people = [p for p in PEOPLE if p in listing]
         if uid is not None and people:
             self._count_people(request, people, counts)
-        return {"request": _request_doc(request), "counts": counts, "doomed": doomed, "touched": touched,
+        return {"request": request.as_doc(), "counts": counts, "doomed": doomed, "touched": touched,
                 "rewrite": sorted(set(rewrite)), "remove": sorted(set(remove)), "people": people}
 
     def _submissions(self, fdir: str, files: list[str]) -> dict[str, tuple[dict, dict, int]]:

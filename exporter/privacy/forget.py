@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from exporter import __version__
 from exporter.errors import ConfigError, SinkError, os_error_text
+
+log = logging.getLogger("exporter.forget")
 
 #: what an eraser counts, in the order a summary names them: key -> (one, several)
 KINDS: dict[str, tuple[str, str]] = {
@@ -67,6 +70,10 @@ class Request:
         if self.user_id is not None and not self.user_id.strip():
             raise ConfigError("--user: empty user id")
 
+    def as_doc(self) -> dict:
+        """The request as an eraser's journal keeps it (a re-run of the same request is recognised)."""
+        return {"user_id": self.user_id, "submission_ids": list(self.submission_ids), "only_personal": self.only_personal}
+
     def subject(self) -> dict:
         """What kind of request this is, for the audit (no id)."""
         out: dict = {"subject": "user" if self.user_id is not None else "submissions"}
@@ -86,6 +93,24 @@ class Eraser(Protocol):
     def plan(self, request: Request) -> dict[str, int]: ...
 
     def erase(self, request: Request, audit_line: Callable[[dict[str, int]], str]) -> list[str]: ...
+
+
+def journaled(name: str, request: Request, audit_line: Callable[[dict[str, int]], str], pending: dict | None,
+              job_of: Callable[[Request], dict], save: Callable[[dict], None], run: Callable[[dict], str]) -> list[str]:
+    """An eraser's ``erase`` over its journal: the erasure a stopped run left (``pending``) is
+    finished first (and is all there is to do when it was this same request); then this request's
+    job (``job_of``) gets its audit line, is saved (``save``) and run (``run``: its audit line)."""
+    lines = []
+    if pending is not None:
+        log.warning("%s: finishing an erasure that was stopped before its end", name)
+        lines.append(run(pending))
+        if pending["request"] == request.as_doc():
+            return lines
+    job = job_of(request)
+    job["line"] = audit_line(job["counts"])
+    save(job)
+    lines.append(run(job))
+    return lines
 
 
 def add(counts: dict[str, int], kind: str, n: int) -> None:
