@@ -8,10 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from exporter.backups import BackupConfig, create_backup, load_index
 from exporter.cli import cli
 from tests.conftest import require_tool
 from tests.privacy.conftest import EDITED, PERSON, PERSON_VALUES, person_texts, search_files
-from tests.privacy.test_forget_kill import ROOT
+from tests.privacy.test_forget_kill import ROOT, kill, wait_for
 
 DAY0 = dt.datetime(2026, 1, 1, 2, 30, tzinfo=dt.UTC)
 
@@ -168,14 +166,8 @@ def test_a_forget_killed_mid_rewrite_leaves_whole_backups_and_the_next_one_compl
         return spool.is_dir() and any(p.name.startswith(".rewritten.zip.") for p in spool.iterdir())
 
     proc = _forget_process(backed_up, age_keys)
-    end = time.monotonic() + 120
-    while not reached():
-        assert proc.poll() is None, f"forget ended first: {proc.returncode} {proc.stderr.read()}"
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.001)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
-    assert proc.returncode == -signal.SIGKILL
+    wait_for(reached, proc, f"the forget {moment}", seconds=120, every=0.001)
+    kill(proc)
     _complete_backups_only(backed_up, age_keys, tmp_path, "killed")
     r = invoke(*forget_args(backed_up, age_keys, "--apply"))
     assert r.exit_code == 0, r.output

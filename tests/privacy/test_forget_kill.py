@@ -32,14 +32,14 @@ def forget_process(*to: str) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(check, proc: subprocess.Popen, what: str, seconds: float = 60) -> None:
+def wait_for(check, proc: subprocess.Popen, what: str, seconds: float = 60, every: float = 0.02) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if check():
             return
         if proc.poll() is not None:
             raise AssertionError(f"forget ended before {what}: {proc.returncode} {proc.stderr.read()}")
-        time.sleep(0.02)
+        time.sleep(every)
     proc.kill()
     raise AssertionError(f"timed out waiting for {what}")
 

@@ -7,10 +7,8 @@ the next one."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from click.testing import CliRunner
 
 from exporter.cli import cli
 from tests.privacy.conftest import EDITED, PERSON, PERSON_VALUES, person_texts, search_files
-from tests.privacy.test_forget_kill import ROOT
+from tests.privacy.test_forget_kill import ROOT, kill, wait_for
 
 
 def invoke(*args):
@@ -323,14 +321,8 @@ def test_a_forget_killed_on_sftp_is_finished_by_the_next(roles_archive, sftp_ser
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "-q", "forget", "--to", *map(str, to), "--user",
                              PERSON, "--apply"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    end = time.monotonic() + 60
-    while not (root / ".exporter-forget.json").exists():
-        assert proc.poll() is None, f"forget ended first: {proc.returncode} {proc.stderr.read()}"
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.001)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
-    assert proc.returncode == -signal.SIGKILL
+    wait_for((root / ".exporter-forget.json").exists, proc, "the plan on the remote", every=0.001)
+    kill(proc)
     r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
     assert r.exit_code == 0, r.output
     assert search_files(root, person_texts(roles_archive)) == []
