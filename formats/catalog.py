@@ -26,8 +26,8 @@ CSV = Format("csv", "exporter.formats.csv_writer:CsvWriter",
              (Option("csv_delimiter", "text", ",", "field separator", choices=(",", ";")),
               Option("csv_bom", "bool", False, "write a UTF-8 BOM (helps Excel on Windows)"),
               Option("csv_formula_guard", "bool", True, "text cells starting with = + - @ (or their full-width "
-                     "forms), tab or CR get a leading ' (formula injection), except phone numbers and signed "
-                     "numbers")), order=20)
+                     "forms), tab or CR, after any leading spaces, get a leading ' (formula injection), "
+                     "except phone numbers and signed numbers")), order=20)
 XLSX = Format("xlsx", "exporter.formats.xlsx_writer:XlsxWriter",
               "XLSX workbooks: one per form (a sheet per sub-form) with real numbers, dates and booleans, links to "
               "media; users, groups and each external list", order=30)

@@ -196,10 +196,16 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "
 PLAIN_NUMBER = re.compile(r"[+-][0-9 .()-]*[0-9][0-9 .()-]*")
 
 
+#: spaces a spreadsheet may skip before reading a formula (`` =1+1``)
+LEADING_SPACES = " \u00a0\u3000"
+
+
 def guard_formula(text: str) -> str:
-    """Neutralise a spreadsheet formula: text starting with ``= + - @``, tab or CR gets ``'``,
-    unless it is only a phone number or a signed number (``+33 6 12 34 56 78``, ``-12.5``)."""
-    if text.startswith(FORMULA_START) and not PLAIN_NUMBER.fullmatch(text):
+    """Neutralise a spreadsheet formula: text starting with ``= + - @``, tab or CR, after any
+    leading spaces, gets ``'``, unless it is only a phone number or a signed number
+    (``+33 6 12 34 56 78``, ``-12.5``)."""
+    bare = text.lstrip(LEADING_SPACES)
+    if bare.startswith(FORMULA_START) and not PLAIN_NUMBER.fullmatch(bare):
         return "'" + text
     return text
 

@@ -1,11 +1,15 @@
 """The command line: exit codes, one-line errors, every command's --help."""
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from exporter.cli import cli
 
+ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["export", "archive", "verify", "serve", "demo", "destinations", "forms"]
 
 
@@ -173,3 +177,33 @@ def test_nightly_cursor_runs_into_sqlite_and_files(sample_archive, tmp_path):
     assert con.execute('SELECT COUNT(*) FROM "inspection_de_chantier_1001"').fetchone()[0] == 25
     assert [r[0] for r in con.execute("SELECT status FROM runs")] == ["ok", "ok"]
     assert con.execute("SELECT COUNT(*) FROM export_state").fetchone()[0] == 3
+
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess:
+    """The installed entry point in a process of its own (it installs signal handlers)."""
+    return subprocess.run([sys.executable, "-m", "exporter", *argv], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["export", "--nosuch"], "No such option '--nosuch'"),
+    (["export"], "Missing option '--source'"),
+    (["nosuch"], "No such command 'nosuch'"),
+    (["export", "--source", "sample_data", "--to", "bogus://x"], "unknown destination scheme 'bogus://'"),
+])
+def test_usage_errors_are_one_line(argv, needle):
+    """A usage error is one line naming it and where the help is (no usage block), exit 2."""
+    r = run_cli(*argv)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: ") and needle in r.stderr, r.stderr
+    assert "--help')" in r.stderr
+
+
+def test_entry_point_exit_codes():
+    assert run_cli("--version").returncode == 0
+    assert run_cli("forms", "--source", "sample_data").returncode == 0
+    r = run_cli("verify", "/nonexistent")
+    assert (r.returncode, r.stderr) == (1, "Error: no account archive at /nonexistent\n")
+    bare = run_cli()
+    assert bare.returncode == 2 and "Commands:" in bare.stderr + bare.stdout

@@ -10,6 +10,9 @@ core errors into click ones (``common``). Commands by group: ``run`` (what reads
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from .. import __version__
@@ -18,7 +21,15 @@ from . import backups, cluster, forget, jobs, run, tools
 from .common import Ctx, interrupted
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Cli(click.Group):
+    """The top command. Its ``invoke`` returns nothing, so that ``main`` tells a command's normal
+    end (None) from an exit code (``--help``, ``--version``: click returns the code)."""
+
+    def invoke(self, ctx: click.Context) -> None:
+        super().invoke(ctx)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="exporter", message="%(prog)s %(version)s")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress, no summary.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each step (INFO).")
@@ -65,11 +76,29 @@ for _command in (*COMMANDS, *GROUPS):
 
 
 def main(args: list[str] | None = None) -> None:
-    """The command line, with ``args`` (default: this process's arguments)."""
+    """The command line, with ``args`` (default: this process's arguments). Errors are one line:
+    click's usage errors too (``Error: ...`` and where the help is, without the usage block)."""
     from ..interrupts import install
 
     install()  # this process is the CLI's: stop signals roll the run back (exporter.interrupts)
     try:
-        cli(args=args, prog_name="exporter")
+        code = cli.main(args=args, prog_name="exporter", standalone_mode=False)
     except Interrupted as e:  # outside a command (while starting): still one line and 128 + signal
         interrupted(e)
+    except click.exceptions.NoArgsIsHelpError as e:  # a bare `exporter` or group: its help
+        e.show()
+        sys.exit(e.exit_code)
+    except click.UsageError as e:
+        where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        click.echo(f"Error: {e.format_message()}{where}", err=True)
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.Abort:  # Ctrl-C or end of input at a prompt
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except BrokenPipeError:  # `exporter ... | head`: the reader left; nothing to report
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the interpreter flushes it at exit
+        sys.exit(1)
+    sys.exit(code or 0)

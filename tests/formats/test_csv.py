@@ -148,11 +148,16 @@ OWASP_PAYLOADS = [
     "+A1",
     "-A1",
     "@A1",
+    " =1+1",  # leading spaces, which a spreadsheet may skip before the formula
+    "   +cmd|' /C calc'!A0",
+    "\u00a0=1+1",
+    "\u3000@SUM(1+9)",
 ]
 
 #: only a phone number or a signed number: left as typed
 PLAIN_NUMBERS = ["+33 6 12 34 56 78", "+33 (0)6 12 34 56 78", "+1 (555) 123-4567", "+44 20.7946.0000",
-                 "-5", "+12", "-12.5", "+3.14", "-0", "(555) 123-4567"]
+                 "-5", "+12", "-12.5", "+3.14", "-0", "(555) 123-4567", "  +33 6 12 34 56 78",
+                 " -5"]
 
 
 @pytest.mark.parametrize("payload", OWASP_PAYLOADS)
