@@ -18,7 +18,9 @@ its own: the zygote forks at once, and the child reads the rest of the request f
 (arguments, environment, folder, and the descriptors as ``SCM_RIGHTS``) and runs the command, so
 the zygote never holds anything of an account, nor a child anything of another. The zygote
 answers on that socket with the child's pid and a pidfd (signals reach that process and no other,
-even once it has ended), then with its exit status.
+even once it has ended), then with its exit status. The child takes its command as its process
+title (``setproctitle``), so ``ps`` shows ``exporter jobs run ... --account NAME``, as a process
+the runner started as a new interpreter would.
 
 multiprocessing's fork server (which ``exporter.parallel`` uses for the workers of one export) is
 not used here: it inherits the environment of the process that starts it (every account's secrets,
@@ -244,6 +246,11 @@ def serve(ctl_fd: int, after_imports: Callable[[], None] = lambda: None) -> sock
     ``after_imports`` is called after each round of imports, before the next fork."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+    from setproctitle import setproctitle
+
+    # before any child empties its environment: the first call moves the environment away from the
+    # command line's memory, which every child's title then reuses
+    setproctitle("exporter zygote")
     ctl = socket.socket(fileno=ctl_fd)
     from .registry import FORMATS, REMOTES, SINKS, SOURCES
 
@@ -318,4 +325,16 @@ def become(conn: socket.socket) -> list[str]:
     except OSError as e:
         print(f"Error: cannot enter the account's folder {request['cwd']}: {e.strerror}", file=sys.stderr)
         raise SystemExit(1) from None
-    return list(request["args"])
+    args = list(request["args"])
+    _retitle(args)
+    return args
+
+
+def _retitle(args: list[str]) -> None:
+    """Show the account's command in ``ps``/``top``, not the zygote's it was forked from (the
+    arguments name secrets only by reference; URLs are masked all the same)."""
+    from setproctitle import setproctitle
+
+    from .secrets import mask
+
+    setproctitle(" ".join(["exporter", *(mask(a) for a in args)]))

@@ -58,6 +58,8 @@ def test_a_process_gets_its_environment_folder_output_and_lock_and_stops_on_a_si
         assert os.readlink(proc / "fd" / "0") == os.devnull
         assert os.readlink(proc / "fd" / "1") == os.readlink(proc / "fd" / "2") == str(log)
         assert str(lock) in {os.readlink(fd) for fd in (proc / "fd").iterdir()}  # held open, though closed here
+        title = Path(f"/proc/{child.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert f"serve -s {SAMPLE} --port {port} --token-env SERVED_TOKEN" in title, title  # its own, in ps
         block = environ_of(child.pid)
         assert "OTHER_SECRET" not in block and SECRETS["OTHER_SECRET"] not in block.values()
         if how == "zygote":  # the block it started with is the zygote's: not even its own secret
@@ -112,7 +114,8 @@ def test_the_zygote_ignores_stop_signals_and_a_dead_zygote_takes_its_processes_a
         assert server.poll() is None
         server.kill()  # the OOM killer, say: nobody could tell how the child ends, so it ends now
         assert child.wait(timeout=30) == -signal.SIGKILL
-        assert not Path(f"/proc/{child.pid}").exists() or "Z" in Path(f"/proc/{child.pid}/stat").read_text().split()[2]
+        stat = Path(f"/proc/{child.pid}/stat")  # "pid (title) state ...": the title may hold spaces
+        assert not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] == "Z"
         # the next request starts a new zygote
         again = owner.spawn(["--version"], env=env, cwd=str(tmp_path), out=out.fileno())
         assert again.wait(timeout=60) == 0 and owner._proc is not server
