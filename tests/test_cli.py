@@ -207,3 +207,12 @@ def test_entry_point_exit_codes():
     assert (r.returncode, r.stderr) == (1, "Error: no account archive at /nonexistent\n")
     bare = run_cli()
     assert bare.returncode == 2 and "Commands:" in bare.stderr + bare.stdout
+
+
+def test_a_reader_that_leaves_is_no_error_message():
+    """`exporter ... | head`: the pipe closed under the command gives exit 1 and nothing on stderr."""
+    p = subprocess.Popen([sys.executable, "-m", "exporter", "destinations", "--options"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # closed before the interpreter has even started
+    assert (p.wait(timeout=60), p.stderr.read()) == (1, b"")
+    p.stderr.close()

@@ -99,6 +99,8 @@ def main(args: list[str] | None = None) -> None:
         click.echo("Aborted!", err=True)
         sys.exit(1)
     except BrokenPipeError:  # `exporter ... | head`: the reader left; nothing to report
-        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the interpreter flushes it at exit
+        # what Python's documentation advises (signal, "Note on SIGPIPE"): the interpreter's last
+        # flush of stdout at exit goes nowhere instead of failing again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     sys.exit(code or 0)
