@@ -236,12 +236,10 @@ def check_environment(jobs: JobsFile, names, environ=None) -> None:
     problems = []
     for name in names:
         account = jobs.accounts[name]
-        for key, var in account.env_refs:
+        for key, var in [*account.env_refs, *(account.alerts.env_refs if account.alerts else ())]:
             if not environ.get(var, "").strip():
-                problems.append(f"{jobs.at(key)}: environment variable {var} is not set")
-        for key, var in account.alerts.env_refs if account.alerts else ():
-            if not environ.get(var, "").strip():
-                problems.append(f"{jobs.at(key)}: environment variable {var} is not set")
+                how = "is not set" if environ.get(var) is None else "is empty"
+                problems.append(f"{jobs.at(key)}: environment variable {var} {how}")
         email = account.alerts.email if account.alerts else None
         if email and email.ca_file:
             problem = _ca_problem(account.base_dir / os.path.expanduser(email.ca_file))

@@ -45,6 +45,7 @@ def test_a_cycle_through_the_command_line(base, tmp_path, age_keys):
     assert r.exit_code == 0 and "sha256" in r.output and " yes 20" in r.output
     [entry] = json.loads(invoke("backups", "list", *base, "--json").output)
     assert entry["sha256"] in r.output and str(entry["size"]) in r.output
+    assert r.output.splitlines()[1].startswith(entry["id"] + " ")  # the id --backup takes
     r = invoke("backups", "verify", *base, "--identity-file", str(age_keys["file"]))
     assert r.exit_code == 0 and r.output.startswith(f"OK: {entry['name']}")
     r = invoke("backups", "verify", *base)

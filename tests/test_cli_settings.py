@@ -429,6 +429,17 @@ def test_source_settings_this_run_would_ignore_are_refused(sample_archive, tmp_p
     assert created(tmp_path) == []
 
 
+@pytest.mark.parametrize("command", [["archive", "--out", "{tmp}/a.zip"], ["forms"]])
+def test_page_size_is_an_export_switch_only(tmp_path, command):
+    """Only ``export`` reads unread pages; ``archive`` and ``forms`` from the web service took
+    ``--page-size`` and ignored it: now it is not theirs (a usage error, nothing contacted)."""
+    args = [a.format(tmp=tmp_path) for a in command[1:]]
+    r = invoke(command[0], "-s", "https://forms.kizeo.com/rest/v3", *args, "--page-size", "10")
+    one_line_usage_error(r, "--page-size")
+    assert "--page-size" not in invoke(command[0], "--help").output
+    assert created(tmp_path) == []
+
+
 @pytest.mark.parametrize("twice", [
     lambda t: [str(t / "o"), f"file://{t / 'o'}/"],
     lambda t: [f"sqlite:///{t / 'x.db'}", f"sqlite:///{t / 'x.db'}"],

@@ -168,6 +168,15 @@ def test_unset_variables_and_missing_files_are_named_before_anything_runs(tmp_pa
     assert check(p, "--no-env").exit_code == 0
 
 
+def test_an_empty_variable_is_named_empty_not_unset(tmp_path):
+    """It was "is not set" while `env` showed it set (to nothing)."""
+    p = write(tmp_path, GOOD)
+    (tmp_path / "archive.zip").write_bytes(b"")
+    r = check(p, env={"ACME_PG": " ", "ALERT_URL": "https://hooks.example.com/x"})
+    assert r.exit_code == 2
+    assert r.output.strip() == f"{p}:14: accounts.acme.destinations[0].password_env: environment variable ACME_PG is empty"
+
+
 def test_duplicate_account_and_bad_toml_name_file_and_line(tmp_path):
     p = write(tmp_path, GOOD + '\n[accounts.acme]\nsource = "x"\n')
     r = check(p)

@@ -184,7 +184,12 @@ class SftpRemote(ConnectedRemote):
             return SinkError(f"login refused for user {self.user!r} ({e}); check the key or the password "
                              "(key_file / password_env / password_file)", context=where)
         if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):
-            return TransientSinkError(f"cannot connect to {self.host}:{self.port} ({e})", context=where)
+            # paramiko's own text is "[Errno None] Unable to connect to port N on HOST": give the
+            # reason each address refused with instead
+            reasons = sorted({(getattr(err, "strerror", None) or str(err)).lower() for err in e.errors.values()}) \
+                or [str(e)]
+            return TransientSinkError(f"cannot connect to {self.host}:{self.port} ({'; '.join(reasons)})",
+                                      context=where)
         if isinstance(e, paramiko.SSHException) and "private key" in str(e).lower():
             return ConfigError(f"cannot use key file {self.key_file}: {e}", context=where)
         if isinstance(e, socket.gaierror):

@@ -173,7 +173,7 @@ def create(ctx: click.Context, account: str, state_dir: str, source: str, forms:
 @click.option("--json", "as_json", is_flag=True, help="The index entries as JSON.")
 @click.pass_context
 def list_(ctx: click.Context, account: str, state_dir: str, as_json: bool) -> None:
-    """List an account's backups: date, size, sha256, verified."""
+    """List an account's backups: id (what --backup takes), date, size, sha256, verified."""
 
     def go() -> None:
         from ..backups import load_index
@@ -185,10 +185,10 @@ def list_(ctx: click.Context, account: str, state_dir: str, as_json: bool) -> No
         if not entries:
             click.echo(f"no backup of account {account} yet")
             return
-        click.echo(f"{'created':<20}  {'size':>12}  {'sha256':<64}  verified")
+        click.echo(f"{'id':<16}  {'created':<20}  {'size':>12}  {'sha256':<64}  verified")
         for e in entries:
             state = f"yes {e.get('verified_at', '')}" if e.get("verified") else "NO " + "; ".join(e.get("problems", []))[:80]
-            click.echo(f"{e['created']:<20}  {e['size']:>12}  {e['sha256']:<64}  {state}")
+            click.echo(f"{e['id']:<16}  {e['created']:<20}  {e['size']:>12}  {e['sha256']:<64}  {state}")
             if ctx.obj.verbose:
                 click.echo(f"  {e['name']} on {e['destination']}; archive {e['archive']['sha256']} "
                            f"({e['archive']['files']} files)")

@@ -106,7 +106,8 @@ def account_parts(ctx: click.Context, param: click.Parameter, value: str | None)
         raise click.BadParameter(f"{value!r}: use some of {','.join(SKIPPABLE)}", ctx, param) from None
 
 
-#: the source's options (``exporter.connectors.catalog``), each a switch of its own
+#: the source's options (``exporter.connectors.catalog``), each a switch of its own (``--page-size``
+#: only on ``export``, the one command with ``--incremental unread``)
 SOURCE_SWITCHES = ("token_env", "token_file", "login_env", "workers", "page_size", "skip", "timezone", "ca_bundle",
                    "timeout", "vendor_pdf", "vendor_exports")
 
@@ -126,8 +127,6 @@ def source_options(fn: F) -> F:
         click.option("--workers", type=WorkersType(), default=4, show_default=True,
                      help="Parallel requests for submissions and media; 'auto' adapts them to the service "
                           "(more while throughput grows, halved on 429/503/timeouts; 1 to 16)."),
-        click.option("--page-size", type=click.IntRange(1, 10000), default=100, show_default=True,
-                     help="Records per page of --incremental unread (data/unread/{action}/N)."),
         click.option("--skip", callback=account_parts, metavar="LIST",
                      help="Leave out account parts the token may not read: users,groups,lists (a group "
                           "leader's token is refused them; without --skip the run fails instead)."),

@@ -26,7 +26,7 @@ def _ids_file(path: str | None) -> list[str]:
 @click.command("forget", cls=OrderedCommand)
 @click.option("--to", "destinations", multiple=True, metavar="DEST",
               help="Destination to erase from (repeatable), as given to export: a directory, sqlite:///x.db, "
-                   "postgresql+psycopg://..., mysql+pymysql://...")
+                   "postgresql+psycopg://..., mysql+pymysql://..., a remote (sftp://, s3://...)")
 @click.option("--to-password-env", "to_password_env", multiple=True, metavar="NAME",
               help="Environment variable holding the password of the --to just before it.")
 @click.option("--to-password-file", "to_password_file", multiple=True, type=click.Path(dir_okay=False),
@@ -71,8 +71,8 @@ def forget(ctx: click.Context, destinations: tuple[str, ...], to_password_env: t
     (counts per kind, never the data); --apply erases, in one transaction per database
     (files: their files and media removed, the aggregates rewritten). Each erasure writes an
     audit line (what kind, how much; never the data) in the destination: SQL table
-    `erasures`, files `.exporter/erasures.jsonl`. A forget that is stopped is finished by
-    running it again.
+    `erasures`, files `.exporter/erasures.jsonl`, remotes `.exporter-erasures.jsonl`. A forget
+    that is stopped is finished by running it again.
 
     \b
     --account NAME (with --state-dir and --identity-file/--identity-env) adds every
@@ -138,7 +138,8 @@ def forget(ctx: click.Context, destinations: tuple[str, ...], to_password_env: t
         for o in outcomes:
             click.echo(f"{o.name}: erased {describe(o.counts)}")
         click.echo("audit: one line per destination in its own record (SQL table erasures, files "
-                   ".exporter/erasures.jsonl" + (f", backups {state_dir}/{account}/erasures.jsonl" if account else "")
+                   ".exporter/erasures.jsonl, remotes .exporter-erasures.jsonl"
+                   + (f", backups {state_dir}/{account}/erasures.jsonl" if account else "")
                    + ")" + (f" and in {audit_file}" if audit_file else ""))
 
     run_guarded(ctx, go)

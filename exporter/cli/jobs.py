@@ -223,7 +223,8 @@ def crontab(file: str, systemd: bool) -> None:
 
 @click.group()
 def audit() -> None:
-    """Audit logs written by `exporter jobs run` (one hash-chained JSON line per run)."""
+    """Audit logs written by `exporter jobs run` and `exporter backups` (one hash-chained JSON line
+    per run or backup command)."""
 
 
 @audit.command("verify")

@@ -29,7 +29,7 @@ def pseudonymise_options(fn: F) -> F:
                           "field:NAME=hmac|drop, type:TYPE=hmac|drop|round:N|round:month, users=hmac|drop, "
                           "user:login|names|email|phone|refs=hmac|drop. Every destination gets the same "
                           "result; an archive keeps the data as served unless --pseudonymise-archive. "
-                          "See README 'Privacy'."),
+                          "See docs/privacy.md."),
         click.option("--pseudonymise-key-env", "pseudonymise_key_env", metavar="NAME", expose_value=False,
                      callback=_keep, help="Environment variable holding the hmac key (16 characters or more)."),
         click.option("--pseudonymise-key-file", "pseudonymise_key_file", metavar="PATH", expose_value=False,

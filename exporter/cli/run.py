@@ -45,6 +45,8 @@ class OrderedCommand(click.Command):
               help="none: everything; cursor: what changed since each destination's stored cursor "
                    "(by _update_time, with an overlap window); unread: the server's read markers for --action.")
 @click.option("--action", metavar="NAME", help="Read-marker name for --incremental unread (one per consumer).")
+@click.option("--page-size", type=click.IntRange(1, 10000), default=100, show_default=True,
+              help="Records per page of --incremental unread (data/unread/{action}/N).")
 @click.option("--overlap", type=click.IntRange(0), default=300, show_default=True,
               help="Seconds re-read before a stored cursor, so nothing on the boundary is missed.")
 @click.option("--to-password-env", "to_password_env", multiple=True, metavar="NAME",

@@ -16,8 +16,9 @@ from .common import account_parts, print_summary, progress, run_guarded
 
 @click.command()
 @click.option("--source", "-s", required=True, type=click.Path(exists=True), help="Account archive to serve.")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port to listen on (0: any free port, printed at start).")
 @click.option("--token-env", metavar="NAME", required=True, help="Environment variable holding the token clients must send.")
 @click.option("--rate-limit-every", type=click.IntRange(0), default=0, help="Answer every Nth request with 429 + Retry-After.")
 @click.option("--retry-after", type=float, default=1.0, show_default=True, help="Retry-After seconds sent with injected 429s.")

@@ -66,6 +66,20 @@ def test_wrong_password_is_a_terminal_login_error(sftp_server, monkeypatch):
     assert "wrong" not in str(e.value)
 
 
+def test_a_port_nothing_listens_on_says_connection_refused(password_env, tmp_path):
+    """paramiko's "[Errno None] Unable to connect to port N" became the reason in words."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    opts = {"password_env": password_env, "known_hosts": str(tmp_path / "kh"), **FAST}
+    with pytest.raises(TransientSinkError) as e:
+        run(create_sink(f"sftp://alice@127.0.0.1:{port}/x", opts), make_records())
+    assert f"cannot connect to 127.0.0.1:{port} (connection refused)" in str(e.value)
+    assert "Errno" not in str(e.value)
+
+
 def test_unknown_host_key_is_refused_with_how_to_trust_it(sftp_server, password_env, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
