@@ -42,8 +42,8 @@ class OrderedCommand(click.Command):
 @click.option("--format", "formats", default=",".join(api.DEFAULT_FORMATS), show_default=True, metavar="LIST",
               help="File formats for file and remote destinations: json,csv,xlsx,xml,docx,pdf.")
 @click.option("--incremental", type=click.Choice(["none", "cursor", "unread"]), default="none", show_default=True,
-              help="none: everything; cursor: what changed since each destination's stored cursor "
-                   "(by _update_time, with an overlap window); unread: the server's read markers for --action.")
+              help="none: everything; cursor: what was created or changed since each destination's stored cursor "
+                   "(with an overlap window); unread: the server's read markers for --action.")
 @click.option("--action", metavar="NAME", help="Read-marker name for --incremental unread (one per consumer).")
 @click.option("--page-size", type=click.IntRange(1, 10000), default=100, show_default=True,
               help="Records per page of --incremental unread (data/unread/{action}/N).")
