@@ -429,6 +429,16 @@ def test_source_settings_this_run_would_ignore_are_refused(sample_archive, tmp_p
     assert created(tmp_path) == []
 
 
+def test_deltas_in_a_full_run_is_refused(sample_archive, tmp_path):
+    """A full run wrote no runs/ deltas and said nothing: -o deltas=true was silently ignored."""
+    r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), "-o", "deltas=true")
+    one_line_usage_error(r, "deltas", "--incremental cursor")
+    assert created(tmp_path) == []
+    r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), "-o", "deltas=true",
+               "--incremental", "cursor")
+    assert r.exit_code == 0, r.output
+
+
 @pytest.mark.parametrize("command", [["archive", "--out", "{tmp}/a.zip"], ["forms"]])
 def test_page_size_is_an_export_switch_only(tmp_path, command):
     """Only ``export`` reads unread pages; ``archive`` and ``forms`` from the web service took
