@@ -422,6 +422,8 @@ def test_grouped_short_switches_keep_their_option(sample_archive, tmp_path):
     (["--incremental", "cursor", "--action", "erp"], ["--action erp", "--incremental cursor"]),
     (["--skip", "users"], ["--skip users", "web service"]),
     (["--page-size", "10"], ["--page-size", "--incremental none"]),
+    (["--overlap", "600"], ["--overlap", "--incremental none"]),
+    (["--incremental", "unread", "--action", "erp", "--overlap", "600"], ["--overlap", "--incremental unread"]),
 ])
 def test_source_settings_this_run_would_ignore_are_refused(sample_archive, tmp_path, args, words):
     r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), *args)

@@ -218,6 +218,8 @@ def test_duplicate_account_and_bad_toml_name_file_and_line(tmp_path):
     ('[accounts."a b"]\nsource = "x"\n', 1, 'accounts."a b"', "an account name is"),
     ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\naction = "x"\n'
      'destinations = [{to = "o"}]\n', 5, "accounts.a.action", "is for incremental = \"unread\""),
+    ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\noverlap = 600\n'
+     'destinations = [{to = "o"}]\n', 5, "accounts.a.overlap", "is for incremental = \"cursor\""),
     ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\nmax_deletions = "five"\n'
      'destinations = [{to = "o"}]\n', 5, "accounts.a.max_deletions", "takes a count"),
     ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\n'

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from .. import api
+from ..errors import ConfigError
 from .common import (
     check_summary_path,
     document_options,
@@ -103,6 +104,8 @@ def export(ctx: click.Context, **p: Any) -> None:
         if p["media_in_db"]:
             options["media_in_db"] = True
         formats_given = ctx.get_parameter_source("formats") is not click.core.ParameterSource.DEFAULT
+        if p["incremental"] != "cursor" and ctx.get_parameter_source("overlap") is not click.core.ParameterSource.DEFAULT:
+            raise ConfigError(f"--overlap is for --incremental cursor (this run is --incremental {p['incremental']})")
         summary = api.export(
             p["source"], destinations, formats=p["formats"] if formats_given else None, options=options,
             source_options=given_source_options(ctx), forms=p["forms"], incremental=p["incremental"],
