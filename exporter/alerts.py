@@ -76,6 +76,12 @@ def message(record: dict) -> dict:
     return {"text": text, **{k: mask(v) if isinstance(v, str) else v for k, v in fields.items()}}
 
 
+#: a requests exception class, in words
+_REQUEST_FAILURES = {"ConnectionError": "connection failed (refused, reset, or the name not found)",
+                     "ConnectTimeout": "connection timed out", "ReadTimeout": "no answer in time",
+                     "SSLError": "TLS failed", "TooManyRedirects": "too many redirects"}
+
+
 def send(url: str, record: dict, *, timeout: float = 10.0, attempts: int = 3, base_delay: float = 0.5) -> str | None:
     """POST ``message(record)`` to ``url``; None when it was taken (2xx), else why not."""
     import requests
@@ -86,7 +92,8 @@ def send(url: str, record: dict, *, timeout: float = 10.0, attempts: int = 3, ba
         try:
             r = requests.post(url, json=body, timeout=timeout)
         except requests.RequestException as e:
-            raise AlertError(f"{type(e).__name__}") from None
+            # the class, in words, not requests' text: that would show the URL, whose path is a secret
+            raise AlertError(_REQUEST_FAILURES.get(type(e).__name__, type(e).__name__)) from None
         if r.status_code >= 500 or r.status_code == 429:
             raise AlertError(f"HTTP {r.status_code}")
         if r.status_code >= 300:
@@ -205,7 +212,11 @@ def _translated(e: smtplib.SMTPException | OSError) -> AlertError:
         return error
     if isinstance(e, smtplib.SMTPNotSupportedError):
         return _terminal(f"the server does not support it: {e}")
-    return AlertError(one_line(e))  # disconnected, refused, reset, timed out, a name not found
+    if isinstance(e, OSError) and e.strerror:  # refused, reset, a name not found: the reason in words
+        return AlertError(" ".join(e.strerror.lower().split()))
+    if isinstance(e, TimeoutError):
+        return AlertError("timed out")
+    return AlertError(one_line(e))  # disconnected
 
 
 def _answer(code: int, text: bytes | str) -> str:

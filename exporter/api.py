@@ -84,6 +84,8 @@ def export(source: str | os.PathLike, to: Destinations, *, formats: str | Sequen
     parse_policy(deletions, max_deletions)  # a bad --max-deletions is refused before anything is created
     fmt = _formats(formats)
     planned = plan_destinations(dests, options or {}, fmt, formats_given=formats is not None)
+    if mode == "full":
+        _refuse_deltas(planned)
     typed = source_settings(source, source_options)
     sinks = [registry.create_sink(url, opts, fmt) for url, opts in planned]
     run_args = {"mode": mode, "action": action, "overlap_seconds": overlap, "check_deletions": check_deletions,
@@ -162,6 +164,17 @@ def list_forms(source: str | os.PathLike, *, source_options: Mapping[str, Any] |
 
 
 # ---- helpers -------------------------------------------------------------------------------------
+
+def _refuse_deltas(planned: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """``deltas=true`` in a full run: the run would ignore it (it writes no ``runs/``), so it is
+    refused before anything is created, as every setting a run would ignore."""
+    from .secrets import mask
+
+    for url, opts in planned:
+        if opts.get("deltas"):
+            raise ConfigError(f"option deltas for {mask(url)} is for incremental runs (--incremental cursor or "
+                              "unread): a full export writes no runs/ deltas")
+
 
 def source_settings(source: str, given: Mapping[str, Any]) -> dict:
     """The source's options typed. One it does not read is refused, naming the source that does,

@@ -214,6 +214,9 @@ def _account(c: Checker, name: str, defaults: dict, own: dict, base: Path) -> Ac
 
     dests, formats = destinations(c, merged.get("destinations"), where.get("destinations", ("accounts", name)),
                                    env, files, str(base))
+    for d in dests if incremental == "none" else ():  # as `exporter export` refuses it: the run would ignore it
+        if d.options.get("deltas") is True:
+            c.bad(d.key + ("deltas",), "deltas is for incremental runs: set incremental = \"cursor\" or \"unread\"")
     found_backup = backup(c, merged["backup"], where["backup"], env, files) if "backup" in merged else None
     found_alerts = alerts(c, merged["alerts"], where["alerts"], files) if "alerts" in merged else None
     if len(c.problems) > before or source is None or state is None:  # both None only with a problem recorded

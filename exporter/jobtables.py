@@ -178,7 +178,7 @@ def settings(c: Checker, merged: dict, where: dict, incremental: str) -> dict:
             v = _parsed(c, key, kind, v)
         if v is not None:
             out[k] = v
-    for k, needs in (("action", "unread"), ("page_size", "unread")):
+    for k, needs in (("action", "unread"), ("page_size", "unread"), ("overlap", "cursor")):
         if k in out and incremental != needs:
             c.bad(where[k], f"is for incremental = \"{needs}\" (this account is \"{incremental}\")")
     if incremental == "unread" and "action" not in out:

@@ -48,13 +48,23 @@ class RichProgress:
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
+        from rich.table import Column
 
-        self.progress = Progress(
-            SpinnerColumn(), TextColumn("[bold cyan]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("submissions"), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[extra]}"),
-            console=Console(stderr=True), transient=True, refresh_per_second=4,
-        )
-        self.task = self.progress.add_task("starting", total=None, extra="")
+        console = Console(stderr=True)
+        if console.width >= 120:
+            columns = [SpinnerColumn(), TextColumn("[bold cyan]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("submissions"), TimeElapsedColumn(), TimeRemainingColumn(),
+                       TextColumn("{task.fields[extra]}")]
+        else:
+            # rich narrows every column alike when the line is too long, so on an 80-column terminal
+            # the counts and times became "3…": a shorter line there, the form's name cut instead
+            columns = [SpinnerColumn(),
+                       TextColumn("[bold cyan]{task.description}",
+                                  table_column=Column(no_wrap=True, overflow="ellipsis", max_width=16)),
+                       BarColumn(bar_width=10), MofNCompleteColumn(), TextColumn("subs"), TimeRemainingColumn(),
+                       TextColumn("{task.fields[short]}")]
+        self.progress = Progress(*columns, console=console, transient=True, refresh_per_second=4)
+        self.task = self.progress.add_task("starting", total=None, extra="", short="")
         self.started = False  # shown from the first batch on: a run refused before shows nothing
 
     def update(self, summary: RunSummary, current: str | None) -> None:
@@ -64,7 +74,8 @@ class RichProgress:
         c = summary.counts
         self.progress.update(
             self.task, total=summary.expected, completed=c.get("submission", 0), description=(current or "reading")[:30],
-            extra=f"{c.get('media', 0)} media, {summary.media_bytes / 1e6:.1f} MB, {summary.rate():.0f}/s")
+            extra=f"{c.get('media', 0)} media, {summary.media_bytes / 1e6:.1f} MB, {summary.rate():.0f}/s",
+            short=f"{c.get('media', 0)} media, {summary.rate():.0f}/s")
 
     def done(self, summary: RunSummary) -> None:
         if self.started:

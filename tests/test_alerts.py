@@ -177,6 +177,22 @@ def test_a_server_without_starttls_gets_nothing_in_clear(tmp_path):
     assert inbox.mails == []
 
 
+def test_a_receiver_nobody_listens_on_is_named_in_words(tmp_path):
+    """It was "ConnectionRefusedError: [Errno 111] Connection refused" (email) and a bare
+    "ConnectionError" (webhook)."""
+    from exporter.alerts import send, send_email
+    from exporter.jobalerts import Email
+
+    port = free_port()
+    record = {"account": "acme", "action": "export", "result": "failed"}
+    mail = Email(key=(), to=("ops@example.com",), sender="exporter@example.com", host="127.0.0.1", port=port)
+    assert send_email(mail, record, tmp_path, attempts=1) == \
+        f"the alert email to ops@example.com via 127.0.0.1:{port} failed: connection refused"
+    problem = send(f"http://127.0.0.1:{port}/hooks/secret-path", record, attempts=1)
+    assert problem == (f"the alert webhook http://127.0.0.1:{port}/*** refused or did not answer: connection "
+                       "failed (refused, reset, or the name not found)")
+
+
 def test_the_client_asks_for_verified_tls_12_or_later():
     from exporter.alerts import tls_context
 

@@ -155,6 +155,29 @@ def test_progress_is_plain_lines_off_a_terminal_and_silent_when_quiet(capsys):
     assert isinstance(make_progress(quiet=False), PlainProgress)  # pytest's stderr is not a terminal
 
 
+@pytest.mark.parametrize("columns", [80, 140])
+def test_the_progress_bar_keeps_its_counts_whole_on_any_terminal(monkeypatch, columns):
+    """On an 80-column terminal rich narrowed every column alike: "123456/300000" became "12…"."""
+    import io
+
+    from rich.console import Console
+
+    from exporter.pipeline import RunSummary
+    from exporter.progress import RichProgress
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    bar = RichProgress()
+    s = RunSummary(run_id="r", source="x", counts={"form": 1, "submission": 123456, "media": 5997}, seconds=2.0,
+                   expected=300000)
+    bar.progress.update(bar.task, total=s.expected, completed=123456, description="form 1003 Relevé de compteur",
+                        extra="5997 media, 16.7 MB, 556/s", short="5997 media, 556/s")
+    out = io.StringIO()
+    Console(file=out, width=columns).print(bar.progress.get_renderable())
+    line = out.getvalue().rstrip("\n")
+    assert "\n" not in line and len(line) <= columns, line
+    assert "123456/300000" in line and "5997 media" in line and "…" not in line.split("━")[-1], line
+
+
 def test_password_in_a_destination_url_is_refused(sample_archive, tmp_path):
     r = invoke("export", "-s", str(sample_archive), "--to", "postgresql+psycopg2://etl:s3cret-pw@db/x")
     assert r.exit_code == 2

@@ -422,11 +422,23 @@ def test_grouped_short_switches_keep_their_option(sample_archive, tmp_path):
     (["--incremental", "cursor", "--action", "erp"], ["--action erp", "--incremental cursor"]),
     (["--skip", "users"], ["--skip users", "web service"]),
     (["--page-size", "10"], ["--page-size", "--incremental none"]),
+    (["--overlap", "600"], ["--overlap", "--incremental none"]),
+    (["--incremental", "unread", "--action", "erp", "--overlap", "600"], ["--overlap", "--incremental unread"]),
 ])
 def test_source_settings_this_run_would_ignore_are_refused(sample_archive, tmp_path, args, words):
     r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), *args)
     one_line_usage_error(r, *words)
     assert created(tmp_path) == []
+
+
+def test_deltas_in_a_full_run_is_refused(sample_archive, tmp_path):
+    """A full run wrote no runs/ deltas and said nothing: -o deltas=true was silently ignored."""
+    r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), "-o", "deltas=true")
+    one_line_usage_error(r, "deltas", "--incremental cursor")
+    assert created(tmp_path) == []
+    r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), "-o", "deltas=true",
+               "--incremental", "cursor")
+    assert r.exit_code == 0, r.output
 
 
 @pytest.mark.parametrize("command", [["archive", "--out", "{tmp}/a.zip"], ["forms"]])

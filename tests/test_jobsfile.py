@@ -168,6 +168,19 @@ def test_unset_variables_and_missing_files_are_named_before_anything_runs(tmp_pa
     assert check(p, "--no-env").exit_code == 0
 
 
+def test_deltas_in_an_account_read_in_full_is_refused_at_its_line(tmp_path):
+    """`exporter export` refuses -o deltas=true in a full run (it would write no runs/): the check
+    says so at the line, instead of the account's run failing."""
+    (tmp_path / "archive.zip").write_bytes(b"")
+    text = '[accounts.a]\nstate_dir = "state"\nsource = "archive.zip"\ndestinations = [{ to = "out", deltas = true }]\n'
+    p = write(tmp_path, text)
+    r = check(p)
+    assert r.exit_code == 2
+    assert r.output.strip() == (f'{p}:4: accounts.a.destinations[0].deltas: deltas is for incremental runs: '
+                                'set incremental = "cursor" or "unread"')
+    assert check(write(tmp_path, text.replace("source", 'incremental = "cursor"\nsource'))).exit_code == 0
+
+
 def test_an_empty_variable_is_named_empty_not_unset(tmp_path):
     """It was "is not set" while `env` showed it set (to nothing)."""
     p = write(tmp_path, GOOD)
@@ -205,6 +218,8 @@ def test_duplicate_account_and_bad_toml_name_file_and_line(tmp_path):
     ('[accounts."a b"]\nsource = "x"\n', 1, 'accounts."a b"', "an account name is"),
     ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\naction = "x"\n'
      'destinations = [{to = "o"}]\n', 5, "accounts.a.action", "is for incremental = \"unread\""),
+    ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\noverlap = 600\n'
+     'destinations = [{to = "o"}]\n', 5, "accounts.a.overlap", "is for incremental = \"cursor\""),
     ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\nmax_deletions = "five"\n'
      'destinations = [{to = "o"}]\n', 5, "accounts.a.max_deletions", "takes a count"),
     ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\n'

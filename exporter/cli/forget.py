@@ -152,6 +152,8 @@ def _backups(ctx: click.Context, stack: contextlib.ExitStack, account: str | Non
     if account is None:
         if identity_given(ctx):
             raise ConfigError("--identity-file/--identity-env decrypt an account's backups: give --account NAME too")
+        if ctx.get_parameter_source("state_dir") is click.core.ParameterSource.COMMANDLINE:
+            raise ConfigError("--state-dir holds an account's backups index: give --account NAME too")
         return None
     from ..backup_forget import recover
     from ..locks import AccountLock

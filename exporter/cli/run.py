@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from .. import api
+from ..errors import ConfigError
 from .common import (
     check_summary_path,
     document_options,
@@ -42,8 +43,8 @@ class OrderedCommand(click.Command):
 @click.option("--format", "formats", default=",".join(api.DEFAULT_FORMATS), show_default=True, metavar="LIST",
               help="File formats for file and remote destinations: json,csv,xlsx,xml,docx,pdf.")
 @click.option("--incremental", type=click.Choice(["none", "cursor", "unread"]), default="none", show_default=True,
-              help="none: everything; cursor: what changed since each destination's stored cursor "
-                   "(by _update_time, with an overlap window); unread: the server's read markers for --action.")
+              help="none: everything; cursor: what was created or changed since each destination's stored cursor "
+                   "(with an overlap window); unread: the server's read markers for --action.")
 @click.option("--action", metavar="NAME", help="Read-marker name for --incremental unread (one per consumer).")
 @click.option("--page-size", type=click.IntRange(1, 10000), default=100, show_default=True,
               help="Records per page of --incremental unread (data/unread/{action}/N).")
@@ -103,6 +104,8 @@ def export(ctx: click.Context, **p: Any) -> None:
         if p["media_in_db"]:
             options["media_in_db"] = True
         formats_given = ctx.get_parameter_source("formats") is not click.core.ParameterSource.DEFAULT
+        if p["incremental"] != "cursor" and ctx.get_parameter_source("overlap") is not click.core.ParameterSource.DEFAULT:
+            raise ConfigError(f"--overlap is for --incremental cursor (this run is --incremental {p['incremental']})")
         summary = api.export(
             p["source"], destinations, formats=p["formats"] if formats_given else None, options=options,
             source_options=given_source_options(ctx), forms=p["forms"], incremental=p["incremental"],

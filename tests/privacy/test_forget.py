@@ -221,6 +221,7 @@ def test_a_destination_that_cannot_erase_stops_everything_first(sample_archive, 
     ([], "needs either --user ID or --submission ID"),
     (["--user", "104", "--submission", "1"], "needs either --user ID or --submission ID"),
     (["--submission", "1", "--only-personal"], "--only-personal is for --user"),
+    (["--user", "104", "--state-dir", "st"], "--state-dir holds an account's backups index: give --account"),
 ])
 def test_bad_requests_are_usage_errors(tmp_path, args, message):
     r = invoke("forget", "--to", tmp_path / "nowhere", *args)
