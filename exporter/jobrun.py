@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import socket
@@ -250,7 +251,11 @@ def _error_of(log_path: Path) -> str:
         return ""
     errors = [line[len("Error: "):] for line in tail if line.startswith("Error: ")]
     error = errors[-1] if errors else next((line for line in reversed(tail) if line.strip()), "")
-    return mask(error.strip())[:500]
+    # a usage error ends with where the command's help is: not the jobs file's user's concern
+    return mask(_HELP_HINT.sub("", error.strip()))[:500]
+
+
+_HELP_HINT = re.compile(r" \(see '[^']*--help'\)$")
 
 
 def due_actions(account: Account, due_only: bool) -> tuple[bool, bool]:

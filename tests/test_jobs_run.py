@@ -374,3 +374,14 @@ def test_backup_with_the_export_when_due_encrypted_and_audited(tmp_path):
     rows = [x.split() for x in s.stdout.splitlines()[1:]]
     assert [x[:2] for x in rows] == [["local", "export"], ["local", "backup"]] and rows[1][3] == "ok"
     assert len(json.loads((state / "backups.json").read_text())["backups"]) == 1
+
+
+def test_a_runs_error_is_its_last_error_line_without_the_help_hint(tmp_path):
+    from exporter.jobrun import _error_of
+
+    log = tmp_path / "run.log"
+    log.write_text("exporter export --source x\nError: unknown destination scheme 'bogus://' "
+                   "(see 'exporter export --help')\n")
+    assert _error_of(log) == "unknown destination scheme 'bogus://'"
+    log.write_text("Error: HTTP 401 from the service (see the token)\n")
+    assert _error_of(log) == "HTTP 401 from the service (see the token)"
