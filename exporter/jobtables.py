@@ -186,6 +186,10 @@ def settings(c: Checker, merged: dict, where: dict, incremental: str) -> dict:
     if out.get("check_deletions") and incremental == "none":
         c.bad(where["check_deletions"], "is for incremental = \"cursor\" or \"unread\" (a full export always "
                                         "sees deletions)")
+    for k in ("deletions", "max_deletions"):
+        if k in out and incremental != "none" and not out.get("check_deletions"):
+            c.bad(where[k], f"takes effect only with check_deletions = true in an incremental = \"{incremental}\" "
+                            "account (which otherwise does not look for deletions)")
     return out
 
 

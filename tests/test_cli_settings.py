@@ -424,11 +424,21 @@ def test_grouped_short_switches_keep_their_option(sample_archive, tmp_path):
     (["--page-size", "10"], ["--page-size", "--incremental none"]),
     (["--overlap", "600"], ["--overlap", "--incremental none"]),
     (["--incremental", "unread", "--action", "erp", "--overlap", "600"], ["--overlap", "--incremental unread"]),
+    (["--incremental", "cursor", "--deletions", "hard"], ["--deletions", "--check-deletions"]),
+    (["--incremental", "cursor", "--max-deletions", "5"], ["--max-deletions", "--check-deletions"]),
 ])
 def test_source_settings_this_run_would_ignore_are_refused(sample_archive, tmp_path, args, words):
     r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), *args)
     one_line_usage_error(r, *words)
     assert created(tmp_path) == []
+
+
+def test_deletion_settings_count_with_check_deletions(sample_archive, tmp_path):
+    r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "o"), "--incremental", "cursor",
+               "--check-deletions", "--deletions", "hard", "--max-deletions", "5")
+    assert r.exit_code == 0, r.output
+    r = invoke("export", "-s", str(sample_archive), "--to", str(tmp_path / "f"), "--deletions", "hard")
+    assert r.exit_code == 0, r.output  # a full run always looks for deletions
 
 
 def test_deltas_in_a_full_run_is_refused(sample_archive, tmp_path):

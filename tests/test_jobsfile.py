@@ -220,6 +220,8 @@ def test_duplicate_account_and_bad_toml_name_file_and_line(tmp_path):
      'destinations = [{to = "o"}]\n', 5, "accounts.a.action", "is for incremental = \"unread\""),
     ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\noverlap = 600\n'
      'destinations = [{to = "o"}]\n', 5, "accounts.a.overlap", "is for incremental = \"cursor\""),
+    ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\nincremental = "cursor"\n'
+     'deletions = "hard"\ndestinations = [{to = "o"}]\n', 6, "accounts.a.deletions", "check_deletions = true"),
     ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\nmax_deletions = "five"\n'
      'destinations = [{to = "o"}]\n', 5, "accounts.a.max_deletions", "takes a count"),
     ('[accounts.a]\nsource = "https://h/rest/v3"\ntoken_env = "T"\nstate_dir = "s"\n'

@@ -106,6 +106,11 @@ def export(ctx: click.Context, **p: Any) -> None:
         formats_given = ctx.get_parameter_source("formats") is not click.core.ParameterSource.DEFAULT
         if p["incremental"] != "cursor" and ctx.get_parameter_source("overlap") is not click.core.ParameterSource.DEFAULT:
             raise ConfigError(f"--overlap is for --incremental cursor (this run is --incremental {p['incremental']})")
+        given = [f"--{n.replace('_', '-')}" for n in ("deletions", "max_deletions")
+                 if ctx.get_parameter_source(n) is not click.core.ParameterSource.DEFAULT]
+        if given and p["incremental"] != "none" and not p["check_deletions"]:
+            raise ConfigError(f"{' and '.join(given)} take effect only with --check-deletions in an --incremental "
+                              f"{p['incremental']} run (which otherwise does not look for deletions)")
         summary = api.export(
             p["source"], destinations, formats=p["formats"] if formats_given else None, options=options,
             source_options=given_source_options(ctx), forms=p["forms"], incremental=p["incremental"],
