@@ -96,7 +96,7 @@ class SqlEraser:
             raise
         except SQLAlchemyError as e:
             orig = getattr(e, "orig", None) or e
-            text = " ".join(str(orig).split())[:500]
+            text = self.dialect.error_text(orig)[:500]
             if self._password:
                 text = text.replace(self._password, "***")
             raise SinkError(f"{what}: {mask(text)}", context=self.name) from None

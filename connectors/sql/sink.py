@@ -124,7 +124,7 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
     # ------------------------------------------------------------------ errors
     def _translate(self, exc: BaseException, what: str, retryable: bool = False) -> SinkError:
         orig = getattr(exc, "orig", None) or exc
-        text = " ".join(str(orig).split()) or type(orig).__name__
+        text = self.dialect.error_text(orig)
         if len(text) > 500:
             text = text[:500] + "..."
         if self._password:

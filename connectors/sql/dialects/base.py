@@ -208,6 +208,10 @@ class Dialect(abc.ABC):
 
         return GenericLoader(conn, profile, rows_per_batch)
 
+    def error_text(self, error: BaseException) -> str:
+        """What a driver error says, on one line."""
+        return " ".join(str(error).split()) or type(error).__name__
+
     def lost_a_lock(self, error: BaseException) -> bool:
         """Whether a driver error says the transaction was chosen as a deadlock victim or gave up
         waiting for a lock: the same work can succeed when tried again."""

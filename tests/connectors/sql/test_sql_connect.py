@@ -163,3 +163,14 @@ def test_postgresql_pyodbc_unreachable_server_is_one_clear_line(pg_odbc_db, monk
         sink.open(ctx())
     msg = str(ei.value)
     assert "cannot connect" in msg and "hunter2" not in msg and "\n" not in msg
+
+
+def test_a_server_error_is_its_message_without_the_statement_excerpt(pg_db):
+    """PostgreSQL's text adds ``LINE 2: CREATE TABLE ... ^`` after its message: only the message
+    (and the server's detail and hint) are kept."""
+    sink = create_sink(pg_db.url, {"schema": pg_db.schema + "_missing"})
+    with pytest.raises(SinkError) as ei:
+        run_export(sink, full_stream())
+    msg = str(ei.value)
+    assert f'schema "{pg_db.schema}_missing" does not exist' in msg, msg
+    assert "LINE" not in msg and "^" not in msg and "\n" not in msg
