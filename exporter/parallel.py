@@ -143,6 +143,9 @@ class _Relay:
     def update(self, summary: RunSummary, current: str | None) -> None:
         self.events.put(("progress", self.idx, _snapshot(summary), current))
 
+    def stage(self, text: str) -> None:
+        pass  # the workers write SQL only, whose close is a commit: nothing long to show
+
     def done(self, summary: RunSummary) -> None:
         pass
 

@@ -85,6 +85,10 @@ def merged_state(sinks: Sequence[Sink]) -> dict[str, str | None]:
 class Progress(Protocol):
     def update(self, summary: RunSummary, current: str | None) -> None: ...
 
+    def stage(self, text: str) -> None:
+        """A step after the last batch that may take long (a destination finishing its files):
+        shown at once, so a long close does not look like a hang."""
+
     def done(self, summary: RunSummary) -> None: ...
 
 
@@ -195,6 +199,8 @@ def run(
     first_error: BaseException | None = None
     for i, s in enumerate(opened):
         try:
+            if progress:
+                progress.stage(f"finishing {s.name}")
             guard(s, "close", functools.partial(s.close, True))
         except BaseException as e:  # noqa: BLE001 - close every sink, raise the first error
             summary.status = run_status(e)

@@ -29,6 +29,10 @@ class PlainProgress:
             self._last = now
             print(_line(summary, current), file=self.stream, flush=True)
 
+    def stage(self, text: str) -> None:
+        self._last = time.monotonic()
+        print(f"{text}...", file=self.stream, flush=True)
+
     def done(self, summary: RunSummary) -> None:
         pass
 
@@ -77,6 +81,10 @@ class RichProgress:
             extra=f"{c.get('media', 0)} media, {summary.media_bytes / 1e6:.1f} MB, {summary.rate():.0f}/s",
             short=f"{c.get('media', 0)} media, {summary.rate():.0f}/s")
 
+    def stage(self, text: str) -> None:
+        if self.started:  # the bar stays, its text says what the run is doing now
+            self.progress.update(self.task, description=text[:30])
+
     def done(self, summary: RunSummary) -> None:
         if self.started:
             self.progress.stop()
@@ -84,6 +92,9 @@ class RichProgress:
 
 class _Quiet:
     def update(self, summary, current):
+        pass
+
+    def stage(self, text):
         pass
 
     def done(self, summary):

@@ -148,8 +148,11 @@ def test_progress_is_plain_lines_off_a_terminal_and_silent_when_quiet(capsys):
     p = PlainProgress(every=0, stream=buf)
     p.update(s, "form 1 Test")
     assert buf.getvalue() == "form 1 Test: 1 forms, 12 submissions, 3 media (0.0 MB), 6 submissions/s\n"
+    p.stage("finishing ./out")  # a long close is announced at once, whatever the interval
+    assert buf.getvalue().endswith("\nfinishing ./out...\n")
     q = make_progress(quiet=True)
     q.update(s, "x")
+    q.stage("x")
     q.done(s)
     assert capsys.readouterr().err == ""
     assert isinstance(make_progress(quiet=False), PlainProgress)  # pytest's stderr is not a terminal
@@ -239,3 +242,10 @@ def test_a_reader_that_leaves_is_no_error_message():
     p.stdout.close()  # closed before the interpreter has even started
     assert (p.wait(timeout=60), p.stderr.read()) == (1, b"")
     p.stderr.close()
+
+
+def test_an_export_says_when_it_finishes_each_destination(tmp_path):
+    """Closing a files destination rewrites its aggregates (long on a big account): said at once."""
+    r = run_cli("export", "--source", "sample_data", "--to", str(tmp_path / "files"), "--to", f"sqlite:///{tmp_path}/x.db")
+    assert r.returncode == 0, r.stderr
+    assert f"finishing files {tmp_path / 'files'}..." in r.stderr and "finishing sqlite:///" in r.stderr, r.stderr
