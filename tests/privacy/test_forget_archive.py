@@ -197,3 +197,22 @@ def test_a_folder_left_between_its_two_renames_is_finished(roles_archive, tmp_pa
     assert sorted(p.name for p in target.parent.iterdir()) == ["acme", "acme.erasures.jsonl"]
     (line,) = (target.parent / "acme.erasures.jsonl").read_text("utf-8").splitlines()
     assert line == job["line"]
+
+
+def test_a_zip_holding_the_archive_under_a_top_folder(roles_archive, tmp_path):
+    """A zip made of the archive's folder (``zip -r``): read as the same archive, written again at
+    its root."""
+    folder = tmp_path / "acme"
+    written(roles_archive, folder)
+    target = tmp_path / "dest" / "acme.zip"
+    target.parent.mkdir()
+    with zipfile.ZipFile(target, "w") as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                z.write(p, "acme/" + p.relative_to(folder).as_posix())
+    r = invoke("forget", "--to", f"archive://{target}", "--user", PERSON, "--apply")
+    assert r.exit_code == 0 and "9 submissions" in r.output, r.output
+    assert verify(target).ok and len(submissions(target)) == 41
+    with zipfile.ZipFile(target) as z:
+        assert "manifest.json" in z.namelist()
+    assert search_files(target.parent, person_texts(roles_archive)) == []
