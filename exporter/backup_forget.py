@@ -34,7 +34,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from .backups import SUFFIX, check_stored, fetch, load_index, new_spool, save_in
 from .errors import ArchiveError, SinkError, os_error_text
 from .fsutil import atomic_write
 from .locks import account_dir
-from .privacy.archive_erase import ArchiveErasure
+from .privacy.archive_erase import count_erasure, rewrite_archive
 from .privacy.forget import Request, append_lines
 
 log = logging.getLogger("exporter.backups")
@@ -54,58 +54,6 @@ AUDIT = "erasures.jsonl"
 
 def _iso_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# ---- the archive, rewritten ---------------------------------------------------------------------
-def _records(plain: Path, erasure: ArchiveErasure) -> Iterator[list]:
-    """The archive's records without the request's, in batches (every document kind replayed)."""
-    from .connectors.archive.source import ArchiveSource
-    from .pipeline import batches
-
-    source = ArchiveSource(plain, vendor_pdf=True, vendor_exports=True)
-    try:
-        yield from batches(erasure.apply(source.records({})), 500, 64 << 20)
-    finally:
-        source.close()
-
-
-def count_erasure(plain: Path, request: Request) -> dict[str, int]:
-    """What the request takes out of the archive ``plain``, per kind; nothing is written."""
-    erasure = ArchiveErasure(request)
-    for _batch in _records(plain, erasure):
-        pass
-    return erasure.counts
-
-
-def rewrite_archive(plain: Path, out: Path, request: Request) -> dict[str, int]:
-    """Write the archive ``plain`` again into the zip ``out`` without the request's data, then
-    verify it; the counts of what went. Nothing is at ``out`` unless it verifies."""
-    from .connectors.archive.reader import ArchiveReader
-    from .connectors.archive.sink import ArchiveSink
-    from .connectors.archive.verify import verify as verify_archive
-    from .sinks import RunContext
-
-    reader = ArchiveReader(plain)
-    try:
-        exported_at = reader.manifest.get("exported_at")
-    finally:
-        reader.close()
-    erasure = ArchiveErasure(request)
-    sink = ArchiveSink(out, zip_output=True, exported_at=exported_at)
-    sink.open(RunContext(run_id="forget", source=f"archive {plain.name}"))
-    ok = False
-    try:
-        for batch in _records(plain, erasure):
-            sink.write(batch)
-        ok = True
-    finally:
-        sink.close(ok)
-    problems = verify_archive(out)
-    if problems:
-        out.unlink()
-        raise ArchiveError(f"the rewritten archive does not verify ({len(problems)} problem(s)): "
-                           f"{'; '.join(problems[:3])}")
-    return erasure.counts
 
 
 # ---- the journal --------------------------------------------------------------------------------

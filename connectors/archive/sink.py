@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, TYPE_CHECKING, Any, Sequence
 
 from exporter.capabilities import Capabilities
 from exporter.errors import ArchiveError, ConfigError, SinkError, os_error_text
@@ -21,6 +21,9 @@ from exporter.sinks import RunContext
 
 from .layout import FORMAT, FORMAT_VERSION, MANIFEST, document_path, dumps, entry_line, form_dir, media_path
 from .zipcopy import member
+
+if TYPE_CHECKING:
+    from .eraser import ArchiveEraser
 
 
 class _HashingWriter:
@@ -63,6 +66,12 @@ class ArchiveSink:
         self._forms: dict[str, Form] = {}
         self._account: dict = {}
         self._exported_at: str | None = None
+
+    def eraser(self) -> ArchiveEraser:
+        """What ``exporter forget`` erases this archive with (``exporter.privacy.forget``)."""
+        from .eraser import ArchiveEraser
+
+        return ArchiveEraser(self)
 
     # ---- low level -------------------------------------------------------------------------
     def open(self, ctx: RunContext) -> None:

@@ -18,9 +18,10 @@ back and written again without the person, each published whole or not at all (t
   service's documents of them (which show it) are removed, with the touched forms' single-document
   reports ("derived files"). Lines and rows left alone keep their bytes (workbooks: their cells);
 * the people files (``users.json``, ``groups.json``, ``users.csv``, ``groups.csv``,
-  ``group_members.csv``, ``users.xlsx``, ``groups.xlsx``) are written again by the JSON, CSV and
-  XLSX writers themselves from the records ``users.json``/``groups.json`` keep (their payload as
-  served), without the person (``-o`` format options as given to the export);
+  ``group_members.csv``, ``users.xlsx``, ``groups.xlsx``) are read back, each format's by itself
+  (``erase_people``), and written again without the person by that format's writer (``-o``
+  format options as given to the export; a CSV's delimiter and BOM as found in it); the person's
+  ``long-values`` files (cells the XLSX writer cut) are removed;
 * the upload manifest (``.exporter-manifest.json``, remotes without checksums) follows.
 
 A remote that cannot list a tree or read a file back would be refused, in one line, before anything
@@ -46,15 +47,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from exporter.formats.tabular import USER_COLUMNS
+
 from exporter.errors import ConfigError, SinkError
 from exporter.fsutil import file_digest
 from exporter.model import Account, Submission, extra_json
 from exporter.privacy import personal
 from exporter.privacy.erase_records import blank_roles, blank_user, without_member
 from exporter.privacy.forget import Request, add, journaled
-from exporter.records import parse_group, parse_user
 
 from .base import ReadableRemote, TreeRemote
+from .erase_people import PEOPLE_FILES, csv_dialect, csv_people, json_people, people_format, xlsx_people
 from .erase_xlsx import filter_xlsx
 from .erase_xlsx import read_submissions as read_xlsx
 from .erase_xml import filter_xml
@@ -67,7 +70,7 @@ log = logging.getLogger("exporter.remote")
 
 JOURNAL = ".exporter-forget.json"
 AUDIT = ".exporter-erasures.jsonl"
-PEOPLE = ("users.json", "groups.json", "users.csv", "groups.csv", "group_members.csv", "users.xlsx", "groups.xlsx")
+PEOPLE = tuple(p for names in PEOPLE_FILES.values() for p in names)
 _FORM_FILE = re.compile(r"forms/([^/]+)/(.+)")
 _AGGREGATE = re.compile(r"(?:runs/[^/]+/)?(submissions\.(?:jsonl|csv|xml|xlsx)|subform-[^/]+\.csv)")
 _OWN = re.compile(r"(submissions)/([^/]+)\.json|(reports)/([^/]+)\.(?:docx|pdf)|(media|documents)/([^/]+)/.+"
@@ -204,6 +207,9 @@ class RemoteEraser:
             remove += [f"forms/{fdir}/{f}" for f in files if f.endswith(".partial")]
         add(counts, "submissions", sum(map(len, doomed.values())))
         people = [p for p in PEOPLE if p in listing]
+        if uid is not None:  # the person's cells the XLSX writer cut: their full text
+            keys = personal.user_keys(personal.GROUPS) if request.only_personal else USER_COLUMNS
+            remove += [rel for k in keys if (rel := "long-values/" + out.safe(f"user-{uid}-{k}.txt")) in listing]
         if uid is not None and people:
             self._count_people(request, people, counts)
         return {"request": request.as_doc(), "counts": counts, "doomed": doomed, "touched": touched,
@@ -275,7 +281,8 @@ class RemoteEraser:
         return (doc.get("meta") or {}) if isinstance(doc, dict) else {}
 
     def _count_people(self, request: Request, people: list[str], counts: dict[str, int]) -> None:
-        users, groups = self._people(people)
+        fmt = next(f for f in PEOPLE_FILES if any(p in people for p in PEOPLE_FILES[f]))
+        users, groups = self._people(fmt, people)[:2]
         for u in users:
             if u.id == request.user_id:
                 add(counts, *(("user_personal_values", blank_user(u)[1]) if request.only_personal else ("users", 1)))
@@ -283,15 +290,22 @@ class RemoteEraser:
             for g in groups:
                 add(counts, "group_memberships", without_member(g, request.user_id)[1])
 
-    def _people(self, people: list[str]) -> tuple[list, list]:
-        """The users and groups, from ``users.json``/``groups.json`` (their payloads as served)."""
-        if any(not p.endswith(".json") for p in people) and not {"users.json", "groups.json"} <= set(people):
-            raise ConfigError(f"{self.name}: the users and groups CSV and XLSX files are written again from users.json and "
-                              "groups.json, which this remote does not hold (export with the json format)")
-        if "users.json" not in people:
-            return [], []
-        return ([parse_user(o.get("raw") or o) for o in self._read_json("users.json") or []],
-                [parse_group(o.get("raw") or o) for o in self._read_json("groups.json") or []])
+    def _people(self, fmt: str, people: list[str]) -> tuple[list, list, dict]:
+        """The users and groups the people files of format ``fmt`` hold (``erase_people``), and the
+        options its writer writes them again with."""
+        present = {p for p in PEOPLE_FILES[fmt] if p in people}
+        if fmt == "json":
+            return (*json_people(self._read_json, present), self.sink.options)
+        files = {}
+        for rel in sorted(present):
+            local = self._download(rel)
+            if local is not None:
+                files[rel] = local
+        try:
+            return csv_people(files, self.sink.options) if fmt == "csv" else (*xlsx_people(files), self.sink.options)
+        finally:
+            for local in files.values():
+                local.unlink()
 
     # ---- doing it --------------------------------------------------------------------------
     def _run(self, job: dict) -> str:
@@ -363,14 +377,10 @@ class RemoteEraser:
                 fout.write(line)
 
     def _filter_csv(self, src: Path, dst: Path, gone: set[str], kept: dict[str, list[str]]) -> None:
-        from exporter.formats.catalog import CSV
-
-        o = CSV.parse_options(self.sink.options, strict=False)
-        with open(src, "rb") as fh:
-            bom = fh.read(3) == b"\xef\xbb\xbf"
-        with self._csv_rows(src) as (header, rows), open(dst, "w", encoding="utf-8-sig" if bom else "utf-8",
-                                                          errors="backslashreplace", newline="") as fout:
-            w = csv.writer(fout, delimiter=o["csv_delimiter"], quotechar='"', lineterminator="\r\n",
+        dialect = csv_dialect(src, self.sink.options)
+        with self._csv_rows(src) as (header, rows), open(dst, "w", encoding="utf-8-sig" if dialect["csv_bom"] else
+                                                          "utf-8", errors="backslashreplace", newline="") as fout:
+            w = csv.writer(fout, delimiter=dialect["csv_delimiter"], quotechar='"', lineterminator="\r\n",
                            quoting=csv.QUOTE_MINIMAL, doublequote=True, strict=True)
             w.writerow(header)
             key = header.index("_submission_id") if "_submission_id" in header else header.index("_id")
@@ -384,41 +394,34 @@ class RemoteEraser:
 
     @contextlib.contextmanager
     def _csv_rows(self, path: Path) -> Iterator[tuple[list[str], Iterator[list[str]]]]:
-        from exporter.formats.catalog import CSV
-
-        delimiter = CSV.parse_options(self.sink.options, strict=False)["csv_delimiter"]
+        delimiter = csv_dialect(path, self.sink.options)["csv_delimiter"]
         with open(path, encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh, delimiter=delimiter, quotechar='"', strict=True)
             header = next(reader, [])
             yield header, reader
 
     def _rewrite_people(self, job: dict) -> dict[str, tuple[int, str]]:
-        """The people files, written again by the writers without the person."""
+        """The people files, each format's read back and written again by its writer without the person."""
         from exporter.formats.base import OutputDir, make_writer
 
         uid, only = job["request"]["user_id"], job["request"]["only_personal"]
-        users, groups = self._people(job["people"])
-        records: list[Any] = [Account(source="")]
-        for u in users:
-            if u.id == uid:
-                if only:
-                    records.append(blank_user(u)[0])
-            else:
-                records.append(u)
-        records += [g if only else without_member(g, uid)[0] for g in groups]
-        out = OutputDir(self.scratch / "people")
-        formats = sorted({p.rsplit(".", 1)[1] for p in job["people"]})
-        writers = [make_writer(f, out, self.sink.options) for f in formats]
-        for w in writers:
-            for r in records:
+        written = {}
+        for fmt in PEOPLE_FILES:
+            names = [p for p in job["people"] if people_format(p) == fmt]
+            if not names:
+                continue
+            users, groups, options = self._people(fmt, job["people"])
+            out = OutputDir(self.scratch / f"people-{fmt}")
+            w = make_writer(fmt, out, options)
+            for r in [Account(source=""), *(blank_user(u)[0] if u.id == uid else u for u in users if only or u.id != uid),
+                      *(g if only else without_member(g, uid)[0] for g in groups)]:
                 w.write(r)
             w.close(True)
-        out.publish_all()
-        written = {}
-        for rel in job["people"]:
-            local = out.root / rel
-            if local.is_file():
-                written[rel] = self._publish(rel, local)
+            out.publish_all()
+            for rel in names:
+                local = out.root / rel
+                if local.is_file():
+                    written[rel] = self._publish(rel, local)
         return written
 
     def _manifest(self, written: dict[str, tuple[int, str]], removed: list[str]) -> None:

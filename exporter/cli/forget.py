@@ -71,8 +71,9 @@ def forget(ctx: click.Context, destinations: tuple[str, ...], to_password_env: t
     (counts per kind, never the data); --apply erases, in one transaction per database
     (files: their files and media removed, the aggregates rewritten). Each erasure writes an
     audit line (what kind, how much; never the data) in the destination: SQL table
-    `erasures`, files `.exporter/erasures.jsonl`, remotes `.exporter-erasures.jsonl`. A forget
-    that is stopped is finished by running it again.
+    `erasures`, files `.exporter/erasures.jsonl`, remotes `.exporter-erasures.jsonl`, an
+    archive `<archive>.erasures.jsonl` beside it (the archive written again without the data,
+    verified, swapped in). A forget that is stopped is finished by running it again.
 
     \b
     --account NAME (with --state-dir and --identity-file/--identity-env) adds every
@@ -138,7 +139,8 @@ def forget(ctx: click.Context, destinations: tuple[str, ...], to_password_env: t
         for o in outcomes:
             click.echo(f"{o.name}: erased {describe(o.counts)}")
         click.echo("audit: one line per destination in its own record (SQL table erasures, files "
-                   ".exporter/erasures.jsonl, remotes .exporter-erasures.jsonl"
+                   ".exporter/erasures.jsonl, remotes .exporter-erasures.jsonl, archives "
+                   "<archive>.erasures.jsonl beside them"
                    + (f", backups {state_dir}/{account}/erasures.jsonl" if account else "")
                    + ")" + (f" and in {audit_file}" if audit_file else ""))
 

@@ -1,5 +1,5 @@
-"""A person taken out of an account archive's record stream (a backup rewritten by ``exporter
-forget``): the archive is replayed by its own source (``ArchiveSource``), each record goes through
+"""A person taken out of an account archive's record stream (an ``archive://`` destination or a
+backup rewritten by ``exporter forget``): the archive is replayed by its own source (``ArchiveSource``), each record goes through
 ``ArchiveErasure.apply`` and what is left is written by the archive sink, so the new archive has
 the layout, hashes and manifest of any other, streamed (one record, one media at a time).
 
@@ -14,8 +14,11 @@ personal columns. The counts use the kinds of ``exporter.privacy.forget.KINDS``.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
+from exporter.errors import ArchiveError
 from exporter.model import Record, Submission
 
 from . import personal
@@ -109,3 +112,58 @@ class ArchiveErasure:
         blanked, n = blank_roles(sub, roles)
         add(counts, "submission_personal_values", n)
         return dataclasses.replace(blanked, raw=blank_served_roles(sub.raw, roles))
+
+
+def _records(plain: Path, erasure: ArchiveErasure) -> Iterator[list]:
+    """The archive's records without the request's, in batches (every document kind replayed)."""
+    from exporter.connectors.archive.source import ArchiveSource
+    from exporter.pipeline import batches
+
+    source = ArchiveSource(plain, vendor_pdf=True, vendor_exports=True)
+    try:
+        yield from batches(erasure.apply(source.records({})), 500, 64 << 20)
+    finally:
+        source.close()
+
+
+def count_erasure(plain: Path, request: Request) -> dict[str, int]:
+    """What the request takes out of the archive ``plain``, per kind; nothing is written."""
+    erasure = ArchiveErasure(request)
+    for _batch in _records(plain, erasure):
+        pass
+    return erasure.counts
+
+
+def rewrite_archive(plain: Path, out: Path, request: Request, *, zip_output: bool = True) -> dict[str, int]:
+    """Write the archive ``plain`` again at ``out`` (a zip, or a folder) without the request's
+    data, keeping its snapshot time, then verify it (every file re-hashed, the counts recounted);
+    the counts of what went. Nothing is at ``out`` unless it verifies."""
+    from exporter.connectors.archive.reader import ArchiveReader
+    from exporter.connectors.archive.sink import ArchiveSink
+    from exporter.connectors.archive.verify import verify as verify_archive
+    from exporter.sinks import RunContext
+
+    reader = ArchiveReader(plain)
+    try:
+        exported_at = reader.manifest.get("exported_at")
+    finally:
+        reader.close()
+    erasure = ArchiveErasure(request)
+    sink = ArchiveSink(out, zip_output=zip_output, exported_at=exported_at)
+    sink.open(RunContext(run_id="forget", source=f"archive {plain.name}"))
+    ok = False
+    try:
+        for batch in _records(plain, erasure):
+            sink.write(batch)
+        ok = True
+    finally:
+        sink.close(ok)
+    problems = verify_archive(out)
+    if problems:
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+        raise ArchiveError(f"the rewritten archive does not verify ({len(problems)} problem(s)): "
+                           f"{'; '.join(problems[:3])}")
+    return erasure.counts

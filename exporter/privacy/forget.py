@@ -155,8 +155,8 @@ def eraser_of(sink) -> Eraser:
     make = getattr(sink, "eraser", None)
     if make is None:
         raise ConfigError(f"{sink.name}: this kind of destination cannot erase data (yet): forget works on SQL "
-                          "databases, files folders, remotes (SFTP, FTP, S3, Azure, Dropbox, SharePoint) and an "
-                          "account's backups (--account)")
+                          "databases, files folders, account archives (archive://), remotes (SFTP, FTP, S3, Azure, "
+                          "Dropbox, SharePoint) and an account's backups (--account)")
     return make()
 
 

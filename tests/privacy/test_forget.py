@@ -23,6 +23,7 @@ from tests.privacy.conftest import (
     search_sql,
     search_sqlite_bytes,
 )
+from tests.test_plugins import plugin  # noqa: F401 - a fixture for these tests
 
 
 def invoke(*args):
@@ -208,10 +209,13 @@ def test_files_made_again_are_those_an_export_without_the_person_makes(roles_arc
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
+@pytest.mark.usefixtures("plugin")
 def test_a_destination_that_cannot_erase_stops_everything_first(sample_archive, tmp_path):
     db = tmp_path / "x.db"
     assert invoke("-q", "export", "-s", sample_archive, "--to", f"sqlite:///{db}").exit_code == 0
-    r = invoke("forget", "--to", f"sqlite:///{db}", "--to", f"archive://{tmp_path / 'arch'}", "--user", PERSON, "--apply")
+    # (every built-in destination can erase: a plugin's that offers no eraser cannot)
+    r = invoke("forget", "--to", f"sqlite:///{db}", "--to", f"memo://{tmp_path / 'memo.json'}", "--user", PERSON,
+               "--apply")
     assert r.exit_code == 2
     assert "cannot erase data" in r.output and "Traceback" not in r.output
     assert search_sql(sa.create_engine(f"sqlite:///{db}"), None, ["akowalski"]) != []
