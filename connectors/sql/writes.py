@@ -10,7 +10,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import AbstractSet, Any
 
 import sqlalchemy as sa
 
@@ -145,7 +145,7 @@ class RecordWrites:
         if gone:
             log.warning("forms gone from the service, marked (their data is kept): %s", ", ".join(gone))
 
-    def _apply_deletions(self, form_id: str, listing: frozenset[str]) -> None:
+    def _apply_deletions(self, form_id: str, listing: AbstractSet[str]) -> None:
         """Rows of the form the complete ``listing`` lacks are deleted on the service: their main
         row gets ``deleted_at`` (soft) or, with ``--deletions hard``, the row, its sub-form rows
         and media rows go (and its vendor documents); a row listed again loses its mark. In the batch's transaction, after
