@@ -39,10 +39,6 @@ class IdSet(Set[str]):
             builder.add(sid)
         self._numbers, self._others = builder._sorted()
 
-    @classmethod
-    def _from_iterable(cls, it: Iterable[Any]) -> IdSet:  # what the Set operators (a - b, a & b) build
-        return cls(it)
-
     def __contains__(self, sid: object) -> bool:
         if type(sid) is not str:
             return False
