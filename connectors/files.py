@@ -31,7 +31,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, AbstractSet, Sequence
 
 from exporter.connectors.catalog import FILES
 from exporter.connectors.files_publish import feed, publish_current, write_forms_gone
@@ -260,7 +260,7 @@ class FilesSink:
             raise SinkError(os_error_text(e, f"rename {src} to {dst.name}")) from None
         log.info("form %s was renamed: %s moved to %s", form.id, src.name, dst.name)
 
-    def _deletions(self, store: FormStore, form_id: str, listing: frozenset[str]) -> None:
+    def _deletions(self, store: FormStore, form_id: str, listing: AbstractSet[str]) -> None:
         """The stored submissions the form's complete listing lacks leave the aggregates and go
         to ``deleted.csv``; with ``--deletions hard`` their own files go too (once the run ends
         well). More than ``--max-deletions`` refuses the run (see ``exporter.deletions``)."""

@@ -13,7 +13,7 @@ line (``DeletionsRefused``), before anything of that batch is committed anywhere
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 
 from .errors import ConfigError, ExporterError
@@ -95,5 +95,5 @@ def preflight(source: object, sinks: Iterable[object], policy: DeletionPolicy) -
 
 def doomed_ids(held: Iterable[str], listing: Iterable[str]) -> list[str]:
     """The ids held that the complete listing lacks, sorted."""
-    listed = listing if isinstance(listing, (set, frozenset)) else set(listing)
+    listed = listing if isinstance(listing, Set) else set(listing)  # an ``IdSet`` too, as it is
     return sorted(i for i in held if i not in listed)

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import IO, Any, BinaryIO, Callable, ClassVar, Iterator, Literal, Self, cast
+from typing import IO, AbstractSet, Any, BinaryIO, Callable, ClassVar, Iterator, Literal, Self, cast
 
 from .served import ServedPayload
 
@@ -449,7 +449,7 @@ class Checkpoint:
     final: bool = True
     #: every id the form has on the service, when the source read its complete listing this run
     #: (``exporter.deletions``); None: unknown, so nothing may be taken as deleted
-    listing: frozenset[str] | None = None
+    listing: AbstractSet[str] | None = None
     #: ids the source saw deleted during this run: listed, then gone when it asked for them (they
     #: are not in ``listing``); an archive keeps them (``deleted.jsonl``) and replays them
     gone: frozenset[str] = frozenset()

@@ -227,17 +227,20 @@ def _submission_extra(plan: ParsePlan, payload: dict, cells: dict, flat: bool) -
     does not know under ``"fields"`` (the value only, as the flat shape serves it), and the keys
     of sub-form rows their sub-form does not know under ``"subforms"`` (sub-form -> row index ->
     key -> value)."""
+    # the usual case, every key known, is told by membership tests alone (no set is made); else
     # set differences, then only the few unknown keys visited, in sorted order (deterministic)
     if flat:
-        rest = sorted(payload.keys() - plan.known_flat)
+        rest = [] if plan.known_flat.issuperset(payload) else sorted(payload.keys() - plan.known_flat)
         extra = {k[1:]: payload[k] for k in rest if k[:1] == "_"}
         unknown = {k: payload[k] for k in rest if k[:1] != "_"} if len(extra) < len(rest) else {}
     else:
-        extra = {k: payload[k] for k in sorted(payload.keys() - plan.known_nested)}
+        known = plan.known_nested
+        extra = {} if known.issuperset(payload) else {k: payload[k] for k in sorted(payload.keys() - known)}
         unknown = {}
-        for k in sorted(cells.keys() - plan.names):
-            cell = cells[k]
-            unknown[k] = cell.get("value") if isinstance(cell, dict) and "value" in cell else cell
+        if not plan.names.issuperset(cells):
+            for k in sorted(cells.keys() - plan.names):
+                cell = cells[k]
+                unknown[k] = cell.get("value") if isinstance(cell, dict) and "value" in cell else cell
     if unknown:
         extra["fields"] = unknown
     rows_extra = {}

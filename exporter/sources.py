@@ -7,7 +7,7 @@ own, tested with ``isinstance``: no source stubs what it cannot do.
 """
 from __future__ import annotations
 
-from typing import Iterator, Protocol, Sequence, runtime_checkable
+from typing import AbstractSet, Iterator, Protocol, Sequence, runtime_checkable
 
 from .model import Record
 
@@ -44,7 +44,7 @@ class ListsIds(FormsSource, Protocol):
     @property
     def lists_ids(self) -> bool: ...
 
-    def listing(self, form_id: str) -> frozenset[str]: ...
+    def listing(self, form_id: str) -> AbstractSet[str]: ...
 
 
 @runtime_checkable

@@ -7,6 +7,7 @@ import os
 from typing import IO, Any, Iterable, Iterator, Sequence
 
 from exporter.errors import ArchiveError, BadAnswerError, ConfigError, NotFoundError
+from exporter.idset import IdSet
 from exporter.model import (
     EXPORT,
     FORM_PICTURE,
@@ -129,11 +130,11 @@ class ArchiveSource:
         """Whether this run gives sinks each form's complete id listing (``exporter.deletions``)."""
         return self.mode == "full" or self.check_deletions
 
-    def listing(self, form_id: str) -> frozenset[str]:
+    def listing(self, form_id: str) -> IdSet:
         """A form's ids (the archive's are its complete listing), for the deletions check made
         before anything is written."""
         ids = (submission_id(raw) for raw in self.reader.submissions_raw(form_id))
-        return frozenset(sid for sid in ids if sid is not None)
+        return IdSet(sid for sid in ids if sid is not None)
 
     def form_weight(self, form_id: str) -> int:
         """A size hint for scheduling forms on parallel workers: the submissions file's size."""
@@ -169,8 +170,8 @@ class ArchiveSource:
         pending_media: dict | None = next(media_iter, None)
         max_time = cursor
         # a share of a form (parallel workers) does not see the whole form: no listing then
-        listed: set[str] | None = (set() if (self.mode == "full" or self.check_deletions)
-                                   and (part is None or part.count <= 1) else None)
+        listed = (IdSet.Builder() if (self.mode == "full" or self.check_deletions)
+                  and (part is None or part.count <= 1) else None)
         docs = _Documents(self.reader.documents_index(fid), f"{form_dir(fid)}/documents.jsonl", self.document_kinds)
         pictures = True  # the form's layout pictures: with the first submission replayed
         for position, (served, raw) in enumerate(self.reader.submissions_lines(fid)):
@@ -202,7 +203,7 @@ class ArchiveSource:
                 pictures = False
                 for line in docs.form_level:
                     yield self._document(form.id, line)
-        yield Checkpoint(form.id, max_time, self.mode, listing=None if listed is None else frozenset(listed),
+        yield Checkpoint(form.id, max_time, self.mode, listing=None if listed is None else listed.done(),
                          gone=frozenset(self.reader.deleted_ids(fid)))
 
     @staticmethod

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 from exporter.connectors.archive.source import minus_overlap
 
 from exporter.errors import AuthError, ConfigError, NotFoundError
+from exporter.idset import IdSet
 from exporter.model import Account, Checkpoint, Form, Record
 from exporter.records import parse_form, parse_group, parse_list, parse_user
 
@@ -158,10 +159,10 @@ class WebSource:
         """Whether this run reads each form's complete id listing (``exporter.deletions``)."""
         return self.mode == "full" or self.check_deletions
 
-    def listing(self, form_id: str) -> frozenset[str]:
+    def listing(self, form_id: str) -> IdSet:
         """A form's complete id listing (``data/all``): the deletions check made before anything
         is written (the run reads it again with the form)."""
-        return frozenset(_ids(self.client.list_data_ids(form_id)))
+        return IdSet(_ids(self.client.list_data_ids(form_id)))
 
     def _executor(self) -> cf.ThreadPoolExecutor:
         if self._pool is None:
@@ -277,7 +278,7 @@ class WebSource:
         if incremental and not self.check_deletions:
             return _Prologue(form, None, None, docs)
         listing = tuple(_ids(self.client.list_data_ids(fid)))
-        return _Prologue(form, None if incremental else collections.deque(listing), frozenset(listing), docs)
+        return _Prologue(form, None if incremental else collections.deque(listing), IdSet(listing), docs)
 
     def _form_records(self, fid: str, cursor: str | None, prologue: _Prologue) -> Iterator:
         form, ids, listing, docs = prologue
@@ -330,7 +331,7 @@ class WebSource:
             raise ConfigError("unread mode needs an action name (the consumer whose read markers are used)")
         return self.action
 
-    def _unread(self, form: Form, cursor: str | None, listing: frozenset[str] | None,
+    def _unread(self, form: Form, cursor: str | None, listing: IdSet | None,
                 docs: FormDocuments) -> Iterator:
         fid = form.id
         action = self._unread_action()
@@ -447,7 +448,7 @@ def build_web_source(base_url: str = DEFAULT_BASE_URL, *, token_env: str | None 
 class _Prologue(NamedTuple):
     form: Form
     ids: collections.deque | None  # the ids to read, when the form is read in full
-    listing: frozenset[str] | None  # its complete id listing, when read (``exporter.deletions``)
+    listing: IdSet | None  # its complete id listing, when read (``exporter.deletions``)
     docs: FormDocuments
 
 

@@ -34,8 +34,16 @@ class MediaWrites:
     _op: Callable[[str], AbstractContextManager[None]]
     _count: Callable[..., None]
 
-    def _write_media(self, media: list[Media]) -> None:
-        self._write_blobs(media, "media", "media_key", MEDIA_COLUMNS, media_row, _media_parts)
+    def _write_media(self, media: list[Media], rows: list[tuple] | None = None) -> None:
+        """``rows``: their index rows, made ahead by ``_media_rows``."""
+        self._write_blobs(media, "media", "media_key", MEDIA_COLUMNS, media_row, _media_parts, rows)
+
+    def _media_rows(self, media: list[Media]) -> list[tuple] | None:
+        """The index rows of ``media`` when the records alone make them (their bytes neither go to
+        ``media_dir`` nor into the database, which would read them first); else None."""
+        if self.media_dir is not None or self.media_in_db:
+            return None
+        return [media_row(m, m.size, m.sha256, None) for m in media]
 
     def _write_documents(self, docs: list[Document]) -> None:
         """Vendor documents (``documents`` table): upserted by their natural key, so a document
@@ -43,21 +51,23 @@ class MediaWrites:
         self._write_blobs(docs, "documents", "document_key", DOCUMENT_COLUMNS, document_row, _document_parts)
 
     def _write_blobs(self, blobs: Sequence[Blob], table_name: str, key: str, columns: tuple[str, ...], row_of,
-                     parts_of) -> None:
-        """The rows of media or documents (``row_of``), their bytes in files under ``media_dir``
-        (at ``parts_of``) or, with ``media_in_db``, in the row's ``content``."""
-        rows = []
+                     parts_of, made: list[tuple] | None = None) -> None:
+        """The rows of media or documents (``row_of``; ``made``: made already), their bytes in
+        files under ``media_dir`` (at ``parts_of``) or, with ``media_in_db``, in the row's ``content``."""
+        rows = made
         by_key: dict[str, Blob] = {}
-        media_dir, in_db = self.media_dir, self.media_in_db
-        for b in blobs:
-            size, sha, path = b.size, b.sha256, None
-            if media_dir is not None:
-                path, size, sha = self._blob_file(b, media_dir, parts_of(b))
-            elif in_db and (type(size) is not int or sha is None):
-                size, sha = self._measure(b)
-            row = row_of(b, size, sha, path)
-            rows.append(row)
-            by_key[row[0]] = b
+        if rows is None:
+            rows = []
+            media_dir, in_db = self.media_dir, self.media_in_db
+            for b in blobs:
+                size, sha, path = b.size, b.sha256, None
+                if media_dir is not None:
+                    path, size, sha = self._blob_file(b, media_dir, parts_of(b))
+                elif in_db and (type(size) is not int or sha is None):
+                    size, sha = self._measure(b)
+                row = row_of(b, size, sha, path)
+                rows.append(row)
+                by_key[row[0]] = b
         table = self._fixed[table_name]
         with self._op(f"table {table_name}"):
             self._loader.upsert_step(table, key, columns, rows)

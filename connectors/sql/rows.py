@@ -220,15 +220,16 @@ class TableRows:
 class FormRows:
     """A form's plan compiled for rows (see the module docstring); made once per plan."""
 
-    __slots__ = ("profile", "form_id", "main", "meta", "subs")
+    __slots__ = ("profile", "form_id", "main", "meta", "times", "subs")
 
     def __init__(self, plan: FormPlan, profile: SqlProfile):
         fit = _Fit(profile)
         main = plan.main
         self.profile = profile
         self.form_id = plan.form.id
-        #: (meta key, is a time) of each metadata column, in row order
-        self.meta = tuple((mk, mk in META_TIMES) for mk in main.meta_columns)
+        #: the metadata key of each metadata column, in row order, and (position, key) of the times
+        self.meta = tuple(main.meta_columns)
+        self.times = tuple((i, mk) for i, mk in enumerate(self.meta) if mk in META_TIMES)
         tail = [main.unparsed_column, main.extra_column or "extra_keys", main.deleted_column or DELETED_AT]
         self.main = TableRows(main, fit, list(main.meta_columns.values()), tail)
         self.subs = tuple((name, TableRows(tp, fit, [], [tp.unparsed_column])) for name, tp in plan.subforms.items())
@@ -246,23 +247,20 @@ class FormRows:
         if not sid or len(sid) > ID_LEN:
             check_id(sid, "submission id", f"form {self.form_id} submission {sid}")
         un: dict[str, str] = {}
-        meta = sub.meta.get
-        lead: list[Any] = []
-        for mk, is_time in self.meta:
-            t = meta(mk)
-            if not is_time:
-                lead.append(t)
-            elif t is None:
-                lead.append(None)
-            else:
+        lead: list[Any] = list(map(sub.meta.get, self.meta))
+        for i, mk in self.times:
+            t = lead[i]
+            if t is not None:
                 v, keep = meta_time(t)
                 if keep:
                     un[f"_meta:{mk}"] = t
-                lead.append(v)
+                lead[i] = v
         values, texts = sub.values.get, sub.text.get
         main = self.main
         cells = [fn(values(name), texts(name), un) for name, fn in main.cells]
-        tail = (json.dumps(un, ensure_ascii=False, sort_keys=True) if un else None, extra_json(sub.extra), None)
+        extra = sub.extra
+        tail = (json.dumps(un, ensure_ascii=False, sort_keys=True) if un else None,
+                extra_json(extra) if extra else None, None)
         if not main.split:
             out[main.parts[0]].append((sid, *lead, *cells, *tail))
         else:

@@ -44,7 +44,7 @@ from .media import MediaWrites
 from .planner import NamePlanner
 from .runs import RunRecords
 from .tables import DELETED_AT
-from .writes import RecordWrites, now
+from .writes import Prepared, RecordWrites, now
 
 if TYPE_CHECKING:
     from .eraser import SqlEraser
@@ -325,12 +325,18 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
 
     def _write_once(self, batch: Sequence[Any]) -> None:
         try:
+            # the rows are made first, while the previous batch's loads may still run on the
+            # background thread (waiting on the server): the two overlap
+            try:
+                prepared: Prepared | None = self._prepare(batch)
+            except Exception:  # noqa: BLE001 - made again by _write, its error raised in its turn
+                prepared = None
             with self._op("writing a batch"):
                 with self._op("completing the previous batch"):
                     self._loader.drain()
                 if self._replan_needed:
                     self._replan()
-                self._write(batch)
+                self._write(batch, prepared)
         except BaseException as e:
             self._rollback()
             if isinstance(e, TransientSinkError):

@@ -10,7 +10,8 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from dataclasses import dataclass
+from typing import AbstractSet, Any
 
 import sqlalchemy as sa
 
@@ -38,6 +39,17 @@ from .rows import Rows, check_id, form_rows, records_rows
 from .tables import LIST_ITEM_BASE_COLUMNS
 
 log = logging.getLogger("exporter.sql")
+
+
+@dataclass
+class Prepared:
+    """A batch made ready for writing by the CPU alone (``RecordWrites._prepare``)."""
+
+    of: dict[str, list]  # record kind -> the batch's records of that kind, in order
+    subs: OrderedDict[str, OrderedDict[str, Submission]]  # form id -> submission id -> its last version
+    rows: dict[str, tuple[FormPlan, Rows]]  # form id -> (the plan they were made with, the rows)
+    media: list[Media]  # the media to write (of the batch's last versions)
+    media_rows: list[tuple] | None  # their index rows, when the records alone make them
 
 
 def now() -> dt.datetime:
@@ -69,12 +81,38 @@ class RecordWrites:
     _prepare_form: Callable[[Form], None]
     _prepare_list_items: Callable[[list[ExternalList]], None]
     _list_item_table: Callable[[], sa.Table]
-    _write_media: Callable[[list[Media]], None]
+    _write_media: Callable[..., None]
+    _media_rows: Callable[[list[Media]], list[tuple] | None]
     _write_documents: Callable[[list[Document]], None]
 
-    def _write(self, batch: Sequence[Any]) -> None:
-        forms = [r for r in batch if isinstance(r, Form)]
-        lists = [r for r in batch if isinstance(r, ExternalList)]
+    def _prepare(self, batch: Sequence[Any]) -> Prepared:
+        """The batch's records grouped, and the rows that only take CPU to make: the submissions'
+        of every form already planned, and the media index rows. ``SqlSink._write_once`` makes them
+        before it waits for the previous batch's loads (on the background thread), so the two
+        overlap; ``_write`` makes the rest (forms this batch plans) once the tables are planned."""
+        of: dict[str, list] = {}
+        for r in batch:
+            group = of.get(r.kind)
+            if group is None:
+                group = of[r.kind] = []
+            group.append(r)
+        subs: OrderedDict[str, OrderedDict[str, Submission]] = OrderedDict()
+        for r in of.get("submission", ()):
+            subs.setdefault(r.form_id, OrderedDict())[r.id] = r
+        rows = {}
+        for form_id, by_id in subs.items():
+            plan = self._plans.get(form_id)
+            if plan is not None:
+                rows[form_id] = (plan, records_rows(plan, self.profile, by_id.values())[0])
+        media = of.get("media", [])
+        if media and subs:
+            media = self._current_media(media, subs)
+        return Prepared(of, subs, rows, media, self._media_rows(media))
+
+    def _write(self, batch: Sequence[Any], prepared: Prepared | None = None) -> None:
+        p = prepared or self._prepare(batch)
+        forms: list[Form] = p.of.get("form", [])
+        lists: list[ExternalList] = p.of.get("list", [])
         if forms or lists:
             if self.capabilities.transactional_ddl:
                 self._begin()
@@ -91,15 +129,16 @@ class RecordWrites:
                 self._commit_tx()
                 self._schema_unlock()
         self._begin()
-        for acc in (r for r in batch if isinstance(r, Account)):
+        acc: Account
+        for acc in p.of.get("account", ()):
             if self._ctx is not None:  # the served times have no offset: record the zone with the run
                 runs = self._fixed["runs"]
                 self._conn.execute(runs.update().where(runs.c.run_id == self._ctx.run_id)
                                    .values(timezone=acc.timezone))
             if acc.form_ids is not None:
                 self._mark_forms_gone(set(acc.form_ids))
-        users = [r for r in batch if isinstance(r, User)]
-        groups = [r for r in batch if isinstance(r, Group)]
+        users: list[User] = p.of.get("user", [])
+        groups: list[Group] = p.of.get("group", [])
         if users:
             self._write_users(users)
         if groups:
@@ -108,21 +147,14 @@ class RecordWrites:
             self._write_lists(lists)
         if forms:
             self._write_forms(forms)
-        subs: OrderedDict[str, OrderedDict[str, Submission]] = OrderedDict()
-        for r in batch:
-            if isinstance(r, Submission):
-                subs.setdefault(r.form_id, OrderedDict())[r.id] = r
-        for form_id, by_id in subs.items():
-            self._write_submissions(form_id, list(by_id.values()))
-        media = [r for r in batch if isinstance(r, Media)]
-        if media and subs:
-            media = self._current_media(media, subs)
-        if media:
-            self._write_media(media)
-        docs = [r for r in batch if isinstance(r, Document)]
+        for form_id, by_id in p.subs.items():
+            self._write_submissions(form_id, list(by_id.values()), p.rows.get(form_id))
+        if p.media:
+            self._write_media(p.media, p.media_rows)
+        docs: list[Document] = p.of.get("document", [])
         if docs:
             self._write_documents(docs)
-        cps = [r for r in batch if isinstance(r, Checkpoint)]
+        cps: list[Checkpoint] = p.of.get("checkpoint", [])
         for c in cps:
             if c.listing is not None and c.final:
                 self._apply_deletions(c.form_id, c.listing)
@@ -145,7 +177,7 @@ class RecordWrites:
         if gone:
             log.warning("forms gone from the service, marked (their data is kept): %s", ", ".join(gone))
 
-    def _apply_deletions(self, form_id: str, listing: frozenset[str]) -> None:
+    def _apply_deletions(self, form_id: str, listing: AbstractSet[str]) -> None:
         """Rows of the form the complete ``listing`` lacks are deleted on the service: their main
         row gets ``deleted_at`` (soft) or, with ``--deletions hard``, the row, its sub-form rows
         and media rows go (and its vendor documents); a row listed again loses its mark. In the batch's transaction, after
@@ -300,9 +332,10 @@ class RecordWrites:
             raise SinkError("submissions arrived before the form definition in this run", context=f"form {form_id}")
         return plan
 
-    def _write_submissions(self, form_id: str, subs: list[Submission]) -> None:
+    def _write_submissions(self, form_id: str, subs: list[Submission], made: tuple[FormPlan, Rows] | None) -> None:
+        """``made``: the rows ``_prepare`` made, used if made with the form's plan of now."""
         plan = self._plan_of(form_id)
-        rows, _media = records_rows(plan, self.profile, subs)
+        rows = made[1] if made is not None and made[0] is plan else records_rows(plan, self.profile, subs)[0]
         self._store_submissions(plan, [s.id for s in subs], rows)
 
     def _store_submissions(self, plan: FormPlan, ids: list[str], parts: Rows) -> None:

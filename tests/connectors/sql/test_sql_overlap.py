@@ -85,3 +85,28 @@ def test_unread_mode_and_the_option_keep_loads_synchronous(pg_pair):
         finally:
             sink.close(False)
     assert isinstance(ctx(), RunContext)
+
+
+def test_next_batch_rows_are_made_ahead_yet_the_earlier_failure_is_the_one_reported(pg_pair):
+    """A batch's rows are made before the sink waits for the previous batch's loads; when they
+    cannot be made (an id too long for its column), the previous batch's failure in the
+    background still comes first, as it would have without the rows made ahead."""
+    db, _ = pg_pair
+    f = form()
+    sub = submission(f, "9", update="2024-04-01 00:00:00")
+    huge = Media(sub.media[0], "image/jpeg", lambda: None, size=1 << 70, sha256="0" * 64)  # beyond BIGINT
+    sink = create_sink(db.url, db.options)
+    sink.open(ctx("20240401T000000Z"))
+    try:
+        sink.write([f])
+        sink.commit()
+        assert FORM_ID in sink._prepare([sub]).rows  # the form is planned: its rows are made ahead from now on
+        sink.write([sub, huge])  # the COPY into media fails on the background thread
+        sink.commit()
+        with pytest.raises(SinkError) as ei:
+            sink.write([submission(f, "x" * 300)])
+        msg = str(ei.value)
+        assert "media" in msg and "bigint" in msg.lower() and "x" * 300 not in msg, msg
+    finally:
+        sink.close(False)
+    assert db.rows(TABLE) == []
