@@ -173,6 +173,9 @@ class ArchiveEraser:
             os.replace(new, self.target)
         else:
             if self.target.exists():
+                # what a stopped forget set aside before an export wrote the archive again: the
+                # archive before the erasure, stale, and in the way of this rename
+                _remove(old)
                 os.rename(self.target, old)
             os.rename(new, self.target)
         _fsync_dir(self.target.parent)

@@ -216,3 +216,34 @@ def test_a_zip_holding_the_archive_under_a_top_folder(roles_archive, tmp_path):
     with zipfile.ZipFile(target) as z:
         assert "manifest.json" in z.namelist()
     assert search_files(target.parent, person_texts(roles_archive)) == []
+
+
+def test_an_export_after_a_folder_left_between_its_renames(roles_archive, tmp_path):
+    """Killed between a folder's two renames, then an export wrote the archive again: the old copy
+    set aside (the person's data) is stale; the next --apply erases the new export and removes it,
+    instead of failing on the name it holds at every run."""
+    import os
+
+    from exporter.connectors.archive.eraser import manifest_digest
+    from exporter.connectors.archive.sink import ArchiveSink
+
+    from exporter.privacy.archive_erase import rewrite_archive
+    from exporter.privacy.forget import Request, audit_line, new_erasure_id
+
+    target = tmp_path / "dest" / "acme"
+    url = written(roles_archive, target)
+    request = Request(user_id=PERSON)
+    eraser = ArchiveSink(target).eraser()
+    job = {"request": request.as_doc(), "counts": eraser.plan(request), "zip": False, "old": manifest_digest(target)}
+    job["line"] = audit_line(new_erasure_id(), eraser.name, request, job["counts"])
+    new, old = eraser._names(job)
+    rewrite_archive(target, new, request, zip_output=False)
+    eraser._save({**job, "new": manifest_digest(new)})
+    os.rename(target, old)  # killed here
+    written(roles_archive, target)  # then an export, the person still in the service
+
+    r = invoke("forget", "--to", url, "--user", PERSON, "--apply")
+    assert r.exit_code == 0, r.output
+    assert verify(target).ok and len(submissions(target)) == 41
+    assert search_files(target.parent, person_texts(roles_archive)) == []
+    assert sorted(p.name for p in target.parent.iterdir()) == ["acme", "acme.erasures.jsonl"]
