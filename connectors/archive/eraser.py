@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exporter.errors import ArchiveError, SinkError, os_error_text
-from exporter.fsutil import atomic_write
+from exporter.fsutil import atomic_write, fsync_dir
 from exporter.privacy.archive_erase import count_erasure, rewrite_archive
 from exporter.privacy.forget import Request, append_lines, journaled
 
@@ -178,7 +178,7 @@ class ArchiveEraser:
                 _remove(old)
                 os.rename(self.target, old)
             os.rename(new, self.target)
-        _fsync_dir(self.target.parent)
+        fsync_dir(self.target.parent)
         _remove(old)
         log.info("%s written again without the erased data", self.name)
 
@@ -192,14 +192,6 @@ class ArchiveEraser:
                         if json.loads(old).get("erasure_id") == erasure_id:
                             return
         append_lines(self.audit, [line])
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(p: Path) -> None:
