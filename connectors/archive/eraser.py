@@ -16,8 +16,9 @@ swapped in. In order:
    digest added to the job;
 4. the swap: a zip replaces the old one in one rename; a folder is renamed aside
    (``.<name>.e<erasure id>.old``), the new one renamed into its place, the old one removed;
-5. the audit line is appended (once) to ``<name>.erasures.jsonl`` next to the archive, and the
-   job file removed.
+5. what a killed export left beside the archive (``.<name>.*.partial``, ``.<name>.*.old``) is
+   removed, the audit line appended (once) to ``<name>.erasures.jsonl`` next to the archive, and
+   the job file removed.
 
 A forget stopped anywhere (SIGKILL too) leaves the old archive or the new one whole (between the
 two renames of a folder, under the names the job gives), and the next ``forget --apply`` into the
@@ -137,11 +138,16 @@ class ArchiveEraser:
 
     # ---- doing it --------------------------------------------------------------------------
     def _run(self, job: dict) -> str:
-        if job["counts"]:  # (an archive without the request's data is left as it is)
-            try:
+        try:
+            if job["counts"]:  # (an archive without the request's data is left as it is)
                 self._rewrite_and_swap(job)
-            except OSError as e:
-                raise SinkError(os_error_text(e, f"write the archive {self.target}")) from None
+            # what a killed export left beside the archive (the sink's ``.<name>.*.partial`` copy
+            # being written, a folder's ``.<name>.*.old`` being replaced) holds the person too
+            for p in [*self.target.parent.glob(f".{self.target.name}.*.partial"),
+                      *self.target.parent.glob(f".{self.target.name}.*.old")]:
+                _remove(p)
+        except OSError as e:
+            raise SinkError(os_error_text(e, f"write the archive {self.target}")) from None
         self._record(job["line"])
         with contextlib.suppress(FileNotFoundError):
             self.journal.unlink()

@@ -247,3 +247,23 @@ def test_an_export_after_a_folder_left_between_its_renames(roles_archive, tmp_pa
     assert verify(target).ok and len(submissions(target)) == 41
     assert search_files(target.parent, person_texts(roles_archive)) == []
     assert sorted(p.name for p in target.parent.iterdir()) == ["acme", "acme.erasures.jsonl"]
+
+
+@pytest.mark.parametrize("name", ["acme.zip", "acme"], ids=["zip", "folder"])
+def test_what_a_killed_export_left_beside_the_archive_goes_too(roles_archive, tmp_path, name):
+    """An export killed while writing leaves its temporary copy (``.<name>.*.partial``; a folder's
+    replaced one under ``.<name>.*.old``) beside the archive: the person's data, which --apply
+    removes with the rest."""
+    import shutil
+
+    target = tmp_path / "dest" / name
+    url = written(roles_archive, target)
+    for debris in (f".{name}.k1ll3d.partial", f".{name}.0ld.old"):
+        if target.is_dir():
+            shutil.copytree(target, target.parent / debris)
+        else:
+            shutil.copy(target, target.parent / debris)
+    r = invoke("forget", "--to", url, "--user", PERSON, "--apply")
+    assert r.exit_code == 0, r.output
+    assert search_files(target.parent, person_texts(roles_archive)) == []
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted([name, f"{name}.erasures.jsonl"])
