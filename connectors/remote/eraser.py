@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from exporter.formats.tabular import USER_COLUMNS
 
 from exporter.errors import ConfigError, SinkError
-from exporter.fsutil import file_digest
+from exporter.fsutil import file_digest, owned_tempdir
 from exporter.model import Account, Submission, extra_json
 from exporter.privacy import personal
 from exporter.privacy.erase_records import blank_roles, blank_user, without_member
@@ -113,7 +113,8 @@ class RemoteEraser:
     # ---- access ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _connected(self) -> Iterator[None]:
-        self.scratch = Path(tempfile.mkdtemp(prefix="exporter-forget-"))
+        # (the remote's files downloaded here hold the person: a killed forget's are removed by the next)
+        self.scratch = owned_tempdir("exporter-forget-")
         try:
             self.transfer.connect()
             yield
