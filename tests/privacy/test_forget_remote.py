@@ -434,3 +434,18 @@ def test_people_files_without_json_are_read_back(roles_archive, request, tmp_pat
         for name in ("users.xlsx", "groups.xlsx"):
             assert _sheets(a / name) == _sheets(b / name), name
     assert "would erase nothing" in invoke("forget", "--to", *to("a"), "--user", PERSON, *flag).output
+
+
+def test_a_killed_exports_upload_of_a_people_file_goes_too(roles_archive, sftp_server, password_env):
+    """An export killed while uploading ``users.json`` left ``users.json.<8 hex>.partial`` on the
+    remote: every user, the person too; --apply removes it."""
+    import shutil
+
+    to = sftp_to(sftp_server, password_env, "/k")
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv").exit_code == 0
+    root = sftp_server.root / "k"
+    for name in ("users.json", "users.csv"):
+        shutil.copy(root / name, root / f"{name}.0badf00d.partial")
+    assert invoke("forget", "--to", *to, "--user", PERSON, "--apply").exit_code == 0
+    assert search_files(root, person_texts(roles_archive)) == []
+    assert not list(root.glob("*.partial"))
