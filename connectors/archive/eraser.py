@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -141,11 +142,13 @@ class ArchiveEraser:
         try:
             if job["counts"]:  # (an archive without the request's data is left as it is)
                 self._rewrite_and_swap(job)
-            # what a killed export left beside the archive (the sink's ``.<name>.*.partial`` copy
-            # being written, a folder's ``.<name>.*.old`` being replaced) holds the person too
-            for p in [*self.target.parent.glob(f".{self.target.name}.*.partial"),
-                      *self.target.parent.glob(f".{self.target.name}.*.old")]:
-                _remove(p)
+            # what a killed export left beside the archive (the sink's ``.<name>.<8 random>.partial``
+            # copy being written, a folder's ``.<name>.<8 random>.old`` being replaced) holds the
+            # person too; the exact form, so that another archive's (``<name>.zip``) is left alone
+            debris = re.compile(re.escape(f".{self.target.name}.") + r"[a-z0-9_]{8}\.(?:partial|old)")
+            for p in self.target.parent.iterdir():
+                if debris.fullmatch(p.name):
+                    _remove(p)
         except OSError as e:
             raise SinkError(os_error_text(e, f"write the archive {self.target}")) from None
         self._record(job["line"])

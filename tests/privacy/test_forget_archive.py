@@ -258,7 +258,8 @@ def test_what_a_killed_export_left_beside_the_archive_goes_too(roles_archive, tm
 
     target = tmp_path / "dest" / name
     url = written(roles_archive, target)
-    for debris in (f".{name}.k1ll3d.partial", f".{name}.0ld.old"):
+    (target.parent / f".{name}.zip.k1ll3d_x.partial").write_bytes(b"another archive's, being written")
+    for debris in (f".{name}.k1ll3d_x.partial", f".{name}.0ld_0ld0.old"):
         if target.is_dir():
             shutil.copytree(target, target.parent / debris)
         else:
@@ -266,4 +267,5 @@ def test_what_a_killed_export_left_beside_the_archive_goes_too(roles_archive, tm
     r = invoke("forget", "--to", url, "--user", PERSON, "--apply")
     assert r.exit_code == 0, r.output
     assert search_files(target.parent, person_texts(roles_archive)) == []
-    assert sorted(p.name for p in target.parent.iterdir()) == sorted([name, f"{name}.erasures.jsonl"])
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted([name, f"{name}.erasures.jsonl",
+                                                                       f".{name}.zip.k1ll3d_x.partial"])
