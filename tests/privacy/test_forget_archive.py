@@ -165,10 +165,9 @@ def test_an_archive_forget_killed_is_finished_by_the_next(roles_archive, tmp_pat
     assert [json.loads(x)["erased"]["submissions"] for x in lines] == [9]
 
 
-def test_a_folder_left_between_its_two_renames_is_finished(roles_archive, tmp_path):
-    """The one moment a folder archive is not under its name: its job verified the new one, the
-    old one was renamed aside, and the forget was killed before the new one took its place. A dry
-    run counts what is beside it; the next --apply puts it in place."""
+def stopped_between_renames(roles_archive: Path, tmp_path: Path) -> tuple[Path, str, dict]:
+    """A folder archive whose forget was killed between its two renames (its job verified the new
+    archive, the old one renamed aside): the target, its URL, the job."""
     import os
 
     from exporter.connectors.archive.eraser import manifest_digest
@@ -187,6 +186,14 @@ def test_a_folder_left_between_its_two_renames_is_finished(roles_archive, tmp_pa
     rewrite_archive(target, new, request, zip_output=False)
     eraser._save({**job, "new": manifest_digest(new)})
     os.rename(target, old)  # killed here
+    return target, url, job
+
+
+def test_a_folder_left_between_its_two_renames_is_finished(roles_archive, tmp_path):
+    """The one moment a folder archive is not under its name: its job verified the new one, the
+    old one was renamed aside, and the forget was killed before the new one took its place. A dry
+    run counts what is beside it; the next --apply puts it in place."""
+    target, url, job = stopped_between_renames(roles_archive, tmp_path)
 
     r = invoke("forget", "--to", url, "--user", PERSON)
     assert r.exit_code == 0 and "would erase nothing" in r.output, r.output
@@ -222,24 +229,7 @@ def test_an_export_after_a_folder_left_between_its_renames(roles_archive, tmp_pa
     """Killed between a folder's two renames, then an export wrote the archive again: the old copy
     set aside (the person's data) is stale; the next --apply erases the new export and removes it,
     instead of failing on the name it holds at every run."""
-    import os
-
-    from exporter.connectors.archive.eraser import manifest_digest
-    from exporter.connectors.archive.sink import ArchiveSink
-
-    from exporter.privacy.archive_erase import rewrite_archive
-    from exporter.privacy.forget import Request, audit_line, new_erasure_id
-
-    target = tmp_path / "dest" / "acme"
-    url = written(roles_archive, target)
-    request = Request(user_id=PERSON)
-    eraser = ArchiveSink(target).eraser()
-    job = {"request": request.as_doc(), "counts": eraser.plan(request), "zip": False, "old": manifest_digest(target)}
-    job["line"] = audit_line(new_erasure_id(), eraser.name, request, job["counts"])
-    new, old = eraser._names(job)
-    rewrite_archive(target, new, request, zip_output=False)
-    eraser._save({**job, "new": manifest_digest(new)})
-    os.rename(target, old)  # killed here
+    target, url, _job = stopped_between_renames(roles_archive, tmp_path)
     written(roles_archive, target)  # then an export, the person still in the service
 
     r = invoke("forget", "--to", url, "--user", PERSON, "--apply")
