@@ -71,7 +71,9 @@ class ArchiveEraser:
     """The ``Eraser`` of an archive destination (see ``exporter.privacy.forget`` and above)."""
 
     def __init__(self, sink: ArchiveSink):
-        self.target = Path(sink.target)
+        # an archive reached through a symbolic link is erased where it is: replacing the link
+        # would leave the archive, the person in it, at the link's target
+        self.target = Path(sink.target).resolve()
         self.name = sink.name
         self.journal = self.target.parent / f".{self.target.name}.forget.json"
         self.audit = self.target.parent / f"{self.target.name}.erasures.jsonl"

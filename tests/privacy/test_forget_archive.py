@@ -259,3 +259,20 @@ def test_what_a_killed_export_left_beside_the_archive_goes_too(roles_archive, tm
     assert search_files(target.parent, person_texts(roles_archive)) == []
     assert sorted(p.name for p in target.parent.iterdir()) == sorted([name, f"{name}.erasures.jsonl",
                                                                        f".{name}.zip.k1ll3d_x.partial"])
+
+
+def test_an_archive_behind_a_symbolic_link_is_erased_where_it_is(roles_archive, tmp_path):
+    """The link was replaced by the new archive and the archive it pointed to, the person in it,
+    stayed as it was."""
+    import os
+
+    real = tmp_path / "real" / "acme.zip"
+    written(roles_archive, real)
+    link = tmp_path / "dest" / "acme.zip"
+    link.parent.mkdir()
+    os.symlink(real, link)
+    r = invoke("forget", "--to", f"archive://{link}", "--user", PERSON, "--apply")
+    assert r.exit_code == 0 and "9 submissions" in r.output, r.output
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert verify(real).ok and len(submissions(real)) == 41
+    assert search_files(real.parent, person_texts(roles_archive)) == []
