@@ -178,6 +178,7 @@ class ArchiveEraser:
             request = Request(user_id=asked["user_id"], submission_ids=tuple(asked["submission_ids"]),
                               only_personal=asked["only_personal"])
             rewrite_archive(self.target, new, request, zip_output=job["zip"])
+            shutil.copymode(self.target, new)  # a zip kept 0600 (it holds people) does not become 0644
             job.update(old=current, new=manifest_digest(new))
             self._save(job)
         if job["zip"]:

@@ -276,3 +276,16 @@ def test_an_archive_behind_a_symbolic_link_is_erased_where_it_is(roles_archive, 
     assert link.is_symlink() and os.readlink(link) == str(real)
     assert verify(real).ok and len(submissions(real)) == 41
     assert search_files(real.parent, person_texts(roles_archive)) == []
+
+
+@pytest.mark.parametrize("name, mode", [("acme.zip", 0o600), ("acme", 0o750)], ids=["zip", "folder"])
+def test_the_archive_keeps_its_permissions(roles_archive, tmp_path, name, mode):
+    """A zip its owner made 0600 (it holds people) was written again with the umask's 0644."""
+    import os
+
+    target = tmp_path / "dest" / name
+    url = written(roles_archive, target)
+    os.chmod(target, mode)
+    r = invoke("forget", "--to", url, "--user", PERSON, "--apply")
+    assert r.exit_code == 0 and "9 submissions" in r.output, r.output
+    assert os.stat(target).st_mode & 0o777 == mode
