@@ -87,7 +87,8 @@ class Progress(Protocol):
 
     def stage(self, text: str) -> None:
         """A step after the last batch that may take long (a destination finishing its files):
-        shown at once, so a long close does not look like a hang."""
+        shown at once, so a long close does not look like a hang. Optional: an object without it
+        is told of batches and the end only."""
 
     def done(self, summary: RunSummary) -> None: ...
 
@@ -197,10 +198,14 @@ def run(
                 progress.done(summary)
         raise
     first_error: BaseException | None = None
+    # a progress object of the API's callers may predate stages (``update`` and ``done`` only), and
+    # a display that fails must not keep a destination from closing
+    stage = getattr(progress, "stage", None)
     for i, s in enumerate(opened):
         try:
-            if progress:
-                progress.stage(f"finishing {s.name}")
+            if stage is not None:
+                with contextlib.suppress(Exception):
+                    stage(f"finishing {s.name}")
             guard(s, "close", functools.partial(s.close, True))
         except BaseException as e:  # noqa: BLE001 - close every sink, raise the first error
             summary.status = run_status(e)

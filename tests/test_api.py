@@ -101,3 +101,22 @@ def test_archive_and_verify_from_python(sample_archive, tmp_path):
     (next(folder.rglob("*.jsonl"))).write_text("tampered\n")
     bad = verify(folder)
     assert not bad.ok and any("mismatch" in p for p in bad.problems)
+
+
+def test_a_progress_object_without_stage_still_gets_a_committed_run(sample_archive, tmp_path):
+    """``progress`` is any object with ``update`` and ``done`` (as before the 'finishing' stage);
+    one without ``stage`` does not fail the run nor leave its destination unclosed."""
+    class Counter:
+        def __init__(self):
+            self.batches, self.finished = 0, None
+
+        def update(self, summary, current):
+            self.batches += 1
+
+        def done(self, summary):
+            self.finished = summary.status
+
+    progress, db = Counter(), tmp_path / "kizeo.db"
+    summary = export(sample_archive, [f"sqlite:///{db}"], progress=progress)
+    assert summary.status == "ok" and progress.batches > 0 and progress.finished == "ok"
+    assert sum(_table_counts(db).values()) > 50

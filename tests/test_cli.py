@@ -249,3 +249,16 @@ def test_an_export_says_when_it_finishes_each_destination(tmp_path):
     r = run_cli("export", "--source", "sample_data", "--to", str(tmp_path / "files"), "--to", f"sqlite:///{tmp_path}/x.db")
     assert r.returncode == 0, r.stderr
     assert f"finishing files {tmp_path / 'files'}..." in r.stderr and "finishing sqlite:///" in r.stderr, r.stderr
+
+
+def test_the_click_pin_has_what_main_catches():
+    """``main`` catches ``click.exceptions.NoArgsIsHelpError``, which click 8.2 added: with an older
+    click every usage error would end in an AttributeError traceback instead of its one line."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    click_req = next(Requirement(d) for d in deps if Requirement(d).name == "click")
+    assert not click_req.specifier.contains("8.1.8"), click_req
+    assert hasattr(__import__("click").exceptions, "NoArgsIsHelpError")

@@ -146,3 +146,15 @@ def test_nothing_the_zygote_imports_chooses_the_temporary_folder_of_its_children
             "(SOURCES, SINKS, REMOTES, FORMATS) for p in r.all().values()]); print(tempfile.tempdir)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "None", out.stdout + out.stderr
+
+
+def test_the_process_title_masks_a_password_given_in_a_url():
+    """A child's title is its command for ``ps`` (world-readable): a URL's password and secret
+    query values are masked there as in a log line. (In a process of its own: a title is process-wide.)"""
+    code = ("from exporter.zygote import _retitle\n"
+            "_retitle(['export', '-s', 'https://x.example/rest?token=abc123', '--to', 'postgresql://u:hunter2@h/db'])\n"
+            "print(open('/proc/self/cmdline', 'rb').read().replace(b'\\0', b' ').decode())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "exporter export -s https://x.example/rest?token=*** --to postgresql://u:***@h/db" in r.stdout, r.stdout
+    assert "hunter2" not in r.stdout and "abc123" not in r.stdout

@@ -16,8 +16,9 @@ swapped in. In order:
    digest added to the job;
 4. the swap: a zip replaces the old one in one rename; a folder is renamed aside
    (``.<name>.e<erasure id>.old``), the new one renamed into its place, the old one removed;
-5. the audit line is appended (once) to ``<name>.erasures.jsonl`` next to the archive, and the
-   job file removed.
+5. what a killed export left beside the archive (``.<name>.*.partial``, ``.<name>.*.old``) is
+   removed, the audit line appended (once) to ``<name>.erasures.jsonl`` next to the archive, and
+   the job file removed.
 
 A forget stopped anywhere (SIGKILL too) leaves the old archive or the new one whole (between the
 two renames of a folder, under the names the job gives), and the next ``forget --apply`` into the
@@ -32,13 +33,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exporter.errors import ArchiveError, SinkError, os_error_text
-from exporter.fsutil import atomic_write
+from exporter.fsutil import atomic_write, fsync_dir
 from exporter.privacy.archive_erase import count_erasure, rewrite_archive
 from exporter.privacy.forget import Request, append_lines, journaled
 
@@ -69,7 +71,9 @@ class ArchiveEraser:
     """The ``Eraser`` of an archive destination (see ``exporter.privacy.forget`` and above)."""
 
     def __init__(self, sink: ArchiveSink):
-        self.target = Path(sink.target)
+        # an archive reached through a symbolic link is erased where it is: replacing the link
+        # would leave the archive, the person in it, at the link's target
+        self.target = Path(sink.target).resolve()
         self.name = sink.name
         self.journal = self.target.parent / f".{self.target.name}.forget.json"
         self.audit = self.target.parent / f"{self.target.name}.erasures.jsonl"
@@ -137,11 +141,18 @@ class ArchiveEraser:
 
     # ---- doing it --------------------------------------------------------------------------
     def _run(self, job: dict) -> str:
-        if job["counts"]:  # (an archive without the request's data is left as it is)
-            try:
+        try:
+            if job["counts"]:  # (an archive without the request's data is left as it is)
                 self._rewrite_and_swap(job)
-            except OSError as e:
-                raise SinkError(os_error_text(e, f"write the archive {self.target}")) from None
+            # what a killed export left beside the archive (the sink's ``.<name>.<8 random>.partial``
+            # copy being written, a folder's ``.<name>.<8 random>.old`` being replaced) holds the
+            # person too; the exact form, so that another archive's (``<name>.zip``) is left alone
+            debris = re.compile(re.escape(f".{self.target.name}.") + r"[a-z0-9_]{8}\.(?:partial|old)")
+            for p in self.target.parent.iterdir():
+                if debris.fullmatch(p.name):
+                    _remove(p)
+        except OSError as e:
+            raise SinkError(os_error_text(e, f"write the archive {self.target}")) from None
         self._record(job["line"])
         with contextlib.suppress(FileNotFoundError):
             self.journal.unlink()
@@ -167,15 +178,19 @@ class ArchiveEraser:
             request = Request(user_id=asked["user_id"], submission_ids=tuple(asked["submission_ids"]),
                               only_personal=asked["only_personal"])
             rewrite_archive(self.target, new, request, zip_output=job["zip"])
+            shutil.copymode(self.target, new)  # a zip kept 0600 (it holds people) does not become 0644
             job.update(old=current, new=manifest_digest(new))
             self._save(job)
         if job["zip"]:
             os.replace(new, self.target)
         else:
             if self.target.exists():
+                # what a stopped forget set aside before an export wrote the archive again: the
+                # archive before the erasure, stale, and in the way of this rename
+                _remove(old)
                 os.rename(self.target, old)
             os.rename(new, self.target)
-        _fsync_dir(self.target.parent)
+        fsync_dir(self.target.parent)
         _remove(old)
         log.info("%s written again without the erased data", self.name)
 
@@ -189,14 +204,6 @@ class ArchiveEraser:
                         if json.loads(old).get("erasure_id") == erasure_id:
                             return
         append_lines(self.audit, [line])
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(p: Path) -> None:

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from exporter.formats.tabular import USER_COLUMNS
 
 from exporter.errors import ConfigError, SinkError
-from exporter.fsutil import file_digest
+from exporter.fsutil import file_digest, owned_tempdir
 from exporter.model import Account, Submission, extra_json
 from exporter.privacy import personal
 from exporter.privacy.erase_records import blank_roles, blank_user, without_member
@@ -62,6 +62,7 @@ from .erase_xlsx import filter_xlsx
 from .erase_xlsx import read_submissions as read_xlsx
 from .erase_xml import filter_xml
 from .erase_xml import read_submissions as read_xml
+from .transfer import PARTIAL_SUFFIX_LEN
 
 if TYPE_CHECKING:
     from .sink import RemoteSink
@@ -113,7 +114,8 @@ class RemoteEraser:
     # ---- access ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _connected(self) -> Iterator[None]:
-        self.scratch = Path(tempfile.mkdtemp(prefix="exporter-forget-"))
+        # (the remote's files downloaded here hold the person: a killed forget's are removed by the next)
+        self.scratch = owned_tempdir("exporter-forget-")
         try:
             self.transfer.connect()
             yield
@@ -210,6 +212,8 @@ class RemoteEraser:
         if uid is not None:  # the person's cells the XLSX writer cut: their full text
             keys = personal.user_keys(personal.GROUPS) if request.only_personal else USER_COLUMNS
             remove += [rel for k in keys if (rel := "long-values/" + out.safe(f"user-{uid}-{k}.txt")) in listing]
+            # a killed export's upload of a people file (``users.json.<8 hex>.partial``): everyone, them too
+            remove += [rel for rel in listing if rel.endswith(".partial") and rel[:-PARTIAL_SUFFIX_LEN] in PEOPLE]
         if uid is not None and people:
             self._count_people(request, people, counts)
         return {"request": request.as_doc(), "counts": counts, "doomed": doomed, "touched": touched,

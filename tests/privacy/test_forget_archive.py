@@ -165,10 +165,9 @@ def test_an_archive_forget_killed_is_finished_by_the_next(roles_archive, tmp_pat
     assert [json.loads(x)["erased"]["submissions"] for x in lines] == [9]
 
 
-def test_a_folder_left_between_its_two_renames_is_finished(roles_archive, tmp_path):
-    """The one moment a folder archive is not under its name: its job verified the new one, the
-    old one was renamed aside, and the forget was killed before the new one took its place. A dry
-    run counts what is beside it; the next --apply puts it in place."""
+def stopped_between_renames(roles_archive: Path, tmp_path: Path) -> tuple[Path, str, dict]:
+    """A folder archive whose forget was killed between its two renames (its job verified the new
+    archive, the old one renamed aside): the target, its URL, the job."""
     import os
 
     from exporter.connectors.archive.eraser import manifest_digest
@@ -187,6 +186,14 @@ def test_a_folder_left_between_its_two_renames_is_finished(roles_archive, tmp_pa
     rewrite_archive(target, new, request, zip_output=False)
     eraser._save({**job, "new": manifest_digest(new)})
     os.rename(target, old)  # killed here
+    return target, url, job
+
+
+def test_a_folder_left_between_its_two_renames_is_finished(roles_archive, tmp_path):
+    """The one moment a folder archive is not under its name: its job verified the new one, the
+    old one was renamed aside, and the forget was killed before the new one took its place. A dry
+    run counts what is beside it; the next --apply puts it in place."""
+    target, url, job = stopped_between_renames(roles_archive, tmp_path)
 
     r = invoke("forget", "--to", url, "--user", PERSON)
     assert r.exit_code == 0 and "would erase nothing" in r.output, r.output
@@ -216,3 +223,69 @@ def test_a_zip_holding_the_archive_under_a_top_folder(roles_archive, tmp_path):
     with zipfile.ZipFile(target) as z:
         assert "manifest.json" in z.namelist()
     assert search_files(target.parent, person_texts(roles_archive)) == []
+
+
+def test_an_export_after_a_folder_left_between_its_renames(roles_archive, tmp_path):
+    """Killed between a folder's two renames, then an export wrote the archive again: the old copy
+    set aside (the person's data) is stale; the next --apply erases the new export and removes it,
+    instead of failing on the name it holds at every run."""
+    target, url, _job = stopped_between_renames(roles_archive, tmp_path)
+    written(roles_archive, target)  # then an export, the person still in the service
+
+    r = invoke("forget", "--to", url, "--user", PERSON, "--apply")
+    assert r.exit_code == 0, r.output
+    assert verify(target).ok and len(submissions(target)) == 41
+    assert search_files(target.parent, person_texts(roles_archive)) == []
+    assert sorted(p.name for p in target.parent.iterdir()) == ["acme", "acme.erasures.jsonl"]
+
+
+@pytest.mark.parametrize("name", ["acme.zip", "acme"], ids=["zip", "folder"])
+def test_what_a_killed_export_left_beside_the_archive_goes_too(roles_archive, tmp_path, name):
+    """An export killed while writing leaves its temporary copy (``.<name>.*.partial``; a folder's
+    replaced one under ``.<name>.*.old``) beside the archive: the person's data, which --apply
+    removes with the rest."""
+    import shutil
+
+    target = tmp_path / "dest" / name
+    url = written(roles_archive, target)
+    (target.parent / f".{name}.zip.k1ll3d_x.partial").write_bytes(b"another archive's, being written")
+    for debris in (f".{name}.k1ll3d_x.partial", f".{name}.0ld_0ld0.old"):
+        if target.is_dir():
+            shutil.copytree(target, target.parent / debris)
+        else:
+            shutil.copy(target, target.parent / debris)
+    r = invoke("forget", "--to", url, "--user", PERSON, "--apply")
+    assert r.exit_code == 0, r.output
+    assert search_files(target.parent, person_texts(roles_archive)) == []
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted([name, f"{name}.erasures.jsonl",
+                                                                       f".{name}.zip.k1ll3d_x.partial"])
+
+
+def test_an_archive_behind_a_symbolic_link_is_erased_where_it_is(roles_archive, tmp_path):
+    """The link was replaced by the new archive and the archive it pointed to, the person in it,
+    stayed as it was."""
+    import os
+
+    real = tmp_path / "real" / "acme.zip"
+    written(roles_archive, real)
+    link = tmp_path / "dest" / "acme.zip"
+    link.parent.mkdir()
+    os.symlink(real, link)
+    r = invoke("forget", "--to", f"archive://{link}", "--user", PERSON, "--apply")
+    assert r.exit_code == 0 and "9 submissions" in r.output, r.output
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert verify(real).ok and len(submissions(real)) == 41
+    assert search_files(real.parent, person_texts(roles_archive)) == []
+
+
+@pytest.mark.parametrize("name, mode", [("acme.zip", 0o600), ("acme", 0o750)], ids=["zip", "folder"])
+def test_the_archive_keeps_its_permissions(roles_archive, tmp_path, name, mode):
+    """A zip its owner made 0600 (it holds people) was written again with the umask's 0644."""
+    import os
+
+    target = tmp_path / "dest" / name
+    url = written(roles_archive, target)
+    os.chmod(target, mode)
+    r = invoke("forget", "--to", url, "--user", PERSON, "--apply")
+    assert r.exit_code == 0 and "9 submissions" in r.output, r.output
+    assert os.stat(target).st_mode & 0o777 == mode

@@ -314,13 +314,21 @@ def old_header_index(sheets: dict[str, list[list]], name: str) -> int:
     return header.index(name)
 
 
-def test_a_forget_killed_on_sftp_is_finished_by_the_next(roles_archive, sftp_server, password_env):
+def test_a_forget_killed_on_sftp_is_finished_by_the_next(roles_archive, sftp_server, password_env, tmp_path,
+                                                         monkeypatch):
+    """... and the local scratch folder the killed one left (the remote's files it downloaded: the
+    person's values) is removed by the next."""
     import os
+    import tempfile
 
     to = sftp_to(sftp_server, password_env)
     assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv").exit_code == 0
     root = sftp_server.root / "export"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # the next forget's temporary folder: the killed one's
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "TMPDIR": str(scratch)}
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "-q", "forget", "--to", *map(str, to), "--user",
                              PERSON, "--apply"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for((root / ".exporter-forget.json").exists, proc, "the plan on the remote", every=0.001)
@@ -330,6 +338,7 @@ def test_a_forget_killed_on_sftp_is_finished_by_the_next(roles_archive, sftp_ser
     assert search_files(root, person_texts(roles_archive)) == []
     assert len((root / ".exporter-erasures.jsonl").read_text("utf-8").splitlines()) == 1
     assert not (root / ".exporter-forget.json").exists()
+    assert list(scratch.glob("exporter-forget-*")) == []
 
 
 def test_files_filtered_on_a_remote_are_those_an_export_without_them_makes(roles_archive, sftp_server,
@@ -425,3 +434,18 @@ def test_people_files_without_json_are_read_back(roles_archive, request, tmp_pat
         for name in ("users.xlsx", "groups.xlsx"):
             assert _sheets(a / name) == _sheets(b / name), name
     assert "would erase nothing" in invoke("forget", "--to", *to("a"), "--user", PERSON, *flag).output
+
+
+def test_a_killed_exports_upload_of_a_people_file_goes_too(roles_archive, sftp_server, password_env):
+    """An export killed while uploading ``users.json`` left ``users.json.<8 hex>.partial`` on the
+    remote: every user, the person too; --apply removes it."""
+    import shutil
+
+    to = sftp_to(sftp_server, password_env, "/k")
+    assert invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv").exit_code == 0
+    root = sftp_server.root / "k"
+    for name in ("users.json", "users.csv"):
+        shutil.copy(root / name, root / f"{name}.0badf00d.partial")
+    assert invoke("forget", "--to", *to, "--user", PERSON, "--apply").exit_code == 0
+    assert search_files(root, person_texts(roles_archive)) == []
+    assert not list(root.glob("*.partial"))

@@ -32,7 +32,6 @@ class PostgreSQL(Dialect):
     names = ("postgresql", "postgres")
     default_driver = "psycopg"
 
-    @cache  # noqa: B019 - one instance per module, for the life of the process
     def error_text(self, error: BaseException) -> str:
         """The server's own message and hint (psycopg's ``diag``), without the statement excerpt
         (``LINE 2: CREATE TABLE ... ^``) the full text adds; a connection failure, which has no
@@ -44,6 +43,7 @@ class PostgreSQL(Dialect):
         parts = [primary, getattr(diag, "message_detail", None), getattr(diag, "message_hint", None)]
         return " ".join(" ".join(p.split()) for p in parts if p)
 
+    @cache  # noqa: B019 - one instance per module, for the life of the process
     def profile(self) -> SqlProfile:
         words = reserved_from("sqlalchemy.dialects.postgresql.base", "RESERVED_WORDS")
         return SqlProfile(

@@ -174,3 +174,24 @@ def test_a_server_error_is_its_message_without_the_statement_excerpt(pg_db):
     msg = str(ei.value)
     assert f'schema "{pg_db.schema}_missing" does not exist' in msg, msg
     assert "LINE" not in msg and "^" not in msg and "\n" not in msg
+
+
+def test_postgresql_profile_is_cached_and_error_text_keeps_no_error():
+    """``profile`` is built once per process; ``error_text`` keeps nothing: a cache on it would hold
+    every error (its traceback, the rows of the failed batch) for the life of the process."""
+    import gc
+    import weakref
+
+    from exporter.connectors.sql.dialects import for_backend
+
+    pg = for_backend("postgresql")
+    assert pg.profile() is pg.profile()
+    class DriverError(Exception):  # (a built-in exception cannot be weakly referenced)
+        pass
+
+    error = DriverError("relation  \"x\"\n does not exist")
+    gone = weakref.ref(error)
+    assert pg.error_text(error) == 'relation "x" does not exist'
+    del error
+    gc.collect()
+    assert gone() is None
