@@ -43,8 +43,8 @@ Destinations = str | Sequence[str | tuple[str, Mapping[str, Any]]]
 
 def export(source: str | os.PathLike, to: Destinations, *, formats: str | Sequence[str] | None = None,
            options: Mapping[str, Any] | None = None, source_options: Mapping[str, Any] | None = None,
-           forms: Sequence[str] = (), incremental: str = "none", action: str | None = None, overlap: int = 300,
-           check_deletions: bool = False, deletions: str = "soft", max_deletions: str | None = "10%",
+           forms: Sequence[str] = (), incremental: str = "none", action: str | None = None, overlap: int | None = None,
+           check_deletions: bool = False, deletions: str | None = None, max_deletions: str | None = None,
            batch_size: int | None = None, jobs: int = 1, progress: Progress | None = None,
            pseudonymise: Any = None) -> RunSummary:
     """Export the account at ``source`` (the web service's base URL, or an archive) to every
@@ -56,8 +56,10 @@ def export(source: str | os.PathLike, to: Destinations, *, formats: str | Sequen
     destination and format options for every destination that reads them. ``source_options``:
     the source's (``token_env``, ``workers``...). ``forms``: only these forms (ids or exact names).
     ``incremental``: none, cursor or unread (with ``action``, the read-marker name); ``overlap``:
-    seconds re-read before a stored cursor. ``deletions`` (soft, hard), ``max_deletions`` (N or P%)
-    and ``check_deletions``: submissions erased on the service. ``batch_size``: submissions per
+    seconds re-read before a stored cursor (cursor only; default 300). ``deletions`` (soft, hard;
+    default soft), ``max_deletions`` (N or P%; default 10%) and ``check_deletions``: submissions
+    erased on the service; an incremental run looks for them only with ``check_deletions``, so
+    ``deletions``/``max_deletions`` without it are refused, as is a setting the run would ignore. ``batch_size``: submissions per
     batch (one transaction each in SQL). ``jobs``: worker processes (destinations taking parallel
     writers only). ``progress``: an object told of each batch (``exporter.progress``).
     ``pseudonymise``: an ``exporter.privacy.spec.PseudonymiseSpec`` (``parse_spec``), the stage
@@ -81,6 +83,12 @@ def export(source: str | os.PathLike, to: Destinations, *, formats: str | Sequen
     if check_deletions and mode == "full":
         raise ConfigError("--check-deletions is for --incremental cursor or unread (a full export always "
                           "sees deletions)")
+    if overlap is not None and mode != "cursor":
+        raise ConfigError(f"--overlap is for --incremental cursor (this run is --incremental {incremental})")
+    given = [name for name, value in (("--deletions", deletions), ("--max-deletions", max_deletions)) if value is not None]
+    if given and mode != "full" and not check_deletions:
+        raise ConfigError(f"{' and '.join(given)} take effect only with --check-deletions in an --incremental "
+                          f"{incremental} run (which otherwise does not look for deletions)")
     parse_policy(deletions, max_deletions)  # a bad --max-deletions is refused before anything is created
     fmt = _formats(formats)
     planned = plan_destinations(dests, options or {}, fmt, formats_given=formats is not None)
@@ -88,10 +96,11 @@ def export(source: str | os.PathLike, to: Destinations, *, formats: str | Sequen
         _refuse_deltas(planned)
     typed = source_settings(source, source_options)
     sinks = [registry.create_sink(url, opts, fmt) for url, opts in planned]
-    run_args = {"mode": mode, "action": action, "overlap_seconds": overlap, "check_deletions": check_deletions,
+    run_args = {"mode": mode, "action": action, "overlap_seconds": 300 if overlap is None else overlap,
+                "check_deletions": check_deletions,
                 "forms": list(_resolve_forms(forms, source, typed))}
     src = _open(source, typed, run_args)
-    ctx = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, deletions=deletions,
+    ctx = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, deletions=deletions or "soft",
                      max_deletions=max_deletions, privacy=pseudonymise)
     check_run(pseudonymise, src, sinks)  # before anything is created (closes the source when refused)
     if jobs > 1:

@@ -77,6 +77,9 @@ def test_a_wrong_token_fails_without_showing_it(sample_archive, tmp_path, monkey
     ({"source": "https://127.0.0.1:9/rest/v3", "source_options": {"workers": 0}}, ["option workers", "1 <= workers"]),
     ({"source_options": {"skip": "users"}}, ["--skip users", "web service"]),
     ({"incremental": "unread"}, ["--action"]),
+    ({"overlap": 600}, ["--overlap", "--incremental none"]),  # settings the run would ignore
+    ({"incremental": "cursor", "deletions": "hard"}, ["--deletions", "--check-deletions"]),
+    ({"incremental": "cursor", "max_deletions": "5"}, ["--max-deletions", "--check-deletions"]),
 ])
 def test_bad_settings_are_config_errors_and_create_nothing(sample_archive, tmp_path, kwargs, words):
     to = [t.format(tmp=tmp_path) for t in kwargs.pop("to", [f"sqlite:///{tmp_path}/x.db", str(tmp_path / "o")])]

@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from .. import api
-from ..errors import ConfigError
 from .common import (
     check_summary_path,
     document_options,
@@ -104,19 +103,16 @@ def export(ctx: click.Context, **p: Any) -> None:
         if p["media_in_db"]:
             options["media_in_db"] = True
         formats_given = ctx.get_parameter_source("formats") is not click.core.ParameterSource.DEFAULT
-        if p["incremental"] != "cursor" and ctx.get_parameter_source("overlap") is not click.core.ParameterSource.DEFAULT:
-            raise ConfigError(f"--overlap is for --incremental cursor (this run is --incremental {p['incremental']})")
-        given = [f"--{n.replace('_', '-')}" for n in ("deletions", "max_deletions")
-                 if ctx.get_parameter_source(n) is not click.core.ParameterSource.DEFAULT]
-        if given and p["incremental"] != "none" and not p["check_deletions"]:
-            raise ConfigError(f"{' and '.join(given)} take effect only with --check-deletions in an --incremental "
-                              f"{p['incremental']} run (which otherwise does not look for deletions)")
+
+        def given(name: str) -> Any:  # None: left to its default, which the API knows
+            return None if ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT else p[name]
+
         summary = api.export(
             p["source"], destinations, formats=p["formats"] if formats_given else None, options=options,
             source_options=given_source_options(ctx), forms=p["forms"], incremental=p["incremental"],
-            action=p["action"], overlap=p["overlap"], check_deletions=p["check_deletions"], deletions=p["deletions"],
-            max_deletions=p["max_deletions"], batch_size=p["batch_size"], jobs=p["jobs"], progress=progress(ctx),
-            pseudonymise=pseudonymise)
+            action=p["action"], overlap=given("overlap"), check_deletions=p["check_deletions"],
+            deletions=given("deletions"), max_deletions=given("max_deletions"), batch_size=p["batch_size"],
+            jobs=p["jobs"], progress=progress(ctx), pseudonymise=pseudonymise)
         if p["summary_json"]:
             write_summary_json(p["summary_json"], summary)
         print_summary(ctx, summary)
