@@ -37,6 +37,7 @@ from typing import Any
 from exporter.connectors.files import FilesSink
 from exporter.connectors.files_store import STORE_PATH, FormStore
 from exporter.formats.base import OutputDir
+from exporter.formats.tabular import USER_COLUMNS
 
 from exporter.errors import ConfigError, SinkError, os_error_text
 from exporter.fsutil import atomic_write, live_claim
@@ -298,9 +299,10 @@ class FilesEraser:
                 if rel not in now[fid]:
                     _remove(self.root / rel)
         uid = job["request"]["user_id"]
-        if uid is not None:
+        if uid is not None:  # the person's cells a writer cut: their full text (every column when the row goes)
             out = OutputDir(self.root)
-            for k in personal.user_keys(personal.GROUPS):
+            keys = personal.user_keys(personal.GROUPS) if job["request"]["only_personal"] else USER_COLUMNS
+            for k in keys:
                 _remove(self.root / "long-values" / out.safe(f"user-{uid}-{k}.txt"))
 
     def _record(self, line: str) -> None:

@@ -5,6 +5,7 @@ nobody, and can be run again."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -283,3 +284,27 @@ def test_files_of_submissions_gone_from_the_service_go_too(roles_archive, tmp_pa
     assert r.exit_code == 0 and "9 submissions" in r.output, r.output
     assert not (form / "media" / "800001").exists() and not (form / "submissions" / "800001.json").exists()
     assert search_files(out, PERSON_VALUES) == []
+
+
+def test_a_users_long_cells_go_with_them(sample_archive, tmp_path):
+    """A user value too long for a workbook's cell goes to ``long-values/user-<id>-<column>.txt``:
+    erasing the user removes them all (not only the personal columns')."""
+    from exporter import archive, verify
+
+    raw, edited = tmp_path / "raw", tmp_path / "edited"
+    shutil.copytree(sample_archive, raw)
+    marker = "BIOGRAPHY-104 " + "x" * 40_000
+    users = [json.loads(line) for line in (raw / "users.jsonl").read_text("utf-8").splitlines()]
+    for u in users:
+        if u["id"] == PERSON:
+            u["biography"] = marker  # a key the users table keeps in _extra
+    (raw / "users.jsonl").write_text("".join(json.dumps(u, ensure_ascii=False) + "\n" for u in users), "utf-8")
+    archive(raw, edited)
+    assert verify(edited).ok
+    files = tmp_path / "files"
+    assert invoke("-q", "export", "-s", edited, "--to", files, "--format", "json,xlsx").exit_code == 0
+    assert sorted(p.name for p in (files / "long-values").glob(f"user-{PERSON}-*")) == [f"user-{PERSON}-_extra.txt"]
+    r = invoke("forget", "--to", files, "--user", PERSON, "--apply")
+    assert r.exit_code == 0, r.output
+    assert list((files / "long-values").glob(f"user-{PERSON}-*")) == []
+    assert search_files(files, ["BIOGRAPHY-104"]) == []
