@@ -154,10 +154,13 @@ class ArchiveEraser:
         except OSError as e:
             raise SinkError(os_error_text(e, f"write the archive {self.target}")) from None
         self._record(job["line"])
-        with contextlib.suppress(FileNotFoundError):
-            self.journal.unlink()
-        for p in self.target.parent.glob(f".{self.journal.name}.*.partial"):  # a save a kill cut short
-            _remove(p)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                self.journal.unlink()
+            for p in self.target.parent.glob(f".{self.journal.name}.*.partial"):  # a save a kill cut short
+                _remove(p)
+        except OSError as e:
+            raise SinkError(os_error_text(e, f"remove the finished job {self.journal}")) from None
         return job["line"]
 
     def _rewrite_and_swap(self, job: dict) -> None:
