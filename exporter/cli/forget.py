@@ -109,6 +109,9 @@ def forget(ctx: click.Context, destinations: tuple[str, ...], to_password_env: t
         options, dests = from_command_line(ctx.meta.get("exporter.args", []), takes_value, destinations)
         quiet = getattr(ctx.obj, "quiet", False)
 
+        def stage(text: str) -> None:  # progress: each destination's count or erasure can be long
+            click.echo(f"{text}...", err=True)
+
         def said(outcome: Outcome) -> None:
             if not quiet and not apply:
                 click.echo(f"{outcome.name}: would erase {describe(outcome.counts)}")
@@ -130,7 +133,7 @@ def forget(ctx: click.Context, destinations: tuple[str, ...], to_password_env: t
                 erasers = backup_erasers(*backups)
             request = Request(user_id=uid, submission_ids=ids, only_personal=only_personal, reference=reference)
             outcomes = forget_destinations(dests, request, options=options, apply=apply, audit_file=audit_file,
-                                           erasers=erasers, on_planned=said)
+                                           erasers=erasers, on_planned=said, on_stage=None if quiet else stage)
         if quiet:
             return
         if not apply:

@@ -170,7 +170,8 @@ class Outcome:
 def forget_destinations(to: Sequence[tuple[str, Mapping[str, Any]]], request: Request, *,
                         options: Mapping[str, Any] | None = None, apply: bool = False,
                         audit_file: str | None = None, erasers: Sequence[Eraser] = (),
-                        on_planned: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+                        on_planned: Callable[[Outcome], None] | None = None,
+                        on_stage: Callable[[str], None] | None = None) -> list[Outcome]:
     """``forget`` on destinations given as for an export: ``[(URL, its own options)]`` and
     ``options`` for every destination that reads them (checked and typed before anything), and on
     ``erasers`` of other kinds (an account's backups: ``exporter.backup_forget``)."""
@@ -180,16 +181,21 @@ def forget_destinations(to: Sequence[tuple[str, Mapping[str, Any]]], request: Re
     formats = ("json",)  # (none is written: the files a folder holds are made again as they were made)
     planned = plan_destinations(to, options or {}, formats, formats_given=False)
     sinks = [registry.create_sink(url, opts, formats) for url, opts in planned]
-    return forget(sinks, request, apply=apply, audit_file=audit_file, erasers=erasers, on_planned=on_planned)
+    return forget(sinks, request, apply=apply, audit_file=audit_file, erasers=erasers, on_planned=on_planned,
+                  on_stage=on_stage)
 
 
 def forget(sinks: Sequence, request: Request, *, apply: bool = False, audit_file: str | None = None,
-           erasers: Sequence[Eraser] = (), on_planned: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+           erasers: Sequence[Eraser] = (), on_planned: Callable[[Outcome], None] | None = None,
+           on_stage: Callable[[str], None] | None = None) -> list[Outcome]:
     """Plan every destination (``sinks``' erasers, then ``erasers``), then (``apply``) erase them
-    in turn; see the module docstring. ``on_planned`` is told each plan as soon as it is known."""
+    in turn; see the module docstring. ``on_planned`` is told each plan as soon as it is known;
+    ``on_stage`` each step as it starts (``counting NAME``, ``erasing NAME``: each can be long)."""
+    stage = on_stage or (lambda text: None)
     erasers = [*(eraser_of(s) for s in sinks), *erasers]
     plans = []
     for e in erasers:
+        stage(f"counting {e.name}")
         plans.append(Outcome(e.name, e.plan(request), []))
         if on_planned is not None:
             on_planned(plans[-1])
@@ -205,6 +211,7 @@ def forget(sinks: Sequence, request: Request, *, apply: bool = False, audit_file
             seen.update(counts)
             return audit_line(erasure_id, e.name, request, counts)
 
+        stage(f"erasing {e.name}")
         lines = e.erase(request, line)
         if audit_file:
             append_lines(audit_file, lines)

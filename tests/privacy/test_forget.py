@@ -111,12 +111,14 @@ def test_forget_a_user_leaves_no_trace(roles_archive, dest, tmp_path):
     assert r.exit_code == 0, r.output
     assert "would erase 1 user, 1 group membership, 9 submissions" in r.output
     assert "dry run: nothing was changed" in r.output
+    assert "counting " in r.stderr and "erasing " not in r.stderr  # progress, each step as it starts
     assert dest.submission_ids() == before and len(dest.search(needles)) > 20
 
     audit = tmp_path / "audit.jsonl"
     r = invoke("forget", "--to", *dest.to, "--user", PERSON, "--apply", "--audit", audit, "--reference", "T-17")
     assert r.exit_code == 0, r.output
     assert "erased 1 user, 1 group membership, 9 submissions" in r.output
+    assert "counting " in r.stderr and "erasing " in r.stderr
     assert dest.search(needles) == []
     # everyone else's data stays; the submission 104 only edited stays, without their name
     after = dest.submission_ids()
