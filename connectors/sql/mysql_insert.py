@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,14 +16,17 @@ from .loaders import GenericLoader, chunks, dedupe, driver_connection
 _NAMED = re.compile(r"%\(p(\d+)\)s")
 
 
-def _positional(sql: str, width: int) -> tuple[str, bool]:
+def _positional(sql: str, width: int) -> tuple[str, Callable[[tuple], tuple] | None] | None:
     """``sql`` with its named placeholders ``%(p0)s, %(p1)s...`` as positional ``%s``, when each of
-    the row's ``width`` values appears once and in order (so the row tuples go to PyMySQL as they
-    are, without a dict per row): ``(sql, True)``; otherwise ``(sql, False)`` unchanged."""
+    the row's ``width`` values appears exactly once, so that the row tuples go to PyMySQL without a
+    dict per row: ``(sql, reorder)``, where ``reorder`` puts a row's values in the order of the
+    placeholders (SQLAlchemy writes the columns in the table's order, not in the row's), None when
+    they already are. None when some value appears twice or not at all (the rows go as dicts)."""
     found = [int(n) for n in _NAMED.findall(sql)]
-    if found != list(range(width)):
-        return sql, False
-    return _NAMED.sub("%s", sql), True
+    if sorted(found) != list(range(width)):
+        return None
+    reorder = None if found == sorted(found) or width < 2 else operator.itemgetter(*found)
+    return _NAMED.sub("%s", sql), reorder
 
 
 class MultiRowLoader(Overlapping, GenericLoader):
@@ -46,11 +50,16 @@ class MultiRowLoader(Overlapping, GenericLoader):
         self._merge_only: set[str] = set()  # tables where a plain INSERT met an existing key
 
     def _run(self, stmt, rows: list[tuple]) -> None:
-        sql, positional = _positional(str(stmt.compile(dialect=self.conn.dialect)), len(rows[0]) if rows else 0)
+        sql = str(stmt.compile(dialect=self.conn.dialect))
+        positional = _positional(sql, len(rows[0]) if rows else 0)
         with driver_connection(self.conn).cursor() as cur:
             cur.max_stmt_length = self.max_stmt
             for chunk in chunks(rows, self.rows):
-                cur.executemany(sql, chunk if positional else self._named(chunk))
+                if positional is None:
+                    cur.executemany(sql, self._named(chunk))
+                else:
+                    sql_pos, reorder = positional
+                    cur.executemany(sql_pos, chunk if reorder is None else list(map(reorder, chunk)))
 
     @staticmethod
     def _statement(table: sa.Table, cols: Sequence[str]):

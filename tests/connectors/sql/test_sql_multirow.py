@@ -170,14 +170,20 @@ def test_an_overlapped_load_that_loses_a_deadlock_fails_the_run_cleanly(my_db, m
 
 
 def test_rows_go_to_pymysql_as_tuples_when_the_placeholders_allow():
-    """The compiled statement's named placeholders become positional (the row tuples are sent as
-    they are) only when each value appears once and in order; otherwise the statement is kept and
-    the rows go as named parameters."""
+    """The compiled statement's named placeholders become positional (the row tuples are sent
+    without a dict per row) when each value appears exactly once; a row's values are then put in
+    the placeholders' order (SQLAlchemy lists the columns in the table's order). Otherwise the
+    rows go as named parameters."""
     from exporter.connectors.sql.mysql_insert import _positional
 
     sql = "INSERT INTO `t` (`a`, `b%%`) VALUES (%(p0)s, %(p1)s) ON DUPLICATE KEY UPDATE `a` = VALUES(`a`)"
     assert _positional(sql, 2) == (
-        "INSERT INTO `t` (`a`, `b%%`) VALUES (%s, %s) ON DUPLICATE KEY UPDATE `a` = VALUES(`a`)", True)
+        "INSERT INTO `t` (`a`, `b%%`) VALUES (%s, %s) ON DUPLICATE KEY UPDATE `a` = VALUES(`a`)", None)
     odd = "INSERT INTO `%%(p0)s` (`a`, `b`) VALUES (%(p0)s, %(p1)s)"  # a name that looks like a placeholder
-    assert _positional(odd, 2) == (odd, False)
-    assert _positional("INSERT INTO t (a, b) VALUES (%(p1)s, %(p0)s)", 2)[1] is False
+    assert _positional(odd, 2) is None
+    assert _positional("INSERT INTO t (a) VALUES (%(p0)s)", 2) is None  # a value with no placeholder
+    swapped = _positional("INSERT INTO t (b, c, a) VALUES (%(p1)s, %(p2)s, %(p0)s)", 3)
+    assert swapped is not None
+    sql_pos, reorder = swapped
+    assert sql_pos == "INSERT INTO t (b, c, a) VALUES (%s, %s, %s)"
+    assert reorder is not None and reorder(("A", "B", "C")) == ("B", "C", "A")
