@@ -1,10 +1,17 @@
-"""MySQL/MariaDB + PyMySQL: multi-row ``INSERT`` statements sized to ``max_allowed_packet``."""
+"""MySQL/MariaDB + PyMySQL: rows as ``INSERT`` statements sized to ``max_allowed_packet``.
+
+On MariaDB 10.6 and later a chunk of rows goes as one JSON document (orjson), sent as a hex
+literal and read back by the server's ``JSON_TABLE``: the client's work per row is orjson's, in C,
+instead of PyMySQL formatting and escaping every value in Python. Elsewhere (MySQL, older MariaDB)
+and for a chunk JSON cannot carry, multi-row ``INSERT ... VALUES`` (PyMySQL's ``executemany``).
+"""
 from __future__ import annotations
 
 import contextlib
 import operator
 import re
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,9 +36,37 @@ def _positional(sql: str, width: int) -> tuple[str, Callable[[tuple], tuple] | N
     return _NAMED.sub("%s", sql), reorder
 
 
+def _others(cols: Sequence[str], key: str) -> list[str]:
+    """The columns a merge updates: all but the key (the key itself when it is the only one)."""
+    return [c for c in cols if c != key] or [key]
+
+
+#: how JSON_TABLE reads a value: as text, converted by the INSERT into the column's type exactly as
+#: a quoted literal of an ``INSERT ... VALUES`` is (in strict mode a value the column cannot hold
+#: is an error; JSON_TABLE's own conversion to a narrower type would truncate it with a warning,
+#: or read NULL). utf8mb4 whatever the database's character set, like the tables'.
+TEXT_CARRIER = "LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+
+
+def _carrier(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> str:
+    """The JSON_TABLE type a column's values are read as: text, except booleans (JSON ``true``
+    and ``false`` read as 1 and 0, which text would read as words)."""
+    if isinstance(column_type, sa.Boolean):
+        return str(column_type.compile(dialect=dialect))
+    return TEXT_CARRIER
+
+
+def _json_value(v: Any) -> Any:
+    """What orjson cannot write itself: a decimal, as PyMySQL would send it (plain notation)."""
+    if isinstance(v, Decimal):
+        return format(v, "f")
+    raise TypeError(type(v).__name__)
+
+
 class MultiRowLoader(Overlapping, GenericLoader):
-    """MySQL/MariaDB + PyMySQL: multi-row ``INSERT`` statements (PyMySQL's ``executemany`` folds a
-    chunk of rows into one statement, cut at ``max_allowed_packet``); a table's rows first go in
+    """MySQL/MariaDB + PyMySQL: rows as ``INSERT ... SELECT ... FROM JSON_TABLE(...)`` (MariaDB
+    10.6+) or multi-row ``INSERT ... VALUES`` statements (PyMySQL's ``executemany`` folds a chunk
+    of rows into one statement), cut to fit ``max_allowed_packet``; a table's rows first go in
     with a plain INSERT inside a savepoint, and at the first existing key with ``INSERT ... ON
     DUPLICATE KEY UPDATE`` (for that table, for the rest of the run). With ``overlap()`` the
     statements run on the background thread in their turn, and ``upsert()`` waits for it first.
@@ -41,16 +76,33 @@ class MultiRowLoader(Overlapping, GenericLoader):
 
     name = "multirow"
 
-    def __init__(self, conn: sa.Connection, profile: SqlProfile, rows_per_batch: int | None = None):
+    def __init__(self, conn: sa.Connection, profile: SqlProfile, rows_per_batch: int | None = None,
+                 json_table: bool = False):
         super().__init__(conn, profile, rows_per_batch)
         packet = conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar() or (4 << 20)
         # leave room for the protocol header and the ON DUPLICATE clause; PyMySQL cuts statements
         # at max_stmt_length, sending a single over-long row alone (the server then names the limit)
         self.max_stmt = max(64 << 10, min(int(packet) - (64 << 10), 256 << 20))
         self._merge_only: set[str] = set()  # tables where a plain INSERT met an existing key
+        #: rows go as one JSON document per statement, read back by the server's JSON_TABLE (the
+        #: dialect module says where: ``dialects.mysql``)
+        self.json_table = json_table
+        self._json_sql_cache: dict[tuple, str] = {}
 
-    def _run(self, stmt, rows: list[tuple]) -> None:
-        sql = str(stmt.compile(dialect=self.conn.dialect))
+    def _run(self, table: sa.Table, cols: Sequence[str], rows: list[tuple], merge_on: str | None = None) -> None:
+        """INSERT ``rows``; with ``merge_on`` (the key column), ``... ON DUPLICATE KEY UPDATE`` the
+        other columns."""
+        if self.json_table:
+            self._json_rows(table, cols, rows, merge_on)
+        else:
+            self._many(table, cols, rows, merge_on)
+
+    def _many(self, table: sa.Table, cols: Sequence[str], rows: list[tuple], merge_on: str | None) -> None:
+        """The rows as multi-row ``INSERT ... VALUES`` (PyMySQL's ``executemany``)."""
+        ins = self._statement(table, cols)
+        if merge_on is not None:
+            ins = ins.on_duplicate_key_update({c: ins.inserted[c] for c in _others(cols, merge_on)})
+        sql = str(ins.compile(dialect=self.conn.dialect))
         positional = _positional(sql, len(rows[0]) if rows else 0)
         with driver_connection(self.conn).cursor() as cur:
             cur.max_stmt_length = self.max_stmt
@@ -69,7 +121,7 @@ class MultiRowLoader(Overlapping, GenericLoader):
 
     def insert(self, table: sa.Table, cols: Sequence[str], rows: list[tuple]) -> None:
         if rows:
-            self.later(f"table {table.name}", lambda: self._run(self._statement(table, cols), rows))
+            self.later(f"table {table.name}", lambda: self._run(table, cols, rows))
 
     def upsert_step(self, table: sa.Table, key: str, cols: Sequence[str], rows: list[tuple],
                     outcome: Outcome | None = None) -> Outcome:
@@ -93,14 +145,12 @@ class MultiRowLoader(Overlapping, GenericLoader):
         if not rows:
             return True
         rows = dedupe(rows, list(cols).index(key))
-        ins = self._statement(table, cols)
-        if self._insert_new(table, ins, rows):
+        if self._insert_new(table, cols, rows):
             return True
-        others = [c for c in cols if c != key] or [key]
-        self._run(ins.on_duplicate_key_update({c: ins.inserted[c] for c in others}), rows)
+        self._run(table, cols, rows, merge_on=key)
         return False
 
-    def _insert_new(self, table: sa.Table, ins, rows: list[tuple]) -> bool:
+    def _insert_new(self, table: sa.Table, cols: Sequence[str], rows: list[tuple]) -> bool:
         """Plain INSERT inside a savepoint: True if every key was new; False (nothing written) at
         the first duplicate key, after which the table is only ever merged in this run."""
         import pymysql
@@ -109,7 +159,7 @@ class MultiRowLoader(Overlapping, GenericLoader):
             return False
         sp = self.conn.begin_nested()
         try:
-            self._run(ins, rows)
+            self._run(table, cols, rows)
         except pymysql.err.IntegrityError as e:
             sp.rollback()
             if e.args and e.args[0] == 1062:  # ER_DUP_ENTRY
@@ -122,3 +172,45 @@ class MultiRowLoader(Overlapping, GenericLoader):
             raise
         sp.commit()
         return True
+
+    # ------------------------------------------------------------------ JSON_TABLE
+    def _json_sql(self, table: sa.Table, cols: Sequence[str], merge_on: str | None) -> str:
+        """``INSERT INTO t (cols) SELECT ... FROM JSON_TABLE(%s, '$[*]' COLUMNS(...))``: each row
+        a JSON array, each value read from its position as the table column's own type."""
+        k = (table.fullname, tuple(cols), merge_on)
+        sql = self._json_sql_cache.get(k)
+        if sql is None:
+            dialect = self.conn.dialect
+            prep = dialect.identifier_preparer
+
+            def q(name: str) -> str:  # (PyMySQL formats the statement with %: a name's % doubled)
+                return prep.quote(name).replace("%", "%%")
+            spec = ", ".join(f"p{i} {_carrier(table.c[c].type, dialect)} PATH '$[{i}]'" for i, c in enumerate(cols))
+            sql = (f"INSERT INTO {prep.format_table(table).replace('%', '%%')} ({', '.join(map(q, cols))}) "
+                   f"SELECT {', '.join(f'p{i}' for i in range(len(cols)))} "
+                   f"FROM JSON_TABLE(CONVERT(%s USING utf8mb4), '$[*]' COLUMNS({spec})) AS json_rows")
+            if merge_on is not None:
+                sql += " ON DUPLICATE KEY UPDATE " + ", ".join(
+                    f"{q(c)} = VALUES({q(c)})" for c in _others(cols, merge_on))
+            self._json_sql_cache[k] = sql
+        return sql
+
+    def _json_rows(self, table: sa.Table, cols: Sequence[str], rows: list[tuple], merge_on: str | None) -> None:
+        import orjson
+
+        sql = self._json_sql(table, cols, merge_on)
+        todo = list(chunks(rows, self.rows))
+        with driver_connection(self.conn).cursor() as cur:
+            while todo:
+                chunk = todo.pop(0)
+                try:
+                    doc = orjson.dumps(chunk, default=_json_value)
+                except TypeError:  # a value JSON cannot carry (a lone surrogate): the rows as VALUES
+                    self._many(table, cols, chunk, merge_on)
+                    continue
+                # bytes go as a hex literal, twice their length: halve a chunk that would not fit
+                if 2 * len(doc) + len(sql) > self.max_stmt and len(chunk) > 1:
+                    half = len(chunk) // 2
+                    todo[:0] = [chunk[:half], chunk[half:]]
+                    continue
+                cur.execute(sql, (doc,))
