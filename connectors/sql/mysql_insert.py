@@ -21,6 +21,8 @@ from .dialects.base import Outcome, SqlProfile
 from .loaders import GenericLoader, chunks, dedupe, driver_connection
 
 _NAMED = re.compile(r"%\(p(\d+)\)s")
+#: the savepoint around a table's plain INSERT (see ``MultiRowLoader._insert_new``)
+SAVEPOINT = "exporter_insert"
 
 
 def _positional(sql: str, width: int) -> tuple[str, Callable[[tuple], tuple] | None] | None:
@@ -152,25 +154,29 @@ class MultiRowLoader(Overlapping, GenericLoader):
 
     def _insert_new(self, table: sa.Table, cols: Sequence[str], rows: list[tuple]) -> bool:
         """Plain INSERT inside a savepoint: True if every key was new; False (nothing written) at
-        the first duplicate key, after which the table is only ever merged in this run."""
+        the first duplicate key, after which the table is only ever merged in this run.
+
+        The savepoint is never released: the next one of the same name replaces it, and the
+        transaction's end drops it; a round trip saved per table and batch, which on a busy
+        machine each waits for the server's thread to be scheduled."""
         import pymysql
 
         if table.fullname in self._merge_only:
             return False
-        sp = self.conn.begin_nested()
-        try:
-            self._run(table, cols, rows)
-        except pymysql.err.IntegrityError as e:
-            sp.rollback()
-            if e.args and e.args[0] == 1062:  # ER_DUP_ENTRY
-                self._merge_only.add(table.fullname)
-                return False
-            raise
-        except BaseException:
-            with contextlib.suppress(Exception):
-                sp.rollback()
-            raise
-        sp.commit()
+        with driver_connection(self.conn).cursor() as cur:
+            cur.execute(f"SAVEPOINT {SAVEPOINT}")
+            try:
+                self._run(table, cols, rows)
+            except pymysql.err.IntegrityError as e:
+                cur.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+                if e.args and e.args[0] == 1062:  # ER_DUP_ENTRY
+                    self._merge_only.add(table.fullname)
+                    return False
+                raise
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    cur.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+                raise
         return True
 
     # ------------------------------------------------------------------ JSON_TABLE
