@@ -1,8 +1,9 @@
 """MySQL/MariaDB + PyMySQL: rows as ``INSERT`` statements sized to ``max_allowed_packet``.
 
-On MariaDB 10.6 and later a chunk of rows goes as one JSON document (orjson), sent as a hex
-literal and read back by the server's ``JSON_TABLE``: the client's work per row is orjson's, in C,
-instead of PyMySQL formatting and escaping every value in Python. Elsewhere (MySQL, older MariaDB)
+On MariaDB 10.6 and later a chunk of rows goes as one JSON document (orjson), sent as bytes (which
+PyMySQL 1.2.3+ writes as a hex literal, with ``bytes.hex()``) and read back by the server's
+``JSON_TABLE``: the client's work per row is orjson's, in C, instead of PyMySQL formatting and
+escaping every value in Python. Elsewhere (MySQL, older MariaDB)
 and for a chunk JSON cannot carry, multi-row ``INSERT ... VALUES`` (PyMySQL's ``executemany``).
 """
 from __future__ import annotations
@@ -214,7 +215,8 @@ class MultiRowLoader(Overlapping, GenericLoader):
                 except TypeError:  # a value JSON cannot carry (a lone surrogate): the rows as VALUES
                     self._many(table, cols, chunk, merge_on)
                     continue
-                # bytes go as a hex literal, twice their length: halve a chunk that would not fit
+                # bytes go as a hex literal (or escaped), up to twice their length: halve a chunk
+                # that might not fit
                 if 2 * len(doc) + len(sql) > self.max_stmt and len(chunk) > 1:
                     half = len(chunk) // 2
                     todo[:0] = [chunk[:half], chunk[half:]]
