@@ -158,8 +158,7 @@ class MultiRowLoader(Overlapping, GenericLoader):
         the first duplicate key, after which the table is only ever merged in this run.
 
         The savepoint is never released: the next one of the same name replaces it, and the
-        transaction's end drops it; a round trip saved per table and batch, which on a busy
-        machine each waits for the server's thread to be scheduled."""
+        transaction's end drops it (a round trip saved per table and batch)."""
         import pymysql
 
         if table.fullname in self._merge_only:
