@@ -22,6 +22,9 @@ from .dialects.base import Outcome, SqlProfile
 from .loaders import GenericLoader, chunks, dedupe, driver_connection
 
 _NAMED = re.compile(r"%\(p(\d+)\)s")
+#: the most JSON (bytes) one statement carries, so that the few copies PyMySQL makes of a statement
+#: stay small whatever ``max_allowed_packet`` allows (the benchmark's statements are well under it)
+JSON_CHUNK = 8 << 20
 #: the savepoint around a table's plain INSERT (see ``MultiRowLoader._insert_new``)
 SAVEPOINT = "exporter_insert"
 
@@ -214,9 +217,10 @@ class MultiRowLoader(Overlapping, GenericLoader):
                 except TypeError:  # a value JSON cannot carry (a lone surrogate): the rows as VALUES
                     self._many(table, cols, chunk, merge_on)
                     continue
-                # bytes go as a hex literal (or escaped), up to twice their length: halve a chunk
-                # that might not fit
-                if 2 * len(doc) + len(sql) > self.max_stmt and len(chunk) > 1:
+                # bytes go as a hex literal (or escaped), up to twice their length, and PyMySQL
+                # copies the statement twice more: halve a chunk that might not fit in one, or
+                # would hold more than JSON_CHUNK bytes at a time
+                if 2 * len(doc) + len(sql) > min(self.max_stmt, 2 * JSON_CHUNK) and len(chunk) > 1:
                     half = len(chunk) // 2
                     todo[:0] = [chunk[:half], chunk[half:]]
                     continue
