@@ -1,7 +1,8 @@
 """MariaDB and MySQL: ``mysql+pymysql://user@host:3306/db`` (``mariadb+pymysql://`` too), and
 through ODBC ``mysql+pyodbc://...``.
 
-With PyMySQL rows go in with multi-row INSERT statements (:mod:`..mysql_insert`); any other driver
+With PyMySQL rows go in with INSERT statements (:mod:`..mysql_insert`: a JSON document per chunk
+of rows read by ``JSON_TABLE`` on MariaDB 10.6+, multi-row VALUES elsewhere); any other driver
 takes the generic loader. DDL commits on its own here, so the schema lock is a session lock
 (``GET_LOCK``) released once the schema step is committed. Media bytes go in as one value, up to
 the server's ``max_allowed_packet``.
@@ -54,7 +55,12 @@ class MySQL(Dialect):
         if conn.dialect.driver == "pymysql" and forced in (None, "multirow", "loaddata"):
             from ..mysql_insert import MultiRowLoader
 
-            return MultiRowLoader(conn, profile, rows_per_batch)
+            # JSON_TABLE (MariaDB 10.6+) reads the rows of a chunk from one JSON document; MySQL
+            # 8's JSON_TABLE, untested here, gets the VALUES statements
+            version = tuple(conn.dialect.server_version_info or ())
+            mariadb = bool(getattr(conn.dialect, "is_mariadb", False))  # (SQLAlchemy's MySQL dialects)
+            json_table = mariadb and version >= (10, 6)
+            return MultiRowLoader(conn, profile, rows_per_batch, json_table=json_table)
         return super().loader(conn, profile, forced, rows_per_batch)
 
     def lost_a_lock(self, error: BaseException) -> bool:

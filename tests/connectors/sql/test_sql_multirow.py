@@ -1,8 +1,9 @@
-"""MariaDB/MySQL through multi-row INSERT statements (the loader with PyMySQL), against the real
-MariaDB: hostile values, fresh loads and re-runs with edits give the same tables whether the
-statements run on the background thread or in step with the batches; a value the server would
-truncate fails loudly; the connection never lets the server ask for a client file (no
-``LOAD DATA LOCAL``); a batch that loses a deadlock is written again."""
+"""MariaDB/MySQL through INSERT statements (the loader with PyMySQL), against the real MariaDB:
+hostile values, fresh loads and re-runs with edits give the same tables whether the statements
+run on the background thread or in step with the batches; rows read by JSON_TABLE are stored as
+``INSERT ... VALUES`` stores them; a value the server would truncate fails loudly; the connection
+never lets the server ask for a client file (no ``LOAD DATA LOCAL``); a batch that loses a
+deadlock is written again."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from exporter.connectors.sql import create_sink
 from exporter.connectors.sql.dialects import profile_for
+from exporter.connectors.sql.dialects.mysql import dialect as mysql_dialect
 from exporter.connectors.sql.mysql_insert import MultiRowLoader
 
 from exporter.errors import SinkError, TransientSinkError
@@ -73,11 +75,13 @@ def narrow(my_db):
     engine.dispose()
 
 
-def test_a_value_the_column_cannot_hold_fails(narrow):
+@pytest.mark.parametrize("json_table", [True, False], ids=["json_table", "values"])
+def test_a_value_the_column_cannot_hold_fails(narrow, json_table):
     # strict mode: "Data too long" is an error, not a truncation (the sink makes it one SinkError line),
-    # and what was inserted before in the same transaction goes with it
+    # and what was inserted before in the same transaction goes with it; also when JSON_TABLE
+    # reads the rows (its own conversion to the column's type would truncate with a warning)
     conn = narrow
-    loader = MultiRowLoader(conn, profile_for("mysql"))
+    loader = MultiRowLoader(conn, profile_for("mysql"), json_table=json_table)
     table = sa.Table("narrow", sa.MetaData(), autoload_with=conn)
     conn.rollback()
     with conn.begin():
@@ -118,13 +122,13 @@ def _deadlock_on(monkeypatch, calls: set[int]):
     real = MultiRowLoader._run
     seen = {"n": 0}
 
-    def run(self, stmt, rows):
+    def run(self, table, cols, rows, merge_on=None):
         seen["n"] += 1
         if seen["n"] in calls:
             self.conn.connection.driver_connection.rollback()
             raise pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock; try restarting "
                                                      "transaction")
-        return real(self, stmt, rows)
+        return real(self, table, cols, rows, merge_on)
     monkeypatch.setattr(MultiRowLoader, "_run", run)
     return seen
 
@@ -170,14 +174,90 @@ def test_an_overlapped_load_that_loses_a_deadlock_fails_the_run_cleanly(my_db, m
 
 
 def test_rows_go_to_pymysql_as_tuples_when_the_placeholders_allow():
-    """The compiled statement's named placeholders become positional (the row tuples are sent as
-    they are) only when each value appears once and in order; otherwise the statement is kept and
-    the rows go as named parameters."""
+    """The compiled statement's named placeholders become positional (the row tuples are sent
+    without a dict per row) when each value appears exactly once; a row's values are then put in
+    the placeholders' order (SQLAlchemy lists the columns in the table's order). Otherwise the
+    rows go as named parameters."""
     from exporter.connectors.sql.mysql_insert import _positional
 
     sql = "INSERT INTO `t` (`a`, `b%%`) VALUES (%(p0)s, %(p1)s) ON DUPLICATE KEY UPDATE `a` = VALUES(`a`)"
     assert _positional(sql, 2) == (
-        "INSERT INTO `t` (`a`, `b%%`) VALUES (%s, %s) ON DUPLICATE KEY UPDATE `a` = VALUES(`a`)", True)
+        "INSERT INTO `t` (`a`, `b%%`) VALUES (%s, %s) ON DUPLICATE KEY UPDATE `a` = VALUES(`a`)", None)
     odd = "INSERT INTO `%%(p0)s` (`a`, `b`) VALUES (%(p0)s, %(p1)s)"  # a name that looks like a placeholder
-    assert _positional(odd, 2) == (odd, False)
-    assert _positional("INSERT INTO t (a, b) VALUES (%(p1)s, %(p0)s)", 2)[1] is False
+    assert _positional(odd, 2) is None
+    assert _positional("INSERT INTO t (a) VALUES (%(p0)s)", 2) is None  # a value with no placeholder
+    swapped = _positional("INSERT INTO t (b, c, a) VALUES (%(p1)s, %(p2)s, %(p0)s)", 3)
+    assert swapped is not None
+    sql_pos, reorder = swapped
+    assert sql_pos == "INSERT INTO t (b, c, a) VALUES (%s, %s, %s)"
+    assert reorder is not None and reorder(("A", "B", "C")) == ("B", "C", "A")
+
+
+@pytest.fixture
+def typed(my_db):
+    """Two tables of every column kind the sink writes, and a loader on a connection to them."""
+    engine = sa.create_engine(my_db.url)
+    md = sa.MetaData()
+    from exporter.connectors.sql.columns import sa_type
+
+    profile = profile_for("mysql")
+    kinds = ["id", "text", "number", "double", "date", "time", "datetime", "boolean", "int", "bigint"]
+    tables = [sa.Table(name, md, *(sa.Column(k, sa_type(k, profile), primary_key=k == "id") for k in kinds),
+                       mysql_charset="utf8mb4", mysql_collate="utf8mb4_bin") for name in ("by_json", "by_values")]
+    md.create_all(engine)
+    with engine.connect() as conn:
+        loader = mysql_dialect.loader(conn, profile)
+        conn.rollback()  # (the loader asked the server a setting)
+        assert isinstance(loader, MultiRowLoader)
+        yield conn, loader, tables, kinds
+    engine.dispose()
+
+
+def test_rows_sent_as_json_are_stored_as_the_values_statements_store_them(typed):
+    """On MariaDB 10.6+ the rows go as one JSON document per statement (read back by JSON_TABLE,
+    every value converted by the INSERT as a quoted literal would be); the tables hold exactly
+    what multi-row ``INSERT ... VALUES`` statements store."""
+    import datetime as dt
+    from decimal import Decimal
+
+    conn, loader, (by_json, by_values), kinds = typed
+    assert loader.json_table  # the dialect's choice on MariaDB 10.11
+    rows = [(str(i), text, number, double, date, time, when, flag, small, big)
+            for i, (text, number, double, date, time, when, flag, small, big) in enumerate([
+                *((h, None, None, None, None, None, None, None, None) for h in HOSTILE),
+                ("x", Decimal("12345678901234567890.0123456789"), 1.5e-300, dt.date(1900, 1, 1),
+                 dt.time(23, 59, 59), dt.datetime(2024, 2, 29, 23, 59, 59, 999999), True, -2 ** 31, 2 ** 63 - 1),
+                ("y", Decimal("-1E+5"), -0.0, dt.date(9999, 12, 31), dt.time(0, 0), dt.datetime(1970, 1, 1), False, 0, 0),
+                ("z", Decimal("0.00000000001"), 1 / 3, None, None, None, None, None, None),  # rounded to 10 places
+            ])]
+    with conn.begin():
+        loader.insert(by_json, kinds, rows)
+        loader.json_table = False
+        loader.insert(by_values, kinds, rows)
+    got_json = conn.execute(sa.select(by_json).order_by(by_json.c.id)).all()
+    assert got_json == conn.execute(sa.select(by_values).order_by(by_values.c.id)).all()
+    stored = {r[0]: r for r in got_json}
+    assert [stored[str(i)][1] for i in range(len(HOSTILE))] == HOSTILE
+    x = stored[str(len(HOSTILE))]
+    assert x[7] is True and x[2] == Decimal("12345678901234567890.0123456789") and x[9] == 2 ** 63 - 1
+
+
+def test_json_rows_are_cut_to_fit_a_statement_and_a_value_json_cannot_carry_goes_as_values(typed, monkeypatch):
+    conn, loader, (by_json, _), kinds = typed
+    loader.max_stmt = 64 << 10  # a document of these rows would not fit: cut in halves until it does
+    sent: list[int] = []
+    many = loader._many
+    monkeypatch.setattr(loader, "_many", lambda *a: (sent.append(len(a[2])), many(*a)))
+    rows = [(str(i), "é" * 2000) + (None,) * 8 for i in range(200)]
+    rows.append(("lone", "\ud800" + "x", *(None,) * 8))  # a lone surrogate: orjson refuses it
+    with pytest.raises(UnicodeEncodeError):  # as the VALUES statement fails on it
+        with conn.begin():
+            loader.insert(by_json, kinds, rows)
+    assert sent and sent[0] <= len(rows)  # the chunk holding it went the VALUES way
+    def statements() -> int:
+        return int(conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Com_insert_select'").one()[1])
+    with conn.begin():
+        before = statements()
+        loader.insert(by_json, kinds, rows[:-1])
+        assert statements() - before >= 2 * len(rows) * 4000 // (64 << 10)  # a hex digit per half byte
+    assert conn.execute(sa.select(sa.func.count()).select_from(by_json)).scalar() == 200
