@@ -2,7 +2,8 @@
 plain tools doing less (`zip -r` + `age -r` + boto3's `upload_file`) on the same files, in the same
 run. The S3 server is moto's, in a process of its own on loopback.
 
-    python tests/benchmarks/bench_backups.py [--submissions 10000 100000] [--runs 2] [--rewrite] [--work DIR]
+    python tests/benchmarks/bench_backups.py [--submissions 10000 100000] [--runs 2] [--rewrite] [--restore]
+        [--work DIR]
 
 Ours does more than the baseline: it copies the archive's files into a zip (as they are: a backup
 of an archive is that archive), re-hashes every file of the zip and recounts its entities (verify),
@@ -11,7 +12,9 @@ line backs up the same account through the pipeline instead (the archive read as
 written again by the archive sink: the path a backup from the web service takes). Each side runs in
 a child process, whose peak memory (ru_maxrss) and CPU seconds (user + system, the baseline's
 programs included; moto's server not counted on either side) are reported: on a loaded machine the
-CPU ratio moves less than the wall-clock one.
+CPU ratio moves less than the wall-clock one. With ``--restore`` the backup just made is then
+verified (``backups verify``: downloaded, decrypted, every file re-hashed) and restored to a zip
+(``backups restore --out``), each in a child process of its own, for their time and peak memory.
 """
 from __future__ import annotations
 
@@ -49,6 +52,26 @@ print(json.dumps({"seconds": time.perf_counter() - t, "size": e["size"], "files"
                   "rss": me.ru_maxrss / 1024, "cpu": me.ru_utime + me.ru_stime - cpu}))
 """
 
+READ_BACK = """
+import json, resource, sys, time
+from pathlib import Path
+from exporter.agecrypt import load_identities
+from exporter.backups import restore, verify_backups
+state, key, what, out = sys.argv[1:5]
+ids = load_identities(file=key)
+t = time.perf_counter()
+me = resource.getrusage(resource.RUSAGE_SELF)
+cpu = me.ru_utime + me.ru_stime
+if what == "verify":
+    [(entry, problems)] = verify_backups(state, "bench", "latest", ids)
+    assert not problems, problems[:3]
+else:
+    restore(state, "bench", "latest", ids, out=out)
+me = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": time.perf_counter() - t, "rss": me.ru_maxrss / 1024,
+                  "cpu": me.ru_utime + me.ru_stime - cpu}))
+"""
+
 BASELINE = """
 import json, resource, subprocess, sys, time, boto3
 src, work, port, recipient = sys.argv[1:5]
@@ -79,12 +102,18 @@ def main() -> None:
     ap.add_argument("--submissions", type=int, nargs="+", default=[100_000])
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--rewrite", action="store_true", help="also back up through the pipeline (the web service's path)")
+    ap.add_argument("--restore", action="store_true", help="also verify and restore the backup made (time, memory)")
     ap.add_argument("--work", default="/tmp/exporter-bench-backups")
     args = ap.parse_args()
     work = Path(args.work)
     from pyrage import x25519
 
-    recipient = str(x25519.Identity.generate().to_public())
+    identity = x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    work.mkdir(parents=True, exist_ok=True)
+    key = work / "bench.key"
+    key.write_text(str(identity) + "\n")
+    key.chmod(0o600)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -101,13 +130,14 @@ def main() -> None:
             except Exception:  # noqa: BLE001 - not listening yet
                 time.sleep(0.1)
         for n in args.submissions:
-            bench(work, n, port, recipient, args.runs, args.rewrite)
+            bench(work, n, port, recipient, args.runs, args.rewrite, key if args.restore else None)
     finally:
         moto.terminate()
         moto.wait()
 
 
-def bench(work: Path, submissions: int, port: int, recipient: str, runs: int, rewrite: bool) -> None:
+def bench(work: Path, submissions: int, port: int, recipient: str, runs: int, rewrite: bool,
+          key: Path | None) -> None:
     src = work / f"account-{submissions}"
     if not (src / "manifest.json").exists():
         subprocess.run([sys.executable, str(ROOT / "tests/benchmarks/synth_account.py"), str(src),
@@ -127,6 +157,13 @@ def bench(work: Path, submissions: int, port: int, recipient: str, runs: int, re
               f"speed ratio {base['seconds'] / ours['seconds']:.2f}x; CPU seconds {base['cpu']:.1f} / "
               f"{ours['cpu']:.1f} (ratio {base['cpu'] / ours['cpu']:.2f}x); peak memory of the children "
               f"{base['rss']:.0f} MB (largest of python, zip, age) / {ours['rss']:.0f} MB")
+        if key is not None:
+            for what in ("verify", "restore"):
+                (work / "restored.zip").unlink(missing_ok=True)
+                r = child(READ_BACK, str(work / "state"), str(key), what, str(work / "restored.zip"), env=env)
+                print(f"run {attempt + 1}, backups {what}: {r['seconds']:.1f} s, CPU {r['cpu']:.1f} s, "
+                      f"peak memory {r['rss']:.0f} MB")
+            (work / "restored.zip").unlink(missing_ok=True)
         if rewrite:
             shutil.rmtree(work / "state", ignore_errors=True)
             again = child(OURS, str(src), str(work / "state"), str(port), recipient, "1", env=env)
