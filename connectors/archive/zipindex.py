@@ -145,6 +145,7 @@ class ZipIndex:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self._last: tuple[str | None, Member | None] = (None, None)
         self._fh = open(self.path, "rb")
         try:
             self._cd = _end_record(self._fh, self.path)
@@ -173,8 +174,11 @@ class ZipIndex:
             self._db.close()
 
     def get(self, name: str) -> Member | None:
+        if name == self._last[0]:  # asked again at once (whether it exists, then open it)
+            return self._last[1]
         row = self._db.execute("SELECT * FROM m WHERE name=?", (name,)).fetchone()
-        return Member(*row) if row else None
+        self._last = (name, Member(*row) if row else None)
+        return self._last[1]
 
     def names(self) -> Iterator[str]:
         """Every member's name, in the zip's order (read again from the central directory)."""
