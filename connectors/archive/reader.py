@@ -34,6 +34,13 @@ class ArchiveReader:
             self._prefix = ""
         else:
             raise ArchiveError(f"no account archive at {self.path}")
+        try:
+            self._check()
+        except BaseException:
+            self.close()  # (its zip's file and index)
+            raise
+
+    def _check(self) -> None:
         if not self.exists(MANIFEST):
             raise ArchiveError(f"{self.path} has no {MANIFEST}: not an account archive")
         self.manifest = self._manifest_head()

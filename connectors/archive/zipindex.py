@@ -174,11 +174,13 @@ class ZipIndex:
             self._db.close()
 
     def get(self, name: str) -> Member | None:
-        if name == self._last[0]:  # asked again at once (whether it exists, then open it)
-            return self._last[1]
+        last = self._last  # (one read: another thread may replace it)
+        if name == last[0]:  # asked again at once (whether it exists, then open it)
+            return last[1]
         row = self._db.execute("SELECT * FROM m WHERE name=?", (name,)).fetchone()
-        self._last = (name, Member(*row) if row else None)
-        return self._last[1]
+        member = Member(*row) if row else None
+        self._last = (name, member)
+        return member
 
     def names(self) -> Iterator[str]:
         """Every member's name, in the zip's order (read again from the central directory)."""
