@@ -5,8 +5,9 @@ line and prints). A command group of its own in ``exporter.cli``.
 Each create, verify, restore and (not dry) prune appends one line to the account's audit logs
 (``exporter.audit.operation``: actions ``backup``, ``verify``, ``restore``, ``prune``), whatever
 its outcome; a command refused for bad input before any work writes none, while an error once the
-work began (the core calls ``started``, the line's ``begin``) is a failure, a ``ConfigError`` too. ``exporter jobs run`` passes ``create``
-the hidden ``--no-audit``: it writes that backup's line itself.
+work began (the core calls ``started``, the line's ``begin``) is a failure, a ``ConfigError`` too.
+``exporter jobs run`` passes ``create`` the hidden ``--no-audit``: it writes that backup's line
+itself.
 """
 from __future__ import annotations
 
