@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Iterable, cast
@@ -339,18 +339,22 @@ def check_stored(transfer: Transfer, name: str, local: Path, digest: Digest) -> 
 
 
 # ---- pruning ------------------------------------------------------------------------------------
-def prune(state_dir: str | os.PathLike, account: str, retention: Retention, *, dry_run: bool = False) -> list[dict]:
+def prune(state_dir: str | os.PathLike, account: str, retention: Retention, *, dry_run: bool = False,
+          started: Callable[[], None] = lambda: None) -> list[dict]:
     """Remove the backups ``retention`` does not keep (from their destination, then the index);
-    the removed entries. Holds the account's lock."""
+    the removed entries. Holds the account's lock. ``started`` is called when the first removal
+    begins (an error after it is a failure, not a refusal: ``exporter.audit.Line.begin``)."""
     with AccountLock(state_dir, account, command="prune"):
-        return _prune(state_dir, account, retention, dry_run=dry_run)
+        return _prune(state_dir, account, retention, dry_run=dry_run, started=started)
 
 
-def _prune(state_dir: str | os.PathLike, account: str, retention: Retention, dry_run: bool = False) -> list[dict]:
+def _prune(state_dir: str | os.PathLike, account: str, retention: Retention, dry_run: bool = False,
+           started: Callable[[], None] = lambda: None) -> list[dict]:
     entries = load_index(state_dir, account)
     _kept, removed = select(entries, _when, lambda e: bool(e.get("verified")), retention)
     if dry_run:
         return removed
+    started()
     done = []
     for entry in sorted(removed, key=_when):
         transfer = transfer_for(entry["destination"], entry.get("options") or {})
@@ -397,14 +401,17 @@ def fetch(entry: dict, identities: list, spool: Path) -> tuple[Path | None, list
     return (None, problems) if problems else (plain, [])
 
 
-def verify_backups(state_dir: str | os.PathLike, account: str, which: str | None,
-                   identities: list) -> list[tuple[dict, list[str]]]:
+def verify_backups(state_dir: str | os.PathLike, account: str, which: str | None, identities: list, *,
+                   started: Callable[[], None] = lambda: None) -> list[tuple[dict, list[str]]]:
     """Download, decrypt and re-hash the chosen backups (``find``), recording the result in the
-    index: [(entry, problems)]. Holds the account's lock."""
+    index: [(entry, problems)]. Holds the account's lock. ``started`` is called once the backups
+    are chosen, before the first is fetched (an error after it is a failure, not a refusal)."""
     results = []
     with AccountLock(state_dir, account, command="verify"):
         entries = load_index(state_dir, account)
-        for entry in find(entries, which):
+        chosen = find(entries, which)
+        started()
+        for entry in chosen:
             spool = new_spool(Path(state_dir), account)
             try:
                 _plain, problems = fetch(entry, identities, spool)
@@ -422,10 +429,12 @@ def verify_backups(state_dir: str | os.PathLike, account: str, which: str | None
 
 
 def restore(state_dir: str | os.PathLike, account: str, which: str | None, identities: list, *,
-            out: str | os.PathLike | None = None, sinks: Sequence[Sink] = (), progress: Progress | None = None) -> dict:
+            out: str | os.PathLike | None = None, sinks: Sequence[Sink] = (), progress: Progress | None = None,
+            started: Callable[[], None] = lambda: None) -> dict:
     """Decrypt and verify a backup, then write the archive to ``out`` and/or replay it into
     ``sinks`` (any destinations, through the archive source). Returns the entry. Nothing is
-    written anywhere unless the backup verifies."""
+    written anywhere unless the backup verifies. ``started`` is called once the request is
+    checked, before the backup is fetched (an error after it is a failure, not a refusal)."""
     from .connectors.archive.source import ArchiveSource
     from .pipeline import new_run_id, run
     from .sinks import RunContext
@@ -435,6 +444,7 @@ def restore(state_dir: str | os.PathLike, account: str, which: str | None, ident
     entry = find(load_index(state_dir, account), which)[-1]
     if out is not None and Path(out).exists():
         raise ConfigError(f"{out} already exists: choose another --out")
+    started()
     spool = account_dir(state_dir, account) / f"restore-{os.getpid()}"
     shutil.rmtree(spool, ignore_errors=True)
     spool.mkdir(mode=0o700)

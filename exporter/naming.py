@@ -31,7 +31,10 @@ def _truncate_utf8(text: str, max_bytes: int) -> str:
     return data[:max_bytes].decode("utf-8", "ignore")
 
 
-@functools.lru_cache(maxsize=1 << 16)
+# The names that repeat (form folders, field names, kinds) stay in a small cache; the ones that do
+# not (every submission id and media name) only pass through it: a cache of 65,536 held ~20 MB of
+# them, so memory grew with the account up to that size.
+@functools.lru_cache(maxsize=1 << 12)
 def safe_filename(name: str, *, max_bytes: int = 255, forbidden: str = "") -> str:
     """Make one path component safe on every common file system and remote.
 

@@ -206,3 +206,45 @@ def test_an_error_after_the_backup_began_leaves_a_failed_audit_line(base, tmp_pa
     (line,) = audit_lines(state)
     assert line["action"] == "backup" and line["result"] == "failed" and "unreadable" in line["error"]
     assert not (state / "acme" / "spool").exists() and not list((tmp_path / "bk").glob("*.zip.age"))
+
+
+def _bad_option(state: Path, index: int = -1) -> str:
+    """Give a backup of the index an option its destination does not read (an index edited by
+    hand): using that backup is a ConfigError raised once the command's work began."""
+    path = state / "acme" / "backups.json"
+    doc = json.loads(path.read_text())
+    doc["backups"][index]["options"] = {"region": "eu"}
+    path.write_text(json.dumps(doc))
+    return doc["backups"][index]["name"]
+
+
+@pytest.mark.parametrize("command", ["verify", "restore", "prune"])
+def test_a_config_error_once_verify_restore_or_prune_began_is_a_failure(base, tmp_path, age_keys, command):
+    """A refusal before any work (no such backup, no retention rule) writes no audit line; a
+    ConfigError raised by the core once its work began (the chosen backup's destination cannot be
+    built) is a failure: one line, result failed, with its error."""
+    state = tmp_path / "state"
+    assert create(base, tmp_path, age_keys).exit_code == 0
+    ident = ("--identity-file", str(age_keys["file"]))
+    if command == "prune":
+        time.sleep(1.1)  # one backup a second
+        assert create(base, tmp_path, age_keys).exit_code == 0
+        _bad_option(state, 0)  # the older one, which --keep-last 1 removes
+        refused, began = ("--keep-last", "0"), ("--keep-last", "1")
+    else:
+        _bad_option(state)
+        refused, began = ("--backup", "nosuch"), ("--backup", "latest")
+        if command == "restore":
+            refused, began = (*refused, "--out", str(tmp_path / "r1.zip")), (*began, "--out", str(tmp_path / "r2.zip"))
+    before = audit_lines(state)
+    r = invoke("backups", command, *base, *ident, *refused) if command != "prune" else \
+        invoke("backups", command, *base, *refused)
+    assert r.exit_code == 2 and audit_lines(state) == before  # refused: nothing done, no line
+    r = invoke("backups", command, *base, *ident, *began) if command != "prune" else \
+        invoke("backups", command, *base, *began)
+    assert r.exit_code == 2 and "option region is not read by the backup destination" in r.output, r.output
+    *_, line = audit_lines(state)
+    assert len(audit_lines(state)) == len(before) + 1
+    assert line["action"] == command and line["result"] == "failed" and "option region" in line["error"]
+    assert not list((state / "acme").glob("spool")) and not list((state / "acme").glob("restore-*"))
+    assert not (tmp_path / "r2.zip").exists() and len(list((tmp_path / "bk").glob("*.zip.age"))) == len(before)

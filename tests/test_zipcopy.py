@@ -94,3 +94,26 @@ def test_the_archive_sinks_zip_stores_media_with_a_fixed_date(sample_archive, tm
         assert {rel for rel, _ in reader.iter_files()} == set(_files(sample_archive)) - {"manifest.json"}
     finally:
         reader.close()
+
+
+def test_the_copy_is_the_zip_the_zipfile_version_wrote_and_that_one_still_verifies(sample_archive, tmp_path):
+    """Before ``zipwriter`` the copy went through ``zipfile`` (``writestr``, a fixed date, mode 0644,
+    media stored): the same bytes now, and a zip written that way reads, verifies and copies."""
+    old = tmp_path / "old.zip"
+    reader = ArchiveReader(sample_archive)
+    try:
+        with zipfile.ZipFile(old, "w", allowZip64=True) as zf:
+            for rel in [r for r, _ in reader.iter_files() if r != "manifest.json"] + ["manifest.json"]:
+                info = zipfile.ZipInfo(rel, (1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_STORED if rel.endswith((".png", ".jpg", ".pdf")) else zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, reader.read_bytes(rel))
+    finally:
+        reader.close()
+    assert verify(old) == []
+    new = tmp_path / "new.zip"
+    copy_to_zip(sample_archive, new)
+    assert new.read_bytes() == old.read_bytes()
+    again = tmp_path / "again.zip"
+    copy_to_zip(old, again)
+    assert again.read_bytes() == old.read_bytes()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -12,31 +11,36 @@ from exporter import fastjson
 from exporter.errors import ArchiveError, NotFoundError
 
 from .layout import FORMAT, FORMAT_VERSION, MANIFEST, form_dir
+from .zipindex import ZipIndex
 
 
 class ArchiveReader:
     """Read an archive directory or zip. Files are streamed; nothing is loaded whole except the
-    manifest and one form definition at a time."""
+    manifest and one form definition at a time, and a zip's list of members stays on disk
+    (``zipindex``): memory does not grow with the archive."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._zip: zipfile.ZipFile | None = None
+        self._zip: ZipIndex | None = None
         if self.path.is_file():
-            try:
-                self._zip = zipfile.ZipFile(self.path)
-            except zipfile.BadZipFile:
-                raise ArchiveError(f"{self.path} is not a zip archive") from None
-            names = self._zip.namelist()
+            self._zip = ZipIndex(self.path)
             # a zip may hold the archive at its root or inside one top folder
             self._prefix = ""
-            if MANIFEST not in names:
-                tops = [n for n in names if n.endswith("/" + MANIFEST) and n.count("/") == 1]
+            if self._zip.get(MANIFEST) is None:
+                tops = sorted(n for n in self._zip.ending_with("/" + MANIFEST) if n.count("/") == 1)
                 if tops:
                     self._prefix = tops[0][: -len(MANIFEST)]
         elif self.path.is_dir():
             self._prefix = ""
         else:
             raise ArchiveError(f"no account archive at {self.path}")
+        try:
+            self._check()
+        except BaseException:
+            self.close()  # (its zip's file and index)
+            raise
+
+    def _check(self) -> None:
         if not self.exists(MANIFEST):
             raise ArchiveError(f"{self.path} has no {MANIFEST}: not an account archive")
         self.manifest = self._manifest_head()
@@ -119,30 +123,30 @@ class ArchiveReader:
     # ---- files ---------------------------------------------------------------------------
     def exists(self, rel: str) -> bool:
         if self._zip:
-            try:
-                self._zip.getinfo(self._prefix + rel)
-                return True
-            except KeyError:
-                return False
+            return self._zip.get(self._prefix + rel) is not None
         return (self.path / rel).is_file()
 
     def open(self, rel: str) -> IO[bytes]:
         if ".." in rel.split("/"):
             raise ArchiveError(f"unsafe path in archive: {rel}")
+        if self._zip:
+            member = self._zip.get(self._prefix + rel)
+            if member is None:
+                raise ArchiveError(f"{rel} is missing from the archive")
+            return self._zip.open(member)
         try:
-            if self._zip:
-                return self._zip.open(self._prefix + rel)
             return open(self.path / rel, "rb")
-        except (KeyError, FileNotFoundError):
+        except FileNotFoundError:
             raise ArchiveError(f"{rel} is missing from the archive") from None
 
     def size(self, rel: str) -> int | None:
         """Stored size of one file in bytes (None when absent)."""
+        if self._zip:
+            member = self._zip.get(self._prefix + rel)
+            return None if member is None else member.size
         try:
-            if self._zip:
-                return self._zip.getinfo(self._prefix + rel).file_size
             return (self.path / rel).stat().st_size
-        except (KeyError, OSError):
+        except OSError:
             return None
 
     def read_bytes(self, rel: str) -> bytes:
@@ -152,13 +156,11 @@ class ArchiveReader:
     def file_list(self) -> Iterator[str]:
         """Every file in the archive (relative paths), manifest included."""
         if self._zip:
-            for n in self._zip.namelist():
+            for n in self._zip.names():
                 if n.startswith(self._prefix) and not n.endswith("/"):
                     yield n[len(self._prefix):]
         else:
-            for p in sorted(self.path.rglob("*")):
-                if p.is_file():
-                    yield p.relative_to(self.path).as_posix()
+            yield from _walk(self.path, "")
 
     def jsonl(self, rel: str) -> Iterator[dict]:
         return (doc for _line, doc in self.jsonl_lines(rel))
@@ -224,3 +226,15 @@ class ArchiveReader:
 
     def lists_raw(self) -> Iterator[dict]:
         return self.jsonl("lists.jsonl")
+
+
+def _walk(folder: Path, prefix: str) -> Iterator[str]:
+    """The files under ``folder``, sorted folder by folder (only one folder's names in memory at a
+    time, not the whole tree's)."""
+    with os.scandir(folder) as it:
+        entries = sorted((e.name, e.is_dir(follow_symlinks=False), e.is_file()) for e in it)
+    for name, is_dir, is_file in entries:
+        if is_dir:
+            yield from _walk(folder / name, f"{prefix}{name}/")
+        elif is_file:
+            yield prefix + name

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Sequence
 
@@ -20,14 +19,14 @@ from exporter.model import Checkpoint, Document, Form, Media, Record
 from exporter.sinks import RunContext
 
 from .layout import FORMAT, FORMAT_VERSION, MANIFEST, document_path, dumps, entry_line, form_dir, media_path
-from .zipcopy import member
+from .zipwriter import MemberWriter, ZipWriter, method_for
 
 if TYPE_CHECKING:
     from .eraser import ArchiveEraser
 
 
 class _HashingWriter:
-    def __init__(self, fh: IO[bytes]):
+    def __init__(self, fh: IO[bytes] | MemberWriter):
         self.fh = fh
         self.h = hashlib.sha256()
         self.size = 0
@@ -89,8 +88,9 @@ class ArchiveSink:
             fd, self._tmp = tempfile.mkstemp(prefix="." + self.target.name + ".", suffix=".partial",
                                              dir=self.target.parent)
             os.fchmod(fd, FILE_MODE)
-            os.close(fd)
-            self._zf = zipfile.ZipFile(self._tmp, "w", allowZip64=True)
+            self._zfh = os.fdopen(fd, "wb")
+            # the central directory waits on disk (zipwriter): memory does not grow with the files
+            self._zw = ZipWriter(self._zfh, spool_dir=str(self.target.parent))
         else:
             self._tmp = tempfile.mkdtemp(prefix="." + self.target.name + ".", suffix=".partial",
                                          dir=self.target.parent)
@@ -108,9 +108,12 @@ class ArchiveSink:
             self._seen.add(rel)
         self._work()[1].write(entry_line(rel, {"sha256": sha256, "size": size}) + "\n")
 
-    def _open_file(self, rel: str) -> IO[bytes]:
+    def _open_file(self, rel: str) -> IO[bytes] | MemberWriter:
         if self.zip:
-            return self._zf.open(member(rel), "w", force_zip64=True)
+            return self._zw.open(rel, method_for(rel))
+        return self._open_path(rel)
+
+    def _open_path(self, rel: str) -> IO[bytes]:
         p = Path(self._work()[0]) / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         return open(p, "wb")
@@ -126,7 +129,7 @@ class ArchiveSink:
             if self.zip:
                 fh = tempfile.TemporaryFile(dir=self.target.parent)
             else:
-                fh = self._open_file(rel)
+                fh = self._open_path(rel)
             self._streams[rel] = (fh, _HashingWriter(fh))
         return self._streams[rel][1]
 
@@ -134,7 +137,7 @@ class ArchiveSink:
         fh, hw = self._streams.pop(rel)
         if self.zip:
             fh.seek(0)
-            with self._zf.open(member(rel), "w", force_zip64=True) as dst:
+            with self._zw.open(rel, method_for(rel)) as dst:
                 shutil.copyfileobj(fh, dst, 1 << 20)
         fh.close()
         self._record(rel, hw.h.hexdigest(), hw.size)
@@ -255,11 +258,12 @@ class ArchiveSink:
         }
         tmp = self._work()[0]
         if self.zip:
-            with self._zf.open(member(MANIFEST), "w", force_zip64=True) as fh:
+            with self._zw.open(MANIFEST, method_for(MANIFEST)) as fh:
                 self._write_manifest(head, fh)
-            self._zf.close()
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
+            self._zw.close()
+            self._zfh.flush()
+            os.fsync(self._zfh.fileno())
+            self._zfh.close()
             os.replace(tmp, self.target)
         else:
             with open(Path(tmp) / MANIFEST, "wb") as fh:
@@ -274,7 +278,7 @@ class ArchiveSink:
             else:
                 os.rename(tmp, self.target)
 
-    def _write_manifest(self, head: dict, out: IO[bytes]) -> None:
+    def _write_manifest(self, head: dict, out: IO[bytes] | MemberWriter) -> None:
         """The manifest, streamed: the head as indented JSON, then ``"files"`` last with one entry
         per line (in the order the files were written), so a reader can take the head without
         loading hundreds of thousands of entries, and ``verify`` can stream them."""
@@ -300,7 +304,9 @@ class ArchiveSink:
             return
         if self.zip:
             with contextlib.suppress(Exception):
-                self._zf.close()
+                self._zw.abort()
+            with contextlib.suppress(Exception):
+                self._zfh.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._tmp)
         else:

@@ -4,8 +4,10 @@ line and prints). A command group of its own in ``exporter.cli``.
 
 Each create, verify, restore and (not dry) prune appends one line to the account's audit logs
 (``exporter.audit.operation``: actions ``backup``, ``verify``, ``restore``, ``prune``), whatever
-its outcome; a command refused for bad input writes none. ``exporter jobs run`` passes ``create``
-the hidden ``--no-audit``: it writes that backup's line itself.
+its outcome; a command refused for bad input before any work writes none, while an error once the
+work began (the core calls ``started``, the line's ``begin``) is a failure, a ``ConfigError`` too.
+``exporter jobs run`` passes ``create`` the hidden ``--no-audit``: it writes that backup's line
+itself.
 """
 from __future__ import annotations
 
@@ -211,7 +213,7 @@ def verify(ctx: click.Context, account: str, state_dir: str, which: str) -> None
 
         identities = identities_of(ctx)
         with _audited(ctx, state_dir, account, "verify", selection=which) as line:
-            results = verify_backups(state_dir, account, which, identities)
+            results = verify_backups(state_dir, account, which, identities, started=line.begin)
             line["backups"] = [{**audit_fields(e), "verified": not problems} for e, problems in results]
             line["destinations"] = sorted({e["destination"] for e, _problems in results})
             bad = [(e["name"], problems[0]) for e, problems in results if problems]
@@ -265,7 +267,7 @@ def restore(ctx: click.Context, account: str, state_dir: str, which: str, out: s
         with _audited(ctx, state_dir, account, "restore", selection=which,
                       destinations=[*(mask(u) for u in destinations), *([str(out)] if out else [])]) as line:
             entry = restore_backup(state_dir, account, which, identities, out=out, sinks=sinks,
-                                   progress=progress(ctx))
+                                   progress=progress(ctx), started=line.begin)
             line.update(source=entry["destination"], counts=entry["archive"]["counts"], backup=audit_fields(entry))
         if not ctx.obj.quiet:
             where = ", ".join([*(mask(u) for u in destinations), *([out] if out else [])])
@@ -292,7 +294,7 @@ def prune(ctx: click.Context, account: str, state_dir: str, dry_run: bool, **kee
             raise ConfigError("no retention rule: give at least one --keep-last/--keep-daily/--keep-weekly/"
                               "--keep-monthly/--keep-yearly")
         with _audited(ctx, state_dir, account, "prune", not dry_run, retention=policy.describe()) as line:
-            removed = prune_backups(state_dir, account, policy, dry_run=dry_run)
+            removed = prune_backups(state_dir, account, policy, dry_run=dry_run, started=line.begin)
             line.update(removed=[audit_fields(e) for e in removed],
                         destinations=sorted({e["destination"] for e in removed}))
         if not ctx.obj.quiet:
