@@ -8,7 +8,7 @@ into a fresh database per run (created, checked, dropped):
 
 * PostgreSQL (127.0.0.1:5432, user postgres, trust): ``exporter export --to postgresql+psycopg://``
   (one process, and ``--jobs N`` worker processes, N = the CPU count by default)
-  versus plain ``COPY ... FROM STDIN`` (psycopg2 ``copy_expert``) of CSV files holding the same rows
+  versus plain ``COPY ... FROM STDIN`` (psycopg 3 ``cursor.copy``) of CSV files holding the same rows
   (form and sub-form tables and the media index, same columns and types, from the exporter's own
   planner and row code); the same CSV COPYed again batch by batch (as many submissions of a form as
   the exporter's batches hold, with their sub-form and media index rows, per committed transaction,
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import os
 import shutil
@@ -367,20 +366,36 @@ def _copy_csv_sql(ddl: dict, table: str) -> str:
     return f'COPY "{table}" ({cols}) FROM STDIN WITH (FORMAT csv, NULL \'NULL\')'
 
 
-def child_copy_pg(db: str, prepared: dict) -> None:
-    import psycopg2
+def _pg_connect(db: str):
+    """A psycopg 3 connection (the project's PostgreSQL driver: the baselines need no other)."""
+    import psycopg
 
+    return psycopg.connect(dbname=db, **PG)
+
+
+def _copy_bytes(cur, sql: str, fh, size: int | None = None) -> None:
+    """``COPY ... FROM STDIN`` of ``size`` bytes of ``fh`` (all of it when None), 1 MiB at a time."""
+    with cur.copy(sql) as copy:
+        left = size
+        while left is None or left > 0:
+            chunk = fh.read(1 << 20 if left is None else min(1 << 20, left))
+            if not chunk:
+                break
+            copy.write(chunk)
+            if left is not None:
+                left -= len(chunk)
+
+
+def child_copy_pg(db: str, prepared: dict) -> None:
     ddl, csv = prepared["ddl"]["postgresql"], prepared["csv"]["postgresql"]
-    conn = psycopg2.connect(dbname=db, **PG)
-    with conn, conn.cursor() as cur:
+    with _pg_connect(db) as conn, conn.cursor() as cur:
         for stmt in ddl["create"]:
             cur.execute(stmt)
         for table, path in csv.items():
             with open(path, "rb") as fh:
-                cur.copy_expert(_copy_csv_sql(ddl, table), fh, size=1 << 20)
+                _copy_bytes(cur, _copy_csv_sql(ddl, table), fh)
         for stmt in ddl["keys"]:
             cur.execute(stmt)
-    conn.close()
 
 
 def child_copy_pg_batches(db: str, prepared: dict, connections: int = 1) -> None:
@@ -393,33 +408,25 @@ def child_copy_pg_batches(db: str, prepared: dict, connections: int = 1) -> None
     N), as the exporter's ``--jobs`` workers share forms."""
     import multiprocessing
 
-    import psycopg2
-
     ddl = prepared["ddl"]["postgresql"]
     first = [s for s in ddl["keys"] if "PRIMARY KEY" in s]
-    conn = psycopg2.connect(dbname=db, **PG)
-    with conn, conn.cursor() as cur:
+    with _pg_connect(db) as conn, conn.cursor() as cur:
         for stmt in [*ddl["create"], *first]:
             cur.execute(stmt)
-    conn.close()
     if connections > 1:
         with multiprocessing.get_context("fork").Pool(connections) as pool:
             pool.starmap(_copy_pg_batches, [(db, prepared, i, connections) for i in range(connections)])
     else:
         _copy_pg_batches(db, prepared, 0, 1)
-    conn = psycopg2.connect(dbname=db, **PG)
-    with conn, conn.cursor() as cur:
+    with _pg_connect(db) as conn, conn.cursor() as cur:
         for stmt in ddl["keys"]:
             if stmt not in first:
                 cur.execute(stmt)
-    conn.close()
 
 
 def _copy_pg_batches(db: str, prepared: dict, share: int, shares: int) -> None:
-    import psycopg2
-
     ddl, csv = prepared["ddl"]["postgresql"], prepared["csv"]["postgresql"]
-    conn = psycopg2.connect(dbname=db, **PG)
+    conn = _pg_connect(db)
     handles = {t: open(path, "rb") for t, path in csv.items()}
     sql = {t: _copy_csv_sql(ddl, t) for t in csv}
     with conn.cursor() as cur:
@@ -427,7 +434,7 @@ def _copy_pg_batches(db: str, prepared: dict, share: int, shares: int) -> None:
             for t, start, end in ranges:
                 fh = handles[t]
                 fh.seek(start)
-                cur.copy_expert(sql[t], io.BytesIO(fh.read(end - start)))
+                _copy_bytes(cur, sql[t], fh, end - start)
             conn.commit()
     for fh in handles.values():
         fh.close()
@@ -478,21 +485,17 @@ def child_dlt_pg(db: str, prepared: dict, pipelines_dir: str) -> None:
 
 
 def pg_admin(sql: str) -> None:
-    import psycopg2
+    import psycopg
 
-    conn = psycopg2.connect(dbname="postgres", **PG)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
+    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
+        conn.execute(sql)
 
 
 def pg_counts(db: str, tables: list[str]) -> dict[str, int]:
     """Rows per table name, wherever the table is (dlt puts it in a dataset schema)."""
-    import psycopg2
-    from psycopg2 import sql
+    from psycopg import sql
 
-    conn = psycopg2.connect(dbname=db, **PG)
+    conn = _pg_connect(db)
     out = {}
     with conn.cursor() as cur:
         for t in tables:
@@ -510,10 +513,9 @@ def pg_counts(db: str, tables: list[str]) -> dict[str, int]:
 
 def pg_digests(db: str, tables: list[str]) -> dict[str, str]:
     """An order-independent digest of every row's text, per table (same data -> same digest)."""
-    import psycopg2
-    from psycopg2 import sql
+    from psycopg import sql
 
-    conn = psycopg2.connect(dbname=db, **PG)
+    conn = _pg_connect(db)
     out = {}
     with conn.cursor() as cur:
         for t in tables:
