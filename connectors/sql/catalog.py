@@ -35,7 +35,8 @@ SQLITE = _sql(30, "sqlite", "sqlite:///path.db", "SQLite database (embedded defa
 POSTGRES = _sql(40, "postgres", "postgresql+psycopg://user@host:5432/db",
                 "PostgreSQL (binary COPY, merged through staging when keys exist)", ("postgresql", "postgres"), "postgres")
 MYSQL = _sql(50, "mysql", "mysql+pymysql://user@host:3306/db",
-             "MariaDB / MySQL (multi-row INSERT, merged with ON DUPLICATE KEY UPDATE)", ("mysql", "mariadb"), "mysql")
+             "MariaDB / MySQL (INSERT of JSON_TABLE rows on MariaDB 10.6+, else multi-row; merged with "
+             "ON DUPLICATE KEY UPDATE)", ("mysql", "mariadb"), "mysql")
 MSSQL = _sql(60, "mssql", "mssql+pyodbc://user@dsn", "Microsoft SQL Server (pyodbc fast_executemany)", ("mssql",), "mssql")
 ACCESS = _sql(70, "access", "access+pyodbc://@dsn", "Microsoft Access (sqlalchemy-access)", ("access",), "access",
               ("sqlalchemy_access",))

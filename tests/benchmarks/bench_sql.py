@@ -703,10 +703,10 @@ def main() -> None:
                 try:
                     if loader.startswith("exporter"):
                         args = [*exporter, "--to", f"mysql+pymysql://{MY['user']}@{MY['host']}:{MY['port']}/{db}"]
-                        name = "exporter (multi-row INSERT loader)"
+                        name = "exporter (INSERT loader)"
                         if loader == "exporter-jobs":
                             args += ["--jobs", str(a.jobs)]
-                            name = f"exporter --jobs {a.jobs} (multi-row INSERT loader; peak RSS per process)"
+                            name = f"exporter --jobs {a.jobs} (INSERT loader; peak RSS per process)"
                     else:
                         args = [*me, "--child", "load-mysql", "--db", db, "--data", str(data)]
                         name = "LOAD DATA LOCAL INFILE of CSV (keys at CREATE)"
