@@ -26,13 +26,21 @@ from .common import F, given_source_options, progress, run_guarded, source_optio
 if TYPE_CHECKING:
     from ..retention import Retention
 
-STATE_HELP = "Folder of the accounts' state (index, lock, spool); default $EXPORTER_STATE_DIR."
+STATE_HELP = "Folder of the accounts' state (index, lock, spool); needed, here or as $EXPORTER_STATE_DIR."
+
+
+def _needed(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """--state-dir: required, but $EXPORTER_STATE_DIR gives it too (click's "[required]" in the
+    help would say otherwise)."""
+    if not value:
+        raise click.UsageError("Missing option '--state-dir' (or $EXPORTER_STATE_DIR).", ctx)
+    return value
 
 
 def account_options(fn: F) -> F:
     opts = [
         click.option("--account", "-a", required=True, metavar="NAME", help="The account (a name of your choice)."),
-        click.option("--state-dir", required=True, envvar="EXPORTER_STATE_DIR", type=click.Path(file_okay=False),
+        click.option("--state-dir", envvar="EXPORTER_STATE_DIR", type=click.Path(file_okay=False), callback=_needed,
                      help=STATE_HELP),
     ]
     for o in reversed(opts):

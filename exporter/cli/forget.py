@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
-from .backups import STATE_HELP, identities_of, identity_given, identity_options
+from .backups import identities_of, identity_given, identity_options
 from .common import run_guarded
 from .run import OrderedCommand
 
@@ -38,7 +38,8 @@ def _ids_file(path: str | None) -> list[str]:
               help="Also erase from every backup of this account (`exporter backups`; needs --state-dir and the "
                    "identity that decrypts them).")
 @click.option("--state-dir", envvar="EXPORTER_STATE_DIR", type=click.Path(file_okay=False),
-              help=STATE_HELP + " With --account.")
+              help="With --account: the folder of the accounts' state (backups index, lock, spool); "
+                   "default $EXPORTER_STATE_DIR.")
 @identity_options
 @click.option("--user", "user_id", metavar="ID", help="The user to erase (their id, as in users.user_id).")
 @click.option("--only-personal", is_flag=True,
