@@ -109,6 +109,19 @@ def os_error_text(e: OSError, doing: str) -> str:
     return f"cannot {doing}: {reason}" + (f" ({', '.join(str(p) for p in paths)})" if paths else "")
 
 
+def help_hint(command_path: str) -> str:
+    """What a usage error adds after its message: where the command's help is."""
+    return f" (see '{command_path} --help')"
+
+
+def without_help_hint(line: str) -> str:
+    """``line`` without the ``help_hint`` at its end (an account's error, for the jobs file's user,
+    who did not type the command)."""
+    import re
+
+    return re.sub(r" \(see '[^']*--help'\)$", "", line)
+
+
 class Interrupted(BaseException):
     """The process was asked to stop (SIGTERM, SIGHUP, SIGINT): raised in the main thread, so the
     run rolls back and removes its temporary files on its way out. Exit code 128 + signal."""

@@ -22,7 +22,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import shlex
 import signal
 import socket
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import audit, jobstate, zygote
-from .errors import ConfigError, Interrupted, LockedError
+from .errors import ConfigError, Interrupted, LockedError, without_help_hint
 from .jobsfile import Account, JobsFile
 from .jobtables import SETTINGS
 from .secrets import mask, read_secret
@@ -252,10 +251,7 @@ def _error_of(log_path: Path) -> str:
     errors = [line[len("Error: "):] for line in tail if line.startswith("Error: ")]
     error = errors[-1] if errors else next((line for line in reversed(tail) if line.strip()), "")
     # a usage error ends with where the command's help is: not the jobs file's user's concern
-    return mask(_HELP_HINT.sub("", error.strip()))[:500]
-
-
-_HELP_HINT = re.compile(r" \(see '[^']*--help'\)$")
+    return mask(without_help_hint(error.strip()))[:500]
 
 
 def due_actions(account: Account, due_only: bool) -> tuple[bool, bool]:

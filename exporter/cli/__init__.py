@@ -16,7 +16,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import Interrupted
+from ..errors import Interrupted, help_hint
 from . import backups, cluster, forget, jobs, run, tools
 from .common import Ctx, interrupted
 
@@ -89,7 +89,7 @@ def main(args: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except click.UsageError as e:
-        where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        where = help_hint(e.ctx.command_path) if e.ctx is not None else ""
         click.echo(f"Error: {e.format_message()}{where}", err=True)
         sys.exit(e.exit_code)
     except click.ClickException as e:
