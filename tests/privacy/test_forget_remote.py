@@ -38,21 +38,28 @@ def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_forget_over_sftp(roles_archive, sftp_server, password_env, tmp_path):
-    to = sftp_to(sftp_server, password_env)
-    r = invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv")
+def export_then_forget(archive: Path, to: list[str], root: Path, *apply_args: str) -> dict[str, bytes]:
+    """Export ``archive`` to the remote ``to`` (whose files are under ``root`` on this machine),
+    check that a dry run of ``forget --user PERSON`` changes nothing and that ``--apply`` leaves
+    none of the person's texts; the remote's files after."""
+    r = invoke("-q", "export", "-s", archive, "--to", *to, "--format", "json,csv")
     assert r.exit_code == 0, r.output
-    root = sftp_server.root / "export"
-    needles = person_texts(roles_archive)
+    needles = person_texts(archive)
     assert search_files(root, needles)
     before = tree(root)
     r = invoke("forget", "--to", *to, "--user", PERSON)
     assert r.exit_code == 0 and "would erase 1 user, 1 group membership, 9 submissions" in r.output, r.output
     assert tree(root) == before  # a dry run changes nothing
-    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply", "--reference", "T-1")
-    assert r.exit_code == 0, r.output
+    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply", *apply_args)
+    assert r.exit_code == 0 and "erased 1 user, 1 group membership, 9 submissions" in r.output, r.output
     assert search_files(root, needles) == []
-    after = tree(root)
+    return tree(root)
+
+
+def test_forget_over_sftp(roles_archive, sftp_server, password_env, tmp_path):
+    to = sftp_to(sftp_server, password_env)
+    root = sftp_server.root / "export"
+    after = export_then_forget(roles_archive, to, root, "--reference", "T-1")
     assert not any(f"/media/{sid}/" in p for p in after for sid in ("700000",))  # their media are gone
     assert any(b"mdupont" in b for b in after.values())  # others stay
     subs = [json.loads(x) for f in root.glob("forms/1001-*/submissions.jsonl") for x in f.read_text().splitlines()]
@@ -100,19 +107,8 @@ def test_forget_over_azure(roles_archive, azurite, tmp_path):
 def test_forget_over_ftp(roles_archive, ftp_server, password_env, mlsd):
     ftp_server.hooks.no_mlsd = not mlsd
     to = [ftp_server.url("export"), "--to-password-env", password_env]
-    r = invoke("-q", "export", "-s", roles_archive, "--to", *to, "--format", "json,csv")
-    assert r.exit_code == 0, r.output
     root = ftp_server.root / "export"
-    needles = person_texts(roles_archive)
-    assert search_files(root, needles)
-    before = tree(root)
-    r = invoke("forget", "--to", *to, "--user", PERSON)
-    assert r.exit_code == 0 and "would erase 1 user, 1 group membership, 9 submissions" in r.output, r.output
-    assert tree(root) == before
-    r = invoke("forget", "--to", *to, "--user", PERSON, "--apply")
-    assert r.exit_code == 0 and "erased 1 user, 1 group membership, 9 submissions" in r.output, r.output
-    assert search_files(root, needles) == []
-    after = tree(root)
+    after = export_then_forget(roles_archive, to, root)
     assert any(b"mdupont" in b for b in after.values())  # others stay
     assert not any("/media/700000/" in p for p in after)
     manifest = json.loads((root / ".exporter-manifest.json").read_text("utf-8"))["files"]
