@@ -19,8 +19,8 @@ OPTIONS = (
     Option("loader", "text", None, "force a loader: generic (executemany) everywhere; copy (PostgreSQL), "
            "multirow (MariaDB/MySQL; loaddata is read as multirow); default: the fastest the driver allows",
            choices=("generic", "copy", "multirow", "loaddata")),
-    Option("background_load", "bool", True, "load and commit each batch on a background thread while the next "
-           "is read (PostgreSQL, MariaDB/MySQL)"),
+    Option("background_load", "bool", None, "load and commit each batch on a background thread while the next "
+           "is read (PostgreSQL, MariaDB/MySQL); default: on for MariaDB/MySQL, off for PostgreSQL"),
 )
 
 _FACTORY = "exporter.connectors.sql:create_sink"

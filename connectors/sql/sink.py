@@ -267,9 +267,13 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
         # the commit, so the commit must be done by then), in the workers of a parallel export into
         # MySQL/MariaDB (a batch that loses an InnoDB deadlock to another worker is written again,
         # so its failure must come before its commit returns; an overlapped one would come with the
-        # next batch) or when switched off (-o background_load=false).
+        # next batch), or when off: by default where the thread costs more than it saves (the
+        # dialect's ``background_load``), or by -o background_load=false.
         in_step = ctx.worker is not None and not self.profile.background_in_workers
-        if ctx.mode != "unread" and not in_step and self.options.get("background_load", True) is not False:
+        wanted = self.options.get("background_load")
+        if wanted is None:
+            wanted = self.profile.background_load
+        if ctx.mode != "unread" and not in_step and wanted:
             if isinstance(self._loader, BackgroundLoader):
                 self._loader.overlap()
 

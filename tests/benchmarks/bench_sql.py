@@ -99,6 +99,9 @@ def child_run(args: list[str], env: dict | None = None) -> tuple[float, float, f
     return (seconds, peak RSS in MiB, CPU seconds of the command's process and the children it
     waited for: a client's own work, which other jobs on the machine disturb less than its wall
     time; a database server's work is not in it)."""
+    # bytecode cached as in any installation (a checkout run with PYTHONDONTWRITEBYTECODE=1 would
+    # compile the exporter's modules at each start, which no installed copy does)
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k != "PYTHONDONTWRITEBYTECODE"}
     t = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", _WRAP, *args], env=env, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t

@@ -98,6 +98,11 @@ class SqlProfile:
     #: False where a batch that loses a deadlock to another worker must learn it before its commit
     #: returns (so that it can be written again)
     background_in_workers: bool = True
+    #: load and commit each batch on a background thread while the next one is read, unless
+    #: ``-o background_load`` says otherwise. The thread shares the interpreter lock with the
+    #: reading, so it pays only where the server's own work per batch is long: MariaDB/MySQL's
+    #: INSERT statements, not PostgreSQL's binary COPY (measured: docs/benchmarks.md)
+    background_load: bool = False
 
 
 class Outcome:

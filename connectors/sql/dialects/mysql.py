@@ -47,7 +47,9 @@ class MySQL(Dialect):
             # a batch that loses an InnoDB deadlock to another worker is written again, so its
             # failure must come before its commit returns (in the background it would come with
             # the next batch, too late)
-            background_in_workers=False)
+            background_in_workers=False,
+            # the server's work on INSERT statements is long enough to overlap with the next batch
+            background_load=True)
 
     def loader(self, conn: sa.Connection, profile: SqlProfile, forced: str | None = None,
                rows_per_batch: int | None = None) -> Loader:
