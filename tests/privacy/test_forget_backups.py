@@ -166,7 +166,10 @@ def test_a_forget_killed_mid_rewrite_leaves_whole_backups_and_the_next_one_compl
     def reached() -> bool:
         if moment == "uploading":
             return journal.exists()
-        return spool.is_dir() and any(p.name.startswith(".rewritten.zip.") for p in spool.iterdir())
+        try:  # the spool may be removed between a look and the listing: not reached then
+            return any(p.name.startswith(".rewritten.zip.") for p in spool.iterdir())
+        except FileNotFoundError:
+            return False
 
     proc = _forget_process(backed_up, age_keys)
     wait_for(reached, proc, f"the forget {moment}", seconds=120, every=0.001)
