@@ -183,6 +183,9 @@ def run(
             summary.seconds = time.monotonic() - start
             if progress:
                 progress.update(summary, current)
+            # let go of the batch now: held until the loop rebinds it, it would live on while the
+            # next batch is read, and the cycle collector would walk both
+            batch = shown = b = []
         if before_close is not None:
             before_close(summary)
         source_open = False  # a stop signal while it closes: the sinks still roll back (below)

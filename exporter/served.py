@@ -24,13 +24,16 @@ class ServedPayload:
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:  # read on the class: the descriptor (the field's default, see __set__)
             return self
-        held = obj.__dict__[self._attr]
+        held = getattr(obj, self._attr)
         if isinstance(held, bytes):
             from .fastjson import loads
 
-            held = obj.__dict__[self._attr] = loads(held)
+            held = loads(held)
+            object.__setattr__(obj, self._attr, held)
         return held
 
     def __set__(self, obj: Any, value: dict | bytes | ServedPayload) -> None:
-        # the default (no payload given) is this descriptor itself: an empty payload of its own
-        obj.__dict__[self._attr] = {} if value is self else value
+        # the default (no payload given) is this descriptor itself: an empty payload of its own.
+        # Set as an attribute, not through ``obj.__dict__``: reading that makes the instance a
+        # dict of its own, one more object per record for the cycle collector
+        object.__setattr__(obj, self._attr, {} if value is self else value)

@@ -153,3 +153,32 @@ def test_a_run_leaves_the_interpreters_settings_alone(sample_archive):
     before = (gc.get_threshold(), gc.isenabled(), sys.getswitchinterval())
     run(ArchiveSource(sample_archive), [Watching("w", [])], ctx(), batch_size=5)
     assert seen and set(seen) == {before}
+
+
+def test_a_batch_is_let_go_once_acknowledged(sample_archive):
+    """The pipeline holds no batch while the source reads the next one: the cycle collector would
+    walk both."""
+    import weakref
+
+    class Forgetting(RecordingSink):  # keeps nothing of what it is given
+        def write(self, batch):
+            self.log.append((self.name, "write", len(batch)))
+
+    class Watched(ArchiveSource):
+        def __init__(self, path):
+            super().__init__(path)
+            self.acked = []
+            self.still_held = 0
+
+        def acknowledge(self, batch):
+            self.acked.extend(weakref.ref(r) for r in batch if r.kind == "submission")
+
+        def records(self, *args, **kwargs):
+            for r in super().records(*args, **kwargs):
+                self.still_held += sum(1 for ref in self.acked if ref() is not None)
+                yield r
+
+    src = Watched(sample_archive)
+    summary = run(src, [Forgetting("f", [])], ctx(), batch_size=5)
+    assert summary.batches > 3 and len(src.acked) == 50
+    assert src.still_held == 0
