@@ -38,16 +38,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("exporter.pipeline")
 
+_KIND = operator.attrgetter("kind")
+
 
 def _privacy_stage(ctx: RunContext) -> Pseudonymiser | None:
     """``privacy.pseudonymise.stage_for(ctx)``, imported only by a run that asks for a stage."""
-    if ctx.privacy is None:
+    if getattr(ctx, "privacy", None) is None:
         return None
     from .privacy.pseudonymise import stage_for
 
     return stage_for(ctx)
-
-_KIND = operator.attrgetter("kind")
 
 
 @dataclass
