@@ -66,7 +66,6 @@ def export(source: str | os.PathLike, to: Destinations, *, formats: str | Sequen
     every destination's records go through (see ``exporter.privacy.pseudonymise``)."""
     from .deletions import parse_policy
     from .pipeline import new_run_id, run
-    from .privacy.pseudonymise import check_run
     from .sinks import RunContext
 
     mode = _mode(incremental)
@@ -102,7 +101,10 @@ def export(source: str | os.PathLike, to: Destinations, *, formats: str | Sequen
     src = _open(source, typed, run_args)
     ctx = RunContext(run_id=new_run_id(), source=src.description, mode=mode, formats=fmt, deletions=deletions or "soft",
                      max_deletions=max_deletions, privacy=pseudonymise)
-    check_run(pseudonymise, src, sinks)  # before anything is created (closes the source when refused)
+    if pseudonymise is not None:  # (the privacy stage is imported only by a run that asks for it)
+        from .privacy.pseudonymise import check_run
+
+        check_run(pseudonymise, src, sinks)  # before anything is created (closes the source when refused)
     if jobs > 1:
         from .parallel import run_parallel
 

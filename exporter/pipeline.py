@@ -23,20 +23,31 @@ import operator
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, Sequence
 
 from .deletions import preflight
 from .errors import ExporterError, SinkError, one_line, run_status
 from .interrupts import shielded
 from .model import Record, blob_bytes
-from .privacy.pseudonymise import stage_for
 from .secrets import mask
 from .sinks import RecordsFailures, RunContext, Sink, StatefulSink
 from .sources import CheckedSource, CountsSubmissions, Source
 
+if TYPE_CHECKING:
+    from .privacy.pseudonymise import Pseudonymiser
+
 log = logging.getLogger("exporter.pipeline")
 
 _KIND = operator.attrgetter("kind")
+
+
+def _privacy_stage(ctx: RunContext) -> Pseudonymiser | None:
+    """``privacy.pseudonymise.stage_for(ctx)``, imported only by a run that asks for a stage."""
+    if getattr(ctx, "privacy", None) is None:
+        return None
+    from .privacy.pseudonymise import stage_for
+
+    return stage_for(ctx)
 
 
 @dataclass
@@ -152,7 +163,7 @@ def run(
     source_open = True
     try:
         check_source(source)
-        stage = stage_for(ctx)  # --pseudonymise: what every sink is given instead of the batch
+        stage = _privacy_stage(ctx)  # --pseudonymise: what every sink is given instead of the batch
         # each sink's stored state is read before any sink is opened for writing
         start_state = state if state is not None else (merged_state(sinks) if ctx.mode == "cursor" else {})
         preflight(source, sinks, ctx.deletion_policy())  # too many deletions: refused before anything opens

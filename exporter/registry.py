@@ -122,6 +122,18 @@ class Source(Plugin):
 
 P = TypeVar("P", bound=Plugin)
 
+#: every installed distribution's entry points, read once for all four groups (each reading walks
+#: every distribution's metadata on sys.path); ``refresh`` forgets them
+_ALL_POINTS: metadata.SelectableGroups | metadata.EntryPoints | None = None
+
+
+def _group_points(group: str) -> metadata.EntryPoints:
+    """The entry points of ``group``, in the order ``metadata.entry_points(group=...)`` gives them."""
+    global _ALL_POINTS
+    if _ALL_POINTS is None:
+        _ALL_POINTS = metadata.entry_points()
+    return _ALL_POINTS.select(group=group)
+
 
 class Registry(Generic[P]):
     """The plugins of one entry point group, read on first use. A declaration is loaded (its
@@ -134,7 +146,8 @@ class Registry(Generic[P]):
 
     def refresh(self) -> None:
         """Read the entry points again (a plugin installed while this process runs, tests)."""
-        self._points, self._loaded = None, {}
+        global _ALL_POINTS
+        self._points, self._loaded, _ALL_POINTS = None, {}, None
 
     def keys(self) -> list[str]:
         """Every registered key (no declaration is loaded), by name."""
@@ -143,7 +156,7 @@ class Registry(Generic[P]):
     def _entry_points(self) -> dict[str, metadata.EntryPoint]:
         if self._points is None:
             self._points = {}
-            for ep in metadata.entry_points(group=self.group):
+            for ep in _group_points(self.group):
                 self._points.setdefault(ep.name, ep)  # the first of two of the same name wins
         return self._points
 
@@ -301,10 +314,14 @@ def format_options(formats: Iterable[str] | None = None) -> tuple[Option, ...]:
     return tuple(seen.values())
 
 
+#: the key of ``formats_option`` (its choices are every format's: listing them loads each declaration)
+FORMATS_KEY = "formats"
+
+
 def formats_option() -> Option:
     """``formats``, read by every destination that writes files: its own formats instead of the
     run's ``--format`` (a jobs file's destination ``formats``; ``-o formats=csv,xlsx`` after its --to)."""
-    return Option("formats", "list", help="the file formats this destination writes, instead of the run's --format",
+    return Option(FORMATS_KEY, "list", help="the file formats this destination writes, instead of the run's --format",
                   choices=tuple(FORMATS.ordered_keys()))
 
 

@@ -19,7 +19,16 @@ from urllib.parse import parse_qsl, urlencode
 
 from .errors import ConfigError
 from .options import nearest, parse, refuse_plain_secret
-from .registry import FORMATS, SINKS, Destination, destination_options, entry_for, format_options, formats_option, own_formats
+from .registry import (
+    FORMATS,
+    FORMATS_KEY,
+    SINKS,
+    Destination,
+    destination_options,
+    entry_for,
+    format_options,
+    own_formats,
+)
 from .secrets import mask
 
 #: options the command line sets with switches of their own: messages name the switch
@@ -29,7 +38,7 @@ LABELS = {"media_in_db": "--media-in-db", "password_env": "--to-password-env", "
 def all_option_keys() -> set[str]:
     """Every option key a destination or a format declares."""
     keys = {o.name for e in SINKS.all().values() for o in e.options}
-    return keys | {o.name for o in format_options()} | {formats_option().name}
+    return keys | {o.name for o in format_options()} | {FORMATS_KEY}
 
 
 def accepted_keys(entry: Destination, formats: Iterable[str]) -> set[str]:
@@ -43,6 +52,8 @@ def _format_of(key: str) -> list[str]:
 
 def check_formats(formats: Sequence[str], entries: Sequence[Destination], given: bool) -> None:
     """``--format``: at least one known format, and (when given) a destination that writes files."""
+    if not given and not any(e.formats for e in entries):
+        return  # the default formats, and no destination writes them: no writer to import (a database's run)
     from exporter.formats.base import get_writer_class, known_formats
 
     if not formats:
@@ -78,7 +89,7 @@ def check_options(options: Mapping[str, object], entries: Sequence[Destination],
             raise ConfigError(f"{shown}{where} is for the {' and '.join(fmts)} format, which is not written "
                               f"(formats {','.join(formats)}: --format, or -o formats= after its --to)")
         users = ", ".join(e.key for e in SINKS.all().values()
-                          if key in e.option_names() or ((fmts or key == formats_option().name) and e.formats))
+                          if key in e.option_names() or ((fmts or key == FORMATS_KEY) and e.formats))
         raise ConfigError(f"{shown}{where} is not read by {dests}; it is for {users}")
 
 
@@ -124,7 +135,7 @@ def plan_destinations(destinations: Sequence[tuple[str, Mapping[str, Any]]], opt
     writing ``formats``, with ``options`` for every destination that reads them. Checked here,
     before anything is created: URL query options, the same destination twice, every key read
     by its destination (a key of ``options``: by at least one), the formats, every value."""
-    if formats_option().name in options:
+    if FORMATS_KEY in options:
         raise ConfigError("option formats is a destination's own: give -o formats=... after its --to (--format sets "
                           "the formats of every destination)")
     planned: list[tuple[str, dict[str, Any], Destination, tuple[str, ...]]] = []

@@ -17,7 +17,6 @@ from __future__ import annotations
 import bz2
 import io
 import os
-import sqlite3
 import struct
 import zlib
 from collections.abc import Iterator
@@ -144,6 +143,8 @@ class ZipIndex:
     """A zip's members by name, from a table on disk."""
 
     def __init__(self, path: str | os.PathLike) -> None:
+        import sqlite3  # (a zip archive's only: a folder's reader never needs it)
+
         self.path = Path(path)
         self._last: tuple[str | None, Member | None] = (None, None)
         self._fh = open(self.path, "rb")

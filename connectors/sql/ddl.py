@@ -7,8 +7,10 @@ import hashlib
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine.reflection import ObjectKind, ObjectScope
 
 from exporter.capabilities import Capabilities
 from exporter.errors import SinkError
@@ -66,14 +68,14 @@ class SchemaSteps:
         """Check every table before any DDL: returns (table, None) to create, (table, [missing
         columns]) to alter. Raises SinkError for an existing table of incompatible shape."""
         insp = self._inspector()
+        have_columns, have_pks = self._reflect(insp, [t.name for t in tables])
         out: list[tuple[sa.Table, list[sa.Column] | None]] = []
         for t in tables:
-            if not insp.has_table(t.name, schema=self.schema):
+            if t.name not in have_columns:
                 out.append((t, None))
                 continue
-            cols = {c["name"].lower(): c for c in insp.get_columns(t.name, schema=self.schema)}
-            pk = [c.lower() for c in (insp.get_pk_constraint(t.name, schema=self.schema) or {}).get(
-                "constrained_columns") or []]
+            cols = {c["name"].lower(): c for c in have_columns[t.name]}
+            pk = [c.lower() for c in (have_pks[t.name] or {}).get("constrained_columns") or []]
             want_pk = [c.name.lower() for c in t.primary_key.columns]
             if sorted(pk) != sorted(want_pk):
                 raise SinkError(
@@ -94,6 +96,27 @@ class SchemaSteps:
                         context=self.name)
             out.append((t, missing))
         return out
+
+    def _reflect(self, insp: sa.Inspector, names: list[str]) -> tuple[dict[str, list], dict[str, Any]]:
+        """The columns and the primary key of each of ``names`` that exists (as ``has_table`` finds
+        it: a table, a view...), by name. Where the dialect reflects many tables in one query
+        (``reflects_many``), a name missing from its answer is a table that is not there, so one
+        query finds which exist and their columns; elsewhere each name is looked up first. Either
+        way the columns and keys of all come in one call each (one query each where the dialect
+        can)."""
+        schema, kind, scope = self.schema, ObjectKind.ANY, ObjectScope.ANY  # where has_table looks
+        if self.profile.reflects_many:
+            columns = insp.get_multi_columns(schema, names, kind, scope) if names else {}
+            present = [n for n in names if (schema, n) in columns]
+        else:
+            present = [n for n in names if insp.has_table(n, schema=schema)]
+            columns = insp.get_multi_columns(schema, present, kind, scope) if present else {}
+        pks = insp.get_multi_pk_constraint(schema, present, kind, scope) if present else {}
+        # a table dropped in between is missing from the answers: asked alone, it fails as it always did
+        return ({n: columns[(schema, n)] if (schema, n) in columns else insp.get_columns(n, schema=schema)
+                 for n in present},
+                {n: pks[(schema, n)] if (schema, n) in pks else insp.get_pk_constraint(n, schema=schema)
+                 for n in present})
 
     def _apply_ddl(self, checked: list[tuple[sa.Table, list[sa.Column] | None]]) -> None:
         conn = self._conn
@@ -145,10 +168,17 @@ class SchemaSteps:
             source.append_constraint(fk)
             with self._op(f"adding the foreign key of table {child} (to table {parent})"):
                 conn.execute(sa.schema.AddConstraint(fk))
-        for t in self._fixed.values():
-            for ix in t.indexes if t.info.get("late_indexes") and t.name in existing else ():
+        late = [t for t in self._fixed.values() if t.info.get("late_indexes") and t.name in existing]
+        indexes: dict = {}
+        if late:  # the indexes of all these tables at once (as has_index finds them, table by table)
+            with self._op(f"reading the indexes of tables {', '.join(t.name for t in late)}"):
+                indexes = insp.get_multi_indexes(schema=self.schema, filter_names=[t.name for t in late],
+                                                 kind=ObjectKind.ANY, scope=ObjectScope.ANY)
+        for t in late:
+            have = {i["name"] for i in indexes.get((self.schema, t.name), ())}
+            for ix in t.indexes:
                 with self._op(f"creating index {ix.name} of table {t.name}"):
-                    if ix.name is None or not insp.has_index(t.name, ix.name, schema=self.schema):
+                    if ix.name is None or ix.name not in have:
                         log.info("%s: creating index %s of table %s", self.name, ix.name, t.name)
                         ix.create(conn)
 

@@ -99,6 +99,7 @@ class CopyLoader(Overlapping, GenericLoader):
         super().__init__(conn, profile, rows_per_batch)
         self._merge_only: set[str] = set()  # tables where a plain COPY met an existing key
         self._texts: dict[tuple, tuple[Columns, tuple[str, ...]]] = {}
+        self._merges: dict[tuple, str] = {}
 
     def _qualified(self, table: sa.Table) -> str:
         return self.conn.dialect.identifier_preparer.format_table(table)
@@ -142,7 +143,7 @@ class CopyLoader(Overlapping, GenericLoader):
         (``outcome.all_new`` then turns False). After one such conflict the table is only merged
         in this run: a fresh export never merges, an incremental one pays one aborted COPY per table."""
         rows = dedupe(rows, list(cols).index(key))
-        columns, (copy_sql, stage_sql, create, merge, drop) = self._statements(table, key, cols)
+        columns, (copy_sql, stage_sql, create, drop) = self._statements(table, key, cols)
         raw = self._raw()
         merge_only, name, step = self._merge_only, table.fullname, self.rows
 
@@ -164,6 +165,7 @@ class CopyLoader(Overlapping, GenericLoader):
                         # ROLLBACK TO names), and its changes are committed with it all the same
                         return
                 outcome.all_new = False
+                merge = self._merge_sql(table, key, cols)
                 for chunk in chunks(rows, step):
                     cur.execute(create)
                     _copy(cur, stage_sql, columns, chunk)
@@ -193,30 +195,40 @@ class CopyLoader(Overlapping, GenericLoader):
 
     def _statements(self, table: sa.Table, key: str, cols: Sequence[str]) -> tuple[Columns, tuple[str, ...]]:
         """The columns ``cols`` of ``table`` as COPY needs them, and the statements: COPY into the table, COPY into its
-        staging table, create, merge and drop the staging table (compiled once per table, key and
-        columns)."""
+        staging table, create and drop the staging table (made once per table, key and columns; the
+        merge, ``_merge_sql``, only once a table needs it)."""
         cache_key = (table.fullname, key, tuple(cols))
         found = self._texts.get(cache_key)
         if found is None:
-            found = self._texts[cache_key] = (Columns(table, cols, self.conn.dialect),
-                                              self._compile(table, key, cols))
+            target = self._qualified(table)
+            q = self.conn.dialect.identifier_preparer.quote
+            col_list = ", ".join(q(c) for c in cols)
+            stage = q(_stage_name(table))
+            found = self._texts[cache_key] = (Columns(table, cols, self.conn.dialect), tuple(map(_as_sent, (
+                _copy_sql(target, col_list), _copy_sql(stage, col_list),
+                f"CREATE TEMPORARY TABLE {stage} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP",
+                f"DROP TABLE {stage}"))))
         return found
 
-    def _compile(self, table: sa.Table, key: str, cols: Sequence[str]) -> tuple[str, ...]:
+    def _merge_sql(self, table: sa.Table, key: str, cols: Sequence[str]) -> str:
+        """``INSERT ... SELECT`` from the staging table ``ON CONFLICT DO UPDATE``: compiled when a
+        table first meets keys already stored, then kept (a fresh export never does, and compiling
+        it was most of what preparing a table's statements cost)."""
         from sqlalchemy.dialects import postgresql
 
-        target = self._qualified(table)
-        q = self.conn.dialect.identifier_preparer.quote
-        col_list = ", ".join(q(c) for c in cols)
-        stage = f"stage_{short_hash(table.fullname, 12)}"
-        stage_t = sa.table(stage, *[sa.column(c) for c in cols])
-        ins = postgresql.insert(table).from_select(list(cols), sa.select(*[stage_t.c[c] for c in cols]))
-        others = [c for c in cols if c != key]
-        if others:
-            ins = ins.on_conflict_do_update(index_elements=[key], set_={c: ins.excluded[c] for c in others})
-        else:
-            ins = ins.on_conflict_do_nothing(index_elements=[key])
-        return tuple(map(_as_sent, (
-            _copy_sql(target, col_list), _copy_sql(q(stage), col_list),
-            f"CREATE TEMPORARY TABLE {q(stage)} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP",
-            str(ins.compile(dialect=self.conn.dialect)), f"DROP TABLE {q(stage)}")))
+        cache_key = (table.fullname, key, tuple(cols))
+        found = self._merges.get(cache_key)
+        if found is None:
+            stage_t = sa.table(_stage_name(table), *[sa.column(c) for c in cols])
+            ins = postgresql.insert(table).from_select(list(cols), sa.select(*[stage_t.c[c] for c in cols]))
+            others = [c for c in cols if c != key]
+            if others:
+                ins = ins.on_conflict_do_update(index_elements=[key], set_={c: ins.excluded[c] for c in others})
+            else:
+                ins = ins.on_conflict_do_nothing(index_elements=[key])
+            found = self._merges[cache_key] = _as_sent(str(ins.compile(dialect=self.conn.dialect)))
+        return found
+
+
+def _stage_name(table: sa.Table) -> str:
+    return f"stage_{short_hash(table.fullname, 12)}"

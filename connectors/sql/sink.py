@@ -304,11 +304,12 @@ class SqlSink(SchemaSteps, RecordWrites, MediaWrites, RunRecords):
                     return None
                 forms = self._fixed["forms"]
                 name = conn.execute(sa.select(forms.c.table_name).where(forms.c.form_id == form_id)).scalar()
-                if not name or not insp.has_table(name, schema=self.schema):
+                columns, keys = self._reflect(insp, [name]) if name else ({}, {})
+                if name not in columns:
                     return None
-                main = sa.Table(name, sa.MetaData(schema=self.schema), autoload_with=conn)
-                key = list(main.primary_key.columns)[0]
-                q = sa.select(key)
+                # its columns and key only (reflecting the whole table, indexes and all, costs ten queries more)
+                main = sa.table(name, *(sa.column(c["name"], c["type"]) for c in columns[name]), schema=self.schema)
+                q = sa.select(main.c[keys[name]["constrained_columns"][0]])
                 if DELETED_AT in main.c:
                     q = q.where(main.c[DELETED_AT].is_(None))
                 return set(conn.execute(q).scalars())

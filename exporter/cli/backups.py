@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .. import api, audit
+from .. import api
 from ..errors import ConfigError
 from ..secrets import mask
 from .common import F, given_source_options, progress, run_guarded, source_options
 
 if TYPE_CHECKING:
+    from ..audit import Line
     from ..retention import Retention
 
 STATE_HELP = "Folder of the accounts' state (index, lock, spool); needed, here or as $EXPORTER_STATE_DIR."
@@ -99,12 +100,14 @@ def _retention(**keep: int) -> Retention | None:
 
 
 def _audited(ctx: click.Context, state_dir: str, account: str, action: str, on: bool = True,
-             **fields: Any) -> contextlib.AbstractContextManager[audit.Line]:
+             **fields: Any) -> contextlib.AbstractContextManager[Line]:
     """The audit line of the operation in the ``with`` block (a dict to complete, naming the
     command), or a dict written nowhere when ``on`` is false."""
+    from ..audit import Line, operation
+
     if not on:
-        return contextlib.nullcontext(audit.Line())
-    return audit.operation(state_dir, account, action, command=f"backups {ctx.info_name}", **fields)
+        return contextlib.nullcontext(Line())
+    return operation(state_dir, account, action, command=f"backups {ctx.info_name}", **fields)
 
 
 def _options(raw: tuple[str, ...], password_env: str | None, password_file: str | None) -> dict:

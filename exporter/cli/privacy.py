@@ -46,9 +46,12 @@ def pseudonymise_options(fn: F) -> F:
 def spec_of(ctx: click.Context) -> PseudonymiseSpec | None:
     """The ``PseudonymiseSpec`` of the command line (None without ``--pseudonymise``); a bad one
     is a ConfigError, raised before anything is created."""
+    given = ctx.meta.get(_META, {})
+    if not any(given.get(k) for k in ("pseudonymise", "pseudonymise_key_env", "pseudonymise_key_file",
+                                      "pseudonymise_archive")):
+        return None  # none of them given: what parse_spec says, without importing the privacy modules
     from ..privacy.spec import parse_spec
 
-    given = ctx.meta.get(_META, {})
     spec = parse_spec(given.get("pseudonymise") or (), key_env=given.get("pseudonymise_key_env"),
                       key_file=given.get("pseudonymise_key_file"), archive=bool(given.get("pseudonymise_archive")))
     if spec is not None:

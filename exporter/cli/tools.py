@@ -3,7 +3,6 @@ account exported to SQLite and files) and ``destinations`` (what the registry ho
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +105,8 @@ def demo(ctx: click.Context, out: str, formats: str | None) -> None:
 
 
 def _show_database(db: Path) -> None:
+    import sqlite3  # (the demo's only: not imported by every command)
+
     click.echo(f"\nSQLite database: {db}")
     with contextlib.closing(sqlite3.connect(db)) as con:
         tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]

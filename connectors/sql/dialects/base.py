@@ -88,6 +88,11 @@ class SqlProfile:
     #: all rows instead of one per row in every batch. The run's owner adds them when the run ends,
     #: and adds any still missing (a run that stopped) when a run starts.
     late_constraints: bool = False
+    #: its SQLAlchemy dialect reflects many tables in one query and leaves out of the answer a
+    #: name that is not there, exactly as ``has_table`` would not find it (a table, a view...): the
+    #: schema steps then learn which tables exist, and their columns, in one query (elsewhere each
+    #: name is looked up first: a dialect reflecting one table at a time may not say "not there")
+    reflects_many: bool = False
     #: the words before a new column's definition in ``ALTER TABLE t ...``
     add_column: str = "ADD COLUMN"
     #: keyword arguments of every ``sa.Table`` (storage engine, character set)

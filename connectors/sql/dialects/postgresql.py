@@ -53,7 +53,7 @@ class PostgreSQL(Dialect):
             # psqlODBC under fast_executemany fails on bytea and long texts and drops fractional
             # seconds (tested): it stays off
             max_params=30000, odbc_fast_executemany=False,
-            schema_lock_sql="SELECT pg_advisory_xact_lock(:k)", late_constraints=True)
+            schema_lock_sql="SELECT pg_advisory_xact_lock(:k)", late_constraints=True, reflects_many=True)
 
     def url(self, url: sa.URL) -> sa.URL:
         if url.get_backend_name() == "postgres":  # an alias SQLAlchemy no longer knows

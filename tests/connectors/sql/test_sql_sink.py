@@ -404,3 +404,25 @@ def test_lists_of_new_shapes_in_later_batches_keep_every_split_column(db):
     assert (rows["b"]["l1_label"], rows["b"]["l1_code"], rows["b"]["l1_c2_label"]) == ("Deux", "D2", "Sac")
     assert (rows["c"]["l1_label"], rows["c"]["l1_c2_code"], rows["c"]["l2_label"], rows["c"]["l2_code"]) == (
         "Trois", "KG", "Sous", "S1")
+
+
+def test_opening_a_database_that_holds_the_tables_reads_the_catalog_a_few_times(pg_db):
+    """Scheduled runs open a database that holds every table already: the shape check reads the
+    columns and keys of all the fixed tables at once (``reflects_many``): nine catalog queries in
+    all, where asking table by table (existence, columns, key) made fifty-four."""
+    run_export(sink_for(pg_db), full_stream())
+    seen: list[str] = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    sink = sink_for(pg_db)
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", note)
+    try:
+        sink.open(ctx("20240302T100000Z"))
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", note)
+    sink.close(True)
+    catalog = [s for s in seen if "pg_catalog" in s]
+    assert 0 < len(catalog) <= 12, f"{len(catalog)} catalog queries"
+    assert [r["status"] for r in pg_db.rows("runs", order="run_id")] == ["ok", "ok"]
