@@ -43,7 +43,7 @@ _KIND = operator.attrgetter("kind")
 
 def _privacy_stage(ctx: RunContext) -> Pseudonymiser | None:
     """``privacy.pseudonymise.stage_for(ctx)``, imported only by a run that asks for a stage."""
-    if getattr(ctx, "privacy", None) is None:
+    if ctx.privacy is None:
         return None
     from .privacy.pseudonymise import stage_for
 
