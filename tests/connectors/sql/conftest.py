@@ -145,12 +145,14 @@ def my_odbc_db():
         yield db
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "postgresql_generic", "postgresql_pyodbc", "mysql",
-                        "mysql_in_step", "mysql_odbc"])
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql_background", "postgresql_generic", "postgresql_pyodbc",
+                        "mysql", "mysql_in_step", "mysql_odbc"])
 def db(request) -> Db:
     """Every real backend the sink supports here. ``postgresql_generic`` runs the executemany path
     that SQL Server and Access use; ``postgresql_pyodbc`` and ``mysql_odbc`` run it through pyodbc
-    and Debian's psqlODBC / MariaDB ODBC drivers, the way SQL Server is reached. ``mysql`` loads
+    and Debian's psqlODBC / MariaDB ODBC drivers, the way SQL Server is reached. ``postgresql``
+    loads in step with the batches (its default), ``postgresql_background`` on a background thread
+    (``background_load=true``). ``mysql`` loads
     with multi-row INSERTs on a background thread (its default), ``mysql_in_step`` in step with
     the batches (``background_load=false``, as the workers of a parallel export do)."""
     kind = request.param
@@ -160,6 +162,10 @@ def db(request) -> Db:
         return request.getfixturevalue("sqlite_db")
     if kind == "postgresql":
         return request.getfixturevalue("pg_db")
+    if kind == "postgresql_background":
+        d = request.getfixturevalue("pg_db")
+        d.options = {**d.options, "background_load": True}
+        return d
     if kind == "postgresql_generic":
         d = request.getfixturevalue("pg_db")
         d.options = {**d.options, "loader": "generic"}
