@@ -25,14 +25,11 @@ from typing import IO, NamedTuple
 
 from exporter.errors import ArchiveError
 
-_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
-_LOCAL = struct.Struct("<4s2B4HL2L2H")
-_END = struct.Struct("<4s4H2LH")
-_END64 = struct.Struct("<4sQ2H2L4Q")
-_LOCATOR64 = struct.Struct("<4sLQL")
+from .zipwriter import CENTRAL, DEFLATED, END, END64, LOCAL, LOCATOR64, STORED
+
 _PIECE = 1 << 20
 _BATCH = 2000
-STORED, DEFLATED, BZIP2 = 0, 8, 12
+BZIP2 = 12
 
 
 class Member(NamedTuple):
@@ -49,7 +46,7 @@ def _end_record(fh: IO[bytes], path: Path) -> tuple[int, int, int]:
     """(offset of the central directory, its size, the bytes before the zip) from the end records."""
     fh.seek(0, os.SEEK_END)
     total = fh.tell()
-    tail_start = max(0, total - (1 << 16) - _END.size)
+    tail_start = max(0, total - (1 << 16) - END.size)
     fh.seek(tail_start)
     tail = fh.read()
     at = len(tail)
@@ -57,21 +54,21 @@ def _end_record(fh: IO[bytes], path: Path) -> tuple[int, int, int]:
         at = tail.rfind(b"PK\x05\x06", 0, at)
         if at < 0:
             raise ArchiveError(f"{path} is not a zip archive")
-        if at + _END.size <= len(tail) and at + _END.size + _END.unpack_from(tail, at)[-1] <= len(tail):
+        if at + END.size <= len(tail) and at + END.size + END.unpack_from(tail, at)[-1] <= len(tail):
             break
-    _sig, _disk, _cd_disk, _n, _count, size, offset, _comment = _END.unpack_from(tail, at)
+    _sig, _disk, _cd_disk, _n, _count, size, offset, _comment = END.unpack_from(tail, at)
     where = tail_start + at
-    loc = at - _LOCATOR64.size
+    loc = at - LOCATOR64.size
     if loc >= 0 and tail[loc:loc + 4] == b"PK\x06\x07":
-        rec = loc - _END64.size
+        rec = loc - END64.size
         if rec >= 0:
-            head = tail[rec:rec + _END64.size]
+            head = tail[rec:rec + END64.size]
         else:  # (a comment of nearly 64 KiB)
             fh.seek(max(0, tail_start + rec))
-            head = fh.read(_END64.size) if tail_start + rec >= 0 else b""
-        if len(head) != _END64.size or head[:4] != b"PK\x06\x06":
+            head = fh.read(END64.size) if tail_start + rec >= 0 else b""
+        if len(head) != END64.size or head[:4] != b"PK\x06\x06":
             raise ArchiveError(f"{path}: damaged ZIP64 end record")
-        size, offset = _END64.unpack(head)[-2:]
+        size, offset = END64.unpack(head)[-2:]
         where = tail_start + rec
     concat = where - size - offset
     if concat < 0:
@@ -112,26 +109,26 @@ def _entries(fd: int, start: int, length: int, concat: int, path: Path) -> Itera
     of members can go side by side)."""
     buf, i, pos, end = b"", 0, start, start + length
     while True:
-        if len(buf) - i < _CENTRAL.size and pos < end:
+        if len(buf) - i < CENTRAL.size and pos < end:
             buf = buf[i:] + os.pread(fd, min(_PIECE, end - pos), pos)
             pos, i = min(end, pos + _PIECE), 0
-        if len(buf) - i < _CENTRAL.size:
+        if len(buf) - i < CENTRAL.size:
             if len(buf) - i:
                 raise ArchiveError(f"{path}: the central directory is truncated")
             return
         (sig, _cv, _cs, _xv, _r, flags, method, _t, _d, crc, packed, size, n_name, n_extra, n_comment, _disk, _ia,
-         _ea, offset) = _CENTRAL.unpack_from(buf, i)
+         _ea, offset) = CENTRAL.unpack_from(buf, i)
         if sig != b"PK\x01\x02":
             raise ArchiveError(f"{path}: damaged central directory")
-        need = _CENTRAL.size + n_name + n_extra + n_comment
+        need = CENTRAL.size + n_name + n_extra + n_comment
         if len(buf) - i < need:
             if pos >= end:
                 raise ArchiveError(f"{path}: the central directory is truncated")
             buf = buf[i:] + os.pread(fd, min(_PIECE, end - pos), pos)
             pos, i = min(end, pos + _PIECE), 0
             continue
-        raw = buf[i + _CENTRAL.size:i + _CENTRAL.size + n_name]
-        extra = buf[i + _CENTRAL.size + n_name:i + _CENTRAL.size + n_name + n_extra]
+        raw = buf[i + CENTRAL.size:i + CENTRAL.size + n_name]
+        extra = buf[i + CENTRAL.size + n_name:i + CENTRAL.size + n_name + n_extra]
         i += need
         name = _name(raw)
         if 0xFFFFFFFF in (size, packed, offset):
@@ -198,11 +195,11 @@ class ZipIndex:
         if m.method not in (STORED, DEFLATED, BZIP2):
             raise ArchiveError(f"{m.name} is compressed with method {m.method} in {self.path}: not supported")
         fd = self._fh.fileno()
-        head = os.pread(fd, _LOCAL.size, m.offset)
-        if len(head) != _LOCAL.size or head[:4] != b"PK\x03\x04":
+        head = os.pread(fd, LOCAL.size, m.offset)
+        if len(head) != LOCAL.size or head[:4] != b"PK\x03\x04":
             raise ArchiveError(f"{self.path}: bad local header for {m.name}")
-        n_name, n_extra = _LOCAL.unpack(head)[-2:]
-        return io.BufferedReader(_Reader(fd, m, m.offset + _LOCAL.size + n_name + n_extra, self.path), 1 << 16)
+        n_name, n_extra = LOCAL.unpack(head)[-2:]
+        return io.BufferedReader(_Reader(fd, m, m.offset + LOCAL.size + n_name + n_extra, self.path), 1 << 16)
 
 
 class _Reader(io.RawIOBase):

@@ -28,11 +28,13 @@ STORED, DEFLATED = 0, 8
 #: signed 32-bit numbers are common)
 ZIP64_LIMIT = (1 << 31) - 1
 _COUNT_LIMIT = 0xFFFF
-_LOCAL = struct.Struct("<4s2B4HL2L2H")
-_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
-_END = struct.Struct("<4s4H2LH")
-_END64 = struct.Struct("<4sQ2H2L4Q")
-_LOCATOR64 = struct.Struct("<4sLQL")
+#: the zip format's records (APPNOTE 4.3): local header, central directory entry, end of central
+#: directory, and ZIP64's end record and its locator; ``zipindex`` reads the same
+LOCAL = struct.Struct("<4s2B4HL2L2H")
+CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
+END = struct.Struct("<4s4H2LH")
+END64 = struct.Struct("<4sQ2H2L4Q")
+LOCATOR64 = struct.Struct("<4sLQL")
 _SIZES64 = struct.Struct("<HHQQ")
 _DOS_DATE, _DOS_TIME = (1980 - 1980) << 9 | 1 << 5 | 1, 0  # 1980-01-01 00:00:00
 _UTF8_NAME = 0x800
@@ -113,10 +115,10 @@ class ZipWriter:
         self._cd.close()
         count = self._count
         if count > _COUNT_LIMIT or start > self.zip64_limit or size > self.zip64_limit:
-            self._fh.write(_END64.pack(b"PK\x06\x06", 44, _VERSION64, _VERSION64, 0, 0, count, count, size, start))
-            self._fh.write(_LOCATOR64.pack(b"PK\x06\x07", 0, start + size, 1))
+            self._fh.write(END64.pack(b"PK\x06\x06", 44, _VERSION64, _VERSION64, 0, 0, count, count, size, start))
+            self._fh.write(LOCATOR64.pack(b"PK\x06\x07", 0, start + size, 1))
             count, size, start = min(count, _COUNT_LIMIT), min(size, 0xFFFFFFFF), min(start, 0xFFFFFFFF)
-        self._fh.write(_END.pack(b"PK\x05\x06", 0, 0, count, count, size, start, 0))
+        self._fh.write(END.pack(b"PK\x05\x06", 0, 0, count, count, size, start, 0))
         self._fh.flush()
 
     def abort(self) -> None:
@@ -136,7 +138,7 @@ class ZipWriter:
         if zip64:
             packed = size = 0xFFFFFFFF
         version = _VERSION64 if zip64 else _VERSION
-        return _LOCAL.pack(b"PK\x03\x04", version, 0, flags, method, _DOS_TIME, _DOS_DATE, crc, packed, size,
+        return LOCAL.pack(b"PK\x03\x04", version, 0, flags, method, _DOS_TIME, _DOS_DATE, crc, packed, size,
                            len(raw), len(extra)) + raw + extra
 
     def _central(self, name: str, method: int, crc: int, packed: int, size: int, offset: int, zip64: bool) -> None:
@@ -149,7 +151,7 @@ class ZipWriter:
             offset = 0xFFFFFFFF
         extra = struct.pack(f"<HH{len(big)}Q", 1, 8 * len(big), *big) if big else b""
         version = _VERSION64 if zip64 or big else _VERSION
-        self._cd.write(_CENTRAL.pack(b"PK\x01\x02", version, _UNIX, version, 0, flags, method, _DOS_TIME, _DOS_DATE,
+        self._cd.write(CENTRAL.pack(b"PK\x01\x02", version, _UNIX, version, 0, flags, method, _DOS_TIME, _DOS_DATE,
                                      crc, packed, size, len(raw), len(extra), 0, 0, 0, _MODE, offset) + raw + extra)
         self._count += 1
 
