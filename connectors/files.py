@@ -41,7 +41,7 @@ from exporter.formats.base import OutputDir, get_writer_class, make_writer
 from exporter.capabilities import Capabilities
 from exporter.deletions import DeletionPolicy, doomed_ids
 from exporter.errors import ConfigError, FormatError, SinkError, os_error_text
-from exporter.fsutil import atomic_write, claim, file_digest, live_claim, release
+from exporter.fsutil import atomic_write, claim, file_digest, live_claim, release, remove_path
 from exporter.model import Account, Document, Form, Media, Record, counted_bytes
 from exporter.registry import FORMATS
 from exporter.sinks import RunContext, SinkStats
@@ -285,10 +285,7 @@ class FilesSink:
             d = self.root / out.form_dir(fid, self._forms.get(fid))
             safe = out.safe(sid)
             for p in (d / "submissions" / f"{safe}.json", d / "media" / safe, d / "documents" / safe):
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
-                elif p.exists() or p.is_symlink():
-                    p.unlink()
+                remove_path(p)
         self._hard_deleted = []
 
     def _delta(self, record: Record) -> None:

@@ -28,8 +28,6 @@ import contextlib
 import json
 import logging
 import mimetypes
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ from exporter.formats.base import OutputDir
 from exporter.formats.tabular import USER_COLUMNS
 
 from exporter.errors import ConfigError, SinkError, os_error_text
-from exporter.fsutil import atomic_write, live_claim
+from exporter.fsutil import atomic_write, live_claim, remove_path
 from exporter.model import Account, Media
 from exporter.privacy import personal
 from exporter.privacy.erase_records import blank_roles, blank_user, without_member
@@ -328,11 +326,6 @@ def _formats(settings: dict) -> tuple[str, ...]:
 
 def _remove(p: Path) -> None:
     try:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            os.unlink(p)
-    except FileNotFoundError:
-        pass
+        remove_path(p)
     except OSError as e:
         raise SinkError(os_error_text(e, f"remove {p}")) from None

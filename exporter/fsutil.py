@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -280,6 +281,18 @@ class StopAfterError:
 
     def close(self) -> None:
         self._failed = True
+
+
+def remove_path(p: Path) -> None:
+    """Remove a file, a symbolic link (never what it points to) or a folder's whole tree; nothing
+    when it is not there."""
+    try:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

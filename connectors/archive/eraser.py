@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exporter.errors import ArchiveError, SinkError, os_error_text
-from exporter.fsutil import atomic_write, fsync_dir
+from exporter.fsutil import atomic_write, fsync_dir, remove_path
 from exporter.privacy.archive_erase import count_erasure, rewrite_archive
 from exporter.privacy.forget import Request, append_lines, journaled
 
@@ -150,7 +150,7 @@ class ArchiveEraser:
             debris = re.compile(re.escape(f".{self.target.name}.") + r"[a-z0-9_]{8}\.(?:partial|old)")
             for p in self.target.parent.iterdir():
                 if debris.fullmatch(p.name):
-                    _remove(p)
+                    remove_path(p)
         except OSError as e:
             raise SinkError(os_error_text(e, f"write the archive {self.target}")) from None
         self._record(job["line"])
@@ -158,7 +158,7 @@ class ArchiveEraser:
             with contextlib.suppress(FileNotFoundError):
                 self.journal.unlink()
             for p in self.target.parent.glob(f".{self.journal.name}.*.partial"):  # a save a kill cut short
-                _remove(p)
+                remove_path(p)
         except OSError as e:
             raise SinkError(os_error_text(e, f"remove the finished job {self.journal}")) from None
         return job["line"]
@@ -167,16 +167,16 @@ class ArchiveEraser:
         new, old = self._names(job)
         current = manifest_digest(self.target) if self.target.exists() else None
         if current is not None and current == job.get("new"):  # swapped already
-            _remove(old)
+            remove_path(old)
             return
         if current is None and not (new.exists() and old.exists() and "new" in job):
             raise SinkError(f"{self.name}: the archive is gone (the stopped forget's job {self.journal} cannot "
                             "be finished): put the archive back, remove the job file and run forget again")
         if current is not None and (current != job["old"] or "new" not in job or not new.exists()):
             # not written yet, not verified yet, or the archive changed since: written (again)
-            _remove(new)
+            remove_path(new)
             for p in self.target.parent.glob(f".{new.name}.*.partial"):  # the sink's, from a stopped run
-                _remove(p)
+                remove_path(p)
             asked = job["request"]
             request = Request(user_id=asked["user_id"], submission_ids=tuple(asked["submission_ids"]),
                               only_personal=asked["only_personal"])
@@ -190,11 +190,11 @@ class ArchiveEraser:
             if self.target.exists():
                 # what a stopped forget set aside before an export wrote the archive again: the
                 # archive before the erasure, stale, and in the way of this rename
-                _remove(old)
+                remove_path(old)
                 os.rename(self.target, old)
             os.rename(new, self.target)
         fsync_dir(self.target.parent)
-        _remove(old)
+        remove_path(old)
         log.info("%s written again without the erased data", self.name)
 
     def _record(self, line: str) -> None:
@@ -207,10 +207,3 @@ class ArchiveEraser:
                         if json.loads(old).get("erasure_id") == erasure_id:
                             return
         append_lines(self.audit, [line])
-
-
-def _remove(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p)
-    else:
-        p.unlink(missing_ok=True)

@@ -14,11 +14,11 @@ personal columns. The counts use the kinds of ``exporter.privacy.forget.KINDS``.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from exporter.errors import ArchiveError
+from exporter.fsutil import remove_path
 from exporter.model import Record, Submission
 
 from . import personal
@@ -160,10 +160,7 @@ def rewrite_archive(plain: Path, out: Path, request: Request, *, zip_output: boo
         sink.close(ok)
     problems = verify_archive(out)
     if problems:
-        if out.is_dir():
-            shutil.rmtree(out)
-        else:
-            out.unlink()
+        remove_path(out)
         raise ArchiveError(f"the rewritten archive does not verify ({len(problems)} problem(s)): "
                            f"{'; '.join(problems[:3])}")
     return erasure.counts
