@@ -35,7 +35,7 @@ from typing import Any
 from exporter.connectors.files import FilesSink
 from exporter.connectors.files_store import STORE_PATH, FormStore
 from exporter.formats.base import OutputDir
-from exporter.formats.tabular import USER_COLUMNS
+from exporter.formats.tabular import USER_COLUMNS, long_value_path, user_long_name
 
 from exporter.errors import ConfigError, SinkError, os_error_text
 from exporter.fsutil import atomic_write, live_claim, remove_path
@@ -301,7 +301,7 @@ class FilesEraser:
             out = OutputDir(self.root)
             keys = personal.user_keys(personal.GROUPS) if job["request"]["only_personal"] else USER_COLUMNS
             for k in keys:
-                _remove(self.root / "long-values" / out.safe(f"user-{uid}-{k}.txt"))
+                _remove(self.root / long_value_path(out, "", user_long_name(uid, k)))
 
     def _record(self, line: str) -> None:
         """The audit line, appended once to the folder's own record."""

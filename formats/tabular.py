@@ -253,6 +253,17 @@ USER_FIELDS = ("id", "login", "first_name", "last_name", "email", "phone", "admi
 USER_COLUMNS = (*USER_FIELDS, "_extra")
 
 
+def long_value_path(out, base: str, long_name: str) -> str:
+    """Where a writer keeps the full text of a cell it cut (``out``: its ``OutputDir``):
+    ``<base>/long-values/<long_name>.txt``, relative to the output's root."""
+    return "/".join(p for p in (base, "long-values", out.safe(long_name + ".txt")) if p)
+
+
+def user_long_name(user_id: str, column: str) -> str:
+    """The ``long_name`` of a users table cell: its file is ``long_value_path(out, "", ...)``."""
+    return f"user-{user_id}-{column}"
+
+
 def user_cell(user, key: str) -> Any:
     """One cell of the users table (``USER_COLUMNS``)."""
     return extra_json(user.extra) if key == "_extra" else getattr(user, key)

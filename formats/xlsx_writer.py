@@ -48,10 +48,12 @@ from exporter.formats.tabular import (
     list_item_cells,
     list_item_columns,
     list_item_headers,
+    long_value_path,
     relative,
     row_cells,
     subform_columns,
     user_cell,
+    user_long_name,
 )
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
@@ -269,7 +271,7 @@ class XlsxWriter(FormStreamWriter):
             if link is None and not text.startswith("="):
                 return text  # openpyxl stores a str as text unless it starts with "="
             return _Val(text, string=True, link=link)
-        rel = "/".join(p for p in (base, "long-values", self.out.safe(long_name + ".txt")) if p)
+        rel = long_value_path(self.out, base, long_name)
         with self.out.atomic(rel, "wb") as fh:
             fh.write(text.encode("utf-8", "backslashreplace"))
         target = relative(rel, base)
@@ -338,7 +340,7 @@ class XlsxWriter(FormStreamWriter):
         self._open_people()
         self._people["users_book"].newest.add(user.create_time)
         self._people["users"].append(
-            [self._cell(user_cell(user, k), user_cell(user, k), "", f"user-{user.id}-{k}")
+            [self._cell(user_cell(user, k), user_cell(user, k), "", user_long_name(user.id, k))
              if k != "admin" else user.admin for k in USER_COLUMNS])
 
     def _on_group(self, group) -> None:

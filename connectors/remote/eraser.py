@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exporter.formats.tabular import USER_COLUMNS
+from exporter.formats.tabular import USER_COLUMNS, long_value_path, user_long_name
 
 from exporter.errors import ConfigError, SinkError
 from exporter.fsutil import file_digest, owned_tempdir
@@ -211,7 +211,7 @@ class RemoteEraser:
         people = [p for p in PEOPLE if p in listing]
         if uid is not None:  # the person's cells the XLSX writer cut: their full text
             keys = personal.user_keys(personal.GROUPS) if request.only_personal else USER_COLUMNS
-            remove += [rel for k in keys if (rel := "long-values/" + out.safe(f"user-{uid}-{k}.txt")) in listing]
+            remove += [rel for k in keys if (rel := long_value_path(out, "", user_long_name(uid, k))) in listing]
             # a killed export's upload of a people file (``users.json.<8 hex>.partial``): everyone, them too
             remove += [rel for rel in listing if rel.endswith(".partial") and rel[:-PARTIAL_SUFFIX_LEN] in PEOPLE]
         if uid is not None and people:
@@ -382,7 +382,7 @@ class RemoteEraser:
 
     def _filter_csv(self, src: Path, dst: Path, gone: set[str], kept: dict[str, list[str]]) -> None:
         dialect = csv_dialect(src, self.sink.options)
-        with self._csv_rows(src) as (header, rows), open(dst, "w", encoding="utf-8-sig" if dialect["csv_bom"] else
+        with self._csv_rows(src, dialect) as (header, rows), open(dst, "w", encoding="utf-8-sig" if dialect["csv_bom"] else
                                                           "utf-8", errors="backslashreplace", newline="") as fout:
             w = csv.writer(fout, delimiter=dialect["csv_delimiter"], quotechar='"', lineterminator="\r\n",
                            quoting=csv.QUOTE_MINIMAL, doublequote=True, strict=True)
@@ -397,10 +397,13 @@ class RemoteEraser:
                 w.writerow(row)
 
     @contextlib.contextmanager
-    def _csv_rows(self, path: Path) -> Iterator[tuple[list[str], Iterator[list[str]]]]:
-        delimiter = csv_dialect(path, self.sink.options)["csv_delimiter"]
+    def _csv_rows(self, path: Path, dialect: dict[str, Any] | None = None
+                  ) -> Iterator[tuple[list[str], Iterator[list[str]]]]:
+        """The header and rows of a CSV file the exporter wrote (``dialect``: ``csv_dialect``'s, when
+        the caller has it already)."""
+        dialect = dialect or csv_dialect(path, self.sink.options)
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.reader(fh, delimiter=delimiter, quotechar='"', strict=True)
+            reader = csv.reader(fh, delimiter=dialect["csv_delimiter"], quotechar='"', strict=True)
             header = next(reader, [])
             yield header, reader
 
